@@ -1,0 +1,159 @@
+/* portfence check: validate a policy and show what each app will get. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kernel_ports.h"
+#include "policy.h"
+
+static const char *protocol_text(unsigned protocols)
+{
+	if (protocols == (PF_PROTO_TCP | PF_PROTO_UDP))
+		return "tcp+udp";
+	return protocols == PF_PROTO_TCP ? "tcp" : "udp";
+}
+
+/* Errors that depend on this host's kernel settings, not on the file. */
+static int check_kernel_algorithm(const struct pf_app *app,
+				  const struct pf_kernel_ports *ports)
+{
+	struct pf_range_fit fit;
+
+	if (app->algorithm != PF_ALGO_KERNEL)
+		return 0;
+	pf_range_fit(ports, app->range_lo, app->range_hi, &fit);
+	if (!fit.inside_ephemeral) {
+		fprintf(stderr,
+			"%s:%d: algorithm \"kernel\" cannot serve range %u-%u of app '%s': the kernel "
+			"clamps a per-socket range to net.ipv4.ip_local_port_range (%u-%u)\n",
+			app->file, app->algorithm_line, app->range_lo, app->range_hi, app->name,
+			ports->ephemeral_lo, ports->ephemeral_hi);
+		return 1;
+	}
+	if (fit.reserved) {
+		fprintf(stderr,
+			"%s:%d: algorithm \"kernel\" cannot serve range %u-%u of app '%s': %u of its "
+			"ports are in net.ipv4.ip_local_reserved_ports, which the kernel never chooses\n",
+			app->file, app->algorithm_line, app->range_lo, app->range_hi, app->name,
+			fit.reserved);
+		return 1;
+	}
+	return 0;
+}
+
+static void print_isolation_fix(const struct pf_app *app, const struct pf_kernel_ports *ports)
+{
+	const char *existing = ports->reserved_text;
+
+	fprintf(stderr, "  isolate it with: sysctl -w net.ipv4.ip_local_reserved_ports=%s%s%u-%u\n",
+		existing, existing[0] ? "," : "", app->range_lo, app->range_hi);
+}
+
+static void warn_isolation(const struct pf_app *app, const struct pf_kernel_ports *ports,
+			   const struct pf_range_fit *fit)
+{
+	if (fit->overlap_unreserved == 0)
+		return;
+	if (app->algorithm == PF_ALGO_KERNEL) {
+		fprintf(stderr,
+			"%s:%d: warning: range %u-%u of app '%s' lies in the kernel's ephemeral range, "
+			"so other programs may be given its ports; algorithm \"kernel\" needs it there "
+			"and unreserved, so it cannot be isolated (choose a user-space algorithm to "
+			"isolate it)\n",
+			app->file, app->range_line, app->range_lo, app->range_hi, app->name);
+		return;
+	}
+	fprintf(stderr,
+		"%s:%d: warning: range %u-%u of app '%s' overlaps net.ipv4.ip_local_port_range "
+		"(%u-%u) on %u ports not in net.ipv4.ip_local_reserved_ports: the kernel may give "
+		"them to other programs\n",
+		app->file, app->range_line, app->range_lo, app->range_hi, app->name,
+		ports->ephemeral_lo, ports->ephemeral_hi, fit->overlap_unreserved);
+	print_isolation_fix(app, ports);
+}
+
+static const char *isolation_text(const struct pf_range_fit *fit)
+{
+	if (fit->overlap_ephemeral == 0)
+		return "isolated (outside the kernel's ephemeral range)";
+	if (fit->overlap_unreserved == 0)
+		return "isolated (reserved in ip_local_reserved_ports)";
+	return "NOT isolated (shares the kernel's ephemeral range)";
+}
+
+static void print_app(const struct pf_app *app, const struct pf_kernel_ports *ports, bool have_ports)
+{
+	struct pf_range_fit fit = {0};
+
+	if (have_ports)
+		pf_range_fit(ports, app->range_lo, app->range_hi, &fit);
+	printf("app %s: ports %u-%u (%u), algorithm %s, binding %s, %s, mode %s, explicit_bind %s, "
+	       "rules %zu allow%s / %zu deny\n",
+	       app->name, app->range_lo, app->range_hi, app->range_hi - app->range_lo + 1u,
+	       pf_algorithm_name(app->algorithm),
+	       app->algorithm == PF_ALGO_KERNEL ? "kernel (IP_LOCAL_PORT_RANGE)" : "explicit bind",
+	       protocol_text(app->protocols), app->mode == PF_MODE_AUDIT ? "audit" : "enforce",
+	       app->deny_explicit_bind ? "deny" : "allow", app->allow.count,
+	       app->has_allow ? "" : " (none: all allowed)", app->deny.count);
+	printf("  isolation: %s\n", have_ports ? isolation_text(&fit) : "unknown (cannot read sysctls)");
+	if (have_ports)
+		warn_isolation(app, ports, &fit);
+}
+
+static void print_summary(const char *path, const struct pf_policy *policy)
+{
+	printf("%s: valid, %zu app%s; default %s; on_error %s; log %s%s\n", path,
+	       policy->app_count, policy->app_count == 1 ? "" : "s",
+	       policy->default_app < 0 ? "pass" : policy->apps[policy->default_app].name,
+	       policy->on_error_pass ? "pass" : "deny",
+	       policy->log_file ? policy->log_file : "none",
+	       policy->log_syslog ? " + syslog" : "");
+}
+
+int cmd_check(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *path = NULL;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "+c:h", options, NULL)) != -1) {
+		if (opt != 'c')
+			return usage_error(opt == 'h' ? NULL : "check: unknown option");
+		path = optarg;
+	}
+	if (optind != argc)
+		return usage_error("check takes no arguments besides -c POLICY");
+	if (!path)
+		path = cli_config_from_env();
+
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
+	for (size_t i = 0; i < diags.count; i++)
+		fprintf(stderr, "%s\n", diags.lines[i]);
+	pf_diags_free(&diags);
+	if (status != PF_LOAD_OK) {
+		pf_policy_free(&policy);
+		return 1;
+	}
+
+	static struct pf_kernel_ports ports;
+	bool have_ports = pf_kernel_ports_read(NULL, &ports) == 0;
+	int errors = 0;
+	for (size_t i = 0; i < policy.app_count && have_ports; i++)
+		errors += check_kernel_algorithm(&policy.apps[i], &ports);
+	if (!errors) {
+		print_summary(path, &policy);
+		for (size_t i = 0; i < policy.app_count; i++)
+			print_app(&policy.apps[i], &ports, have_ports);
+	}
+	pf_policy_free(&policy);
+	return errors ? 1 : 0;
+}

@@ -1,0 +1,16 @@
+#ifndef PORTFENCE_CLI_H
+#define PORTFENCE_CLI_H
+
+/* Exit status for usage errors, as SPEC fixes it. */
+#define EXIT_USAGE 2
+
+int cmd_check(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+
+/* Prints message (if any) and the usage to stderr; returns EXIT_USAGE. */
+int usage_error(const char *message);
+/* PORTFENCE_CONFIG, else the default policy path. */
+const char *cli_config_from_env(void);
+
+#endif

@@ -1,0 +1,43 @@
+/* portfence: the command-line tool. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "policy.h"
+
+static const char usage_text[] =
+	"usage: portfence run [-c POLICY] [-a APP] [--audit] -- COMMAND [ARG...]\n"
+	"       portfence check [-c POLICY]\n"
+	"       portfence report [--json] [--app NAME] [--since TIME] [LOGFILE]\n";
+
+int usage_error(const char *message)
+{
+	if (message)
+		fprintf(stderr, "portfence: %s\n", message);
+	fputs(usage_text, stderr);
+	return EXIT_USAGE;
+}
+
+const char *cli_config_from_env(void)
+{
+	const char *path = secure_getenv("PORTFENCE_CONFIG");
+	return path && path[0] ? path : PF_DEFAULT_CONFIG;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error(NULL);
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "check") == 0)
+		return cmd_check(argc - 1, argv + 1);
+	if (strcmp(argv[1], "run") == 0)
+		return cmd_run(argc - 1, argv + 1);
+	if (strcmp(argv[1], "report") == 0)
+		return cmd_report(argc - 1, argv + 1);
+	return usage_error("unknown command");
+}

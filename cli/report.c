@@ -1,0 +1,342 @@
+/* portfence report: summarise an audit log in one streaming pass.  Memory
+ * grows with the number of apps, never with the length of the log. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "policy.h"
+
+#define MAX_LINE (64 * 1024)
+#define HISTOGRAM_BINS 50
+
+struct app_stats {
+	char *name;
+	unsigned long assignments, denials, errors, audits;
+	unsigned long attempts_sum, attempts_max;
+	unsigned distinct_ports;
+	uint32_t *port_uses;	/* 65536 counters, allocated at first port */
+	unsigned port_min, port_max;
+	char first_ts[40], last_ts[40];
+	uint16_t range_lo, range_hi;	/* from the policy; 0 when unknown */
+};
+
+struct report {
+	struct app_stats *apps;
+	size_t app_count;
+	unsigned long malformed;
+	const char *only_app;
+	char since[40];
+};
+
+static struct app_stats *stats_for(struct report *rep, const char *name)
+{
+	for (size_t i = 0; i < rep->app_count; i++)
+		if (strcmp(rep->apps[i].name, name) == 0)
+			return &rep->apps[i];
+	struct app_stats *grown = realloc(rep->apps, (rep->app_count + 1) * sizeof(*grown));
+	if (!grown)
+		return NULL;
+	rep->apps = grown;
+	struct app_stats *app = &rep->apps[rep->app_count++];
+	memset(app, 0, sizeof(*app));
+	app->name = strdup(name);
+	app->port_min = 65536;
+	return app;
+}
+
+/* "127.0.0.1:61023" or "[::1]:61023" */
+static int port_of(const char *address)
+{
+	const char *colon = address ? strrchr(address, ':') : NULL;
+	char *end;
+
+	if (!colon)
+		return -1;
+	long port = strtol(colon + 1, &end, 10);
+	return *end == '\0' && port > 0 && port <= 65535 ? (int)port : -1;
+}
+
+static void count_port(struct app_stats *app, int port)
+{
+	if (port < 0)
+		return;
+	if (!app->port_uses && !(app->port_uses = calloc(65536, sizeof(uint32_t))))
+		return;
+	if (app->port_uses[port]++ == 0)
+		app->distinct_ports++;
+	if ((unsigned)port < app->port_min)
+		app->port_min = (unsigned)port;
+	if ((unsigned)port > app->port_max)
+		app->port_max = (unsigned)port;
+}
+
+static void count_event(struct app_stats *app, const char *event, json_t *record)
+{
+	json_t *attempts = json_object_get(record, "attempts");
+
+	if (strcmp(event, "assign") == 0) {
+		app->assignments++;
+		count_port(app, port_of(json_string_value(json_object_get(record, "local"))));
+		if (json_is_integer(attempts) && json_integer_value(attempts) >= 0) {
+			unsigned long tries = (unsigned long)json_integer_value(attempts);
+			app->attempts_sum += tries;
+			if (tries > app->attempts_max)
+				app->attempts_max = tries;
+		}
+	} else if (strcmp(event, "deny") == 0) {
+		app->denials++;
+	} else if (strcmp(event, "error") == 0) {
+		app->errors++;
+	} else if (strcmp(event, "audit") == 0) {
+		app->audits++;
+	}
+}
+
+static void take_line(struct report *rep, const char *line)
+{
+	json_error_t error;
+	json_t *record = json_loads(line, JSON_REJECT_DUPLICATES, &error);
+	const char *app_name = json_string_value(json_object_get(record, "app"));
+	const char *event = json_string_value(json_object_get(record, "event"));
+	const char *ts = json_string_value(json_object_get(record, "ts"));
+
+	if (!json_is_object(record) || !app_name || !event || !ts) {
+		rep->malformed++;
+		json_decref(record);
+		return;
+	}
+	if ((!rep->only_app || strcmp(rep->only_app, app_name) == 0) &&
+	    (!rep->since[0] || strcmp(ts, rep->since) >= 0)) {
+		struct app_stats *app = stats_for(rep, app_name);
+		if (app) {
+			if (!app->first_ts[0])
+				snprintf(app->first_ts, sizeof(app->first_ts), "%s", ts);
+			snprintf(app->last_ts, sizeof(app->last_ts), "%s", ts);
+			count_event(app, event, record);
+		}
+	}
+	json_decref(record);
+}
+
+/* Reads line by line with a fixed buffer; an overlong line is skipped
+ * whole and counted as malformed. */
+static void read_log(struct report *rep, FILE *log)
+{
+	static char line[MAX_LINE];
+	bool skipping = false;
+
+	while (fgets(line, sizeof(line), log)) {
+		size_t len = strlen(line);
+		bool complete = len > 0 && line[len - 1] == '\n';
+		if (skipping) {
+			skipping = !complete;
+			continue;
+		}
+		if (!complete && !feof(log)) {
+			rep->malformed++;
+			skipping = true;
+			continue;
+		}
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (len > 0)
+			take_line(rep, line);
+	}
+}
+
+/* Accepts 2026-11-21, 2026-11-21T10:00, 2026-11-21T10:00:00[Z] (also
+ * with a space): the log's timestamps are UTC and compare as text. */
+static int parse_since(const char *text, char out[40])
+{
+	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
+	for (size_t i = 0; i < sizeof(formats) / sizeof(*formats); i++) {
+		struct tm tm = {0};
+		const char *end = strptime(text, formats[i], &tm);
+		if (end && (*end == '\0' || strcmp(end, "Z") == 0)) {
+			strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void apply_policy_ranges(struct report *rep, const char *policy_path)
+{
+	struct pf_policy policy;
+
+	if (pf_policy_load(policy_path, &policy, NULL) == PF_LOAD_UNREADABLE) {
+		pf_policy_free(&policy);
+		return;
+	}
+	for (size_t i = 0; i < rep->app_count; i++) {
+		int index = pf_policy_find_app(&policy, rep->apps[i].name);
+		if (index >= 0) {
+			rep->apps[i].range_lo = policy.apps[index].range_lo;
+			rep->apps[i].range_hi = policy.apps[index].range_hi;
+		}
+	}
+	pf_policy_free(&policy);
+}
+
+/* The span the histogram and utilisation are computed over. */
+static void app_span(const struct app_stats *app, unsigned *lo, unsigned *hi)
+{
+	if (app->range_lo) {
+		*lo = app->range_lo;
+		*hi = app->range_hi;
+	} else if (app->distinct_ports) {
+		*lo = app->port_min;
+		*hi = app->port_max;
+	} else {
+		*lo = *hi = 0;
+	}
+}
+
+static void print_histogram(const struct app_stats *app, unsigned lo, unsigned hi)
+{
+	unsigned span = hi - lo + 1, bins = span < HISTOGRAM_BINS ? span : HISTOGRAM_BINS;
+	unsigned long counts[HISTOGRAM_BINS] = {0}, peak = 0;
+	static const char *const bars[] = {" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+
+	for (unsigned port = lo; port <= hi; port++) {
+		unsigned bin = (unsigned)((unsigned long)(port - lo) * bins / span);
+		counts[bin] += app->port_uses[port];
+	}
+	for (unsigned b = 0; b < bins; b++)
+		if (counts[b] > peak)
+			peak = counts[b];
+	printf("  ports %u |", lo);
+	for (unsigned b = 0; b < bins; b++)
+		fputs(bars[peak ? (counts[b] * 8 + peak - 1) / peak : 0], stdout);
+	printf("| %u  (each column %u port%s, peak %lu uses)\n", hi, (span + bins - 1) / bins,
+	       (span + bins - 1) / bins == 1 ? "" : "s", peak);
+}
+
+static void print_text(const struct report *rep)
+{
+	for (size_t i = 0; i < rep->app_count; i++) {
+		const struct app_stats *app = &rep->apps[i];
+		unsigned lo, hi;
+		app_span(app, &lo, &hi);
+		printf("app %s\n", app->name);
+		printf("  assignments %lu, distinct ports %u", app->assignments, app->distinct_ports);
+		if (hi)
+			printf(" of %u (%s %u-%u): utilisation %.1f%%", hi - lo + 1,
+			       app->range_lo ? "range" : "seen", lo, hi,
+			       100.0 * app->distinct_ports / (hi - lo + 1));
+		printf("\n  denials %lu, errors %lu, audit records %lu\n", app->denials, app->errors,
+		       app->audits);
+		printf("  attempts mean %.2f, max %lu\n",
+		       app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
+		       app->attempts_max);
+		printf("  first %s, last %s\n", app->first_ts, app->last_ts);
+		if (app->port_uses && hi)
+			print_histogram(app, lo, hi);
+	}
+	printf("malformed lines skipped: %lu\n", rep->malformed);
+}
+
+static void print_json(const struct report *rep)
+{
+	json_t *apps = json_array();
+
+	for (size_t i = 0; i < rep->app_count; i++) {
+		const struct app_stats *app = &rep->apps[i];
+		unsigned lo, hi;
+		app_span(app, &lo, &hi);
+		json_t *entry = json_pack(
+			"{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:s, s:s}", "app", app->name,
+			"assignments", (json_int_t)app->assignments, "distinct_ports",
+			(json_int_t)app->distinct_ports, "denials", (json_int_t)app->denials, "errors",
+			(json_int_t)app->errors, "audits", (json_int_t)app->audits, "attempts_mean",
+			app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
+			"attempts_max", (json_int_t)app->attempts_max, "first", app->first_ts, "last",
+			app->last_ts);
+		if (hi) {
+			json_object_set_new(entry, "range_lo", json_integer(lo));
+			json_object_set_new(entry, "range_hi", json_integer(hi));
+			json_object_set_new(entry, "utilisation",
+					    json_real((double)app->distinct_ports / (hi - lo + 1)));
+		}
+		json_array_append_new(apps, entry);
+	}
+	json_t *root = json_pack("{s:o, s:I}", "apps", apps, "malformed_lines",
+				 (json_int_t)rep->malformed);
+	json_dumpf(root, stdout, JSON_COMPACT);
+	putchar('\n');
+	json_decref(root);
+}
+
+static const char *default_log(void)
+{
+	const char *log = secure_getenv("PORTFENCE_LOG");
+	static char *from_policy;
+	struct pf_policy policy;
+
+	if (log && log[0])
+		return log;
+	if (pf_policy_load(cli_config_from_env(), &policy, NULL) != PF_LOAD_UNREADABLE &&
+	    policy.log_file)
+		from_policy = strdup(policy.log_file);
+	pf_policy_free(&policy);
+	return from_policy;
+}
+
+int cmd_report(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"json", no_argument, NULL, 'j'},	{"app", required_argument, NULL, 'a'},
+		{"since", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+		{0},
+	};
+	struct report rep = {0};
+	const char *policy_path = NULL;
+	bool json = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "+ja:s:c:", options, NULL)) != -1) {
+		if (opt == 'j')
+			json = true;
+		else if (opt == 'a')
+			rep.only_app = optarg;
+		else if (opt == 'c')
+			policy_path = optarg;
+		else if (opt == 's' && parse_since(optarg, rep.since) < 0)
+			return usage_error("report: --since takes a UTC time such as 2026-11-21T10:00:00");
+		else if (opt != 's')
+			return usage_error("report: unknown option");
+	}
+	if (argc - optind > 1)
+		return usage_error("report takes at most one LOGFILE");
+	const char *path = optind < argc ? argv[optind] : default_log();
+	if (!path)
+		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
+
+	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	if (!log) {
+		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	read_log(&rep, log);
+	if (log != stdin)
+		fclose(log);
+	apply_policy_ranges(&rep, policy_path ? policy_path : cli_config_from_env());
+	if (json)
+		print_json(&rep);
+	else
+		print_text(&rep);
+	for (size_t i = 0; i < rep.app_count; i++) {
+		free(rep.apps[i].name);
+		free(rep.apps[i].port_uses);
+	}
+	free(rep.apps);
+	return 0;
+}

@@ -1,0 +1,183 @@
+/* portfence run: exec a command with the shim preloaded. */
+#include <elf.h>
+#include <stdbool.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#ifndef PF_LIBDIR
+#define PF_LIBDIR "/usr/local/lib/portfence"
+#endif
+#define SHIM_NAME "libportfence.so"
+
+static bool is_file(const char *path)
+{
+	struct stat info;
+	return stat(path, &info) == 0 && S_ISREG(info.st_mode);
+}
+
+/* Next to the tool (the build tree), then where `make install` puts it
+ * relative to the tool, then the configured library directory. */
+static int find_shim(char *out, size_t len)
+{
+	static const char *const relative[] = {"", "../lib/portfence/", "../lib/"};
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash)
+			slash[1] = '\0';
+		for (size_t i = 0; i < sizeof(relative) / sizeof(*relative); i++) {
+			char candidate[PATH_MAX + 64];
+			snprintf(candidate, sizeof(candidate), "%s%s%s", self, relative[i], SHIM_NAME);
+			if (is_file(candidate) && realpath(candidate, out))
+				return 0;
+		}
+	}
+	snprintf(out, len, "%s/%s", PF_LIBDIR, SHIM_NAME);
+	return is_file(out) ? 0 : -ENOENT;
+}
+
+static bool resolve_command(const char *name, char *out, size_t len)
+{
+	if (strchr(name, '/')) {
+		snprintf(out, len, "%s", name);
+		return access(out, X_OK) == 0 && is_file(out);
+	}
+	const char *path = getenv("PATH");
+	char *copy = strdup(path && path[0] ? path : "/usr/local/bin:/usr/bin:/bin");
+	bool found = false;
+	for (char *dir = strtok(copy, ":"); dir && !found; dir = strtok(NULL, ":")) {
+		snprintf(out, len, "%s/%s", dir[0] ? dir : ".", name);
+		found = access(out, X_OK) == 0 && is_file(out);
+	}
+	free(copy);
+	return found;
+}
+
+/* An ELF executable without PT_INTERP is static: no dynamic loader will
+ * ever read LD_PRELOAD for it.  Scripts and unreadable files say no. */
+static bool is_static_elf(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	Elf64_Ehdr header;
+	bool is_static = false;
+
+	if (fd < 0)
+		return false;
+	if (read(fd, &header, sizeof(header)) == (ssize_t)sizeof(header) &&
+	    memcmp(header.e_ident, ELFMAG, SELFMAG) == 0 && header.e_ident[EI_CLASS] == ELFCLASS64 &&
+	    header.e_phentsize == sizeof(Elf64_Phdr)) {
+		is_static = true;
+		for (unsigned i = 0; i < header.e_phnum; i++) {
+			Elf64_Phdr ph;
+			off_t at = (off_t)(header.e_phoff + (Elf64_Off)i * sizeof(ph));
+			if (pread(fd, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph))
+				break;
+			if (ph.p_type == PT_INTERP)
+				is_static = false;
+		}
+	}
+	close(fd);
+	return is_static;
+}
+
+/* The loader ignores LD_PRELOAD of a non-system path for a program that
+ * gains privileges; say so instead of running it unconfined. */
+static const char *unreachable_reason(const char *path)
+{
+	struct stat info;
+
+	if (stat(path, &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)))
+		return "is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it";
+	if (getxattr(path, "security.capability", NULL, 0) > 0)
+		return "has file capabilities (setcap): the dynamic loader ignores LD_PRELOAD for it";
+	if (is_static_elf(path))
+		return "is statically linked: there is no dynamic loader to preload the shim";
+	return NULL;
+}
+
+static int set_preload(const char *shim)
+{
+	const char *existing = getenv("LD_PRELOAD");
+	char *value = NULL;
+
+	if (existing && strstr(existing, shim))
+		return 0;
+	if (asprintf(&value, "%s%s%s", shim, existing && existing[0] ? ":" : "",
+		     existing ? existing : "") < 0)
+		return -1;
+	return setenv("LD_PRELOAD", value, 1);
+}
+
+static int export_config(const char *config)
+{
+	char absolute[PATH_MAX];
+
+	/* The command may change directory; give it a path that still works. */
+	if (realpath(config, absolute))
+		config = absolute;
+	return setenv("PORTFENCE_CONFIG", config, 1);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"app", required_argument, NULL, 'a'},
+		{"audit", no_argument, NULL, 'A'},
+		{0},
+	};
+	const char *config = NULL, *app = NULL;
+	bool audit = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+		if (opt == 'c')
+			config = optarg;
+		else if (opt == 'a')
+			app = optarg;
+		else if (opt == 'A')
+			audit = true;
+		else
+			return usage_error("run: unknown option");
+	}
+	if (optind >= argc)
+		return usage_error("run needs a COMMAND");
+
+	char shim[PATH_MAX], command[PATH_MAX];
+	if (find_shim(shim, sizeof(shim)) < 0) {
+		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
+		return 127;
+	}
+	if (!resolve_command(argv[optind], command, sizeof(command))) {
+		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
+		return 127;
+	}
+	const char *reason = unreachable_reason(command);
+	if (reason) {
+		fprintf(stderr, "portfence: %s %s\n", command, reason);
+		return 126;
+	}
+	if (set_preload(shim) < 0 || (config && export_config(config) < 0) ||
+	    (app && setenv("PORTFENCE_APP", app, 1) < 0) ||
+	    (audit && setenv("PORTFENCE_MODE", "audit", 1) < 0)) {
+		fprintf(stderr, "portfence: cannot set the environment: %s\n", strerror(errno));
+		return 126;
+	}
+	execv(command, argv + optind);
+	int saved = errno;
+	fprintf(stderr, "portfence: %s: %s\n", command, strerror(saved));
+	return saved == ENOENT ? 127 : 126;
+}

@@ -1,0 +1,48 @@
+/* Port selection algorithms as pure functions over a range, a state and a
+ * "may I use this port" callback, so they can be tested without sockets. */
+#ifndef PORTFENCE_ALGORITHM_H
+#define PORTFENCE_ALGORITHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy.h"
+#include "rng.h"
+#include "state.h"
+
+/* What the try callback answers for one candidate port. */
+#define PF_TRY_TAKEN 0	/* the port is ours now: stop */
+#define PF_TRY_BUSY 1	/* in use: try another */
+/* a negative value is -errno: stop and report it */
+
+typedef int (*pf_try_fn)(void *ctx, uint16_t port);
+
+/* The connection a port is chosen for; the hash algorithms key on it. */
+struct pf_flow {
+	const uint8_t *local_addr;
+	size_t local_len;
+	const uint8_t *remote_addr;
+	size_t remote_len;
+	uint16_t remote_port;
+};
+
+struct pf_pick {
+	uint16_t port;
+	unsigned attempts;	/* calls made to the try callback */
+};
+
+/* The range is exhausted: every port was tried and found busy. */
+#define PF_EXHAUSTED 1
+
+/* Returns 0 with pick->port taken, PF_EXHAUSTED, or the negative errno a
+ * try returned.  pick->attempts is set in every case. */
+int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+		      const struct pf_flow *flow, struct pf_state *state,
+		      struct pf_rng *rng, pf_try_fn try_port, void *ctx,
+		      struct pf_pick *pick);
+
+/* Algorithm 5's N: the largest step between two successive ports. */
+uint32_t pf_random_increments_n(uint32_t num_ephemeral);
+
+#endif

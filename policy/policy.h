@@ -1,0 +1,125 @@
+/* The policy model: what a portfence policy file says, once parsed and
+ * validated.  Plain C, no interposition: the shim, the tool and the unit
+ * tests all link this. */
+#ifndef PORTFENCE_POLICY_H
+#define PORTFENCE_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define PF_DEFAULT_CONFIG "/etc/portfence.conf"
+
+enum pf_algorithm {
+	PF_ALGO_SEQUENTIAL,
+	PF_ALGO_RANDOM,
+	PF_ALGO_RANDOM_REDRAW,
+	PF_ALGO_HASH,
+	PF_ALGO_DOUBLE_HASH,
+	PF_ALGO_RANDOM_INCREMENTS,
+	PF_ALGO_KERNEL,
+	PF_ALGO_COUNT
+};
+
+enum pf_mode { PF_MODE_ENFORCE, PF_MODE_AUDIT };
+
+#define PF_PROTO_TCP 1u
+#define PF_PROTO_UDP 2u
+
+/* One destination rule: CIDR with an optional port range (1..65535 when
+ * the rule names no port). */
+struct pf_rule {
+	sa_family_t family;
+	uint8_t prefix;
+	uint16_t port_lo, port_hi;
+	uint8_t addr[16];
+};
+
+struct pf_rule_list {
+	struct pf_rule *rules;
+	size_t count;
+};
+
+struct pf_glob_list {
+	char **globs;
+	size_t count;
+};
+
+struct pf_app {
+	char *name;
+	struct pf_glob_list exe_globs;
+	struct pf_glob_list comm_globs;
+	uint16_t range_lo, range_hi;
+	enum pf_algorithm algorithm;
+	unsigned protocols;
+	enum pf_mode mode;
+	bool deny_explicit_bind;
+	bool has_allow;
+	struct pf_rule_list allow;
+	struct pf_rule_list deny;
+	/* Where the app was defined, for diagnostics. */
+	const char *file;
+	int line, range_line, algorithm_line;
+};
+
+struct pf_policy {
+	char *log_file;		/* NULL: no audit log */
+	bool log_syslog;
+	bool on_error_pass;
+	char *state_dir;	/* NULL: the default (pf_state_default_dir) */
+	int default_app;	/* index into apps, or -1 for "pass" */
+	struct pf_app *apps;
+	size_t app_count;
+	/* Every file name the policy was read from; apps point into it. */
+	char **files;
+	size_t file_count;
+};
+
+/* Diagnostics in "FILE:LINE: message" form, one per error. */
+struct pf_diags {
+	char **lines;
+	size_t count;
+};
+
+enum pf_load_status {
+	PF_LOAD_OK = 0,
+	PF_LOAD_INVALID,	/* parsed, but invalid: on_error_pass is meaningful */
+	PF_LOAD_UNREADABLE,	/* could not be read or parsed: on_error is deny */
+};
+
+/* Load a policy file, or a directory whose *.conf files are read in name
+ * order.  Errors are appended to diags (which may be NULL). */
+enum pf_load_status pf_policy_load(const char *path, struct pf_policy *policy,
+				   struct pf_diags *diags);
+void pf_policy_free(struct pf_policy *policy);
+
+void pf_diags_add(struct pf_diags *diags, const char *file, int line,
+		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void pf_diags_free(struct pf_diags *diags);
+
+const char *pf_algorithm_name(enum pf_algorithm algorithm);
+int pf_algorithm_from_name(const char *name, enum pf_algorithm *algorithm);
+
+/* Destination rules. */
+int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why);
+bool pf_rule_matches(const struct pf_rule *rule, const struct sockaddr *dest,
+		     socklen_t dest_len);
+/* deny wins; with an allow list, only what it allows passes. */
+bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
+		    socklen_t dest_len);
+
+/* App selection for a process. */
+#define PF_SELECT_PASS (-1)
+#define PF_SELECT_UNKNOWN_APP (-2)
+struct pf_process_identity {
+	const char *forced_app;	/* PORTFENCE_APP, or NULL */
+	const char *exe_path;	/* realpath of /proc/self/exe, or NULL */
+	const char *comm;	/* the kernel's comm, or NULL */
+	const char *program_name; /* basename of argv[0], or NULL */
+};
+int pf_policy_select(const struct pf_policy *policy,
+		     const struct pf_process_identity *who);
+int pf_policy_find_app(const struct pf_policy *policy, const char *name);
+
+#endif

@@ -1,0 +1,128 @@
+#include "rng.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void pf_rng_seed(struct pf_rng *rng, uint64_t seed)
+{
+	for (int i = 0; i < 4; i++)
+		rng->s[i] = splitmix64(&seed);
+}
+
+int pf_random_bytes(void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t got = getrandom((char *)buf + done, len - done, 0);
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)got;
+	}
+	return 0;
+}
+
+int pf_rng_seed_random(struct pf_rng *rng)
+{
+	int rc = pf_random_bytes(rng->s, sizeof(rng->s));
+
+	if (rc < 0)
+		return rc;
+	if ((rng->s[0] | rng->s[1] | rng->s[2] | rng->s[3]) == 0)
+		rng->s[0] = 1; /* the all-zero state is a fixed point */
+	return 0;
+}
+
+uint64_t pf_rng_next(struct pf_rng *rng)
+{
+	uint64_t *s = rng->s;
+	uint64_t result = rotl(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+/* Lemire's nearly-divisionless method: no modulo bias. */
+uint32_t pf_rng_below(struct pf_rng *rng, uint32_t bound)
+{
+	uint64_t product = (pf_rng_next(rng) >> 32) * bound;
+	uint32_t low = (uint32_t)product;
+
+	if (low < bound) {
+		uint32_t threshold = -bound % bound;
+		while (low < threshold) {
+			product = (pf_rng_next(rng) >> 32) * bound;
+			low = (uint32_t)product;
+		}
+	}
+	return (uint32_t)(product >> 32);
+}
+
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);      \
+		v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                         \
+		v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                         \
+		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);      \
+	} while (0)
+
+static uint64_t load_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len)
+{
+	const uint8_t *in = data;
+	uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
+	uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
+	uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
+	uint64_t last = (uint64_t)len << 56;
+	size_t whole = len - len % 8;
+
+	for (size_t i = 0; i < whole; i += 8) {
+		uint64_t m = load_le64(in + i);
+		v3 ^= m;
+		SIPROUND;
+		SIPROUND;
+		v0 ^= m;
+	}
+	for (size_t i = 0; i < len % 8; i++)
+		last |= (uint64_t)in[whole + i] << (8 * i);
+	v3 ^= last;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= last;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}

@@ -1,0 +1,249 @@
+/* Destination rules: "CIDR", "CIDR:PORT", "CIDR:LO-HI"; IPv6 in brackets. */
+#include "policy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_port(const char *text, size_t len, uint16_t *port)
+{
+	unsigned long value = 0;
+
+	if (len == 0 || len > 5)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] < '0' || text[i] > '9')
+			return -1;
+		value = value * 10 + (unsigned long)(text[i] - '0');
+	}
+	if (value < 1 || value > 65535)
+		return -1;
+	*port = (uint16_t)value;
+	return 0;
+}
+
+static int parse_port_part(const char *text, struct pf_rule *rule,
+			   const char **why)
+{
+	const char *dash = strchr(text, '-');
+	size_t len = strlen(text);
+
+	if (!dash) {
+		if (parse_port(text, len, &rule->port_lo) < 0) {
+			*why = "port must be a number from 1 to 65535";
+			return -1;
+		}
+		rule->port_hi = rule->port_lo;
+		return 0;
+	}
+	if (parse_port(text, (size_t)(dash - text), &rule->port_lo) < 0 ||
+	    parse_port(dash + 1, len - (size_t)(dash - text) - 1,
+		       &rule->port_hi) < 0) {
+		*why = "port range must be LO-HI with ports from 1 to 65535";
+		return -1;
+	}
+	if (rule->port_lo > rule->port_hi) {
+		*why = "port range has LO greater than HI";
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_prefix(const char *text, unsigned max, uint8_t *prefix)
+{
+	unsigned long value = 0;
+	size_t len = strlen(text);
+
+	if (len == 0 || len > 3)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] < '0' || text[i] > '9')
+			return -1;
+		value = value * 10 + (unsigned long)(text[i] - '0');
+	}
+	if (value > max)
+		return -1;
+	*prefix = (uint8_t)value;
+	return 0;
+}
+
+static void mask_host_bits(struct pf_rule *rule)
+{
+	size_t bytes = rule->family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < bytes; i++) {
+		int bits_left = rule->prefix - (int)i * 8;
+		if (bits_left >= 8)
+			continue;
+		rule->addr[i] &= bits_left <= 0 ? 0 : (uint8_t)(0xff << (8 - bits_left));
+	}
+}
+
+/* Splits "ADDR[/PREFIX]" in place and fills family, address and prefix. */
+static int parse_cidr(char *cidr, sa_family_t family, struct pf_rule *rule,
+		      const char **why)
+{
+	unsigned max = family == AF_INET ? 32 : 128;
+	char *slash = strchr(cidr, '/');
+
+	rule->family = family;
+	rule->prefix = (uint8_t)max;
+	if (slash) {
+		*slash = '\0';
+		if (parse_prefix(slash + 1, max, &rule->prefix) < 0) {
+			*why = family == AF_INET ? "prefix length must be 0 to 32"
+						 : "prefix length must be 0 to 128";
+			return -1;
+		}
+	}
+	if (inet_pton(family, cidr, rule->addr) != 1) {
+		*why = family == AF_INET ? "not an IPv4 address"
+					 : "not an IPv6 address";
+		return -1;
+	}
+	mask_host_bits(rule);
+	return 0;
+}
+
+int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why)
+{
+	char buf[128];
+	char *addr_part, *port_part = NULL;
+	sa_family_t family;
+
+	memset(rule, 0, sizeof(*rule));
+	rule->port_lo = 1;
+	rule->port_hi = 65535;
+	if (strlen(text) >= sizeof(buf) || text[0] == '\0') {
+		*why = text[0] ? "rule is too long" : "rule is empty";
+		return -1;
+	}
+	strcpy(buf, text);
+	if (buf[0] == '[') {
+		char *close = strchr(buf, ']');
+		if (!close) {
+			*why = "IPv6 address lacks its closing ']'";
+			return -1;
+		}
+		*close = '\0';
+		addr_part = buf + 1;
+		if (close[1] == ':')
+			port_part = close + 2;
+		else if (close[1] != '\0') {
+			*why = "expected ':PORT' after ']'";
+			return -1;
+		}
+		family = AF_INET6;
+	} else {
+		if (strchr(buf, '[') || strchr(buf, ']')) {
+			*why = "misplaced bracket";
+			return -1;
+		}
+		char *colon = strchr(buf, ':');
+		if (colon && strchr(colon + 1, ':')) {
+			*why = "IPv6 addresses must be written in brackets, as [ADDR/PREFIX]:PORT";
+			return -1;
+		}
+		if (colon) {
+			*colon = '\0';
+			port_part = colon + 1;
+		}
+		addr_part = buf;
+		family = AF_INET;
+	}
+	if (parse_cidr(addr_part, family, rule, why) < 0)
+		return -1;
+	if (port_part && parse_port_part(port_part, rule, why) < 0)
+		return -1;
+	return 0;
+}
+
+/* The destination as the rules see it: IPv4-mapped IPv6 becomes IPv4. */
+static int normalise_dest(const struct sockaddr *dest, socklen_t dest_len,
+			  sa_family_t *family, const uint8_t **addr,
+			  uint16_t *port)
+{
+	static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (!dest)
+		return -1;
+	if (dest->sa_family == AF_INET && dest_len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)dest;
+		*family = AF_INET;
+		*addr = (const uint8_t *)&sin->sin_addr;
+		*port = ntohs(sin->sin_port);
+		return 0;
+	}
+	if (dest->sa_family == AF_INET6 && dest_len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)dest;
+		const uint8_t *bytes = sin6->sin6_addr.s6_addr;
+		*port = ntohs(sin6->sin6_port);
+		if (memcmp(bytes, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
+			*family = AF_INET;
+			*addr = bytes + 12;
+		} else {
+			*family = AF_INET6;
+			*addr = bytes;
+		}
+		return 0;
+	}
+	return -1;
+}
+
+static bool prefix_matches(const uint8_t *net, const uint8_t *addr, unsigned prefix)
+{
+	unsigned whole = prefix / 8, rest = prefix % 8;
+
+	if (memcmp(net, addr, whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	uint8_t mask = (uint8_t)(0xff << (8 - rest));
+	return (net[whole] & mask) == (addr[whole] & mask);
+}
+
+static bool rule_matches_normalised(const struct pf_rule *rule, sa_family_t family,
+				    const uint8_t *addr, uint16_t port)
+{
+	return rule->family == family && port >= rule->port_lo &&
+	       port <= rule->port_hi && prefix_matches(rule->addr, addr, rule->prefix);
+}
+
+bool pf_rule_matches(const struct pf_rule *rule, const struct sockaddr *dest,
+		     socklen_t dest_len)
+{
+	sa_family_t family;
+	const uint8_t *addr;
+	uint16_t port;
+
+	if (normalise_dest(dest, dest_len, &family, &addr, &port) < 0)
+		return false;
+	return rule_matches_normalised(rule, family, addr, port);
+}
+
+static bool list_matches(const struct pf_rule_list *list, sa_family_t family,
+			 const uint8_t *addr, uint16_t port)
+{
+	for (size_t i = 0; i < list->count; i++)
+		if (rule_matches_normalised(&list->rules[i], family, addr, port))
+			return true;
+	return false;
+}
+
+bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
+		    socklen_t dest_len)
+{
+	sa_family_t family;
+	const uint8_t *addr;
+	uint16_t port;
+
+	if (!app->has_allow && app->deny.count == 0)
+		return true;
+	if (normalise_dest(dest, dest_len, &family, &addr, &port) < 0)
+		return true; /* not an inet destination: not ours to judge */
+	if (list_matches(&app->deny, family, addr, port))
+		return false;
+	return !app->has_allow || list_matches(&app->allow, family, addr, port);
+}

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian packages that building and testing portfence need.
+# As root it installs what is missing; otherwise it prints the exact line.
+set -eu
+PACKAGES="gcc make libconfig-dev libcriterion-dev libjansson-dev \
+  curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
+  procps groff-base libcap2-bin"
+
+missing=""
+for pkg in $PACKAGES; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  case "$status" in
+    *"install ok installed"*) ;;
+    *) missing="$missing $pkg" ;;
+  esac
+done
+[ -z "$missing" ] && exit 0
+
+line="apt-get install -y$missing"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "portfence: missing Debian packages; run as root:" >&2
+  echo "  $line" >&2
+  exit 1
+fi
+echo "portfence: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq $missing >/dev/null

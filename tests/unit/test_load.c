@@ -1,0 +1,241 @@
+/* Loading policies: every invalid class names its file and line; valid
+ * policies load to the model they describe. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "policy.h"
+
+#define FIXTURES "tests/fixtures"
+
+static char *read_expectation(const char *name)
+{
+	char path[256];
+	static char line[512];
+	snprintf(path, sizeof(path), FIXTURES "/invalid/%s.expect", name);
+	FILE *file = fopen(path, "r");
+	cr_assert_not_null(file, "missing %s", path);
+	cr_assert_not_null(fgets(line, sizeof(line), file));
+	fclose(file);
+	line[strcspn(line, "\n")] = '\0';
+	return line;
+}
+
+static bool diags_contain(const struct pf_diags *diags, const char *wanted)
+{
+	for (size_t i = 0; i < diags->count; i++)
+		if (strstr(diags->lines[i], wanted) == diags->lines[i])
+			return true;
+	return false;
+}
+
+struct invalid_case { char name[32]; };
+
+ParameterizedTestParameters(load, invalid_fixture)
+{
+	static struct invalid_case cases[] = {
+		{"unknown-key"}, {"unknown-app-key"}, {"wrong-type-range"}, {"wrong-type-name"},
+		{"wrong-type-syslog"}, {"port-zero"}, {"port-too-big"}, {"lo-above-hi"},
+		{"overlap"}, {"duplicate-name"}, {"unknown-algorithm"}, {"malformed-rule"},
+		{"malformed-rule-v6"}, {"syntax-error"}, {"unknown-default"}, {"bad-mode"},
+		{"bad-protocol"}, {"missing-range"}, {"bad-version"},
+	};
+	return cr_make_param_array(struct invalid_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct invalid_case *c, load, invalid_fixture)
+{
+	char path[256], wanted[800];
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	snprintf(path, sizeof(path), FIXTURES "/invalid/%s.conf", c->name);
+	snprintf(wanted, sizeof(wanted), "%s:%s", path, read_expectation(c->name));
+	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
+	cr_expect_neq(status, PF_LOAD_OK, "%s loaded as valid", path);
+	cr_expect(diags_contain(&diags, wanted), "%s: no diagnostic starting \"%s\" (first: %s)",
+		  c->name, wanted, diags.count ? diags.lines[0] : "none");
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+}
+
+Test(load, every_invalid_fixture_is_in_the_list)
+{
+	/* A fixture added without a test case would silently go untested. */
+	FILE *ls = popen("ls " FIXTURES "/invalid/*.conf | wc -l", "r");
+	int count = 0;
+	cr_assert_eq(fscanf(ls, "%d", &count), 1);
+	pclose(ls);
+	cr_expect_eq(count, 19);
+}
+
+Test(load, full_valid_policy)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_assert_eq(pf_policy_load(FIXTURES "/valid/full.conf", &policy, &diags), PF_LOAD_OK,
+		     "%s", diags.count ? diags.lines[0] : "");
+	cr_expect_str_eq(policy.log_file, "/tmp/pf-full.jsonl");
+	cr_expect(policy.log_syslog);
+	cr_expect(policy.on_error_pass);
+	cr_expect_str_eq(policy.state_dir, "/tmp/pf-full-state");
+	cr_assert_eq(policy.app_count, 2);
+	cr_expect_eq(policy.default_app, 1);
+
+	const struct pf_app *web = &policy.apps[0];
+	cr_expect_str_eq(web->name, "web");
+	cr_expect_eq(web->exe_globs.count, 1);
+	cr_expect_str_eq(web->exe_globs.globs[0], "/usr/bin/curl*");
+	cr_expect_str_eq(web->comm_globs.globs[0], "wget");
+	cr_expect_eq(web->range_lo, 61000);
+	cr_expect_eq(web->range_hi, 61099);
+	cr_expect_eq(web->algorithm, PF_ALGO_DOUBLE_HASH);
+	cr_expect_eq(web->protocols, PF_PROTO_TCP | PF_PROTO_UDP);
+	cr_expect_eq(web->mode, PF_MODE_ENFORCE);
+	cr_expect_not(web->deny_explicit_bind);
+	cr_expect(web->has_allow);
+	cr_expect_eq(web->allow.count, 3);
+	cr_expect_eq(web->deny.count, 1);
+	cr_expect_eq(web->line, 7, "the line of the app's opening brace");
+
+	const struct pf_app *db = &policy.apps[1];
+	cr_expect_eq(db->algorithm, PF_ALGO_SEQUENTIAL);
+	cr_expect_eq(db->protocols, PF_PROTO_TCP);
+	cr_expect_eq(db->mode, PF_MODE_AUDIT);
+	cr_expect(db->deny_explicit_bind);
+	cr_expect_not(db->has_allow);
+	pf_policy_free(&policy);
+}
+
+Test(load, minimal_policy_gets_defaults)
+{
+	struct pf_policy policy;
+
+	cr_assert_eq(pf_policy_load(FIXTURES "/valid/minimal.conf", &policy, NULL), PF_LOAD_OK);
+	cr_expect_null(policy.log_file);
+	cr_expect_not(policy.on_error_pass);
+	cr_expect_eq(policy.default_app, PF_SELECT_PASS);
+	cr_expect_eq(policy.apps[0].range_lo, 50000);
+	cr_expect_eq(policy.apps[0].range_hi, 50000);
+	cr_expect_eq(policy.apps[0].mode, PF_MODE_ENFORCE);
+	cr_expect_eq(policy.apps[0].protocols, PF_PROTO_TCP | PF_PROTO_UDP);
+	pf_policy_free(&policy);
+}
+
+Test(load, directory_reads_conf_files_in_name_order)
+{
+	struct pf_policy policy;
+
+	cr_assert_eq(pf_policy_load(FIXTURES "/valid/dir", &policy, NULL), PF_LOAD_OK);
+	cr_assert_eq(policy.app_count, 2);
+	cr_expect_str_eq(policy.apps[0].name, "web");
+	cr_expect_str_eq(policy.apps[1].name, "dns");
+	cr_expect_eq(policy.apps[1].algorithm, PF_ALGO_RANDOM_INCREMENTS);
+	cr_expect_str_eq(policy.log_file, "/tmp/pf-dir.jsonl");
+	cr_expect(strstr(policy.apps[1].file, "20-dns.conf") != NULL);
+	pf_policy_free(&policy);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *file = fopen(path, "w");
+	cr_assert_not_null(file);
+	fputs(text, file);
+	fclose(file);
+}
+
+Test(load, overlap_across_files_names_both)
+{
+	char dir[] = "/tmp/pf-unit-XXXXXX";
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_assert_not_null(mkdtemp(dir));
+	char a[300], b[300], wanted[700];
+	snprintf(a, sizeof(a), "%s/a.conf", dir);
+	snprintf(b, sizeof(b), "%s/b.conf", dir);
+	write_file(a, "apps = ( { name = \"one\"; range = [ 1000, 1100 ]; } );\n");
+	write_file(b, "\napps = ( { name = \"two\";\n range = [ 1100, 1200 ]; } );\n");
+	cr_expect_eq(pf_policy_load(dir, &policy, &diags), PF_LOAD_INVALID);
+	snprintf(wanted, sizeof(wanted), "%s:3: range 1100-1200 of app 'two' overlaps range 1000-1100 of app 'one' (%s:1)", b, a);
+	cr_expect(diags_contain(&diags, wanted), "got %s", diags.count ? diags.lines[0] : "none");
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	unlink(a);
+	unlink(b);
+	rmdir(dir);
+}
+
+Test(load, setting_in_two_files_is_an_error)
+{
+	char dir[] = "/tmp/pf-unit-XXXXXX";
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_assert_not_null(mkdtemp(dir));
+	char a[300], b[300], wanted[700];
+	snprintf(a, sizeof(a), "%s/a.conf", dir);
+	snprintf(b, sizeof(b), "%s/b.conf", dir);
+	write_file(a, "on_error = \"pass\";\n");
+	write_file(b, "on_error = \"deny\";\n");
+	cr_expect_eq(pf_policy_load(dir, &policy, &diags), PF_LOAD_INVALID);
+	snprintf(wanted, sizeof(wanted), "%s:1: 'on_error' is already set at %s:1", b, a);
+	cr_expect(diags_contain(&diags, wanted));
+	/* The first setting stays in force, so on_error is still honoured. */
+	cr_expect(policy.on_error_pass);
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	unlink(a);
+	unlink(b);
+	rmdir(dir);
+}
+
+Test(load, invalid_policy_keeps_its_on_error)
+{
+	char path[] = "/tmp/pf-unit-XXXXXX";
+	int fd = mkstemp(path);
+	struct pf_policy policy;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	write_file(path, "on_error = \"pass\";\napps = ( { name = \"x\"; range = [ 5, 1 ]; } );\n");
+	cr_expect_eq(pf_policy_load(path, &policy, NULL), PF_LOAD_INVALID);
+	cr_expect(policy.on_error_pass);
+	pf_policy_free(&policy);
+	unlink(path);
+}
+
+Test(load, unreadable_and_unparsable_mean_deny)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_expect_eq(pf_policy_load("/nonexistent/portfence.conf", &policy, &diags), PF_LOAD_UNREADABLE);
+	cr_expect_not(policy.on_error_pass);
+	cr_expect(diags_contain(&diags, "/nonexistent/portfence.conf: cannot read"));
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+
+	cr_expect_eq(pf_policy_load(FIXTURES "/invalid/syntax-error.conf", &policy, NULL), PF_LOAD_UNREADABLE);
+	cr_expect_not(policy.on_error_pass);
+	pf_policy_free(&policy);
+}
+
+Test(load, empty_directory_is_unusable)
+{
+	char dir[] = "/tmp/pf-unit-XXXXXX";
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_expect_eq(pf_policy_load(dir, &policy, &diags), PF_LOAD_UNREADABLE);
+	cr_expect_eq(diags.count, 1);
+	cr_expect(strstr(diags.lines[0], "no *.conf file") != NULL);
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	rmdir(dir);
+}

@@ -1,0 +1,65 @@
+/* App selection: PORTFENCE_APP, exe globs, program-name globs, default. */
+#include <criterion/criterion.h>
+
+#include "policy.h"
+
+static struct pf_policy policy;
+
+static void load(void)
+{
+	cr_assert_eq(pf_policy_load("tests/fixtures/valid/full.conf", &policy, NULL), PF_LOAD_OK);
+}
+
+static void unload(void)
+{
+	pf_policy_free(&policy);
+}
+
+TestSuite(select, .init = load, .fini = unload);
+
+Test(select, forced_app_wins)
+{
+	struct pf_process_identity who = {.forced_app = "db", .exe_path = "/usr/bin/curl"};
+	cr_expect_eq(pf_policy_select(&policy, &who), 1);
+	who.forced_app = "nosuch";
+	cr_expect_eq(pf_policy_select(&policy, &who), PF_SELECT_UNKNOWN_APP);
+}
+
+Test(select, exe_glob)
+{
+	struct pf_process_identity who = {.exe_path = "/usr/bin/curl-7.88", .comm = "x"};
+	cr_expect_eq(pf_policy_select(&policy, &who), 0);
+}
+
+Test(select, program_name_glob)
+{
+	struct pf_process_identity by_comm = {.exe_path = "/opt/wget", .comm = "wget"};
+	cr_expect_eq(pf_policy_select(&policy, &by_comm), 0);
+	struct pf_process_identity by_argv0 = {.exe_path = "/opt/w", .comm = "w", .program_name = "wget"};
+	cr_expect_eq(pf_policy_select(&policy, &by_argv0), 0);
+}
+
+Test(select, unmatched_gets_default_app)
+{
+	struct pf_process_identity who = {.exe_path = "/usr/bin/python3", .comm = "python3"};
+	cr_expect_eq(pf_policy_select(&policy, &who), 1, "full.conf says default = \"db\"");
+}
+
+Test(select, unmatched_with_default_pass)
+{
+	struct pf_policy minimal;
+	cr_assert_eq(pf_policy_load("tests/fixtures/valid/minimal.conf", &minimal, NULL), PF_LOAD_OK);
+	struct pf_process_identity who = {.exe_path = "/usr/bin/python3", .comm = "python3"};
+	cr_expect_eq(pf_policy_select(&minimal, &who), PF_SELECT_PASS);
+	pf_policy_free(&minimal);
+}
+
+Test(select, first_matching_app_in_file_order)
+{
+	struct pf_policy dir;
+	cr_assert_eq(pf_policy_load("tests/fixtures/valid/dir", &dir, NULL), PF_LOAD_OK);
+	struct pf_process_identity dig = {.comm = "dig"}, curl = {.comm = "curl"};
+	cr_expect_eq(pf_policy_select(&dir, &dig), 1);
+	cr_expect_eq(pf_policy_select(&dir, &curl), 0);
+	pf_policy_free(&dir);
+}
