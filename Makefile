@@ -30,7 +30,7 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello
 
 .PHONY: all test unit integration demo bench install clean deps
 all: $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
@@ -63,6 +63,8 @@ $(BUILD)/early-connect.so: tests/helpers/early_connect.c
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $<
 $(BUILD)/early-client: tests/helpers/early_client.c $(BUILD)/early-connect.so
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -L$(BUILD) -l:early-connect.so -Wl,-rpath,'$$ORIGIN'
+$(BUILD)/static-hello: tests/helpers/static_hello.c
+	$(CC) -static -O2 -o $@ $<
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 

@@ -1,0 +1,253 @@
+/* Audit records: one JSON object per line, appended with a single
+ * write(2) so that concurrent processes never interleave.  No JSON
+ * library here: the shim lives in other programs and formats a fixed
+ * record, escaping every string itself. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+/* Far above the fds a program usually holds, so that our fd rarely
+ * stands where the program expects to find a free number. */
+#define LOG_FD_FLOOR 900
+
+static _Atomic int log_fd = -1;
+static bool log_to_syslog;
+static _Atomic int log_write_failed;
+
+int pf_log_fd(void)
+{
+	return atomic_load_explicit(&log_fd, memory_order_relaxed);
+}
+
+void pf_log_enable_syslog(bool enabled)
+{
+	log_to_syslog = enabled;
+}
+
+bool pf_logging(void)
+{
+	return pf_log_fd() >= 0 || log_to_syslog;
+}
+
+void pf_stderr(const char *fmt, ...)
+{
+	char line[1200];
+	va_list args;
+	int saved = errno;
+
+	va_start(args, fmt);
+	int n = vsnprintf(line, sizeof(line) - 1, fmt, args);
+	va_end(args);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);
+	(void)ignored;
+	errno = saved;
+}
+
+static int move_high(int fd)
+{
+	int high = fcntl(fd, F_DUPFD_CLOEXEC, LOG_FD_FLOOR);
+
+	if (high < 0)
+		return fd;
+	real_close(fd);
+	return high;
+}
+
+int pf_log_open(const char *path, char *why, size_t why_len)
+{
+	int fd;
+
+	if (strcmp(path, "-") == 0) {
+		fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, LOG_FD_FLOOR);
+		if (fd < 0)
+			fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+	} else {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+		if (fd >= 0)
+			fd = move_high(fd);
+	}
+	if (fd < 0) {
+		snprintf(why, why_len, "cannot open audit log %s: %s", path, strerror(errno));
+		return -1;
+	}
+	atomic_store(&log_fd, fd);
+	return 0;
+}
+
+/* The program wants fd as a number (dup2 onto it): our log moves. */
+void pf_log_move_away_from(int fd)
+{
+	int current = pf_log_fd();
+
+	if (current < 0 || current != fd)
+		return;
+	int moved = fcntl(current, F_DUPFD_CLOEXEC, current + 1);
+	atomic_store(&log_fd, moved);
+	real_close(current);
+}
+
+size_t pf_json_escape(const char *in, char *out, size_t out_len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p && n + 7 < out_len; p++) {
+		if (*p == '"' || *p == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)*p;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[*p >> 4];
+			out[n + 5] = hex[*p & 15];
+			n += 6;
+		} else if (*p >= 0x80) {
+			/* Bytes that may not be valid UTF-8 are escaped as code
+			 * points U+0080..U+00FF, so the line always parses. */
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[*p >> 4];
+			out[n + 5] = hex[*p & 15];
+			n += 6;
+		} else {
+			out[n++] = (char)*p;
+		}
+	}
+	if (out_len)
+		out[n] = '\0';
+	return n;
+}
+
+#define ERRNO_NAME(e) case e: return #e
+const char *pf_errno_name(int error)
+{
+	switch (error) {
+	case 0: return "ok";
+	/* A non-blocking connect under way is a connect that worked so far. */
+	case EINPROGRESS: return "ok";
+	ERRNO_NAME(EPERM); ERRNO_NAME(EACCES); ERRNO_NAME(EADDRNOTAVAIL);
+	ERRNO_NAME(EADDRINUSE); ERRNO_NAME(EAGAIN); ERRNO_NAME(ECONNREFUSED);
+	ERRNO_NAME(ENETUNREACH); ERRNO_NAME(EHOSTUNREACH);
+	ERRNO_NAME(ETIMEDOUT); ERRNO_NAME(EINTR); ERRNO_NAME(EINVAL); ERRNO_NAME(EBADF);
+	ERRNO_NAME(ENOTSOCK); ERRNO_NAME(EISCONN); ERRNO_NAME(EALREADY); ERRNO_NAME(EMSGSIZE);
+	ERRNO_NAME(ENOBUFS); ERRNO_NAME(ENOMEM); ERRNO_NAME(EAFNOSUPPORT); ERRNO_NAME(EFAULT);
+	ERRNO_NAME(ECONNRESET); ERRNO_NAME(EPIPE); ERRNO_NAME(ENOTCONN); ERRNO_NAME(EDESTADDRREQ);
+	ERRNO_NAME(EOPNOTSUPP); ERRNO_NAME(ENETDOWN); ERRNO_NAME(EMFILE); ERRNO_NAME(ENFILE);
+	default: return "EUNKNOWN";
+	}
+}
+
+static void format_address(const struct sockaddr *addr, int family, char *out, size_t len)
+{
+	char text[INET6_ADDRSTRLEN] = "";
+
+	if (addr && addr->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
+		snprintf(out, len, "%s:%u", text, ntohs(sin->sin_port));
+	} else if (addr && addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text));
+		snprintf(out, len, "[%s]:%u", text, ntohs(sin6->sin6_port));
+	} else {
+		snprintf(out, len, family == AF_INET6 ? "[::]:0" : "0.0.0.0:0");
+	}
+}
+
+static void format_time(char *out, size_t len)
+{
+	struct timespec now;
+	struct tm utc;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &utc);
+	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", utc.tm_year + 1900,
+		 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+		 now.tv_nsec / 1000);
+}
+
+static const char *const event_names[] = {"assign", "deny", "error", "audit"};
+
+static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
+			 char *out, size_t len)
+{
+	char ts[80], local[80], remote[80];
+	int family = r->sock ? r->sock->family : AF_INET;
+	const char *proto = r->sock && r->sock->udp ? "udp" : "tcp";
+
+	format_time(ts, sizeof(ts));
+	format_address(r->local, family, local, sizeof(local));
+	format_address(r->remote, family, remote, sizeof(remote));
+	return snprintf(out, len,
+			"{\"ts\":\"%s\",\"event\":\"%s\",\"app\":\"%s\",\"pid\":%ld,\"exe\":\"%s\","
+			"\"proto\":\"%s\",\"family\":\"%s\",\"local\":\"%s\",\"remote\":\"%s\","
+			"\"algorithm\":\"%s\",\"attempts\":%u,\"result\":\"%s\"}\n",
+			ts, event_names[r->event], rt->app_json ? rt->app_json : "",
+			(long)getpid(), rt->exe_json ? rt->exe_json : "", proto,
+			family == AF_INET6 ? "ipv6" : "ipv4", local, remote,
+			rt->app ? pf_algorithm_name(rt->app->algorithm) : "",
+			r->attempts, pf_errno_name(r->error));
+}
+
+/* syslog(3) would change the program's own openlog() ident; a datagram
+ * of our own to /dev/log leaves it alone. */
+static void send_syslog(const char *line, size_t len, enum pf_event event)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	char message[8192];
+	int priority = (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4);
+	int fd = real_socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return;
+	strcpy(addr.sun_path, "/dev/log");
+	int n = snprintf(message, sizeof(message), "<%d>portfence[%ld]: %.*s", priority,
+			 (long)getpid(), (int)(len - 1), line);
+	if (n > 0 && real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+		send(fd, message, (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1, MSG_NOSIGNAL);
+	real_close(fd);
+}
+
+void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
+{
+	char stack_buf[2048];
+	char *buf = stack_buf;
+	size_t room = sizeof(stack_buf);
+	int saved = errno, fd = pf_log_fd();
+
+	if (fd < 0 && !log_to_syslog)
+		return;
+	size_t exe_len = rt->exe_json ? strlen(rt->exe_json) : 0;
+	size_t app_len = rt->app_json ? strlen(rt->app_json) : 0;
+	if (exe_len + app_len + 512 > room) {
+		room = exe_len + app_len + 512;
+		buf = malloc(room);
+		if (!buf) {
+			errno = saved;
+			return;
+		}
+	}
+	int n = format_record(rt, record, buf, room);
+	if (n > 0 && fd >= 0 && write(fd, buf, (size_t)n) != n &&
+	    atomic_exchange(&log_write_failed, 1) == 0)
+		pf_stderr("portfence: cannot write the audit log: %s; records are being lost",
+			  strerror(errno));
+	if (n > 0 && log_to_syslog)
+		send_syslog(buf, (size_t)n, record->event);
+	if (buf != stack_buf)
+		free(buf);
+	errno = saved;
+}

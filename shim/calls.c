@@ -1,0 +1,299 @@
+/* The logic of each interposed call.  Every path that is not ours ends
+ * in the real call with its own result and errno untouched. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "shim.h"
+
+static bool inet_address(const struct sockaddr *addr, socklen_t len)
+{
+	if (!addr)
+		return false;
+	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
+		return true;
+	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
+}
+
+static uint16_t address_port(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+}
+
+static void mark(const struct pf_sock *sock, uint8_t status)
+{
+	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
+	pf_fd_set(sock->fd, (uint8_t)(kind | status));
+}
+
+static void audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
+			enum pf_event event, const struct sockaddr *local,
+			const struct sockaddr *remote, int error)
+{
+	struct pf_record record = {
+		.event = event, .sock = sock, .local = local, .remote = remote, .error = error,
+	};
+	pf_audit(rt, &record);
+}
+
+static ssize_t refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
+		      enum pf_event event, const struct sockaddr *local,
+		      const struct sockaddr *remote, int error)
+{
+	audit_event(rt, sock, event, local, remote, error);
+	errno = error;
+	return -1;
+}
+
+/* Audit mode: the call runs untouched; the record says what enforce
+ * would have answered and which port the kernel gave. */
+static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
+			  struct pf_call *call, int would_be_error)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	ssize_t result = pf_perform(sock, call);
+	int saved = errno;
+
+	if (result >= 0 || saved == EINPROGRESS)
+		mark(sock, PF_FD_DONE);
+	bool have_local = getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0;
+	int shown_error = would_be_error ? would_be_error : (result < 0 ? saved : 0);
+	audit_event(rt, sock, PF_EVENT_AUDIT, have_local ? (struct sockaddr *)&local : NULL,
+		    call->dest, shown_error);
+	errno = saved;
+	return result;
+}
+
+/* Common path of every managed call that may need a port. */
+static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
+{
+	const struct pf_runtime *rt = pf_runtime();
+
+	if (!pf_runtime_manages(rt, sock)) {
+		ssize_t result = pf_perform(sock, call);
+		int saved = errno;
+		if (needs_port)
+			mark(sock, PF_FD_FOREIGN);
+		errno = saved;
+		return result;
+	}
+	if (rt->status == PF_STATUS_DENY)
+		return refuse(rt, sock, PF_EVENT_ERROR, NULL, call->dest, EPERM);
+	int would_be_error = 0;
+	if (call->dest && rt->rules && !pf_app_permits(rt->app, call->dest, call->dest_len)) {
+		if (rt->mode == PF_MODE_ENFORCE)
+			return refuse(rt, sock, PF_EVENT_DENY, NULL, call->dest, EPERM);
+		would_be_error = EPERM;
+	}
+	if (rt->mode == PF_MODE_AUDIT) {
+		if (needs_port || would_be_error)
+			return audit_only(rt, sock, call, would_be_error);
+		return pf_perform(sock, call);
+	}
+	if (!needs_port)
+		return pf_perform(sock, call);
+	return pf_assign_and_call(rt, sock, call);
+}
+
+int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !inet_address(addr, len) || !pf_sock_lookup(fd, &sock))
+		return real_connect(fd, addr, len);
+	struct pf_call call = {.action = PF_ACT_CONNECT, .dest = addr, .dest_len = len};
+	pf_in_shim++;
+	int result = (int)managed(&sock, &call, sock.status == PF_FD_FRESH);
+	int saved = errno;
+	pf_in_shim--;
+	errno = saved;
+	return result;
+}
+
+static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
+{
+	const struct pf_runtime *rt = pf_runtime();
+	uint16_t port = address_port(addr);
+
+	if (rt->status == PF_STATUS_ACTIVE && pf_runtime_manages(rt, sock) &&
+	    rt->app->deny_explicit_bind && (port < rt->app->range_lo || port > rt->app->range_hi)) {
+		if (rt->mode == PF_MODE_ENFORCE)
+			return (int)refuse(rt, sock, PF_EVENT_DENY, addr, NULL, EACCES);
+		audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, EACCES);
+	}
+	int result = real_bind(sock->fd, addr, len);
+	int saved = errno;
+	if (result == 0)
+		mark(sock, PF_FD_DONE);
+	errno = saved;
+	return result;
+}
+
+int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !inet_address(addr, len) || !pf_sock_lookup(fd, &sock))
+		return real_bind(fd, addr, len);
+	pf_in_shim++;
+	int result;
+	if (address_port(addr) != 0 || sock.status != PF_FD_FRESH) {
+		result = explicit_bind(&sock, addr, len);
+	} else {
+		struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};
+		result = (int)managed(&sock, &call, true);
+	}
+	int saved = errno;
+	pf_in_shim--;
+	errno = saved;
+	return result;
+}
+
+int pf_listen(int fd, int backlog)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !pf_sock_lookup(fd, &sock) || sock.udp || sock.status != PF_FD_FRESH)
+		return real_listen(fd, backlog);
+	struct pf_call call = {.action = PF_ACT_LISTEN, .backlog = backlog};
+	pf_in_shim++;
+	int result = (int)managed(&sock, &call, true);
+	int saved = errno;
+	pf_in_shim--;
+	errno = saved;
+	return result;
+}
+
+/* A send is ours when it carries a destination, or when it implicitly
+ * binds: unbound UDP, or TCP Fast Open (a connect in disguise). */
+static bool send_needs_port(const struct pf_sock *sock, bool has_dest, int flags)
+{
+	if (sock->status != PF_FD_FRESH)
+		return false;
+	return sock->udp ? has_dest : (flags & MSG_FASTOPEN) != 0;
+}
+
+static ssize_t managed_send(struct pf_sock *sock, struct pf_call *call)
+{
+	bool has_dest = inet_address(call->dest, call->dest_len);
+	bool needs_port = send_needs_port(sock, has_dest, call->flags);
+
+	/* Without a usable destination the kernel answers (EDESTADDRREQ,
+	 * EINVAL ...) and binds nothing: libc's own answer stands. */
+	if (!has_dest)
+		return pf_perform(sock, call);
+	pf_in_shim++;
+	ssize_t result = managed(sock, call, needs_port);
+	int saved = errno;
+	pf_in_shim--;
+	errno = saved;
+	return result;
+}
+
+ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
+		  const struct sockaddr *addr, socklen_t addr_len)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !pf_sock_lookup(fd, &sock))
+		return real_sendto(fd, buf, len, flags, addr, addr_len);
+	struct pf_call call = {
+		.action = PF_ACT_SENDTO, .dest = addr, .dest_len = addr_len,
+		.buf = buf, .len = len, .flags = flags,
+	};
+	return managed_send(&sock, &call);
+}
+
+ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !msg || !pf_sock_lookup(fd, &sock))
+		return real_sendmsg(fd, msg, flags);
+	struct pf_call call = {
+		.action = PF_ACT_SENDMSG, .dest = msg->msg_name, .dest_len = msg->msg_namelen,
+		.msg = msg, .flags = flags,
+	};
+	return managed_send(&sock, &call);
+}
+
+/* The first message the policy refuses ends the batch, as a failing
+ * message does in the kernel's own sendmmsg. */
+static unsigned permitted_prefix(const struct pf_runtime *rt, struct mmsghdr *msgs,
+				 unsigned vlen, int *refused_at)
+{
+	*refused_at = -1;
+	if (rt->status != PF_STATUS_ACTIVE || !rt->rules)
+		return vlen;
+	for (unsigned i = 0; i < vlen; i++) {
+		const struct msghdr *m = &msgs[i].msg_hdr;
+		if (inet_address(m->msg_name, m->msg_namelen) &&
+		    !pf_app_permits(rt->app, m->msg_name, m->msg_namelen)) {
+			*refused_at = (int)i;
+			return i;
+		}
+	}
+	return vlen;
+}
+
+static int managed_sendmmsg(struct pf_sock *sock, struct mmsghdr *msgs, unsigned vlen, int flags)
+{
+	const struct pf_runtime *rt = pf_runtime();
+	int refused_at;
+	unsigned allowed = permitted_prefix(rt, msgs, vlen, &refused_at);
+	struct pf_call first = {
+		.action = PF_ACT_SENDMSG, .dest = msgs[0].msg_hdr.msg_name,
+		.dest_len = msgs[0].msg_hdr.msg_namelen, .msg = &msgs[0].msg_hdr, .flags = flags,
+	};
+
+	if (refused_at >= 0 && rt->mode == PF_MODE_ENFORCE) {
+		const struct msghdr *m = &msgs[refused_at].msg_hdr;
+		audit_event(rt, sock, PF_EVENT_DENY, NULL, m->msg_name, EPERM);
+		if (allowed == 0) {
+			errno = EPERM;
+			return -1;
+		}
+		vlen = allowed;
+	}
+	/* The first message takes the port (and is checked and audited as a
+	 * sendmsg); the rest follow on the now bound socket. */
+	ssize_t sent = managed_send(sock, &first);
+	if (sent < 0)
+		return -1;
+	msgs[0].msg_len = (unsigned)sent;
+	if (vlen == 1)
+		return 1;
+	int rest = real_sendmmsg(sock->fd, msgs + 1, vlen - 1, flags);
+	return rest < 0 ? 1 : rest + 1;
+}
+
+int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags)
+{
+	struct pf_sock sock;
+
+	if (pf_in_shim || !msgs || vlen == 0 || !pf_sock_lookup(fd, &sock))
+		return real_sendmmsg(fd, msgs, vlen, flags);
+	const struct msghdr *head = &msgs[0].msg_hdr;
+	bool has_dest = inet_address(head->msg_name, head->msg_namelen);
+	const struct pf_runtime *rt = pf_runtime();
+	bool checks_dests = rt->status == PF_STATUS_DENY ||
+			    (rt->status == PF_STATUS_ACTIVE && rt->rules && pf_runtime_manages(rt, &sock));
+	if (!send_needs_port(&sock, has_dest, flags) && !checks_dests)
+		return real_sendmmsg(fd, msgs, vlen, flags);
+	return managed_sendmmsg(&sock, msgs, vlen, flags);
+}
+
+int pf_socket(int domain, int type, int protocol)
+{
+	int fd = real_socket(domain, type, protocol);
+
+	if (fd >= 0) {
+		int saved = errno;
+		pf_fd_set(fd, pf_fd_state_for(domain, type, protocol));
+		errno = saved;
+	}
+	return fd;
+}

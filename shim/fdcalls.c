@@ -1,0 +1,95 @@
+/* close, dup2, dup3, close_range, closefrom: keep the fd table current
+ * and keep the audit log's fd out of the program's reach.  The log fd is
+ * not the program's: closing it answers EBADF as for any fd the program
+ * never opened, and a dup2 onto its number moves the log elsewhere. */
+#include <errno.h>
+#include <linux/close_range.h>
+
+#include "shim.h"
+
+static bool is_log_fd(int fd)
+{
+	return fd >= 0 && fd == pf_log_fd();
+}
+
+int pf_close(int fd)
+{
+	if (is_log_fd(fd)) {
+		errno = EBADF;
+		return -1;
+	}
+	int result = real_close(fd);
+	int saved = errno;
+	pf_fd_forget(fd);
+	errno = saved;
+	return result;
+}
+
+int pf_dup2(int old_fd, int new_fd)
+{
+	if (is_log_fd(old_fd)) {
+		errno = EBADF;
+		return -1;
+	}
+	if (old_fd != new_fd)
+		pf_log_move_away_from(new_fd);
+	int result = real_dup2(old_fd, new_fd);
+	int saved = errno;
+	if (result >= 0 && old_fd != new_fd)
+		pf_fd_forget(new_fd);
+	errno = saved;
+	return result;
+}
+
+int pf_dup3(int old_fd, int new_fd, int flags)
+{
+	if (is_log_fd(old_fd)) {
+		errno = EBADF;
+		return -1;
+	}
+	if (old_fd != new_fd)
+		pf_log_move_away_from(new_fd);
+	int result = real_dup3(old_fd, new_fd, flags);
+	int saved = errno;
+	if (result >= 0)
+		pf_fd_forget(new_fd);
+	errno = saved;
+	return result;
+}
+
+/* Closes [first, last] except the log's fd.  CLOSE_RANGE_CLOEXEC only
+ * marks fds close-on-exec, which the log already is. */
+int pf_close_range(unsigned int first, unsigned int last, int flags)
+{
+	int log = pf_log_fd();
+	int result;
+
+	if (log < 0 || (unsigned)log < first || (unsigned)log > last || first > last ||
+	    (flags & CLOSE_RANGE_CLOEXEC)) {
+		result = real_close_range(first, last, flags);
+	} else {
+		result = 0;
+		if ((unsigned)log > first)
+			result = real_close_range(first, (unsigned)log - 1, flags);
+		if (result == 0 && (unsigned)log < last)
+			result = real_close_range((unsigned)log + 1, last, flags);
+	}
+	int saved = errno;
+	if (result == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
+		pf_fd_forget_range(first, last);
+	errno = saved;
+	return result;
+}
+
+void pf_closefrom(int low_fd)
+{
+	int log = pf_log_fd();
+
+	if (low_fd < 0)
+		low_fd = 0;
+	if (log >= low_fd)
+		pf_close_range((unsigned)low_fd, ~0u, 0);
+	else
+		real_closefrom(low_fd);
+	pf_fd_forget_range((unsigned)low_fd, ~0u);
+}

@@ -1,0 +1,100 @@
+/* What the shim knows of each fd, so that a socket already handled, or
+ * not ours, costs no syscall on later calls.  socket() and close() keep
+ * the table current; an fd the table has never seen is classified once
+ * with getsockopt and getsockname. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "shim.h"
+
+#define TABLE_SIZE 65536
+
+static _Atomic uint8_t fd_table[TABLE_SIZE];
+
+__thread int pf_in_shim __attribute__((tls_model("initial-exec")));
+
+uint8_t pf_fd_state_for(int family, int type, int protocol)
+{
+	int base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (family != AF_INET && family != AF_INET6)
+		return PF_FD_FOREIGN;
+	uint8_t bits = family == AF_INET6 ? PF_FD_V6 : 0;
+	if (base_type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
+		return PF_FD_FRESH | bits;
+	if (base_type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+		return PF_FD_FRESH | bits | PF_FD_UDP;
+	return PF_FD_FOREIGN;
+}
+
+void pf_fd_set(int fd, uint8_t state)
+{
+	if (fd >= 0 && fd < TABLE_SIZE)
+		atomic_store_explicit(&fd_table[fd], state, memory_order_relaxed);
+}
+
+void pf_fd_forget(int fd)
+{
+	pf_fd_set(fd, PF_FD_UNKNOWN);
+}
+
+void pf_fd_forget_range(unsigned int first, unsigned int last)
+{
+	for (unsigned int fd = first; fd <= last && fd < TABLE_SIZE; fd++)
+		atomic_store_explicit(&fd_table[fd], PF_FD_UNKNOWN, memory_order_relaxed);
+}
+
+static bool bound_to_a_port(int fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+
+	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+		return true; /* cannot tell: leave it alone */
+	if (local.ss_family == AF_INET)
+		return ((struct sockaddr_in *)&local)->sin_port != 0;
+	return ((struct sockaddr_in6 *)&local)->sin6_port != 0;
+}
+
+/* One-time classification of an fd we never saw created.  errno is kept:
+ * a pass-through must show libc's errno, not ours. */
+static uint8_t classify(int fd)
+{
+	int domain, type, protocol, saved = errno;
+	socklen_t len = sizeof(int);
+	uint8_t state = PF_FD_FOREIGN;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0) {
+		state = pf_fd_state_for(domain, type, protocol);
+		if ((state & PF_FD_STATUS_MASK) == PF_FD_FRESH && bound_to_a_port(fd))
+			state = (uint8_t)((state & ~PF_FD_STATUS_MASK) | PF_FD_DONE);
+		pf_fd_set(fd, state);
+	}
+	/* Not a socket, or closed: not cached, the number may be reused. */
+	errno = saved;
+	return state;
+}
+
+bool pf_sock_lookup(int fd, struct pf_sock *sock)
+{
+	uint8_t state;
+
+	if (fd < 0)
+		return false;
+	state = fd < TABLE_SIZE ? atomic_load_explicit(&fd_table[fd], memory_order_relaxed)
+				: PF_FD_UNKNOWN;
+	if (state == PF_FD_UNKNOWN)
+		state = classify(fd);
+	if ((state & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
+		return false;
+	sock->fd = fd;
+	sock->status = state & PF_FD_STATUS_MASK;
+	sock->family = state & PF_FD_V6 ? AF_INET6 : AF_INET;
+	sock->udp = state & PF_FD_UDP;
+	sock->type = sock->udp ? SOCK_DGRAM : SOCK_STREAM;
+	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
+	return true;
+}

@@ -1,0 +1,259 @@
+/* The policy that applies to this process, loaded once at first need.
+ * A mutex and an atomic flag rather than pthread_once: the atfork
+ * handlers hold the mutex across fork(), so a child never inherits a
+ * half-done load. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "kernel_ports.h"
+#include "shim.h"
+
+static struct pf_runtime runtime;
+static _Atomic int runtime_ready;
+static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic unsigned fork_generation;
+
+struct thread_rng {
+	struct pf_rng rng;
+	unsigned generation;
+	bool seeded;
+};
+static __thread struct thread_rng thread_rng __attribute__((tls_model("initial-exec")));
+
+struct pf_rng *pf_thread_rng(void)
+{
+	struct thread_rng *t = &thread_rng;
+	unsigned generation = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+
+	/* A forked child must not replay its parent's random sequence. */
+	if (!t->seeded || t->generation != generation) {
+		if (pf_rng_seed_random(&t->rng) < 0)
+			pf_rng_seed(&t->rng, (uint64_t)getpid() ^ (uint64_t)(uintptr_t)t);
+		t->generation = generation;
+		t->seeded = true;
+	}
+	return &t->rng;
+}
+
+static void before_fork(void)
+{
+	pthread_mutex_lock(&runtime_lock);
+}
+
+static void after_fork_parent(void)
+{
+	pthread_mutex_unlock(&runtime_lock);
+}
+
+static void after_fork_child(void)
+{
+	atomic_fetch_add(&fork_generation, 1);
+	pthread_mutex_unlock(&runtime_lock);
+}
+
+static void read_identity(struct pf_runtime *rt, struct pf_process_identity *who,
+			  char *comm, size_t comm_len)
+{
+	char link[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", link, sizeof(link) - 1);
+
+	rt->exe[0] = '\0';
+	if (n > 0) {
+		link[n] = '\0';
+		snprintf(rt->exe, sizeof(rt->exe), "%s", link);
+	}
+	memset(comm, 0, comm_len);
+	if (prctl(PR_GET_NAME, comm) < 0)
+		comm[0] = '\0';
+	who->forced_app = secure_getenv("PORTFENCE_APP");
+	who->exe_path = rt->exe[0] ? rt->exe : NULL;
+	who->comm = comm[0] ? comm : NULL;
+	who->program_name = program_invocation_short_name;
+}
+
+static void refuse(struct pf_runtime *rt, const char *fmt, const char *detail)
+{
+	snprintf(rt->deny_reason, sizeof(rt->deny_reason), fmt, detail);
+}
+
+/* Decides what to do when the policy cannot be used. */
+static void policy_unusable(struct pf_runtime *rt, bool on_error_pass, const char *why)
+{
+	char reason[900];
+
+	snprintf(reason, sizeof(reason), "%s", why);
+	if (on_error_pass) {
+		rt->status = PF_STATUS_PASS;
+		pf_stderr("portfence: policy unusable, programs run unconfined (on_error = pass): %s",
+			  reason);
+		return;
+	}
+	rt->status = PF_STATUS_DENY;
+	refuse(rt, "%s", reason);
+	pf_stderr("portfence: policy unusable, refusing network calls with EPERM (on_error = deny): %s",
+		  reason);
+}
+
+static bool kernel_range_usable(const struct pf_app *app, char *why, size_t why_len)
+{
+	static struct pf_kernel_ports ports;
+	struct pf_range_fit fit;
+
+	if (pf_kernel_ports_read(NULL, &ports) < 0) {
+		snprintf(why, why_len, "cannot read net.ipv4.ip_local_port_range for algorithm kernel");
+		return false;
+	}
+	pf_range_fit(&ports, app->range_lo, app->range_hi, &fit);
+	if (fit.inside_ephemeral && fit.reserved == 0)
+		return true;
+	snprintf(why, why_len,
+		 "%s:%d: algorithm \"kernel\" cannot keep app '%s' in %u-%u here "
+		 "(ip_local_port_range %u-%u%s)",
+		 app->file, app->algorithm_line, app->name, app->range_lo, app->range_hi,
+		 ports.ephemeral_lo, ports.ephemeral_hi,
+		 fit.reserved ? ", and some of its ports are reserved" : "");
+	return false;
+}
+
+static void open_state(struct pf_runtime *rt)
+{
+	char dir[PATH_MAX];
+	const char *configured = rt->policy.state_dir;
+	int rc;
+
+	if (configured)
+		snprintf(dir, sizeof(dir), "%s", configured);
+	else
+		pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir));
+	rc = pf_state_open(dir, rt->app->name, &rt->state);
+	if (rc == 0)
+		return;
+	pf_stderr("portfence: cannot use state directory %s (%s); app '%s' keeps a "
+		  "process-local sequence", dir, strerror(-rc), rt->app->name);
+	if (pf_state_open_private(&rt->state) < 0)
+		rt->state.shared = NULL;
+}
+
+static char *json_dup(const char *text)
+{
+	size_t room = strlen(text) * 6 + 1;
+	char *out = malloc(room);
+	if (out)
+		pf_json_escape(text, out, room);
+	return out;
+}
+
+static void open_log(struct pf_runtime *rt)
+{
+	const char *path = secure_getenv("PORTFENCE_LOG");
+	char why[512];
+
+	if (!path || !path[0])
+		path = rt->policy.log_file;
+	pf_log_enable_syslog(rt->policy.log_syslog);
+	if (path && pf_log_open(path, why, sizeof(why)) < 0)
+		pf_stderr("portfence: %s; audit records are not written", why);
+}
+
+static void activate_app(struct pf_runtime *rt, int index)
+{
+	const char *mode = secure_getenv("PORTFENCE_MODE");
+	char why[900];
+
+	rt->app = &rt->policy.apps[index];
+	rt->mode = mode && strcmp(mode, "audit") == 0 ? PF_MODE_AUDIT : rt->app->mode;
+	rt->rules = rt->app->has_allow || rt->app->deny.count > 0;
+	rt->app_json = json_dup(rt->app->name);
+	if (rt->app->algorithm == PF_ALGO_KERNEL && !kernel_range_usable(rt->app, why, sizeof(why))) {
+		policy_unusable(rt, rt->policy.on_error_pass, why);
+		return;
+	}
+	open_state(rt);
+	if (!rt->state.shared) {
+		policy_unusable(rt, rt->policy.on_error_pass, "cannot allocate the algorithm state");
+		return;
+	}
+	rt->status = PF_STATUS_ACTIVE;
+}
+
+static void load_runtime(struct pf_runtime *rt)
+{
+	struct pf_process_identity who;
+	struct pf_diags diags = {0};
+	char comm[32];
+	const char *path = secure_getenv("PORTFENCE_CONFIG");
+
+	if (!path || !path[0])
+		path = PF_DEFAULT_CONFIG;
+	read_identity(rt, &who, comm, sizeof(comm));
+	rt->exe_json = json_dup(rt->exe);
+	enum pf_load_status status = pf_policy_load(path, &rt->policy, &diags);
+	if (status == PF_LOAD_OK || status == PF_LOAD_INVALID)
+		open_log(rt);
+	else if (secure_getenv("PORTFENCE_LOG"))
+		open_log(rt);
+	if (status != PF_LOAD_OK) {
+		char why[900];
+		snprintf(why, sizeof(why), "%s%s", diags.count ? diags.lines[0] : path,
+			 diags.count > 1 ? " (and more: run portfence check)" : "");
+		pf_diags_free(&diags);
+		policy_unusable(rt, rt->policy.on_error_pass, why);
+		return;
+	}
+	pf_diags_free(&diags);
+	int index = pf_policy_select(&rt->policy, &who);
+	if (index == PF_SELECT_UNKNOWN_APP) {
+		char why[600];
+		snprintf(why, sizeof(why), "PORTFENCE_APP names app '%s', which %s does not define",
+			 who.forced_app, path);
+		policy_unusable(rt, rt->policy.on_error_pass, why);
+	} else if (index == PF_SELECT_PASS) {
+		rt->status = PF_STATUS_PASS;
+	} else {
+		activate_app(rt, index);
+	}
+}
+
+const struct pf_runtime *pf_runtime(void)
+{
+	static bool atfork_registered;
+
+	if (atomic_load_explicit(&runtime_ready, memory_order_acquire))
+		return &runtime;
+	int saved = errno;
+	pf_in_shim++;
+	pthread_mutex_lock(&runtime_lock);
+	if (!atomic_load_explicit(&runtime_ready, memory_order_relaxed)) {
+		load_runtime(&runtime);
+		if (!atfork_registered) {
+			pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+			atfork_registered = true;
+		}
+		atomic_store_explicit(&runtime_ready, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&runtime_lock);
+	pf_in_shim--;
+	errno = saved;
+	return &runtime;
+}
+
+bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
+{
+	if (rt->status != PF_STATUS_ACTIVE)
+		return rt->status == PF_STATUS_DENY;
+	return rt->app->protocols & (sock->udp ? PF_PROTO_UDP : PF_PROTO_TCP);
+}
+
+/* Resolving the real symbols early keeps dlsym out of the first call;
+ * the policy itself still loads at first need. */
+__attribute__((constructor)) static void pf_shim_init(void)
+{
+	for (int symbol = 0; symbol < PF_SYM_COUNT; symbol++)
+		pf_real((enum pf_symbol)symbol);
+}

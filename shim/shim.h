@@ -1,0 +1,154 @@
+/* Internals of libportfence.so.  Three layers per interposed call, as in
+ * socket_wrapper: the real libc symbol (real.c), the logic (calls.c,
+ * assign.c), and the exported symbol (one thin file per call). */
+#ifndef PORTFENCE_SHIM_H
+#define PORTFENCE_SHIM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "algorithm.h"
+#include "policy.h"
+
+#define PF_EXPORT __attribute__((visibility("default")))
+
+/* ---- real.c: the next definition of each symbol, never our own ---- */
+enum pf_symbol {
+	PF_SYM_SOCKET, PF_SYM_CONNECT, PF_SYM_BIND, PF_SYM_LISTEN, PF_SYM_SENDTO,
+	PF_SYM_SENDMSG, PF_SYM_SENDMMSG, PF_SYM_CLOSE, PF_SYM_DUP2, PF_SYM_DUP3,
+	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_COUNT
+};
+void *pf_real(enum pf_symbol symbol);
+int real_socket(int domain, int type, int protocol);
+int real_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int real_bind(int fd, const struct sockaddr *addr, socklen_t len);
+int real_listen(int fd, int backlog);
+ssize_t real_sendto(int fd, const void *buf, size_t len, int flags,
+		    const struct sockaddr *addr, socklen_t addr_len);
+ssize_t real_sendmsg(int fd, const struct msghdr *msg, int flags);
+int real_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags);
+int real_close(int fd);
+int real_dup2(int old_fd, int new_fd);
+int real_dup3(int old_fd, int new_fd, int flags);
+int real_close_range(unsigned int first, unsigned int last, int flags);
+void real_closefrom(int low_fd);
+
+/* ---- guard: the shim's own calls never re-enter it ---- */
+extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
+
+/* ---- fdstate.c: what we know of each fd, without a syscall ---- */
+#define PF_FD_UNKNOWN 0u	/* never seen: classify with getsockopt */
+#define PF_FD_FRESH 1u		/* our kind of socket, not yet bound */
+#define PF_FD_DONE 2u		/* our kind, has its port: pass through */
+#define PF_FD_FOREIGN 3u	/* not ours (family, type or not a socket) */
+#define PF_FD_STATUS_MASK 3u
+#define PF_FD_V6 4u
+#define PF_FD_UDP 8u
+
+struct pf_sock {
+	int fd;
+	uint8_t status;
+	int family;	/* AF_INET or AF_INET6 */
+	int type;	/* SOCK_STREAM or SOCK_DGRAM */
+	int protocol;
+	bool udp;
+};
+
+/* Fills sock for fd; returns false when fd is not ours to manage. */
+bool pf_sock_lookup(int fd, struct pf_sock *sock);
+void pf_fd_set(int fd, uint8_t state);
+void pf_fd_forget(int fd);
+void pf_fd_forget_range(unsigned int first, unsigned int last);
+uint8_t pf_fd_state_for(int family, int type, int protocol);
+
+/* ---- runtime.c: the policy that applies to this process ---- */
+enum pf_status { PF_STATUS_PASS, PF_STATUS_ACTIVE, PF_STATUS_DENY };
+
+struct pf_runtime {
+	enum pf_status status;
+	struct pf_policy policy;
+	const struct pf_app *app;
+	enum pf_mode mode;
+	struct pf_state state;
+	bool kernel_ok;		/* algorithm kernel: range inside ip_local_port_range */
+	bool rules;		/* the app has allow or deny rules */
+	char exe[4096];
+	char *exe_json;		/* exe, JSON-escaped */
+	char *app_json;		/* app name, JSON-escaped */
+	char deny_reason[1024];
+};
+
+/* Loads the policy at first need; never NULL. */
+const struct pf_runtime *pf_runtime(void);
+bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
+struct pf_rng *pf_thread_rng(void);
+
+/* ---- audit.c: one JSON line per event ---- */
+enum pf_event { PF_EVENT_ASSIGN, PF_EVENT_DENY, PF_EVENT_ERROR, PF_EVENT_AUDIT };
+
+struct pf_record {
+	enum pf_event event;
+	const struct pf_sock *sock;
+	const struct sockaddr *local;	/* NULL: unknown */
+	const struct sockaddr *remote;	/* NULL: none */
+	unsigned attempts;
+	int error;			/* 0: ok, else the errno the app saw */
+};
+
+int pf_log_open(const char *path, char *why, size_t why_len);
+bool pf_logging(void);
+void pf_log_enable_syslog(bool enabled);
+void pf_audit(const struct pf_runtime *rt, const struct pf_record *record);
+/* The log's fd, which close/dup2/closefrom must not take away. */
+int pf_log_fd(void);
+void pf_log_move_away_from(int fd);
+/* A one-line message on stderr, written with write(2). */
+void pf_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+size_t pf_json_escape(const char *in, char *out, size_t out_len);
+const char *pf_errno_name(int error);
+
+/* ---- assign.c: take a port from the range for a socket ---- */
+enum pf_action { PF_ACT_CONNECT, PF_ACT_SENDTO, PF_ACT_SENDMSG, PF_ACT_BIND, PF_ACT_LISTEN };
+
+struct pf_call {
+	enum pf_action action;
+	const struct sockaddr *dest;	/* connect/send destination, or NULL */
+	socklen_t dest_len;
+	const struct sockaddr *bind_addr; /* bind: the app's address, port 0 */
+	socklen_t bind_len;
+	/* what to call once the port is bound (connect, send, listen) */
+	const void *buf;
+	size_t len;
+	int flags;
+	const struct msghdr *msg;
+	int backlog;
+	ssize_t result;		/* the real call's return value */
+	int result_errno;
+};
+
+/* Runs call on sock with a port from the app's range.  Returns the real
+ * call's result, with errno set as the application must see it. */
+ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
+			   struct pf_call *call);
+int pf_replace_socket(struct pf_sock *sock);
+/* The real call a pf_call stands for, on the socket as it is. */
+ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
+
+/* ---- calls.c: the logic of each interposed call ---- */
+int pf_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int pf_bind(int fd, const struct sockaddr *addr, socklen_t len);
+int pf_listen(int fd, int backlog);
+ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
+		  const struct sockaddr *addr, socklen_t addr_len);
+ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags);
+int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags);
+int pf_socket(int domain, int type, int protocol);
+int pf_close(int fd);
+int pf_dup2(int old_fd, int new_fd);
+int pf_dup3(int old_fd, int new_fd, int flags);
+int pf_close_range(unsigned int first, unsigned int last, int flags);
+void pf_closefrom(int low_fd);
+
+#endif

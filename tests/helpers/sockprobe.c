@@ -1,0 +1,240 @@
+/* sockprobe: a small client the integration tests run under the shim for
+ * behaviour that stock clients cannot show (holding many connections,
+ * churn, option survival, exhaustion, pass-through of foreign calls).
+ * It prints what it observed; the tests compare that with what the
+ * servers saw. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int parse_dest(const char *text, struct sockaddr_storage *addr, socklen_t *len)
+{
+	char host[128];
+	const char *colon = strrchr(text, ':');
+	if (!colon || (size_t)(colon - text) >= sizeof(host))
+		return -1;
+	memcpy(host, text, (size_t)(colon - text));
+	host[colon - text] = '\0';
+	int port = atoi(colon + 1);
+	memset(addr, 0, sizeof(*addr));
+	struct sockaddr_in *sin = (struct sockaddr_in *)addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)addr;
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		*len = sizeof(*sin);
+		return 0;
+	}
+	char *bare = host[0] == '[' ? host + 1 : host;
+	bare[strcspn(bare, "]")] = '\0';
+	if (inet_pton(AF_INET6, bare, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*sin6);
+		return 0;
+	}
+	return -1;
+}
+
+static int local_port(int fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+		return -1;
+	if (local.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&local)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+}
+
+/* hold N DEST...: N connections round-robin over DESTs, all open at once. */
+static int cmd_hold(int n, char **dests, int ndest)
+{
+	int *fds = calloc((size_t)n, sizeof(int)), failures = 0;
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage addr;
+		socklen_t len;
+		if (parse_dest(dests[i % ndest], &addr, &len) < 0)
+			return 2;
+		fds[i] = socket(addr.ss_family, SOCK_STREAM, 0);
+		if (connect(fds[i], (struct sockaddr *)&addr, len) < 0) {
+			printf("fail %s %s\n", dests[i % ndest], strerror(errno));
+			failures++;
+			continue;
+		}
+		printf("ok %s %d\n", dests[i % ndest], local_port(fds[i]));
+	}
+	fflush(stdout);
+	/* Let the servers record every connection before any closes. */
+	usleep(300000);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+	return failures ? 1 : 0;
+}
+
+/* churn N DEST: connect, read the server's greeting, close (the client
+ * first), N times. */
+static int cmd_churn(int n, const char *dest)
+{
+	struct sockaddr_storage addr;
+	socklen_t len;
+	int failures = 0;
+	if (parse_dest(dest, &addr, &len) < 0)
+		return 2;
+	for (int i = 0; i < n; i++) {
+		int fd = socket(addr.ss_family, SOCK_STREAM, 0);
+		char greeting[8];
+		if (fd < 0 || connect(fd, (struct sockaddr *)&addr, len) < 0) {
+			if (failures++ < 5)
+				fprintf(stderr, "connect %d: %s\n", i, strerror(errno));
+		} else if (read(fd, greeting, sizeof(greeting)) <= 0) {
+			if (failures++ < 5)
+				fprintf(stderr, "read %d: %s\n", i, strerror(errno));
+		}
+		close(fd);
+	}
+	printf("failures %d of %d\n", failures, n);
+	return failures ? 1 : 0;
+}
+
+static int flag_set(int fd, int level, int name)
+{
+	int value = 0;
+	socklen_t len = sizeof(value);
+	return getsockopt(fd, level, name, &value, &len) == 0 && value != 0;
+}
+
+/* options DEST: set options and flags, connect (non-blocking), report them. */
+static int cmd_options(const char *dest)
+{
+	struct sockaddr_storage addr;
+	socklen_t len;
+	int one = 1, fd;
+	if (parse_dest(dest, &addr, &len) < 0)
+		return 2;
+	fd = socket(addr.ss_family, SOCK_STREAM, 0);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	int before = fd;
+	if (connect(fd, (struct sockaddr *)&addr, len) < 0 && errno != EINPROGRESS) {
+		printf("connect failed %s\n", strerror(errno));
+		return 1;
+	}
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+	poll(&pfd, 1, 3000);
+	int error = 0;
+	socklen_t elen = sizeof(error);
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &elen);
+	printf("fd_same %d\nconnected %d\nport %d\nnodelay %d\nkeepalive %d\nnonblock %d\ncloexec %d\n",
+	       fd == before, error == 0, local_port(fd), flag_set(fd, IPPROTO_TCP, TCP_NODELAY),
+	       flag_set(fd, SOL_SOCKET, SO_KEEPALIVE), (fcntl(fd, F_GETFL) & O_NONBLOCK) != 0,
+	       (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+	close(fd);
+	return 0;
+}
+
+/* udp N DEST: N sockets, one datagram each, all kept open. */
+static int cmd_udp(int n, const char *dest)
+{
+	struct sockaddr_storage addr;
+	socklen_t len;
+	if (parse_dest(dest, &addr, &len) < 0)
+		return 2;
+	int *fds = calloc((size_t)n, sizeof(int));
+	for (int i = 0; i < n; i++) {
+		fds[i] = socket(addr.ss_family, SOCK_DGRAM, 0);
+		if (sendto(fds[i], "x", 1, 0, (struct sockaddr *)&addr, len) < 0)
+			printf("err %s\n", errno == EAGAIN ? "EAGAIN" : strerror(errno));
+		else
+			printf("ok %d\n", local_port(fds[i]));
+	}
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+	return 0;
+}
+
+static void report(const char *what, long rc)
+{
+	printf("%s rc=%ld errno=%s\n", what, rc, rc < 0 ? strerror(errno) : "-");
+	errno = 0;
+}
+
+/* passthrough DIR: calls the shim must not change, results printed. */
+static int cmd_passthrough(const char *dir)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(9)};
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int pair[2], pipefd[2];
+	char buf[16];
+
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	report("socketpair", socketpair(AF_UNIX, SOCK_STREAM, 0, pair));
+	report("unix send", send(pair[0], "hi", 2, 0));
+	report("unix sendto", sendto(pair[0], "hi", 2, 0, NULL, 0));
+	report("unix recv", recv(pair[1], buf, sizeof(buf), 0));
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/probe.sock", dir);
+	unlink(sun.sun_path);
+	int server = socket(AF_UNIX, SOCK_DGRAM, 0);
+	report("unix bind", bind(server, (struct sockaddr *)&sun, sizeof(sun)));
+	int client = socket(AF_UNIX, SOCK_DGRAM, 0);
+	report("unix connect", connect(client, (struct sockaddr *)&sun, sizeof(sun)));
+	report("unix dgram sendto", sendto(client, "x", 1, 0, (struct sockaddr *)&sun, sizeof(sun)));
+	report("unix listen dgram", listen(server, 1));
+	int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	struct sockaddr_nl snl = {.nl_family = AF_NETLINK};
+	report("netlink bind", bind(nl, (struct sockaddr *)&snl, sizeof(snl)));
+	report("netlink port nonzero", local_port(nl) != 0 ? 1 : 0);
+	report("connect fd -1", connect(-1, (struct sockaddr *)&sin, sizeof(sin)));
+	report("connect closed fd", connect(900, (struct sockaddr *)&sin, sizeof(sin)));
+	report("pipe", pipe(pipefd));
+	report("connect pipe", connect(pipefd[0], (struct sockaddr *)&sin, sizeof(sin)));
+	report("sendto pipe", sendto(pipefd[1], "x", 1, 0, (struct sockaddr *)&sin, sizeof(sin)));
+	int tcp = socket(AF_INET, SOCK_STREAM, 0);
+	report("connect NULL", connect(tcp, NULL, sizeof(sin)));
+	report("connect len 0", connect(tcp, (struct sockaddr *)&sin, 0));
+	report("connect len short", connect(tcp, (struct sockaddr *)&sin, 4));
+	report("bind NULL", bind(tcp, NULL, sizeof(sin)));
+	report("bind len short", bind(tcp, (struct sockaddr *)&sin, 3));
+	report("sendto unconnected tcp", sendto(tcp, "x", 1, MSG_NOSIGNAL, NULL, 0));
+	report("sendmsg NULL", sendmsg(tcp, NULL, 0));
+	report("sendmmsg NULL", sendmmsg(tcp, NULL, 1, 0));
+	report("listen bad fd", listen(-5, 1));
+	report("close bad fd", close(-1));
+	report("dup2 bad fd", dup2(-1, 5));
+	int udp = socket(AF_INET, SOCK_DGRAM, 0);
+	report("udp sendto no dest", sendto(udp, "x", 1, 0, NULL, 0));
+	report("udp sendto AF_UNSPEC len 2", sendto(udp, "x", 1, 0, (struct sockaddr *)&sin, 2));
+	struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+	report("udp connect AF_UNSPEC", connect(udp, &unspec, sizeof(unspec)));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 4 && strcmp(argv[1], "hold") == 0)
+		return cmd_hold(atoi(argv[2]), argv + 3, argc - 3);
+	if (argc == 4 && strcmp(argv[1], "churn") == 0)
+		return cmd_churn(atoi(argv[2]), argv[3]);
+	if (argc == 3 && strcmp(argv[1], "options") == 0)
+		return cmd_options(argv[2]);
+	if (argc == 4 && strcmp(argv[1], "udp") == 0)
+		return cmd_udp(atoi(argv[2]), argv[3]);
+	if (argc == 3 && strcmp(argv[1], "passthrough") == 0)
+		return cmd_passthrough(argv[2]);
+	fprintf(stderr, "usage: sockprobe hold N DEST... | churn N DEST | options DEST | udp N DEST | passthrough DIR\n");
+	return 2;
+}

@@ -1,0 +1,300 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint16_t peer_port(const struct sockaddr_storage *peer)
+{
+	if (peer->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+}
+
+static void record_peer(struct server *s, const struct sockaddr_storage *peer)
+{
+	int index = atomic_fetch_add(&s->count, 1);
+	if (index < MAX_PEERS)
+		s->peers[index] = peer_port(peer);
+}
+
+/* Reads a request (up to a blank line, EOF or 2 s) and answers it. */
+static void serve_http(int conn)
+{
+	char buf[4096];
+	size_t have = 0;
+	struct pollfd pfd = {.fd = conn, .events = POLLIN};
+
+	while (have < sizeof(buf) - 1 && poll(&pfd, 1, 2000) > 0) {
+		ssize_t n = read(conn, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = '\0';
+		if (strstr(buf, "\r\n\r\n"))
+			break;
+	}
+	static const char reply[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+				    "Content-Length: 3\r\nConnection: close\r\n\r\nok\n";
+	ssize_t ignored = write(conn, reply, sizeof(reply) - 1);
+	(void)ignored;
+}
+
+static void drain(int conn)
+{
+	char buf[4096];
+	struct pollfd pfd = {.fd = conn, .events = POLLIN};
+	while (poll(&pfd, 1, 3000) > 0 && read(conn, buf, sizeof(buf)) > 0)
+		;
+}
+
+static void *tcp_loop(void *arg)
+{
+	struct server *s = arg;
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+
+	while (!atomic_load(&s->stop)) {
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int conn = accept(s->fd, (struct sockaddr *)&peer, &len);
+		if (conn < 0)
+			continue;
+		record_peer(s, &peer);
+		if (s->mode == SERVE_HTTP) {
+			serve_http(conn);
+		} else {
+			if (s->mode == SERVE_GREET && write(conn, "hi\n", 3) != 3)
+				continue;
+			drain(conn);
+		}
+		close(conn);
+	}
+	return NULL;
+}
+
+static void *udp_loop(void *arg)
+{
+	struct server *s = arg;
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+	char buf[2048];
+
+	while (!atomic_load(&s->stop)) {
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		ssize_t n = recvfrom(s->fd, buf, sizeof(buf), 0, (struct sockaddr *)&peer, &len);
+		if (n < 0)
+			continue;
+		record_peer(s, &peer);
+		sendto(s->fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, len);
+	}
+	return NULL;
+}
+
+void server_start(struct server *s, const char *addr, enum server_mode mode)
+{
+	struct sockaddr_storage bind_addr = {0};
+	socklen_t len;
+	int one = 1;
+
+	memset(s, 0, sizeof(*s));
+	s->mode = mode;
+	if (strchr(addr, ':')) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&bind_addr;
+		sin6->sin6_family = AF_INET6;
+		cr_assert_eq(inet_pton(AF_INET6, addr, &sin6->sin6_addr), 1);
+		len = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&bind_addr;
+		sin->sin_family = AF_INET;
+		cr_assert_eq(inet_pton(AF_INET, addr, &sin->sin_addr), 1);
+		len = sizeof(*sin);
+	}
+	s->family = bind_addr.ss_family;
+	s->fd = socket(s->family, mode == SERVE_UDP_ECHO ? SOCK_DGRAM : SOCK_STREAM, 0);
+	cr_assert_geq(s->fd, 0);
+	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(s->fd, (struct sockaddr *)&bind_addr, len), 0, "bind %s: %s", addr,
+		     strerror(errno));
+	if (mode != SERVE_UDP_ECHO)
+		cr_assert_eq(listen(s->fd, 4096), 0);
+	len = sizeof(bind_addr);
+	getsockname(s->fd, (struct sockaddr *)&bind_addr, &len);
+	s->port = peer_port(&bind_addr);
+	pthread_create(&s->thread, NULL, mode == SERVE_UDP_ECHO ? udp_loop : tcp_loop, s);
+}
+
+void server_stop(struct server *s)
+{
+	atomic_store(&s->stop, 1);
+	pthread_join(s->thread, NULL);
+	close(s->fd);
+}
+
+bool server_saw(struct server *s, uint16_t port)
+{
+	int count = atomic_load(&s->count);
+	for (int i = 0; i < count && i < MAX_PEERS; i++)
+		if (s->peers[i] == port)
+			return true;
+	return false;
+}
+
+void sandbox_init(struct sandbox *sb, const char *apps_text)
+{
+	snprintf(sb->dir, sizeof(sb->dir), "/tmp/pf-it-XXXXXX");
+	cr_assert_not_null(mkdtemp(sb->dir));
+	chmod(sb->dir, 0755);
+	snprintf(sb->policy, sizeof(sb->policy), "%s/policy.conf", sb->dir);
+	snprintf(sb->log, sizeof(sb->log), "%s/audit.jsonl", sb->dir);
+	snprintf(sb->state, sizeof(sb->state), "%s/state", sb->dir);
+	FILE *f = fopen(sb->policy, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s\";\n%s\n", sb->log,
+		sb->state, apps_text);
+	fclose(f);
+}
+
+void sandbox_cleanup(struct sandbox *sb)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sb->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", sb->dir);
+}
+
+const char *build_path(const char *name)
+{
+	const char *build = getenv("PORTFENCE_BUILD");
+	char *path = NULL;
+	/* Each call gets its own string: callers keep several in one argv. */
+	if (asprintf(&path, "%s/%s", build ? build : "build", name) < 0)
+		cr_assert_fail("out of memory");
+	return path;
+}
+
+static void read_all(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+	buf[n] = '\0';
+	if (f)
+		fclose(f);
+}
+
+void run_program(struct run_result *r, char *const argv[], const char *stdin_text,
+		 char *const extra_env[])
+{
+	char out_path[] = "/tmp/pf-out-XXXXXX", err_path[] = "/tmp/pf-err-XXXXXX",
+	     in_path[] = "/tmp/pf-in-XXXXXX";
+	int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path), in_fd = mkstemp(in_path);
+
+	cr_assert(out_fd >= 0 && err_fd >= 0 && in_fd >= 0);
+	if (stdin_text && write(in_fd, stdin_text, strlen(stdin_text)) < 0)
+		cr_assert_fail("stdin");
+	lseek(in_fd, 0, SEEK_SET);
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(in_fd, 0);
+		dup2(out_fd, 1);
+		dup2(err_fd, 2);
+		for (int i = 0; extra_env && extra_env[i]; i++)
+			putenv(extra_env[i]);
+		/* A hung program is killed rather than hanging the suite. */
+		alarm(60);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	read_all(out_path, r->out, sizeof(r->out));
+	read_all(err_path, r->err, sizeof(r->err));
+	close(out_fd);
+	close(err_fd);
+	close(in_fd);
+	unlink(out_path);
+	unlink(err_path);
+	unlink(in_path);
+}
+
+void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
+	       char *const argv[], const char *stdin_text)
+{
+	char *full[64];
+	int n = 0;
+	full[n++] = (char *)build_path("portfence");
+	full[n++] = "run";
+	full[n++] = "-c";
+	full[n++] = (char *)sb->policy;
+	if (app) {
+		full[n++] = "-a";
+		full[n++] = (char *)app;
+	}
+	full[n++] = "--";
+	for (int i = 0; argv[i] && n < 63; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	run_program(r, full, stdin_text, NULL);
+}
+
+json_t *audit_records(const char *log_path)
+{
+	json_t *records = json_array();
+	FILE *f = fopen(log_path, "r");
+	char line[8192];
+
+	if (!f)
+		return records;
+	while (fgets(line, sizeof(line), f)) {
+		json_error_t error;
+		json_t *record = json_loads(line, 0, &error);
+		cr_assert_not_null(record, "malformed audit line: %s (%s)", line, error.text);
+		json_array_append_new(records, record);
+	}
+	fclose(f);
+	return records;
+}
+
+json_t *audit_find(json_t *records, const char *event, int nth)
+{
+	size_t i;
+	json_t *record;
+	json_array_foreach(records, i, record) {
+		const char *e = json_string_value(json_object_get(record, "event"));
+		if (e && strcmp(e, event) == 0 && nth-- == 0)
+			return record;
+	}
+	return NULL;
+}
+
+uint16_t address_port(const char *address)
+{
+	const char *colon = address ? strrchr(address, ':') : NULL;
+	return colon ? (uint16_t)atoi(colon + 1) : 0;
+}
+
+unsigned count_lines_starting(const char *text, const char *prefix)
+{
+	unsigned count = 0;
+	size_t len = strlen(prefix);
+	for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		count += strncmp(line, prefix, len) == 0;
+	return count;
+}

@@ -1,0 +1,72 @@
+/* Shared pieces of the integration tests: real servers on loopback that
+ * record the source port of every client, a sandbox directory per test,
+ * and a runner for programs under `portfence run`.  The test runner
+ * itself is never preloaded. */
+#ifndef PORTFENCE_HARNESS_H
+#define PORTFENCE_HARNESS_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define MAX_PEERS 8192
+
+/* GREET writes one line on accept, then drains: a request/response
+ * pattern that keeps the server in step with a fast client. */
+enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_UDP_ECHO };
+
+struct server {
+	int fd;
+	int family;
+	uint16_t port;
+	enum server_mode mode;
+	pthread_t thread;
+	atomic_int stop;
+	atomic_int count;
+	uint16_t peers[MAX_PEERS];
+};
+
+/* Starts a server on addr ("127.0.0.1", "127.0.0.2", "::1") at a port
+ * the kernel picks. */
+void server_start(struct server *s, const char *addr, enum server_mode mode);
+void server_stop(struct server *s);
+bool server_saw(struct server *s, uint16_t port);
+
+struct sandbox {
+	char dir[64];
+	char policy[128];
+	char log[128];
+	char state[128];
+};
+
+/* A fresh directory with a policy: the log and state_dir lines are
+ * written for the test, then apps_text (libconfig) follows. */
+void sandbox_init(struct sandbox *sb, const char *apps_text);
+void sandbox_cleanup(struct sandbox *sb);
+
+struct run_result {
+	int status;	/* exit status, or 128+signal */
+	char out[65536];
+	char err[16384];
+};
+
+/* Runs argv (NULL-terminated) with optional stdin text and extra
+ * environment ("NAME=value", NULL-terminated or NULL), killed after 60 s. */
+void run_program(struct run_result *r, char *const argv[], const char *stdin_text,
+		 char *const extra_env[]);
+/* portfence run -c POLICY [-a APP] -- argv... */
+void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
+	       char *const argv[], const char *stdin_text);
+
+const char *build_path(const char *name);
+
+/* Audit records of a log, as a JSON array (never NULL). */
+json_t *audit_records(const char *log_path);
+json_t *audit_find(json_t *records, const char *event, int nth);
+uint16_t address_port(const char *address);
+unsigned count_lines_starting(const char *text, const char *prefix);
+
+#endif
