@@ -1,0 +1,383 @@
+/* portfence-bench: what the shim costs and what it makes possible, side
+ * by side with the same work done natively.  Each figure is the median of
+ * interleaved rounds (native, shim, native, shim, ...); each round is a
+ * fresh worker process (this program re-executed with --worker), with or
+ * without the shim preloaded, timing its own loop.  Interleaving spreads
+ * the noise of a shared machine evenly over both sides. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "algorithm.h"
+#include "bench.h"
+
+struct settings settings;
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+double median(double *values, int count)
+{
+	qsort(values, (size_t)count, sizeof(*values), compare_doubles);
+	return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+}
+
+/* ---- servers in the parent (never preloaded) ---- */
+
+static void serve(enum listener_mode mode, int conn)
+{
+	static const char reply[] = "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+	struct pollfd cp = {.fd = conn, .events = POLLIN};
+	char buf[4096];
+	size_t have = 0;
+
+	if (mode == LISTEN_GREET && write(conn, "hi\n", 3) == 3) {
+		while (poll(&cp, 1, 1000) > 0 && read(conn, buf, sizeof(buf)) > 0)
+			;
+	} else if (mode == LISTEN_HTTP) {
+		while (have < sizeof(buf) - 1 && poll(&cp, 1, 1000) > 0) {
+			ssize_t n = read(conn, buf + have, sizeof(buf) - 1 - have);
+			if (n <= 0)
+				break;
+			have += (size_t)n;
+			buf[have] = '\0';
+			if (strstr(buf, "\r\n\r\n"))
+				break;
+		}
+		if (write(conn, reply, sizeof(reply) - 1) < 0)
+			return;
+	}
+}
+
+static void *accept_loop(void *arg)
+{
+	struct listener *l = arg;
+	struct pollfd pfd = {.fd = l->fd, .events = POLLIN};
+	while (!atomic_load(&l->stop)) {
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		int conn = accept(l->fd, NULL, NULL);
+		if (conn < 0)
+			continue;
+		serve(l->mode, conn);
+		close(conn);
+	}
+	return NULL;
+}
+
+void listener_start(struct listener *l, const char *addr, enum listener_mode mode)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sin);
+	int one = 1;
+
+	memset(l, 0, sizeof(*l));
+	l->mode = mode;
+	inet_pton(AF_INET, addr, &sin.sin_addr);
+	l->fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(l->fd, (struct sockaddr *)&sin, len) < 0 || listen(l->fd, 4096) < 0) {
+		perror("bench listener");
+		exit(1);
+	}
+	getsockname(l->fd, (struct sockaddr *)&sin, &len);
+	l->port = ntohs(sin.sin_port);
+	pthread_create(&l->thread, NULL, accept_loop, l);
+}
+
+void listener_stop(struct listener *l)
+{
+	atomic_store(&l->stop, 1);
+	pthread_join(l->thread, NULL);
+	close(l->fd);
+}
+
+int udp_sink(uint16_t *port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int big = 8 << 20;
+
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	bind(fd, (struct sockaddr *)&sin, len);
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* ---- policies and workers ---- */
+
+void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo, uint16_t hi)
+{
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		exit(1);
+	}
+	fprintf(f, "version = 1;\n");
+	if (log)
+		fprintf(f, "log = { file = \"%s/audit.jsonl\"; };\n", settings.dir);
+	fprintf(f, "state_dir = \"%s/state\";\napps = ( { name = \"bench\"; range = [ %u, %u ]; "
+		   "algorithm = \"%s\"; } );\n", settings.dir, lo, hi, algorithm);
+	fclose(f);
+}
+
+/* Runs this program as a worker; returns what it printed as a number. */
+double run_worker(bool shim, const char *policy, char *const args[], double *extra)
+{
+	int pipefd[2];
+	char buf[128] = "";
+
+	if (pipe(pipefd) < 0)
+		return NAN;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char *argv[16] = {settings.self, "--worker"};
+		int n = 2;
+		for (int i = 0; args[i] && n < 15; i++)
+			argv[n++] = args[i];
+		argv[n] = NULL;
+		dup2(pipefd[1], 1);
+		close(pipefd[0]);
+		if (shim) {
+			setenv("LD_PRELOAD", settings.shim, 1);
+			setenv("PORTFENCE_CONFIG", policy, 1);
+			setenv("PORTFENCE_APP", "bench", 1);
+		}
+		execv(settings.self, argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	ssize_t got = read(pipefd[0], buf, sizeof(buf) - 1);
+	close(pipefd[0]);
+	int status;
+	waitpid(pid, &status, 0);
+	if (got <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return NAN;
+	buf[got] = '\0';
+	char *rest;
+	double first = strtod(buf, &rest);
+	if (extra)
+		*extra = strtod(rest, NULL);
+	return first;
+}
+
+static struct sockaddr_in loopback(uint16_t port, const char *addr)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	inet_pton(AF_INET, addr, &sin.sin_addr);
+	return sin;
+}
+
+/* socket + connect + close, closed with RST so no TIME_WAIT builds up on
+ * either side. */
+static int worker_tcp_connect(uint16_t port, int count)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	struct linger abort_close = {1, 0};
+	double start = 0;
+
+	for (int i = -count / 10; i < count; i++) {
+		if (i == 0)
+			start = now_ns();
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0)
+			return 1;
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		close(fd);
+	}
+	printf("%.1f\n", (now_ns() - start) / count);
+	return 0;
+}
+
+static int worker_udp_first_send(uint16_t port, int count)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	double start = 0;
+
+	for (int i = -count / 10; i < count; i++) {
+		if (i == 0)
+			start = now_ns();
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&dest, sizeof(dest)) != 1)
+			return 1;
+		close(fd);
+	}
+	printf("%.1f\n", (now_ns() - start) / count);
+	return 0;
+}
+
+static int worker_hot_udp(uint16_t port, int count)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	double start = 0;
+
+	for (int i = -count / 10; i < count; i++) {
+		if (i == 0)
+			start = now_ns();
+		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&dest, sizeof(dest)) != 1)
+			return 1;
+	}
+	printf("%.1f\n", (now_ns() - start) / count);
+	return 0;
+}
+
+static int worker_hot_tcp(uint16_t port, int count)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	double start = 0;
+
+	if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0)
+		return 1;
+	for (int i = -count / 10; i < count; i++) {
+		if (i == 0)
+			start = now_ns();
+		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+			return 1;
+	}
+	printf("%.1f\n", (now_ns() - start) / count);
+	return 0;
+}
+
+/* Connections per second for a while, the client closing first after the
+ * server's greeting; prints "rate failures". */
+static int worker_churn(uint16_t port, double seconds)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	long done = 0, failures = 0;
+	double start = now_ns(), end = start + seconds * 1e9;
+	char greeting[8];
+
+	while (now_ns() < end) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0 ||
+		    read(fd, greeting, sizeof(greeting)) <= 0)
+			failures++;
+		close(fd);
+		done++;
+	}
+	printf("%.1f %ld\n", (double)(done - failures) / ((now_ns() - start) / 1e9), failures);
+	return 0;
+}
+
+/* N concurrent connections round-robin over destinations; with
+ * plain_bind, each is bound to a range port first without SO_REUSEADDR,
+ * as a program confining itself naively would.  Prints the count. */
+static int worker_capacity(int count, int plain_bind, uint16_t lo, uint16_t hi, char **dests, int ndest)
+{
+	int established = 0;
+	int *fds = calloc((size_t)count, sizeof(int));
+
+	for (int i = 0; i < count; i++) {
+		char host[64];
+		unsigned port;
+		sscanf(dests[i % ndest], "%63[^:]:%u", host, &port);
+		struct sockaddr_in dest = loopback((uint16_t)port, host);
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		bool bound = !plain_bind;
+		for (unsigned p = lo; plain_bind && p <= hi && !bound; p++) {
+			struct sockaddr_in local = loopback((uint16_t)p, "0.0.0.0");
+			bound = bind(fds[i], (struct sockaddr *)&local, sizeof(local)) == 0;
+		}
+		if (bound && connect(fds[i], (struct sockaddr *)&dest, sizeof(dest)) == 0)
+			established++;
+	}
+	printf("%d\n", established);
+	for (int i = 0; i < count; i++)
+		close(fds[i]);
+	free(fds);
+	return 0;
+}
+
+static int worker_main(int argc, char **argv)
+{
+	if (argc >= 3 && strcmp(argv[0], "tcp_connect") == 0)
+		return worker_tcp_connect((uint16_t)atoi(argv[1]), atoi(argv[2]));
+	if (argc >= 3 && strcmp(argv[0], "udp_first_send") == 0)
+		return worker_udp_first_send((uint16_t)atoi(argv[1]), atoi(argv[2]));
+	if (argc >= 3 && strcmp(argv[0], "hot_udp") == 0)
+		return worker_hot_udp((uint16_t)atoi(argv[1]), atoi(argv[2]));
+	if (argc >= 3 && strcmp(argv[0], "hot_tcp") == 0)
+		return worker_hot_tcp((uint16_t)atoi(argv[1]), atoi(argv[2]));
+	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
+		return worker_churn((uint16_t)atoi(argv[1]), atof(argv[2]));
+	if (argc >= 6 && strcmp(argv[0], "capacity") == 0)
+		return worker_capacity(atoi(argv[1]), atoi(argv[2]), (uint16_t)atoi(argv[3]),
+				       (uint16_t)atoi(argv[4]), argv + 5, argc - 5);
+	fprintf(stderr, "portfence-bench: unknown worker\n");
+	return 2;
+}
+
+static void resolve_paths(const char *argv0)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0) {
+		perror("readlink");
+		exit(1);
+	}
+	self[n] = '\0';
+	settings.self = strdup(self);
+	char *slash = strrchr(self, '/');
+	*slash = '\0';
+	if (asprintf(&settings.shim, "%s/libportfence.so", self) < 0)
+		exit(1);
+	(void)argv0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 2 && strcmp(argv[1], "--worker") == 0)
+		return worker_main(argc - 2, argv + 2);
+	resolve_paths(argv[0]);
+	settings.out = "build/bench.json";
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--quick") == 0)
+			settings.quick = true;
+		else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+			settings.out = argv[++i];
+		else {
+			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE]\n");
+			return 2;
+		}
+	}
+	snprintf(settings.dir, sizeof(settings.dir), "/tmp/portfence-bench-XXXXXX");
+	if (!mkdtemp(settings.dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	int rc = run_all_measures();
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", settings.dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "portfence-bench: could not remove %s\n", settings.dir);
+	return rc;
+}

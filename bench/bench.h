@@ -1,0 +1,39 @@
+#ifndef PORTFENCE_BENCH_H
+#define PORTFENCE_BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct settings {
+	bool quick;
+	const char *out;
+	char *self;	/* this program, re-executed as a worker */
+	char *shim;	/* libportfence.so next to it */
+	char dir[64];	/* scratch: policies, state, audit log */
+};
+extern struct settings settings;
+
+/* CLOSE: accept and close; GREET: write a line, drain, close; HTTP:
+ * read a request, answer 200, close. */
+enum listener_mode { LISTEN_CLOSE, LISTEN_GREET, LISTEN_HTTP };
+
+struct listener {
+	int fd;
+	uint16_t port;
+	enum listener_mode mode;
+	pthread_t thread;
+	atomic_int stop;
+};
+
+void listener_start(struct listener *l, const char *addr, enum listener_mode mode);
+void listener_stop(struct listener *l);
+int udp_sink(uint16_t *port);
+void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo, uint16_t hi);
+/* The worker's first number; its second, if any, goes to *extra. */
+double run_worker(bool shim, const char *policy, char *const args[], double *extra);
+double median(double *values, int count);
+int run_all_measures(void);
+
+#endif

@@ -1,0 +1,351 @@
+/* The seven measures of `make bench`, the markdown table and bench.json. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "algorithm.h"
+#include "bench.h"
+
+#define MAX_ROUNDS 15
+
+struct pair {
+	double native_ns, shim_ns, ratio;
+};
+
+static FILE *json;
+static bool json_first_measure = true;
+
+static void json_open_measure(const char *name)
+{
+	fprintf(json, "%s\n  \"%s\": {", json_first_measure ? "" : ",", name);
+	json_first_measure = false;
+}
+
+static void json_pair(const char *key, bool first, struct pair p)
+{
+	fprintf(json, "%s\n    \"%s\": {\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
+		first ? "" : ",", key, p.native_ns, p.shim_ns, p.ratio);
+}
+
+static void print_pair(const char *measure, const char *variant, struct pair p, const char *target)
+{
+	printf("| %s | %s | %.0f | %.0f | %.3f | %s |\n", measure, variant, p.native_ns, p.shim_ns,
+	       p.ratio, target);
+}
+
+/* Interleaved rounds of one worker, native then shim; medians and the
+ * median of the per-round ratios. */
+static struct pair interleave(const char *policy, char *const args[], int rounds)
+{
+	double native[MAX_ROUNDS], shim[MAX_ROUNDS], ratio[MAX_ROUNDS];
+	int n = 0;
+
+	for (int r = 0; r < rounds; r++) {
+		double a = run_worker(false, NULL, args, NULL), b = run_worker(true, policy, args, NULL);
+		if (isnan(a) || isnan(b))
+			continue;
+		native[n] = a;
+		shim[n] = b;
+		ratio[n] = b / a;
+		n++;
+	}
+	if (n == 0)
+		return (struct pair){NAN, NAN, NAN};
+	return (struct pair){median(native, n), median(shim, n), median(ratio, n)};
+}
+
+static int rounds(void)
+{
+	return settings.quick ? 3 : 9;
+}
+
+static void measure_tcp_connect(void)
+{
+	static const char *const algorithms[] = {"sequential", "random", "random-redraw", "hash",
+						 "double-hash", "random-increments", "kernel"};
+	struct listener l;
+	char port[16], count[16], policy[256];
+
+	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
+	snprintf(port, sizeof(port), "%u", l.port);
+	snprintf(count, sizeof(count), "%d", settings.quick ? 200 : 2000);
+	char *args[] = {"tcp_connect", port, count, NULL};
+	json_open_measure("tcp_connect");
+	for (int variant = 0; variant < 9; variant++) {
+		const char *algorithm = variant < 7 ? algorithms[variant] : variant == 7 ? "double-hash" : "kernel";
+		bool log = variant < 7;
+		bool kernel = strcmp(algorithm, "kernel") == 0;
+		char key[64];
+		snprintf(key, sizeof(key), "%s%s", algorithm, log ? "" : "_nolog");
+		snprintf(policy, sizeof(policy), "%s/tcp-%s.conf", settings.dir, key);
+		write_policy(policy, algorithm, log, kernel ? 40000 : 61000, kernel ? 40999 : 61999);
+		struct pair p = interleave(policy, args, rounds());
+		json_pair(key, variant == 0, p);
+		print_pair("tcp_connect", key, p,
+			   kernel && !log ? "<= 1.03" : (log ? "<= 1.08" : "-"));
+	}
+	fprintf(json, "\n  }");
+	listener_stop(&l);
+}
+
+static void measure_udp_first_send(void)
+{
+	uint16_t sink_port;
+	int sink = udp_sink(&sink_port);
+	char port[16], count[16], policy[128];
+
+	snprintf(port, sizeof(port), "%u", sink_port);
+	snprintf(count, sizeof(count), "%d", settings.quick ? 500 : 5000);
+	snprintf(policy, sizeof(policy), "%s/udp.conf", settings.dir);
+	write_policy(policy, "double-hash", true, 61000, 61999);
+	char *args[] = {"udp_first_send", port, count, NULL};
+	struct pair p = interleave(policy, args, rounds());
+	fprintf(json, ",\n  \"udp_first_send\": {\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
+		p.native_ns, p.shim_ns, p.ratio);
+	print_pair("udp_first_send", "double-hash, log", p, "-");
+	close(sink);
+}
+
+static void measure_hot_path(void)
+{
+	uint16_t sink_port;
+	int sink = udp_sink(&sink_port);
+	struct listener l;
+	char udp_port[16], tcp_port[16], count[16], policy[128];
+
+	listener_start(&l, "127.0.0.1", LISTEN_GREET);
+	snprintf(udp_port, sizeof(udp_port), "%u", sink_port);
+	snprintf(tcp_port, sizeof(tcp_port), "%u", l.port);
+	snprintf(count, sizeof(count), "%d", settings.quick ? 5000 : 100000);
+	snprintf(policy, sizeof(policy), "%s/hot.conf", settings.dir);
+	write_policy(policy, "double-hash", true, 61000, 61999);
+	char *udp_args[] = {"hot_udp", udp_port, count, NULL};
+	char *tcp_args[] = {"hot_tcp", tcp_port, count, NULL};
+	struct pair udp = interleave(policy, udp_args, rounds());
+	struct pair tcp = interleave(policy, tcp_args, rounds());
+	json_open_measure("hot_path");
+	json_pair("udp_sendto", true, udp);
+	json_pair("tcp_send", false, tcp);
+	fprintf(json, "\n  }");
+	print_pair("hot_path", "sendto, bound UDP", udp, "<= 1.02");
+	print_pair("hot_path", "send, connected TCP", tcp, "<= 1.02");
+	listener_stop(&l);
+	close(sink);
+}
+
+/* Wall time of count runs of argv, with or without the shim. */
+static double time_processes(char *const argv[], bool shim, const char *policy, int count)
+{
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (int i = 0; i < count; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			int devnull = open("/dev/null", 1);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+			if (shim) {
+				setenv("LD_PRELOAD", settings.shim, 1);
+				setenv("PORTFENCE_CONFIG", policy, 1);
+				setenv("PORTFENCE_APP", "bench", 1);
+			}
+			execvp(argv[0], argv);
+			_exit(127);
+		}
+		int status;
+		waitpid(pid, &status, 0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / count;
+}
+
+static struct pair interleave_processes(char *const argv[], const char *policy, int count)
+{
+	double native[MAX_ROUNDS], shim[MAX_ROUNDS], ratio[MAX_ROUNDS];
+	int n = rounds();
+	for (int r = 0; r < n; r++) {
+		native[r] = time_processes(argv, false, NULL, count);
+		shim[r] = time_processes(argv, true, policy, count);
+		ratio[r] = shim[r] / native[r];
+	}
+	return (struct pair){median(native, n), median(shim, n), median(ratio, n)};
+}
+
+static void measure_process_start(void)
+{
+	struct listener l;
+	char url[64], policy[128];
+
+	snprintf(policy, sizeof(policy), "%s/start.conf", settings.dir);
+	write_policy(policy, "double-hash", true, 61000, 61999);
+	listener_start(&l, "127.0.0.1", LISTEN_HTTP);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/", l.port);
+	char *true_argv[] = {"/bin/true", NULL};
+	char *curl_argv[] = {"curl", "-s", "--max-time", "5", "-o", "/dev/null", url, NULL};
+	int count = settings.quick ? 10 : 100;
+	struct pair t = interleave_processes(true_argv, policy, count);
+	struct pair c = interleave_processes(curl_argv, policy, settings.quick ? 3 : 20);
+	listener_stop(&l);
+	json_open_measure("process_start");
+	fprintf(json, "\n    \"true\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f},",
+		t.native_ns, t.shim_ns, t.shim_ns - t.native_ns, t.ratio);
+	fprintf(json, "\n    \"curl\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f}\n  }",
+		c.native_ns, c.shim_ns, c.shim_ns - c.native_ns, c.ratio);
+	print_pair("process_start", "/bin/true", t, "+<= 1 ms");
+	print_pair("process_start", "curl (one connect)", c, "+<= 1 ms");
+}
+
+static void measure_capacity(void)
+{
+	struct listener l[4];
+	const char *hosts[4] = {"127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"};
+	char dests[4][64], policy[128];
+
+	for (int i = 0; i < 4; i++) {
+		listener_start(&l[i], hosts[i], LISTEN_CLOSE);
+		snprintf(dests[i], sizeof(dests[i]), "%s:%u", hosts[i], l[i].port);
+	}
+	snprintf(policy, sizeof(policy), "%s/capacity.conf", settings.dir);
+	write_policy(policy, "random", false, 61200, 61215);
+	char *shim_args[] = {"capacity", "64", "0", "61200", "61215", dests[0], dests[1], dests[2], dests[3], NULL};
+	char *plain_args[] = {"capacity", "64", "1", "61300", "61315", dests[0], dests[1], dests[2], dests[3], NULL};
+	double shim = run_worker(true, policy, shim_args, NULL);
+	double plain = run_worker(false, NULL, plain_args, NULL);
+	for (int i = 0; i < 4; i++)
+		listener_stop(&l[i]);
+	json_open_measure("capacity");
+	fprintf(json, "\"range_ports\": 16, \"destinations\": 4, \"attempted\": 64, \"shim\": %.0f, \"plain_bind\": %.0f}",
+		shim, plain);
+	printf("| capacity | 16 ports x 4 destinations | plain bind %.0f | shim %.0f | - | shim = 64 (R x D) |\n",
+	       plain, shim);
+}
+
+static void measure_churn(void)
+{
+	struct listener l;
+	char port[16], seconds[16], policy[128];
+	double secs = settings.quick ? 1.0 : 10.0;
+
+	listener_start(&l, "127.0.0.1", LISTEN_GREET);
+	snprintf(port, sizeof(port), "%u", l.port);
+	snprintf(seconds, sizeof(seconds), "%.1f", secs);
+	snprintf(policy, sizeof(policy), "%s/churn.conf", settings.dir);
+	write_policy(policy, "double-hash", false, 61400, 61419);
+	char *args[] = {"churn", port, seconds, NULL};
+	double native_failures = NAN, shim_failures = NAN;
+	double native = run_worker(false, NULL, args, &native_failures);
+	double shim = run_worker(true, policy, args, &shim_failures);
+	listener_stop(&l);
+	json_open_measure("churn");
+	fprintf(json, "\"seconds\": %.1f, \"range_ports\": 20, \"native_per_s\": %.0f, \"shim_per_s\": %.0f, "
+		"\"ratio\": %.4f, \"native_failures\": %.0f, \"shim_failures\": %.0f}",
+		secs, native, shim, shim / native, native_failures, shim_failures);
+	printf("| churn | conn/s, 20-port range, client closes first (failures) | %.0f/s (%.0f) | %.0f/s (%.0f) | %.3f | >= 0.8, 0 failures |\n",
+	       native, native_failures, shim, shim_failures, shim / native);
+}
+
+/* ---- occupancy: the algorithms over a simulated, partly busy range ---- */
+
+struct busy_space {
+	uint8_t busy[1000];
+	uint16_t lo;
+};
+
+static int try_busy(void *ctx, uint16_t port)
+{
+	struct busy_space *space = ctx;
+	return space->busy[port - space->lo] ? PF_TRY_BUSY : PF_TRY_TAKEN;
+}
+
+static void fill_busy(struct busy_space *space, int percent, bool clustered, struct pf_rng *rng)
+{
+	int busy = percent * 10;
+	memset(space->busy, 0, sizeof(space->busy));
+	if (clustered) {
+		uint32_t start = pf_rng_below(rng, 1000);
+		for (int i = 0; i < busy; i++)
+			space->busy[(start + (uint32_t)i) % 1000] = 1;
+		return;
+	}
+	for (int placed = 0; placed < busy;) {
+		uint32_t at = pf_rng_below(rng, 1000);
+		placed += !space->busy[at];
+		space->busy[at] = 1;
+	}
+}
+
+static void measure_occupancy(void)
+{
+	static const int levels[] = {50, 90, 99};
+	static struct busy_space space = {.lo = 10000};
+	struct pf_rng rng;
+	struct pf_state state;
+	int picks = settings.quick ? 200 : 5000;
+
+	pf_rng_seed(&rng, 6056);
+	json_open_measure("occupancy");
+	printf("\n| occupancy | layout | algorithm | 50%% mean/max | 90%% mean/max | 99%% mean/max |\n");
+	printf("|---|---|---|---|---|---|\n");
+	for (int layout = 0; layout < 2; layout++) {
+		fprintf(json, "%s\n    \"%s\": {", layout ? "," : "", layout ? "clustered" : "uniform");
+		for (int a = 0; a < PF_ALGO_COUNT; a++) {
+			if (pf_state_open_private(&state) < 0)
+				return;
+			fprintf(json, "%s\n      \"%s\": {", a ? "," : "", pf_algorithm_name(a));
+			printf("| occupancy | %s | %s%s |", layout ? "clustered" : "uniform",
+			       pf_algorithm_name(a), a == PF_ALGO_KERNEL ? " (model)" : "");
+			for (int k = 0; k < 3; k++) {
+				double total = 0;
+				unsigned max = 0;
+				for (int i = 0; i < picks; i++) {
+					struct pf_pick pick;
+					uint8_t remote[4] = {127, 0, 0, (uint8_t)(i % 200)};
+					struct pf_flow flow = {NULL, 0, remote, 4, (uint16_t)(1000 + i)};
+					if (i % 50 == 0)
+						fill_busy(&space, levels[k], layout == 1, &rng);
+					pf_algorithm_pick(a, 10000, 10999, &flow, &state, &rng, try_busy, &space, &pick);
+					total += pick.attempts;
+					max = pick.attempts > max ? pick.attempts : max;
+				}
+				fprintf(json, "%s\"%d\": {\"mean\": %.2f, \"max\": %u}", k ? ", " : "",
+					levels[k], total / picks, max);
+				printf(" %.1f / %u |", total / picks, max);
+			}
+			fprintf(json, "}");
+			printf("\n");
+			pf_state_close(&state);
+		}
+		fprintf(json, "\n    }");
+	}
+	fprintf(json, "\n  }");
+}
+
+int run_all_measures(void)
+{
+	json = fopen(settings.out, "w");
+	if (!json) {
+		fprintf(stderr, "portfence-bench: %s: %s\n", settings.out, strerror(errno));
+		return 1;
+	}
+	fprintf(json, "{");
+	printf("portfence-bench%s: medians of interleaved rounds, ns per operation\n\n",
+	       settings.quick ? " --quick (smoke run: numbers are not meaningful)" : "");
+	printf("| measure | variant | native | shim | ratio | target |\n|---|---|---|---|---|---|\n");
+	measure_tcp_connect();
+	measure_udp_first_send();
+	measure_hot_path();
+	measure_process_start();
+	measure_capacity();
+	measure_churn();
+	measure_occupancy();
+	fprintf(json, "\n}\n");
+	fclose(json);
+	printf("\nwritten: %s\n", settings.out);
+	return 0;
+}
