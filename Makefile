@@ -51,7 +51,7 @@ $(TOOL): $(call obj,$(CLI_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -ljansson
 
 $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -pthread

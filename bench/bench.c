@@ -5,6 +5,7 @@
  * without the shim preloaded, timing its own loop.  Interleaving spreads
  * the noise of a shared machine evenly over both sides. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +58,11 @@ static void serve(enum listener_mode mode, int conn)
 
 	if (mode == LISTEN_GREET && write(conn, "hi\n", 3) == 3) {
 		while (poll(&cp, 1, 1000) > 0 && read(conn, buf, sizeof(buf)) > 0)
+			;
+	} else if (mode == LISTEN_SINK) {
+		int big = 8 << 20;
+		setsockopt(conn, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+		while (read(conn, buf, sizeof(buf)) > 0)
 			;
 	} else if (mode == LISTEN_HTTP) {
 		while (have < sizeof(buf) - 1 && poll(&cp, 1, 1000) > 0) {
@@ -150,6 +157,15 @@ void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo
 /* Runs this program as a worker; returns what it printed as a number. */
 double run_worker(bool shim, const char *policy, char *const args[], double *extra)
 {
+	double numbers[2] = {NAN, NAN};
+	double first = run_worker_numbers(shim, policy, args, numbers);
+	if (extra)
+		*extra = numbers[0];
+	return first;
+}
+
+double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2])
+{
 	int pipefd[2];
 	char buf[128] = "";
 
@@ -182,8 +198,8 @@ double run_worker(bool shim, const char *policy, char *const args[], double *ext
 	buf[got] = '\0';
 	char *rest;
 	double first = strtod(buf, &rest);
-	if (extra)
-		*extra = strtod(rest, NULL);
+	extra[0] = strtod(rest, &rest);
+	extra[1] = strtod(rest, NULL);
 	return first;
 }
 
@@ -194,76 +210,133 @@ static struct sockaddr_in loopback(uint16_t port, const char *addr)
 	return sin;
 }
 
-/* socket + connect + close, closed with RST so no TIME_WAIT builds up on
- * either side. */
-static int worker_tcp_connect(uint16_t port, int count)
+/* The two sides of one worker: libc's own functions, reached through a
+ * handle on libc.so.6 so that the preloaded shim is not in the way, and
+ * the global symbols, which the shim interposes.
+ * Blocks of each alternate inside one process, so both share its caches
+ * and the machine's moment; the shim's cost is what remains. */
+struct ops {
+	int (*socket)(int, int, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	int (*close)(int);
+};
+
+/* libc's own definitions, found past the preloaded shim. */
+static struct ops native_ops;
+static const struct ops libc_ops = {socket, connect, sendto, close};
+
+static int load_native_ops(void)
+{
+	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+	if (!libc)
+		return -1;
+	native_ops.socket = (int (*)(int, int, int))dlsym(libc, "socket");
+	native_ops.connect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(libc, "connect");
+	native_ops.sendto = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *,
+					 socklen_t))dlsym(libc, "sendto");
+	native_ops.close = (int (*)(int))dlsym(libc, "close");
+	return native_ops.socket && native_ops.connect && native_ops.sendto && native_ops.close ? 0 : -1;
+}
+
+typedef int (*block_fn)(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count);
+
+/* socket + connect + close, closed with RST so that no TIME_WAIT builds
+ * up on either side. */
+static int block_tcp_connect(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	struct linger abort_close = {1, 0};
+	(void)fd;
+	for (int i = 0; i < count; i++) {
+		int s = ops->socket(AF_INET, SOCK_STREAM, 0);
+		if (ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) < 0)
+			return -1;
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		ops->close(s);
+	}
+	return 0;
+}
+
+static int block_udp_first_send(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	(void)fd;
+	for (int i = 0; i < count; i++) {
+		int s = ops->socket(AF_INET, SOCK_DGRAM, 0);
+		if (ops->sendto(s, "x", 1, 0, (const struct sockaddr *)dest, sizeof(*dest)) != 1)
+			return -1;
+		ops->close(s);
+	}
+	return 0;
+}
+
+static int block_hot_udp(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (ops->sendto(fd, "x", 1, 0, (const struct sockaddr *)dest, sizeof(*dest)) != 1)
+			return -1;
+	return 0;
+}
+
+/* send() on a connected socket is sendto() without an address. */
+static int block_hot_tcp(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	(void)dest;
+	for (int i = 0; i < count; i++)
+		if (ops->sendto(fd, "x", 1, MSG_NOSIGNAL, NULL, 0) != 1)
+			return -1;
+	return 0;
+}
+
+/* Alternating blocks; prints the medians of native and shim ns/op and the
+ * median of the per-pair ratios. */
+static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd, int count, int pairs)
+{
+	double native[64], shim[64], ratio[64];
+	if (pairs > 64)
+		pairs = 64;
+	if (load_native_ops() < 0 || block(&libc_ops, dest, fd, count / 4) < 0)
+		return 1; /* the warm-up block also loads the policy */
+	for (int p = 0; p < pairs; p++) {
+		for (int side = 0; side < 2; side++) {
+			bool shimmed = (p + side) % 2; /* alternate which side goes first */
+			double start = now_ns();
+			if (block(shimmed ? &libc_ops : &native_ops, dest, fd, count) < 0)
+				return 1;
+			double per_op = (now_ns() - start) / count;
+			if (shimmed)
+				shim[p] = per_op;
+			else
+				native[p] = per_op;
+		}
+		ratio[p] = shim[p] / native[p];
+	}
+	printf("%.1f %.1f %.4f\n", median(native, pairs), median(shim, pairs), median(ratio, pairs));
+	return 0;
+}
+
+static int worker_paired(const char *name, uint16_t port, int count, int pairs)
 {
 	struct sockaddr_in dest = loopback(port, "127.0.0.1");
-	struct linger abort_close = {1, 0};
-	double start = 0;
+	int fd = -1;
 
-	for (int i = -count / 10; i < count; i++) {
-		if (i == 0)
-			start = now_ns();
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (strcmp(name, "tcp_connect") == 0)
+		return paired_blocks(block_tcp_connect, &dest, -1, count, pairs);
+	if (strcmp(name, "udp_first_send") == 0)
+		return paired_blocks(block_udp_first_send, &dest, -1, count, pairs);
+	if (strcmp(name, "hot_udp") == 0) {
+		fd = socket(AF_INET, SOCK_DGRAM, 0);
+		/* the first send binds it (through the shim); then it is hot */
+		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&dest, sizeof(dest)) != 1)
+			return 1;
+		return paired_blocks(block_hot_udp, &dest, fd, count, pairs);
+	}
+	if (strcmp(name, "hot_tcp") == 0) {
+		fd = socket(AF_INET, SOCK_STREAM, 0);
 		if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0)
 			return 1;
-		setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
-		close(fd);
+		return paired_blocks(block_hot_tcp, &dest, fd, count, pairs);
 	}
-	printf("%.1f\n", (now_ns() - start) / count);
-	return 0;
-}
-
-static int worker_udp_first_send(uint16_t port, int count)
-{
-	struct sockaddr_in dest = loopback(port, "127.0.0.1");
-	double start = 0;
-
-	for (int i = -count / 10; i < count; i++) {
-		if (i == 0)
-			start = now_ns();
-		int fd = socket(AF_INET, SOCK_DGRAM, 0);
-		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&dest, sizeof(dest)) != 1)
-			return 1;
-		close(fd);
-	}
-	printf("%.1f\n", (now_ns() - start) / count);
-	return 0;
-}
-
-static int worker_hot_udp(uint16_t port, int count)
-{
-	struct sockaddr_in dest = loopback(port, "127.0.0.1");
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	double start = 0;
-
-	for (int i = -count / 10; i < count; i++) {
-		if (i == 0)
-			start = now_ns();
-		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&dest, sizeof(dest)) != 1)
-			return 1;
-	}
-	printf("%.1f\n", (now_ns() - start) / count);
-	return 0;
-}
-
-static int worker_hot_tcp(uint16_t port, int count)
-{
-	struct sockaddr_in dest = loopback(port, "127.0.0.1");
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	double start = 0;
-
-	if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0)
-		return 1;
-	for (int i = -count / 10; i < count; i++) {
-		if (i == 0)
-			start = now_ns();
-		if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
-			return 1;
-	}
-	printf("%.1f\n", (now_ns() - start) / count);
-	return 0;
+	return 2;
 }
 
 /* Connections per second for a while, the client closing first after the
@@ -318,14 +391,8 @@ static int worker_capacity(int count, int plain_bind, uint16_t lo, uint16_t hi, 
 
 static int worker_main(int argc, char **argv)
 {
-	if (argc >= 3 && strcmp(argv[0], "tcp_connect") == 0)
-		return worker_tcp_connect((uint16_t)atoi(argv[1]), atoi(argv[2]));
-	if (argc >= 3 && strcmp(argv[0], "udp_first_send") == 0)
-		return worker_udp_first_send((uint16_t)atoi(argv[1]), atoi(argv[2]));
-	if (argc >= 3 && strcmp(argv[0], "hot_udp") == 0)
-		return worker_hot_udp((uint16_t)atoi(argv[1]), atoi(argv[2]));
-	if (argc >= 3 && strcmp(argv[0], "hot_tcp") == 0)
-		return worker_hot_tcp((uint16_t)atoi(argv[1]), atoi(argv[2]));
+	if (argc >= 5 && strcmp(argv[0], "paired") == 0)
+		return worker_paired(argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
 		return worker_churn((uint16_t)atoi(argv[1]), atof(argv[2]));
 	if (argc >= 6 && strcmp(argv[0], "capacity") == 0)

@@ -16,8 +16,9 @@ struct settings {
 extern struct settings settings;
 
 /* CLOSE: accept and close; GREET: write a line, drain, close; HTTP:
- * read a request, answer 200, close. */
-enum listener_mode { LISTEN_CLOSE, LISTEN_GREET, LISTEN_HTTP };
+ * read a request, answer 200, close; SINK: read until EOF with a large
+ * buffer, so a sender never waits on flow control. */
+enum listener_mode { LISTEN_CLOSE, LISTEN_GREET, LISTEN_HTTP, LISTEN_SINK };
 
 struct listener {
 	int fd;
@@ -34,6 +35,8 @@ void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo
 /* The worker's first number; its second, if any, goes to *extra. */
 double run_worker(bool shim, const char *policy, char *const args[], double *extra);
 double median(double *values, int count);
+/* The worker's first number, and up to two more in extra[]. */
+double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2]);
 int run_all_measures(void);
 
 #endif

@@ -39,20 +39,26 @@ static void print_pair(const char *measure, const char *variant, struct pair p, 
 	       p.ratio, target);
 }
 
-/* Interleaved rounds of one worker, native then shim; medians and the
- * median of the per-round ratios. */
-static struct pair interleave(const char *policy, char *const args[], int rounds)
+/* One preloaded worker alternates native and shim blocks; several
+ * workers are run and the medians of their figures taken. */
+static struct pair paired(const char *policy, const char *measure, uint16_t port, int count)
 {
 	double native[MAX_ROUNDS], shim[MAX_ROUNDS], ratio[MAX_ROUNDS];
-	int n = 0;
+	char port_text[16], count_text[16], pairs_text[16];
+	int workers = settings.quick ? 1 : 5, n = 0;
 
-	for (int r = 0; r < rounds; r++) {
-		double a = run_worker(false, NULL, args, NULL), b = run_worker(true, policy, args, NULL);
-		if (isnan(a) || isnan(b))
+	snprintf(port_text, sizeof(port_text), "%u", port);
+	snprintf(count_text, sizeof(count_text), "%d", count);
+	snprintf(pairs_text, sizeof(pairs_text), "%d", settings.quick ? 4 : 16);
+	char *args[] = {"paired", (char *)measure, port_text, count_text, pairs_text, NULL};
+	for (int w = 0; w < workers; w++) {
+		double extra[2];
+		double a = run_worker_numbers(true, policy, args, extra);
+		if (isnan(a))
 			continue;
 		native[n] = a;
-		shim[n] = b;
-		ratio[n] = b / a;
+		shim[n] = extra[0];
+		ratio[n] = extra[1];
 		n++;
 	}
 	if (n == 0)
@@ -73,9 +79,8 @@ static void measure_tcp_connect(void)
 	char port[16], count[16], policy[256];
 
 	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
-	snprintf(port, sizeof(port), "%u", l.port);
-	snprintf(count, sizeof(count), "%d", settings.quick ? 200 : 2000);
-	char *args[] = {"tcp_connect", port, count, NULL};
+	(void)port;
+	(void)count;
 	json_open_measure("tcp_connect");
 	for (int variant = 0; variant < 9; variant++) {
 		const char *algorithm = variant < 7 ? algorithms[variant] : variant == 7 ? "double-hash" : "kernel";
@@ -85,7 +90,7 @@ static void measure_tcp_connect(void)
 		snprintf(key, sizeof(key), "%s%s", algorithm, log ? "" : "_nolog");
 		snprintf(policy, sizeof(policy), "%s/tcp-%s.conf", settings.dir, key);
 		write_policy(policy, algorithm, log, kernel ? 40000 : 61000, kernel ? 40999 : 61999);
-		struct pair p = interleave(policy, args, rounds());
+		struct pair p = paired(policy, "tcp_connect", l.port, settings.quick ? 50 : 300);
 		json_pair(key, variant == 0, p);
 		print_pair("tcp_connect", key, p,
 			   kernel && !log ? "<= 1.03" : (log ? "<= 1.08" : "-"));
@@ -100,12 +105,11 @@ static void measure_udp_first_send(void)
 	int sink = udp_sink(&sink_port);
 	char port[16], count[16], policy[128];
 
-	snprintf(port, sizeof(port), "%u", sink_port);
-	snprintf(count, sizeof(count), "%d", settings.quick ? 500 : 5000);
+	(void)port;
+	(void)count;
 	snprintf(policy, sizeof(policy), "%s/udp.conf", settings.dir);
 	write_policy(policy, "double-hash", true, 61000, 61999);
-	char *args[] = {"udp_first_send", port, count, NULL};
-	struct pair p = interleave(policy, args, rounds());
+	struct pair p = paired(policy, "udp_first_send", sink_port, settings.quick ? 100 : 1000);
 	fprintf(json, ",\n  \"udp_first_send\": {\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
 		p.native_ns, p.shim_ns, p.ratio);
 	print_pair("udp_first_send", "double-hash, log", p, "-");
@@ -119,16 +123,14 @@ static void measure_hot_path(void)
 	struct listener l;
 	char udp_port[16], tcp_port[16], count[16], policy[128];
 
-	listener_start(&l, "127.0.0.1", LISTEN_GREET);
-	snprintf(udp_port, sizeof(udp_port), "%u", sink_port);
-	snprintf(tcp_port, sizeof(tcp_port), "%u", l.port);
-	snprintf(count, sizeof(count), "%d", settings.quick ? 5000 : 100000);
+	listener_start(&l, "127.0.0.1", LISTEN_SINK);
+	(void)udp_port;
+	(void)tcp_port;
+	(void)count;
 	snprintf(policy, sizeof(policy), "%s/hot.conf", settings.dir);
 	write_policy(policy, "double-hash", true, 61000, 61999);
-	char *udp_args[] = {"hot_udp", udp_port, count, NULL};
-	char *tcp_args[] = {"hot_tcp", tcp_port, count, NULL};
-	struct pair udp = interleave(policy, udp_args, rounds());
-	struct pair tcp = interleave(policy, tcp_args, rounds());
+	struct pair udp = paired(policy, "hot_udp", sink_port, settings.quick ? 1000 : 10000);
+	struct pair tcp = paired(policy, "hot_tcp", l.port, settings.quick ? 1000 : 10000);
 	json_open_measure("hot_path");
 	json_pair("udp_sendto", true, udp);
 	json_pair("tcp_send", false, tcp);

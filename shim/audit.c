@@ -150,56 +150,132 @@ const char *pf_errno_name(int error)
 	}
 }
 
-static void format_address(const struct sockaddr *addr, int family, char *out, size_t len)
-{
-	char text[INET6_ADDRSTRLEN] = "";
+/* The record is built by appending: snprintf and inet_ntop made up two
+ * thirds of the shim's cost per connection (callgrind), for a fixed
+ * shape that needs none of their generality. */
+struct out {
+	char *p, *end;
+};
 
+static void put(struct out *o, const char *s, size_t n)
+{
+	size_t room = (size_t)(o->end - o->p);
+	if (n > room)
+		n = room;
+	memcpy(o->p, s, n);
+	o->p += n;
+}
+
+#define PUT_LITERAL(o, s) put((o), (s), sizeof(s) - 1)
+
+static void put_str(struct out *o, const char *s)
+{
+	put(o, s, strlen(s));
+}
+
+static void put_uint(struct out *o, unsigned long value, int width)
+{
+	char digits[24];
+	int i = sizeof(digits);
+	do {
+		digits[--i] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value || (int)sizeof(digits) - i < width);
+	put(o, digits + i, sizeof(digits) - (size_t)i);
+}
+
+static void put_address(struct out *o, const struct sockaddr *addr, int family)
+{
 	if (addr && addr->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-		inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
-		snprintf(out, len, "%s:%u", text, ntohs(sin->sin_port));
+		const uint8_t *a = (const uint8_t *)&sin->sin_addr;
+		for (int i = 0; i < 4; i++) {
+			if (i)
+				PUT_LITERAL(o, ".");
+			put_uint(o, a[i], 1);
+		}
+		PUT_LITERAL(o, ":");
+		put_uint(o, ntohs(sin->sin_port), 1);
 	} else if (addr && addr->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		char text[INET6_ADDRSTRLEN] = "";
 		inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text));
-		snprintf(out, len, "[%s]:%u", text, ntohs(sin6->sin6_port));
+		PUT_LITERAL(o, "[");
+		put_str(o, text);
+		PUT_LITERAL(o, "]:");
+		put_uint(o, ntohs(sin6->sin6_port), 1);
+	} else if (family == AF_INET6) {
+		PUT_LITERAL(o, "[::]:0");
 	} else {
-		snprintf(out, len, family == AF_INET6 ? "[::]:0" : "0.0.0.0:0");
+		PUT_LITERAL(o, "0.0.0.0:0");
 	}
 }
 
-static void format_time(char *out, size_t len)
+/* UTC civil date from days since 1970-01-01 (Howard Hinnant's algorithm):
+ * no gmtime_r, which takes the timezone lock. */
+static void put_time(struct out *o)
 {
 	struct timespec now;
-	struct tm utc;
-
 	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &utc);
-	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", utc.tm_year + 1900,
-		 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-		 now.tv_nsec / 1000);
+	long days = (long)(now.tv_sec / 86400), secs = (long)(now.tv_sec % 86400);
+	long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned long doe = (unsigned long)(z - era * 146097);
+	unsigned long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned long mp = (5 * doy + 2) / 153, day = doy - (153 * mp + 2) / 5 + 1;
+	unsigned long month = mp < 10 ? mp + 3 : mp - 9;
+	long year = (long)yoe + era * 400 + (month <= 2);
+
+	put_uint(o, (unsigned long)year, 4);
+	PUT_LITERAL(o, "-");
+	put_uint(o, month, 2);
+	PUT_LITERAL(o, "-");
+	put_uint(o, day, 2);
+	PUT_LITERAL(o, "T");
+	put_uint(o, (unsigned long)secs / 3600, 2);
+	PUT_LITERAL(o, ":");
+	put_uint(o, (unsigned long)secs / 60 % 60, 2);
+	PUT_LITERAL(o, ":");
+	put_uint(o, (unsigned long)secs % 60, 2);
+	PUT_LITERAL(o, ".");
+	put_uint(o, (unsigned long)now.tv_nsec / 1000, 6);
+	PUT_LITERAL(o, "Z");
 }
 
 static const char *const event_names[] = {"assign", "deny", "error", "audit"};
 
 static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
-			 char *out, size_t len)
+			 char *buf, size_t len)
 {
-	char ts[80], local[80], remote[80];
+	struct out o = {buf, buf + len};
 	int family = r->sock ? r->sock->family : AF_INET;
-	const char *proto = r->sock && r->sock->udp ? "udp" : "tcp";
 
-	format_time(ts, sizeof(ts));
-	format_address(r->local, family, local, sizeof(local));
-	format_address(r->remote, family, remote, sizeof(remote));
-	return snprintf(out, len,
-			"{\"ts\":\"%s\",\"event\":\"%s\",\"app\":\"%s\",\"pid\":%ld,\"exe\":\"%s\","
-			"\"proto\":\"%s\",\"family\":\"%s\",\"local\":\"%s\",\"remote\":\"%s\","
-			"\"algorithm\":\"%s\",\"attempts\":%u,\"result\":\"%s\"}\n",
-			ts, event_names[r->event], rt->app_json ? rt->app_json : "",
-			(long)getpid(), rt->exe_json ? rt->exe_json : "", proto,
-			family == AF_INET6 ? "ipv6" : "ipv4", local, remote,
-			rt->app ? pf_algorithm_name(rt->app->algorithm) : "",
-			r->attempts, pf_errno_name(r->error));
+	PUT_LITERAL(&o, "{\"ts\":\"");
+	put_time(&o);
+	PUT_LITERAL(&o, "\",\"event\":\"");
+	put_str(&o, event_names[r->event]);
+	PUT_LITERAL(&o, "\",\"app\":\"");
+	put_str(&o, rt->app_json ? rt->app_json : "");
+	PUT_LITERAL(&o, "\",\"pid\":");
+	put_uint(&o, (unsigned long)pf_cached_pid(), 1);
+	PUT_LITERAL(&o, ",\"exe\":\"");
+	put_str(&o, rt->exe_json ? rt->exe_json : "");
+	PUT_LITERAL(&o, "\",\"proto\":\"");
+	put_str(&o, r->sock && r->sock->udp ? "udp" : "tcp");
+	PUT_LITERAL(&o, "\",\"family\":\"");
+	put_str(&o, family == AF_INET6 ? "ipv6" : "ipv4");
+	PUT_LITERAL(&o, "\",\"local\":\"");
+	put_address(&o, r->local, family);
+	PUT_LITERAL(&o, "\",\"remote\":\"");
+	put_address(&o, r->remote, family);
+	PUT_LITERAL(&o, "\",\"algorithm\":\"");
+	put_str(&o, rt->app ? pf_algorithm_name(rt->app->algorithm) : "");
+	PUT_LITERAL(&o, "\",\"attempts\":");
+	put_uint(&o, r->attempts, 1);
+	PUT_LITERAL(&o, ",\"result\":\"");
+	put_str(&o, pf_errno_name(r->error));
+	PUT_LITERAL(&o, "\"}\n");
+	return (int)(o.p - buf);
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram

@@ -198,7 +198,7 @@ ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !pf_sock_lookup(fd, &sock))
+	if (pf_send_passes(fd, addr != NULL) || !pf_sock_lookup(fd, &sock))
 		return real_sendto(fd, buf, len, flags, addr, addr_len);
 	struct pf_call call = {
 		.action = PF_ACT_SENDTO, .dest = addr, .dest_len = addr_len,
@@ -211,7 +211,7 @@ ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !msg || !pf_sock_lookup(fd, &sock))
+	if (!msg || pf_send_passes(fd, msg->msg_name != NULL) || !pf_sock_lookup(fd, &sock))
 		return real_sendmsg(fd, msg, flags);
 	struct pf_call call = {
 		.action = PF_ACT_SENDMSG, .dest = msg->msg_name, .dest_len = msg->msg_namelen,

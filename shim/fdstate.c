@@ -8,9 +8,10 @@
 
 #include "shim.h"
 
-#define TABLE_SIZE 65536
+#define TABLE_SIZE PF_FD_TABLE_SIZE
 
-static _Atomic uint8_t fd_table[TABLE_SIZE];
+_Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
+_Atomic int pf_dest_checks = 1;
 
 __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
 
@@ -31,7 +32,7 @@ uint8_t pf_fd_state_for(int family, int type, int protocol)
 void pf_fd_set(int fd, uint8_t state)
 {
 	if (fd >= 0 && fd < TABLE_SIZE)
-		atomic_store_explicit(&fd_table[fd], state, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd], state, memory_order_relaxed);
 }
 
 void pf_fd_forget(int fd)
@@ -42,7 +43,7 @@ void pf_fd_forget(int fd)
 void pf_fd_forget_range(unsigned int first, unsigned int last)
 {
 	for (unsigned int fd = first; fd <= last && fd < TABLE_SIZE; fd++)
-		atomic_store_explicit(&fd_table[fd], PF_FD_UNKNOWN, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd], PF_FD_UNKNOWN, memory_order_relaxed);
 }
 
 static bool bound_to_a_port(int fd)
@@ -84,7 +85,7 @@ bool pf_sock_lookup(int fd, struct pf_sock *sock)
 
 	if (fd < 0)
 		return false;
-	state = fd < TABLE_SIZE ? atomic_load_explicit(&fd_table[fd], memory_order_relaxed)
+	state = fd < TABLE_SIZE ? atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed)
 				: PF_FD_UNKNOWN;
 	if (state == PF_FD_UNKNOWN)
 		state = classify(fd);

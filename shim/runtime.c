@@ -51,8 +51,21 @@ static void after_fork_parent(void)
 	pthread_mutex_unlock(&runtime_lock);
 }
 
+static _Atomic pid_t cached_pid;
+
+pid_t pf_cached_pid(void)
+{
+	pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+	if (pid == 0) {
+		pid = getpid();
+		atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+	}
+	return pid;
+}
+
 static void after_fork_child(void)
 {
+	atomic_store(&cached_pid, 0);
 	atomic_fetch_add(&fork_generation, 1);
 	pthread_mutex_unlock(&runtime_lock);
 }
@@ -231,6 +244,8 @@ const struct pf_runtime *pf_runtime(void)
 	pthread_mutex_lock(&runtime_lock);
 	if (!atomic_load_explicit(&runtime_ready, memory_order_relaxed)) {
 		load_runtime(&runtime);
+		atomic_store(&pf_dest_checks, runtime.status == PF_STATUS_DENY ||
+						      (runtime.status == PF_STATUS_ACTIVE && runtime.rules));
 		if (!atfork_registered) {
 			pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 			atfork_registered = true;

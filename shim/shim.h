@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "algorithm.h"
 #include "policy.h"
@@ -21,6 +22,8 @@ enum pf_symbol {
 	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
+/* The resolved symbols, for the inline hot paths; NULL until resolved. */
+extern _Atomic(void *) pf_resolved[PF_SYM_COUNT];
 int real_socket(int domain, int type, int protocol);
 int real_connect(int fd, const struct sockaddr *addr, socklen_t len);
 int real_bind(int fd, const struct sockaddr *addr, socklen_t len);
@@ -46,6 +49,45 @@ extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
 #define PF_FD_STATUS_MASK 3u
 #define PF_FD_V6 4u
 #define PF_FD_UDP 8u
+
+#define PF_FD_TABLE_SIZE 65536
+extern _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
+/* Whether a send on a handled socket must still be judged: true until the
+ * policy is loaded, then only with destination rules or on_error deny. */
+extern _Atomic int pf_dest_checks;
+
+/* The hot path: a send that the shim provably leaves alone, decided
+ * from the fd table and one flag, without a system call. */
+static inline bool pf_send_passes(int fd, bool has_address)
+{
+	if (pf_in_shim || fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return pf_in_shim;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	if (status == PF_FD_FOREIGN)
+		return true;
+	return status == PF_FD_DONE &&
+	       (!has_address || !atomic_load_explicit(&pf_dest_checks, memory_order_relaxed));
+}
+
+typedef ssize_t (*pf_sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*pf_sendmsg_fn)(int, const struct msghdr *, int);
+
+/* The real sendto, without a call into real.c once it is resolved. */
+static inline ssize_t pf_fast_real_sendto(int fd, const void *buf, size_t len, int flags,
+					  const struct sockaddr *addr, socklen_t addr_len)
+{
+	pf_sendto_fn fn = (pf_sendto_fn)atomic_load_explicit(&pf_resolved[PF_SYM_SENDTO],
+							     memory_order_relaxed);
+	return fn ? fn(fd, buf, len, flags, addr, addr_len)
+		  : real_sendto(fd, buf, len, flags, addr, addr_len);
+}
+
+static inline ssize_t pf_fast_real_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	pf_sendmsg_fn fn = (pf_sendmsg_fn)atomic_load_explicit(&pf_resolved[PF_SYM_SENDMSG],
+							       memory_order_relaxed);
+	return fn ? fn(fd, msg, flags) : real_sendmsg(fd, msg, flags);
+}
 
 struct pf_sock {
 	int fd;
@@ -84,6 +126,8 @@ struct pf_runtime {
 const struct pf_runtime *pf_runtime(void);
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 struct pf_rng *pf_thread_rng(void);
+/* getpid(), cached; the atfork child handler refreshes it. */
+pid_t pf_cached_pid(void);
 
 /* ---- audit.c: one JSON line per event ---- */
 enum pf_event { PF_EVENT_ASSIGN, PF_EVENT_DENY, PF_EVENT_ERROR, PF_EVENT_AUDIT };

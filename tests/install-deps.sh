@@ -2,7 +2,7 @@
 # Installs the Debian packages that building and testing portfence need.
 # As root it installs what is missing; otherwise it prints the exact line.
 set -eu
-PACKAGES="gcc make libconfig-dev libcriterion-dev libjansson-dev \
+PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
   curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
   procps groff-base libcap2-bin"
 

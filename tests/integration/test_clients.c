@@ -182,7 +182,7 @@ Test(clients, dig_against_dnsmasq)
 	snprintf(port_arg, sizeof(port_arg), "%u", port);
 	snprintf(log_opt, sizeof(log_opt), "--log-facility=%s", log_path);
 	snprintf(pid_opt, sizeof(pid_opt), "--pid-file=%s", pid_path);
-	char *dnsmasq[] = {"dnsmasq", port_opt, "--listen-address=127.0.0.1", "--bind-interfaces",
+	char *dnsmasq[] = {"/usr/sbin/dnsmasq", port_opt, "--listen-address=127.0.0.1", "--bind-interfaces",
 			   "--no-resolv", "--no-hosts", "--address=/portfence.test/127.0.0.9",
 			   "--log-queries=extra", log_opt, pid_opt, "--user=root", NULL};
 	run_program(&r, dnsmasq, NULL, NULL);
