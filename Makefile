@@ -1,9 +1,11 @@
 # portfence — see README.md.  `make test` installs what it needs.
-BUILD    ?= build
+SANITIZE ?=
+# A sanitizer build keeps its objects apart from the normal build.
+BUILD    ?= build$(if $(SANITIZE),/sanitize-$(subst $(comma),-,$(SANITIZE)))
+comma    := ,
 CC       ?= cc
 PREFIX   ?= /usr/local
 DESTDIR  ?=
-SANITIZE ?=
 CFLAGS   ?= -O2 -g
 
 LIBDIR_INSTALLED = $(PREFIX)/lib/portfence
@@ -30,9 +32,9 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress
 
-.PHONY: all test unit integration demo bench install clean deps
+.PHONY: all test unit integration demo bench install clean deps fuzz fuzz-replay
 all: $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
 
 $(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h tests/*/*.h)
@@ -65,11 +67,43 @@ $(BUILD)/early-client: tests/helpers/early_client.c $(BUILD)/early-connect.so
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -L$(BUILD) -l:early-connect.so -Wl,-rpath,'$$ORIGIN'
 $(BUILD)/static-hello: tests/helpers/static_hello.c
 	$(CC) -static -O2 -o $@ $<
+$(BUILD)/stress: tests/helpers/stress.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 
 deps:
 	@sh tests/install-deps.sh
+
+# libFuzzer targets (not in CI): make fuzz FUZZ_SECONDS=600.  Crash inputs
+# land in tests/fuzz/regressions/, which fuzz-replay (in make test) runs.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = policy rule
+FUZZ_DIR = $(BUILD)/fuzz
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(POLICY_SRC) $(wildcard policy/*.h)
+	@mkdir -p $(FUZZ_DIR)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ipolicy -Itests/fuzz \
+	  $(POLICY_SRC) $< -lconfig -o $@
+
+$(FUZZ_DIR)/replay_%: tests/fuzz/fuzz_%.c $(POLICY_LIB)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -DFUZZ_REPLAY -Itests/fuzz -o $@ $< $(POLICY_LIB) -lconfig
+
+fuzz:
+	@sh tests/install-deps.sh fuzz
+	$(MAKE) $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+	sh tests/fuzz/seed.sh $(FUZZ_DIR)
+	for t in $(FUZZ_TARGETS); do \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp $(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=tests/fuzz/regressions/$$t/ $(FUZZ_DIR)/corpus-$$t || exit 1; \
+	done
+
+fuzz-replay: $(addprefix $(FUZZ_DIR)/replay_,$(FUZZ_TARGETS))
+	sh tests/fuzz/seed.sh $(FUZZ_DIR)
+	for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_DIR)/replay_$$t $(FUZZ_DIR)/corpus-$$t/* $$(find tests/fuzz/regressions/$$t -type f ! -name .keep) || exit 1; \
+	done
 
 unit: deps $(UNIT)
 	$(UNIT) --jobs 2
@@ -81,6 +115,7 @@ integration: deps all $(INTEG) $(HELPERS)
 # Criterion's synthesis.  No test fails on a timing.
 test: deps all $(UNIT) $(INTEG) $(HELPERS)
 	$(BENCH) --quick --out $(BUILD)/bench-quick.json > /dev/null
+	$(MAKE) --no-print-directory fuzz-replay
 	$(UNIT) --jobs 2
 	PORTFENCE_BUILD=$(abspath $(BUILD)) $(INTEG) --jobs 1
 

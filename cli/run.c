@@ -108,16 +108,42 @@ static const char *unreachable_reason(const char *path)
 	return NULL;
 }
 
+static bool is_sanitizer_runtime(const char *entry, size_t len)
+{
+	static const char *const runtimes[] = {"libasan", "libtsan", "libubsan", "liblsan", "libclang_rt."};
+	const char *slash = memrchr(entry, '/', len);
+	const char *base = slash ? slash + 1 : entry;
+	for (size_t i = 0; i < sizeof(runtimes) / sizeof(*runtimes); i++)
+		if (strncmp(base, runtimes[i], strlen(runtimes[i])) == 0)
+			return true;
+	return false;
+}
+
+/* The shim goes first, so that it sees the program's calls before any
+ * other preloaded library; only sanitizer runtimes, which must be the
+ * very first object, stay ahead of it. */
 static int set_preload(const char *shim)
 {
 	const char *existing = getenv("LD_PRELOAD");
-	char *value = NULL;
+	size_t room = strlen(shim) + (existing ? strlen(existing) : 0) + 2;
+	char *runtimes = calloc(1, room), *others = calloc(1, room), *value = calloc(1, room + 1);
 
+	if (!runtimes || !others || !value)
+		return -1;
 	if (existing && strstr(existing, shim))
 		return 0;
-	if (asprintf(&value, "%s%s%s", shim, existing && existing[0] ? ":" : "",
-		     existing ? existing : "") < 0)
-		return -1;
+	for (const char *p = existing; p && *p;) {
+		size_t len = strcspn(p, ": ");
+		if (len) {
+			char *into = is_sanitizer_runtime(p, len) ? runtimes : others;
+			if (into[0])
+				strcat(into, ":");
+			strncat(into, p, len);
+		}
+		p += len + (p[len] != '\0');
+	}
+	snprintf(value, room + 1, "%s%s%s%s%s", runtimes, runtimes[0] ? ":" : "", shim,
+		 others[0] ? ":" : "", others);
 	return setenv("LD_PRELOAD", value, 1);
 }
 

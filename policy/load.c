@@ -463,8 +463,9 @@ static const char *remember_file(struct pf_policy *policy, const char *path)
 	return policy->files[policy->file_count] ? policy->files[policy->file_count++] : NULL;
 }
 
-/* Returns false when the file could not be read or parsed at all. */
-static bool load_file(struct loader *ld, const char *path)
+/* Returns false when the file could not be read or parsed at all.  With
+ * text, the policy is that text and path only names it. */
+static bool load_source(struct loader *ld, const char *path, const char *text)
 {
 	const char *file = remember_file(ld->policy, path);
 	config_t config;
@@ -473,13 +474,20 @@ static bool load_file(struct loader *ld, const char *path)
 	if (!file)
 		return false;
 	config_init(&config);
-	parsed = config_read_file(&config, file) == CONFIG_TRUE;
+	parsed = (text ? config_read_string(&config, text) : config_read_file(&config, file)) == CONFIG_TRUE;
 	if (!parsed) {
 		if (config_error_type(&config) == CONFIG_ERR_FILE_IO)
 			pf_diags_add(ld->diags, file, 0, "cannot read: %s", strerror(errno ? errno : EIO));
 		else
 			pf_diags_add(ld->diags, config_error_file(&config) ? config_error_file(&config) : file,
-				     config_error_line(&config), "%s", config_error_text(&config));
+				     config_error_line(&config), "%s", config_error_text(&config) ? config_error_text(&config) : "parse error");
+	} else if (config_setting_length(config_root_setting(&config)) == 0) {
+		/* Most likely truncated, or being rewritten in place: failing
+		 * open here would leave every program unconfined. */
+		ld->invalid = true;
+		pf_diags_add(ld->diags, file, 0,
+			     "holds no settings (an empty policy is refused; write \"apps = ( );\" "
+			     "to confine nothing)");
 	} else {
 		parse_root(ld, config_root_setting(&config), file);
 	}
@@ -514,7 +522,7 @@ static bool load_directory(struct loader *ld, const char *dir)
 	}
 	for (int i = 0; i < count; i++) {
 		char *path = NULL;
-		if (asprintf(&path, "%s/%s", dir, entries[i]->d_name) < 0 || !load_file(ld, path))
+		if (asprintf(&path, "%s/%s", dir, entries[i]->d_name) < 0 || !load_source(ld, path, NULL))
 			all_parsed = false;
 		free(path);
 		free(entries[i]);
@@ -540,6 +548,17 @@ static void resolve_default(struct loader *ld)
 	}
 }
 
+static enum pf_load_status finish_load(struct loader *ld, bool parsed)
+{
+	resolve_default(ld);
+	free(ld->default_name);
+	if (!parsed) {
+		ld->policy->on_error_pass = false;
+		return PF_LOAD_UNREADABLE;
+	}
+	return ld->invalid ? PF_LOAD_INVALID : PF_LOAD_OK;
+}
+
 enum pf_load_status pf_policy_load(const char *path, struct pf_policy *policy,
 				   struct pf_diags *diags)
 {
@@ -553,14 +572,18 @@ enum pf_load_status pf_policy_load(const char *path, struct pf_policy *policy,
 		pf_diags_add(diags, path, 0, "cannot read: %s", strerror(errno));
 		return PF_LOAD_UNREADABLE;
 	}
-	parsed = S_ISDIR(info.st_mode) ? load_directory(&ld, path) : load_file(&ld, path);
-	resolve_default(&ld);
-	free(ld.default_name);
-	if (!parsed) {
-		policy->on_error_pass = false;
-		return PF_LOAD_UNREADABLE;
-	}
-	return ld.invalid ? PF_LOAD_INVALID : PF_LOAD_OK;
+	parsed = S_ISDIR(info.st_mode) ? load_directory(&ld, path) : load_source(&ld, path, NULL);
+	return finish_load(&ld, parsed);
+}
+
+enum pf_load_status pf_policy_load_text(const char *name, const char *text,
+					struct pf_policy *policy, struct pf_diags *diags)
+{
+	struct loader ld = {.policy = policy, .diags = diags};
+
+	memset(policy, 0, sizeof(*policy));
+	policy->default_app = PF_SELECT_PASS;
+	return finish_load(&ld, load_source(&ld, name, text));
 }
 
 static void free_strings(char **strings, size_t count)

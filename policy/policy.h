@@ -92,6 +92,9 @@ enum pf_load_status {
  * order.  Errors are appended to diags (which may be NULL). */
 enum pf_load_status pf_policy_load(const char *path, struct pf_policy *policy,
 				   struct pf_diags *diags);
+/* The same, from text in memory; name stands for the file in messages. */
+enum pf_load_status pf_policy_load_text(const char *name, const char *text,
+					struct pf_policy *policy, struct pf_diags *diags);
 void pf_policy_free(struct pf_policy *policy);
 
 void pf_diags_add(struct pf_diags *diags, const char *file, int line,

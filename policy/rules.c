@@ -81,6 +81,22 @@ static void mask_host_bits(struct pf_rule *rule)
 	}
 }
 
+static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* Destinations in ::ffff:0:0/96 are judged as IPv4, so a rule inside that
+ * block is rewritten as the IPv4 rule it means; otherwise it could never
+ * match anything. */
+static void fold_v4_mapped(struct pf_rule *rule)
+{
+	if (rule->family != AF_INET6 || rule->prefix < 96 ||
+	    memcmp(rule->addr, v4_mapped_prefix, sizeof(v4_mapped_prefix)) != 0)
+		return;
+	memmove(rule->addr, rule->addr + 12, 4);
+	memset(rule->addr + 4, 0, 12);
+	rule->family = AF_INET;
+	rule->prefix = (uint8_t)(rule->prefix - 96);
+}
+
 /* Splits "ADDR[/PREFIX]" in place and fills family, address and prefix. */
 static int parse_cidr(char *cidr, sa_family_t family, struct pf_rule *rule,
 		      const char **why)
@@ -155,6 +171,7 @@ int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why)
 	}
 	if (parse_cidr(addr_part, family, rule, why) < 0)
 		return -1;
+	fold_v4_mapped(rule);
 	if (port_part && parse_port_part(port_part, rule, why) < 0)
 		return -1;
 	return 0;
@@ -165,8 +182,6 @@ static int normalise_dest(const struct sockaddr *dest, socklen_t dest_len,
 			  sa_family_t *family, const uint8_t **addr,
 			  uint16_t *port)
 {
-	static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
 	if (!dest)
 		return -1;
 	if (dest->sa_family == AF_INET && dest_len >= sizeof(struct sockaddr_in)) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,31 @@ static int move_high(int fd)
 	return high;
 }
 
+/* Created 0640 whatever the umask (SPEC), never through a symlink, and
+ * only ever appended to.  Opened non-blocking so that a FIFO without a
+ * reader cannot hang the host program; only files and character devices
+ * (/dev/null, a terminal) are kept. */
+static int open_log_file(const char *path)
+{
+	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
+	struct stat info;
+	int fd = open(path, flags | O_CREAT | O_EXCL, 0640);
+
+	if (fd >= 0)
+		fchmod(fd, 0640);
+	else if (errno == EEXIST)
+		fd = open(path, flags);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &info) < 0 || !(S_ISREG(info.st_mode) || S_ISCHR(info.st_mode))) {
+		real_close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
+	return fd;
+}
+
 int pf_log_open(const char *path, char *why, size_t why_len)
 {
 	int fd;
@@ -77,7 +103,7 @@ int pf_log_open(const char *path, char *why, size_t why_len)
 		if (fd < 0)
 			fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
 	} else {
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+		fd = open_log_file(path);
 		if (fd >= 0)
 			fd = move_high(fd);
 	}

@@ -67,6 +67,24 @@ static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 	return result;
 }
 
+/* A TCP socket that is listening or connected cannot connect: the kernel
+ * answers that (EISCONN, EINVAL) whatever the destination, so a policy
+ * refusal must not replace its answer.  Asked only on the refusal path. */
+static bool tcp_connect_is_moot(const struct pf_sock *sock, const struct pf_call *call)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	int listening = 0, saved = errno;
+	socklen_t optlen = sizeof(listening);
+
+	if (sock->udp || call->action != PF_ACT_CONNECT || sock->status != PF_FD_DONE)
+		return false;
+	bool moot = getpeername(sock->fd, (struct sockaddr *)&peer, &len) == 0 ||
+		    (getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 && listening);
+	errno = saved;
+	return moot;
+}
+
 /* Common path of every managed call that may need a port. */
 static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
 {
@@ -81,9 +99,12 @@ static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_po
 		return result;
 	}
 	if (rt->status == PF_STATUS_DENY)
-		return refuse(rt, sock, PF_EVENT_ERROR, NULL, call->dest, EPERM);
+		return tcp_connect_is_moot(sock, call) ? pf_perform(sock, call)
+						      : refuse(rt, sock, PF_EVENT_ERROR, NULL, call->dest, EPERM);
 	int would_be_error = 0;
 	if (call->dest && rt->rules && !pf_app_permits(rt->app, call->dest, call->dest_len)) {
+		if (tcp_connect_is_moot(sock, call))
+			return pf_perform(sock, call);
 		if (rt->mode == PF_MODE_ENFORCE)
 			return refuse(rt, sock, PF_EVENT_DENY, NULL, call->dest, EPERM);
 		would_be_error = EPERM;
@@ -113,13 +134,32 @@ int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 	return result;
 }
 
+/* Another app's port, whatever this app's explicit_bind says: one app's
+ * policy must not let it take ports from another app's range. */
+static bool in_another_apps_range(const struct pf_runtime *rt, uint16_t port)
+{
+	for (size_t i = 0; i < rt->policy.app_count; i++) {
+		const struct pf_app *other = &rt->policy.apps[i];
+		if (other != rt->app && port >= other->range_lo && port <= other->range_hi)
+			return true;
+	}
+	return false;
+}
+
+static bool bind_refused(const struct pf_runtime *rt, const struct pf_sock *sock, uint16_t port)
+{
+	if (rt->status != PF_STATUS_ACTIVE || !pf_runtime_manages(rt, sock))
+		return false;
+	bool outside = port < rt->app->range_lo || port > rt->app->range_hi;
+	return outside && (rt->app->deny_explicit_bind || in_another_apps_range(rt, port));
+}
+
 static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
 {
 	const struct pf_runtime *rt = pf_runtime();
 	uint16_t port = address_port(addr);
 
-	if (rt->status == PF_STATUS_ACTIVE && pf_runtime_manages(rt, sock) &&
-	    rt->app->deny_explicit_bind && (port < rt->app->range_lo || port > rt->app->range_hi)) {
+	if (bind_refused(rt, sock, port)) {
 		if (rt->mode == PF_MODE_ENFORCE)
 			return (int)refuse(rt, sock, PF_EVENT_DENY, addr, NULL, EACCES);
 		audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, EACCES);

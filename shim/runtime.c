@@ -233,23 +233,29 @@ static void load_runtime(struct pf_runtime *rt)
 	}
 }
 
+/* The handlers must exist before runtime_lock is first taken: a fork in
+ * another thread during the load would otherwise leave the child a lock
+ * that nobody will ever release (found by the fork stress test). */
+static void register_atfork(void)
+{
+	static atomic_int registered;
+
+	if (atomic_exchange(&registered, 1) == 0)
+		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
+
 const struct pf_runtime *pf_runtime(void)
 {
-	static bool atfork_registered;
-
 	if (atomic_load_explicit(&runtime_ready, memory_order_acquire))
 		return &runtime;
 	int saved = errno;
 	pf_in_shim++;
+	register_atfork();
 	pthread_mutex_lock(&runtime_lock);
 	if (!atomic_load_explicit(&runtime_ready, memory_order_relaxed)) {
 		load_runtime(&runtime);
 		atomic_store(&pf_dest_checks, runtime.status == PF_STATUS_DENY ||
 						      (runtime.status == PF_STATUS_ACTIVE && runtime.rules));
-		if (!atfork_registered) {
-			pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-			atfork_registered = true;
-		}
 		atomic_store_explicit(&runtime_ready, 1, memory_order_release);
 	}
 	pthread_mutex_unlock(&runtime_lock);
@@ -269,6 +275,7 @@ bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
  * the policy itself still loads at first need. */
 __attribute__((constructor)) static void pf_shim_init(void)
 {
+	register_atfork();
 	for (int symbol = 0; symbol < PF_SYM_COUNT; symbol++)
 		pf_real((enum pf_symbol)symbol);
 }

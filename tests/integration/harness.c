@@ -75,9 +75,13 @@ static void *tcp_loop(void *arg)
 		if (s->mode == SERVE_HTTP) {
 			serve_http(conn);
 		} else {
-			if (s->mode == SERVE_GREET && write(conn, "hi\n", 3) != 3)
+			bool greet = s->mode == SERVE_GREET || s->mode == SERVE_GREET_CLOSE;
+			if (greet && write(conn, "hi\n", 3) != 3) {
+				close(conn);
 				continue;
-			drain(conn);
+			}
+			if (s->mode != SERVE_GREET_CLOSE)
+				drain(conn);
 		}
 		close(conn);
 	}

@@ -15,8 +15,11 @@
 #define MAX_PEERS 8192
 
 /* GREET writes one line on accept, then drains: a request/response
- * pattern that keeps the server in step with a fast client. */
-enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_UDP_ECHO };
+ * pattern that keeps the server in step with a fast client.  GREET_CLOSE
+ * closes right after the line: a client that forks may leave copies of
+ * its sockets in a child, and a server waiting for their EOF would stall
+ * on them. */
+enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_GREET_CLOSE, SERVE_UDP_ECHO };
 
 struct server {
 	int fd;

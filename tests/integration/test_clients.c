@@ -2,6 +2,7 @@
  * port the server saw lies in the range and equals the audit record's. */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,16 +157,21 @@ Test(clients, socat)
 	sandbox_cleanup(&sb);
 }
 
-static uint16_t free_udp_port(void)
+/* dnsmasq listens on UDP and TCP: the port must be free for both. */
+static uint16_t free_dns_port(void)
 {
-	struct sockaddr_storage addr = {0};
-	socklen_t len = sizeof(struct sockaddr_in);
-	((struct sockaddr *)&addr)->sa_family = AF_INET;
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	bind(fd, (struct sockaddr *)&addr, len);
-	getsockname(fd, (struct sockaddr *)&addr, &len);
-	close(fd);
-	return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+	for (;;) {
+		struct sockaddr_in addr = {.sin_family = AF_INET};
+		socklen_t len = sizeof(addr);
+		int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+		bind(udp, (struct sockaddr *)&addr, len);
+		getsockname(udp, (struct sockaddr *)&addr, &len);
+		bool both = bind(tcp, (struct sockaddr *)&addr, len) == 0;
+		close(udp);
+		close(tcp);
+		if (both)
+			return ntohs(addr.sin_port);
+	}
 }
 
 Test(clients, dig_against_dnsmasq)
@@ -173,20 +179,28 @@ Test(clients, dig_against_dnsmasq)
 	struct sandbox sb;
 	struct run_result r;
 	char port_opt[32], port_arg[16], log_opt[160], pid_opt[160], log_path[128], pid_path[128];
-	uint16_t port = free_udp_port();
+	uint16_t port = 0;
 
 	sandbox_init(&sb, web_policy);
 	snprintf(log_path, sizeof(log_path), "%s/dnsmasq.log", sb.dir);
 	snprintf(pid_path, sizeof(pid_path), "%s/dnsmasq.pid", sb.dir);
-	snprintf(port_opt, sizeof(port_opt), "--port=%u", port);
-	snprintf(port_arg, sizeof(port_arg), "%u", port);
 	snprintf(log_opt, sizeof(log_opt), "--log-facility=%s", log_path);
 	snprintf(pid_opt, sizeof(pid_opt), "--pid-file=%s", pid_path);
-	char *dnsmasq[] = {"/usr/sbin/dnsmasq", port_opt, "--listen-address=127.0.0.1", "--bind-interfaces",
-			   "--no-resolv", "--no-hosts", "--address=/portfence.test/127.0.0.9",
-			   "--log-queries=extra", log_opt, pid_opt, "--user=root", NULL};
-	run_program(&r, dnsmasq, NULL, NULL);
+	/* Another program may take the port between our check and dnsmasq's
+	 * bind; a few tries make that race harmless. */
+	for (int attempt = 0; attempt < 5; attempt++) {
+		port = free_dns_port();
+		snprintf(port_opt, sizeof(port_opt), "--port=%u", port);
+		char *dnsmasq[] = {"/usr/sbin/dnsmasq", port_opt, "--listen-address=127.0.0.1",
+				   "--bind-interfaces", "--no-resolv", "--no-hosts",
+				   "--address=/portfence.test/127.0.0.9", "--log-queries=extra", log_opt,
+				   pid_opt, "--user=root", NULL};
+		run_program(&r, dnsmasq, NULL, NULL);
+		if (r.status == 0)
+			break;
+	}
 	cr_assert_eq(r.status, 0, "dnsmasq: %s", r.err);
+	snprintf(port_arg, sizeof(port_arg), "%u", port);
 	usleep(300000);
 
 	char *dig[] = {"dig", "@127.0.0.1", "-p", port_arg, "+short", "+tries=1", "+time=5",

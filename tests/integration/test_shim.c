@@ -386,7 +386,7 @@ Test(shim, foreign_calls_pass_through_unchanged)
 	struct run_result native, shimmed;
 
 	sandbox_init(&sb, "default = \"all\";\napps = ( { name = \"all\"; range = [ 61000, 61099 ];\n"
-			  "  allow = [ \"[::1]\" ]; } );");
+			  "  allow = [ \"[::1]\", \"127.0.0.0/8\" ]; } );");
 	char *argv[] = {probe(), "passthrough", sb.dir, NULL};
 	run_program(&native, argv, NULL, NULL);
 	run_under(&shimmed, &sb, NULL, argv, NULL);
@@ -394,6 +394,32 @@ Test(shim, foreign_calls_pass_through_unchanged)
 	cr_assert_eq(shimmed.status, 0, "%s", shimmed.err);
 	cr_expect_str_eq(shimmed.out, native.out);
 	cr_expect_gt(strlen(native.out), 500);
+	sandbox_cleanup(&sb);
+}
+
+/* A refused destination must not hide what the kernel says of a socket
+ * that cannot connect at all. */
+Test(shim, refusal_does_not_mask_eisconn)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char code[640];
+
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	sandbox_init(&sb, "default = \"r\";\napps = ( { name = \"r\"; range = [ 61000, 61099 ];\n"
+			  "  deny = [ \"192.0.2.0/24\" ]; } );");
+	snprintf(code, sizeof(code),
+		 "import socket, errno\ns = socket.create_connection(('127.0.0.1', %u))\n"
+		 "def c(sock):\n    try:\n        sock.connect(('192.0.2.1', 80)); return 'ok'\n"
+		 "    except OSError as e:\n        return errno.errorcode[e.errno]\n"
+		 "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+		 "print(c(s), c(l), c(socket.socket()))\n", srv.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect_str_eq(r.out, "EISCONN EISCONN EPERM\n");
 	sandbox_cleanup(&sb);
 }
 

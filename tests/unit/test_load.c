@@ -225,6 +225,23 @@ Test(load, unreadable_and_unparsable_mean_deny)
 	pf_policy_free(&policy);
 }
 
+Test(load, empty_file_is_refused)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+
+	cr_expect_eq(pf_policy_load_text("empty.conf", "", &policy, &diags), PF_LOAD_INVALID);
+	cr_expect(diags_contain(&diags, "empty.conf: holds no settings"));
+	cr_expect_not(policy.on_error_pass);
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	cr_expect_eq(pf_policy_load_text("c.conf", "# only a comment\n", &policy, NULL), PF_LOAD_INVALID);
+	pf_policy_free(&policy);
+	cr_expect_eq(pf_policy_load_text("none.conf", "apps = ( );\n", &policy, NULL), PF_LOAD_OK,
+		     "an explicit empty app list is the way to confine nothing");
+	pf_policy_free(&policy);
+}
+
 Test(load, empty_directory_is_unusable)
 {
 	char dir[] = "/tmp/pf-unit-XXXXXX";

@@ -95,6 +95,22 @@ Test(rules, v4_mapped_judged_as_ipv4)
 	cr_expect_not(MATCHES(v6_any, mapped), "a mapped address is IPv4, not IPv6");
 }
 
+Test(rules, v4_mapped_rule_means_its_ipv4_network)
+{
+	struct pf_rule host = rule("[::ffff:127.0.0.1]:80");
+	cr_expect_eq(host.family, AF_INET);
+	cr_expect_eq(host.prefix, 32);
+	struct sockaddr_in plain = v4("127.0.0.1", 80);
+	struct sockaddr_in6 mapped = v6("::ffff:127.0.0.1", 80);
+	cr_expect(MATCHES(host, plain));
+	cr_expect(MATCHES(host, mapped));
+
+	struct pf_rule net = rule("[::ffff:10.0.0.0/104]");
+	cr_expect_eq(net.prefix, 8);
+	struct sockaddr_in ten = v4("10.9.8.7", 1);
+	cr_expect(MATCHES(net, ten));
+}
+
 Test(rules, malformed_rules_rejected)
 {
 	static const char *const bad[] = {
