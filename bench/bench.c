@@ -181,7 +181,13 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 		dup2(pipefd[1], 1);
 		close(pipefd[0]);
 		if (shim) {
-			setenv("LD_PRELOAD", settings.shim, 1);
+			/* A sanitizer build's runtime goes first (make test). */
+			const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+			char *preload = NULL;
+			if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
+				setenv("LD_PRELOAD", preload, 1);
+			else
+				setenv("LD_PRELOAD", settings.shim, 1);
 			setenv("PORTFENCE_CONFIG", policy, 1);
 			setenv("PORTFENCE_APP", "bench", 1);
 		}

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,7 +154,12 @@ static double time_processes(char *const argv[], bool shim, const char *policy, 
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 			if (shim) {
-				setenv("LD_PRELOAD", settings.shim, 1);
+				const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+				char *preload = NULL;
+				if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
+					setenv("LD_PRELOAD", preload, 1);
+				else
+					setenv("LD_PRELOAD", settings.shim, 1);
 				setenv("PORTFENCE_CONFIG", policy, 1);
 				setenv("PORTFENCE_APP", "bench", 1);
 			}
@@ -192,13 +198,21 @@ static void measure_process_start(void)
 	char *curl_argv[] = {"curl", "-s", "--max-time", "5", "-o", "/dev/null", url, NULL};
 	int count = settings.quick ? 10 : 100;
 	struct pair t = interleave_processes(true_argv, policy, count);
-	struct pair c = interleave_processes(curl_argv, policy, settings.quick ? 3 : 20);
+	/* curl deadlocks in setlocale() under a preloaded ASan runtime (a
+	 * sanitizer build's make test): not measured there. */
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	bool sanitized = runtime && runtime[0];
+	struct pair c = sanitized ? (struct pair){NAN, NAN, NAN}
+				  : interleave_processes(curl_argv, policy, settings.quick ? 3 : 20);
 	listener_stop(&l);
 	json_open_measure("process_start");
 	fprintf(json, "\n    \"true\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f},",
 		t.native_ns, t.shim_ns, t.shim_ns - t.native_ns, t.ratio);
-	fprintf(json, "\n    \"curl\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f}\n  }",
-		c.native_ns, c.shim_ns, c.shim_ns - c.native_ns, c.ratio);
+	if (sanitized)
+		fprintf(json, "\n    \"curl\": null\n  }");
+	else
+		fprintf(json, "\n    \"curl\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f}\n  }",
+			c.native_ns, c.shim_ns, c.shim_ns - c.native_ns, c.ratio);
 	print_pair("process_start", "/bin/true", t, "+<= 1 ms");
 	print_pair("process_start", "curl (one connect)", c, "+<= 1 ms");
 }

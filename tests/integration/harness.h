@@ -52,7 +52,7 @@ void sandbox_cleanup(struct sandbox *sb);
 
 struct run_result {
 	int status;	/* exit status, or 128+signal */
-	char out[65536];
+	char out[262144];
 	char err[16384];
 };
 
@@ -65,6 +65,13 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	       char *const argv[], const char *stdin_text);
 
 const char *build_path(const char *name);
+/* "LD_PRELOAD=..." that loads the shim directly (sanitizer runtime first
+ * in a sanitizer build). */
+const char *shim_preload_env(void);
+/* curl and wget deadlock in setlocale() when any ASan runtime is
+ * preloaded into them (seen without the shim too): in a sanitizer build
+ * their tests are reported skipped, never passed. */
+void skip_if_sanitized(const char *program);
 
 /* Audit records of a log, as a JSON array (never NULL). */
 json_t *audit_records(const char *log_path);

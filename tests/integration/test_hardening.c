@@ -150,7 +150,7 @@ static const char connect_probe[] =
 static void probe_with_config(struct run_result *r, const char *config, uint16_t port, int uid)
 {
 	char preload[512], cfg[600], port_text[16];
-	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", build_path("libportfence.so"));
+	snprintf(preload, sizeof(preload), "%s", shim_preload_env());
 	snprintf(cfg, sizeof(cfg), "PORTFENCE_CONFIG=%s", config);
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	char *env[] = {cfg, "PORTFENCE_APP=", NULL};
@@ -309,8 +309,9 @@ Test(hardening, policy_rewritten_while_programs_load_it, .timeout = 120)
 		for (int i = 0; i < 200000; i++) {
 			int fd = open(path, O_WRONLY | O_TRUNC);
 			const char *v = versions[i % 2];
-			for (size_t off = 0; v[off]; off += 7)
-				if (write(fd, v + off, strnlen(v + off, 7)) < 0)
+			size_t len = strlen(v);
+			for (size_t off = 0; off < len; off += 7)
+				if (write(fd, v + off, len - off < 7 ? len - off : 7) < 0)
 					break;
 			close(fd);
 			usleep(2000);
@@ -385,7 +386,7 @@ Test(hardening, full_disk_for_the_log, .timeout = 60)
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
-	char script[2048], mnt[160], log[200];
+	char script[3072], mnt[160], log[200];
 
 	sandbox_init(&sb, "");
 	snprintf(mnt, sizeof(mnt), "%s/small", sb.dir);
@@ -393,14 +394,19 @@ Test(hardening, full_disk_for_the_log, .timeout = 60)
 	snprintf(log, sizeof(log), "%s/audit.jsonl", mnt);
 	policy_with(&sb, log, sb.state);
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
-	/* A private mount namespace: the host's mounts are untouched. */
+	/* A private mount namespace: the host's mounts are untouched.  In a
+	 * sanitizer build only the command under the shim gets its runtime. */
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	char preload[512] = "";
+	if (runtime && runtime[0])
+		snprintf(preload, sizeof(preload), "env LD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 ", runtime);
 	snprintf(script, sizeof(script),
 		 "mount -t tmpfs -o size=16k tmpfs %s && "
 		 "dd if=/dev/zero of=%s/fill bs=1k count=64 2>/dev/null; "
-		 "%s run -c %s -- python3 -c \"import socket\n"
+		 "%s%s run -c %s -- python3 -c \"import socket\n"
 		 "for i in range(3):\n"
 		 "    s = socket.create_connection(('127.0.0.1', %u)); print(s.getsockname()[1]); s.close()\"",
-		 mnt, mnt, build_path("portfence"), sb.policy, srv.port);
+		 mnt, mnt, preload, build_path("portfence"), sb.policy, srv.port);
 	char *argv[] = {"unshare", "-m", "sh", "-c", script, NULL};
 	run_program(&r, argv, NULL, NULL);
 	server_stop(&srv);

@@ -24,6 +24,8 @@ Test(shim, sequential_across_50_processes)
 	struct run_result r;
 	char url[64];
 
+	skip_if_sanitized("curl");
+
 	sandbox_init(&sb, "default = \"seq\";\n"
 			  "apps = ( { name = \"seq\"; range = [ 61000, 61199 ]; algorithm = \"sequential\"; } );");
 	server_start(&srv, "127.0.0.1", SERVE_HTTP);
@@ -195,6 +197,8 @@ Test(shim, audit_mode_connects_and_logs)
 	struct run_result r;
 	char url[64];
 
+	skip_if_sanitized("curl");
+
 	sandbox_init(&sb, "default = \"watch\";\napps = ( { name = \"watch\"; range = [ 61000, 61099 ];\n"
 			  "  mode = \"audit\"; deny = [ \"127.0.0.1/32\" ]; } );");
 	server_start(&srv, "127.0.0.1", SERVE_HTTP);
@@ -223,6 +227,8 @@ Test(shim, run_audit_flag_forces_audit_mode)
 	struct server srv;
 	struct run_result r;
 	char url[64];
+
+	skip_if_sanitized("curl");
 
 	sandbox_init(&sb, "default = \"e\";\napps = ( { name = \"e\"; range = [ 61000, 61099 ]; } );");
 	server_start(&srv, "127.0.0.1", SERVE_HTTP);
@@ -325,7 +331,7 @@ Test(shim, missing_policy_denies_with_one_stderr_line)
 	snprintf(code, sizeof(code), eperm_probe, srv.port);
 	char *argv[] = {"env", NULL, "python3", "-c", code, NULL};
 	char preload[600];
-	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", build_path("libportfence.so"));
+	snprintf(preload, sizeof(preload), "%s", shim_preload_env());
 	argv[1] = preload;
 	run_program(&r, argv, NULL, env);
 	usleep(100000);
@@ -425,10 +431,12 @@ Test(shim, refusal_does_not_mask_eisconn)
 
 Test(shim, explicit_bind_outside_range_denied)
 {
+	/* A range no other test uses: TIME_WAIT sockets they leave would
+	 * make a plain bind fail with EADDRINUSE. */
 	struct sandbox sb;
 	struct run_result r;
 
-	sandbox_init(&sb, "default = \"b\";\napps = ( { name = \"b\"; range = [ 61000, 61099 ];\n"
+	sandbox_init(&sb, "default = \"b\";\napps = ( { name = \"b\"; range = [ 63100, 63199 ];\n"
 			  "  explicit_bind = \"deny\"; } );");
 	const char *code =
 		"import socket, errno\n"
@@ -438,7 +446,7 @@ Test(shim, explicit_bind_outside_range_denied)
 		"        s.bind(('127.0.0.1', port)); return str(s.getsockname()[1])\n"
 		"    except OSError as e:\n"
 		"        return errno.errorcode[e.errno]\n"
-		"print(try_bind(61050), try_bind(45000))\n"
+		"print(try_bind(63150), try_bind(45000))\n"
 		"s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])\n";
 	char *argv[] = {"python3", "-c", (char *)code, NULL};
 	run_under(&r, &sb, NULL, argv, NULL);
@@ -446,9 +454,9 @@ Test(shim, explicit_bind_outside_range_denied)
 	unsigned in_range, zero_port;
 	char outside[32];
 	cr_assert_eq(sscanf(r.out, "%u %31s\n%u", &in_range, outside, &zero_port), 3, "%s", r.out);
-	cr_expect_eq(in_range, 61050);
+	cr_expect_eq(in_range, 63150);
 	cr_expect_str_eq(outside, "EACCES");
-	cr_expect(zero_port >= 61000 && zero_port <= 61099, "bind(0) got %u", zero_port);
+	cr_expect(zero_port >= 63100 && zero_port <= 63199, "bind(0) got %u", zero_port);
 	json_t *records = audit_records(sb.log);
 	cr_expect_not_null(audit_find(records, "deny", 0));
 	json_decref(records);
@@ -490,7 +498,10 @@ Test(shim, early_connect_before_shim_constructor)
 	sandbox_init(&sb, "default = \"early\";\napps = ( { name = \"early\"; range = [ 61000, 61099 ]; } );");
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
 	snprintf(port_env, sizeof(port_env), "EARLY_CONNECT_PORT=%u", srv.port);
-	char *env[] = {port_env, "LD_DEBUG=libs", NULL};
+	char debug_env[300], debug_path[200];
+	snprintf(debug_path, sizeof(debug_path), "%s/lddebug", sb.dir);
+	snprintf(debug_env, sizeof(debug_env), "LD_DEBUG_OUTPUT=%s", debug_path);
+	char *env[] = {port_env, "LD_DEBUG=libs", debug_env, NULL};
 	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
 			(char *)build_path("early-client"), NULL};
 	run_program(&r, argv, NULL, env);
@@ -500,10 +511,16 @@ Test(shim, early_connect_before_shim_constructor)
 	cr_assert_eq(sscanf(r.out, "early_local_port %u", &port), 1, "%s", r.out);
 	cr_expect(port >= 61000 && port <= 61099, "early connect got %u", port);
 	cr_expect(server_saw(&srv, (uint16_t)port));
-	/* The point of the test: the early constructor ran first. */
-	const char *early_init = init_line(r.err, "early-connect.so");
-	const char *shim_init = init_line(r.err, "libportfence.so");
-	cr_assert(early_init && shim_init, "LD_DEBUG output lacks init lines:\n%s", r.err);
+	/* The point of the test: the early constructor ran first.  The
+	 * loader writes its debug output to lddebug.PID. */
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "cat %s.* 2>/dev/null", debug_path);
+	char *argv_cat[] = {"sh", "-c", cmd, NULL};
+	struct run_result debug;
+	run_program(&debug, argv_cat, NULL, NULL);
+	const char *early_init = init_line(debug.out, "early-connect.so");
+	const char *shim_init = init_line(debug.out, "libportfence.so");
+	cr_assert(early_init && shim_init, "LD_DEBUG output lacks init lines:\n%.2000s", debug.out);
 	cr_expect(early_init < shim_init, "early-connect.so must be initialised before libportfence.so");
 	sandbox_cleanup(&sb);
 }
