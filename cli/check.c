@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,19 +45,39 @@ static int check_kernel_algorithm(const struct pf_app *app,
 	return 0;
 }
 
-static void print_isolation_fix(const struct pf_app *app, const struct pf_kernel_ports *ports)
+/* The kernel's reserved ports plus every range that should join them,
+ * as one sysctl value: one line to run, adjacent ranges merged. */
+static void print_isolation_fix(const struct pf_kernel_ports *ports, const uint8_t *wanted)
 {
-	const char *existing = ports->reserved_text;
+	uint8_t merged[65536 / 8];
+	bool first = true;
 
-	fprintf(stderr, "  isolate it with: sysctl -w net.ipv4.ip_local_reserved_ports=%s%s%u-%u\n",
-		existing, existing[0] ? "," : "", app->range_lo, app->range_hi);
+	for (size_t i = 0; i < sizeof(merged); i++)
+		merged[i] = ports->reserved[i] | wanted[i];
+	fprintf(stderr, "isolate them with: sysctl -w net.ipv4.ip_local_reserved_ports=");
+	for (uint32_t port = 1; port < 65536; port++) {
+		if (!(merged[port / 8] & (1u << (port % 8))))
+			continue;
+		uint32_t end = port;
+		while (end + 1 < 65536 && (merged[(end + 1) / 8] & (1u << ((end + 1) % 8))))
+			end++;
+		fprintf(stderr, first ? "" : ",");
+		first = false;
+		if (end == port)
+			fprintf(stderr, "%u", port);
+		else
+			fprintf(stderr, "%u-%u", port, end);
+		port = end;
+	}
+	fprintf(stderr, "\n");
 }
 
-static void warn_isolation(const struct pf_app *app, const struct pf_kernel_ports *ports,
+/* Returns true when the range should be added to the reserved ports. */
+static bool warn_isolation(const struct pf_app *app, const struct pf_kernel_ports *ports,
 			   const struct pf_range_fit *fit)
 {
 	if (fit->overlap_unreserved == 0)
-		return;
+		return false;
 	if (app->algorithm == PF_ALGO_KERNEL) {
 		fprintf(stderr,
 			"%s:%d: warning: range %u-%u of app '%s' lies in the kernel's ephemeral range, "
@@ -64,7 +85,7 @@ static void warn_isolation(const struct pf_app *app, const struct pf_kernel_port
 			"and unreserved, so it cannot be isolated (choose a user-space algorithm to "
 			"isolate it)\n",
 			app->file, app->range_line, app->range_lo, app->range_hi, app->name);
-		return;
+		return false;
 	}
 	fprintf(stderr,
 		"%s:%d: warning: range %u-%u of app '%s' overlaps net.ipv4.ip_local_port_range "
@@ -72,7 +93,7 @@ static void warn_isolation(const struct pf_app *app, const struct pf_kernel_port
 		"them to other programs\n",
 		app->file, app->range_line, app->range_lo, app->range_hi, app->name,
 		ports->ephemeral_lo, ports->ephemeral_hi, fit->overlap_unreserved);
-	print_isolation_fix(app, ports);
+	return true;
 }
 
 static const char *isolation_text(const struct pf_range_fit *fit)
@@ -84,7 +105,8 @@ static const char *isolation_text(const struct pf_range_fit *fit)
 	return "NOT isolated (shares the kernel's ephemeral range)";
 }
 
-static void print_app(const struct pf_app *app, const struct pf_kernel_ports *ports, bool have_ports)
+/* Prints the app; returns true when its range needs reserving. */
+static bool print_app(const struct pf_app *app, const struct pf_kernel_ports *ports, bool have_ports)
 {
 	struct pf_range_fit fit = {0};
 
@@ -99,8 +121,7 @@ static void print_app(const struct pf_app *app, const struct pf_kernel_ports *po
 	       app->deny_explicit_bind ? "deny" : "allow", app->allow.count,
 	       app->has_allow ? "" : " (none: all allowed)", app->deny.count);
 	printf("  isolation: %s\n", have_ports ? isolation_text(&fit) : "unknown (cannot read sysctls)");
-	if (have_ports)
-		warn_isolation(app, ports, &fit);
+	return have_ports && warn_isolation(app, ports, &fit);
 }
 
 static void print_summary(const char *path, const struct pf_policy *policy)
@@ -150,9 +171,19 @@ int cmd_check(int argc, char **argv)
 	for (size_t i = 0; i < policy.app_count && have_ports; i++)
 		errors += check_kernel_algorithm(&policy.apps[i], &ports);
 	if (!errors) {
+		static uint8_t wanted[65536 / 8];
+		bool any = false;
 		print_summary(path, &policy);
-		for (size_t i = 0; i < policy.app_count; i++)
-			print_app(&policy.apps[i], &ports, have_ports);
+		for (size_t i = 0; i < policy.app_count; i++) {
+			const struct pf_app *app = &policy.apps[i];
+			if (!print_app(app, &ports, have_ports))
+				continue;
+			any = true;
+			for (uint32_t port = app->range_lo; port <= app->range_hi; port++)
+				wanted[port / 8] |= (uint8_t)(1u << (port % 8));
+		}
+		if (any)
+			print_isolation_fix(&ports, wanted);
 	}
 	pf_policy_free(&policy);
 	return errors ? 1 : 0;

@@ -18,7 +18,7 @@
 
 struct app_stats {
 	char *name;
-	unsigned long assignments, denials, errors, audits;
+	unsigned long assignments, denials, errors, audits, audits_refusable;
 	unsigned long attempts_sum, attempts_max;
 	unsigned distinct_ports;
 	uint32_t *port_uses;	/* 65536 counters, allocated at first port */
@@ -95,7 +95,9 @@ static void count_event(struct app_stats *app, const char *event, json_t *record
 	} else if (strcmp(event, "error") == 0) {
 		app->errors++;
 	} else if (strcmp(event, "audit") == 0) {
+		const char *result = json_string_value(json_object_get(record, "result"));
 		app->audits++;
+		app->audits_refusable += result && (strcmp(result, "EPERM") == 0 || strcmp(result, "EACCES") == 0);
 	}
 }
 
@@ -232,8 +234,8 @@ static void print_text(const struct report *rep)
 			printf(" of %u (%s %u-%u): utilisation %.1f%%", hi - lo + 1,
 			       app->range_lo ? "range" : "seen", lo, hi,
 			       100.0 * app->distinct_ports / (hi - lo + 1));
-		printf("\n  denials %lu, errors %lu, audit records %lu\n", app->denials, app->errors,
-		       app->audits);
+		printf("\n  denials %lu, errors %lu, audit records %lu (enforce would have refused %lu)\n",
+		       app->denials, app->errors, app->audits, app->audits_refusable);
 		printf("  attempts mean %.2f, max %lu\n",
 		       app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
 		       app->attempts_max);
@@ -253,10 +255,11 @@ static void print_json(const struct report *rep)
 		unsigned lo, hi;
 		app_span(app, &lo, &hi);
 		json_t *entry = json_pack(
-			"{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:s, s:s}", "app", app->name,
+			"{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:s, s:s}", "app", app->name,
 			"assignments", (json_int_t)app->assignments, "distinct_ports",
 			(json_int_t)app->distinct_ports, "denials", (json_int_t)app->denials, "errors",
-			(json_int_t)app->errors, "audits", (json_int_t)app->audits, "attempts_mean",
+			(json_int_t)app->errors, "audits", (json_int_t)app->audits, "audits_refusable",
+			(json_int_t)app->audits_refusable, "attempts_mean",
 			app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
 			"attempts_max", (json_int_t)app->attempts_max, "first", app->first_ts, "last",
 			app->last_ts);
