@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,31 @@ static int cmd_udp(int n, const char *dest)
 	return 0;
 }
 
+/* sendmmsg N DEST [DENIED]: one batch of N datagrams from an unbound UDP
+ * socket; with DENIED, message N/2 goes there instead. */
+static int cmd_sendmmsg(int n, const char *dest, const char *denied)
+{
+	struct sockaddr_storage addr, bad;
+	socklen_t len, bad_len = 0;
+	if (parse_dest(dest, &addr, &len) < 0 || (denied && parse_dest(denied, &bad, &bad_len) < 0))
+		return 2;
+	struct mmsghdr *msgs = calloc((size_t)n, sizeof(*msgs));
+	struct iovec iov = {.iov_base = "x", .iov_len = 1};
+	for (int i = 0; i < n; i++) {
+		bool to_bad = denied && i == n / 2;
+		msgs[i].msg_hdr.msg_name = to_bad ? &bad : &addr;
+		msgs[i].msg_hdr.msg_namelen = to_bad ? bad_len : len;
+		msgs[i].msg_hdr.msg_iov = &iov;
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	int fd = socket(addr.ss_family, SOCK_DGRAM, 0);
+	int sent = sendmmsg(fd, msgs, (unsigned)n, 0);
+	printf("sent %d errno %s port %d\n", sent, sent < 0 ? strerror(errno) : "-", local_port(fd));
+	close(fd);
+	free(msgs);
+	return 0;
+}
+
 static void report(const char *what, long rc)
 {
 	printf("%s rc=%ld errno=%s\n", what, rc, rc < 0 ? strerror(errno) : "-");
@@ -247,6 +273,8 @@ int main(int argc, char **argv)
 		return cmd_options(argv[2]);
 	if (argc == 4 && strcmp(argv[1], "udp") == 0)
 		return cmd_udp(atoi(argv[2]), argv[3]);
+	if ((argc == 4 || argc == 5) && strcmp(argv[1], "sendmmsg") == 0)
+		return cmd_sendmmsg(atoi(argv[2]), argv[3], argc == 5 ? argv[4] : NULL);
 	if (argc == 3 && strcmp(argv[1], "passthrough") == 0)
 		return cmd_passthrough(argv[2]);
 	fprintf(stderr, "usage: sockprobe hold N DEST... | churn N DEST | options DEST | udp N DEST | passthrough DIR\n");

@@ -1,0 +1,176 @@
+/* The less common doors into the shim: TCP Fast Open, sendmsg,
+ * sendmmsg, v4-mapped destinations on IPv6 sockets, and syslog. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static const char range_policy[] =
+	"default = \"c\";\napps = ( { name = \"c\"; range = [ 63500, 63599 ]; deny = [ \"127.0.0.99\" ]; } );";
+
+static unsigned in_range(unsigned port)
+{
+	return port >= 63500 && port <= 63599;
+}
+
+Test(calls, sendto_with_msg_fastopen_is_a_connect)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char code[512];
+
+	sandbox_init(&sb, range_policy);
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	snprintf(code, sizeof(code),
+		 "import socket\ns = socket.socket()\n"
+		 "s.sendto(b'fast open', socket.MSG_FASTOPEN, ('127.0.0.1', %u))\n"
+		 "print(s.getsockname()[1])\ns.close()\n", srv.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	usleep(100000);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	unsigned port = (unsigned)atoi(r.out);
+	cr_expect(in_range(port), "fast open connect came from %u", port);
+	cr_expect(server_saw(&srv, (uint16_t)port));
+	sandbox_cleanup(&sb);
+}
+
+Test(calls, sendmsg_on_unbound_udp)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char code[512];
+
+	sandbox_init(&sb, range_policy);
+	server_start(&srv, "::1", SERVE_UDP_ECHO);
+	snprintf(code, sizeof(code),
+		 "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+		 "s.sendmsg([b'over sendmsg'], [], 0, ('::1', %u))\n"
+		 "print(s.getsockname()[1], s.recv(100).decode())\n", srv.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	unsigned port = 0;
+	char echo[64] = "";
+	cr_assert_eq(sscanf(r.out, "%u %63[^\n]", &port, echo), 2, "%s", r.out);
+	cr_expect(in_range(port), "sendmsg bound %u", port);
+	cr_expect(server_saw(&srv, (uint16_t)port));
+	cr_expect_str_eq(echo, "over sendmsg");
+	sandbox_cleanup(&sb);
+}
+
+Test(calls, sendmmsg_batch_and_a_denied_message)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char dest[64];
+
+	sandbox_init(&sb, range_policy);
+	server_start(&srv, "127.0.0.1", SERVE_UDP_ECHO);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *batch[] = {(char *)build_path("sockprobe"), "sendmmsg", "8", dest, NULL};
+	run_under(&r, &sb, NULL, batch, NULL);
+	unsigned sent = 0, port = 0;
+	cr_assert_eq(sscanf(r.out, "sent %u errno - port %u", &sent, &port), 2, "%s", r.out);
+	cr_expect_eq(sent, 8);
+	cr_expect(in_range(port), "sendmmsg bound %u", port);
+
+	/* Message 4 of 8 goes to a denied address: the kernel's own rule for
+	 * a failing message applies, so the batch ends before it. */
+	char *cut[] = {(char *)build_path("sockprobe"), "sendmmsg", "8", dest, "127.0.0.99:9", NULL};
+	run_under(&r, &sb, NULL, cut, NULL);
+	usleep(100000);
+	server_stop(&srv);
+	cr_assert_eq(sscanf(r.out, "sent %u", &sent), 1, "%s", r.out);
+	cr_expect_eq(sent, 4, "%s", r.out);
+	cr_expect_eq(atomic_load(&srv.count), 8 + 4, "the server saw both batches as sent");
+	json_t *records = audit_records(sb.log);
+	json_t *deny = audit_find(records, "deny", 0);
+	cr_assert_not_null(deny);
+	cr_expect_str_eq(json_string_value(json_object_get(deny, "remote")), "127.0.0.99:9");
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
+
+Test(calls, v4_mapped_destination_judged_as_ipv4)
+{
+	struct sandbox sb;
+	struct run_result r;
+
+	sandbox_init(&sb, range_policy);
+	const char *code =
+		"import socket, errno\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+		"try:\n    s.sendto(b'x', ('::ffff:127.0.0.99', 9)); print('sent')\n"
+		"except OSError as e:\n    print(errno.errorcode[e.errno])\n";
+	char *argv[] = {"python3", "-c", (char *)code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect_str_eq(r.out, "EPERM\n", "deny 127.0.0.99 covers ::ffff:127.0.0.99");
+	sandbox_cleanup(&sb);
+}
+
+/* /dev/log does not exist on every machine, and the host's must not be
+ * touched: a private mount namespace gets a /dev of its own, with socat
+ * listening as /dev/log. */
+Test(calls, syslog_gets_the_same_record, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char script[4096];
+
+	sandbox_init(&sb, "");
+	FILE *f = fopen(sb.policy, "w");
+	fprintf(f, "log = { file = \"%s\"; syslog = true; };\nstate_dir = \"%s\";\ndefault = \"s\";\n"
+		   "apps = ( { name = \"s\"; range = [ 63500, 63599 ]; } );\n", sb.log, sb.state);
+	fclose(f);
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	char prefix[600] = "";
+	if (runtime && runtime[0])
+		snprintf(prefix, sizeof(prefix), "env ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=%s ", runtime);
+	snprintf(script, sizeof(script),
+		 "set -e; D=%s; mkdir -p $D/realdev; mount --bind /dev $D/realdev; "
+		 "mount -t tmpfs tmpfs /dev; "
+		 "for n in null zero urandom random; do touch /dev/$n; mount --bind $D/realdev/$n /dev/$n; done; "
+		 "ln -s /proc/self/fd /dev/fd; "
+		 "socat -u UNIX-RECV:/dev/log STDOUT > $D/syslog.out & sleep 0.3; "
+		 "%s%s run -c %s -- python3 -c \"import socket; socket.create_connection(('127.0.0.1', %u)).close()\"; "
+		 "sleep 0.3; kill $!",
+		 sb.dir, prefix, build_path("portfence"), sb.policy, srv.port);
+	char *argv[] = {"unshare", "-m", "sh", "-c", script, NULL};
+	run_program(&r, argv, NULL, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+
+	char path[256], text[4096] = "";
+	snprintf(path, sizeof(path), "%s/syslog.out", sb.dir);
+	FILE *log = fopen(path, "r");
+	cr_assert_not_null(log);
+	size_t n = fread(text, 1, sizeof(text) - 1, log);
+	text[n] = '\0';
+	fclose(log);
+	cr_expect(strncmp(text, "<14>portfence[", 14) == 0, "syslog got: %s", text);
+	json_t *records = audit_records(sb.log);
+	json_t *assign = audit_find(records, "assign", 0);
+	cr_assert_not_null(assign);
+	char *line = json_dumps(assign, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	const char *payload = strchr(text, '{');
+	cr_assert_not_null(payload, "%s", text);
+	json_error_t error;
+	json_t *from_syslog = json_loadb(payload, strcspn(payload, "\n"), 0, &error);
+	cr_assert_not_null(from_syslog, "%s", payload);
+	cr_expect(json_equal(from_syslog, assign), "syslog %s\nfile   %s", payload, line);
+	free(line);
+	json_decref(from_syslog);
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
