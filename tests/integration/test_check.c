@@ -1,0 +1,133 @@
+/* `portfence check` as a user runs it: exit codes 0/1/2, FILE:LINE on
+ * stderr, and the kernel-dependent verdicts, in a private network
+ * namespace whose sysctls start at the kernel's defaults. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void check(struct run_result *r, const char *policy, const char *sysctl)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "%s%s'%s' check -c '%s'", sysctl ? sysctl : "", sysctl ? " && " : "",
+		 build_path("portfence"), policy);
+	char *argv[] = {"unshare", "-n", "sh", "-c", cmd, NULL};
+	run_program(r, argv, NULL, NULL);
+}
+
+Test(check, example_conf_is_valid)
+{
+	struct run_result r;
+	check(&r, "example.conf", NULL);
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	cr_expect(strstr(r.out, "example.conf: valid, 3 apps"), "%s", r.out);
+	cr_expect(strstr(r.out, "app legacy-web: ports 61000-61099 (100), algorithm double-hash, "
+				"binding explicit bind"), "%s", r.out);
+	cr_expect_str_eq(r.err, "", "example.conf is isolated: no warning");
+}
+
+Test(check, every_invalid_fixture_exits_1_with_its_line)
+{
+	DIR *dir = opendir("tests/fixtures/invalid");
+	struct dirent *entry;
+	int checked = 0;
+
+	cr_assert_not_null(dir);
+	while ((entry = readdir(dir))) {
+		size_t len = strlen(entry->d_name);
+		if (len < 6 || strcmp(entry->d_name + len - 5, ".conf") != 0)
+			continue;
+		char policy[512], expect_path[512], expected[512], wanted[1024];
+		snprintf(policy, sizeof(policy), "tests/fixtures/invalid/%s", entry->d_name);
+		snprintf(expect_path, sizeof(expect_path), "%.*s.expect", (int)strlen(policy) - 5, policy);
+		FILE *f = fopen(expect_path, "r");
+		cr_assert_not_null(f, "%s has no .expect", policy);
+		cr_assert_not_null(fgets(expected, sizeof(expected), f));
+		fclose(f);
+		expected[strcspn(expected, "\n")] = '\0';
+		snprintf(wanted, sizeof(wanted), "%s:%s", policy, expected);
+
+		struct run_result r;
+		check(&r, policy, NULL);
+		cr_expect_eq(r.status, 1, "%s exited %d", policy, r.status);
+		cr_expect(strstr(r.err, wanted) != NULL, "%s: want \"%s\", got %s",
+			  policy, wanted, r.err);
+		cr_expect_str_eq(r.out, "", "an invalid policy prints no summary");
+		checked++;
+	}
+	closedir(dir);
+	cr_expect_eq(checked, 19);
+}
+
+Test(check, usage_errors_exit_2)
+{
+	struct run_result r;
+	char *extra[] = {(char *)build_path("portfence"), "check", "stray", NULL};
+	run_program(&r, extra, NULL, NULL);
+	cr_expect_eq(r.status, 2);
+	char *unknown[] = {(char *)build_path("portfence"), "check", "--frobnicate", NULL};
+	run_program(&r, unknown, NULL, NULL);
+	cr_expect_eq(r.status, 2);
+	char *missing[] = {(char *)build_path("portfence"), "check", "-c", NULL};
+	run_program(&r, missing, NULL, NULL);
+	cr_expect_eq(r.status, 2);
+	char *nothing[] = {(char *)build_path("portfence"), NULL};
+	run_program(&r, nothing, NULL, NULL);
+	cr_expect_eq(r.status, 2);
+	cr_expect(strstr(r.err, "usage: portfence run"), "%s", r.err);
+}
+
+static void write_policy(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+Test(check, isolation_warning_and_kernel_algorithm_verdicts)
+{
+	char dir[] = "/tmp/pf-check-XXXXXX", shared[256], kernel_out[256], kernel_in[256];
+	struct run_result r;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(shared, sizeof(shared), "%s/shared.conf", dir);
+	write_policy(shared, "apps = ( { name = \"s\";\n  range = [ 40000, 40009 ]; } );\n");
+	check(&r, shared, "sysctl -qw net.ipv4.ip_local_reserved_ports=5000");
+	cr_expect_eq(r.status, 0, "a warning keeps exit 0: %s", r.err);
+	char wanted[512];
+	snprintf(wanted, sizeof(wanted), "%s:2: warning: range 40000-40009 of app 's' overlaps "
+		 "net.ipv4.ip_local_port_range (32768-60999)", shared);
+	cr_expect(strstr(r.err, wanted), "%s", r.err);
+	cr_expect(strstr(r.err, "isolate them with: sysctl -w net.ipv4.ip_local_reserved_ports=5000,40000-40009\n"),
+		  "the existing reservation is kept: %s", r.err);
+
+	check(&r, shared, "sysctl -qw net.ipv4.ip_local_reserved_ports=40000-40009");
+	cr_expect_eq(r.status, 0);
+	cr_expect_str_eq(r.err, "", "reserved: isolated, no warning");
+	cr_expect(strstr(r.out, "isolation: isolated (reserved in ip_local_reserved_ports)"), "%s", r.out);
+
+	snprintf(kernel_out, sizeof(kernel_out), "%s/kernel-out.conf", dir);
+	write_policy(kernel_out, "apps = ( { name = \"k\"; range = [ 61000, 61099 ];\n  algorithm = \"kernel\"; } );\n");
+	check(&r, kernel_out, NULL);
+	cr_expect_eq(r.status, 1, "a range the kernel would clamp");
+	snprintf(wanted, sizeof(wanted), "%s:2: algorithm \"kernel\" cannot serve range 61000-61099", kernel_out);
+	cr_expect(strstr(r.err, wanted), "%s", r.err);
+
+	snprintf(kernel_in, sizeof(kernel_in), "%s/kernel-in.conf", dir);
+	write_policy(kernel_in, "apps = ( { name = \"k\"; range = [ 40000, 40099 ];\n  algorithm = \"kernel\"; } );\n");
+	check(&r, kernel_in, NULL);
+	cr_expect_eq(r.status, 0, "inside the ephemeral range: %s", r.err);
+	cr_expect(strstr(r.out, "binding kernel (IP_LOCAL_PORT_RANGE)"), "%s", r.out);
+	check(&r, kernel_in, "sysctl -qw net.ipv4.ip_local_reserved_ports=40050");
+	cr_expect_eq(r.status, 1, "a reserved port the kernel would skip");
+	cr_expect(strstr(r.err, "1 of its ports are in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
+
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
