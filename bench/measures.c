@@ -77,11 +77,9 @@ static void measure_tcp_connect(void)
 	static const char *const algorithms[] = {"sequential", "random", "random-redraw", "hash",
 						 "double-hash", "random-increments", "kernel"};
 	struct listener l;
-	char port[16], count[16], policy[256];
+	char policy[256];
 
 	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
-	(void)port;
-	(void)count;
 	json_open_measure("tcp_connect");
 	for (int variant = 0; variant < 9; variant++) {
 		const char *algorithm = variant < 7 ? algorithms[variant] : variant == 7 ? "double-hash" : "kernel";
@@ -104,10 +102,8 @@ static void measure_udp_first_send(void)
 {
 	uint16_t sink_port;
 	int sink = udp_sink(&sink_port);
-	char port[16], count[16], policy[128];
+	char policy[128];
 
-	(void)port;
-	(void)count;
 	snprintf(policy, sizeof(policy), "%s/udp.conf", settings.dir);
 	write_policy(policy, "double-hash", true, 61000, 61999);
 	struct pair p = paired(policy, "udp_first_send", sink_port, settings.quick ? 100 : 1000);
@@ -122,12 +118,9 @@ static void measure_hot_path(void)
 	uint16_t sink_port;
 	int sink = udp_sink(&sink_port);
 	struct listener l;
-	char udp_port[16], tcp_port[16], count[16], policy[128];
+	char policy[128];
 
 	listener_start(&l, "127.0.0.1", LISTEN_SINK);
-	(void)udp_port;
-	(void)tcp_port;
-	(void)count;
 	snprintf(policy, sizeof(policy), "%s/hot.conf", settings.dir);
 	write_policy(policy, "double-hash", true, 61000, 61999);
 	struct pair udp = paired(policy, "hot_udp", sink_port, settings.quick ? 1000 : 10000);

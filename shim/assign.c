@@ -43,13 +43,6 @@ static void set_port(struct sockaddr_storage *addr, uint16_t port)
 		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
 }
 
-static uint16_t get_port(const struct sockaddr_storage *addr)
-{
-	if (addr->ss_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)addr)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-}
-
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
 {
 	switch (call->action) {
@@ -165,7 +158,7 @@ static void audit_assignment(const struct pf_runtime *rt, struct pf_sock *sock,
 	if (!pf_logging())
 		return;
 	if (getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
-	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) && get_port(&local))
+	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) && pf_address_port((const struct sockaddr *)&local))
 		shown = (const struct sockaddr *)&local;
 	struct pf_record record = {
 		.event = event, .sock = sock, .local = shown, .remote = call->dest,
@@ -201,17 +194,10 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 	}
 	bool exhausted = call->result < 0 && call->result_errno == exhaustion_errno(sock, call);
 	if (!exhausted)
-		pf_fd_set(sock->fd, (uint8_t)((pf_fd_state_for(sock->family, sock->type, 0) &
-					       ~PF_FD_STATUS_MASK) | PF_FD_DONE));
+		pf_sock_mark(sock, PF_FD_DONE);
 	audit_assignment(rt, sock, call, &none, exhausted ? PF_EVENT_ERROR : PF_EVENT_ASSIGN, 1,
 			 call->result_errno);
 	return finish(call);
-}
-
-static void mark_done(const struct pf_sock *sock)
-{
-	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
-	pf_fd_set(sock->fd, (uint8_t)(kind | PF_FD_DONE));
 }
 
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
@@ -234,7 +220,7 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 				   &pick);
 	if (rc == ALREADY_BOUND) {
 		/* Bound through a path we did not see: it keeps its port. */
-		mark_done(sock);
+		pf_sock_mark(sock, PF_FD_DONE);
 		record_result(call, call->action == PF_ACT_BIND ? (errno = EINVAL, -1)
 								: pf_perform(sock, call));
 		return finish(call);
@@ -245,7 +231,7 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 		errno = error;
 		return -1;
 	}
-	mark_done(sock);
+	pf_sock_mark(sock, PF_FD_DONE);
 	if (!ctx.call_in_attempt)
 		record_result(call, pf_perform(sock, call));
 	audit_assignment(rt, sock, call, &ctx.bind_addr, PF_EVENT_ASSIGN, pick.attempts,

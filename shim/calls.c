@@ -15,19 +15,6 @@ static bool inet_address(const struct sockaddr *addr, socklen_t len)
 	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
 }
 
-static uint16_t address_port(const struct sockaddr *addr)
-{
-	if (addr->sa_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)addr)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-}
-
-static void mark(const struct pf_sock *sock, uint8_t status)
-{
-	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
-	pf_fd_set(sock->fd, (uint8_t)(kind | status));
-}
-
 static void audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 			enum pf_event event, const struct sockaddr *local,
 			const struct sockaddr *remote, int error)
@@ -58,7 +45,7 @@ static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 	int saved = errno;
 
 	if (result >= 0 || saved == EINPROGRESS)
-		mark(sock, PF_FD_DONE);
+		pf_sock_mark(sock, PF_FD_DONE);
 	bool have_local = getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0;
 	int shown_error = would_be_error ? would_be_error : (result < 0 ? saved : 0);
 	audit_event(rt, sock, PF_EVENT_AUDIT, have_local ? (struct sockaddr *)&local : NULL,
@@ -94,7 +81,7 @@ static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_po
 		ssize_t result = pf_perform(sock, call);
 		int saved = errno;
 		if (needs_port)
-			mark(sock, PF_FD_FOREIGN);
+			pf_sock_mark(sock, PF_FD_FOREIGN);
 		errno = saved;
 		return result;
 	}
@@ -157,7 +144,7 @@ static bool bind_refused(const struct pf_runtime *rt, const struct pf_sock *sock
 static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
 {
 	const struct pf_runtime *rt = pf_runtime();
-	uint16_t port = address_port(addr);
+	uint16_t port = pf_address_port(addr);
 
 	if (bind_refused(rt, sock, port)) {
 		if (rt->mode == PF_MODE_ENFORCE)
@@ -167,7 +154,7 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 	int result = real_bind(sock->fd, addr, len);
 	int saved = errno;
 	if (result == 0)
-		mark(sock, PF_FD_DONE);
+		pf_sock_mark(sock, PF_FD_DONE);
 	errno = saved;
 	return result;
 }
@@ -180,7 +167,7 @@ int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 		return real_bind(fd, addr, len);
 	pf_in_shim++;
 	int result;
-	if (address_port(addr) != 0 || sock.status != PF_FD_FRESH) {
+	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH) {
 		result = explicit_bind(&sock, addr, len);
 	} else {
 		struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};

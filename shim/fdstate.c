@@ -3,6 +3,7 @@
  * the table current; an fd the table has never seen is classified once
  * with getsockopt and getsockname. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -35,6 +36,19 @@ void pf_fd_set(int fd, uint8_t state)
 		atomic_store_explicit(&pf_fd_table[fd], state, memory_order_relaxed);
 }
 
+void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
+{
+	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
+	pf_fd_set(sock->fd, (uint8_t)(kind | status));
+}
+
+uint16_t pf_address_port(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+}
+
 void pf_fd_forget(int fd)
 {
 	pf_fd_set(fd, PF_FD_UNKNOWN);
@@ -53,9 +67,7 @@ static bool bound_to_a_port(int fd)
 
 	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
 		return true; /* cannot tell: leave it alone */
-	if (local.ss_family == AF_INET)
-		return ((struct sockaddr_in *)&local)->sin_port != 0;
-	return ((struct sockaddr_in6 *)&local)->sin6_port != 0;
+	return pf_address_port((struct sockaddr *)&local) != 0;
 }
 
 /* One-time classification of an fd we never saw created.  errno is kept:

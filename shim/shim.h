@@ -98,6 +98,11 @@ struct pf_sock {
 	bool udp;
 };
 
+/* Records a new status for sock's fd, keeping its kind bits. */
+void pf_sock_mark(const struct pf_sock *sock, uint8_t status);
+/* The port of an AF_INET or AF_INET6 address, host order. */
+uint16_t pf_address_port(const struct sockaddr *addr);
+
 /* Fills sock for fd; returns false when fd is not ours to manage. */
 bool pf_sock_lookup(int fd, struct pf_sock *sock);
 void pf_fd_set(int fd, uint8_t state);
