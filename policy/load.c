@@ -159,23 +159,28 @@ static void parse_globs(struct loader *ld, const config_setting_t *setting,
 static void parse_rules(struct loader *ld, const config_setting_t *setting,
 			const char *file, const char *what, struct pf_rule_list *out)
 {
-	size_t count;
-	char **texts = get_string_list(ld, setting, file, what, &count);
+	int length = is_sequence(setting) ? config_setting_length(setting) : 0;
 
-	out->rules = calloc(count + 1, sizeof(*out->rules));
 	out->count = 0;
-	for (size_t i = 0; i < count && out->rules; i++) {
-		const char *why = NULL;
+	out->rules = calloc((size_t)length + 1, sizeof(*out->rules));
+	if (!is_sequence(setting)) {
+		report(ld, setting, file, "%s must be an array of strings [ \"...\", ... ]", what);
+		return;
+	}
+	/* Element by element, so that each message names its own line. */
+	for (int i = 0; i < length && out->rules; i++) {
 		config_setting_t *elem = config_setting_get_elem(setting, (unsigned)i);
-		if (pf_rule_parse(texts[i], &out->rules[out->count], &why) == 0)
+		const char *why = NULL;
+		if (config_setting_type(elem) != CONFIG_TYPE_STRING) {
+			report(ld, elem, file, "%s must hold only strings", what);
+			continue;
+		}
+		const char *text = config_setting_get_string(elem);
+		if (pf_rule_parse(text, &out->rules[out->count], &why) == 0)
 			out->count++;
 		else
-			report(ld, elem ? elem : setting, file,
-			       "malformed rule \"%s\" in %s: %s", texts[i], what, why);
+			report(ld, elem, file, "malformed rule \"%s\" in %s: %s", text, what, why);
 	}
-	for (size_t i = 0; i < count; i++)
-		free(texts[i]);
-	free(texts);
 }
 
 static void parse_range(struct loader *ld, const config_setting_t *setting,

@@ -571,6 +571,18 @@ Test(shim, run_exit_codes)
 	cr_expect(strstr(r.err, "setuid") != NULL, "%s", r.err);
 	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1);
 
+	char capped[] = "/tmp/pf-capped-XXXXXX";
+	int fd = mkstemp(capped);
+	close(fd);
+	char setcap_cmd[320];
+	snprintf(setcap_cmd, sizeof(setcap_cmd), "cp /bin/true %s && chmod 755 %s && setcap cap_net_raw+ep %s", capped, capped, capped);
+	cr_assert_eq(system(setcap_cmd), 0, "setcap (libcap2-bin) must work as root");
+	char *capped_argv[] = {(char *)build_path("portfence"), "run", "--", capped, NULL};
+	run_program(&r, capped_argv, NULL, NULL);
+	unlink(capped);
+	cr_expect_eq(r.status, 126);
+	cr_expect(strstr(r.err, "file capabilities") != NULL, "%s", r.err);
+
 	char *static_argv[] = {(char *)build_path("portfence"), "run", "--", (char *)build_path("static-hello"), NULL};
 	run_program(&r, static_argv, NULL, NULL);
 	cr_expect_eq(r.status, 126);

@@ -225,6 +225,26 @@ Test(load, unreadable_and_unparsable_mean_deny)
 	pf_policy_free(&policy);
 }
 
+Test(load, each_malformed_rule_names_its_own_line)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	const char *text = "apps = ( { name = \"r\"; range = [ 1000, 1100 ];\n"
+			   "  deny = ( 25,\n"
+			   "    \"10.0.0.0/8\",\n"
+			   "    \"10.0.0.0/99\" ); } );\n";
+
+	/* A list, as an array may not mix types in libconfig. */
+	cr_assert_eq(pf_policy_load_text("rules.conf", text, &policy, &diags), PF_LOAD_INVALID);
+	cr_assert_eq(policy.app_count, 1);
+	cr_expect(diags_contain(&diags, "rules.conf:2: deny must hold only strings"));
+	cr_expect(diags_contain(&diags, "rules.conf:4: malformed rule \"10.0.0.0/99\""),
+		  "got %s", diags.count > 1 ? diags.lines[1] : "one line");
+	cr_expect_eq(policy.apps[0].deny.count, 1);
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+}
+
 Test(load, empty_file_is_refused)
 {
 	struct pf_policy policy;
