@@ -42,8 +42,14 @@ UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
 HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress
 
-.PHONY: all test unit integration demo bench install clean deps fuzz fuzz-replay
-all: $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
+.PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
+all: build-deps
+	@$(MAKE) --no-print-directory $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
+
+# The headers a build needs (libconfig, jansson): installed as root, or
+# the exact apt-get line is printed.
+build-deps:
+	@sh tests/install-deps.sh build
 
 $(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)

@@ -127,29 +127,55 @@ void pf_log_move_away_from(int fd)
 	real_close(current);
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), or 0. */
+static size_t utf8_sequence(const unsigned char *p)
+{
+	unsigned char c = p[0];
+	size_t len;
+	unsigned char min2 = 0x80, max2 = 0xbf;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, min2 = c == 0xe0 ? 0xa0 : 0x80, max2 = c == 0xed ? 0x9f : 0xbf;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, min2 = c == 0xf0 ? 0x90 : 0x80, max2 = c == 0xf4 ? 0x8f : 0xbf;
+	else
+		return 0;
+	if (p[1] < min2 || p[1] > max2)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* Valid UTF-8 is kept as it is; quotes, backslashes and control bytes are
+ * escaped; any other byte becomes \u00XX (U+0080..U+00FF), so the line
+ * always parses and a UTF-8 path reads back unchanged. */
 size_t pf_json_escape(const char *in, char *out, size_t out_len)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t n = 0;
 
-	for (const unsigned char *p = (const unsigned char *)in; *p && n + 7 < out_len; p++) {
-		if (*p == '"' || *p == '\\') {
+	for (const unsigned char *p = (const unsigned char *)in; *p && n + 7 < out_len;) {
+		size_t seq = *p >= 0x80 ? utf8_sequence(p) : 0;
+		if (seq) {
+			memcpy(out + n, p, seq);
+			n += seq;
+			p += seq;
+		} else if (*p == '"' || *p == '\\') {
 			out[n++] = '\\';
-			out[n++] = (char)*p;
-		} else if (*p < 0x20 || *p == 0x7f) {
+			out[n++] = (char)*p++;
+		} else if (*p < 0x20 || *p >= 0x7f) {
 			memcpy(out + n, "\\u00", 4);
 			out[n + 4] = hex[*p >> 4];
 			out[n + 5] = hex[*p & 15];
 			n += 6;
-		} else if (*p >= 0x80) {
-			/* Bytes that may not be valid UTF-8 are escaped as code
-			 * points U+0080..U+00FF, so the line always parses. */
-			memcpy(out + n, "\\u00", 4);
-			out[n + 4] = hex[*p >> 4];
-			out[n + 5] = hex[*p & 15];
-			n += 6;
+			p++;
 		} else {
-			out[n++] = (char)*p;
+			out[n++] = (char)*p++;
 		}
 	}
 	if (out_len)

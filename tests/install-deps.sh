@@ -6,7 +6,9 @@ PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
   curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
   procps groff-base libcap2-bin"
 
+# `install-deps.sh build` checks only what `make` needs to compile;
 # `install-deps.sh fuzz` adds what `make fuzz` needs.
+[ "${1:-}" = build ] && PACKAGES="gcc make libc6-dev libconfig-dev libjansson-dev"
 [ "${1:-}" = fuzz ] && PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 
 missing=""

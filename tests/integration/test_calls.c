@@ -174,3 +174,44 @@ Test(calls, syslog_gets_the_same_record, .timeout = 60)
 	json_decref(records);
 	sandbox_cleanup(&sb);
 }
+
+/* A program path may hold quotes, control bytes and newlines: the record
+ * must still be one line of valid JSON that gives the path back. */
+Test(calls, hostile_program_path_is_escaped)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char path[256], dest[64], cmd[600];
+
+	sandbox_init(&sb, range_policy);
+	snprintf(path, sizeof(path), "%s/pro\"be\\x\001y\nz\377jos\303\251", sb.dir);
+	snprintf(cmd, sizeof(cmd), "cp '%s' \"$0\" && chmod 755 \"$0\"", build_path("sockprobe"));
+	char *copy[] = {"sh", "-c", cmd, path, NULL};
+	run_program(&r, copy, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	server_start(&srv, "127.0.0.1", SERVE_UDP_ECHO);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {path, "udp", "1", dest, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	FILE *f = fopen(sb.log, "r");
+	char line[4096];
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(line, sizeof(line), f));
+	cr_expect_null(fgets(line + strlen(line), (int)(sizeof(line) - strlen(line)), f),
+		       "one record, one line");
+	fclose(f);
+	json_t *records = audit_records(sb.log);
+	json_t *assign = audit_find(records, "assign", 0);
+	cr_assert_not_null(assign);
+	/* UTF-8 (é) comes back unchanged; a byte that is not UTF-8 (\377)
+	 * comes back as the code point U+00FF. */
+	const char *exe = json_string_value(json_object_get(assign, "exe"));
+	char expected[256];
+	snprintf(expected, sizeof(expected), "%s/pro\"be\\x\001y\nz\303\277jos\303\251", sb.dir);
+	cr_expect_str_eq(exe, expected);
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
