@@ -154,6 +154,21 @@ void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo
 	fclose(f);
 }
 
+/* In a child about to exec: preload the shim (after a sanitizer build's
+ * runtime, which must come first) with the bench policy. */
+void preload_shim(const char *policy)
+{
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	char *preload = NULL;
+
+	if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
+		setenv("LD_PRELOAD", preload, 1);
+	else
+		setenv("LD_PRELOAD", settings.shim, 1);
+	setenv("PORTFENCE_CONFIG", policy, 1);
+	setenv("PORTFENCE_APP", "bench", 1);
+}
+
 /* Runs this program as a worker; returns what it printed as a number. */
 double run_worker(bool shim, const char *policy, char *const args[], double *extra)
 {
@@ -180,17 +195,8 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 		argv[n] = NULL;
 		dup2(pipefd[1], 1);
 		close(pipefd[0]);
-		if (shim) {
-			/* A sanitizer build's runtime goes first (make test). */
-			const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-			char *preload = NULL;
-			if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
-				setenv("LD_PRELOAD", preload, 1);
-			else
-				setenv("LD_PRELOAD", settings.shim, 1);
-			setenv("PORTFENCE_CONFIG", policy, 1);
-			setenv("PORTFENCE_APP", "bench", 1);
-		}
+		if (shim)
+			preload_shim(policy);
 		execv(settings.self, argv);
 		_exit(127);
 	}

@@ -146,16 +146,8 @@ static double time_processes(char *const argv[], bool shim, const char *policy, 
 			int devnull = open("/dev/null", 1);
 			dup2(devnull, 1);
 			dup2(devnull, 2);
-			if (shim) {
-				const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-				char *preload = NULL;
-				if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
-					setenv("LD_PRELOAD", preload, 1);
-				else
-					setenv("LD_PRELOAD", settings.shim, 1);
-				setenv("PORTFENCE_CONFIG", policy, 1);
-				setenv("PORTFENCE_APP", "bench", 1);
-			}
+			if (shim)
+				preload_shim(policy);
 			execvp(argv[0], argv);
 			_exit(127);
 		}
