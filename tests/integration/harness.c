@@ -58,14 +58,21 @@ static void drain(int conn)
 		;
 }
 
+/* After stop, whatever is still queued is taken too (the loops poll
+ * without waiting until nothing is left), so that a slow machine does not
+ * make a client's connection or datagram go uncounted. */
 static void *tcp_loop(void *arg)
 {
 	struct server *s = arg;
 	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
 
-	while (!atomic_load(&s->stop)) {
-		if (poll(&pfd, 1, 50) <= 0)
+	for (;;) {
+		bool stopping = atomic_load(&s->stop);
+		if (poll(&pfd, 1, stopping ? 0 : 50) <= 0) {
+			if (stopping)
+				break;
 			continue;
+		}
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int conn = accept(s->fd, (struct sockaddr *)&peer, &len);
@@ -94,9 +101,13 @@ static void *udp_loop(void *arg)
 	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
 	char buf[2048];
 
-	while (!atomic_load(&s->stop)) {
-		if (poll(&pfd, 1, 50) <= 0)
+	for (;;) {
+		bool stopping = atomic_load(&s->stop);
+		if (poll(&pfd, 1, stopping ? 0 : 50) <= 0) {
+			if (stopping)
+				break;
 			continue;
+		}
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		ssize_t n = recvfrom(s->fd, buf, sizeof(buf), 0, (struct sockaddr *)&peer, &len);
