@@ -111,6 +111,11 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 	ctx->bind_addr.ss_family = (sa_family_t)ctx->sock->family;
 	ctx->bind_len = ctx->sock->family == AF_INET6 ? sizeof(struct sockaddr_in6)
 						       : sizeof(struct sockaddr_in);
+	/* An address the application bound without a port is kept. */
+	socklen_t len = sizeof(ctx->bind_addr);
+	if (ctx->sock->address_bound &&
+	    getsockname(ctx->sock->fd, (struct sockaddr *)&ctx->bind_addr, &len) == 0)
+		ctx->bind_len = len;
 }
 
 static int exhaustion_errno(const struct pf_sock *sock, const struct pf_call *call)

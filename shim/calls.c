@@ -159,6 +159,32 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 	return result;
 }
 
+/* bind(addr:0) with IP_BIND_ADDRESS_NO_PORT asks for an address now and a
+ * port at connect, so that the kernel can share ports across
+ * destinations (proxies do this).  The address is bound as asked; the
+ * socket stays ours to give a port at connect, on that address. */
+static bool defers_port(const struct pf_sock *sock)
+{
+	int no_port = 0, saved = errno;
+	socklen_t len = sizeof(no_port);
+
+	if (sock->udp || getsockopt(sock->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &len) < 0)
+		no_port = 0;
+	errno = saved;
+	return no_port != 0;
+}
+
+static int bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
+{
+	int result = real_bind(sock->fd, addr, len);
+	int saved = errno;
+
+	if (result == 0)
+		pf_sock_mark(sock, PF_FD_FRESH | PF_FD_ADDRESS);
+	errno = saved;
+	return result;
+}
+
 int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct pf_sock sock;
@@ -169,6 +195,8 @@ int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 	int result;
 	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH) {
 		result = explicit_bind(&sock, addr, len);
+	} else if (defers_port(&sock)) {
+		result = bind_address_only(&sock, addr, len);
 	} else {
 		struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};
 		result = (int)managed(&sock, &call, true);

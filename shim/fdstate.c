@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "shim.h"
@@ -60,14 +61,22 @@ void pf_fd_forget_range(unsigned int first, unsigned int last)
 		atomic_store_explicit(&pf_fd_table[fd], PF_FD_UNKNOWN, memory_order_relaxed);
 }
 
-static bool bound_to_a_port(int fd)
+/* FRESH, DONE, or FRESH with PF_FD_ADDRESS for a socket bound to an
+ * address whose port waits for connect (IP_BIND_ADDRESS_NO_PORT). */
+static uint8_t binding_status(int fd)
 {
 	struct sockaddr_storage local;
 	socklen_t len = sizeof(local);
+	static const uint8_t any6[16];
 
 	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
-		return true; /* cannot tell: leave it alone */
-	return pf_address_port((struct sockaddr *)&local) != 0;
+		return PF_FD_DONE; /* cannot tell: leave it alone */
+	if (pf_address_port((struct sockaddr *)&local) != 0)
+		return PF_FD_DONE;
+	bool specific = local.ss_family == AF_INET
+				? ((struct sockaddr_in *)&local)->sin_addr.s_addr != htonl(INADDR_ANY)
+				: memcmp(((struct sockaddr_in6 *)&local)->sin6_addr.s6_addr, any6, 16) != 0;
+	return specific ? (PF_FD_FRESH | PF_FD_ADDRESS) : PF_FD_FRESH;
 }
 
 /* One-time classification of an fd we never saw created.  errno is kept:
@@ -82,8 +91,8 @@ static uint8_t classify(int fd)
 	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
 	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0) {
 		state = pf_fd_state_for(domain, type, protocol);
-		if ((state & PF_FD_STATUS_MASK) == PF_FD_FRESH && bound_to_a_port(fd))
-			state = (uint8_t)((state & ~PF_FD_STATUS_MASK) | PF_FD_DONE);
+		if ((state & PF_FD_STATUS_MASK) == PF_FD_FRESH)
+			state = (uint8_t)((state & ~PF_FD_STATUS_MASK) | binding_status(fd));
 		pf_fd_set(fd, state);
 	}
 	/* Not a socket, or closed: not cached, the number may be reused. */
@@ -108,6 +117,7 @@ bool pf_sock_lookup(int fd, struct pf_sock *sock)
 	sock->family = state & PF_FD_V6 ? AF_INET6 : AF_INET;
 	sock->udp = state & PF_FD_UDP;
 	sock->type = sock->udp ? SOCK_DGRAM : SOCK_STREAM;
+	sock->address_bound = state & PF_FD_ADDRESS;
 	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
 	return true;
 }

@@ -49,6 +49,9 @@ extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
 #define PF_FD_STATUS_MASK 3u
 #define PF_FD_V6 4u
 #define PF_FD_UDP 8u
+/* bound to an address but no port yet (IP_BIND_ADDRESS_NO_PORT): the port
+ * comes at connect, on that address */
+#define PF_FD_ADDRESS 16u
 
 #define PF_FD_TABLE_SIZE 65536
 extern _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
@@ -96,6 +99,7 @@ struct pf_sock {
 	int type;	/* SOCK_STREAM or SOCK_DGRAM */
 	int protocol;
 	bool udp;
+	bool address_bound;	/* PF_FD_ADDRESS */
 };
 
 /* Records a new status for sock's fd, keeping its kind bits. */

@@ -215,3 +215,46 @@ Test(calls, hostile_program_path_is_escaped)
 	json_decref(records);
 	sandbox_cleanup(&sb);
 }
+
+/* Proxies bind a source address with IP_BIND_ADDRESS_NO_PORT and let
+ * connect choose the port, so one port serves many destinations.  The
+ * shim keeps both: the address as bound, and R x D through the range. */
+Test(calls, bind_address_no_port_keeps_address_and_sharing)
+{
+	struct sandbox sb;
+	struct server a, b;
+	struct run_result r;
+	char code[1024];
+
+	sandbox_init(&sb, "default = \"p\";\napps = ( { name = \"p\"; range = [ 63600, 63601 ]; } );");
+	server_start(&a, "127.0.0.1", SERVE_DRAIN);
+	server_start(&b, "127.0.0.1", SERVE_DRAIN);
+	snprintf(code, sizeof(code),
+		 "import socket\nheld = []\n"
+		 "for port in (%u, %u, %u, %u):\n"
+		 "    s = socket.socket()\n"
+		 "    s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT\n"
+		 "    s.bind(('127.0.0.2', 0))\n"
+		 "    deferred = s.getsockname()[1]\n"
+		 "    s.connect(('127.0.0.1', port))\n"
+		 "    held.append(s)\n"
+		 "    print(deferred, *s.getsockname())\n",
+		 a.port, b.port, a.port, b.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	usleep(100000);
+	server_stop(&a);
+	server_stop(&b);
+	cr_assert_eq(r.status, 0, "4 connections through 2 ports to 2 destinations: %s", r.err);
+	const char *line = r.out;
+	for (int i = 0; i < 4; i++, line = strchr(line, '\n') + 1) {
+		unsigned deferred, port;
+		char host[64];
+		cr_assert_eq(sscanf(line, "%u %63s %u", &deferred, host, &port), 3, "%s", r.out);
+		cr_expect_eq(deferred, 0, "the port waits for connect");
+		cr_expect_str_eq(host, "127.0.0.2", "the bound address is kept");
+		cr_expect(port == 63600 || port == 63601, "port %u", port);
+	}
+	cr_expect_eq(atomic_load(&a.count) + atomic_load(&b.count), 4);
+	sandbox_cleanup(&sb);
+}
