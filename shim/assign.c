@@ -125,8 +125,8 @@ static int exhaustion_errno(const struct pf_sock *sock, const struct pf_call *ca
 	return sock->udp ? EAGAIN : EADDRNOTAVAIL;
 }
 
-static void flow_of(const struct pf_sock *sock, const struct pf_call *call,
-		    const struct sockaddr_storage *local, struct pf_flow *flow)
+static void flow_of(const struct pf_call *call, const struct sockaddr_storage *local,
+		    struct pf_flow *flow)
 {
 	memset(flow, 0, sizeof(*flow));
 	if (local->ss_family == AF_INET) {
@@ -149,27 +149,6 @@ static void flow_of(const struct pf_sock *sock, const struct pf_call *call,
 		flow->remote_len = 16;
 		flow->remote_port = ntohs(sin6->sin6_port);
 	}
-	(void)sock;
-}
-
-static void audit_assignment(const struct pf_runtime *rt, struct pf_sock *sock,
-			     const struct pf_call *call, const struct sockaddr_storage *fallback,
-			     enum pf_event event, unsigned attempts, int error)
-{
-	struct sockaddr_storage local;
-	socklen_t len = sizeof(local);
-	const struct sockaddr *shown = (const struct sockaddr *)fallback;
-
-	if (!pf_logging())
-		return;
-	if (getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
-	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) && pf_address_port((const struct sockaddr *)&local))
-		shown = (const struct sockaddr *)&local;
-	struct pf_record record = {
-		.event = event, .sock = sock, .local = shown, .remote = call->dest,
-		.attempts = attempts, .error = error,
-	};
-	pf_audit(rt, &record);
 }
 
 static ssize_t finish(struct pf_call *call)
@@ -183,16 +162,18 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 				struct pf_call *call)
 {
 	uint32_t range = (uint32_t)rt->app->range_lo | ((uint32_t)rt->app->range_hi << 16);
-	struct sockaddr_storage none = {.ss_family = (sa_family_t)sock->family};
+	/* What the record shows when the kernel gave no port. */
+	struct sockaddr_storage requested = {.ss_family = (sa_family_t)sock->family};
 
 	if (setsockopt(sock->fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &range, sizeof(range)) < 0) {
 		int error = errno;
-		audit_assignment(rt, sock, call, &none, PF_EVENT_ERROR, 0, error);
+		pf_audit_socket(rt, sock, PF_EVENT_ERROR, (const struct sockaddr *)&requested,
+				call->dest, 0, error);
 		errno = error;
 		return -1;
 	}
 	if (call->action == PF_ACT_BIND) {
-		memcpy(&none, call->bind_addr, call->bind_len);
+		memcpy(&requested, call->bind_addr, call->bind_len);
 		record_result(call, real_bind(sock->fd, call->bind_addr, call->bind_len));
 	} else {
 		record_result(call, pf_perform(sock, call));
@@ -200,8 +181,9 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 	bool exhausted = call->result < 0 && call->result_errno == exhaustion_errno(sock, call);
 	if (!exhausted)
 		pf_sock_mark(sock, PF_FD_DONE);
-	audit_assignment(rt, sock, call, &none, exhausted ? PF_EVENT_ERROR : PF_EVENT_ASSIGN, 1,
-			 call->result_errno);
+	pf_audit_socket(rt, sock, exhausted ? PF_EVENT_ERROR : PF_EVENT_ASSIGN,
+			(const struct sockaddr *)&requested, call->dest, 1,
+			call->result_errno);
 	return finish(call);
 }
 
@@ -218,7 +200,7 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 	bool tcp_client = !sock->udp && call->action != PF_ACT_BIND && call->action != PF_ACT_LISTEN;
 	ctx.reuse_addr = tcp_client;
 	ctx.call_in_attempt = tcp_client;
-	flow_of(sock, call, &ctx.bind_addr, &flow);
+	flow_of(call, &ctx.bind_addr, &flow);
 
 	int rc = pf_algorithm_pick(rt->app->algorithm, rt->app->range_lo, rt->app->range_hi, &flow,
 				   (struct pf_state *)&rt->state, pf_thread_rng(), attempt_port, &ctx,
@@ -232,14 +214,16 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 	}
 	if (rc != 0) {
 		int error = rc == PF_EXHAUSTED ? exhaustion_errno(sock, call) : -rc;
-		audit_assignment(rt, sock, call, &ctx.bind_addr, PF_EVENT_ERROR, pick.attempts, error);
+		pf_audit_socket(rt, sock, PF_EVENT_ERROR, (const struct sockaddr *)&ctx.bind_addr,
+				call->dest, pick.attempts, error);
 		errno = error;
 		return -1;
 	}
 	pf_sock_mark(sock, PF_FD_DONE);
 	if (!ctx.call_in_attempt)
 		record_result(call, pf_perform(sock, call));
-	audit_assignment(rt, sock, call, &ctx.bind_addr, PF_EVENT_ASSIGN, pick.attempts,
-			 call->result_errno);
+	pf_audit_socket(rt, sock, PF_EVENT_ASSIGN, (const struct sockaddr *)&ctx.bind_addr,
+			call->dest, pick.attempts,
+			call->result_errno);
 	return finish(call);
 }

@@ -379,3 +379,26 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 		free(buf);
 	errno = saved;
 }
+
+void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
+		     enum pf_event event, const struct sockaddr *fallback_local,
+		     const struct sockaddr *remote, unsigned attempts, int error)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	const struct sockaddr *shown = fallback_local;
+	int saved = errno;
+
+	if (!pf_logging())
+		return;
+	if (getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
+	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) &&
+	    (!fallback_local || pf_address_port((const struct sockaddr *)&local)))
+		shown = (const struct sockaddr *)&local;
+	struct pf_record record = {
+		.event = event, .sock = sock, .local = shown, .remote = remote,
+		.attempts = attempts, .error = error,
+	};
+	pf_audit(rt, &record);
+	errno = saved;
+}

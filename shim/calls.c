@@ -39,17 +39,13 @@ static ssize_t refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
 static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 			  struct pf_call *call, int would_be_error)
 {
-	struct sockaddr_storage local;
-	socklen_t len = sizeof(local);
 	ssize_t result = pf_perform(sock, call);
 	int saved = errno;
 
 	if (result >= 0 || saved == EINPROGRESS)
 		pf_sock_mark(sock, PF_FD_DONE);
-	bool have_local = getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0;
 	int shown_error = would_be_error ? would_be_error : (result < 0 ? saved : 0);
-	audit_event(rt, sock, PF_EVENT_AUDIT, have_local ? (struct sockaddr *)&local : NULL,
-		    call->dest, shown_error);
+	pf_audit_socket(rt, sock, PF_EVENT_AUDIT, NULL, call->dest, 0, shown_error);
 	errno = saved;
 	return result;
 }
@@ -135,7 +131,8 @@ static bool in_another_apps_range(const struct pf_runtime *rt, uint16_t port)
 
 static bool bind_refused(const struct pf_runtime *rt, const struct pf_sock *sock, uint16_t port)
 {
-	if (rt->status != PF_STATUS_ACTIVE || !pf_runtime_manages(rt, sock))
+	/* bind(0) on a bound socket is the kernel's to answer (EINVAL). */
+	if (port == 0 || rt->status != PF_STATUS_ACTIVE || !pf_runtime_manages(rt, sock))
 		return false;
 	bool outside = port < rt->app->range_lo || port > rt->app->range_hi;
 	return outside && (rt->app->deny_explicit_bind || in_another_apps_range(rt, port));

@@ -90,27 +90,17 @@ static void read_identity(struct pf_runtime *rt, struct pf_process_identity *who
 	who->program_name = program_invocation_short_name;
 }
 
-static void refuse(struct pf_runtime *rt, const char *fmt, const char *detail)
-{
-	snprintf(rt->deny_reason, sizeof(rt->deny_reason), fmt, detail);
-}
-
 /* Decides what to do when the policy cannot be used. */
 static void policy_unusable(struct pf_runtime *rt, bool on_error_pass, const char *why)
 {
-	char reason[900];
-
-	snprintf(reason, sizeof(reason), "%s", why);
 	if (on_error_pass) {
 		rt->status = PF_STATUS_PASS;
-		pf_stderr("portfence: policy unusable, programs run unconfined (on_error = pass): %s",
-			  reason);
+		pf_stderr("portfence: policy unusable, programs run unconfined (on_error = pass): %s", why);
 		return;
 	}
 	rt->status = PF_STATUS_DENY;
-	refuse(rt, "%s", reason);
 	pf_stderr("portfence: policy unusable, refusing network calls with EPERM (on_error = deny): %s",
-		  reason);
+		  why);
 }
 
 static bool kernel_range_usable(const struct pf_app *app, char *why, size_t why_len)

@@ -123,12 +123,10 @@ struct pf_runtime {
 	const struct pf_app *app;
 	enum pf_mode mode;
 	struct pf_state state;
-	bool kernel_ok;		/* algorithm kernel: range inside ip_local_port_range */
 	bool rules;		/* the app has allow or deny rules */
 	char exe[4096];
 	char *exe_json;		/* exe, JSON-escaped */
 	char *app_json;		/* app name, JSON-escaped */
-	char deny_reason[1024];
 };
 
 /* Loads the policy at first need; never NULL. */
@@ -150,6 +148,12 @@ struct pf_record {
 	int error;			/* 0: ok, else the errno the app saw */
 };
 
+/* A record for sock whose local address is what getsockname says, or
+ * fallback_local when the socket has no port (or the call fails).  Does
+ * nothing, not even the getsockname, when there is no log. */
+void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
+		     enum pf_event event, const struct sockaddr *fallback_local,
+		     const struct sockaddr *remote, unsigned attempts, int error);
 int pf_log_open(const char *path, char *why, size_t why_len);
 bool pf_logging(void);
 void pf_log_enable_syslog(bool enabled);

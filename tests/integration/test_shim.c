@@ -447,7 +447,9 @@ Test(shim, explicit_bind_outside_range_denied)
 		"    except OSError as e:\n"
 		"        return errno.errorcode[e.errno]\n"
 		"print(try_bind(63150), try_bind(45000))\n"
-		"s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])\n";
+		"s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])\n"
+		"try:\n    s.bind(('127.0.0.1', 0)); print('rebound')\n"
+		"except OSError as e:\n    print(errno.errorcode[e.errno])\n";
 	char *argv[] = {"python3", "-c", (char *)code, NULL};
 	run_under(&r, &sb, NULL, argv, NULL);
 	cr_assert_eq(r.status, 0, "%s", r.err);
@@ -457,6 +459,8 @@ Test(shim, explicit_bind_outside_range_denied)
 	cr_expect_eq(in_range, 63150);
 	cr_expect_str_eq(outside, "EACCES");
 	cr_expect(zero_port >= 63100 && zero_port <= 63199, "bind(0) got %u", zero_port);
+	cr_expect(strstr(r.out, "\nEINVAL\n") != NULL,
+		  "bind(0) on a bound socket is the kernel's EINVAL, not a refusal: %s", r.out);
 	json_t *records = audit_records(sb.log);
 	cr_expect_not_null(audit_find(records, "deny", 0));
 	json_decref(records);
