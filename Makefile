@@ -22,6 +22,9 @@ TEST_ENV = PORTFENCE_TEST_PRELOAD=$(SAN_RUNTIME) \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp \
   TSAN_OPTIONS=halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 endif
+# Integration suites run in a private network namespace (root; see
+# tests/netns.sh).
+NETNS = unshare -n sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency.
 INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter 'hardening/*',)
 
@@ -123,7 +126,7 @@ unit: deps $(UNIT)
 	$(UNIT) --jobs 2
 
 integration: deps all $(INTEG) $(HELPERS)
-	PORTFENCE_BUILD=$(abspath $(BUILD)) $(INTEG) --jobs 1
+	PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1
 
 # The benchmark's smoke run comes first, so that the last line printed is
 # Criterion's synthesis.  No test fails on a timing.
@@ -132,14 +135,14 @@ test: deps all $(UNIT) $(INTEG) $(HELPERS)
 	$(TEST_ENV) $(BENCH) --quick --out $(BUILD)/bench-quick.json > /dev/null
 	$(TEST_ENV) $(MAKE) --no-print-directory fuzz-replay
 	$(TEST_ENV) $(UNIT) --jobs 2
-	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(INTEG) --jobs 1
+	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1
 else
 # Criterion cannot run under TSan (its arena mapping is refused), so the
 # runner comes from the normal build and drives the TSan-built shim, tool
 # and helpers through the concurrency suites.
 test: deps all $(HELPERS)
 	$(MAKE) --no-print-directory BUILD=build SANITIZE= build/integration-tests
-	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) build/integration-tests --jobs 1 $(INTEG_FILTER)
+	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) build/integration-tests --jobs 1 $(INTEG_FILTER)
 endif
 
 demo: deps all
