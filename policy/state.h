@@ -25,8 +25,11 @@ struct pf_shared_state {
 	_Atomic uint32_t table[PF_DH_TABLE_LEN];	/* Algorithm 4's table[] */
 };
 
+#define PF_HOLD_SLOTS 8
 struct pf_state {
-	struct pf_shared_state *shared;
+	struct pf_shared_state *shared;	/* counters and keys, as today */
+	_Atomic uint64_t *holds;	/* num_ports * PF_HOLD_SLOTS words */
+	uint32_t num_ports;
 	bool file_backed;
 };
 

@@ -1,47 +1,60 @@
-/* Taking a port from the app's range for one socket.
+/* Taking a port from the app's range for one socket, on that socket: it
+ * is never replaced, so its epoll registrations, owner, filters and
+ * options stay as the application set them.
  *
- * TCP clients bind with SO_REUSEADDR: then the kernel refuses only a
- * 4-tuple already in use, at connect() time (EADDRNOTAVAIL), so R ports
- * serve R x D connections to D destinations, and a port in TIME_WAIT is
- * reused at once.  A socket that lost such a race is bound for good, so
- * it is swapped for a fresh one carrying the same options and flags, on
- * the same fd number (dup3), and the algorithm tries its next port.
+ * TCP clients bind with SO_REUSEADDR, so R ports serve R x D connections
+ * to D destinations and a port in TIME_WAIT is reused at once.  Such a
+ * bind succeeds even where the 4-tuple is taken, and connect() would
+ * then fail on a socket that can never be bound again; so a 4-tuple is
+ * known free before the bind: from the app's memory of what its own
+ * processes hold (holds.h), else from the kernel (sockdiag.h).  A
+ * 4-tuple released within the quarantine is handed out again only when
+ * no other port is free, and only once the kernel shows its old
+ * connection fully closed: a SYN sent while the peer still holds the old
+ * connection stalls for a second.
  *
- * UDP binds exclusively: with SO_REUSEADDR two sockets could share a
- * 4-tuple and the newer would steal the replies. */
+ * UDP, bind(0) and listen bind exclusively: with SO_REUSEADDR two UDP
+ * sockets could share a 4-tuple and the newer would steal the replies. */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "holds.h"
 #include "shim.h"
+#include "sockdiag.h"
 
 #ifndef IP_LOCAL_PORT_RANGE
 #define IP_LOCAL_PORT_RANGE 51
 #endif
 
+/* Long enough for a peer to close its side after ours on any sane
+ * network; short enough that a range cycled at full speed stays free of
+ * kernel queries (see README, "The connect path"). */
+#define QUARANTINE_MS 10
+
 /* Our own marker for "the socket was bound behind our back". */
 #define ALREADY_BOUND (-100000)
+/* connect() met a 4-tuple taken after we judged it free. */
+#define LOST_RACE (-100001)
 
 struct attempt_ctx {
+	const struct pf_runtime *rt;
+	struct pf_state *state;
 	struct pf_sock *sock;
 	struct pf_call *call;
-	struct sockaddr_storage bind_addr;
+	struct sockaddr_storage bind_addr;	/* the source; its port per try */
 	socklen_t bind_len;
-	bool reuse_addr;	/* TCP client: share ports across destinations */
-	bool reuse_set;		/* SO_REUSEADDR already on this socket */
-	bool call_in_attempt;	/* TCP: the connect decides if the port is free */
+	bool tcp_client;
+	bool shares_port;	/* bind with SO_REUSEADDR (TCP client, or its name) */
+	bool concrete;		/* bind_addr names the source address */
+	bool probed;		/* the kernel was asked for the source */
+	bool verify;		/* second pass: ask the kernel of held ports */
+	bool lingering_ok;	/* last resort: a 4-tuple the peer has not closed */
+	uint16_t lingering_port;	/* the first such port seen, or 0 */
+	bool reuse_set;
+	uint32_t now_ms;
+	struct pf_hold_ref hold;
 };
-
-static void set_port(struct sockaddr_storage *addr, uint16_t port)
-{
-	if (addr->ss_family == AF_INET)
-		((struct sockaddr_in *)addr)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
-}
 
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
 {
@@ -56,9 +69,35 @@ ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
 	case PF_ACT_LISTEN:
 		return real_listen(sock->fd, call->backlog);
 	case PF_ACT_BIND:
+	case PF_ACT_NAME:
 		break;
 	}
 	return 0;
+}
+
+/* bind(addr, 0) on a TCP socket binds the address only: the port comes
+ * later, from the range, as the next call needs it: at connect shared
+ * across destinations (like a plain connect), at listen exclusive, at
+ * getsockname on a port none of the app's connections use.
+ * IP_BIND_ADDRESS_NO_PORT does that in the kernel; it is put back as the
+ * program left it. */
+int pf_bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
+{
+	int no_port = 0, one = 1;
+	socklen_t option_len = sizeof(no_port);
+
+	if (real_getsockopt(sock->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &option_len) < 0)
+		return real_bind(sock->fd, addr, len);
+	if (!no_port)
+		real_setsockopt(sock->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	int result = real_bind(sock->fd, addr, len);
+	int saved = errno;
+	if (!no_port)
+		real_setsockopt(sock->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, sizeof(no_port));
+	if (result == 0)
+		pf_sock_mark(sock, PF_FD_FRESH | PF_FD_ADDRESS);
+	errno = saved;
+	return result;
 }
 
 static void record_result(struct pf_call *call, ssize_t result)
@@ -67,72 +106,22 @@ static void record_result(struct pf_call *call, ssize_t result)
 	call->result_errno = result < 0 ? errno : 0;
 }
 
-static int attempt_port(void *opaque, uint16_t port)
+static void set_port(struct sockaddr_storage *addr, uint16_t port)
 {
-	struct attempt_ctx *ctx = opaque;
-	int fd = ctx->sock->fd, one = 1;
-
-	if (ctx->reuse_addr && !ctx->reuse_set) {
-		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-			return -errno;
-		ctx->reuse_set = true;
-	}
-	set_port(&ctx->bind_addr, port);
-	if (real_bind(fd, (struct sockaddr *)&ctx->bind_addr, ctx->bind_len) < 0) {
-		/* EACCES: a privileged port this process may not use. */
-		if (errno == EADDRINUSE || errno == EACCES)
-			return PF_TRY_BUSY;
-		return errno == EINVAL ? ALREADY_BOUND : -errno;
-	}
-	if (!ctx->call_in_attempt)
-		return PF_TRY_TAKEN;
-	ssize_t result = pf_perform(ctx->sock, ctx->call);
-	if (result < 0 && errno == EADDRNOTAVAIL) {
-		/* This 4-tuple is taken; the bound socket is spent. */
-		if (pf_replace_socket(ctx->sock) < 0)
-			return -errno;
-		ctx->reuse_set = false;
-		return PF_TRY_BUSY;
-	}
-	record_result(ctx->call, result);
-	return PF_TRY_TAKEN;
+	if (addr->ss_family == AF_INET)
+		((struct sockaddr_in *)addr)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
 }
 
-static void fill_bind_addr(struct attempt_ctx *ctx)
-{
-	const struct pf_call *call = ctx->call;
-
-	memset(&ctx->bind_addr, 0, sizeof(ctx->bind_addr));
-	if (call->action == PF_ACT_BIND) {
-		memcpy(&ctx->bind_addr, call->bind_addr, call->bind_len);
-		ctx->bind_len = call->bind_len;
-		return;
-	}
-	ctx->bind_addr.ss_family = (sa_family_t)ctx->sock->family;
-	ctx->bind_len = ctx->sock->family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						       : sizeof(struct sockaddr_in);
-	/* An address the application bound without a port is kept. */
-	socklen_t len = sizeof(ctx->bind_addr);
-	if (ctx->sock->address_bound &&
-	    getsockname(ctx->sock->fd, (struct sockaddr *)&ctx->bind_addr, &len) == 0)
-		ctx->bind_len = len;
-}
-
-static int exhaustion_errno(const struct pf_sock *sock, const struct pf_call *call)
-{
-	if (call->action == PF_ACT_BIND || call->action == PF_ACT_LISTEN)
-		return EADDRINUSE;
-	return sock->udp ? EAGAIN : EADDRNOTAVAIL;
-}
-
-static void flow_of(const struct pf_call *call, const struct sockaddr_storage *local,
-		    struct pf_flow *flow)
+void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
+		     struct pf_flow *flow)
 {
 	memset(flow, 0, sizeof(*flow));
-	if (local->ss_family == AF_INET) {
+	if (local && local->ss_family == AF_INET) {
 		flow->local_addr = (const uint8_t *)&((const struct sockaddr_in *)local)->sin_addr;
 		flow->local_len = 4;
-	} else {
+	} else if (local && local->ss_family == AF_INET6) {
 		flow->local_addr = ((const struct sockaddr_in6 *)local)->sin6_addr.s6_addr;
 		flow->local_len = 16;
 	}
@@ -151,6 +140,179 @@ static void flow_of(const struct pf_call *call, const struct sockaddr_storage *l
 	}
 }
 
+static uint32_t hold_key(const struct attempt_ctx *ctx, uint16_t port)
+{
+	struct pf_flow flow;
+
+	pf_flow_of_call(ctx->call, NULL, &flow);
+	return pf_hold_key(ctx->state->shared->hash_key, &flow, port);
+}
+
+/* The source address to ask the kernel about, learned on first need. */
+static bool source_known(struct attempt_ctx *ctx)
+{
+	if (ctx->concrete)
+		return true;
+	if (ctx->probed)
+		return false;
+	ctx->probed = true;
+	struct sockaddr_storage source;
+	if (!pf_source_probe(ctx->call->dest, ctx->call->dest_len, &source))
+		return false;
+	if (pf_sock_routes_freely(ctx->sock)) {
+		memcpy(&ctx->bind_addr, &source, sizeof(source));
+		ctx->concrete = true;
+	}
+	return ctx->concrete;
+}
+
+/* What the kernel says of (source, port, destination): true when a
+ * connect there would succeed now. */
+static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port)
+{
+	if (!source_known(ctx))
+		return !ctx->verify;
+	set_port(&ctx->bind_addr, port);
+	enum pf_tuple_use use = pf_tuple_use((const struct sockaddr *)&ctx->bind_addr, ctx->call->dest);
+	if (use == PF_TUPLE_UNKNOWN)
+		return !ctx->verify;
+	if (use == PF_TUPLE_LINGERING && !ctx->lingering_port)
+		ctx->lingering_port = port;
+	return use == PF_TUPLE_FREE || use == PF_TUPLE_TIME_WAIT ||
+	       (use == PF_TUPLE_LINGERING && ctx->lingering_ok);
+}
+
+/* Claims (source, port, destination) for this socket when it is free:
+ * memory answers for what the app holds, the kernel for the rest.  A
+ * held or recently released 4-tuple is only asked about in the second
+ * pass, when memory found every port busy. */
+static bool claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
+{
+	uint32_t offset = (uint32_t)(port - ctx->rt->app->range_lo);
+
+	switch (pf_hold_claim(ctx->state, offset, key, ctx->now_ms, QUARANTINE_MS, &ctx->hold)) {
+	case PF_HOLD_FREE:
+		return true;
+	case PF_HOLD_UNKNOWN:
+		if (kernel_clears(ctx, port))
+			return true;
+		/* Held by a socket we had no record of: the claim marks it. */
+		pf_hold_disown(ctx->state, &ctx->hold);
+		return false;
+	case PF_HOLD_CLAIMED:
+		ctx->hold.slot = 0;
+		return false;
+	case PF_HOLD_RECENT:
+	case PF_HOLD_HELD:
+		break;
+	}
+	if (ctx->verify && kernel_clears(ctx, port) && pf_hold_reclaim(ctx->state, &ctx->hold))
+		return true;
+	ctx->hold.slot = 0;
+	return false;
+}
+
+static int bind_port(struct attempt_ctx *ctx, uint16_t port)
+{
+	int fd = ctx->sock->fd, one = 1;
+
+	if (ctx->shares_port && !ctx->reuse_set) {
+		if (!pf_sock_reuse_set_by_app(ctx->sock) &&
+		    real_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+			return -errno;
+		pf_sock_note_our_reuse(ctx->sock);
+		ctx->reuse_set = true;
+	}
+	set_port(&ctx->bind_addr, port);
+	if (real_bind(fd, (struct sockaddr *)&ctx->bind_addr, ctx->bind_len) == 0)
+		return PF_TRY_TAKEN;
+	/* EACCES: a privileged port this process may not use. */
+	if (errno == EADDRINUSE || errno == EACCES)
+		return PF_TRY_BUSY;
+	if (errno == EADDRNOTAVAIL && ctx->concrete && !ctx->sock->address_bound) {
+		/* The learned address is gone: bind the wildcard. */
+		pf_source_forget(ctx->call->dest);
+		pf_wildcard_of(ctx->sock->family, &ctx->bind_addr);
+		ctx->concrete = false;
+		return bind_port(ctx, port);
+	}
+	if (errno == EINVAL && pf_sock_has_port(ctx->sock))
+		return ALREADY_BOUND;
+	return -errno;
+}
+
+/* A connect that failed at once leaves nothing behind on the 4-tuple;
+ * one that failed for its route may have met a stale source. */
+static void connect_failed(struct attempt_ctx *ctx, int error)
+{
+	pf_hold_unclaim(ctx->state, &ctx->hold);
+	if (ctx->concrete && (error == ENETUNREACH || error == EHOSTUNREACH || error == EINVAL))
+		pf_source_forget(ctx->call->dest);
+}
+
+static int attempt_port(void *opaque, uint16_t port)
+{
+	struct attempt_ctx *ctx = opaque;
+
+	if (ctx->tcp_client && !claim_tuple(ctx, port, hold_key(ctx, port)))
+		return PF_TRY_BUSY;
+	/* A port named before its connect must suit any destination. */
+	if (ctx->call->action == PF_ACT_NAME &&
+	    !pf_hold_port_idle(ctx->state, (uint32_t)(port - ctx->rt->app->range_lo), ctx->now_ms))
+		return PF_TRY_BUSY;
+	int rc = bind_port(ctx, port);
+	if (rc != PF_TRY_TAKEN) {
+		pf_hold_unclaim(ctx->state, &ctx->hold);
+		return rc;
+	}
+	if (!ctx->tcp_client)
+		return PF_TRY_TAKEN;
+	ssize_t result = pf_perform(ctx->sock, ctx->call);
+	int error = result < 0 ? errno : 0;
+	record_result(ctx->call, result);
+	if (error == EADDRNOTAVAIL) {
+		/* Taken by a socket that came after our check. */
+		pf_hold_disown(ctx->state, &ctx->hold);
+		return LOST_RACE;
+	}
+	if (error && error != EINPROGRESS && error != EINTR)
+		connect_failed(ctx, error);
+	else
+		pf_hold_connected(ctx->state, &ctx->hold);
+	return PF_TRY_TAKEN;
+}
+
+static void fill_bind_addr(struct attempt_ctx *ctx)
+{
+	const struct pf_call *call = ctx->call;
+
+	memset(&ctx->bind_addr, 0, sizeof(ctx->bind_addr));
+	if (call->action == PF_ACT_BIND) {
+		memcpy(&ctx->bind_addr, call->bind_addr, call->bind_len);
+		ctx->bind_len = call->bind_len;
+		return;
+	}
+	ctx->bind_len = pf_wildcard_of(ctx->sock->family, &ctx->bind_addr);
+	/* An address the application bound without a port is kept. */
+	socklen_t len = sizeof(ctx->bind_addr);
+	if (ctx->sock->address_bound &&
+	    real_getsockname(ctx->sock->fd, (struct sockaddr *)&ctx->bind_addr, &len) == 0) {
+		ctx->bind_len = len;
+		ctx->concrete = true;
+		return;
+	}
+	if (ctx->tcp_client && pf_sock_routes_freely(ctx->sock) &&
+	    pf_source_lookup(call->dest, &ctx->bind_addr))
+		ctx->concrete = true;
+}
+
+static int exhaustion_errno(const struct pf_sock *sock, const struct pf_call *call)
+{
+	if (call->action == PF_ACT_BIND || call->action == PF_ACT_LISTEN || call->action == PF_ACT_NAME)
+		return EADDRINUSE;
+	return sock->udp ? EAGAIN : EADDRNOTAVAIL;
+}
+
 static ssize_t finish(struct pf_call *call)
 {
 	errno = call->result_errno;
@@ -165,14 +327,14 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 	/* What the record shows when the kernel gave no port. */
 	struct sockaddr_storage requested = {.ss_family = (sa_family_t)sock->family};
 
-	if (setsockopt(sock->fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &range, sizeof(range)) < 0) {
+	if (real_setsockopt(sock->fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &range, sizeof(range)) < 0) {
 		int error = errno;
 		pf_audit_socket(rt, sock, PF_EVENT_ERROR, (const struct sockaddr *)&requested,
 				call->dest, 0, error);
 		errno = error;
 		return -1;
 	}
-	if (call->action == PF_ACT_BIND) {
+	if (call->action == PF_ACT_BIND || call->action == PF_ACT_NAME) {
 		memcpy(&requested, call->bind_addr, call->bind_len);
 		record_result(call, real_bind(sock->fd, call->bind_addr, call->bind_len));
 	} else {
@@ -187,24 +349,96 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 	return finish(call);
 }
 
+/* When every port looked busy to memory, the kernel is asked of each:
+ * memory may hold 4-tuples of processes that died without closing. */
+static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
+{
+	uint16_t lo = ctx->rt->app->range_lo, hi = ctx->rt->app->range_hi;
+
+	ctx->verify = true;
+	for (uint32_t port = lo; port <= hi; port++) {
+		pick->attempts++;
+		int rc = attempt_port(ctx, (uint16_t)port);
+		if (rc == PF_TRY_TAKEN)
+			pick->port = (uint16_t)port;
+		if (rc != PF_TRY_BUSY)
+			return rc;
+	}
+	/* No clean 4-tuple anywhere: the kernel itself would reuse one the
+	 * peer has not closed yet, and so do we, rather than fail. */
+	if (!ctx->lingering_port)
+		return PF_EXHAUSTED;
+	ctx->lingering_ok = true;
+	pick->attempts++;
+	int rc = attempt_port(ctx, ctx->lingering_port);
+	if (rc == PF_TRY_TAKEN)
+		pick->port = ctx->lingering_port;
+	return rc == PF_TRY_BUSY ? PF_EXHAUSTED : rc;
+}
+
+static int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
+{
+	const struct pf_app *app = ctx->rt->app;
+	struct pf_flow flow;
+
+	pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
+	int rc = pf_algorithm_pick(app->algorithm, app->range_lo, app->range_hi, &flow, ctx->state,
+				   pf_thread_rng(), attempt_port, ctx, pick);
+	if (rc == PF_EXHAUSTED && ctx->tcp_client) {
+		unsigned first_pass = pick->attempts;
+		rc = verify_walk(ctx, pick);
+		if (rc == PF_EXHAUSTED)
+			pick->attempts = first_pass;
+	}
+	return rc;
+}
+
+/* A failed bind to (address, port) unbinds the address too: the
+ * program's address-only bind is put back. */
+static void restore_address(struct attempt_ctx *ctx)
+{
+	int saved = errno;
+
+	set_port(&ctx->bind_addr, 0);
+	pf_bind_address_only(ctx->sock, (const struct sockaddr *)&ctx->bind_addr, ctx->bind_len);
+	errno = saved;
+}
+
+static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
+{
+	struct pf_call *call = ctx->call;
+	struct pf_sock *sock = ctx->sock;
+
+	pf_sock_mark(sock, PF_FD_DONE);
+	if (ctx->hold.slot)
+		pf_fd_keep_hold(sock->fd, &ctx->hold);
+	if (!ctx->tcp_client)
+		record_result(call, pf_perform(sock, call));
+	const struct sockaddr *local = (const struct sockaddr *)&ctx->bind_addr;
+	if (ctx->tcp_client && !ctx->concrete && call->result_errno != EINPROGRESS &&
+	    call->result == 0 && pf_sock_local(sock, &ctx->bind_addr))
+		pf_source_learn(call->dest, local);
+	pf_audit_local(ctx->rt, sock, PF_EVENT_ASSIGN, local, ctx->concrete, call->dest,
+		       pick->attempts, call->result_errno);
+	return finish(call);
+}
+
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 			   struct pf_call *call)
 {
-	struct attempt_ctx ctx = {.sock = sock, .call = call};
 	struct pf_pick pick;
-	struct pf_flow flow;
 
 	if (rt->app->algorithm == PF_ALGO_KERNEL)
 		return assign_by_kernel(rt, sock, call);
+	struct attempt_ctx ctx = {
+		.rt = rt, .state = pf_runtime_state(rt), .sock = sock, .call = call,
+		.tcp_client = !sock->udp && call->dest != NULL && call->action != PF_ACT_BIND &&
+			      call->action != PF_ACT_LISTEN && call->action != PF_ACT_NAME,
+		.now_ms = pf_hold_now_ms(),
+	};
+	ctx.shares_port = ctx.tcp_client || call->action == PF_ACT_NAME;
 	fill_bind_addr(&ctx);
-	bool tcp_client = !sock->udp && call->action != PF_ACT_BIND && call->action != PF_ACT_LISTEN;
-	ctx.reuse_addr = tcp_client;
-	ctx.call_in_attempt = tcp_client;
-	flow_of(call, &ctx.bind_addr, &flow);
-
-	int rc = pf_algorithm_pick(rt->app->algorithm, rt->app->range_lo, rt->app->range_hi, &flow,
-				   (struct pf_state *)&rt->state, pf_thread_rng(), attempt_port, &ctx,
-				   &pick);
+	int rc = pick_port(&ctx, &pick);
 	if (rc == ALREADY_BOUND) {
 		/* Bound through a path we did not see: it keeps its port. */
 		pf_sock_mark(sock, PF_FD_DONE);
@@ -212,18 +446,16 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 								: pf_perform(sock, call));
 		return finish(call);
 	}
-	if (rc != 0) {
-		int error = rc == PF_EXHAUSTED ? exhaustion_errno(sock, call) : -rc;
-		pf_audit_socket(rt, sock, PF_EVENT_ERROR, (const struct sockaddr *)&ctx.bind_addr,
-				call->dest, pick.attempts, error);
-		errno = error;
-		return -1;
-	}
-	pf_sock_mark(sock, PF_FD_DONE);
-	if (!ctx.call_in_attempt)
-		record_result(call, pf_perform(sock, call));
-	pf_audit_socket(rt, sock, PF_EVENT_ASSIGN, (const struct sockaddr *)&ctx.bind_addr,
-			call->dest, pick.attempts,
-			call->result_errno);
-	return finish(call);
+	if (rc == PF_TRY_TAKEN || rc == 0)
+		return assigned(&ctx, &pick);
+	int error = rc == PF_EXHAUSTED ? exhaustion_errno(sock, call)
+		    : rc == LOST_RACE ? EADDRNOTAVAIL : -rc;
+	if (rc == LOST_RACE)
+		pf_sock_mark(sock, PF_FD_DONE);
+	else if (sock->address_bound)
+		restore_address(&ctx);
+	pf_audit_local(rt, sock, PF_EVENT_ERROR, (const struct sockaddr *)&ctx.bind_addr,
+		       true, call->dest, pick.attempts, error);
+	errno = error;
+	return -1;
 }

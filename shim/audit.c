@@ -380,6 +380,21 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 	errno = saved;
 }
 
+void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
+		    enum pf_event event, const struct sockaddr *local, bool exact,
+		    const struct sockaddr *remote, unsigned attempts, int error)
+{
+	if (!exact) {
+		pf_audit_socket(rt, sock, event, local, remote, attempts, error);
+		return;
+	}
+	struct pf_record record = {
+		.event = event, .sock = sock, .local = local, .remote = remote,
+		.attempts = attempts, .error = error,
+	};
+	pf_audit(rt, &record);
+}
+
 void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 		     enum pf_event event, const struct sockaddr *fallback_local,
 		     const struct sockaddr *remote, unsigned attempts, int error)
@@ -391,7 +406,7 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 
 	if (!pf_logging())
 		return;
-	if (getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
+	if (real_getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
 	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) &&
 	    (!fallback_local || pf_address_port((const struct sockaddr *)&local)))
 		shown = (const struct sockaddr *)&local;

@@ -1,5 +1,9 @@
-/* The logic of each interposed call.  Every path that is not ours ends
- * in the real call with its own result and errno untouched. */
+/* The logic of each interposed call, in three steps: decide what the
+ * policy says (pf_decide, a pure function), act on it (take a port and
+ * make the call, assign.c), and write the record.  Every path that is not
+ * ours ends in the real call with its own result and errno untouched.
+ * A call from a signal handler is judged like any other: the shim's own
+ * work uses the real symbols, never these entry points. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -13,6 +17,13 @@ static bool inet_address(const struct sockaddr *addr, socklen_t len)
 	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
 		return true;
 	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
+}
+
+/* An address of the other family is the kernel's to refuse (EINVAL,
+ * EAFNOSUPPORT): the call passes through and the socket stays as it was. */
+static bool fits_socket(const struct pf_sock *sock, const struct sockaddr *addr)
+{
+	return addr->sa_family == sock->family;
 }
 
 static void audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
@@ -63,58 +74,73 @@ static bool tcp_connect_is_moot(const struct pf_sock *sock, const struct pf_call
 	if (sock->udp || call->action != PF_ACT_CONNECT || sock->status != PF_FD_DONE)
 		return false;
 	bool moot = getpeername(sock->fd, (struct sockaddr *)&peer, &len) == 0 ||
-		    (getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 && listening);
+		    (real_getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
+		     listening);
 	errno = saved;
 	return moot;
 }
 
-/* Common path of every managed call that may need a port. */
+static struct pf_decision decide(const struct pf_runtime *rt, const struct pf_sock *sock,
+				 const struct pf_call *call, bool needs_port)
+{
+	struct pf_question question = {
+		.policy_usable = rt->status != PF_STATUS_DENY,
+		.app = rt->status == PF_STATUS_ACTIVE ? rt->app : NULL,
+		.mode = rt->mode,
+		.udp = sock->udp,
+		.needs_port = needs_port,
+		.dest = call->dest,
+		.dest_len = call->dest_len,
+	};
+	/* Rules are judged only where the app has any. */
+	if (!rt->rules)
+		question.dest = NULL;
+	return pf_decide(&question);
+}
+
+static ssize_t pass_through(struct pf_sock *sock, struct pf_call *call, bool needs_port)
+{
+	ssize_t result = pf_perform(sock, call);
+	int saved = errno;
+
+	/* Not ours to manage: later calls pass without a look. */
+	if (needs_port)
+		pf_sock_mark(sock, PF_FD_FOREIGN);
+	errno = saved;
+	return result;
+}
+
+/* Every managed call that may need a port. */
 static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
 {
 	const struct pf_runtime *rt = pf_runtime();
+	struct pf_decision decision = decide(rt, sock, call, needs_port);
 
-	if (!pf_runtime_manages(rt, sock)) {
-		ssize_t result = pf_perform(sock, call);
-		int saved = errno;
-		if (needs_port)
-			pf_sock_mark(sock, PF_FD_FOREIGN);
-		errno = saved;
-		return result;
-	}
-	if (rt->status == PF_STATUS_DENY)
-		return tcp_connect_is_moot(sock, call) ? pf_perform(sock, call)
-						      : refuse(rt, sock, PF_EVENT_ERROR, NULL, call->dest, EPERM);
-	int would_be_error = 0;
-	if (call->dest && rt->rules && !pf_app_permits(rt->app, call->dest, call->dest_len)) {
-		if (tcp_connect_is_moot(sock, call))
-			return pf_perform(sock, call);
-		if (rt->mode == PF_MODE_ENFORCE)
-			return refuse(rt, sock, PF_EVENT_DENY, NULL, call->dest, EPERM);
-		would_be_error = EPERM;
-	}
-	if (rt->mode == PF_MODE_AUDIT) {
-		if (needs_port || would_be_error)
-			return audit_only(rt, sock, call, would_be_error);
+	switch (decision.verdict) {
+	case PF_VERDICT_PASS:
+		return pass_through(sock, call, needs_port);
+	case PF_VERDICT_CALL:
 		return pf_perform(sock, call);
+	case PF_VERDICT_AUDIT:
+		return audit_only(rt, sock, call, decision.error);
+	case PF_VERDICT_ASSIGN:
+		return pf_assign_and_call(rt, sock, call);
+	case PF_VERDICT_REFUSE:
+		break;
 	}
-	if (!needs_port)
+	if (tcp_connect_is_moot(sock, call))
 		return pf_perform(sock, call);
-	return pf_assign_and_call(rt, sock, call);
+	return refuse(rt, sock, decision.event, NULL, call->dest, decision.error);
 }
 
 int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !inet_address(addr, len) || !pf_sock_lookup(fd, &sock))
+	if (!inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !fits_socket(&sock, addr))
 		return real_connect(fd, addr, len);
 	struct pf_call call = {.action = PF_ACT_CONNECT, .dest = addr, .dest_len = len};
-	pf_in_shim++;
-	int result = (int)managed(&sock, &call, sock.status == PF_FD_FRESH);
-	int saved = errno;
-	pf_in_shim--;
-	errno = saved;
-	return result;
+	return (int)managed(&sock, &call, sock.status == PF_FD_FRESH);
 }
 
 /* Another app's port, whatever this app's explicit_bind says: one app's
@@ -156,71 +182,87 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 	return result;
 }
 
-/* bind(addr:0) with IP_BIND_ADDRESS_NO_PORT asks for an address now and a
- * port at connect, so that the kernel can share ports across
- * destinations (proxies do this).  The address is bound as asked; the
- * socket stays ours to give a port at connect, on that address. */
-static bool defers_port(const struct pf_sock *sock)
+static int bind_without_port(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
 {
-	int no_port = 0, saved = errno;
-	socklen_t len = sizeof(no_port);
+	struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};
 
-	if (sock->udp || getsockopt(sock->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &len) < 0)
-		no_port = 0;
-	errno = saved;
-	return no_port != 0;
-}
-
-static int bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
-{
-	int result = real_bind(sock->fd, addr, len);
-	int saved = errno;
-
-	if (result == 0)
-		pf_sock_mark(sock, PF_FD_FRESH | PF_FD_ADDRESS);
-	errno = saved;
-	return result;
+	if (sock->udp)
+		return (int)managed(sock, &call, true);
+	const struct pf_runtime *rt = pf_runtime();
+	struct pf_decision decision = decide(rt, sock, &call, false);
+	if (decision.verdict == PF_VERDICT_REFUSE)
+		return (int)refuse(rt, sock, decision.event, addr, NULL, decision.error);
+	if (decision.verdict == PF_VERDICT_PASS)
+		return real_bind(sock->fd, addr, len);
+	return pf_bind_address_only(sock, addr, len);
 }
 
 int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !inet_address(addr, len) || !pf_sock_lookup(fd, &sock))
+	if (!inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !fits_socket(&sock, addr))
 		return real_bind(fd, addr, len);
-	pf_in_shim++;
-	int result;
-	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH) {
-		result = explicit_bind(&sock, addr, len);
-	} else if (defers_port(&sock)) {
-		result = bind_address_only(&sock, addr, len);
-	} else {
-		struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};
-		result = (int)managed(&sock, &call, true);
-	}
-	int saved = errno;
-	pf_in_shim--;
-	errno = saved;
-	return result;
+	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH || sock.address_bound)
+		return explicit_bind(&sock, addr, len);
+	return bind_without_port(&sock, addr, len);
 }
 
 int pf_listen(int fd, int backlog)
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !pf_sock_lookup(fd, &sock) || sock.udp || sock.status != PF_FD_FRESH)
+	if (!pf_sock_lookup(fd, &sock) || sock.udp || sock.status != PF_FD_FRESH)
 		return real_listen(fd, backlog);
 	struct pf_call call = {.action = PF_ACT_LISTEN, .backlog = backlog};
-	pf_in_shim++;
-	int result = (int)managed(&sock, &call, true);
-	int saved = errno;
-	pf_in_shim--;
-	errno = saved;
-	return result;
+	return (int)managed(&sock, &call, true);
 }
 
-/* A send is ours when it carries a destination, or when it implicitly
- * binds: unbound UDP, or TCP Fast Open (a connect in disguise). */
+/* Whether the program asked for IP_BIND_ADDRESS_NO_PORT itself: then it
+ * knows the port comes at connect, as the kernel shows it (port 0). */
+static bool program_defers_port(int fd)
+{
+	int no_port = 0, saved = errno;
+	socklen_t len = sizeof(no_port);
+
+	if (real_getsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &len) < 0)
+		no_port = 1;
+	errno = saved;
+	return no_port != 0;
+}
+
+/* A socket whose bind(addr, 0) we deferred gets its port when the
+ * program asks for its name: it must see a real port from the range. */
+int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	struct pf_sock sock;
+
+	if (fd >= 0 && fd < PF_FD_TABLE_SIZE &&
+	    (atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) &
+	     (PF_FD_STATUS_MASK | PF_FD_ADDRESS | PF_FD_UDP)) == (PF_FD_FRESH | PF_FD_ADDRESS) &&
+	    pf_sock_lookup(fd, &sock) && !program_defers_port(fd)) {
+		struct sockaddr_storage bound;
+		socklen_t bound_len = sizeof(bound);
+		if (real_getsockname(fd, (struct sockaddr *)&bound, &bound_len) == 0) {
+			struct pf_call call = {
+				.action = PF_ACT_NAME, .bind_addr = (struct sockaddr *)&bound,
+				.bind_len = bound_len,
+			};
+			managed(&sock, &call, true);
+		}
+	}
+	return real_getsockname(fd, addr, len);
+}
+
+/* A send is ours when it implicitly binds: unbound UDP with a
+ * destination, or TCP Fast Open (a connect in disguise).  Any other TCP
+ * send is the kernel's: it ignores the address of a connected socket and
+ * answers an unconnected one itself (EPIPE). */
+static bool send_is_ours(const struct pf_sock *sock, int flags)
+{
+	return sock->udp || (sock->status == PF_FD_FRESH && (flags & MSG_FASTOPEN));
+}
+
 static bool send_needs_port(const struct pf_sock *sock, bool has_dest, int flags)
 {
 	if (sock->status != PF_FD_FRESH)
@@ -231,18 +273,12 @@ static bool send_needs_port(const struct pf_sock *sock, bool has_dest, int flags
 static ssize_t managed_send(struct pf_sock *sock, struct pf_call *call)
 {
 	bool has_dest = inet_address(call->dest, call->dest_len);
-	bool needs_port = send_needs_port(sock, has_dest, call->flags);
 
 	/* Without a usable destination the kernel answers (EDESTADDRREQ,
 	 * EINVAL ...) and binds nothing: libc's own answer stands. */
-	if (!has_dest)
+	if (!has_dest || !send_is_ours(sock, call->flags) || !fits_socket(sock, call->dest))
 		return pf_perform(sock, call);
-	pf_in_shim++;
-	ssize_t result = managed(sock, call, needs_port);
-	int saved = errno;
-	pf_in_shim--;
-	errno = saved;
-	return result;
+	return managed(sock, call, send_needs_port(sock, has_dest, call->flags));
 }
 
 ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
@@ -326,7 +362,7 @@ int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags)
 {
 	struct pf_sock sock;
 
-	if (pf_in_shim || !msgs || vlen == 0 || !pf_sock_lookup(fd, &sock))
+	if (!msgs || vlen == 0 || !pf_sock_lookup(fd, &sock) || !send_is_ours(&sock, flags))
 		return real_sendmmsg(fd, msgs, vlen, flags);
 	const struct msghdr *head = &msgs[0].msg_hdr;
 	bool has_dest = inet_address(head->msg_name, head->msg_namelen);
@@ -345,6 +381,7 @@ int pf_socket(int domain, int type, int protocol)
 	if (fd >= 0) {
 		int saved = errno;
 		pf_fd_set(fd, pf_fd_state_for(domain, type, protocol));
+		pf_fd_release_hold(fd);
 		errno = saved;
 	}
 	return fd;

@@ -21,6 +21,7 @@ int pf_close(int fd)
 	int result = real_close(fd);
 	int saved = errno;
 	pf_fd_forget(fd);
+	pf_fd_release_hold(fd);
 	errno = saved;
 	return result;
 }
@@ -35,8 +36,10 @@ int pf_dup2(int old_fd, int new_fd)
 		pf_log_move_away_from(new_fd);
 	int result = real_dup2(old_fd, new_fd);
 	int saved = errno;
-	if (result >= 0 && old_fd != new_fd)
+	if (result >= 0 && old_fd != new_fd) {
 		pf_fd_forget(new_fd);
+		pf_fd_release_hold(new_fd);
+	}
 	errno = saved;
 	return result;
 }
@@ -51,8 +54,10 @@ int pf_dup3(int old_fd, int new_fd, int flags)
 		pf_log_move_away_from(new_fd);
 	int result = real_dup3(old_fd, new_fd, flags);
 	int saved = errno;
-	if (result >= 0)
+	if (result >= 0) {
 		pf_fd_forget(new_fd);
+		pf_fd_release_hold(new_fd);
+	}
 	errno = saved;
 	return result;
 }
@@ -75,8 +80,10 @@ int pf_close_range(unsigned int first, unsigned int last, int flags)
 			result = real_close_range((unsigned)log + 1, last, flags);
 	}
 	int saved = errno;
-	if (result == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
+	if (result == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
 		pf_fd_forget_range(first, last);
+		pf_fd_release_holds(first, last);
+	}
 	errno = saved;
 	return result;
 }
@@ -92,4 +99,5 @@ void pf_closefrom(int low_fd)
 	else
 		real_closefrom(low_fd);
 	pf_fd_forget_range((unsigned)low_fd, ~0u);
+	pf_fd_release_holds((unsigned)low_fd, ~0u);
 }

@@ -37,10 +37,77 @@ void pf_fd_set(int fd, uint8_t state)
 		atomic_store_explicit(&pf_fd_table[fd], state, memory_order_relaxed);
 }
 
+/* The kind and the program's option bits are kept: a new status changes
+ * where the socket stands, not what it is. */
 void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
 {
 	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
-	pf_fd_set(sock->fd, (uint8_t)(kind | status));
+	uint8_t options = 0;
+
+	if (sock->fd >= 0 && sock->fd < TABLE_SIZE)
+		options = atomic_load_explicit(&pf_fd_table[sock->fd], memory_order_relaxed) &
+			  PF_FD_OPTION_BITS;
+	if ((status & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
+		options = 0;
+	pf_fd_set(sock->fd, (uint8_t)(kind | status | options));
+}
+
+void pf_fd_set_options(int fd, uint8_t set, uint8_t clear)
+{
+	if (fd < 0 || fd >= TABLE_SIZE)
+		return;
+	uint8_t old = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed), updated;
+	do {
+		if ((old & PF_FD_STATUS_MASK) == PF_FD_FOREIGN || (old & PF_FD_STATUS_MASK) == PF_FD_UNKNOWN)
+			return;
+		updated = (uint8_t)((old & ~clear) | set);
+	} while (!atomic_compare_exchange_weak(&pf_fd_table[fd], &old, updated));
+}
+
+bool pf_sock_routes_freely(const struct pf_sock *sock)
+{
+	return !(sock->options & PF_FD_ROUTED);
+}
+
+bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
+{
+	int on = 0, saved = errno;
+	socklen_t len = sizeof(on);
+
+	if (!(sock->options & PF_FD_REUSE_APP))
+		return false;
+	bool set = real_getsockopt(sock->fd, SOL_SOCKET, SO_REUSEADDR, &on, &len) == 0 && on;
+	errno = saved;
+	return set;
+}
+
+void pf_sock_note_our_reuse(const struct pf_sock *sock)
+{
+	if (!(sock->options & PF_FD_REUSE_APP))
+		pf_fd_set_options(sock->fd, PF_FD_REUSE_OURS, 0);
+}
+
+bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local)
+{
+	socklen_t len = sizeof(*local);
+	int saved = errno;
+	bool known = real_getsockname(sock->fd, (struct sockaddr *)local, &len) == 0 &&
+		     (local->ss_family == AF_INET || local->ss_family == AF_INET6);
+	errno = saved;
+	return known;
+}
+
+bool pf_sock_has_port(const struct pf_sock *sock)
+{
+	struct sockaddr_storage local;
+	return pf_sock_local(sock, &local) && pf_address_port((const struct sockaddr *)&local) != 0;
+}
+
+socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr)
+{
+	memset(addr, 0, sizeof(*addr));
+	addr->ss_family = (sa_family_t)family;
+	return family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
 uint16_t pf_address_port(const struct sockaddr *addr)
@@ -69,7 +136,7 @@ static uint8_t binding_status(int fd)
 	socklen_t len = sizeof(local);
 	static const uint8_t any6[16];
 
-	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+	if (real_getsockname(fd, (struct sockaddr *)&local, &len) < 0)
 		return PF_FD_DONE; /* cannot tell: leave it alone */
 	if (pf_address_port((struct sockaddr *)&local) != 0)
 		return PF_FD_DONE;
@@ -87,9 +154,9 @@ static uint8_t classify(int fd)
 	socklen_t len = sizeof(int);
 	uint8_t state = PF_FD_FOREIGN;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
-	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
-	    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0) {
+	if (real_getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+	    real_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+	    real_getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0) {
 		state = pf_fd_state_for(domain, type, protocol);
 		if ((state & PF_FD_STATUS_MASK) == PF_FD_FRESH)
 			state = (uint8_t)((state & ~PF_FD_STATUS_MASK) | binding_status(fd));
@@ -119,5 +186,6 @@ bool pf_sock_lookup(int fd, struct pf_sock *sock)
 	sock->type = sock->udp ? SOCK_DGRAM : SOCK_STREAM;
 	sock->address_bound = state & PF_FD_ADDRESS;
 	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
+	sock->options = state & PF_FD_OPTION_BITS;
 	return true;
 }

@@ -20,6 +20,8 @@ static const char *const symbol_names[PF_SYM_COUNT] = {
 	[PF_SYM_SENDMMSG] = "sendmmsg",	  [PF_SYM_CLOSE] = "close",
 	[PF_SYM_DUP2] = "dup2",		  [PF_SYM_DUP3] = "dup3",
 	[PF_SYM_CLOSE_RANGE] = "close_range", [PF_SYM_CLOSEFROM] = "closefrom",
+	[PF_SYM_SETSOCKOPT] = "setsockopt", [PF_SYM_GETSOCKOPT] = "getsockopt",
+	[PF_SYM_GETSOCKNAME] = "getsockname",
 };
 
 _Atomic(void *) pf_resolved[PF_SYM_COUNT];
@@ -171,4 +173,27 @@ void real_closefrom(int low_fd)
 		fn(low_fd);
 	else
 		syscall(SYS_close_range, (unsigned int)low_fd, ~0u, 0);
+}
+
+int real_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	int (*fn)(int, int, int, const void *, socklen_t) =
+		REAL(PF_SYM_SETSOCKOPT, int (*)(int, int, int, const void *, socklen_t));
+	return fn ? fn(fd, level, name, value, len)
+		  : (int)syscall(SYS_setsockopt, fd, level, name, value, len);
+}
+
+int real_getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+{
+	int (*fn)(int, int, int, void *, socklen_t *) =
+		REAL(PF_SYM_GETSOCKOPT, int (*)(int, int, int, void *, socklen_t *));
+	return fn ? fn(fd, level, name, value, len)
+		  : (int)syscall(SYS_getsockopt, fd, level, name, value, len);
+}
+
+int real_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	int (*fn)(int, struct sockaddr *, socklen_t *) =
+		REAL(PF_SYM_GETSOCKNAME, int (*)(int, struct sockaddr *, socklen_t *));
+	return fn ? fn(fd, addr, len) : (int)syscall(SYS_getsockname, fd, addr, len);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ struct pf_rng *pf_thread_rng(void)
 
 static void before_fork(void)
 {
+	pf_fd_holds_fork_begins();
 	pthread_mutex_lock(&runtime_lock);
 }
 
@@ -252,6 +254,33 @@ const struct pf_runtime *pf_runtime(void)
 	pf_in_shim--;
 	errno = saved;
 	return &runtime;
+}
+
+/* Until the state file carries the table of held 4-tuples, the table is
+ * the process's own (shared with its forked children). */
+static void attach_private_holds(struct pf_state *state, uint32_t num_ports)
+{
+	size_t size = (size_t)num_ports * PF_HOLD_SLOTS * sizeof(uint64_t);
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	_Atomic uint64_t *expected = NULL;
+
+	if (map == MAP_FAILED)
+		return;
+	if (!__atomic_compare_exchange_n(&state->holds, &expected, map, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		munmap(map, size);
+		return;
+	}
+	__atomic_store_n(&state->num_ports, num_ports, __ATOMIC_RELEASE);
+}
+
+struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
+{
+	struct pf_state *state = (struct pf_state *)&rt->state;
+
+	if (!__atomic_load_n(&state->holds, __ATOMIC_ACQUIRE))
+		attach_private_holds(state, (uint32_t)(rt->app->range_hi - rt->app->range_lo + 1));
+	return state;
 }
 
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)

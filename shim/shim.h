@@ -11,7 +11,10 @@
 #include <sys/types.h>
 
 #include "algorithm.h"
+#include "decide.h"
+#include "holds.h"
 #include "policy.h"
+#include "sockdiag.h"
 
 #define PF_EXPORT __attribute__((visibility("default")))
 
@@ -19,7 +22,8 @@
 enum pf_symbol {
 	PF_SYM_SOCKET, PF_SYM_CONNECT, PF_SYM_BIND, PF_SYM_LISTEN, PF_SYM_SENDTO,
 	PF_SYM_SENDMSG, PF_SYM_SENDMMSG, PF_SYM_CLOSE, PF_SYM_DUP2, PF_SYM_DUP3,
-	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_COUNT
+	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_SETSOCKOPT, PF_SYM_GETSOCKOPT,
+	PF_SYM_GETSOCKNAME, PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
@@ -37,6 +41,9 @@ int real_dup2(int old_fd, int new_fd);
 int real_dup3(int old_fd, int new_fd, int flags);
 int real_close_range(unsigned int first, unsigned int last, int flags);
 void real_closefrom(int low_fd);
+int real_setsockopt(int fd, int level, int name, const void *value, socklen_t len);
+int real_getsockopt(int fd, int level, int name, void *value, socklen_t *len);
+int real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
 
 /* ---- guard: the shim's own calls never re-enter it ---- */
 extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
@@ -52,6 +59,14 @@ extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
 /* bound to an address but no port yet (IP_BIND_ADDRESS_NO_PORT): the port
  * comes at connect, on that address */
 #define PF_FD_ADDRESS 16u
+/* SO_REUSEADDR is on because we set it; the program never asked for it */
+#define PF_FD_REUSE_OURS 32u
+/* the program chose SO_REUSEADDR itself (on or off) */
+#define PF_FD_REUSE_APP 64u
+/* the program set an option that steers routing (device, mark): the
+ * source address is the kernel's to choose at connect */
+#define PF_FD_ROUTED 128u
+#define PF_FD_OPTION_BITS (PF_FD_REUSE_OURS | PF_FD_REUSE_APP | PF_FD_ROUTED)
 
 #define PF_FD_TABLE_SIZE 65536
 extern _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
@@ -63,8 +78,8 @@ extern _Atomic int pf_dest_checks;
  * from the fd table and one flag, without a system call. */
 static inline bool pf_send_passes(int fd, bool has_address)
 {
-	if (pf_in_shim || fd < 0 || fd >= PF_FD_TABLE_SIZE)
-		return pf_in_shim;
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return false;
 	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
 	if (status == PF_FD_FOREIGN)
 		return true;
@@ -100,6 +115,7 @@ struct pf_sock {
 	int protocol;
 	bool udp;
 	bool address_bound;	/* PF_FD_ADDRESS */
+	uint8_t options;	/* PF_FD_OPTION_BITS */
 };
 
 /* Records a new status for sock's fd, keeping its kind bits. */
@@ -113,6 +129,21 @@ void pf_fd_set(int fd, uint8_t state);
 void pf_fd_forget(int fd);
 void pf_fd_forget_range(unsigned int first, unsigned int last);
 uint8_t pf_fd_state_for(int family, int type, int protocol);
+/* Adds or removes PF_FD_OPTION_BITS on fd. */
+void pf_fd_set_options(int fd, uint8_t set, uint8_t clear);
+bool pf_sock_routes_freely(const struct pf_sock *sock);
+bool pf_sock_reuse_set_by_app(const struct pf_sock *sock);
+void pf_sock_note_our_reuse(const struct pf_sock *sock);
+/* The socket's own address (getsockname); false when it has none. */
+bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local);
+bool pf_sock_has_port(const struct pf_sock *sock);
+socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr);
+/* The hold a connected socket keeps until its close. */
+void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
+void pf_fd_release_hold(int fd);
+void pf_fd_release_holds(unsigned int first, unsigned int last);
+/* The atfork prepare handler: sockets open now may outlive a close here. */
+void pf_fd_holds_fork_begins(void);
 
 /* ---- runtime.c: the policy that applies to this process ---- */
 enum pf_status { PF_STATUS_PASS, PF_STATUS_ACTIVE, PF_STATUS_DENY };
@@ -132,12 +163,13 @@ struct pf_runtime {
 /* Loads the policy at first need; never NULL. */
 const struct pf_runtime *pf_runtime(void);
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
+/* The app's shared state, with its table of held 4-tuples. */
+struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
 struct pf_rng *pf_thread_rng(void);
 /* getpid(), cached; the atfork child handler refreshes it. */
 pid_t pf_cached_pid(void);
 
 /* ---- audit.c: one JSON line per event ---- */
-enum pf_event { PF_EVENT_ASSIGN, PF_EVENT_DENY, PF_EVENT_ERROR, PF_EVENT_AUDIT };
 
 struct pf_record {
 	enum pf_event event;
@@ -154,6 +186,11 @@ struct pf_record {
 void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 		     enum pf_event event, const struct sockaddr *fallback_local,
 		     const struct sockaddr *remote, unsigned attempts, int error);
+/* The same with the local address known: exact says it is the socket's
+ * own (no getsockname needed). */
+void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
+		    enum pf_event event, const struct sockaddr *local, bool exact,
+		    const struct sockaddr *remote, unsigned attempts, int error);
 int pf_log_open(const char *path, char *why, size_t why_len);
 bool pf_logging(void);
 void pf_log_enable_syslog(bool enabled);
@@ -167,7 +204,11 @@ size_t pf_json_escape(const char *in, char *out, size_t out_len);
 const char *pf_errno_name(int error);
 
 /* ---- assign.c: take a port from the range for a socket ---- */
-enum pf_action { PF_ACT_CONNECT, PF_ACT_SENDTO, PF_ACT_SENDMSG, PF_ACT_BIND, PF_ACT_LISTEN };
+/* PF_ACT_NAME: getsockname on a socket bound to an address whose port
+ * was deferred: it gets its port now. */
+enum pf_action {
+	PF_ACT_CONNECT, PF_ACT_SENDTO, PF_ACT_SENDMSG, PF_ACT_BIND, PF_ACT_LISTEN, PF_ACT_NAME
+};
 
 struct pf_call {
 	enum pf_action action;
@@ -189,7 +230,10 @@ struct pf_call {
  * call's result, with errno set as the application must see it. */
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 			   struct pf_call *call);
-int pf_replace_socket(struct pf_sock *sock);
+int pf_bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len);
+/* The flow a call's port is chosen for; local may be NULL. */
+void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
+		     struct pf_flow *flow);
 /* The real call a pf_call stands for, on the socket as it is. */
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 
@@ -207,5 +251,19 @@ int pf_dup2(int old_fd, int new_fd);
 int pf_dup3(int old_fd, int new_fd, int flags);
 int pf_close_range(unsigned int first, unsigned int last, int flags);
 void pf_closefrom(int low_fd);
+int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len);
+int pf_getsockopt(int fd, int level, int name, void *value, socklen_t *len);
+int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+
+/* ---- tuple.c: the source toward a destination, and the kernel's word
+ * on a 4-tuple ---- */
+bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *local);
+void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local);
+void pf_source_forget(const struct sockaddr *remote);
+bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,
+		     struct sockaddr_storage *local);
+enum pf_tuple_use pf_tuple_use(const struct sockaddr *local, const struct sockaddr *remote);
+/* The kept netlink socket's fd, which the program's close must spare. */
+int pf_diag_fd(void);
 
 #endif

@@ -1,0 +1,246 @@
+/* The held-4-tuple table.  Each slot is one 64-bit word, changed only by
+ * compare-and-swap, so processes sharing the table never tear an entry:
+ *   bits 63..32  the 4-tuple's key (0: empty slot)
+ *   bits 31..30  CLAIMED, HELD or RELEASED
+ *   bits 29..0   for RELEASED the release time, for CLAIMED the claim
+ *                time (ms, modulo 2^30)
+ * A claim becomes HELD once its connect() has put the socket where the
+ * kernel shows it; until then, the kernel's "free" says nothing of it.
+ * Anything read from the table is only a hint: a wrong word can make a
+ * port look busy or clean, never make us read outside the table. */
+#include "holds.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "rng.h"
+
+#define STATE_SHIFT 30
+#define HELD (1ull << STATE_SHIFT)
+#define RELEASED (2ull << STATE_SHIFT)
+#define CLAIMED (3ull << STATE_SHIFT)
+/* A claim older than this was abandoned (its process died mid-connect). */
+#define CLAIM_ABANDONED_MS 1000
+#define STATE_MASK (3ull << STATE_SHIFT)
+#define TIME_MASK ((1ull << STATE_SHIFT) - 1)
+
+static uint32_t word_key(uint64_t word)
+{
+	return (uint32_t)(word >> 32);
+}
+
+static uint64_t make_word(uint32_t key, uint64_t state, uint32_t now_ms)
+{
+	return ((uint64_t)key << 32) | state | (state != HELD ? (now_ms & TIME_MASK) : 0);
+}
+
+static uint32_t age_ms(uint64_t word, uint32_t now_ms)
+{
+	return (uint32_t)((now_ms - (uint32_t)(word & TIME_MASK)) & TIME_MASK);
+}
+
+uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
+{
+	uint8_t buf[16 + 16 + 2 + 2];
+	size_t len = 0;
+
+	memcpy(buf + len, flow->local_addr, flow->local_len);
+	len += flow->local_len;
+	memcpy(buf + len, flow->remote_addr, flow->remote_len);
+	len += flow->remote_len;
+	buf[len++] = (uint8_t)(flow->remote_port >> 8);
+	buf[len++] = (uint8_t)flow->remote_port;
+	buf[len++] = (uint8_t)(port >> 8);
+	buf[len++] = (uint8_t)port;
+	uint32_t key = (uint32_t)pf_siphash(secret, buf, len);
+	return key ? key : 1;
+}
+
+uint32_t pf_hold_now_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
+}
+
+static _Atomic uint64_t *port_block(const struct pf_state *state, uint32_t port_offset)
+{
+	if (!state->holds || port_offset >= state->num_ports)
+		return NULL;
+	return state->holds + (size_t)port_offset * PF_HOLD_SLOTS;
+}
+
+static uint64_t load(_Atomic uint64_t *slot)
+{
+	return atomic_load_explicit(slot, memory_order_acquire);
+}
+
+static void set_ref(struct pf_hold_ref *ref, uint32_t port_offset, int i, uint32_t key, uint64_t seen)
+{
+	ref->slot = (uint32_t)((size_t)port_offset * PF_HOLD_SLOTS + (size_t)i + 1);
+	ref->key = key;
+	ref->seen = seen;
+}
+
+static enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_t quarantine_ms)
+{
+	if ((word & STATE_MASK) == HELD)
+		return PF_HOLD_HELD;
+	if ((word & STATE_MASK) == CLAIMED)
+		return age_ms(word, now_ms) < CLAIM_ABANDONED_MS ? PF_HOLD_CLAIMED : PF_HOLD_HELD;
+	if ((word & STATE_MASK) == RELEASED && age_ms(word, now_ms) < quarantine_ms)
+		return PF_HOLD_RECENT;
+	return PF_HOLD_FREE;
+}
+
+/* Where a new key goes: the first empty slot counting from the key's own
+ * (so that two processes adding one key race for the same slot), else
+ * the longest-released one.  -1 when every slot is held. */
+static int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_ms, uint64_t *expected)
+{
+	int chosen = -1;
+	uint32_t chosen_age = 0;
+
+	for (int n = 0; n < PF_HOLD_SLOTS; n++) {
+		int i = (int)((key + (uint32_t)n) % PF_HOLD_SLOTS);
+		uint64_t word = load(&block[i]);
+		if (word == 0) {
+			*expected = 0;
+			return i;
+		}
+		if ((word & STATE_MASK) == RELEASED && (chosen < 0 || age_ms(word, now_ms) > chosen_age)) {
+			chosen = i;
+			chosen_age = age_ms(word, now_ms);
+			*expected = word;
+		}
+	}
+	return chosen;
+}
+
+static int find_key(_Atomic uint64_t *block, uint32_t key, uint64_t *word)
+{
+	for (int i = 0; i < PF_HOLD_SLOTS; i++) {
+		*word = load(&block[i]);
+		if (word_key(*word) == key)
+			return i;
+	}
+	return -1;
+}
+
+bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint32_t now_ms)
+{
+	_Atomic uint64_t *block = port_block(state, port_offset);
+
+	for (int i = 0; block && i < PF_HOLD_SLOTS; i++) {
+		enum pf_hold_verdict verdict = judge(load(&block[i]), now_ms, 0);
+		if (verdict == PF_HOLD_HELD || verdict == PF_HOLD_CLAIMED)
+			return false;
+	}
+	return true;
+}
+
+enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
+				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
+{
+	_Atomic uint64_t *block = port_block(state, port_offset);
+	uint64_t held = make_word(key, CLAIMED, now_ms);
+
+	ref->slot = 0;
+	ref->key = key;
+	if (!block)
+		return PF_HOLD_UNKNOWN;
+	for (int tries = 0; tries < 8; tries++) {
+		uint64_t word;
+		int i = find_key(block, key, &word);
+		if (i >= 0) {
+			enum pf_hold_verdict verdict = judge(word, now_ms, quarantine_ms);
+			set_ref(ref, port_offset, i, key, word);
+			if (verdict != PF_HOLD_FREE)
+				return verdict;
+			if (atomic_compare_exchange_strong(&block[i], &word, held)) {
+				ref->seen = held;
+				return PF_HOLD_FREE;
+			}
+			continue;
+		}
+		uint64_t expected = 0;
+		i = free_slot(block, key, now_ms, &expected);
+		if (i < 0)
+			return PF_HOLD_UNKNOWN;
+		if (atomic_compare_exchange_strong(&block[i], &expected, held)) {
+			set_ref(ref, port_offset, i, key, held);
+			return PF_HOLD_UNKNOWN;
+		}
+	}
+	ref->slot = 0;
+	return PF_HOLD_HELD;
+}
+
+static _Atomic uint64_t *ref_slot(const struct pf_state *state, const struct pf_hold_ref *ref)
+{
+	if (!ref->slot || !state->holds || ref->slot > (size_t)state->num_ports * PF_HOLD_SLOTS)
+		return NULL;
+	return &state->holds[ref->slot - 1];
+}
+
+bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
+{
+	_Atomic uint64_t *slot = ref_slot(state, ref);
+	uint64_t expected = ref->seen, claimed = make_word(ref->key, CLAIMED, pf_hold_now_ms());
+
+	if (!slot)
+		return true;
+	if (atomic_compare_exchange_strong(slot, &expected, claimed)) {
+		ref->seen = claimed;
+		return true;
+	}
+	ref->slot = 0;
+	return false;
+}
+
+/* Moves the slot from what the claim wrote to word. */
+static void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64_t word)
+{
+	_Atomic uint64_t *slot = ref_slot(state, ref);
+	uint64_t expected = ref->seen;
+
+	if (slot && atomic_compare_exchange_strong(slot, &expected, word))
+		ref->seen = word;
+}
+
+void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref)
+{
+	settle_claim(state, ref, make_word(ref->key, HELD, 0));
+}
+
+void pf_hold_unclaim(struct pf_state *state, struct pf_hold_ref *ref)
+{
+	/* Released at time 0: clean, whatever the quarantine. */
+	settle_claim(state, ref, make_word(ref->key, RELEASED, 0));
+	ref->slot = 0;
+}
+
+void pf_hold_disown(struct pf_state *state, struct pf_hold_ref *ref)
+{
+	settle_claim(state, ref, make_word(ref->key, HELD, 0));
+	ref->slot = 0;
+}
+
+void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms)
+{
+	_Atomic uint64_t *slot = ref_slot(state, ref);
+	uint64_t expected = make_word(ref->key, HELD, 0);
+
+	if (slot)
+		atomic_compare_exchange_strong(slot, &expected, make_word(ref->key, RELEASED, now_ms));
+}
+
+void pf_hold_forget(struct pf_state *state, const struct pf_hold_ref *ref)
+{
+	_Atomic uint64_t *slot = ref_slot(state, ref);
+	uint64_t expected = make_word(ref->key, HELD, 0);
+
+	if (slot)
+		atomic_compare_exchange_strong(slot, &expected, 0);
+}

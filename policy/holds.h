@@ -1,0 +1,59 @@
+/* What the app's own processes hold: for each port of the range, a few
+ * words naming the 4-tuples (source, port, destination) that a socket of
+ * the app has connected, and when it let them go.  It lets a connect know
+ * a 4-tuple is busy, or was ours and is clean again, without asking the
+ * kernel; what it does not know, the kernel is asked (sockdiag.h). */
+#ifndef PORTFENCE_HOLDS_H
+#define PORTFENCE_HOLDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "algorithm.h"
+#include "state.h"
+
+enum pf_hold_verdict {
+	PF_HOLD_FREE,		/* ours before, released long enough ago */
+	PF_HOLD_UNKNOWN,	/* never seen: only the kernel knows */
+	PF_HOLD_RECENT,		/* released within the quarantine */
+	PF_HOLD_HELD,		/* a socket holds it */
+	PF_HOLD_CLAIMED,	/* a socket is connecting to it now */
+};
+
+/* A slot claimed for one socket, released at its close. */
+struct pf_hold_ref {
+	uint32_t slot;		/* index into state->holds, +1; 0: none */
+	uint32_t key;		/* the 4-tuple's key */
+	uint64_t seen;		/* the slot's word when judged (reclaim) */
+};
+
+/* The key of one 4-tuple on one port: never 0. */
+uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port);
+/* A coarse monotonic clock in milliseconds, shared by all processes. */
+uint32_t pf_hold_now_ms(void);
+
+/* No socket of the app holds or is connecting from the port. */
+bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint32_t now_ms);
+/* Judges key on the port.  FREE and UNKNOWN come back claimed (ref is
+ * set and the slot marked held), so that no other socket of the app can
+ * take the same 4-tuple meanwhile; UNKNOWN may also come back unclaimed
+ * (ref->slot 0) when every slot of the port is held. */
+enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
+				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref);
+/* Claims a 4-tuple judged HELD or RECENT that the kernel has since shown
+ * clean; false when another socket got there first. */
+bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref);
+/* The claimed socket connected (or is connecting): the kernel shows it. */
+void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref);
+/* The claim came to nothing: the 4-tuple is clean again. */
+void pf_hold_unclaim(struct pf_state *state, struct pf_hold_ref *ref);
+/* The claim stands for a socket that is not ours (the kernel says the
+ * 4-tuple is taken): it stays held until the kernel says otherwise. */
+void pf_hold_disown(struct pf_state *state, struct pf_hold_ref *ref);
+/* The socket behind ref closed, but a copy may live on in another
+ * process (it was open across a fork): only the kernel knows now. */
+void pf_hold_forget(struct pf_state *state, const struct pf_hold_ref *ref);
+/* The socket behind ref closed: its 4-tuple enters the quarantine. */
+void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms);
+
+#endif

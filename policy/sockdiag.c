@@ -1,0 +1,141 @@
+/* One request, one answer: SOCK_DIAG_BY_FAMILY without NLM_F_DUMP makes
+ * the kernel look the 4-tuple up in its established hash (TIME_WAIT
+ * sockets included) and fall back to a listener on the local port.  The
+ * calls are raw system calls: inside the shim they must not re-enter the
+ * interposed socket functions, and errno is the caller's. */
+#include "sockdiag.h"
+
+#include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct diag_request {
+	struct nlmsghdr header;
+	struct inet_diag_req_v2 body;
+};
+
+/* An IPv4-mapped IPv6 address is looked up as the IPv4 address it is:
+ * the kernel hashes such connections with the IPv4 ones. */
+static bool fill_end(const struct sockaddr *addr, int family, __be32 out[4], __be16 *port)
+{
+	memset(out, 0, 16);
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+		out[0] = sin->sin_addr.s_addr;
+		*port = sin->sin_port;
+		return family == AF_INET;
+	}
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+	if (family == AF_INET)
+		memcpy(out, &sin6->sin6_addr.s6_addr[12], 4);
+	else
+		memcpy(out, sin6->sin6_addr.s6_addr, 16);
+	*port = sin6->sin6_port;
+	return true;
+}
+
+static bool v4_mapped(const struct sockaddr *addr)
+{
+	static const unsigned char prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	return addr->sa_family == AF_INET6 &&
+	       memcmp(((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr, prefix, 12) == 0;
+}
+
+static bool build_request(const struct sockaddr *local, const struct sockaddr *remote,
+			  struct diag_request *req)
+{
+	int family = local->sa_family == AF_INET || (v4_mapped(local) && v4_mapped(remote))
+			     ? AF_INET : AF_INET6;
+
+	memset(req, 0, sizeof(*req));
+	req->header.nlmsg_len = sizeof(*req);
+	req->header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req->header.nlmsg_flags = NLM_F_REQUEST;
+	req->body.sdiag_family = (__u8)family;
+	req->body.sdiag_protocol = IPPROTO_TCP;
+	req->body.idiag_states = ~0u;
+	req->body.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	req->body.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	return fill_end(local, family, req->body.id.idiag_src, &req->body.id.idiag_sport) &&
+	       fill_end(remote, family, req->body.id.idiag_dst, &req->body.id.idiag_dport);
+}
+
+/* The answer to request seq; answers to requests that an interrupted
+ * caller left behind on a kept socket are skipped. */
+static enum pf_tuple_use read_answer(const char *buf, long len, uint32_t seq, bool *stale)
+{
+	const struct nlmsghdr *header = (const struct nlmsghdr *)buf;
+
+	*stale = false;
+	if (len < (long)sizeof(*header) || !NLMSG_OK(header, (unsigned)len))
+		return PF_TUPLE_UNKNOWN;
+	if (header->nlmsg_seq != seq) {
+		*stale = true;
+		return PF_TUPLE_UNKNOWN;
+	}
+	if (header->nlmsg_type == NLMSG_ERROR) {
+		const struct nlmsgerr *error = NLMSG_DATA(header);
+		return error->error == -ENOENT ? PF_TUPLE_FREE : PF_TUPLE_UNKNOWN;
+	}
+	if (header->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	    header->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+		return PF_TUPLE_UNKNOWN;
+	const struct inet_diag_msg *msg = NLMSG_DATA(header);
+	/* A TIME_WAIT socket reports its substate: FIN_WAIT2 there means the
+	 * peer has not closed yet, and a new SYN would meet its old socket. */
+	if (msg->idiag_state == TCP_TIME_WAIT)
+		return PF_TUPLE_TIME_WAIT;
+	/* Timer 3 is the TIME_WAIT timer: an orphan in FIN_WAIT2. */
+	if (msg->idiag_state == TCP_FIN_WAIT2 && msg->idiag_timer == 3)
+		return PF_TUPLE_LINGERING;
+	return msg->idiag_state == TCP_LISTEN ? PF_TUPLE_FREE : PF_TUPLE_BUSY;
+}
+
+static enum pf_tuple_use ask(long fd, struct diag_request *req)
+{
+	static _Atomic uint32_t next_seq = 1;
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	char answer[512] __attribute__((aligned(8)));
+
+	req->header.nlmsg_seq = atomic_fetch_add(&next_seq, 1);
+	if (syscall(SYS_sendto, fd, req, sizeof(*req), 0, &kernel, sizeof(kernel)) != (long)sizeof(*req))
+		return PF_TUPLE_UNKNOWN;
+	for (int reads = 0; reads < 8; reads++) {
+		long n = syscall(SYS_recvfrom, fd, answer, sizeof(answer), 0, NULL, NULL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		bool stale;
+		enum pf_tuple_use use = read_answer(answer, n, req->header.nlmsg_seq, &stale);
+		if (!stale)
+			return use;
+	}
+	return PF_TUPLE_UNKNOWN;
+}
+
+enum pf_tuple_use pf_tcp_tuple_use(const struct sockaddr *local, const struct sockaddr *remote,
+				   int netlink_fd)
+{
+	struct diag_request req;
+	int saved = errno;
+	long fd = netlink_fd;
+
+	if (!build_request(local, remote, &req))
+		return PF_TUPLE_UNKNOWN;
+	if (fd < 0)
+		fd = syscall(SYS_socket, AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	enum pf_tuple_use use = fd < 0 ? PF_TUPLE_UNKNOWN : ask(fd, &req);
+	if (netlink_fd < 0 && fd >= 0)
+		syscall(SYS_close, fd);
+	errno = saved;
+	return use;
+}

@@ -1,0 +1,63 @@
+/* setsockopt and getsockopt, watched for what the connect path needs:
+ * whether the program chose SO_REUSEADDR itself, and whether it steers
+ * routing (then the kernel picks the source address at connect).
+ *
+ * A TCP client socket is bound with SO_REUSEADDR so that its port is
+ * shared across destinations; the program must still read what it set.
+ * Turning the option off at once would end the sharing for that port
+ * (every later bind to it conflicts), so it is turned off when the
+ * program looks at it or sets it, and only then. */
+#include <errno.h>
+
+#include "shim.h"
+
+static uint8_t fd_status(int fd, uint8_t *bits)
+{
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return PF_FD_UNKNOWN;
+	*bits = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	return *bits & PF_FD_STATUS_MASK;
+}
+
+static bool ours(int fd, uint8_t *bits)
+{
+	uint8_t status = fd_status(fd, bits);
+	return status == PF_FD_FRESH || status == PF_FD_DONE;
+}
+
+static bool steers_routing(int level, int name)
+{
+	return level == SOL_SOCKET &&
+	       (name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX || name == SO_MARK ||
+		name == SO_DONTROUTE);
+}
+
+int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	int result = real_setsockopt(fd, level, name, value, len);
+	int saved = errno;
+	uint8_t bits;
+
+	if (result == 0 && ours(fd, &bits)) {
+		if (level == SOL_SOCKET && name == SO_REUSEADDR)
+			pf_fd_set_options(fd, PF_FD_REUSE_APP, PF_FD_REUSE_OURS);
+		else if (steers_routing(level, name))
+			pf_fd_set_options(fd, PF_FD_ROUTED, 0);
+	}
+	errno = saved;
+	return result;
+}
+
+int pf_getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+{
+	uint8_t bits;
+
+	if (level == SOL_SOCKET && name == SO_REUSEADDR && ours(fd, &bits) &&
+	    (bits & PF_FD_REUSE_OURS)) {
+		int off = 0, saved = errno;
+		if (real_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &off, sizeof(off)) == 0)
+			pf_fd_set_options(fd, 0, PF_FD_REUSE_OURS);
+		errno = saved;
+	}
+	return real_getsockopt(fd, level, name, value, len);
+}

@@ -1,0 +1,181 @@
+/* What a TCP connect needs to know before it binds: the source address
+ * the kernel would use toward a destination (learned, so that the socket
+ * binds the concrete address and connect need not re-hash it), and
+ * whether a 4-tuple is free (the kernel's answer over sock_diag, on a
+ * netlink socket kept open at a high fd number).  Both are asked only
+ * where the app's memory of its own holdings cannot answer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/netlink.h>
+
+#include "holds.h"
+#include "shim.h"
+#include "sockdiag.h"
+
+/* How long a learned source address is trusted: routes and addresses
+ * that change are followed within this time. */
+#define SOURCE_TTL_MS 1000
+#define SOURCE_CACHE_SIZE 64
+#define PRIVATE_FD_FLOOR 900
+
+struct source_entry {
+	_Atomic uint32_t sequence;	/* odd while being written */
+	int family;
+	uint8_t remote[16];
+	uint8_t local[16];
+	uint32_t learned_ms;
+};
+
+static struct source_entry source_cache[SOURCE_CACHE_SIZE];
+
+static size_t address_bytes(const struct sockaddr *addr, const uint8_t **bytes)
+{
+	if (addr->sa_family == AF_INET) {
+		*bytes = (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+		return 4;
+	}
+	*bytes = ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
+	return 16;
+}
+
+static struct source_entry *source_slot(const struct sockaddr *remote)
+{
+	const uint8_t *bytes;
+	size_t len = address_bytes(remote, &bytes);
+	uint32_t hash = 2166136261u;
+
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ bytes[i]) * 16777619u;
+	return &source_cache[hash % SOURCE_CACHE_SIZE];
+}
+
+/* A seqlock read: a writer in another thread (or a signal handler that
+ * interrupted one) never leaves a torn entry that looks valid. */
+bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *local)
+{
+	struct source_entry *entry = source_slot(remote);
+	const uint8_t *bytes;
+	size_t len = address_bytes(remote, &bytes);
+	uint8_t address[16];
+	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
+
+	if (before & 1 || entry->family != remote->sa_family || memcmp(entry->remote, bytes, len) != 0 ||
+	    (uint32_t)(pf_hold_now_ms() - entry->learned_ms) >= SOURCE_TTL_MS)
+		return false;
+	memcpy(address, entry->local, len);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
+		return false;
+	memset(local, 0, sizeof(*local));
+	local->ss_family = remote->sa_family;
+	if (remote->sa_family == AF_INET)
+		memcpy(&((struct sockaddr_in *)local)->sin_addr, address, 4);
+	else
+		memcpy(((struct sockaddr_in6 *)local)->sin6_addr.s6_addr, address, 16);
+	return true;
+}
+
+void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local)
+{
+	struct source_entry *entry = source_slot(remote);
+	const uint8_t *remote_bytes, *local_bytes;
+	size_t len = address_bytes(remote, &remote_bytes);
+	uint32_t sequence = atomic_load_explicit(&entry->sequence, memory_order_relaxed);
+
+	if (local->sa_family != remote->sa_family || sequence & 1 ||
+	    !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
+		return;
+	address_bytes(local, &local_bytes);
+	entry->family = remote->sa_family;
+	memcpy(entry->remote, remote_bytes, len);
+	memcpy(entry->local, local_bytes, len);
+	entry->learned_ms = pf_hold_now_ms();
+	atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
+}
+
+void pf_source_forget(const struct sockaddr *remote)
+{
+	struct source_entry *entry = source_slot(remote);
+	uint32_t sequence = atomic_load_explicit(&entry->sequence, memory_order_relaxed);
+
+	if (!(sequence & 1) && atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1)) {
+		entry->family = AF_UNSPEC;
+		atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
+	}
+}
+
+/* Asks the kernel which source it would choose: a UDP socket connected
+ * to the destination sends nothing and is bound as connect would be. */
+bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,
+		     struct sockaddr_storage *local)
+{
+	int saved = errno;
+	socklen_t len = sizeof(*local);
+	long fd = syscall(SYS_socket, remote->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	bool found = false;
+
+	if (fd >= 0) {
+		found = syscall(SYS_connect, fd, remote, remote_len) == 0 &&
+			syscall(SYS_getsockname, fd, local, &len) == 0;
+		syscall(SYS_close, fd);
+	}
+	if (found)
+		pf_source_learn(remote, (const struct sockaddr *)local);
+	errno = saved;
+	return found;
+}
+
+/* ---- the kernel's answer for one 4-tuple ---- */
+
+static _Atomic int diag_fd = -1;
+static _Atomic ino_t diag_inode;
+static atomic_flag diag_busy = ATOMIC_FLAG_INIT;
+
+int pf_diag_fd(void)
+{
+	return atomic_load_explicit(&diag_fd, memory_order_relaxed);
+}
+
+/* The program may have closed our fd behind the hooks and reused the
+ * number: only a socket with our inode is ever written to. */
+static int diag_socket(void)
+{
+	int fd = pf_diag_fd();
+	struct stat info;
+
+	if (fd >= 0 && fstat(fd, &info) == 0 && info.st_ino == atomic_load(&diag_inode))
+		return fd;
+	atomic_store(&diag_fd, -1);
+	long fresh = syscall(SYS_socket, AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fresh < 0)
+		return -1;
+	int high = fcntl((int)fresh, F_DUPFD_CLOEXEC, PRIVATE_FD_FLOOR);
+	syscall(SYS_close, fresh);
+	if (high < 0 || fstat(high, &info) < 0)
+		return -1;
+	atomic_store(&diag_inode, info.st_ino);
+	atomic_store(&diag_fd, high);
+	return high;
+}
+
+/* One thread at a time uses the kept socket; another (or a signal handler
+ * that interrupted the first) asks on a socket of its own. */
+enum pf_tuple_use pf_tuple_use(const struct sockaddr *local, const struct sockaddr *remote)
+{
+	int saved = errno, old_cancel;
+
+	if (atomic_flag_test_and_set(&diag_busy))
+		return pf_tcp_tuple_use(local, remote, -1);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old_cancel);
+	enum pf_tuple_use use = pf_tcp_tuple_use(local, remote, diag_socket());
+	pthread_setcancelstate(old_cancel, NULL);
+	atomic_flag_clear(&diag_busy);
+	errno = saved;
+	return use;
+}
