@@ -45,12 +45,39 @@ static int settle(int rc)
 	return rc > 0 ? 0 : rc;
 }
 
+static uint32_t gcd(uint32_t a, uint32_t b)
+{
+	while (b) {
+		uint32_t t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
 /* RFC 6056 §3.3.1, Algorithm 1: Simple Port Randomization Algorithm.
- * One random start, then a sequential walk: complete by construction. */
+ * The first choice is the RFC's random port.  When it is busy, the RFC
+ * walks on port by port, and in a range whose busy ports sit together
+ * that walk crosses the whole cluster; a random stride prime to the
+ * range visits every port once as well, spread evenly. */
 static int pick_random(struct walk *walk, uint32_t lo, uint32_t num, struct pf_rng *rng)
 {
 	uint32_t next_ephemeral = lo + pf_rng_below(rng, num);
-	return full_walk(walk, lo, num, next_ephemeral);
+	int rc = attempt(walk, next_ephemeral);
+
+	if (rc != 0)
+		return settle(rc);
+	if (num == 1)
+		return PF_EXHAUSTED;
+	uint32_t stride = 1 + pf_rng_below(rng, num - 1);
+	while (gcd(stride, num) != 1)
+		stride = stride % (num - 1) + 1;
+	for (uint32_t k = 1; k < num; k++) {
+		rc = attempt(walk, lo + (uint32_t)((next_ephemeral - lo + (uint64_t)k * stride) % num));
+		if (rc != 0)
+			return settle(rc);
+	}
+	return PF_EXHAUSTED;
 }
 
 /* RFC 6056 §3.3.2, Algorithm 2: Another Simple Port Randomization

@@ -1,0 +1,234 @@
+/* The app's memory of held 4-tuples: claims are exclusive, releases
+ * enter the quarantine, and the kernel's word is asked where memory
+ * cannot answer; and the kernel's exact lookup itself, on real sockets. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "decide.h"
+#include "holds.h"
+#include "sockdiag.h"
+
+#define PORTS 16
+#define QUARANTINE 10
+
+static struct pf_state state;
+
+static void setup(void)
+{
+	size_t size = PORTS * PF_HOLD_SLOTS * sizeof(uint64_t);
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(map, MAP_FAILED);
+	state = (struct pf_state){.holds = map, .num_ports = PORTS};
+}
+
+static void teardown(void)
+{
+	munmap((void *)state.holds, PORTS * PF_HOLD_SLOTS * sizeof(uint64_t));
+}
+
+TestSuite(holds, .init = setup, .fini = teardown);
+
+Test(holds, a_claim_is_exclusive_until_released)
+{
+	struct pf_hold_ref a, b;
+	uint32_t now = 5000;
+
+	cr_assert_eq(pf_hold_claim(&state, 3, 42, now, QUARANTINE, &a), PF_HOLD_UNKNOWN);
+	cr_assert_neq(a.slot, 0, "an unknown 4-tuple comes back claimed");
+	cr_expect_eq(pf_hold_claim(&state, 3, 42, now, QUARANTINE, &b), PF_HOLD_CLAIMED,
+		     "a second socket sees the claim");
+	pf_hold_connected(&state, &a);
+	cr_expect_eq(pf_hold_claim(&state, 3, 42, now, QUARANTINE, &b), PF_HOLD_HELD);
+	cr_expect_eq(pf_hold_claim(&state, 3, 43, now, QUARANTINE, &b), PF_HOLD_UNKNOWN,
+		     "another destination on the same port is free to try");
+	pf_hold_release(&state, &a, now);
+	cr_expect_eq(pf_hold_claim(&state, 3, 42, now + QUARANTINE - 1, QUARANTINE, &b), PF_HOLD_RECENT);
+	cr_expect_eq(pf_hold_claim(&state, 3, 42, now + QUARANTINE, QUARANTINE, &b), PF_HOLD_FREE,
+		     "after the quarantine memory clears it without the kernel");
+	cr_expect_eq(pf_hold_claim(&state, 3, 42, now + QUARANTINE, QUARANTINE, &a), PF_HOLD_CLAIMED);
+}
+
+Test(holds, an_unclaimed_or_forgotten_tuple_is_clean_or_unknown)
+{
+	struct pf_hold_ref a, b;
+
+	pf_hold_claim(&state, 1, 7, 100, QUARANTINE, &a);
+	pf_hold_unclaim(&state, &a);
+	cr_expect_eq(pf_hold_claim(&state, 1, 7, 101, QUARANTINE, &b), PF_HOLD_FREE,
+		     "a claim that came to nothing leaves the 4-tuple clean");
+	pf_hold_connected(&state, &b);
+	pf_hold_forget(&state, &b);
+	cr_expect_eq(pf_hold_claim(&state, 1, 7, 102, QUARANTINE, &a), PF_HOLD_UNKNOWN,
+		     "a socket shared across a fork leaves the kernel to answer");
+}
+
+Test(holds, only_one_reclaim_wins)
+{
+	struct pf_hold_ref owner, first, second;
+
+	pf_hold_claim(&state, 2, 9, 100, QUARANTINE, &owner);
+	pf_hold_disown(&state, &owner);
+	cr_assert_eq(pf_hold_claim(&state, 2, 9, 100, QUARANTINE, &first), PF_HOLD_HELD);
+	cr_assert_eq(pf_hold_claim(&state, 2, 9, 100, QUARANTINE, &second), PF_HOLD_HELD);
+	cr_expect(pf_hold_reclaim(&state, &first));
+	cr_expect_not(pf_hold_reclaim(&state, &second), "the second saw a word that changed");
+	cr_expect_eq(second.slot, 0);
+}
+
+Test(holds, a_claim_older_than_a_second_was_abandoned)
+{
+	struct pf_hold_ref a, b;
+
+	pf_hold_claim(&state, 4, 11, 100, QUARANTINE, &a);
+	cr_expect_eq(pf_hold_claim(&state, 4, 11, 1099, QUARANTINE, &b), PF_HOLD_CLAIMED);
+	cr_expect_eq(pf_hold_claim(&state, 4, 11, 1100, QUARANTINE, &b), PF_HOLD_HELD,
+		     "an abandoned claim is left to the kernel's verification");
+}
+
+Test(holds, a_full_port_still_answers)
+{
+	struct pf_hold_ref ref;
+
+	for (uint32_t key = 1; key <= PF_HOLD_SLOTS; key++) {
+		cr_assert_eq(pf_hold_claim(&state, 5, key, 100, QUARANTINE, &ref), PF_HOLD_UNKNOWN);
+		pf_hold_connected(&state, &ref);
+	}
+	cr_expect_not(pf_hold_port_idle(&state, 5, 100));
+	cr_expect_eq(pf_hold_claim(&state, 5, 99, 100, QUARANTINE, &ref), PF_HOLD_UNKNOWN);
+	cr_expect_eq(ref.slot, 0, "no slot left: the kernel alone answers, unclaimed");
+	cr_expect(pf_hold_port_idle(&state, 6, 100));
+	cr_expect_eq(pf_hold_claim(&state, PORTS, 1, 100, QUARANTINE, &ref), PF_HOLD_UNKNOWN,
+		     "a port outside the table is never read");
+}
+
+Test(holds, processes_racing_for_one_tuple_get_it_once)
+{
+	enum { CHILDREN = 6, KEYS = 200 };
+	_Atomic int *wins = mmap(NULL, KEYS * sizeof(int), PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(wins, MAP_FAILED);
+	for (int c = 0; c < CHILDREN; c++) {
+		if (fork() == 0) {
+			for (uint32_t key = 1; key <= KEYS; key++) {
+				struct pf_hold_ref ref;
+				enum pf_hold_verdict v = pf_hold_claim(&state, key % PORTS, key, 100, QUARANTINE, &ref);
+				if ((v == PF_HOLD_UNKNOWN || v == PF_HOLD_FREE) && ref.slot)
+					atomic_fetch_add(&wins[key - 1], 1);
+			}
+			_exit(0);
+		}
+	}
+	for (int c = 0; c < CHILDREN; c++)
+		wait(NULL);
+	for (int key = 0; key < KEYS; key++)
+		cr_expect_leq(wins[key], 1, "key %d claimed %d times", key + 1, wins[key]);
+	munmap(wins, KEYS * sizeof(int));
+}
+
+/* ---- the kernel's exact lookup, on real loopback sockets ---- */
+
+static struct sockaddr_in loopback(uint16_t port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return sin;
+}
+
+static int listener(struct sockaddr_in *where)
+{
+	socklen_t len = sizeof(*where);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	*where = loopback(0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)where, sizeof(*where)), 0);
+	cr_assert_eq(listen(fd, 8), 0);
+	getsockname(fd, (struct sockaddr *)where, &len);
+	return fd;
+}
+
+static enum pf_tuple_use use_of(int client, const struct sockaddr_in *server)
+{
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	cr_assert_eq(getsockname(client, (struct sockaddr *)&local, &len), 0);
+	return pf_tcp_tuple_use((struct sockaddr *)&local, (const struct sockaddr *)server, -1);
+}
+
+Test(sockdiag, the_kernel_shows_each_stage_of_a_connection)
+{
+	struct sockaddr_in server, local;
+	socklen_t len = sizeof(local);
+	int lfd = listener(&server), client = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_eq(connect(client, (struct sockaddr *)&server, sizeof(server)), 0);
+	int accepted = accept(lfd, NULL, NULL);
+	getsockname(client, (struct sockaddr *)&local, &len);
+	cr_expect_eq(use_of(client, &server), PF_TUPLE_BUSY, "established");
+	close(client);
+	usleep(20000);
+	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, -1),
+		     PF_TUPLE_LINGERING, "closed by us, not by the peer");
+	close(accepted);
+	usleep(20000);
+	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, -1),
+		     PF_TUPLE_TIME_WAIT, "closed on both sides");
+	struct sockaddr_in unused = loopback(1);
+	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&unused, (struct sockaddr *)&server, -1),
+		     PF_TUPLE_FREE, "nothing there");
+	close(lfd);
+}
+
+Test(sockdiag, a_kept_netlink_socket_answers_the_same)
+{
+	struct sockaddr_in server;
+	int lfd = listener(&server), client = socket(AF_INET, SOCK_STREAM, 0);
+	int netlink = socket(AF_NETLINK, SOCK_DGRAM, 4 /* NETLINK_SOCK_DIAG */);
+
+	cr_assert_geq(netlink, 0);
+	cr_assert_eq(connect(client, (struct sockaddr *)&server, sizeof(server)), 0);
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	getsockname(client, (struct sockaddr *)&local, &len);
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, netlink),
+			     PF_TUPLE_BUSY);
+	close(netlink);
+	close(client);
+	close(lfd);
+}
+
+/* ---- the decision, a pure function of policy and call ---- */
+
+Test(decide, each_verdict)
+{
+	struct pf_rule deny_rule;
+	const char *why;
+	cr_assert_eq(pf_rule_parse("127.0.0.1/32:25", &deny_rule, &why), 0);
+	struct pf_app app = {.protocols = PF_PROTO_TCP, .deny = {&deny_rule, 1}};
+	struct sockaddr_in smtp = loopback(25), web = loopback(80);
+	struct pf_question q = {.policy_usable = true, .app = &app, .needs_port = true,
+				.dest = (struct sockaddr *)&web, .dest_len = sizeof(web)};
+
+	cr_expect_eq(pf_decide(&q).verdict, PF_VERDICT_ASSIGN);
+	q.needs_port = false;
+	cr_expect_eq(pf_decide(&q).verdict, PF_VERDICT_CALL);
+	q.dest = (struct sockaddr *)&smtp;
+	struct pf_decision d = pf_decide(&q);
+	cr_expect(d.verdict == PF_VERDICT_REFUSE && d.event == PF_EVENT_DENY && d.error == EPERM);
+	q.mode = PF_MODE_AUDIT;
+	d = pf_decide(&q);
+	cr_expect(d.verdict == PF_VERDICT_AUDIT && d.error == EPERM);
+	q.udp = true;
+	cr_expect_eq(pf_decide(&q).verdict, PF_VERDICT_PASS, "udp is not this app's");
+	q.app = NULL;
+	q.udp = false;
+	cr_expect_eq(pf_decide(&q).verdict, PF_VERDICT_PASS, "no app");
+	q.policy_usable = false;
+	d = pf_decide(&q);
+	cr_expect(d.verdict == PF_VERDICT_REFUSE && d.event == PF_EVENT_ERROR && d.error == EPERM);
+}
