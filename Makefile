@@ -43,7 +43,7 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress $(BUILD)/sigconnect
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -86,6 +86,8 @@ $(BUILD)/static-hello: tests/helpers/static_hello.c
 	$(CC) -static -O2 -o $@ $<
 $(BUILD)/stress: tests/helpers/stress.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+$(BUILD)/sigconnect: tests/helpers/sigconnect.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 
