@@ -128,18 +128,19 @@ static void open_state(struct pf_runtime *rt)
 {
 	char dir[PATH_MAX];
 	const char *configured = rt->policy.state_dir;
+	uint32_t num_ports = (uint32_t)rt->app->range_hi - rt->app->range_lo + 1;
 	int rc;
 
 	if (configured)
 		snprintf(dir, sizeof(dir), "%s", configured);
 	else
 		pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir));
-	rc = pf_state_open(dir, rt->app->name, &rt->state);
+	rc = pf_state_open(dir, rt->app->name, num_ports, &rt->state);
 	if (rc == 0)
 		return;
 	pf_stderr("portfence: cannot use state directory %s (%s); app '%s' keeps a "
 		  "process-local sequence", dir, strerror(-rc), rt->app->name);
-	if (pf_state_open_private(&rt->state) < 0)
+	if (pf_state_open_private(num_ports, &rt->state) < 0)
 		rt->state.shared = NULL;
 }
 
