@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include "state.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -183,9 +185,12 @@ void sandbox_init(struct sandbox *sb, const char *apps_text)
 	fclose(f);
 }
 
+/* State segments outlive processes and files: each is removed with its
+ * file. */
 void sandbox_cleanup(struct sandbox *sb)
 {
 	char cmd[128];
+	pf_state_remove_all(sb->state);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sb->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", sb->dir);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "state.h"
 
 /* The sh block that follows "<!-- scenario: NAME -->" in README.md. */
 static char *scenario(const char *name)
@@ -304,6 +305,8 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	char expected[600];
 	snprintf(expected, sizeof(expected), "%s/opt/pf/lib/portfence/libportfence.so", dir);
 	cr_expect(strstr(preload, expected) != NULL, "preloaded %s", preload);
+	snprintf(cmd, sizeof(cmd), "%s/state", dir);
+	pf_state_remove_all(cmd);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	cr_assert_eq(system(cmd), 0);
 }
