@@ -196,6 +196,13 @@ void sandbox_cleanup(struct sandbox *sb)
 		fprintf(stderr, "could not remove %s\n", sb->dir);
 }
 
+void default_state_remove(const char *app)
+{
+	char dir[256];
+	if (pf_state_default_dir(getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) == 0)
+		pf_state_remove(dir, app);
+}
+
 const char *build_path(const char *name)
 {
 	/* One string per name for the life of the process: callers keep
