@@ -50,7 +50,9 @@ struct pf_state_file {
 
 struct pf_state {
 	struct pf_shared_state *shared;	/* counters and keys */
-	_Atomic uint64_t *holds;	/* num_ports blocks of PF_HOLD_SLOTS words */
+	/* Held 4-tuples: block i (PF_HOLD_SLOTS words, 64-byte aligned,
+	 * zero at creation) belongs to port range_lo + i. */
+	_Atomic uint64_t *holds;
 	uint32_t num_ports;
 	bool file_backed;
 };
