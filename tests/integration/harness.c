@@ -196,11 +196,33 @@ void sandbox_cleanup(struct sandbox *sb)
 		fprintf(stderr, "could not remove %s\n", sb->dir);
 }
 
-void default_state_remove(const char *app)
+/* Programs whose policy leaves state_dir to its default keep their state
+ * in $XDG_RUNTIME_DIR/portfence: a directory of this run, whose states
+ * (segments outlive every process) are removed when the run ends, and
+ * which no other run on the machine shares. */
+static char runtime_dir[64];
+
+ReportHook(PRE_ALL)(struct criterion_test_set *tests)
 {
-	char dir[256];
-	if (pf_state_default_dir(getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) == 0)
-		pf_state_remove(dir, app);
+	(void)tests;
+	snprintf(runtime_dir, sizeof(runtime_dir), "/tmp/pf-it-runtime-XXXXXX");
+	if (mkdtemp(runtime_dir))
+		setenv("XDG_RUNTIME_DIR", runtime_dir, 1);
+	else
+		runtime_dir[0] = '\0';
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+	char path[128];
+	(void)stats;
+	if (!runtime_dir[0])
+		return;
+	snprintf(path, sizeof(path), "%s/portfence", runtime_dir);
+	pf_state_remove_all(path);
+	snprintf(path, sizeof(path), "rm -rf '%s'", runtime_dir);
+	if (system(path) != 0)
+		fprintf(stderr, "could not remove %s\n", runtime_dir);
 }
 
 const char *build_path(const char *name)

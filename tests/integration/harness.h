@@ -49,9 +49,6 @@ struct sandbox {
  * written for the test, then apps_text (libconfig) follows. */
 void sandbox_init(struct sandbox *sb, const char *apps_text);
 void sandbox_cleanup(struct sandbox *sb);
-/* A test whose policy leaves state_dir to its default removes its apps'
- * states there by name (their segments outlive every process). */
-void default_state_remove(const char *app);
 
 struct run_result {
 	int status;	/* exit status, or 128+signal */

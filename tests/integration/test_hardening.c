@@ -283,7 +283,6 @@ Test(hardening, unusable_policy_files, .timeout = 120)
 	unsigned port = 0;
 	cr_expect_eq(sscanf(r.out, "connected %u", &port), 1, "10 MB policy: %s %s", r.out, r.err);
 	cr_expect(port >= 61000 && port <= 61099, "10 MB policy: port %u", port);
-	default_state_remove("big");
 
 	server_stop(&srv);
 	char cmd[64];
@@ -341,8 +340,6 @@ Test(hardening, policy_rewritten_while_programs_load_it, .timeout = 120)
 	cr_expect_gt(confined, 0, "no run saw a whole policy (%u untouched, %u refused)", untouched, refused);
 	kill(writer, SIGKILL);
 	waitpid(writer, NULL, 0);
-	default_state_remove("a");
-	default_state_remove("b");
 	server_stop(&srv);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

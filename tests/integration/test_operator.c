@@ -52,12 +52,8 @@ static void run_scenario(struct run_result *r, const char *name)
 	char *argv[] = {"unshare", "-n", "sh", "-c", cmd, NULL};
 	run_program(r, argv, NULL, NULL);
 	unlink(script_path);
-	/* Their states: example.conf's state_dir, and two-apps.conf's
-	 * default one. */
+	/* example.conf's state_dir is its own, not the run's. */
 	pf_state_remove_all("/tmp/portfence-example-state");
-	static const char *const default_dir_apps[] = {"billing", "reports", "tools"};
-	for (size_t i = 0; i < sizeof(default_dir_apps) / sizeof(default_dir_apps[0]); i++)
-		default_state_remove(default_dir_apps[i]);
 }
 
 /* Ports of the "server saw 127.0.0.1:PORT" lines, in order. */
