@@ -455,6 +455,8 @@ int main(int argc, char **argv)
 	}
 	int rc = run_all_measures();
 	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "%s/state", settings.dir);
+	pf_state_remove_all(cmd);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", settings.dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "portfence-bench: could not remove %s\n", settings.dir);

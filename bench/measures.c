@@ -296,7 +296,7 @@ static void measure_occupancy(void)
 	for (int layout = 0; layout < 2; layout++) {
 		fprintf(json, "%s\n    \"%s\": {", layout ? "," : "", layout ? "clustered" : "uniform");
 		for (int a = 0; a < PF_ALGO_COUNT; a++) {
-			if (pf_state_open_private(&state) < 0)
+			if (pf_state_open_private(1000, &state) < 0)
 				return;
 			fprintf(json, "%s\n      \"%s\": {", a ? "," : "", pf_algorithm_name(a));
 			printf("| occupancy | %s | %s%s |", layout ? "clustered" : "uniform",

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -130,18 +129,19 @@ static void open_state(struct pf_runtime *rt)
 {
 	char dir[PATH_MAX];
 	const char *configured = rt->policy.state_dir;
+	uint32_t num_ports = (uint32_t)rt->app->range_hi - rt->app->range_lo + 1;
 	int rc;
 
 	if (configured)
 		snprintf(dir, sizeof(dir), "%s", configured);
 	else
 		pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir));
-	rc = pf_state_open(dir, rt->app->name, &rt->state);
+	rc = pf_state_open(dir, rt->app->name, num_ports, &rt->state);
 	if (rc == 0)
 		return;
 	pf_stderr("portfence: cannot use state directory %s (%s); app '%s' keeps a "
 		  "process-local sequence", dir, strerror(-rc), rt->app->name);
-	if (pf_state_open_private(&rt->state) < 0)
+	if (pf_state_open_private(num_ports, &rt->state) < 0)
 		rt->state.shared = NULL;
 }
 
@@ -256,31 +256,11 @@ const struct pf_runtime *pf_runtime(void)
 	return &runtime;
 }
 
-/* Until the state file carries the table of held 4-tuples, the table is
- * the process's own (shared with its forked children). */
-static void attach_private_holds(struct pf_state *state, uint32_t num_ports)
-{
-	size_t size = (size_t)num_ports * PF_HOLD_SLOTS * sizeof(uint64_t);
-	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	_Atomic uint64_t *expected = NULL;
-
-	if (map == MAP_FAILED)
-		return;
-	if (!__atomic_compare_exchange_n(&state->holds, &expected, map, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE)) {
-		munmap(map, size);
-		return;
-	}
-	__atomic_store_n(&state->num_ports, num_ports, __ATOMIC_RELEASE);
-}
-
+/* The algorithms and the held-4-tuple table change the shared state:
+ * the runtime is const only for what the policy says. */
 struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
 {
-	struct pf_state *state = (struct pf_state *)&rt->state;
-
-	if (!__atomic_load_n(&state->holds, __ATOMIC_ACQUIRE))
-		attach_private_holds(state, (uint32_t)(rt->app->range_hi - rt->app->range_lo + 1));
-	return state;
+	return (struct pf_state *)&rt->state;
 }
 
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)

@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include "state.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -183,12 +185,44 @@ void sandbox_init(struct sandbox *sb, const char *apps_text)
 	fclose(f);
 }
 
+/* State segments outlive processes and files: each is removed with its
+ * file. */
 void sandbox_cleanup(struct sandbox *sb)
 {
 	char cmd[128];
+	pf_state_remove_all(sb->state);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sb->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", sb->dir);
+}
+
+/* Programs whose policy leaves state_dir to its default keep their state
+ * in $XDG_RUNTIME_DIR/portfence: a directory of this run, whose states
+ * (segments outlive every process) are removed when the run ends, and
+ * which no other run on the machine shares. */
+static char runtime_dir[64];
+
+ReportHook(PRE_ALL)(struct criterion_test_set *tests)
+{
+	(void)tests;
+	snprintf(runtime_dir, sizeof(runtime_dir), "/tmp/pf-it-runtime-XXXXXX");
+	if (mkdtemp(runtime_dir))
+		setenv("XDG_RUNTIME_DIR", runtime_dir, 1);
+	else
+		runtime_dir[0] = '\0';
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+	char path[128];
+	(void)stats;
+	if (!runtime_dir[0])
+		return;
+	snprintf(path, sizeof(path), "%s/portfence", runtime_dir);
+	pf_state_remove_all(path);
+	snprintf(path, sizeof(path), "rm -rf '%s'", runtime_dir);
+	if (system(path) != 0)
+		fprintf(stderr, "could not remove %s\n", runtime_dir);
 }
 
 const char *build_path(const char *name)

@@ -100,7 +100,7 @@ static void processes_share_a_range(const char *algorithm)
 		seen[port] = 1;
 	}
 	struct pf_state state;
-	cr_assert_eq(pf_state_open(sb.state, "shared", &state), 0, "the state file stays valid");
+	cr_assert_eq(pf_state_open(sb.state, "shared", 64, &state), 0, "the state file stays valid");
 	cr_expect_eq(state.shared->magic, PF_STATE_MAGIC);
 	if (strcmp(algorithm, "sequential") == 0)
 		cr_expect_geq(atomic_load(&state.shared->sequential_next), 60);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "state.h"
 
 /* The sh block that follows "<!-- scenario: NAME -->" in README.md. */
 static char *scenario(const char *name)
@@ -51,6 +52,8 @@ static void run_scenario(struct run_result *r, const char *name)
 	char *argv[] = {"unshare", "-n", "sh", "-c", cmd, NULL};
 	run_program(r, argv, NULL, NULL);
 	unlink(script_path);
+	/* example.conf's state_dir is its own, not the run's. */
+	pf_state_remove_all("/tmp/portfence-example-state");
 }
 
 /* Ports of the "server saw 127.0.0.1:PORT" lines, in order. */
@@ -304,6 +307,8 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	char expected[600];
 	snprintf(expected, sizeof(expected), "%s/opt/pf/lib/portfence/libportfence.so", dir);
 	cr_expect(strstr(preload, expected) != NULL, "preloaded %s", preload);
+	snprintf(cmd, sizeof(cmd), "%s/state", dir);
+	pf_state_remove_all(cmd);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	cr_assert_eq(system(cmd), 0);
 }

@@ -28,7 +28,7 @@ static struct pf_rng rng;
 
 static void setup(void)
 {
-	cr_assert_eq(pf_state_open_private(&state), 0);
+	cr_assert_eq(pf_state_open_private(65535, &state), 0);
 	pf_rng_seed(&rng, 42);
 }
 
@@ -172,8 +172,8 @@ Test(algorithm, sequential_continues_across_two_handles)
 	struct pf_pick pick;
 
 	cr_assert_not_null(mkdtemp(dir));
-	cr_assert_eq(pf_state_open(dir, "seq", &first), 0);
-	cr_assert_eq(pf_state_open(dir, "seq", &second), 0);
+	cr_assert_eq(pf_state_open(dir, "seq", 1000, &first), 0);
+	cr_assert_eq(pf_state_open(dir, "seq", 1000, &second), 0);
 	cr_assert(first.shared != second.shared, "two mappings, as in two processes");
 	for (int i = 0; i < 20; i++) {
 		struct pf_state *handle = i % 2 ? &second : &first;
@@ -183,6 +183,7 @@ Test(algorithm, sequential_continues_across_two_handles)
 	}
 	pf_state_close(&first);
 	pf_state_close(&second);
+	cr_expect_eq(pf_state_remove(dir, "seq"), 0);
 	char cmd[200];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_assert_eq(system(cmd), 0);
@@ -196,7 +197,7 @@ static uint16_t first_port(enum pf_algorithm algorithm, const struct pf_shared_s
 	struct pf_pick pick;
 	struct pf_flow flow = flow_to(remote, remote_port);
 
-	cr_assert_eq(pf_state_open_private(&copy), 0);
+	cr_assert_eq(pf_state_open_private(10000, &copy), 0);
 	memcpy(copy.shared, seed_state, sizeof(*seed_state));
 	cr_assert_eq(pf_algorithm_pick(algorithm, 20000, 29999, &flow, &copy, &rng, try_in_space,
 				       &space, &pick), 0);
