@@ -357,7 +357,7 @@ Test(connect, nginx_reverse_proxy_under_load, .timeout = 150)
 
 	skip_if_sanitized("nginx");
 	sandbox_init(&sb, "default = \"proxy\";\n"
-			  "apps = ( { name = \"proxy\"; range = [ 62400, 62499 ]; } );");
+			  "apps = ( { name = \"proxy\"; range = [ 62400, 62499 ]; algorithm = \"random\"; } );");
 	uint16_t backend_port = free_port(), proxy_port = free_port();
 	snprintf(access, sizeof(access), "%s/backend-access.log", sb.dir);
 	snprintf(body, sizeof(body),
