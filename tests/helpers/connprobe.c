@@ -165,32 +165,28 @@ static int cmd_keeps(const char *port)
 	return 0;
 }
 
-static void print_send(const char *what, ssize_t rc)
+/* sendto ADDR [PORT]: a TCP socket, connected to PORT if given, sends
+ * with ADDR:9 as sendto's address (Linux ignores it on a connected
+ * socket). */
+static int cmd_sendto(const char *addr, const char *port)
 {
-	printf("%s %zd %s\n", what, rc, errno_name(rc));
-}
-
-/* sendto PORT ADDR: a connected TCP socket sends with ADDR:9 as its
- * address (Linux ignores it); then an unconnected one does. */
-static int cmd_sendto(const char *port, const char *addr)
-{
-	struct sockaddr_in dest = loopback_port(port), other = {.sin_family = AF_INET, .sin_port = htons(9)};
+	struct sockaddr_in other = {.sin_family = AF_INET, .sin_port = htons(9)};
 	static const char data[] = "through the connection";
 
 	if (inet_pton(AF_INET, addr, &other.sin_addr) != 1)
 		return 2;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0) {
-		printf("connect %s\n", strerror(errno));
-		return 1;
+	if (port) {
+		struct sockaddr_in dest = loopback_port(port);
+		if (connect(fd, (struct sockaddr *)&dest, sizeof(dest)) < 0) {
+			printf("connect %s\n", strerror(errno));
+			return 1;
+		}
 	}
-	print_send("connected", sendto(fd, data, sizeof(data) - 1, 0, (struct sockaddr *)&other,
-				       sizeof(other)));
+	ssize_t rc = sendto(fd, data, sizeof(data) - 1, MSG_NOSIGNAL, (struct sockaddr *)&other,
+			    sizeof(other));
+	printf("sendto %zd %s\n", rc, errno_name(rc));
 	close(fd);
-	int unconnected = socket(AF_INET, SOCK_STREAM, 0);
-	print_send("unconnected", sendto(unconnected, data, sizeof(data) - 1, MSG_NOSIGNAL,
-					 (struct sockaddr *)&other, sizeof(other)));
-	close(unconnected);
 	return 0;
 }
 
@@ -204,8 +200,8 @@ int main(int argc, char **argv)
 		return cmd_epoll(argv[2]);
 	if (argc == 3 && strcmp(argv[1], "keeps") == 0)
 		return cmd_keeps(argv[2]);
-	if (argc == 4 && strcmp(argv[1], "sendto") == 0)
+	if ((argc == 3 || argc == 4) && strcmp(argv[1], "sendto") == 0)
 		return cmd_sendto(argv[2], argv[3]);
-	fprintf(stderr, "usage: connprobe hold PORT... | epoll PORT | keeps PORT | sendto PORT ADDR\n");
+	fprintf(stderr, "usage: connprobe hold PORT... | epoll PORT | keeps PORT | sendto ADDR [PORT]\n");
 	return 2;
 }
