@@ -355,7 +355,6 @@ Test(connect, nginx_reverse_proxy_under_load, .timeout = 150)
 	struct run_result r;
 	char body[1024], url[64], access[256];
 
-	skip_if_sanitized("nginx");
 	sandbox_init(&sb, "default = \"proxy\";\n"
 			  "apps = ( { name = \"proxy\"; range = [ 62400, 62499 ]; algorithm = \"random\"; } );");
 	uint16_t backend_port = free_port(), proxy_port = free_port();
