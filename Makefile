@@ -43,7 +43,8 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress $(BUILD)/sigconnect
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
+             $(BUILD)/connprobe $(BUILD)/sigconnect
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -90,6 +91,8 @@ $(BUILD)/sigconnect: tests/helpers/sigconnect.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+$(BUILD)/connprobe: tests/helpers/connprobe.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 
 deps:
 	@sh tests/install-deps.sh

@@ -326,13 +326,51 @@ static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd,
 	return 0;
 }
 
-static int worker_paired(const char *name, uint16_t port, int count, int pairs)
+/* held connections to dest, opened through the interposed connect (in a
+ * shim worker they take range ports) and kept open, so that the timed
+ * connects find that much of the range busy. */
+static int *hold_connections(const struct sockaddr_in *dest, int held)
+{
+	int *fds = calloc((size_t)held, sizeof(int));
+	for (int i = 0; fds && i < held; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (connect(fds[i], (const struct sockaddr *)dest, sizeof(*dest)) < 0) {
+			fprintf(stderr, "portfence-bench: holding connection %d: %s\n", i, strerror(errno));
+			return NULL;
+		}
+	}
+	return fds;
+}
+
+/* With RST, so that no TIME_WAIT is left for the next worker. */
+static void release_connections(int *fds, int held)
+{
+	struct linger abort_close = {1, 0};
+	for (int i = 0; i < held; i++) {
+		setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		close(fds[i]);
+	}
+	free(fds);
+}
+
+static int tcp_connect_with_held(const struct sockaddr_in *dest, int count, int pairs, int held)
+{
+	int *fds = hold_connections(dest, held);
+	if (!fds)
+		return 1;
+	int rc = paired_blocks(block_tcp_connect, dest, -1, count, pairs);
+	release_connections(fds, held);
+	return rc;
+}
+
+static int worker_paired(const char *name, uint16_t port, int count, int pairs, int held)
 {
 	struct sockaddr_in dest = loopback(port, "127.0.0.1");
 	int fd = -1;
 
 	if (strcmp(name, "tcp_connect") == 0)
-		return paired_blocks(block_tcp_connect, &dest, -1, count, pairs);
+		return held > 0 ? tcp_connect_with_held(&dest, count, pairs, held)
+				: paired_blocks(block_tcp_connect, &dest, -1, count, pairs);
 	if (strcmp(name, "udp_first_send") == 0)
 		return paired_blocks(block_udp_first_send, &dest, -1, count, pairs);
 	if (strcmp(name, "hot_udp") == 0) {
@@ -372,6 +410,31 @@ static int worker_churn(uint16_t port, double seconds)
 	return 0;
 }
 
+/* cycles connect/close cycles, the client closing first after the
+ * server's greeting; prints "stalls failures worst_ms", a stall being a
+ * connect() of a second or more (a SYN retransmitted). */
+static int worker_stalls(uint16_t port, int cycles)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	long stalls = 0, failures = 0;
+	double worst = 0;
+	char greeting[8];
+
+	for (int i = 0; i < cycles; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		double start = now_ns();
+		int rc = connect(fd, (struct sockaddr *)&dest, sizeof(dest));
+		double took = now_ns() - start;
+		stalls += took >= 1e9;
+		worst = took > worst ? took : worst;
+		if (rc < 0 || read(fd, greeting, sizeof(greeting)) <= 0)
+			failures++;
+		close(fd);
+	}
+	printf("%ld %ld %.1f\n", stalls, failures, worst / 1e6);
+	return 0;
+}
+
 /* N concurrent connections round-robin over destinations; with
  * plain_bind, each is bound to a range port first without SO_REUSEADDR,
  * as a program confining itself naively would.  Prints the count. */
@@ -404,7 +467,10 @@ static int worker_capacity(int count, int plain_bind, uint16_t lo, uint16_t hi, 
 static int worker_main(int argc, char **argv)
 {
 	if (argc >= 5 && strcmp(argv[0], "paired") == 0)
-		return worker_paired(argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+		return worker_paired(argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
+				     argc >= 6 ? atoi(argv[5]) : 0);
+	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
+		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]));
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
 		return worker_churn((uint16_t)atoi(argv[1]), atof(argv[2]));
 	if (argc >= 6 && strcmp(argv[0], "capacity") == 0)

@@ -1,4 +1,4 @@
-/* The seven measures of `make bench`, the markdown table and bench.json. */
+/* The nine measures of `make bench`, the markdown table and bench.json. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -41,17 +41,21 @@ static void print_pair(const char *measure, const char *variant, struct pair p, 
 }
 
 /* One preloaded worker alternates native and shim blocks; several
- * workers are run and the medians of their figures taken. */
-static struct pair paired(const char *policy, const char *measure, uint16_t port, int count)
+ * workers are run and the medians of their figures taken.  With held,
+ * each worker first opens that many connections to the port through the
+ * shim and keeps them open over its blocks. */
+static struct pair paired_held(const char *policy, const char *measure, uint16_t port, int count,
+			       int held)
 {
 	double native[MAX_ROUNDS], shim[MAX_ROUNDS], ratio[MAX_ROUNDS];
-	char port_text[16], count_text[16], pairs_text[16];
+	char port_text[16], count_text[16], pairs_text[16], held_text[16];
 	int workers = settings.quick ? 1 : 5, n = 0;
 
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	snprintf(count_text, sizeof(count_text), "%d", count);
 	snprintf(pairs_text, sizeof(pairs_text), "%d", settings.quick ? 4 : 16);
-	char *args[] = {"paired", (char *)measure, port_text, count_text, pairs_text, NULL};
+	snprintf(held_text, sizeof(held_text), "%d", held);
+	char *args[] = {"paired", (char *)measure, port_text, count_text, pairs_text, held_text, NULL};
 	for (int w = 0; w < workers; w++) {
 		double extra[2];
 		double a = run_worker_numbers(true, policy, args, extra);
@@ -65,6 +69,11 @@ static struct pair paired(const char *policy, const char *measure, uint16_t port
 	if (n == 0)
 		return (struct pair){NAN, NAN, NAN};
 	return (struct pair){median(native, n), median(shim, n), median(ratio, n)};
+}
+
+static struct pair paired(const char *policy, const char *measure, uint16_t port, int count)
+{
+	return paired_held(policy, measure, port, count, 0);
 }
 
 static int rounds(void)
@@ -251,6 +260,63 @@ static void measure_churn(void)
 	       native, native_failures, shim, shim_failures, shim / native);
 }
 
+/* Every algorithm's connect with 90% of a 200-port range held by live
+ * connections to the same destination (opened through the shim by the
+ * worker itself), against native connects beside the same held
+ * connections.  A listener per algorithm, so that no 4-tuple of one
+ * is still closing when the next starts. */
+static void measure_occupancy_live(void)
+{
+	static const char *const algorithms[] = {"sequential", "random", "random-redraw", "hash",
+						 "double-hash", "random-increments", "kernel"};
+	enum { RANGE = 200, HELD = RANGE * 9 / 10 };
+	char policy[256], variant[64];
+
+	json_open_measure("occupancy_live");
+	fprintf(json, "\n    \"range_ports\": %d, \"held\": %d", RANGE, HELD);
+	for (int a = 0; a < 7; a++) {
+		struct listener l;
+		bool kernel = strcmp(algorithms[a], "kernel") == 0;
+		uint16_t lo = kernel ? 40000 : 61000;
+		listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
+		snprintf(policy, sizeof(policy), "%s/live-%s.conf", settings.dir, algorithms[a]);
+		write_policy(policy, algorithms[a], true, lo, (uint16_t)(lo + RANGE - 1));
+		struct pair p = paired_held(policy, "tcp_connect", l.port, settings.quick ? 10 : 50, HELD);
+		listener_stop(&l);
+		json_pair(algorithms[a], false, p);
+		snprintf(variant, sizeof(variant), "%s, %d of %d ports held", algorithms[a], HELD, RANGE);
+		print_pair("occupancy_live", variant, p, "<= 2");
+	}
+	fprintf(json, "\n  }");
+}
+
+/* connect/close cycles through a 10-port range, the client closing first
+ * (a fast local server), and the same natively: connects of a second or
+ * more, and failures. */
+static void measure_syn_stalls(void)
+{
+	struct listener l;
+	char port[16], cycles_text[16], policy[128];
+	int cycles = settings.quick ? 2000 : 20000;
+	double native[3], shim[3];
+
+	listener_start(&l, "127.0.0.1", LISTEN_GREET);
+	snprintf(port, sizeof(port), "%u", l.port);
+	snprintf(cycles_text, sizeof(cycles_text), "%d", cycles);
+	snprintf(policy, sizeof(policy), "%s/stalls.conf", settings.dir);
+	write_policy(policy, "double-hash", false, 61500, 61509);
+	char *args[] = {"stalls", port, cycles_text, NULL};
+	native[0] = run_worker_numbers(false, NULL, args, native + 1);
+	shim[0] = run_worker_numbers(true, policy, args, shim + 1);
+	listener_stop(&l);
+	json_open_measure("syn_stalls");
+	fprintf(json, "\"cycles\": %d, \"range_ports\": 10, \"native_stalls\": %.0f, \"native_failures\": %.0f, "
+		"\"native_worst_ms\": %.1f, \"shim_stalls\": %.0f, \"shim_failures\": %.0f, \"shim_worst_ms\": %.1f}",
+		cycles, native[0], native[1], native[2], shim[0], shim[1], shim[2]);
+	printf("| syn_stalls | %d cycles, 10-port range, connects >= 1 s (failures) | %.0f (%.0f) | %.0f (%.0f) | - | 0 stalls, failures < 10%% |\n",
+	       cycles, native[0], native[1], shim[0], shim[1]);
+}
+
 /* ---- occupancy: the algorithms over a simulated, partly busy range ---- */
 
 struct busy_space {
@@ -344,6 +410,8 @@ int run_all_measures(void)
 	measure_process_start();
 	measure_capacity();
 	measure_churn();
+	measure_occupancy_live();
+	measure_syn_stalls();
 	measure_occupancy();
 	fprintf(json, "\n}\n");
 	fclose(json);

@@ -1,0 +1,584 @@
+/* The connect path (issue 9): the socket the application created is the
+ * one that connects, whatever holds the 4-tuple the shim tried first; a
+ * reverse proxy under load; bind(addr, 0) then connect through a range in
+ * TIME_WAIT; sendto with an address on a TCP socket. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* ---- programs that run beside the test (holders, servers) ---- */
+
+struct child {
+	pid_t pid;
+	int out;	/* its stdout and stderr */
+	char text[8192];
+	size_t have;
+};
+
+/* Starts argv in its own process group, so that stopping it takes its
+ * children too.  Under portfence in a sanitizer build, the runtime comes
+ * first in LD_PRELOAD, as run_program arranges. */
+static void child_start(struct child *c, char *const argv[], bool under_shim)
+{
+	int pipefd[2];
+
+	memset(c, 0, sizeof(*c));
+	cr_assert_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	fflush(NULL);
+	c->pid = fork();
+	cr_assert_geq(c->pid, 0);
+	if (c->pid == 0) {
+		setpgid(0, 0);
+		int null = open("/dev/null", O_RDONLY);
+		dup2(null, 0);
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+		if (under_shim && runtime && runtime[0]) {
+			setenv("LD_PRELOAD", runtime, 1);
+			setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 1);
+		}
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	setpgid(c->pid, c->pid);
+	close(pipefd[1]);
+	c->out = pipefd[0];
+}
+
+/* Reads the child's output until it holds text (timeout_ms at most). */
+static bool child_says(struct child *c, const char *text, int timeout_ms)
+{
+	struct pollfd pfd = {.fd = c->out, .events = POLLIN};
+
+	while (!strstr(c->text, text) && c->have < sizeof(c->text) - 1) {
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			return false;
+		ssize_t n = read(c->out, c->text + c->have, sizeof(c->text) - 1 - c->have);
+		if (n <= 0)
+			return false;
+		c->have += (size_t)n;
+		c->text[c->have] = '\0';
+	}
+	return strstr(c->text, text) != NULL;
+}
+
+static void child_stop(struct child *c)
+{
+	int status;
+
+	kill(-c->pid, SIGTERM);
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(c->pid, &status, WNOHANG) == c->pid)
+			goto done;
+		usleep(100000);
+	}
+	kill(-c->pid, SIGKILL);
+	waitpid(c->pid, &status, 0);
+done:
+	/* Workers of the group may outlive their parent by a moment. */
+	kill(-c->pid, SIGKILL);
+	close(c->out);
+}
+
+static char *run_argv0(void)
+{
+	return (char *)build_path("portfence");
+}
+
+static char *probe(void)
+{
+	return (char *)build_path("connprobe");
+}
+
+static bool says(const char *out, const char *line)
+{
+	return strstr(out, line) != NULL;
+}
+
+/* ---- a 4-tuple held when the probe connects ---- */
+
+#define LO 62100
+#define HI 62101
+
+enum holder { HELD_OUTSIDE, HELD_INSIDE };
+
+/* Range [LO, HI], sequential.  Outside: a plain socket of this (never
+ * preloaded) process binds LO with SO_REUSEADDR, so the shim's bind
+ * succeeds and only the 4-tuple collides, and connects to the
+ * destination; the probe's first candidate is LO.  Inside: a process of
+ * the same app connects to the destination (LO, counter 0) and to another
+ * server (HI, counter 1) and keeps both; the probe's first candidate
+ * (counter 2) is LO again.  Either way the probe must end on HI. */
+struct collision {
+	struct sandbox sb;
+	struct server dest, other;
+	int blocker;
+	struct child holder;
+	enum holder who;
+	char port_text[16];
+};
+
+static void hold_outside(struct collision *c)
+{
+	int one = 1;
+	struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(LO)};
+	struct sockaddr_in remote = {.sin_family = AF_INET, .sin_port = htons(c->dest.port)};
+
+	local.sin_addr.s_addr = remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->blocker = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(c->blocker, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(c->blocker, (struct sockaddr *)&local, sizeof(local)), 0);
+	cr_assert_eq(connect(c->blocker, (struct sockaddr *)&remote, sizeof(remote)), 0);
+}
+
+static void hold_inside(struct collision *c)
+{
+	char other_port[16];
+
+	snprintf(other_port, sizeof(other_port), "%u", c->other.port);
+	char *argv[] = {run_argv0(), "run", "-c", c->sb.policy, "--", probe(), "hold",
+			c->port_text, other_port, NULL};
+	child_start(&c->holder, argv, true);
+	cr_assert(child_says(&c->holder, "ready\n", 10000), "holder: %s", c->holder.text);
+	cr_assert(says(c->holder.text, "held 62100\nheld 62101\n"),
+		  "the holder takes LO then HI: %s", c->holder.text);
+}
+
+static void collision_start(struct collision *c, enum holder who)
+{
+	memset(c, 0, sizeof(*c));
+	c->who = who;
+	c->blocker = -1;
+	sandbox_init(&c->sb, "default = \"c\";\n"
+			     "apps = ( { name = \"c\"; range = [ 62100, 62101 ]; algorithm = \"sequential\"; } );");
+	server_start(&c->dest, "127.0.0.1", SERVE_GREET_CLOSE);
+	server_start(&c->other, "127.0.0.1", SERVE_GREET_CLOSE);
+	snprintf(c->port_text, sizeof(c->port_text), "%u", c->dest.port);
+	if (who == HELD_OUTSIDE)
+		hold_outside(c);
+	else
+		hold_inside(c);
+}
+
+static void collision_stop(struct collision *c)
+{
+	if (c->who == HELD_OUTSIDE)
+		close(c->blocker);
+	else
+		child_stop(&c->holder);
+	server_stop(&c->dest);
+	server_stop(&c->other);
+}
+
+/* The probe's record: its connection to the destination from HI. */
+static json_int_t probe_attempts(const struct collision *c)
+{
+	char remote[32];
+	size_t i;
+	json_t *record, *records = audit_records(c->sb.log);
+	json_int_t attempts = -1;
+
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", c->dest.port);
+	json_array_foreach(records, i, record) {
+		const char *r = json_string_value(json_object_get(record, "remote"));
+		const char *l = json_string_value(json_object_get(record, "local"));
+		if (r && l && strcmp(r, remote) == 0 && address_port(l) == HI)
+			attempts = json_integer_value(json_object_get(record, "attempts"));
+	}
+	json_decref(records);
+	return attempts;
+}
+
+static void run_probe_through_collision(enum holder who, const char *command,
+					struct collision *c, struct run_result *r)
+{
+	collision_start(c, who);
+	char *argv[] = {probe(), (char *)command, c->port_text, NULL};
+	run_under(r, &c->sb, NULL, argv, NULL);
+	usleep(100000);
+	collision_stop(c);
+	cr_assert_eq(r->status, 0, "%s%s", r->out, r->err);
+	cr_expect(says(r->out, "port 62101\n"), "the probe ends on HI: %s", r->out);
+	cr_expect(server_saw(&c->dest, HI), "the server saw the probe from HI");
+	cr_expect_geq(probe_attempts(c), 2, "the collision counts as an attempt");
+}
+
+/* nginx registers an upstream socket with epoll before connect(). */
+static void epoll_registration_survives(enum holder who)
+{
+	struct collision c;
+	struct run_result r;
+
+	run_probe_through_collision(who, "epoll", &c, &r);
+	cr_expect(says(r.out, "epollout 1\n"),
+		  "the EPOLLOUT of the connect reaches a registration made before it: %s", r.out);
+	sandbox_cleanup(&c.sb);
+}
+
+Test(connect, epoll_registration_survives_a_collision_held_outside, .timeout = 60)
+{
+	epoll_registration_survives(HELD_OUTSIDE);
+}
+
+Test(connect, epoll_registration_survives_a_collision_held_inside, .timeout = 60)
+{
+	epoll_registration_survives(HELD_INSIDE);
+}
+
+static void socket_survives(enum holder who)
+{
+	struct collision c;
+	struct run_result r;
+
+	run_probe_through_collision(who, "keeps", &c, &r);
+	cr_expect(says(r.out, "connect -\n"), "%s", r.out);
+	cr_expect(says(r.out, "cookie_same 1\n"), "SO_COOKIE: the same socket connects: %s", r.out);
+	cr_expect(says(r.out, "owner_same 1\n"), "F_GETOWN keeps F_SETOWN's pid: %s", r.out);
+	cr_expect(says(r.out, "filter_len 3\n"), "the attached BPF filter stays: %s", r.out);
+	cr_expect(says(r.out, "priority 5\n"), "SO_PRIORITY set after IP_TOS reads 5: %s", r.out);
+	cr_expect(says(r.out, "tos 16\n"), "IP_TOS stays: %s", r.out);
+	cr_expect(says(r.out, "reuseaddr 0\n"), "SO_REUSEADDR reads what the program set: %s", r.out);
+	sandbox_cleanup(&c.sb);
+}
+
+Test(connect, socket_and_options_survive_a_collision_held_outside, .timeout = 60)
+{
+	socket_survives(HELD_OUTSIDE);
+}
+
+Test(connect, socket_and_options_survive_a_collision_held_inside, .timeout = 60)
+{
+	socket_survives(HELD_INSIDE);
+}
+
+/* ---- nginx as a reverse proxy under the shim ---- */
+
+static uint16_t free_port(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sin, len), 0);
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	close(fd);
+	return ntohs(sin.sin_port);
+}
+
+static bool listening_within(uint16_t port, int timeout_ms)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int waited = 0; waited < timeout_ms; waited += 50) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+		close(fd);
+		if (rc == 0)
+			return true;
+		usleep(50000);
+	}
+	return false;
+}
+
+/* A private nginx: its own prefix, pid, logs and temp paths in dir. */
+static void write_nginx_conf(const char *dir, const char *name, const char *http_body)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s.conf", dir, name);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "user root;\nworker_processes 2;\npid %s/%s.pid;\nerror_log %s/%s-error.log;\n"
+		   "events { worker_connections 1024; }\n"
+		   "http {\n  client_body_temp_path %s/%s-body;\n  proxy_temp_path %s/%s-proxy;\n"
+		   "  fastcgi_temp_path %s/%s-fastcgi;\n  uwsgi_temp_path %s/%s-uwsgi;\n"
+		   "  scgi_temp_path %s/%s-scgi;\n%s}\n",
+		dir, name, dir, name, dir, name, dir, name, dir, name, dir, name, dir, name, http_body);
+	fclose(f);
+}
+
+static void nginx_start(struct child *c, const struct sandbox *sb, const char *name, bool under_shim)
+{
+	char conf[256], errors[256];
+	snprintf(conf, sizeof(conf), "%s/%s.conf", sb->dir, name);
+	snprintf(errors, sizeof(errors), "%s/%s-error.log", sb->dir, name);
+	/* timeout(1) bounds the server's life should the test die first. */
+	char *native[] = {"timeout", "-k", "5", "150", "nginx", "-p", (char *)sb->dir, "-e", errors,
+			  "-c", conf, "-g", "daemon off;", NULL};
+	char *shimmed[] = {"timeout", "-k", "5", "150", run_argv0(), "run", "-c", (char *)sb->policy,
+			   "--", "nginx", "-p", (char *)sb->dir, "-e", errors, "-c", conf, "-g",
+			   "daemon off;", NULL};
+	child_start(c, under_shim ? shimmed : native, under_shim);
+}
+
+static unsigned ab_figure(const char *out, const char *label)
+{
+	const char *at = strstr(out, label);
+	return at ? (unsigned)strtoul(at + strlen(label), NULL, 10) : ~0u;
+}
+
+/* Every backend connection came from the range (the access log holds
+ * $remote_port). */
+static unsigned backend_ports_outside(const char *log, unsigned *lines)
+{
+	FILE *f = fopen(log, "r");
+	unsigned port, outside = 0;
+
+	*lines = 0;
+	cr_assert_not_null(f, "%s", log);
+	while (fscanf(f, "%u", &port) == 1) {
+		(*lines)++;
+		outside += port < 62400 || port > 62499;
+	}
+	fclose(f);
+	return outside;
+}
+
+Test(connect, nginx_reverse_proxy_under_load, .timeout = 150)
+{
+	struct sandbox sb;
+	struct child backend, proxy;
+	struct run_result r;
+	char body[1024], url[64], access[256];
+
+	sandbox_init(&sb, "default = \"proxy\";\n"
+			  "apps = ( { name = \"proxy\"; range = [ 62400, 62499 ]; algorithm = \"random\"; } );");
+	uint16_t backend_port = free_port(), proxy_port = free_port();
+	snprintf(access, sizeof(access), "%s/backend-access.log", sb.dir);
+	snprintf(body, sizeof(body),
+		 "  log_format port '$remote_port';\n  access_log %s port;\n  keepalive_timeout 0;\n"
+		 "  server { listen 127.0.0.1:%u; location / { return 200 \"ok\\n\"; } }\n",
+		 access, backend_port);
+	write_nginx_conf(sb.dir, "backend", body);
+	/* No keepalive toward the backend: every request opens a connection. */
+	snprintf(body, sizeof(body),
+		 "  access_log %s/proxy-access.log;\n  upstream backend { server 127.0.0.1:%u; }\n"
+		 "  server { listen 127.0.0.1:%u; location / { proxy_pass http://backend;\n"
+		 "    proxy_connect_timeout 5s; proxy_read_timeout 10s; } }\n",
+		 sb.dir, backend_port, proxy_port);
+	write_nginx_conf(sb.dir, "proxy", body);
+	nginx_start(&backend, &sb, "backend", false);
+	nginx_start(&proxy, &sb, "proxy", true);
+	bool up = listening_within(backend_port, 10000) && listening_within(proxy_port, 10000);
+	if (up) {
+		snprintf(url, sizeof(url), "http://127.0.0.1:%u/", proxy_port);
+		/* -t bounds the run; -n after it sets the count. */
+		char *argv[] = {"ab", "-q", "-s", "10", "-t", "45", "-n", "5000", "-c", "50", url, NULL};
+		run_program(&r, argv, NULL, NULL);
+	}
+	if (!up) {
+		/* What the servers said, for the message below. */
+		child_says(&backend, "\x01", 500);
+		child_says(&proxy, "\x01", 500);
+	}
+	child_stop(&proxy);
+	child_stop(&backend);
+	cr_assert(up, "nginx did not start: %s%s", backend.text, proxy.text);
+	cr_expect_eq(r.status, 0, "ab: %s%s", r.out, r.err);
+	cr_expect_eq(ab_figure(r.out, "Complete requests:"), 5000, "%s%s", r.out, r.err);
+	cr_expect_eq(ab_figure(r.out, "Failed requests:"), 0, "%s", r.out);
+	cr_expect_null(strstr(r.out, "Non-2xx responses"), "every response is 200: %s", r.out);
+	unsigned lines;
+	cr_expect_eq(backend_ports_outside(access, &lines), 0, "backend connections from outside the range");
+	cr_expect_geq(lines, 5000, "the backend saw %u requests", lines);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- bind(addr, 0) ---- */
+
+/* Runs a python3 program (its %u is srv's port) under the shim, then
+ * stops srv once it has seen what was sent. */
+static void python_against(struct run_result *r, const struct sandbox *sb, struct server *srv,
+			   const char *program)
+{
+	char code[1024];
+
+	snprintf(code, sizeof(code), program, srv->port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(r, sb, NULL, argv, NULL);
+	usleep(100000);
+	server_stop(srv);
+}
+
+/* Every port of [62200, 62203] in TIME_WAIT toward the server (the
+ * client closes first), then bind(127.0.0.1, 0) + connect to it. */
+Test(connect, bind_address_then_connect_through_time_wait, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char dest[64];
+
+	sandbox_init(&sb, "default = \"tw\";\n"
+			  "apps = ( { name = \"tw\"; range = [ 62200, 62203 ]; algorithm = \"sequential\"; } );");
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *churn[] = {(char *)build_path("sockprobe"), "churn", "4", dest, NULL};
+	run_under(&r, &sb, NULL, churn, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	usleep(200000);
+	cr_assert_eq(atomic_load(&srv.count), 4);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(srv.peers[i], 62200 + i, "port %d of the range in TIME_WAIT", i);
+
+	python_against(&r, &sb, &srv,
+		       "import socket\n"
+		       "s = socket.create_connection(('127.0.0.1', %u), timeout=5,\n"
+		       "                             source_address=('127.0.0.1', 0))\n"
+		       "print(s.getsockname()[1])\n");
+	cr_assert_eq(r.status, 0, "bind(127.0.0.1, 0) + connect through TIME_WAIT: %s", r.err);
+	unsigned port = (unsigned)atoi(r.out);
+	cr_expect(port >= 62200 && port <= 62203, "connected from %u", port);
+	cr_expect(server_saw(&srv, (uint16_t)port));
+	cr_expect_eq(atomic_load(&srv.count), 5);
+	sandbox_cleanup(&sb);
+}
+
+/* A connection this process holds from 62300 (SO_REUSEADDR, as a shim's
+ * client would) must not share its port with a listener. */
+Test(connect, bind_address_then_listen_gets_an_exclusive_port, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	int one = 1;
+
+	sandbox_init(&sb, "default = \"l\";\n"
+			  "apps = ( { name = \"l\"; range = [ 62300, 62302 ]; algorithm = \"sequential\"; } );");
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	int held = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(62300)};
+	struct sockaddr_in remote = {.sin_family = AF_INET, .sin_port = htons(srv.port)};
+	local.sin_addr.s_addr = remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(held, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(held, (struct sockaddr *)&local, sizeof(local)), 0);
+	cr_assert_eq(connect(held, (struct sockaddr *)&remote, sizeof(remote)), 0);
+
+	const char *code =
+		"import socket\n"
+		"listeners = []\n"
+		"for _ in range(2):\n"
+		"    s = socket.socket()\n"
+		"    s.bind(('127.0.0.1', 0))\n"
+		"    s.listen(4)\n"
+		"    listeners.append(s)\n"
+		"    print(s.getsockname()[1], s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))\n";
+	char *argv[] = {"python3", "-c", (char *)code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	close(held);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	unsigned first, second, reuse_first, reuse_second;
+	cr_assert_eq(sscanf(r.out, "%u %u\n%u %u", &first, &reuse_first, &second, &reuse_second), 4,
+		     "%s", r.out);
+	cr_expect(first >= 62301 && first <= 62302, "listener on %u (62300 is in use)", first);
+	cr_expect(second >= 62301 && second <= 62302 && second != first, "listener on %u", second);
+	cr_expect_eq(reuse_first, 0, "SO_REUSEADDR was never set");
+	cr_expect_eq(reuse_second, 0);
+	sandbox_cleanup(&sb);
+}
+
+Test(connect, getsockname_after_bind_address_sees_the_range_port, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+
+	sandbox_init(&sb, "default = \"g\";\n"
+			  "apps = ( { name = \"g\"; range = [ 62310, 62319 ]; } );");
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	python_against(&r, &sb, &srv,
+		       "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\n"
+		       "before = s.getsockname()[1]\ns.connect(('127.0.0.1', %u))\n"
+		       "print(before, s.getsockname()[1])\n");
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	unsigned before, after;
+	cr_assert_eq(sscanf(r.out, "%u %u", &before, &after), 2, "%s", r.out);
+	cr_expect(before >= 62310 && before <= 62319, "getsockname before connect: %u", before);
+	cr_expect_eq(after, before, "the port read before connect is the one that connects");
+	cr_expect(server_saw(&srv, (uint16_t)after));
+	sandbox_cleanup(&sb);
+}
+
+/* ---- sendto with an address on a TCP socket ---- */
+
+static void expect_data_received(int listener, const char *expected)
+{
+	struct pollfd pfd = {.fd = listener, .events = POLLIN};
+	char buf[128] = "";
+	size_t have = 0;
+
+	cr_assert_gt(poll(&pfd, 1, 2000), 0, "no connection");
+	int conn = accept(listener, NULL, NULL);
+	struct pollfd cp = {.fd = conn, .events = POLLIN};
+	while (have < strlen(expected) && poll(&cp, 1, 2000) > 0) {
+		ssize_t n = read(conn, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	close(conn);
+	cr_expect_str_eq(buf, expected, "what the connected server received: \"%s\"", buf);
+}
+
+static const char sendto_policy[] =
+	"default = \"s\";\n"
+	"apps = ( { name = \"s\"; range = [ 62320, 62329 ]; deny = [ \"127.0.0.99\" ]; } );";
+
+Test(connect, sendto_with_a_denied_address_on_connected_tcp_passes_through, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sin);
+	char port[16];
+
+	sandbox_init(&sb, sendto_policy);
+	int listener = socket(AF_INET, SOCK_STREAM, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(listener, (struct sockaddr *)&sin, len), 0);
+	cr_assert_eq(listen(listener, 8), 0);
+	getsockname(listener, (struct sockaddr *)&sin, &len);
+	snprintf(port, sizeof(port), "%u", ntohs(sin.sin_port));
+
+	char *argv[] = {probe(), "sendto", "127.0.0.99", port, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect_str_eq(r.out, "sendto 22 -\n", "a connected TCP socket ignores sendto's address: %s", r.out);
+	expect_data_received(listener, "through the connection");
+	close(listener);
+	json_t *records = audit_records(sb.log);
+	cr_expect_null(audit_find(records, "deny", 0), "no deny record for an address Linux ignores");
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
+
+Test(connect, sendto_on_unconnected_tcp_gets_the_kernels_answer, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result native, shimmed;
+
+	sandbox_init(&sb, sendto_policy);
+	char *argv[] = {probe(), "sendto", "127.0.0.99", NULL};
+	run_program(&native, argv, NULL, NULL);
+	run_under(&shimmed, &sb, NULL, argv, NULL);
+	cr_assert_eq(native.status, 0, "%s%s", native.out, native.err);
+	cr_assert_eq(shimmed.status, 0, "%s%s", shimmed.out, shimmed.err);
+	cr_expect_str_eq(native.out, "sendto -1 EPIPE\n", "the kernel's answer: %s", native.out);
+	cr_expect_str_eq(shimmed.out, native.out, "the same answer under the shim: %s", shimmed.out);
+	sandbox_cleanup(&sb);
+}
