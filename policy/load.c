@@ -709,7 +709,7 @@ static void report_overlaps(struct loader *ld)
 			order[count++] = i;
 	apps_being_sorted = policy->apps;
 	qsort(order, count, sizeof(*order), compare_range_lo);
-	for (size_t i = 1, reach = order[0]; i < count; i++) {
+	for (size_t i = 1, reach = count ? order[0] : 0; i < count; i++) {
 		size_t next = order[i];
 		const struct pf_app *a = &policy->apps[next], *b = &policy->apps[reach];
 		if (a->range_lo <= b->range_hi) {

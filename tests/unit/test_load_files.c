@@ -133,3 +133,42 @@ Test(load_files, regular_include_still_loads)
 	pf_diags_free(&diags);
 	pf_policy_free(&policy);
 }
+
+/* 20,000 apps, the clashes checked by sorting: an overlap and a duplicate
+ * name are still found, each with both places. */
+Test(load_files, many_apps_clashes_found)
+{
+	const unsigned count = 20000;
+	size_t cap = (size_t)count * 120 + 64, used = 0;
+	char *text = malloc(cap);
+
+	cr_assert_not_null(text);
+	used += (size_t)snprintf(text + used, cap - used, "apps = (\n");
+	for (unsigned i = 0; i < count; i++) {
+		unsigned lo = 1024 + 3 * i, hi = lo + 2 + (i == 777);
+		/* App 15000 takes app 4242's name. */
+		used += (size_t)snprintf(text + used, cap - used,
+					 "  { name = \"app%u\";\n    range = [ %u, %u ]; }%s\n",
+					 i == 15000 ? 4242 : i, lo, hi, i + 1 < count ? "," : "");
+	}
+	snprintf(text + used, cap - used, ");\n");
+
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	cr_expect_eq(pf_policy_load_text("many.conf", text, &policy, &diags), PF_LOAD_INVALID);
+	cr_expect_eq(policy.app_count, count);
+	/* App i opens on line 2 + 2i, its range on the next line. */
+	cr_expect(diags_have(&diags, "many.conf:1559: range 3358-3360 of app 'app778' overlaps "
+				     "range 3355-3358 of app 'app777' (many.conf:1557)"),
+		  "%s", diags.count ? diags.lines[0] : "none");
+	cr_expect(diags_have(&diags, "many.conf:30002: duplicate app name 'app4242' "
+				     "(first defined at many.conf:8486)"),
+		  "%s", diags.count > 1 ? diags.lines[1] : "none");
+	cr_expect_eq(diags.count, 2, "%s", diags.count ? diags.lines[0] : "none");
+	cr_expect_eq(pf_policy_find_app(&policy, "app4242"), 4242, "the first of the two");
+	cr_expect_eq(pf_policy_find_app(&policy, "app19999"), 19999);
+	cr_expect_eq(pf_policy_find_app(&policy, "app20000"), PF_SELECT_UNKNOWN_APP);
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	free(text);
+}

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -106,7 +107,9 @@ static void free_app(struct pf_app *app)
 
 Test(rule_index, decides_as_the_linear_scan)
 {
-	rng_state = 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
+	/* A new seed each run, printed on failure; PF_TEST_SEED replays one. */
+	const char *replay = getenv("PF_TEST_SEED");
+	rng_state = replay ? strtoull(replay, NULL, 0) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
 	uint64_t seed = rng_state;
 	unsigned permitted = 0, refused = 0;
 
