@@ -339,11 +339,12 @@ static void parse_apps(struct loader *ld, const config_setting_t *apps, const ch
 			report(ld, group, file, "each app must be a group { name = ...; range = [...]; }");
 			continue;
 		}
-		parse_app(ld, group, file, &policy->apps[policy->app_count]);
-		/* Out of memory leaves the app on the linear scan, which
-		 * judges the same. */
-		(void)pf_app_index_rules(&policy->apps[policy->app_count]);
-		policy->app_count++;
+		struct pf_app *app = &policy->apps[policy->app_count++];
+		parse_app(ld, group, file, app);
+		/* An app without rules needs no index; out of memory leaves
+		 * the app on the linear scan, which judges the same. */
+		if (app->has_allow || app->deny.count)
+			(void)pf_app_index_rules(app);
 	}
 }
 

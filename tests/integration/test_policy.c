@@ -148,3 +148,28 @@ Test(policy, twenty_thousand_apps_checked, .timeout = 120)
 	cr_expect_str_eq(r.err, expected);
 	sandbox_cleanup(&sb);
 }
+
+/* The shim, given a FIFO as its policy, denies at once with one line on
+ * stderr instead of waiting for a writer. */
+Test(policy, shim_refuses_a_fifo_at_once, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char fifo[256], config[300];
+
+	sandbox_init(&sb, "");
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", sb.dir);
+	cr_assert_eq(mkfifo(fifo, 0644), 0);
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", fifo);
+	const char *code = "import socket, errno\ns = socket.socket()\ntry:\n"
+			   "    s.connect(('127.0.0.1', 9)); print('connected')\n"
+			   "except OSError as e:\n    print(errno.errorcode[e.errno])\n";
+	char *argv[] = {"timeout", "20", "env", (char *)shim_preload_env(), config, "PORTFENCE_APP=",
+			"python3", "-c", (char *)code, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_expect_eq(r.status, 0, "exit %d (124: it waited): %s", r.status, r.err);
+	cr_expect_str_eq(r.out, "EPERM\n");
+	cr_expect(strstr(r.err, "not a regular file (a FIFO)") != NULL, "%s", r.err);
+	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1, "%s", r.err);
+	sandbox_cleanup(&sb);
+}
