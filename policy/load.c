@@ -5,12 +5,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum root_key { KEY_VERSION, KEY_LOG, KEY_ON_ERROR, KEY_STATE_DIR, KEY_DEFAULT, KEY_APPS, KEY_COUNT };
 
@@ -307,33 +309,13 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 	else if (name_text && name_text[0] == '\0')
 		report(ld, name, file, "app name is empty");
 	app->name = strdup(name_text ? name_text : "");
+	app->name_line = name ? setting_line(name) : app->line;
 	if (!config_setting_get_member(group, "range"))
 		report(ld, group, file, "app '%s' has no range", app->name);
 
 	int count = config_setting_length(group);
 	for (int i = 0; i < count; i++)
 		parse_app_member(ld, config_setting_get_elem(group, (unsigned)i), file, app);
-}
-
-static void check_app_against_earlier(struct loader *ld, const config_setting_t *group,
-				      const char *file, size_t index)
-{
-	const struct pf_app *app = &ld->policy->apps[index];
-	config_setting_t *name = config_setting_get_member(group, "name");
-	config_setting_t *range = config_setting_get_member(group, "range");
-
-	for (size_t i = 0; i < index; i++) {
-		const struct pf_app *other = &ld->policy->apps[i];
-		if (app->name[0] && strcmp(app->name, other->name) == 0)
-			report(ld, name, file, "duplicate app name '%s' (first defined at %s:%d)",
-			       app->name, other->file, other->line);
-		if (app->range_lo && other->range_lo && app->range_lo <= other->range_hi &&
-		    other->range_lo <= app->range_hi)
-			report(ld, range, file,
-			       "range %u-%u of app '%s' overlaps range %u-%u of app '%s' (%s:%d)",
-			       app->range_lo, app->range_hi, app->name, other->range_lo,
-			       other->range_hi, other->name, other->file, other->range_line);
-	}
 }
 
 static void parse_apps(struct loader *ld, const config_setting_t *apps, const char *file)
@@ -357,9 +339,12 @@ static void parse_apps(struct loader *ld, const config_setting_t *apps, const ch
 			report(ld, group, file, "each app must be a group { name = ...; range = [...]; }");
 			continue;
 		}
-		parse_app(ld, group, file, &policy->apps[policy->app_count]);
-		check_app_against_earlier(ld, group, file, policy->app_count);
-		policy->app_count++;
+		struct pf_app *app = &policy->apps[policy->app_count++];
+		parse_app(ld, group, file, app);
+		/* An app without rules needs no index; out of memory leaves
+		 * the app on the linear scan, which judges the same. */
+		if (app->has_allow || app->deny.count)
+			(void)pf_app_index_rules(app);
 	}
 }
 
@@ -468,18 +453,159 @@ static const char *remember_file(struct pf_policy *policy, const char *path)
 	return policy->files[policy->file_count] ? policy->files[policy->file_count++] : NULL;
 }
 
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISDIR(mode))
+		return "a directory";
+	return "not a file";
+}
+
+/* The whole text of a policy file, or NULL with the reason in diags.
+ * Anything but a regular file is refused before it is opened (a device
+ * may act on open), and opened without blocking (a FIFO swapped in
+ * meanwhile) then checked again: reading a FIFO would wait for a writer
+ * forever. */
+static char *read_regular_file(struct pf_diags *diags, const char *path)
+{
+	struct stat info;
+	int fd = -1;
+	char *text = NULL;
+	size_t used = 0;
+
+	if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
+		pf_diags_add(diags, path, 0, "not a regular file (%s)", file_kind(info.st_mode));
+		return NULL;
+	}
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &info) < 0) {
+		pf_diags_add(diags, path, 0, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(info.st_mode)) {
+		pf_diags_add(diags, path, 0, "not a regular file (%s)", file_kind(info.st_mode));
+		goto out;
+	}
+	for (size_t cap = (size_t)info.st_size + 1;; cap *= 2) {
+		char *grown = realloc(text, cap + 1);
+		if (!grown) {
+			pf_diags_add(diags, path, 0, "cannot read: %s", strerror(ENOMEM));
+			goto fail;
+		}
+		text = grown;
+		ssize_t got;
+		while (used < cap && (got = read(fd, text + used, cap - used)) != 0) {
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0) {
+				pf_diags_add(diags, path, 0, "cannot read: %s", strerror(errno));
+				goto fail;
+			}
+			used += (size_t)got;
+		}
+		if (used < cap)
+			break;
+	}
+	text[used] = '\0';
+	if (memchr(text, '\0', used)) {
+		pf_diags_add(diags, path, 0, "holds a NUL byte: not a policy text");
+		goto fail;
+	}
+	goto out;
+fail:
+	free(text);
+	text = NULL;
+out:
+	if (fd >= 0)
+		close(fd);
+	return text;
+}
+
+/* libconfig 1.5 opens @include files itself, with a blocking fopen, and
+ * offers no hook: every file the text includes (relative paths resolve
+ * from the working directory, as libconfig resolves them) is checked
+ * first, recursively, with libconfig's own depth limit.  A line counts as
+ * an include where libconfig's scanner would see one: optional blanks,
+ * @include, blanks, a quoted name. */
+#define INCLUDE_DEPTH_MAX 10
+
+static bool includes_are_regular(struct pf_diags *diags, const char *text, int depth);
+
+static char *include_target(const char *line)
+{
+	line += strspn(line, " \t");
+	if (strncmp(line, "@include", 8) != 0 || (line[8] != ' ' && line[8] != '\t'))
+		return NULL;
+	line += 8 + strspn(line + 8, " \t");
+	if (*line++ != '"')
+		return NULL;
+	char *name = malloc(strcspn(line, "\n") + 1), *out = name;
+	if (!name)
+		return NULL;
+	for (; *line && *line != '"' && *line != '\n'; line++)
+		*out++ = (line[0] == '\\' && line[1] && line[1] != '\n') ? *++line : *line;
+	*out = '\0';
+	return name;
+}
+
+static bool include_is_regular(struct pf_diags *diags, const char *name, int depth)
+{
+	struct stat info;
+
+	if (stat(name, &info) < 0)
+		return true; /* missing: libconfig says so itself */
+	if (depth >= INCLUDE_DEPTH_MAX)
+		return true; /* libconfig refuses to go deeper */
+	char *text = read_regular_file(diags, name);
+	if (!text)
+		return false;
+	bool regular = includes_are_regular(diags, text, depth + 1);
+	free(text);
+	return regular;
+}
+
+static bool includes_are_regular(struct pf_diags *diags, const char *text, int depth)
+{
+	for (const char *line = text; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+		const char *at = line + strspn(line, " \t");
+		if (*at != '@')
+			continue;
+		char *name = include_target(line);
+		bool regular = !name || include_is_regular(diags, name, depth);
+		free(name);
+		if (!regular)
+			return false;
+	}
+	return true;
+}
+
 /* Returns false when the file could not be read or parsed at all.  With
  * text, the policy is that text and path only names it. */
 static bool load_source(struct loader *ld, const char *path, const char *text)
 {
 	const char *file = remember_file(ld->policy, path);
+	char *read_text = NULL;
 	config_t config;
 	bool parsed;
 
 	if (!file)
 		return false;
+	if (!text && !(text = read_text = read_regular_file(ld->diags, file)))
+		return false;
+	if (!includes_are_regular(ld->diags, text, 0)) {
+		free(read_text);
+		return false;
+	}
 	config_init(&config);
-	parsed = (text ? config_read_string(&config, text) : config_read_file(&config, file)) == CONFIG_TRUE;
+	parsed = config_read_string(&config, text) == CONFIG_TRUE;
+	free(read_text);
 	if (!parsed) {
 		if (config_error_type(&config) == CONFIG_ERR_FILE_IO)
 			pf_diags_add(ld->diags, file, 0, "cannot read: %s", strerror(errno ? errno : EIO));
@@ -536,6 +662,80 @@ static bool load_directory(struct loader *ld, const char *dir)
 	return all_parsed;
 }
 
+/* Equal names sort by position, so each run's head is the first one. */
+static void report_duplicate_names(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+	const struct pf_app *first = policy->app_count ? &policy->apps[policy->by_name[0]] : NULL;
+
+	for (size_t i = 1; i < policy->app_count; i++) {
+		const struct pf_app *app = &policy->apps[policy->by_name[i]];
+		if (strcmp(first->name, app->name) != 0) {
+			first = app;
+			continue;
+		}
+		if (!app->name[0])
+			continue;
+		ld->invalid = true;
+		pf_diags_add(ld->diags, app->file, app->name_line,
+			     "duplicate app name '%s' (first defined at %s:%d)", app->name,
+			     first->file, first->line);
+	}
+}
+
+static const struct pf_app *apps_being_sorted;
+
+static int compare_range_lo(const void *a, const void *b)
+{
+	const struct pf_app *x = &apps_being_sorted[*(const size_t *)a];
+	const struct pf_app *y = &apps_being_sorted[*(const size_t *)b];
+
+	if (x->range_lo != y->range_lo)
+		return x->range_lo < y->range_lo ? -1 : 1;
+	return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+/* One sweep in port order: an app whose range starts at or below the
+ * highest end seen so far overlaps the app that reaches that end.  The
+ * later of the two in the files is reported, naming the earlier. */
+static void report_overlaps(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+	size_t *order = malloc((policy->app_count + 1) * sizeof(*order)), count = 0;
+
+	if (!order)
+		return;
+	for (size_t i = 0; i < policy->app_count; i++)
+		if (policy->apps[i].range_lo)
+			order[count++] = i;
+	apps_being_sorted = policy->apps;
+	qsort(order, count, sizeof(*order), compare_range_lo);
+	for (size_t i = 1, reach = count ? order[0] : 0; i < count; i++) {
+		size_t next = order[i];
+		const struct pf_app *a = &policy->apps[next], *b = &policy->apps[reach];
+		if (a->range_lo <= b->range_hi) {
+			const struct pf_app *later = next > reach ? a : b, *earlier = next > reach ? b : a;
+			ld->invalid = true;
+			pf_diags_add(ld->diags, later->file, later->range_line,
+				     "range %u-%u of app '%s' overlaps range %u-%u of app '%s' (%s:%d)",
+				     later->range_lo, later->range_hi, later->name, earlier->range_lo,
+				     earlier->range_hi, earlier->name, earlier->file, earlier->range_line);
+		}
+		if (a->range_hi > b->range_hi)
+			reach = next;
+	}
+	free(order);
+}
+
+/* Two apps with one name, or ranges that overlap: sorted, so that a
+ * policy of many apps costs O(n log n), not a comparison per pair. */
+static void check_apps_apart(struct loader *ld)
+{
+	if (ld->policy->by_name)
+		report_duplicate_names(ld);
+	report_overlaps(ld);
+}
+
 static void resolve_default(struct loader *ld)
 {
 	struct pf_policy *policy = ld->policy;
@@ -555,6 +755,10 @@ static void resolve_default(struct loader *ld)
 
 static enum pf_load_status finish_load(struct loader *ld, bool parsed)
 {
+	if (pf_policy_index_names(ld->policy) < 0)
+		pf_diags_add(ld->diags, ld->policy->file_count ? ld->policy->files[0] : "policy", 0,
+			     "out of memory");
+	check_apps_apart(ld);
 	resolve_default(ld);
 	free(ld->default_name);
 	if (!parsed) {
@@ -607,8 +811,10 @@ void pf_policy_free(struct pf_policy *policy)
 		free_strings(app->comm_globs.globs, app->comm_globs.count);
 		free(app->allow.rules);
 		free(app->deny.rules);
+		pf_app_free_rule_index(app);
 	}
 	free(policy->apps);
+	free(policy->by_name);
 	free(policy->log_file);
 	free(policy->state_dir);
 	free_strings(policy->files, policy->file_count);

@@ -46,6 +46,8 @@ struct pf_glob_list {
 	size_t count;
 };
 
+struct pf_rule_index;
+
 struct pf_app {
 	char *name;
 	struct pf_glob_list exe_globs;
@@ -58,9 +60,12 @@ struct pf_app {
 	bool has_allow;
 	struct pf_rule_list allow;
 	struct pf_rule_list deny;
+	/* allow and deny compiled into prefix tries (pf_app_index_rules);
+	 * NULL: the lists are scanned one rule at a time. */
+	struct pf_rule_index *rule_index;
 	/* Where the app was defined, for diagnostics. */
 	const char *file;
-	int line, range_line, algorithm_line;
+	int line, name_line, range_line, algorithm_line;
 };
 
 struct pf_policy {
@@ -71,6 +76,9 @@ struct pf_policy {
 	int default_app;	/* index into apps, or -1 for "pass" */
 	struct pf_app *apps;
 	size_t app_count;
+	/* Indices of apps sorted by name, then position (pf_policy_index_names);
+	 * NULL: pf_policy_find_app scans. */
+	size_t *by_name;
 	/* Every file name the policy was read from; apps point into it. */
 	char **files;
 	size_t file_count;
@@ -108,9 +116,21 @@ int pf_algorithm_from_name(const char *name, enum pf_algorithm *algorithm);
 int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why);
 bool pf_rule_matches(const struct pf_rule *rule, const struct sockaddr *dest,
 		     socklen_t dest_len);
-/* deny wins; with an allow list, only what it allows passes. */
+/* deny wins; with an allow list, only what it allows passes.  An
+ * IPv4-mapped destination is judged as IPv4, an unspecified one (0.0.0.0,
+ * ::, ::ffff:0.0.0.0) as the loopback address the kernel sends it to.
+ * pf_rule_matches judges the address as given. */
 bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
 		    socklen_t dest_len);
+/* The same judgement, one rule at a time whatever rule_index holds: the
+ * reference the tries are tested against. */
+bool pf_app_permits_linear(const struct pf_app *app, const struct sockaddr *dest,
+			   socklen_t dest_len);
+/* Compiles app->allow and app->deny into app->rule_index, so that a
+ * judgement costs O(prefix length) whatever the number of rules.
+ * Returns 0, or -1 (out of memory; the app keeps the linear scan). */
+int pf_app_index_rules(struct pf_app *app);
+void pf_app_free_rule_index(struct pf_app *app);
 
 /* App selection for a process. */
 #define PF_SELECT_PASS (-1)
@@ -123,6 +143,9 @@ struct pf_process_identity {
 };
 int pf_policy_select(const struct pf_policy *policy,
 		     const struct pf_process_identity *who);
+/* The first app with that name, or PF_SELECT_UNKNOWN_APP. */
 int pf_policy_find_app(const struct pf_policy *policy, const char *name);
+/* Builds policy->by_name (the loader does); 0, or -1 when out of memory. */
+int pf_policy_index_names(struct pf_policy *policy);
 
 #endif

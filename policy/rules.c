@@ -1,5 +1,6 @@
 /* Destination rules: "CIDR", "CIDR:PORT", "CIDR:LO-HI"; IPv6 in brackets. */
 #include "policy.h"
+#include "rule_index.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -178,33 +179,54 @@ int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why)
 }
 
 /* The destination as the rules see it: IPv4-mapped IPv6 becomes IPv4. */
-static int normalise_dest(const struct sockaddr *dest, socklen_t dest_len,
-			  sa_family_t *family, const uint8_t **addr,
-			  uint16_t *port)
+int pf_dest_normalise(const struct sockaddr *dest, socklen_t dest_len,
+		      struct pf_dest *out)
 {
 	if (!dest)
 		return -1;
 	if (dest->sa_family == AF_INET && dest_len >= sizeof(struct sockaddr_in)) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)dest;
-		*family = AF_INET;
-		*addr = (const uint8_t *)&sin->sin_addr;
-		*port = ntohs(sin->sin_port);
+		out->family = AF_INET;
+		out->addr = (const uint8_t *)&sin->sin_addr;
+		out->port = ntohs(sin->sin_port);
 		return 0;
 	}
 	if (dest->sa_family == AF_INET6 && dest_len >= sizeof(struct sockaddr_in6)) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)dest;
 		const uint8_t *bytes = sin6->sin6_addr.s6_addr;
-		*port = ntohs(sin6->sin6_port);
+		out->port = ntohs(sin6->sin6_port);
 		if (memcmp(bytes, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
-			*family = AF_INET;
-			*addr = bytes + 12;
+			out->family = AF_INET;
+			out->addr = bytes + 12;
 		} else {
-			*family = AF_INET6;
-			*addr = bytes;
+			out->family = AF_INET6;
+			out->addr = bytes;
 		}
 		return 0;
 	}
 	return -1;
+}
+
+/* The kernel delivers a connect to 0.0.0.0 or :: (and ::ffff:0.0.0.0)
+ * on loopback, so that is where the rules must look. */
+static void route_unspecified(struct pf_dest *dest)
+{
+	static const uint8_t zero[16];
+	static const uint8_t loopback4[4] = {127, 0, 0, 1};
+	static const uint8_t loopback6[16] = {[15] = 1};
+	bool v4 = dest->family == AF_INET;
+
+	if (memcmp(dest->addr, zero, v4 ? 4 : 16) == 0)
+		dest->addr = v4 ? loopback4 : loopback6;
+}
+
+int pf_dest_for_rules(const struct sockaddr *dest, socklen_t dest_len,
+		      struct pf_dest *out)
+{
+	if (pf_dest_normalise(dest, dest_len, out) < 0)
+		return -1;
+	route_unspecified(out);
+	return 0;
 }
 
 static bool prefix_matches(const uint8_t *net, const uint8_t *addr, unsigned prefix)
@@ -219,46 +241,54 @@ static bool prefix_matches(const uint8_t *net, const uint8_t *addr, unsigned pre
 	return (net[whole] & mask) == (addr[whole] & mask);
 }
 
-static bool rule_matches_normalised(const struct pf_rule *rule, sa_family_t family,
-				    const uint8_t *addr, uint16_t port)
+static bool rule_matches_dest(const struct pf_rule *rule, const struct pf_dest *dest)
 {
-	return rule->family == family && port >= rule->port_lo &&
-	       port <= rule->port_hi && prefix_matches(rule->addr, addr, rule->prefix);
+	return rule->family == dest->family && dest->port >= rule->port_lo &&
+	       dest->port <= rule->port_hi && prefix_matches(rule->addr, dest->addr, rule->prefix);
 }
 
 bool pf_rule_matches(const struct pf_rule *rule, const struct sockaddr *dest,
 		     socklen_t dest_len)
 {
-	sa_family_t family;
-	const uint8_t *addr;
-	uint16_t port;
+	struct pf_dest normalised;
 
-	if (normalise_dest(dest, dest_len, &family, &addr, &port) < 0)
+	if (pf_dest_normalise(dest, dest_len, &normalised) < 0)
 		return false;
-	return rule_matches_normalised(rule, family, addr, port);
+	return rule_matches_dest(rule, &normalised);
 }
 
-static bool list_matches(const struct pf_rule_list *list, sa_family_t family,
-			 const uint8_t *addr, uint16_t port)
+static bool list_matches(const struct pf_rule_list *list, const struct pf_dest *dest)
 {
 	for (size_t i = 0; i < list->count; i++)
-		if (rule_matches_normalised(&list->rules[i], family, addr, port))
+		if (rule_matches_dest(&list->rules[i], dest))
 			return true;
 	return false;
+}
+
+bool pf_app_permits_linear(const struct pf_app *app, const struct sockaddr *dest,
+			   socklen_t dest_len)
+{
+	struct pf_dest judged;
+
+	if (!app->has_allow && app->deny.count == 0)
+		return true;
+	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
+		return true; /* not an inet destination: not ours to judge */
+	if (list_matches(&app->deny, &judged))
+		return false;
+	return !app->has_allow || list_matches(&app->allow, &judged);
 }
 
 bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
 		    socklen_t dest_len)
 {
-	sa_family_t family;
-	const uint8_t *addr;
-	uint16_t port;
+	struct pf_dest judged;
 
+	if (!app->rule_index)
+		return pf_app_permits_linear(app, dest, dest_len);
 	if (!app->has_allow && app->deny.count == 0)
 		return true;
-	if (normalise_dest(dest, dest_len, &family, &addr, &port) < 0)
-		return true; /* not an inet destination: not ours to judge */
-	if (list_matches(&app->deny, family, addr, port))
-		return false;
-	return !app->has_allow || list_matches(&app->allow, family, addr, port);
+	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
+		return true;
+	return pf_rule_index_permits(app->rule_index, app->has_allow, &judged);
 }

@@ -2,13 +2,55 @@
 #include "policy.h"
 
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
+
+static const struct pf_app *apps_being_sorted;
+
+static int compare_names(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int order = strcmp(apps_being_sorted[x].name, apps_being_sorted[y].name);
+
+	if (order)
+		return order;
+	return x < y ? -1 : x > y;
+}
+
+int pf_policy_index_names(struct pf_policy *policy)
+{
+	size_t *order = malloc((policy->app_count + 1) * sizeof(*order));
+
+	free(policy->by_name);
+	policy->by_name = order;
+	if (!order)
+		return -1;
+	for (size_t i = 0; i < policy->app_count; i++)
+		order[i] = i;
+	apps_being_sorted = policy->apps;
+	qsort(order, policy->app_count, sizeof(*order), compare_names);
+	return 0;
+}
 
 int pf_policy_find_app(const struct pf_policy *policy, const char *name)
 {
-	for (size_t i = 0; i < policy->app_count; i++)
-		if (strcmp(policy->apps[i].name, name) == 0)
-			return (int)i;
+	if (!policy->by_name) {
+		for (size_t i = 0; i < policy->app_count; i++)
+			if (strcmp(policy->apps[i].name, name) == 0)
+				return (int)i;
+		return PF_SELECT_UNKNOWN_APP;
+	}
+	/* The first index whose name is not below name. */
+	size_t lo = 0, hi = policy->app_count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(policy->apps[policy->by_name[mid]].name, name) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < policy->app_count && strcmp(policy->apps[policy->by_name[lo]].name, name) == 0)
+		return (int)policy->by_name[lo];
 	return PF_SELECT_UNKNOWN_APP;
 }
 

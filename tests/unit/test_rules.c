@@ -182,3 +182,34 @@ Test(rules, short_or_foreign_addresses_are_not_judged)
 	cr_expect_not(pf_rule_matches(&app.allow.rules[0], (struct sockaddr *)&sin, 4));
 	cr_expect_not(pf_rule_matches(&app.allow.rules[0], NULL, 0));
 }
+
+/* The kernel sends a connect to an unspecified address to loopback, so
+ * such a destination is judged as the loopback address of its family. */
+Test(rules, unspecified_addresses_judged_as_loopback)
+{
+	const char *deny[] = {"127.0.0.1:25", "[::1]:25"};
+	struct pf_app app = app_with(NULL, 0, deny, 2);
+	struct sockaddr_in any4 = v4("0.0.0.0", 25), any4_web = v4("0.0.0.0", 80);
+	struct sockaddr_in6 any6 = v6("::", 25), mapped_any = v6("::ffff:0.0.0.0", 25);
+	cr_expect_not(PERMITS(app, any4));
+	cr_expect_not(PERMITS(app, any6));
+	cr_expect_not(PERMITS(app, mapped_any));
+	cr_expect(PERMITS(app, any4_web));
+	cr_assert_eq(pf_app_index_rules(&app), 0);
+	cr_expect_not(PERMITS(app, any4), "compiled rules");
+	cr_expect_not(PERMITS(app, any6), "compiled rules");
+	cr_expect_not(PERMITS(app, mapped_any), "compiled rules");
+	cr_expect(PERMITS(app, any4_web), "compiled rules");
+	pf_app_free_rule_index(&app);
+
+	const char *allow[] = {"127.0.0.0/8", "[::1]"};
+	struct pf_app loopback_only = app_with(allow, 2, NULL, 0);
+	cr_expect(PERMITS(loopback_only, any4));
+	cr_expect(PERMITS(loopback_only, any6));
+	cr_expect(PERMITS(loopback_only, mapped_any));
+
+	const char *allow_any[] = {"0.0.0.0/32", "[::/128]"};
+	struct pf_app unspecified_rules = app_with(allow_any, 2, NULL, 0);
+	cr_expect_not(PERMITS(unspecified_rules, any4), "0.0.0.0 goes to 127.0.0.1, which is not allowed");
+	cr_expect_not(PERMITS(unspecified_rules, any6));
+}

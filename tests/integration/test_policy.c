@@ -1,0 +1,175 @@
+/* What the policy decides, seen from outside: unspecified destinations
+ * judged as the loopback they reach, policy paths that are no regular
+ * file refused at once, and a policy of many apps checked in full. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+Test(policy, unspecified_addresses_judged_as_loopback, .timeout = 60)
+{
+	struct server v4, v6;
+	struct sandbox sb;
+	struct run_result r;
+	char apps[512], code[1024];
+
+	server_start(&v4, "127.0.0.1", SERVE_DRAIN);
+	server_start(&v6, "::1", SERVE_DRAIN);
+	snprintf(apps, sizeof(apps),
+		 "default = \"c\";\napps = ( { name = \"c\"; range = [ 63600, 63699 ]; "
+		 "deny = [ \"127.0.0.1:%u\", \"[::1]:%u\" ]; } );", v4.port, v6.port);
+	sandbox_init(&sb, apps);
+	snprintf(code, sizeof(code),
+		 "import socket, errno\n"
+		 "for family, host, port in ((socket.AF_INET, '0.0.0.0', %u), (socket.AF_INET6, '::', %u),\n"
+		 "                           (socket.AF_INET6, '::ffff:0.0.0.0', %u)):\n"
+		 "    s = socket.socket(family)\n"
+		 "    try:\n        s.connect((host, port)); print(host, 'connected')\n"
+		 "    except OSError as e:\n        print(host, errno.errorcode[e.errno])\n"
+		 "    s.close()\n", v4.port, v6.port, v4.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	usleep(100000);
+	server_stop(&v4);
+	server_stop(&v6);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect_str_eq(r.out, "0.0.0.0 EPERM\n:: EPERM\n::ffff:0.0.0.0 EPERM\n");
+	cr_expect_eq(atomic_load(&v4.count), 0, "the IPv4 loopback server saw a connection");
+	cr_expect_eq(atomic_load(&v6.count), 0, "the IPv6 loopback server saw a connection");
+	json_t *records = audit_records(sb.log);
+	for (int i = 0; i < 3; i++) {
+		json_t *deny = audit_find(records, "deny", i);
+		cr_expect_not_null(deny, "deny record %d of 3", i + 1);
+		if (deny)
+			cr_expect_str_eq(json_string_value(json_object_get(deny, "result")), "EPERM");
+	}
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
+
+/* `timeout` ends a hung check with 124, so a wait fails the test rather
+ * than the run. */
+static void check_within(struct run_result *r, const char *policy)
+{
+	char *argv[] = {"timeout", "10", (char *)build_path("portfence"), "check", "-c",
+			(char *)policy, NULL};
+	run_program(r, argv, NULL, NULL);
+}
+
+Test(policy, check_refuses_a_fifo_at_once, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char fifo[256], include[300], expected[400];
+
+	sandbox_init(&sb, "");
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", sb.dir);
+	cr_assert_eq(mkfifo(fifo, 0644), 0);
+
+	check_within(&r, fifo);
+	snprintf(expected, sizeof(expected), "%s: not a regular file (a FIFO)\n", fifo);
+	cr_expect_eq(r.status, 1, "a FIFO as the policy: exit %d", r.status);
+	cr_expect_str_eq(r.err, expected);
+
+	/* Included from a regular policy. */
+	FILE *f = fopen(sb.policy, "a");
+	fprintf(f, "@include \"%s\"\n", fifo);
+	fclose(f);
+	check_within(&r, sb.policy);
+	cr_expect_eq(r.status, 1, "an included FIFO: exit %d", r.status);
+	cr_expect_str_eq(r.err, expected);
+
+	/* A FIFO named *.conf in a policy directory. */
+	snprintf(include, sizeof(include), "%s/10-first.conf", sb.dir);
+	f = fopen(include, "w");
+	fputs("apps = ( );\n", f);
+	fclose(f);
+	unlink(sb.policy);
+	check_within(&r, sb.dir);
+	cr_expect_eq(r.status, 1, "a FIFO in the directory: exit %d", r.status);
+	cr_expect(strstr(r.err, expected) != NULL, "%s", r.err);
+
+	check_within(&r, "/dev/null");
+	cr_expect_eq(r.status, 1);
+	cr_expect_str_eq(r.err, "/dev/null: not a regular file (a character device)\n");
+	sandbox_cleanup(&sb);
+}
+
+static void write_many_apps(const char *path, unsigned count, unsigned overlapping)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("version = 1;\napps = (\n", f);
+	for (unsigned i = 0; i < count; i++) {
+		unsigned lo = 1024 + i * 3;
+		/* One app, if asked, reaches one port into its successor. */
+		fprintf(f, "  { name = \"app%05u\"; match = { exe = [ \"/opt/app%05u/*\" ]; };\n"
+			   "    range = [ %u, %u ]; }%s\n",
+			i, i, lo, lo + 2 + (i == overlapping), i + 1 < count ? "," : "");
+	}
+	fputs(");\n", f);
+	fclose(f);
+}
+
+Test(policy, twenty_thousand_apps_checked, .timeout = 120)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char path[256], expected[1024];
+	struct timespec start, end;
+
+	sandbox_init(&sb, "");
+	snprintf(path, sizeof(path), "%s/many.conf", sb.dir);
+	write_many_apps(path, 20000, 20000);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	check_within(&r, path);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	snprintf(expected, sizeof(expected), "%s: valid, 20000 apps", path);
+	cr_expect(strstr(r.out, expected) != NULL, "%.200s", r.out);
+	cr_expect(strstr(r.out, "app app00001: ports 1027-1029 (3)") != NULL, "%.300s", r.out);
+	fprintf(stderr, "policy: check of 20000 apps took %.3f s\n",
+		(double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9);
+
+	/* App 12345's range reaches into app 12346's; app i's range is on
+	 * line 4 + 2i. */
+	write_many_apps(path, 20000, 12345);
+	check_within(&r, path);
+	cr_expect_eq(r.status, 1);
+	unsigned lo = 1024 + 12345 * 3;
+	snprintf(expected, sizeof(expected),
+		 "%s:%u: range %u-%u of app 'app12346' overlaps range %u-%u of app 'app12345' (%s:%u)\n",
+		 path, 4 + 2 * 12346, lo + 3, lo + 5, lo, lo + 3, path, 4 + 2 * 12345);
+	cr_expect_str_eq(r.err, expected);
+	sandbox_cleanup(&sb);
+}
+
+/* The shim, given a FIFO as its policy, denies at once with one line on
+ * stderr instead of waiting for a writer. */
+Test(policy, shim_refuses_a_fifo_at_once, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char fifo[256], config[300];
+
+	sandbox_init(&sb, "");
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", sb.dir);
+	cr_assert_eq(mkfifo(fifo, 0644), 0);
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", fifo);
+	const char *code = "import socket, errno\ns = socket.socket()\ntry:\n"
+			   "    s.connect(('127.0.0.1', 9)); print('connected')\n"
+			   "except OSError as e:\n    print(errno.errorcode[e.errno])\n";
+	char *argv[] = {"timeout", "20", "env", (char *)shim_preload_env(), config, "PORTFENCE_APP=",
+			"python3", "-c", (char *)code, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_expect_eq(r.status, 0, "exit %d (124: it waited): %s", r.status, r.err);
+	cr_expect_str_eq(r.out, "EPERM\n");
+	cr_expect(strstr(r.err, "not a regular file (a FIFO)") != NULL, "%s", r.err);
+	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1, "%s", r.err);
+	sandbox_cleanup(&sb);
+}
