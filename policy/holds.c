@@ -177,6 +177,11 @@ enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset,
 	return PF_HOLD_HELD;
 }
 
+uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms)
+{
+	return age_ms(ref->seen, now_ms);
+}
+
 static _Atomic uint64_t *ref_slot(const struct pf_state *state, const struct pf_hold_ref *ref)
 {
 	if (!ref->slot || !state->holds || ref->slot > (size_t)state->num_ports * PF_HOLD_SLOTS)

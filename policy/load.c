@@ -759,6 +759,9 @@ static enum pf_load_status finish_load(struct loader *ld, bool parsed)
 		pf_diags_add(ld->diags, ld->policy->file_count ? ld->policy->files[0] : "policy", 0,
 			     "out of memory");
 	check_apps_apart(ld);
+	if (pf_policy_index_ranges(ld->policy) < 0)
+		pf_diags_add(ld->diags, ld->policy->file_count ? ld->policy->files[0] : "policy", 0,
+			     "out of memory");
 	resolve_default(ld);
 	free(ld->default_name);
 	if (!parsed) {
@@ -815,6 +818,7 @@ void pf_policy_free(struct pf_policy *policy)
 	}
 	free(policy->apps);
 	free(policy->by_name);
+	free(policy->by_range);
 	free(policy->log_file);
 	free(policy->state_dir);
 	free_strings(policy->files, policy->file_count);

@@ -79,6 +79,8 @@ struct pf_policy {
 	/* Indices of apps sorted by name, then position (pf_policy_index_names);
 	 * NULL: pf_policy_find_app scans. */
 	size_t *by_name;
+	/* Indices of apps sorted by range_lo (pf_policy_index_ranges). */
+	size_t *by_range;
 	/* Every file name the policy was read from; apps point into it. */
 	char **files;
 	size_t file_count;
@@ -147,5 +149,10 @@ int pf_policy_select(const struct pf_policy *policy,
 int pf_policy_find_app(const struct pf_policy *policy, const char *name);
 /* Builds policy->by_name (the loader does); 0, or -1 when out of memory. */
 int pf_policy_index_names(struct pf_policy *policy);
+/* Builds policy->by_range (the loader does); 0, or -1 when out of memory. */
+int pf_policy_index_ranges(struct pf_policy *policy);
+/* The app whose range holds port, or -1: a binary search when the ranges
+ * are indexed, else a scan. */
+int pf_policy_app_at_port(const struct pf_policy *policy, uint16_t port);
 
 #endif

@@ -32,6 +32,52 @@ int pf_policy_index_names(struct pf_policy *policy)
 	return 0;
 }
 
+static int compare_ranges(const void *a, const void *b)
+{
+	const struct pf_app *x = &apps_being_sorted[*(const size_t *)a];
+	const struct pf_app *y = &apps_being_sorted[*(const size_t *)b];
+
+	return (x->range_lo > y->range_lo) - (x->range_lo < y->range_lo);
+}
+
+int pf_policy_index_ranges(struct pf_policy *policy)
+{
+	size_t *order = malloc((policy->app_count + 1) * sizeof(*order));
+
+	free(policy->by_range);
+	policy->by_range = order;
+	if (!order)
+		return -1;
+	for (size_t i = 0; i < policy->app_count; i++)
+		order[i] = i;
+	apps_being_sorted = policy->apps;
+	qsort(order, policy->app_count, sizeof(*order), compare_ranges);
+	return 0;
+}
+
+int pf_policy_app_at_port(const struct pf_policy *policy, uint16_t port)
+{
+	if (!policy->by_range) {
+		for (size_t i = 0; i < policy->app_count; i++)
+			if (port >= policy->apps[i].range_lo && port <= policy->apps[i].range_hi)
+				return (int)i;
+		return -1;
+	}
+	/* The last app whose range starts at or below port. */
+	size_t lo = 0, hi = policy->app_count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (policy->apps[policy->by_range[mid]].range_lo <= port)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	const struct pf_app *app = &policy->apps[policy->by_range[lo - 1]];
+	return port <= app->range_hi ? (int)policy->by_range[lo - 1] : -1;
+}
+
 int pf_policy_find_app(const struct pf_policy *policy, const char *name)
 {
 	if (!policy->by_name) {

@@ -32,6 +32,11 @@
  * kernel queries (see README, "The connect path"). */
 #define QUARANTINE_MS 10
 
+#define OLDEST_RECENT 4
+/* After this many quarantined ports in one pick, the range is busy: the
+ * kernel is asked of the next ones at once instead of after a full walk. */
+#define RECENT_BEFORE_ASKING 8
+
 /* Our own marker for "the socket was bound behind our back". */
 #define ALREADY_BOUND (-100000)
 /* connect() met a 4-tuple taken after we judged it free. */
@@ -51,6 +56,11 @@ struct attempt_ctx {
 	bool verify;		/* second pass: ask the kernel of held ports */
 	bool lingering_ok;	/* last resort: a 4-tuple the peer has not closed */
 	uint16_t lingering_port;	/* the first such port seen, or 0 */
+	/* The longest-released ports the first pass found in quarantine:
+	 * the likeliest to be clean, so the kernel is asked of them first. */
+	uint16_t oldest_recent[OLDEST_RECENT];
+	uint32_t oldest_recent_age[OLDEST_RECENT];
+	unsigned recent_seen;
 	bool reuse_set;
 	uint32_t now_ms;
 	struct pf_hold_ref hold;
@@ -167,19 +177,39 @@ static bool source_known(struct attempt_ctx *ctx)
 }
 
 /* What the kernel says of (source, port, destination): true when a
- * connect there would succeed now. */
-static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port)
+ * connect there would succeed now; if_unknown when it cannot be asked. */
+static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknown)
 {
 	if (!source_known(ctx))
-		return !ctx->verify;
+		return if_unknown;
 	set_port(&ctx->bind_addr, port);
 	enum pf_tuple_use use = pf_tuple_use((const struct sockaddr *)&ctx->bind_addr, ctx->call->dest);
 	if (use == PF_TUPLE_UNKNOWN)
-		return !ctx->verify;
+		return if_unknown;
 	if (use == PF_TUPLE_LINGERING && !ctx->lingering_port)
 		ctx->lingering_port = port;
 	return use == PF_TUPLE_FREE || use == PF_TUPLE_TIME_WAIT ||
 	       (use == PF_TUPLE_LINGERING && ctx->lingering_ok);
+}
+
+/* Keeps port among the OLDEST_RECENT longest released: it takes an
+ * empty place, or the place of the most recently released. */
+static void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t age)
+{
+	int youngest = 0;
+
+	for (int i = 0; i < OLDEST_RECENT; i++) {
+		if (!ctx->oldest_recent[i]) {
+			youngest = i;
+			break;
+		}
+		if (ctx->oldest_recent_age[i] < ctx->oldest_recent_age[youngest])
+			youngest = i;
+	}
+	if (!ctx->oldest_recent[youngest] || age > ctx->oldest_recent_age[youngest]) {
+		ctx->oldest_recent[youngest] = port;
+		ctx->oldest_recent_age[youngest] = age;
+	}
 }
 
 /* Claims (source, port, destination) for this socket when it is free:
@@ -194,7 +224,7 @@ static bool claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
 	case PF_HOLD_FREE:
 		return true;
 	case PF_HOLD_UNKNOWN:
-		if (kernel_clears(ctx, port))
+		if (kernel_clears(ctx, port, !ctx->verify))
 			return true;
 		/* Held by a socket we had no record of: the claim marks it. */
 		pf_hold_disown(ctx->state, &ctx->hold);
@@ -203,10 +233,19 @@ static bool claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
 		ctx->hold.slot = 0;
 		return false;
 	case PF_HOLD_RECENT:
+		if (!ctx->verify && ++ctx->recent_seen < RECENT_BEFORE_ASKING) {
+			note_recent(ctx, port, pf_hold_seen_age(&ctx->hold, ctx->now_ms));
+			ctx->hold.slot = 0;
+			return false;
+		}
+		if (kernel_clears(ctx, port, false) && pf_hold_reclaim(ctx->state, &ctx->hold))
+			return true;
+		ctx->hold.slot = 0;
+		return false;
 	case PF_HOLD_HELD:
 		break;
 	}
-	if (ctx->verify && kernel_clears(ctx, port) && pf_hold_reclaim(ctx->state, &ctx->hold))
+	if (ctx->verify && kernel_clears(ctx, port, false) && pf_hold_reclaim(ctx->state, &ctx->hold))
 		return true;
 	ctx->hold.slot = 0;
 	return false;
@@ -351,11 +390,43 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 
 /* When every port looked busy to memory, the kernel is asked of each:
  * memory may hold 4-tuples of processes that died without closing. */
+static int verify_port(struct attempt_ctx *ctx, struct pf_pick *pick, uint16_t port)
+{
+	pick->attempts++;
+	int rc = attempt_port(ctx, port);
+	if (rc == PF_TRY_TAKEN)
+		pick->port = port;
+	return rc;
+}
+
+/* The quarantined ports the first pass saw, longest released first. */
+static int verify_oldest_recent(struct attempt_ctx *ctx, struct pf_pick *pick)
+{
+	for (int n = 0; n < OLDEST_RECENT; n++) {
+		int oldest = -1;
+		for (int i = 0; i < OLDEST_RECENT; i++)
+			if (ctx->oldest_recent[i] &&
+			    (oldest < 0 || ctx->oldest_recent_age[i] > ctx->oldest_recent_age[oldest]))
+				oldest = i;
+		if (oldest < 0)
+			break;
+		uint16_t port = ctx->oldest_recent[oldest];
+		ctx->oldest_recent[oldest] = 0;
+		int rc = verify_port(ctx, pick, port);
+		if (rc != PF_TRY_BUSY)
+			return rc;
+	}
+	return PF_TRY_BUSY;
+}
+
 static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	uint16_t lo = ctx->rt->app->range_lo, hi = ctx->rt->app->range_hi;
 
 	ctx->verify = true;
+	int first = verify_oldest_recent(ctx, pick);
+	if (first != PF_TRY_BUSY)
+		return first;
 	for (uint32_t port = lo; port <= hi; port++) {
 		pick->attempts++;
 		int rc = attempt_port(ctx, (uint16_t)port);
@@ -415,8 +486,9 @@ static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
 	if (!ctx->tcp_client)
 		record_result(call, pf_perform(sock, call));
 	const struct sockaddr *local = (const struct sockaddr *)&ctx->bind_addr;
-	if (ctx->tcp_client && !ctx->concrete && call->result_errno != EINPROGRESS &&
-	    call->result == 0 && pf_sock_local(sock, &ctx->bind_addr))
+	if (ctx->tcp_client && !ctx->concrete &&
+	    (call->result == 0 || call->result_errno == EINPROGRESS) &&
+	    pf_sock_local(sock, &ctx->bind_addr))
 		pf_source_learn(call->dest, local);
 	pf_audit_local(ctx->rt, sock, PF_EVENT_ASSIGN, local, ctx->concrete, call->dest,
 		       pick->attempts, call->result_errno);

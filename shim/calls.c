@@ -147,12 +147,8 @@ int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
  * policy must not let it take ports from another app's range. */
 static bool in_another_apps_range(const struct pf_runtime *rt, uint16_t port)
 {
-	for (size_t i = 0; i < rt->policy.app_count; i++) {
-		const struct pf_app *other = &rt->policy.apps[i];
-		if (other != rt->app && port >= other->range_lo && port <= other->range_hi)
-			return true;
-	}
-	return false;
+	int owner = pf_policy_app_at_port(&rt->policy, port);
+	return owner >= 0 && &rt->policy.apps[owner] != rt->app;
 }
 
 static bool bind_refused(const struct pf_runtime *rt, const struct pf_sock *sock, uint16_t port)

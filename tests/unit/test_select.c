@@ -63,3 +63,21 @@ Test(select, first_matching_app_in_file_order)
 	cr_expect_eq(pf_policy_select(&dir, &curl), 0);
 	pf_policy_free(&dir);
 }
+
+Test(select, the_app_owning_a_port_is_found_by_range)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	cr_assert_eq(pf_policy_load_text("ranges.conf",
+		"apps = ( { name = \"c\"; range = [ 7000, 7009 ]; },\n"
+		"         { name = \"a\"; range = [ 5000, 5000 ]; },\n"
+		"         { name = \"b\"; range = [ 6000, 6099 ]; } );\n", &policy, &diags), PF_LOAD_OK);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 4999), -1);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 5000), 1);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 5001), -1);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 6050), 2);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 7009), 0);
+	cr_expect_eq(pf_policy_app_at_port(&policy, 7010), -1);
+	pf_policy_free(&policy);
+	pf_diags_free(&diags);
+}
