@@ -44,10 +44,14 @@ uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint1
 	uint8_t buf[16 + 16 + 2 + 2];
 	size_t len = 0;
 
-	memcpy(buf + len, flow->local_addr, flow->local_len);
-	len += flow->local_len;
-	memcpy(buf + len, flow->remote_addr, flow->remote_len);
-	len += flow->remote_len;
+	if (flow->local_len) {
+		memcpy(buf + len, flow->local_addr, flow->local_len);
+		len += flow->local_len;
+	}
+	if (flow->remote_len) {
+		memcpy(buf + len, flow->remote_addr, flow->remote_len);
+		len += flow->remote_len;
+	}
 	buf[len++] = (uint8_t)(flow->remote_port >> 8);
 	buf[len++] = (uint8_t)flow->remote_port;
 	buf[len++] = (uint8_t)(port >> 8);
