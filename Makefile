@@ -43,7 +43,8 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
+             $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -86,6 +87,11 @@ $(BUILD)/static-hello: tests/helpers/static_hello.c
 	$(CC) -static -O2 -o $@ $<
 $(BUILD)/stress: tests/helpers/stress.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+$(BUILD)/runtime-probe: tests/helpers/runtime_probe.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread -ldl
+# Lazy binding (no -z now), so that the test also meets unresolved PLT slots.
+$(BUILD)/deepbind-lib.so: tests/helpers/deepbind_lib.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -shared -Wl,-z,lazy -o $@ $<
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 
