@@ -111,6 +111,12 @@ uint16_t pf_address_port(const struct sockaddr *addr);
 bool pf_sock_lookup(int fd, struct pf_sock *sock);
 void pf_fd_set(int fd, uint8_t state);
 void pf_fd_forget(int fd);
+/* Before listen, and connect or bind to an IP address (recheck_for):
+ * drops a DONE or FOREIGN entry that no longer matches the socket on fd
+ * (closed and reused where the hooks could not see).  One getsockname,
+ * never on the send path. */
+void pf_fd_recheck(int fd);
+void pf_fd_recheck_for(int fd, const struct sockaddr *addr);
 void pf_fd_forget_range(unsigned int first, unsigned int last);
 uint8_t pf_fd_state_for(int family, int type, int protocol);
 
