@@ -88,7 +88,7 @@ $(BUILD)/static-hello: tests/helpers/static_hello.c
 $(BUILD)/stress: tests/helpers/stress.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/runtime-probe: tests/helpers/runtime_probe.c
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread -ldl
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread -ldl -Wl,-rpath,'$$ORIGIN'
 # Lazy binding (no -z now), so that the test also meets unresolved PLT slots.
 $(BUILD)/deepbind-lib.so: tests/helpers/deepbind_lib.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -shared -Wl,-z,lazy -o $@ $<

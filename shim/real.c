@@ -13,13 +13,14 @@
 
 #include "shim.h"
 
-static const char *const symbol_names[PF_SYM_COUNT] = {
+const char *const pf_symbol_names[PF_SYM_COUNT] = {
 	[PF_SYM_SOCKET] = "socket",	  [PF_SYM_CONNECT] = "connect",
 	[PF_SYM_BIND] = "bind",		  [PF_SYM_LISTEN] = "listen",
 	[PF_SYM_SENDTO] = "sendto",	  [PF_SYM_SENDMSG] = "sendmsg",
 	[PF_SYM_SENDMMSG] = "sendmmsg",	  [PF_SYM_CLOSE] = "close",
 	[PF_SYM_DUP2] = "dup2",		  [PF_SYM_DUP3] = "dup3",
 	[PF_SYM_CLOSE_RANGE] = "close_range", [PF_SYM_CLOSEFROM] = "closefrom",
+	[PF_SYM_DLOPEN] = "dlopen",
 };
 
 _Atomic(void *) pf_resolved[PF_SYM_COUNT];
@@ -60,11 +61,11 @@ static bool is_our_own(void *address)
 
 static void *resolve(enum pf_symbol symbol)
 {
-	void *address = dlsym(RTLD_NEXT, symbol_names[symbol]);
+	void *address = dlsym(RTLD_NEXT, pf_symbol_names[symbol]);
 
 	if (!address || is_our_own(address)) {
 		void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-		address = libc ? dlsym(libc, symbol_names[symbol]) : NULL;
+		address = libc ? dlsym(libc, pf_symbol_names[symbol]) : NULL;
 		if (libc)
 			dlclose(libc);
 		if (is_our_own(address))

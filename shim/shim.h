@@ -19,7 +19,7 @@
 enum pf_symbol {
 	PF_SYM_SOCKET, PF_SYM_CONNECT, PF_SYM_BIND, PF_SYM_LISTEN, PF_SYM_SENDTO,
 	PF_SYM_SENDMSG, PF_SYM_SENDMMSG, PF_SYM_CLOSE, PF_SYM_DUP2, PF_SYM_DUP3,
-	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_COUNT
+	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_DLOPEN, PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
@@ -37,6 +37,13 @@ int real_dup2(int old_fd, int new_fd);
 int real_dup3(int old_fd, int new_fd, int flags);
 int real_close_range(unsigned int first, unsigned int last, int flags);
 void real_closefrom(int low_fd);
+
+/* ---- deepbind.c: libraries opened with RTLD_DEEPBIND ---- */
+/* The names of the calls the shim interposes, PF_SYM_COUNT of them. */
+extern const char *const pf_symbol_names[PF_SYM_COUNT];
+/* dlopen with RTLD_DEEPBIND, then the new objects' references to the
+ * interposed calls bound as the rest of the program's are. */
+void *pf_dlopen_deepbind(const char *file, int flags);
 
 /* ---- guard: the shim's own calls never re-enter it ---- */
 extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));

@@ -235,11 +235,14 @@ static int mode_stale(const char *how, const char *port)
 	return 0;
 }
 
-/* ---- deepbind LIB PORT [lazy]: a library opened with RTLD_DEEPBIND
- * connects */
+/* ---- deepbind LIB PORT now|lazy|plain: a library opened with
+ * RTLD_DEEPBIND (plain: without) connects.  LIB may be a bare name, found
+ * through this program's RUNPATH ($ORIGIN). */
 static int mode_deepbind(const char *lib, const char *port, const char *binding)
 {
-	int mode = (binding && strcmp(binding, "lazy") == 0 ? RTLD_LAZY : RTLD_NOW) | RTLD_DEEPBIND;
+	int mode = strcmp(binding, "lazy") == 0 ? RTLD_LAZY | RTLD_DEEPBIND
+		   : strcmp(binding, "plain") == 0 ? RTLD_NOW
+						   : RTLD_NOW | RTLD_DEEPBIND;
 	void *handle = dlopen(lib, mode);
 	if (!handle) {
 		fprintf(stderr, "dlopen: %s\n", dlerror());
@@ -264,9 +267,9 @@ int main(int argc, char **argv)
 		return mode_children(argv[2], argv[3]);
 	if (argc == 4 && strcmp(argv[1], "stale") == 0)
 		return mode_stale(argv[2], argv[3]);
-	if ((argc == 4 || argc == 5) && strcmp(argv[1], "deepbind") == 0)
-		return mode_deepbind(argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+	if (argc == 5 && strcmp(argv[1], "deepbind") == 0)
+		return mode_deepbind(argv[2], argv[3], argv[4]);
 	fprintf(stderr, "usage: runtime_probe handler PORT | cancel PORT | children PORT1 PORT2 |"
-			" stale dup|scm PORT | deepbind LIB PORT [lazy]\n");
+			" stale dup|scm PORT | deepbind LIB PORT now|lazy|plain\n");
 	return 2;
 }

@@ -232,13 +232,13 @@ Test(runtime, stale_fd_entry_then_fd_passed_onto_its_number)
 	stale_entry("scm");
 }
 
-static void deepbind(const char *binding)
+static void deepbind(const char *lib, const char *binding)
 {
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
 
-	probe_one_server(&sb, &srv, &r, "deepbind", build_path("deepbind-lib.so"), binding);
+	probe_one_server(&sb, &srv, &r, "deepbind", lib, binding);
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
 	expect_confined_and_recorded(&srv, &sb, key_value(r.out, "deep_port", 0), binding);
 	sandbox_cleanup(&sb);
@@ -246,10 +246,17 @@ static void deepbind(const char *binding)
 
 Test(runtime, deepbind_library_is_confined_now)
 {
-	deepbind("now");
+	deepbind(build_path("deepbind-lib.so"), "now");
 }
 
 Test(runtime, deepbind_library_is_confined_lazy)
 {
-	deepbind("lazy");
+	deepbind(build_path("deepbind-lib.so"), "lazy");
+}
+
+/* The shim's dlopen must not stand in for its caller: a bare name is
+ * found through the caller's RUNPATH, as without the shim. */
+Test(runtime, dlopen_searches_the_callers_runpath)
+{
+	deepbind("deepbind-lib.so", "plain");
 }
