@@ -351,6 +351,19 @@ bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
 	return rt->app->protocols & (sock->udp ? PF_PROTO_UDP : PF_PROTO_TCP);
 }
 
+/* A Go program reached by LD_PRELOAD set by hand (`portfence run` refuses
+ * it): its connections escape, which it is told at once, and the log too. */
+static void warn_if_go(const struct pf_runtime *rt)
+{
+	if (rt->status == PF_STATUS_PASS || !pf_program_is_go())
+		return;
+	pf_stderr("portfence: %s is a Go program: Go makes its own system calls, which the shim "
+		  "cannot see, so its connections are not confined; portfence run --bpf confines it",
+		  rt->exe[0] ? rt->exe : program_invocation_short_name);
+	struct pf_record record = {.event = PF_EVENT_ERROR, .error = EOPNOTSUPP};
+	pf_audit(rt, &record);
+}
+
 /* Everything a hook needs is ready before main(): the real symbols, the
  * pid cache, the policy, the log and the state. */
 __attribute__((constructor)) static void pf_shim_init(void)
@@ -360,4 +373,5 @@ __attribute__((constructor)) static void pf_shim_init(void)
 		pf_real((enum pf_symbol)symbol);
 	pf_cached_pid();
 	load_once();
+	warn_if_go(&runtime);
 }

@@ -146,8 +146,12 @@ struct pf_runtime {
 const struct pf_runtime *pf_runtime(void);
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 struct pf_rng *pf_thread_rng(void);
-/* getpid(), cached; the atfork child handler refreshes it. */
+/* getpid(), cached; refreshed in every child (fork, _Fork, clone), without
+ * a system call except the first in each process. */
 pid_t pf_cached_pid(void);
+/* goprogram.c: whether the program is a Go program, which the shim cannot
+ * reach. */
+bool pf_program_is_go(void);
 
 /* ---- audit.c: one JSON line per event ---- */
 enum pf_event { PF_EVENT_ASSIGN, PF_EVENT_DENY, PF_EVENT_ERROR, PF_EVENT_AUDIT };

@@ -260,3 +260,116 @@ Test(runtime, dlopen_searches_the_callers_runpath)
 {
 	deepbind("deepbind-lib.so", "plain");
 }
+
+/* ---- Go programs ---- */
+
+static const char go_client[] =
+	"package main\n\n"
+	"import (\n\t\"fmt\"\n\t\"net\"\n\t\"os\"\n)\n\n"
+	"func main() {\n"
+	"\tconn, err := net.Dial(\"tcp\", \"127.0.0.1:\"+os.Args[1])\n"
+	"\tif err != nil {\n\t\tfmt.Println(\"error\", err)\n\t\tos.Exit(1)\n\t}\n"
+	"\tfmt.Println(\"go_port\", conn.LocalAddr().(*net.TCPAddr).Port)\n"
+	"\tconn.Close()\n}\n";
+
+/* The cgo part: a C call makes the Go linker produce a dynamically linked
+ * program that reads LD_PRELOAD. */
+static const char cgo_part[] =
+	"package main\n\n// #include <stdlib.h>\nimport \"C\"\n\nvar _ = C.abs(1)\n";
+
+/* Builds the client into the sandbox (cgo: dynamically linked; else
+ * static), with the toolchain's cache kept there too. */
+static const char *build_go(const struct sandbox *sb, bool cgo)
+{
+	static char binary[256];
+	char src[200], cmd[1024];
+	struct run_result r;
+
+	if (system("command -v go >/dev/null 2>&1") != 0)
+		cr_skip_test("no Go toolchain (Debian's golang-go, from tests/install-deps.sh)");
+	snprintf(src, sizeof(src), "%s/go/main.go", sb->dir);
+	snprintf(cmd, sizeof(cmd), "mkdir -p %s/go", sb->dir);
+	cr_assert_eq(system(cmd), 0);
+	FILE *f = fopen(src, "w");
+	cr_assert_not_null(f);
+	fputs(go_client, f);
+	fclose(f);
+	if (cgo) {
+		snprintf(src, sizeof(src), "%s/go/cgo.go", sb->dir);
+		f = fopen(src, "w");
+		cr_assert_not_null(f);
+		fputs(cgo_part, f);
+		fclose(f);
+	}
+	snprintf(binary, sizeof(binary), "%s/go/client", sb->dir);
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s/go && HOME=%s GOCACHE=%s/go/cache GOPATH=%s/go/path GO111MODULE=off "
+		 "CGO_ENABLED=%d go build -o client . 2>&1",
+		 sb->dir, sb->dir, sb->dir, sb->dir, cgo);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	char *env[] = {"LD_PRELOAD=", NULL};
+	run_program(&r, argv, NULL, env);
+	cr_assert_eq(r.status, 0, "go build failed:\n%s", r.out);
+	return binary;
+}
+
+static void expect_run_refuses_go(bool cgo)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char port[16];
+
+	sandbox_init(&sb, policy_text);
+	const char *client = build_go(&sb, cgo);
+	server_start(&srv, "127.0.0.1", SERVE_GREET_CLOSE);
+	port_text(port, sizeof(port), &srv);
+	char *argv[] = {(char *)client, port, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&srv);
+	cr_expect_eq(r.status, 126, "%s%s", r.out, r.err);
+	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1, "%s", r.err);
+	cr_expect(strstr(r.err, "Go program") && strstr(r.err, "--bpf"), "%s", r.err);
+	cr_expect_eq(atomic_load(&srv.count), 0, "the program must not have run");
+	sandbox_cleanup(&sb);
+}
+
+Test(runtime, run_refuses_a_dynamic_go_program, .timeout = 180)
+{
+	expect_run_refuses_go(true);
+}
+
+Test(runtime, run_refuses_a_static_go_program, .timeout = 180)
+{
+	expect_run_refuses_go(false);
+}
+
+/* LD_PRELOAD set by hand: the shim cannot confine the program, and says
+ * so on stderr (once) and in the log. */
+Test(runtime, shim_inside_a_go_program_says_so, .timeout = 180)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char port[16], config[200];
+
+	sandbox_init(&sb, policy_text);
+	const char *client = build_go(&sb, true);
+	server_start(&srv, "127.0.0.1", SERVE_GREET_CLOSE);
+	port_text(port, sizeof(port), &srv);
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", sb.policy);
+	char *env[] = {config, NULL};
+	char *argv[] = {"env", (char *)shim_preload_env(), (char *)client, port, NULL};
+	run_program(&r, argv, NULL, env);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1, "%s", r.err);
+	cr_expect(strstr(r.err, "Go program") != NULL, "%s", r.err);
+	json_t *records = audit_records(sb.log);
+	json_t *error = audit_find(records, "error", 0);
+	cr_expect_not_null(error, "an error record for the Go program");
+	if (error)
+		cr_expect_str_eq(json_string_value(json_object_get(error, "exe")), client);
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
