@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <link.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -191,13 +193,54 @@ static void rebind_deep_references(void *handle)
 }
 #endif
 
+typedef void *(*dlopen_fn)(const char *, int);
+
+/* dlopen searches a bare name from its caller's point of view (the
+ * caller's RPATH and RUNPATH); called from here, it would search from the
+ * shim's.  So a name not loaded yet is looked for first in the caller's
+ * search path, as dlinfo gives it, then left to dlopen (LD_LIBRARY_PATH,
+ * the cache, the system directories). */
+static void *open_from_callers_path(dlopen_fn next, const char *file, int flags, void *caller)
+{
+	struct link_map *map = NULL;
+	Dl_info info;
+	Dl_serinfo size;
+	void *handle = NULL;
+
+	if (!file || strchr(file, '/') || !caller)
+		return NULL;
+	handle = next(file, flags | RTLD_NOLOAD);
+	if (handle || !dladdr1(caller, &info, (void **)&map, RTLD_DL_LINKMAP) || !map ||
+	    dlinfo(map, RTLD_DI_SERINFOSIZE, &size) < 0)
+		return handle;
+	Dl_serinfo *paths = malloc(size.dls_size);
+	if (!paths)
+		return NULL;
+	*paths = size;
+	if (dlinfo(map, RTLD_DI_SERINFO, paths) == 0) {
+		for (unsigned i = 0; i < paths->dls_cnt && !handle; i++) {
+			char path[4096];
+			snprintf(path, sizeof(path), "%s/%s", paths->dls_serpath[i].dls_name, file);
+			if (access(path, F_OK) == 0)
+				handle = next(path, flags);
+		}
+	}
+	free(paths);
+	return handle;
+}
+
+/* Reached by a jump from dlopen's entry: the return address is still the
+ * caller's. */
 void *pf_dlopen_deepbind(const char *file, int flags)
 {
-	void *(*next)(const char *, int) = (void *(*)(const char *, int))pf_real(PF_SYM_DLOPEN);
+	dlopen_fn next = (dlopen_fn)pf_real(PF_SYM_DLOPEN);
+	void *caller = __builtin_extract_return_addr(__builtin_return_address(0));
 
 	if (!next)
 		return NULL;
-	void *handle = next(file, flags);
+	void *handle = open_from_callers_path(next, file, flags, caller);
+	if (!handle)
+		handle = next(file, flags);
 	if (handle) {
 		int saved = errno;
 		pf_in_shim++;

@@ -237,6 +237,12 @@ static void deepbind(const char *lib, const char *binding)
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+
+	/* ASan's own dlopen refuses RTLD_DEEPBIND, and calls libc's dlopen
+	 * from its own library (so its caller's RUNPATH is lost without us). */
+	if (runtime && runtime[0])
+		cr_skip_test("a preloaded sanitizer runtime intercepts dlopen itself; this runs in the normal build");
 
 	probe_one_server(&sb, &srv, &r, "deepbind", lib, binding);
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
@@ -259,6 +265,11 @@ Test(runtime, deepbind_library_is_confined_lazy)
 Test(runtime, dlopen_searches_the_callers_runpath)
 {
 	deepbind("deepbind-lib.so", "plain");
+}
+
+Test(runtime, deepbind_dlopen_searches_the_callers_runpath)
+{
+	deepbind("deepbind-lib.so", "now");
 }
 
 /* ---- Go programs ---- */
