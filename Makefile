@@ -26,7 +26,7 @@ endif
 # tests/netns.sh).
 NETNS = unshare -n sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency.
-INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter 'hardening/*',)
+INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime)/*',)
 
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)

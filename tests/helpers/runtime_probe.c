@@ -67,10 +67,12 @@ static atomic_int handler_done;
 
 static void on_prof(int sig)
 {
+	int saved = errno;
+
 	(void)sig;
-	if (atomic_exchange(&handler_done, 1))
-		return;
-	say("handler_port", connect_new(handler_port));
+	if (!atomic_exchange(&handler_done, 1))
+		say("handler_port", connect_new(handler_port));
+	errno = saved;
 }
 
 static void *idle_thread(void *arg)
@@ -89,6 +91,7 @@ static int mode_handler(const char *port)
 
 	handler_port = port;
 	pthread_create(&idle, NULL, idle_thread, NULL);
+	pthread_detach(idle);
 	sigaction(SIGPROF, &sa, NULL);
 	setitimer(ITIMER_PROF, &every, NULL);
 	for (unsigned i = 0; !atomic_load(&handler_done); i++) {
