@@ -26,7 +26,7 @@ endif
 # tests/netns.sh).
 NETNS = unshare -n sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency.
-INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter 'hardening/*',)
+INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime)/*',)
 
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
@@ -44,7 +44,7 @@ BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
 HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
-             $(BUILD)/connprobe $(BUILD)/sigconnect
+             $(BUILD)/connprobe $(BUILD)/sigconnect $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -89,6 +89,11 @@ $(BUILD)/stress: tests/helpers/stress.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/sigconnect: tests/helpers/sigconnect.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+$(BUILD)/runtime-probe: tests/helpers/runtime_probe.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread -ldl -Wl,-rpath,'$$ORIGIN'
+# Lazy binding (no -z now), so that the test also meets unresolved PLT slots.
+$(BUILD)/deepbind-lib.so: tests/helpers/deepbind_lib.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -shared -Wl,-z,lazy -o $@ $<
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/connprobe: tests/helpers/connprobe.c

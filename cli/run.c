@@ -66,31 +66,79 @@ static bool resolve_command(const char *name, char *out, size_t len)
 	return found;
 }
 
+/* The ELF header of path, or false for a script, a 32-bit or an
+ * unreadable file. */
+static bool read_elf_header(int fd, Elf64_Ehdr *header)
+{
+	return read(fd, header, sizeof(*header)) == (ssize_t)sizeof(*header) &&
+	       memcmp(header->e_ident, ELFMAG, SELFMAG) == 0 &&
+	       header->e_ident[EI_CLASS] == ELFCLASS64;
+}
+
 /* An ELF executable without PT_INTERP is static: no dynamic loader will
- * ever read LD_PRELOAD for it.  Scripts and unreadable files say no. */
-static bool is_static_elf(const char *path)
+ * ever read LD_PRELOAD for it. */
+static bool is_static_elf(int fd, const Elf64_Ehdr *header)
+{
+	if (header->e_phentsize != sizeof(Elf64_Phdr))
+		return false;
+	for (unsigned i = 0; i < header->e_phnum; i++) {
+		Elf64_Phdr ph;
+		off_t at = (off_t)(header->e_phoff + (Elf64_Off)i * sizeof(ph));
+		if (pread(fd, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph))
+			return false;
+		if (ph.p_type == PT_INTERP)
+			return false;
+	}
+	return true;
+}
+
+/* Go's linker names two sections of every Go program, cgo or not,
+ * stripped or not: .go.buildinfo and .note.go.buildid. */
+static bool is_go_elf(int fd, const Elf64_Ehdr *header)
+{
+	Elf64_Shdr names;
+	char name[32];
+
+	if (header->e_shentsize != sizeof(Elf64_Shdr) || header->e_shstrndx == SHN_UNDEF ||
+	    header->e_shstrndx >= header->e_shnum ||
+	    pread(fd, &names, sizeof(names),
+		  (off_t)(header->e_shoff + (Elf64_Off)header->e_shstrndx * sizeof(names))) != (ssize_t)sizeof(names))
+		return false;
+	for (unsigned i = 0; i < header->e_shnum; i++) {
+		Elf64_Shdr section;
+		if (pread(fd, &section, sizeof(section),
+			  (off_t)(header->e_shoff + (Elf64_Off)i * sizeof(section))) != (ssize_t)sizeof(section) ||
+		    section.sh_name >= names.sh_size)
+			continue;
+		ssize_t n = pread(fd, name, sizeof(name) - 1, (off_t)(names.sh_offset + section.sh_name));
+		if (n <= 0)
+			continue;
+		name[n] = '\0';
+		if (strcmp(name, ".go.buildinfo") == 0 || strcmp(name, ".note.go.buildid") == 0)
+			return true;
+	}
+	return false;
+}
+
+/* What an ELF file says that keeps the shim out: Go, or static. */
+static const char *elf_reason(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	Elf64_Ehdr header;
-	bool is_static = false;
+	const char *reason = NULL;
 
 	if (fd < 0)
-		return false;
-	if (read(fd, &header, sizeof(header)) == (ssize_t)sizeof(header) &&
-	    memcmp(header.e_ident, ELFMAG, SELFMAG) == 0 && header.e_ident[EI_CLASS] == ELFCLASS64 &&
-	    header.e_phentsize == sizeof(Elf64_Phdr)) {
-		is_static = true;
-		for (unsigned i = 0; i < header.e_phnum; i++) {
-			Elf64_Phdr ph;
-			off_t at = (off_t)(header.e_phoff + (Elf64_Off)i * sizeof(ph));
-			if (pread(fd, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph))
-				break;
-			if (ph.p_type == PT_INTERP)
-				is_static = false;
-		}
+		return NULL;
+	if (read_elf_header(fd, &header)) {
+		if (is_go_elf(fd, &header))
+			reason = "is a Go program: Go makes its own system calls, which the shim cannot see; "
+				 "portfence run --bpf confines it";
+		else if (is_static_elf(fd, &header))
+			reason = "is statically linked: there is no dynamic loader to preload the shim; "
+				 "portfence run --bpf confines it";
 	}
 	close(fd);
-	return is_static;
+	return reason;
 }
 
 /* The loader ignores LD_PRELOAD of a non-system path for a program that
@@ -100,12 +148,12 @@ static const char *unreachable_reason(const char *path)
 	struct stat info;
 
 	if (stat(path, &info) == 0 && (info.st_mode & (S_ISUID | S_ISGID)))
-		return "is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it";
+		return "is setuid/setgid: the dynamic loader ignores LD_PRELOAD for it; "
+		       "portfence run --bpf confines it";
 	if (getxattr(path, "security.capability", NULL, 0) > 0)
-		return "has file capabilities (setcap): the dynamic loader ignores LD_PRELOAD for it";
-	if (is_static_elf(path))
-		return "is statically linked: there is no dynamic loader to preload the shim";
-	return NULL;
+		return "has file capabilities (setcap): the dynamic loader ignores LD_PRELOAD for it; "
+		       "portfence run --bpf confines it";
+	return elf_reason(path);
 }
 
 static bool is_sanitizer_runtime(const char *entry, size_t len)

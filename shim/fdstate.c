@@ -1,7 +1,15 @@
 /* What the shim knows of each fd, so that a socket already handled, or
  * not ours, costs no syscall on later calls.  socket() and close() keep
  * the table current; an fd the table has never seen is classified once
- * with getsockopt and getsockname. */
+ * with getsockopt and getsockname.
+ *
+ * An entry can outlive its socket: a close the hooks do not see
+ * (fclose(fdopen(fd)) and glibc's other internal closes, syscall(SYS_close)),
+ * then a socket on the same number that the hooks do not see made (dup,
+ * fcntl(F_DUPFD), accept, an fd received over a unix socket).  Every call
+ * that would let the kernel give a port (connect, bind, listen) asks the
+ * kernel once about an entry that says "has its port" or "not ours"
+ * (pf_fd_recheck); sends on a handled socket, the hot path, do not. */
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -165,6 +173,53 @@ static uint8_t classify(int fd)
 	/* Not a socket, or closed: not cached, the number may be reused. */
 	errno = saved;
 	return state;
+}
+
+/* Whether fd is still what a DONE entry says: an IP socket with a port. */
+static bool still_has_port(int fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+
+	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+		return false;
+	if (local.ss_family != AF_INET && local.ss_family != AF_INET6)
+		return false;
+	return pf_address_port((struct sockaddr *)&local) != 0;
+}
+
+/* Whether fd is still what a FOREIGN entry says: not an IP socket.  An IP
+ * socket of a kind we leave alone (raw, SCTP, ICMP) is classified again,
+ * which says FOREIGN again. */
+static bool still_foreign(int fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+
+	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+		return false;
+	return local.ss_family != AF_INET && local.ss_family != AF_INET6;
+}
+
+void pf_fd_recheck(int fd)
+{
+	if (fd < 0 || fd >= TABLE_SIZE)
+		return;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	if (status != PF_FD_DONE && status != PF_FD_FOREIGN)
+		return;
+	int saved = errno;
+	bool holds = status == PF_FD_DONE ? still_has_port(fd) : still_foreign(fd);
+	/* Forgotten, the entry is classified afresh by the lookup. */
+	if (!holds)
+		pf_fd_forget(fd);
+	errno = saved;
+}
+
+void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
+{
+	if (addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
+		pf_fd_recheck(fd);
 }
 
 bool pf_sock_lookup(int fd, struct pf_sock *sock)

@@ -2,5 +2,6 @@
 
 PF_EXPORT int listen(int fd, int backlog)
 {
+	pf_fd_recheck(fd);
 	return pf_listen(fd, backlog);
 }

@@ -13,7 +13,7 @@
 
 #include "shim.h"
 
-static const char *const symbol_names[PF_SYM_COUNT] = {
+const char *const pf_symbol_names[PF_SYM_COUNT] = {
 	[PF_SYM_SOCKET] = "socket",	  [PF_SYM_CONNECT] = "connect",
 	[PF_SYM_BIND] = "bind",		  [PF_SYM_LISTEN] = "listen",
 	[PF_SYM_SENDTO] = "sendto",	  [PF_SYM_SENDMSG] = "sendmsg",
@@ -22,6 +22,7 @@ static const char *const symbol_names[PF_SYM_COUNT] = {
 	[PF_SYM_CLOSE_RANGE] = "close_range", [PF_SYM_CLOSEFROM] = "closefrom",
 	[PF_SYM_SETSOCKOPT] = "setsockopt", [PF_SYM_GETSOCKOPT] = "getsockopt",
 	[PF_SYM_GETSOCKNAME] = "getsockname",
+	[PF_SYM_DLOPEN] = "dlopen",
 };
 
 _Atomic(void *) pf_resolved[PF_SYM_COUNT];
@@ -62,11 +63,11 @@ static bool is_our_own(void *address)
 
 static void *resolve(enum pf_symbol symbol)
 {
-	void *address = dlsym(RTLD_NEXT, symbol_names[symbol]);
+	void *address = dlsym(RTLD_NEXT, pf_symbol_names[symbol]);
 
 	if (!address || is_our_own(address)) {
 		void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-		address = libc ? dlsym(libc, symbol_names[symbol]) : NULL;
+		address = libc ? dlsym(libc, pf_symbol_names[symbol]) : NULL;
 		if (libc)
 			dlclose(libc);
 		if (is_our_own(address))

@@ -1,13 +1,19 @@
-/* The policy that applies to this process, loaded once at first need.
+/* The policy that applies to this process, loaded by the library's
+ * constructor at start-up: before the program can drop privileges, block
+ * signals in malloc, or cancel a thread, none of which the load (malloc,
+ * locks, file reads) survives.  A hook that runs before the constructor
+ * (another library's constructor) loads it at that first call instead.
  * A mutex and an atomic flag rather than pthread_once: the atfork
  * handlers hold the mutex across fork(), so a child never inherits a
  * half-done load. */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -29,12 +35,14 @@ static __thread struct thread_rng thread_rng __attribute__((tls_model("initial-e
 struct pf_rng *pf_thread_rng(void)
 {
 	struct thread_rng *t = &thread_rng;
+	/* First: a child that no atfork handler saw bumps the generation. */
+	pid_t pid = pf_cached_pid();
 	unsigned generation = atomic_load_explicit(&fork_generation, memory_order_relaxed);
 
-	/* A forked child must not replay its parent's random sequence. */
+	/* A child must not replay its parent's random sequence. */
 	if (!t->seeded || t->generation != generation) {
 		if (pf_rng_seed_random(&t->rng) < 0)
-			pf_rng_seed(&t->rng, (uint64_t)getpid() ^ (uint64_t)(uintptr_t)t);
+			pf_rng_seed(&t->rng, (uint64_t)pid ^ (uint64_t)(uintptr_t)t);
 		t->generation = generation;
 		t->seeded = true;
 	}
@@ -52,23 +60,92 @@ static void after_fork_parent(void)
 	pthread_mutex_unlock(&runtime_lock);
 }
 
-static _Atomic pid_t cached_pid;
+/* The pid cache lives in a page the kernel zeroes in every child made
+ * without CLONE_VM: fork(), _Fork(), clone() and syscall(SYS_clone) alike,
+ * though only fork() runs the atfork handlers.  A zero pid is a new
+ * process: one getpid() then, none on any other call.  Where the page
+ * cannot be had, the cache is plain memory and only the atfork handler
+ * refreshes it. */
+struct pid_page {
+	_Atomic pid_t pid;
+};
+static struct pid_page fallback_pid;
+static _Atomic(struct pid_page *) pid_page;
+
+static struct pid_page *wipe_on_fork_page(void)
+{
+	struct pid_page *page = atomic_load_explicit(&pid_page, memory_order_acquire);
+	long size = sysconf(_SC_PAGESIZE);
+
+	if (page)
+		return page;
+	void *map = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct pid_page *fresh = &fallback_pid;
+	if (map != MAP_FAILED && madvise(map, (size_t)size, MADV_WIPEONFORK) == 0)
+		fresh = map;
+	else if (map != MAP_FAILED)
+		munmap(map, (size_t)size);
+	if (!atomic_compare_exchange_strong(&pid_page, &page, fresh)) {
+		if (fresh != &fallback_pid)
+			munmap(fresh, (size_t)size);
+		return page;
+	}
+	return fresh;
+}
 
 pid_t pf_cached_pid(void)
 {
-	pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+	struct pid_page *page = atomic_load_explicit(&pid_page, memory_order_acquire);
+	if (!page)
+		page = wipe_on_fork_page();
+	pid_t pid = atomic_load_explicit(&page->pid, memory_order_relaxed);
 	if (pid == 0) {
+		pid_t expected = 0;
 		pid = getpid();
-		atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+		/* The first to see the new process starts a new generation. */
+		if (atomic_compare_exchange_strong(&page->pid, &expected, pid))
+			atomic_fetch_add(&fork_generation, 1);
 	}
 	return pid;
 }
 
 static void after_fork_child(void)
 {
-	atomic_store(&cached_pid, 0);
+	struct pid_page *page = atomic_load(&pid_page);
+	if (page)
+		atomic_store(&page->pid, 0);
 	atomic_fetch_add(&fork_generation, 1);
 	pthread_mutex_unlock(&runtime_lock);
+}
+
+/* What went wrong at start-up is said on stderr at the first call that
+ * needs the policy, as when the policy loaded there: a shell or env that
+ * merely passes through must not print it too. */
+static char deferred_lines[4096];
+static size_t deferred_len;
+static _Atomic int deferred_pending;
+
+static void defer_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void defer_stderr(const char *fmt, ...)
+{
+	size_t room = sizeof(deferred_lines) - deferred_len;
+	va_list args;
+
+	va_start(args, fmt);
+	int n = vsnprintf(deferred_lines + deferred_len, room, fmt, args);
+	va_end(args);
+	if (n < 0 || (size_t)n + 1 >= room)
+		return;
+	deferred_len += (size_t)n + 1;	/* keeps the NUL: one line each */
+	atomic_store(&deferred_pending, 1);
+}
+
+static void say_deferred(void)
+{
+	if (!atomic_exchange(&deferred_pending, 0))
+		return;
+	for (size_t at = 0; at < deferred_len; at += strlen(deferred_lines + at) + 1)
+		pf_stderr("%s", deferred_lines + at);
 }
 
 static void read_identity(struct pf_runtime *rt, struct pf_process_identity *who,
@@ -96,11 +173,11 @@ static void policy_unusable(struct pf_runtime *rt, bool on_error_pass, const cha
 {
 	if (on_error_pass) {
 		rt->status = PF_STATUS_PASS;
-		pf_stderr("portfence: policy unusable, programs run unconfined (on_error = pass): %s", why);
+		defer_stderr("portfence: policy unusable, programs run unconfined (on_error = pass): %s", why);
 		return;
 	}
 	rt->status = PF_STATUS_DENY;
-	pf_stderr("portfence: policy unusable, refusing network calls with EPERM (on_error = deny): %s",
+	defer_stderr("portfence: policy unusable, refusing network calls with EPERM (on_error = deny): %s",
 		  why);
 }
 
@@ -139,7 +216,7 @@ static void open_state(struct pf_runtime *rt)
 	rc = pf_state_open(dir, rt->app->name, num_ports, &rt->state);
 	if (rc == 0)
 		return;
-	pf_stderr("portfence: cannot use state directory %s (%s); app '%s' keeps a "
+	defer_stderr("portfence: cannot use state directory %s (%s); app '%s' keeps a "
 		  "process-local sequence", dir, strerror(-rc), rt->app->name);
 	if (pf_state_open_private(num_ports, &rt->state) < 0)
 		rt->state.shared = NULL;
@@ -163,7 +240,7 @@ static void open_log(struct pf_runtime *rt)
 		path = rt->policy.log_file;
 	pf_log_enable_syslog(rt->policy.log_syslog);
 	if (path && pf_log_open(path, why, sizeof(why)) < 0)
-		pf_stderr("portfence: %s; audit records are not written", why);
+		defer_stderr("portfence: %s; audit records are not written", why);
 }
 
 static void activate_app(struct pf_runtime *rt, int index)
@@ -236,11 +313,15 @@ static void register_atfork(void)
 		pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
-const struct pf_runtime *pf_runtime(void)
+/* Cancellation stays off while the lock is held: a thread cancelled in
+ * the middle of the load (its file reads are cancellation points) would
+ * otherwise leave the lock taken for good, and every later call and fork
+ * would wait on it. */
+static void load_once(void)
 {
-	if (atomic_load_explicit(&runtime_ready, memory_order_acquire))
-		return &runtime;
-	int saved = errno;
+	int saved = errno, cancel_state;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	pf_in_shim++;
 	register_atfork();
 	pthread_mutex_lock(&runtime_lock);
@@ -252,7 +333,16 @@ const struct pf_runtime *pf_runtime(void)
 	}
 	pthread_mutex_unlock(&runtime_lock);
 	pf_in_shim--;
+	pthread_setcancelstate(cancel_state, NULL);
 	errno = saved;
+}
+
+const struct pf_runtime *pf_runtime(void)
+{
+	if (!atomic_load_explicit(&runtime_ready, memory_order_acquire))
+		load_once();
+	if (atomic_load_explicit(&deferred_pending, memory_order_relaxed))
+		say_deferred();
 	return &runtime;
 }
 
@@ -270,11 +360,27 @@ bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
 	return rt->app->protocols & (sock->udp ? PF_PROTO_UDP : PF_PROTO_TCP);
 }
 
-/* Resolving the real symbols early keeps dlsym out of the first call;
- * the policy itself still loads at first need. */
+/* A Go program reached by LD_PRELOAD set by hand (`portfence run` refuses
+ * it): its connections escape, which it is told at once, and the log too. */
+static void warn_if_go(const struct pf_runtime *rt)
+{
+	if (rt->status == PF_STATUS_PASS || !pf_program_is_go())
+		return;
+	pf_stderr("portfence: %s is a Go program: Go makes its own system calls, which the shim "
+		  "cannot see, so its connections are not confined; portfence run --bpf confines it",
+		  rt->exe[0] ? rt->exe : program_invocation_short_name);
+	struct pf_record record = {.event = PF_EVENT_ERROR, .error = EOPNOTSUPP};
+	pf_audit(rt, &record);
+}
+
+/* Everything a hook needs is ready before main(): the real symbols, the
+ * pid cache, the policy, the log and the state. */
 __attribute__((constructor)) static void pf_shim_init(void)
 {
 	register_atfork();
 	for (int symbol = 0; symbol < PF_SYM_COUNT; symbol++)
 		pf_real((enum pf_symbol)symbol);
+	pf_cached_pid();
+	load_once();
+	warn_if_go(&runtime);
 }

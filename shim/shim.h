@@ -22,8 +22,8 @@
 enum pf_symbol {
 	PF_SYM_SOCKET, PF_SYM_CONNECT, PF_SYM_BIND, PF_SYM_LISTEN, PF_SYM_SENDTO,
 	PF_SYM_SENDMSG, PF_SYM_SENDMMSG, PF_SYM_CLOSE, PF_SYM_DUP2, PF_SYM_DUP3,
-	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_SETSOCKOPT, PF_SYM_GETSOCKOPT,
-	PF_SYM_GETSOCKNAME, PF_SYM_COUNT
+	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_DLOPEN, PF_SYM_SETSOCKOPT,
+	PF_SYM_GETSOCKOPT, PF_SYM_GETSOCKNAME, PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
@@ -44,6 +44,13 @@ void real_closefrom(int low_fd);
 int real_setsockopt(int fd, int level, int name, const void *value, socklen_t len);
 int real_getsockopt(int fd, int level, int name, void *value, socklen_t *len);
 int real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+
+/* ---- deepbind.c: libraries opened with RTLD_DEEPBIND ---- */
+/* The names of the calls the shim interposes, PF_SYM_COUNT of them. */
+extern const char *const pf_symbol_names[PF_SYM_COUNT];
+/* dlopen with RTLD_DEEPBIND, then the new objects' references to the
+ * interposed calls bound as the rest of the program's are. */
+void *pf_dlopen_deepbind(const char *file, int flags);
 
 /* ---- guard: the shim's own calls never re-enter it ---- */
 extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
@@ -127,6 +134,12 @@ uint16_t pf_address_port(const struct sockaddr *addr);
 bool pf_sock_lookup(int fd, struct pf_sock *sock);
 void pf_fd_set(int fd, uint8_t state);
 void pf_fd_forget(int fd);
+/* Before listen, and connect or bind to an IP address (recheck_for):
+ * drops a DONE or FOREIGN entry that no longer matches the socket on fd
+ * (closed and reused where the hooks could not see).  One getsockname,
+ * never on the send path. */
+void pf_fd_recheck(int fd);
+void pf_fd_recheck_for(int fd, const struct sockaddr *addr);
 void pf_fd_forget_range(unsigned int first, unsigned int last);
 uint8_t pf_fd_state_for(int family, int type, int protocol);
 /* Adds or removes PF_FD_OPTION_BITS on fd. */
@@ -166,8 +179,12 @@ bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
 /* The app's shared state, with its table of held 4-tuples. */
 struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
 struct pf_rng *pf_thread_rng(void);
-/* getpid(), cached; the atfork child handler refreshes it. */
+/* getpid(), cached; refreshed in every child (fork, _Fork, clone), without
+ * a system call except the first in each process. */
 pid_t pf_cached_pid(void);
+/* goprogram.c: whether the program is a Go program, which the shim cannot
+ * reach. */
+bool pf_program_is_go(void);
 
 /* ---- audit.c: one JSON line per event ---- */
 

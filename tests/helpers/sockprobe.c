@@ -225,7 +225,10 @@ static int cmd_passthrough(const char *dir)
 	report("netlink bind", bind(nl, (struct sockaddr *)&snl, sizeof(snl)));
 	report("netlink port nonzero", local_port(nl) != 0 ? 1 : 0);
 	report("connect fd -1", connect(-1, (struct sockaddr *)&sin, sizeof(sin)));
-	report("connect closed fd", connect(900, (struct sockaddr *)&sin, sizeof(sin)));
+	/* A number surely closed (900 is where the shim keeps its log). */
+	int closed_fd = dup(0);
+	close(closed_fd);
+	report("connect closed fd", connect(closed_fd, (struct sockaddr *)&sin, sizeof(sin)));
 	report("pipe", pipe(pipefd));
 	report("connect pipe", connect(pipefd[0], (struct sockaddr *)&sin, sizeof(sin)));
 	report("sendto pipe", sendto(pipefd[1], "x", 1, 0, (struct sockaddr *)&sin, sizeof(sin)));
