@@ -43,7 +43,8 @@ TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
-HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress
+HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
+             $(BUILD)/logprobe
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -87,6 +88,8 @@ $(BUILD)/static-hello: tests/helpers/static_hello.c
 $(BUILD)/stress: tests/helpers/stress.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/sockprobe: tests/helpers/sockprobe.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+$(BUILD)/logprobe: tests/helpers/logprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 
 deps:
