@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,15 +70,11 @@ __attribute__((constructor(101))) static void pf_audit_init(void)
 
 void pf_stderr_line(const char *text, size_t len)
 {
-	char line[PATH_MAX + 1024];
+	struct iovec line[2] = {{.iov_base = (void *)text, .iov_len = len}, {.iov_base = "\n", .iov_len = 1}};
 	int saved = errno;
 
-	if (len > sizeof(line) - 1)
-		len = sizeof(line) - 1;
-	memcpy(line, text, len);
-	line[len++] = '\n';
 	if (stderr_is_the_programs()) {
-		ssize_t ignored = write(STDERR_FILENO, line, len);
+		ssize_t ignored = writev(STDERR_FILENO, line, 2);
 		(void)ignored;
 	}
 	errno = saved;

@@ -126,6 +126,10 @@ void pf_log_move_away_from(int fd)
 	if (moved < 0)
 		moved = fcntl(current, F_DUPFD_CLOEXEC, 0);
 	replace_log_fd(moved);
+	if (moved < 0) {
+		static const char lost[] = "portfence: no free fd to keep the audit log open on; records are not written";
+		pf_stderr_line(lost, sizeof(lost) - 1);
+	}
 }
 
 /* ---- messages ---- */
@@ -139,16 +143,14 @@ static void put_error(struct pf_out *o, int error)
 	pf_put_str(o, text ? text : "unknown error");
 }
 
-/* "PREFIX: message; SUFFIX" on stderr, built without stdio. */
-static void warn(const char *prefix, const char *why, const char *suffix)
-{
-	char line[PATH_MAX + 512];
-	struct pf_out o = {.p = line, .end = line + sizeof(line)};
+/* Room for a warning; a very long path is cut short in it.  Kept small:
+ * a record may be written on a signal handler's stack. */
+#define WARNING_MAX 1024
 
-	pf_put_str(&o, prefix);
-	pf_put_str(&o, why);
-	pf_put_str(&o, suffix);
-	pf_stderr_line(line, (size_t)(o.p - line));
+static void warn_done(struct pf_out *o, char *line, const char *suffix)
+{
+	pf_put_str(o, suffix);
+	pf_stderr_line(line, (size_t)(o->p - line));
 }
 
 /* ---- opening ---- */
@@ -224,7 +226,7 @@ static _Atomic int log_may_end_mid_line;
 #define MID_LINE_OURS 2		/* our own write was cut */
 
 /* Remembers an absolute path, so that a chdir does not make the log
- * look rotated. */
+ * look rotated ("" when it cannot be had). */
 static void remember_path(const char *path)
 {
 	struct pf_out o = {.p = log_path, .end = log_path + sizeof(log_path) - 1};
@@ -238,6 +240,8 @@ static void remember_path(const char *path)
 		pf_put_str(&o, "/");
 	}
 	pf_put_str(&o, path);
+	if (o.p == o.end)
+		o.p = log_path;	/* too long to follow: no rotation */
 	*o.p = '\0';
 }
 
@@ -309,25 +313,26 @@ static void follow_rotation(void)
 	long now = coarse_seconds();
 	long checked = atomic_load_explicit(&rotation_checked_at, memory_order_relaxed);
 
-	if (now == checked || !atomic_load_explicit(&log_rotates, memory_order_relaxed) ||
+	if (now == checked || !atomic_load_explicit(&log_rotates, memory_order_acquire) ||
 	    !atomic_compare_exchange_strong(&rotation_checked_at, &checked, now))
 		return;
 	int fd = pf_log_fd();
 	if (fd < 0 || still_at_path(fd))
 		return;
-	char why[PATH_MAX + 128];
-	struct pf_out reason = {.p = why, .end = why + sizeof(why) - 1};
+	char line[WARNING_MAX];
+	struct pf_out o = {.p = line, .end = line + sizeof(line) - 96};
+	pf_put_str(&o, "portfence: ");
 	pf_fd_lock();
-	int fresh = open_log_file(log_path, &reason);
+	int fresh = open_log_file(log_path, &o);
 	if (fresh >= 0) {
 		atomic_store(&log_may_end_mid_line, 0);
 		replace_log_fd(fresh);
 		atomic_store(&rotation_refused, 0);
 	}
 	pf_fd_unlock();
-	*reason.p = '\0';
+	o.end = line + sizeof(line);
 	if (fresh < 0 && atomic_exchange(&rotation_refused, 1) == 0)
-		warn("portfence: ", why, "; records still go to the log file as it was before rotation");
+		warn_done(&o, line, "; records still go to the log file as it was before rotation");
 }
 
 /* ---- writing ---- */
@@ -359,11 +364,12 @@ static _Atomic int write_failed;
 
 static void warn_write_failed(ssize_t written, size_t wanted, int error)
 {
-	char why[PATH_MAX + 160];
-	struct pf_out o = {.p = why, .end = why + sizeof(why) - 1};
+	char line[WARNING_MAX];
+	struct pf_out o = {.p = line, .end = line + sizeof(line) - 64};
 
 	if (atomic_exchange(&write_failed, 1))
 		return;
+	pf_put_str(&o, "portfence: cannot write the audit log ");
 	pf_put_str(&o, log_path[0] ? log_path : "(stderr)");
 	pf_put_str(&o, ": ");
 	if (written < 0) {
@@ -376,8 +382,8 @@ static void warn_write_failed(ssize_t written, size_t wanted, int error)
 		pf_put_uint(&o, wanted, 1);
 		pf_put_str(&o, " bytes; is the file system full?)");
 	}
-	*o.p = '\0';
-	warn("portfence: cannot write the audit log ", why, "; records are being lost");
+	o.end = line + sizeof(line);
+	warn_done(&o, line, "; records are being lost");
 }
 
 /* One record, in one writev(2) (atomic against other appenders as one
@@ -399,7 +405,9 @@ void pf_log_write(const struct iovec *record, int count)
 		writer_leave(slot);
 		return;
 	}
-	int mid_line = atomic_exchange(&log_may_end_mid_line, 0);
+	int mid_line = atomic_load_explicit(&log_may_end_mid_line, memory_order_relaxed);
+	if (mid_line)
+		mid_line = atomic_exchange(&log_may_end_mid_line, 0);
 	if (mid_line == MID_LINE_OURS || (mid_line == MID_LINE_UNKNOWN && ends_mid_line(fd) == 1))
 		iov[used++] = (struct iovec){.iov_base = "\n", .iov_len = 1};
 	for (int i = 0; i < count; i++)
