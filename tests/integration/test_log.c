@@ -306,20 +306,24 @@ static double file_time(const char *path)
 	return atof(slurp(path));
 }
 
-/* A program that connects every 20 ms for `seconds`, then prints how
- * many connections it made; `then` runs 1 s after it started. */
+/* A program that connects every 20 ms until told to stop, then prints
+ * how many connections it made.  `then` runs once the log holds records
+ * (a sanitizer build starts slowly), and the program goes on for 2 s
+ * after it. */
 static void rotate_while_connecting(struct run_result *r, const struct sandbox *sb, uint16_t port,
 				    const char *then)
 {
 	char script[4096];
 	snprintf(script, sizeof(script),
-		 "%s%s run -c %s -- python3 -c \"import socket, time\n"
-		 "n, end = 0, time.time() + 3.5\n"
-		 "while time.time() < end:\n"
+		 "%s%s run -c %s -- python3 -c \"import socket, time, os\n"
+		 "n = 0\n"
+		 "while not os.path.exists('%s/stop'):\n"
 		 "    s = socket.create_connection(('127.0.0.1', %u)); s.close(); n += 1; time.sleep(0.02)\n"
 		 "print(n)\" > %s/count &\n"
-		 "sleep 1\n%s\nwait $!; cat %s/count",
-		 sanitizer_prefix(), build_path("portfence"), sb->policy, port, sb->dir, then, sb->dir);
+		 "while [ ! -s %s ]; do sleep 0.05; done; sleep 0.5\n"
+		 "%s\nsleep 2; touch %s/stop; wait $!; cat %s/count",
+		 sanitizer_prefix(), build_path("portfence"), sb->policy, sb->dir, port, sb->dir, sb->log,
+		 then, sb->dir, sb->dir);
 	char *argv[] = {"sh", "-c", script, NULL};
 	run_program(r, argv, NULL, NULL);
 }
