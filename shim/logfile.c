@@ -33,26 +33,43 @@ static _Atomic uintptr_t fd_lock_owner;
 static __thread char fd_lock_identity __attribute__((tls_model("initial-exec")));
 static __thread unsigned fd_lock_nested __attribute__((tls_model("initial-exec")));
 
+/* True on the thread holding the fd lock (in a handler: it interrupted
+ * that thread inside the lock). */
+static bool fd_lock_held_here(void)
+{
+	return atomic_load(&fd_lock_owner) == (uintptr_t)&fd_lock_identity;
+}
+
+/* Cancellation is off inside the lock: close() is a cancellation point,
+ * and a thread cancelled there would hold the lock for ever. */
+static __thread int fd_lock_cancel_state __attribute__((tls_model("initial-exec")));
+
 void pf_fd_lock(void)
 {
 	uintptr_t me = (uintptr_t)&fd_lock_identity, expected = 0;
+	int cancel_state;
 
-	if (atomic_load(&fd_lock_owner) == me) {
+	if (fd_lock_held_here()) {
 		fd_lock_nested++;
 		return;
 	}
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	while (!atomic_compare_exchange_weak(&fd_lock_owner, &expected, me)) {
 		expected = 0;
 		sched_yield();
 	}
+	fd_lock_cancel_state = cancel_state;
 }
 
 void pf_fd_unlock(void)
 {
-	if (fd_lock_nested > 0)
+	if (fd_lock_nested > 0) {
 		fd_lock_nested--;
-	else
-		atomic_store(&fd_lock_owner, 0);
+		return;
+	}
+	int cancel_state = fd_lock_cancel_state;
+	atomic_store(&fd_lock_owner, 0);
+	pthread_setcancelstate(cancel_state, NULL);
 }
 
 /* ---- handing the log from one fd to another ----
@@ -317,7 +334,9 @@ static void follow_rotation(void)
 	    !atomic_compare_exchange_strong(&rotation_checked_at, &checked, now))
 		return;
 	int fd = pf_log_fd();
-	if (fd < 0 || still_at_path(fd))
+	/* Inside the fd lock (a handler that interrupted a dup2) the numbers
+	 * are moving under us: the next second will do. */
+	if (fd < 0 || fd_lock_held_here() || still_at_path(fd))
 		return;
 	char line[WARNING_MAX];
 	struct pf_out o = {.p = line, .end = line + sizeof(line) - 96};
@@ -400,9 +419,13 @@ void pf_log_write(const struct iovec *record, int count)
 	if (count > PF_RECORD_IOV)
 		return;
 	follow_rotation();
+	/* A thread cancelled in writev would count as a writer for ever. */
+	int cancel_state;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	int fd = writer_enter(&slot);
 	if (fd < 0) {
 		writer_leave(slot);
+		pthread_setcancelstate(cancel_state, NULL);
 		return;
 	}
 	int mid_line = atomic_load_explicit(&log_may_end_mid_line, memory_order_relaxed);
@@ -417,6 +440,7 @@ void pf_log_write(const struct iovec *record, int count)
 	ssize_t written = writev(fd, iov, used);
 	int error = errno;
 	writer_leave(slot);
+	pthread_setcancelstate(cancel_state, NULL);
 	if (written == (ssize_t)wanted)
 		return;
 	atomic_store(&log_may_end_mid_line, written > 0 ? MID_LINE_OURS : MID_LINE_UNKNOWN);
@@ -429,7 +453,7 @@ static void after_fork_child(void)
 {
 	for (int i = 0; i < 2; i++)
 		atomic_store(&log_writers[i], own_writers[i]);
-	if (atomic_load(&fd_lock_owner) != (uintptr_t)&fd_lock_identity)
+	if (!fd_lock_held_here())
 		atomic_store(&fd_lock_owner, 0);
 }
 
