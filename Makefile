@@ -25,8 +25,9 @@ endif
 # Integration suites run in a private network namespace (root; see
 # tests/netns.sh).
 NETNS = unshare -n sh tests/netns.sh
-# With SANITIZE=thread, the suites that exercise concurrency.
-INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime)/*',)
+# With SANITIZE=thread, the suites that exercise concurrency (the log suite
+# moves the log fd under writing threads).
+INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime|log)/*',)
 
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
@@ -44,7 +45,8 @@ BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
 HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
-             $(BUILD)/connprobe $(BUILD)/sigconnect $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so
+             $(BUILD)/connprobe $(BUILD)/sigconnect $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so \
+             $(BUILD)/logprobe
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
 all: build-deps
@@ -98,6 +100,8 @@ $(BUILD)/sockprobe: tests/helpers/sockprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/connprobe: tests/helpers/connprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+$(BUILD)/logprobe: tests/helpers/logprobe.c
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 
 deps:
 	@sh tests/install-deps.sh

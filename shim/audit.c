@@ -17,18 +17,7 @@
 
 #include "shim.h"
 
-/* Far above the fds a program usually holds, so that our fd rarely
- * stands where the program expects to find a free number. */
-#define LOG_FD_FLOOR 900
-
-static _Atomic int log_fd = -1;
 static bool log_to_syslog;
-static _Atomic int log_write_failed;
-
-int pf_log_fd(void)
-{
-	return atomic_load_explicit(&log_fd, memory_order_relaxed);
-}
 
 void pf_log_enable_syslog(bool enabled)
 {
@@ -40,6 +29,57 @@ bool pf_logging(void)
 	return pf_log_fd() >= 0 || log_to_syslog;
 }
 
+/* fd 2 as the program started with it.  A daemon that closed its fds
+ * may find a data file or a socket at 2 later: our lines go to fd 2 only
+ * while it is still the file it was at start-up. */
+static struct {
+	_Atomic int known;	/* 0: not looked at yet, 1: open, 2: closed */
+	dev_t dev;
+	ino_t ino;
+} start_stderr;
+
+static void remember_stderr(void)
+{
+	struct stat info;
+
+	if (fstat(STDERR_FILENO, &info) == 0) {
+		start_stderr.dev = info.st_dev;
+		start_stderr.ino = info.st_ino;
+		atomic_store(&start_stderr.known, 1);
+	} else {
+		atomic_store(&start_stderr.known, 2);
+	}
+}
+
+static bool stderr_is_the_programs(void)
+{
+	struct stat info;
+
+	if (atomic_load(&start_stderr.known) == 0)
+		remember_stderr();
+	return atomic_load(&start_stderr.known) == 1 && fstat(STDERR_FILENO, &info) == 0 &&
+	       info.st_dev == start_stderr.dev && info.st_ino == start_stderr.ino;
+}
+
+/* Before any other constructor of ours, so that a warning at start-up is
+ * judged against the stderr the program was given. */
+__attribute__((constructor(101))) static void pf_audit_init(void)
+{
+	remember_stderr();
+}
+
+void pf_stderr_line(const char *text, size_t len)
+{
+	struct iovec line[2] = {{.iov_base = (void *)text, .iov_len = len}, {.iov_base = "\n", .iov_len = 1}};
+	int saved = errno;
+
+	if (stderr_is_the_programs()) {
+		ssize_t ignored = writev(STDERR_FILENO, line, 2);
+		(void)ignored;
+	}
+	errno = saved;
+}
+
 void pf_stderr(const char *fmt, ...)
 {
 	char line[1200];
@@ -47,84 +87,11 @@ void pf_stderr(const char *fmt, ...)
 	int saved = errno;
 
 	va_start(args, fmt);
-	int n = vsnprintf(line, sizeof(line) - 1, fmt, args);
+	int n = vsnprintf(line, sizeof(line), fmt, args);
 	va_end(args);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
-	line[n++] = '\n';
-	ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);
-	(void)ignored;
+	if (n >= 0)
+		pf_stderr_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 	errno = saved;
-}
-
-static int move_high(int fd)
-{
-	int high = fcntl(fd, F_DUPFD_CLOEXEC, LOG_FD_FLOOR);
-
-	if (high < 0)
-		return fd;
-	real_close(fd);
-	return high;
-}
-
-/* Created 0640 whatever the umask (SPEC), never through a symlink, and
- * only ever appended to.  Opened non-blocking so that a FIFO without a
- * reader cannot hang the host program; only files and character devices
- * (/dev/null, a terminal) are kept. */
-static int open_log_file(const char *path)
-{
-	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
-	struct stat info;
-	int fd = open(path, flags | O_CREAT | O_EXCL, 0640);
-
-	if (fd >= 0)
-		fchmod(fd, 0640);
-	else if (errno == EEXIST)
-		fd = open(path, flags);
-	if (fd < 0)
-		return -1;
-	if (fstat(fd, &info) < 0 || !(S_ISREG(info.st_mode) || S_ISCHR(info.st_mode))) {
-		real_close(fd);
-		errno = EINVAL;
-		return -1;
-	}
-	fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);
-	return fd;
-}
-
-int pf_log_open(const char *path, char *why, size_t why_len)
-{
-	int fd;
-
-	if (strcmp(path, "-") == 0) {
-		fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, LOG_FD_FLOOR);
-		if (fd < 0)
-			fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
-	} else {
-		fd = open_log_file(path);
-		if (fd >= 0)
-			fd = move_high(fd);
-	}
-	if (fd < 0) {
-		snprintf(why, why_len, "cannot open audit log %s: %s", path, strerror(errno));
-		return -1;
-	}
-	atomic_store(&log_fd, fd);
-	return 0;
-}
-
-/* The program wants fd as a number (dup2 onto it): our log moves. */
-void pf_log_move_away_from(int fd)
-{
-	int current = pf_log_fd();
-
-	if (current < 0 || current != fd)
-		return;
-	int moved = fcntl(current, F_DUPFD_CLOEXEC, current + 1);
-	atomic_store(&log_fd, moved);
-	real_close(current);
 }
 
 /* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
@@ -153,30 +120,37 @@ static size_t utf8_sequence(const unsigned char *p)
 
 /* Valid UTF-8 is kept as it is; quotes, backslashes and control bytes are
  * escaped; any other byte becomes \u00XX (U+0080..U+00FF), so the line
- * always parses and a UTF-8 path reads back unchanged. */
+ * always parses and a UTF-8 path reads back unchanged.  Each piece goes
+ * in whole or not at all, with room left for the terminating NUL: an
+ * output of 6 * strlen(in) + 1 bytes always holds the whole text. */
 size_t pf_json_escape(const char *in, char *out, size_t out_len)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t n = 0;
 
-	for (const unsigned char *p = (const unsigned char *)in; *p && n + 7 < out_len;) {
+	for (const unsigned char *p = (const unsigned char *)in; *p;) {
 		size_t seq = *p >= 0x80 ? utf8_sequence(p) : 0;
+		bool quoted = *p == '"' || *p == '\\';
+		bool coded = !seq && !quoted && (*p < 0x20 || *p >= 0x7f);
+		size_t piece = seq ? seq : quoted ? 2 : coded ? 6 : 1;
+
+		if (n + piece >= out_len)
+			break;
 		if (seq) {
 			memcpy(out + n, p, seq);
-			n += seq;
 			p += seq;
-		} else if (*p == '"' || *p == '\\') {
-			out[n++] = '\\';
-			out[n++] = (char)*p++;
-		} else if (*p < 0x20 || *p >= 0x7f) {
+		} else if (quoted) {
+			out[n] = '\\';
+			out[n + 1] = (char)*p++;
+		} else if (coded) {
 			memcpy(out + n, "\\u00", 4);
 			out[n + 4] = hex[*p >> 4];
 			out[n + 5] = hex[*p & 15];
-			n += 6;
 			p++;
 		} else {
-			out[n++] = (char)*p++;
+			out[n] = (char)*p++;
 		}
+		n += piece;
 	}
 	if (out_len)
 		out[n] = '\0';
@@ -204,12 +178,9 @@ const char *pf_errno_name(int error)
 
 /* The record is built by appending: snprintf and inet_ntop made up two
  * thirds of the shim's cost per connection (callgrind), for a fixed
- * shape that needs none of their generality. */
-struct out {
-	char *p, *end;
-};
-
-static void put(struct out *o, const char *s, size_t n)
+ * shape that needs none of their generality.  Appending is also
+ * async-signal-safe, which stdio is not. */
+void pf_put(struct pf_out *o, const char *s, size_t n)
 {
 	size_t room = (size_t)(o->end - o->p);
 	if (n > room)
@@ -218,14 +189,12 @@ static void put(struct out *o, const char *s, size_t n)
 	o->p += n;
 }
 
-#define PUT_LITERAL(o, s) put((o), (s), sizeof(s) - 1)
-
-static void put_str(struct out *o, const char *s)
+void pf_put_str(struct pf_out *o, const char *s)
 {
-	put(o, s, strlen(s));
+	pf_put(o, s, strlen(s));
 }
 
-static void put_uint(struct out *o, unsigned long value, int width)
+void pf_put_uint(struct pf_out *o, unsigned long value, int width)
 {
 	char digits[24];
 	int i = sizeof(digits);
@@ -233,10 +202,26 @@ static void put_uint(struct out *o, unsigned long value, int width)
 		digits[--i] = (char)('0' + value % 10);
 		value /= 10;
 	} while (value || (int)sizeof(digits) - i < width);
-	put(o, digits + i, sizeof(digits) - (size_t)i);
+	pf_put(o, digits + i, sizeof(digits) - (size_t)i);
 }
 
-static void put_address(struct out *o, const struct sockaddr *addr, int family)
+/* A string of any length, in place: it becomes an iovec of its own, so
+ * that a record needs no buffer sized for the longest exe path. */
+static void put_external(struct pf_out *o, const char *s)
+{
+	if (o->p > o->segment)
+		o->iov[o->iovcnt++] = (struct iovec){.iov_base = o->segment, .iov_len = (size_t)(o->p - o->segment)};
+	o->segment = o->p;
+	if (s[0])
+		o->iov[o->iovcnt++] = (struct iovec){.iov_base = (void *)s, .iov_len = strlen(s)};
+}
+
+#define put(o, s, n) pf_put((o), (s), (n))
+#define put_str pf_put_str
+#define put_uint pf_put_uint
+#define PUT_LITERAL(o, s) put((o), (s), sizeof(s) - 1)
+
+static void put_address(struct pf_out *o, const struct sockaddr *addr, int family)
 {
 	if (addr && addr->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
@@ -265,7 +250,7 @@ static void put_address(struct out *o, const struct sockaddr *addr, int family)
 
 /* UTC civil date from days since 1970-01-01 (Howard Hinnant's algorithm):
  * no gmtime_r, which takes the timezone lock. */
-static void put_time(struct out *o)
+static void put_time(struct pf_out *o)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -296,10 +281,12 @@ static void put_time(struct out *o)
 
 static const char *const event_names[] = {"assign", "deny", "error", "audit"};
 
+/* The record as iovecs (at most PF_RECORD_IOV) over text, which must
+ * outlive them. */
 static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
-			 char *buf, size_t len)
+			 char *text, size_t len, struct iovec *iov)
 {
-	struct out o = {buf, buf + len};
+	struct pf_out o = {.p = text, .end = text + len, .segment = text, .iov = iov};
 	int family = r->sock ? r->sock->family : AF_INET;
 
 	PUT_LITERAL(&o, "{\"ts\":\"");
@@ -307,11 +294,11 @@ static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
 	PUT_LITERAL(&o, "\",\"event\":\"");
 	put_str(&o, event_names[r->event]);
 	PUT_LITERAL(&o, "\",\"app\":\"");
-	put_str(&o, rt->app_json ? rt->app_json : "");
+	put_external(&o, rt->app_json ? rt->app_json : "");
 	PUT_LITERAL(&o, "\",\"pid\":");
 	put_uint(&o, (unsigned long)pf_cached_pid(), 1);
 	PUT_LITERAL(&o, ",\"exe\":\"");
-	put_str(&o, rt->exe_json ? rt->exe_json : "");
+	put_external(&o, rt->exe_json ? rt->exe_json : "");
 	PUT_LITERAL(&o, "\",\"proto\":\"");
 	put_str(&o, r->sock && r->sock->udp ? "udp" : "tcp");
 	PUT_LITERAL(&o, "\",\"family\":\"");
@@ -327,56 +314,52 @@ static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
 	PUT_LITERAL(&o, ",\"result\":\"");
 	put_str(&o, pf_errno_name(r->error));
 	PUT_LITERAL(&o, "\"}\n");
-	return (int)(o.p - buf);
+	put_external(&o, "");
+	return o.iovcnt;
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram
- * of our own to /dev/log leaves it alone. */
-static void send_syslog(const char *line, size_t len, enum pf_event event)
+ * of our own to /dev/log leaves it alone.  The record goes without its
+ * newline, after the header. */
+static void send_syslog(const struct iovec *record, int count, enum pf_event event)
 {
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	char message[8192];
-	int priority = (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
+	struct iovec iov[PF_RECORD_IOV + 1];
+	char header[64];
+	struct pf_out o = {.p = header, .end = header + sizeof(header)};
 	int fd = real_socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
-	if (fd < 0)
-		return;
-	strcpy(addr.sun_path, "/dev/log");
-	int n = snprintf(message, sizeof(message), "<%d>portfence[%ld]: %.*s", priority,
-			 (long)getpid(), (int)(len - 1), line);
-	if (n > 0 && real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-		send(fd, message, (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1, MSG_NOSIGNAL);
-	real_close(fd);
+	if (fd < 0 || count < 1 || count > PF_RECORD_IOV)
+		goto out;
+	PUT_LITERAL(&o, "<");
+	put_uint(&o, (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4), 1);
+	PUT_LITERAL(&o, ">portfence[");
+	put_uint(&o, (unsigned long)getpid(), 1);
+	PUT_LITERAL(&o, "]: ");
+	iov[0] = (struct iovec){.iov_base = header, .iov_len = (size_t)(o.p - header)};
+	memcpy(iov + 1, record, (size_t)count * sizeof(*iov));
+	iov[count].iov_len--;
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)count + 1};
+	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+		real_sendmsg(fd, &msg, MSG_NOSIGNAL);
+out:
+	if (fd >= 0)
+		real_close(fd);
 }
 
+/* No malloc and no stdio: a record may be written from a signal handler. */
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {
-	char stack_buf[2048];
-	char *buf = stack_buf;
-	size_t room = sizeof(stack_buf);
-	int saved = errno, fd = pf_log_fd();
+	char text[768];
+	struct iovec iov[PF_RECORD_IOV];
+	int saved = errno;
 
-	if (fd < 0 && !log_to_syslog)
+	if (!pf_logging())
 		return;
-	size_t exe_len = rt->exe_json ? strlen(rt->exe_json) : 0;
-	size_t app_len = rt->app_json ? strlen(rt->app_json) : 0;
-	if (exe_len + app_len + 512 > room) {
-		room = exe_len + app_len + 512;
-		buf = malloc(room);
-		if (!buf) {
-			errno = saved;
-			return;
-		}
-	}
-	int n = format_record(rt, record, buf, room);
-	if (n > 0 && fd >= 0 && write(fd, buf, (size_t)n) != n &&
-	    atomic_exchange(&log_write_failed, 1) == 0)
-		pf_stderr("portfence: cannot write the audit log: %s; records are being lost",
-			  strerror(errno));
-	if (n > 0 && log_to_syslog)
-		send_syslog(buf, (size_t)n, record->event);
-	if (buf != stack_buf)
-		free(buf);
+	int count = format_record(rt, record, text, sizeof(text), iov);
+	pf_log_write(iov, count);
+	if (log_to_syslog)
+		send_syslog(iov, count, record->event);
 	errno = saved;
 }
 

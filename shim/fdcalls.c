@@ -1,7 +1,9 @@
 /* close, dup2, dup3, close_range, closefrom: keep the fd table current
  * and keep the audit log's fd out of the program's reach.  The log fd is
  * not the program's: closing it answers EBADF as for any fd the program
- * never opened, and a dup2 onto its number moves the log elsewhere. */
+ * never opened, and a dup2 onto its number moves the log elsewhere.
+ * Everything but close runs under the fd lock, so that the log never
+ * moves onto a number another thread is taking at the same moment. */
 #include <errno.h>
 #include <linux/close_range.h>
 
@@ -26,16 +28,22 @@ int pf_close(int fd)
 	return result;
 }
 
-int pf_dup2(int old_fd, int new_fd)
+/* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
+static int duplicate_onto(int old_fd, int new_fd, int flags)
 {
+	int result;
+
+	pf_fd_lock();
 	if (is_log_fd(old_fd)) {
+		pf_fd_unlock();
 		errno = EBADF;
 		return -1;
 	}
 	if (old_fd != new_fd)
 		pf_log_move_away_from(new_fd);
-	int result = real_dup2(old_fd, new_fd);
+	result = flags < 0 ? real_dup2(old_fd, new_fd) : real_dup3(old_fd, new_fd, flags);
 	int saved = errno;
+	pf_fd_unlock();
 	if (result >= 0 && old_fd != new_fd) {
 		pf_fd_forget(new_fd);
 		pf_fd_release_hold(new_fd);
@@ -44,42 +52,39 @@ int pf_dup2(int old_fd, int new_fd)
 	return result;
 }
 
+int pf_dup2(int old_fd, int new_fd)
+{
+	return duplicate_onto(old_fd, new_fd, -1);
+}
+
 int pf_dup3(int old_fd, int new_fd, int flags)
 {
-	if (is_log_fd(old_fd)) {
-		errno = EBADF;
-		return -1;
-	}
-	if (old_fd != new_fd)
-		pf_log_move_away_from(new_fd);
-	int result = real_dup3(old_fd, new_fd, flags);
-	int saved = errno;
-	if (result >= 0) {
-		pf_fd_forget(new_fd);
-		pf_fd_release_hold(new_fd);
-	}
-	errno = saved;
-	return result;
+	return duplicate_onto(old_fd, new_fd, flags < 0 ? 0 : flags);
 }
 
 /* Closes [first, last] except the log's fd.  CLOSE_RANGE_CLOEXEC only
  * marks fds close-on-exec, which the log already is. */
-int pf_close_range(unsigned int first, unsigned int last, int flags)
+static int close_range_sparing_log(unsigned int first, unsigned int last, int flags)
 {
 	int log = pf_log_fd();
-	int result;
 
 	if (log < 0 || (unsigned)log < first || (unsigned)log > last || first > last ||
-	    (flags & CLOSE_RANGE_CLOEXEC)) {
-		result = real_close_range(first, last, flags);
-	} else {
-		result = 0;
-		if ((unsigned)log > first)
-			result = real_close_range(first, (unsigned)log - 1, flags);
-		if (result == 0 && (unsigned)log < last)
-			result = real_close_range((unsigned)log + 1, last, flags);
-	}
+	    (flags & CLOSE_RANGE_CLOEXEC))
+		return real_close_range(first, last, flags);
+	int result = 0;
+	if ((unsigned)log > first)
+		result = real_close_range(first, (unsigned)log - 1, flags);
+	if (result == 0 && (unsigned)log < last)
+		result = real_close_range((unsigned)log + 1, last, flags);
+	return result;
+}
+
+int pf_close_range(unsigned int first, unsigned int last, int flags)
+{
+	pf_fd_lock();
+	int result = close_range_sparing_log(first, last, flags);
 	int saved = errno;
+	pf_fd_unlock();
 	if (result == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
 		pf_fd_forget_range(first, last);
 		pf_fd_release_holds(first, last);
@@ -90,14 +95,15 @@ int pf_close_range(unsigned int first, unsigned int last, int flags)
 
 void pf_closefrom(int low_fd)
 {
-	int log = pf_log_fd();
-
 	if (low_fd < 0)
 		low_fd = 0;
+	pf_fd_lock();
+	int log = pf_log_fd();
 	if (log >= low_fd)
-		pf_close_range((unsigned)low_fd, ~0u, 0);
+		close_range_sparing_log((unsigned)low_fd, ~0u, 0);
 	else
 		real_closefrom(low_fd);
+	pf_fd_unlock();
 	pf_fd_forget_range((unsigned)low_fd, ~0u);
 	pf_fd_release_holds((unsigned)low_fd, ~0u);
 }

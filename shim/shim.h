@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "algorithm.h"
 #include "decide.h"
@@ -212,13 +213,37 @@ int pf_log_open(const char *path, char *why, size_t why_len);
 bool pf_logging(void);
 void pf_log_enable_syslog(bool enabled);
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record);
-/* The log's fd, which close/dup2/closefrom must not take away. */
-int pf_log_fd(void);
-void pf_log_move_away_from(int fd);
 /* A one-line message on stderr, written with write(2). */
 void pf_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same without stdio (async-signal-safe); nothing is written when fd 2
+ * is no longer the file the program started with. */
+void pf_stderr_line(const char *text, size_t len);
 size_t pf_json_escape(const char *in, char *out, size_t out_len);
 const char *pf_errno_name(int error);
+
+/* Text built by appending, without stdio; segment/iov/iovcnt only for a
+ * record (audit.c). */
+struct pf_out {
+	char *p, *end;
+	char *segment;
+	struct iovec *iov;
+	int iovcnt;
+};
+void pf_put(struct pf_out *o, const char *s, size_t n);
+void pf_put_str(struct pf_out *o, const char *s);
+void pf_put_uint(struct pf_out *o, unsigned long value, int width);
+
+/* ---- logfile.c: the log file, its fd, rotation ---- */
+#define PF_RECORD_IOV 6
+/* Appends one record (count <= PF_RECORD_IOV pieces) with one writev. */
+void pf_log_write(const struct iovec *record, int count);
+/* The log's fd, which close/dup2/closefrom must not take away. */
+int pf_log_fd(void);
+/* Serialises every change of fd numbers the log could be standing on. */
+void pf_fd_lock(void);
+void pf_fd_unlock(void);
+/* With the fd lock held: the program is about to take fd's number. */
+void pf_log_move_away_from(int fd);
 
 /* ---- assign.c: take a port from the range for a socket ---- */
 /* PF_ACT_NAME: getsockname on a socket bound to an address whose port
