@@ -3,7 +3,7 @@
  *   bits 63..32  the 4-tuple's key (0: empty slot)
  *   bits 31..30  CLAIMED, HELD or RELEASED
  *   bits 29..0   for RELEASED the release time, for CLAIMED the claim
- *                time (ms, modulo 2^30)
+ *                time (ms, modulo 2^30); a release at time 0 is clean
  * A claim becomes HELD once its connect() has put the socket where the
  * kernel shows it; until then, the kernel's "free" says nothing of it.
  * Anything read from the table is only a hint: a wrong word can make a
@@ -93,9 +93,11 @@ static enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_t quara
 		return PF_HOLD_HELD;
 	if ((word & STATE_MASK) == CLAIMED)
 		return age_ms(word, now_ms) < CLAIM_ABANDONED_MS ? PF_HOLD_CLAIMED : PF_HOLD_HELD;
-	if ((word & STATE_MASK) == RELEASED && age_ms(word, now_ms) < quarantine_ms)
-		return PF_HOLD_RECENT;
-	return PF_HOLD_FREE;
+	if ((word & STATE_MASK) != RELEASED || (word & TIME_MASK) == 0)
+		return PF_HOLD_FREE;
+	/* Released after now_ms was read (the age wraps): as recent as can be. */
+	uint32_t age = age_ms(word, now_ms);
+	return age < quarantine_ms || age > TIME_MASK / 2 ? PF_HOLD_RECENT : PF_HOLD_FREE;
 }
 
 /* Where a new key goes: the first empty slot counting from the key's own

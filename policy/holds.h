@@ -55,7 +55,8 @@ void pf_hold_disown(struct pf_state *state, struct pf_hold_ref *ref);
 /* The socket behind ref closed, but a copy may live on in another
  * process (it was open across a fork): only the kernel knows now. */
 void pf_hold_forget(struct pf_state *state, const struct pf_hold_ref *ref);
-/* The socket behind ref closed: its 4-tuple enters the quarantine. */
+/* The socket behind ref closed: its 4-tuple enters the quarantine (at
+ * now_ms 0: clean at once, as after an abortive close). */
 void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms);
 
 #endif

@@ -108,8 +108,10 @@ static enum pf_tuple_use ask(long fd, struct diag_request *req)
 	req->header.nlmsg_seq = atomic_fetch_add(&next_seq, 1);
 	if (syscall(SYS_sendto, fd, req, sizeof(*req), 0, &kernel, sizeof(kernel)) != (long)sizeof(*req))
 		return PF_TUPLE_UNKNOWN;
+	/* The kernel answers within sendto: an empty queue means the answer
+	 * went elsewhere (a reader sharing the socket), never a wait. */
 	for (int reads = 0; reads < 8; reads++) {
-		long n = syscall(SYS_recvfrom, fd, answer, sizeof(answer), 0, NULL, NULL);
+		long n = syscall(SYS_recvfrom, fd, answer, sizeof(answer), MSG_DONTWAIT, NULL, NULL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)

@@ -27,20 +27,26 @@
 #define IP_LOCAL_PORT_RANGE 51
 #endif
 
-/* Long enough for a peer to close its side after ours on any sane
- * network; short enough that a range cycled at full speed stays free of
- * kernel queries (see README, "The connect path"). */
-#define QUARANTINE_MS 10
+/* A 4-tuple released this recently may still be closing (FIN_WAIT1,
+ * LAST_ACK: a connect there fails on a socket that can never be bound
+ * again), or its peer may still hold the old connection (a SYN there
+ * waits a second): it is handed out again only on the kernel's word.
+ * Past this, memory alone clears it.  An abortive close (SO_LINGER 0)
+ * releases at once.  See README, "The connect path". */
+#define QUARANTINE_MS 2000
 
 #define OLDEST_RECENT 4
 /* After this many quarantined ports in one pick, the range is busy: the
- * kernel is asked of the next ones at once instead of after a full walk. */
+ * kernel is asked of the longest released ones seen, instead of walking
+ * on. */
 #define RECENT_BEFORE_ASKING 8
 
 /* Our own marker for "the socket was bound behind our back". */
 #define ALREADY_BOUND (-100000)
 /* connect() met a 4-tuple taken after we judged it free. */
 #define LOST_RACE (-100001)
+/* The first pass stops: enough quarantined ports were seen. */
+#define ASK_KERNEL (-100002)
 
 struct attempt_ctx {
 	const struct pf_runtime *rt;
@@ -214,41 +220,34 @@ static void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t age)
 
 /* Claims (source, port, destination) for this socket when it is free:
  * memory answers for what the app holds, the kernel for the rest.  A
- * held or recently released 4-tuple is only asked about in the second
- * pass, when memory found every port busy. */
-static bool claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
+ * held or recently released 4-tuple is only asked about once memory has
+ * found the range busy.  PF_TRY_TAKEN (claimed), PF_TRY_BUSY or
+ * ASK_KERNEL. */
+static int claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
 {
 	uint32_t offset = (uint32_t)(port - ctx->rt->app->range_lo);
+	enum pf_hold_verdict seen =
+		pf_hold_claim(ctx->state, offset, key, ctx->now_ms, QUARANTINE_MS, &ctx->hold);
 
-	switch (pf_hold_claim(ctx->state, offset, key, ctx->now_ms, QUARANTINE_MS, &ctx->hold)) {
-	case PF_HOLD_FREE:
-		return true;
-	case PF_HOLD_UNKNOWN:
+	if (seen == PF_HOLD_FREE)
+		return PF_TRY_TAKEN;
+	if (seen == PF_HOLD_UNKNOWN) {
 		if (kernel_clears(ctx, port, !ctx->verify))
-			return true;
+			return PF_TRY_TAKEN;
 		/* Held by a socket we had no record of: the claim marks it. */
 		pf_hold_disown(ctx->state, &ctx->hold);
-		return false;
-	case PF_HOLD_CLAIMED:
-		ctx->hold.slot = 0;
-		return false;
-	case PF_HOLD_RECENT:
-		if (!ctx->verify && ++ctx->recent_seen < RECENT_BEFORE_ASKING) {
-			note_recent(ctx, port, pf_hold_seen_age(&ctx->hold, ctx->now_ms));
-			ctx->hold.slot = 0;
-			return false;
-		}
-		if (kernel_clears(ctx, port, false) && pf_hold_reclaim(ctx->state, &ctx->hold))
-			return true;
-		ctx->hold.slot = 0;
-		return false;
-	case PF_HOLD_HELD:
-		break;
+		return PF_TRY_BUSY;
 	}
-	if (ctx->verify && kernel_clears(ctx, port, false) && pf_hold_reclaim(ctx->state, &ctx->hold))
-		return true;
+	if (seen == PF_HOLD_RECENT && !ctx->verify) {
+		note_recent(ctx, port, pf_hold_seen_age(&ctx->hold, ctx->now_ms));
+		ctx->hold.slot = 0;
+		return ++ctx->recent_seen >= RECENT_BEFORE_ASKING ? ASK_KERNEL : PF_TRY_BUSY;
+	}
+	if (seen != PF_HOLD_CLAIMED && ctx->verify && kernel_clears(ctx, port, false) &&
+	    pf_hold_reclaim(ctx->state, &ctx->hold))
+		return PF_TRY_TAKEN;
 	ctx->hold.slot = 0;
-	return false;
+	return PF_TRY_BUSY;
 }
 
 static int bind_port(struct attempt_ctx *ctx, uint16_t port)
@@ -256,10 +255,11 @@ static int bind_port(struct attempt_ctx *ctx, uint16_t port)
 	int fd = ctx->sock->fd, one = 1;
 
 	if (ctx->shares_port && !ctx->reuse_set) {
-		if (!pf_sock_reuse_set_by_app(ctx->sock) &&
-		    real_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-			return -errno;
-		pf_sock_note_our_reuse(ctx->sock);
+		if (!pf_sock_reuse_set_by_app(ctx->sock)) {
+			if (real_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+				return -errno;
+			pf_sock_note_our_reuse(ctx->sock);
+		}
 		ctx->reuse_set = true;
 	}
 	set_port(&ctx->bind_addr, port);
@@ -293,10 +293,13 @@ static int attempt_port(void *opaque, uint16_t port)
 {
 	struct attempt_ctx *ctx = opaque;
 
-	if (ctx->tcp_client && !claim_tuple(ctx, port, hold_key(ctx, port)))
-		return PF_TRY_BUSY;
-	/* A port named before its connect must suit any destination. */
-	if (ctx->call->action == PF_ACT_NAME &&
+	if (ctx->tcp_client) {
+		int claimed = claim_tuple(ctx, port, hold_key(ctx, port));
+		if (claimed != PF_TRY_TAKEN)
+			return claimed;
+	}
+	/* A port named before its connect should suit any destination. */
+	if (ctx->call->action == PF_ACT_NAME && !ctx->verify &&
 	    !pf_hold_port_idle(ctx->state, (uint32_t)(port - ctx->rt->app->range_lo), ctx->now_ms))
 		return PF_TRY_BUSY;
 	int rc = bind_port(ctx, port);
@@ -455,6 +458,15 @@ static int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 	pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
 	int rc = pf_algorithm_pick(app->algorithm, app->range_lo, app->range_hi, &flow, ctx->state,
 				   pf_thread_rng(), attempt_port, ctx, pick);
+	if (rc == ASK_KERNEL)
+		rc = PF_EXHAUSTED;
+	if (rc == PF_EXHAUSTED && ctx->call->action == PF_ACT_NAME) {
+		/* Every port holds a connection of the app (or memory thinks
+		 * so): any port the kernel lets us bind will do. */
+		ctx->verify = true;
+		rc = pf_algorithm_pick(app->algorithm, app->range_lo, app->range_hi, &flow, ctx->state,
+				       pf_thread_rng(), attempt_port, ctx, pick);
+	}
 	if (rc == PF_EXHAUSTED && ctx->tcp_client) {
 		unsigned first_pass = pick->attempts;
 		rc = verify_walk(ctx, pick);

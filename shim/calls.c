@@ -377,7 +377,7 @@ int pf_socket(int domain, int type, int protocol)
 	if (fd >= 0) {
 		int saved = errno;
 		pf_fd_set(fd, pf_fd_state_for(domain, type, protocol));
-		pf_fd_release_hold(fd);
+		pf_fd_new_socket(fd);
 		errno = saved;
 	}
 	return fd;

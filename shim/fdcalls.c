@@ -20,12 +20,11 @@ int pf_close(int fd)
 		errno = EBADF;
 		return -1;
 	}
-	int result = real_close(fd);
-	int saved = errno;
+	/* Before the real close: once the number is free, another thread's
+	 * socket may take it, and its state and hold are not ours to drop. */
 	pf_fd_forget(fd);
 	pf_fd_release_hold(fd);
-	errno = saved;
-	return result;
+	return real_close(fd);
 }
 
 /* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
@@ -81,14 +80,14 @@ static int close_range_sparing_log(unsigned int first, unsigned int last, int fl
 
 int pf_close_range(unsigned int first, unsigned int last, int flags)
 {
+	if (!(flags & CLOSE_RANGE_CLOEXEC) && first <= last) {
+		pf_fd_forget_range(first, last);
+		pf_fd_release_holds(first, last);
+	}
 	pf_fd_lock();
 	int result = close_range_sparing_log(first, last, flags);
 	int saved = errno;
 	pf_fd_unlock();
-	if (result == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
-		pf_fd_forget_range(first, last);
-		pf_fd_release_holds(first, last);
-	}
 	errno = saved;
 	return result;
 }
@@ -97,6 +96,8 @@ void pf_closefrom(int low_fd)
 {
 	if (low_fd < 0)
 		low_fd = 0;
+	pf_fd_forget_range((unsigned)low_fd, ~0u);
+	pf_fd_release_holds((unsigned)low_fd, ~0u);
 	pf_fd_lock();
 	int log = pf_log_fd();
 	if (log >= low_fd)
@@ -104,6 +105,4 @@ void pf_closefrom(int low_fd)
 	else
 		real_closefrom(low_fd);
 	pf_fd_unlock();
-	pf_fd_forget_range((unsigned)low_fd, ~0u);
-	pf_fd_release_holds((unsigned)low_fd, ~0u);
 }

@@ -14,6 +14,15 @@
 #define SLOT_MASK ((1ull << 20) - 1)
 
 static _Atomic uint64_t fd_holds[PF_FD_TABLE_SIZE];
+/* The program asked for an abortive close (SO_LINGER on, 0 s): its
+ * 4-tuple is gone the moment it closes, with no quarantine. */
+static _Atomic uint8_t fd_closes_abortively[PF_FD_TABLE_SIZE];
+
+void pf_fd_note_linger(int fd, bool abortive)
+{
+	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
+		atomic_store_explicit(&fd_closes_abortively[fd], abortive, memory_order_relaxed);
+}
 static _Atomic uint64_t forks_begun;
 
 void pf_fd_holds_fork_begins(void)
@@ -24,6 +33,13 @@ void pf_fd_holds_fork_begins(void)
 static uint64_t generation(void)
 {
 	return atomic_load_explicit(&forks_begun, memory_order_acquire) & 0xfff;
+}
+
+/* A new socket on fd: nothing of the old one's is kept. */
+void pf_fd_new_socket(int fd)
+{
+	pf_fd_release_hold(fd);
+	pf_fd_note_linger(fd, false);
 }
 
 void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
@@ -41,6 +57,7 @@ void pf_fd_release_hold(int fd)
 	    !atomic_load_explicit(&fd_holds[fd], memory_order_relaxed))
 		return;
 	uint64_t kept = atomic_exchange(&fd_holds[fd], 0);
+	bool abortive = atomic_exchange(&fd_closes_abortively[fd], 0);
 	if (!kept)
 		return;
 	const struct pf_runtime *rt = pf_runtime();
@@ -52,7 +69,7 @@ void pf_fd_release_hold(int fd)
 	if (kept >> GENERATION_SHIFT != generation())
 		pf_hold_forget(pf_runtime_state(rt), &hold);
 	else
-		pf_hold_release(pf_runtime_state(rt), &hold, pf_hold_now_ms());
+		pf_hold_release(pf_runtime_state(rt), &hold, abortive ? 0 : pf_hold_now_ms());
 }
 
 void pf_fd_release_holds(unsigned int first, unsigned int last)

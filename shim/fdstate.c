@@ -89,10 +89,11 @@ bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
 	return set;
 }
 
+/* We turned SO_REUSEADDR on over the program's "off" (set or default):
+ * the program reads "off" again. */
 void pf_sock_note_our_reuse(const struct pf_sock *sock)
 {
-	if (!(sock->options & PF_FD_REUSE_APP))
-		pf_fd_set_options(sock->fd, PF_FD_REUSE_OURS, 0);
+	pf_fd_set_options(sock->fd, PF_FD_REUSE_OURS, 0);
 }
 
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local)

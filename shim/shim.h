@@ -155,6 +155,8 @@ socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr);
 /* The hold a connected socket keeps until its close. */
 void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
 void pf_fd_release_hold(int fd);
+void pf_fd_new_socket(int fd);
+void pf_fd_note_linger(int fd, bool abortive);
 void pf_fd_release_holds(unsigned int first, unsigned int last);
 /* The atfork prepare handler: sockets open now may outlive a close here. */
 void pf_fd_holds_fork_begins(void);

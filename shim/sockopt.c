@@ -41,6 +41,9 @@ int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 	if (result == 0 && ours(fd, &bits)) {
 		if (level == SOL_SOCKET && name == SO_REUSEADDR)
 			pf_fd_set_options(fd, PF_FD_REUSE_APP, PF_FD_REUSE_OURS);
+		else if (level == SOL_SOCKET && name == SO_LINGER && value && len >= sizeof(struct linger))
+			pf_fd_note_linger(fd, ((const struct linger *)value)->l_onoff &&
+						      !((const struct linger *)value)->l_linger);
 		else if (steers_routing(level, name))
 			pf_fd_set_options(fd, PF_FD_ROUTED, 0);
 	}

@@ -135,6 +135,9 @@ bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,
 
 static _Atomic int diag_fd = -1;
 static _Atomic ino_t diag_inode;
+/* A forked child inherits the socket: two processes reading one netlink
+ * socket take each other's answers, so each opens its own. */
+static _Atomic pid_t diag_owner;
 static atomic_flag diag_busy = ATOMIC_FLAG_INIT;
 
 int pf_diag_fd(void)
@@ -149,8 +152,13 @@ static int diag_socket(void)
 	int fd = pf_diag_fd();
 	struct stat info;
 
-	if (fd >= 0 && fstat(fd, &info) == 0 && info.st_ino == atomic_load(&diag_inode))
-		return fd;
+	pid_t self = pf_cached_pid();
+
+	if (fd >= 0 && fstat(fd, &info) == 0 && info.st_ino == atomic_load(&diag_inode)) {
+		if (atomic_load(&diag_owner) == self)
+			return fd;
+		syscall(SYS_close, fd);
+	}
 	atomic_store(&diag_fd, -1);
 	long fresh = syscall(SYS_socket, AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (fresh < 0)
@@ -160,6 +168,7 @@ static int diag_socket(void)
 	if (high < 0 || fstat(high, &info) < 0)
 		return -1;
 	atomic_store(&diag_inode, info.st_ino);
+	atomic_store(&diag_owner, self);
 	atomic_store(&diag_fd, high);
 	return high;
 }

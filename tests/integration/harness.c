@@ -81,6 +81,10 @@ static void *tcp_loop(void *arg)
 		if (conn < 0)
 			continue;
 		record_peer(s, &peer);
+		if (s->mode == SERVE_STALL && s->stalled_count < MAX_STALLED) {
+			s->stalled[s->stalled_count++] = conn;
+			continue;
+		}
 		if (s->mode == SERVE_HTTP) {
 			serve_http(conn);
 		} else {
@@ -159,6 +163,8 @@ void server_stop(struct server *s)
 	atomic_store(&s->stop, 1);
 	pthread_join(s->thread, NULL);
 	close(s->fd);
+	for (int i = 0; i < s->stalled_count; i++)
+		close(s->stalled[i]);
 }
 
 bool server_saw(struct server *s, uint16_t port)

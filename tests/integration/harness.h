@@ -19,7 +19,10 @@
  * closes right after the line: a client that forks may leave copies of
  * its sockets in a child, and a server waiting for their EOF would stall
  * on them. */
-enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_GREET_CLOSE, SERVE_UDP_ECHO };
+/* SERVE_STALL accepts and never reads: connections stay open, their
+ * queues full, until the server stops. */
+enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_GREET_CLOSE, SERVE_UDP_ECHO, SERVE_STALL };
+#define MAX_STALLED 64
 
 struct server {
 	int fd;
@@ -30,6 +33,8 @@ struct server {
 	atomic_int stop;
 	atomic_int count;
 	uint16_t peers[MAX_PEERS];
+	int stalled[MAX_STALLED];
+	int stalled_count;
 };
 
 /* Starts a server on addr ("127.0.0.1", "127.0.0.2", "::1") at a port

@@ -582,3 +582,49 @@ Test(connect, sendto_on_unconnected_tcp_gets_the_kernels_answer, .timeout = 60)
 	cr_expect_str_eq(shimmed.out, native.out, "the same answer under the shim: %s", shimmed.out);
 	sandbox_cleanup(&sb);
 }
+
+/* A connection closed with unsent data stays in FIN_WAIT1 while its peer
+ * does not read (as it does for a round trip on any real network).  The
+ * next connect to that destination must take the other port, free toward
+ * it, and never meet the one still closing (found by the client sweep:
+ * EADDRNOTAVAIL once a 10 ms quarantine had passed). */
+Test(connect, a_port_still_closing_is_not_handed_out_again, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server stalled, other;
+	struct run_result r;
+	char code[1500];
+
+	sandbox_init(&sb, "default = \"w\";\napps = ( { name = \"w\"; range = [ 62600, 62601 ]; "
+			  "algorithm = \"sequential\"; } );");
+	server_start(&stalled, "127.0.0.1", SERVE_STALL);
+	server_start(&other, "127.0.0.1", SERVE_STALL);
+	snprintf(code, sizeof(code),
+		 "import socket, time\n"
+		 "stalled, other = ('127.0.0.1', %u), ('127.0.0.1', %u)\n"
+		 "a = socket.socket()\n"
+		 "a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)\n"
+		 "a.connect(stalled)\n"
+		 "a.setblocking(False)\n"
+		 "try:\n    a.send(b'x' * 4000000)\nexcept BlockingIOError:\n    pass\n"
+		 "first = a.getsockname()[1]\n"
+		 "a.close()\n"
+		 "b = socket.socket(); b.connect(other)\n"
+		 "time.sleep(0.1)\n"
+		 "c = socket.socket()\n"
+		 "try:\n"
+		 "    c.connect(stalled)\n"
+		 "    print('first', first, 'third', c.getsockname()[1])\n"
+		 "except OSError as e:\n"
+		 "    print('third failed', e)\n",
+		 stalled.port, other.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&stalled);
+	server_stop(&other);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	unsigned first = 0, third = 0;
+	cr_assert_eq(sscanf(r.out, "first %u third %u", &first, &third), 2, "%s", r.out);
+	cr_expect_neq(first, third, "the port still in FIN_WAIT1 toward that server was handed out again");
+	sandbox_cleanup(&sb);
+}

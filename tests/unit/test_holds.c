@@ -232,3 +232,24 @@ Test(decide, each_verdict)
 	d = pf_decide(&q);
 	cr_expect(d.verdict == PF_VERDICT_REFUSE && d.event == PF_EVENT_ERROR && d.error == EPERM);
 }
+
+Test(holds, a_release_after_the_clock_was_read_is_recent)
+{
+	struct pf_hold_ref a, b;
+
+	pf_hold_claim(&state, 7, 5, 1000, QUARANTINE, &a);
+	pf_hold_connected(&state, &a);
+	pf_hold_release(&state, &a, 1004);
+	cr_expect_eq(pf_hold_claim(&state, 7, 5, 1000, QUARANTINE, &b), PF_HOLD_RECENT,
+		     "released 4 ms after a claim's clock: not old");
+}
+
+Test(holds, an_abortive_close_is_clean_at_once)
+{
+	struct pf_hold_ref a, b;
+
+	pf_hold_claim(&state, 8, 6, 1000, QUARANTINE, &a);
+	pf_hold_connected(&state, &a);
+	pf_hold_release(&state, &a, 0);
+	cr_expect_eq(pf_hold_claim(&state, 8, 6, 1000, QUARANTINE, &b), PF_HOLD_FREE);
+}
