@@ -101,7 +101,7 @@ static void measure_tcp_connect(void)
 		struct pair p = paired(policy, "tcp_connect", l.port, settings.quick ? 50 : 300);
 		json_pair(key, variant == 0, p);
 		print_pair("tcp_connect", key, p,
-			   kernel && !log ? "<= 1.03" : (log ? "<= 1.08" : "-"));
+			   log ? "<= 1.07" : "<= 1.03");
 	}
 	fprintf(json, "\n  }");
 	listener_stop(&l);
