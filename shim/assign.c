@@ -431,10 +431,7 @@ static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 	if (first != PF_TRY_BUSY)
 		return first;
 	for (uint32_t port = lo; port <= hi; port++) {
-		pick->attempts++;
-		int rc = attempt_port(ctx, (uint16_t)port);
-		if (rc == PF_TRY_TAKEN)
-			pick->port = (uint16_t)port;
+		int rc = verify_port(ctx, pick, (uint16_t)port);
 		if (rc != PF_TRY_BUSY)
 			return rc;
 	}
@@ -443,10 +440,7 @@ static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 	if (!ctx->lingering_port)
 		return PF_EXHAUSTED;
 	ctx->lingering_ok = true;
-	pick->attempts++;
-	int rc = attempt_port(ctx, ctx->lingering_port);
-	if (rc == PF_TRY_TAKEN)
-		pick->port = ctx->lingering_port;
+	int rc = verify_port(ctx, pick, ctx->lingering_port);
 	return rc == PF_TRY_BUSY ? PF_EXHAUSTED : rc;
 }
 
@@ -498,11 +492,16 @@ static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
 	if (!ctx->tcp_client)
 		record_result(call, pf_perform(sock, call));
 	const struct sockaddr *local = (const struct sockaddr *)&ctx->bind_addr;
+	bool local_exact = ctx->concrete;
+	/* The getsockname that teaches the source also gives the record's
+	 * local address. */
 	if (ctx->tcp_client && !ctx->concrete &&
 	    (call->result == 0 || call->result_errno == EINPROGRESS) &&
-	    pf_sock_local(sock, &ctx->bind_addr))
+	    pf_sock_local(sock, &ctx->bind_addr)) {
 		pf_source_learn(call->dest, local);
-	pf_audit_local(ctx->rt, sock, PF_EVENT_ASSIGN, local, ctx->concrete, call->dest,
+		local_exact = true;
+	}
+	pf_audit_local(ctx->rt, sock, PF_EVENT_ASSIGN, local, local_exact, call->dest,
 		       pick->attempts, call->result_errno);
 	return finish(call);
 }

@@ -307,7 +307,5 @@ void pf_source_forget(const struct sockaddr *remote);
 bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,
 		     struct sockaddr_storage *local);
 enum pf_tuple_use pf_tuple_use(const struct sockaddr *local, const struct sockaddr *remote);
-/* The kept netlink socket's fd, which the program's close must spare. */
-int pf_diag_fd(void);
 
 #endif

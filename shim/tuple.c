@@ -140,7 +140,7 @@ static _Atomic ino_t diag_inode;
 static _Atomic pid_t diag_owner;
 static atomic_flag diag_busy = ATOMIC_FLAG_INIT;
 
-int pf_diag_fd(void)
+static int pf_diag_fd(void)
 {
 	return atomic_load_explicit(&diag_fd, memory_order_relaxed);
 }
