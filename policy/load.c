@@ -24,7 +24,7 @@ static const char *const log_keys[] = {"file", "syslog", NULL};
 static const char *const match_keys[] = {"exe", "comm", NULL};
 static const char *const app_keys[] = {
 	"name", "match", "range", "algorithm", "protocols", "mode",
-	"explicit_bind", "allow", "deny", NULL,
+	"explicit_bind", "allow", "deny", "cgroups", "udp_unbound", NULL,
 };
 
 struct loader {
@@ -253,6 +253,24 @@ static void parse_match(struct loader *ld, const config_setting_t *setting,
 		parse_globs(ld, comm, file, "match.comm", &app->comm_globs);
 }
 
+/* A cgroup is a path under the cgroup v2 mount: no "..", nothing empty,
+ * so that the daemon never attaches outside the hierarchy. */
+static void parse_cgroups(struct loader *ld, const config_setting_t *setting,
+			  const char *file, struct pf_app *app)
+{
+	parse_globs(ld, setting, file, "cgroups", &app->cgroups);
+	for (size_t i = 0; i < app->cgroups.count; i++) {
+		const char *path = app->cgroups.globs[i];
+		const char *rest = path[0] == '/' ? path + 1 : path;
+		bool bad = rest[0] == '\0' || strstr(path, "//") || strcmp(rest, "..") == 0 ||
+			   strncmp(rest, "../", 3) == 0 || strstr(path, "/../") ||
+			   (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0);
+		if (bad)
+			report(ld, setting, file, "cgroup \"%s\" is not a path inside the cgroup v2 hierarchy",
+			       path);
+	}
+}
+
 static void parse_algorithm(struct loader *ld, const config_setting_t *setting,
 			    const char *file, struct pf_app *app)
 {
@@ -270,6 +288,7 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 {
 	static const char *const modes[] = {"enforce", "audit", NULL};
 	static const char *const binds[] = {"allow", "deny", NULL};
+	static const char *const unbound[] = {"deny", "audit", NULL};
 	const char *key = config_setting_name(member);
 
 	if (strcmp(key, "match") == 0)
@@ -284,7 +303,12 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 		app->mode = (enum pf_mode)get_choice(ld, member, file, "mode", modes, PF_MODE_ENFORCE);
 	else if (strcmp(key, "explicit_bind") == 0)
 		app->deny_explicit_bind = get_choice(ld, member, file, "explicit_bind", binds, 0) == 1;
-	else if (strcmp(key, "allow") == 0) {
+	else if (strcmp(key, "udp_unbound") == 0)
+		app->udp_unbound_audit = get_choice(ld, member, file, "udp_unbound", unbound, 0) == 1;
+	else if (strcmp(key, "cgroups") == 0) {
+		app->cgroups_line = setting_line(member);
+		parse_cgroups(ld, member, file, app);
+	} else if (strcmp(key, "allow") == 0) {
 		app->has_allow = true;
 		parse_rules(ld, member, file, "allow", &app->allow);
 	} else if (strcmp(key, "deny") == 0)
@@ -316,6 +340,13 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 	int count = config_setting_length(group);
 	for (int i = 0; i < count; i++)
 		parse_app_member(ld, config_setting_get_elem(group, (unsigned)i), file, app);
+	if (app->algorithm == PF_ALGO_KERNEL && app->cgroups.count) {
+		ld->invalid = true;
+		pf_diags_add(ld->diags, file, app->algorithm_line,
+			     "algorithm \"kernel\" cannot serve app '%s': it lists cgroups, and the BPF "
+			     "backend cannot set IP_LOCAL_PORT_RANGE (choose a user-space algorithm)",
+			     app->name);
+	}
 }
 
 static void parse_apps(struct loader *ld, const config_setting_t *apps, const char *file)
@@ -812,6 +843,7 @@ void pf_policy_free(struct pf_policy *policy)
 		free(app->name);
 		free_strings(app->exe_globs.globs, app->exe_globs.count);
 		free_strings(app->comm_globs.globs, app->comm_globs.count);
+		free_strings(app->cgroups.globs, app->cgroups.count);
 		free(app->allow.rules);
 		free(app->deny.rules);
 		pf_app_free_rule_index(app);

@@ -58,6 +58,11 @@ struct pf_app {
 	enum pf_mode mode;
 	bool deny_explicit_bind;
 	bool has_allow;
+	/* BPF backend: cgroups `portfence daemon` attaches to, and what an
+	 * unconnected UDP send on an unbound socket gets (it cannot be
+	 * given a range port there). */
+	struct pf_glob_list cgroups;
+	bool udp_unbound_audit;
 	struct pf_rule_list allow;
 	struct pf_rule_list deny;
 	/* allow and deny compiled into prefix tries (pf_app_index_rules);
@@ -65,7 +70,7 @@ struct pf_app {
 	struct pf_rule_index *rule_index;
 	/* Where the app was defined, for diagnostics. */
 	const char *file;
-	int line, name_line, range_line, algorithm_line;
+	int line, name_line, range_line, algorithm_line, cgroups_line;
 };
 
 struct pf_policy {

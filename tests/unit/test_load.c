@@ -41,7 +41,8 @@ ParameterizedTestParameters(load, invalid_fixture)
 		{"wrong-type-syslog"}, {"port-zero"}, {"port-too-big"}, {"lo-above-hi"},
 		{"overlap"}, {"duplicate-name"}, {"unknown-algorithm"}, {"malformed-rule"},
 		{"malformed-rule-v6"}, {"syntax-error"}, {"unknown-default"}, {"bad-mode"},
-		{"bad-protocol"}, {"missing-range"}, {"bad-version"},
+		{"bad-protocol"}, {"missing-range"}, {"bad-version"}, {"kernel-cgroups"},
+		{"bad-udp-unbound"}, {"bad-cgroup"},
 	};
 	return cr_make_param_array(struct invalid_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -69,7 +70,7 @@ Test(load, every_invalid_fixture_is_in_the_list)
 	int count = 0;
 	cr_assert_eq(fscanf(ls, "%d", &count), 1);
 	pclose(ls);
-	cr_expect_eq(count, 19);
+	cr_expect_eq(count, 22);
 }
 
 Test(load, full_valid_policy)
@@ -108,6 +109,11 @@ Test(load, full_valid_policy)
 	cr_expect_eq(db->mode, PF_MODE_AUDIT);
 	cr_expect(db->deny_explicit_bind);
 	cr_expect_not(db->has_allow);
+	cr_expect_eq(db->cgroups.count, 2);
+	cr_expect_str_eq(db->cgroups.globs[1], "/system.slice/db2.service");
+	cr_expect(db->udp_unbound_audit);
+	cr_expect_eq(web->cgroups.count, 0);
+	cr_expect_not(web->udp_unbound_audit);
 	pf_policy_free(&policy);
 }
 
