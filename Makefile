@@ -32,6 +32,10 @@ INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runti
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
 CLI_SRC    = $(wildcard cli/*.c)
+# The BPF backend: programs (*.bpf.c, built by clang for the BPF target)
+# and their user-space loader, linked into the tool only.
+BPF_PROG_SRC = bpf/portfence.bpf.c
+BPF_USER_SRC = $(filter-out %.bpf.c,$(wildcard bpf/*.c))
 UNIT_SRC   = $(wildcard tests/unit/*.c)
 INTEG_SRC  = $(wildcard tests/integration/*.c)
 BENCH_SRC  = $(wildcard bench/*.c)
@@ -39,6 +43,9 @@ BENCH_SRC  = $(wildcard bench/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 POLICY_LIB = $(BUILD)/libpfpolicy.a
+BPF_LIB    = $(BUILD)/libpfbpf.a
+BPF_OBJ    = $(BUILD)/bpf/portfence.bpf.o
+BPF_SKEL   = $(BUILD)/bpf/portfence.skel.h
 SHIM       = $(BUILD)/libportfence.so
 TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
@@ -57,9 +64,25 @@ all: build-deps
 build-deps:
 	@sh tests/install-deps.sh build
 
-$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h tests/*/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h bpf/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# Built without the sanitizers: the BPF target has none.
+$(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h)
+	@mkdir -p $(dir $@)
+	clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -Ibpf -c $< -o $@
+
+$(BPF_SKEL): $(BPF_OBJ)
+	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
+
+$(call obj,$(BPF_USER_SRC)): $(BPF_SKEL)
+$(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
+$(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf
+
+$(BPF_LIB): $(call obj,$(BPF_USER_SRC))
+	@rm -f $@
+	ar rcs $@ $^
 
 $(POLICY_LIB): $(call obj,$(POLICY_SRC))
 	@rm -f $@
@@ -69,8 +92,8 @@ $(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) shim/exports.map
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=shim/exports.map -Wl,-z,now \
 	  -o $@ $(call obj,$(SHIM_SRC)) $(POLICY_LIB) -lconfig -ldl -pthread
 
-$(TOOL): $(call obj,$(CLI_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -ljansson
+$(TOOL): $(call obj,$(CLI_SRC)) $(BPF_LIB) $(POLICY_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lbpf -lconfig -ljansson
 
 $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
