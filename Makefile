@@ -99,7 +99,7 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
 
 $(INTEG): $(call obj,$(INTEG_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
