@@ -57,7 +57,7 @@ all: build-deps
 build-deps:
 	@sh tests/install-deps.sh build
 
-$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h tests/*/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h bpf/*.h shim/*.h cli/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
