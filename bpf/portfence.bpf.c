@@ -153,25 +153,23 @@ static __always_inline void dest_from_v6(const struct bpf_sock_addr *ctx, struct
 
 /* ---- pf_app_permits: the rules ------------------------------------ */
 
-/* The kernel sends an unspecified destination to loopback; the rules
- * judge it as that. */
+/* Folded as pf_app_permits folds (bpf/rules_api.h): the unspecified
+ * address is judged as loopback, where the kernel sends it. */
 static __always_inline int pf_app_permits(const struct pf_bpf_config *cfg, const struct dest *d)
 {
 	const struct pf_bpf_port_spans *deny_hit, *allow_hit = 0;
 
 	if (d->family == AF_INET) {
-		struct pf_bpf_lpm4_key key = {.prefixlen = 32};
-		__u32 addr = d->addr[0] ? d->addr[0] : bpf_htonl(0x7f000001);
-		__builtin_memcpy(key.addr, &addr, 4);
+		struct pf_bpf_lpm4_key key;
+		pf_bpf_lpm4_key_set(&key, pf_bpf_fold_dest4(d->addr[0]));
 		deny_hit = bpf_map_lookup_elem(&deny4, &key);
 		if (cfg->has_allow)
 			allow_hit = bpf_map_lookup_elem(&allow4, &key);
 	} else {
-		struct pf_bpf_lpm6_key key = {.prefixlen = 128};
-		__u32 addr[4] = {d->addr[0], d->addr[1], d->addr[2], d->addr[3]};
-		if (!(addr[0] | addr[1] | addr[2] | addr[3]))
-			addr[3] = bpf_htonl(1);
-		__builtin_memcpy(key.addr, addr, 16);
+		struct pf_bpf_lpm6_key key;
+		__u32 ip6[4] = {d->addr[0], d->addr[1], d->addr[2], d->addr[3]}, ip4 = 0;
+		pf_bpf_fold_dest6(ip6, &ip4);	/* never v4 here: dest_from_v6 folded those */
+		pf_bpf_lpm6_key_set(&key, ip6);
 		deny_hit = bpf_map_lookup_elem(&deny6, &key);
 		if (cfg->has_allow)
 			allow_hit = bpf_map_lookup_elem(&allow6, &key);
