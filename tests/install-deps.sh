@@ -5,7 +5,7 @@ set -eu
 PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
   curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
   procps groff-base libcap2-bin nginx-light apache2-utils golang-go \
-  clang libbpf-dev bpftool liburing-dev"
+  clang libbpf-dev bpftool liburing-dev util-linux"
 
 # `install-deps.sh build` checks only what `make` needs to compile;
 # `install-deps.sh fuzz` adds what `make fuzz` needs.

@@ -267,7 +267,7 @@ void skip_if_sanitized(const char *program)
 		cr_skip_test("%s hangs with a preloaded sanitizer runtime; it runs in the normal build", program);
 }
 
-static void read_all(const char *path, char *buf, size_t len)
+void read_all(const char *path, char *buf, size_t len)
 {
 	FILE *f = fopen(path, "r");
 	size_t n = f ? fread(buf, 1, len - 1, f) : 0;

@@ -70,6 +70,8 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	       char *const argv[], const char *stdin_text);
 
 const char *build_path(const char *name);
+/* The file's text (empty if it cannot be read), cut to len - 1 bytes. */
+void read_all(const char *path, char *buf, size_t len);
 /* "LD_PRELOAD=..." that loads the shim directly (sanitizer runtime first
  * in a sanitizer build). */
 const char *shim_preload_env(void);
