@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -170,6 +171,20 @@ void preload_shim(const char *policy)
 }
 
 /* Runs this program as a worker; returns what it printed as a number. */
+/* Moves this process into a cgroup: its sockets are then made there, and
+ * the BPF programs attached to it apply to them. */
+static int join_cgroup(const char *cgroup_dir)
+{
+	char procs[4200];
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup_dir);
+	int fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = write(fd, "0", 1) == 1 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
 double run_worker(bool shim, const char *policy, char *const args[], double *extra)
 {
 	double numbers[2] = {NAN, NAN};
@@ -195,6 +210,8 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 		argv[n] = NULL;
 		dup2(pipefd[1], 1);
 		close(pipefd[0]);
+		if (settings.worker_cgroup && join_cgroup(settings.worker_cgroup) < 0)
+			_exit(126);
 		if (shim)
 			preload_shim(policy);
 		execv(settings.self, argv);
@@ -323,6 +340,40 @@ static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd,
 		ratio[p] = shim[p] / native[p];
 	}
 	printf("%.1f %.1f %.4f\n", median(native, pairs), median(shim, pairs), median(ratio, pairs));
+	return 0;
+}
+
+/* The BPF backend against native in one process: blocks alternate
+ * between a confined cgroup and an unconfined sibling, the process moving
+ * between them outside the timing.  Prints as paired_blocks does. */
+static int worker_cgroup_paired(const char *confined, const char *native, uint16_t port, int count,
+				int pairs)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	double unconfined[64], bpf[64], ratio[64];
+
+	if (pairs > 64)
+		pairs = 64;
+	if (join_cgroup(confined) < 0 || block_tcp_connect(&libc_ops, &dest, -1, count / 4) < 0)
+		return 1;
+	for (int p = 0; p < pairs; p++) {
+		for (int side = 0; side < 2; side++) {
+			bool in_bpf = (p + side) % 2;
+			if (join_cgroup(in_bpf ? confined : native) < 0)
+				return 1;
+			double start = now_ns();
+			if (block_tcp_connect(&libc_ops, &dest, -1, count) < 0)
+				return 1;
+			double per_op = (now_ns() - start) / count;
+			if (in_bpf)
+				bpf[p] = per_op;
+			else
+				unconfined[p] = per_op;
+		}
+		ratio[p] = bpf[p] / unconfined[p];
+	}
+	join_cgroup(native);
+	printf("%.1f %.1f %.4f\n", median(unconfined, pairs), median(bpf, pairs), median(ratio, pairs));
 	return 0;
 }
 
@@ -469,6 +520,9 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 5 && strcmp(argv[0], "paired") == 0)
 		return worker_paired(argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
 				     argc >= 6 ? atoi(argv[5]) : 0);
+	if (argc >= 6 && strcmp(argv[0], "cgroup_paired") == 0)
+		return worker_cgroup_paired(argv[1], argv[2], (uint16_t)atoi(argv[3]), atoi(argv[4]),
+					    atoi(argv[5]));
 	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
 		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]));
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)

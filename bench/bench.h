@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct settings {
 	bool quick;
@@ -12,6 +13,7 @@ struct settings {
 	char *self;	/* this program, re-executed as a worker */
 	char *shim;	/* libportfence.so next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
+	const char *worker_cgroup;	/* a cgroup directory workers start in, or NULL */
 };
 extern struct settings settings;
 
@@ -39,5 +41,7 @@ double median(double *values, int count);
 /* The worker's first number, and up to two more in extra[]. */
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2]);
 int run_all_measures(void);
+/* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
+void measure_bpf(FILE *json, bool first);
 
 #endif

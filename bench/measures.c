@@ -413,6 +413,7 @@ int run_all_measures(void)
 	measure_occupancy_live();
 	measure_syn_stalls();
 	measure_occupancy();
+	measure_bpf(json, json_first_measure);
 	fprintf(json, "\n}\n");
 	fclose(json);
 	printf("\nwritten: %s\n", settings.out);

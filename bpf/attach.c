@@ -15,7 +15,7 @@
 #include "loader_internal.h"
 #include "portfence.skel.h"
 
-#define PROGRAM_COUNT 9
+#define PROGRAM_COUNT 10
 
 struct pf_bpf_attachment {
 	struct bpf_link *links[PROGRAM_COUNT];
@@ -30,6 +30,7 @@ static struct bpf_program *program(struct portfence_bpf *skel, int i)
 		skel->progs.pf_connect4, skel->progs.pf_connect6, skel->progs.pf_sendmsg4,
 		skel->progs.pf_sendmsg6, skel->progs.pf_bind4, skel->progs.pf_bind6,
 		skel->progs.pf_post_bind4, skel->progs.pf_post_bind6, skel->progs.pf_sock_release,
+		skel->progs.pf_sockops,
 	};
 	return programs[i];
 }
@@ -85,7 +86,7 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 {
 	char name[PATH_MAX], path[PATH_MAX * 2];
 
-	pf_bpf_pin_name(cgroup_relative, name, sizeof(name));
+	pf_cgroup_pin_name(cgroup_relative, name, sizeof(name));
 	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", PF_BPF_PIN_ROOT,
 			     loaded->app_name, name[0] ? name : "%2F") >= sizeof(attachment->pin_dir))
 		return -ENAMETOOLONG;
@@ -204,7 +205,7 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 
 	if (!apps)
 		return errno == ENOENT ? 0 : -errno;
-	pf_bpf_pin_name(cgroup_relative, name, sizeof(name));
+	pf_cgroup_pin_name(cgroup_relative, name, sizeof(name));
 	while ((entry = readdir(apps))) {
 		if (entry->d_name[0] == '.' || (app_name && strcmp(app_name, entry->d_name) != 0))
 			continue;

@@ -48,51 +48,6 @@ static int keep_libbpf_message(enum libbpf_print_level level, const char *fmt, v
 	return 0;
 }
 
-int pf_cgroup2_mount(char *buf, size_t len)
-{
-	FILE *mounts = fopen("/proc/self/mountinfo", "re");
-	char line[4096];
-	int rc = -ENOENT;
-
-	if (!mounts)
-		return -errno;
-	while (rc != 0 && fgets(line, sizeof(line), mounts)) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE ... */
-		char mount_point[PATH_MAX], *dash = strstr(line, " - ");
-		if (!dash || strncmp(dash + 3, "cgroup2 ", 8) != 0)
-			continue;
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mount_point) == 1 &&
-		    (size_t)snprintf(buf, len, "%s", mount_point) < len)
-			rc = 0;
-	}
-	fclose(mounts);
-	return rc;
-}
-
-int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *relative,
-		      size_t relative_len)
-{
-	char mount_point[PATH_MAX];
-	int rc = pf_cgroup2_mount(mount_point, sizeof(mount_point));
-	size_t mount_len = strlen(mount_point);
-
-	if (rc < 0)
-		return rc;
-	const char *rest = cgroup;
-	if (strncmp(cgroup, mount_point, mount_len) == 0 && (cgroup[mount_len] == '/' || !cgroup[mount_len]))
-		rest = cgroup + mount_len;
-	while (*rest == '/')
-		rest++;
-	if (strstr(rest, "..") || (size_t)snprintf(relative, relative_len, "%s", rest) >= relative_len)
-		return -EINVAL;
-	size_t rel_len = strlen(relative);
-	while (rel_len && relative[rel_len - 1] == '/')
-		relative[--rel_len] = '\0';
-	if ((size_t)snprintf(full, full_len, "%s%s%s", mount_point, rel_len ? "/" : "", relative) >= full_len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 const char *pf_bpf_unavailable(char *why, size_t len)
 {
 	struct utsname host;
@@ -113,22 +68,6 @@ const char *pf_bpf_unavailable(char *why, size_t len)
 		return why;
 	}
 	return NULL;
-}
-
-/* The pin directory's name for a cgroup: its relative path with '%' as
- * %25 and '/' as %2F (bpffs names cannot hold '/'). */
-void pf_bpf_pin_name(const char *relative, char *out, size_t len)
-{
-	size_t n = 0;
-
-	for (const char *p = relative; *p && n + 4 < len; p++) {
-		if (*p == '%' || *p == '/') {
-			n += (size_t)snprintf(out + n, len - n, "%%%02X", (unsigned char)*p);
-		} else {
-			out[n++] = *p;
-		}
-	}
-	out[n] = '\0';
 }
 
 static int ensure_bpffs(void)
@@ -239,6 +178,8 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 
 	read_state(policy, app, &config, &counters);
 	fill_config(app, &config);
+	const char *log_override = secure_getenv("PORTFENCE_LOG");
+	config.records = policy->log_file || policy->log_syslog || (log_override && log_override[0]);
 	if (bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.config), &zero, &config, BPF_ANY) < 0) {
 		say(why, len, "cannot configure app '%s': %s", app->name, strerror(errno));
 		return -errno;
@@ -253,7 +194,7 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
-				  skel->maps.sockets, skel->maps.exes, NULL};
+				  skel->maps.sockets, skel->maps.exes, skel->maps.pending, NULL};
 	return maps[i];
 }
 

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cgroup.h"
 #include "policy.h"
 
 /* Where attachments are pinned: PF_BPF_PIN_ROOT/APP/ holds the app's
@@ -22,12 +23,6 @@ struct pf_bpf_attachment;
  * be tried: root, cgroup v2, Linux >= 5.18. */
 const char *pf_bpf_unavailable(char *why, size_t len);
 
-/* The cgroup v2 mount point, from /proc/self/mountinfo; 0 or -errno. */
-int pf_cgroup2_mount(char *buf, size_t len);
-/* A cgroup given absolute (under the mount) or relative to the mount:
- * its full path and its path relative to the mount (no leading '/'). */
-int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *relative,
-		      size_t relative_len);
 
 /* Loads app's programs.  With share_pinned, the app's pinned maps (its
  * counters, its records) are used when present, and pinned when not. */

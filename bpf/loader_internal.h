@@ -27,6 +27,5 @@ struct pf_bpf_app {
 int pf_bpf_size_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);
 int pf_bpf_fill_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);
 
-void pf_bpf_pin_name(const char *relative, char *out, size_t len);
 
 #endif

@@ -106,6 +106,22 @@ struct {
 	__type(value, struct pf_bpf_exe);
 } exe_scratch SEC(".maps");
 
+/* TCP records wait here for the final local address, which the kernel
+ * chooses after the connect hook (sockops' TCP_CONNECT_CB gives it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct pf_bpf_record);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_record);
+} record_scratch SEC(".maps");
+
 /* A destination as the rules and the 4-tuple check see it: IPv4-mapped
  * addresses folded to IPv4. */
 struct dest {
@@ -188,12 +204,9 @@ struct record_facts {
 	int udp;
 };
 
-static __always_inline void pf_audit(const struct dest *d, const struct record_facts *f)
+static __always_inline void fill_record(struct pf_bpf_record *r, const struct dest *d,
+					const struct record_facts *f)
 {
-	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-
-	if (!r)
-		return;
 	r->monotonic_ns = bpf_ktime_get_ns();
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	r->pid = (__u32)(bpf_get_current_pid_tgid() >> 32);
@@ -209,8 +222,49 @@ static __always_inline void pf_audit(const struct dest *d, const struct record_f
 		r->remote_addr[i] = d->addr[i];
 	}
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
+}
+
+static __always_inline int records_wanted(void)
+{
+	struct pf_bpf_config *cfg = app_config();
+	return cfg && cfg->records;
+}
+
+static __always_inline void pf_audit(const struct dest *d, const struct record_facts *f)
+{
+	if (!records_wanted())
+		return;
+	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_record(r, d, f);
 	/* The reader drains in batches: waking it per record cost a third
 	 * of a connect. */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+/* A TCP assignment's record, kept until sockops gives its local address. */
+static __always_inline void pf_audit_later(struct bpf_sock_addr *ctx, const struct dest *d,
+					   const struct record_facts *f)
+{
+	__u32 zero = 0;
+	struct pf_bpf_record *r = bpf_map_lookup_elem(&record_scratch, &zero);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (!r || !records_wanted())
+		return;
+	fill_record(r, d, f);
+	bpf_map_update_elem(&pending, &cookie, r, BPF_ANY);
+}
+
+/* Sends a kept record, with the local address when the connect got that
+ * far, or as an error when the socket closed before it did. */
+static __always_inline void send_pending(struct pf_bpf_record *kept)
+{
+	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!r)
+		return;
+	__builtin_memcpy(r, kept, sizeof(*r));
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
@@ -619,7 +673,10 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 		f.local_addr[0] = (bpf_ntohl(d->addr[0]) >> 24) == 127 ? bpf_htonl(0x7f000001) : 0;
 	f.event = PF_BPF_ASSIGN;
 	socket_bound_by_us(ctx);
-	pf_audit(d, &f);
+	if (udp)
+		pf_audit(d, &f);
+	else
+		pf_audit_later(ctx, d, &f);
 	return HOOK_PROCEED;
 }
 
@@ -814,12 +871,51 @@ int pf_post_bind6(struct bpf_sock *sk)
 	return verdict(pf_post_bind(sk));
 }
 
+/* A connect that failed after the hook had bound the port (no route, a
+ * 4-tuple taken meanwhile) never reached sockops: its record goes out at
+ * close as an error.  Which errno the program saw, no hook here can
+ * tell: the result says EUNKNOWN rather than guess. */
 SEC("cgroup/sock_release")
 int pf_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct pf_bpf_record *kept = bpf_map_lookup_elem(&pending, &cookie);
+
+	if (kept) {
+		kept->event = PF_BPF_ERROR;
+		kept->error = PF_BPF_ERROR_UNSEEN;
+		send_pending(kept);
+		bpf_map_delete_elem(&pending, &cookie);
+	}
 	bpf_map_delete_elem(&sockets, &cookie);
 	return HOOK_PROCEED;
+}
+
+/* The kernel has chosen the local address: the kept record gets it and
+ * goes out. */
+SEC("sockops")
+int pf_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct pf_bpf_record *kept = bpf_map_lookup_elem(&pending, &cookie);
+	if (!kept)
+		return 1;
+	__u32 family = skops->family, ip4 = skops->local_ip4;
+	__u32 ip6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3]};
+	if (family == AF_INET) {
+		kept->local_addr[0] = ip4;
+	} else if (is_v4_mapped(ip6)) {
+		kept->local_addr[0] = ip6[3];
+	} else {
+		for (int i = 0; i < 4; i++)
+			kept->local_addr[i] = ip6[i];
+	}
+	kept->local_port = (__u16)skops->local_port;
+	send_pending(kept);
+	bpf_map_delete_elem(&pending, &cookie);
+	return 1;
 }
 
 /* ---- exe --------------------------------------------------------- */

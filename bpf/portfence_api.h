@@ -33,6 +33,7 @@ struct pf_bpf_config {
 	__u32 udp_unbound_audit;
 	__u32 has_allow;
 	__u32 increments_n;	/* Algorithm 5's N */
+	__u32 records;		/* 0: no log, so no record is made */
 	__u8 hash_key[16];	/* F()'s secret_key, from the app's state */
 	__u8 index_key[16];	/* G()'s secret_key2 */
 };
@@ -49,6 +50,10 @@ struct pf_bpf_local_addr {
 	__u32 family;	/* AF_INET, AF_INET6, or 0: unused */
 	__u32 addr[4];	/* network order; IPv4 in addr[0] */
 };
+
+/* A record's error when the programs could not see it (pf_errno_name
+ * gives "EUNKNOWN" for it). */
+#define PF_BPF_ERROR_UNSEEN 0xffff
 
 enum pf_bpf_event { PF_BPF_ASSIGN = 0, PF_BPF_DENY = 1, PF_BPF_ERROR = 2, PF_BPF_AUDIT = 3 };
 
