@@ -923,3 +923,46 @@ Test(bpf, run_bpf_runs_the_command_in_its_own_cgroup_and_removes_it)
 	struct stat info;
 	cr_expect(stat(full, &info) != 0 && errno == ENOENT, "%s is still there after the run", full);
 }
+
+/* ---- Every algorithm finds every free port, then the kernel's answer ---- */
+
+/* Five connections held at once through a four-port range: the first
+ * four take the four ports, whatever the algorithm's order, and the
+ * fifth gets EADDRNOTAVAIL with an error record. */
+static void range_fills_then_exhausts(const char *algorithm)
+{
+	enum { LO = 62500, HI = 62503, PORTS = HI - LO + 1 };
+	struct server srv;
+	struct run_result r;
+	char dest[32], extra[64], each[8];
+
+	require_bpf_machine();
+	snprintf(extra, sizeof(extra), "algorithm = \"%s\";", algorithm);
+	bpf_sandbox("fill", LO, HI, extra);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(each, sizeof(each), "%d", PORTS + 1);
+	char *argv[] = {(char *)build_path("goclient-static"), "hold", dest, each, NULL};
+	run_bpf(&r, "fill", argv);
+	server_stop(&srv);
+
+	cr_expect_eq(r.status, 1, "the fifth connection must fail; status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(strstr(r.out, "cannot assign requested address"), "not EADDRNOTAVAIL:\n%s%s", r.out, r.err);
+	cr_assert_eq(count_lines_starting(r.out, "local "), PORTS, "%s", r.out);
+	for (int p = LO; p <= HI; p++)
+		cr_expect(server_saw(&srv, (uint16_t)p), "%s never gave port %d", algorithm, p);
+	json_t *records = audit_records(fx.sb.log);
+	json_t *error = audit_find(records, "error", 0);
+	cr_expect(error && strcmp(field(error, "result"), "EADDRNOTAVAIL") == 0, "no EADDRNOTAVAIL record");
+	json_decref(records);
+}
+
+Test(bpf, sequential_fills_the_range_then_exhausts) { range_fills_then_exhausts("sequential"); }
+Test(bpf, random_fills_the_range_then_exhausts) { range_fills_then_exhausts("random"); }
+Test(bpf, random_redraw_fills_the_range_then_exhausts) { range_fills_then_exhausts("random-redraw"); }
+Test(bpf, hash_fills_the_range_then_exhausts) { range_fills_then_exhausts("hash"); }
+Test(bpf, double_hash_fills_the_range_then_exhausts) { range_fills_then_exhausts("double-hash"); }
+Test(bpf, random_increments_fills_the_range_then_exhausts)
+{
+	range_fills_then_exhausts("random-increments");
+}

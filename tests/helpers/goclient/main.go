@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -81,14 +80,11 @@ func hold(addresses []string, each int) {
 			if err != nil {
 				fail(err)
 			}
+			// Printed at once: a later failure leaves the ports taken so far.
+			fmt.Println("local", conn.LocalAddr().String(), "remote", conn.RemoteAddr().String())
 			open = append(open, conn)
 		}
 	}
-	out := bufio.NewWriter(os.Stdout)
-	for _, conn := range open {
-		fmt.Fprintln(out, "local", conn.LocalAddr().String(), "remote", conn.RemoteAddr().String())
-	}
-	out.Flush()
 	for _, conn := range open {
 		conn.Close()
 	}
