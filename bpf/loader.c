@@ -194,7 +194,8 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
-				  skel->maps.sockets, skel->maps.exes, skel->maps.pending, NULL};
+				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
+				  skel->maps.port_users, NULL};
 	return maps[i];
 }
 

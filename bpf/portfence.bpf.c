@@ -85,6 +85,8 @@ struct {
  * and whether an unbound UDP send was already recorded. */
 #define SOCKET_BOUND 1u
 #define SOCKET_UNBOUND_RECORDED 2u
+#define SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
+#define SOCKET_PORT_SHIFT 16
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -121,6 +123,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pf_bpf_record);
 } record_scratch SEC(".maps");
+
+/* How many of the app's sockets are bound to each port of its range
+ * (index port - range_lo): bind(port 0) is given a port none of them
+ * holds, since the kernel would refuse a shared one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_users SEC(".maps");
 
 /* A destination as the rules and the 4-tuple check see it: IPv4-mapped
  * addresses folded to IPv4. */
@@ -616,11 +628,19 @@ static __always_inline void finish_walk(struct walk *w)
 		c->increments_next = w->next;
 }
 
-static __always_inline void socket_bound_by_us(struct bpf_sock_addr *ctx)
+/* bpf_bind runs no post_bind hook: the socket is marked and its port
+ * counted here. */
+static __always_inline void socket_bound_by_us(struct walk *w)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 bound = SOCKET_BOUND;
-	bpf_map_update_elem(&sockets, &cookie, &bound, BPF_ANY);
+	__u64 cookie = bpf_get_socket_cookie(w->ctx);
+	__u32 flags = SOCKET_BOUND, index = (__u32)w->port - w->lo;
+	__u32 *users = bpf_map_lookup_elem(&port_users, &index);
+
+	if (users) {
+		__sync_fetch_and_add(users, 1);
+		flags |= SOCKET_COUNTED | (__u32)w->port << SOCKET_PORT_SHIFT;
+	}
+	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
 }
 
 /* Takes a port for a connect: the walk, then a port whose 4-tuple only
@@ -672,7 +692,7 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 	if (is_zero(f.local_addr) && d->family == AF_INET)
 		f.local_addr[0] = (bpf_ntohl(d->addr[0]) >> 24) == 127 ? bpf_htonl(0x7f000001) : 0;
 	f.event = PF_BPF_ASSIGN;
-	socket_bound_by_us(ctx);
+	socket_bound_by_us(&w);
 	if (udp)
 		pf_audit(d, &f);
 	else
@@ -789,6 +809,27 @@ int pf_sendmsg6(struct bpf_sock_addr *ctx)
 
 /* ---- bind ---------------------------------------------------------- */
 
+static __always_inline __u32 *users_of(const struct walk *w, __u16 port)
+{
+	__u32 index = (__u32)port - w->lo;
+	return bpf_map_lookup_elem(&port_users, &index);
+}
+
+/* bind4 cannot bind and retry: it takes the first candidate no socket of
+ * the app holds, and the kernel's bind has the last word. */
+static long try_unused_port(__u32 k, void *arg)
+{
+	struct walk *w = arg;
+	__u16 port = (__u16)candidate(w, k);
+	__u32 *users = users_of(w, port);
+
+	w->attempts++;
+	if (users && *users)
+		return 0;
+	w->port = port;
+	return 1;
+}
+
 /* bind(port 0) is given a range port by rewriting the request (bpf_bind
  * is refused here); a bind outside the range is refused with EACCES
  * when the app says explicit_bind = "deny". */
@@ -820,15 +861,22 @@ static __always_inline int pf_bind(struct bpf_sock_addr *ctx, const struct dest 
 	w.lo = cfg->range_lo;
 	w.num = (__u32)cfg->range_hi - cfg->range_lo + 1;
 	start_walk(&w, cfg);
-	__u16 port = (__u16)candidate(&w, 0);
-	w.attempts = 1;
+	bpf_loop(w.num + w.rfc_tries, try_unused_port, &w, 0);
 	finish_walk(&w);
-	ctx->user_port = bpf_htons(port);
 
 	struct dest nowhere = {.family = local->family};
-	struct record_facts f = {.event = PF_BPF_ASSIGN, .attempts = 1, .udp = udp, .local_port = port};
+	struct record_facts f = {.attempts = w.attempts, .udp = udp, .local_port = w.port};
 	for (int i = 0; i < 4; i++)
 		f.local_addr[i] = local->addr[i];
+	if (!w.port) {
+		f.event = PF_BPF_ERROR;
+		f.error = EADDRINUSE;
+		pf_audit(&nowhere, &f);
+		bpf_set_retval(-EADDRINUSE);
+		return HOOK_REFUSE;
+	}
+	ctx->user_port = bpf_htons(w.port);
+	f.event = PF_BPF_ASSIGN;
 	pf_audit(&nowhere, &f);
 	return HOOK_PROCEED;
 }
@@ -849,14 +897,38 @@ int pf_bind6(struct bpf_sock_addr *ctx)
 	return verdict(pf_bind(ctx, &d));
 }
 
-/* Every explicit bind (ours through bpf_bind included, never the
- * kernel's autobind) marks the socket: its sends are not unbound ones. */
+/* Every bind the program makes (not ours through bpf_bind, which runs no
+ * such hook, nor the kernel's autobind) marks the socket: its sends are
+ * not unbound ones, and a range port it holds is counted. */
 static __always_inline int pf_post_bind(struct bpf_sock *sk)
 {
+	struct pf_bpf_config *cfg = app_config();
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	__u32 bound = SOCKET_BOUND;
-	bpf_map_update_elem(&sockets, &cookie, &bound, BPF_ANY);
+	__u32 flags = SOCKET_BOUND, port = sk->src_port;
+
+	if (cfg && port >= cfg->range_lo && port <= cfg->range_hi) {
+		__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+		if (users) {
+			__sync_fetch_and_add(users, 1);
+			flags |= SOCKET_COUNTED | port << SOCKET_PORT_SHIFT;
+		}
+	}
+	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
 	return HOOK_PROCEED;
+}
+
+/* The port a counted socket held is free again at its close (the
+ * release hook cannot read the socket's port: the mark keeps it). */
+static __always_inline void uncount_port(const __u32 *flags)
+{
+	struct pf_bpf_config *cfg = app_config();
+	__u32 port = flags ? *flags >> SOCKET_PORT_SHIFT : 0;
+
+	if (!flags || !(*flags & SOCKET_COUNTED) || !cfg || port < cfg->range_lo || port > cfg->range_hi)
+		return;
+	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	if (users && *users)
+		__sync_fetch_and_add(users, -1);
 }
 
 SEC("cgroup/post_bind4")
@@ -887,6 +959,7 @@ int pf_sock_release(struct bpf_sock *sk)
 		send_pending(kept);
 		bpf_map_delete_elem(&pending, &cookie);
 	}
+	uncount_port(bpf_map_lookup_elem(&sockets, &cookie));
 	bpf_map_delete_elem(&sockets, &cookie);
 	return HOOK_PROCEED;
 }

@@ -966,3 +966,52 @@ Test(bpf, random_increments_fills_the_range_then_exhausts)
 {
 	range_fills_then_exhausts("random-increments");
 }
+
+/* ---- bind(port 0) ---- */
+
+/* With three of four ports held by connections (the fourth freed by an
+ * abortive close, so that sequential's next port is a held one),
+ * bind(addr, 0) + listen gets the free one; a second bind(0) finds none
+ * and gets EADDRINUSE, the kernel's own answer. */
+Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_eaddrinuse)
+{
+	enum { LO = 62600, HI = 62603 };
+	static const char script[] =
+		"import socket, sys\n"
+		"import struct\n"
+		"held = []\n"
+		"for i in range(4):\n"
+		"    c = socket.socket(); c.connect(('127.0.0.1', int(sys.argv[1]))); held.append(c)\n"
+		"last = held.pop()\n"
+		"last.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); last.close()\n"
+		"for c in held:\n"
+		"    print('held', c.getsockname()[1])\n"
+		"l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(); print('listen', l.getsockname()[1])\n"
+		"s = socket.socket()\n"
+		"try:\n"
+		"    s.bind(('127.0.0.1', 0)); print('second', s.getsockname()[1])\n"
+		"except OSError as e:\n"
+		"    print('second-error', e.errno)\n";
+	struct server srv;
+	struct run_result r;
+	char port[16], value[32];
+
+	require_bpf_machine();
+	bpf_sandbox("binder", LO, HI, "algorithm = \"sequential\";");
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	char *argv[] = {"python3", "-c", (char *)script, port, NULL};
+	run_bpf(&r, "binder", argv);
+	server_stop(&srv);
+
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_assert(line_value(r.out, "listen", 0, value, sizeof(value)), "%s", r.out);
+	long listened = atol(value);
+	cr_expect(in_range(listened, LO, HI), "listen port %ld outside the range", listened);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(line_value(r.out, "held", i, value, sizeof(value)), "%s", r.out);
+		cr_expect_neq(atol(value), listened, "bind(0) was given port %ld, held by a connection", listened);
+	}
+	cr_assert(line_value(r.out, "second-error", 0, value, sizeof(value)), "second bind worked:\n%s", r.out);
+	cr_expect_eq(atoi(value), EADDRINUSE);
+}
