@@ -314,12 +314,14 @@ static const char *event_name(enum pf_event event)
 	return (unsigned)event < sizeof(names) / sizeof(names[0]) ? names[event] : "error";
 }
 
-/* A string field's content: escaped here, or (escaped NULL-free) a
- * pre-escaped piece of its own. */
+/* A string field's content: escaped here from raw, or given escaped,
+ * copied in or (with pieces) a piece of its own. */
 static void put_text(struct pf_out *o, const char *raw, const char *escaped, bool pieces)
 {
 	if (pieces)
 		put_external(o, escaped ? escaped : "");
+	else if (escaped)
+		put(o, escaped, strlen(escaped));
 	else
 		pf_put_json(o, raw ? raw : "");
 }
@@ -380,11 +382,19 @@ size_t pf_record_format(const struct pf_record_fields *fields, char *buf, size_t
 	return o.full ? 0 : (size_t)(o.p - buf);
 }
 
+/* One piece when the whole line fits in text: a write of one buffer
+ * costs the kernel less than one of five (about 0.2 us here). */
 int pf_record_pieces(const struct pf_record_fields *fields, const char *app_json,
 		     const char *exe_json, char *text, size_t len, struct iovec *iov)
 {
-	struct pf_out o = {.p = text, .end = text + len, .segment = text, .iov = iov};
+	struct pf_out whole = {.p = text, .end = text + len};
 
+	put_record(&whole, fields, false, app_json ? app_json : "", exe_json ? exe_json : "");
+	if (!whole.full) {
+		iov[0] = (struct iovec){.iov_base = text, .iov_len = (size_t)(whole.p - text)};
+		return 1;
+	}
+	struct pf_out o = {.p = text, .end = text + len, .segment = text, .iov = iov};
 	put_record(&o, fields, true, app_json, exe_json);
 	put_external(&o, "");
 	return o.full ? 0 : o.iovcnt;
