@@ -14,7 +14,17 @@ struct settings {
 	char *shim;	/* libportfence.so next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
 	const char *worker_cgroup;	/* a cgroup directory workers start in, or NULL */
+	/* --only: the measures to run (comma-separated names, as in
+	 * bench.json); NULL: all */
+	const char *only;
+	/* --variants: the variants of a measure to run; NULL: all */
+	const char *variants;
+	int workers;	/* --workers: workers per paired figure; 0: the default */
+	int pairs;	/* --pairs: block pairs per worker; 0: the default */
+	int count;	/* --count: operations per tcp_connect block; 0: the default */
 };
+/* Whether name is in the comma-separated list (NULL: every name is). */
+bool bench_listed(const char *list, const char *name);
 extern struct settings settings;
 
 /* CLOSE: accept and close; GREET: write a line, drain, close; HTTP:

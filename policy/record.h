@@ -36,12 +36,13 @@ size_t pf_record_format(const struct pf_record_fields *fields, char *buf, size_t
 /* The most pieces pf_record_pieces makes. */
 #define PF_RECORD_PIECES 5
 
-/* The same line as iovec pieces over text (len bytes, which must outlive
- * them), for a writer that keeps app and exe escaped once for all:
- * app_json and exe_json (pf_json_escape'd; NULL: "") stand in pieces of
- * their own, so no buffer need be sized for the longest exe path;
- * fields->app and fields->exe are not read.  Returns the number of
- * pieces, or 0 when text is too small. */
+/* The same line for a writer that keeps app and exe escaped once for
+ * all (app_json and exe_json, pf_json_escape'd; NULL: ""; fields->app and
+ * fields->exe are not read), as iovec pieces over text (len bytes, which
+ * must outlive them): one piece when the line fits in text, else app_json
+ * and exe_json stand in pieces of their own, so that no buffer need be
+ * sized for the longest exe path.  Returns the number of pieces, or 0
+ * when even that does not fit. */
 int pf_record_pieces(const struct pf_record_fields *fields, const char *app_json,
 		     const char *exe_json, char *text, size_t len, struct iovec *iov);
 

@@ -335,6 +335,34 @@ Test(record, pieces_make_the_same_line)
 	cr_assert_eq(pf_record_pieces(&fields, app_json, exe_json, text, 40, iov), 0);
 }
 
+/* A line longer than the buffer: app and exe become pieces of their own,
+ * and the pieces still make the formatter's line. */
+Test(record, a_long_exe_goes_as_a_piece_of_its_own)
+{
+	struct sockaddr_in local = v4("127.0.0.1", 61000), remote = v4("127.0.0.1", 80);
+	struct pf_record_fields fields = sample(&local, &remote);
+	char exe[600], text[300], joined[2048], line[2048];
+	struct iovec iov[PF_RECORD_PIECES];
+
+	memset(exe, 'x', sizeof(exe) - 1);
+	exe[0] = '/';
+	exe[sizeof(exe) - 1] = '\0';
+	fields.exe = exe;
+	int count = pf_record_pieces(&fields, "web", exe, text, sizeof(text), iov);
+	cr_assert(count > 1 && count <= PF_RECORD_PIECES, "%d pieces", count);
+	size_t n = 0;
+	for (int k = 0; k < count; k++) {
+		memcpy(joined + n, iov[k].iov_base, iov[k].iov_len);
+		n += iov[k].iov_len;
+	}
+	size_t len = pf_record_format(&fields, line, sizeof(line));
+	cr_assert_eq(n, len);
+	cr_assert_eq(memcmp(joined, line, len), 0);
+	/* A short line is one piece. */
+	fields.exe = "/usr/bin/curl";
+	cr_assert_eq(pf_record_pieces(&fields, "web", "/usr/bin/curl", text, sizeof(text), iov), 1);
+}
+
 Test(record, escape_keeps_pieces_whole)
 {
 	const char *text = "\"\xc3\xa9\x01";
