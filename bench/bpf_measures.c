@@ -62,6 +62,7 @@ static void write_bpf_policy(const struct bpf_bench *b, const char *path, bool l
 
 static pid_t start_tool(const struct bpf_bench *b, char *const args[])
 {
+	fflush(NULL);	/* the child's freopen would write our buffer again */
 	pid_t pid = fork();
 	if (pid == 0) {
 		char *argv[16] = {(char *)b->tool};
