@@ -643,6 +643,17 @@ static __always_inline void socket_bound_by_us(struct walk *w)
 	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
 }
 
+/* The algorithm's walk, each candidate checked and bound in turn, then
+ * a port whose 4-tuple only TIME_WAIT holds; w->port is 0 when none. */
+static __always_inline void pf_algorithm_pick(struct walk *w, const struct pf_bpf_config *cfg)
+{
+	start_walk(w, cfg);
+	bpf_loop(w->num + w->rfc_tries, try_candidate, w, 0);
+	if (!w->port && w->time_wait_port && bind_port(w, w->time_wait_port) == 0)
+		w->port = w->time_wait_port;
+	finish_walk(w);
+}
+
 /* A loopback destination is reached from loopback's own address (the
  * local route's preferred source): binding it rather than the wildcard
  * spares the connect a re-hash, and the 4-tuple check a second lookup.
@@ -656,9 +667,8 @@ static __always_inline void loopback_source(const struct dest *d, __u32 *source)
 		source[3] = bpf_htonl(1);
 }
 
-/* Takes a port for a connect: the walk, then a port whose 4-tuple only
- * TIME_WAIT holds (SO_REUSEADDR reuses it at once), then the kernel's
- * own exhaustion answer. */
+/* Takes a port for a connect (pf_algorithm_pick; SO_REUSEADDR reuses a
+ * TIME_WAIT 4-tuple at once), else the kernel's own exhaustion answer. */
 static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 					      const struct dest *d, int udp)
 {
@@ -688,11 +698,7 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 	w.num = (__u32)cfg->range_hi - cfg->range_lo + 1;
 	if (!udp)
 		bpf_setsockopt(ctx, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	start_walk(&w, cfg);
-	bpf_loop(w.num + w.rfc_tries, try_candidate, &w, 0);
-	if (!w.port && w.time_wait_port && bind_port(&w, w.time_wait_port) == 0)
-		w.port = w.time_wait_port;
-	finish_walk(&w);
+	pf_algorithm_pick(&w, cfg);
 
 	struct record_facts f = {.attempts = w.attempts, .udp = udp, .local_port = w.port};
 	for (int i = 0; i < 4; i++)

@@ -826,6 +826,50 @@ Test(bpf, daemon_attaches_logs_and_reattaches_a_recreated_cgroup)
 	server_stop(&srv);
 }
 
+/* SIGHUP: the policy file now gives the app another range; the daemon's
+ * programs follow it, with no moment unconfined, and SIGTERM still ends
+ * it cleanly. */
+Test(bpf, daemon_reloads_the_policy_on_sighup)
+{
+	enum { LO = 62640, HI = 62649, NEW_LO = 62650, NEW_HI = 62659 };
+	struct server srv;
+	struct prober p;
+	char relative[128], failure[128];
+	int exit_status;
+
+	require_bpf_machine();
+	char *full = (char *)make_cgroup("reload", relative, sizeof(relative));
+	char apps[512];
+	snprintf(apps, sizeof(apps), "cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox("reloaded", LO, HI, apps);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&p, full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&p, LO, HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
+
+	FILE *f = fopen(fx.sb.policy, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s\";\n"
+		   "apps = ( { name = \"reloaded\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );\n",
+		fx.sb.log, fx.sb.state, NEW_LO, NEW_HI, relative);
+	fclose(f);
+	kill(daemon, SIGHUP);
+	cr_assert(wait_confined(&p, NEW_LO, NEW_HI, 30, daemon, &exit_status),
+		  "the reloaded range never applied:\n%s", daemon_output());
+	for (int i = 0; i < 3; i++) {
+		uint16_t port = prober_connect(&p, failure, sizeof(failure));
+		cr_expect(in_range(port, NEW_LO, NEW_HI), "after the reload a connect came from %u (%s)", port,
+			  failure);
+	}
+	kill(daemon, SIGTERM);
+	exit_status = wait_exit(daemon, 20);
+	fx.daemon = exit_status >= 0 ? 0 : daemon;
+	cr_expect_eq(exit_status, 0, "the daemon's status on SIGTERM: %d\n%s", exit_status, daemon_output());
+	expect_unconfined(&p, LO, NEW_HI, "after the daemon stopped");
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
 /* ---- udp_unbound ---- */
 
 static void unbound_udp_send(const char *setting, struct run_result *r, struct server *srv, char *dest,
