@@ -509,8 +509,10 @@ int main(int argc, char **argv)
 			settings.quick = true;
 		else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
 			settings.out = argv[++i];
+		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+			settings.only = argv[++i];
 		else {
-			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE]\n");
+			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE] [--only MEASURE]\n");
 			return 2;
 		}
 	}

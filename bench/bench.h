@@ -9,6 +9,7 @@
 struct settings {
 	bool quick;
 	const char *out;
+	const char *only;	/* run only the measure of this name */
 	char *self;	/* this program, re-executed as a worker */
 	char *shim;	/* libportfence.so next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
@@ -39,5 +40,8 @@ double median(double *values, int count);
 /* The worker's first number, and up to two more in extra[]. */
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2]);
 int run_all_measures(void);
+/* Median seconds of `portfence status --json` with about `sockets`
+ * sockets open in the policy's ranges (*opened: how many), or -1. */
+double bench_status_seconds(int sockets, int *opened);
 
 #endif

@@ -9,7 +9,8 @@
 static const char usage_text[] =
 	"usage: portfence run [-c POLICY] [-a APP] [--audit] -- COMMAND [ARG...]\n"
 	"       portfence check [-c POLICY]\n"
-	"       portfence report [--json] [--app NAME] [--since TIME] [LOGFILE]\n";
+	"       portfence report [--json] [--app NAME] [--since TIME] [-c POLICY] [LOGFILE]\n"
+	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n";
 
 int usage_error(const char *message)
 {
@@ -39,5 +40,7 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(argv[1], "report") == 0)
 		return cmd_report(argc - 1, argv + 1);
+	if (strcmp(argv[1], "status") == 0)
+		return cmd_status(argc - 1, argv + 1);
 	return usage_error("unknown command");
 }

@@ -159,16 +159,6 @@ static json_t *report_json(const char *log, const char *extra)
 	return root;
 }
 
-static json_t *app_entry(json_t *root, const char *name)
-{
-	size_t i;
-	json_t *entry;
-	json_array_foreach(json_object_get(root, "apps"), i, entry)
-		if (strcmp(json_string_value(json_object_get(entry, "app")), name) == 0)
-			return entry;
-	return NULL;
-}
-
 #define INT_OF(e, k) json_integer_value(json_object_get((e), (k)))
 
 Test(operator, report_counts_a_known_log)
