@@ -261,7 +261,11 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	static const char *const installed[] = {
 		"opt/pf/bin/portfence", "opt/pf/lib/portfence/libportfence.so",
 		"opt/pf/share/man/man1/portfence.1", "opt/pf/share/man/man5/portfence.conf.5",
-		"opt/pf/share/doc/portfence/example.conf",
+		"opt/pf/share/doc/portfence/example.conf", "etc/logrotate.d/portfence",
+		"opt/pf/lib/systemd/system/portfence.service",
+		"opt/pf/share/bash-completion/completions/portfence",
+		"opt/pf/share/doc/portfence/examples/systemd/shim-dropin.conf",
+		"opt/pf/share/doc/portfence/examples/systemd/bpf-slice-dropin.conf",
 	};
 	for (size_t i = 0; i < sizeof(installed) / sizeof(*installed); i++) {
 		char path[512];
