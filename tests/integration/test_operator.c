@@ -279,6 +279,18 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	run_program(&r, groff, NULL, NULL);
 	cr_expect_eq(r.status, 0);
 	cr_expect_str_eq(r.err, "", "groff warnings: %s", r.err);
+	/* Every command and key of SPEC is documented. */
+	static const char *const documented[][2] = {
+		{"man1/portfence.1", "B portfence status"},  {"man1/portfence.1", "B portfence attach"},
+		{"man1/portfence.1", "B portfence detach"},  {"man1/portfence.1", "B portfence daemon"},
+		{"man1/portfence.1", "RB [ \\-\\-bpf ]"}, {"man1/portfence.1", "portfence_ports_in_use"},
+		{"man5/portfence.conf.5", "B cgroups = "},  {"man5/portfence.conf.5", "B udp_unbound = "},
+	};
+	for (size_t i = 0; i < sizeof(documented) / sizeof(*documented); i++) {
+		snprintf(cmd, sizeof(cmd), "grep -qF -- '%s' %s/opt/pf/share/man/%s", documented[i][1], dir,
+			 documented[i][0]);
+		cr_expect_eq(system(cmd), 0, "%s does not document '%s'", documented[i][0], documented[i][1]);
+	}
 
 	/* The installed tool finds the installed library, not the build's. */
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
