@@ -29,12 +29,17 @@ endif
 # tests/netns.sh).
 NETNS = unshare -n sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency (the log suite
-# moves the log fd under writing threads).
+# moves the log fd under writing threads).  The bpf suite runs in every
+# other build; where BPF cannot load, its tests report skipped.
 INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime|log)/*',)
 
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
 CLI_SRC    = $(wildcard cli/*.c)
+# The BPF backend: programs (*.bpf.c, built by clang for the BPF target)
+# and their user-space loader, linked into the tool only.
+BPF_PROG_SRC = bpf/portfence.bpf.c
+BPF_USER_SRC = $(filter-out %.bpf.c,$(wildcard bpf/*.c))
 UNIT_SRC   = $(wildcard tests/unit/*.c)
 INTEG_SRC  = $(wildcard tests/integration/*.c)
 BENCH_SRC  = $(wildcard bench/*.c)
@@ -42,6 +47,9 @@ BENCH_SRC  = $(wildcard bench/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 POLICY_LIB = $(BUILD)/libpfpolicy.a
+BPF_LIB    = $(BUILD)/libpfbpf.a
+BPF_OBJ    = $(BUILD)/bpf/portfence.bpf.o
+BPF_SKEL   = $(BUILD)/bpf/portfence.skel.h
 SHIM       = $(BUILD)/libportfence.so
 TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
@@ -49,7 +57,11 @@ UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
 HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
              $(BUILD)/connprobe $(BUILD)/sigconnect $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so \
-             $(BUILD)/logprobe
+             $(BUILD)/logprobe $(BPF_HELPERS)
+# The BPF backend's clients: Go (static and dynamic), a static C client
+# making raw system calls, and an io_uring connect.
+BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
+             $(BUILD)/bpf-uring-client
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
 all: build-deps
@@ -60,9 +72,25 @@ all: build-deps
 build-deps:
 	@sh tests/install-deps.sh build
 
-$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h tests/*/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h bpf/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# Built without the sanitizers: the BPF target has none.
+$(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h)
+	@mkdir -p $(dir $@)
+	clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -Ibpf -c $< -o $@
+
+$(BPF_SKEL): $(BPF_OBJ)
+	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
+
+$(call obj,$(BPF_USER_SRC)): $(BPF_SKEL)
+$(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
+$(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf
+
+$(BPF_LIB): $(call obj,$(BPF_USER_SRC))
+	@rm -f $@
+	ar rcs $@ $^
 
 $(POLICY_LIB): $(call obj,$(POLICY_SRC))
 	@rm -f $@
@@ -72,14 +100,14 @@ $(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) shim/exports.map
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=shim/exports.map -Wl,-z,now \
 	  -o $@ $(call obj,$(SHIM_SRC)) $(POLICY_LIB) -lconfig -ldl -pthread
 
-$(TOOL): $(call obj,$(CLI_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -ljansson
+$(TOOL): $(call obj,$(CLI_SRC)) $(BPF_LIB) $(POLICY_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lbpf -lconfig -ljansson
 
 $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
 
 $(INTEG): $(call obj,$(INTEG_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
@@ -105,6 +133,26 @@ $(BUILD)/connprobe: tests/helpers/connprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 $(BUILD)/logprobe: tests/helpers/logprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+
+# Go keeps its cache and module path inside the build directory (HOME may
+# be unset or read-only on CI); the module has no dependencies, so nothing
+# is fetched.
+go_build = cd tests/helpers/goclient && env CGO_ENABLED=$(1) HOME=$(abspath $(BUILD))/go \
+  GOCACHE=$(abspath $(BUILD))/go/cache GOPATH=$(abspath $(BUILD))/go/path GOENV=off \
+  GOPROXY=off GOFLAGS= LD_PRELOAD= go build
+GO_SRC = tests/helpers/goclient/main.go tests/helpers/goclient/go.mod
+$(BUILD)/goclient-static: $(GO_SRC)
+	$(call go_build,0) -o $(abspath $@) .
+	@! ldd $@ >/dev/null 2>&1 || { echo "$@ is not static" >&2; rm -f $@; exit 1; }
+# cgo and the external linker: a program that loads libc, as a Go service
+# built on a distribution usually is.
+$(BUILD)/goclient-dyn: $(GO_SRC)
+	$(call go_build,1) -ldflags=-linkmode=external -o $(abspath $@) .
+	@ldd $@ | grep -q 'libc\.so' || { echo "$@ is not dynamic" >&2; rm -f $@; exit 1; }
+$(BUILD)/bpf-static-client: tests/helpers/bpf_static_client.c tests/helpers/bpf_client.h
+	$(CC) -static -O2 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $<
+$(BUILD)/bpf-uring-client: tests/helpers/bpf_uring_client.c tests/helpers/bpf_client.h
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -luring
 
 deps:
 	@sh tests/install-deps.sh
@@ -143,7 +191,7 @@ unit: deps $(UNIT)
 	$(UNIT) --jobs 2
 
 integration: deps all $(INTEG) $(HELPERS)
-	PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1
+	PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 
 # The benchmark's smoke run comes first, so that the last line printed is
 # Criterion's synthesis.  No test fails on a timing.  The Debian package
@@ -155,7 +203,7 @@ test: deps all $(UNIT) $(INTEG) $(HELPERS)
 	$(TEST_ENV) $(MAKE) --no-print-directory fuzz-replay
 	$(TEST_ENV) $(UNIT) --jobs 2
 	$(if $(SANITIZE),,$(MAKE) --no-print-directory deb-test)
-	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1
+	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 else
 # Criterion cannot run under TSan (its arena mapping is refused), so the
 # runner comes from the normal build and drives the TSan-built shim, tool

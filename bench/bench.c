@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -170,6 +171,20 @@ void preload_shim(const char *policy)
 }
 
 /* Runs this program as a worker; returns what it printed as a number. */
+/* Moves this process into a cgroup: its sockets are then made there, and
+ * the BPF programs attached to it apply to them. */
+static int join_cgroup(const char *cgroup_dir)
+{
+	char procs[4200];
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup_dir);
+	int fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = write(fd, "0", 1) == 1 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
 double run_worker(bool shim, const char *policy, char *const args[], double *extra)
 {
 	double numbers[2] = {NAN, NAN};
@@ -195,6 +210,8 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 		argv[n] = NULL;
 		dup2(pipefd[1], 1);
 		close(pipefd[0]);
+		if (settings.worker_cgroup && join_cgroup(settings.worker_cgroup) < 0)
+			_exit(126);
 		if (shim)
 			preload_shim(policy);
 		execv(settings.self, argv);
@@ -299,31 +316,148 @@ static int block_hot_tcp(const struct ops *ops, const struct sockaddr_in *dest, 
 	return 0;
 }
 
-/* Alternating blocks; prints the medians of native and shim ns/op and the
- * median of the per-pair ratios. */
-static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd, int count, int pairs)
+/* What a block's time is read on: the wall clock, or with --clock cpu
+ * the worker thread's own CPU time (user and system), which leaves out
+ * the time other work on a busy machine kept it waiting. */
+static double block_clock_ns(void)
 {
-	double native[64], shim[64], ratio[64];
-	if (pairs > 64)
-		pairs = 64;
-	if (load_native_ops() < 0 || block(&libc_ops, dest, fd, count / 4) < 0)
+	static int cpu = -1;
+	struct timespec ts;
+
+	if (cpu < 0) {
+		const char *clock = getenv("PORTFENCE_BENCH_CLOCK");
+		cpu = clock && strcmp(clock, "cpu") == 0;
+	}
+	if (!cpu)
+		return now_ns();
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* Alternating blocks of native (libc's own functions) and other (the
+ * interposed symbols through ops, or work of its own); prints the
+ * medians of native and other ns/op and the median of the per-pair
+ * ratios. */
+static int paired_two(block_fn native, block_fn other, const struct ops *other_ops,
+		      const struct sockaddr_in *dest, int fd, int count, int pairs)
+{
+	double native_ns[256], shim[256], ratio[256];
+	if (pairs > 256)
+		pairs = 256;
+	if (load_native_ops() < 0 || other(other_ops ? other_ops : &native_ops, dest, fd, count / 4) < 0)
 		return 1; /* the warm-up block also loads the policy */
+	if (!other_ops)
+		other_ops = &native_ops;
 	for (int p = 0; p < pairs; p++) {
 		for (int side = 0; side < 2; side++) {
 			bool shimmed = (p + side) % 2; /* alternate which side goes first */
-			double start = now_ns();
-			if (block(shimmed ? &libc_ops : &native_ops, dest, fd, count) < 0)
+			double start = block_clock_ns();
+			if ((shimmed ? other(other_ops, dest, fd, count) : native(&native_ops, dest, fd, count)) < 0)
 				return 1;
-			double per_op = (now_ns() - start) / count;
+			double per_op = (block_clock_ns() - start) / count;
 			if (shimmed)
 				shim[p] = per_op;
 			else
-				native[p] = per_op;
+				native_ns[p] = per_op;
 		}
-		ratio[p] = shim[p] / native[p];
+		ratio[p] = shim[p] / native_ns[p];
 	}
-	printf("%.1f %.1f %.4f\n", median(native, pairs), median(shim, pairs), median(ratio, pairs));
+	printf("%.1f %.1f %.4f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs));
 	return 0;
+}
+
+/* The BPF backend against native in one process: blocks alternate
+ * between a confined cgroup and an unconfined sibling, the process moving
+ * between them outside the timing.  Prints as paired_blocks does. */
+static int worker_cgroup_paired(const char *confined, const char *native, uint16_t port, int count,
+				int pairs)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+	double unconfined[64], bpf[64], ratio[64];
+
+	if (pairs > 64)
+		pairs = 64;
+	if (join_cgroup(confined) < 0 || block_tcp_connect(&libc_ops, &dest, -1, count / 4) < 0)
+		return 1;
+	for (int p = 0; p < pairs; p++) {
+		for (int side = 0; side < 2; side++) {
+			bool in_bpf = (p + side) % 2;
+			if (join_cgroup(in_bpf ? confined : native) < 0)
+				return 1;
+			double start = now_ns();
+			if (block_tcp_connect(&libc_ops, &dest, -1, count) < 0)
+				return 1;
+			double per_op = (now_ns() - start) / count;
+			if (in_bpf)
+				bpf[p] = per_op;
+			else
+				unconfined[p] = per_op;
+		}
+		ratio[p] = bpf[p] / unconfined[p];
+	}
+	join_cgroup(native);
+	printf("%.1f %.1f %.4f\n", median(unconfined, pairs), median(bpf, pairs), median(ratio, pairs));
+	return 0;
+}
+
+static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd, int count, int pairs)
+{
+	return paired_two(block, block, &libc_ops, dest, fd, count, pairs);
+}
+
+/* ---- the floor: the system calls a shimmed connect makes, by hand ---- */
+static int by_hand_log = -1;	/* the record's file, or -1: no record */
+static uint16_t by_hand_port = 61000;
+
+/* What the shim does for a connect with a user-space algorithm, and
+ * nothing else: SO_REUSEADDR, bind to the concrete source address and a
+ * range port, connect, and (with a log) one write of a record-sized
+ * line.  No user-space work: the kernel's share of the shim's cost. */
+static int block_tcp_by_hand(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	static const char record[] =
+		"{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"event\":\"assign\",\"app\":\"bench\","
+		"\"pid\":4242,\"exe\":\"/work/portfence/build/portfence-bench\",\"proto\":\"tcp\","
+		"\"family\":\"ipv4\",\"local\":\"127.0.0.1:61023\",\"remote\":\"127.0.0.1:41234\","
+		"\"algorithm\":\"double-hash\",\"attempts\":1,\"result\":\"ok\"}\n";
+	struct linger abort_close = {1, 0};
+	int one = 1;
+	(void)fd;
+	for (int i = 0; i < count; i++) {
+		int s = ops->socket(AF_INET, SOCK_STREAM, 0), bound;
+		struct sockaddr_in local = {.sin_family = AF_INET, .sin_addr = dest->sin_addr};
+		if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+			return -1;
+		/* A port another program holds (outside a private netns) is
+		 * skipped, as the shim's memory would skip it. */
+		for (int tries = 0; tries < 1000; tries++) {
+			local.sin_port = htons(by_hand_port);
+			by_hand_port = by_hand_port == 61999 ? 61000 : by_hand_port + 1;
+			bound = bind(s, (const struct sockaddr *)&local, sizeof(local));
+			if (bound == 0 || errno != EADDRINUSE)
+				break;
+		}
+		if (bound < 0 || ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) < 0)
+			return -1;
+		if (by_hand_log >= 0 && write(by_hand_log, record, sizeof(record) - 1) < 0)
+			return -1;
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		ops->close(s);
+	}
+	return 0;
+}
+
+/* log: the record's file, or "-" for none. */
+static int worker_by_hand(uint16_t port, int count, int pairs, const char *log)
+{
+	struct sockaddr_in dest = loopback(port, "127.0.0.1");
+
+	if (strcmp(log, "-") != 0) {
+		by_hand_log = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (by_hand_log < 0)
+			return 1;
+	}
+	return paired_two(block_tcp_connect, block_tcp_by_hand, NULL, &dest, -1, count, pairs);
 }
 
 /* held connections to dest, opened through the interposed connect (in a
@@ -469,6 +603,11 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 5 && strcmp(argv[0], "paired") == 0)
 		return worker_paired(argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
 				     argc >= 6 ? atoi(argv[5]) : 0);
+	if (argc >= 6 && strcmp(argv[0], "cgroup_paired") == 0)
+		return worker_cgroup_paired(argv[1], argv[2], (uint16_t)atoi(argv[3]), atoi(argv[4]),
+					    atoi(argv[5]));
+	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
+		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);
 	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
 		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]));
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
@@ -511,8 +650,20 @@ int main(int argc, char **argv)
 			settings.out = argv[++i];
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			settings.only = argv[++i];
+		else if (strcmp(argv[i], "--variants") == 0 && i + 1 < argc)
+			settings.variants = argv[++i];
+		else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0)
+			settings.workers = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--pairs") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0)
+			settings.pairs = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0)
+			settings.count = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--clock") == 0 && i + 1 < argc &&
+			 (strcmp(argv[i + 1], "cpu") == 0 || strcmp(argv[i + 1], "wall") == 0))
+			setenv("PORTFENCE_BENCH_CLOCK", argv[++i], 1);
 		else {
-			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE] [--only MEASURE]\n");
+			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE] [--only MEASURE,...] "
+				"[--variants VARIANT,...] [--workers N] [--pairs N] [--count N] [--clock wall|cpu]\n");
 			return 2;
 		}
 	}

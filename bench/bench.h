@@ -5,15 +5,26 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct settings {
 	bool quick;
 	const char *out;
-	const char *only;	/* run only the measure of this name */
 	char *self;	/* this program, re-executed as a worker */
 	char *shim;	/* libportfence.so next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
+	const char *worker_cgroup;	/* a cgroup directory workers start in, or NULL */
+	/* --only: the measures to run (comma-separated names, as in
+	 * bench.json); NULL: all */
+	const char *only;
+	/* --variants: the variants of a measure to run; NULL: all */
+	const char *variants;
+	int workers;	/* --workers: workers per paired figure; 0: the default */
+	int pairs;	/* --pairs: block pairs per worker; 0: the default */
+	int count;	/* --count: operations per tcp_connect block; 0: the default */
 };
+/* Whether name is in the comma-separated list (NULL: every name is). */
+bool bench_listed(const char *list, const char *name);
 extern struct settings settings;
 
 /* CLOSE: accept and close; GREET: write a line, drain, close; HTTP:
@@ -43,5 +54,7 @@ int run_all_measures(void);
 /* Median seconds of `portfence status --json` with about `sockets`
  * sockets open in the policy's ranges (*opened: how many), or -1. */
 double bench_status_seconds(int sockets, int *opened);
+/* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
+void measure_bpf(FILE *json, bool first);
 
 #endif

@@ -40,6 +40,41 @@ static void print_pair(const char *measure, const char *variant, struct pair p, 
 	       p.ratio, target);
 }
 
+/* Runs the workers (preloaded when policy is set) and takes the medians
+ * of their "native other ratio" figures. */
+static struct pair worker_medians(const char *policy, char *const args[])
+{
+	double native[MAX_ROUNDS], other[MAX_ROUNDS], ratio[MAX_ROUNDS];
+	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 5, n = 0;
+
+	for (int w = 0; w < workers && n < MAX_ROUNDS; w++) {
+		double extra[2];
+		double a = run_worker_numbers(policy != NULL, policy, args, extra);
+		if (isnan(a))
+			continue;
+		native[n] = a;
+		other[n] = extra[0];
+		ratio[n] = extra[1];
+		n++;
+	}
+	if (n == 0)
+		return (struct pair){NAN, NAN, NAN};
+	return (struct pair){median(native, n), median(other, n), median(ratio, n)};
+}
+
+/* A worker's port, block size and block pairs, as its arguments. */
+struct block_args {
+	char port[16], count[16], pairs[16];
+};
+
+static void block_args(struct block_args *text, uint16_t port, int count)
+{
+	snprintf(text->port, sizeof(text->port), "%u", port);
+	snprintf(text->count, sizeof(text->count), "%d", count);
+	snprintf(text->pairs, sizeof(text->pairs), "%d",
+		 settings.pairs ? settings.pairs : settings.quick ? 4 : 16);
+}
+
 /* One preloaded worker alternates native and shim blocks; several
  * workers are run and the medians of their figures taken.  With held,
  * each worker first opens that many connections to the port through the
@@ -47,28 +82,13 @@ static void print_pair(const char *measure, const char *variant, struct pair p, 
 static struct pair paired_held(const char *policy, const char *measure, uint16_t port, int count,
 			       int held)
 {
-	double native[MAX_ROUNDS], shim[MAX_ROUNDS], ratio[MAX_ROUNDS];
-	char port_text[16], count_text[16], pairs_text[16], held_text[16];
-	int workers = settings.quick ? 1 : 5, n = 0;
+	struct block_args text;
+	char held_text[16];
 
-	snprintf(port_text, sizeof(port_text), "%u", port);
-	snprintf(count_text, sizeof(count_text), "%d", count);
-	snprintf(pairs_text, sizeof(pairs_text), "%d", settings.quick ? 4 : 16);
+	block_args(&text, port, count);
 	snprintf(held_text, sizeof(held_text), "%d", held);
-	char *args[] = {"paired", (char *)measure, port_text, count_text, pairs_text, held_text, NULL};
-	for (int w = 0; w < workers; w++) {
-		double extra[2];
-		double a = run_worker_numbers(true, policy, args, extra);
-		if (isnan(a))
-			continue;
-		native[n] = a;
-		shim[n] = extra[0];
-		ratio[n] = extra[1];
-		n++;
-	}
-	if (n == 0)
-		return (struct pair){NAN, NAN, NAN};
-	return (struct pair){median(native, n), median(shim, n), median(ratio, n)};
+	char *args[] = {"paired", (char *)measure, text.port, text.count, text.pairs, held_text, NULL};
+	return worker_medians(policy, args);
 }
 
 static struct pair paired(const char *policy, const char *measure, uint16_t port, int count)
@@ -81,27 +101,73 @@ static int rounds(void)
 	return settings.quick ? 3 : 9;
 }
 
-static void measure_tcp_connect(void)
+bool bench_listed(const char *list, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+			return true;
+	return !list;
+}
+
+/* The system calls of a shimmed connect made by hand, natively, against
+ * plain connects (with the record's write when log is set). */
+static struct pair paired_by_hand(uint16_t port, int count, bool log)
+{
+	struct block_args text;
+	char log_path[128];
+
+	block_args(&text, port, count);
+	snprintf(log_path, sizeof(log_path), "%s/by-hand.jsonl", settings.dir);
+	char *args[] = {"by_hand", text.port, text.count, text.pairs, log ? log_path : "-", NULL};
+	return worker_medians(NULL, args);
+}
+
+#define TCP_VARIANTS 11
+
+/* Variants 0-6: each algorithm with the log; 7, 8: double-hash and
+ * kernel without; 9, 10: the floor, the same system calls by hand. */
+static void tcp_variant_name(int variant, char *key, size_t len)
 {
 	static const char *const algorithms[] = {"sequential", "random", "random-redraw", "hash",
 						 "double-hash", "random-increments", "kernel"};
+	if (variant < 7)
+		snprintf(key, len, "%s", algorithms[variant]);
+	else if (variant < 9)
+		snprintf(key, len, "%s_nolog", variant == 7 ? "double-hash" : "kernel");
+	else
+		snprintf(key, len, "%s", variant == 9 ? "by_hand" : "by_hand_nolog");
+}
+
+static void measure_tcp_connect(void)
+{
 	struct listener l;
 	char policy[256];
+	int count = settings.count ? settings.count : settings.quick ? 50 : 300;
+	bool first = true;
 
 	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
 	json_open_measure("tcp_connect");
-	for (int variant = 0; variant < 9; variant++) {
-		const char *algorithm = variant < 7 ? algorithms[variant] : variant == 7 ? "double-hash" : "kernel";
-		bool log = variant < 7;
-		bool kernel = strcmp(algorithm, "kernel") == 0;
-		char key[64];
-		snprintf(key, sizeof(key), "%s%s", algorithm, log ? "" : "_nolog");
-		snprintf(policy, sizeof(policy), "%s/tcp-%s.conf", settings.dir, key);
-		write_policy(policy, algorithm, log, kernel ? 40000 : 61000, kernel ? 40999 : 61999);
-		struct pair p = paired(policy, "tcp_connect", l.port, settings.quick ? 50 : 300);
-		json_pair(key, variant == 0, p);
-		print_pair("tcp_connect", key, p,
-			   log ? "<= 1.07" : "<= 1.03");
+	for (int variant = 0; variant < TCP_VARIANTS; variant++) {
+		char key[64], algorithm[32];
+		tcp_variant_name(variant, key, sizeof(key));
+		if (!bench_listed(settings.variants, key))
+			continue;
+		bool log = !strstr(key, "_nolog");
+		struct pair p;
+		if (variant >= 9) {
+			p = paired_by_hand(l.port, count, log);
+		} else {
+			snprintf(algorithm, sizeof(algorithm), "%.*s", (int)strcspn(key, "_"), key);
+			bool kernel = strcmp(algorithm, "kernel") == 0;
+			snprintf(policy, sizeof(policy), "%s/tcp-%s.conf", settings.dir, key);
+			write_policy(policy, algorithm, log, kernel ? 40000 : 61000, kernel ? 40999 : 61999);
+			p = paired(policy, "tcp_connect", l.port, count);
+		}
+		json_pair(key, first, p);
+		first = false;
+		print_pair("tcp_connect", key, p, variant >= 9 ? "-" : log ? "<= 1.07" : "<= 1.03");
 	}
 	fprintf(json, "\n  }");
 	listener_stop(&l);
@@ -116,7 +182,8 @@ static void measure_udp_first_send(void)
 	snprintf(policy, sizeof(policy), "%s/udp.conf", settings.dir);
 	write_policy(policy, "double-hash", true, 61000, 61999);
 	struct pair p = paired(policy, "udp_first_send", sink_port, settings.quick ? 100 : 1000);
-	fprintf(json, ",\n  \"udp_first_send\": {\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
+	json_open_measure("udp_first_send");
+	fprintf(json, "\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
 		p.native_ns, p.shim_ns, p.ratio);
 	print_pair("udp_first_send", "double-hash, log", p, "-");
 	close(sink);
@@ -406,21 +473,8 @@ static void measure_status_20000(void)
 	       opened, seconds);
 }
 
-static const struct {
-	const char *name;
-	void (*run)(void);
-} measures[] = {
-	{"tcp_connect", measure_tcp_connect},	{"udp_first_send", measure_udp_first_send},
-	{"hot_path", measure_hot_path},		{"process_start", measure_process_start},
-	{"capacity", measure_capacity},		{"churn", measure_churn},
-	{"occupancy_live", measure_occupancy_live}, {"syn_stalls", measure_syn_stalls},
-	{"status_20000", measure_status_20000},	{"occupancy", measure_occupancy},
-};
-
 int run_all_measures(void)
 {
-	size_t count = sizeof(measures) / sizeof(*measures), run = 0;
-
 	json = fopen(settings.out, "w");
 	if (!json) {
 		fprintf(stderr, "portfence-bench: %s: %s\n", settings.out, strerror(errno));
@@ -430,15 +484,23 @@ int run_all_measures(void)
 	printf("portfence-bench%s: medians of interleaved rounds, ns per operation\n\n",
 	       settings.quick ? " --quick (smoke run: numbers are not meaningful)" : "");
 	printf("| measure | variant | native | shim | ratio | target |\n|---|---|---|---|---|---|\n");
-	for (size_t i = 0; i < count; i++)
-		if (!settings.only || strcmp(settings.only, measures[i].name) == 0) {
+	static const struct {
+		const char *name;
+		void (*run)(void);
+	} measures[] = {
+		{"tcp_connect", measure_tcp_connect}, {"udp_first_send", measure_udp_first_send},
+		{"hot_path", measure_hot_path}, {"process_start", measure_process_start},
+		{"capacity", measure_capacity}, {"churn", measure_churn},
+		{"occupancy_live", measure_occupancy_live}, {"syn_stalls", measure_syn_stalls},
+		{"status_20000", measure_status_20000}, {"occupancy", measure_occupancy},
+	};
+	for (size_t i = 0; i < sizeof(measures) / sizeof(measures[0]); i++)
+		if (bench_listed(settings.only, measures[i].name))
 			measures[i].run();
-			run++;
-		}
+	if (bench_listed(settings.only, "bpf"))
+		measure_bpf(json, json_first_measure);
 	fprintf(json, "\n}\n");
 	fclose(json);
 	printf("\nwritten: %s\n", settings.out);
-	if (run == 0)
-		fprintf(stderr, "portfence-bench: no measure named %s\n", settings.only);
-	return run ? 0 : 2;
+	return 0;
 }

@@ -1,6 +1,9 @@
 #ifndef PORTFENCE_CLI_H
 #define PORTFENCE_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Exit status for usage errors, as SPEC fixes it. */
 #define EXIT_USAGE 2
 
@@ -11,6 +14,8 @@ int cmd_status(int argc, char **argv);
 
 /* Prints message (if any) and the usage to stderr; returns EXIT_USAGE. */
 int usage_error(const char *message);
+/* COMMAND found as execvp would (PATH), as an absolute path. */
+bool cli_resolve_command(const char *name, char *out, size_t len);
 /* PORTFENCE_CONFIG, else the default policy path. */
 const char *cli_config_from_env(void);
 

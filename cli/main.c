@@ -3,14 +3,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpf_cli.h"
 #include "cli.h"
 #include "policy.h"
 
 static const char usage_text[] =
-	"usage: portfence run [-c POLICY] [-a APP] [--audit] -- COMMAND [ARG...]\n"
+	"usage: portfence run [-c POLICY] [-a APP] [--audit] [--bpf] -- COMMAND [ARG...]\n"
 	"       portfence check [-c POLICY]\n"
 	"       portfence report [--json] [--app NAME] [--since TIME] [-c POLICY] [LOGFILE]\n"
-	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n";
+	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n"
+	"       portfence attach [-c POLICY] -a APP CGROUP\n"
+	"       portfence detach [-a APP] CGROUP\n"
+	"       portfence daemon [-c POLICY]\n";
 
 int usage_error(const char *message)
 {
@@ -42,5 +46,11 @@ int main(int argc, char **argv)
 		return cmd_report(argc - 1, argv + 1);
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
+	if (strcmp(argv[1], "attach") == 0)
+		return cmd_attach(argc - 1, argv + 1);
+	if (strcmp(argv[1], "detach") == 0)
+		return cmd_detach(argc - 1, argv + 1);
+	if (strcmp(argv[1], "daemon") == 0)
+		return cmd_daemon(argc - 1, argv + 1);
 	return usage_error("unknown command");
 }

@@ -12,6 +12,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "bpf_cli.h"
 #include "cli.h"
 
 #ifndef PF_LIBDIR
@@ -49,7 +50,7 @@ static int find_shim(char *out, size_t len)
 	return is_file(out) ? 0 : -ENOENT;
 }
 
-static bool resolve_command(const char *name, char *out, size_t len)
+bool cli_resolve_command(const char *name, char *out, size_t len)
 {
 	if (strchr(name, '/')) {
 		snprintf(out, len, "%s", name);
@@ -211,10 +212,11 @@ int cmd_run(int argc, char **argv)
 		{"config", required_argument, NULL, 'c'},
 		{"app", required_argument, NULL, 'a'},
 		{"audit", no_argument, NULL, 'A'},
+		{"bpf", no_argument, NULL, 'B'},
 		{0},
 	};
 	const char *config = NULL, *app = NULL;
-	bool audit = false;
+	bool audit = false, bpf = false;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
@@ -224,18 +226,22 @@ int cmd_run(int argc, char **argv)
 			app = optarg;
 		else if (opt == 'A')
 			audit = true;
+		else if (opt == 'B')
+			bpf = true;
 		else
 			return usage_error("run: unknown option");
 	}
 	if (optind >= argc)
 		return usage_error("run needs a COMMAND");
+	if (bpf)
+		return cmd_run_bpf(config, app, audit, argv + optind);
 
 	char shim[PATH_MAX], command[PATH_MAX];
 	if (find_shim(shim, sizeof(shim)) < 0) {
 		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
 		return 127;
 	}
-	if (!resolve_command(argv[optind], command, sizeof(command))) {
+	if (!cli_resolve_command(argv[optind], command, sizeof(command))) {
 		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
 		return 127;
 	}

@@ -157,7 +157,7 @@ static uint64_t flow_hash(const uint8_t key[16], const struct pf_flow *flow)
 		buf[len++] = (uint8_t)(flow->remote_port >> 8);
 		buf[len++] = (uint8_t)flow->remote_port;
 	}
-	return pf_siphash(key, buf, len);
+	return pf_siphash_cached(key, buf, len);
 }
 
 /* RFC 6056 §3.3.3, Algorithm 3: Simple Hash-Based Port Selection.

@@ -39,9 +39,12 @@ static uint32_t age_ms(uint64_t word, uint32_t now_ms)
 	return (uint32_t)((now_ms - (uint32_t)(word & TIME_MASK)) & TIME_MASK);
 }
 
+/* The flow's keyed hash (remembered per thread: one destination, one
+ * siphash), then the port mixed in by a bijection, so that one flow's
+ * ports never share a key. */
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
 {
-	uint8_t buf[16 + 16 + 2 + 2];
+	uint8_t buf[16 + 16 + 2];
 	size_t len = 0;
 
 	if (flow->local_len) {
@@ -54,9 +57,10 @@ uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint1
 	}
 	buf[len++] = (uint8_t)(flow->remote_port >> 8);
 	buf[len++] = (uint8_t)flow->remote_port;
-	buf[len++] = (uint8_t)(port >> 8);
-	buf[len++] = (uint8_t)port;
-	uint32_t key = (uint32_t)pf_siphash(secret, buf, len);
+	uint64_t z = pf_siphash_cached(secret, buf, len) ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	uint32_t key = (uint32_t)((z ^ (z >> 31)) >> 32);
 	return key ? key : 1;
 }
 

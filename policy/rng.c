@@ -1,6 +1,8 @@
 #include "rng.h"
 
+#include <endian.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -89,12 +91,12 @@ uint32_t pf_rng_below(struct pf_rng *rng, uint32_t bound)
 		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);      \
 	} while (0)
 
+/* One load on a little-endian host, not eight (callgrind). */
 static uint64_t load_le64(const uint8_t *p)
 {
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
+	uint64_t v;
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
 }
 
 uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len)
@@ -113,8 +115,11 @@ uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len)
 		SIPROUND;
 		v0 ^= m;
 	}
-	for (size_t i = 0; i < len % 8; i++)
-		last |= (uint64_t)in[whole + i] << (8 * i);
+	if (len % 8) {
+		uint8_t tail[8] = {0};
+		memcpy(tail, in + whole, len % 8);
+		last |= load_le64(tail);
+	}
 	v3 ^= last;
 	SIPROUND;
 	SIPROUND;
@@ -125,4 +130,45 @@ uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len)
 	SIPROUND;
 	SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+#define SIPHASH_CACHE_ENTRIES 4
+
+struct siphash_memo {
+	uint8_t key[16];
+	uint8_t data[PF_SIPHASH_CACHED_MAX];
+	size_t len;	/* 0: empty (an empty message is not remembered) */
+	uint64_t hash;
+};
+
+static __thread struct {
+	bool busy;
+	unsigned next;
+	struct siphash_memo memo[SIPHASH_CACHE_ENTRIES];
+} siphash_cache __attribute__((tls_model("initial-exec")));
+
+uint64_t pf_siphash_cached(const uint8_t key[16], const void *data, size_t len)
+{
+	if (len == 0 || len > PF_SIPHASH_CACHED_MAX || siphash_cache.busy)
+		return pf_siphash(key, data, len);
+	siphash_cache.busy = true;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	for (int i = 0; i < SIPHASH_CACHE_ENTRIES; i++) {
+		struct siphash_memo *m = &siphash_cache.memo[i];
+		if (m->len == len && memcmp(m->data, data, len) == 0 && memcmp(m->key, key, 16) == 0) {
+			uint64_t hash = m->hash;
+			__atomic_signal_fence(__ATOMIC_SEQ_CST);
+			siphash_cache.busy = false;
+			return hash;
+		}
+	}
+	struct siphash_memo *m = &siphash_cache.memo[siphash_cache.next++ % SIPHASH_CACHE_ENTRIES];
+	uint64_t hash = pf_siphash(key, data, len);
+	memcpy(m->key, key, 16);
+	memcpy(m->data, data, len);
+	m->len = len;
+	m->hash = hash;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	siphash_cache.busy = false;
+	return hash;
 }

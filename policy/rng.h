@@ -24,5 +24,11 @@ int pf_random_bytes(void *buf, size_t len);
 
 /* SipHash-2-4: the keyed hash F() of RFC 6056 §3.3.3/§3.3.4. */
 uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len);
+/* The same, remembered per thread for the last few (key, data) pairs of
+ * up to PF_SIPHASH_CACHED_MAX bytes: a program connecting again and again
+ * to one destination hashes its flow once.  Async-signal-safe (a handler
+ * that interrupts an update computes without the cache). */
+#define PF_SIPHASH_CACHED_MAX 40
+uint64_t pf_siphash_cached(const uint8_t key[16], const void *data, size_t len);
 
 #endif

@@ -1,8 +1,7 @@
 /* Audit records: one JSON object per line, appended with a single
- * write(2) so that concurrent processes never interleave.  No JSON
- * library here: the shim lives in other programs and formats a fixed
- * record, escaping every string itself. */
-#include <arpa/inet.h>
+ * write(2) so that concurrent processes never interleave.  The line is
+ * policy/record.c's, the same the BPF daemon writes; app and exe are
+ * escaped once, at start-up, and go in as pieces of their own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -94,228 +93,23 @@ void pf_stderr(const char *fmt, ...)
 	errno = saved;
 }
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *p)
-{
-	unsigned char c = p[0];
-	size_t len;
-	unsigned char min2 = 0x80, max2 = 0xbf;
-
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3, min2 = c == 0xe0 ? 0xa0 : 0x80, max2 = c == 0xed ? 0x9f : 0xbf;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4, min2 = c == 0xf0 ? 0x90 : 0x80, max2 = c == 0xf4 ? 0x8f : 0xbf;
-	else
-		return 0;
-	if (p[1] < min2 || p[1] > max2)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return len;
-}
-
-/* Valid UTF-8 is kept as it is; quotes, backslashes and control bytes are
- * escaped; any other byte becomes \u00XX (U+0080..U+00FF), so the line
- * always parses and a UTF-8 path reads back unchanged.  Each piece goes
- * in whole or not at all, with room left for the terminating NUL: an
- * output of 6 * strlen(in) + 1 bytes always holds the whole text. */
-size_t pf_json_escape(const char *in, char *out, size_t out_len)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t n = 0;
-
-	for (const unsigned char *p = (const unsigned char *)in; *p;) {
-		size_t seq = *p >= 0x80 ? utf8_sequence(p) : 0;
-		bool quoted = *p == '"' || *p == '\\';
-		bool coded = !seq && !quoted && (*p < 0x20 || *p >= 0x7f);
-		size_t piece = seq ? seq : quoted ? 2 : coded ? 6 : 1;
-
-		if (n + piece >= out_len)
-			break;
-		if (seq) {
-			memcpy(out + n, p, seq);
-			p += seq;
-		} else if (quoted) {
-			out[n] = '\\';
-			out[n + 1] = (char)*p++;
-		} else if (coded) {
-			memcpy(out + n, "\\u00", 4);
-			out[n + 4] = hex[*p >> 4];
-			out[n + 5] = hex[*p & 15];
-			p++;
-		} else {
-			out[n] = (char)*p++;
-		}
-		n += piece;
-	}
-	if (out_len)
-		out[n] = '\0';
-	return n;
-}
-
-#define ERRNO_NAME(e) case e: return #e
-const char *pf_errno_name(int error)
-{
-	switch (error) {
-	case 0: return "ok";
-	/* A non-blocking connect under way is a connect that worked so far. */
-	case EINPROGRESS: return "ok";
-	ERRNO_NAME(EPERM); ERRNO_NAME(EACCES); ERRNO_NAME(EADDRNOTAVAIL);
-	ERRNO_NAME(EADDRINUSE); ERRNO_NAME(EAGAIN); ERRNO_NAME(ECONNREFUSED);
-	ERRNO_NAME(ENETUNREACH); ERRNO_NAME(EHOSTUNREACH);
-	ERRNO_NAME(ETIMEDOUT); ERRNO_NAME(EINTR); ERRNO_NAME(EINVAL); ERRNO_NAME(EBADF);
-	ERRNO_NAME(ENOTSOCK); ERRNO_NAME(EISCONN); ERRNO_NAME(EALREADY); ERRNO_NAME(EMSGSIZE);
-	ERRNO_NAME(ENOBUFS); ERRNO_NAME(ENOMEM); ERRNO_NAME(EAFNOSUPPORT); ERRNO_NAME(EFAULT);
-	ERRNO_NAME(ECONNRESET); ERRNO_NAME(EPIPE); ERRNO_NAME(ENOTCONN); ERRNO_NAME(EDESTADDRREQ);
-	ERRNO_NAME(EOPNOTSUPP); ERRNO_NAME(ENETDOWN); ERRNO_NAME(EMFILE); ERRNO_NAME(ENFILE);
-	default: return "EUNKNOWN";
-	}
-}
-
-/* The record is built by appending: snprintf and inet_ntop made up two
- * thirds of the shim's cost per connection (callgrind), for a fixed
- * shape that needs none of their generality.  Appending is also
- * async-signal-safe, which stdio is not. */
-void pf_put(struct pf_out *o, const char *s, size_t n)
-{
-	size_t room = (size_t)(o->end - o->p);
-	if (n > room)
-		n = room;
-	memcpy(o->p, s, n);
-	o->p += n;
-}
-
-void pf_put_str(struct pf_out *o, const char *s)
-{
-	pf_put(o, s, strlen(s));
-}
-
-void pf_put_uint(struct pf_out *o, unsigned long value, int width)
-{
-	char digits[24];
-	int i = sizeof(digits);
-	do {
-		digits[--i] = (char)('0' + value % 10);
-		value /= 10;
-	} while (value || (int)sizeof(digits) - i < width);
-	pf_put(o, digits + i, sizeof(digits) - (size_t)i);
-}
-
-/* A string of any length, in place: it becomes an iovec of its own, so
- * that a record needs no buffer sized for the longest exe path. */
-static void put_external(struct pf_out *o, const char *s)
-{
-	if (o->p > o->segment)
-		o->iov[o->iovcnt++] = (struct iovec){.iov_base = o->segment, .iov_len = (size_t)(o->p - o->segment)};
-	o->segment = o->p;
-	if (s[0])
-		o->iov[o->iovcnt++] = (struct iovec){.iov_base = (void *)s, .iov_len = strlen(s)};
-}
-
-#define put(o, s, n) pf_put((o), (s), (n))
-#define put_str pf_put_str
-#define put_uint pf_put_uint
-#define PUT_LITERAL(o, s) put((o), (s), sizeof(s) - 1)
-
-static void put_address(struct pf_out *o, const struct sockaddr *addr, int family)
-{
-	if (addr && addr->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-		const uint8_t *a = (const uint8_t *)&sin->sin_addr;
-		for (int i = 0; i < 4; i++) {
-			if (i)
-				PUT_LITERAL(o, ".");
-			put_uint(o, a[i], 1);
-		}
-		PUT_LITERAL(o, ":");
-		put_uint(o, ntohs(sin->sin_port), 1);
-	} else if (addr && addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
-		char text[INET6_ADDRSTRLEN] = "";
-		inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text));
-		PUT_LITERAL(o, "[");
-		put_str(o, text);
-		PUT_LITERAL(o, "]:");
-		put_uint(o, ntohs(sin6->sin6_port), 1);
-	} else if (family == AF_INET6) {
-		PUT_LITERAL(o, "[::]:0");
-	} else {
-		PUT_LITERAL(o, "0.0.0.0:0");
-	}
-}
-
-/* UTC civil date from days since 1970-01-01 (Howard Hinnant's algorithm):
- * no gmtime_r, which takes the timezone lock. */
-static void put_time(struct pf_out *o)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	long days = (long)(now.tv_sec / 86400), secs = (long)(now.tv_sec % 86400);
-	long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
-	unsigned long doe = (unsigned long)(z - era * 146097);
-	unsigned long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	unsigned long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	unsigned long mp = (5 * doy + 2) / 153, day = doy - (153 * mp + 2) / 5 + 1;
-	unsigned long month = mp < 10 ? mp + 3 : mp - 9;
-	long year = (long)yoe + era * 400 + (month <= 2);
-
-	put_uint(o, (unsigned long)year, 4);
-	PUT_LITERAL(o, "-");
-	put_uint(o, month, 2);
-	PUT_LITERAL(o, "-");
-	put_uint(o, day, 2);
-	PUT_LITERAL(o, "T");
-	put_uint(o, (unsigned long)secs / 3600, 2);
-	PUT_LITERAL(o, ":");
-	put_uint(o, (unsigned long)secs / 60 % 60, 2);
-	PUT_LITERAL(o, ":");
-	put_uint(o, (unsigned long)secs % 60, 2);
-	PUT_LITERAL(o, ".");
-	put_uint(o, (unsigned long)now.tv_nsec / 1000, 6);
-	PUT_LITERAL(o, "Z");
-}
-
-static const char *const event_names[] = {"assign", "deny", "error", "audit"};
-
-/* The record as iovecs (at most PF_RECORD_IOV) over text, which must
+/* The record as pieces (at most PF_RECORD_IOV) over text, which must
  * outlive them. */
 static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
 			 char *text, size_t len, struct iovec *iov)
 {
-	struct pf_out o = {.p = text, .end = text + len, .segment = text, .iov = iov};
-	int family = r->sock ? r->sock->family : AF_INET;
-
-	PUT_LITERAL(&o, "{\"ts\":\"");
-	put_time(&o);
-	PUT_LITERAL(&o, "\",\"event\":\"");
-	put_str(&o, event_names[r->event]);
-	PUT_LITERAL(&o, "\",\"app\":\"");
-	put_external(&o, rt->app_json ? rt->app_json : "");
-	PUT_LITERAL(&o, "\",\"pid\":");
-	put_uint(&o, (unsigned long)pf_cached_pid(), 1);
-	PUT_LITERAL(&o, ",\"exe\":\"");
-	put_external(&o, rt->exe_json ? rt->exe_json : "");
-	PUT_LITERAL(&o, "\",\"proto\":\"");
-	put_str(&o, r->sock && r->sock->udp ? "udp" : "tcp");
-	PUT_LITERAL(&o, "\",\"family\":\"");
-	put_str(&o, family == AF_INET6 ? "ipv6" : "ipv4");
-	PUT_LITERAL(&o, "\",\"local\":\"");
-	put_address(&o, r->local, family);
-	PUT_LITERAL(&o, "\",\"remote\":\"");
-	put_address(&o, r->remote, family);
-	PUT_LITERAL(&o, "\",\"algorithm\":\"");
-	put_str(&o, rt->app ? pf_algorithm_name(rt->app->algorithm) : "");
-	PUT_LITERAL(&o, "\",\"attempts\":");
-	put_uint(&o, r->attempts, 1);
-	PUT_LITERAL(&o, ",\"result\":\"");
-	put_str(&o, pf_errno_name(r->error));
-	PUT_LITERAL(&o, "\"}\n");
-	put_external(&o, "");
-	return o.iovcnt;
+	struct pf_record_fields fields = {
+		.event = r->event,
+		.pid = (long)pf_cached_pid(),
+		.udp = r->sock && r->sock->udp,
+		.family = r->sock ? r->sock->family : AF_INET,
+		.local = r->local,
+		.remote = r->remote,
+		.algorithm = rt->app ? pf_algorithm_name(rt->app->algorithm) : "",
+		.attempts = r->attempts,
+		.error = r->error,
+	};
+	return pf_record_pieces(&fields, rt->app_json, rt->exe_json, text, len, iov);
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram
@@ -331,11 +125,11 @@ static void send_syslog(const struct iovec *record, int count, enum pf_event eve
 
 	if (fd < 0 || count < 1 || count > PF_RECORD_IOV)
 		goto out;
-	PUT_LITERAL(&o, "<");
-	put_uint(&o, (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4), 1);
-	PUT_LITERAL(&o, ">portfence[");
-	put_uint(&o, (unsigned long)getpid(), 1);
-	PUT_LITERAL(&o, "]: ");
+	pf_put_str(&o, "<");
+	pf_put_uint(&o, (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4), 1);
+	pf_put_str(&o, ">portfence[");
+	pf_put_uint(&o, (unsigned long)getpid(), 1);
+	pf_put_str(&o, "]: ");
 	iov[0] = (struct iovec){.iov_base = header, .iov_len = (size_t)(o.p - header)};
 	memcpy(iov + 1, record, (size_t)count * sizeof(*iov));
 	iov[count].iov_len--;
@@ -357,9 +151,12 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 	if (!pf_logging())
 		return;
 	int count = format_record(rt, record, text, sizeof(text), iov);
+	if (count == 0)
+		goto out;
 	pf_log_write(iov, count);
 	if (log_to_syslog)
 		send_syslog(iov, count, record->event);
+out:
 	errno = saved;
 }
 

@@ -15,6 +15,7 @@
 #include "decide.h"
 #include "holds.h"
 #include "policy.h"
+#include "record.h"
 #include "sockdiag.h"
 
 #define PF_EXPORT __attribute__((visibility("default")))
@@ -220,23 +221,9 @@ void pf_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The same without stdio (async-signal-safe); nothing is written when fd 2
  * is no longer the file the program started with. */
 void pf_stderr_line(const char *text, size_t len);
-size_t pf_json_escape(const char *in, char *out, size_t out_len);
-const char *pf_errno_name(int error);
-
-/* Text built by appending, without stdio; segment/iov/iovcnt only for a
- * record (audit.c). */
-struct pf_out {
-	char *p, *end;
-	char *segment;
-	struct iovec *iov;
-	int iovcnt;
-};
-void pf_put(struct pf_out *o, const char *s, size_t n);
-void pf_put_str(struct pf_out *o, const char *s);
-void pf_put_uint(struct pf_out *o, unsigned long value, int width);
 
 /* ---- logfile.c: the log file, its fd, rotation ---- */
-#define PF_RECORD_IOV 6
+#define PF_RECORD_IOV PF_RECORD_PIECES
 /* Appends one record (count <= PF_RECORD_IOV pieces) with one writev. */
 void pf_log_write(const struct iovec *record, int count);
 /* The log's fd, which close/dup2/closefrom must not take away. */

@@ -268,7 +268,7 @@ void skip_if_sanitized(const char *program)
 		cr_skip_test("%s hangs with a preloaded sanitizer runtime; it runs in the normal build", program);
 }
 
-static void read_all(const char *path, char *buf, size_t len)
+void read_all(const char *path, char *buf, size_t len)
 {
 	FILE *f = fopen(path, "r");
 	size_t n = f ? fread(buf, 1, len - 1, f) : 0;
@@ -389,7 +389,7 @@ pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 	return pid;
 }
 
-int wait_exit(pid_t pid)
+int wait_child(pid_t pid)
 {
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)

@@ -75,11 +75,13 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path);
 /* Its exit status, or 128+signal. */
-int wait_exit(pid_t pid);
+int wait_child(pid_t pid);
 /* Waits up to `seconds` for path to exist. */
 bool await_file(const char *path, int seconds);
 
 const char *build_path(const char *name);
+/* The file's text (empty if it cannot be read), cut to len - 1 bytes. */
+void read_all(const char *path, char *buf, size_t len);
 /* "LD_PRELOAD=..." that loads the shim directly (sanitizer runtime first
  * in a sanitizer build). */
 const char *shim_preload_env(void);

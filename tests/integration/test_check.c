@@ -60,7 +60,7 @@ Test(check, every_invalid_fixture_exits_1_with_its_line)
 		checked++;
 	}
 	closedir(dir);
-	cr_expect_eq(checked, 19);
+	cr_expect_eq(checked, 22);
 }
 
 Test(check, usage_errors_exit_2)

@@ -92,7 +92,7 @@ Test(dist, logrotate_moves_the_log_under_a_running_program, .timeout = 120)
 	/* Within a second the program writes to the new file. */
 	bool followed = await_records(sb.log, pid, 3);
 	close(open(stop, O_CREAT | O_WRONLY, 0600));
-	cr_expect_eq(wait_exit(pid), 0);
+	cr_expect_eq(wait_child(pid), 0);
 	server_stop(&udp);
 
 	size_t others = 0, before = records_of(rotated, pid, &others), after = records_of(sb.log, pid, &others);

@@ -114,6 +114,27 @@ Test(operator, scenario_audit_then_report, .timeout = 60)
 	cr_expect(strstr(r.out, "assignments 0,"), "audit mode assigns nothing: %s", r.out);
 }
 
+Test(operator, scenario_bpf_backend, .timeout = 90)
+{
+	struct run_result r;
+	unsigned ports[8];
+
+	if (geteuid() != 0)
+		cr_skip_test("skipped: the BPF backend needs root");
+	skip_if_sanitized("curl");
+	run_scenario(&r, "bpf");
+	cr_assert_eq(r.status, 0, "%s", r.out);
+	cr_assert_eq(seen_ports(r.out, ports, 8), 2, "%s", r.out);
+	for (int i = 0; i < 2; i++) {
+		char local[64];
+		cr_expect(ports[i] >= 61000 && ports[i] <= 61099, "port %u", ports[i]);
+		snprintf(local, sizeof(local), "\"local\":\"127.0.0.1:%u\"", ports[i]);
+		cr_expect(strstr(r.out, local) != NULL, "no audit record for port %u", ports[i]);
+	}
+	cr_expect(strstr(r.out, "\"comm\":\"curl\"") && strstr(r.out, "\"cgroup\":\"/portfence/legacy-web-"),
+		  "%s", r.out);
+}
+
 /* ---- report ---- */
 
 static void write_known_log(const char *path)

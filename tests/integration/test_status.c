@@ -94,7 +94,7 @@ static void hold_start(struct held *h, unsigned lo)
 static void hold_stop(struct held *h)
 {
 	close(open(h->stop, O_CREAT | O_WRONLY, 0600));
-	cr_expect_eq(wait_exit(h->pid), 0, "the holder failed");
+	cr_expect_eq(wait_child(h->pid), 0, "the holder failed");
 	server_stop(&h->tcp4);
 	server_stop(&h->tcp6);
 	server_stop(&h->drain);
@@ -286,4 +286,44 @@ Test(status, usage_and_unknown_app)
 	cr_expect_eq(r.status, 1);
 	cr_expect(strstr(r.err, "no app 'nope'"), "%s", r.err);
 	sandbox_cleanup(&sb);
+}
+
+/* A real attachment by `portfence attach` (the BPF backend's own pins)
+ * shows in status, and is gone after detach.  Skipped where the backend
+ * cannot attach (no cgroup v2, BPF refused). */
+Test(status, lists_a_cgroup_that_attach_pinned, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char cmd[2048];
+	const char *tool = build_path("portfence");
+
+	status_sandbox(&sb, 65300);
+	snprintf(cmd, sizeof(cmd),
+		 "cg=$(findmnt -n -t cgroup2 -o TARGET | head -1); [ -n \"$cg\" ] || { echo 'no cgroup v2' >&2; exit 77; }\n"
+		 "mkdir -p \"$cg/pf-status-test\"\n"
+		 "'%s' attach -c '%s' -a holder pf-status-test >&2 || { rmdir \"$cg/pf-status-test\"; exit 77; }\n"
+		 "'%s' status -c '%s' --json --app holder; rc=$?\n"
+		 "'%s' detach -a holder pf-status-test >&2\n"
+		 "'%s' status -c '%s' --json --app holder\n"
+		 "rmdir \"$cg/pf-status-test\"; exit $rc",
+		 tool, sb.policy, tool, sb.policy, tool, tool, sb.policy);
+	char *argv[] = {"unshare", "-m", "sh", "-c", cmd, NULL};
+	run_program(&r, argv, NULL, NULL);
+	sandbox_cleanup(&sb);
+	if (r.status == 77)
+		cr_skip_test("the BPF backend cannot attach here: %s", r.err);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	char *second = strchr(r.out, '\n');
+	cr_assert_not_null(second, "%s", r.out);
+	*second++ = '\0';
+	json_error_t error;
+	json_t *attached = json_loads(r.out, 0, &error), *detached = json_loads(second, 0, &error);
+	cr_assert(attached && detached, "%s\n%s", r.out, second);
+	json_t *cgroups = json_object_get(holder_entry(attached), "cgroups");
+	cr_assert_eq(json_array_size(cgroups), 1, "%s", r.out);
+	cr_expect_str_eq(json_string_value(json_array_get(cgroups, 0)), "pf-status-test");
+	cr_expect_eq(json_array_size(json_object_get(holder_entry(detached), "cgroups")), 0, "%s", second);
+	json_decref(attached);
+	json_decref(detached);
 }

@@ -285,3 +285,20 @@ Test(algorithm, random_spreads_over_the_range, .init = setup, .fini = teardown)
 	for (int i = 0; i < 10; i++)
 		cr_expect(counts[i] > 800 && counts[i] < 1200, "decile %d got %u of 10000", i, counts[i]);
 }
+
+/* SipHash-2-4's reference vectors (key 00..0f, message 00..len-1): the
+ * hash algorithms and the hold keys rest on it. */
+Test(algorithm, siphash_reference_vectors)
+{
+	static const struct { size_t len; uint64_t hash; } vectors[] = {
+		{0, 0x726fdb47dd0e0e31ull}, {1, 0x74f839c593dc67fdull},
+		{8, 0x93f5f5799a932462ull}, {15, 0xa129ca6149be45e5ull},
+	};
+	uint8_t key[16], message[16];
+
+	for (int i = 0; i < 16; i++)
+		key[i] = message[i] = (uint8_t)i;
+	for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++)
+		cr_assert_eq(pf_siphash(key, message, vectors[i].len), vectors[i].hash, "length %zu",
+			     vectors[i].len);
+}

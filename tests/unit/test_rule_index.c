@@ -10,16 +10,7 @@
 #include <time.h>
 
 #include "policy.h"
-
-static uint64_t rng_state;
-
-static uint32_t next_random(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (uint32_t)(rng_state >> 16);
-}
+#include "test_random.h"
 
 /* Addresses come from a few bases so that rules nest, share prefixes and
  * meet the destinations drawn next to them. */
@@ -107,10 +98,7 @@ static void free_app(struct pf_app *app)
 
 Test(rule_index, decides_as_the_linear_scan)
 {
-	/* A new seed each run, printed on failure; PF_TEST_SEED replays one. */
-	const char *replay = getenv("PF_TEST_SEED");
-	rng_state = replay ? strtoull(replay, NULL, 0) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
-	uint64_t seed = rng_state;
+	uint64_t seed = seed_random(); /* printed on failure */
 	unsigned permitted = 0, refused = 0;
 
 	for (int policy = 0; policy < 3000; policy++) {

@@ -1,0 +1,323 @@
+/* Loading, configuring and attaching one app's BPF programs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+
+#include "algorithm.h"
+#include "loader.h"
+#include "loader_internal.h"
+#include "portfence.skel.h"
+#include "state.h"
+
+static void say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t len, const char *fmt, ...)
+{
+	va_list args;
+
+	if (!why || !len)
+		return;
+	va_start(args, fmt);
+	vsnprintf(why, len, fmt, args);
+	va_end(args);
+}
+
+/* libbpf's own messages are kept for the one line we print: the last
+ * warning it gave is usually why a load failed. */
+static char libbpf_last[512];
+static int keep_libbpf_message(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	if (level == LIBBPF_WARN) {
+		vsnprintf(libbpf_last, sizeof(libbpf_last), fmt, args);
+		libbpf_last[strcspn(libbpf_last, "\n")] = '\0';
+	}
+	return 0;
+}
+
+const char *pf_bpf_unavailable(char *why, size_t len)
+{
+	struct utsname host;
+	char mount_point[PATH_MAX];
+	int major = 0, minor = 0;
+
+	if (geteuid() != 0) {
+		say(why, len, "the BPF backend needs root (CAP_BPF and CAP_SYS_ADMIN)");
+		return why;
+	}
+	if (uname(&host) == 0 && sscanf(host.release, "%d.%d", &major, &minor) == 2 &&
+	    (major < 5 || (major == 5 && minor < 18))) {
+		say(why, len, "the BPF backend needs Linux >= 5.18 (this is %s)", host.release);
+		return why;
+	}
+	if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) < 0) {
+		say(why, len, "the BPF backend needs cgroup v2, and no cgroup2 hierarchy is mounted");
+		return why;
+	}
+	return NULL;
+}
+
+static int ensure_bpffs(void)
+{
+	struct statfs fs;
+
+	if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (mkdir("/sys/fs/bpf", 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0)
+		return -errno;
+	return 0;
+}
+
+static int make_dir(const char *path)
+{
+	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+const char *pf_bpf_app_name(const struct pf_bpf_app *loaded)
+{
+	return loaded->app_name;
+}
+
+/* The app's keys and counters come from its state, so that the BPF
+ * backend continues the sequences the shim's processes share. */
+static void read_state(const struct pf_policy *policy, const struct pf_app *app,
+		       struct pf_bpf_config *config, struct pf_bpf_counters *counters)
+{
+	char dir[PATH_MAX];
+	struct pf_state state;
+	uint32_t num = (uint32_t)app->range_hi - app->range_lo + 1;
+
+	if (policy->state_dir)
+		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
+	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
+		dir[0] = '\0';
+	if (dir[0] && pf_state_open(dir, app->name, num, &state) == 0) {
+		memcpy(config->hash_key, state.shared->hash_key, sizeof(config->hash_key));
+		memcpy(config->index_key, state.shared->index_key, sizeof(config->index_key));
+		counters->sequential_next = atomic_load(&state.shared->sequential_next);
+		counters->hash_next = atomic_load(&state.shared->hash_next);
+		counters->increments_next = atomic_load(&state.shared->increments_next);
+		for (int i = 0; i < PF_BPF_DH_TABLE_LEN && i < PF_DH_TABLE_LEN; i++)
+			counters->table[i] = atomic_load(&state.shared->table[i]);
+		pf_state_close(&state);
+		return;
+	}
+	pf_random_bytes(config->hash_key, sizeof(config->hash_key));
+	pf_random_bytes(config->index_key, sizeof(config->index_key));
+}
+
+static void fill_config(const struct pf_app *app, struct pf_bpf_config *config)
+{
+	config->range_lo = app->range_lo;
+	config->range_hi = app->range_hi;
+	config->algorithm = (uint32_t)app->algorithm;
+	config->protocols = (app->protocols & PF_PROTO_TCP ? PF_BPF_PROTO_TCP : 0) |
+			    (app->protocols & PF_PROTO_UDP ? PF_BPF_PROTO_UDP : 0);
+	config->audit_mode = app->mode == PF_MODE_AUDIT;
+	config->deny_explicit_bind = app->deny_explicit_bind;
+	config->udp_unbound_audit = app->udp_unbound_audit;
+	config->has_allow = app->has_allow;
+	config->increments_n = pf_random_increments_n((uint32_t)app->range_hi - app->range_lo + 1);
+}
+
+/* The host's own addresses, which a wildcard-bound socket may get as
+ * its source; loopback is handled in the programs themselves. */
+static void fill_local_addrs(struct portfence_bpf *skel)
+{
+	struct ifaddrs *list, *ifa;
+	uint32_t index = 0;
+
+	if (getifaddrs(&list) < 0)
+		return;
+	for (ifa = list; ifa && index < PF_BPF_LOCAL_ADDRS; ifa = ifa->ifa_next) {
+		struct pf_bpf_local_addr local = {0};
+		if (!ifa->ifa_addr)
+			continue;
+		if (ifa->ifa_addr->sa_family == AF_INET) {
+			const struct sockaddr_in *sin = (const void *)ifa->ifa_addr;
+			if ((ntohl(sin->sin_addr.s_addr) >> 24) == 127)
+				continue;
+			local.family = AF_INET;
+			memcpy(local.addr, &sin->sin_addr, 4);
+		} else if (ifa->ifa_addr->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *sin6 = (const void *)ifa->ifa_addr;
+			if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+				continue;
+			local.family = AF_INET6;
+			memcpy(local.addr, &sin6->sin6_addr, 16);
+		} else {
+			continue;
+		}
+		bpf_map_update_elem(bpf_map__fd(skel->maps.local_addrs), &index, &local, BPF_ANY);
+		index++;
+	}
+	freeifaddrs(list);
+}
+
+int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
+			 const struct pf_app *app, char *why, size_t len)
+{
+	struct pf_bpf_config config = {0};
+	struct pf_bpf_counters counters = {0};
+	uint32_t zero = 0;
+
+	read_state(policy, app, &config, &counters);
+	fill_config(app, &config);
+	const char *log_override = secure_getenv("PORTFENCE_LOG");
+	config.records = policy->log_file || policy->log_syslog || (log_override && log_override[0]);
+	if (bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.config), &zero, &config, BPF_ANY) < 0) {
+		say(why, len, "cannot configure app '%s': %s", app->name, strerror(errno));
+		return -errno;
+	}
+	if (!loaded->counters_shared)
+		bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &counters, BPF_ANY);
+	fill_local_addrs(loaded->skel);
+	return pf_bpf_fill_rules(loaded, app, why, len);
+}
+
+/* The maps a loaded app shares with its other loads through pins. */
+static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
+{
+	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
+				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
+				  skel->maps.port_users, NULL};
+	return maps[i];
+}
+
+static int share_maps(struct pf_bpf_app *loaded, bool *reused)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	*reused = false;
+	for (int i = 0; shared_maps(loaded->skel, i); i++) {
+		struct bpf_map *map = shared_maps(loaded->skel, i);
+		snprintf(path, sizeof(path), "%s/%s/%s", PF_BPF_PIN_ROOT, loaded->app_name, bpf_map__name(map));
+		int fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		rc = bpf_map__reuse_fd(map, fd);
+		close(fd);
+		if (rc < 0)
+			return rc;
+		*reused = true;
+	}
+	return 0;
+}
+
+static int pin_maps(struct pf_bpf_app *loaded)
+{
+	char path[PATH_MAX];
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, loaded->app_name);
+	if ((rc = make_dir(PF_BPF_PIN_ROOT)) < 0 || (rc = make_dir(path)) < 0)
+		return rc;
+	for (int i = 0; shared_maps(loaded->skel, i); i++) {
+		struct bpf_map *map = shared_maps(loaded->skel, i);
+		snprintf(path, sizeof(path), "%s/%s/%s", PF_BPF_PIN_ROOT, loaded->app_name, bpf_map__name(map));
+		if (access(path, F_OK) == 0)
+			continue;
+		if ((rc = bpf_map__pin(map, path)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Every exec is noted, so that a record drained after its process is
+ * gone still names the program.  Pinned, one such program serves all
+ * loads of the app. */
+static int watch_execs(struct pf_bpf_app *loaded, bool pinned)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s/exec", PF_BPF_PIN_ROOT, loaded->app_name);
+	if (pinned && access(path, F_OK) == 0)
+		return 0;
+	loaded->exec_link = bpf_program__attach(loaded->skel->progs.pf_exec);
+	if (!loaded->exec_link)
+		return -errno;
+	return pinned ? bpf_link__pin(loaded->exec_link, path) : 0;
+}
+
+int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
+		    struct pf_bpf_app **out, char *why, size_t len)
+{
+	struct pf_bpf_app *loaded = calloc(1, sizeof(*loaded));
+	int rc;
+
+	*out = NULL;
+	libbpf_set_print(keep_libbpf_message);
+	if (loaded)
+		loaded->algorithm_name = pf_algorithm_name(app->algorithm);
+	if (!loaded || !(loaded->app_name = strdup(app->name))) {
+		free(loaded);
+		say(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	if (share_pinned && (rc = ensure_bpffs()) < 0) {
+		say(why, len, "cannot mount bpffs at /sys/fs/bpf: %s", strerror(-rc));
+		goto fail;
+	}
+	loaded->skel = portfence_bpf__open();
+	if (!loaded->skel) {
+		rc = -errno;
+		say(why, len, "BPF refused: cannot open the programs: %s", strerror(errno));
+		goto fail;
+	}
+	if ((rc = pf_bpf_size_rules(loaded, app, why, len)) < 0)
+		goto fail;
+	if (share_pinned && (rc = share_maps(loaded, &loaded->counters_shared)) < 0) {
+		say(why, len, "cannot reuse the pinned maps of app '%s': %s", app->name, strerror(-rc));
+		goto fail;
+	}
+	libbpf_last[0] = '\0';
+	if ((rc = portfence_bpf__load(loaded->skel)) < 0) {
+		say(why, len, "BPF refused: the kernel did not load the programs (%s)%s%s", strerror(-rc),
+		    libbpf_last[0] ? ": " : "", libbpf_last);
+		goto fail;
+	}
+	if ((rc = pf_bpf_app_configure(loaded, policy, app, why, len)) < 0)
+		goto fail;
+	if (share_pinned && (rc = pin_maps(loaded)) < 0) {
+		say(why, len, "cannot pin the maps of app '%s' under %s: %s", app->name, PF_BPF_PIN_ROOT,
+		    strerror(-rc));
+		goto fail;
+	}
+	if ((rc = watch_execs(loaded, share_pinned)) < 0) {
+		say(why, len, "cannot watch exec for app '%s': %s", app->name, strerror(-rc));
+		goto fail;
+	}
+	*out = loaded;
+	return 0;
+fail:
+	pf_bpf_app_free(loaded);
+	return rc < 0 ? rc : -EINVAL;
+}
+
+void pf_bpf_app_free(struct pf_bpf_app *loaded)
+{
+	if (!loaded)
+		return;
+	if (loaded->ring)
+		ring_buffer__free(loaded->ring);
+	bpf_link__destroy(loaded->exec_link);
+	portfence_bpf__destroy(loaded->skel);
+	free(loaded->app_name);
+	free(loaded);
+}

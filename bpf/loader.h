@@ -1,0 +1,63 @@
+/* The BPF backend's user-space side: loads one app's programs, fills
+ * their maps from the policy and the app's state, attaches them to
+ * cgroups, and turns what the programs report into audit records. */
+#ifndef PORTFENCE_BPF_LOADER_H
+#define PORTFENCE_BPF_LOADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cgroup.h"
+#include "policy.h"
+
+/* Where attachments are pinned: PF_BPF_PIN_ROOT/APP/ holds the app's
+ * maps, PF_BPF_PIN_ROOT/APP/NAME/ the links of one cgroup (NAME: the
+ * cgroup's path under the cgroup v2 mount, '%' as %25 and '/' as %2F). */
+#define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
+
+struct pf_bpf_app;
+struct pf_bpf_attachment;
+
+/* Why the backend cannot be used here, in one line, or NULL when it can
+ * be tried: root, cgroup v2, Linux >= 5.18. */
+const char *pf_bpf_unavailable(char *why, size_t len);
+
+
+/* Loads app's programs.  With share_pinned, the app's pinned maps (its
+ * counters, its records) are used when present, and pinned when not. */
+int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
+		    struct pf_bpf_app **out, char *why, size_t len);
+/* Writes the app's configuration and rules again (SIGHUP). */
+int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
+			 const struct pf_app *app, char *why, size_t len);
+void pf_bpf_app_free(struct pf_bpf_app *loaded);
+const char *pf_bpf_app_name(const struct pf_bpf_app *loaded);
+
+/* Attaches every program to the cgroup; with pin, the links are pinned
+ * so that they outlive the process.  All or nothing. */
+int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+		  bool pin, struct pf_bpf_attachment **out, char *why, size_t len);
+/* Forgets the links, leaving them attached through their pins. */
+void pf_bpf_attachment_release(struct pf_bpf_attachment *attachment);
+/* Removes app_name's pinned maps when no cgroup of it is left. */
+void pf_bpf_forget_app_if_unused(const char *app_name);
+/* Detaches and forgets the links (and their pins). */
+void pf_bpf_detach(struct pf_bpf_attachment *attachment);
+/* The links of a cgroup pinned for app_name (all apps when NULL):
+ * detached and unpinned.  Returns how many apps were detached, or
+ * -errno. */
+int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative);
+/* Whether the cgroup an attachment was made to still exists as it was
+ * (a re-created cgroup is a new one, which the links do not reach). */
+bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment);
+
+/* Records: drained from the programs' ring buffer and appended to the
+ * log, many per write(2). */
+struct pf_record_sink;
+struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog);
+void pf_record_sink_close(struct pf_record_sink *sink);
+/* Drains what the app's programs reported; the number of records. */
+int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink);
+
+#endif

@@ -1,0 +1,31 @@
+/* Inside the loader: what one loaded app holds. */
+#ifndef PORTFENCE_BPF_LOADER_INTERNAL_H
+#define PORTFENCE_BPF_LOADER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loader.h"
+#include "portfence_api.h"
+
+struct portfence_bpf;
+struct ring_buffer;
+struct bpf_link;
+
+struct pf_bpf_app {
+	char *app_name;
+	const char *algorithm_name;
+	struct portfence_bpf *skel;
+	bool counters_shared;	/* the pinned counters of an earlier load */
+	struct ring_buffer *ring;
+	struct bpf_link *exec_link;	/* NULL: a pinned one serves */
+	struct pf_record_sink *draining_to;
+	int drained;
+};
+
+/* The rule tries: sized before the load, filled after it. */
+int pf_bpf_size_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);
+int pf_bpf_fill_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);
+
+
+#endif

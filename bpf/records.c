@@ -1,0 +1,276 @@
+/* What the programs report, drained in batches from their ring buffer
+ * and appended to the app's log as the shim's records are, plus comm and
+ * cgroup. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "loader_internal.h"
+#include "portfence.skel.h"
+#include "record.h"
+
+#define BATCH_BYTES 65536
+/* kernfs file handles (cgroups) carry the 64-bit cgroup id. */
+#define FILEID_KERNFS 0xfe
+
+struct pf_record_sink {
+	char *path;		/* NULL: stderr */
+	int fd;
+	dev_t dev;
+	ino_t ino;
+	time_t checked;
+	bool syslog;
+	int cgroup_mount_fd;
+	size_t cgroup_mount_len;
+	char batch[BATCH_BYTES];
+	size_t used;
+	/* Recently seen cgroups and processes, resolved once. */
+	struct { uint64_t id; char path[256]; } cgroups[32];
+	struct { uint32_t pid; char exe[PATH_MAX]; } exes[32];
+	unsigned next_cgroup, next_exe;
+};
+
+/* The log is the policy's, written by root: it must not be a file that
+ * others could have planted or can write. */
+static int open_log(struct pf_record_sink *sink)
+{
+	struct stat info;
+	int fd = open(sink->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+
+	if (fd < 0) {
+		fprintf(stderr, "portfence: cannot open log %s: %s\n", sink->path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &info) < 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
+	    (info.st_mode & S_IWOTH)) {
+		fprintf(stderr, "portfence: log %s is not a regular file of ours that only we may write; "
+				"no records written there\n", sink->path);
+		close(fd);
+		return -1;
+	}
+	sink->dev = info.st_dev;
+	sink->ino = info.st_ino;
+	return fd;
+}
+
+struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog)
+{
+	struct pf_record_sink *sink = calloc(1, sizeof(*sink));
+	char mount_point[PATH_MAX];
+
+	if (!sink)
+		return NULL;
+	sink->fd = -1;
+	sink->syslog = to_syslog;
+	sink->cgroup_mount_fd = -1;
+	if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) == 0) {
+		sink->cgroup_mount_fd = open(mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		sink->cgroup_mount_len = strlen(mount_point);
+	}
+	if (log_path && strcmp(log_path, "-") == 0) {
+		sink->fd = STDERR_FILENO;
+	} else if (log_path) {
+		sink->path = strdup(log_path);
+		sink->fd = sink->path ? open_log(sink) : -1;
+		sink->checked = time(NULL);
+	}
+	if (to_syslog)
+		openlog("portfence", LOG_PID, LOG_AUTH);
+	return sink;
+}
+
+/* A log renamed or removed (logrotate) is followed within a second. */
+static void follow_rotation(struct pf_record_sink *sink)
+{
+	struct stat now;
+	time_t second = time(NULL);
+
+	if (!sink->path || second == sink->checked)
+		return;
+	sink->checked = second;
+	if (sink->fd >= 0 && stat(sink->path, &now) == 0 && now.st_dev == sink->dev && now.st_ino == sink->ino)
+		return;
+	if (sink->fd >= 0)
+		close(sink->fd);
+	sink->fd = open_log(sink);
+}
+
+/* Whole records only: a batch ends at a record's end, and a short write
+ * (a full disk) drops the rest rather than glue a later record to a
+ * partial one. */
+static void flush(struct pf_record_sink *sink)
+{
+	follow_rotation(sink);
+	if (sink->fd >= 0 && sink->used) {
+		ssize_t written = write(sink->fd, sink->batch, sink->used);
+		if (written >= 0 && (size_t)written < sink->used) {
+			ssize_t newline = write(sink->fd, "\n", 1);
+			(void)newline;
+		}
+	}
+	sink->used = 0;
+}
+
+void pf_record_sink_close(struct pf_record_sink *sink)
+{
+	if (!sink)
+		return;
+	flush(sink);
+	if (sink->fd > STDERR_FILENO)
+		close(sink->fd);
+	if (sink->cgroup_mount_fd >= 0)
+		close(sink->cgroup_mount_fd);
+	if (sink->syslog)
+		closelog();
+	free(sink->path);
+	free(sink);
+}
+
+/* The cgroup's path as /proc/PID/cgroup shows it ("/portfence/web-42"). */
+static const char *cgroup_path(struct pf_record_sink *sink, uint64_t id)
+{
+	struct { struct file_handle head; uint64_t id; } handle = {
+		.head = {.handle_bytes = sizeof(uint64_t), .handle_type = FILEID_KERNFS}, .id = id};
+	char link[64], target[PATH_MAX];
+
+	for (unsigned i = 0; i < 32; i++)
+		if (sink->cgroups[i].id == id && sink->cgroups[i].path[0])
+			return sink->cgroups[i].path;
+	if (sink->cgroup_mount_fd < 0)
+		return "";
+	int fd = open_by_handle_at(sink->cgroup_mount_fd, &handle.head, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return "";
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	close(fd);
+	if (n <= 0)
+		return "";
+	target[n] = '\0';
+	unsigned slot = sink->next_cgroup++ % 32;
+	const char *rest = (size_t)n >= sink->cgroup_mount_len ? target + sink->cgroup_mount_len : target;
+	if ((size_t)snprintf(sink->cgroups[slot].path, sizeof(sink->cgroups[slot].path), "%s",
+			     rest[0] ? rest : "/") >= sizeof(sink->cgroups[slot].path))
+		return "";
+	sink->cgroups[slot].id = id;
+	return sink->cgroups[slot].path;
+}
+
+/* The program's path, read when the record is drained; a process gone
+ * by then leaves it empty (comm still names it). */
+static const char *exe_path(struct pf_record_sink *sink, const struct pf_bpf_app *loaded, uint32_t pid)
+{
+	char link[64];
+	struct pf_bpf_exe noted;
+
+	for (unsigned i = 0; i < 32; i++)
+		if (sink->exes[i].pid == pid && sink->exes[i].exe[0])
+			return sink->exes[i].exe;
+	unsigned slot = sink->next_exe++ % 32;
+	char *exe = sink->exes[slot].exe;
+	snprintf(link, sizeof(link), "/proc/%u/exe", pid);
+	ssize_t n = readlink(link, exe, sizeof(sink->exes[slot].exe) - 1);
+	exe[n > 0 ? n : 0] = '\0';
+	if (n <= 0 && bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.exes), &pid, &noted) == 0) {
+		noted.path[sizeof(noted.path) - 1] = '\0';
+		snprintf(exe, sizeof(sink->exes[slot].exe), "%s", noted.path);
+	}
+	sink->exes[slot].pid = pid;
+	return exe;
+}
+
+static void to_sockaddr(int family, const uint32_t addr[4], uint16_t port, struct sockaddr_storage *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)out;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, addr, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, addr, 16);
+	}
+}
+
+/* The programs stamp CLOCK_MONOTONIC; the record wants the wall clock. */
+static struct timespec wall_time(uint64_t monotonic_ns)
+{
+	struct timespec mono, real;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	clock_gettime(CLOCK_REALTIME, &real);
+	int64_t age = (int64_t)mono.tv_sec * 1000000000 + mono.tv_nsec - (int64_t)monotonic_ns;
+	int64_t when = (int64_t)real.tv_sec * 1000000000 + real.tv_nsec - (age > 0 ? age : 0);
+	return (struct timespec){.tv_sec = when / 1000000000, .tv_nsec = when % 1000000000};
+}
+
+static const enum pf_event event_of[] = {
+	[PF_BPF_ASSIGN] = PF_EVENT_ASSIGN, [PF_BPF_DENY] = PF_EVENT_DENY,
+	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
+};
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	struct pf_bpf_app *loaded = ctx;
+	struct pf_record_sink *sink = loaded->draining_to;
+	const struct pf_bpf_record *r = data;
+	struct sockaddr_storage local, remote;
+	char comm[sizeof(r->comm) + 1] = "";
+
+	if (size < sizeof(*r) || r->event > PF_BPF_AUDIT)
+		return 0;
+	memcpy(comm, r->comm, sizeof(r->comm));
+	to_sockaddr(r->family, r->local_addr, r->local_port, &local);
+	to_sockaddr(r->family, r->remote_addr, r->remote_port, &remote);
+	struct timespec when = wall_time(r->monotonic_ns);
+	struct pf_record_fields fields = {
+		.when = &when, .event = event_of[r->event], .app = loaded->app_name, .pid = r->pid,
+		.exe = exe_path(sink, loaded, r->pid), .udp = r->udp, .family = r->family,
+		.local = (struct sockaddr *)&local, .remote = (struct sockaddr *)&remote,
+		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
+		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
+	};
+	char line[4096 + PATH_MAX];
+	size_t n = pf_record_format(&fields, line, sizeof(line));
+	if (!n)
+		return 0;
+	if (sink->used + n > sizeof(sink->batch))
+		flush(sink);
+	memcpy(sink->batch + sink->used, line, n);
+	sink->used += n;
+	if (sink->syslog)
+		syslog(r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING,
+		       "%.*s", (int)n - 1, line);
+	loaded->drained++;
+	return 0;
+}
+
+int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
+{
+	if (!sink)
+		return 0;
+	if (!loaded->ring) {
+		loaded->ring = ring_buffer__new(bpf_map__fd(loaded->skel->maps.records), on_record, loaded, NULL);
+		if (!loaded->ring)
+			return -errno;
+	}
+	loaded->draining_to = sink;
+	loaded->drained = 0;
+	ring_buffer__consume(loaded->ring);
+	flush(sink);
+	return loaded->drained;
+}

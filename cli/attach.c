@@ -1,0 +1,104 @@
+/* portfence attach / detach: an existing cgroup confined by an app's
+ * programs, pinned so that the confinement outlives the command. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf_cli.h"
+#include "cli.h"
+
+int cmd_attach(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'}, {"app", required_argument, NULL, 'a'}, {0}};
+	const char *config = NULL, *app_name = NULL;
+	char why[1024], full[PATH_MAX], relative[PATH_MAX];
+	struct stat info;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+		if (opt == 'c')
+			config = optarg;
+		else if (opt == 'a')
+			app_name = optarg;
+		else
+			return usage_error("attach: unknown option");
+	}
+	if (!app_name || optind + 1 != argc)
+		return usage_error("attach needs -a APP and one CGROUP");
+	if (pf_bpf_unavailable(why, sizeof(why)))
+		return bpf_cli_refuse(why);
+	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0 ||
+	    stat(full, &info) < 0 || !S_ISDIR(info.st_mode)) {
+		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
+		return bpf_cli_refuse(why);
+	}
+	struct pf_policy policy;
+	if (bpf_cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+		return 1;
+	const struct pf_app *app = bpf_cli_find_app(&policy, app_name);
+	int status = app ? bpf_cli_attach_pinned(&policy, app, full, relative) : 1;
+	pf_policy_free(&policy);
+	if (status == 0)
+		printf("portfence: %s attached to %s\n", app_name, relative[0] ? relative : "/");
+	return status;
+}
+
+/* Attaches app to a cgroup, pinned, replacing an attachment of the same
+ * app there; 0, or 1 after the one-line reason. */
+int bpf_cli_attach_pinned(const struct pf_policy *policy, const struct pf_app *app, const char *full,
+			  const char *relative)
+{
+	char why[1024];
+	struct pf_bpf_app *loaded = NULL;
+	struct pf_bpf_attachment *attachment = NULL;
+
+	if (pf_bpf_app_load(policy, app, true, &loaded, why, sizeof(why)) < 0 ||
+	    pf_bpf_attach(loaded, full, relative, true, &attachment, why, sizeof(why)) < 0) {
+		pf_bpf_app_free(loaded);
+		pf_bpf_forget_app_if_unused(app->name);
+		return bpf_cli_refuse(why);
+	}
+	pf_bpf_attachment_release(attachment);
+	pf_bpf_app_free(loaded);
+	return 0;
+}
+
+int cmd_detach(int argc, char **argv)
+{
+	static const struct option options[] = {{"app", required_argument, NULL, 'a'}, {0}};
+	const char *app_name = NULL;
+	char why[1024], full[PATH_MAX], relative[PATH_MAX];
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "+a:", options, NULL)) != -1) {
+		if (opt == 'a')
+			app_name = optarg;
+		else
+			return usage_error("detach: unknown option");
+	}
+	if (optind + 1 != argc)
+		return usage_error("detach needs one CGROUP");
+	if (geteuid() != 0)
+		return bpf_cli_refuse("the BPF backend needs root (CAP_BPF and CAP_SYS_ADMIN)");
+	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0) {
+		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
+		return bpf_cli_refuse(why);
+	}
+	int detached = pf_bpf_detach_pinned(app_name, relative);
+	if (detached < 0) {
+		snprintf(why, sizeof(why), "cannot read %s: %s", PF_BPF_PIN_ROOT, strerror(-detached));
+		return bpf_cli_refuse(why);
+	}
+	if (detached == 0) {
+		snprintf(why, sizeof(why), "%s%s%s is not attached to %s", app_name ? "app " : "",
+			 app_name ? app_name : "no app", "", argv[optind]);
+		return bpf_cli_refuse(why);
+	}
+	printf("portfence: detached %s from %s\n", app_name ? app_name : "every app", relative[0] ? relative : "/");
+	return 0;
+}

@@ -1,0 +1,69 @@
+/* Where cgroups are: the cgroup v2 mount and paths under it, for the BPF
+ * backend, the tool and the benchmark. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cgroup.h"
+
+int pf_cgroup2_mount(char *buf, size_t len)
+{
+	FILE *mounts = fopen("/proc/self/mountinfo", "re");
+	char line[4096];
+	int rc = -ENOENT;
+
+	if (!mounts)
+		return -errno;
+	while (rc != 0 && fgets(line, sizeof(line), mounts)) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE ... */
+		char mount_point[PATH_MAX], *dash = strstr(line, " - ");
+		if (!dash || strncmp(dash + 3, "cgroup2 ", 8) != 0)
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mount_point) == 1 &&
+		    (size_t)snprintf(buf, len, "%s", mount_point) < len)
+			rc = 0;
+	}
+	fclose(mounts);
+	return rc;
+}
+
+int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *relative,
+		      size_t relative_len)
+{
+	char mount_point[PATH_MAX];
+	int rc = pf_cgroup2_mount(mount_point, sizeof(mount_point));
+	size_t mount_len = strlen(mount_point);
+
+	if (rc < 0)
+		return rc;
+	const char *rest = cgroup;
+	if (strncmp(cgroup, mount_point, mount_len) == 0 && (cgroup[mount_len] == '/' || !cgroup[mount_len]))
+		rest = cgroup + mount_len;
+	while (*rest == '/')
+		rest++;
+	if (strstr(rest, "..") || (size_t)snprintf(relative, relative_len, "%s", rest) >= relative_len)
+		return -EINVAL;
+	size_t rel_len = strlen(relative);
+	while (rel_len && relative[rel_len - 1] == '/')
+		relative[--rel_len] = '\0';
+	if ((size_t)snprintf(full, full_len, "%s%s%s", mount_point, rel_len ? "/" : "", relative) >= full_len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The pin directory's name for a cgroup: its relative path with '%' as
+ * %25 and '/' as %2F (bpffs names cannot hold '/'). */
+void pf_cgroup_pin_name(const char *relative, char *out, size_t len)
+{
+	size_t n = 0;
+
+	for (const char *p = relative; *p && n + 4 < len; p++) {
+		if (*p == '%' || *p == '/') {
+			n += (size_t)snprintf(out + n, len - n, "%%%02X", (unsigned char)*p);
+		} else {
+			out[n++] = *p;
+		}
+	}
+	out[n] = '\0';
+}

@@ -1,0 +1,3 @@
+module portfence.test/goclient
+
+go 1.19
