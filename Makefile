@@ -9,7 +9,10 @@ DESTDIR  ?=
 CFLAGS   ?= -O2 -g
 
 LIBDIR_INSTALLED = $(PREFIX)/lib/portfence
-ALL_CFLAGS = -std=gnu11 -Wall -Wextra -Werror $(CFLAGS) -fPIC -fvisibility=hidden \
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+ALL_CFLAGS = -std=gnu11 -Wall -Wextra -Werror $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden \
              -D_GNU_SOURCE -Ipolicy -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
 ALL_LDFLAGS = $(LDFLAGS)
 ifneq ($(SANITIZE),)
@@ -60,7 +63,7 @@ HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe 
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
              $(BUILD)/bpf-uring-client
 
-.PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay
+.PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
 all: build-deps
 	@$(MAKE) --no-print-directory $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
 
@@ -191,12 +194,15 @@ integration: deps all $(INTEG) $(HELPERS)
 	PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 
 # The benchmark's smoke run comes first, so that the last line printed is
-# Criterion's synthesis.  No test fails on a timing.
+# Criterion's synthesis.  No test fails on a timing.  The Debian package
+# test (a package build, lintian, dpkg -i and -r) runs in the normal
+# build only.
 ifeq ($(findstring thread,$(SANITIZE)),)
 test: deps all $(UNIT) $(INTEG) $(HELPERS)
 	$(TEST_ENV) $(BENCH) --quick --out $(BUILD)/bench-quick.json > /dev/null
 	$(TEST_ENV) $(MAKE) --no-print-directory fuzz-replay
 	$(TEST_ENV) $(UNIT) --jobs 2
+	$(if $(SANITIZE),,$(MAKE) --no-print-directory deb-test)
 	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 else
 # Criterion cannot run under TSan (its arena mapping is refused), so the
@@ -213,15 +219,47 @@ demo: deps all
 bench: all
 	$(BENCH) --out $(BUILD)/bench.json
 
+# dist/ names the Debian paths (/usr/bin, /usr/lib/portfence): they are
+# rewritten for PREFIX.
+DIST_PATHS = sed -e 's|/usr/bin/portfence|$(PREFIX)/bin/portfence|g' \
+  -e 's|/usr/lib/portfence|$(LIBDIR_INSTALLED)|g'
+DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/portfence
+
 install: $(SHIM) $(TOOL)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR_INSTALLED) \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
-	  $(DESTDIR)$(PREFIX)/share/doc/portfence
+	  $(DOCDIR)/examples/systemd $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
+	  $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR)
 	install -m 0755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/portfence
 	install -m 0644 $(SHIM) $(DESTDIR)$(LIBDIR_INSTALLED)/libportfence.so
 	install -m 0644 man/portfence.1 $(DESTDIR)$(PREFIX)/share/man/man1/portfence.1
 	install -m 0644 man/portfence.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/portfence.conf.5
-	install -m 0644 example.conf $(DESTDIR)$(PREFIX)/share/doc/portfence/example.conf
+	install -m 0644 example.conf $(DOCDIR)/example.conf
+	install -m 0644 dist/logrotate.d/portfence $(DESTDIR)$(SYSCONFDIR)/logrotate.d/portfence
+	$(DIST_PATHS) dist/portfence.service > $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
+	install -m 0644 dist/bash-completion/portfence $(DESTDIR)$(BASHCOMPDIR)/portfence
+	for f in dist/systemd/*.conf; do \
+	  $(DIST_PATHS) $$f > $(DOCDIR)/examples/systemd/$${f##*/} && chmod 0644 $(DOCDIR)/examples/systemd/$${f##*/} || exit 1; \
+	done
+
+# The Debian package, built from a copy of the tree under $(BUILD)/deb
+# (dpkg-buildpackage writes its outputs to the parent directory), then
+# copied to $(BUILD)/.
+DEB_STAGE = $(BUILD)/deb
+deb:
+	@sh tests/install-deps.sh deb
+	rm -rf $(DEB_STAGE) && mkdir -p $(DEB_STAGE)/portfence
+	tar -c --exclude=./build --exclude=./.git . | tar -x -C $(DEB_STAGE)/portfence
+	cd $(DEB_STAGE)/portfence && dpkg-buildpackage -us -uc -b
+	rm -f $(BUILD)/portfence_*.deb
+	cp $(DEB_STAGE)/portfence_*.deb $(BUILD)/
+	@ls $(BUILD)/portfence_*.deb
+
+# Builds the package, checks it with lintian, installs it, uses it and
+# removes it (root; run by `make test`).
+deb-test:
+	sh tests/deb-test.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -51,6 +51,9 @@ double median(double *values, int count);
 /* The worker's first number, and up to two more in extra[]. */
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2]);
 int run_all_measures(void);
+/* Median seconds of `portfence status --json` with about `sockets`
+ * sockets open in the policy's ranges (*opened: how many), or -1. */
+double bench_status_seconds(int sockets, int *opened);
 /* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
 void measure_bpf(FILE *json, bool first);
 

@@ -10,6 +10,7 @@
 int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 /* Prints message (if any) and the usage to stderr; returns EXIT_USAGE. */
 int usage_error(const char *message);

@@ -12,7 +12,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -140,4 +142,141 @@ enum pf_tuple_use pf_tcp_tuple_use(const struct sockaddr *local, const struct so
 		syscall(SYS_close, fd);
 	errno = saved;
 	return use;
+}
+
+/* ---- dump of the sockets in port ranges ---- */
+/* For the tool only (never called inside the shim): plain libc calls. */
+
+/* One block per range, walked in order: S_GE lo (no: next block), S_LE
+ * hi (no: next block), then a JMP to the end, which accepts.  The last
+ * block's "no" jumps past the end, which rejects.  The kernel's audit
+ * follows the "yes" path and accepts a "no" only onto an op it passes
+ * through, hence the linear layout and the JMP rather than a jump from
+ * S_LE straight to the end. */
+#define BLOCK_LEN (5 * sizeof(struct inet_diag_bc_op))
+#define MAX_DUMP_RANGES 2048
+
+static size_t build_port_filter(const struct pf_port_range *ranges, size_t count,
+				struct inet_diag_bc_op *ops)
+{
+	size_t total = count * BLOCK_LEN;
+
+	for (size_t i = 0; i < count; i++) {
+		struct inet_diag_bc_op *block = ops + i * (BLOCK_LEN / sizeof(*ops));
+		size_t at = i * BLOCK_LEN;
+		bool last = i + 1 == count;
+		/* From an op at offset op_at, the next block, or past the end. */
+#define MISS(op_at) (unsigned short)(last ? total - (op_at) + 4 : at + BLOCK_LEN - (op_at))
+		block[0] = (struct inet_diag_bc_op){INET_DIAG_BC_S_GE, 8, MISS(at)};
+		block[1] = (struct inet_diag_bc_op){INET_DIAG_BC_NOP, 0, ranges[i].lo};
+		block[2] = (struct inet_diag_bc_op){INET_DIAG_BC_S_LE, 8, MISS(at + 8)};
+		block[3] = (struct inet_diag_bc_op){INET_DIAG_BC_NOP, 0, ranges[i].hi};
+		block[4] = (struct inet_diag_bc_op){INET_DIAG_BC_JMP, 4,
+						    (unsigned short)(total - (at + 16))};
+#undef MISS
+	}
+	return total;
+}
+
+struct dump_request {
+	struct nlmsghdr header;
+	struct inet_diag_req_v2 body;
+	struct nlattr filter_attr;
+	struct inet_diag_bc_op filter[MAX_DUMP_RANGES * (BLOCK_LEN / sizeof(struct inet_diag_bc_op))];
+};
+
+static void entry_from_msg(const struct inet_diag_msg *msg, uint8_t protocol,
+			   struct pf_socket_entry *entry)
+{
+	size_t addr_len = msg->idiag_family == AF_INET ? 4 : 16;
+
+	memset(entry, 0, sizeof(*entry));
+	entry->family = msg->idiag_family;
+	entry->protocol = protocol;
+	entry->state = msg->idiag_state;
+	entry->local_port = ntohs(msg->id.idiag_sport);
+	entry->remote_port = ntohs(msg->id.idiag_dport);
+	memcpy(entry->local_addr, msg->id.idiag_src, addr_len);
+	memcpy(entry->remote_addr, msg->id.idiag_dst, addr_len);
+	entry->inode = msg->idiag_inode;
+	entry->uid = msg->idiag_uid;
+}
+
+/* Reads the answers to one dump up to NLMSG_DONE: 1 when done, 0 to
+ * read on, or -errno. */
+static int read_dump(int fd, char *buf, size_t buf_len, uint8_t protocol,
+		     pf_socket_visit visit, void *ctx)
+{
+	ssize_t n = recv(fd, buf, buf_len, 0);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+		if (h->nlmsg_type == NLMSG_DONE)
+			return 1;
+		if (h->nlmsg_type == NLMSG_ERROR) {
+			const struct nlmsgerr *error = NLMSG_DATA(h);
+			return error->error ? error->error : 1;
+		}
+		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+		    h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+			continue;
+		struct pf_socket_entry entry;
+		entry_from_msg(NLMSG_DATA(h), protocol, &entry);
+		visit(&entry, ctx);
+	}
+	return 0;
+}
+
+static int dump_one(int fd, struct dump_request *req, size_t filter_len, uint8_t family,
+		    uint8_t protocol, pf_socket_visit visit, void *ctx)
+{
+	static char buf[64 * 1024] __attribute__((aligned(8)));
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	size_t len = offsetof(struct dump_request, filter) + filter_len;
+
+	req->header.nlmsg_len = (uint32_t)len;
+	req->header.nlmsg_seq++;
+	req->body.sdiag_family = family;
+	req->body.sdiag_protocol = protocol;
+	if (sendto(fd, req, len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) != (ssize_t)len)
+		return -errno;
+	int rc;
+	while ((rc = read_dump(fd, buf, sizeof(buf), protocol, visit, ctx)) == 0)
+		;
+	/* No diag module for this protocol here: nothing of it to show. */
+	if (rc == -ENOENT || rc == -EOPNOTSUPP)
+		return 0;
+	return rc < 0 ? rc : 0;
+}
+
+int pf_sockdiag_dump_ports(const struct pf_port_range *ranges, size_t count,
+			   pf_socket_visit visit, void *ctx)
+{
+	static const uint8_t families[] = {AF_INET, AF_INET6};
+	static const uint8_t protocols[] = {IPPROTO_TCP, IPPROTO_UDP};
+
+	if (count == 0)
+		return 0;
+	if (count > MAX_DUMP_RANGES)
+		return -E2BIG;
+	struct dump_request *req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	size_t filter_len = build_port_filter(ranges, count, req->filter);
+	req->header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req->header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req->body.idiag_states = ~0u;
+	req->filter_attr.nla_type = INET_DIAG_REQ_BYTECODE;
+	req->filter_attr.nla_len = (uint16_t)(NLA_HDRLEN + filter_len);
+
+	int rc = 0, fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		rc = -errno;
+	for (size_t f = 0; fd >= 0 && rc == 0 && f < 2; f++)
+		for (size_t p = 0; rc == 0 && p < 2; p++)
+			rc = dump_one(fd, req, filter_len, families[f], protocols[p], visit, ctx);
+	if (fd >= 0)
+		close(fd);
+	free(req);
+	return rc;
 }

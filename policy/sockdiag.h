@@ -4,6 +4,8 @@
 #define PORTFENCE_SOCKDIAG_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* What connect() from local to remote would meet. */
@@ -21,5 +23,31 @@ enum pf_tuple_use {
  * on a socket of its own when netlink_fd is -1. */
 enum pf_tuple_use pf_tcp_tuple_use(const struct sockaddr *local, const struct sockaddr *remote,
 				   int netlink_fd);
+
+/* A dump of every TCP and UDP socket, IPv4 and IPv6, in any state,
+ * whose local port lies in one of the ranges: the kernel runs the port
+ * filter (INET_DIAG_REQ_BYTECODE), so sockets outside the ranges never
+ * cross into user space. */
+struct pf_port_range {
+	uint16_t lo, hi;
+};
+
+struct pf_socket_entry {
+	uint8_t family;		/* AF_INET or AF_INET6 */
+	uint8_t protocol;	/* IPPROTO_TCP or IPPROTO_UDP */
+	uint8_t state;		/* TCP_* (a connected UDP socket is TCP_ESTABLISHED) */
+	uint16_t local_port, remote_port;
+	uint8_t local_addr[16], remote_addr[16];	/* IPv4 in the first 4 bytes */
+	uint32_t inode;		/* 0 for TIME_WAIT and request sockets */
+	uint32_t uid;
+};
+
+typedef void (*pf_socket_visit)(const struct pf_socket_entry *entry, void *ctx);
+
+/* Calls visit for each socket found.  Returns 0, or -errno when the
+ * kernel could not be asked (a protocol whose diag module is missing,
+ * EINVAL/ENOENT, is skipped). */
+int pf_sockdiag_dump_ports(const struct pf_port_range *ranges, size_t count,
+			   pf_socket_visit visit, void *ctx);
 
 #endif

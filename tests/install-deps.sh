@@ -2,15 +2,20 @@
 # Installs the Debian packages that building and testing portfence need.
 # As root it installs what is missing; otherwise it prints the exact line.
 set -eu
+# What `make deb` needs: debian/control's Build-Depends and the tools.
+DEB_PACKAGES="dpkg-dev debhelper lintian libconfig-dev libjansson-dev clang libbpf-dev bpftool"
 PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
   curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
   procps groff-base libcap2-bin nginx-light apache2-utils golang-go \
-  clang libbpf-dev bpftool liburing-dev util-linux"
+  clang libbpf-dev bpftool liburing-dev util-linux \
+  prometheus logrotate systemd $DEB_PACKAGES"
 
 # `install-deps.sh build` checks only what `make` needs to compile;
-# `install-deps.sh fuzz` adds what `make fuzz` needs.
+# `install-deps.sh fuzz` adds what `make fuzz` needs; `install-deps.sh deb`
+# checks what `make deb` needs.
 [ "${1:-}" = build ] && PACKAGES="gcc make libc6-dev libconfig-dev libjansson-dev clang libbpf-dev bpftool"
 [ "${1:-}" = fuzz ] && PACKAGES="$PACKAGES clang libclang-rt-14-dev"
+[ "${1:-}" = deb ] && PACKAGES="gcc make libc6-dev $DEB_PACKAGES"
 
 missing=""
 for pkg in $PACKAGES; do

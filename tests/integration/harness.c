@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -338,10 +339,9 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 	unlink(in_path);
 }
 
-void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
-	       char *const argv[], const char *stdin_text)
+/* portfence run -c POLICY [-a APP] -- argv... into full[64]. */
+static void under_argv(char *full[64], const struct sandbox *sb, const char *app, char *const argv[])
 {
-	char *full[64];
 	int n = 0;
 	full[n++] = (char *)build_path("portfence");
 	full[n++] = "run";
@@ -355,7 +355,56 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	for (int i = 0; argv[i] && n < 63; i++)
 		full[n++] = argv[i];
 	full[n] = NULL;
+}
+
+void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
+	       char *const argv[], const char *stdin_text)
+{
+	char *full[64];
+	under_argv(full, sb, app, argv);
 	run_program(r, full, stdin_text, NULL);
+}
+
+pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
+		  const char *out_path)
+{
+	char *full[64];
+	under_argv(full, sb, app, argv);
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		/* A test that fails midway leaves no program behind. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(out, 1);
+		dup2(out, 2);
+		sanitizer_first();
+		if (getenv("PORTFENCE_TEST_PRELOAD") && getenv("PORTFENCE_TEST_PRELOAD")[0])
+			setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 1);
+		alarm(60);
+		execv(full[0], full);
+		_exit(127);
+	}
+	return pid;
+}
+
+int wait_child(pid_t pid)
+{
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool await_file(const char *path, int seconds)
+{
+	for (int i = 0; i < seconds * 100; i++) {
+		if (access(path, F_OK) == 0)
+			return true;
+		usleep(10000);
+	}
+	return access(path, F_OK) == 0;
 }
 
 json_t *audit_records(const char *log_path)
@@ -384,6 +433,18 @@ json_t *audit_find(json_t *records, const char *event, int nth)
 		const char *e = json_string_value(json_object_get(record, "event"));
 		if (e && strcmp(e, event) == 0 && nth-- == 0)
 			return record;
+	}
+	return NULL;
+}
+
+json_t *app_entry(json_t *root, const char *name)
+{
+	size_t i;
+	json_t *entry;
+	json_array_foreach(json_object_get(root, "apps"), i, entry) {
+		const char *app = json_string_value(json_object_get(entry, "app"));
+		if (app && strcmp(app, name) == 0)
+			return entry;
 	}
 	return NULL;
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define MAX_PEERS 8192
 
@@ -69,6 +70,15 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	       char *const argv[], const char *stdin_text);
 
+/* portfence run -c POLICY [-a APP] -- argv... in the background, its
+ * stdout and stderr appended to out_path; killed after 60 s. */
+pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
+		  const char *out_path);
+/* Its exit status, or 128+signal. */
+int wait_child(pid_t pid);
+/* Waits up to `seconds` for path to exist. */
+bool await_file(const char *path, int seconds);
+
 const char *build_path(const char *name);
 /* The file's text (empty if it cannot be read), cut to len - 1 bytes. */
 void read_all(const char *path, char *buf, size_t len);
@@ -83,6 +93,8 @@ void skip_if_sanitized(const char *program);
 /* Audit records of a log, as a JSON array (never NULL). */
 json_t *audit_records(const char *log_path);
 json_t *audit_find(json_t *records, const char *event, int nth);
+/* The member of root's "apps" array whose "app" is name, or NULL. */
+json_t *app_entry(json_t *root, const char *name);
 uint16_t address_port(const char *address);
 unsigned count_lines_starting(const char *text, const char *prefix);
 

@@ -180,16 +180,6 @@ static json_t *report_json(const char *log, const char *extra)
 	return root;
 }
 
-static json_t *app_entry(json_t *root, const char *name)
-{
-	size_t i;
-	json_t *entry;
-	json_array_foreach(json_object_get(root, "apps"), i, entry)
-		if (strcmp(json_string_value(json_object_get(entry, "app")), name) == 0)
-			return entry;
-	return NULL;
-}
-
 #define INT_OF(e, k) json_integer_value(json_object_get((e), (k)))
 
 Test(operator, report_counts_a_known_log)
@@ -292,7 +282,11 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	static const char *const installed[] = {
 		"opt/pf/bin/portfence", "opt/pf/lib/portfence/libportfence.so",
 		"opt/pf/share/man/man1/portfence.1", "opt/pf/share/man/man5/portfence.conf.5",
-		"opt/pf/share/doc/portfence/example.conf",
+		"opt/pf/share/doc/portfence/example.conf", "etc/logrotate.d/portfence",
+		"opt/pf/lib/systemd/system/portfence.service",
+		"opt/pf/share/bash-completion/completions/portfence",
+		"opt/pf/share/doc/portfence/examples/systemd/shim-dropin.conf",
+		"opt/pf/share/doc/portfence/examples/systemd/bpf-slice-dropin.conf",
 	};
 	for (size_t i = 0; i < sizeof(installed) / sizeof(*installed); i++) {
 		char path[512];
@@ -306,6 +300,18 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	run_program(&r, groff, NULL, NULL);
 	cr_expect_eq(r.status, 0);
 	cr_expect_str_eq(r.err, "", "groff warnings: %s", r.err);
+	/* Every command and key of SPEC is documented. */
+	static const char *const documented[][2] = {
+		{"man1/portfence.1", "B portfence status"},  {"man1/portfence.1", "B portfence attach"},
+		{"man1/portfence.1", "B portfence detach"},  {"man1/portfence.1", "B portfence daemon"},
+		{"man1/portfence.1", "RB [ \\-\\-bpf ]"}, {"man1/portfence.1", "portfence_ports_in_use"},
+		{"man5/portfence.conf.5", "B cgroups = "},  {"man5/portfence.conf.5", "B udp_unbound = "},
+	};
+	for (size_t i = 0; i < sizeof(documented) / sizeof(*documented); i++) {
+		snprintf(cmd, sizeof(cmd), "grep -qF -- '%s' %s/opt/pf/share/man/%s", documented[i][1], dir,
+			 documented[i][0]);
+		cr_expect_eq(system(cmd), 0, "%s does not document '%s'", documented[i][0], documented[i][1]);
+	}
 
 	/* The installed tool finds the installed library, not the build's. */
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);

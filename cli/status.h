@@ -1,0 +1,75 @@
+/* portfence status: what the kernel's socket tables hold in each app's
+ * range now.  status.c gathers, status_procs.c finds the processes
+ * holding the sockets, status_print.c prints. */
+#ifndef PORTFENCE_STATUS_H
+#define PORTFENCE_STATUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "policy.h"
+
+enum status_state { STATE_ESTABLISHED, STATE_TIME_WAIT, STATE_LISTEN, STATE_OTHER, STATE_COUNT };
+extern const char *const status_state_names[STATE_COUNT];
+
+#define TOP_PROCESSES 5
+
+struct top_process {
+	pid_t pid;
+	char comm[64];
+	unsigned long ports;	/* sockets of the range it holds */
+};
+
+struct app_status {
+	const struct pf_app *app;
+	unsigned long by_state[STATE_COUNT];
+	unsigned long in_use;		/* sockets holding a port of the range */
+	unsigned distinct_ports;	/* local ports held by at least one */
+	unsigned long destinations;	/* distinct remote ADDR:PORT */
+	struct top_process top[TOP_PROCESSES];
+	size_t top_count;
+	char **cgroups;			/* attached (BPF backend), sorted */
+	size_t cgroup_count;
+};
+
+/* Open addressing over fixed 24-byte keys, never shrinking. */
+struct key_entry {
+	uint8_t key[24];
+	bool used;
+	int app;		/* index into status->apps */
+	pid_t last_pid;		/* the last process counted for it */
+};
+struct key_table {
+	struct key_entry *slots;
+	size_t cap, count;
+};
+/* The entry of key, created (zeroed, used) when new; NULL when out of
+ * memory.  *created tells which. */
+struct key_entry *key_table_put(struct key_table *table, const uint8_t key[24], bool *created);
+struct key_entry *key_table_get(const struct key_table *table, const uint8_t key[24]);
+void key_table_free(struct key_table *table);
+
+struct status {
+	struct app_status *apps;
+	size_t app_count;
+	int *status_of_policy_app;	/* policy app index -> apps index, or -1 */
+	struct key_table inodes;	/* socket inode -> app */
+	struct key_table destinations;	/* app + remote endpoint */
+};
+
+/* Fills each app's top processes from /proc: one pass over every
+ * process's fds.  Returns 0 or -1 (/proc unreadable). */
+int status_find_processes(struct status *status);
+/* The decoded names under PF_PIN_ROOT/APP, sorted (none when absent). */
+void status_read_cgroups(struct app_status *app, const char *pin_root);
+
+void status_print_text(const struct status *status);
+int status_print_json(const struct status *status);
+void status_print_prometheus(const struct status *status);
+/* s with every byte of an invalid UTF-8 text replaced by '?': JSON and
+ * Prometheus labels take UTF-8 only. */
+const char *status_utf8(const char *s, char *buf, size_t buf_len);
+
+#endif

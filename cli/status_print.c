@@ -1,0 +1,175 @@
+/* portfence status output: text, JSON (SPEC's object) and the Prometheus
+ * text exposition format. */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "status.h"
+
+static unsigned range_size(const struct app_status *app)
+{
+	return app->app->range_hi - app->app->range_lo + 1u;
+}
+
+/* Distinct local ports held, over the range's size. */
+static double utilisation(const struct app_status *app)
+{
+	return (double)app->distinct_ports / range_size(app);
+}
+
+const char *status_utf8(const char *s, char *buf, size_t buf_len)
+{
+	json_t *probe = json_string(s);
+	if (probe) {
+		json_decref(probe);
+		return s;
+	}
+	size_t i = 0;
+	for (; s[i] && i + 1 < buf_len; i++)
+		buf[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+void status_print_text(const struct status *status)
+{
+	for (size_t i = 0; i < status->app_count; i++) {
+		const struct app_status *app = &status->apps[i];
+		printf("app %s: ports %u-%u (%u)\n", app->app->name, app->app->range_lo,
+		       app->app->range_hi, range_size(app));
+		printf("  in use %lu:", app->in_use);
+		for (int s = 0; s < STATE_COUNT; s++)
+			printf("%s %s %lu", s ? "," : "", status_state_names[s], app->by_state[s]);
+		printf("\n  utilisation %.1f%% (%u of %u ports held)\n", 100 * utilisation(app),
+		       app->distinct_ports, range_size(app));
+		printf("  destinations %lu\n", app->destinations);
+		printf("  top processes:%s", app->top_count ? "" : " none");
+		for (size_t t = 0; t < app->top_count; t++)
+			printf("%s %d %s (%lu)", t ? "," : "", app->top[t].pid, app->top[t].comm,
+			       app->top[t].ports);
+		printf("\n  cgroups:%s", app->cgroup_count ? "" : " none");
+		for (size_t c = 0; c < app->cgroup_count; c++)
+			printf(" %s", app->cgroups[c]);
+		printf("\n");
+	}
+}
+
+static json_t *clean_string(const char *s)
+{
+	char buf[256];
+	return json_string(status_utf8(s, buf, sizeof(buf)));
+}
+
+static json_t *app_json(const struct app_status *app)
+{
+	json_t *by_state = json_object(), *top = json_array(), *cgroups = json_array();
+
+	for (int s = 0; s < STATE_COUNT; s++)
+		json_object_set_new(by_state, status_state_names[s], json_integer((json_int_t)app->by_state[s]));
+	for (size_t t = 0; t < app->top_count; t++)
+		json_array_append_new(top, json_pack("{s:i, s:o, s:I}", "pid", (int)app->top[t].pid,
+						     "comm", clean_string(app->top[t].comm),
+						     "ports", (json_int_t)app->top[t].ports));
+	for (size_t c = 0; c < app->cgroup_count; c++)
+		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
+	return json_pack("{s:o, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o}", "app", clean_string(app->app->name),
+			 "range", app->app->range_lo, app->app->range_hi, "in_use", (json_int_t)app->in_use,
+			 "by_state", by_state, "utilisation", utilisation(app), "destinations",
+			 (json_int_t)app->destinations, "top", top, "cgroups", cgroups);
+}
+
+int status_print_json(const struct status *status)
+{
+	json_t *apps = json_array();
+
+	for (size_t i = 0; i < status->app_count; i++)
+		json_array_append_new(apps, app_json(&status->apps[i]));
+	json_t *root = json_pack("{s:o}", "apps", apps);
+	if (!root || json_dumpf(root, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10)) < 0) {
+		fprintf(stderr, "portfence: status: cannot write JSON\n");
+		json_decref(root);
+		return 1;
+	}
+	putchar('\n');
+	json_decref(root);
+	return 0;
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static void print_label(const char *value)
+{
+	char buf[256];
+	for (const char *c = status_utf8(value, buf, sizeof(buf)); *c; c++) {
+		if (*c == '\\' || *c == '"')
+			printf("\\%c", *c);
+		else if (*c == '\n')
+			printf("\\n");
+		else
+			putchar(*c);
+	}
+}
+
+static void print_family(const char *name, const char *type, const char *help)
+{
+	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void print_app_gauge(const struct status *status, const char *name, const char *help,
+			    double (*value)(const struct app_status *))
+{
+	print_family(name, "gauge", help);
+	for (size_t i = 0; i < status->app_count; i++) {
+		printf("%s{app=\"", name);
+		print_label(status->apps[i].app->name);
+		printf("\"} %.10g\n", value(&status->apps[i]));
+	}
+}
+
+static double range_ports_value(const struct app_status *app) { return range_size(app); }
+static double distinct_ports_value(const struct app_status *app) { return app->distinct_ports; }
+static double destinations_value(const struct app_status *app) { return (double)app->destinations; }
+static double cgroups_value(const struct app_status *app) { return (double)app->cgroup_count; }
+
+static void print_in_use(const struct status *status)
+{
+	print_family("portfence_ports_in_use", "gauge",
+		     "Sockets holding a local port of the app's range, by state.");
+	for (size_t i = 0; i < status->app_count; i++)
+		for (int s = 0; s < STATE_COUNT; s++) {
+			printf("portfence_ports_in_use{app=\"");
+			print_label(status->apps[i].app->name);
+			printf("\",state=\"%s\"} %lu\n", status_state_names[s], status->apps[i].by_state[s]);
+		}
+}
+
+static void print_top(const struct status *status)
+{
+	print_family("portfence_process_ports", "gauge",
+		     "Sockets of the app's range held by each of the processes holding the most.");
+	for (size_t i = 0; i < status->app_count; i++)
+		for (size_t t = 0; t < status->apps[i].top_count; t++) {
+			const struct top_process *top = &status->apps[i].top[t];
+			printf("portfence_process_ports{app=\"");
+			print_label(status->apps[i].app->name);
+			printf("\",pid=\"%d\",comm=\"", top->pid);
+			print_label(top->comm);
+			printf("\"} %lu\n", top->ports);
+		}
+}
+
+void status_print_prometheus(const struct status *status)
+{
+	print_app_gauge(status, "portfence_range_ports", "Local ports in the app's range.",
+			range_ports_value);
+	print_in_use(status);
+	print_app_gauge(status, "portfence_range_distinct_ports",
+			"Distinct local ports of the app's range held by at least one socket.",
+			distinct_ports_value);
+	print_app_gauge(status, "portfence_range_utilisation",
+			"Distinct local ports held over the range's size (0 to 1).", utilisation);
+	print_app_gauge(status, "portfence_destinations",
+			"Distinct remote address:port pairs of the app's sockets.", destinations_value);
+	print_top(status);
+	print_app_gauge(status, "portfence_cgroups_attached",
+			"Cgroups the BPF backend attached the app to.", cgroups_value);
+}

@@ -1,0 +1,53 @@
+#include "pins.h"
+
+#include <string.h>
+
+int pf_pin_name_encode(const char *cgroup_path, char *out, size_t out_len)
+{
+	size_t len = 0;
+
+	while (*cgroup_path == '/')
+		cgroup_path++;
+	if (!*cgroup_path)
+		return -1;
+	for (const char *c = cgroup_path; *c; c++) {
+		const char *piece = *c == '%' ? "%25" : *c == '/' ? "%2F" : NULL;
+		size_t piece_len = piece ? 3 : 1;
+		if (len + piece_len >= out_len)
+			return -1;
+		if (piece)
+			memcpy(out + len, piece, 3);
+		else
+			out[len] = *c;
+		len += piece_len;
+	}
+	out[len] = '\0';
+	return (int)len;
+}
+
+int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len)
+{
+	size_t len = 0;
+
+	if (!*pin_name)
+		return -1;
+	for (const char *c = pin_name; *c; c++) {
+		char plain = *c;
+		if (plain == '/')
+			return -1;
+		if (plain == '%') {
+			if (strncmp(c, "%25", 3) == 0)
+				plain = '%';
+			else if (strncmp(c, "%2F", 3) == 0 || strncmp(c, "%2f", 3) == 0)
+				plain = '/';
+			else
+				return -1;
+			c += 2;
+		}
+		if (len + 1 >= out_len)
+			return -1;
+		out[len++] = plain;
+	}
+	out[len] = '\0';
+	return (int)len;
+}

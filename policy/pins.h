@@ -1,0 +1,21 @@
+/* Where the BPF backend pins an attachment: one directory per attached
+ * cgroup, /sys/fs/bpf/portfence/APP/NAME/, NAME being the cgroup's path
+ * relative to the cgroup v2 mount with '%' written "%25" and '/' written
+ * "%2F" (a path becomes one directory name, and decodes back). */
+#ifndef PORTFENCE_PINS_H
+#define PORTFENCE_PINS_H
+
+#include <stddef.h>
+
+#define PF_PIN_ROOT "/sys/fs/bpf/portfence"
+
+/* Writes the pin name of cgroup_path (relative, e.g.
+ * "system.slice/legacy.service"; leading '/' ignored) into out.  Returns
+ * its length, or -1 when it does not fit or the path is empty. */
+int pf_pin_name_encode(const char *cgroup_path, char *out, size_t out_len);
+/* The cgroup path a pin name stands for.  Returns its length, or -1 when
+ * the name is not one that pf_pin_name_encode writes (a '%' not starting
+ * "%25" or "%2F"/"%2f", a bare '/') or does not fit. */
+int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len);
+
+#endif
