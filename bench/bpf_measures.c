@@ -17,6 +17,7 @@
 
 #include "bench.h"
 #include "cgroup.h"
+#include "pins.h"
 
 struct bpf_bench {
 	char tool[PATH_MAX];
@@ -94,7 +95,7 @@ static bool wait_attached(const struct bpf_bench *b)
 	struct stat info;
 
 	snprintf(relative, sizeof(relative), "%s/bpf", b->base_relative);
-	pf_cgroup_pin_name(relative, name, sizeof(name));
+	pf_pin_name_encode(relative, name, sizeof(name));
 	snprintf(pin, sizeof(pin), "/sys/fs/bpf/portfence/benchbpf/%s/pf_connect4", name);
 	for (int i = 0; i < 200; i++) {
 		if (stat(pin, &info) == 0)

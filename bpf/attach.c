@@ -13,6 +13,7 @@
 #include <bpf/libbpf.h>
 
 #include "loader_internal.h"
+#include "pins.h"
 #include "portfence.skel.h"
 
 #define PROGRAM_COUNT 10
@@ -86,9 +87,10 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 {
 	char name[PATH_MAX], path[PATH_MAX * 2];
 
-	pf_cgroup_pin_name(cgroup_relative, name, sizeof(name));
+	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
+		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
 	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", PF_BPF_PIN_ROOT,
-			     loaded->app_name, name[0] ? name : "%2F") >= sizeof(attachment->pin_dir))
+			     loaded->app_name, name) >= sizeof(attachment->pin_dir))
 		return -ENAMETOOLONG;
 	if (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
@@ -205,12 +207,13 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 
 	if (!apps)
 		return errno == ENOENT ? 0 : -errno;
-	pf_cgroup_pin_name(cgroup_relative, name, sizeof(name));
+	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
+		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
 	while ((entry = readdir(apps))) {
 		if (entry->d_name[0] == '.' || (app_name && strcmp(app_name, entry->d_name) != 0))
 			continue;
 		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, entry->d_name);
-		detached += detach_app_pins(app_dir, name[0] ? name : "%2F");
+		detached += detach_app_pins(app_dir, name);
 		remove_app_if_unused(app_dir);
 	}
 	closedir(apps);

@@ -9,12 +9,13 @@
 #include <stdint.h>
 
 #include "cgroup.h"
+#include "pins.h"
 #include "policy.h"
 
 /* Where attachments are pinned: PF_BPF_PIN_ROOT/APP/ holds the app's
  * maps, PF_BPF_PIN_ROOT/APP/NAME/ the links of one cgroup (NAME: the
  * cgroup's path under the cgroup v2 mount, '%' as %25 and '/' as %2F). */
-#define PF_BPF_PIN_ROOT "/sys/fs/bpf/portfence"
+#define PF_BPF_PIN_ROOT PF_PIN_ROOT
 
 struct pf_bpf_app;
 struct pf_bpf_attachment;

@@ -51,19 +51,3 @@ int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *rel
 		return -ENAMETOOLONG;
 	return 0;
 }
-
-/* The pin directory's name for a cgroup: its relative path with '%' as
- * %25 and '/' as %2F (bpffs names cannot hold '/'). */
-void pf_cgroup_pin_name(const char *relative, char *out, size_t len)
-{
-	size_t n = 0;
-
-	for (const char *p = relative; *p && n + 4 < len; p++) {
-		if (*p == '%' || *p == '/') {
-			n += (size_t)snprintf(out + n, len - n, "%%%02X", (unsigned char)*p);
-		} else {
-			out[n++] = *p;
-		}
-	}
-	out[n] = '\0';
-}

@@ -11,8 +11,4 @@ int pf_cgroup2_mount(char *buf, size_t len);
 int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *relative,
 		      size_t relative_len);
 
-/* The name a cgroup's pinned links go under (bpffs names cannot hold
- * '/'): relative with '%' as %25 and '/' as %2F. */
-void pf_cgroup_pin_name(const char *relative, char *out, size_t len);
-
 #endif
