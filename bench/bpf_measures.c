@@ -4,6 +4,7 @@
  * The programs are attached by the tool itself (`portfence daemon`, which
  * also drains the records, and `portfence attach`). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -63,7 +64,7 @@ static void write_bpf_policy(const struct bpf_bench *b, const char *path, bool l
 
 static pid_t start_tool(const struct bpf_bench *b, char *const args[])
 {
-	fflush(NULL);	/* the child's freopen would write our buffer again */
+	fflush(NULL);	/* the child would otherwise inherit our unwritten buffer */
 	pid_t pid = fork();
 	if (pid == 0) {
 		char *argv[16] = {(char *)b->tool};
@@ -71,8 +72,11 @@ static pid_t start_tool(const struct bpf_bench *b, char *const args[])
 		for (int i = 0; args[i] && n < 15; i++)
 			argv[n++] = args[i];
 		argv[n] = NULL;
-		freopen("/dev/null", "w", stdout);
-		freopen("/dev/null", "w", stderr);
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0) {
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+		}
 		execv(b->tool, argv);
 		_exit(127);
 	}
