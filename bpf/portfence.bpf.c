@@ -1,4 +1,3 @@
-// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* The BPF backend: cgroup socket hooks that give every client socket of a
  * confined cgroup a port from its app's range, refuse what the app's rules
  * deny, and hand a record of each decision to user space.  Each decision
@@ -39,6 +38,9 @@ static __always_inline int verdict(int proceed)
 	return proceed;
 }
 
+/* The kernel lets only GPL-compatible programs call GPL-only helpers
+ * (bpf_probe_read_kernel_str); the project's own licence is not chosen
+ * yet (debian/copyright says so). */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct {
