@@ -630,18 +630,21 @@ static __always_inline void finish_walk(struct walk *w)
 		c->increments_next = w->next;
 }
 
-/* bpf_bind runs no post_bind hook: the socket is marked and its port
- * counted here. */
-static __always_inline void socket_bound_by_us(struct walk *w)
+/* A bound socket's mark: SOCKET_BOUND, and when the port is the app's,
+ * the port itself, counted in port_users until the socket closes. */
+static __always_inline __u32 bound_flags(const struct pf_bpf_config *cfg, __u32 port)
 {
-	__u64 cookie = bpf_get_socket_cookie(w->ctx);
-	__u32 flags = SOCKET_BOUND, index = (__u32)w->port - w->lo;
-	__u32 *users = bpf_map_lookup_elem(&port_users, &index);
+	if (!cfg || port < cfg->range_lo || port > cfg->range_hi)
+		return SOCKET_BOUND;
+	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	if (!users)
+		return SOCKET_BOUND;
+	__sync_fetch_and_add(users, 1);
+	return SOCKET_BOUND | SOCKET_COUNTED | port << SOCKET_PORT_SHIFT;
+}
 
-	if (users) {
-		__sync_fetch_and_add(users, 1);
-		flags |= SOCKET_COUNTED | (__u32)w->port << SOCKET_PORT_SHIFT;
-	}
+static __always_inline void mark_socket(__u64 cookie, __u32 flags)
+{
 	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
 }
 
@@ -715,7 +718,8 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 	if (is_zero(f.local_addr) && d->family == AF_INET)
 		f.local_addr[0] = (bpf_ntohl(d->addr[0]) >> 24) == 127 ? bpf_htonl(0x7f000001) : 0;
 	f.event = PF_BPF_ASSIGN;
-	socket_bound_by_us(&w);
+	/* bpf_bind runs no post_bind hook: the socket is marked here. */
+	mark_socket(bpf_get_socket_cookie(ctx), bound_flags(cfg, w.port));
 	if (udp)
 		pf_audit(d, &f);
 	else
@@ -809,8 +813,7 @@ static __always_inline int pf_sendmsg(struct bpf_sock_addr *ctx, const struct de
 		bpf_set_retval(-EPERM);
 		return HOOK_REFUSE;
 	}
-	__u32 recorded = SOCKET_UNBOUND_RECORDED;
-	bpf_map_update_elem(&sockets, &cookie, &recorded, BPF_ANY);
+	mark_socket(cookie, SOCKET_UNBOUND_RECORDED);
 	return HOOK_PROCEED;
 }
 
@@ -925,18 +928,7 @@ int pf_bind6(struct bpf_sock_addr *ctx)
  * not unbound ones, and a range port it holds is counted. */
 static __always_inline int pf_post_bind(struct bpf_sock *sk)
 {
-	struct pf_bpf_config *cfg = app_config();
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	__u32 flags = SOCKET_BOUND, port = sk->src_port;
-
-	if (cfg && port >= cfg->range_lo && port <= cfg->range_hi) {
-		__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
-		if (users) {
-			__sync_fetch_and_add(users, 1);
-			flags |= SOCKET_COUNTED | port << SOCKET_PORT_SHIFT;
-		}
-	}
-	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
+	mark_socket(bpf_get_socket_cookie(sk), bound_flags(app_config(), sk->src_port));
 	return HOOK_PROCEED;
 }
 
