@@ -337,13 +337,18 @@ static double block_clock_ns(void)
 /* Alternating blocks of native (libc's own functions) and other (the
  * interposed symbols through ops, or work of its own); prints the
  * medians of native and other ns/op and the median of the per-pair
- * ratios. */
+ * ratios.  With side_cgroups, the process moves into side_cgroups[0]
+ * before each native block and [1] before each other one, outside the
+ * timing (the BPF backend's programs apply by cgroup). */
 static int paired_two(block_fn native, block_fn other, const struct ops *other_ops,
-		      const struct sockaddr_in *dest, int fd, int count, int pairs)
+		      const struct sockaddr_in *dest, int fd, int count, int pairs,
+		      const char *const side_cgroups[2])
 {
 	double native_ns[256], shim[256], ratio[256];
 	if (pairs > 256)
 		pairs = 256;
+	if (side_cgroups && join_cgroup(side_cgroups[1]) < 0)
+		return 1;
 	if (load_native_ops() < 0 || other(other_ops ? other_ops : &native_ops, dest, fd, count / 4) < 0)
 		return 1; /* the warm-up block also loads the policy */
 	if (!other_ops)
@@ -351,6 +356,8 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 	for (int p = 0; p < pairs; p++) {
 		for (int side = 0; side < 2; side++) {
 			bool shimmed = (p + side) % 2; /* alternate which side goes first */
+			if (side_cgroups && join_cgroup(side_cgroups[shimmed]) < 0)
+				return 1;
 			double start = block_clock_ns();
 			if ((shimmed ? other(other_ops, dest, fd, count) : native(&native_ops, dest, fd, count)) < 0)
 				return 1;
@@ -362,47 +369,28 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 		}
 		ratio[p] = shim[p] / native_ns[p];
 	}
+	if (side_cgroups)
+		join_cgroup(side_cgroups[0]);
 	printf("%.1f %.1f %.4f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs));
 	return 0;
 }
 
 /* The BPF backend against native in one process: blocks alternate
  * between a confined cgroup and an unconfined sibling, the process moving
- * between them outside the timing.  Prints as paired_blocks does. */
+ * between them outside the timing. */
 static int worker_cgroup_paired(const char *confined, const char *native, uint16_t port, int count,
 				int pairs)
 {
 	struct sockaddr_in dest = loopback(port, "127.0.0.1");
-	double unconfined[64], bpf[64], ratio[64];
+	const char *const side_cgroups[2] = {native, confined};
 
-	if (pairs > 64)
-		pairs = 64;
-	if (join_cgroup(confined) < 0 || block_tcp_connect(&libc_ops, &dest, -1, count / 4) < 0)
-		return 1;
-	for (int p = 0; p < pairs; p++) {
-		for (int side = 0; side < 2; side++) {
-			bool in_bpf = (p + side) % 2;
-			if (join_cgroup(in_bpf ? confined : native) < 0)
-				return 1;
-			double start = now_ns();
-			if (block_tcp_connect(&libc_ops, &dest, -1, count) < 0)
-				return 1;
-			double per_op = (now_ns() - start) / count;
-			if (in_bpf)
-				bpf[p] = per_op;
-			else
-				unconfined[p] = per_op;
-		}
-		ratio[p] = bpf[p] / unconfined[p];
-	}
-	join_cgroup(native);
-	printf("%.1f %.1f %.4f\n", median(unconfined, pairs), median(bpf, pairs), median(ratio, pairs));
-	return 0;
+	return paired_two(block_tcp_connect, block_tcp_connect, &libc_ops, &dest, -1, count, pairs,
+			  side_cgroups);
 }
 
 static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd, int count, int pairs)
 {
-	return paired_two(block, block, &libc_ops, dest, fd, count, pairs);
+	return paired_two(block, block, &libc_ops, dest, fd, count, pairs, NULL);
 }
 
 /* ---- the floor: the system calls a shimmed connect makes, by hand ---- */
@@ -457,7 +445,7 @@ static int worker_by_hand(uint16_t port, int count, int pairs, const char *log)
 		if (by_hand_log < 0)
 			return 1;
 	}
-	return paired_two(block_tcp_connect, block_tcp_by_hand, NULL, &dest, -1, count, pairs);
+	return paired_two(block_tcp_connect, block_tcp_by_hand, NULL, &dest, -1, count, pairs, NULL);
 }
 
 /* held connections to dest, opened through the interposed connect (in a
