@@ -38,7 +38,7 @@ int cmd_attach(int argc, char **argv)
 		return bpf_cli_refuse(why);
 	}
 	struct pf_policy policy;
-	if (bpf_cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
 		return 1;
 	const struct pf_app *app = bpf_cli_find_app(&policy, app_name);
 	int status = app ? bpf_cli_attach_pinned(&policy, app, full, relative) : 1;

@@ -12,8 +12,6 @@ int cmd_attach(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
 
-/* Loads and validates the policy, printing its errors; 0 or -1. */
-int bpf_cli_load_policy(const char *config, struct pf_policy *policy);
 /* The app by name, or NULL after saying so. */
 const struct pf_app *bpf_cli_find_app(const struct pf_policy *policy, const char *name);
 /* PORTFENCE_LOG, else the policy's log file (NULL: none). */

@@ -159,7 +159,7 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **com
 		fprintf(stderr, "portfence: %s: command not found\n", command_argv[0]);
 		return 127;
 	}
-	if (bpf_cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
 		return 1;
 	const struct pf_app *chosen = choose_app(&policy, app_name, command);
 	if (!chosen) {

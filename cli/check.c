@@ -155,15 +155,8 @@ int cmd_check(int argc, char **argv)
 		path = cli_config_from_env();
 
 	struct pf_policy policy;
-	struct pf_diags diags = {0};
-	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
-	for (size_t i = 0; i < diags.count; i++)
-		fprintf(stderr, "%s\n", diags.lines[i]);
-	pf_diags_free(&diags);
-	if (status != PF_LOAD_OK) {
-		pf_policy_free(&policy);
+	if (cli_load_policy(path, &policy) < 0)
 		return 1;
-	}
 
 	static struct pf_kernel_ports ports;
 	bool have_ports = pf_kernel_ports_read(NULL, &ports) == 0;

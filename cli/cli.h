@@ -16,6 +16,10 @@ int cmd_status(int argc, char **argv);
 int usage_error(const char *message);
 /* COMMAND found as execvp would (PATH), as an absolute path. */
 bool cli_resolve_command(const char *name, char *out, size_t len);
+struct pf_policy;
+/* Loads and validates the policy, printing its FILE:LINE errors on
+ * stderr; 0, or -1 with the policy freed. */
+int cli_load_policy(const char *config, struct pf_policy *policy);
 /* PORTFENCE_CONFIG, else the default policy path. */
 const char *cli_config_from_env(void);
 

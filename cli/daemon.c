@@ -135,7 +135,7 @@ static void stop_all(struct daemon_state *state, bool keep_pins)
 
 static int start_all(struct daemon_state *state, const char *config)
 {
-	if (bpf_cli_load_policy(config, &state->policy) < 0)
+	if (cli_load_policy(config, &state->policy) < 0)
 		return -1;
 	state->sink = pf_record_sink_open(bpf_cli_log_path(&state->policy), state->policy.log_syslog);
 	state->apps = calloc(state->policy.app_count + 1, sizeof(*state->apps));

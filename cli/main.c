@@ -54,3 +54,18 @@ int main(int argc, char **argv)
 		return cmd_daemon(argc - 1, argv + 1);
 	return usage_error("unknown command");
 }
+
+int cli_load_policy(const char *config, struct pf_policy *policy)
+{
+	struct pf_diags diags = {0};
+	enum pf_load_status status = pf_policy_load(config, policy, &diags);
+
+	for (size_t i = 0; i < diags.count; i++)
+		fprintf(stderr, "%s\n", diags.lines[i]);
+	pf_diags_free(&diags);
+	if (status != PF_LOAD_OK) {
+		pf_policy_free(policy);
+		return -1;
+	}
+	return 0;
+}

@@ -252,17 +252,6 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	return 0;
 }
 
-static int load_policy(const char *path, struct pf_policy *policy)
-{
-	struct pf_diags diags = {0};
-	enum pf_load_status loaded = pf_policy_load(path, policy, &diags);
-
-	for (size_t i = 0; i < diags.count; i++)
-		fprintf(stderr, "%s\n", diags.lines[i]);
-	pf_diags_free(&diags);
-	return loaded == PF_LOAD_OK ? 0 : -1;
-}
-
 enum status_format { FORMAT_TEXT, FORMAT_JSON, FORMAT_PROMETHEUS };
 
 static int show(const char *path, const char *only, enum status_format format)
@@ -271,7 +260,7 @@ static int show(const char *path, const char *only, enum status_format format)
 	struct status status = {0};
 	int rc = 1;
 
-	if (load_policy(path, &policy) < 0)
+	if (cli_load_policy(path, &policy) < 0)
 		goto out;
 	if (select_apps(&status, &policy, only) < 0)
 		goto out;
