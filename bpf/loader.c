@@ -239,20 +239,58 @@ static int pin_maps(struct pf_bpf_app *loaded)
 	return 0;
 }
 
+/* Exec names are only a convenience (a record's exe falls back to
+ * /proc/PID/exe, and comm is always there): when the exec program cannot
+ * be had, one line says what is missing, once per process. */
+static void warn_no_exec_names(const char *what)
+{
+	static bool warned;
+
+	if (warned)
+		return;
+	warned = true;
+	fprintf(stderr, "portfence: warning: %s; records name programs from /proc/PID/exe or comm only\n", what);
+}
+
+/* The exec tracepoint attaches by name through the kernel's BTF; a
+ * kernel whose BTF lacks it loads the other programs without it. */
+static void choose_exec_program(struct pf_bpf_app *loaded)
+{
+	char what[256];
+	int id = libbpf_find_vmlinux_btf_id("sched_process_exec", BPF_TRACE_RAW_TP);
+
+	if (id >= 0)
+		return;
+	snprintf(what, sizeof(what), "no exec names: the kernel's BTF has no tracepoint sched_process_exec (%s)",
+		 strerror(-id));
+	warn_no_exec_names(what);
+	bpf_program__set_autoload(loaded->skel->progs.pf_exec, false);
+}
+
 /* Every exec is noted, so that a record drained after its process is
  * gone still names the program.  Pinned, one such program serves all
  * loads of the app. */
-static int watch_execs(struct pf_bpf_app *loaded, bool pinned)
+static void watch_execs(struct pf_bpf_app *loaded, bool pinned)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], what[PATH_MAX + 128];
 
+	if (!bpf_program__autoload(loaded->skel->progs.pf_exec))
+		return;
 	snprintf(path, sizeof(path), "%s/%s/exec", PF_BPF_PIN_ROOT, loaded->app_name);
 	if (pinned && access(path, F_OK) == 0)
-		return 0;
+		return;
 	loaded->exec_link = bpf_program__attach(loaded->skel->progs.pf_exec);
-	if (!loaded->exec_link)
-		return -errno;
-	return pinned ? bpf_link__pin(loaded->exec_link, path) : 0;
+	if (!loaded->exec_link) {
+		snprintf(what, sizeof(what), "no exec names: cannot attach tp_btf/sched_process_exec: %s",
+			 strerror(errno));
+		warn_no_exec_names(what);
+		return;
+	}
+	if (pinned && bpf_link__pin(loaded->exec_link, path) < 0) {
+		snprintf(what, sizeof(what), "exec names only while this command runs: cannot pin %s: %s", path,
+			 strerror(errno));
+		warn_no_exec_names(what);
+	}
 }
 
 int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
@@ -282,6 +320,7 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 	}
 	if ((rc = pf_bpf_size_rules(loaded, app, why, len)) < 0)
 		goto fail;
+	choose_exec_program(loaded);
 	if (share_pinned && (rc = share_maps(loaded, &loaded->counters_shared)) < 0) {
 		say(why, len, "cannot reuse the pinned maps of app '%s': %s", app->name, strerror(-rc));
 		goto fail;
@@ -299,10 +338,7 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 		    strerror(-rc));
 		goto fail;
 	}
-	if ((rc = watch_execs(loaded, share_pinned)) < 0) {
-		say(why, len, "cannot watch exec for app '%s': %s", app->name, strerror(-rc));
-		goto fail;
-	}
+	watch_execs(loaded, share_pinned);
 	*out = loaded;
 	return 0;
 fail:

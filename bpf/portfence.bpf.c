@@ -8,6 +8,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/in6.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -1008,28 +1009,26 @@ int pf_sockops(struct bpf_sock_ops *skops)
 
 /* ---- exe --------------------------------------------------------- */
 
-/* sched/sched_process_exec as its format file gives it. */
-struct exec_event {
-	__u16 common_type;
-	__u8 common_flags;
-	__u8 common_preempt_count;
-	__s32 common_pid;
-	__u32 filename_loc;	/* __data_loc: offset in the low 16 bits */
-	__s32 pid;
-	__s32 old_pid;
-};
+/* The exec tracepoint attached by name through BTF (tp_btf), so that
+ * neither tracefs nor debugfs is needed: its arguments are
+ * (struct task_struct *, pid_t old_pid, struct linux_binprm *).  Only
+ * the binprm's filename is read, relocated against the running kernel's
+ * BTF (CO-RE). */
+struct linux_binprm {
+	const char *filename;
+} __attribute__((preserve_access_index));
 
-SEC("tp/sched/sched_process_exec")
-int pf_exec(struct exec_event *event)
+SEC("tp_btf/sched_process_exec")
+int pf_exec(__u64 *ctx)
 {
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
 	__u32 pid = (__u32)(bpf_get_current_pid_tgid() >> 32);
 	__u32 zero = 0;
 	struct pf_bpf_exe *scratch = bpf_map_lookup_elem(&exe_scratch, &zero);
 
 	if (!scratch)
 		return 0;
-	bpf_probe_read_kernel_str(scratch->path, sizeof(scratch->path),
-				  (const char *)event + (event->filename_loc & 0xffff));
+	bpf_probe_read_kernel_str(scratch->path, sizeof(scratch->path), BPF_CORE_READ(bprm, filename));
 	bpf_map_update_elem(&exes, &pid, scratch, BPF_ANY);
 	return 0;
 }
