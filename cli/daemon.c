@@ -1,10 +1,18 @@
 /* portfence daemon: attaches each app to the cgroups its policy lists,
  * again whenever such a cgroup is re-created, writes the records of
- * every attached cgroup, reloads on SIGHUP and detaches on SIGTERM. */
+ * every attached cgroup, reloads on SIGHUP and detaches on SIGTERM.
+ *
+ * It fails loudly: an app it must confine and cannot (its programs do
+ * not load, a listed cgroup exists but takes no attachment or is not a
+ * cgroup) ends it with one line and status 1, after it has detached and
+ * unpinned everything it attached.  A cgroup not created yet is waited
+ * for; a policy that lists no cgroup at all confines nothing, and is
+ * refused the same way. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +39,7 @@ struct served_app {
 
 struct daemon_state {
 	struct pf_policy policy;
+	bool policy_loaded;
 	struct served_app *apps;
 	size_t app_count;
 	struct pf_record_sink *sink;
@@ -46,27 +55,50 @@ static void on_signal(int sig)
 		stop_requested = 1;
 }
 
-/* An attachment whose cgroup was removed or re-created is dropped; a
- * cgroup that exists without one gets one. */
-static void watch_cgroup(struct served_app *served, struct watched_cgroup *watched)
+static void say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t len, const char *fmt, ...)
 {
-	char why[1024];
+	va_list args;
+	va_start(args, fmt);
+	vsnprintf(why, len, fmt, args);
+	va_end(args);
+}
+
+/* An attachment whose cgroup was removed or re-created is dropped; a
+ * cgroup that exists without one gets one.  1: attached now; 0: nothing
+ * to do (attached already, or not there now); -1: the cgroup is there
+ * and cannot be confined (why says so). */
+static int watch_cgroup(struct served_app *served, struct watched_cgroup *watched, char *why, size_t len)
+{
+	char reason[1024];
 	struct stat info;
+	const char *app = pf_bpf_app_name(served->loaded);
 
 	if (watched->attachment && pf_bpf_attachment_alive(watched->attachment))
-		return;
+		return 0;
 	if (watched->attachment) {
 		pf_bpf_detach(watched->attachment);
 		watched->attachment = NULL;
 	}
-	if (stat(watched->full, &info) < 0 || !S_ISDIR(info.st_mode))
-		return;
-	if (pf_bpf_attach(served->loaded, watched->full, watched->relative, true, &watched->attachment, why,
-			  sizeof(why)) < 0)
-		fprintf(stderr, "portfence: %s: %s\n", pf_bpf_app_name(served->loaded), why);
-	else
-		fprintf(stderr, "portfence: %s attached to %s\n", pf_bpf_app_name(served->loaded),
-			watched->relative);
+	if (stat(watched->full, &info) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		say(why, len, "%s: cannot use cgroup %s: %s", app, watched->full, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(info.st_mode)) {
+		say(why, len, "%s: cgroup %s is not a cgroup (not a directory)", app, watched->full);
+		return -1;
+	}
+	int rc = pf_bpf_attach(served->loaded, watched->full, watched->relative, true, &watched->attachment, reason,
+			       sizeof(reason));
+	if (rc == -ENOENT)
+		return 0;	/* removed meanwhile */
+	if (rc < 0) {
+		say(why, len, "%s: %s", app, reason);
+		return -1;
+	}
+	return 1;
 }
 
 /* An app is served when it lists cgroups, or when `attach` pinned it. */
@@ -79,115 +111,192 @@ static bool app_is_served(const struct pf_app *app)
 	return app->cgroups.count > 0 || stat(dir, &info) == 0;
 }
 
-static int serve_app(struct daemon_state *state, const struct pf_app *app, struct served_app *served)
+static int serve_app(struct daemon_state *state, const struct pf_app *app, struct served_app *served, char *why,
+		     size_t len)
 {
-	char why[1024];
-
 	memset(served, 0, sizeof(*served));
-	if (pf_bpf_app_load(&state->policy, app, true, &served->loaded, why, sizeof(why)) < 0)
-		return bpf_cli_refuse(why), -1;
+	if (pf_bpf_app_load(&state->policy, app, true, &served->loaded, why, len) < 0)
+		return -1;
 	served->cgroups = calloc(app->cgroups.count + 1, sizeof(*served->cgroups));
 	if (!served->cgroups)
-		return bpf_cli_refuse("out of memory"), -1;
+		return say(why, len, "out of memory"), -1;
 	for (size_t i = 0; i < app->cgroups.count; i++) {
 		struct watched_cgroup *watched = &served->cgroups[served->cgroup_count];
 		if (pf_cgroup_resolve(app->cgroups.globs[i], watched->full, sizeof(watched->full),
 				      watched->relative, sizeof(watched->relative)) < 0) {
-			fprintf(stderr, "portfence: %s: cgroup %s is not in the cgroup v2 hierarchy\n",
-				app->name, app->cgroups.globs[i]);
-			continue;
+			say(why, len, "%s: cgroup %s is not in the cgroup v2 hierarchy", app->name,
+			    app->cgroups.globs[i]);
+			return -1;
 		}
 		served->cgroup_count++;
-		watch_cgroup(served, watched);
+		if (watch_cgroup(served, watched, why, len) < 0)
+			return -1;
 	}
 	return 0;
 }
 
-/* keep_pins: the links stay attached through their pins (a reload's new
- * links have replaced them there). */
-static void stop_serving(struct served_app *served, bool keep_pins)
+/* Whether state serves app_name (and, with relative, holds an attachment
+ * of it to that cgroup). */
+static bool serves(const struct daemon_state *state, const char *app_name, const char *relative)
 {
+	for (size_t i = 0; state && i < state->app_count; i++) {
+		const struct served_app *served = &state->apps[i];
+		if (strcmp(pf_bpf_app_name(served->loaded), app_name) != 0)
+			continue;
+		if (!relative)
+			return true;
+		for (size_t c = 0; c < served->cgroup_count; c++)
+			if (served->cgroups[c].attachment && strcmp(served->cgroups[c].relative, relative) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Detaches and unpins what this app attached, except the cgroups that
+ * next (the reloaded state, or NULL) attached again: their pins now
+ * hold next's links.  Then its records are drained, so that none its
+ * programs wrote before they went is lost, and the app's own pins go
+ * when next does not serve it and no `attach` of it is left. */
+static void stop_serving(struct served_app *served, const struct daemon_state *next,
+			 struct pf_record_sink *sink)
+{
+	const char *app = served->loaded ? pf_bpf_app_name(served->loaded) : NULL;
+
 	for (size_t i = 0; i < served->cgroup_count; i++) {
-		if (keep_pins)
+		if (serves(next, app, served->cgroups[i].relative))
 			pf_bpf_attachment_release(served->cgroups[i].attachment);
 		else
 			pf_bpf_detach(served->cgroups[i].attachment);
 	}
 	free(served->cgroups);
-	if (served->loaded && !keep_pins)
-		pf_bpf_forget_app_if_unused(pf_bpf_app_name(served->loaded));
+	if (!served->loaded)
+		return;
+	pf_bpf_app_drain(served->loaded, sink);
+	if (!serves(next, app, NULL))
+		pf_bpf_forget_app_if_unused(app);
 	pf_bpf_app_free(served->loaded);
 }
 
-static void stop_all(struct daemon_state *state, bool keep_pins)
+static void stop_all(struct daemon_state *state, const struct daemon_state *next)
 {
-	for (size_t i = 0; i < state->app_count; i++) {
-		pf_bpf_app_drain(state->apps[i].loaded, state->sink);
-		stop_serving(&state->apps[i], keep_pins);
-	}
+	for (size_t i = 0; i < state->app_count; i++)
+		stop_serving(&state->apps[i], next, state->sink);
 	free(state->apps);
 	state->apps = NULL;
 	state->app_count = 0;
 	pf_record_sink_close(state->sink);
 	state->sink = NULL;
-	pf_policy_free(&state->policy);
+	if (state->policy_loaded)
+		pf_policy_free(&state->policy);
+	state->policy_loaded = false;
+	if (!next)
+		rmdir(PF_BPF_PIN_ROOT);	/* when nothing else is pinned there */
 }
 
-static int start_all(struct daemon_state *state, const char *config)
+/* Loads the policy; its own FILE:LINE lines say why not. */
+static int load_policy(struct daemon_state *state, const char *config)
 {
 	if (cli_load_policy(config, &state->policy) < 0)
 		return -1;
+	state->policy_loaded = true;
+	return 0;
+}
+
+/* Every app the policy serves, loaded and attached to each of its
+ * cgroups that exists; -1 with why when one cannot be confined. */
+static int start_apps(struct daemon_state *state, const char *config, char *why, size_t len)
+{
 	state->sink = pf_record_sink_open(bpf_cli_log_path(&state->policy), state->policy.log_syslog);
 	state->apps = calloc(state->policy.app_count + 1, sizeof(*state->apps));
 	if (!state->apps)
-		return -1;
+		return say(why, len, "out of memory"), -1;
 	for (size_t i = 0; i < state->policy.app_count; i++) {
 		const struct pf_app *app = &state->policy.apps[i];
-		if (app_is_served(app) && serve_app(state, app, &state->apps[state->app_count]) == 0)
-			state->app_count++;
+		if (!app_is_served(app))
+			continue;
+		/* Counted first, so that a half-served app is stopped too. */
+		int rc = serve_app(state, app, &state->apps[state->app_count++], why, len);
+		if (rc < 0)
+			return -1;
+	}
+	if (state->app_count == 0) {
+		say(why, len, "%s lists no cgroups for any app and no app is attached: nothing to confine", config);
+		return -1;
 	}
 	return 0;
 }
 
-/* The new policy's programs are attached before the old ones go, so that
- * no connect slips through unconfined; a policy that does not load
- * keeps the old one serving. */
-static void reload(struct daemon_state *state, const char *config)
+static void announce(const struct daemon_state *state)
 {
-	struct daemon_state fresh = {0};
-
-	fprintf(stderr, "portfence: reloading %s\n", config);
-	if (start_all(&fresh, config) < 0) {
-		fprintf(stderr, "portfence: %s not reloaded; the policy in force stays\n", config);
-		stop_all(&fresh, false);
-		return;
-	}
-	stop_all(state, true);
-	*state = fresh;
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t c = 0; c < state->apps[i].cgroup_count; c++)
+			if (state->apps[i].cgroups[c].attachment)
+				fprintf(stderr, "portfence: %s attached to %s\n", pf_bpf_app_name(state->apps[i].loaded),
+					state->apps[i].cgroups[c].relative);
 }
 
-static void serve(struct daemon_state *state, const char *config)
+/* The new policy's programs are attached before the old ones go, so that
+ * no connect slips through unconfined.  A policy that does not load
+ * keeps the old one serving; one that loads but names an app that cannot
+ * be confined ends the daemon (-1), as it would at start. */
+static int reload(struct daemon_state *state, const char *config)
 {
+	struct daemon_state fresh = {0};
+	char why[1024];
+
+	fprintf(stderr, "portfence: reloading %s\n", config);
+	if (load_policy(&fresh, config) < 0) {
+		fprintf(stderr, "portfence: %s not reloaded; the policy in force stays\n", config);
+		return 0;
+	}
+	if (start_apps(&fresh, config, why, sizeof(why)) < 0) {
+		fprintf(stderr, "portfence: %s\n", why);
+		stop_all(&fresh, NULL);
+		stop_all(state, NULL);
+		return -1;
+	}
+	stop_all(state, &fresh);
+	*state = fresh;
+	announce(state);
+	return 0;
+}
+
+static int serve(struct daemon_state *state, const char *config)
+{
+	char why[1024];
+
 	for (unsigned tick = 0; !stop_requested; tick++) {
 		if (reload_requested) {
 			reload_requested = 0;
-			reload(state, config);
+			if (reload(state, config) < 0)
+				return 1;
 		}
 		for (size_t i = 0; i < state->app_count; i++) {
 			struct served_app *served = &state->apps[i];
 			pf_bpf_app_drain(served->loaded, state->sink);
-			for (size_t c = 0; tick % WATCH_EVERY_TICKS == 0 && c < served->cgroup_count; c++)
-				watch_cgroup(served, &served->cgroups[c]);
+			for (size_t c = 0; tick % WATCH_EVERY_TICKS == 0 && c < served->cgroup_count; c++) {
+				int rc = watch_cgroup(served, &served->cgroups[c], why, sizeof(why));
+				if (rc < 0) {
+					fprintf(stderr, "portfence: %s\n", why);
+					stop_all(state, NULL);
+					return 1;
+				}
+				if (rc > 0)
+					fprintf(stderr, "portfence: %s attached to %s\n",
+						pf_bpf_app_name(served->loaded), served->cgroups[c].relative);
+			}
 		}
 		nanosleep(&(struct timespec){.tv_nsec = TICK_NS}, NULL);
 	}
+	stop_all(state, NULL);
+	return 0;
 }
 
 int cmd_daemon(int argc, char **argv)
 {
 	static const struct option options[] = {{"config", required_argument, NULL, 'c'}, {0}};
 	const char *config = NULL;
-	char why[512], absolute[PATH_MAX];
+	char why[1024], absolute[PATH_MAX];
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "+c:", options, NULL)) != -1) {
@@ -210,11 +319,12 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGINT, &action, NULL);
 
 	struct daemon_state state = {0};
-	if (start_all(&state, config) < 0) {
-		stop_all(&state, false);
+	if (load_policy(&state, config) < 0)
 		return 1;
+	if (start_apps(&state, config, why, sizeof(why)) < 0) {
+		stop_all(&state, NULL);
+		return bpf_cli_refuse(why);
 	}
-	serve(&state, config);
-	stop_all(&state, false);
-	return 0;
+	announce(&state);
+	return serve(&state, config);
 }

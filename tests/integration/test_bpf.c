@@ -166,7 +166,8 @@ static void teardown(void)
 	}
 	while (fx.child_count)
 		kill_child(fx.children[0]);
-	for (int i = 0; i < fx.cgroup_count; i++) {
+	/* Children were made after their parents: removed before them. */
+	for (int i = fx.cgroup_count - 1; i >= 0; i--) {
 		quiet_detach(fx.cgroups[i]);
 		if (!remove_cgroup(fx.cgroups[i]))
 			fprintf(stderr, "could not remove cgroup %s: %s\n", fx.cgroups[i], strerror(errno));
@@ -866,6 +867,285 @@ Test(bpf, daemon_reloads_the_policy_on_sighup)
 	fx.daemon = exit_status >= 0 ? 0 : daemon;
 	cr_expect_eq(exit_status, 0, "the daemon's status on SIGTERM: %d\n%s", exit_status, daemon_output());
 	expect_unconfined(&p, LO, NEW_HI, "after the daemon stopped");
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
+/* ---- The daemon fails loudly and leaves nothing behind ---- */
+
+/* The cgroup hooks the backend attaches, for BPF_PROG_QUERY. */
+static const enum bpf_attach_type backend_hooks[] = {
+	BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_UDP4_SENDMSG,
+	BPF_CGROUP_UDP6_SENDMSG,  BPF_CGROUP_INET4_BIND,    BPF_CGROUP_INET6_BIND,
+	BPF_CGROUP_INET4_POST_BIND, BPF_CGROUP_INET6_POST_BIND, BPF_CGROUP_INET_SOCK_RELEASE,
+	BPF_CGROUP_SOCK_OPS,
+};
+
+/* How many programs are attached to the cgroup itself (full path) at the
+ * backend's hooks, as bpftool cgroup show counts them. */
+static unsigned attached_programs(const char *full)
+{
+	int fd = open(full, O_RDONLY | O_DIRECTORY);
+	unsigned total = 0;
+
+	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
+	for (size_t i = 0; i < sizeof(backend_hooks) / sizeof(backend_hooks[0]); i++) {
+		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = backend_hooks[i]}};
+		cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s",
+			     full, strerror(errno));
+		total += attr.query.prog_cnt;
+	}
+	close(fd);
+	return total;
+}
+
+/* Whether anything of app is pinned under /sys/fs/bpf/portfence/. */
+static bool app_pinned(const char *app)
+{
+	char path[PATH_MAX];
+	struct stat info;
+	snprintf(path, sizeof(path), "/sys/fs/bpf/portfence/%s", app);
+	return stat(path, &info) == 0;
+}
+
+/* Another tool's program attached to a cgroup without BPF_F_ALLOW_MULTI
+ * or BPF_F_ALLOW_OVERRIDE: the kernel then refuses every attachment in
+ * the cgroups below it (EPERM).  It lets every connect through, and goes
+ * with the cgroup. */
+static void attach_exclusive_program(const char *full)
+{
+	struct bpf_insn allow[] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	union bpf_attr load = {.prog_type = BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+			       .expected_attach_type = BPF_CGROUP_INET4_CONNECT,
+			       .insns = (__u64)(uintptr_t)allow, .insn_cnt = 2,
+			       .license = (__u64)(uintptr_t)"GPL"};
+	int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load));
+	cr_assert_geq(prog, 0, "BPF_PROG_LOAD: %s", strerror(errno));
+	int cgroup = open(full, O_RDONLY | O_DIRECTORY);
+	cr_assert_geq(cgroup, 0, "open %s: %s", full, strerror(errno));
+	union bpf_attr attach = {.target_fd = (__u32)cgroup, .attach_bpf_fd = (__u32)prog,
+				 .attach_type = BPF_CGROUP_INET4_CONNECT, .attach_flags = 0};
+	cr_assert_eq(syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof(attach)), 0, "BPF_PROG_ATTACH %s: %s",
+		     full, strerror(errno));
+	close(cgroup);
+	close(prog);
+}
+
+/* Connects until one comes from outside [lo, hi] (true) or the deadline
+ * passes. */
+static bool wait_unconfined(struct prober *p, int lo, int hi, int seconds)
+{
+	char failure[128];
+	time_t deadline = time(NULL) + seconds;
+
+	while (time(NULL) < deadline) {
+		uint16_t port = prober_connect(p, failure, sizeof(failure));
+		if (port && !in_range(port, lo, hi))
+			return true;
+		usleep(200000);
+	}
+	return false;
+}
+
+/* The policy file rewritten with apps_text (the sandbox's log and
+ * state_dir kept), then SIGHUP. */
+static void reload_with(pid_t daemon, const char *apps_text)
+{
+	FILE *f = fopen(fx.sb.policy, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s\";\n%s\n", fx.sb.log, fx.sb.state,
+		apps_text);
+	fclose(f);
+	kill(daemon, SIGHUP);
+}
+
+/* SIGTERM: status 0, and the app's pins and programs are gone. */
+static void stop_daemon_clean(pid_t daemon, const char *app, const char *const fulls[])
+{
+	kill(daemon, SIGTERM);
+	int exit_status = wait_exit(daemon, 20);
+	fx.daemon = exit_status >= 0 ? 0 : daemon;
+	cr_expect_eq(exit_status, 0, "the daemon's status on SIGTERM: %d\n%s", exit_status, daemon_output());
+	cr_expect(!app_pinned(app), "/sys/fs/bpf/portfence/%s is still there after SIGTERM", app);
+	for (int i = 0; fulls[i]; i++)
+		cr_expect_eq(attached_programs(fulls[i]), 0, "programs still attached to %s after SIGTERM",
+			     fulls[i]);
+}
+
+/* After a reload that dropped one cgroup (dropped_full, its prober, its
+ * pin directory): it is released at once, links and pins, while the
+ * cgroup kept stays confined to [lo, hi] and the daemon runs on. */
+static void expect_dropped(pid_t daemon, struct prober *dropped, const char *dropped_full, const char *pin,
+			   int dropped_lo, int dropped_hi, struct prober *kept, int lo, int hi)
+{
+	char failure[128];
+	struct stat info;
+
+	cr_assert(wait_unconfined(dropped, dropped_lo, dropped_hi, 30),
+		  "%s stays confined after the reload dropped it:\n%s", dropped_full, daemon_output());
+	cr_expect_eq(attached_programs(dropped_full), 0, "programs still attached to %s", dropped_full);
+	cr_expect(stat(pin, &info) != 0, "%s is still pinned after the reload dropped it", pin);
+	uint16_t port = prober_connect(kept, failure, sizeof(failure));
+	cr_expect(in_range(port, lo, hi), "the cgroup kept came from %u (%s) after the reload", port, failure);
+	cr_expect(wait_exit(daemon, 0) < 0, "the daemon exited on the reload:\n%s", daemon_output());
+}
+
+/* SIGTERM with two cgroups served: nothing left of app (the one still
+ * served), then the probers and the server stop. */
+static void stop_two(pid_t daemon, const char *app, const char *full_a, struct prober *a, const char *full_b,
+		     struct prober *b, struct server *srv)
+{
+	const char *const fulls[] = {full_a, full_b, NULL};
+	stop_daemon_clean(daemon, app, fulls);
+	prober_stop(a);
+	prober_stop(b);
+	server_stop(srv);
+}
+
+/* A listed cgroup that exists but takes no attachment (another tool's
+ * exclusive program above it): the daemon cannot confine the app, so it
+ * says so in one line and exits non-zero, leaving nothing attached or
+ * pinned; it never runs on confining nothing. */
+Test(bpf, daemon_exits_with_one_line_when_a_cgroup_cannot_be_attached)
+{
+	char parent_relative[128], relative[256], extra[512];
+
+	require_bpf_machine();
+	const char *parent = make_cgroup("exclusive", parent_relative, sizeof(parent_relative));
+	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
+	snprintf(relative, sizeof(relative), "%s/child", parent_relative);
+	char *child = fx.cgroups[fx.cgroup_count];
+	under_mount(child, relative);
+	cr_assert_eq(mkdir(child, 0755), 0, "mkdir %s: %s", child, strerror(errno));
+	fx.cgroup_count++;
+	attach_exclusive_program(parent);
+	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox("refused", 62660, 62669, extra);
+
+	pid_t daemon = daemon_start();
+	int exit_status = wait_exit(daemon, 30);
+	fx.daemon = exit_status >= 0 ? 0 : daemon;
+	cr_assert(exit_status > 0, "the daemon %s (status %d):\n%s",
+		  exit_status < 0 ? "still runs confining nothing" : "exited 0", exit_status, daemon_output());
+	cr_expect_eq(nonempty_lines(daemon_output()), 1, "one line:\n%s", daemon_output());
+	cr_expect(strstr(daemon_output(), "refused") && strstr(daemon_output(), relative),
+		  "the line should name the app and the cgroup: %s", daemon_output());
+	cr_expect(!app_pinned("refused"), "a failed start left /sys/fs/bpf/portfence/refused");
+	cr_expect_eq(attached_programs(child), 0, "a failed start left programs attached to %s", child);
+}
+
+/* SIGHUP with a policy that no longer lists one of the app's cgroups:
+ * that cgroup is released at once (links and pins), the other stays
+ * confined, and SIGTERM then leaves nothing. */
+Test(bpf, daemon_reload_that_drops_a_cgroup_detaches_it)
+{
+	enum { LO = 62670, HI = 62679 };
+	struct server srv;
+	struct prober kept, dropped;
+	char kept_rel[128], dropped_rel[128], apps[1024], pin[PATH_MAX];
+	struct stat info;
+	int exit_status;
+
+	require_bpf_machine();
+	const char *kept_full = make_cgroup("kept", kept_rel, sizeof(kept_rel));
+	const char *dropped_full = make_cgroup("dropped", dropped_rel, sizeof(dropped_rel));
+	snprintf(apps, sizeof(apps), "cgroups = [ \"%s\", \"%s\" ];", kept_rel, dropped_rel);
+	bpf_sandbox("narrowed", LO, HI, apps);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&kept, kept_full, srv.port);
+	prober_start(&dropped, dropped_full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&kept, LO, HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
+	cr_assert(wait_confined(&dropped, LO, HI, 30, daemon, &exit_status), "never confined:\n%s",
+		  daemon_output());
+	snprintf(pin, sizeof(pin), "/sys/fs/bpf/portfence/narrowed/%s", dropped_rel);
+	cr_assert_eq(stat(pin, &info), 0, "no pins at %s while attached", pin);
+
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"narrowed\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
+		 LO, HI, kept_rel);
+	reload_with(daemon, apps);
+	expect_dropped(daemon, &dropped, dropped_full, pin, LO, HI, &kept, LO, HI);
+	stop_two(daemon, "narrowed", kept_full, &kept, dropped_full, &dropped, &srv);
+}
+
+/* SIGHUP with a policy that no longer has one of the apps: its cgroup is
+ * released, its pins are gone, and what its programs recorded before the
+ * reload is in the log. */
+Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
+{
+	enum { STAY_LO = 62680, STAY_HI = 62689, GONE_LO = 62690, GONE_HI = 62699 };
+	struct server srv;
+	struct prober stays, gone;
+	char stay_rel[128], gone_rel[128], apps[1024], failure[128];
+	int exit_status;
+
+	require_bpf_machine();
+	const char *stay_full = make_cgroup("stays", stay_rel, sizeof(stay_rel));
+	const char *gone_full = make_cgroup("gone", gone_rel, sizeof(gone_rel));
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"stays\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+		 "  { name = \"gone\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
+		 STAY_LO, STAY_HI, stay_rel, GONE_LO, GONE_HI, gone_rel);
+	sandbox_init(&fx.sb, apps);
+	fx.sandboxed = true;
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&stays, stay_full, srv.port);
+	prober_start(&gone, gone_full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&stays, STAY_LO, STAY_HI, 30, daemon, &exit_status), "never confined:\n%s",
+		  daemon_output());
+	cr_assert(wait_confined(&gone, GONE_LO, GONE_HI, 30, daemon, &exit_status), "never confined:\n%s",
+		  daemon_output());
+	cr_assert(app_pinned("gone"));
+
+	/* The last connects of the app to go, right before the reload. */
+	uint16_t last[5];
+	for (int i = 0; i < 5; i++) {
+		last[i] = prober_connect(&gone, failure, sizeof(failure));
+		cr_assert(in_range(last[i], GONE_LO, GONE_HI), "connect came from %u (%s)", last[i], failure);
+	}
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"stays\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
+		 STAY_LO, STAY_HI, stay_rel);
+	reload_with(daemon, apps);
+	expect_dropped(daemon, &gone, gone_full, "/sys/fs/bpf/portfence/gone", GONE_LO, GONE_HI, &stays, STAY_LO,
+		       STAY_HI);
+
+	for (int i = 0; i < 5; i++) {
+		json_t *records;
+		json_t *record = wait_assign_record(last[i], &records);
+		cr_expect_not_null(record, "the dropped app's record of port %u was lost", last[i]);
+		if (record)
+			cr_expect_str_eq(field(record, "app") ? field(record, "app") : "", "gone");
+		json_decref(records);
+	}
+	stop_two(daemon, "stays", stay_full, &stays, gone_full, &gone, &srv);
+}
+
+/* SIGTERM: no link of the daemon's stays attached, no pin stays. */
+Test(bpf, daemon_leaves_no_pins_and_no_attachments_after_sigterm)
+{
+	enum { LO = 62730, HI = 62739 };
+	struct server srv;
+	struct prober p;
+	char relative[128], extra[256];
+	int exit_status;
+
+	require_bpf_machine();
+	const char *full = make_cgroup("term", relative, sizeof(relative));
+	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox("terminated", LO, HI, extra);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&p, full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&p, LO, HI, 30, daemon, &exit_status), "never confined (status %d):\n%s",
+		  exit_status, daemon_output());
+	cr_assert_gt(attached_programs(full), 0);
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "terminated", fulls);
+	expect_unconfined(&p, LO, HI, "after SIGTERM");
 	prober_stop(&p);
 	server_stop(&srv);
 }
