@@ -54,6 +54,15 @@ int run_all_measures(void);
 /* Median seconds of `portfence status --json` with about `sockets`
  * sockets open in the policy's ranges (*opened: how many), or -1. */
 double bench_status_seconds(int sockets, int *opened);
+/* A number as bench.json holds it: "null" when it could not be measured
+ * (NaN or infinite), so that the file stays JSON.  The text lives as
+ * long as the expression that made it. */
+struct json_number {
+	char text[32];
+};
+struct json_number json_number(double value, int decimals);
+/* text as a JSON string, quoted and escaped. */
+void json_string(FILE *out, const char *text);
 /* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
 void measure_bpf(FILE *json, bool first);
 

@@ -26,6 +26,8 @@ struct bpf_bench {
 	char confined[PATH_MAX], native[PATH_MAX], attach_target[PATH_MAX];
 	FILE *json;
 	bool first;
+	char err_path[PATH_MAX];	/* the tool's stderr, kept for the reason */
+	char reason[512];	/* why the last measure could not run */
 };
 
 static double seconds_now(void)
@@ -73,10 +75,11 @@ static pid_t start_tool(const struct bpf_bench *b, char *const args[])
 			argv[n++] = args[i];
 		argv[n] = NULL;
 		int null = open("/dev/null", O_WRONLY);
-		if (null >= 0) {
+		int err = open(b->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (null >= 0)
 			dup2(null, STDOUT_FILENO);
-			dup2(null, STDERR_FILENO);
-		}
+		if (err >= 0 || null >= 0)
+			dup2(err >= 0 ? err : null, STDERR_FILENO);
 		execv(b->tool, argv);
 		_exit(127);
 	}
@@ -92,8 +95,25 @@ static int run_tool(const struct bpf_bench *b, char *const args[])
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The daemon has attached when its pinned connect4 link is there. */
-static bool wait_attached(const struct bpf_bench *b)
+/* Why the tool could not do what a measure needed: what, and the first
+ * line it printed. */
+static void tool_failed(struct bpf_bench *b, const char *what)
+{
+	char line[400] = "";
+	FILE *err = fopen(b->err_path, "r");
+	if (err) {
+		if (!fgets(line, sizeof(line), err))
+			line[0] = '\0';
+		fclose(err);
+	}
+	line[strcspn(line, "\n")] = '\0';
+	snprintf(b->reason, sizeof(b->reason), "%s%s%s", what, line[0] ? ": " : "", line);
+}
+
+/* The daemon has attached when its pinned connect4 link is there; a
+ * daemon that exits first could not.  Loading and verifying takes
+ * seconds on a busy machine (14 s seen on 2 cores under load). */
+static bool wait_attached(struct bpf_bench *b, pid_t daemon)
 {
 	char name[PATH_MAX], relative[PATH_MAX], pin[PATH_MAX * 2];
 	struct stat info;
@@ -101,24 +121,40 @@ static bool wait_attached(const struct bpf_bench *b)
 	snprintf(relative, sizeof(relative), "%s/bpf", b->base_relative);
 	pf_pin_name_encode(relative, name, sizeof(name));
 	snprintf(pin, sizeof(pin), "/sys/fs/bpf/portfence/benchbpf/%s/pf_connect4", name);
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 1200; i++) {
 		if (stat(pin, &info) == 0)
 			return true;
+		if (waitpid(daemon, NULL, WNOHANG) == daemon) {
+			tool_failed(b, "portfence daemon exited");
+			return false;
+		}
 		nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
 	}
+	kill(daemon, SIGTERM);
+	waitpid(daemon, NULL, 0);
+	tool_failed(b, "portfence daemon did not attach within 60 s");
 	return false;
 }
 
-static pid_t start_daemon(const struct bpf_bench *b, const char *policy)
+static pid_t start_daemon(struct bpf_bench *b, const char *policy)
 {
 	char *args[] = {"daemon", "-c", (char *)policy, NULL};
 	pid_t pid = start_tool(b, args);
-	if (pid > 0 && !wait_attached(b)) {
-		kill(pid, SIGTERM);
-		waitpid(pid, NULL, 0);
+	if (pid < 0) {
+		snprintf(b->reason, sizeof(b->reason), "cannot fork: %s", strerror(errno));
 		return -1;
 	}
-	return pid;
+	return wait_attached(b, pid) ? pid : -1;
+}
+
+/* A measure that could not run: null in bench.json, the reason beside
+ * it ("KEY_skipped") and in the table. */
+static void skipped(struct bpf_bench *b, const char *key, const char *label)
+{
+	fprintf(b->json, "%s\n    \"%s\": null, \"%s_skipped\": ", b->first ? "" : ",", key, key);
+	json_string(b->json, b->reason);
+	b->first = false;
+	printf("| bpf | %s | skipped: %s | | | |\n", label, b->reason);
 }
 
 static void stop_daemon(pid_t pid)
@@ -138,11 +174,16 @@ static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
 	snprintf(policy, sizeof(policy), "%s/bpf-%s.conf", settings.dir, log ? "log" : "nolog");
 	write_bpf_policy(b, policy, log, 61000, 61999, true);
 	pid_t daemon = start_daemon(b, policy);
+	const char *key = log ? "bpf_connect" : "bpf_connect_nolog";
+	if (daemon < 0) {
+		skipped(b, key, log ? "tcp_connect, log on" : "tcp_connect, log off");
+		return;
+	}
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	snprintf(count_text, sizeof(count_text), "%d", settings.quick ? 50 : 300);
 	snprintf(pairs_text, sizeof(pairs_text), "%d", settings.quick ? 4 : 16);
 	char *args[] = {"cgroup_paired", b->confined, b->native, port_text, count_text, pairs_text, NULL};
-	for (int w = 0; daemon > 0 && w < workers; w++) {
+	for (int w = 0; w < workers; w++) {
 		double extra[2];
 		double a = run_worker_numbers(false, NULL, args, extra);
 		if (isnan(a))
@@ -153,9 +194,9 @@ static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
 	stop_daemon(daemon);
 	double med_native = n ? median(native, n) : NAN, med_bpf = n ? median(confined, n) : NAN;
 	double med_ratio = n ? median(ratio, n) : NAN;
-	const char *key = log ? "bpf_connect" : "bpf_connect_nolog";
-	fprintf(b->json, "%s\n    \"%s\": {\"native_ns\": %.1f, \"bpf_ns\": %.1f, \"ratio\": %.4f}",
-		b->first ? "" : ",", key, med_native, med_bpf, med_ratio);
+	fprintf(b->json, "%s\n    \"%s\": {\"native_ns\": %s, \"bpf_ns\": %s, \"ratio\": %s}",
+		b->first ? "" : ",", key, json_number(med_native, 1).text, json_number(med_bpf, 1).text,
+		json_number(med_ratio, 4).text);
 	b->first = false;
 	printf("| bpf | tcp_connect, %s | %.0f | %.0f | %.3f | %s |\n", log ? "log on" : "log off", med_native,
 	       med_bpf, med_ratio, log ? "<= 1.10" : "<= 1.05");
@@ -171,17 +212,26 @@ static void churn(struct bpf_bench *b, uint16_t port, int ports)
 	snprintf(policy, sizeof(policy), "%s/bpf-churn-%d.conf", settings.dir, ports);
 	write_bpf_policy(b, policy, true, 61400, 61400 + ports - 1, true);
 	pid_t daemon = start_daemon(b, policy);
+	char key[32], label[64];
+	snprintf(key, sizeof(key), "churn_%d", ports);
+	snprintf(label, sizeof(label), "churn, %d-port range", ports);
+	if (daemon < 0) {
+		skipped(b, key, label);
+		return;
+	}
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	snprintf(seconds, sizeof(seconds), "%.1f", secs);
 	char *args[] = {"churn", port_text, seconds, NULL};
 	settings.worker_cgroup = b->native;
 	double native = run_worker(false, NULL, args, &native_failures);
 	settings.worker_cgroup = b->confined;
-	double bpf = daemon > 0 ? run_worker(false, NULL, args, &bpf_failures) : NAN;
+	double bpf = run_worker(false, NULL, args, &bpf_failures);
 	settings.worker_cgroup = NULL;
 	stop_daemon(daemon);
-	fprintf(b->json, ",\n    \"churn_%d\": {\"native_per_s\": %.0f, \"bpf_per_s\": %.0f, \"native_failures\": %.0f, "
-		"\"bpf_failures\": %.0f}", ports, native, bpf, native_failures, bpf_failures);
+	fprintf(b->json, "%s\n    \"%s\": {\"native_per_s\": %s, \"bpf_per_s\": %s, \"native_failures\": %s, "
+		"\"bpf_failures\": %s}", b->first ? "" : ",", key, json_number(native, 0).text,
+		json_number(bpf, 0).text, json_number(native_failures, 0).text, json_number(bpf_failures, 0).text);
+	b->first = false;
 	printf("| bpf | churn, %d-port range, conn/s (failures) | %.0f/s (%.0f) | %.0f/s (%.0f) | %.3f | |\n", ports,
 	       native, native_failures, bpf, bpf_failures, bpf / native);
 }
@@ -201,13 +251,20 @@ static void attach_time(struct bpf_bench *b)
 	char *detach[] = {"detach", "-a", "benchbpf", relative, NULL};
 	for (int i = 0; i < (settings.quick ? 1 : 5); i++) {
 		double start = seconds_now();
-		if (run_tool(b, attach) != 0)
+		if (run_tool(b, attach) != 0) {
+			tool_failed(b, "portfence attach failed");
 			continue;
+		}
 		took[n++] = seconds_now() - start;
 		run_tool(b, detach);
 	}
-	double ms = n ? median(took, n) * 1000 : NAN;
-	fprintf(b->json, ",\n    \"attach_ms\": %.1f", ms);
+	if (n == 0) {
+		skipped(b, "attach_ms", "attach (portfence attach: load, verify, attach, pin)");
+		return;
+	}
+	double ms = median(took, n) * 1000;
+	fprintf(b->json, "%s\n    \"attach_ms\": %.1f", b->first ? "" : ",", ms);
+	b->first = false;
 	printf("| bpf | attach (portfence attach: load, verify, attach, pin) | | %.0f ms | | |\n", ms);
 }
 
@@ -239,6 +296,7 @@ void measure_bpf(FILE *json, bool first)
 	struct listener connect_server, churn_server;
 	const char *why = why_not();
 
+	snprintf(b.err_path, sizeof(b.err_path), "%s/tool.err", settings.dir);
 	snprintf(b.tool, sizeof(b.tool), "%s", settings.self);
 	char *slash = strrchr(b.tool, '/');
 	snprintf(slash + 1, sizeof(b.tool) - (size_t)(slash + 1 - b.tool), "portfence");
@@ -246,7 +304,9 @@ void measure_bpf(FILE *json, bool first)
 	if (!why && !make_cgroups(&b))
 		why = "cannot create the bench's cgroups";
 	if (why) {
-		fprintf(json, "\"skipped\": \"%s\"}", why);
+		fprintf(json, "\"skipped\": ");
+		json_string(json, why);
+		fprintf(json, "}");
 		printf("| bpf | skipped: %s | | | | |\n", why);
 		return;
 	}

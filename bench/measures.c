@@ -28,10 +28,35 @@ static void json_open_measure(const char *name)
 	json_first_measure = false;
 }
 
+struct json_number json_number(double value, int decimals)
+{
+	struct json_number number;
+	if (isfinite(value))
+		snprintf(number.text, sizeof(number.text), "%.*f", decimals, value);
+	else
+		snprintf(number.text, sizeof(number.text), "null");
+	return number;
+}
+
+void json_string(FILE *out, const char *text)
+{
+	fputc('"', out);
+	for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			fprintf(out, "\\%c", *c);
+		else if (*c < 0x20)
+			fprintf(out, "\\u%04x", *c);
+		else
+			fputc(*c, out);
+	}
+	fputc('"', out);
+}
+
 static void json_pair(const char *key, bool first, struct pair p)
 {
-	fprintf(json, "%s\n    \"%s\": {\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
-		first ? "" : ",", key, p.native_ns, p.shim_ns, p.ratio);
+	fprintf(json, "%s\n    \"%s\": {\"native_ns\": %s, \"shim_ns\": %s, \"ratio\": %s}",
+		first ? "" : ",", key, json_number(p.native_ns, 1).text, json_number(p.shim_ns, 1).text,
+		json_number(p.ratio, 4).text);
 }
 
 static void print_pair(const char *measure, const char *variant, struct pair p, const char *target)
@@ -183,8 +208,8 @@ static void measure_udp_first_send(void)
 	write_policy(policy, "double-hash", true, 61000, 61999);
 	struct pair p = paired(policy, "udp_first_send", sink_port, settings.quick ? 100 : 1000);
 	json_open_measure("udp_first_send");
-	fprintf(json, "\"native_ns\": %.1f, \"shim_ns\": %.1f, \"ratio\": %.4f}",
-		p.native_ns, p.shim_ns, p.ratio);
+	fprintf(json, "\"native_ns\": %s, \"shim_ns\": %s, \"ratio\": %s}", json_number(p.native_ns, 1).text,
+		json_number(p.shim_ns, 1).text, json_number(p.ratio, 4).text);
 	print_pair("udp_first_send", "double-hash, log", p, "-");
 	close(sink);
 }
@@ -267,13 +292,15 @@ static void measure_process_start(void)
 				  : interleave_processes(curl_argv, policy, settings.quick ? 3 : 20);
 	listener_stop(&l);
 	json_open_measure("process_start");
-	fprintf(json, "\n    \"true\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f},",
-		t.native_ns, t.shim_ns, t.shim_ns - t.native_ns, t.ratio);
+	fprintf(json, "\n    \"true\": {\"native_ns\": %s, \"shim_ns\": %s, \"added_ns\": %s, \"ratio\": %s},",
+		json_number(t.native_ns, 0).text, json_number(t.shim_ns, 0).text,
+		json_number(t.shim_ns - t.native_ns, 0).text, json_number(t.ratio, 4).text);
 	if (sanitized)
 		fprintf(json, "\n    \"curl\": null\n  }");
 	else
-		fprintf(json, "\n    \"curl\": {\"native_ns\": %.0f, \"shim_ns\": %.0f, \"added_ns\": %.0f, \"ratio\": %.4f}\n  }",
-			c.native_ns, c.shim_ns, c.shim_ns - c.native_ns, c.ratio);
+		fprintf(json, "\n    \"curl\": {\"native_ns\": %s, \"shim_ns\": %s, \"added_ns\": %s, \"ratio\": %s}\n  }",
+			json_number(c.native_ns, 0).text, json_number(c.shim_ns, 0).text,
+			json_number(c.shim_ns - c.native_ns, 0).text, json_number(c.ratio, 4).text);
 	print_pair("process_start", "/bin/true", t, "+<= 1 ms");
 	print_pair("process_start", "curl (one connect)", c, "+<= 1 ms");
 }
@@ -297,8 +324,8 @@ static void measure_capacity(void)
 	for (int i = 0; i < 4; i++)
 		listener_stop(&l[i]);
 	json_open_measure("capacity");
-	fprintf(json, "\"range_ports\": 16, \"destinations\": 4, \"attempted\": 64, \"shim\": %.0f, \"plain_bind\": %.0f}",
-		shim, plain);
+	fprintf(json, "\"range_ports\": 16, \"destinations\": 4, \"attempted\": 64, \"shim\": %s, \"plain_bind\": %s}",
+		json_number(shim, 0).text, json_number(plain, 0).text);
 	printf("| capacity | 16 ports x 4 destinations | plain bind %.0f | shim %.0f | - | shim = 64 (R x D) |\n",
 	       plain, shim);
 }
@@ -320,9 +347,10 @@ static void measure_churn(void)
 	double shim = run_worker(true, policy, args, &shim_failures);
 	listener_stop(&l);
 	json_open_measure("churn");
-	fprintf(json, "\"seconds\": %.1f, \"range_ports\": 20, \"native_per_s\": %.0f, \"shim_per_s\": %.0f, "
-		"\"ratio\": %.4f, \"native_failures\": %.0f, \"shim_failures\": %.0f}",
-		secs, native, shim, shim / native, native_failures, shim_failures);
+	fprintf(json, "\"seconds\": %.1f, \"range_ports\": 20, \"native_per_s\": %s, \"shim_per_s\": %s, "
+		"\"ratio\": %s, \"native_failures\": %s, \"shim_failures\": %s}",
+		secs, json_number(native, 0).text, json_number(shim, 0).text, json_number(shim / native, 4).text,
+		json_number(native_failures, 0).text, json_number(shim_failures, 0).text);
 	printf("| churn | conn/s, 20-port range, client closes first (failures) | %.0f/s (%.0f) | %.0f/s (%.0f) | %.3f | >= 0.8, 0 failures |\n",
 	       native, native_failures, shim, shim_failures, shim / native);
 }
@@ -377,9 +405,10 @@ static void measure_syn_stalls(void)
 	shim[0] = run_worker_numbers(true, policy, args, shim + 1);
 	listener_stop(&l);
 	json_open_measure("syn_stalls");
-	fprintf(json, "\"cycles\": %d, \"range_ports\": 10, \"native_stalls\": %.0f, \"native_failures\": %.0f, "
-		"\"native_worst_ms\": %.1f, \"shim_stalls\": %.0f, \"shim_failures\": %.0f, \"shim_worst_ms\": %.1f}",
-		cycles, native[0], native[1], native[2], shim[0], shim[1], shim[2]);
+	fprintf(json, "\"cycles\": %d, \"range_ports\": 10, \"native_stalls\": %s, \"native_failures\": %s, "
+		"\"native_worst_ms\": %s, \"shim_stalls\": %s, \"shim_failures\": %s, \"shim_worst_ms\": %s}",
+		cycles, json_number(native[0], 0).text, json_number(native[1], 0).text, json_number(native[2], 1).text,
+		json_number(shim[0], 0).text, json_number(shim[1], 0).text, json_number(shim[2], 1).text);
 	printf("| syn_stalls | %d cycles, 10-port range, connects >= 1 s (failures) | %.0f (%.0f) | %.0f (%.0f) | - | 0 stalls, failures < 10%% |\n",
 	       cycles, native[0], native[1], shim[0], shim[1]);
 }
@@ -447,8 +476,8 @@ static void measure_occupancy(void)
 					total += pick.attempts;
 					max = pick.attempts > max ? pick.attempts : max;
 				}
-				fprintf(json, "%s\"%d\": {\"mean\": %.2f, \"max\": %u}", k ? ", " : "",
-					levels[k], total / picks, max);
+				fprintf(json, "%s\"%d\": {\"mean\": %s, \"max\": %u}", k ? ", " : "", levels[k],
+					json_number(total / picks, 2).text, max);
 				printf(" %.1f / %u |", total / picks, max);
 			}
 			fprintf(json, "}");
@@ -468,7 +497,7 @@ static void measure_status_20000(void)
 	double seconds = bench_status_seconds(wanted, &opened);
 
 	json_open_measure("status_20000");
-	fprintf(json, "\"sockets\": %d, \"seconds\": %.4f}", opened, seconds);
+	fprintf(json, "\"sockets\": %d, \"seconds\": %s}", opened, json_number(seconds, 4).text);
 	printf("| status_20000 | portfence status --json, %d sockets in the ranges | - | %.3f s | - | < 0.5 s |\n",
 	       opened, seconds);
 }

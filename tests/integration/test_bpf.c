@@ -1150,6 +1150,49 @@ Test(bpf, daemon_leaves_no_pins_and_no_attachments_after_sigterm)
 	server_stop(&srv);
 }
 
+/* ---- bench.json ---- */
+
+/* bench.json stays JSON when the BPF measures cannot run: here the
+ * kernel refuses every attachment (another tool's exclusive program on
+ * the cgroup that is the root of the bench's cgroup namespace, above the
+ * cgroups the bench makes).  Each measure is null, the reason beside it
+ * in the file and in the table. */
+Test(bpf, bench_json_stays_json_when_the_bpf_measures_cannot_run)
+{
+	static const char *const measures[] = {"bpf_connect", "bpf_connect_nolog", "churn_10", "churn_100",
+					       "attach_ms"};
+	char relative[128], out[256], script[PATH_MAX * 3], key[64];
+	struct run_result r;
+	json_error_t error;
+
+	require_bpf_machine();
+	const char *full = make_cgroup("bench", relative, sizeof(relative));
+	attach_exclusive_program(full);
+	bpf_sandbox("unused", 62740, 62749, NULL);
+	snprintf(out, sizeof(out), "%s/bench.json", fx.sb.dir);
+	snprintf(script, sizeof(script),
+		 "echo $$ > '%s/cgroup.procs' && exec unshare -C -m --propagation private sh -c "
+		 "'umount -l \"$0\" && mount -t cgroup2 none \"$0\" && exec \"$1\" --quick --only bpf --out \"$2\"' '%s' '%s' '%s'",
+		 full, cgroup_mount, build_path("portfence-bench"), out);
+	char *argv[] = {"sh", "-c", script, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	json_t *root = json_load_file(out, 0, &error);
+	cr_assert_not_null(root, "%s is not JSON: %s (line %d)\n%s", out, error.text, error.line, r.out);
+	json_t *bpf = json_object_get(root, "bpf");
+	cr_assert(json_is_object(bpf), "no \"bpf\" object:\n%s", json_dumps(root, 0));
+	for (size_t i = 0; i < sizeof(measures) / sizeof(measures[0]); i++) {
+		json_t *value = json_object_get(bpf, measures[i]);
+		cr_expect(json_is_null(value), "\"%s\" should be null: %s", measures[i], json_dumps(bpf, 0));
+		snprintf(key, sizeof(key), "%s_skipped", measures[i]);
+		const char *why = json_string_value(json_object_get(bpf, key));
+		cr_expect(why && strstr(why, "portfence"), "no reason \"%s\" beside it: %s", key, json_dumps(bpf, 0));
+	}
+	cr_expect(strstr(r.out, "skipped: portfence daemon exited: portfence: benchbpf: cannot attach"),
+		  "the table should give the reason:\n%s", r.out);
+	json_decref(root);
+}
+
 /* ---- udp_unbound ---- */
 
 static void unbound_udp_send(const char *setting, struct run_result *r, struct server *srv, char *dest,
