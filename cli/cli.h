@@ -11,6 +11,7 @@ int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 /* Prints message (if any) and the usage to stderr; returns EXIT_USAGE. */
 int usage_error(const char *message);
@@ -20,6 +21,10 @@ struct pf_policy;
 /* Loads and validates the policy, printing its FILE:LINE errors on
  * stderr; 0, or -1 with the policy freed. */
 int cli_load_policy(const char *config, struct pf_policy *policy);
+/* libportfence.so next to the tool (the build tree), where `make
+ * install` puts it relative to the tool, or in PF_LIBDIR: its path into
+ * out, 0; -ENOENT with the PF_LIBDIR path in out. */
+int cli_find_shim(char *out, size_t len);
 /* PORTFENCE_CONFIG, else the default policy path. */
 const char *cli_config_from_env(void);
 

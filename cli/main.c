@@ -14,7 +14,8 @@ static const char usage_text[] =
 	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n"
 	"       portfence attach [-c POLICY] -a APP CGROUP\n"
 	"       portfence detach [-a APP] CGROUP\n"
-	"       portfence daemon [-c POLICY]\n";
+	"       portfence daemon [-c POLICY]\n"
+	"       portfence doctor [-c POLICY]\n";
 
 int usage_error(const char *message)
 {
@@ -52,6 +53,8 @@ int main(int argc, char **argv)
 		return cmd_detach(argc - 1, argv + 1);
 	if (strcmp(argv[1], "daemon") == 0)
 		return cmd_daemon(argc - 1, argv + 1);
+	if (strcmp(argv[1], "doctor") == 0)
+		return cmd_doctor(argc - 1, argv + 1);
 	return usage_error("unknown command");
 }
 

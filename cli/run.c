@@ -28,7 +28,7 @@ static bool is_file(const char *path)
 
 /* Next to the tool (the build tree), then where `make install` puts it
  * relative to the tool, then the configured library directory. */
-static int find_shim(char *out, size_t len)
+int cli_find_shim(char *out, size_t len)
 {
 	static const char *const relative[] = {"", "../lib/portfence/", "../lib/"};
 	char self[PATH_MAX];
@@ -237,7 +237,7 @@ int cmd_run(int argc, char **argv)
 		return cmd_run_bpf(config, app, audit, argv + optind);
 
 	char shim[PATH_MAX], command[PATH_MAX];
-	if (find_shim(shim, sizeof(shim)) < 0) {
+	if (cli_find_shim(shim, sizeof(shim)) < 0) {
 		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
 		return 127;
 	}

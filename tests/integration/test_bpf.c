@@ -1193,6 +1193,108 @@ Test(bpf, bench_json_stays_json_when_the_bpf_measures_cannot_run)
 	json_decref(root);
 }
 
+/* ---- doctor ---- */
+
+/* The line of doctor's output about what (its third column), or NULL. */
+static const char *doctor_line(const char *out, const char *backend, const char *what)
+{
+	static char line[1024];
+	for (const char *at = out; at && *at; at = strchr(at, '\n') ? strchr(at, '\n') + 1 : NULL) {
+		size_t len = strcspn(at, "\n");
+		char name[16], level[16];
+		int offset = 0;
+		snprintf(line, sizeof(line), "%.*s", (int)(len < sizeof(line) ? len : sizeof(line) - 1), at);
+		if (sscanf(line, "%15s %15s %n", name, level, &offset) == 2 && strcmp(name, backend) == 0 &&
+		    strncmp(line + offset, what, strlen(what)) == 0)
+			return line;
+	}
+	return NULL;
+}
+
+static void expect_doctor_says(const char *out, const char *backend, const char *level, const char *what,
+			       const char *part)
+{
+	const char *line = doctor_line(out, backend, what);
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "%-4s %-5s ", backend, level);
+	cr_expect(line && strncmp(line, prefix, strlen(prefix)) == 0 && strstr(line, part),
+		  "expected \"%s%s ... %s\", got \"%s\" in:\n%s", prefix, what, part, line ? line : "(none)", out);
+}
+
+/* Here (root, cgroup v2, Linux >= 5.18, BTF) both backends can be used:
+ * every fact is one line, and bpffs that is not mounted is tried without
+ * mounting it for the host. */
+Test(bpf, doctor_finds_both_backends_usable_here)
+{
+	struct run_result r;
+	char script[PATH_MAX * 2];
+
+	require_bpf_machine();
+	bpf_sandbox("doctored", 62750, 62759, NULL);
+	char *argv[] = {(char *)build_path("portfence"), "doctor", "-c", fx.sb.policy, NULL};
+	run_tool(&r, argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	expect_doctor_says(r.out, "shim", "ok", "policy", "valid, 1 app");
+	expect_doctor_says(r.out, "shim", "ok", "shim library", "libportfence.so");
+	expect_doctor_says(r.out, "bpf", "ok", "root", "yes");
+	expect_doctor_says(r.out, "bpf", "ok", "cgroup v2", cgroup_mount);
+	expect_doctor_says(r.out, "bpf", "ok", "BTF", "/sys/kernel/btf/vmlinux");
+	expect_doctor_says(r.out, "bpf", "ok", "bpffs", "/sys/fs/bpf");
+	expect_doctor_says(r.out, "bpf", "ok", "BPF program load", "allowed");
+	expect_doctor_says(r.out, "bpf", "note", "tracefs, debugfs", "not needed");
+	cr_expect(strstr(r.out, "\nshim: usable\nbpf: usable\n"), "%s", r.out);
+
+	snprintf(script, sizeof(script),
+		 "unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /sys/fs/bpf && \"$0\" doctor -c \"$1\"; "
+		 "echo status $?; echo after $(stat -f -c %%T /sys/fs/bpf)' '%s' '%s'",
+		 build_path("portfence"), fx.sb.policy);
+	char *in_namespace[] = {"sh", "-c", script, NULL};
+	run_tool(&r, in_namespace);
+	expect_doctor_says(r.out, "bpf", "ok", "bpffs", "mountable");
+	cr_expect(strstr(r.out, "status 0\n"), "%s", r.out);
+	cr_expect(strstr(r.out, "after tmpfs\n"), "doctor mounted bpffs for the host:\n%s", r.out);
+}
+
+/* As a user, the BPF backend lacks root (and what follows from it); the
+ * shim does not: exit 1. */
+Test(bpf, doctor_as_a_user_says_what_bpf_lacks_and_exits_1)
+{
+	struct run_result r;
+	char cmd[1024], tool[256];
+
+	require_bpf_machine();
+	if (system("command -v setpriv >/dev/null 2>&1") != 0)
+		cr_skip_test("skipped: no setpriv (util-linux) to run as nobody");
+	bpf_sandbox("doctored", 62750, 62759, NULL);
+	snprintf(tool, sizeof(tool), "%s/portfence", fx.sb.dir);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' '%s/' && chmod 0755 '%s' && chmod 0644 '%s' '%s/libportfence.so'",
+		 build_path("portfence"), build_path("libportfence.so"), fx.sb.dir, tool, fx.sb.policy, fx.sb.dir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", tool, "doctor",
+			"-c", fx.sb.policy, NULL};
+	run_tool(&r, argv);
+	cr_expect_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
+	expect_doctor_says(r.out, "bpf", "lacks", "root", "CAP_BPF");
+	expect_doctor_says(r.out, "bpf", "lacks", "BPF program load", "refused");
+	expect_doctor_says(r.out, "shim", "ok", "shim library", fx.sb.dir);
+	cr_expect(strstr(r.out, "\nshim: usable\nbpf: not usable here\n"), "%s", r.out);
+}
+
+/* A policy that cannot be used leaves the shim refusing every call: the
+ * shim is not usable with it, and its first FILE:LINE error says why. */
+Test(bpf, doctor_with_an_invalid_policy_says_why_and_exits_1)
+{
+	struct run_result r;
+
+	require_bpf_machine();
+	bpf_sandbox("doctored", 62759, 62750, NULL);
+	char *argv[] = {(char *)build_path("portfence"), "doctor", "-c", fx.sb.policy, NULL};
+	run_tool(&r, argv);
+	cr_expect_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
+	expect_doctor_says(r.out, "shim", "lacks", "policy", fx.sb.policy);
+	cr_expect(strstr(r.out, "\nshim: not usable here\nbpf: usable\n"), "%s", r.out);
+}
+
 /* ---- udp_unbound ---- */
 
 static void unbound_udp_send(const char *setting, struct run_result *r, struct server *srv, char *dest,

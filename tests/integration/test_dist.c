@@ -183,7 +183,7 @@ Test(dist, bash_completion)
 	sandbox_init(&sb, "apps = ( { name = \"legacy-web\"; range = [ 61000, 61099 ]; },\n"
 			  "  { name = \"observed\"; range = [ 62000, 62099 ]; }, { name = \"other\"; range = [ 1, 2 ]; } );");
 	complete(&r, "portfence \"\"", "");
-	cr_expect_str_eq(r.out, "--help attach check daemon detach report run status ");
+	cr_expect_str_eq(r.out, "--help attach check daemon detach doctor report run status ");
 	complete(&r, "portfence st", "");
 	cr_expect_str_eq(r.out, "status ");
 	complete(&r, "portfence status --", "");
