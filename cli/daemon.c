@@ -9,13 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bpf_cli.h"
 #include "cli.h"
 
-#define TICK_NS 100000000L
+#define TICK_MS 100
 #define WATCH_EVERY_TICKS 3
 
 struct watched_cgroup {
@@ -166,6 +165,15 @@ static void reload(struct daemon_state *state, const char *config)
 	*state = fresh;
 }
 
+/* A tick, cut short when an app's ring fills past its mark (a burst). */
+static void wait_for_records(const struct daemon_state *state)
+{
+	struct pf_bpf_app *loaded[state->app_count + 1];
+	for (size_t i = 0; i < state->app_count; i++)
+		loaded[i] = state->apps[i].loaded;
+	pf_bpf_wait_records(loaded, state->app_count, TICK_MS);
+}
+
 static void serve(struct daemon_state *state, const char *config)
 {
 	for (unsigned tick = 0; !stop_requested; tick++) {
@@ -179,7 +187,7 @@ static void serve(struct daemon_state *state, const char *config)
 			for (size_t c = 0; tick % WATCH_EVERY_TICKS == 0 && c < served->cgroup_count; c++)
 				watch_cgroup(served, &served->cgroups[c]);
 		}
-		nanosleep(&(struct timespec){.tv_nsec = TICK_NS}, NULL);
+		wait_for_records(state);
 	}
 }
 
