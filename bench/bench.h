@@ -56,5 +56,8 @@ int run_all_measures(void);
 double bench_status_seconds(int sockets, int *opened);
 /* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
 void measure_bpf(FILE *json, bool first);
+/* bpf_burst: a burst of 50,000 records under the daemon, written and
+ * lost (null when it cannot run). */
+void measure_bpf_burst(FILE *json, bool first);
 
 #endif
