@@ -2,7 +2,8 @@
  * programs against native, blocks alternating in one process (log on and
  * off); churn through 10 and 100 ports; and how long an attach takes.
  * The programs are attached by the tool itself (`portfence daemon`, which
- * also drains the records, and `portfence attach`). */
+ * also drains the records, and `portfence attach`).  bpf_burst, a measure
+ * of its own: whether a burst of records under the daemon loses any. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1115,14 +1115,14 @@ static struct burst_log read_burst_log(const char *remote)
 }
 
 /* The log once it accounts for want records of the burst (written or
- * reported lost), or once it stopped growing for two seconds after it
- * began to (30 s at most). */
+ * reported lost), or once it stopped growing for five seconds after it
+ * began to (60 s at most). */
 static struct burst_log wait_burst_log(const char *remote, long want)
 {
 	struct burst_log b = {0};
 	long last = -1;
 
-	for (int tenths = 0, still = 0; tenths < 300 && still < 20; tenths++) {
+	for (int tenths = 0, still = 0; tenths < 600 && still < 50; tenths++) {
 		b = read_burst_log(remote);
 		long seen = b.denies + b.lost;
 		if (seen >= want)
