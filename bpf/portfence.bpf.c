@@ -270,11 +270,12 @@ static __always_inline void count_lost_record(void)
 
 /* The reader drains in batches on a timer (waking it per record cost a
  * third of a connect), and is woken at once when the ring is a quarter
- * full, so that a burst is drained while it lasts. */
+ * full, so that a burst is drained while it lasts.  The ring's own size:
+ * one pinned by an earlier version may be smaller. */
 static __always_inline __u64 submit_flags(void)
 {
-	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= RECORD_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
-										     : BPF_RB_NO_WAKEUP;
+	__u64 size = bpf_ringbuf_query(&records, BPF_RB_RING_SIZE);
+	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void pf_audit(const struct dest *d, const struct record_facts *f)
