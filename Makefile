@@ -61,7 +61,7 @@ HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe 
 # The BPF backend's clients: Go (static and dynamic), a static C client
 # making raw system calls, and an io_uring connect.
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
-             $(BUILD)/bpf-uring-client
+             $(BUILD)/bpf-uring-client $(BUILD)/bpf-burst
 
 .PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
 all: build-deps
@@ -153,6 +153,8 @@ $(BUILD)/bpf-static-client: tests/helpers/bpf_static_client.c tests/helpers/bpf_
 	$(CC) -static -O2 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $<
 $(BUILD)/bpf-uring-client: tests/helpers/bpf_uring_client.c tests/helpers/bpf_client.h
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -luring
+$(BUILD)/bpf-burst: tests/helpers/bpf_burst.c tests/helpers/bpf_client.h
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 
 deps:
 	@sh tests/install-deps.sh

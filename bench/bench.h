@@ -65,5 +65,8 @@ struct json_number json_number(double value, int decimals);
 void json_string(FILE *out, const char *text);
 /* The BPF backend's section (bench/bpf_measures.c); JSON into json. */
 void measure_bpf(FILE *json, bool first);
+/* bpf_burst: a burst of 50,000 records under the daemon, written and
+ * lost (null when it cannot run). */
+void measure_bpf_burst(FILE *json, bool first);
 
 #endif

@@ -2,15 +2,19 @@
  * programs against native, blocks alternating in one process (log on and
  * off); churn through 10 and 100 ports; and how long an attach takes.
  * The programs are attached by the tool itself (`portfence daemon`, which
- * also drains the records, and `portfence attach`). */
+ * also drains the records, and `portfence attach`).  bpf_burst, a measure
+ * of its own: whether a burst of records under the daemon loses any. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -110,17 +114,17 @@ static void tool_failed(struct bpf_bench *b, const char *what)
 	snprintf(b->reason, sizeof(b->reason), "%s%s%s", what, line[0] ? ": " : "", line);
 }
 
-/* The daemon has attached when its pinned connect4 link is there; a
- * daemon that exits first could not.  Loading and verifying takes
- * seconds on a busy machine (14 s seen on 2 cores under load). */
-static bool wait_attached(struct bpf_bench *b, pid_t daemon)
+/* The daemon has attached app to the cgroup (relative to the cgroup v2
+ * mount) when its pinned connect4 link is there; a daemon that exits
+ * first could not.  Loading and verifying takes seconds on a busy
+ * machine (14 s seen on 2 cores under load). */
+static bool wait_attached(struct bpf_bench *b, pid_t daemon, const char *app, const char *relative)
 {
-	char name[PATH_MAX], relative[PATH_MAX], pin[PATH_MAX * 2];
+	char name[PATH_MAX], pin[PATH_MAX * 2];
 	struct stat info;
 
-	snprintf(relative, sizeof(relative), "%s/bpf", b->base_relative);
 	pf_pin_name_encode(relative, name, sizeof(name));
-	snprintf(pin, sizeof(pin), "/sys/fs/bpf/portfence/benchbpf/%s/pf_connect4", name);
+	snprintf(pin, sizeof(pin), "%s/%s/%s/pf_connect4", PF_PIN_ROOT, app, name);
 	for (int i = 0; i < 1200; i++) {
 		if (stat(pin, &info) == 0)
 			return true;
@@ -136,7 +140,8 @@ static bool wait_attached(struct bpf_bench *b, pid_t daemon)
 	return false;
 }
 
-static pid_t start_daemon(struct bpf_bench *b, const char *policy)
+/* A daemon serving policy, once it has attached app to relative. */
+static pid_t start_daemon_for(struct bpf_bench *b, const char *policy, const char *app, const char *relative)
 {
 	char *args[] = {"daemon", "-c", (char *)policy, NULL};
 	pid_t pid = start_tool(b, args);
@@ -144,7 +149,7 @@ static pid_t start_daemon(struct bpf_bench *b, const char *policy)
 		snprintf(b->reason, sizeof(b->reason), "cannot fork: %s", strerror(errno));
 		return -1;
 	}
-	return wait_attached(b, pid) ? pid : -1;
+	return wait_attached(b, pid, app, relative) ? pid : -1;
 }
 
 /* A measure that could not run: null in bench.json, the reason beside
@@ -155,6 +160,13 @@ static void skipped(struct bpf_bench *b, const char *key, const char *label)
 	json_string(b->json, b->reason);
 	b->first = false;
 	printf("| bpf | %s | skipped: %s | | | |\n", label, b->reason);
+}
+
+static pid_t start_daemon(struct bpf_bench *b, const char *policy)
+{
+	char relative[PATH_MAX];
+	snprintf(relative, sizeof(relative), "%s/bpf", b->base_relative);
+	return start_daemon_for(b, policy, "benchbpf", relative);
 }
 
 static void stop_daemon(pid_t pid)
@@ -290,16 +302,22 @@ static void remove_cgroups(const struct bpf_bench *b)
 	rmdir(b->base);
 }
 
+/* build/portfence, beside this program. */
+static void find_tool(struct bpf_bench *b)
+{
+	snprintf(b->err_path, sizeof(b->err_path), "%s/tool.err", settings.dir);
+	snprintf(b->tool, sizeof(b->tool), "%s", settings.self);
+	char *slash = strrchr(b->tool, '/');
+	snprintf(slash + 1, sizeof(b->tool) - (size_t)(slash + 1 - b->tool), "portfence");
+}
+
 void measure_bpf(FILE *json, bool first)
 {
 	struct bpf_bench b = {.json = json, .first = true};
 	struct listener connect_server, churn_server;
 	const char *why = why_not();
 
-	snprintf(b.err_path, sizeof(b.err_path), "%s/tool.err", settings.dir);
-	snprintf(b.tool, sizeof(b.tool), "%s", settings.self);
-	char *slash = strrchr(b.tool, '/');
-	snprintf(slash + 1, sizeof(b.tool) - (size_t)(slash + 1 - b.tool), "portfence");
+	find_tool(&b);
 	fprintf(json, "%s\n  \"bpf\": {", first ? "" : ",");
 	if (!why && !make_cgroups(&b))
 		why = "cannot create the bench's cgroups";
@@ -321,4 +339,185 @@ void measure_bpf(FILE *json, bool first)
 	attach_time(&b);
 	remove_cgroups(&b);
 	fprintf(json, "\n  }");
+}
+
+/* ---- bpf_burst: no record lost in a burst ---- */
+
+#define BURST_RECORDS 50000
+
+/* User and system CPU seconds the process has used, or NAN. */
+static double cpu_seconds(pid_t pid)
+{
+	char path[64], text[1024];
+	unsigned long user, system;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	text[n] = '\0';
+	const char *after_comm = strrchr(text, ')');
+	if (!after_comm || sscanf(after_comm, ") %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &user,
+				  &system) != 2)
+		return NAN;
+	return (double)(user + system) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A child in cgroup (a full path) connects count times to 127.0.0.1:port,
+ * a destination the policy denies, on one socket; it writes how many
+ * were refused with EPERM and the seconds they took to result. */
+static pid_t start_burst(const char *cgroup, uint16_t port, int count, int result)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	char procs[PATH_MAX + 16];
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup);
+	int fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "0", 1) != 1)
+		_exit(126);
+	close(fd);
+	struct sockaddr_in dest = {.sin_family = AF_INET, .sin_port = htons(port),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int denied = 0, sock = -1;
+	double start = seconds_now();
+	for (int i = 0; i < count; i++) {
+		if (sock < 0 && (sock = socket(AF_INET, SOCK_STREAM, 0)) < 0)
+			_exit(1);
+		if (connect(sock, (struct sockaddr *)&dest, sizeof(dest)) < 0 && errno == EPERM) {
+			denied++;
+			continue;
+		}
+		close(sock);
+		sock = -1;
+	}
+	double took = seconds_now() - start;
+	if (write(result, &denied, sizeof(denied)) != sizeof(denied) || write(result, &took, sizeof(took)) != sizeof(took))
+		_exit(1);
+	_exit(0);
+}
+
+/* The log's records, and the sum of the "lost" its error records report. */
+static void count_records(const char *log, long *records, long *lost)
+{
+	char line[8192];
+	FILE *f = fopen(log, "r");
+	*records = *lost = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		const char *at = strstr(line, "\"lost\":");
+		if (at)
+			*lost += atol(at + 7);
+		else
+			(*records)++;
+	}
+	if (f)
+		fclose(f);
+}
+
+/* Seconds from `start` until the log stopped growing (a second without
+ * change, 30 s at most). */
+static double wait_log_settled(const char *log, double start)
+{
+	off_t size = -1;
+	double changed = seconds_now();
+	while (seconds_now() - changed < 1.0 && seconds_now() - start < 30) {
+		struct stat info;
+		off_t now = stat(log, &info) == 0 ? info.st_size : 0;
+		if (now != size) {
+			size = now;
+			changed = seconds_now();
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+	}
+	return changed - start;
+}
+
+struct burst_figures {
+	long written, lost;
+	int denied;
+	double burst_s, drain_s, daemon_cpu_s;
+};
+
+/* One burst under a daemon serving the cgroup: NULL, or why it could
+ * not run. */
+static const char *burst_once(struct bpf_bench *b, const char *relative, const char *full,
+			      struct burst_figures *out)
+{
+	char policy[PATH_MAX], log[PATH_MAX];
+	struct listener target;
+	int result[2];
+
+	listener_start(&target, "127.0.0.1", LISTEN_CLOSE);
+	snprintf(policy, sizeof(policy), "%s/bpf-burst.conf", settings.dir);
+	snprintf(log, sizeof(log), "%s/bpf-burst.jsonl", settings.dir);
+	unlink(log);
+	FILE *f = fopen(policy, "w");
+	if (f) {
+		fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s/state\";\n"
+			   "apps = ( { name = \"benchburst\"; range = [ 61000, 61099 ]; cgroups = [ \"%s\" ];"
+			   " deny = [ \"127.0.0.1:%u\" ]; } );\n",
+			log, settings.dir, relative, target.port);
+		fclose(f);
+	}
+	pid_t daemon = f ? start_daemon_for(b, policy, "benchburst", relative) : -1;
+	const char *why = daemon > 0 ? NULL : b->reason[0] ? b->reason : "the daemon did not attach";
+	if (!why && pipe(result) < 0)
+		why = "no pipe";
+	if (!why) {
+		double cpu_before = cpu_seconds(daemon), start = seconds_now();
+		pid_t child = start_burst(full, target.port, BURST_RECORDS, result[1]);
+		close(result[1]);
+		if (child < 0 || read(result[0], &out->denied, sizeof(out->denied)) != sizeof(out->denied) ||
+		    read(result[0], &out->burst_s, sizeof(out->burst_s)) != sizeof(out->burst_s))
+			why = "the burst did not run";
+		close(result[0]);
+		if (child > 0)
+			waitpid(child, NULL, 0);
+		out->drain_s = wait_log_settled(log, start);
+		out->daemon_cpu_s = cpu_seconds(daemon) - cpu_before;
+		count_records(log, &out->written, &out->lost);
+		if (!why && out->denied != BURST_RECORDS)
+			why = "the burst's connects were not all denied";
+	}
+	stop_daemon(daemon);
+	listener_stop(&target);
+	return why;
+}
+
+void measure_bpf_burst(FILE *json, bool first)
+{
+	struct bpf_bench b = {.json = json};
+	char relative[PATH_MAX], full[PATH_MAX], ignored[PATH_MAX];
+	struct burst_figures figures = {0};
+	const char *why = why_not();
+
+	find_tool(&b);
+	snprintf(relative, sizeof(relative), "portfence-bench-burst-%d", (int)getpid());
+	if (!why && (pf_cgroup_resolve(relative, full, sizeof(full), ignored, sizeof(ignored)) < 0 ||
+		     mkdir(full, 0755) < 0))
+		why = "cannot create the bench's cgroup";
+	else if (!why) {
+		why = burst_once(&b, relative, full, &figures);
+		rmdir(full);
+	}
+	fprintf(json, "%s\n  \"bpf_burst\": ", first ? "" : ",");
+	if (why) {
+		fprintf(json, "null, \"bpf_burst_skipped\": ");
+		json_string(json, why);
+		printf("| bpf_burst | skipped: %s | | | | |\n", why);
+		return;
+	}
+	double per_s = figures.drain_s > 0 ? BURST_RECORDS / figures.drain_s : 0;
+	fprintf(json, "{\"records\": %d, \"written\": %ld, \"lost\": %ld, \"burst_s\": %.4f, \"drain_s\": %.4f, "
+		"\"records_per_s\": %.0f, \"daemon_cpu_s\": ",
+		BURST_RECORDS, figures.written, figures.lost, figures.burst_s, figures.drain_s, per_s);
+	if (isnan(figures.daemon_cpu_s))
+		fprintf(json, "null}");
+	else
+		fprintf(json, "%.2f}", figures.daemon_cpu_s);
+	printf("| bpf_burst | %d denials from one process, daemon draining: written / lost | | %ld / %ld | | 0 lost |\n",
+	       BURST_RECORDS, figures.written, figures.lost);
+	printf("| bpf_burst | burst %.3f s, all written after %.3f s (%.0f records/s), daemon CPU %.2f s | | | | |\n",
+	       figures.burst_s, figures.drain_s, per_s, figures.daemon_cpu_s);
 }

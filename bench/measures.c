@@ -526,8 +526,14 @@ int run_all_measures(void)
 	for (size_t i = 0; i < sizeof(measures) / sizeof(measures[0]); i++)
 		if (bench_listed(settings.only, measures[i].name))
 			measures[i].run();
-	if (bench_listed(settings.only, "bpf"))
+	if (bench_listed(settings.only, "bpf")) {
 		measure_bpf(json, json_first_measure);
+		json_first_measure = false;
+	}
+	if (bench_listed(settings.only, "bpf_burst")) {
+		measure_bpf_burst(json, json_first_measure);
+		json_first_measure = false;
+	}
 	fprintf(json, "\n}\n");
 	fclose(json);
 	printf("\nwritten: %s\n", settings.out);

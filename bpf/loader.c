@@ -195,7 +195,7 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
 				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
-				  skel->maps.port_users, NULL};
+				  skel->maps.port_users, skel->maps.record_loss, NULL};
 	return maps[i];
 }
 

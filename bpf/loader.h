@@ -58,7 +58,16 @@ bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment);
 struct pf_record_sink;
 struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog);
 void pf_record_sink_close(struct pf_record_sink *sink);
-/* Drains what the app's programs reported; the number of records. */
+/* Drains what the app's programs reported, then writes one error record
+ * with "lost" when the ring had no room for some since the last drain;
+ * the number of records written. */
 int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink);
+/* Waits up to timeout_ms, less when the programs of one of apps wake
+ * their drainer (their ring is a quarter full) or a signal comes. */
+void pf_bpf_wait_records(struct pf_bpf_app *const *apps, size_t count, int timeout_ms);
+/* How many records the programs of app_name's pinned maps had no room
+ * for since they were pinned (written or not in an error record since):
+ * 0 when none are pinned, -errno when the pin cannot be read. */
+long long pf_bpf_records_lost(const char *app_name);
 
 #endif

@@ -79,10 +79,24 @@ RULE_TRIE(allow4, struct pf_bpf_lpm4_key);
 RULE_TRIE(deny6, struct pf_bpf_lpm6_key);
 RULE_TRIE(allow6, struct pf_bpf_lpm6_key);
 
+/* The records, for user space to drain.  8 MiB holds 87,381 of them
+ * (88 bytes and an 8-byte header each): a burst of 50,000 fits whole
+ * even while its drainer is held off the CPU. */
+#define RECORD_RING_BYTES (8u << 20)
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, RECORD_RING_BYTES);
 } records SEC(".maps");
+
+/* Records the ring had no room for.  [PF_BPF_LOSS_LOST] is counted here;
+ * [PF_BPF_LOSS_REPORTED] is how many of them user space has written an
+ * error record for (each side writes only its own entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PF_BPF_LOSS_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} record_loss SEC(".maps");
 
 /* Sockets by cookie: what an explicit bind or our own choice gave a port,
  * and whether an unbound UDP send was already recorded. */
@@ -245,17 +259,37 @@ static __always_inline int records_wanted(void)
 	return cfg && cfg->records;
 }
 
+/* A record the ring had no room for is counted, never dropped silently:
+ * the next drain reports the count. */
+static __always_inline void count_lost_record(void)
+{
+	__u32 key = PF_BPF_LOSS_LOST;
+	__u64 *lost = bpf_map_lookup_elem(&record_loss, &key);
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
+/* The reader drains in batches on a timer (waking it per record cost a
+ * third of a connect), and is woken at once when the ring is a quarter
+ * full, so that a burst is drained while it lasts.  The ring's own size:
+ * one pinned by an earlier version may be smaller. */
+static __always_inline __u64 submit_flags(void)
+{
+	__u64 size = bpf_ringbuf_query(&records, BPF_RB_RING_SIZE);
+	return bpf_ringbuf_query(&records, BPF_RB_AVAIL_DATA) >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void pf_audit(const struct dest *d, const struct record_facts *f)
 {
 	if (!records_wanted())
 		return;
 	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		count_lost_record();
 		return;
+	}
 	fill_record(r, d, f);
-	/* The reader drains in batches: waking it per record cost a third
-	 * of a connect. */
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(r, submit_flags());
 }
 
 /* A TCP assignment's record, kept until sockops gives its local address. */
@@ -277,10 +311,12 @@ static __always_inline void pf_audit_later(struct bpf_sock_addr *ctx, const stru
 static __always_inline void send_pending(struct pf_bpf_record *kept)
 {
 	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		count_lost_record();
 		return;
+	}
 	__builtin_memcpy(r, kept, sizeof(*r));
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(r, submit_flags());
 }
 
 static __always_inline void record_simple(const struct dest *d, __u32 event, __u32 error, int udp)

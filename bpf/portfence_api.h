@@ -74,6 +74,13 @@ struct pf_bpf_record {
 	char comm[16];
 };
 
+/* The record_loss map's entries: records the ring had no room for
+ * (counted by the programs), and how many of them user space has
+ * reported in an error record. */
+#define PF_BPF_LOSS_LOST 0
+#define PF_BPF_LOSS_REPORTED 1
+#define PF_BPF_LOSS_ENTRIES 2
+
 /* The program a process last exec'd, by pid: the record's exe for a
  * process gone before its records were drained. */
 #define PF_BPF_EXE_LEN 256

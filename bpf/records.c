@@ -1,11 +1,13 @@
 /* What the programs report, drained in batches from their ring buffer
  * and appended to the app's log as the shim's records are, plus comm and
- * cgroup. */
+ * cgroup; and the records the ring had no room for, counted by the
+ * programs and reported by one error record per drain. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,22 @@ static struct timespec wall_time(uint64_t monotonic_ns)
 	return (struct timespec){.tv_sec = when / 1000000000, .tv_nsec = when % 1000000000};
 }
 
+/* One record into the batch (and to syslog): whether it was formatted. */
+static bool add_record(struct pf_record_sink *sink, const struct pf_record_fields *fields, int priority)
+{
+	char line[4096 + PATH_MAX];
+	size_t n = pf_record_format(fields, line, sizeof(line));
+	if (!n)
+		return false;
+	if (sink->used + n > sizeof(sink->batch))
+		flush(sink);
+	memcpy(sink->batch + sink->used, line, n);
+	sink->used += n;
+	if (sink->syslog)
+		syslog(priority, "%.*s", (int)n - 1, line);
+	return true;
+}
+
 static const enum pf_event event_of[] = {
 	[PF_BPF_ASSIGN] = PF_EVENT_ASSIGN, [PF_BPF_DENY] = PF_EVENT_DENY,
 	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
@@ -244,33 +262,76 @@ static int on_record(void *ctx, void *data, size_t size)
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
 		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
 	};
-	char line[4096 + PATH_MAX];
-	size_t n = pf_record_format(&fields, line, sizeof(line));
-	if (!n)
-		return 0;
-	if (sink->used + n > sizeof(sink->batch))
-		flush(sink);
-	memcpy(sink->batch + sink->used, line, n);
-	sink->used += n;
-	if (sink->syslog)
-		syslog(r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING,
-		       "%.*s", (int)n - 1, line);
-	loaded->drained++;
+	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING))
+		loaded->drained++;
 	return 0;
+}
+
+/* The records the ring had no room for since the last report: one error
+ * record says how many, and they count as reported. */
+static void report_lost(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
+{
+	int fd = bpf_map__fd(loaded->skel->maps.record_loss);
+	uint32_t lost_key = PF_BPF_LOSS_LOST, reported_key = PF_BPF_LOSS_REPORTED;
+	uint64_t lost = 0, reported = 0;
+
+	if (bpf_map_lookup_elem(fd, &lost_key, &lost) < 0 || bpf_map_lookup_elem(fd, &reported_key, &reported) < 0 ||
+	    lost <= reported)
+		return;
+	struct pf_record_fields fields = {
+		.event = PF_EVENT_ERROR, .app = loaded->app_name, .exe = "", .family = AF_INET,
+		.algorithm = loaded->algorithm_name, .error = ENOBUFS, .comm = "", .cgroup = "",
+		.reason = "the record ring was full: records lost before they could be written",
+		.lost = (unsigned long)(lost - reported),
+	};
+	if (add_record(sink, &fields, LOG_WARNING))
+		loaded->drained++;
+	bpf_map_update_elem(fd, &reported_key, &lost, BPF_ANY);
+}
+
+static struct ring_buffer *ring_of(struct pf_bpf_app *loaded)
+{
+	if (!loaded->ring)
+		loaded->ring = ring_buffer__new(bpf_map__fd(loaded->skel->maps.records), on_record, loaded, NULL);
+	return loaded->ring;
 }
 
 int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
 {
 	if (!sink)
 		return 0;
-	if (!loaded->ring) {
-		loaded->ring = ring_buffer__new(bpf_map__fd(loaded->skel->maps.records), on_record, loaded, NULL);
-		if (!loaded->ring)
-			return -errno;
-	}
+	if (!ring_of(loaded))
+		return -errno;
 	loaded->draining_to = sink;
 	loaded->drained = 0;
 	ring_buffer__consume(loaded->ring);
+	report_lost(loaded, sink);
 	flush(sink);
 	return loaded->drained;
+}
+
+void pf_bpf_wait_records(struct pf_bpf_app *const *apps, size_t count, int timeout_ms)
+{
+	struct pollfd fds[count + 1];
+	nfds_t n = 0;
+
+	for (size_t i = 0; i < count; i++)
+		if (apps[i] && ring_of(apps[i]))
+			fds[n++] = (struct pollfd){.fd = ring_buffer__epoll_fd(apps[i]->ring), .events = POLLIN};
+	poll(fds, n, timeout_ms);
+}
+
+long long pf_bpf_records_lost(const char *app_name)
+{
+	char path[PATH_MAX];
+	uint32_t key = PF_BPF_LOSS_LOST;
+	uint64_t lost = 0;
+
+	snprintf(path, sizeof(path), "%s/%s/record_loss", PF_BPF_PIN_ROOT, app_name);
+	int fd = bpf_obj_get(path);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	int rc = bpf_map_lookup_elem(fd, &key, &lost) < 0 ? -errno : 0;
+	close(fd);
+	return rc < 0 ? rc : (long long)lost;
 }

@@ -16,7 +16,7 @@
 #include "bpf_cli.h"
 #include "cli.h"
 
-#define DRAIN_INTERVAL_NS 50000000L
+#define DRAIN_INTERVAL_MS 50
 
 static volatile sig_atomic_t child_pid;
 
@@ -114,7 +114,7 @@ static int wait_and_drain(pid_t child, const char *cgroup_full, struct pf_bpf_ap
 		if (!exited && waitpid(child, &status, WNOHANG) == child)
 			exited = true;
 		pf_bpf_app_drain(loaded, sink);
-		nanosleep(&(struct timespec){.tv_nsec = DRAIN_INTERVAL_NS}, NULL);
+		pf_bpf_wait_records(&loaded, 1, DRAIN_INTERVAL_MS);
 	}
 	pf_bpf_app_drain(loaded, sink);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -17,13 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bpf_cli.h"
 #include "cli.h"
 
-#define TICK_NS 100000000L
+#define TICK_MS 100
 #define WATCH_EVERY_TICKS 3
 
 struct watched_cgroup {
@@ -235,6 +234,15 @@ static void announce(const struct daemon_state *state)
 					state->apps[i].cgroups[c].relative);
 }
 
+/* A tick, cut short when an app's ring fills past its mark (a burst). */
+static void wait_for_records(const struct daemon_state *state)
+{
+	struct pf_bpf_app *loaded[state->app_count + 1];
+	for (size_t i = 0; i < state->app_count; i++)
+		loaded[i] = state->apps[i].loaded;
+	pf_bpf_wait_records(loaded, state->app_count, TICK_MS);
+}
+
 /* The new policy's programs are attached before the old ones go, so that
  * no connect slips through unconfined.  A policy that does not load
  * keeps the old one serving; one that loads but names an app that cannot
@@ -286,7 +294,7 @@ static int serve(struct daemon_state *state, const char *config)
 						pf_bpf_app_name(served->loaded), served->cgroups[c].relative);
 			}
 		}
-		nanosleep(&(struct timespec){.tv_nsec = TICK_NS}, NULL);
+		wait_for_records(state);
 	}
 	stop_all(state, NULL);
 	return 0;

@@ -1,7 +1,7 @@
 /* portfence status: gathers, per app, the sockets the kernel holds in its
  * range (one NETLINK_SOCK_DIAG dump per family and protocol, filtered in
- * the kernel by port), the processes that hold them and the cgroups the
- * BPF backend attached. */
+ * the kernel by port), the processes that hold them, and the cgroups the
+ * BPF backend attached and the records its programs lost. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "loader.h"
 #include "pins.h"
 #include "sockdiag.h"
 #include "status.h"
@@ -247,8 +248,14 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	}
 	if (status->inodes.count && status_find_processes(status) < 0)
 		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
-	for (size_t i = 0; i < status->app_count; i++)
-		status_read_cgroups(&status->apps[i], PF_PIN_ROOT);
+	for (size_t i = 0; i < status->app_count; i++) {
+		struct app_status *app = &status->apps[i];
+		status_read_cgroups(app, PF_PIN_ROOT);
+		app->records_lost = pf_bpf_records_lost(app->app->name);
+		if (app->records_lost < 0)
+			fprintf(stderr, "portfence: status: cannot read how many records app '%s' lost: %s\n",
+				app->app->name, strerror((int)-app->records_lost));
+	}
 	return 0;
 }
 

@@ -32,6 +32,7 @@ struct app_status {
 	size_t top_count;
 	char **cgroups;			/* attached (BPF backend), sorted */
 	size_t cgroup_count;
+	long long records_lost;		/* by the BPF programs of its pins; < 0: unknown */
 };
 
 /* Open addressing over fixed 24-byte keys, never shrinking. */

@@ -50,7 +50,10 @@ void status_print_text(const struct status *status)
 		printf("\n  cgroups:%s", app->cgroup_count ? "" : " none");
 		for (size_t c = 0; c < app->cgroup_count; c++)
 			printf(" %s", app->cgroups[c]);
-		printf("\n");
+		if (app->records_lost >= 0)
+			printf("\n  records lost %lld\n", app->records_lost);
+		else
+			printf("\n  records lost unknown\n");
 	}
 }
 
@@ -72,10 +75,11 @@ static json_t *app_json(const struct app_status *app)
 						     "ports", (json_int_t)app->top[t].ports));
 	for (size_t c = 0; c < app->cgroup_count; c++)
 		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
-	return json_pack("{s:o, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o}", "app", clean_string(app->app->name),
+	json_t *lost = app->records_lost >= 0 ? json_integer((json_int_t)app->records_lost) : json_null();
+	return json_pack("{s:o, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:o}", "app", clean_string(app->app->name),
 			 "range", app->app->range_lo, app->app->range_hi, "in_use", (json_int_t)app->in_use,
 			 "by_state", by_state, "utilisation", utilisation(app), "destinations",
-			 (json_int_t)app->destinations, "top", top, "cgroups", cgroups);
+			 (json_int_t)app->destinations, "top", top, "cgroups", cgroups, "records_lost", lost);
 }
 
 int status_print_json(const struct status *status)
@@ -157,6 +161,20 @@ static void print_top(const struct status *status)
 		}
 }
 
+/* A counter: an app whose count cannot be read has no sample. */
+static void print_records_lost(const struct status *status)
+{
+	print_family("portfence_records_lost_total", "counter",
+		     "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.");
+	for (size_t i = 0; i < status->app_count; i++) {
+		if (status->apps[i].records_lost < 0)
+			continue;
+		printf("portfence_records_lost_total{app=\"");
+		print_label(status->apps[i].app->name);
+		printf("\"} %lld\n", status->apps[i].records_lost);
+	}
+}
+
 void status_print_prometheus(const struct status *status)
 {
 	print_app_gauge(status, "portfence_range_ports", "Local ports in the app's range.",
@@ -172,4 +190,5 @@ void status_print_prometheus(const struct status *status)
 	print_top(status);
 	print_app_gauge(status, "portfence_cgroups_attached",
 			"Cgroups the BPF backend attached the app to.", cgroups_value);
+	print_records_lost(status);
 }

@@ -369,6 +369,11 @@ static void put_record(struct pf_out *o, const struct pf_record_fields *f, bool 
 	PUT_LITERAL(o, ",\"result\":\"");
 	put_name(o, pf_errno_name(f->error));
 	PUT_LITERAL(o, "\"");
+	put_optional(o, "reason", f->reason);
+	if (f->lost) {
+		PUT_LITERAL(o, ",\"lost\":");
+		put_uint(o, f->lost, 1);
+	}
 	put_optional(o, "comm", f->comm);
 	put_optional(o, "cgroup", f->cgroup);
 	PUT_LITERAL(o, "}\n");

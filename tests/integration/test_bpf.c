@@ -1493,3 +1493,217 @@ Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_eaddrinuse)
 	cr_assert(line_value(r.out, "second-error", 0, value, sizeof(value)), "second bind worked:\n%s", r.out);
 	cr_expect_eq(atoi(value), EADDRINUSE);
 }
+
+/* ---- No silent record loss ---- */
+
+/* A burst of this many denied connects loses no record while a drainer
+ * runs (SPEC: "A burst of 50,000 records with the daemon running loses
+ * none"). */
+enum { BURST = 50000 };
+
+/* What the log holds of a burst to remote: its deny records, and the
+ * error records that report lost ones (how many, and the sum of their
+ * "lost").  Every line must parse. */
+struct burst_log {
+	long denies, lost_records, lost, others;
+};
+
+static struct burst_log read_burst_log(const char *remote)
+{
+	struct burst_log b = {0};
+	FILE *f = fopen(fx.sb.log, "r");
+	char line[8192];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		json_error_t error;
+		json_t *record = json_loads(line, 0, &error);
+		cr_assert_not_null(record, "malformed audit line: %s (%s)", line, error.text);
+		const char *event = field(record, "event"), *to = field(record, "remote");
+		json_t *lost = json_object_get(record, "lost");
+		if (lost) {
+			cr_expect(json_is_integer(lost) && json_integer_value(lost) > 0, "a bad \"lost\": %s", line);
+			cr_expect_str_eq(event ? event : "", "error", "a lost record that is no error: %s", line);
+			const char *reason = field(record, "reason");
+			cr_expect(reason && reason[0], "a lost record without a reason: %s", line);
+			b.lost_records++;
+			b.lost += json_integer_value(lost);
+		} else if (event && strcmp(event, "deny") == 0 && to && strcmp(to, remote) == 0) {
+			b.denies++;
+		} else {
+			b.others++;
+		}
+		json_decref(record);
+	}
+	if (f)
+		fclose(f);
+	return b;
+}
+
+/* The log once it accounts for want records of the burst (written or
+ * reported lost), or once it stopped growing for five seconds after it
+ * began to (60 s at most). */
+static struct burst_log wait_burst_log(const char *remote, long want)
+{
+	struct burst_log b = {0};
+	long last = -1;
+
+	for (int tenths = 0, still = 0; tenths < 600 && still < 50; tenths++) {
+		b = read_burst_log(remote);
+		long seen = b.denies + b.lost;
+		if (seen >= want)
+			break;
+		still = seen && seen == last ? still + 1 : 0;
+		last = seen;
+		usleep(100000);
+	}
+	return b;
+}
+
+/* bpf-burst's "denied" line. */
+static long burst_denied(const struct run_result *r)
+{
+	char value[32];
+	cr_assert(line_value(r->out, "denied", 0, value, sizeof(value)), "status %d\n%s%s", r->status, r->out,
+		  r->err);
+	return atol(value);
+}
+
+/* A server the burst's app may not reach, and a policy that denies it. */
+static void burst_sandbox(struct server *srv, const char *app, int lo, int hi, const char *more, char *remote,
+			  size_t remote_len, char *port, size_t port_len)
+{
+	char extra[512];
+	server_start(srv, "127.0.0.1", SERVE_GREET);
+	snprintf(extra, sizeof(extra), "deny = [ \"127.0.0.1:%u\" ];\n  %s", srv->port, more ? more : "");
+	bpf_sandbox(app, lo, hi, extra);
+	snprintf(remote, remote_len, "127.0.0.1:%u", srv->port);
+	snprintf(port, port_len, "%u", srv->port);
+}
+
+Test(bpf, a_burst_of_50000_denials_under_run_bpf_loses_no_record)
+{
+	struct server srv;
+	struct run_result r;
+	char remote[32], port[16], count[16];
+
+	require_bpf_machine();
+	burst_sandbox(&srv, "burst", 63100, 63119, NULL, remote, sizeof(remote), port, sizeof(port));
+	snprintf(count, sizeof(count), "%d", BURST);
+	char *argv[] = {(char *)build_path("bpf-burst"), "127.0.0.1", port, count, NULL};
+	run_bpf(&r, "burst", argv);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_assert_eq(burst_denied(&r), BURST, "%s", r.out);
+	cr_expect_eq(atomic_load(&srv.count), 0, "the server saw %d connections", atomic_load(&srv.count));
+
+	/* run --bpf drains everything before it exits. */
+	struct burst_log b = read_burst_log(remote);
+	cr_expect_eq(b.lost, 0, "%ld records lost (%ld lost records), %ld written", b.lost, b.lost_records,
+		     b.denies);
+	cr_expect_eq(b.denies, BURST, "%ld of %d deny records written", b.denies, BURST);
+}
+
+Test(bpf, a_burst_of_50000_denials_under_the_daemon_loses_no_record)
+{
+	struct server srv;
+	struct run_result r;
+	char relative[128], cgroups[256], remote[32], port[16], count[16];
+
+	require_bpf_machine();
+	char *full = (char *)make_cgroup("burst", relative, sizeof(relative));
+	snprintf(cgroups, sizeof(cgroups), "cgroups = [ \"%s\" ];", relative);
+	burst_sandbox(&srv, "burstd", 63120, 63139, cgroups, remote, sizeof(remote), port, sizeof(port));
+	pid_t daemon = daemon_start();
+
+	/* Attached once a connect from the cgroup is denied. */
+	char *probe[] = {(char *)build_path("bpf-burst"), "-g", full, "127.0.0.1", port, "1", NULL};
+	long probes = 0;
+	for (int tenths = 0; tenths < 300; tenths++) {
+		run_tool(&r, probe);
+		probes += burst_denied(&r);
+		if (r.status == 0 || wait_exit(daemon, 0) >= 0)
+			break;
+		usleep(100000);
+	}
+	cr_assert_eq(r.status, 0, "the daemon never confined %s:\n%s", relative, daemon_output());
+
+	snprintf(count, sizeof(count), "%d", BURST);
+	char *argv[] = {(char *)build_path("bpf-burst"), "-g", full, "127.0.0.1", port, count, NULL};
+	run_tool(&r, argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_assert_eq(burst_denied(&r), BURST, "%s", r.out);
+
+	struct burst_log b = wait_burst_log(remote, probes + BURST);
+	server_stop(&srv);
+	cr_expect_eq(b.lost, 0, "%ld records lost (%ld lost records), %ld written", b.lost, b.lost_records,
+		     b.denies);
+	cr_expect_eq(b.denies, probes + BURST, "%ld of %ld deny records written", b.denies, probes + BURST);
+}
+
+/* The records_lost of app in `status --json`, or -1. */
+static long status_records_lost(const char *app)
+{
+	struct run_result r;
+	char *argv[] = {(char *)build_path("portfence"), "status", "-c", fx.sb.policy, "--json", NULL};
+	run_tool(&r, argv);
+	cr_assert_eq(r.status, 0, "status --json: %d\n%s%s", r.status, r.out, r.err);
+	json_error_t error;
+	json_t *root = json_loads(r.out, 0, &error);
+	cr_assert_not_null(root, "status --json is not JSON (%s):\n%s", error.text, r.out);
+	json_t *lost = json_object_get(app_entry(root, app), "records_lost");
+	long value = json_is_integer(lost) ? (long)json_integer_value(lost) : -1;
+	json_decref(root);
+	return value;
+}
+
+/* More records than the ring holds, with nothing draining it: the loss
+ * is counted in the kernel, status and Prometheus show the count, and
+ * the first drain (a daemon started later) writes the records the ring
+ * kept and one error record with "lost":N, N making up the rest. */
+Test(bpf, records_lost_with_no_drainer_are_counted_and_reported_by_the_next_drain)
+{
+	/* More than the ring's 8 MiB holds (96 bytes a record). */
+	enum { FLOOD = 200000 };
+	struct server srv;
+	struct run_result r;
+	char relative[128], remote[32], port[16], count[16], line[128];
+
+	require_bpf_machine();
+	char *full = (char *)make_cgroup("lossy", relative, sizeof(relative));
+	burst_sandbox(&srv, "lossy", 63140, 63159, NULL, remote, sizeof(remote), port, sizeof(port));
+	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "lossy", relative,
+			  NULL};
+	run_tool(&r, attach);
+	cr_assert_eq(r.status, 0, "attach: status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(status_records_lost("lossy"), 0, "records_lost before any loss");
+
+	snprintf(count, sizeof(count), "%d", FLOOD);
+	char *argv[] = {(char *)build_path("bpf-burst"), "-g", full, "127.0.0.1", port, count, NULL};
+	run_tool(&r, argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_assert_eq(burst_denied(&r), FLOOD, "%s", r.out);
+
+	long counted = status_records_lost("lossy");
+	cr_assert_gt(counted, 0, "status --json shows records_lost %ld after %d records with no drainer", counted,
+		     FLOOD);
+	cr_assert_lt(counted, FLOOD);
+	char *text[] = {(char *)build_path("portfence"), "status", "-c", fx.sb.policy, NULL};
+	run_tool(&r, text);
+	snprintf(line, sizeof(line), "records lost %ld", counted);
+	cr_expect(strstr(r.out, line), "status does not say \"%s\":\n%s", line, r.out);
+	char *prometheus[] = {(char *)build_path("portfence"), "status", "-c", fx.sb.policy, "--prometheus", NULL};
+	run_tool(&r, prometheus);
+	snprintf(line, sizeof(line), "\nportfence_records_lost_total{app=\"lossy\"} %ld\n", counted);
+	cr_expect(strstr(r.out, line), "no \"%s\" in status --prometheus:\n%s", line + 1, r.out);
+	cr_expect_eq(read_burst_log(remote).denies, 0, "records written with no drainer");
+
+	pid_t daemon = daemon_start();
+	struct burst_log b = wait_burst_log(remote, FLOOD);
+	server_stop(&srv);
+	cr_expect_eq(wait_exit(daemon, 0), -1, "the daemon exited:\n%s", daemon_output());
+	cr_expect_eq(b.lost_records, 1, "%ld error records report lost ones; the daemon said:\n%s", b.lost_records,
+		     daemon_output());
+	cr_expect_eq(b.lost, counted, "the log reports %ld lost, the kernel counted %ld", b.lost, counted);
+	cr_expect_eq(b.denies + b.lost, FLOOD, "%ld written + %ld lost of %d", b.denies, b.lost, FLOOD);
+	cr_expect_eq(status_records_lost("lossy"), counted, "records_lost is a total: it stays after the report");
+}

@@ -245,22 +245,34 @@ Test(status, prometheus_passes_promtool, .timeout = 90)
 
 /* The BPF backend's pins, in a private mount namespace with a tmpfs on
  * /sys/fs/bpf: one directory per attached cgroup, its path encoded. */
-Test(status, lists_attached_cgroups_from_pins, .timeout = 60)
+/* `portfence status OPTION -c POLICY` for each of options (e.g. "--json
+ * --prometheus"), in a private mount namespace whose /sys/fs/bpf is a
+ * tmpfs that setup (shell; $p is the holder app's pin directory) fills
+ * first. */
+static void status_with_fake_pins(struct run_result *r, const char *setup, const char *options)
 {
 	struct sandbox sb;
-	struct run_result r;
 	char cmd[1024];
 
 	status_sandbox(&sb, 65300);
 	snprintf(cmd, sizeof(cmd),
-		 "mount -t tmpfs none /sys/fs/bpf && p=/sys/fs/bpf/portfence/holder && "
-		 "mkdir -p $p/system.slice%%2Flegacy.service $p/a%%25b $p/portfence%%2Fholder-42 && "
-		 "touch $p/not-a-dir && mkdir $p/bad%%zz && '%s' status --json -c '%s'",
-		 build_path("portfence"), sb.policy);
+		 "mount -t tmpfs none /sys/fs/bpf && p=/sys/fs/bpf/portfence/holder && %s && "
+		 "for option in %s; do '%s' status $option -c '%s' || exit; done",
+		 setup, options, build_path("portfence"), sb.policy);
 	char *argv[] = {"unshare", "-m", "sh", "-c", cmd, NULL};
-	run_program(&r, argv, NULL, NULL);
+	run_program(r, argv, NULL, NULL);
 	sandbox_cleanup(&sb);
-	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_eq(r->status, 0, "%s", r->err);
+}
+
+Test(status, lists_attached_cgroups_from_pins, .timeout = 60)
+{
+	struct run_result r;
+
+	status_with_fake_pins(&r,
+			      "mkdir -p $p/system.slice%2Flegacy.service $p/a%25b $p/portfence%2Fholder-42 && "
+			      "touch $p/not-a-dir && mkdir $p/bad%zz",
+			      "--json");
 	json_error_t error;
 	json_t *root = json_loads(r.out, 0, &error);
 	cr_assert_not_null(root, "%s", r.out);
@@ -271,6 +283,31 @@ Test(status, lists_attached_cgroups_from_pins, .timeout = 60)
 	cr_expect_str_eq(json_string_value(json_array_get(cgroups, 2)), "system.slice/legacy.service");
 	cr_expect_eq(json_array_size(json_object_get(app_entry(root, "idle \"q\\"), "cgroups")), 0);
 	json_decref(root);
+}
+
+/* records_lost comes from the app's pinned record_loss map: none pinned
+ * is 0; a pin that is no map (here a file on a tmpfs) cannot be read,
+ * which status says on stderr, with null in JSON and no Prometheus
+ * sample, never a made-up 0.  (The count of a real map is tested in the
+ * bpf suite.) */
+Test(status, records_lost_from_pins, .timeout = 60)
+{
+	struct run_result r;
+
+	status_with_fake_pins(&r, "mkdir -p $p/a && touch $p/record_loss", "--json --prometheus");
+	cr_expect(strstr(r.err, "cannot read how many records app 'holder' lost"), "stderr: %s", r.err);
+	json_error_t error;
+	char *newline = strchr(r.out, '\n');
+	cr_assert_not_null(newline, "%s", r.out);
+	json_t *root = json_loadb(r.out, (size_t)(newline - r.out), 0, &error);
+	cr_assert_not_null(root, "%s", r.out);
+	cr_expect(json_is_null(json_object_get(holder_entry(root), "records_lost")), "%s", r.out);
+	json_t *idle = json_object_get(app_entry(root, "idle \"q\\"), "records_lost");
+	cr_expect(json_is_integer(idle) && json_integer_value(idle) == 0, "%s", r.out);
+	json_decref(root);
+	cr_expect(strstr(newline, "# TYPE portfence_records_lost_total counter\n"), "%s", newline);
+	cr_expect(strstr(newline, "portfence_records_lost_total{app=\"idle \\\"q\\\\\"} 0\n"), "%s", newline);
+	cr_expect(!strstr(newline, "portfence_records_lost_total{app=\"holder\"}"), "%s", newline);
 }
 
 Test(status, usage_and_unknown_app)

@@ -291,6 +291,32 @@ Test(record, comm_and_cgroup_only_when_given_after_result)
 	cr_assert_str_eq(line + strlen(line) - strlen(tail), tail, "%s", line);
 }
 
+/* SPEC: an error record carries "reason", and records lost before they
+ * could be written are reported by one error record with "lost":N. */
+Test(record, reason_and_lost_only_when_given_after_result)
+{
+	struct sockaddr_in local = v4("0.0.0.0", 0), remote = v4("0.0.0.0", 0);
+	struct pf_record_fields fields = sample(&local, &remote);
+
+	fields.event = PF_EVENT_ERROR;
+	fields.error = ENOBUFS;
+	char *line = format(&fields);
+	cr_assert_null(strstr(line, "reason"));
+	cr_assert_null(strstr(line, "lost"));
+
+	fields.reason = "ring \"full\"";
+	fields.lost = 112619;
+	fields.comm = "";
+	line = format(&fields);
+	const char *tail = "\"result\":\"ENOBUFS\",\"reason\":\"ring \\\"full\\\"\",\"lost\":112619,\"comm\":\"\"}\n";
+	cr_assert_str_eq(line + strlen(line) - strlen(tail), tail, "%s", line);
+	json_t *root = parse(line);
+	cr_assert_str_eq(json_string_value(json_object_get(root, "event")), "error");
+	cr_assert_str_eq(json_string_value(json_object_get(root, "reason")), "ring \"full\"");
+	cr_assert_eq(json_integer_value(json_object_get(root, "lost")), 112619);
+	json_decref(root);
+}
+
 Test(record, a_line_that_does_not_fit_is_not_written)
 {
 	struct sockaddr_in local = v4("127.0.0.1", 61000), remote = v4("127.0.0.1", 80);
