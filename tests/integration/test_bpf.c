@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -1284,4 +1286,102 @@ Test(bpf, bind_address_port_zero_then_connect_reuses_time_wait_like_a_connect)
 Test(bpf, bind_address_port_zero_then_connect_under_the_shim_too)
 {
 	bind_zero_connect_cycles(false);
+}
+
+/* ---- Every protocol that takes ports: confined or refused (item 5) ---- */
+
+/* No connect hook runs for UDP-Lite: a confined app's UDP-Lite socket is
+ * refused at creation (EPERM, a deny record); an app whose protocols
+ * leave UDP unmanaged keeps it. */
+Test(bpf, udplite_socket_is_refused_for_a_confined_app)
+{
+	static const char script[] =
+		"import socket, sys\n"
+		"try:\n"
+		"    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)\n"
+		"    s.connect(('127.0.0.1', int(sys.argv[1]))); s.send(b'x'); print('sent', s.getsockname()[1])\n"
+		"except OSError as e:\n"
+		"    print('errno', e.errno)\n"
+		"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+		"u.connect(('127.0.0.1', int(sys.argv[1]))); print('udp', u.getsockname()[1])\n";
+	struct run_result r;
+	char value[32];
+
+	require_bpf_machine();
+	int probe = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+	if (probe < 0)
+		cr_skip_test("skipped: this kernel has no UDP-Lite: %s", strerror(errno));
+	close(probe);
+	bpf_sandbox_apps("apps = ( { name = \"lite\"; range = [ 63120, 63129 ]; },\n"
+			 "         { name = \"tcponly\"; range = [ 63130, 63139 ]; protocols = [ \"tcp\" ]; } );");
+	char *argv[] = {"python3", "-c", (char *)script, "9", NULL};
+	run_bpf(&r, "lite", argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(line_value(r.out, "errno", 0, value, sizeof(value)) && atoi(value) == EPERM,
+		  "UDP-Lite must be refused with EPERM:\n%s", r.out);
+	cr_expect(line_value(r.out, "udp", 0, value, sizeof(value)) && in_range(atol(value), 63120, 63129),
+		  "plain UDP stays confined:\n%s", r.out);
+	json_t *records = audit_records(fx.sb.log);
+	json_t *deny = audit_find(records, "deny", 0);
+	cr_assert(deny, "no deny record of the UDP-Lite socket");
+	cr_expect_str_eq(field(deny, "result"), "EPERM");
+	expect_bpf_fields(deny, "lite", "udp", "python3", "portfence/lite-");
+	json_decref(records);
+
+	run_bpf(&r, "tcponly", argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(line_value(r.out, "sent", 0, value, sizeof(value)),
+		  "protocols = [\"tcp\"] leaves UDP-Lite to the program:\n%s", r.out);
+}
+
+/* MPTCP's TCP subflow runs the TCP hooks: it connects from the range
+ * with an assign record (proto tcp), and a denied destination gets
+ * EPERM; bind(addr, 0) + connect too. */
+Test(bpf, mptcp_is_confined_like_tcp)
+{
+	enum { LO = 63140, HI = 63149 };
+	static const char script[] =
+		"import socket, sys\n"
+		"s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"s.connect(('127.0.0.1', int(sys.argv[1]))); s.recv(3); print('local', s.getsockname()[1])\n"
+		"b = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"b.bind(('127.0.0.1', 0)); b.connect(('127.0.0.1', int(sys.argv[1]))); b.recv(3)\n"
+		"print('bound', b.getsockname()[1])\n"
+		"d = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"try:\n"
+		"    d.connect(('127.0.0.2', int(sys.argv[2]))); print('denied-connected')\n"
+		"except OSError as e:\n"
+		"    print('denied-errno', e.errno)\n";
+	struct server srv, denied;
+	struct run_result r;
+	char value[32], remote[64];
+
+	require_bpf_machine();
+	int probe = socket(AF_INET, SOCK_STREAM, 262);
+	if (probe < 0)
+		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
+	close(probe);
+	bpf_sandbox("multi", LO, HI, "deny = [ \"127.0.0.2/32\" ];");
+	run_script_with_servers(&r, "multi", script, &srv, "127.0.0.1", SERVE_GREET, &denied, "127.0.0.2",
+				SERVE_GREET);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	for (int i = 0; i < 2; i++) {
+		const char *key = i ? "bound" : "local";
+		cr_assert(line_value(r.out, key, 0, value, sizeof(value)), "%s", r.out);
+		cr_expect(in_range(atol(value), LO, HI), "%s: port %s outside the range", key, value);
+		cr_expect(server_saw(&srv, (uint16_t)atol(value)), "%s: the server never saw port %s", key, value);
+	}
+	cr_expect(line_value(r.out, "denied-errno", 0, value, sizeof(value)) && atoi(value) == EPERM,
+		  "a denied destination:\n%s", r.out);
+	cr_expect_eq(atomic_load(&denied.count), 0, "the denied server saw a connection");
+	json_t *records = audit_records(fx.sb.log);
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", srv.port);
+	int count;
+	json_t *assign = record_to(records, remote, &count);
+	cr_expect_eq(count, 2, "%d records of the two connections", count);
+	cr_assert(assign, "no record to %s", remote);
+	cr_expect_str_eq(field(assign, "event"), "assign");
+	expect_bpf_fields(assign, "multi", "tcp", "python3", "portfence/multi-");
+	cr_expect_eq(count_records(records, "assign", "result", "ok"), 2, "two ok assignments");
+	json_decref(records);
 }
