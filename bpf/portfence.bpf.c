@@ -153,6 +153,7 @@ struct bind_pick {
 	__u32 attempts;
 	__u16 port;
 	__u16 bound;
+	__u32 addr[4];	/* bound: the address, network order; IPv4 in [0] */
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -973,6 +974,8 @@ static __always_inline void refused_pick(__u64 cookie, const struct bind_pick *p
 	struct dest nowhere = {.family = family, .sock_family = family};
 	struct record_facts f = {.event = PF_BPF_ERROR, .error = PF_BPF_ERROR_UNSEEN, .udp = udp,
 				 .attempts = pick->attempts, .local_port = pick->port};
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = pick->addr[i];
 	pf_audit(&nowhere, &f);
 	bpf_map_delete_elem(&bind_picks, &cookie);
 }
@@ -1047,6 +1050,8 @@ static __always_inline int pf_bind(struct bpf_sock_addr *ctx, const struct dest 
 	if (!udp)
 		bpf_setsockopt(ctx, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	struct bind_pick pick = {.attempts = w.attempts, .port = w.port};
+	for (int i = 0; i < 4; i++)
+		pick.addr[i] = local->addr[i];	/* what was asked, until post_bind */
 	bpf_map_update_elem(&bind_picks, &cookie, &pick, BPF_ANY);
 	ctx->user_port = bpf_htons(w.port);
 	return HOOK_PROCEED;
@@ -1087,16 +1092,18 @@ static __always_inline int pf_post_bind(struct bpf_sock *sk, int v6)
 	if (!pick || pick->port != port)
 		return HOOK_PROCEED;
 	pick->bound = 1;
-	if (sk->type != SOCK_DGRAM)
-		return HOOK_PROCEED;
 	__u32 ip4 = sk->src_ip4;
 	__u32 ip6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+	if (v6)
+		__builtin_memcpy(pick->addr, ip6, 16);
+	else
+		pick->addr[0] = ip4;
+	if (sk->type != SOCK_DGRAM)
+		return HOOK_PROCEED;
 	struct dest nowhere = {.family = v6 ? AF_INET6 : AF_INET, .sock_family = v6 ? AF_INET6 : AF_INET};
 	struct record_facts f = {.event = PF_BPF_ASSIGN, .udp = 1, .attempts = pick->attempts, .local_port = port};
-	if (v6)
-		__builtin_memcpy(f.local_addr, ip6, 16);
-	else
-		f.local_addr[0] = ip4;
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = pick->addr[i];
 	pf_audit(&nowhere, &f);
 	bpf_map_delete_elem(&bind_picks, &cookie);
 	return HOOK_PROCEED;
@@ -1151,6 +1158,8 @@ int pf_sock_release(struct bpf_sock *sk)
 		struct dest nowhere = {.family = sk->family, .sock_family = sk->family};
 		struct record_facts f = {.event = PF_BPF_ASSIGN, .attempts = pick->attempts,
 					 .local_port = pick->port, .udp = sk->type == SOCK_DGRAM};
+		for (int i = 0; i < 4; i++)
+			f.local_addr[i] = pick->addr[i];
 		if (!pick->bound) {
 			f.event = PF_BPF_ERROR;
 			f.error = PF_BPF_ERROR_UNSEEN;
