@@ -1385,3 +1385,44 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	cr_expect_eq(count_records(records, "assign", "result", "ok"), 2, "two ok assignments");
 	json_decref(records);
 }
+
+/* Every port of the range held by listeners outside the app (which the
+ * app's own count cannot see): each bind(addr, 0) the kernel refuses is
+ * an error record, never an `assign ok`. */
+Test(bpf, bind_port_zero_the_kernel_refuses_is_never_recorded_ok)
+{
+	enum { LO = 63150, HI = 63153 };
+	static const char script[] =
+		"import socket\n"
+		"for i in range(2):\n"
+		"    s = socket.socket()\n"
+		"    try:\n"
+		"        s.bind(('127.0.0.1', 0)); print('bound', s.getsockname()[1])\n"
+		"    except OSError as e:\n"
+		"        print('errno', e.errno)\n"
+		"    s.close()\n";
+	int listeners[HI - LO + 1];
+	struct run_result r;
+
+	require_bpf_machine();
+	bpf_sandbox("refused", LO, HI, NULL);
+	for (int p = LO; p <= HI; p++) {
+		struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		listeners[p - LO] = socket(AF_INET, SOCK_STREAM, 0);
+		cr_assert_eq(bind(listeners[p - LO], (struct sockaddr *)&addr, sizeof(addr)), 0, "bind %d: %s", p,
+			     strerror(errno));
+		cr_assert_eq(listen(listeners[p - LO], 1), 0);
+	}
+	char *argv[] = {"python3", "-c", (char *)script, NULL};
+	run_bpf(&r, "refused", argv);
+	for (int p = LO; p <= HI; p++)
+		close(listeners[p - LO]);
+
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(count_lines_starting(r.out, "errno 98"), 2, "both binds must fail (EADDRINUSE):\n%s", r.out);
+	json_t *records = audit_records(fx.sb.log);
+	cr_expect_eq(count_records(records, "assign", NULL, NULL), 0, "a refused bind was recorded as assign");
+	cr_expect_eq(count_records(records, "error", NULL, NULL), 2, "one error record per refused bind");
+	json_decref(records);
+}
