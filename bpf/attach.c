@@ -16,7 +16,7 @@
 #include "pins.h"
 #include "portfence.skel.h"
 
-#define PROGRAM_COUNT 10
+#define PROGRAM_COUNT 11
 
 struct pf_bpf_attachment {
 	struct bpf_link *links[PROGRAM_COUNT];
@@ -31,7 +31,7 @@ static struct bpf_program *program(struct portfence_bpf *skel, int i)
 		skel->progs.pf_connect4, skel->progs.pf_connect6, skel->progs.pf_sendmsg4,
 		skel->progs.pf_sendmsg6, skel->progs.pf_bind4, skel->progs.pf_bind6,
 		skel->progs.pf_post_bind4, skel->progs.pf_post_bind6, skel->progs.pf_sock_release,
-		skel->progs.pf_sockops,
+		skel->progs.pf_sockops, skel->progs.pf_sock_create,
 	};
 	return programs[i];
 }

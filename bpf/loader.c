@@ -169,6 +169,23 @@ static void fill_local_addrs(struct portfence_bpf *skel)
 	freeifaddrs(list);
 }
 
+/* The other apps' ranges: a bind into one is refused. */
+static int fill_foreign_ports(struct portfence_bpf *skel, const struct pf_policy *policy, const struct pf_app *app)
+{
+	static struct pf_bpf_port_bits ports;
+	uint32_t zero = 0;
+
+	memset(&ports, 0, sizeof(ports));
+	for (size_t i = 0; i < policy->app_count; i++) {
+		const struct pf_app *other = &policy->apps[i];
+		if (other == app || strcmp(other->name, app->name) == 0)
+			continue;
+		for (uint32_t port = other->range_lo; port <= other->range_hi; port++)
+			ports.bits[port / 64] |= 1ull << (port % 64);
+	}
+	return bpf_map_update_elem(bpf_map__fd(skel->maps.foreign_ports), &zero, &ports, BPF_ANY);
+}
+
 int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
 			 const struct pf_app *app, char *why, size_t len)
 {
@@ -187,6 +204,10 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 	if (!loaded->counters_shared)
 		bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &counters, BPF_ANY);
 	fill_local_addrs(loaded->skel);
+	if (fill_foreign_ports(loaded->skel, policy, app) < 0) {
+		say(why, len, "cannot configure app '%s': %s", app->name, strerror(errno));
+		return -errno;
+	}
 	return pf_bpf_fill_rules(loaded, app, why, len);
 }
 
@@ -195,7 +216,8 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
 				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
-				  skel->maps.port_users, skel->maps.record_loss, NULL};
+				  skel->maps.port_users, skel->maps.record_loss, skel->maps.foreign_ports,
+				  skel->maps.bind_picks, NULL};
 	return maps[i];
 }
 

@@ -103,6 +103,7 @@ struct {
 #define SOCKET_BOUND 1u
 #define SOCKET_UNBOUND_RECORDED 2u
 #define SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
+#define SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook will uncount it */
 #define SOCKET_PORT_SHIFT 16
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -151,10 +152,38 @@ struct {
 	__type(value, __u32);
 } port_users SEC(".maps");
 
+/* The ports of the other apps' ranges (the loader fills it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_port_bits);
+} foreign_ports SEC(".maps");
+
+/* bind(addr, 0) as the bind hook answered it, by socket cookie, until
+ * the kernel's verdict: post_bind says the bind took (bound), and the
+ * record goes out then (UDP) or at the connect (TCP); a pick still
+ * unbound at the next bind or at close is a bind the kernel refused. */
+struct bind_pick {
+	__u32 attempts;
+	__u16 port;
+	__u16 bound;
+	__u32 addr[4];	/* bound: the address, network order; IPv4 in [0] */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct bind_pick);
+} bind_picks SEC(".maps");
+
 /* A destination as the rules and the 4-tuple check see it: IPv4-mapped
- * addresses folded to IPv4. */
+ * addresses folded to IPv4; sock_family is the socket's own, which the
+ * record shows (a v4-mapped destination of an AF_INET6 socket stays
+ * IPv6 there, as the shim writes it). */
 struct dest {
 	__u32 family;
+	__u32 sock_family;
 	__u32 addr[4];	/* network order; IPv4 in addr[0] */
 	__u16 port;	/* host order */
 };
@@ -173,6 +202,7 @@ static __always_inline int is_v4_mapped(const __u32 ip6[4])
 static __always_inline void dest_from_v4(const struct bpf_sock_addr *ctx, struct dest *d)
 {
 	d->family = AF_INET;
+	d->sock_family = AF_INET;
 	d->addr[0] = ctx->user_ip4;
 	d->addr[1] = d->addr[2] = d->addr[3] = 0;
 	d->port = bpf_ntohs((__u16)ctx->user_port);
@@ -183,6 +213,7 @@ static __always_inline void dest_from_v6(const struct bpf_sock_addr *ctx, struct
 	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
 
 	d->port = bpf_ntohs((__u16)ctx->user_port);
+	d->sock_family = AF_INET6;
 	if (is_v4_mapped(ip6)) {
 		d->family = AF_INET;
 		d->addr[0] = ip6[3];
@@ -249,6 +280,16 @@ static __always_inline void fill_record(struct pf_bpf_record *r, const struct de
 	for (int i = 0; i < 4; i++) {
 		r->local_addr[i] = f->local_addr[i];
 		r->remote_addr[i] = d->addr[i];
+	}
+	if (d->sock_family == AF_INET6 && d->family == AF_INET) {
+		/* An AF_INET6 socket's v4-mapped call: its own addresses. */
+		r->family = AF_INET6;
+		r->remote_addr[0] = r->remote_addr[1] = 0;
+		r->remote_addr[2] = bpf_htonl(0xffff);
+		r->remote_addr[3] = d->addr[0];
+		r->local_addr[3] = f->local_addr[0];
+		r->local_addr[0] = r->local_addr[1] = 0;
+		r->local_addr[2] = f->local_addr[0] ? bpf_htonl(0xffff) : 0;
 	}
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 }
@@ -532,11 +573,15 @@ static __always_inline int bind_port(struct walk *w, __u16 port)
 		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
 	}
 	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = bpf_htons(port)};
-	__builtin_memcpy(&sa6.sin6_addr, w->source, 16);
-	if (w->d.family == AF_INET && !is_zero(w->source)) {
-		/* A v4-mapped connect from a socket bound to a v4-mapped
-		 * address: keep its address. */
-		sa6.sin6_addr.s6_addr32[2] = bpf_htonl(0xffff);
+	if (w->d.family == AF_INET) {
+		/* A v4-mapped connect: the IPv4 source, mapped (::ffff:a.b.c.d),
+		 * or the wildcard. */
+		if (w->source[0]) {
+			sa6.sin6_addr.s6_addr32[2] = bpf_htonl(0xffff);
+			sa6.sin6_addr.s6_addr32[3] = w->source[0];
+		}
+	} else {
+		__builtin_memcpy(&sa6.sin6_addr, w->source, 16);
 	}
 	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
 }
@@ -709,17 +754,22 @@ static __always_inline void loopback_source(const struct dest *d, __u32 *source)
 		source[3] = bpf_htonl(1);
 }
 
-/* Takes a port for a connect (pf_algorithm_pick; SO_REUSEADDR reuses a
- * TIME_WAIT 4-tuple at once), else the kernel's own exhaustion answer. */
-static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
-					      const struct dest *d, int udp)
+/* An MPTCP subflow (the kernel's own TCP socket under an MPTCP one):
+ * no release hook runs for it, so its port is never counted. */
+static __always_inline int mptcp_subflow(struct bpf_sock_addr *ctx)
 {
-	struct walk w = {.ctx = ctx, .d = *d, .udp = udp, .algorithm = cfg->algorithm};
 	struct bpf_sock *sk = ctx->sk;
-	int one = 1;
+	return sk && bpf_skc_to_mptcp_sock(sk) != 0;
+}
+
+/* The address the socket is bound to, as the destination's family sees
+ * it (an AF_INET6 socket's v4-mapped address as IPv4), or zero. */
+static __always_inline void bound_source(struct bpf_sock_addr *ctx, const struct dest *d, __u32 *source)
+{
+	struct bpf_sock *sk = ctx->sk;
 
 	if (!sk)
-		return HOOK_PROCEED;
+		return;
 	/* Every field read whatever the family, each at its own constant
 	 * offset: the verifier refuses arithmetic on a sock pointer, which
 	 * a read under a branch can compile to. */
@@ -727,13 +777,26 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 	__u32 bound[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
 	asm volatile("" : "+r"(bound4));
 	if (ctx->family == AF_INET) {
-		w.source[0] = bound4;
+		source[0] = bound4;
 	} else {
 		if (d->family == AF_INET6)
-			__builtin_memcpy(w.source, bound, 16);
+			__builtin_memcpy(source, bound, 16);
 		else if (is_v4_mapped(bound))
-			w.source[0] = bound[3];
+			source[0] = bound[3];
 	}
+}
+
+/* Takes a port for a connect (pf_algorithm_pick; SO_REUSEADDR reuses a
+ * TIME_WAIT 4-tuple at once), else the kernel's own exhaustion answer. */
+static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
+					      const struct dest *d, int udp)
+{
+	struct walk w = {.ctx = ctx, .d = *d, .udp = udp, .algorithm = cfg->algorithm};
+	int one = 1;
+
+	if (!ctx->sk)
+		return HOOK_PROCEED;
+	bound_source(ctx, d, w.source);
 	if (is_zero(w.source))
 		loopback_source(d, w.source);
 	w.lo = cfg->range_lo;
@@ -756,7 +819,8 @@ static __always_inline int assign_for_connect(struct bpf_sock_addr *ctx, const s
 		f.local_addr[0] = (bpf_ntohl(d->addr[0]) >> 24) == 127 ? bpf_htonl(0x7f000001) : 0;
 	f.event = PF_BPF_ASSIGN;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
-	mark_socket(bpf_get_socket_cookie(ctx), bound_flags(cfg, w.port));
+	mark_socket(bpf_get_socket_cookie(ctx),
+		    mptcp_subflow(ctx) ? SOCKET_BOUND | SOCKET_MPTCP : bound_flags(cfg, w.port));
 	if (udp)
 		pf_audit(d, &f);
 	else
@@ -786,6 +850,35 @@ static __always_inline int refuse_destination(const struct pf_bpf_config *cfg, c
 	return HOOK_REFUSE;
 }
 
+/* A TCP socket that bind(addr, 0) gave a range port connects on it: the
+ * assignment's record is this connect's (with its destination), unless
+ * the 4-tuple is held, where the kernel would fail it: EADDRNOTAVAIL
+ * and an error record, the kernel's own answer. */
+static __always_inline int connect_bound(struct bpf_sock_addr *ctx, const struct dest *d, int udp)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+
+	if (udp || !pick || !pick->bound || !ctx->sk)
+		return HOOK_PROCEED;
+	struct walk w = {.ctx = ctx, .d = *d};
+	__u16 port = (__u16)ctx->sk->src_port;
+	bound_source(ctx, d, w.source);
+	struct record_facts f = {.event = PF_BPF_ASSIGN, .attempts = pick->attempts, .local_port = port};
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = w.source[i];
+	bpf_map_delete_elem(&bind_picks, &cookie);
+	if (!is_zero(w.source) && tuple_holder(&w, w.source, port) == 1) {
+		f.event = PF_BPF_ERROR;
+		f.error = EADDRNOTAVAIL;
+		pf_audit(d, &f);
+		bpf_set_retval(-EADDRNOTAVAIL);
+		return HOOK_REFUSE;
+	}
+	pf_audit_later(ctx, d, &f);
+	return HOOK_PROCEED;
+}
+
 static __always_inline int pf_connect(struct bpf_sock_addr *ctx, const struct dest *d)
 {
 	struct pf_bpf_config *cfg = app_config();
@@ -795,8 +888,10 @@ static __always_inline int pf_connect(struct bpf_sock_addr *ctx, const struct de
 		return HOOK_PROCEED;
 	if (!pf_app_permits(cfg, d))
 		return refuse_destination(cfg, d, udp);
-	if (!ctx->sk || ctx->sk->src_port)
-		return HOOK_PROCEED;	/* a socket already bound keeps its port */
+	if (!ctx->sk)
+		return HOOK_PROCEED;
+	if (ctx->sk->src_port)
+		return connect_bound(ctx, d, udp);	/* a socket already bound keeps its port */
 	if (cfg->audit_mode) {
 		record_simple(d, PF_BPF_AUDIT, 0, udp);
 		return HOOK_PROCEED;
@@ -886,6 +981,8 @@ static long try_unused_port(__u32 k, void *arg)
 	__u16 port = (__u16)candidate(w, k);
 	__u32 *users = users_of(w, port);
 
+	if (!w->time_wait_port)
+		w->time_wait_port = port;	/* here: the first candidate */
 	w->attempts++;
 	if (users && *users)
 		return 0;
@@ -893,29 +990,78 @@ static long try_unused_port(__u32 k, void *arg)
 	return 1;
 }
 
+/* A port of another app's range. */
+static __always_inline int foreign_port(__u16 port)
+{
+	__u32 zero = 0;
+	struct pf_bpf_port_bits *ports = bpf_map_lookup_elem(&foreign_ports, &zero);
+	__u32 word = (__u32)port >> 6;
+
+	if (!ports || word >= 65536 / 64)
+		return 0;
+	return (ports->bits[word] >> (port & 63)) & 1;
+}
+
+/* A bind(addr, 0) the kernel refused after the bind hook answered it
+ * never reached post_bind: its record is an error, sent at the socket's
+ * next bind or its close (which errno the program saw, no hook can
+ * tell: EUNKNOWN). */
+static __always_inline void refused_pick(__u64 cookie, const struct bind_pick *pick, __u32 family, int udp)
+{
+	struct dest nowhere = {.family = family, .sock_family = family};
+	struct record_facts f = {.event = PF_BPF_ERROR, .error = PF_BPF_ERROR_UNSEEN, .udp = udp,
+				 .attempts = pick->attempts, .local_port = pick->port};
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = pick->addr[i];
+	pf_audit(&nowhere, &f);
+	bpf_map_delete_elem(&bind_picks, &cookie);
+}
+
+/* A bind to an explicit port: refused with EACCES when it is another
+ * app's (whatever explicit_bind says: one app's policy must not let it
+ * take another's ports), or outside the range with explicit_bind =
+ * "deny". */
+static __always_inline int pf_explicit_bind(const struct pf_bpf_config *cfg, const struct dest *local, int udp)
+{
+	if (local->port >= cfg->range_lo && local->port <= cfg->range_hi)
+		return HOOK_PROCEED;
+	if (!cfg->deny_explicit_bind && !foreign_port(local->port))
+		return HOOK_PROCEED;
+	/* The record's local is the address asked for; it has no remote. */
+	struct dest nowhere = {.family = local->family, .sock_family = local->sock_family};
+	struct record_facts f = {.event = cfg->audit_mode ? PF_BPF_AUDIT : PF_BPF_DENY, .error = EACCES,
+				 .udp = udp, .local_port = local->port};
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = local->addr[i];
+	pf_audit(&nowhere, &f);
+	if (cfg->audit_mode)
+		return HOOK_PROCEED;
+	bpf_set_retval(-EACCES);
+	return HOOK_REFUSE;
+}
+
 /* bind(port 0) is given a range port by rewriting the request (bpf_bind
- * is refused here); a bind outside the range is refused with EACCES
- * when the app says explicit_bind = "deny". */
+ * is refused here).  UDP takes a port none of the app's sockets holds.
+ * TCP binds it with SO_REUSEADDR, as a connect's port is bound: it is
+ * shared across destinations (a port no socket of the app holds when
+ * there is one, else the algorithm's first), and a TIME_WAIT on it is
+ * reused at the connect.  The record waits for the kernel's verdict
+ * (post_bind, or the connect). */
 static __always_inline int pf_bind(struct bpf_sock_addr *ctx, const struct dest *local)
 {
 	struct pf_bpf_config *cfg = app_config();
-	int udp = ctx->type == SOCK_DGRAM;
+	int udp = ctx->type == SOCK_DGRAM, one = 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
 
 	if (!cfg || !sock_protocol_managed(cfg, ctx->type))
 		return HOOK_PROCEED;
-	if (local->port) {
-		if (local->port >= cfg->range_lo && local->port <= cfg->range_hi)
-			return HOOK_PROCEED;
-		if (!cfg->deny_explicit_bind)
-			return HOOK_PROCEED;
-		if (cfg->audit_mode) {
-			record_simple(local, PF_BPF_AUDIT, EACCES, udp);
-			return HOOK_PROCEED;
-		}
-		record_simple(local, PF_BPF_DENY, EACCES, udp);
-		bpf_set_retval(-EACCES);
-		return HOOK_REFUSE;
-	}
+	struct bind_pick *earlier = bpf_map_lookup_elem(&bind_picks, &cookie);
+	if (earlier && !earlier->bound)
+		refused_pick(cookie, earlier, local->family, udp);
+	if (mptcp_subflow(ctx))
+		mark_socket(cookie, SOCKET_MPTCP);
+	if (local->port)
+		return pf_explicit_bind(cfg, local, udp);
 	if (cfg->audit_mode) {
 		record_simple(local, PF_BPF_AUDIT, 0, udp);
 		return HOOK_PROCEED;
@@ -926,21 +1072,25 @@ static __always_inline int pf_bind(struct bpf_sock_addr *ctx, const struct dest 
 	start_walk(&w, cfg);
 	bpf_loop(w.num + w.rfc_tries, try_unused_port, &w, 0);
 	finish_walk(&w);
-
-	struct dest nowhere = {.family = local->family};
-	struct record_facts f = {.attempts = w.attempts, .udp = udp, .local_port = w.port};
-	for (int i = 0; i < 4; i++)
-		f.local_addr[i] = local->addr[i];
+	if (!w.port && !udp)
+		w.port = w.time_wait_port;	/* the first candidate, shared */
 	if (!w.port) {
-		f.event = PF_BPF_ERROR;
-		f.error = EADDRINUSE;
+		struct dest nowhere = {.family = local->family, .sock_family = local->sock_family};
+		struct record_facts f = {.event = PF_BPF_ERROR, .error = EADDRINUSE, .udp = udp,
+					 .attempts = w.attempts};
+		for (int i = 0; i < 4; i++)
+			f.local_addr[i] = local->addr[i];
 		pf_audit(&nowhere, &f);
 		bpf_set_retval(-EADDRINUSE);
 		return HOOK_REFUSE;
 	}
+	if (!udp)
+		bpf_setsockopt(ctx, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct bind_pick pick = {.attempts = w.attempts, .port = w.port};
+	for (int i = 0; i < 4; i++)
+		pick.addr[i] = local->addr[i];	/* what was asked, until post_bind */
+	bpf_map_update_elem(&bind_picks, &cookie, &pick, BPF_ANY);
 	ctx->user_port = bpf_htons(w.port);
-	f.event = PF_BPF_ASSIGN;
-	pf_audit(&nowhere, &f);
 	return HOOK_PROCEED;
 }
 
@@ -962,10 +1112,37 @@ int pf_bind6(struct bpf_sock_addr *ctx)
 
 /* Every bind the program makes (not ours through bpf_bind, which runs no
  * such hook, nor the kernel's autobind) marks the socket: its sends are
- * not unbound ones, and a range port it holds is counted. */
-static __always_inline int pf_post_bind(struct bpf_sock *sk)
+ * not unbound ones, and a range port it holds is counted (not an MPTCP
+ * subflow's: nothing would uncount it).  A bind(addr, 0) the bind hook
+ * answered has taken: a UDP one is recorded now, a TCP one at its
+ * connect (or its close, if it never connects). */
+static __always_inline int pf_post_bind(struct bpf_sock *sk, int v6)
 {
-	mark_socket(bpf_get_socket_cookie(sk), bound_flags(app_config(), sk->src_port));
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u32 *known = bpf_map_lookup_elem(&sockets, &cookie);
+	__u16 port = (__u16)sk->src_port;
+	__u32 flags = known && (*known & SOCKET_MPTCP) ? SOCKET_BOUND | SOCKET_MPTCP
+						       : bound_flags(app_config(), port);
+
+	mark_socket(cookie, flags);
+	struct bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+	if (!pick || pick->port != port)
+		return HOOK_PROCEED;
+	pick->bound = 1;
+	__u32 ip4 = sk->src_ip4;
+	__u32 ip6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+	if (v6)
+		__builtin_memcpy(pick->addr, ip6, 16);
+	else
+		pick->addr[0] = ip4;
+	if (sk->type != SOCK_DGRAM)
+		return HOOK_PROCEED;
+	struct dest nowhere = {.family = v6 ? AF_INET6 : AF_INET, .sock_family = v6 ? AF_INET6 : AF_INET};
+	struct record_facts f = {.event = PF_BPF_ASSIGN, .udp = 1, .attempts = pick->attempts, .local_port = port};
+	for (int i = 0; i < 4; i++)
+		f.local_addr[i] = pick->addr[i];
+	pf_audit(&nowhere, &f);
+	bpf_map_delete_elem(&bind_picks, &cookie);
 	return HOOK_PROCEED;
 }
 
@@ -986,13 +1163,13 @@ static __always_inline void uncount_port(const __u32 *flags)
 SEC("cgroup/post_bind4")
 int pf_post_bind4(struct bpf_sock *sk)
 {
-	return verdict(pf_post_bind(sk));
+	return verdict(pf_post_bind(sk, 0));
 }
 
 SEC("cgroup/post_bind6")
 int pf_post_bind6(struct bpf_sock *sk)
 {
-	return verdict(pf_post_bind(sk));
+	return verdict(pf_post_bind(sk, 1));
 }
 
 /* A connect that failed after the hook had bound the port (no route, a
@@ -1010,6 +1187,22 @@ int pf_sock_release(struct bpf_sock *sk)
 		kept->error = PF_BPF_ERROR_UNSEEN;
 		send_pending(kept);
 		bpf_map_delete_elem(&pending, &cookie);
+	}
+	struct bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+	if (pick) {
+		/* bound: a TCP bind(addr, 0) that never connected (a listener,
+		 * or closed unused); else a bind the kernel refused. */
+		struct dest nowhere = {.family = sk->family, .sock_family = sk->family};
+		struct record_facts f = {.event = PF_BPF_ASSIGN, .attempts = pick->attempts,
+					 .local_port = pick->port, .udp = sk->type == SOCK_DGRAM};
+		for (int i = 0; i < 4; i++)
+			f.local_addr[i] = pick->addr[i];
+		if (!pick->bound) {
+			f.event = PF_BPF_ERROR;
+			f.error = PF_BPF_ERROR_UNSEEN;
+		}
+		pf_audit(&nowhere, &f);
+		bpf_map_delete_elem(&bind_picks, &cookie);
 	}
 	uncount_port(bpf_map_lookup_elem(&sockets, &cookie));
 	bpf_map_delete_elem(&sockets, &cookie);
@@ -1031,7 +1224,7 @@ int pf_sockops(struct bpf_sock_ops *skops)
 	__u32 ip6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3]};
 	if (family == AF_INET) {
 		kept->local_addr[0] = ip4;
-	} else if (is_v4_mapped(ip6)) {
+	} else if (is_v4_mapped(ip6) && kept->family == AF_INET) {
 		kept->local_addr[0] = ip6[3];
 	} else {
 		for (int i = 0; i < 4; i++)
@@ -1041,6 +1234,33 @@ int pf_sockops(struct bpf_sock_ops *skops)
 	send_pending(kept);
 	bpf_map_delete_elem(&pending, &cookie);
 	return 1;
+}
+
+/* ---- protocols no hook confines ----------------------------------- */
+
+/* The kernel gives these ports, but no hook here can confine them:
+ * UDP-Lite runs no connect hook (it connects from a kernel port,
+ * unseen), SCTP and DCCP bind through their own code, past the bind
+ * hook.  A confined app's socket of one is refused (EPERM, a deny
+ * record), unless the app does not manage its kind (protocols) or only
+ * audits.  MPTCP needs nothing here: its TCP subflows run the TCP hooks
+ * (connect, bind, sockops) on the app's cgroup. */
+SEC("cgroup/sock_create")
+int pf_sock_create(struct bpf_sock *sk)
+{
+	struct pf_bpf_config *cfg = app_config();
+	__u32 family = sk->family, protocol = sk->protocol;
+
+	if (!cfg || (family != AF_INET && family != AF_INET6))
+		return 1;
+	if (protocol != IPPROTO_UDPLITE && protocol != IPPROTO_SCTP && protocol != IPPROTO_DCCP)
+		return 1;
+	int udp = protocol == IPPROTO_UDPLITE;
+	if (!(cfg->protocols & (udp ? PF_BPF_PROTO_UDP : PF_BPF_PROTO_TCP)))
+		return 1;
+	struct dest nowhere = {.family = family, .sock_family = family};
+	record_simple(&nowhere, cfg->audit_mode ? PF_BPF_AUDIT : PF_BPF_DENY, EPERM, udp);
+	return cfg->audit_mode ? 1 : 0;
 }
 
 /* ---- exe --------------------------------------------------------- */

@@ -51,6 +51,12 @@ struct pf_bpf_local_addr {
 	__u32 addr[4];	/* network order; IPv4 in addr[0] */
 };
 
+/* Every port of the other apps' ranges, one bit each (port / 64, port
+ * % 64): a bind there is refused whatever explicit_bind says. */
+struct pf_bpf_port_bits {
+	__u64 bits[65536 / 64];
+};
+
 /* A record's error when the programs could not see it (pf_errno_name
  * gives "EUNKNOWN" for it). */
 #define PF_BPF_ERROR_UNSEEN 0xffff

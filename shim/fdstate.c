@@ -18,6 +18,10 @@
 
 #include "shim.h"
 
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+
 #define TABLE_SIZE PF_FD_TABLE_SIZE
 
 _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
@@ -32,9 +36,13 @@ uint8_t pf_fd_state_for(int family, int type, int protocol)
 	if (family != AF_INET && family != AF_INET6)
 		return PF_FD_FOREIGN;
 	uint8_t bits = family == AF_INET6 ? PF_FD_V6 : 0;
-	if (base_type == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
+	/* MPTCP is TCP to the policy (its first subflow is a TCP socket,
+	 * bound and connected through the MPTCP one), UDP-Lite is UDP. */
+	if (base_type == SOCK_STREAM &&
+	    (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
 		return PF_FD_FRESH | bits;
-	if (base_type == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+	if (base_type == SOCK_DGRAM &&
+	    (protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE))
 		return PF_FD_FRESH | bits | PF_FD_UDP;
 	return PF_FD_FOREIGN;
 }

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -1447,11 +1449,31 @@ Test(bpf, random_increments_fills_the_range_then_exhausts)
 
 /* ---- bind(port 0) ---- */
 
+/* A Python script under `run --bpf -a app`, given the ports of two
+ * servers it starts (argv[1], argv[2]) and stops after the run. */
+static void run_script_with_servers(struct run_result *r, const char *app, const char *script, struct server *a,
+				    const char *addr_a, enum server_mode mode_a, struct server *b,
+				    const char *addr_b, enum server_mode mode_b)
+{
+	char port_a[16], port_b[16];
+
+	server_start(a, addr_a, mode_a);
+	server_start(b, addr_b, mode_b);
+	snprintf(port_a, sizeof(port_a), "%u", a->port);
+	snprintf(port_b, sizeof(port_b), "%u", b->port);
+	char *argv[] = {"python3", "-c", (char *)script, port_a, port_b, NULL};
+	run_bpf(r, app, argv);
+	server_stop(a);
+	server_stop(b);
+}
+
 /* With three of four ports held by connections (the fourth freed by an
  * abortive close, so that sequential's next port is a held one),
- * bind(addr, 0) + listen gets the free one; a second bind(0) finds none
- * and gets EADDRINUSE, the kernel's own answer. */
-Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_eaddrinuse)
+ * bind(addr, 0) + listen gets the free one.  A second TCP bind(addr, 0)
+ * finds none free: it shares a port with a connection (as a connect's
+ * port is shared, and as the shim defers it to the connect) and connects
+ * to another destination from it. */
+Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_shares_one)
 {
 	enum { LO = 62600, HI = 62603 };
 	static const char script[] =
@@ -1467,20 +1489,17 @@ Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_eaddrinuse)
 		"l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(); print('listen', l.getsockname()[1])\n"
 		"s = socket.socket()\n"
 		"try:\n"
-		"    s.bind(('127.0.0.1', 0)); print('second', s.getsockname()[1])\n"
+		"    s.bind(('127.0.0.1', 0)); s.connect(('127.0.0.2', int(sys.argv[2]))); print('second', s.getsockname()[1])\n"
 		"except OSError as e:\n"
 		"    print('second-error', e.errno)\n";
-	struct server srv;
+	struct server srv, other;
 	struct run_result r;
-	char port[16], value[32];
+	char value[32];
 
 	require_bpf_machine();
 	bpf_sandbox("binder", LO, HI, "algorithm = \"sequential\";");
-	server_start(&srv, "127.0.0.1", SERVE_STALL);
-	snprintf(port, sizeof(port), "%u", srv.port);
-	char *argv[] = {"python3", "-c", (char *)script, port, NULL};
-	run_bpf(&r, "binder", argv);
-	server_stop(&srv);
+	run_script_with_servers(&r, "binder", script, &srv, "127.0.0.1", SERVE_STALL, &other, "127.0.0.2",
+				SERVE_STALL);
 
 	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
 	cr_assert(line_value(r.out, "listen", 0, value, sizeof(value)), "%s", r.out);
@@ -1490,8 +1509,347 @@ Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_eaddrinuse)
 		cr_assert(line_value(r.out, "held", i, value, sizeof(value)), "%s", r.out);
 		cr_expect_neq(atol(value), listened, "bind(0) was given port %ld, held by a connection", listened);
 	}
-	cr_assert(line_value(r.out, "second-error", 0, value, sizeof(value)), "second bind worked:\n%s", r.out);
-	cr_expect_eq(atoi(value), EADDRINUSE);
+	cr_assert(line_value(r.out, "second", 0, value, sizeof(value)), "the second bind + connect failed:\n%s",
+		  r.out);
+	long second = atol(value);
+	cr_expect(in_range(second, LO, HI) && second != listened, "the second got port %ld", second);
+	cr_expect(server_saw(&other, (uint16_t)second), "127.0.0.2 never saw port %ld", second);
+}
+
+/* ---- Isolation as the shim has it (issue 16 item 4) ---- */
+
+/* A sandbox whose policy holds apps_text as its apps list. */
+static struct sandbox *bpf_sandbox_apps(const char *apps_text)
+{
+	sandbox_init(&fx.sb, apps_text);
+	fx.sandboxed = true;
+	return &fx.sb;
+}
+
+/* The number of records of event whose field name is value. */
+static int count_records(json_t *records, const char *event, const char *name, const char *value)
+{
+	json_t *record;
+	size_t i;
+	int count = 0;
+	json_array_foreach(records, i, record) {
+		const char *e = field(record, "event"), *v = field(record, name);
+		count += e && strcmp(e, event) == 0 && (!value || (v && strcmp(v, value) == 0));
+	}
+	return count;
+}
+
+/* Binding a port of another app's range is refused with EACCES and a
+ * deny record, whatever explicit_bind says (as the shim does), for TCP
+ * and UDP; a port of no app's range stays the program's to bind. */
+Test(bpf, bind_into_another_apps_range_is_refused_tcp_and_udp)
+{
+	static const char script[] =
+		"import socket, sys\n"
+		"for kind, t in (('tcp', socket.SOCK_STREAM), ('udp', socket.SOCK_DGRAM)):\n"
+		"    for port in (61600, 63990):\n"
+		"        s = socket.socket(socket.AF_INET, t)\n"
+		"        try:\n"
+		"            s.bind(('127.0.0.1', port)); print(kind, port, 'bound')\n"
+		"            s.connect(('127.0.0.1', int(sys.argv[1])))\n"
+		"        except OSError as e:\n"
+		"            print(kind, port, 'errno', e.errno)\n"
+		"        s.close()\n";
+	struct server srv;
+	struct run_result r;
+	char port[16];
+
+	require_bpf_machine();
+	bpf_sandbox_apps("apps = ( { name = \"mine\"; range = [ 62950, 62959 ]; },\n"
+			 "         { name = \"other\"; range = [ 61600, 61609 ]; } );");
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	char *argv[] = {"python3", "-c", (char *)script, port, NULL};
+	run_bpf(&r, "mine", argv);
+	usleep(200000);
+	server_stop(&srv);
+
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(strstr(r.out, "tcp 61600 errno 13\n"), "TCP bind into another app's range:\n%s", r.out);
+	cr_expect(strstr(r.out, "udp 61600 errno 13\n"), "UDP bind into another app's range:\n%s", r.out);
+	cr_expect(strstr(r.out, "tcp 63990 bound\n"), "a port of no app is the program's:\n%s", r.out);
+	cr_expect(strstr(r.out, "udp 63990 bound\n"), "a port of no app is the program's:\n%s", r.out);
+	cr_expect(!server_saw(&srv, 61600), "the server saw a connection from another app's port");
+	json_t *records = audit_records(fx.sb.log);
+	cr_expect_eq(count_records(records, "deny", "local", "127.0.0.1:61600"), 2,
+		     "two deny records of 127.0.0.1:61600 expected");
+	json_t *record;
+	size_t i;
+	json_array_foreach(records, i, record) {
+		if (strcmp(field(record, "event"), "deny") != 0)
+			continue;
+		cr_expect_str_eq(field(record, "result"), "EACCES");
+		cr_expect_str_eq(field(record, "app"), "mine");
+	}
+	json_decref(records);
+}
+
+/* An AF_INET6 socket connecting to ::ffff:127.0.0.1 gets a range port on
+ * the mapped loopback source, TCP and UDP; the record shows the socket's
+ * own (mapped) addresses, as the shim writes them. */
+Test(bpf, v4_mapped_destination_connects_from_the_range_tcp_and_udp)
+{
+	enum { LO = 62960, HI = 62969 };
+	static const char script[] =
+		"import socket, sys\n"
+		"for kind, t, port in (('tcp', socket.SOCK_STREAM, sys.argv[1]), ('udp', socket.SOCK_DGRAM, sys.argv[2])):\n"
+		"    s = socket.socket(socket.AF_INET6, t)\n"
+		"    try:\n"
+		"        s.connect(('::ffff:127.0.0.1', int(port)))\n"
+		"        if t == socket.SOCK_DGRAM:\n"
+		"            s.send(b'x'); s.settimeout(5); s.recv(16)\n"
+		"        else:\n"
+		"            s.recv(3)\n"
+		"        print(kind, s.getsockname()[0], s.getsockname()[1])\n"
+		"    except OSError as e:\n"
+		"        print(kind, 'errno', e.errno)\n";
+	struct server tcp, udp;
+	struct run_result r;
+	char key[8], value[64];
+
+	require_bpf_machine();
+	bpf_sandbox("mapped", LO, HI, NULL);
+	run_script_with_servers(&r, "mapped", script, &tcp, "127.0.0.1", SERVE_GREET, &udp, "127.0.0.1",
+				SERVE_UDP_ECHO);
+
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	json_t *records = audit_records(fx.sb.log);
+	for (int i = 0; i < 2; i++) {
+		struct server *srv = i ? &udp : &tcp;
+		snprintf(key, sizeof(key), "%s", i ? "udp" : "tcp");
+		cr_assert(line_value(r.out, key, 0, value, sizeof(value)), "%s", r.out);
+		cr_assert_str_eq(value, "::ffff:127.0.0.1", "%s connect failed:\n%s", key, r.out);
+		char *line = strstr(r.out, i ? "udp ::ffff:127.0.0.1 " : "tcp ::ffff:127.0.0.1 ");
+		long port = line ? atol(line + strlen("tcp ::ffff:127.0.0.1 ")) : 0;
+		cr_expect(in_range(port, LO, HI), "%s: local port %ld outside the range", key, port);
+		cr_expect(server_saw(srv, (uint16_t)port), "%s: the server never saw port %ld", key, port);
+		char local[64], remote[64];
+		snprintf(local, sizeof(local), "[::ffff:127.0.0.1]:%ld", port);
+		snprintf(remote, sizeof(remote), "[::ffff:127.0.0.1]:%u", srv->port);
+		json_t *record = only_record_to(records, remote, "assign");
+		cr_expect_str_eq(field(record, "local") ? field(record, "local") : "", local);
+		cr_expect_str_eq(field(record, "family") ? field(record, "family") : "", "ipv6");
+		cr_expect_str_eq(field(record, "proto") ? field(record, "proto") : "", key);
+		cr_expect_str_eq(field(record, "result") ? field(record, "result") : "", "ok");
+	}
+	json_decref(records);
+}
+
+/* bind(127.0.0.1, 0) + connect + close, the client closing first, many
+ * times through a ten-port range: every port soon has a TIME_WAIT, which
+ * a plain connect reuses; so must this.  Every cycle connects, every
+ * record is an ok assignment of a cycle that connected, and a plain
+ * connect still works afterwards.  The same under the shim. */
+static const char bind_connect_cycles[] =
+	"import socket, sys\n"
+	"ok = fail = 0\n"
+	"for i in range(int(sys.argv[2])):\n"
+	"    s = socket.socket()\n"
+	"    try:\n"
+	"        s.bind(('127.0.0.1', 0)); s.connect(('127.0.0.1', int(sys.argv[1]))); s.recv(3)\n"
+	"        print('port', s.getsockname()[1]); ok += 1\n"
+	"    except OSError as e:\n"
+	"        print('errno', e.errno); fail += 1\n"
+	"    s.close()\n"
+	"p = socket.socket()\n"
+	"try:\n"
+	"    p.connect(('127.0.0.1', int(sys.argv[1]))); p.recv(3); print('plain', p.getsockname()[1])\n"
+	"except OSError as e:\n"
+	"    print('plain-errno', e.errno)\n"
+	"p.close()\n"
+	"print('ok', ok, 'fail', fail)\n";
+
+static void bind_zero_connect_cycles(bool bpf)
+{
+	/* Ranges of their own: each backend's TIME_WAITs are its own. */
+	const int LO = bpf ? 62970 : 62980, HI = LO + 9;
+	enum { CYCLES = 300 };
+	struct server srv;
+	struct run_result r;
+	char port[16], cycles[16], value[32];
+
+	require_bpf_machine();
+	bpf_sandbox("cycler", LO, HI, NULL);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	snprintf(cycles, sizeof(cycles), "%d", CYCLES);
+	char *argv[] = {"python3", "-c", (char *)bind_connect_cycles, port, cycles, NULL};
+	if (bpf)
+		run_bpf(&r, "cycler", argv);
+	else
+		run_under(&r, &fx.sb, "cycler", argv, NULL);
+	server_stop(&srv);
+
+	cr_assert_eq(r.status, 0, "status %d\n%.2000s%s", r.status, r.out, r.err);
+	cr_expect(strstr(r.out, "ok 300 fail 0\n"), "%d cycles must all connect:\n%.3000s",
+		  CYCLES, r.out + (strlen(r.out) > 3000 ? strlen(r.out) - 3000 : 0));
+	cr_expect(line_value(r.out, "plain", 0, value, sizeof(value)) && in_range(atol(value), LO, HI),
+		  "a plain connect after the cycles: %s", strstr(r.out, "plain") ? strstr(r.out, "plain") : "");
+	for (int i = 0; line_value(r.out, "port", i, value, sizeof(value)); i++)
+		cr_expect(in_range(atol(value), LO, HI), "cycle %d from port %s", i, value);
+	json_t *records = audit_records(fx.sb.log);
+	int assigns = count_records(records, "assign", NULL, NULL);
+	int ok = count_records(records, "assign", "result", "ok");
+	int connected = (int)count_lines_starting(r.out, "port ") + (int)count_lines_starting(r.out, "plain ");
+	int failed = (int)count_lines_starting(r.out, "errno ") + (int)count_lines_starting(r.out, "plain-errno ");
+	cr_expect_eq(ok, connected, "%d ok assignments for %d connections", ok, connected);
+	cr_expect_eq(assigns, ok, "%d assign records that are not ok", assigns - ok);
+	cr_expect_leq(count_records(records, "error", NULL, NULL), failed, "more error records than failures");
+	json_decref(records);
+}
+
+Test(bpf, bind_address_port_zero_then_connect_reuses_time_wait_like_a_connect)
+{
+	bind_zero_connect_cycles(true);
+}
+
+Test(bpf, bind_address_port_zero_then_connect_under_the_shim_too)
+{
+	bind_zero_connect_cycles(false);
+}
+
+/* ---- Every protocol that takes ports: confined or refused (item 5) ---- */
+
+/* No connect hook runs for UDP-Lite: a confined app's UDP-Lite socket is
+ * refused at creation (EPERM, a deny record); an app whose protocols
+ * leave UDP unmanaged keeps it. */
+Test(bpf, udplite_socket_is_refused_for_a_confined_app)
+{
+	static const char script[] =
+		"import socket, sys\n"
+		"try:\n"
+		"    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)\n"
+		"    s.connect(('127.0.0.1', int(sys.argv[1]))); s.send(b'x'); print('sent', s.getsockname()[1])\n"
+		"except OSError as e:\n"
+		"    print('errno', e.errno)\n"
+		"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+		"u.connect(('127.0.0.1', int(sys.argv[1]))); print('udp', u.getsockname()[1])\n";
+	struct run_result r;
+	char value[32];
+
+	require_bpf_machine();
+	int probe = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
+	if (probe < 0)
+		cr_skip_test("skipped: this kernel has no UDP-Lite: %s", strerror(errno));
+	close(probe);
+	bpf_sandbox_apps("apps = ( { name = \"lite\"; range = [ 63120, 63129 ]; },\n"
+			 "         { name = \"tcponly\"; range = [ 63130, 63139 ]; protocols = [ \"tcp\" ]; } );");
+	char *argv[] = {"python3", "-c", (char *)script, "9", NULL};
+	run_bpf(&r, "lite", argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(line_value(r.out, "errno", 0, value, sizeof(value)) && atoi(value) == EPERM,
+		  "UDP-Lite must be refused with EPERM:\n%s", r.out);
+	cr_expect(line_value(r.out, "udp", 0, value, sizeof(value)) && in_range(atol(value), 63120, 63129),
+		  "plain UDP stays confined:\n%s", r.out);
+	json_t *records = audit_records(fx.sb.log);
+	json_t *deny = audit_find(records, "deny", 0);
+	cr_assert(deny, "no deny record of the UDP-Lite socket");
+	cr_expect_str_eq(field(deny, "result"), "EPERM");
+	expect_bpf_fields(deny, "lite", "udp", "python3", "portfence/lite-");
+	json_decref(records);
+
+	run_bpf(&r, "tcponly", argv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(line_value(r.out, "sent", 0, value, sizeof(value)),
+		  "protocols = [\"tcp\"] leaves UDP-Lite to the program:\n%s", r.out);
+}
+
+/* MPTCP's TCP subflow runs the TCP hooks: it connects from the range
+ * with an assign record (proto tcp), and a denied destination gets
+ * EPERM; bind(addr, 0) + connect too. */
+Test(bpf, mptcp_is_confined_like_tcp)
+{
+	enum { LO = 63140, HI = 63149 };
+	static const char script[] =
+		"import socket, sys\n"
+		"s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"s.connect(('127.0.0.1', int(sys.argv[1]))); s.recv(3); print('local', s.getsockname()[1])\n"
+		"b = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"b.bind(('127.0.0.1', 0)); b.connect(('127.0.0.1', int(sys.argv[1]))); b.recv(3)\n"
+		"print('bound', b.getsockname()[1])\n"
+		"d = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"try:\n"
+		"    d.connect(('127.0.0.2', int(sys.argv[2]))); print('denied-connected')\n"
+		"except OSError as e:\n"
+		"    print('denied-errno', e.errno)\n";
+	struct server srv, denied;
+	struct run_result r;
+	char value[32], remote[64];
+
+	require_bpf_machine();
+	int probe = socket(AF_INET, SOCK_STREAM, 262);
+	if (probe < 0)
+		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
+	close(probe);
+	bpf_sandbox("multi", LO, HI, "deny = [ \"127.0.0.2/32\" ];");
+	run_script_with_servers(&r, "multi", script, &srv, "127.0.0.1", SERVE_GREET, &denied, "127.0.0.2",
+				SERVE_GREET);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	for (int i = 0; i < 2; i++) {
+		const char *key = i ? "bound" : "local";
+		cr_assert(line_value(r.out, key, 0, value, sizeof(value)), "%s", r.out);
+		cr_expect(in_range(atol(value), LO, HI), "%s: port %s outside the range", key, value);
+		cr_expect(server_saw(&srv, (uint16_t)atol(value)), "%s: the server never saw port %s", key, value);
+	}
+	cr_expect(line_value(r.out, "denied-errno", 0, value, sizeof(value)) && atoi(value) == EPERM,
+		  "a denied destination:\n%s", r.out);
+	cr_expect_eq(atomic_load(&denied.count), 0, "the denied server saw a connection");
+	json_t *records = audit_records(fx.sb.log);
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", srv.port);
+	int count;
+	json_t *assign = record_to(records, remote, &count);
+	cr_expect_eq(count, 2, "%d records of the two connections", count);
+	cr_assert(assign, "no record to %s", remote);
+	cr_expect_str_eq(field(assign, "event"), "assign");
+	expect_bpf_fields(assign, "multi", "tcp", "python3", "portfence/multi-");
+	cr_expect_eq(count_records(records, "assign", "result", "ok"), 2, "two ok assignments");
+	json_decref(records);
+}
+
+/* Every port of the range held by listeners outside the app (which the
+ * app's own count cannot see): each bind(addr, 0) the kernel refuses is
+ * an error record, never an `assign ok`. */
+Test(bpf, bind_port_zero_the_kernel_refuses_is_never_recorded_ok)
+{
+	enum { LO = 63150, HI = 63153 };
+	static const char script[] =
+		"import socket\n"
+		"for i in range(2):\n"
+		"    s = socket.socket()\n"
+		"    try:\n"
+		"        s.bind(('127.0.0.1', 0)); print('bound', s.getsockname()[1])\n"
+		"    except OSError as e:\n"
+		"        print('errno', e.errno)\n"
+		"    s.close()\n";
+	int listeners[HI - LO + 1];
+	struct run_result r;
+
+	require_bpf_machine();
+	bpf_sandbox("refused", LO, HI, NULL);
+	for (int p = LO; p <= HI; p++) {
+		struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		listeners[p - LO] = socket(AF_INET, SOCK_STREAM, 0);
+		cr_assert_eq(bind(listeners[p - LO], (struct sockaddr *)&addr, sizeof(addr)), 0, "bind %d: %s", p,
+			     strerror(errno));
+		cr_assert_eq(listen(listeners[p - LO], 1), 0);
+	}
+	char *argv[] = {"python3", "-c", (char *)script, NULL};
+	run_bpf(&r, "refused", argv);
+	for (int p = LO; p <= HI; p++)
+		close(listeners[p - LO]);
+
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(count_lines_starting(r.out, "errno 98"), 2, "both binds must fail (EADDRINUSE):\n%s", r.out);
+	json_t *records = audit_records(fx.sb.log);
+	cr_expect_eq(count_records(records, "assign", NULL, NULL), 0, "a refused bind was recorded as assign");
+	cr_expect_eq(count_records(records, "error", NULL, NULL), 2, "one error record per refused bind");
+	json_decref(records);
 }
 
 /* ---- No silent record loss ---- */
