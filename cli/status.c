@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpf_cli.h"
 #include "cli.h"
 #include "pins.h"
 #include "sockdiag.h"
@@ -247,8 +248,10 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	}
 	if (status->inodes.count && status_find_processes(status) < 0)
 		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
-	for (size_t i = 0; i < status->app_count; i++)
+	for (size_t i = 0; i < status->app_count; i++) {
 		status_read_cgroups(&status->apps[i], PF_PIN_ROOT);
+		status_read_cgroups(&status->apps[i], PF_PIN_RUN_ROOT);
+	}
 	return 0;
 }
 
@@ -307,5 +310,6 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
+	pf_bpf_sweep_runs();
 	return show(path ? path : cli_config_from_env(), only, format);
 }
