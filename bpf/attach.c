@@ -83,13 +83,13 @@ bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment)
 }
 
 static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attachment,
-		     const char *cgroup_relative)
+		     const char *cgroup_relative, const char *pin_root)
 {
 	char name[PATH_MAX], path[PATH_MAX * 2];
 
 	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
 		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
-	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", PF_BPF_PIN_ROOT,
+	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", pin_root,
 			     loaded->app_name, name) >= sizeof(attachment->pin_dir))
 		return -ENAMETOOLONG;
 	if (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST)
@@ -107,6 +107,13 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 
 int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
 		  bool pin, struct pf_bpf_attachment **out, char *why, size_t len)
+{
+	return pf_bpf_attach_under(loaded, cgroup_full, cgroup_relative, pin ? PF_BPF_PIN_ROOT : NULL, out,
+				   why, len);
+}
+
+int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+			const char *pin_root, struct pf_bpf_attachment **out, char *why, size_t len)
 {
 	struct pf_bpf_attachment *attachment = calloc(1, sizeof(*attachment));
 	struct stat info;
@@ -130,7 +137,7 @@ int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char
 			goto fail;
 		}
 	}
-	if (pin && (rc = pin_links(loaded, attachment, cgroup_relative)) < 0) {
+	if (pin_root && (rc = pin_links(loaded, attachment, cgroup_relative, pin_root)) < 0) {
 		snprintf(why, len, "cannot pin the links under %s: %s", attachment->pin_dir, strerror(-rc));
 		goto fail;
 	}
@@ -144,16 +151,13 @@ fail:
 	return rc < 0 ? rc : -EINVAL;
 }
 
-/* The pinned links of one app's cgroup: detached, then their pins, then
- * the app's own pins once no cgroup is left. */
-static int detach_app_pins(const char *app_dir, const char *pin_name)
+int pf_bpf_unpin_links(const char *dir)
 {
-	char dir[PATH_MAX * 2], path[PATH_MAX * 3];
-	DIR *listing;
+	char path[PATH_MAX * 3];
+	DIR *listing = opendir(dir);
 	struct dirent *entry;
 
-	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", app_dir, pin_name) >= sizeof(dir) ||
-	    !(listing = opendir(dir)))
+	if (!listing)
 		return 0;
 	while ((entry = readdir(listing))) {
 		if (entry->d_name[0] == '.')
@@ -168,6 +172,16 @@ static int detach_app_pins(const char *app_dir, const char *pin_name)
 	closedir(listing);
 	remove_pins(dir);
 	return 1;
+}
+
+/* The pinned links of one app's cgroup: detached, then their pins. */
+static int detach_app_pins(const char *app_dir, const char *pin_name)
+{
+	char dir[PATH_MAX * 2];
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", app_dir, pin_name) >= sizeof(dir))
+		return 0;
+	return pf_bpf_unpin_links(dir);
 }
 
 /* An app directory whose cgroups are all gone holds only its maps. */

@@ -70,7 +70,7 @@ const char *pf_bpf_unavailable(char *why, size_t len)
 	return NULL;
 }
 
-static int ensure_bpffs(void)
+int pf_bpf_ensure_bpffs(void)
 {
 	struct statfs fs;
 
@@ -330,7 +330,7 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 		say(why, len, "out of memory");
 		return -ENOMEM;
 	}
-	if (share_pinned && (rc = ensure_bpffs()) < 0) {
+	if (share_pinned && (rc = pf_bpf_ensure_bpffs()) < 0) {
 		say(why, len, "cannot mount bpffs at /sys/fs/bpf: %s", strerror(-rc));
 		goto fail;
 	}

@@ -39,6 +39,9 @@ const char *pf_bpf_app_name(const struct pf_bpf_app *loaded);
  * so that they outlive the process.  All or nothing. */
 int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
 		  bool pin, struct pf_bpf_attachment **out, char *why, size_t len);
+/* The same, the links pinned under pin_root/APP/NAME/ (NULL: not pinned). */
+int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+			const char *pin_root, struct pf_bpf_attachment **out, char *why, size_t len);
 /* Forgets the links, leaving them attached through their pins. */
 void pf_bpf_attachment_release(struct pf_bpf_attachment *attachment);
 /* Removes app_name's pinned maps when no cgroup of it is left. */
@@ -49,9 +52,30 @@ void pf_bpf_detach(struct pf_bpf_attachment *attachment);
  * detached and unpinned.  Returns how many apps were detached, or
  * -errno. */
 int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative);
+/* The links pinned in dir, detached; then their pins and dir removed.
+ * 1, or 0 when dir cannot be read. */
+int pf_bpf_unpin_links(const char *dir);
 /* Whether the cgroup an attachment was made to still exists as it was
  * (a re-created cgroup is a new one, which the links do not reach). */
 bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment);
+
+/* The links of a `run --bpf` are pinned under PF_BPF_RUN_ROOT/APP/NAME/
+ * (NAME: the run's cgroup, encoded as above), so that the run stays
+ * confined whatever happens to the processes that made it.  The run's
+ * launcher and keeper hold a lock on that directory while they live;
+ * an unlocked one is left over, and pf_bpf_sweep_runs removes it once
+ * its cgroup is empty or gone. */
+#define PF_BPF_RUN_ROOT PF_PIN_RUN_ROOT
+/* The run's directory, made and locked: its fd (close it to let go), or
+ * -errno with the reason in why. */
+int pf_bpf_run_claim(const char *app_name, const char *cgroup_relative, char *why, size_t len);
+/* After the run's pins are gone: its directory, then the app's and the
+ * runs' directories removed when empty, and the lock let go. */
+void pf_bpf_run_release(int claim, const char *app_name, const char *cgroup_relative);
+/* The runs no process holds: a run whose cgroup is gone or empty is
+ * detached, unpinned and its cgroup removed; one whose cgroup still has
+ * processes stays confined through its pins.  Quiet; as root only. */
+void pf_bpf_sweep_runs(void);
 
 /* Records: drained from the programs' ring buffer and appended to the
  * log, many per write(2). */

@@ -23,6 +23,9 @@ struct pf_bpf_app {
 	int drained;
 };
 
+/* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */
+int pf_bpf_ensure_bpffs(void);
+
 /* The rule tries: sized before the load, filled after it. */
 int pf_bpf_size_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);
 int pf_bpf_fill_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);

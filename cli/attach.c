@@ -32,6 +32,7 @@ int cmd_attach(int argc, char **argv)
 		return usage_error("attach needs -a APP and one CGROUP");
 	if (pf_bpf_unavailable(why, sizeof(why)))
 		return bpf_cli_refuse(why);
+	pf_bpf_sweep_runs();
 	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0 ||
 	    stat(full, &info) < 0 || !S_ISDIR(info.st_mode)) {
 		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
@@ -85,6 +86,7 @@ int cmd_detach(int argc, char **argv)
 		return usage_error("detach needs one CGROUP");
 	if (geteuid() != 0)
 		return bpf_cli_refuse("the BPF backend needs root (CAP_BPF and CAP_SYS_ADMIN)");
+	pf_bpf_sweep_runs();
 	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0) {
 		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
 		return bpf_cli_refuse(why);

@@ -1,9 +1,13 @@
 /* portfence run --bpf: a cgroup for the run, the app's programs attached
  * to it, COMMAND started inside it, its records written while any of its
- * processes runs, then the cgroup removed. */
+ * processes runs, then the cgroup removed.  The links are pinned and a
+ * keeper process writes the records and cleans up, so that the run's
+ * confinement outlives its launcher. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +21,8 @@
 #include "cli.h"
 
 #define DRAIN_INTERVAL_MS 50
+/* An emptied cgroup that stays busy this many intervals is left. */
+#define RMDIR_PATIENCE_TICKS 40
 
 static volatile sig_atomic_t child_pid;
 
@@ -43,8 +49,19 @@ static const struct pf_app *choose_app(const struct pf_policy *policy, const cha
 	return &policy->apps[index];
 }
 
-static int make_run_cgroup(const char *app_name, char *full, size_t full_len, char *relative,
-			   size_t relative_len, char *why, size_t why_len)
+/* What a run holds: its programs, its cgroup, its links (pinned under
+ * the run's locked directory when bpffs allows) and its log. */
+struct run {
+	struct pf_bpf_app *loaded;
+	struct pf_bpf_attachment *attachment;
+	struct pf_record_sink *sink;
+	const char *app_name;
+	char full[PATH_MAX], relative[PATH_MAX];
+	bool made_cgroup;
+	int claim;	/* the run's pin directory, locked; -1: links held by fds only */
+};
+
+static int make_run_cgroup(struct run *run, char *why, size_t why_len)
 {
 	char parent_full[PATH_MAX], parent_relative[PATH_MAX];
 	int rc = pf_cgroup_resolve("portfence", parent_full, sizeof(parent_full), parent_relative,
@@ -52,38 +69,113 @@ static int make_run_cgroup(const char *app_name, char *full, size_t full_len, ch
 
 	if (rc == 0 && mkdir(parent_full, 0755) < 0 && errno != EEXIST)
 		rc = -errno;
-	if (rc == 0) {
-		char name[PATH_MAX];
-		snprintf(name, sizeof(name), "portfence/%s-%ld", app_name, (long)getpid());
-		rc = pf_cgroup_resolve(name, full, full_len, relative, relative_len);
-	}
-	if (rc == 0 && mkdir(full, 0755) < 0)
+	if (rc == 0 && mkdir(run->full, 0755) < 0)
 		rc = -errno;
-	if (rc < 0) {
-		snprintf(why, why_len, "cannot create the cgroup %s: %s", full[0] ? full : "portfence/...",
-			 strerror(-rc));
-		full[0] = '\0';	/* not ours to remove */
-	}
+	if (rc < 0)
+		snprintf(why, why_len, "cannot create the cgroup %.512s: %s", run->full, strerror(-rc));
+	run->made_cgroup = rc == 0;
 	return rc;
 }
 
-static bool cgroup_populated(const char *full)
+/* The cgroup, the run's pin directory, the links.  Without the pins
+ * (no bpffs) the run is confined while its keeper lives, and says so. */
+static int prepare_run(struct run *run, char *why, size_t len)
 {
-	char path[PATH_MAX + 32], text[256];
-	snprintf(path, sizeof(path), "%s/cgroup.events", full);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, text, sizeof(text) - 1);
-	close(fd);
-	text[n > 0 ? n : 0] = '\0';
-	return strstr(text, "populated 1") != NULL;
+	char name[PATH_MAX], warning[1024];
+
+	snprintf(name, sizeof(name), "portfence/%s-%ld", run->app_name, (long)getpid());
+	if (pf_cgroup_resolve(name, run->full, sizeof(run->full), run->relative, sizeof(run->relative)) < 0) {
+		snprintf(why, len, "cannot create the cgroup %.512s: no cgroup v2 path for it", name);
+		return -EINVAL;
+	}
+	run->claim = pf_bpf_run_claim(run->app_name, run->relative, warning, sizeof(warning));
+	if (run->claim < 0)
+		fprintf(stderr, "portfence: %s; the run is confined while its keeper process lives\n", warning);
+	if (make_run_cgroup(run, why, len) < 0)
+		return -1;
+	return pf_bpf_attach_under(run->loaded, run->full, run->relative, run->claim >= 0 ? PF_BPF_RUN_ROOT : NULL,
+				   &run->attachment, why, len);
 }
 
 static void remove_cgroup(const char *full)
 {
 	for (int i = 0; i < 100 && rmdir(full) < 0 && errno == EBUSY; i++)
 		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
+}
+
+/* Undoes what the run made (a run that never started a process). */
+static void abandon_run(struct run *run)
+{
+	pf_bpf_detach(run->attachment);
+	if (run->made_cgroup)
+		remove_cgroup(run->full);
+	if (run->claim >= 0)
+		pf_bpf_run_release(run->claim, run->app_name, run->relative);
+	pf_record_sink_close(run->sink);
+	pf_bpf_app_free(run->loaded);
+}
+
+/* The keeper keeps only what portfence opened (close-on-exec): what the
+ * launcher was given (a terminal, a caller's pipe, a socket) is the
+ * run's, not the keeper's to hold open.  stderr stays: with
+ * PORTFENCE_LOG=- the records go there, and so do the log's warnings. */
+static void keeper_leave_caller(void)
+{
+	static const int ignored[] = {SIGINT, SIGQUIT, SIGHUP, SIGTERM, SIGPIPE};
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	DIR *fds = opendir("/proc/self/fd");
+	struct dirent *entry;
+
+	setsid();
+	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+		signal(ignored[i], SIG_IGN);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		close(null);
+	}
+	while (fds && (entry = readdir(fds))) {
+		int fd = atoi(entry->d_name);
+		int flags = fd > STDERR_FILENO && fd != dirfd(fds) ? fcntl(fd, F_GETFD) : -1;
+		if (flags >= 0 && !(flags & FD_CLOEXEC))
+			close(fd);
+	}
+	if (fds)
+		closedir(fds);
+}
+
+/* The keeper: writes the run's records until its cgroup is empty, then
+ * removes the cgroup, detaches and unpins.  Once told that COMMAND has
+ * joined (a byte on start, or the launcher gone: EOF), an empty cgroup
+ * is the run's end; it is removed before the links go, so that no
+ * process joins it unconfined. */
+static int keep_run(struct run *run, int start)
+{
+	bool started = false;
+	int busy = 0;
+
+	for (;;) {
+		struct pollfd told = {.fd = start, .events = POLLIN};
+		if (!started && poll(&told, 1, DRAIN_INTERVAL_MS) > 0) {
+			char byte;
+			ssize_t ignored = read(start, &byte, 1);
+			(void)ignored;
+			started = true;
+			close(start);
+		} else if (started) {
+			/* Woken early when the ring passes its mark (a burst). */
+			pf_bpf_wait_records(&run->loaded, 1, DRAIN_INTERVAL_MS);
+		}
+		pf_bpf_app_drain(run->loaded, run->sink);
+		if (!started || pf_cgroup_populated(run->full))
+			busy = 0;
+		else if (rmdir(run->full) == 0 || errno == ENOENT || ++busy > RMDIR_PATIENCE_TICKS)
+			break;
+	}
+	pf_bpf_app_drain(run->loaded, run->sink);
+	run->made_cgroup = false;
+	abandon_run(run);
+	return 0;
 }
 
 /* The child joins the cgroup, then becomes COMMAND.  An exec failure
@@ -104,54 +196,92 @@ static void start_in_cgroup(const char *cgroup_full, const char *command, char *
 	_exit(error == ENOENT ? 127 : 126);
 }
 
-static int wait_and_drain(pid_t child, const char *cgroup_full, struct pf_bpf_app *loaded,
-			  struct pf_record_sink *sink)
+static int wait_for(pid_t pid)
 {
 	int status = 0;
-	bool exited = false;
-
-	while (!exited || cgroup_populated(cgroup_full)) {
-		if (!exited && waitpid(child, &status, WNOHANG) == child)
-			exited = true;
-		pf_bpf_app_drain(loaded, sink);
-		pf_bpf_wait_records(&loaded, 1, DRAIN_INTERVAL_MS);
-	}
-	pf_bpf_app_drain(loaded, sink);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static int run_attached(struct pf_bpf_app *loaded, const char *cgroup_full, const char *command,
-			char **argv, struct pf_record_sink *sink)
+/* COMMAND, started once the keeper runs; its status, when the keeper
+ * has finished too (the run's records written, its cgroup removed). */
+static int start_command(struct run *run, pid_t keeper, int start, const char *command, char **argv)
 {
-	int report[2];
+	int report[2], status = 1;
 
-	if (pipe2(report, O_CLOEXEC) < 0)
-		return bpf_cli_refuse("cannot create a pipe");
-	pid_t child = fork();
-	if (child < 0)
-		return bpf_cli_refuse("cannot fork");
-	if (child == 0) {
+	if (pipe2(report, O_CLOEXEC) < 0) {
+		bpf_cli_refuse("cannot create a pipe");
+	} else if ((child_pid = fork()) < 0) {
+		child_pid = 0;
+		bpf_cli_refuse("cannot fork");
+	} else if (child_pid == 0) {
 		signal(SIGINT, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
 		close(report[0]);
-		start_in_cgroup(cgroup_full, command, argv, report[1]);
+		start_in_cgroup(run->full, command, argv, report[1]);
+	} else {
+		close(report[1]);
+		int exec_error = 0;
+		ssize_t got = read(report[0], &exec_error, sizeof(exec_error));
+		close(report[0]);
+		if (got == (ssize_t)sizeof(exec_error) && exec_error)
+			fprintf(stderr, "portfence: %s: %s\n", command, strerror(exec_error));
 	}
-	child_pid = child;
-	close(report[1]);
-	int exec_error = 0;
-	ssize_t got = read(report[0], &exec_error, sizeof(exec_error));
-	close(report[0]);
-	if (got == (ssize_t)sizeof(exec_error) && exec_error)
-		fprintf(stderr, "portfence: %s: %s\n", command, strerror(exec_error));
-	return wait_and_drain(child, cgroup_full, loaded, sink);
+	ssize_t told = write(start, "", 1);
+	(void)told;
+	close(start);
+	if (child_pid > 0) {
+		status = wait_for(child_pid);
+		child_pid = 0;
+	}
+	/* A keeper killed before its end leaves the run to the sweep. */
+	if (wait_for(keeper) != 0)
+		pf_bpf_sweep_runs();
+	return status;
+}
+
+/* The run's links and records go to a keeper of their own, in a session
+ * of its own and outside the run's cgroup: kill -9 of the launcher (or
+ * of its process group) leaves the run confined and recorded. */
+static int run_kept(struct run *run, const char *command, char **argv)
+{
+	int start[2];
+
+	if (pipe2(start, O_CLOEXEC) < 0) {
+		abandon_run(run);
+		return bpf_cli_refuse("cannot create a pipe");
+	}
+	fflush(NULL);
+	pid_t keeper = fork();
+	if (keeper < 0) {
+		close(start[0]);
+		close(start[1]);
+		abandon_run(run);
+		return bpf_cli_refuse("cannot fork");
+	}
+	if (keeper == 0) {
+		close(start[1]);
+		keeper_leave_caller();
+		_exit(keep_run(run, start[0]));
+	}
+	/* The launcher lets go of the run: the keeper holds its lock, and
+	 * its objects are not ours to free (freeing would detach them). */
+	close(start[0]);
+	if (run->claim >= 0)
+		close(run->claim);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	signal(SIGTERM, forward_signal);
+	signal(SIGHUP, forward_signal);
+	return start_command(run, keeper, start[1], command, argv);
 }
 
 int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command_argv)
 {
-	char why[1024] = "", command[PATH_MAX], full[PATH_MAX] = "", relative[PATH_MAX];
+	char why[1024] = "", command[PATH_MAX];
 	struct pf_policy policy;
-	struct pf_bpf_app *loaded = NULL;
-	struct pf_bpf_attachment *attachment = NULL;
+	struct run run = {.claim = -1};
 
 	if (pf_bpf_unavailable(why, sizeof(why)))
 		return bpf_cli_refuse(why);
@@ -169,24 +299,17 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **com
 	struct pf_app app = *chosen;
 	if (audit)
 		app.mode = PF_MODE_AUDIT;
-	int status = 1;
-	if (pf_bpf_app_load(&policy, &app, false, &loaded, why, sizeof(why)) < 0 ||
-	    make_run_cgroup(app.name, full, sizeof(full), relative, sizeof(relative), why, sizeof(why)) < 0 ||
-	    pf_bpf_attach(loaded, full, relative, false, &attachment, why, sizeof(why)) < 0) {
-		bpf_cli_refuse(why);
+	run.app_name = app.name;
+	pf_bpf_sweep_runs();
+	int status;
+	if (pf_bpf_app_load(&policy, &app, false, &run.loaded, why, sizeof(why)) < 0 ||
+	    prepare_run(&run, why, sizeof(why)) < 0) {
+		status = bpf_cli_refuse(why);
+		abandon_run(&run);
 	} else {
-		struct pf_record_sink *sink = pf_record_sink_open(bpf_cli_log_path(&policy), policy.log_syslog);
-		signal(SIGINT, SIG_IGN);
-		signal(SIGQUIT, SIG_IGN);
-		signal(SIGTERM, forward_signal);
-		signal(SIGHUP, forward_signal);
-		status = run_attached(loaded, full, command, command_argv, sink);
-		pf_record_sink_close(sink);
+		run.sink = pf_record_sink_open(bpf_cli_log_path(&policy), policy.log_syslog);
+		status = run_kept(&run, command, command_argv);
 	}
-	pf_bpf_detach(attachment);
-	if (full[0])
-		remove_cgroup(full);
-	pf_bpf_app_free(loaded);
 	pf_policy_free(&policy);
 	return status;
 }

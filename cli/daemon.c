@@ -317,6 +317,7 @@ int cmd_daemon(int argc, char **argv)
 		return usage_error("daemon takes no arguments");
 	if (pf_bpf_unavailable(why, sizeof(why)))
 		return bpf_cli_refuse(why);
+	pf_bpf_sweep_runs();
 	config = config ? config : cli_config_from_env();
 	if (realpath(config, absolute))
 		config = absolute;

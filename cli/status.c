@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpf_cli.h"
 #include "cli.h"
 #include "loader.h"
 #include "pins.h"
@@ -251,6 +252,7 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	for (size_t i = 0; i < status->app_count; i++) {
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
+		status_read_cgroups(app, PF_PIN_RUN_ROOT);
 		app->records_lost = pf_bpf_records_lost(app->app->name);
 		if (app->records_lost < 0)
 			fprintf(stderr, "portfence: status: cannot read how many records app '%s' lost: %s\n",
@@ -314,5 +316,6 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
+	pf_bpf_sweep_runs();
 	return show(path ? path : cli_config_from_env(), only, format);
 }

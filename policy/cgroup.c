@@ -1,9 +1,11 @@
 /* Where cgroups are: the cgroup v2 mount and paths under it, for the BPF
  * backend, the tool and the benchmark. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cgroup.h"
 
@@ -50,4 +52,17 @@ int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *rel
 	if ((size_t)snprintf(full, full_len, "%s%s%s", mount_point, rel_len ? "/" : "", relative) >= full_len)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+bool pf_cgroup_populated(const char *full)
+{
+	char path[PATH_MAX + 32], text[256];
+	snprintf(path, sizeof(path), "%s/cgroup.events", full);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = '\0';
+	return strstr(text, "populated 1") != NULL;
 }

@@ -2,6 +2,7 @@
 #ifndef PORTFENCE_CGROUP_H
 #define PORTFENCE_CGROUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The cgroup v2 mount point, from /proc/self/mountinfo; 0 or -errno. */
@@ -10,5 +11,8 @@ int pf_cgroup2_mount(char *buf, size_t len);
  * its full path and its path relative to the mount (no leading '/'). */
 int pf_cgroup_resolve(const char *cgroup, char *full, size_t full_len, char *relative,
 		      size_t relative_len);
+/* Whether a process is in the cgroup (full path) or below it, from its
+ * cgroup.events; false when it cannot be read. */
+bool pf_cgroup_populated(const char *full);
 
 #endif

@@ -8,6 +8,10 @@
 #include <stddef.h>
 
 #define PF_PIN_ROOT "/sys/fs/bpf/portfence"
+/* The links of each `run --bpf`, laid out as PF_PIN_ROOT's: APP/NAME/.
+ * Beside PF_PIN_ROOT, not in it: bpffs takes no '.' in a name, so no
+ * name there could not also be an app's. */
+#define PF_PIN_RUN_ROOT "/sys/fs/bpf/portfence-run"
 
 /* Writes the pin name of cgroup_path (relative, e.g.
  * "system.slice/legacy.service"; leading '/' ignored) into out.  Returns

@@ -1,10 +1,12 @@
 /* A statically linked client whose calls go straight to the kernel
  * (syscall(2)): only the BPF backend can confine it.
  *   bpf-static-client tcp HOST PORT          connect, read the greeting
- *   bpf-static-client loop HOST PORT         one connect per line read on stdin
+ *   bpf-static-client loop HOST PORT         one connect per line read on stdin (a line
+ *                                            "HOST2 PORT2" connects there instead)
  *   bpf-static-client udp-unbound HOST PORT  sendto on a socket never bound
  *   bpf-static-client cgroup                 this process's cgroup v2 path
  * It prints "pid N", then "local ADDR:PORT" or "error ENAME" per call. */
+#include <stdbool.h>
 #include <sys/syscall.h>
 
 #include "bpf_client.h"
@@ -34,11 +36,16 @@ static int tcp_once(const struct sockaddr_in *dest, int greeted)
  * the status of the last connect. */
 static int tcp_loop(const struct sockaddr_in *dest)
 {
-	char line[64];
+	char line[64], host[32], port[16];
 	int status = 0;
 
-	while (fgets(line, sizeof(line), stdin))
-		status = tcp_once(dest, 0);
+	while (fgets(line, sizeof(line), stdin)) {
+		struct sockaddr_in other;
+		bool elsewhere = sscanf(line, "%31s %15s", host, port) == 2;
+		if (elsewhere)
+			parse_ipv4(&other, host, port);
+		status = tcp_once(elsewhere ? &other : dest, 0);
+	}
 	return status;
 }
 

@@ -1,0 +1,147 @@
+/* The pins of each `run --bpf`: made and locked by the run, swept when
+ * no process of portfence holds them and the run's cgroup is empty or
+ * gone. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "loader_internal.h"
+
+#define BPFFS "/sys/fs/bpf"
+
+/* Making a run's directory and sweeping runs take turns: both hold a
+ * lock on bpffs's root, so that a sweep never finds a run directory made
+ * but not yet locked.  The fd, or -errno. */
+static int lock_pin_root(void)
+{
+	int fd = open(BPFFS, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR) {
+			int error = errno;
+			close(fd);
+			return -error;
+		}
+	return fd;
+}
+
+static int make_dir(const char *path)
+{
+	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+/* PF_BPF_RUN_ROOT/APP and PF_BPF_RUN_ROOT/APP/NAME; false when too long. */
+static bool run_dirs(const char *app_name, const char *cgroup_relative, char *app_dir, size_t app_len,
+		     char *dir, size_t dir_len)
+{
+	char name[PATH_MAX];
+
+	return pf_pin_name_encode(cgroup_relative, name, sizeof(name)) >= 0 &&
+	       (size_t)snprintf(app_dir, app_len, "%s/%s", PF_BPF_RUN_ROOT, app_name) < app_len &&
+	       (size_t)snprintf(dir, dir_len, "%s/%s", app_dir, name) < dir_len;
+}
+
+int pf_bpf_run_claim(const char *app_name, const char *cgroup_relative, char *why, size_t len)
+{
+	char app_dir[PATH_MAX], dir[PATH_MAX * 2];
+	int rc, root = -1, claim = -1;
+
+	if (!run_dirs(app_name, cgroup_relative, app_dir, sizeof(app_dir), dir, sizeof(dir))) {
+		snprintf(why, len, "cannot pin the run under %s: name too long", PF_BPF_RUN_ROOT);
+		return -ENAMETOOLONG;
+	}
+	if ((rc = pf_bpf_ensure_bpffs()) < 0 || (rc = root = lock_pin_root()) < 0 || (rc = make_dir(PF_BPF_RUN_ROOT)) < 0 ||
+	    (rc = make_dir(app_dir)) < 0 || (rc = make_dir(dir)) < 0)
+		goto out;
+	claim = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (claim < 0)
+		rc = -errno;
+	else if (flock(claim, LOCK_EX | LOCK_NB) < 0)
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+out:
+	if (rc < 0) {
+		snprintf(why, len, "cannot pin the run under %s: %s", PF_BPF_RUN_ROOT, strerror(-rc));
+		if (claim >= 0)
+			close(claim);
+		claim = rc;
+	}
+	if (root >= 0)
+		close(root);
+	return claim;
+}
+
+void pf_bpf_run_release(int claim, const char *app_name, const char *cgroup_relative)
+{
+	char app_dir[PATH_MAX], dir[PATH_MAX * 2];
+	int root = lock_pin_root();
+
+	if (run_dirs(app_name, cgroup_relative, app_dir, sizeof(app_dir), dir, sizeof(dir))) {
+		rmdir(dir);
+		rmdir(app_dir);
+	}
+	rmdir(PF_BPF_RUN_ROOT);
+	if (root >= 0)
+		close(root);
+	if (claim >= 0)
+		close(claim);
+}
+
+/* One run's directory (app_dir/name): left alone while a process holds
+ * it or its cgroup has processes; else its cgroup removed, its links
+ * detached and its pins removed. */
+static void sweep_run(const char *app_dir, const char *name)
+{
+	char dir[PATH_MAX * 2], relative[PATH_MAX], full[PATH_MAX], unused[PATH_MAX];
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", app_dir, name) >= sizeof(dir))
+		return;
+	int held = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (held < 0)
+		return;
+	if (flock(held, LOCK_EX | LOCK_NB) == 0) {
+		bool cgroup_known = pf_pin_name_decode(name, relative, sizeof(relative)) >= 0 &&
+				    pf_cgroup_resolve(relative, full, sizeof(full), unused, sizeof(unused)) == 0;
+		if (!cgroup_known || !pf_cgroup_populated(full)) {
+			if (cgroup_known)
+				rmdir(full);
+			pf_bpf_unpin_links(dir);
+		}
+	}
+	close(held);
+}
+
+void pf_bpf_sweep_runs(void)
+{
+	char app_dir[PATH_MAX];
+	struct dirent *app, *run;
+
+	if (geteuid() != 0 || access(PF_BPF_RUN_ROOT, F_OK) < 0)
+		return;
+	int root = lock_pin_root();
+	DIR *apps = opendir(PF_BPF_RUN_ROOT);
+	while (apps && (app = readdir(apps))) {
+		if (app->d_name[0] == '.')
+			continue;
+		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_RUN_ROOT, app->d_name);
+		DIR *runs = opendir(app_dir);
+		while (runs && (run = readdir(runs)))
+			if (run->d_name[0] != '.')
+				sweep_run(app_dir, run->d_name);
+		if (runs)
+			closedir(runs);
+		rmdir(app_dir);
+	}
+	if (apps)
+		closedir(apps);
+	rmdir(PF_BPF_RUN_ROOT);
+	if (root >= 0)
+		close(root);
+}
