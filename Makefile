@@ -92,6 +92,18 @@ $(CORE_CHECK): tests/core/core_check.bpf.c $(wildcard core/*.h)
 	clang $(BPF_CFLAGS) -c $< -o $@
 core-check: $(CORE_CHECK)
 
+# The differential test runs the core's walk in the kernel as well
+# (BPF_PROG_TEST_RUN of a syscall program), embedded in the unit tests.
+SEQ_RUN_OBJ  = $(BUILD)/bpf/sequence_run.bpf.o
+SEQ_RUN_SKEL = $(BUILD)/bpf/sequence_run.skel.h
+$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h) bpf/portfence_api.h
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@
+$(SEQ_RUN_SKEL): $(SEQ_RUN_OBJ)
+	bpftool gen skeleton $< name sequence_run > $@.tmp && mv $@.tmp $@
+$(call obj,tests/unit/test_sequence.c): $(SEQ_RUN_SKEL)
+$(call obj,tests/unit/test_sequence.c): ALL_CFLAGS += -I$(BUILD)/bpf
+
 $(BPF_SKEL): $(BPF_OBJ)
 	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
 
@@ -118,7 +130,7 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -lbpf -pthread
 
 $(INTEG): $(call obj,$(INTEG_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread

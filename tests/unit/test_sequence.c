@@ -4,21 +4,29 @@
  * counters read from a map and written back after) try the same
  * candidates, in the same order, and leave the same counters behind.
  *
- * The BPF side is built here from the shared headers exactly as the
- * programs drive them; only the helpers are stand-ins: bpf_loop is a
- * loop calling the callback until it returns 1, and the random draw is
+ * The BPF side runs twice.  Here, built from the shared headers exactly
+ * as the programs drive them, with stand-ins for the helpers: bpf_loop is
+ * a loop calling the callback until it returns 1, and the random draw is
  * taken from a generator seeded like the shim's (the programs draw
- * bpf_get_prandom_u32() % bound), so that both walks see the same draws. */
+ * bpf_get_prandom_u32() % bound), so that both walks see the same draws.
+ * And in the kernel (tests/core/sequence_run.bpf.c, through
+ * BPF_PROG_TEST_RUN), for ranges up to 128 ports, with the same draws:
+ * that proves the verifier takes the core as well. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
 #include <linux/types.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "algorithm.h"
 #include "core/flow.h"
 #include "core/sequence.h"
 #include "core/siphash.h"
 #include "bpf/portfence_api.h"
+#include "sequence_run.skel.h"
 
 #define MAX_TRIES (2 * 65535 + 1)
 
@@ -139,7 +147,11 @@ struct seq_case {
 	int free_at;		/* the try at which a port is free, or -1: none */
 };
 
-static void compare(const struct seq_case *sc, uint64_t seed)
+static void compare_in_kernel(struct sequence_run *skel, const struct seq_case *sc, uint64_t seed,
+			      const struct pf_bpf_config *cfg, const struct pf_bpf_counters *counters,
+			      const __u8 *local, const __u8 *remote, __u16 remote_port);
+
+static void compare(const struct seq_case *sc, uint64_t seed, struct sequence_run *skel)
 {
 	struct pf_state state;
 	struct pf_rng rng;
@@ -194,6 +206,8 @@ static void compare(const struct seq_case *sc, uint64_t seed)
 		pf_state_close(&probe);
 	}
 
+	if (skel)
+		compare_in_kernel(skel, sc, seed, &cfg, &counters, local, remote, remote_port);
 	pf_rng_seed(&rng, seed);
 	struct pf_flow flow = {local, sc->v6 ? 16u : 4u, remote, sc->v6 ? 16u : 4u, remote_port};
 	int rc = pf_algorithm_pick(sc->algorithm, sc->lo, sc->hi, &flow, &state, &rng, shim_try,
@@ -250,7 +264,8 @@ ParameterizedTest(int *algorithm, sequence, shim_and_bpf_walk_alike)
 						continue;
 					struct seq_case sc = {*algorithm, ranges[r].lo, ranges[r].hi, v6,
 							      concrete, free_ats[f]};
-					compare(&sc, 1000 + r * 31 + f * 7 + (size_t)v6 * 3 + (size_t)concrete);
+					compare(&sc, 1000 + r * 31 + f * 7 + (size_t)v6 * 3 + (size_t)concrete,
+						NULL);
 					cases++;
 				}
 	cr_log_info("%s: %u walks compared", pf_algorithm_name(*algorithm), cases);
@@ -275,4 +290,97 @@ Test(sequence, flow_hash_alike)
 		cr_expect_eq(pf_siphash_cached(key, buf, len), bpf_flow_hash(key, local, remote, v6, 8080));
 		cr_expect_eq(pf_siphash(key, buf, len), bpf_flow_hash(key, local, remote, v6, 8080));
 	}
+}
+
+/* ---- the same, with the BPF walk run by the kernel ---- */
+
+#define KERNEL_MAX_TRIES (sizeof(((struct sequence_run__bss *)0)->ports) / sizeof(__u32))
+
+/* The kernel walks with a copy of the state as the shim's walk (in
+ * bpf_trace) will find it, and its candidates must be the stand-in's,
+ * which compare() then holds against the shim's. */
+static void compare_in_kernel(struct sequence_run *skel, const struct seq_case *sc, uint64_t seed,
+			      const struct pf_bpf_config *cfg, const struct pf_bpf_counters *counters,
+			      const __u8 *local, const __u8 *remote, __u16 remote_port)
+{
+	struct sequence_run__bss *bss = skel->bss;
+	struct pf_core_walk w;
+	struct pf_rng draws;
+
+	bss->cfg = *cfg;
+	bss->counters = *counters;
+	memcpy(bss->local_addr, local, 16);
+	memcpy(bss->remote_addr, remote, 16);
+	bss->v6 = (__u32)sc->v6;
+	bss->remote_port = remote_port;
+	bss->free_port = bpf_trace.free_port;
+	/* The draws the shim's walk will take, in its order. */
+	pf_core_walk_init(&w, cfg->algorithm, cfg->range_lo, cfg->range_hi);
+	w.n = cfg->increments_n;
+	pf_rng_seed(&draws, seed);
+	cr_assert_leq(pf_core_tries(&w), KERNEL_MAX_TRIES);
+	for (__u32 k = 0; k < pf_core_tries(&w); k++) {
+		__u32 bound = pf_core_draw_bound(&w, k);
+		bss->draws[k] = bound ? pf_rng_below(&draws, bound) : 0;
+	}
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+	cr_assert_eq(bpf_prog_test_run_opts(bpf_program__fd(skel->progs.sequence_run), &opts), 0,
+		     "BPF_PROG_TEST_RUN: %s", strerror(errno));
+
+	/* The stand-in's walk of the same state, for the kernel's to match. */
+	struct pf_bpf_counters standin_counters = *counters;
+	struct trace saved = bpf_trace;
+	struct bpf_walk bw = {.trace = &bpf_trace};
+	pf_rng_seed(&bpf_rng, seed);
+	bpf_pick(cfg, &standin_counters, local, remote, sc->v6, remote_port, &bw);
+	const char *name = pf_algorithm_name(sc->algorithm);
+	cr_assert_eq(bss->count, bpf_trace.count, "%s [%u, %u] v%d: %u tries in the kernel, %u here",
+		     name, sc->lo, sc->hi, sc->v6 ? 6 : 4, bss->count, bpf_trace.count);
+	for (__u32 k = 0; k < bss->count; k++)
+		cr_assert_eq(bss->ports[k], bpf_trace.port[k], "%s [%u, %u]: try %u: kernel %u, here %u",
+			     name, sc->lo, sc->hi, k, bss->ports[k], bpf_trace.port[k]);
+	cr_assert_eq(bss->taken, bw.port, "%s: the port taken", name);
+	cr_assert(memcmp(&bss->counters, &standin_counters, sizeof(standin_counters)) == 0,
+		  "%s: the counters the kernel left", name);
+	bpf_trace = saved;
+}
+
+static struct sequence_run *load_kernel_walk(void)
+{
+	struct sequence_run *skel = sequence_run__open_and_load();
+
+	if (!skel && geteuid() != 0)
+		cr_skip_test("not root: the kernel cannot load the BPF walk (%s)", strerror(errno));
+	cr_assert_not_null(skel, "the core's walk does not load as a BPF program: %s", strerror(errno));
+	return skel;
+}
+
+ParameterizedTestParameters(sequence, shim_and_kernel_walk_alike)
+{
+	static int algorithms[PF_ALGO_KERNEL];
+	for (int a = 0; a < PF_ALGO_KERNEL; a++)
+		algorithms[a] = a;
+	return cr_make_param_array(int, algorithms, PF_ALGO_KERNEL);
+}
+
+ParameterizedTest(int *algorithm, sequence, shim_and_kernel_walk_alike)
+{
+	static const struct { uint16_t lo, hi; } small[] = {
+		{61000, 61000}, {61000, 61001}, {61000, 61006}, {61000, 61099}, {1024, 1151},
+	};
+	struct sequence_run *skel = load_kernel_walk();
+	unsigned cases = 0;
+
+	for (size_t r = 0; r < sizeof(small) / sizeof(small[0]); r++)
+		for (size_t f = 0; f < FREE_ATS - 1; f++)
+			for (int v6 = 0; v6 < 2; v6++)
+				for (int concrete = 0; concrete < 2; concrete++) {
+					struct seq_case sc = {*algorithm, small[r].lo, small[r].hi, v6,
+							      concrete, free_ats[f]};
+					compare(&sc, 500 + r * 31 + f * 7 + (size_t)v6 * 3 + (size_t)concrete,
+						skel);
+					cases++;
+				}
+	cr_log_info("%s: %u walks run in the kernel", pf_algorithm_name(*algorithm), cases);
+	sequence_run__destroy(skel);
 }
