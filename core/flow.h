@@ -13,7 +13,8 @@
  * shim learned for this destination (or, in BPF, loopback's own address
  * for a loopback destination), else the wildcard (0.0.0.0 or ::).  It is
  * never the destination.  A flow with no addresses (local_len and
- * remote_len 0, as the unit tests use) is the port alone. */
+ * remote_len 0, as the unit tests use) is the port alone; a bind(addr, 0)
+ * hashes its address and port 0. */
 #ifndef PORTFENCE_CORE_FLOW_H
 #define PORTFENCE_CORE_FLOW_H
 
@@ -22,21 +23,36 @@
 /* The longest key: two IPv6 addresses and a port. */
 #define PF_CORE_FLOW_MAX 34
 
-/* Writes the key into out and returns its length.  A length above 16 is
- * taken as 16.  BPF: pass constant lengths (4 or 16). */
+/* Copies an address of len 16 or 4 bytes (anything else: none) and
+ * returns how many it copied.  Copies of constant size: clang turns a
+ * byte loop of variable length into a call to memcpy, which the BPF
+ * target does not have. */
+static __always_inline __u32 pf_core_flow_addr(__u8 *out, const __u8 *addr, __u32 len)
+{
+	if (len == 16) {
+		__builtin_memcpy(out, addr, 16);
+		return 16;
+	}
+	if (len == 4) {
+		__builtin_memcpy(out, addr, 4);
+		return 4;
+	}
+	return 0;
+}
+
+/* Writes the key into out and returns its length.  Each address is 4 or
+ * 16 bytes long, or 0 (left out).  BPF: pass constant lengths, so that
+ * every store lands at a constant offset. */
 static __always_inline __u32 pf_core_flow_key(__u8 out[PF_CORE_FLOW_MAX], const __u8 *local,
 					      __u32 local_len, const __u8 *remote,
 					      __u32 remote_len, __u16 remote_port)
 {
-	__u32 n = 0;
+	__u32 n = pf_core_flow_addr(out, local, local_len);
 
-	for (__u32 i = 0; i < 16 && i < local_len; i++)
-		out[n++] = local[i];
-	for (__u32 i = 0; i < 16 && i < remote_len; i++)
-		out[n++] = remote[i];
-	out[n++] = (__u8)(remote_port >> 8);
-	out[n++] = (__u8)remote_port;
-	return n;
+	n += pf_core_flow_addr(out + n, remote, remote_len);
+	out[n] = (__u8)(remote_port >> 8);
+	out[n + 1] = (__u8)remote_port;
+	return n + 2;
 }
 
 /* RFC 6056 §3.3.3/§3.3.4: offset = F(...) % num_ephemeral, the 64-bit
