@@ -7,7 +7,8 @@
  *
  *	struct pf_core_walk w;
  *	pf_core_walk_init(&w, algorithm, lo, hi);
- *	w.counter = ...;	(the state's counter: see pf_core_walk's fields)
+ *	pf_core_walk_counter(&w, ...);	(the state's counter, if the
+ *					 algorithm has one: pf_core_counter_of)
  *	w.offset = ...;	(the hash algorithms: pf_core_hash_offset)
  *	for (k = 0; k < pf_core_tries(&w); k++) {
  *		bound = pf_core_draw_bound(&w, k);
@@ -15,9 +16,13 @@
  *		port = pf_core_candidate(&w, k, draw);
  *		... try port; stop when taken ...
  *	}
- *	then the state's counter advances by w.counter - (its value at start)
- *	(sequential, hash, double-hash: once per try; random-increments: by
- *	each try's step).
+ *	then the state's counter advances by pf_core_counter_advance(&w,
+ *	tries made): sequential, hash, double-hash once per try (table[index]
+ *	too: RFC 6056 §3.3.4), random-increments by each try's step.
+ *
+ * Nothing in the walk changes from one try to the next but what the
+ * draws set: a BPF verifier that checks the bpf_loop callback until its
+ * state converges meets no counter that counts.
  *
  * The RFC's loops give up after num_ephemeral tries; where such a loop
  * may have skipped a port (random draws), a full walk of the range
@@ -31,17 +36,54 @@
 struct pf_core_walk {
 	__u32 algorithm;	/* PF_CORE_ALGO_* */
 	__u32 lo, num;		/* range_lo and the range's size (1..65535) */
-	/* The counter the algorithm advances, its value at the next try:
-	 * sequential_next, hash_next (§3.3.3's next_ephemeral), table[index]
-	 * (§3.3.4), increments_next (§3.3.5's next_ephemeral).  Each try
-	 * moves it by pf_core_counter_step(). */
+	/* The counter the algorithm advances, its value when the walk
+	 * starts: sequential_next, hash_next (§3.3.3's next_ephemeral),
+	 * table[index] (§3.3.4), increments_next (§3.3.5's next_ephemeral). */
 	__u32 counter;
 	__u32 offset;		/* §3.3.3/§3.3.4: F() % num */
 	__u32 n;		/* §3.3.5's N */
 	/* Set from the draws as the walk goes. */
+	__u32 next;		/* §3.3.5: next_ephemeral after the last try */
 	__u32 start;		/* §3.3.1's first port, or a full walk's start */
 	__u32 stride;		/* §3.3.1: the step after the first port */
 };
+
+/* Which of the app's counters an algorithm advances. */
+#define PF_CORE_COUNTER_NONE 0
+#define PF_CORE_COUNTER_SEQUENTIAL 1	/* sequential_next */
+#define PF_CORE_COUNTER_HASH 2		/* hash_next */
+#define PF_CORE_COUNTER_TABLE 3		/* table[G() % PF_CORE_DH_TABLE_LEN] */
+#define PF_CORE_COUNTER_INCREMENTS 4	/* increments_next */
+
+static __always_inline __u32 pf_core_counter_of(__u32 algorithm)
+{
+	switch (algorithm) {
+	case PF_CORE_ALGO_SEQUENTIAL:
+		return PF_CORE_COUNTER_SEQUENTIAL;
+	case PF_CORE_ALGO_HASH:
+		return PF_CORE_COUNTER_HASH;
+	case PF_CORE_ALGO_DOUBLE_HASH:
+		return PF_CORE_COUNTER_TABLE;
+	case PF_CORE_ALGO_RANDOM_INCREMENTS:
+		return PF_CORE_COUNTER_INCREMENTS;
+	default:
+		return PF_CORE_COUNTER_NONE;
+	}
+}
+
+/* Whether the algorithm hashes the flow: F() for the offset (§3.3.3,
+ * §3.3.4), G() for table[]'s index (§3.3.4). */
+static __always_inline int pf_core_hashes_flow(__u32 algorithm)
+{
+	return algorithm == PF_CORE_ALGO_HASH || algorithm == PF_CORE_ALGO_DOUBLE_HASH;
+}
+
+/* The counter's value when the walk starts. */
+static __always_inline void pf_core_walk_counter(struct pf_core_walk *w, __u32 value)
+{
+	w->counter = value;
+	w->next = value;
+}
 
 /* Algorithm 5's N: the RFC's 500, but below num_ephemeral, since a step
  * of the range's size or more would wrap it. */
@@ -58,6 +100,7 @@ static __always_inline void pf_core_walk_init(struct pf_core_walk *w, __u32 algo
 	w->lo = lo;
 	w->num = hi >= lo ? hi - lo + 1 : 0;
 	w->counter = 0;
+	w->next = 0;
 	w->offset = 0;
 	w->n = pf_core_increments_n(w->num);
 	w->start = 0;
@@ -88,12 +131,22 @@ static __always_inline int pf_core_coprime(__u32 a, __u32 b)
 	return a == 1;
 }
 
+/* In a BPF program, the stride's search is a global function: the
+ * verifier checks it once on its own, rather than each of its exits
+ * again along every path that follows (a program that inlines it inside
+ * its try callback exceeds the verifier's budget). */
+#ifdef __bpf__
+#define PF_CORE_VERIFIED_ONCE __attribute__((noinline))
+#else
+#define PF_CORE_VERIFIED_ONCE static __always_inline
+#endif
+
 /* §3.3.1's walk after its first port: a stride prime to num visits every
  * port once.  draw is below num - 1; the stride is the first number prime
  * to num from 1 + draw on, wrapping to 1 (prime to all).  A run of numbers
  * that share a factor with num <= 65535 is shorter than 22 (Jacobsthal's
  * function of 2*3*5*7*11*13), so 32 steps always find it. */
-static __always_inline __u32 pf_core_coprime_stride(__u32 draw, __u32 num)
+PF_CORE_VERIFIED_ONCE __u32 pf_core_coprime_stride(__u32 draw, __u32 num)
 {
 	__u32 stride = 1 + draw;
 
@@ -132,6 +185,32 @@ static __always_inline __u32 pf_core_counter_step(const struct pf_core_walk *w, 
 	return w->algorithm == PF_CORE_ALGO_RANDOM_INCREMENTS ? draw + 1 : 1;
 }
 
+/* The candidate for a counter's value: sequential, hash and double-hash
+ * at the value the try takes, random-increments at the value after its
+ * step.  The shim's walk, which takes each value from the shared state
+ * with an atomic add, calls this directly. */
+static __always_inline __u32 pf_core_counter_port(const struct pf_core_walk *w, __u32 value)
+{
+	__u32 num = w->num ? w->num : 1;
+
+	if (w->algorithm == PF_CORE_ALGO_RANDOM_INCREMENTS)
+		return w->lo + value % num;
+	return w->lo + (value + w->offset) % num;
+}
+
+/* How far a walk of tries tries moved its counter. */
+static __always_inline __u32 pf_core_counter_advance(const struct pf_core_walk *w, __u32 tries)
+{
+	switch (pf_core_counter_of(w->algorithm)) {
+	case PF_CORE_COUNTER_NONE:
+		return 0;
+	case PF_CORE_COUNTER_INCREMENTS:
+		return w->next - w->counter;
+	default:
+		return tries < w->num ? tries : w->num;
+	}
+}
+
 /* A full walk of the range from start, j-th port. */
 static __always_inline __u32 pf_core_full_walk_port(__u32 lo, __u32 num, __u32 start, __u32 j)
 {
@@ -139,7 +218,7 @@ static __always_inline __u32 pf_core_full_walk_port(__u32 lo, __u32 num, __u32 s
 }
 
 /* The k-th candidate (k < pf_core_tries(w)), draw below
- * pf_core_draw_bound(w, k).  Advances w->counter as the RFC's try does. */
+ * pf_core_draw_bound(w, k). */
 static __always_inline __u32 pf_core_candidate(struct pf_core_walk *w, __u32 k, __u32 draw)
 {
 	__u32 lo = w->lo, num = w->num ? w->num : 1;
@@ -155,9 +234,7 @@ static __always_inline __u32 pf_core_candidate(struct pf_core_walk *w, __u32 k, 
 		 * §3.3.4, Algorithm 4, Double-Hash Port Selection:
 		 *   port = min_ephemeral + (offset + table[index]) % num_ephemeral;
 		 *   table[index]++;	(once per try, not once per connect) */
-		__u32 port = lo + (w->counter + w->offset) % num;
-		w->counter += 1;
-		return port;
+		return pf_core_counter_port(w, w->counter + k);
 	}
 	case PF_CORE_ALGO_RANDOM:
 		/* §3.3.1, Algorithm 1, Simple Port Randomization:
@@ -182,8 +259,8 @@ static __always_inline __u32 pf_core_candidate(struct pf_core_walk *w, __u32 k, 
 		 *   next_ephemeral = next_ephemeral + (random() % N) + 1;
 		 *   port = min_ephemeral + (next_ephemeral % num_ephemeral); */
 		if (k < num) {
-			w->counter += pf_core_counter_step(w, draw);
-			return lo + w->counter % num;
+			w->next += pf_core_counter_step(w, draw);
+			return pf_core_counter_port(w, w->next);
 		}
 		if (k == num)
 			w->start = draw;

@@ -58,6 +58,13 @@ static int walk_sequence(struct walk *walk, struct pf_core_walk *cw, struct pf_r
 	return PF_EXHAUSTED;
 }
 
+/* The value a try's port is computed from: the one it took, or for
+ * Algorithm 5 the one after its step. */
+static uint32_t algorithm_value(const struct pf_core_walk *cw, uint32_t value, uint32_t step)
+{
+	return cw->algorithm == PF_CORE_ALGO_RANDOM_INCREMENTS ? value + step : value;
+}
+
 /* The algorithms that advance a shared counter: each try takes the
  * counter's next value (fetch-and-add by the try's step), so the
  * candidate is the sequence's at that value.  contiguous says whether
@@ -76,8 +83,7 @@ static int walk_counter(struct walk *walk, struct pf_core_walk *cw, _Atomic uint
 		if (k && (value != previous || value == 0))
 			contiguous = false;
 		previous = value + step;
-		cw->counter = value;
-		int rc = attempt(walk, pf_core_candidate(cw, k, draw));
+		int rc = attempt(walk, pf_core_counter_port(cw, algorithm_value(cw, value, step)));
 		if (rc != 0)
 			return settle(rc);
 	}
@@ -113,21 +119,21 @@ uint32_t pf_random_increments_n(uint32_t num_ephemeral)
 }
 
 /* The counter each algorithm advances in the shared state, if any. */
-static _Atomic uint32_t *shared_counter(enum pf_algorithm algorithm, const struct pf_flow *flow,
-					struct pf_state *state, struct pf_core_walk *cw)
+static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, struct pf_state *state,
+					struct pf_core_walk *cw)
 {
 	struct pf_shared_state *shared = state->shared;
 
-	switch (algorithm) {
-	case PF_ALGO_SEQUENTIAL:
+	if (pf_core_hashes_flow(cw->algorithm))
+		cw->offset = pf_core_hash_offset(flow_hash(shared->hash_key, flow), cw->num);
+	switch (pf_core_counter_of(cw->algorithm)) {
+	case PF_CORE_COUNTER_SEQUENTIAL:
 		return &shared->sequential_next;
-	case PF_ALGO_HASH:
-		cw->offset = pf_core_hash_offset(flow_hash(shared->hash_key, flow), cw->num);
+	case PF_CORE_COUNTER_HASH:
 		return &shared->hash_next;
-	case PF_ALGO_DOUBLE_HASH:
-		cw->offset = pf_core_hash_offset(flow_hash(shared->hash_key, flow), cw->num);
+	case PF_CORE_COUNTER_TABLE:
 		return &shared->table[pf_core_dh_index(flow_hash(shared->index_key, flow))];
-	case PF_ALGO_RANDOM_INCREMENTS:
+	case PF_CORE_COUNTER_INCREMENTS:
 		return &shared->increments_next;
 	default:
 		return NULL;
@@ -152,7 +158,7 @@ int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 	if ((unsigned)algorithm >= PF_ALGO_KERNEL)
 		algorithm = PF_ALGO_KERNEL;
 	pf_core_walk_init(&cw, (uint32_t)algorithm, lo, hi);
-	_Atomic uint32_t *counter = shared_counter(algorithm, flow, state, &cw);
+	_Atomic uint32_t *counter = shared_counter(flow, state, &cw);
 	if (counter)
 		return walk_counter(&walk, &cw, counter, rng);
 	return walk_sequence(&walk, &cw, rng);

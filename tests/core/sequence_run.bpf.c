@@ -65,33 +65,31 @@ SEC("syscall")
 int sequence_run(void *ctx)
 {
 	struct pf_core_walk w;
-	__u32 *counter = 0, start = 0;
+	__u32 *counter = 0;
 
 	pf_core_walk_init(&w, cfg.algorithm, cfg.range_lo, cfg.range_hi);
 	w.n = cfg.increments_n;
-	switch (cfg.algorithm) {
-	case PF_CORE_ALGO_SEQUENTIAL:
+	if (pf_core_hashes_flow(w.algorithm))
+		w.offset = pf_core_hash_offset(flow_hash(cfg.hash_key), w.num);
+	switch (pf_core_counter_of(w.algorithm)) {
+	case PF_CORE_COUNTER_SEQUENTIAL:
 		counter = &counters.sequential_next;
 		break;
-	case PF_CORE_ALGO_HASH:
-		w.offset = pf_core_hash_offset(flow_hash(cfg.hash_key), w.num);
+	case PF_CORE_COUNTER_HASH:
 		counter = &counters.hash_next;
 		break;
-	case PF_CORE_ALGO_DOUBLE_HASH:
-		w.offset = pf_core_hash_offset(flow_hash(cfg.hash_key), w.num);
+	case PF_CORE_COUNTER_TABLE:
 		counter = &counters.table[pf_core_dh_index(flow_hash(cfg.index_key)) & (PF_CORE_DH_TABLE_LEN - 1)];
 		break;
-	case PF_CORE_ALGO_RANDOM_INCREMENTS:
+	case PF_CORE_COUNTER_INCREMENTS:
 		counter = &counters.increments_next;
 		break;
 	}
-	if (counter)
-		start = *counter;
-	w.counter = start;
+	pf_core_walk_counter(&w, counter ? *counter : 0);
 	count = taken = 0;
 	bpf_loop(pf_core_tries(&w), try_candidate, &w, 0);
 	/* The counter goes on from where the walk's tries left it. */
 	if (counter)
-		__sync_fetch_and_add(counter, w.counter - start);
+		__sync_fetch_and_add(counter, pf_core_counter_advance(&w, count));
 	return 0;
 }

@@ -104,19 +104,18 @@ static __u32 *bpf_counter(struct pf_bpf_counters *c, struct pf_core_walk *w,
 			  const struct pf_bpf_config *cfg, const __u8 *local, const __u8 *remote,
 			  int v6, __u16 remote_port)
 {
-	switch (w->algorithm) {
-	case PF_CORE_ALGO_SEQUENTIAL:
+	if (pf_core_hashes_flow(w->algorithm))
+		w->offset = pf_core_hash_offset(bpf_flow_hash(cfg->hash_key, local, remote, v6, remote_port),
+						w->num);
+	switch (pf_core_counter_of(w->algorithm)) {
+	case PF_CORE_COUNTER_SEQUENTIAL:
 		return &c->sequential_next;
-	case PF_CORE_ALGO_HASH:
-		w->offset = pf_core_hash_offset(bpf_flow_hash(cfg->hash_key, local, remote, v6, remote_port),
-						w->num);
+	case PF_CORE_COUNTER_HASH:
 		return &c->hash_next;
-	case PF_CORE_ALGO_DOUBLE_HASH:
-		w->offset = pf_core_hash_offset(bpf_flow_hash(cfg->hash_key, local, remote, v6, remote_port),
-						w->num);
+	case PF_CORE_COUNTER_TABLE:
 		return &c->table[pf_core_dh_index(bpf_flow_hash(cfg->index_key, local, remote, v6,
 								 remote_port))];
-	case PF_CORE_ALGO_RANDOM_INCREMENTS:
+	case PF_CORE_COUNTER_INCREMENTS:
 		return &c->increments_next;
 	default:
 		return NULL;
@@ -129,12 +128,11 @@ static void bpf_pick(const struct pf_bpf_config *cfg, struct pf_bpf_counters *c,
 	pf_core_walk_init(&bw->w, cfg->algorithm, cfg->range_lo, cfg->range_hi);
 	bw->w.n = cfg->increments_n;
 	__u32 *counter = bpf_counter(c, &bw->w, cfg, local, remote, v6, remote_port);
-	__u32 start = counter ? *counter : 0;
-	bw->w.counter = start;
+	pf_core_walk_counter(&bw->w, counter ? *counter : 0);
 	stand_in_bpf_loop(pf_core_tries(&bw->w), bpf_try_candidate, bw);
 	/* The counter continues after the walk, as the RFC's tries left it. */
 	if (counter)
-		__sync_fetch_and_add(counter, bw->w.counter - start);
+		__sync_fetch_and_add(counter, pf_core_counter_advance(&bw->w, bw->attempts));
 }
 
 /* ---- the comparison ---- */
