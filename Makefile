@@ -13,7 +13,7 @@ SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
 ALL_CFLAGS = -std=gnu11 -Wall -Wextra -Werror $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden \
-             -D_GNU_SOURCE -Ipolicy -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
+             -D_GNU_SOURCE -I. -Ipolicy -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
 ALL_LDFLAGS = $(LDFLAGS)
 ifneq ($(SANITIZE),)
 ALL_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
@@ -63,7 +63,7 @@ HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe 
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
              $(BUILD)/bpf-uring-client $(BUILD)/bpf-burst
 
-.PHONY: all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
+.PHONY: core-check all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
 all: build-deps
 	@$(MAKE) --no-print-directory $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
 
@@ -72,14 +72,37 @@ all: build-deps
 build-deps:
 	@sh tests/install-deps.sh build
 
-$(BUILD)/obj/%.o: %.c $(wildcard policy/*.h shim/*.h cli/*.h bpf/*.h tests/*/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard core/*.h policy/*.h shim/*.h cli/*.h bpf/*.h tests/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Built without the sanitizers: the BPF target has none.
-$(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h)
+BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -I. -Ibpf
+$(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h core/*.h)
 	@mkdir -p $(dir $@)
-	clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -Ibpf -c $< -o $@
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+# The core (core/*.h) is shared by the shim and the BPF programs: every
+# header must build for the BPF target as it builds for the host.  This
+# object is only compiled, never loaded: it drives the core as a BPF
+# program would (tests/core/core_check.bpf.c).
+CORE_CHECK = $(BUILD)/bpf/core_check.bpf.o
+$(CORE_CHECK): tests/core/core_check.bpf.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@
+core-check: $(CORE_CHECK)
+
+# The differential test runs the core's walk in the kernel as well
+# (BPF_PROG_TEST_RUN of a syscall program), embedded in the unit tests.
+SEQ_RUN_OBJ  = $(BUILD)/bpf/sequence_run.bpf.o
+SEQ_RUN_SKEL = $(BUILD)/bpf/sequence_run.skel.h
+$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h) bpf/portfence_api.h
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@
+$(SEQ_RUN_SKEL): $(SEQ_RUN_OBJ)
+	bpftool gen skeleton $< name sequence_run > $@.tmp && mv $@.tmp $@
+$(call obj,tests/unit/test_sequence.c): $(SEQ_RUN_SKEL)
+$(call obj,tests/unit/test_sequence.c): ALL_CFLAGS += -I$(BUILD)/bpf
 
 $(BPF_SKEL): $(BPF_OBJ)
 	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
@@ -107,7 +130,7 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -lbpf -pthread
 
 $(INTEG): $(call obj,$(INTEG_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
@@ -165,9 +188,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = policy rule
 FUZZ_DIR = $(BUILD)/fuzz
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(POLICY_SRC) $(wildcard policy/*.h)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(POLICY_SRC) $(wildcard core/*.h policy/*.h)
 	@mkdir -p $(FUZZ_DIR)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ipolicy -Itests/fuzz \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Ipolicy -Itests/fuzz \
 	  $(POLICY_SRC) $< -lconfig -o $@
 
 $(FUZZ_DIR)/replay_%: tests/fuzz/fuzz_%.c $(POLICY_LIB)
@@ -189,7 +212,7 @@ fuzz-replay: $(addprefix $(FUZZ_DIR)/replay_,$(FUZZ_TARGETS))
 	  $(FUZZ_DIR)/replay_$$t $(FUZZ_DIR)/corpus-$$t/* $$(find tests/fuzz/regressions/$$t -type f ! -name .keep) || exit 1; \
 	done
 
-unit: deps $(UNIT)
+unit: deps $(UNIT) $(CORE_CHECK)
 	$(UNIT) --jobs 2
 
 integration: deps all $(INTEG) $(HELPERS)
@@ -200,7 +223,7 @@ integration: deps all $(INTEG) $(HELPERS)
 # test (a package build, lintian, dpkg -i and -r) runs in the normal
 # build only.
 ifeq ($(findstring thread,$(SANITIZE)),)
-test: deps all $(UNIT) $(INTEG) $(HELPERS)
+test: deps all $(UNIT) $(INTEG) $(HELPERS) $(CORE_CHECK)
 	$(TEST_ENV) $(BENCH) --quick --out $(BUILD)/bench-quick.json > /dev/null
 	$(TEST_ENV) $(MAKE) --no-print-directory fuzz-replay
 	$(TEST_ENV) $(UNIT) --jobs 2

@@ -1,12 +1,16 @@
-/* The seven port selection algorithms.  Five follow RFC 6056 §3.3.1-§3.3.5
- * to the letter of its pseudo-code; each section is cited where it is
- * implemented.  The RFC loops give up after num_ephemeral tries; where a
- * loop may have skipped a port (random draws, or a shared counter that
- * another process advanced meanwhile), a full walk of the range follows,
- * so that no algorithm ever reports exhaustion while a port is free. */
+/* The seven port selection algorithms, driven by a loop over the
+ * candidate sequences of core/sequence.h (the BPF programs drive the same
+ * sequences with bpf_loop).  Five follow RFC 6056 §3.3.1-§3.3.5; each
+ * section is cited in core/sequence.h.  The counters live in the app's
+ * shared state and are advanced try by try with atomics, so that
+ * concurrent processes of one app continue one sequence; where another
+ * process took values in between, the walk may have skipped ports, and a
+ * full walk of the range follows, so that no algorithm ever reports
+ * exhaustion while a port is free. */
 #include "algorithm.h"
 
-#include <string.h>
+#include "core/flow.h"
+#include "core/sequence.h"
 
 struct walk {
 	pf_try_fn try_port;
@@ -28,204 +32,112 @@ static int attempt(struct walk *walk, uint32_t port)
 	return rc < 0 ? rc : 0;
 }
 
-/* Tries every port once, starting at start; 0, PF_EXHAUSTED or -errno. */
-static int full_walk(struct walk *walk, uint32_t lo, uint32_t num, uint32_t start)
-{
-	for (uint32_t k = 0; k < num; k++) {
-		int rc = attempt(walk, lo + (start - lo + k) % num);
-		if (rc != 0)
-			return rc > 0 ? 0 : rc;
-	}
-	return PF_EXHAUSTED;
-}
-
 /* The outcome of an RFC loop: keep going only when it ended busy. */
 static int settle(int rc)
 {
 	return rc > 0 ? 0 : rc;
 }
 
-static uint32_t gcd(uint32_t a, uint32_t b)
+/* The walk's random draw for try k, when it needs one. */
+static uint32_t draw_for(const struct pf_core_walk *cw, uint32_t k, struct pf_rng *rng)
 {
-	while (b) {
-		uint32_t t = a % b;
-		a = b;
-		b = t;
-	}
-	return a;
+	uint32_t bound = pf_core_draw_bound(cw, k);
+	return bound ? pf_rng_below(rng, bound) : 0;
 }
 
-/* RFC 6056 §3.3.1, Algorithm 1: Simple Port Randomization Algorithm.
- * The first choice is the RFC's random port.  When it is busy, the RFC
- * walks on port by port, and in a range whose busy ports sit together
- * that walk crosses the whole cluster; a random stride prime to the
- * range visits every port once as well, spread evenly. */
-static int pick_random(struct walk *walk, uint32_t lo, uint32_t num, struct pf_rng *rng)
+/* Algorithms 1 and 2, and the kernel's model: the sequence alone. */
+static int walk_sequence(struct walk *walk, struct pf_core_walk *cw, struct pf_rng *rng)
 {
-	uint32_t next_ephemeral = lo + pf_rng_below(rng, num);
-	int rc = attempt(walk, next_ephemeral);
+	uint32_t tries = pf_core_tries(cw);
 
-	if (rc != 0)
-		return settle(rc);
-	if (num == 1)
-		return PF_EXHAUSTED;
-	uint32_t stride = 1 + pf_rng_below(rng, num - 1);
-	while (gcd(stride, num) != 1)
-		stride = stride % (num - 1) + 1;
-	for (uint32_t k = 1; k < num; k++) {
-		rc = attempt(walk, lo + (uint32_t)((next_ephemeral - lo + (uint64_t)k * stride) % num));
+	for (uint32_t k = 0; k < tries; k++) {
+		int rc = attempt(walk, pf_core_candidate(cw, k, draw_for(cw, k, rng)));
 		if (rc != 0)
 			return settle(rc);
 	}
 	return PF_EXHAUSTED;
 }
 
-/* RFC 6056 §3.3.2, Algorithm 2: Another Simple Port Randomization
- * Algorithm.  A fresh random draw per try, count bounded by num_ephemeral. */
-static int pick_random_redraw(struct walk *walk, uint32_t lo, uint32_t num,
-			      struct pf_rng *rng)
+/* The value a try's port is computed from: the one it took, or for
+ * Algorithm 5 the one after its step. */
+static uint32_t algorithm_value(const struct pf_core_walk *cw, uint32_t value, uint32_t step)
 {
-	for (uint32_t count = num; count > 0; count--) {
-		int rc = attempt(walk, lo + pf_rng_below(rng, num));
-		if (rc != 0)
-			return settle(rc);
-	}
-	return full_walk(walk, lo, num, lo + pf_rng_below(rng, num));
+	return cw->algorithm == PF_CORE_ALGO_RANDOM_INCREMENTS ? value + step : value;
 }
 
-/* Walks candidates base(counter) for successive values of a shared
- * counter.  Each try takes the counter's next value; when another process
- * took values in between, the walk may have skipped ports, and contiguous
- * says so. */
-struct counter_walk {
-	_Atomic uint32_t *counter;
-	uint32_t offset;
-	bool contiguous;
-};
-
-static int walk_counter(struct walk *walk, uint32_t lo, uint32_t num,
-			struct counter_walk *cw)
+/* The algorithms that advance a shared counter: each try takes the
+ * counter's next value (fetch-and-add by the try's step), so the
+ * candidate is the sequence's at that value.  contiguous says whether
+ * every value followed the one before, as one process alone sees it. */
+static int walk_counter(struct walk *walk, struct pf_core_walk *cw, _Atomic uint32_t *counter,
+			struct pf_rng *rng)
 {
-	uint32_t previous = 0;
+	uint32_t num = cw->num, previous = 0;
+	bool contiguous = true;
 
-	cw->contiguous = true;
-	for (uint32_t count = num; count > 0; count--) {
-		uint32_t value = atomic_fetch_add_explicit(cw->counter, 1, memory_order_relaxed);
+	for (uint32_t k = 0; k < num; k++) {
+		uint32_t draw = draw_for(cw, k, rng), step = pf_core_counter_step(cw, draw);
+		uint32_t value = atomic_fetch_add_explicit(counter, step, memory_order_relaxed);
 		/* A wrap to 0 breaks the residues' sequence unless num
 		 * divides 2^32; treat it as a skip. */
-		if (count != num && (value != previous + 1 || value == 0))
-			cw->contiguous = false;
-		previous = value;
-		int rc = attempt(walk, lo + (value + cw->offset) % num);
+		if (k && (value != previous || value == 0))
+			contiguous = false;
+		previous = value + step;
+		int rc = attempt(walk, pf_core_counter_port(cw, algorithm_value(cw, value, step)));
+		if (rc != 0)
+			return settle(rc);
+	}
+	/* Algorithm 5's draws may have stepped over ports: its sequence
+	 * goes on with a full walk (core/sequence.h), as the other
+	 * counters' does when another process took values in between. */
+	if (contiguous && pf_core_tries(cw) == num)
+		return PF_EXHAUSTED;
+	uint32_t start = pf_rng_below(rng, num);
+	for (uint32_t j = 0; j < num; j++) {
+		int rc = attempt(walk, pf_core_full_walk_port(cw->lo, num, start, j));
 		if (rc != 0)
 			return settle(rc);
 	}
 	return PF_EXHAUSTED;
-}
-
-static int finish_counter_walk(struct walk *walk, uint32_t lo, uint32_t num,
-			       struct counter_walk *cw, int rc, struct pf_rng *rng)
-{
-	if (rc != PF_EXHAUSTED || cw->contiguous)
-		return rc;
-	return full_walk(walk, lo, num, lo + pf_rng_below(rng, num));
-}
-
-/* sequential: one shared counter per app, +1 per assignment. */
-static int pick_sequential(struct walk *walk, uint32_t lo, uint32_t num,
-			   struct pf_state *state, struct pf_rng *rng)
-{
-	struct counter_walk cw = {.counter = &state->shared->sequential_next};
-	int rc = walk_counter(walk, lo, num, &cw);
-	return finish_counter_walk(walk, lo, num, &cw, rc, rng);
 }
 
 static uint64_t flow_hash(const uint8_t key[16], const struct pf_flow *flow)
 {
-	uint8_t buf[16 + 16 + 2];
-	size_t len = 0;
+	uint8_t buf[PF_CORE_FLOW_MAX];
+	uint32_t len = 0;
 
-	if (flow) {
-		size_t local_len = flow->local_len > 16 ? 16 : flow->local_len;
-		size_t remote_len = flow->remote_len > 16 ? 16 : flow->remote_len;
-		if (local_len)
-			memcpy(buf, flow->local_addr, local_len);
-		len = local_len;
-		if (remote_len)
-			memcpy(buf + len, flow->remote_addr, remote_len);
-		len += remote_len;
-		buf[len++] = (uint8_t)(flow->remote_port >> 8);
-		buf[len++] = (uint8_t)flow->remote_port;
-	}
+	if (flow)
+		len = pf_core_flow_key(buf, flow->local_addr, (uint32_t)flow->local_len,
+				       flow->remote_addr, (uint32_t)flow->remote_len,
+				       flow->remote_port);
 	return pf_siphash_cached(key, buf, len);
-}
-
-/* RFC 6056 §3.3.3, Algorithm 3: Simple Hash-Based Port Selection.
- *   offset = F(local_IP, remote_IP, remote_port, secret_key);
- *   port = min_ephemeral + (next_ephemeral + offset) % num_ephemeral;
- *   next_ephemeral++;  */
-static int pick_hash(struct walk *walk, uint32_t lo, uint32_t num,
-		     const struct pf_flow *flow, struct pf_state *state, struct pf_rng *rng)
-{
-	struct counter_walk cw = {
-		.counter = &state->shared->hash_next,
-		.offset = (uint32_t)(flow_hash(state->shared->hash_key, flow) % num),
-	};
-	int rc = walk_counter(walk, lo, num, &cw);
-	return finish_counter_walk(walk, lo, num, &cw, rc, rng);
-}
-
-/* RFC 6056 §3.3.4, Algorithm 4: Double-Hash Port Selection.
- *   offset = F(local_IP, remote_IP, remote_port, secret_key1);
- *   index = G(local_IP, remote_IP, remote_port, secret_key2);
- *   next_ephemeral = min_ephemeral + (offset + table[index]) % num_ephemeral;
- *   table[index]++;  */
-static int pick_double_hash(struct walk *walk, uint32_t lo, uint32_t num,
-			    const struct pf_flow *flow, struct pf_state *state,
-			    struct pf_rng *rng)
-{
-	uint32_t index = (uint32_t)(flow_hash(state->shared->index_key, flow) % PF_DH_TABLE_LEN);
-	struct counter_walk cw = {
-		.counter = &state->shared->table[index],
-		.offset = (uint32_t)(flow_hash(state->shared->hash_key, flow) % num),
-	};
-	int rc = walk_counter(walk, lo, num, &cw);
-	return finish_counter_walk(walk, lo, num, &cw, rc, rng);
 }
 
 uint32_t pf_random_increments_n(uint32_t num_ephemeral)
 {
-	/* RFC 6056 suggests N = 500; a step of num_ephemeral or more would
-	 * wrap the range, so N stays below it. */
-	uint32_t n = num_ephemeral > 1 ? num_ephemeral - 1 : 1;
-	return n < 500 ? n : 500;
+	return pf_core_increments_n(num_ephemeral);
 }
 
-/* RFC 6056 §3.3.5, Algorithm 5: Random-Increments Port Selection.
- *   next_ephemeral = next_ephemeral + (random() % N) + 1;
- *   port = min_ephemeral + (next_ephemeral % num_ephemeral);  */
-static int pick_random_increments(struct walk *walk, uint32_t lo, uint32_t num,
-				  struct pf_state *state, struct pf_rng *rng)
+/* The counter each algorithm advances in the shared state, if any. */
+static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, struct pf_state *state,
+					struct pf_core_walk *cw)
 {
-	uint32_t n = pf_random_increments_n(num);
+	struct pf_shared_state *shared = state->shared;
 
-	for (uint32_t count = num; count > 0; count--) {
-		uint32_t step = pf_rng_below(rng, n) + 1;
-		uint32_t next_ephemeral = atomic_fetch_add_explicit(
-			&state->shared->increments_next, step, memory_order_relaxed) + step;
-		int rc = attempt(walk, lo + next_ephemeral % num);
-		if (rc != 0)
-			return settle(rc);
+	if (pf_core_hashes_flow(cw->algorithm))
+		cw->offset = pf_core_hash_offset(flow_hash(shared->hash_key, flow), cw->num);
+	switch (pf_core_counter_of(cw->algorithm)) {
+	case PF_CORE_COUNTER_SEQUENTIAL:
+		return &shared->sequential_next;
+	case PF_CORE_COUNTER_HASH:
+		return &shared->hash_next;
+	case PF_CORE_COUNTER_TABLE:
+		return &shared->table[pf_core_dh_index(flow_hash(shared->index_key, flow))];
+	case PF_CORE_COUNTER_INCREMENTS:
+		return &shared->increments_next;
+	default:
+		return NULL;
 	}
-	return full_walk(walk, lo, num, lo + pf_rng_below(rng, num));
-}
-
-/* A model of the kernel's own choice (a random start, then a walk), for
- * simulations and the occupancy benchmark.  The shim never calls it: with
- * algorithm "kernel" it sets IP_LOCAL_PORT_RANGE and the kernel chooses. */
-static int pick_kernel_model(struct walk *walk, uint32_t lo, uint32_t num, struct pf_rng *rng)
-{
-	return full_walk(walk, lo, num, lo + pf_rng_below(rng, num));
 }
 
 int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
@@ -234,28 +146,20 @@ int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 		      struct pf_pick *pick)
 {
 	struct walk walk = {.try_port = try_port, .ctx = ctx, .pick = pick};
-	uint32_t num = (uint32_t)hi - lo + 1;
+	struct pf_core_walk cw;
 
 	pick->port = 0;
 	pick->attempts = 0;
 	if (hi < lo)
 		return PF_EXHAUSTED;
-	switch (algorithm) {
-	case PF_ALGO_SEQUENTIAL:
-		return pick_sequential(&walk, lo, num, state, rng);
-	case PF_ALGO_RANDOM:
-		return pick_random(&walk, lo, num, rng);
-	case PF_ALGO_RANDOM_REDRAW:
-		return pick_random_redraw(&walk, lo, num, rng);
-	case PF_ALGO_HASH:
-		return pick_hash(&walk, lo, num, flow, state, rng);
-	case PF_ALGO_DOUBLE_HASH:
-		return pick_double_hash(&walk, lo, num, flow, state, rng);
-	case PF_ALGO_RANDOM_INCREMENTS:
-		return pick_random_increments(&walk, lo, num, state, rng);
-	case PF_ALGO_KERNEL:
-	case PF_ALGO_COUNT:
-		break;
-	}
-	return pick_kernel_model(&walk, lo, num, rng);
+	/* The kernel's own choice, modelled for simulations and the
+	 * occupancy benchmark: the shim never calls it (algorithm kernel
+	 * sets IP_LOCAL_PORT_RANGE and the kernel chooses). */
+	if ((unsigned)algorithm >= PF_ALGO_KERNEL)
+		algorithm = PF_ALGO_KERNEL;
+	pf_core_walk_init(&cw, (uint32_t)algorithm, lo, hi);
+	_Atomic uint32_t *counter = shared_counter(flow, state, &cw);
+	if (counter)
+		return walk_counter(&walk, &cw, counter, rng);
+	return walk_sequence(&walk, &cw, rng);
 }

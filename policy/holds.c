@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/flow.h"
 #include "rng.h"
 
 #define STATE_SHIFT 30
@@ -44,19 +45,10 @@ static uint32_t age_ms(uint64_t word, uint32_t now_ms)
  * ports never share a key. */
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
 {
-	uint8_t buf[16 + 16 + 2];
-	size_t len = 0;
-
-	if (flow->local_len) {
-		memcpy(buf + len, flow->local_addr, flow->local_len);
-		len += flow->local_len;
-	}
-	if (flow->remote_len) {
-		memcpy(buf + len, flow->remote_addr, flow->remote_len);
-		len += flow->remote_len;
-	}
-	buf[len++] = (uint8_t)(flow->remote_port >> 8);
-	buf[len++] = (uint8_t)flow->remote_port;
+	uint8_t buf[PF_CORE_FLOW_MAX];
+	uint32_t len = pf_core_flow_key(buf, flow->local_addr, (uint32_t)flow->local_len,
+					flow->remote_addr, (uint32_t)flow->remote_len,
+					flow->remote_port);
 	uint64_t z = pf_siphash_cached(secret, buf, len) ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

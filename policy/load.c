@@ -201,7 +201,7 @@ static void parse_range(struct loader *ld, const config_setting_t *setting,
 			return;
 		}
 		bounds[i] = config_setting_get_int64(elem);
-		if (bounds[i] < 1 || bounds[i] > 65535) {
+		if (bounds[i] < PF_CORE_PORT_MIN || bounds[i] > PF_CORE_PORT_MAX) {
 			report(ld, setting, file, "port %lld outside 1..65535", bounds[i]);
 			return;
 		}

@@ -9,23 +9,26 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/constants.h"
+
 #define PF_DEFAULT_CONFIG "/etc/portfence.conf"
 
+/* The numbers are the core's, which the BPF programs share. */
 enum pf_algorithm {
-	PF_ALGO_SEQUENTIAL,
-	PF_ALGO_RANDOM,
-	PF_ALGO_RANDOM_REDRAW,
-	PF_ALGO_HASH,
-	PF_ALGO_DOUBLE_HASH,
-	PF_ALGO_RANDOM_INCREMENTS,
-	PF_ALGO_KERNEL,
-	PF_ALGO_COUNT
+	PF_ALGO_SEQUENTIAL = PF_CORE_ALGO_SEQUENTIAL,
+	PF_ALGO_RANDOM = PF_CORE_ALGO_RANDOM,
+	PF_ALGO_RANDOM_REDRAW = PF_CORE_ALGO_RANDOM_REDRAW,
+	PF_ALGO_HASH = PF_CORE_ALGO_HASH,
+	PF_ALGO_DOUBLE_HASH = PF_CORE_ALGO_DOUBLE_HASH,
+	PF_ALGO_RANDOM_INCREMENTS = PF_CORE_ALGO_RANDOM_INCREMENTS,
+	PF_ALGO_KERNEL = PF_CORE_ALGO_KERNEL,
+	PF_ALGO_COUNT = PF_CORE_ALGO_COUNT
 };
 
 enum pf_mode { PF_MODE_ENFORCE, PF_MODE_AUDIT };
 
-#define PF_PROTO_TCP 1u
-#define PF_PROTO_UDP 2u
+#define PF_PROTO_TCP PF_CORE_PROTO_TCP
+#define PF_PROTO_UDP PF_CORE_PROTO_UDP
 
 /* One destination rule: CIDR with an optional port range (1..65535 when
  * the rule names no port). */

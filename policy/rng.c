@@ -1,15 +1,11 @@
 #include "rng.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
 
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
+#include "core/siphash.h"
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -55,7 +51,7 @@ int pf_rng_seed_random(struct pf_rng *rng)
 uint64_t pf_rng_next(struct pf_rng *rng)
 {
 	uint64_t *s = rng->s;
-	uint64_t result = rotl(s[1] * 5, 7) * 9;
+	uint64_t result = pf_core_rotl64(s[1] * 5, 7) * 9;
 	uint64_t t = s[1] << 17;
 
 	s[2] ^= s[0];
@@ -63,7 +59,7 @@ uint64_t pf_rng_next(struct pf_rng *rng)
 	s[1] ^= s[2];
 	s[0] ^= s[3];
 	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
+	s[3] = pf_core_rotl64(s[3], 45);
 	return result;
 }
 
@@ -83,53 +79,9 @@ uint32_t pf_rng_below(struct pf_rng *rng, uint32_t bound)
 	return (uint32_t)(product >> 32);
 }
 
-#define SIPROUND                                                               \
-	do {                                                                   \
-		v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);      \
-		v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                         \
-		v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                         \
-		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);      \
-	} while (0)
-
-/* One load on a little-endian host, not eight (callgrind). */
-static uint64_t load_le64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
 uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len)
 {
-	const uint8_t *in = data;
-	uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
-	uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
-	uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
-	uint64_t last = (uint64_t)len << 56;
-	size_t whole = len - len % 8;
-
-	for (size_t i = 0; i < whole; i += 8) {
-		uint64_t m = load_le64(in + i);
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-	}
-	if (len % 8) {
-		uint8_t tail[8] = {0};
-		memcpy(tail, in + whole, len % 8);
-		last |= load_le64(tail);
-	}
-	v3 ^= last;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= last;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
+	return pf_core_siphash(key, data, (uint32_t)len);
 }
 
 #define SIPHASH_CACHE_ENTRIES 4

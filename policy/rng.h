@@ -22,7 +22,8 @@ uint32_t pf_rng_below(struct pf_rng *rng, uint32_t bound);
 /* Fills buf from getrandom(2); 0 or -errno. */
 int pf_random_bytes(void *buf, size_t len);
 
-/* SipHash-2-4: the keyed hash F() of RFC 6056 §3.3.3/§3.3.4. */
+/* SipHash-2-4: the keyed hash F() of RFC 6056 §3.3.3/§3.3.4, the core's
+ * (core/siphash.h, which the BPF programs share). */
 uint64_t pf_siphash(const uint8_t key[16], const void *data, size_t len);
 /* The same, remembered per thread for the last few (key, data) pairs of
  * up to PF_SIPHASH_CACHED_MAX bytes: a program connecting again and again

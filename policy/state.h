@@ -9,11 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/constants.h"
+
 #define PF_STATE_MAGIC 0x31657461745366ull /* "fState1" */
 #define PF_STATE_LAYOUT 2
 #define PF_STATE_FILE_MAGIC 0x31656c6946745366ull /* "fStFile1" */
 /* RFC 6056 §3.3.4's table of per-destination-class counters. */
-#define PF_DH_TABLE_LEN 256
+#define PF_DH_TABLE_LEN PF_CORE_DH_TABLE_LEN
 /* Words of the held 4-tuples table per port of the app's range. */
 #define PF_HOLD_SLOTS 8
 #define PF_HOLD_ALIGN 64

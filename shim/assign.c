@@ -348,13 +348,6 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 		ctx->concrete = true;
 }
 
-static int exhaustion_errno(const struct pf_sock *sock, const struct pf_call *call)
-{
-	if (call->action == PF_ACT_BIND || call->action == PF_ACT_LISTEN || call->action == PF_ACT_NAME)
-		return EADDRINUSE;
-	return sock->udp ? EAGAIN : EADDRNOTAVAIL;
-}
-
 static ssize_t finish(struct pf_call *call)
 {
 	errno = call->result_errno;
@@ -363,7 +356,7 @@ static ssize_t finish(struct pf_call *call)
 
 /* Algorithm kernel: IP_LOCAL_PORT_RANGE, then the kernel picks. */
 static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *sock,
-				struct pf_call *call)
+				struct pf_call *call, int exhausted_errno)
 {
 	uint32_t range = (uint32_t)rt->app->range_lo | ((uint32_t)rt->app->range_hi << 16);
 	/* What the record shows when the kernel gave no port. */
@@ -382,7 +375,7 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 	} else {
 		record_result(call, pf_perform(sock, call));
 	}
-	bool exhausted = call->result < 0 && call->result_errno == exhaustion_errno(sock, call);
+	bool exhausted = call->result < 0 && call->result_errno == exhausted_errno;
 	if (!exhausted)
 		pf_sock_mark(sock, PF_FD_DONE);
 	pf_audit_socket(rt, sock, exhausted ? PF_EVENT_ERROR : PF_EVENT_ASSIGN,
@@ -507,19 +500,17 @@ static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
 }
 
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
-			   struct pf_call *call)
+			   struct pf_call *call, const struct pf_decision *decision)
 {
 	struct pf_pick pick;
 
 	if (rt->app->algorithm == PF_ALGO_KERNEL)
-		return assign_by_kernel(rt, sock, call);
+		return assign_by_kernel(rt, sock, call, decision->exhausted);
 	struct attempt_ctx ctx = {
 		.rt = rt, .state = pf_runtime_state(rt), .sock = sock, .call = call,
-		.tcp_client = !sock->udp && call->dest != NULL && call->action != PF_ACT_BIND &&
-			      call->action != PF_ACT_LISTEN && call->action != PF_ACT_NAME,
+		.tcp_client = decision->tcp_client, .shares_port = decision->shares_port,
 		.now_ms = pf_hold_now_ms(),
 	};
-	ctx.shares_port = ctx.tcp_client || call->action == PF_ACT_NAME;
 	fill_bind_addr(&ctx);
 	int rc = pick_port(&ctx, &pick);
 	if (rc == ALREADY_BOUND) {
@@ -531,7 +522,7 @@ ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 	}
 	if (rc == PF_TRY_TAKEN || rc == 0)
 		return assigned(&ctx, &pick);
-	int error = rc == PF_EXHAUSTED ? exhaustion_errno(sock, call)
+	int error = rc == PF_EXHAUSTED ? decision->exhausted
 		    : rc == LOST_RACE ? EADDRNOTAVAIL : -rc;
 	if (rc == LOST_RACE)
 		pf_sock_mark(sock, PF_FD_DONE);

@@ -1,5 +1,5 @@
-/* The logic of each interposed call, in three steps: decide what the
- * policy says (pf_decide, a pure function), act on it (take a port and
+/* The logic of each interposed call, in three steps: gather the question
+ * and ask the core's verdict (pf_decide, core/verdict.h), act on it (take a port and
  * make the call, assign.c), and write the record.  Every path that is not
  * ours ends in the real call with its own result and errno untouched.
  * A call from a signal handler is judged like any other: the shim's own
@@ -61,18 +61,16 @@ static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 	return result;
 }
 
-/* A TCP socket that is listening or connected cannot connect: the kernel
- * answers that (EISCONN, EINVAL) whatever the destination, so a policy
- * refusal must not replace its answer.  Asked only on the refusal path. */
-static bool tcp_connect_is_moot(const struct pf_sock *sock, const struct pf_call *call)
+/* Whether a TCP socket is listening or connected: the kernel answers its
+ * connect (EISCONN, EINVAL) whatever the destination.  Asked only when
+ * the core says the answer depends on it. */
+static bool tcp_is_busy(const struct pf_sock *sock)
 {
 	struct sockaddr_storage peer;
 	socklen_t len = sizeof(peer);
 	int listening = 0, saved = errno;
 	socklen_t optlen = sizeof(listening);
 
-	if (sock->udp || call->action != PF_ACT_CONNECT || sock->status != PF_FD_DONE)
-		return false;
 	bool moot = getpeername(sock->fd, (struct sockaddr *)&peer, &len) == 0 ||
 		    (real_getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
 		     listening);
@@ -80,22 +78,63 @@ static bool tcp_connect_is_moot(const struct pf_sock *sock, const struct pf_call
 	return moot;
 }
 
+static unsigned core_call(enum pf_action action)
+{
+	switch (action) {
+	case PF_ACT_CONNECT:
+		return PF_CORE_CALL_CONNECT;
+	case PF_ACT_SENDTO:
+	case PF_ACT_SENDMSG:
+		return PF_CORE_CALL_SEND;
+	case PF_ACT_BIND:
+		return PF_CORE_CALL_BIND_ANY;
+	case PF_ACT_LISTEN:
+		return PF_CORE_CALL_LISTEN;
+	case PF_ACT_NAME:
+		break;
+	}
+	return PF_CORE_CALL_NAME;
+}
+
+static bool tcp_state_matters(const struct pf_question *question)
+{
+	struct pf_core_question core;
+
+	pf_core_question_of(question, &core);
+	return pf_core_tcp_state_matters(&core);
+}
+
+static struct pf_decision ask(const struct pf_runtime *rt, const struct pf_sock *sock,
+			      struct pf_question *question)
+{
+	question->policy_usable = rt->status != PF_STATUS_DENY;
+	question->app = rt->status == PF_STATUS_ACTIVE ? rt->app : NULL;
+	question->mode = rt->mode;
+	question->udp = sock->udp;
+	question->policy = &rt->policy;
+	/* Rules are judged only where the app has any. */
+	if (!rt->rules)
+		question->dest = NULL;
+	struct pf_decision decision = pf_decide(question);
+	if (decision.verdict == PF_VERDICT_REFUSE && tcp_state_matters(question)) {
+		question->tcp_busy = tcp_is_busy(sock);
+		decision = pf_decide(question);
+	}
+	return decision;
+}
+
 static struct pf_decision decide(const struct pf_runtime *rt, const struct pf_sock *sock,
 				 const struct pf_call *call, bool needs_port)
 {
+	bool sends = call->action == PF_ACT_SENDTO || call->action == PF_ACT_SENDMSG;
 	struct pf_question question = {
-		.policy_usable = rt->status != PF_STATUS_DENY,
-		.app = rt->status == PF_STATUS_ACTIVE ? rt->app : NULL,
-		.mode = rt->mode,
-		.udp = sock->udp,
+		.call = core_call(call->action),
 		.needs_port = needs_port,
 		.dest = call->dest,
 		.dest_len = call->dest_len,
+		.fastopen = sends && (call->flags & MSG_FASTOPEN),
 	};
-	/* Rules are judged only where the app has any. */
-	if (!rt->rules)
-		question.dest = NULL;
-	return pf_decide(&question);
+	return ask(rt, sock, &question);
 }
 
 static ssize_t pass_through(struct pf_sock *sock, struct pf_call *call, bool needs_port)
@@ -124,12 +163,11 @@ static ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_po
 	case PF_VERDICT_AUDIT:
 		return audit_only(rt, sock, call, decision.error);
 	case PF_VERDICT_ASSIGN:
-		return pf_assign_and_call(rt, sock, call);
+		return pf_assign_and_call(rt, sock, call, &decision);
+	case PF_VERDICT_DEFER:
 	case PF_VERDICT_REFUSE:
 		break;
 	}
-	if (tcp_connect_is_moot(sock, call))
-		return pf_perform(sock, call);
 	return refuse(rt, sock, decision.event, NULL, call->dest, decision.error);
 }
 
@@ -143,33 +181,22 @@ int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 	return (int)managed(&sock, &call, sock.status == PF_FD_FRESH);
 }
 
-/* Another app's port, whatever this app's explicit_bind says: one app's
- * policy must not let it take ports from another app's range. */
-static bool in_another_apps_range(const struct pf_runtime *rt, uint16_t port)
-{
-	int owner = pf_policy_app_at_port(&rt->policy, port);
-	return owner >= 0 && &rt->policy.apps[owner] != rt->app;
-}
-
-static bool bind_refused(const struct pf_runtime *rt, const struct pf_sock *sock, uint16_t port)
-{
-	/* bind(0) on a bound socket is the kernel's to answer (EINVAL). */
-	if (port == 0 || rt->status != PF_STATUS_ACTIVE || !pf_runtime_manages(rt, sock))
-		return false;
-	bool outside = port < rt->app->range_lo || port > rt->app->range_hi;
-	return outside && (rt->app->deny_explicit_bind || in_another_apps_range(rt, port));
-}
-
+/* A port the program chose (or bind(0) on a socket that has one, the
+ * kernel's to answer: EINVAL).  The core refuses another app's port
+ * whatever this app's explicit_bind says. */
 static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
 {
 	const struct pf_runtime *rt = pf_runtime();
 	uint16_t port = pf_address_port(addr);
+	struct pf_question question = {
+		.call = port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY, .bind_port = port,
+	};
+	struct pf_decision decision = ask(rt, sock, &question);
 
-	if (bind_refused(rt, sock, port)) {
-		if (rt->mode == PF_MODE_ENFORCE)
-			return (int)refuse(rt, sock, PF_EVENT_DENY, addr, NULL, EACCES);
-		audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, EACCES);
-	}
+	if (decision.verdict == PF_VERDICT_REFUSE)
+		return (int)refuse(rt, sock, decision.event, addr, NULL, decision.error);
+	if (decision.verdict == PF_VERDICT_AUDIT)
+		audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, decision.error);
 	int result = real_bind(sock->fd, addr, len);
 	int saved = errno;
 	if (result == 0)
@@ -185,12 +212,12 @@ static int bind_without_port(struct pf_sock *sock, const struct sockaddr *addr, 
 	if (sock->udp)
 		return (int)managed(sock, &call, true);
 	const struct pf_runtime *rt = pf_runtime();
-	struct pf_decision decision = decide(rt, sock, &call, false);
+	struct pf_decision decision = decide(rt, sock, &call, true);
 	if (decision.verdict == PF_VERDICT_REFUSE)
 		return (int)refuse(rt, sock, decision.event, addr, NULL, decision.error);
-	if (decision.verdict == PF_VERDICT_PASS)
-		return real_bind(sock->fd, addr, len);
-	return pf_bind_address_only(sock, addr, len);
+	if (decision.verdict == PF_VERDICT_DEFER)
+		return pf_bind_address_only(sock, addr, len);
+	return real_bind(sock->fd, addr, len);
 }
 
 int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)

@@ -259,8 +259,9 @@ struct pf_call {
 
 /* Runs call on sock with a port from the app's range.  Returns the real
  * call's result, with errno set as the application must see it. */
+/* decision: the core's ASSIGN (its TCP-client rule and exhaustion errno). */
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
-			   struct pf_call *call);
+			   struct pf_call *call, const struct pf_decision *decision);
 int pf_bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len);
 /* The flow a call's port is chosen for; local may be NULL. */
 void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
