@@ -6,14 +6,19 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/bpf.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -146,17 +151,19 @@ void server_start(struct server *s, const char *addr, enum server_mode mode)
 		len = sizeof(*sin);
 	}
 	s->family = bind_addr.ss_family;
-	s->fd = socket(s->family, mode == SERVE_UDP_ECHO ? SOCK_DGRAM : SOCK_STREAM, 0);
+	bool datagram = mode == SERVE_UDP_ECHO || mode == SERVE_UDPLITE_ECHO;
+	s->fd = socket(s->family, datagram ? SOCK_DGRAM : SOCK_STREAM,
+		       mode == SERVE_UDPLITE_ECHO ? IPPROTO_UDPLITE : 0);
 	cr_assert_geq(s->fd, 0);
 	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	cr_assert_eq(bind(s->fd, (struct sockaddr *)&bind_addr, len), 0, "bind %s: %s", addr,
 		     strerror(errno));
-	if (mode != SERVE_UDP_ECHO)
+	if (!datagram)
 		cr_assert_eq(listen(s->fd, 4096), 0);
 	len = sizeof(bind_addr);
 	getsockname(s->fd, (struct sockaddr *)&bind_addr, &len);
 	s->port = peer_port(&bind_addr);
-	pthread_create(&s->thread, NULL, mode == SERVE_UDP_ECHO ? udp_loop : tcp_loop, s);
+	pthread_create(&s->thread, NULL, datagram ? udp_loop : tcp_loop, s);
 }
 
 void server_stop(struct server *s)
@@ -462,4 +469,66 @@ unsigned count_lines_starting(const char *text, const char *prefix)
 	for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
 		count += strncmp(line, prefix, len) == 0;
 	return count;
+}
+
+/* The cgroup v2 mount point (fifth field of its mountinfo line). */
+static bool find_cgroup2_mount(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[4096], mount_point[PATH_MAX];
+	bool found = false;
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		const char *fs = strstr(line, " - ");
+		found = fs && strncmp(fs, " - cgroup2 ", 11) == 0 &&
+			sscanf(line, "%*s %*s %*s %*s %4095s", mount_point) == 1;
+	}
+	if (f)
+		fclose(f);
+	if (found)
+		snprintf(out, len, "%s", mount_point);
+	return found;
+}
+
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int have_major = 0, have_minor = 0;
+	if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &have_major, &have_minor) != 2)
+		return false;
+	return have_major > major || (have_major == major && have_minor >= minor);
+}
+
+/* A one-entry array map: the least the backend needs from bpf(2). */
+static int bpf_map_probe(void)
+{
+	union bpf_attr attr = {.map_type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 4, .max_entries = 1};
+	int fd = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
+}
+
+const char *bpf_machine_missing(char *cgroup_mount, size_t len)
+{
+	static char reason[PATH_MAX + 64];
+	struct statvfs fs;
+
+	if (geteuid() != 0)
+		return "the BPF backend needs root";
+	if (!find_cgroup2_mount(cgroup_mount, len))
+		return "no cgroup v2 mount in /proc/self/mountinfo";
+	if (statvfs(cgroup_mount, &fs) == 0 && (fs.f_flag & ST_RDONLY)) {
+		snprintf(reason, sizeof(reason), "the cgroup v2 mount %s is read-only here", cgroup_mount);
+		return reason;
+	}
+	if (!kernel_at_least(5, 18))
+		return "the BPF backend needs Linux >= 5.18";
+	int error = bpf_map_probe();
+	if (error == EPERM || error == ENOSYS) {
+		snprintf(reason, sizeof(reason), "this machine refuses bpf(2): %s", strerror(error));
+		return reason;
+	}
+	return NULL;
 }

@@ -22,7 +22,10 @@
  * on them. */
 /* SERVE_STALL accepts and never reads: connections stay open, their
  * queues full, until the server stops. */
-enum server_mode { SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_GREET_CLOSE, SERVE_UDP_ECHO, SERVE_STALL };
+/* SERVE_UDPLITE_ECHO is SERVE_UDP_ECHO on a UDP-Lite socket. */
+enum server_mode {
+	SERVE_HTTP, SERVE_DRAIN, SERVE_GREET, SERVE_GREET_CLOSE, SERVE_UDP_ECHO, SERVE_STALL, SERVE_UDPLITE_ECHO
+};
 #define MAX_STALLED 64
 
 struct server {
@@ -97,5 +100,11 @@ json_t *audit_find(json_t *records, const char *event, int nth);
 json_t *app_entry(json_t *root, const char *name);
 uint16_t address_port(const char *address);
 unsigned count_lines_starting(const char *text, const char *prefix);
+
+/* Whether the BPF backend can run here, from the machine's facts (root,
+ * a writable cgroup v2 mount, Linux >= 5.18, bpf(2) allowed), never from
+ * the tool: NULL when it can, else the reason.  The cgroup v2 mount point
+ * goes to cgroup_mount. */
+const char *bpf_machine_missing(char *cgroup_mount, size_t len);
 
 #endif

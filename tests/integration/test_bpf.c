@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <linux/bpf.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,9 +23,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,60 +36,11 @@ enum { CLIENT_NO_IO_URING = 69, CLIENT_EPERM = 77 };
 
 static char cgroup_mount[PATH_MAX];
 
-/* The cgroup v2 mount point (fifth field of its mountinfo line). */
-static bool find_cgroup2_mount(char *out, size_t len)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[4096], mount_point[PATH_MAX];
-	bool found = false;
-
-	while (f && !found && fgets(line, sizeof(line), f)) {
-		const char *fs = strstr(line, " - ");
-		found = fs && strncmp(fs, " - cgroup2 ", 11) == 0 &&
-			sscanf(line, "%*s %*s %*s %*s %4095s", mount_point) == 1;
-	}
-	if (f)
-		fclose(f);
-	if (found)
-		snprintf(out, len, "%s", mount_point);
-	return found;
-}
-
-static bool kernel_at_least(int major, int minor)
-{
-	struct utsname u;
-	int have_major = 0, have_minor = 0;
-	if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &have_major, &have_minor) != 2)
-		return false;
-	return have_major > major || (have_major == major && have_minor >= minor);
-}
-
-/* A one-entry array map: the least the backend needs from bpf(2). */
-static int bpf_map_probe(void)
-{
-	union bpf_attr attr = {.map_type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 4, .max_entries = 1};
-	int fd = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
-	if (fd < 0)
-		return errno;
-	close(fd);
-	return 0;
-}
-
 static void require_bpf_machine(void)
 {
-	struct statvfs fs;
-
-	if (geteuid() != 0)
-		cr_skip_test("skipped: the BPF backend needs root");
-	if (!find_cgroup2_mount(cgroup_mount, sizeof(cgroup_mount)))
-		cr_skip_test("skipped: no cgroup v2 mount in /proc/self/mountinfo");
-	if (statvfs(cgroup_mount, &fs) == 0 && (fs.f_flag & ST_RDONLY))
-		cr_skip_test("skipped: the cgroup v2 mount %s is read-only here", cgroup_mount);
-	if (!kernel_at_least(5, 18))
-		cr_skip_test("skipped: the BPF backend needs Linux >= 5.18");
-	int error = bpf_map_probe();
-	if (error == EPERM || error == ENOSYS)
-		cr_skip_test("skipped: this machine refuses bpf(2): %s", strerror(error));
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	if (missing)
+		cr_skip_test("skipped: %s", missing);
 }
 
 /* ---- What each test leaves behind, removed even when it fails ---- */
