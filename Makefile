@@ -1,5 +1,14 @@
-# portfence — see README.md.  `make test` installs what it needs.
+# portfence — see README.md and HACKING.md.
+#   make            builds the shim, the tool and the benchmark; never installs
+#   make BPF=0      the same without the BPF backend (no clang, libbpf, bpftool)
+#   make deps       installs the Debian packages the build and the tests need
+#   make probe      says what this host lacks, installing nothing
+#   make check      the unit tests and the docs' links: seconds, no root
+#   make test       everything (installs what it needs; root)
+#   make deb        the Debian package; make deb-test builds, lints, installs it
 SANITIZE ?=
+# BPF=0 leaves the BPF backend out: its commands then say so and exit 1.
+BPF      ?= 1
 # A sanitizer build keeps its objects apart from the normal build.
 BUILD    ?= build$(if $(SANITIZE),/sanitize-$(subst $(comma),-,$(SANITIZE)))
 comma    := ,
@@ -15,6 +24,8 @@ BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
 ALL_CFLAGS = -std=gnu11 -Wall -Wextra -Werror $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden \
              -D_GNU_SOURCE -I. -Ipolicy -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
 ALL_LDFLAGS = $(LDFLAGS)
+# A failed recipe leaves no half-written target behind.
+.DELETE_ON_ERROR:
 ifneq ($(SANITIZE),)
 ALL_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 ALL_LDFLAGS += -fsanitize=$(SANITIZE)
@@ -35,12 +46,23 @@ INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runti
 
 POLICY_SRC = $(wildcard policy/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
-CLI_SRC    = $(wildcard cli/*.c)
-# The BPF backend: programs (*.bpf.c, built by clang for the BPF target)
-# and their user-space loader, linked into the tool only.
+# The BPF backend: programs (*.bpf.c, built by clang for the BPF target),
+# their user-space loader, and the commands that use it, linked into the
+# tool only.  Without it (BPF=0) cli/bpf_absent.c stands in for those
+# commands.
 BPF_PROG_SRC = bpf/portfence.bpf.c
+CLI_BPF_SRC  = cli/attach.c cli/bpf_common.c cli/bpf_run.c cli/daemon.c
+ifeq ($(BPF),0)
+BPF_USER_SRC =
+CLI_SRC      = $(filter-out $(CLI_BPF_SRC),$(wildcard cli/*.c))
+BPF_LIBS     =
+else
 BPF_USER_SRC = $(filter-out %.bpf.c,$(wildcard bpf/*.c))
-UNIT_SRC   = $(wildcard tests/unit/*.c)
+CLI_SRC      = $(filter-out cli/bpf_absent.c,$(wildcard cli/*.c))
+BPF_LIBS     = -lbpf
+endif
+# test_sequence.c also runs the core's walk in the kernel: BPF builds only.
+UNIT_SRC   = $(filter-out $(if $(filter 0,$(BPF)),tests/unit/test_sequence.c),$(wildcard tests/unit/*.c))
 INTEG_SRC  = $(wildcard tests/integration/*.c)
 BENCH_SRC  = $(wildcard bench/*.c)
 
@@ -51,6 +73,7 @@ BPF_LIB    = $(BUILD)/libpfbpf.a
 BPF_OBJ    = $(BUILD)/bpf/portfence.bpf.o
 BPF_SKEL   = $(BUILD)/bpf/portfence.skel.h
 SHIM       = $(BUILD)/libportfence.so
+SHIM_MAP   = $(BUILD)/exports.map
 TOOL       = $(BUILD)/portfence
 BENCH      = $(BUILD)/portfence-bench
 UNIT       = $(BUILD)/unit-tests
@@ -63,18 +86,18 @@ HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe 
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
              $(BUILD)/bpf-uring-client $(BUILD)/bpf-burst
 
-.PHONY: core-check all test unit integration demo bench install clean deps build-deps fuzz fuzz-replay deb deb-test
-all: build-deps
-	@$(MAKE) --no-print-directory $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
+.PHONY: all core-check check test unit integration demo bench install clean deps probe fuzz fuzz-replay deb deb-test
+# Builds only: `make deps` installs what a build needs, `make probe` says
+# what is missing.
+all: $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
 
-# The headers a build needs (libconfig, jansson): installed as root, or
-# the exact apt-get line is printed.
-build-deps:
-	@sh tests/install-deps.sh build
-
-$(BUILD)/obj/%.o: %.c $(wildcard core/*.h policy/*.h shim/*.h cli/*.h bpf/*.h tests/*/*.h)
+# Each object's header dependencies, written by the compiler (-MMD -MP).
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+OBJS = $(call obj,$(POLICY_SRC) $(SHIM_SRC) $(CLI_SRC) $(BPF_USER_SRC) $(UNIT_SRC) $(INTEG_SRC) $(BENCH_SRC))
+-include $(OBJS:.o=.d)
 
 # Built without the sanitizers: the BPF target has none.
 BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -I. -Ibpf
@@ -109,7 +132,10 @@ $(BPF_SKEL): $(BPF_OBJ)
 
 $(call obj,$(BPF_USER_SRC)): $(BPF_SKEL)
 $(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
-$(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf
+# glib: the tool's hash tables (report, status); the shim never links it.
+GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
+GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
+$(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf $(GLIB_CFLAGS)
 
 $(BPF_LIB): $(call obj,$(BPF_USER_SRC))
 	@rm -f $@
@@ -119,18 +145,23 @@ $(POLICY_LIB): $(call obj,$(POLICY_SRC))
 	@rm -f $@
 	ar rcs $@ $^
 
-$(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) shim/exports.map
-	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=shim/exports.map -Wl,-z,now \
+# The version script: the exported names of shim/hooks.def.
+$(SHIM_MAP): shim/exports.map.in shim/hooks.def
+	@mkdir -p $(dir $@)
+	$(CC) -E -P -x c -Ishim $< -o $@
+
+$(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) $(SHIM_MAP)
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=$(SHIM_MAP) -Wl,-z,now \
 	  -o $@ $(call obj,$(SHIM_SRC)) $(POLICY_LIB) -lconfig -ldl -pthread
 
-$(TOOL): $(call obj,$(CLI_SRC)) $(BPF_LIB) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lbpf -lconfig -ljansson
+$(TOOL): $(call obj,$(CLI_SRC)) $(if $(BPF_USER_SRC),$(BPF_LIB)) $(POLICY_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BPF_LIBS) -lconfig -ljansson $(GLIB_LIBS)
 
 $(BENCH): $(call obj,$(BENCH_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lconfig -pthread -lm -ldl
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(POLICY_LIB)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -lbpf -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson $(BPF_LIBS) -pthread
 
 $(INTEG): $(call obj,$(INTEG_SRC)) $(POLICY_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion -lconfig -ljansson -pthread
@@ -183,8 +214,14 @@ $(BUILD)/bpf-uring-client: tests/helpers/bpf_uring_client.c tests/helpers/bpf_cl
 $(BUILD)/bpf-burst: tests/helpers/bpf_burst.c tests/helpers/bpf_client.h
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 
+# Installs (as root) the Debian packages that building and testing need;
+# otherwise prints the apt-get line.
 deps:
 	@sh tests/install-deps.sh
+
+# What this host lacks for the build, the BPF backend and the tests.
+probe:
+	@sh tests/install-deps.sh probe
 
 # libFuzzer targets (not in CI): make fuzz FUZZ_SECONDS=600.  Crash inputs
 # land in tests/fuzz/regressions/, which fuzz-replay (in make test) runs.
@@ -216,10 +253,14 @@ fuzz-replay: $(addprefix $(FUZZ_DIR)/replay_,$(FUZZ_TARGETS))
 	  $(FUZZ_DIR)/replay_$$t $(FUZZ_DIR)/corpus-$$t/* $$(find tests/fuzz/regressions/$$t -type f ! -name .keep) || exit 1; \
 	done
 
-unit: deps $(UNIT) $(CORE_CHECK)
-	$(UNIT) --jobs 2
+# The fast tier: the unit tests and the docs' links; no root, no network.
+check: $(UNIT) $(if $(filter-out 0,$(BPF)),$(CORE_CHECK))
+	$(TEST_ENV) $(UNIT) --jobs 2
+	sh tests/check-links.sh
 
-integration: deps all $(INTEG) $(HELPERS)
+unit: check
+
+integration: $(INTEG) $(HELPERS) all
 	PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 
 # The benchmark's smoke run comes first, so that the last line printed is
@@ -227,22 +268,25 @@ integration: deps all $(INTEG) $(HELPERS)
 # test (a package build, lintian, dpkg -i and -r) runs in the normal
 # build only.
 ifeq ($(findstring thread,$(SANITIZE)),)
-test: deps all $(UNIT) $(INTEG) $(HELPERS) $(CORE_CHECK)
+test: deps
+	$(MAKE) --no-print-directory all $(UNIT) $(INTEG) $(HELPERS) $(CORE_CHECK)
 	$(TEST_ENV) $(BENCH) --quick --out $(BUILD)/bench-quick.json > /dev/null
 	$(TEST_ENV) $(MAKE) --no-print-directory fuzz-replay
-	$(TEST_ENV) $(UNIT) --jobs 2
+	$(TEST_ENV) $(MAKE) --no-print-directory check
 	$(if $(SANITIZE),,$(MAKE) --no-print-directory deb-test)
 	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) $(INTEG) --jobs 1 $(INTEG_FILTER)
 else
 # Criterion cannot run under TSan (its arena mapping is refused), so the
 # runner comes from the normal build and drives the TSan-built shim, tool
 # and helpers through the concurrency suites.
-test: deps all $(HELPERS)
+test: deps
+	$(MAKE) --no-print-directory all $(HELPERS)
 	$(MAKE) --no-print-directory BUILD=build SANITIZE= build/integration-tests
 	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) build/integration-tests --jobs 1 $(INTEG_FILTER)
 endif
 
-demo: deps all
+demo: deps
+	@$(MAKE) --no-print-directory all
 	@sh tests/demo.sh $(abspath $(BUILD))
 
 bench: all
@@ -272,6 +316,7 @@ install: $(SHIM) $(TOOL)
 	  $(DIST_PATHS) $$f > $(DOCDIR)/examples/systemd/$${f##*/} && chmod 0644 $(DOCDIR)/examples/systemd/$${f##*/} || exit 1; \
 	done
 
+# ---- Packaging: its own tier (make test still runs deb-test) ----
 # The Debian package, built from a copy of the tree under $(BUILD)/deb
 # (dpkg-buildpackage writes its outputs to the parent directory), then
 # copied to $(BUILD)/.

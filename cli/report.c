@@ -2,6 +2,7 @@
  * grows with the number of apps, never with the length of the log. */
 #include <errno.h>
 #include <getopt.h>
+#include <glib.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,20 +17,14 @@
 #define MAX_LINE (64 * 1024)
 #define HISTOGRAM_BINS 50
 
-/* Uses per local port, only for the ports seen: open addressing on the
- * port number (0 marks a free slot; ports are 1..65535). */
-struct port_counts {
-	uint16_t *ports;
-	uint32_t *uses;
-	size_t cap;
-};
-
 struct app_stats {
 	char *name;
 	unsigned long assignments, denials, errors, audits, audits_refusable;
 	unsigned long attempts_sum, attempts_max;
 	unsigned distinct_ports;
-	struct port_counts port_uses;
+	/* uses per local port, for the ports seen: port -> uses, both
+	 * GUINT_TO_POINTER; NULL until the first port */
+	GHashTable *port_uses;
 	unsigned port_min, port_max;
 	char first_ts[40], last_ts[40];
 	uint16_t range_lo, range_hi;	/* from the policy; 0 when unknown */
@@ -38,59 +33,19 @@ struct app_stats {
 struct report {
 	struct app_stats *apps;
 	size_t app_count, app_cap;
-	/* Indices into apps + 1 (0: free), open addressing by name hash. */
-	size_t *by_name;
-	size_t by_name_cap;
+	/* name (the app's own copy) -> index into apps + 1 */
+	GHashTable *by_name;
 	unsigned long malformed;
 	const char *only_app;
 	char since[40];
 };
 
-static size_t hash_name(const char *name)
-{
-	size_t hash = 1469598103934665603u;	/* FNV-1a */
-
-	for (; *name; name++)
-		hash = (hash ^ (unsigned char)*name) * 1099511628211u;
-	return hash;
-}
-
-/* The slot holding name, or the free slot where it belongs. */
-static size_t *name_slot(const struct report *rep, const char *name)
-{
-	size_t mask = rep->by_name_cap - 1, at = hash_name(name) & mask;
-
-	while (rep->by_name[at] && strcmp(rep->apps[rep->by_name[at] - 1].name, name) != 0)
-		at = (at + 1) & mask;
-	return &rep->by_name[at];
-}
-
-/* Keeps the table at most half full, so a probe stays short. */
-static bool grow_name_table(struct report *rep)
-{
-	if ((rep->app_count + 1) * 2 <= rep->by_name_cap)
-		return true;
-	size_t cap = rep->by_name_cap ? rep->by_name_cap * 2 : 64;
-	size_t *table = calloc(cap, sizeof(*table));
-	if (!table)
-		return false;
-	free(rep->by_name);
-	rep->by_name = table;
-	rep->by_name_cap = cap;
-	for (size_t i = 0; i < rep->app_count; i++)
-		*name_slot(rep, rep->apps[i].name) = i + 1;
-	return true;
-}
-
 static struct app_stats *stats_for(struct report *rep, const char *name)
 {
-	if (rep->by_name_cap) {
-		size_t *slot = name_slot(rep, name);
-		if (*slot)
-			return &rep->apps[*slot - 1];
-	}
-	if (!grow_name_table(rep))
-		return NULL;
+	size_t index = GPOINTER_TO_SIZE(g_hash_table_lookup(rep->by_name, name));
+
+	if (index)
+		return &rep->apps[index - 1];
 	if (rep->app_count == rep->app_cap) {
 		size_t cap = rep->app_cap ? rep->app_cap * 2 : 16;
 		struct app_stats *grown = realloc(rep->apps, cap * sizeof(*grown));
@@ -104,7 +59,7 @@ static struct app_stats *stats_for(struct report *rep, const char *name)
 	if (!(app->name = strdup(name)))
 		return NULL;
 	app->port_min = 65536;
-	*name_slot(rep, name) = ++rep->app_count;
+	g_hash_table_insert(rep->by_name, app->name, GSIZE_TO_POINTER(++rep->app_count));
 	return app;
 }
 
@@ -120,49 +75,17 @@ static int port_of(const char *address)
 	return *end == '\0' && port > 0 && port <= 65535 ? (int)port : -1;
 }
 
-static uint32_t *port_slot(const struct port_counts *counts, uint16_t port)
-{
-	size_t mask = counts->cap - 1, at = (port * 40503u) & mask;
-
-	while (counts->ports[at] && counts->ports[at] != port)
-		at = (at + 1) & mask;
-	return &counts->uses[at];
-}
-
-static bool grow_port_counts(struct port_counts *counts, unsigned distinct)
-{
-	if ((distinct + 1) * 2 <= counts->cap)
-		return true;
-	struct port_counts bigger = {.cap = counts->cap ? counts->cap * 2 : 16};
-	bigger.ports = calloc(bigger.cap, sizeof(*bigger.ports));
-	bigger.uses = calloc(bigger.cap, sizeof(*bigger.uses));
-	if (!bigger.ports || !bigger.uses) {
-		free(bigger.ports);
-		free(bigger.uses);
-		return false;
-	}
-	for (size_t i = 0; i < counts->cap; i++) {
-		if (!counts->ports[i])
-			continue;
-		uint32_t *slot = port_slot(&bigger, counts->ports[i]);
-		bigger.ports[slot - bigger.uses] = counts->ports[i];
-		*slot = counts->uses[i];
-	}
-	free(counts->ports);
-	free(counts->uses);
-	*counts = bigger;
-	return true;
-}
-
 static void count_port(struct app_stats *app, int port)
 {
-	if (port < 0 || !grow_port_counts(&app->port_uses, app->distinct_ports))
+	if (port < 0)
 		return;
-	uint32_t *uses = port_slot(&app->port_uses, (uint16_t)port);
-	if ((*uses)++ == 0) {
-		app->port_uses.ports[uses - app->port_uses.uses] = (uint16_t)port;
+	if (!app->port_uses)
+		app->port_uses = g_hash_table_new(g_direct_hash, g_direct_equal);
+	gpointer key = GUINT_TO_POINTER((unsigned)port);
+	unsigned uses = GPOINTER_TO_UINT(g_hash_table_lookup(app->port_uses, key));
+	if (uses == 0)
 		app->distinct_ports++;
-	}
+	g_hash_table_insert(app->port_uses, key, GUINT_TO_POINTER(uses + 1));
 	if ((unsigned)port < app->port_min)
 		app->port_min = (unsigned)port;
 	if ((unsigned)port > app->port_max)
@@ -300,12 +223,17 @@ static void print_histogram(const struct app_stats *app, unsigned lo, unsigned h
 	unsigned long counts[HISTOGRAM_BINS] = {0}, peak = 0;
 	static const char *const bars[] = {" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
 
-	for (size_t i = 0; i < app->port_uses.cap; i++) {
-		unsigned port = app->port_uses.ports[i];
-		if (!port || port < lo || port > hi)
+	GHashTableIter iter;
+	gpointer key, uses;
+
+	if (app->port_uses)
+		g_hash_table_iter_init(&iter, app->port_uses);
+	while (app->port_uses && g_hash_table_iter_next(&iter, &key, &uses)) {
+		unsigned port = GPOINTER_TO_UINT(key);
+		if (port < lo || port > hi)
 			continue;
 		unsigned bin = (unsigned)((unsigned long)(port - lo) * bins / span);
-		counts[bin] += app->port_uses.uses[i];
+		counts[bin] += GPOINTER_TO_UINT(uses);
 	}
 	for (unsigned b = 0; b < bins; b++)
 		if (counts[b] > peak)
@@ -422,6 +350,7 @@ int cmd_report(int argc, char **argv)
 		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
+	rep.by_name = g_hash_table_new(g_str_hash, g_str_equal);
 	read_log(&rep, log);
 	if (log != stdin)
 		fclose(log);
@@ -432,10 +361,10 @@ int cmd_report(int argc, char **argv)
 		print_text(&rep);
 	for (size_t i = 0; i < rep.app_count; i++) {
 		free(rep.apps[i].name);
-		free(rep.apps[i].port_uses.ports);
-		free(rep.apps[i].port_uses.uses);
+		if (rep.apps[i].port_uses)
+			g_hash_table_destroy(rep.apps[i].port_uses);
 	}
 	free(rep.apps);
-	free(rep.by_name);
+	g_hash_table_destroy(rep.by_name);
 	return 0;
 }

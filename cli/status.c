@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <glib.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,66 +20,49 @@
 
 const char *const status_state_names[STATE_COUNT] = {"established", "time-wait", "listen", "other"};
 
-static size_t hash_key(const uint8_t key[24])
+static guint hash_key(gconstpointer key)
 {
-	size_t hash = 1469598103934665603u;	/* FNV-1a */
+	guint hash = 2166136261u;	/* FNV-1a */
 	for (int i = 0; i < 24; i++)
-		hash = (hash ^ key[i]) * 1099511628211u;
+		hash = (hash ^ ((const uint8_t *)key)[i]) * 16777619u;
 	return hash;
 }
 
-static struct key_entry *slot_of(const struct key_table *table, const uint8_t key[24])
+static gboolean same_key(gconstpointer a, gconstpointer b)
 {
-	size_t mask = table->cap - 1, at = hash_key(key) & mask;
-	while (table->slots[at].used && memcmp(table->slots[at].key, key, 24) != 0)
-		at = (at + 1) & mask;
-	return &table->slots[at];
-}
-
-/* Keeps the table at most half full, so that a probe stays short. */
-static bool grow(struct key_table *table)
-{
-	if ((table->count + 1) * 2 <= table->cap)
-		return true;
-	struct key_table bigger = {.cap = table->cap ? table->cap * 2 : 1024};
-	if (!(bigger.slots = calloc(bigger.cap, sizeof(*bigger.slots))))
-		return false;
-	for (size_t i = 0; i < table->cap; i++)
-		if (table->slots[i].used)
-			*slot_of(&bigger, table->slots[i].key) = table->slots[i];
-	bigger.count = table->count;
-	free(table->slots);
-	*table = bigger;
-	return true;
+	return memcmp(a, b, 24) == 0;
 }
 
 struct key_entry *key_table_put(struct key_table *table, const uint8_t key[24], bool *created)
 {
-	if (!grow(table))
-		return NULL;
-	struct key_entry *entry = slot_of(table, key);
-	*created = !entry->used;
+	if (!table->entries)
+		table->entries = g_hash_table_new_full(hash_key, same_key, NULL, g_free);
+	struct key_entry *entry = g_hash_table_lookup(table->entries, key);
+	*created = entry == NULL;
 	if (*created) {
-		memset(entry, 0, sizeof(*entry));
+		if (!(entry = g_try_new0(struct key_entry, 1)))
+			return NULL;
 		memcpy(entry->key, key, 24);
-		entry->used = true;
-		table->count++;
+		g_hash_table_insert(table->entries, entry->key, entry);
 	}
 	return entry;
 }
 
 struct key_entry *key_table_get(const struct key_table *table, const uint8_t key[24])
 {
-	if (!table->cap)
-		return NULL;
-	struct key_entry *entry = slot_of(table, key);
-	return entry->used ? entry : NULL;
+	return table->entries ? g_hash_table_lookup(table->entries, key) : NULL;
+}
+
+size_t key_table_count(const struct key_table *table)
+{
+	return table->entries ? g_hash_table_size(table->entries) : 0;
 }
 
 void key_table_free(struct key_table *table)
 {
-	free(table->slots);
-	memset(table, 0, sizeof(*table));
+	if (table->entries)
+		g_hash_table_destroy(table->entries);
+	table->entries = NULL;
 }
 
 static enum status_state state_of(const struct pf_socket_entry *entry)
@@ -247,7 +231,7 @@ static int collect(struct status *status, const struct pf_policy *policy)
 			strerror(-rc));
 		return 1;
 	}
-	if (status->inodes.count && status_find_processes(status) < 0)
+	if (key_table_count(&status->inodes) && status_find_processes(status) < 0)
 		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
 	for (size_t i = 0; i < status->app_count; i++) {
 		struct app_status *app = &status->apps[i];

@@ -35,21 +35,20 @@ struct app_status {
 	long long records_lost;		/* by the BPF programs of its pins; < 0: unknown */
 };
 
-/* Open addressing over fixed 24-byte keys, never shrinking. */
+/* Entries by fixed 24-byte keys (a glib hash table), never shrinking. */
 struct key_entry {
 	uint8_t key[24];
-	bool used;
 	int app;		/* index into status->apps */
 	pid_t last_pid;		/* the last process counted for it */
 };
 struct key_table {
-	struct key_entry *slots;
-	size_t cap, count;
+	struct _GHashTable *entries;	/* key -> struct key_entry; NULL: empty */
 };
 /* The entry of key, created (zeroed, used) when new; NULL when out of
  * memory.  *created tells which. */
 struct key_entry *key_table_put(struct key_table *table, const uint8_t key[24], bool *created);
 struct key_entry *key_table_get(const struct key_table *table, const uint8_t key[24]);
+size_t key_table_count(const struct key_table *table);
 void key_table_free(struct key_table *table);
 
 struct status {

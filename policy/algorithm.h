@@ -11,10 +11,15 @@
 #include "rng.h"
 #include "state.h"
 
-/* What the try callback answers for one candidate port. */
-#define PF_TRY_TAKEN 0	/* the port is ours now: stop */
-#define PF_TRY_BUSY 1	/* in use: try another */
-/* a negative value is -errno: stop and report it */
+/* The return codes of a port search, one enum so that no two mean the
+ * same number.  The try callback answers PF_TRY_TAKEN or PF_TRY_BUSY for
+ * one candidate port; pf_algorithm_pick answers PF_TRY_TAKEN (0) or
+ * PF_EXHAUSTED.  A negative value is -errno: stop and report it. */
+enum pf_try_result {
+	PF_TRY_TAKEN = 0,	/* the port is ours now: stop */
+	PF_TRY_BUSY = 1,	/* in use: try another */
+	PF_EXHAUSTED = 2,	/* every port of the range was tried and found busy */
+};
 
 typedef int (*pf_try_fn)(void *ctx, uint16_t port);
 
@@ -31,9 +36,6 @@ struct pf_pick {
 	uint16_t port;
 	unsigned attempts;	/* calls made to the try callback */
 };
-
-/* The range is exhausted: every port was tried and found busy. */
-#define PF_EXHAUSTED 1
 
 /* Returns 0 with pick->port taken, PF_EXHAUSTED, or the negative errno a
  * try returned.  pick->attempts is set in every case. */

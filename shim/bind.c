@@ -1,7 +1,57 @@
+/* bind: an explicit port is checked against the ranges; bind(addr, 0)
+ * defers the port (TCP) or takes one from the range (UDP). */
+#include <errno.h>
+#include <netinet/in.h>
+
 #include "shim.h"
 
-PF_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
+/* A port the program chose (or bind(0) on a socket that has one, the
+ * kernel's to answer: EINVAL).  The core refuses another app's port
+ * whatever this app's explicit_bind says. */
+static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
 {
+	const struct pf_runtime *rt = pf_runtime();
+	uint16_t port = pf_address_port(addr);
+	struct pf_question question = {
+		.call = port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY, .bind_port = port,
+	};
+	struct pf_decision decision = pf_ask(rt, sock, &question);
+
+	if (decision.verdict == PF_VERDICT_REFUSE)
+		return (int)pf_refuse(rt, sock, decision.event, addr, NULL, decision.error);
+	if (decision.verdict == PF_VERDICT_AUDIT)
+		pf_audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, decision.error);
+	int result = real_bind(sock->fd, addr, len);
+	int saved = errno;
+	if (result == 0)
+		pf_sock_mark(sock, PF_FD_DONE);
+	errno = saved;
+	return result;
+}
+
+static int bind_without_port(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len)
+{
+	struct pf_call call = {.action = PF_ACT_BIND, .bind_addr = addr, .bind_len = len};
+
+	if (sock->udp)
+		return (int)pf_managed(sock, &call, true);
+	const struct pf_runtime *rt = pf_runtime();
+	struct pf_decision decision = pf_decide_call(rt, sock, &call, true);
+	if (decision.verdict == PF_VERDICT_REFUSE)
+		return (int)pf_refuse(rt, sock, decision.event, addr, NULL, decision.error);
+	if (decision.verdict == PF_VERDICT_DEFER)
+		return pf_bind_address_only(sock, addr, len);
+	return real_bind(sock->fd, addr, len);
+}
+
+int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct pf_sock sock;
+
 	pf_fd_recheck_for(fd, addr);
-	return pf_bind(fd, addr, len);
+	if (!pf_inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !pf_fits_socket(&sock, addr))
+		return real_bind(fd, addr, len);
+	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH || sock.address_bound)
+		return explicit_bind(&sock, addr, len);
+	return bind_without_port(&sock, addr, len);
 }

@@ -1,6 +1,17 @@
+/* closefrom: as close_range to the last fd. */
 #include "shim.h"
 
-PF_EXPORT void closefrom(int low_fd)
+void pf_closefrom(int low_fd)
 {
-	pf_closefrom(low_fd);
+	if (low_fd < 0)
+		low_fd = 0;
+	pf_fd_forget_range((unsigned)low_fd, ~0u);
+	pf_fd_release_holds((unsigned)low_fd, ~0u);
+	pf_fd_lock();
+	int log = pf_log_fd();
+	if (log >= low_fd)
+		pf_close_range_sparing_log((unsigned)low_fd, ~0u, 0);
+	else
+		real_closefrom(low_fd);
+	pf_fd_unlock();
 }

@@ -1,7 +1,15 @@
+/* connect: a fresh socket takes its port from the range, then connects. */
+#include <errno.h>
+
 #include "shim.h"
 
-PF_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
+int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
+	struct pf_sock sock;
+
 	pf_fd_recheck_for(fd, addr);
-	return pf_connect(fd, addr, len);
+	if (!pf_inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !pf_fits_socket(&sock, addr))
+		return real_connect(fd, addr, len);
+	struct pf_call call = {.action = PF_ACT_CONNECT, .dest = addr, .dest_len = len};
+	return (int)pf_managed(&sock, &call, sock.status == PF_FD_FRESH);
 }

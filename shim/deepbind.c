@@ -233,7 +233,7 @@ static void *open_from_callers_path(dlopen_fn next, const char *file, int flags,
  * caller's. */
 void *pf_dlopen_deepbind(const char *file, int flags)
 {
-	dlopen_fn next = (dlopen_fn)pf_real(PF_SYM_DLOPEN);
+	dlopen_fn next = (dlopen_fn)pf_real(PF_SYM_dlopen);
 	void *caller = __builtin_extract_return_addr(__builtin_return_address(0));
 
 	if (!next)
@@ -243,9 +243,7 @@ void *pf_dlopen_deepbind(const char *file, int flags)
 		handle = next(file, flags);
 	if (handle) {
 		int saved = errno;
-		pf_in_shim++;
 		rebind_deep_references(handle);
-		pf_in_shim--;
 		errno = saved;
 	}
 	return handle;

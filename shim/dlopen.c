@@ -13,13 +13,13 @@
 /* Reached when dlopen runs before the constructor resolved libc's. */
 __attribute__((used)) void *pf_dlopen_unresolved(const char *file, int flags)
 {
-	void *(*next)(const char *, int) = (void *(*)(const char *, int))pf_real(PF_SYM_DLOPEN);
+	void *(*next)(const char *, int) = (void *(*)(const char *, int))pf_real(PF_SYM_dlopen);
 	return next ? next(file, flags) : NULL;
 }
 
 #if defined(__x86_64__)
 _Static_assert(RTLD_DEEPBIND == 8, "the entry below tests bit 3");
-_Static_assert(PF_SYM_DLOPEN == 12, "the entry below reads pf_resolved[12]");
+_Static_assert(PF_SYM_dlopen == 12, "the entry below reads pf_resolved[12]");
 __asm__(".text\n"
 	".globl dlopen\n"
 	".type dlopen, @function\n"

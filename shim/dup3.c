@@ -1,6 +1,7 @@
+/* dup3: as dup2, with flags. */
 #include "shim.h"
 
-PF_EXPORT int dup3(int old_fd, int new_fd, int flags)
+int pf_dup3(int old_fd, int new_fd, int flags)
 {
-	return pf_dup3(old_fd, new_fd, flags);
+	return pf_duplicate_onto(old_fd, new_fd, flags < 0 ? 0 : flags);
 }

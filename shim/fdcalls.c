@@ -1,4 +1,5 @@
-/* close, dup2, dup3, close_range, closefrom: keep the fd table current
+/* What close, dup2, dup3, close_range and closefrom share (each one's
+ * logic is in the file named after it): they keep the fd table current
  * and keep the audit log's fd out of the program's reach.  The log fd is
  * not the program's: closing it answers EBADF as for any fd the program
  * never opened, and a dup2 onto its number moves the log elsewhere.
@@ -9,31 +10,18 @@
 
 #include "shim.h"
 
-static bool is_log_fd(int fd)
+bool pf_is_log_fd(int fd)
 {
 	return fd >= 0 && fd == pf_log_fd();
 }
 
-int pf_close(int fd)
-{
-	if (is_log_fd(fd)) {
-		errno = EBADF;
-		return -1;
-	}
-	/* Before the real close: once the number is free, another thread's
-	 * socket may take it, and its state and hold are not ours to drop. */
-	pf_fd_forget(fd);
-	pf_fd_release_hold(fd);
-	return real_close(fd);
-}
-
 /* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
-static int duplicate_onto(int old_fd, int new_fd, int flags)
+int pf_duplicate_onto(int old_fd, int new_fd, int flags)
 {
 	int result;
 
 	pf_fd_lock();
-	if (is_log_fd(old_fd)) {
+	if (pf_is_log_fd(old_fd)) {
 		pf_fd_unlock();
 		errno = EBADF;
 		return -1;
@@ -51,19 +39,9 @@ static int duplicate_onto(int old_fd, int new_fd, int flags)
 	return result;
 }
 
-int pf_dup2(int old_fd, int new_fd)
-{
-	return duplicate_onto(old_fd, new_fd, -1);
-}
-
-int pf_dup3(int old_fd, int new_fd, int flags)
-{
-	return duplicate_onto(old_fd, new_fd, flags < 0 ? 0 : flags);
-}
-
 /* Closes [first, last] except the log's fd.  CLOSE_RANGE_CLOEXEC only
  * marks fds close-on-exec, which the log already is. */
-static int close_range_sparing_log(unsigned int first, unsigned int last, int flags)
+int pf_close_range_sparing_log(unsigned int first, unsigned int last, int flags)
 {
 	int log = pf_log_fd();
 
@@ -76,33 +54,4 @@ static int close_range_sparing_log(unsigned int first, unsigned int last, int fl
 	if (result == 0 && (unsigned)log < last)
 		result = real_close_range((unsigned)log + 1, last, flags);
 	return result;
-}
-
-int pf_close_range(unsigned int first, unsigned int last, int flags)
-{
-	if (!(flags & CLOSE_RANGE_CLOEXEC) && first <= last) {
-		pf_fd_forget_range(first, last);
-		pf_fd_release_holds(first, last);
-	}
-	pf_fd_lock();
-	int result = close_range_sparing_log(first, last, flags);
-	int saved = errno;
-	pf_fd_unlock();
-	errno = saved;
-	return result;
-}
-
-void pf_closefrom(int low_fd)
-{
-	if (low_fd < 0)
-		low_fd = 0;
-	pf_fd_forget_range((unsigned)low_fd, ~0u);
-	pf_fd_release_holds((unsigned)low_fd, ~0u);
-	pf_fd_lock();
-	int log = pf_log_fd();
-	if (log >= low_fd)
-		close_range_sparing_log((unsigned)low_fd, ~0u, 0);
-	else
-		real_closefrom(low_fd);
-	pf_fd_unlock();
 }

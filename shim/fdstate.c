@@ -27,8 +27,6 @@
 _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
 _Atomic int pf_dest_checks = 1;
 
-__thread int pf_in_shim __attribute__((tls_model("initial-exec")));
-
 uint8_t pf_fd_state_for(int family, int type, int protocol)
 {
 	int base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -252,4 +250,20 @@ bool pf_sock_lookup(int fd, struct pf_sock *sock)
 	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
 	sock->options = state & PF_FD_OPTION_BITS;
 	return true;
+}
+
+static uint8_t fd_status(int fd, uint8_t *bits)
+{
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return PF_FD_UNKNOWN;
+	*bits = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	return *bits & PF_FD_STATUS_MASK;
+}
+
+/* Whether fd is one of our kind of sockets (FRESH or DONE); bits: its
+ * table entry. */
+bool pf_fd_ours(int fd, uint8_t *bits)
+{
+	uint8_t status = fd_status(fd, bits);
+	return status == PF_FD_FRESH || status == PF_FD_DONE;
 }

@@ -322,7 +322,6 @@ static void load_once(void)
 	int saved = errno, cancel_state;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-	pf_in_shim++;
 	register_atfork();
 	pthread_mutex_lock(&runtime_lock);
 	if (!atomic_load_explicit(&runtime_ready, memory_order_relaxed)) {
@@ -332,7 +331,6 @@ static void load_once(void)
 		atomic_store_explicit(&runtime_ready, 1, memory_order_release);
 	}
 	pthread_mutex_unlock(&runtime_lock);
-	pf_in_shim--;
 	pthread_setcancelstate(cancel_state, NULL);
 	errno = saved;
 }

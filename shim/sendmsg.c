@@ -1,8 +1,20 @@
+/* sendmsg: as sendto, the destination in the message header. */
+#include <errno.h>
+
 #include "shim.h"
 
-PF_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
+	struct pf_sock sock;
+
+	/* The hot path: decided from the fd table, no system call. */
 	if (msg && pf_send_passes(fd, msg->msg_name != NULL))
 		return pf_fast_real_sendmsg(fd, msg, flags);
-	return pf_sendmsg(fd, msg, flags);
+	if (!msg || !pf_sock_lookup(fd, &sock))
+		return real_sendmsg(fd, msg, flags);
+	struct pf_call call = {
+		.action = PF_ACT_SENDMSG, .dest = msg->msg_name, .dest_len = msg->msg_namelen,
+		.msg = msg, .flags = flags,
+	};
+	return pf_managed_send(&sock, &call);
 }

@@ -1,9 +1,21 @@
+/* sendto: unbound UDP (or TCP Fast Open) takes its port at the first send. */
+#include <errno.h>
+
 #include "shim.h"
 
-PF_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
-			 const struct sockaddr *addr, socklen_t addr_len)
+ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
+		  const struct sockaddr *addr, socklen_t addr_len)
 {
+	struct pf_sock sock;
+
+	/* The hot path: decided from the fd table, no system call. */
 	if (pf_send_passes(fd, addr != NULL))
 		return pf_fast_real_sendto(fd, buf, len, flags, addr, addr_len);
-	return pf_sendto(fd, buf, len, flags, addr, addr_len);
+	if (!pf_sock_lookup(fd, &sock))
+		return real_sendto(fd, buf, len, flags, addr, addr_len);
+	struct pf_call call = {
+		.action = PF_ACT_SENDTO, .dest = addr, .dest_len = addr_len,
+		.buf = buf, .len = len, .flags = flags,
+	};
+	return pf_managed_send(&sock, &call);
 }

@@ -1,6 +1,38 @@
+/* setsockopt and getsockopt, watched for what the connect path needs:
+ * whether the program chose SO_REUSEADDR itself, and whether it steers
+ * routing (then the kernel picks the source address at connect).
+ *
+ * A TCP client socket is bound with SO_REUSEADDR so that its port is
+ * shared across destinations; the program must still read what it set.
+ * Turning the option off at once would end the sharing for that port
+ * (every later bind to it conflicts), so it is turned off when the
+ * program looks at it or sets it, and only then. */
+#include <errno.h>
+
 #include "shim.h"
 
-PF_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+static bool steers_routing(int level, int name)
 {
-	return pf_setsockopt(fd, level, name, value, len);
+	return level == SOL_SOCKET &&
+	       (name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX || name == SO_MARK ||
+		name == SO_DONTROUTE);
+}
+
+int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	int result = real_setsockopt(fd, level, name, value, len);
+	int saved = errno;
+	uint8_t bits;
+
+	if (result == 0 && pf_fd_ours(fd, &bits)) {
+		if (level == SOL_SOCKET && name == SO_REUSEADDR)
+			pf_fd_set_options(fd, PF_FD_REUSE_APP, PF_FD_REUSE_OURS);
+		else if (level == SOL_SOCKET && name == SO_LINGER && value && len >= sizeof(struct linger))
+			pf_fd_note_linger(fd, ((const struct linger *)value)->l_onoff &&
+						      !((const struct linger *)value)->l_linger);
+		else if (steers_routing(level, name))
+			pf_fd_set_options(fd, PF_FD_ROUTED, 0);
+	}
+	errno = saved;
+	return result;
 }

@@ -1,6 +1,10 @@
 /* Internals of libportfence.so.  Three layers per interposed call, as in
- * socket_wrapper: the real libc symbol (real.c), the logic (calls.c,
- * assign.c), and the exported symbol (one thin file per call). */
+ * socket_wrapper, all made from one table, hooks.def: the real libc
+ * symbol (real_NAME, real.c), the logic (pf_NAME, in NAME.c, over the
+ * shared steps in calls.c and assign.c), and the exported symbol
+ * (exports.c; the version script is made from the same table).
+ *
+ * The sections below name the file that defines what they declare. */
 #ifndef PORTFENCE_SHIM_H
 #define PORTFENCE_SHIM_H
 
@@ -22,30 +26,17 @@
 
 /* ---- real.c: the next definition of each symbol, never our own ---- */
 enum pf_symbol {
-	PF_SYM_SOCKET, PF_SYM_CONNECT, PF_SYM_BIND, PF_SYM_LISTEN, PF_SYM_SENDTO,
-	PF_SYM_SENDMSG, PF_SYM_SENDMMSG, PF_SYM_CLOSE, PF_SYM_DUP2, PF_SYM_DUP3,
-	PF_SYM_CLOSE_RANGE, PF_SYM_CLOSEFROM, PF_SYM_DLOPEN, PF_SYM_SETSOCKOPT,
-	PF_SYM_GETSOCKOPT, PF_SYM_GETSOCKNAME, PF_SYM_COUNT
+#define PF_HOOK(type, name, params, args, fallback) PF_SYM_##name,
+#include "hooks.def"
+	PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
 extern _Atomic(void *) pf_resolved[PF_SYM_COUNT];
-int real_socket(int domain, int type, int protocol);
-int real_connect(int fd, const struct sockaddr *addr, socklen_t len);
-int real_bind(int fd, const struct sockaddr *addr, socklen_t len);
-int real_listen(int fd, int backlog);
-ssize_t real_sendto(int fd, const void *buf, size_t len, int flags,
-		    const struct sockaddr *addr, socklen_t addr_len);
-ssize_t real_sendmsg(int fd, const struct msghdr *msg, int flags);
-int real_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags);
-int real_close(int fd);
-int real_dup2(int old_fd, int new_fd);
-int real_dup3(int old_fd, int new_fd, int flags);
-int real_close_range(unsigned int first, unsigned int last, int flags);
-void real_closefrom(int low_fd);
-int real_setsockopt(int fd, int level, int name, const void *value, socklen_t len);
-int real_getsockopt(int fd, int level, int name, void *value, socklen_t *len);
-int real_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+/* real_NAME for each call of hooks.def (not dlopen's). */
+#define PF_HOOK(type, name, params, args, fallback) type real_##name params;
+#define PF_HOOK_ENTRY(type, name, params)
+#include "hooks.def"
 
 /* ---- deepbind.c: libraries opened with RTLD_DEEPBIND ---- */
 /* The names of the calls the shim interposes, PF_SYM_COUNT of them. */
@@ -53,9 +44,6 @@ extern const char *const pf_symbol_names[PF_SYM_COUNT];
 /* dlopen with RTLD_DEEPBIND, then the new objects' references to the
  * interposed calls bound as the rest of the program's are. */
 void *pf_dlopen_deepbind(const char *file, int flags);
-
-/* ---- guard: the shim's own calls never re-enter it ---- */
-extern __thread int pf_in_shim __attribute__((tls_model("initial-exec")));
 
 /* ---- fdstate.c: what we know of each fd, without a syscall ---- */
 #define PF_FD_UNKNOWN 0u	/* never seen: classify with getsockopt */
@@ -103,7 +91,7 @@ typedef ssize_t (*pf_sendmsg_fn)(int, const struct msghdr *, int);
 static inline ssize_t pf_fast_real_sendto(int fd, const void *buf, size_t len, int flags,
 					  const struct sockaddr *addr, socklen_t addr_len)
 {
-	pf_sendto_fn fn = (pf_sendto_fn)atomic_load_explicit(&pf_resolved[PF_SYM_SENDTO],
+	pf_sendto_fn fn = (pf_sendto_fn)atomic_load_explicit(&pf_resolved[PF_SYM_sendto],
 							     memory_order_relaxed);
 	return fn ? fn(fd, buf, len, flags, addr, addr_len)
 		  : real_sendto(fd, buf, len, flags, addr, addr_len);
@@ -111,7 +99,7 @@ static inline ssize_t pf_fast_real_sendto(int fd, const void *buf, size_t len, i
 
 static inline ssize_t pf_fast_real_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	pf_sendmsg_fn fn = (pf_sendmsg_fn)atomic_load_explicit(&pf_resolved[PF_SYM_SENDMSG],
+	pf_sendmsg_fn fn = (pf_sendmsg_fn)atomic_load_explicit(&pf_resolved[PF_SYM_sendmsg],
 							       memory_order_relaxed);
 	return fn ? fn(fd, msg, flags) : real_sendmsg(fd, msg, flags);
 }
@@ -153,7 +141,11 @@ void pf_sock_note_our_reuse(const struct pf_sock *sock);
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local);
 bool pf_sock_has_port(const struct pf_sock *sock);
 socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr);
-/* The hold a connected socket keeps until its close. */
+/* Whether fd is one of our kind of sockets (FRESH or DONE); bits: its
+ * table entry. */
+bool pf_fd_ours(int fd, uint8_t *bits);
+
+/* ---- fdholds.c: the hold a connected socket keeps until its close ---- */
 void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
 void pf_fd_release_hold(int fd);
 void pf_fd_new_socket(int fd);
@@ -212,7 +204,6 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local, bool exact,
 		    const struct sockaddr *remote, unsigned attempts, int error);
-int pf_log_open(const char *path, char *why, size_t why_len);
 bool pf_logging(void);
 void pf_log_enable_syslog(bool enabled);
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record);
@@ -223,6 +214,7 @@ void pf_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void pf_stderr_line(const char *text, size_t len);
 
 /* ---- logfile.c: the log file, its fd, rotation ---- */
+int pf_log_open(const char *path, char *why, size_t why_len);
 #define PF_RECORD_IOV PF_RECORD_PIECES
 /* Appends one record (count <= PF_RECORD_IOV pieces) with one writev. */
 void pf_log_write(const struct iovec *record, int count);
@@ -269,23 +261,46 @@ void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *
 /* The real call a pf_call stands for, on the socket as it is. */
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 
-/* ---- calls.c: the logic of each interposed call ---- */
-int pf_connect(int fd, const struct sockaddr *addr, socklen_t len);
-int pf_bind(int fd, const struct sockaddr *addr, socklen_t len);
-int pf_listen(int fd, int backlog);
-ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
-		  const struct sockaddr *addr, socklen_t addr_len);
-ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags);
-int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags);
-int pf_socket(int domain, int type, int protocol);
-int pf_close(int fd);
-int pf_dup2(int old_fd, int new_fd);
-int pf_dup3(int old_fd, int new_fd, int flags);
-int pf_close_range(unsigned int first, unsigned int last, int flags);
-void pf_closefrom(int low_fd);
-int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len);
-int pf_getsockopt(int fd, int level, int name, void *value, socklen_t *len);
-int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+/* ---- NAME.c (connect.c, bind.c, ...): the logic of each call of
+ * hooks.def, pf_NAME, which the exported NAME calls ---- */
+#define PF_HOOK(type, name, params, args, fallback) type pf_##name params;
+#define PF_HOOK_ENTRY(type, name, params)
+#include "hooks.def"
+
+/* ---- calls.c: the steps the calls share: decide, then act ---- */
+bool pf_inet_address(const struct sockaddr *addr, socklen_t len);
+/* An address of the socket's own family (another is the kernel's to
+ * refuse). */
+bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr);
+void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
+		    enum pf_event event, const struct sockaddr *local,
+		    const struct sockaddr *remote, int error);
+/* Writes the record, then fails with error. */
+ssize_t pf_refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
+		  enum pf_event event, const struct sockaddr *local,
+		  const struct sockaddr *remote, int error);
+/* The core's verdict on question, asked for sock: fills in what the
+ * runtime knows, and asks the socket's TCP state only when the verdict
+ * depends on it. */
+struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
+			  struct pf_question *question);
+/* What the policy says of call on sock (pf_decide, asked for this call). */
+struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
+				  const struct pf_call *call, bool needs_port);
+/* Decides, then acts: pass, audit, refuse, or take a port and call. */
+ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port);
+/* A send is ours when it implicitly binds (unbound UDP with a
+ * destination, or TCP Fast Open). */
+bool pf_send_is_ours(const struct pf_sock *sock, int flags);
+bool pf_send_needs_port(const struct pf_sock *sock, bool has_dest, int flags);
+ssize_t pf_managed_send(struct pf_sock *sock, struct pf_call *call);
+
+/* ---- fdcalls.c: what close, dup2, dup3, close_range, closefrom share ---- */
+bool pf_is_log_fd(int fd);
+/* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
+int pf_duplicate_onto(int old_fd, int new_fd, int flags);
+/* Closes [first, last] except the log's fd. */
+int pf_close_range_sparing_log(unsigned int first, unsigned int last, int flags);
 
 /* ---- tuple.c: the source toward a destination, and the kernel's word
  * on a 4-tuple ---- */

@@ -1,6 +1,17 @@
+/* socket: the fd table learns the new socket's kind. */
+#include <errno.h>
+
 #include "shim.h"
 
-PF_EXPORT int socket(int domain, int type, int protocol)
+int pf_socket(int domain, int type, int protocol)
 {
-	return pf_socket(domain, type, protocol);
+	int fd = real_socket(domain, type, protocol);
+
+	if (fd >= 0) {
+		int saved = errno;
+		pf_fd_set(fd, pf_fd_state_for(domain, type, protocol));
+		pf_fd_new_socket(fd);
+		errno = saved;
+	}
+	return fd;
 }

@@ -1,0 +1,35 @@
+/* The BPF backend's commands in a build without it (make BPF=0): each
+ * says so in one line and exits 1, the backend's refusal status. */
+#include <stdio.h>
+
+#include "bpf_cli.h"
+
+static int absent(void)
+{
+	fputs("portfence: this build has no BPF backend (built with BPF=0)\n", stderr);
+	return 1;
+}
+
+int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command)
+{
+	(void)config, (void)app_name, (void)audit, (void)command;
+	return absent();
+}
+
+int cmd_attach(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	return absent();
+}
+
+int cmd_detach(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	return absent();
+}
+
+int cmd_daemon(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	return absent();
+}
