@@ -22,7 +22,7 @@ SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
 ALL_CFLAGS = -std=gnu11 -Wall -Wextra -Werror $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden \
-             -D_GNU_SOURCE -I. -Ipolicy -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
+             -D_GNU_SOURCE -I. -DPF_LIBDIR='"$(LIBDIR_INSTALLED)"'
 ALL_LDFLAGS = $(LDFLAGS)
 # A failed recipe leaves no half-written target behind.
 .DELETE_ON_ERROR:
@@ -44,7 +44,10 @@ NETNS = unshare -n sh tests/netns.sh
 # other build; where BPF cannot load, its tests report skipped.
 INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime|log)/*',)
 
-POLICY_SRC = $(wildcard policy/*.c)
+# The rooms under the shim and the tool (HACKING.md): reading the policy
+# (config/), deciding (core/), asking the kernel (kernel/), the record
+# (record/).  Includes carry the room: "core/holds.h".
+POLICY_SRC = $(wildcard config/*.c core/*.c kernel/*.c record/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
 # The BPF backend: programs (*.bpf.c, built by clang for the BPF target),
 # their user-space loader, and the commands that use it, linked into the
@@ -229,9 +232,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = policy rule
 FUZZ_DIR = $(BUILD)/fuzz
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(POLICY_SRC) $(wildcard core/*.h policy/*.h)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(POLICY_SRC) $(wildcard config/*.h core/*.h kernel/*.h record/*.h)
 	@mkdir -p $(FUZZ_DIR)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Ipolicy -Itests/fuzz \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Itests/fuzz \
 	  $(POLICY_SRC) $< -lconfig -o $@
 
 $(FUZZ_DIR)/replay_%: tests/fuzz/fuzz_%.c $(POLICY_LIB)

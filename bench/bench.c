@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 #include "bench.h"
 
 struct settings settings;

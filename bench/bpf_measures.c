@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "cgroup.h"
-#include "pins.h"
+#include "kernel/cgroup.h"
+#include "kernel/pins.h"
 
 struct bpf_bench {
 	char tool[PATH_MAX];

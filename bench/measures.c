@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 #include "bench.h"
 
 #define MAX_ROUNDS 15

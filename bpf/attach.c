@@ -13,7 +13,7 @@
 #include <bpf/libbpf.h>
 
 #include "loader_internal.h"
-#include "pins.h"
+#include "kernel/pins.h"
 #include "portfence.skel.h"
 
 #define PROGRAM_COUNT 11

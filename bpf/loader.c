@@ -18,11 +18,11 @@
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 #include "loader.h"
 #include "loader_internal.h"
 #include "portfence.skel.h"
-#include "state.h"
+#include "core/state.h"
 
 static void say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(char *why, size_t len, const char *fmt, ...)

@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cgroup.h"
-#include "pins.h"
-#include "policy.h"
+#include "kernel/cgroup.h"
+#include "kernel/pins.h"
+#include "config/policy.h"
 
 /* Where attachments are pinned: PF_BPF_PIN_ROOT/APP/ holds the app's
  * maps, PF_BPF_PIN_ROOT/APP/NAME/ the links of one cgroup (NAME: the

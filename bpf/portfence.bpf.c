@@ -366,7 +366,7 @@ static __always_inline void record_simple(const struct dest *d, __u32 event, __u
 	pf_audit(d, &f);
 }
 
-/* ---- SipHash-2-4, as policy/rng.c's pf_siphash -------------------- */
+/* ---- SipHash-2-4, as core/rng.c's pf_siphash -------------------- */
 
 static __always_inline __u64 rotl(__u64 x, int b)
 {

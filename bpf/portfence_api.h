@@ -7,7 +7,7 @@
 
 #include <linux/types.h>
 
-/* enum pf_algorithm's values (policy/policy.h), fixed here because the
+/* enum pf_algorithm's values (config/policy.h), fixed here because the
  * BPF side cannot include the policy library. */
 #define PF_BPF_ALGO_SEQUENTIAL 0
 #define PF_BPF_ALGO_RANDOM 1

@@ -21,7 +21,7 @@
 
 #include "loader_internal.h"
 #include "portfence.skel.h"
-#include "record.h"
+#include "record/record.h"
 
 #define BATCH_BYTES 65536
 /* kernfs file handles (cgroups) carry the 64-bit cgroup id. */

@@ -2,7 +2,7 @@
  * (portfence.bpf.c), the loader and the unit tests, so it uses only
  * <linux/types.h>, no libc, and loops with constant bounds.
  *
- * policy/bpf_rules.c compiles an app's deny and allow lists into four
+ * config/bpf_rules.c compiles an app's deny and allow lists into four
  * BPF_MAP_TYPE_LPM_TRIE maps (deny4, deny6, allow4, allow6; flags
  * BPF_F_NO_PREALLOC) keyed by struct pf_bpf_lpm{4,6}_key, valued by
  * struct pf_bpf_port_spans.  A lookup returns only the longest matching

@@ -1,4 +1,4 @@
-/* The app's rules, compiled by policy/bpf_rules.c, into the programs'
+/* The app's rules, compiled by config/bpf_rules.c, into the programs'
  * LPM tries: sized before the load, filled after it. */
 #include <errno.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "bpf_rules.h"
+#include "config/bpf_rules.h"
 #include "loader_internal.h"
 #include "portfence.skel.h"
 

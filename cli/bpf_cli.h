@@ -5,7 +5,7 @@
 #include <stdbool.h>
 
 #include "loader.h"
-#include "policy.h"
+#include "config/policy.h"
 
 int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command);
 int cmd_attach(int argc, char **argv);

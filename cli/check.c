@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "kernel_ports.h"
-#include "policy.h"
+#include "kernel/kernel_ports.h"
+#include "config/policy.h"
 
 static const char *protocol_text(unsigned protocols)
 {

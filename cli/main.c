@@ -5,7 +5,7 @@
 
 #include "bpf_cli.h"
 #include "cli.h"
-#include "policy.h"
+#include "config/policy.h"
 
 static const char usage_text[] =
 	"usage: portfence run [-c POLICY] [-a APP] [--audit] [--bpf] -- COMMAND [ARG...]\n"

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "policy.h"
+#include "config/policy.h"
 
 #define MAX_LINE (64 * 1024)
 #define HISTOGRAM_BINS 50

@@ -14,8 +14,8 @@
 #include "bpf_cli.h"
 #include "cli.h"
 #include "loader.h"
-#include "pins.h"
-#include "sockdiag.h"
+#include "kernel/pins.h"
+#include "kernel/sockdiag.h"
 #include "status.h"
 
 const char *const status_state_names[STATE_COUNT] = {"established", "time-wait", "listen", "other"};

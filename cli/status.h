@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "policy.h"
+#include "config/policy.h"
 
 enum status_state { STATE_ESTABLISHED, STATE_TIME_WAIT, STATE_LISTEN, STATE_OTHER, STATE_COUNT };
 extern const char *const status_state_names[STATE_COUNT];

@@ -2,7 +2,7 @@
  * like every header in core/, compiles as BPF C (clang -target bpf) and
  * as host C: kernel types only, no libc.  Where user space has its own
  * name for a value (enum pf_algorithm, errno.h, PF_BPF_*), the value is
- * taken from here or tied to it by _Static_assert (policy/decide.c,
+ * taken from here or tied to it by _Static_assert (core/decide.c,
  * bpf/core_ties.c). */
 #ifndef PORTFENCE_CORE_CONSTANTS_H
 #define PORTFENCE_CORE_CONSTANTS_H
@@ -46,7 +46,7 @@
 #define PF_CORE_EVENT_AUDIT 3
 
 /* The errno values the verdicts answer (Linux's asm-generic numbers;
- * policy/decide.c asserts them against <errno.h>). */
+ * core/decide.c asserts them against <errno.h>). */
 #define PF_CORE_EPERM 1
 #define PF_CORE_EAGAIN 11
 #define PF_CORE_EACCES 13

@@ -1,5 +1,5 @@
 /* Each algorithm's candidate sequence, as pure functions both backends
- * drive: the shim's pf_algorithm_pick (policy/algorithm.c) with a loop,
+ * drive: the shim's pf_algorithm_pick (core/algorithm.c) with a loop,
  * the BPF programs with bpf_loop.  A driver fills a struct pf_core_walk
  * from the app's state, then for k = 0 .. pf_core_tries() - 1 draws a
  * random number below pf_core_draw_bound(w, k) when that is not 0, asks

@@ -1,6 +1,6 @@
 /* The whole verdict for one call, as a pure function of a small question
  * that each backend gathers (the shim in shim/calls.c through
- * policy/decide.c, the BPF programs in their hooks).  The backend then
+ * core/decide.c, the BPF programs in their hooks).  The backend then
  * only acts on the answer: makes the call, takes a port from the range,
  * writes the record, or fails with the errno.
  *

@@ -19,9 +19,9 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "holds.h"
+#include "core/holds.h"
 #include "shim.h"
-#include "sockdiag.h"
+#include "kernel/sockdiag.h"
 
 #ifndef IP_LOCAL_PORT_RANGE
 #define IP_LOCAL_PORT_RANGE 51

@@ -1,6 +1,6 @@
 /* Audit records: one JSON object per line, appended with a single
  * write(2) so that concurrent processes never interleave.  The line is
- * policy/record.c's, the same the BPF daemon writes; app and exe are
+ * record/record.c's, the same the BPF daemon writes; app and exe are
  * escaped once, at start-up, and go in as pieces of their own. */
 #include <errno.h>
 #include <fcntl.h>

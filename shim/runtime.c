@@ -17,7 +17,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "kernel_ports.h"
+#include "kernel/kernel_ports.h"
 #include "shim.h"
 
 static struct pf_runtime runtime;

@@ -15,12 +15,12 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "algorithm.h"
-#include "decide.h"
-#include "holds.h"
-#include "policy.h"
-#include "record.h"
-#include "sockdiag.h"
+#include "core/algorithm.h"
+#include "core/decide.h"
+#include "core/holds.h"
+#include "config/policy.h"
+#include "record/record.h"
+#include "kernel/sockdiag.h"
 
 #define PF_EXPORT __attribute__((visibility("default")))
 

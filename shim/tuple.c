@@ -14,9 +14,9 @@
 #include <unistd.h>
 #include <linux/netlink.h>
 
-#include "holds.h"
+#include "core/holds.h"
 #include "shim.h"
-#include "sockdiag.h"
+#include "kernel/sockdiag.h"
 
 /* How long a learned source address is trusted: routes and addresses
  * that change are followed within this time. */

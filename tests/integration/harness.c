@@ -1,6 +1,6 @@
 #include "harness.h"
 
-#include "state.h"
+#include "core/state.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>

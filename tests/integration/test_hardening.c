@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "state.h"
+#include "core/state.h"
 
 static unsigned value_of(const char *out, const char *key)
 {

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "state.h"
+#include "core/state.h"
 
 /* The sh block that follows "<!-- scenario: NAME -->" in README.md. */
 static char *scenario(const char *name)

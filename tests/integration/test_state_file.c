@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "state.h"
+#include "core/state.h"
 
 #define RANGE_LO 62000
 #define RANGE_HI 62999

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 
 struct port_space {
 	uint8_t busy[65536];

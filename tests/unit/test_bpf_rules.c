@@ -1,5 +1,5 @@
 /* The BPF backend's rule maps decide exactly as pf_app_permits() does.
- * The policy is compiled (policy/bpf_rules.c), the kernel's LPM lookup is
+ * The policy is compiled (config/bpf_rules.c), the kernel's LPM lookup is
  * emulated by brute force (the entry with the longest prefix that holds
  * the key), and the verdict is taken with bpf/rules_api.h called the way
  * the BPF programs call it: from the raw user_ip4 / user_ip6 / user_port
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "bpf_rules.h"
-#include "policy.h"
+#include "config/bpf_rules.h"
+#include "config/policy.h"
 #include "test_random.h"
 
 /* ---- the BPF side, emulated ---- */

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "core/verdict.h"
-#include "decide.h"
+#include "core/decide.h"
 
 struct row {
 	const char *name;

@@ -10,9 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "decide.h"
-#include "holds.h"
-#include "sockdiag.h"
+#include "core/decide.h"
+#include "core/holds.h"
+#include "kernel/sockdiag.h"
 
 #define PORTS 16
 #define QUARANTINE 10

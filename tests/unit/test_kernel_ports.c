@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kernel_ports.h"
+#include "kernel/kernel_ports.h"
 
 Test(kernel_ports, reserved_list_parses)
 {

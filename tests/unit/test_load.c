@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "policy.h"
+#include "config/policy.h"
 
 #define FIXTURES "tests/fixtures"
 

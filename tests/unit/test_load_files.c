@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "policy.h"
+#include "config/policy.h"
 
 static char dir[] = "/tmp/pf-unit-files-XXXXXX";
 

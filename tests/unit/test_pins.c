@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "pins.h"
+#include "kernel/pins.h"
 
 static void expect_round_trip(const char *path, const char *encoded)
 {

@@ -1,4 +1,4 @@
-/* The audit record (policy/record.c): every field, parsed back with
+/* The audit record (record/record.c): every field, parsed back with
  * jansson; hostile strings; IPv6 text; the BPF fields. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "record.h"
+#include "record/record.h"
 
 static struct sockaddr_in v4(const char *addr, uint16_t port)
 {

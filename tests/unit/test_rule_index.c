@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "policy.h"
+#include "config/policy.h"
 #include "test_random.h"
 
 /* Addresses come from a few bases so that rules nest, share prefixes and

@@ -4,7 +4,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "policy.h"
+#include "config/policy.h"
 
 static struct sockaddr_in v4(const char *addr, uint16_t port)
 {

@@ -1,7 +1,7 @@
 /* App selection: PORTFENCE_APP, exe globs, program-name globs, default. */
 #include <criterion/criterion.h>
 
-#include "policy.h"
+#include "config/policy.h"
 
 static struct pf_policy policy;
 

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 #include "core/flow.h"
 #include "core/sequence.h"
 #include "core/siphash.h"

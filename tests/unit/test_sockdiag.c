@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sockdiag.h"
+#include "kernel/sockdiag.h"
 
 struct seen {
 	int count;

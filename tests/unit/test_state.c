@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "algorithm.h"
+#include "core/algorithm.h"
 
 static char dir[64];
 

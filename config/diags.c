@@ -1,5 +1,5 @@
 /* Diagnostics and algorithm names. */
-#include "policy.h"
+#include "config/policy.h"
 
 #include <stdarg.h>
 #include <stdio.h>

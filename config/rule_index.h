@@ -3,7 +3,7 @@
 #ifndef PORTFENCE_RULE_INDEX_H
 #define PORTFENCE_RULE_INDEX_H
 
-#include "policy.h"
+#include "config/policy.h"
 
 /* A destination once IPv4-mapped addresses are folded: addr holds 4 bytes
  * for AF_INET, 16 for AF_INET6, and points into the caller's sockaddr or

@@ -1,7 +1,7 @@
 /* Loading and validating a policy with libconfig.  Every problem found is
  * reported as FILE:LINE: message; loading goes on after an error so that
  * one run of `portfence check` shows them all. */
-#include "policy.h"
+#include "config/policy.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "algorithm.h"
-#include "state.h"
+#include "core/algorithm.h"
+#include "core/state.h"
 
 enum pf_hold_verdict {
 	PF_HOLD_FREE,		/* ours before, released long enough ago */

@@ -11,7 +11,7 @@
 #ifndef PORTFENCE_BPF_RULES_H
 #define PORTFENCE_BPF_RULES_H
 
-#include "policy.h"
+#include "config/policy.h"
 #include "../bpf/rules_api.h"
 
 struct pf_bpf_entry4 {

@@ -1,4 +1,4 @@
-#include "pins.h"
+#include "kernel/pins.h"
 
 #include <string.h>
 

@@ -8,13 +8,13 @@
  * kernel shows it; until then, the kernel's "free" says nothing of it.
  * Anything read from the table is only a hint: a wrong word can make a
  * port look busy or clean, never make us read outside the table. */
-#include "holds.h"
+#include "core/holds.h"
 
 #include <string.h>
 #include <time.h>
 
 #include "core/flow.h"
-#include "rng.h"
+#include "core/rng.h"
 
 #define STATE_SHIFT 30
 #define HELD (1ull << STATE_SHIFT)

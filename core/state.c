@@ -4,7 +4,7 @@
  * place, so a process never sees a half-written one and concurrent
  * creators agree on one winner; a bad file is rebuilt under a lock on
  * the directory, so concurrent rebuilders agree too. */
-#include "state.h"
+#include "core/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "rng.h"
+#include "core/rng.h"
 
 int pf_state_default_dir(const char *xdg_runtime_dir, char *buf, size_t len)
 {

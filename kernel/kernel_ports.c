@@ -1,4 +1,4 @@
-#include "kernel_ports.h"
+#include "kernel/kernel_ports.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,7 +12,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
-#include "decide.h"
+#include "core/decide.h"
 
 struct pf_record_fields {
 	const struct timespec *when;	/* NULL: now (CLOCK_REALTIME) */

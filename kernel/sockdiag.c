@@ -3,7 +3,7 @@
  * sockets included) and fall back to a listener on the local port.  The
  * calls are raw system calls: inside the shim they must not re-enter the
  * interposed socket functions, and errno is the caller's. */
-#include "sockdiag.h"
+#include "kernel/sockdiag.h"
 
 #include <errno.h>
 #include <linux/inet_diag.h>

@@ -1,5 +1,5 @@
 /* Which app of the policy applies to a process. */
-#include "policy.h"
+#include "config/policy.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * so a judgement walks one path from the root (at most 33 or 129 nodes,
  * fewer since single-child chains are compressed) and binary-searches the
  * ranges met on the way.  The shape is the one a BPF LPM trie takes. */
-#include "rule_index.h"
+#include "config/rule_index.h"
 
 #include <netinet/in.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "record.h"
+#include "record/record.h"
 
 /* Inline, so that a literal's copy is a few moves, not a call: the
  * record is some forty appends. */

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cgroup.h"
+#include "kernel/cgroup.h"
 
 int pf_cgroup2_mount(char *buf, size_t len)
 {

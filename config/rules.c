@@ -1,6 +1,6 @@
 /* Destination rules: "CIDR", "CIDR:PORT", "CIDR:LO-HI"; IPv6 in brackets. */
-#include "policy.h"
-#include "rule_index.h"
+#include "config/policy.h"
+#include "config/rule_index.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

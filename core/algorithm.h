@@ -7,9 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "policy.h"
-#include "rng.h"
-#include "state.h"
+#include "config/policy.h"
+#include "core/rng.h"
+#include "core/state.h"
 
 /* The return codes of a port search, one enum so that no two mean the
  * same number.  The try callback answers PF_TRY_TAKEN or PF_TRY_BUSY for

@@ -1,4 +1,4 @@
-#include "decide.h"
+#include "core/decide.h"
 
 #include <errno.h>
 

@@ -7,7 +7,7 @@
  * process took values in between, the walk may have skipped ports, and a
  * full walk of the range follows, so that no algorithm ever reports
  * exhaustion while a port is free. */
-#include "algorithm.h"
+#include "core/algorithm.h"
 
 #include "core/flow.h"
 #include "core/sequence.h"

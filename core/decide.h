@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 
 #include "core/verdict.h"
-#include "policy.h"
+#include "config/policy.h"
 
 enum pf_event {
 	PF_EVENT_ASSIGN = PF_CORE_EVENT_ASSIGN,

@@ -8,7 +8,7 @@
  * Sorted by address then length, prefixes come in depth-first order (a
  * prefix before the ones inside it), so a stack of the open ancestors
  * gives each entry its parent's union: O(n log n) for n rules. */
-#include "bpf_rules.h"
+#include "config/bpf_rules.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
