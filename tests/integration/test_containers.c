@@ -25,6 +25,8 @@
 #define RUNC "/usr/sbin/runc"
 
 static struct {
+	char cgroups[4][PATH_MAX];	/* made by the test, removed deepest first */
+	int cgroup_count;
 	struct sandbox sb;
 	bool sandboxed;
 	char bundles[PATH_MAX], rootfs[PATH_MAX];
@@ -48,6 +50,8 @@ static void stop_daemon(void)
 static void teardown(void)
 {
 	stop_daemon();
+	while (fx.cgroup_count > 0)
+		rmdir(fx.cgroups[--fx.cgroup_count]);
 	if (fx.serving)
 		server_stop(&fx.srv);
 	if (fx.sandboxed)
@@ -313,5 +317,52 @@ Test(containers, a_hundred_containers_connect_at_birth_without_a_leak)
 	cr_expect_eq(leaks, 0, "%d of %d containers connected from outside [%d, %d]; first: %s", leaks, COUNT, LO, HI,
 		     first_leak);
 	cr_expect_eq(failed, 0, "%d containers could not connect", failed);
+	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
+}
+
+/* A cgroup one app's glob matches, inside a cgroup another app confines:
+ * the programs of both would judge its sockets, so the daemon refuses it
+ * with one line naming both apps (never a silent choice); it stays
+ * confined by the enclosing app, whose attachment it inherits. */
+Test(containers, a_cgroup_inside_another_apps_is_refused_with_a_line)
+{
+	enum { OUTER_LO = 62600, OUTER_HI = 62619, INNER_LO = 62620, INNER_HI = 62639 };
+	char mount[PATH_MAX], apps[1024], outer[128], command[PATH_MAX * 2];
+	const char *missing = bpf_machine_missing(mount, sizeof(mount));
+
+	if (missing)
+		cr_skip_test("%s", missing);
+	snprintf(outer, sizeof(outer), "pf-test-%d-outer", (int)getpid());
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"outer\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+		 "         { name = \"inner\"; range = [ %d, %d ]; cgroups = [ \"%s/*\" ]; } );",
+		 OUTER_LO, OUTER_HI, outer, INNER_LO, INNER_HI, outer);
+	sandbox_init(&fx.sb, apps);
+	fx.sandboxed = true;
+	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
+	fx.serving = true;
+	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/%s", mount, outer);
+	cr_assert_eq(mkdir(fx.cgroups[0], 0755), 0, "mkdir %s: %s", fx.cgroups[0], strerror(errno));
+	fx.cgroup_count = 1;
+	daemon_start();
+	cr_assert(strstr(daemon_output(), "outer attached to"), "the existing cgroup was not confined at start:\n%s",
+		  daemon_output());
+	snprintf(fx.cgroups[1], PATH_MAX, "%.3000s/%s/box", mount, outer);
+	cr_assert_eq(mkdir(fx.cgroups[1], 0755), 0, "mkdir %s: %s", fx.cgroups[1], strerror(errno));
+	fx.cgroup_count = 2;
+	for (int tenths = 0; tenths < 50 && !strstr(daemon_output(), "refused"); tenths++)
+		usleep(100000);
+	const char *said = strstr(daemon_output(), "refused");
+	cr_expect(said && strstr(daemon_output(), "'inner'") && strstr(daemon_output(), "'outer'"),
+		  "no line refusing %s/box naming both apps:\n%s", outer, daemon_output());
+	snprintf(command, sizeof(command), "echo $$ > '%s/cgroup.procs' && exec '%s' tcp 127.0.0.1 %u", fx.cgroups[1],
+		 build_path("bpf-static-client"), fx.srv.port);
+	char *argv[] = {"sh", "-c", command, NULL};
+	static struct run_result r;
+	run_program(&r, argv, NULL, NULL);
+	const char *local = strstr(r.out, "local ");
+	uint16_t port = local ? address_port(local + 6) : 0;
+	cr_expect(in_range(port, OUTER_LO, OUTER_HI), "a process in %s/box connected from %u, not from the enclosing "
+		  "app's [%d, %d]: %s%s", outer, port, OUTER_LO, OUTER_HI, r.out, r.err);
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
 }
