@@ -200,8 +200,9 @@ static int confine(struct daemon_state *state, struct served_app *served, const 
 	if (!grow(&served->cgroups, &served->cgroup_cap, served->cgroup_count, sizeof(*served->cgroups)))
 		return say(why, len, "out of memory"), -1;
 	int rc = pf_bpf_attach(served->loaded, full, relative, true, &attachment, reason, sizeof(reason));
-	if (rc == -ENOENT || rc == -ENOTDIR)
-		return 0;	/* removed meanwhile, or not a cgroup */
+	struct stat now;
+	if (rc == -ENOENT || rc == -ENOTDIR || (rc < 0 && stat(full, &now) < 0))
+		return 0;	/* removed meanwhile (a container that ended at once), or not a cgroup */
 	if (rc < 0)
 		return say(why, len, "%s: %s", served->app->name, reason), -1;
 	char *copy = strdup(relative);

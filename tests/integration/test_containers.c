@@ -317,6 +317,17 @@ Test(containers, a_hundred_containers_connect_at_birth_without_a_leak)
 	cr_expect_eq(leaks, 0, "%d of %d containers connected from outside [%d, %d]; first: %s", leaks, COUNT, LO, HI,
 		     first_leak);
 	cr_expect_eq(failed, 0, "%d containers could not connect", failed);
+	/* Each ended container's cgroup went, and with it its links and pins. */
+	int pinned = -1;
+	for (int tenths = 0; tenths < 50 && pinned != 0; tenths++) {
+		struct run_result r;
+		char *count[] = {"sh", "-c", "find /sys/fs/bpf/portfence/ctr -mindepth 1 -type d | wc -l", NULL};
+		run_program(&r, count, NULL, NULL);
+		pinned = atoi(r.out);
+		if (pinned)
+			usleep(100000);
+	}
+	cr_expect_eq(pinned, 0, "%d cgroups of ended containers are still pinned", pinned);
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
 }
 
