@@ -152,10 +152,18 @@ static const struct served_app *confined_below(const struct daemon_state *state,
 	return NULL;
 }
 
-static bool app_matches(const struct pf_app *app, const char *relative)
+/* An entry may name the mount itself ("/sys/fs/cgroup/unified/x-*"):
+ * what follows it. */
+static const char *under_mount(const struct daemon_state *state, const char *glob)
+{
+	size_t len = strlen(state->mount);
+	return strncmp(glob, state->mount, len) == 0 && glob[len] == '/' ? glob + len : glob;
+}
+
+static bool app_matches(const struct daemon_state *state, const struct pf_app *app, const char *relative)
 {
 	for (size_t g = 0; g < app->cgroups.count; g++)
-		if (pf_cgroup_glob_match(app->cgroups.globs[g], relative))
+		if (pf_cgroup_glob_match(under_mount(state, app->cgroups.globs[g]), relative))
 			return true;
 	return false;
 }
@@ -164,7 +172,7 @@ static bool any_glob_leads(const struct daemon_state *state, const char *relativ
 {
 	for (size_t i = 0; i < state->app_count; i++)
 		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++)
-			if (pf_cgroup_glob_leads(state->apps[i].app->cgroups.globs[g], relative))
+			if (pf_cgroup_glob_leads(under_mount(state, state->apps[i].app->cgroups.globs[g]), relative))
 				return true;
 	return false;
 }
@@ -229,7 +237,7 @@ static int consider(struct daemon_state *state, const char *relative, bool quiet
 	struct served_app *matched = NULL;
 
 	for (size_t i = 0; i < state->app_count; i++) {
-		if (!app_matches(state->apps[i].app, relative))
+		if (!app_matches(state, state->apps[i].app, relative))
 			continue;
 		if (matched) {
 			refuse(state, relative, "cgroup %s matches the cgroups of apps '%s' and '%s': refused, "
