@@ -68,5 +68,9 @@ void measure_bpf(FILE *json, bool first);
 /* bpf_burst: a burst of 50,000 records under the daemon, written and
  * lost (null when it cannot run). */
 void measure_bpf_burst(FILE *json, bool first);
+/* cgroup_confine_ms: a new cgroup matched by a glob, from mkdir to
+ * confined by the daemon (median, max); and connects at birth that
+ * left from outside the range. */
+void measure_cgroup_confine(FILE *json, bool first);
 
 #endif

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/bpf.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -520,4 +522,167 @@ void measure_bpf_burst(FILE *json, bool first)
 	       BURST_RECORDS, figures.written, figures.lost);
 	printf("| bpf_burst | burst %.3f s, all written after %.3f s (%.0f records/s), daemon CPU %.2f s | | | | |\n",
 	       figures.burst_s, figures.drain_s, per_s, figures.daemon_cpu_s);
+}
+
+/* ---- cgroup_confine_ms: a new cgroup confined by the daemon ---- */
+
+#define CONFINE_LO 61000
+#define CONFINE_HI 61999
+
+/* Whether the last of the app's programs (cgroup/sock_create, attached
+ * after the ten others) is attached to the cgroup itself. */
+static bool fully_attached(int cgroup_fd)
+{
+	__u32 ids[8], count = 8;
+	union bpf_attr attr = {0};
+	attr.query.target_fd = (__u32)cgroup_fd;
+	attr.query.attach_type = BPF_CGROUP_INET_SOCK_CREATE;
+	attr.query.prog_ids = (__u64)(unsigned long)ids;
+	attr.query.prog_cnt = count;
+	return syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)) == 0 && attr.query.prog_cnt > 0;
+}
+
+/* A child that joins the cgroup the moment it exists and connects at
+ * once (no runtime in between, the worst case): the local port it got,
+ * written to out. */
+static pid_t connect_at_birth(const char *full, uint16_t port, int out)
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	char procs[PATH_MAX + 64], text[16];
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
+	int fd;
+	while ((fd = open(procs, O_WRONLY)) < 0)
+		;	/* the parent is making it */
+	int len = snprintf(text, sizeof(text), "%d", (int)getpid());
+	ssize_t joined = write(fd, text, (size_t)len);
+	close(fd);
+	uint16_t local = 0;
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
+	struct sockaddr_in me;
+	socklen_t me_len = sizeof(me);
+	if (joined == len && connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 &&
+	    getsockname(s, (struct sockaddr *)&me, &me_len) == 0)
+		local = ntohs(me.sin_port);
+	ssize_t written = write(out, &local, sizeof(local));
+	_exit(written == sizeof(local) ? 0 : 1);
+}
+
+static bool daemon_watching(struct bpf_bench *b, pid_t daemon)
+{
+	char text[4096];
+	for (int i = 0; i < 1200; i++) {
+		FILE *err = fopen(b->err_path, "r");
+		size_t n = err ? fread(text, 1, sizeof(text) - 1, err) : 0;
+		if (err)
+			fclose(err);
+		text[n] = '\0';
+		if (strstr(text, "watching"))
+			return true;
+		if (waitpid(daemon, NULL, WNOHANG) == daemon) {
+			tool_failed(b, "portfence daemon exited");
+			return false;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+	}
+	tool_failed(b, "portfence daemon did not start watching within 60 s");
+	return false;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Creation to confinement, over `count` cgroups made one after another
+ * under a glob the daemon serves; and, the same number again, children
+ * that join a new cgroup and connect at once: the connects that left
+ * from outside the range (the race a runtime's own start-up hides). */
+void measure_cgroup_confine(FILE *json, bool first)
+{
+	struct bpf_bench b = {.json = json};
+	char base_relative[128], base[PATH_MAX], ignored[PATH_MAX], policy[PATH_MAX], full[PATH_MAX + 32];
+	int count = settings.quick ? 10 : 100, timed = 0, leaks = 0, births = 0;
+	double took[100];
+	const char *why = why_not();
+
+	find_tool(&b);
+	snprintf(base_relative, sizeof(base_relative), "portfence-bench-confine-%d", (int)getpid());
+	if (!why && (pf_cgroup_resolve(base_relative, base, sizeof(base), ignored, sizeof(ignored)) < 0 ||
+		     mkdir(base, 0755) < 0))
+		why = "cannot create the bench's cgroup";
+	pid_t daemon = -1;
+	if (!why) {
+		snprintf(policy, sizeof(policy), "%s/bpf-confine.conf", settings.dir);
+		FILE *f = fopen(policy, "w");
+		if (f) {
+			fprintf(f, "version = 1;\nlog = { file = \"%s/confine.jsonl\"; };\nstate_dir = \"%s/state\";\n"
+				"apps = ( { name = \"benchctr\"; range = [ %d, %d ]; cgroups = [ \"%s/c-*\" ]; } );\n",
+				settings.dir, settings.dir, CONFINE_LO, CONFINE_HI, base_relative);
+			fclose(f);
+		}
+		char *args[] = {"daemon", "-c", policy, NULL};
+		daemon = start_tool(&b, args);
+		if (daemon < 0 || !daemon_watching(&b, daemon))
+			why = b.reason[0] ? b.reason : "cannot start the daemon";
+	}
+	struct listener server;
+	if (!why) {
+		listener_start(&server, "127.0.0.1", LISTEN_CLOSE);
+		for (int i = 0; i < count; i++) {
+			snprintf(full, sizeof(full), "%s/c-%d", base, i);
+			double start = seconds_now(), limit = start + 5;
+			if (mkdir(full, 0755) < 0)
+				continue;
+			int fd = open(full, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			while (fd >= 0 && !fully_attached(fd) && seconds_now() < limit)
+				;
+			if (fd >= 0 && fully_attached(fd))
+				took[timed++] = (seconds_now() - start) * 1000;
+			if (fd >= 0)
+				close(fd);
+			rmdir(full);
+		}
+		for (int i = 0; i < count; i++) {
+			int pipe_fds[2];
+			uint16_t local = 0;
+			snprintf(full, sizeof(full), "%s/c-birth-%d", base, i);
+			if (pipe(pipe_fds) < 0)
+				break;
+			pid_t child = connect_at_birth(full, server.port, pipe_fds[1]);
+			mkdir(full, 0755);
+			close(pipe_fds[1]);
+			if (read(pipe_fds[0], &local, sizeof(local)) == sizeof(local) && local) {
+				births++;
+				leaks += local < CONFINE_LO || local > CONFINE_HI;
+			}
+			close(pipe_fds[0]);
+			waitpid(child, NULL, 0);
+			rmdir(full);
+		}
+		listener_stop(&server);
+	}
+	if (daemon > 0) {
+		kill(daemon, SIGTERM);
+		waitpid(daemon, NULL, 0);
+	}
+	rmdir(base);
+	fprintf(json, "%s\n  \"cgroup_confine_ms\": ", first ? "" : ",");
+	if (why || timed == 0) {
+		fprintf(json, "null, \"cgroup_confine_ms_skipped\": ");
+		json_string(json, why ? why : "no cgroup was confined within 5 s");
+		printf("| cgroup_confine | skipped: %s | | | | |\n", why ? why : "no cgroup was confined within 5 s");
+		return;
+	}
+	qsort(took, (size_t)timed, sizeof(took[0]), compare_doubles);
+	double med = median(took, timed), max = took[timed - 1];
+	fprintf(json, "{\"cgroups\": %d, \"confined\": %d, \"median_ms\": %.3f, \"max_ms\": %.3f, "
+		"\"births\": %d, \"birth_leaks\": %d}", count, timed, med, max, births, leaks);
+	printf("| cgroup_confine | mkdir to all programs attached by the daemon (%d of %d), median / max | | %.2f / "
+	       "%.2f ms | | <= 10 ms |\n", timed, count, med, max);
+	printf("| cgroup_confine | join a new cgroup and connect at once (no runtime): leaks of %d connects | | %d | | |\n",
+	       births, leaks);
 }

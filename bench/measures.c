@@ -530,6 +530,10 @@ int run_all_measures(void)
 		measure_bpf(json, json_first_measure);
 		json_first_measure = false;
 	}
+	if (bench_listed(settings.only, "cgroup_confine_ms")) {
+		measure_cgroup_confine(json, json_first_measure);
+		json_first_measure = false;
+	}
 	if (bench_listed(settings.only, "bpf_burst")) {
 		measure_bpf_burst(json, json_first_measure);
 		json_first_measure = false;

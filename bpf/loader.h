@@ -82,6 +82,9 @@ void pf_bpf_sweep_runs(void);
 struct pf_record_sink;
 struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog);
 void pf_record_sink_close(struct pf_record_sink *sink);
+/* Names a cgroup (its id, its path under the mount) before its records
+ * come: a container's cgroup may be gone by the time they are drained. */
+void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const char *relative);
 /* Drains what the app's programs reported, then writes one error record
  * with "lost" when the ring had no room for some since the last drain;
  * the number of records written. */
@@ -89,6 +92,9 @@ int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink);
 /* Waits up to timeout_ms, less when the programs of one of apps wake
  * their drainer (their ring is a quarter full) or a signal comes. */
 void pf_bpf_wait_records(struct pf_bpf_app *const *apps, size_t count, int timeout_ms);
+/* The same, cut short too when other_fd (-1: none) is readable, which
+ * it returns. */
+bool pf_bpf_wait_records_or(struct pf_bpf_app *const *apps, size_t count, int other_fd, int timeout_ms);
 /* How many records the programs of app_name's pinned maps had no room
  * for since they were pinned (written or not in an error record since):
  * 0 when none are pinned, -errno when the pin cannot be read. */

@@ -170,6 +170,17 @@ static const char *cgroup_path(struct pf_record_sink *sink, uint64_t id)
 	return sink->cgroups[slot].path;
 }
 
+void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const char *relative)
+{
+	if (!sink)
+		return;
+	unsigned slot = sink->next_cgroup++ % 32;
+	if ((size_t)snprintf(sink->cgroups[slot].path, sizeof(sink->cgroups[slot].path), "/%s", relative) >=
+	    sizeof(sink->cgroups[slot].path))
+		sink->cgroups[slot].path[0] = '\0';
+	sink->cgroups[slot].id = id;
+}
+
 /* The program's path, read when the record is drained; a process gone
  * by then leaves it empty (comm still names it). */
 static const char *exe_path(struct pf_record_sink *sink, const struct pf_bpf_app *loaded, uint32_t pid)
@@ -312,13 +323,20 @@ int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
 
 void pf_bpf_wait_records(struct pf_bpf_app *const *apps, size_t count, int timeout_ms)
 {
-	struct pollfd fds[count + 1];
+	pf_bpf_wait_records_or(apps, count, -1, timeout_ms);
+}
+
+bool pf_bpf_wait_records_or(struct pf_bpf_app *const *apps, size_t count, int other_fd, int timeout_ms)
+{
+	struct pollfd fds[count + 2];
 	nfds_t n = 0;
 
+	if (other_fd >= 0)
+		fds[n++] = (struct pollfd){.fd = other_fd, .events = POLLIN};
 	for (size_t i = 0; i < count; i++)
 		if (apps[i] && ring_of(apps[i]))
 			fds[n++] = (struct pollfd){.fd = ring_buffer__epoll_fd(apps[i]->ring), .events = POLLIN};
-	poll(fds, n, timeout_ms);
+	return poll(fds, n, timeout_ms) > 0 && other_fd >= 0 && (fds[0].revents & POLLIN);
 }
 
 long long pf_bpf_records_lost(const char *app_name)

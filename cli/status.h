@@ -19,6 +19,7 @@ extern const char *const status_state_names[STATE_COUNT];
 struct top_process {
 	pid_t pid;
 	char comm[64];
+	char cgroup[256];	/* its cgroup v2 path ("/system.slice/x.service"); "" unknown */
 	unsigned long ports;	/* sockets of the range it holds */
 };
 

@@ -69,10 +69,13 @@ static json_t *app_json(const struct app_status *app)
 
 	for (int s = 0; s < STATE_COUNT; s++)
 		json_object_set_new(by_state, status_state_names[s], json_integer((json_int_t)app->by_state[s]));
-	for (size_t t = 0; t < app->top_count; t++)
-		json_array_append_new(top, json_pack("{s:i, s:o, s:I}", "pid", (int)app->top[t].pid,
-						     "comm", clean_string(app->top[t].comm),
-						     "ports", (json_int_t)app->top[t].ports));
+	for (size_t t = 0; t < app->top_count; t++) {
+		json_t *holder = json_pack("{s:i, s:o, s:I}", "pid", (int)app->top[t].pid, "comm",
+					   clean_string(app->top[t].comm), "ports", (json_int_t)app->top[t].ports);
+		if (app->top[t].cgroup[0])
+			json_object_set_new(holder, "cgroup", clean_string(app->top[t].cgroup));
+		json_array_append_new(top, holder);
+	}
 	for (size_t c = 0; c < app->cgroup_count; c++)
 		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
 	json_t *lost = app->records_lost >= 0 ? json_integer((json_int_t)app->records_lost) : json_null();

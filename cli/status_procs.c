@@ -72,9 +72,28 @@ static void read_comm(int proc_fd, pid_t pid, char *comm, size_t len)
 	comm[strcspn(comm, "\n")] = '\0';
 }
 
+/* The process's cgroup v2 path, from the "0::" line of /proc/PID/cgroup. */
+static void read_cgroup(int proc_fd, pid_t pid, char *cgroup, size_t len)
+{
+	char path[32], text[4096];
+	snprintf(path, sizeof(path), "%d/cgroup", pid);
+	int fd = openat(proc_fd, path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	text[n > 0 ? n : 0] = '\0';
+	cgroup[0] = '\0';
+	const char *line = strncmp(text, "0::", 3) == 0 ? text : strstr(text, "\n0::");
+	if (!line)
+		return;
+	line += line[0] == '\n' ? 4 : 3;
+	snprintf(cgroup, len, "%.*s", (int)strcspn(line, "\n"), line);
+}
+
 /* Keeps the TOP_PROCESSES holding the most sockets, most first (ties:
  * the lower pid first, as /proc lists them). */
-static void offer(struct app_status *app, pid_t pid, unsigned long ports, const char *comm)
+static void offer(struct app_status *app, int proc_fd, pid_t pid, unsigned long ports, const char *comm)
 {
 	size_t at = app->top_count;
 	while (at > 0 && app->top[at - 1].ports < ports)
@@ -86,6 +105,7 @@ static void offer(struct app_status *app, pid_t pid, unsigned long ports, const 
 	app->top[at].pid = pid;
 	app->top[at].ports = ports;
 	snprintf(app->top[at].comm, sizeof(app->top[at].comm), "%s", comm);
+	read_cgroup(proc_fd, pid, app->top[at].cgroup, sizeof(app->top[at].cgroup));
 	if (app->top_count < TOP_PROCESSES)
 		app->top_count++;
 }
@@ -112,7 +132,7 @@ int status_find_processes(struct status *status)
 		read_comm(proc_fd, (pid_t)pid, comm, sizeof(comm));
 		for (size_t a = 0; a < status->app_count; a++) {
 			if (counts[a])
-				offer(&status->apps[a], (pid_t)pid, counts[a], comm);
+				offer(&status->apps[a], proc_fd, (pid_t)pid, counts[a], comm);
 			counts[a] = 0;
 		}
 	}

@@ -1,6 +1,7 @@
 /* Loading and validating a policy with libconfig.  Every problem found is
  * reported as FILE:LINE: message; loading goes on after an error so that
  * one run of `portfence check` shows them all. */
+#include "config/cgroup_glob.h"
 #include "config/policy.h"
 
 #include <dirent.h>
@@ -253,21 +254,19 @@ static void parse_match(struct loader *ld, const config_setting_t *setting,
 		parse_globs(ld, comm, file, "match.comm", &app->comm_globs);
 }
 
-/* A cgroup is a path under the cgroup v2 mount: no "..", nothing empty,
- * so that the daemon never attaches outside the hierarchy. */
+/* A cgroup is a path or a glob under the cgroup v2 mount: no "..",
+ * nothing empty, every '[' closed, so that the daemon never attaches
+ * outside the hierarchy. */
 static void parse_cgroups(struct loader *ld, const config_setting_t *setting,
 			  const char *file, struct pf_app *app)
 {
 	parse_globs(ld, setting, file, "cgroups", &app->cgroups);
 	for (size_t i = 0; i < app->cgroups.count; i++) {
 		const char *path = app->cgroups.globs[i];
-		const char *rest = path[0] == '/' ? path + 1 : path;
-		bool bad = rest[0] == '\0' || strstr(path, "//") || strcmp(rest, "..") == 0 ||
-			   strncmp(rest, "../", 3) == 0 || strstr(path, "/../") ||
-			   (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0);
-		if (bad)
-			report(ld, setting, file, "cgroup \"%s\" is not a path inside the cgroup v2 hierarchy",
-			       path);
+		const char *why = pf_cgroup_glob_invalid(path);
+		if (why)
+			report(ld, setting, file,
+			       "cgroup \"%s\" is not a path inside the cgroup v2 hierarchy (%s)", path, why);
 	}
 }
 
@@ -758,6 +757,32 @@ static void report_overlaps(struct loader *ld)
 	free(order);
 }
 
+/* A cgroup that two apps' globs can both match: known here, so refused
+ * here, rather than by the daemon when such a cgroup appears. */
+static void report_cgroup_overlaps(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+
+	for (size_t j = 1; j < policy->app_count; j++) {
+		const struct pf_app *later = &policy->apps[j];
+		for (size_t i = 0; i < j; i++) {
+			const struct pf_app *earlier = &policy->apps[i];
+			for (size_t g = 0; g < later->cgroups.count; g++)
+				for (size_t h = 0; h < earlier->cgroups.count; h++) {
+					const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
+					if (!pf_cgroup_globs_intersect(a, b))
+						continue;
+					ld->invalid = true;
+					pf_diags_add(ld->diags, later->file, later->cgroups_line,
+						     "cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can "
+						     "match the same cgroup",
+						     a, later->name, b, earlier->name, earlier->file,
+						     earlier->cgroups_line);
+				}
+		}
+	}
+}
+
 /* Two apps with one name, or ranges that overlap: sorted, so that a
  * policy of many apps costs O(n log n), not a comparison per pair. */
 static void check_apps_apart(struct loader *ld)
@@ -765,6 +790,7 @@ static void check_apps_apart(struct loader *ld)
 	if (ld->policy->by_name)
 		report_duplicate_names(ld);
 	report_overlaps(ld);
+	report_cgroup_overlaps(ld);
 }
 
 static void resolve_default(struct loader *ld)

@@ -337,6 +337,52 @@ static void put_optional(struct pf_out *o, const char *key, const char *value)
 	PUT_LITERAL(o, "\"");
 }
 
+static bool ends_with(const char *s, size_t len, const char *suffix)
+{
+	size_t n = strlen(suffix);
+	return len > n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* As systemd reads a cgroup path (cg_path_get_unit): the slices are
+ * skipped, and the first component after them is the unit when its name
+ * has a unit's suffix; a path of slices only names its last slice. */
+size_t pf_cgroup_unit(const char *cgroup, char *out, size_t out_len)
+{
+	static const char *const suffixes[] = {".service", ".scope", ".socket", ".mount", ".swap", NULL};
+	const char *p = cgroup, *last_slice = NULL;
+	size_t last_slice_len = 0;
+
+	if (!cgroup || out_len == 0)
+		return 0;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		size_t len = strcspn(p, "/");
+		if (ends_with(p, len, ".slice")) {
+			last_slice = p;
+			last_slice_len = len;
+			p += len;
+			continue;
+		}
+		for (int i = 0; suffixes[i]; i++)
+			if (ends_with(p, len, suffixes[i])) {
+				if (len >= out_len)
+					return 0;
+				memcpy(out, p, len);
+				out[len] = '\0';
+				return len;
+			}
+		return 0;
+	}
+	if (!last_slice || last_slice_len >= out_len)
+		return 0;
+	memcpy(out, last_slice, last_slice_len);
+	out[last_slice_len] = '\0';
+	return last_slice_len;
+}
+
 /* Every field, in SPEC's order; with pieces, app and exe come as
  * pre-escaped pieces. */
 static void put_record(struct pf_out *o, const struct pf_record_fields *f, bool pieces,
@@ -376,6 +422,9 @@ static void put_record(struct pf_out *o, const struct pf_record_fields *f, bool 
 	}
 	put_optional(o, "comm", f->comm);
 	put_optional(o, "cgroup", f->cgroup);
+	char unit[256];
+	if (pf_cgroup_unit(f->cgroup, unit, sizeof(unit)))
+		put_optional(o, "unit", unit);
 	PUT_LITERAL(o, "}\n");
 }
 

@@ -56,6 +56,12 @@ int pf_record_pieces(const struct pf_record_fields *fields, const char *app_json
  * the whole text.  Returns the length written. */
 size_t pf_json_escape(const char *in, char *out, size_t out_len);
 
+/* The systemd unit a cgroup path names ("system.slice/docker-1.scope"
+ * names docker-1.scope; "pfctr-1" none), as systemd reads it: into out
+ * with its NUL; its length, or 0 when the path names none (or it does
+ * not fit).  Async-signal-safe. */
+size_t pf_cgroup_unit(const char *cgroup, char *out, size_t out_len);
+
 /* "ok" for 0 and EINPROGRESS, else the errno's name ("EPERM"), or
  * "EUNKNOWN". */
 const char *pf_errno_name(int error);

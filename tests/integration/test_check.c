@@ -60,7 +60,7 @@ Test(check, every_invalid_fixture_exits_1_with_its_line)
 		checked++;
 	}
 	closedir(dir);
-	cr_expect_eq(checked, 22);
+	cr_expect_eq(checked, 24);
 }
 
 Test(check, usage_errors_exit_2)

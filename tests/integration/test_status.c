@@ -184,6 +184,16 @@ Test(status, json_counts_the_sockets_held, .timeout = 90)
 	cr_expect_eq(INT_OF(json_array_get(top, 0), "pid"), h.pid);
 	cr_expect_str_eq(json_string_value(json_object_get(json_array_get(top, 0), "comm")), "python3");
 	cr_expect_eq(INT_OF(json_array_get(top, 0), "ports"), 5, "TIME_WAIT has no owner");
+	char cgroup_file[64], cgroup_text[4096], *holder_cgroup;
+	snprintf(cgroup_file, sizeof(cgroup_file), "/proc/%d/cgroup", (int)h.pid);
+	read_all(cgroup_file, cgroup_text, sizeof(cgroup_text));
+	holder_cgroup = strstr(cgroup_text, "0::");
+	if (holder_cgroup) {
+		holder_cgroup += 3;
+		holder_cgroup[strcspn(holder_cgroup, "\n")] = '\0';
+		const char *shown = json_string_value(json_object_get(json_array_get(top, 0), "cgroup"));
+		cr_expect_str_eq(shown ? shown : "(none)", holder_cgroup, "each holder's cgroup (issue 22)");
+	}
 	cr_expect(json_is_array(json_object_get(app, "cgroups")));
 	cr_expect_eq(json_array_size(json_object_get(app, "cgroups")), 0);
 

@@ -42,7 +42,7 @@ ParameterizedTestParameters(load, invalid_fixture)
 		{"overlap"}, {"duplicate-name"}, {"unknown-algorithm"}, {"malformed-rule"},
 		{"malformed-rule-v6"}, {"syntax-error"}, {"unknown-default"}, {"bad-mode"},
 		{"bad-protocol"}, {"missing-range"}, {"bad-version"}, {"kernel-cgroups"},
-		{"bad-udp-unbound"}, {"bad-cgroup"},
+		{"bad-udp-unbound"}, {"bad-cgroup"}, {"cgroup-glob-overlap"}, {"bad-cgroup-glob"},
 	};
 	return cr_make_param_array(struct invalid_case, cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -70,7 +70,7 @@ Test(load, every_invalid_fixture_is_in_the_list)
 	int count = 0;
 	cr_assert_eq(fscanf(ls, "%d", &count), 1);
 	pclose(ls);
-	cr_expect_eq(count, 22);
+	cr_expect_eq(count, 24);
 }
 
 Test(load, full_valid_policy)

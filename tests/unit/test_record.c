@@ -272,16 +272,17 @@ Test(record, comm_and_cgroup_only_when_given_after_result)
 	fields.comm = "curl";
 	fields.cgroup = "/system.slice/legacy.service";
 	line = format(&fields);
-	const char *tail = "\"result\":\"ok\",\"comm\":\"curl\",\"cgroup\":\"/system.slice/legacy.service\"}\n";
+	const char *tail = "\"result\":\"ok\",\"comm\":\"curl\",\"cgroup\":\"/system.slice/legacy.service\","
+			   "\"unit\":\"legacy.service\"}\n";
 	cr_assert_str_eq(line + strlen(line) - strlen(tail), tail, "%s", line);
 	json_t *root = parse(line);
-	cr_assert_eq(json_object_size(root), 14);
+	cr_assert_eq(json_object_size(root), 15);
 	json_decref(root);
 
 	fields.comm = NULL;
 	line = format(&fields);
 	cr_assert_null(strstr(line, "comm"));
-	tail = "\"result\":\"ok\",\"cgroup\":\"/system.slice/legacy.service\"}\n";
+	tail = "\"result\":\"ok\",\"cgroup\":\"/system.slice/legacy.service\",\"unit\":\"legacy.service\"}\n";
 	cr_assert_str_eq(line + strlen(line) - strlen(tail), tail, "%s", line);
 
 	fields.comm = "";
@@ -289,6 +290,35 @@ Test(record, comm_and_cgroup_only_when_given_after_result)
 	line = format(&fields);
 	tail = "\"result\":\"ok\",\"comm\":\"\"}\n";
 	cr_assert_str_eq(line + strlen(line) - strlen(tail), tail, "%s", line);
+}
+
+/* SPEC: "unit" when the cgroup path names a systemd unit, as systemd
+ * reads the path; none for a runtime's own cgroup. */
+Test(record, unit_when_the_cgroup_names_a_systemd_unit)
+{
+	struct sockaddr_in local = v4("127.0.0.1", 61000), remote = v4("127.0.0.1", 80);
+	struct pf_record_fields fields = sample(&local, &remote);
+	static const char *const cases[][2] = {
+		{"/system.slice/docker-4f2a.scope", "docker-4f2a.scope"},
+		{"system.slice/legacy.service/worker", "legacy.service"},
+		{"/user.slice/user-1000.slice/session-2.scope", "session-2.scope"},
+		{"/machine.slice", "machine.slice"},
+		{"/pfctr-17", NULL},
+		{"/machine.slice/pfctr-17", NULL},
+		{"/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope", "cri-containerd-ab.scope"},
+		{"/", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fields.cgroup = cases[i][0];
+		json_t *root = parse(format(&fields));
+		json_t *unit = json_object_get(root, "unit");
+		if (cases[i][1])
+			cr_assert_str_eq(json_string_value(unit) ? json_string_value(unit) : "(none)", cases[i][1],
+					 "cgroup %s", cases[i][0]);
+		else
+			cr_assert_null(unit, "cgroup %s names no unit, got %s", cases[i][0], json_string_value(unit));
+		json_decref(root);
+	}
 }
 
 /* SPEC: an error record carries "reason", and records lost before they
