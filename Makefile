@@ -139,6 +139,10 @@ $(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
 GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
 GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
 $(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf $(GLIB_CFLAGS)
+# `portfence --version`: the package's version, from debian/changelog.
+PF_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
+$(call obj,cli/main.c): ALL_CFLAGS += -DPF_VERSION='"$(or $(PF_VERSION),unknown)"'
+$(call obj,cli/main.c): debian/changelog
 
 $(BPF_LIB): $(call obj,$(BPF_USER_SRC))
 	@rm -f $@

@@ -1,6 +1,7 @@
 /* The BPF backend's commands in a build without it (make BPF=0): each
  * says so in one line and exits 1, the backend's refusal status. */
 #include <stdio.h>
+#include <string.h>
 
 #include "bpf_cli.h"
 
@@ -32,4 +33,10 @@ int cmd_daemon(int argc, char **argv)
 {
 	(void)argc, (void)argv;
 	return absent();
+}
+
+const char *bpf_cli_unavailable(char *why, size_t len)
+{
+	snprintf(why, len, "this build has no BPF backend (built with BPF=0)");
+	return why;
 }

@@ -144,7 +144,7 @@ static const char *elf_reason(const char *path)
 
 /* The loader ignores LD_PRELOAD of a non-system path for a program that
  * gains privileges; say so instead of running it unconfined. */
-static const char *unreachable_reason(const char *path)
+const char *unreachable_reason(const char *path)
 {
 	struct stat info;
 
@@ -219,7 +219,7 @@ int cmd_run(int argc, char **argv)
 	bool audit = false, bpf = false;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
 		if (opt == 'c')
 			config = optarg;
 		else if (opt == 'a')

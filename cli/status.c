@@ -286,7 +286,7 @@ int cmd_status(int argc, char **argv)
 	enum status_format format = FORMAT_TEXT;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
 		if (opt == 'c')
 			path = optarg;
 		else if (opt == 'a')
