@@ -11,9 +11,9 @@ static int absent(void)
 	return 1;
 }
 
-int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command)
+int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char *user, char **command)
 {
-	(void)config, (void)app_name, (void)audit, (void)command;
+	(void)config, (void)app_name, (void)audit, (void)user, (void)command;
 	return absent();
 }
 

@@ -7,7 +7,8 @@
 #include "loader.h"
 #include "config/policy.h"
 
-int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command);
+/* user: "USER[:GROUP]" (names or numbers) to run COMMAND as, or NULL. */
+int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char *user, char **command);
 int cmd_attach(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);

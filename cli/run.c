@@ -213,9 +213,10 @@ int cmd_run(int argc, char **argv)
 		{"app", required_argument, NULL, 'a'},
 		{"audit", no_argument, NULL, 'A'},
 		{"bpf", no_argument, NULL, 'B'},
+		{"user", required_argument, NULL, 'U'},
 		{0},
 	};
-	const char *config = NULL, *app = NULL;
+	const char *config = NULL, *app = NULL, *user = NULL;
 	bool audit = false, bpf = false;
 	int opt;
 
@@ -228,13 +229,17 @@ int cmd_run(int argc, char **argv)
 			audit = true;
 		else if (opt == 'B')
 			bpf = true;
+		else if (opt == 'U')
+			user = optarg;
 		else
 			return usage_error("run: unknown option");
 	}
 	if (optind >= argc)
 		return usage_error("run needs a COMMAND");
+	if (user && !bpf)
+		return usage_error("run: --user goes with --bpf");
 	if (bpf)
-		return cmd_run_bpf(config, app, audit, argv + optind);
+		return cmd_run_bpf(config, app, audit, user, argv + optind);
 
 	char shim[PATH_MAX], command[PATH_MAX];
 	if (cli_find_shim(shim, sizeof(shim)) < 0) {
