@@ -566,6 +566,43 @@ Test(cli, status_says_what_it_cannot_read, .timeout = 60)
 	sandbox_cleanup(&sb);
 }
 
+Test(cli, status_says_whose_sockets_it_cannot_see, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result *r = result();
+	char code[512], out[192];
+	sandbox_init(&sb, "apps = ( { name = \"sp\"; range = [ 62520, 62529 ]; } );");
+	chmod(sb.policy, 0644);
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	snprintf(out, sizeof(out), "%s/client.out", sb.dir);
+	/* A root process holds a port of the range. */
+	snprintf(code, sizeof(code),
+		 "import socket, time\ns = socket.create_connection(('127.0.0.1', %u))\n"
+		 "print(s.getsockname()[1], flush=True)\ntime.sleep(30)\n",
+		 srv.port);
+	char *client[] = {"python3", "-c", code, NULL};
+	pid_t pid = spawn_under(&sb, "sp", client, out);
+	char text[64] = "";
+	for (int i = 0; i < 200 && !text[0]; i++) {
+		usleep(20000);
+		read_all(out, text, sizeof(text));
+	}
+	cr_assert(atoi(text) >= 62520 && atoi(text) <= 62529, "the client holds '%s'", text);
+	tool(r, "status", "--json", "-c", sb.policy);
+	cr_expect(strstr(r->out, "\"pid\":"), "root sees the process: %s", r->out);
+	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", (char *)build_path("portfence"),
+			"status", "--json", "-c", sb.policy, NULL};
+	run_program(r, argv, NULL, NULL);
+	cr_expect(strstr(r->err, "/proc/PID/fd") && strstr(r->err, "Permission denied"),
+		  "status as nobody hides that it could not see whose sockets they are: '%s'", r->err);
+	kill(pid, SIGKILL);
+	wait_child(pid);
+	server_stop(&srv);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 /* ---- run --bpf --user ---- */
 
 Test(cli, run_bpf_user_drops_to_the_user_inside_the_cgroup, .timeout = 120)
