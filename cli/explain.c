@@ -172,7 +172,8 @@ static const struct pf_app *attached_app(const struct pf_policy *policy, const s
 	snprintf(cgroup, sizeof(cgroup), "%s", s->cgroup);
 	for (;;) {
 		char name[PATH_MAX], pin[PATH_MAX * 2];
-		for (size_t i = 0; i < policy->app_count && pf_pin_name_encode(cgroup, name, sizeof(name)) == 0; i++)
+		bool named = pf_pin_name_encode(cgroup, name, sizeof(name)) >= 0;
+		for (size_t i = 0; i < policy->app_count && named; i++)
 			for (size_t r = 0; r < 2; r++) {
 				struct stat info;
 				snprintf(pin, sizeof(pin), "%s/%s/%s", roots[r], policy->apps[i].name, name);

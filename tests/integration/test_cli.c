@@ -452,6 +452,57 @@ Test(explain, backends_for_static_and_dynamic_programs)
 	sandbox_cleanup(&sb);
 }
 
+/* A process of an attached cgroup: the BPF backend reaches it, the shim
+ * does not (it was not started with the shim), and its app is the one
+ * attached. */
+Test(explain, pid_in_an_attached_cgroup, .timeout = 60)
+{
+	char cgroup_mount[PATH_MAX], full[PATH_MAX + 128], procs[PATH_MAX + 160], relative[64], pid_text[16];
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	if (missing)
+		cr_skip_test("needs the BPF backend: %s", missing);
+	struct sandbox sb;
+	struct run_result *r = result();
+	sandbox_init(&sb, EXPLAIN_APPS);
+	snprintf(relative, sizeof(relative), "pf-cli-explain-%d", (int)getpid());
+	/* Attached above: the process sits in a child cgroup. */
+	snprintf(full, sizeof(full), "%s/%s", cgroup_mount, relative);
+	cr_assert_eq(mkdir(full, 0755), 0, "%s: %s", full, strerror(errno));
+	strcat(full, "/leaf");
+	cr_assert_eq(mkdir(full, 0755), 0, "%s: %s", full, strerror(errno));
+	tool(r, "attach", "-c", sb.policy, "-a", "o", relative);
+	cr_assert_eq(r->status, 0, "attach: %s", r->err);
+	pid_t sleeper = fork();
+	if (sleeper == 0) {
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
+	snprintf(pid_text, sizeof(pid_text), "%d", (int)sleeper);
+	FILE *f = fopen(procs, "w");
+	cr_assert_not_null(f);
+	fputs(pid_text, f);
+	cr_assert_eq(fclose(f), 0, "moving %d into %s: %s", (int)sleeper, full, strerror(errno));
+
+	json_t *j = explain_json(r, NULL, sb.policy, "--pid", pid_text, NULL);
+	cr_expect_str_eq(str(j, "app"), "o", "%s", r->out);
+	cr_expect_str_eq(str(j, "selected_by"), "cgroup", "%s", r->out);
+	cr_expect_eq(json_object_get(json_object_get(j, "bpf"), "reaches"), json_true(), "%s", r->out);
+	cr_expect(strstr(str(json_object_get(j, "bpf"), "why"), relative), "%s", r->out);
+	cr_expect_eq(json_object_get(json_object_get(j, "shim"), "reaches"), json_false(), "%s", r->out);
+	json_decref(j);
+
+	kill(sleeper, SIGKILL);
+	wait_child(sleeper);
+	tool(r, "detach", "-a", "o", relative);
+	cr_expect_eq(r->status, 0, "detach: %s", r->err);
+	rmdir(full);
+	*strrchr(full, '/') = '\0';
+	rmdir(full);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 /* explain --to against a real client under each backend: its verdict is
  * what the program sees, and the rule it names is the policy's line. */
 static void client_result(struct run_result *r, const struct sandbox *sb, bool bpf, const char *to,
@@ -623,6 +674,7 @@ Test(cli, run_bpf_user_drops_to_the_user_inside_the_cgroup, .timeout = 120)
 	 * cgroup above, or the root), and a connect from the range. */
 	snprintf(script, sizeof(script),
 		 "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)\n"
+		 "grep NoNewPrivs /proc/self/status\n"
 		 "rel=$(sed -n 's/^0:://p' /proc/self/cgroup)\n"
 		 "echo cgroup=$rel\n"
 		 "for target in \"%s${rel%%/*}\" \"%s\"; do\n"
@@ -636,6 +688,7 @@ Test(cli, run_bpf_user_drops_to_the_user_inside_the_cgroup, .timeout = 120)
 	run_program(r, argv, NULL, NULL);
 	cr_expect_eq(r->status, 0, "run --bpf --user: %d %s", r->status, r->err);
 	cr_expect(strstr(r->out, "uid=65534 gid=65534 groups=65534\n"), "identity:\n%s", r->out);
+	cr_expect(strstr(r->out, "NoNewPrivs:\t1"), "a setuid program could regain root:\n%s", r->out);
 	cr_expect(strstr(r->out, "cgroup=/portfence/u-"), "cgroup:\n%s", r->out);
 	cr_expect(!strstr(r->out, "escaped="), "the user left its cgroup:\n%s", r->out);
 	cr_expect(strstr(r->out, "stayed"), "%s", r->out);
