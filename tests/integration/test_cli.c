@@ -34,6 +34,22 @@ static void tool_env(struct run_result *r, char *const env[], ...)
 }
 #define tool(r, ...) tool_env(r, NULL, __VA_ARGS__, NULL)
 
+/* portfence ARGS... as nobody (uid and gid 65534, no groups). */
+static void tool_as_nobody(struct run_result *r, ...)
+{
+	char *argv[32] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+			  (char *)build_path("portfence")};
+	int n = 5;
+	va_list ap;
+
+	va_start(ap, r);
+	for (char *arg; n < 31 && (arg = va_arg(ap, char *));)
+		argv[n++] = arg;
+	va_end(ap);
+	argv[n] = NULL;
+	run_program(r, argv, NULL, NULL);
+}
+
 static struct run_result *result(void)
 {
 	struct run_result *r = malloc(sizeof(*r));
@@ -437,10 +453,8 @@ Test(explain, backends_for_static_and_dynamic_programs)
 	json_decref(j);
 
 	/* Not root: only the shim. */
-	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", (char *)build_path("portfence"),
-			"explain", "--json", "-c", sb.policy, "-a", "t", "--", (char *)build_path("static-hello"), NULL};
 	chmod(sb.policy, 0644);
-	run_program(r, argv, NULL, NULL);
+	tool_as_nobody(r, "explain", "--json", "-c", sb.policy, "-a", "t", "--", build_path("static-hello"), NULL);
 	cr_expect_eq(r->status, 0, "as nobody: %d %s", r->status, r->err);
 	j = json_loads(r->out, 0, NULL);
 	cr_assert_not_null(j, "%s", r->out);
@@ -603,9 +617,7 @@ Test(cli, status_says_what_it_cannot_read, .timeout = 60)
 	tool(r, "status", "--json", "-c", sb.policy);
 	cr_expect(strstr(r->out, relative), "root sees the cgroup: %s", r->out);
 
-	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", (char *)build_path("portfence"),
-			"status", "--json", "-c", sb.policy, NULL};
-	run_program(r, argv, NULL, NULL);
+	tool_as_nobody(r, "status", "--json", "-c", sb.policy, NULL);
 	cr_expect(strstr(r->err, "/sys/fs/bpf") && strstr(r->err, "Permission denied"),
 		  "status as nobody says nothing of what it could not read: exit %d, stderr '%s'", r->status, r->err);
 	cr_expect(strstr(r->out, "\"app\":\"st\""), "status as nobody still reports: %s", r->out);
@@ -642,9 +654,7 @@ Test(cli, status_says_whose_sockets_it_cannot_see, .timeout = 60)
 	cr_assert(atoi(text) >= 62520 && atoi(text) <= 62529, "the client holds '%s'", text);
 	tool(r, "status", "--json", "-c", sb.policy);
 	cr_expect(strstr(r->out, "\"pid\":"), "root sees the process: %s", r->out);
-	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", (char *)build_path("portfence"),
-			"status", "--json", "-c", sb.policy, NULL};
-	run_program(r, argv, NULL, NULL);
+	tool_as_nobody(r, "status", "--json", "-c", sb.policy, NULL);
 	cr_expect(strstr(r->err, "/proc/PID/fd") && strstr(r->err, "Permission denied"),
 		  "status as nobody hides that it could not see whose sockets they are: '%s'", r->err);
 	kill(pid, SIGKILL);
