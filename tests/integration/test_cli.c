@@ -358,7 +358,7 @@ static const char *str(json_t *object, const char *key)
 	return value ? value : "";
 }
 
-Test(explain, which_app_and_why)
+Test(explain_command, which_app_and_why)
 {
 	struct sandbox sb;
 	struct run_result *r = result();
@@ -433,7 +433,7 @@ Test(explain, which_app_and_why)
 	sandbox_cleanup(&sb);
 }
 
-Test(explain, backends_for_static_and_dynamic_programs)
+Test(explain_command, backends_for_static_and_dynamic_programs)
 {
 	struct sandbox sb;
 	struct run_result *r = result();
@@ -469,7 +469,7 @@ Test(explain, backends_for_static_and_dynamic_programs)
 /* A process of an attached cgroup: the BPF backend reaches it, the shim
  * does not (it was not started with the shim), and its app is the one
  * attached. */
-Test(explain, pid_in_an_attached_cgroup, .timeout = 60)
+Test(explain_command, pid_in_an_attached_cgroup, .timeout = 60)
 {
 	char cgroup_mount[PATH_MAX], full[PATH_MAX + 128], procs[PATH_MAX + 160], relative[64], pid_text[16];
 	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
@@ -539,7 +539,7 @@ static void client_result(struct run_result *r, const struct sandbox *sb, bool b
 		snprintf(out, len, "status %d: %.40s %.60s", r->status, r->out, r->err);
 }
 
-Test(explain, verdict_and_rule_match_both_backends, .timeout = 120)
+Test(explain_command, verdict_and_rule_match_both_backends, .timeout = 120)
 {
 	struct sandbox sb;
 	struct server one, two, three;
