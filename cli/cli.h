@@ -35,6 +35,9 @@ int cli_find_shim(char *out, size_t len);
 /* Why the shim cannot reach the program at path (static, Go,
  * setuid/setcap), naming --bpf; NULL when it can. */
 const char *unreachable_reason(const char *path);
+/* text with control bytes written \xHH and backslashes doubled, into
+ * out (cut to fit); returns out. */
+const char *cli_escape(const char *text, char *out, size_t len);
 /* PORTFENCE_CONFIG, else the default policy path. */
 const char *cli_config_from_env(void);
 

@@ -432,28 +432,35 @@ static void print_json(const struct subject *s, const struct explanation *e, con
 	json_decref(root);
 }
 
+/* exe, comm and the reasons that quote them come from the program:
+ * escaped. */
 static void print_text(const struct subject *s, const struct explanation *e, const char *to)
 {
+	static char a[4 * sizeof(e->why) + 1], b[4 * sizeof(e->why) + 1];
+
 	if (s->pid)
-		printf("process %d: %s (comm %s)\n", (int)s->pid, s->exe[0] ? s->exe : "?", s->comm);
+		printf("process %d: %s (comm %s)\n", (int)s->pid, cli_escape(s->exe[0] ? s->exe : "?", a, sizeof(a)),
+		       cli_escape(s->comm, b, sizeof(b)));
 	else if (s->exe[0])
-		printf("program: %s\n", s->exe);
+		printf("program: %s\n", cli_escape(s->exe, a, sizeof(a)));
 	if (e->app) {
-		printf("app: %s, because %s\n", e->app->name, e->why);
+		printf("app: %s, because %s\n", e->app->name, cli_escape(e->why, a, sizeof(a)));
 		printf("range: %u-%u (%u ports), algorithm %s, mode %s\n", e->app->range_lo, e->app->range_hi,
 		       e->app->range_hi - e->app->range_lo + 1u, pf_algorithm_name(e->app->algorithm),
 		       e->app->mode == PF_MODE_AUDIT ? "audit" : "enforce");
 	} else {
-		printf("app: none, because %s\n", e->why);
+		printf("app: none, because %s\n", cli_escape(e->why, a, sizeof(a)));
 	}
-	printf("shim: %s: %s\n", e->shim_reaches ? "reaches it" : "does not reach it", e->shim_why);
-	printf("bpf: %s: %s\n", e->bpf_reaches ? "reaches it" : "does not reach it", e->bpf_why);
+	printf("shim: %s: %s\n", e->shim_reaches ? "reaches it" : "does not reach it",
+	       cli_escape(e->shim_why, a, sizeof(a)));
+	printf("bpf: %s: %s\n", e->bpf_reaches ? "reaches it" : "does not reach it",
+	       cli_escape(e->bpf_why, a, sizeof(a)));
 	if (to) {
 		printf("to %s: %s", to, e->verdict);
 		if (e->error)
 			printf(" (%s%s)", e->verdict[0] == 'a' ? "enforce would fail with " : "",
 			       strerrorname_np(e->error));
-		printf(", %s\n", e->rule);
+		printf(", %s\n", cli_escape(e->rule, a, sizeof(a)));
 	}
 }
 

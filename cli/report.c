@@ -294,16 +294,11 @@ static void print_histogram(const struct app_stats *app, unsigned lo, unsigned h
 	       (span + bins - 1) / bins == 1 ? "" : "s", peak);
 }
 
-/* A name or a time from the log, as text: control bytes (and backslash) escaped, so that
- * a hostile log cannot move the cursor or forge a line. */
+/* A name or a time from the log, as text. */
 static void print_name(const char *name)
 {
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f || *p == '\\')
-			printf(*p == '\\' ? "\\\\" : "\\x%02x", *p);
-		else
-			putchar(*p);
-	}
+	static char escaped[4 * MAX_LINE + 1];
+	fputs(cli_escape(name, escaped, sizeof(escaped)), stdout);
 }
 
 static void print_text(const struct report *rep)

@@ -642,6 +642,7 @@ Test(cli, status_says_whose_sockets_it_cannot_see, .timeout = 60)
 	/* A root process holds a port of the range. */
 	snprintf(code, sizeof(code),
 		 "import socket, time\ns = socket.create_connection(('127.0.0.1', %u))\n"
+		 "open('/proc/self/comm', 'w').write('pf\\x1b[2Jevil')\n"
 		 "print(s.getsockname()[1], flush=True)\ntime.sleep(30)\n",
 		 srv.port);
 	char *client[] = {"python3", "-c", code, NULL};
@@ -654,6 +655,10 @@ Test(cli, status_says_whose_sockets_it_cannot_see, .timeout = 60)
 	cr_assert(atoi(text) >= 62520 && atoi(text) <= 62529, "the client holds '%s'", text);
 	tool(r, "status", "--json", "-c", sb.policy);
 	cr_expect(strstr(r->out, "\"pid\":"), "root sees the process: %s", r->out);
+	/* Its comm, chosen by the program, is text to escape. */
+	tool(r, "status", "-c", sb.policy);
+	cr_expect(strstr(r->out, "evil"), "%s", r->out);
+	cr_expect(!strchr(r->out, '\x1b'), "status prints a raw escape sequence:\n%s", r->out);
 	tool_as_nobody(r, "status", "--json", "-c", sb.policy, NULL);
 	cr_expect(strstr(r->err, "/proc/PID/fd") && strstr(r->err, "Permission denied"),
 		  "status as nobody hides that it could not see whose sockets they are: '%s'", r->err);
