@@ -89,7 +89,7 @@ HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe 
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
              $(BUILD)/bpf-uring-client $(BUILD)/bpf-burst
 
-.PHONY: all core-check check test unit integration demo bench install clean deps probe fuzz fuzz-replay deb deb-test
+.PHONY: all core-check check test unit integration demo bench install uninstall clean deps probe fuzz fuzz-replay deb deb-test
 # Builds only: `make deps` installs what a build needs, `make probe` says
 # what is missing.
 all: $(POLICY_LIB) $(SHIM) $(TOOL) $(BENCH)
@@ -139,6 +139,10 @@ $(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
 GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
 GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
 $(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf $(GLIB_CFLAGS)
+# `portfence --version`: the package's version, from debian/changelog.
+PF_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
+$(call obj,cli/main.c): ALL_CFLAGS += -DPF_VERSION='"$(or $(PF_VERSION),unknown)"'
+$(call obj,cli/main.c): debian/changelog
 
 $(BPF_LIB): $(call obj,$(BPF_USER_SRC))
 	@rm -f $@
@@ -288,7 +292,9 @@ test: deps
 	$(TEST_ENV) PORTFENCE_BUILD=$(abspath $(BUILD)) $(NETNS) build/integration-tests --jobs 1 $(INTEG_FILTER)
 endif
 
-demo: deps
+# The demo needs the build's packages, curl and python3, nothing more.
+demo:
+	@sh tests/install-deps.sh demo
 	@$(MAKE) --no-print-directory all
 	@sh tests/demo.sh $(abspath $(BUILD))
 
@@ -311,6 +317,7 @@ install: $(SHIM) $(TOOL)
 	install -m 0644 man/portfence.1 $(DESTDIR)$(PREFIX)/share/man/man1/portfence.1
 	install -m 0644 man/portfence.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/portfence.conf.5
 	install -m 0644 example.conf $(DOCDIR)/example.conf
+	install -m 0644 README.md $(DOCDIR)/README.md
 	install -m 0644 dist/logrotate.d/portfence $(DESTDIR)$(SYSCONFDIR)/logrotate.d/portfence
 	$(DIST_PATHS) dist/portfence.service > $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
@@ -318,6 +325,17 @@ install: $(SHIM) $(TOOL)
 	for f in dist/systemd/*.conf; do \
 	  $(DIST_PATHS) $$f > $(DOCDIR)/examples/systemd/$${f##*/} && chmod 0644 $(DOCDIR)/examples/systemd/$${f##*/} || exit 1; \
 	done
+
+# Removes what install put there (the same variables), and the
+# directories of portfence's own that are left empty.
+INSTALLED_FILES = $(PREFIX)/bin/portfence $(LIBDIR_INSTALLED)/libportfence.so \
+  $(PREFIX)/share/man/man1/portfence.1 $(PREFIX)/share/man/man5/portfence.conf.5 \
+  $(PREFIX)/share/doc/portfence/example.conf $(PREFIX)/share/doc/portfence/README.md \
+  $(SYSCONFDIR)/logrotate.d/portfence $(SYSTEMDUNITDIR)/portfence.service $(BASHCOMPDIR)/portfence \
+  $(patsubst dist/systemd/%,$(PREFIX)/share/doc/portfence/examples/systemd/%,$(wildcard dist/systemd/*.conf))
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
+	-rmdir $(DOCDIR)/examples/systemd $(DOCDIR)/examples $(DOCDIR) $(DESTDIR)$(LIBDIR_INSTALLED) 2>/dev/null
 
 # ---- Packaging: its own tier (make test still runs deb-test) ----
 # The Debian package, built from a copy of the tree under $(BUILD)/deb

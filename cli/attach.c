@@ -20,7 +20,7 @@ int cmd_attach(int argc, char **argv)
 	struct stat info;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
 		if (opt == 'c')
 			config = optarg;
 		else if (opt == 'a')
@@ -76,7 +76,7 @@ int cmd_detach(int argc, char **argv)
 	char why[1024], full[PATH_MAX], relative[PATH_MAX];
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+a:", options)) != -1) {
 		if (opt == 'a')
 			app_name = optarg;
 		else

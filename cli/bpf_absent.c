@@ -1,6 +1,7 @@
 /* The BPF backend's commands in a build without it (make BPF=0): each
  * says so in one line and exits 1, the backend's refusal status. */
 #include <stdio.h>
+#include <string.h>
 
 #include "bpf_cli.h"
 
@@ -10,9 +11,9 @@ static int absent(void)
 	return 1;
 }
 
-int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command)
+int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char *user, char **command)
 {
-	(void)config, (void)app_name, (void)audit, (void)command;
+	(void)config, (void)app_name, (void)audit, (void)user, (void)command;
 	return absent();
 }
 
@@ -32,4 +33,10 @@ int cmd_daemon(int argc, char **argv)
 {
 	(void)argc, (void)argv;
 	return absent();
+}
+
+const char *bpf_cli_unavailable(char *why, size_t len)
+{
+	snprintf(why, len, "this build has no BPF backend (built with BPF=0)");
+	return why;
 }

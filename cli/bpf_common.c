@@ -30,3 +30,8 @@ int bpf_cli_refuse(const char *why)
 	fprintf(stderr, "portfence: %s\n", why);
 	return 1;
 }
+
+const char *bpf_cli_unavailable(char *why, size_t len)
+{
+	return pf_bpf_unavailable(why, len);
+}

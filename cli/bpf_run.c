@@ -6,12 +6,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -49,6 +52,73 @@ static const struct pf_app *choose_app(const struct pf_policy *policy, const cha
 	return &policy->apps[index];
 }
 
+/* --user USER[:GROUP]: who COMMAND runs as once inside the cgroup. */
+struct run_user {
+	bool set;
+	uid_t uid;
+	gid_t gid;
+	char name[256], home[PATH_MAX];	/* "" when USER was a number no account has */
+};
+
+/* USER and GROUP as names or numbers; GROUP defaults to USER's own. */
+static int parse_user(const char *text, struct run_user *who)
+{
+	char user[256];
+	const char *colon = strchr(text, ':');
+	size_t len = colon ? (size_t)(colon - text) : strlen(text);
+	char *end;
+
+	if (len == 0 || len >= sizeof(user) || (colon && !colon[1])) {
+		fprintf(stderr, "portfence: --user takes USER or USER:GROUP, not '%s'\n", text);
+		return -1;
+	}
+	memcpy(user, text, len);
+	user[len] = '\0';
+	struct passwd *pw = getpwnam(user);
+	unsigned long number = strtoul(user, &end, 10);
+	if (!pw && *end == '\0')
+		pw = getpwuid((uid_t)number);
+	if (!pw && *end != '\0') {
+		fprintf(stderr, "portfence: --user: no user '%s'\n", user);
+		return -1;
+	}
+	who->uid = pw ? pw->pw_uid : (uid_t)number;
+	who->gid = pw ? pw->pw_gid : (gid_t)number;
+	if (pw) {
+		snprintf(who->name, sizeof(who->name), "%s", pw->pw_name);
+		snprintf(who->home, sizeof(who->home), "%s", pw->pw_dir);
+	}
+	if (colon) {
+		struct group *gr = getgrnam(colon + 1);
+		number = strtoul(colon + 1, &end, 10);
+		if (!gr && *end != '\0') {
+			fprintf(stderr, "portfence: --user: no group '%s'\n", colon + 1);
+			return -1;
+		}
+		who->gid = gr ? gr->gr_gid : (gid_t)number;
+	}
+	who->set = true;
+	return 0;
+}
+
+/* In the child, after it joined the cgroup: the groups go first, then
+ * the group, then the user, so that none can be taken back; no new
+ * privileges (a setuid program) either, so the cgroup cannot be left. */
+static int become(const struct run_user *who)
+{
+	if (!who->set)
+		return 0;
+	if (setgroups(1, &who->gid) < 0 || setgid(who->gid) < 0 || setuid(who->uid) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return errno ? errno : EPERM;
+	if (who->name[0]) {
+		setenv("USER", who->name, 1);
+		setenv("LOGNAME", who->name, 1);
+		setenv("HOME", who->home, 1);
+	}
+	return 0;
+}
+
 /* What a run holds: its programs, its cgroup, its links (pinned under
  * the run's locked directory when bpffs allows) and its log. */
 struct run {
@@ -58,6 +128,7 @@ struct run {
 	const char *app_name;
 	char full[PATH_MAX], relative[PATH_MAX];
 	bool made_cgroup;
+	struct run_user user;
 	int claim;	/* the run's pin directory, locked; -1: links held by fds only */
 };
 
@@ -180,7 +251,8 @@ static int keep_run(struct run *run, int start)
 
 /* The child joins the cgroup, then becomes COMMAND.  An exec failure
  * goes back to the parent over the pipe. */
-static void start_in_cgroup(const char *cgroup_full, const char *command, char **argv, int report_fd)
+static void start_in_cgroup(const char *cgroup_full, const struct run_user *who, const char *command, char **argv,
+			    int report_fd)
 {
 	char path[PATH_MAX + 32];
 	int error = 0;
@@ -189,7 +261,7 @@ static void start_in_cgroup(const char *cgroup_full, const char *command, char *
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, "0", 1) != 1)
 		error = errno ? errno : EIO;
-	else
+	else if (!(error = become(who)))
 		execv(command, argv), error = errno;
 	ssize_t ignored = write(report_fd, &error, sizeof(error));
 	(void)ignored;
@@ -219,7 +291,7 @@ static int start_command(struct run *run, pid_t keeper, int start, const char *c
 		signal(SIGINT, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
 		close(report[0]);
-		start_in_cgroup(run->full, command, argv, report[1]);
+		start_in_cgroup(run->full, &run->user, command, argv, report[1]);
 	} else {
 		close(report[1]);
 		int exec_error = 0;
@@ -277,7 +349,7 @@ static int run_kept(struct run *run, const char *command, char **argv)
 	return start_command(run, keeper, start[1], command, argv);
 }
 
-int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command_argv)
+int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char *user, char **command_argv)
 {
 	char why[1024] = "", command[PATH_MAX];
 	struct pf_policy policy;
@@ -285,6 +357,10 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **com
 
 	if (pf_bpf_unavailable(why, sizeof(why)))
 		return bpf_cli_refuse(why);
+	/* Nothing starts for a user or group that does not exist: the
+	 * wrapper itself failed (125, as env(1) says it). */
+	if (user && parse_user(user, &run.user) < 0)
+		return 125;
 	if (!cli_resolve_command(command_argv[0], command, sizeof(command))) {
 		fprintf(stderr, "portfence: %s: command not found\n", command_argv[0]);
 		return 127;

@@ -138,15 +138,14 @@ int cmd_check(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	const char *path = NULL;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:h", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:", options)) != -1) {
 		if (opt != 'c')
-			return usage_error(opt == 'h' ? NULL : "check: unknown option");
+			return usage_error("check: unknown option");
 		path = optarg;
 	}
 	if (optind != argc)

@@ -608,7 +608,7 @@ int cmd_daemon(int argc, char **argv)
 	char why[1024], absolute[PATH_MAX];
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:", options)) != -1) {
 		if (opt == 'c')
 			config = optarg;
 		else

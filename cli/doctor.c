@@ -223,7 +223,7 @@ int cmd_doctor(int argc, char **argv)
 	struct pf_policy policy;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:", options)) != -1) {
 		if (opt == 'c')
 			config = optarg;
 		else

@@ -37,7 +37,7 @@ struct report {
 	GHashTable *by_name;
 	unsigned long malformed;
 	const char *only_app;
-	char since[40];
+	char since[40], until[40];
 };
 
 static struct app_stats *stats_for(struct report *rep, const char *name)
@@ -130,7 +130,8 @@ static void take_line(struct report *rep, const char *line)
 		return;
 	}
 	if ((!rep->only_app || strcmp(rep->only_app, app_name) == 0) &&
-	    (!rep->since[0] || strcmp(ts, rep->since) >= 0)) {
+	    (!rep->since[0] || strcmp(ts, rep->since) >= 0) &&
+	    (!rep->until[0] || strcmp(ts, rep->until) < 0)) {
 		struct app_stats *app = stats_for(rep, app_name);
 		if (app) {
 			if (!app->first_ts[0])
@@ -142,47 +143,95 @@ static void take_line(struct report *rep, const char *line)
 	json_decref(record);
 }
 
-/* Reads line by line with a fixed buffer; an overlong line is skipped
- * whole and counted as malformed. */
+/* One line of the log: a line holding a NUL byte, or longer than the
+ * buffer, is malformed by itself and never takes its neighbours along. */
+static void end_line(struct report *rep, char *line, size_t len, bool damaged)
+{
+	line[len] = '\0';
+	if (damaged)
+		rep->malformed++;
+	else if (len > 0)
+		take_line(rep, line);
+}
+
+/* Reads line by line with a fixed buffer, so memory never grows with a
+ * line's length; an overlong line is skipped whole and counted. */
 static void read_log(struct report *rep, FILE *log)
 {
 	static char line[MAX_LINE];
-	bool skipping = false;
+	size_t len = 0;
+	bool damaged = false;
+	int c;
 
-	while (fgets(line, sizeof(line), log)) {
-		size_t len = strlen(line);
-		bool complete = len > 0 && line[len - 1] == '\n';
-		if (skipping) {
-			skipping = !complete;
-			continue;
+	while ((c = getc_unlocked(log)) != EOF) {
+		if (c == '\n') {
+			end_line(rep, line, len, damaged);
+			len = 0;
+			damaged = false;
+		} else if (c == '\0' || len == MAX_LINE - 1) {
+			damaged = true;
+		} else {
+			line[len++] = (char)c;
 		}
-		if (!complete && !feof(log)) {
-			rep->malformed++;
-			skipping = true;
-			continue;
-		}
-		if (len > 0 && line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0)
-			take_line(rep, line);
 	}
+	if (len > 0 || damaged)
+		end_line(rep, line, len, damaged);
 }
 
-/* Accepts 2026-11-21, 2026-11-21T10:00, 2026-11-21T10:00:00[Z] (also
- * with a space): the log's timestamps are UTC and compare as text. */
-static int parse_since(const char *text, char out[40])
+/* TIME, as UTC text the log's timestamps compare with: ISO 8601
+ * (2026-12-02, 2026-12-02T10:00[:00[.frac]][Z|+HH:MM|-HH:MM], a space for
+ * the T), a duration back from now (90s, 15m, 1h, 2d, 1w), now, today or
+ * yesterday (UTC midnights). */
+static int parse_time(const char *text, char out[40])
 {
 	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
 					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
-	for (size_t i = 0; i < sizeof(formats) / sizeof(*formats); i++) {
-		struct tm tm = {0};
-		const char *end = strptime(text, formats[i], &tm);
-		if (end && (*end == '\0' || strcmp(end, "Z") == 0)) {
-			strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-			return 0;
+	time_t now = time(NULL), when = (time_t)-1;
+	char *end;
+
+	if (strcmp(text, "now") == 0)
+		when = now;
+	else if (strcmp(text, "today") == 0)
+		when = now - now % 86400;
+	else if (strcmp(text, "yesterday") == 0)
+		when = now - now % 86400 - 86400;
+	else if (text[0] >= '0' && text[0] <= '9' && !strchr(text, '-')) {
+		unsigned long long count = strtoull(text, &end, 10);
+		static const char units[] = "smhdw";
+		static const long seconds[] = {1, 60, 3600, 86400, 7 * 86400};
+		const char *unit = end[0] && !end[1] ? strchr(units, end[0]) : NULL;
+		if (!unit || count > 100ULL * 365 * 86400)
+			return -1;
+		when = now - (time_t)(count * (unsigned long long)seconds[unit - units]);
+	} else {
+		for (size_t i = 0; i < sizeof(formats) / sizeof(*formats) && when == (time_t)-1; i++) {
+			struct tm tm = {0};
+			const char *rest = strptime(text, formats[i], &tm);
+			if (!rest)
+				continue;
+			if (*rest == '.' && i < 2)
+				rest += 1 + strspn(rest + 1, "0123456789");
+			long offset = 0;
+			int hours, minutes, used = 0;
+			if (strcmp(rest, "Z") == 0 || *rest == '\0')
+				offset = 0;
+			else if ((*rest == '+' || *rest == '-') &&
+				 (sscanf(rest + 1, "%2d:%2d%n", &hours, &minutes, &used) == 2 ||
+				  sscanf(rest + 1, "%2d%2d%n", &hours, &minutes, &used) == 2) &&
+				 rest[1 + used] == '\0' && hours < 24 && minutes < 60)
+				offset = (*rest == '+' ? 1 : -1) * (hours * 3600L + minutes * 60L);
+			else
+				continue;
+			when = timegm(&tm) - offset;
 		}
+		if (when == (time_t)-1)
+			return -1;
 	}
-	return -1;
+	struct tm utc;
+	if (!gmtime_r(&when, &utc))
+		return -1;
+	strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &utc);
+	return 0;
 }
 
 static void apply_policy_ranges(struct report *rep, const char *policy_path)
@@ -245,13 +294,22 @@ static void print_histogram(const struct app_stats *app, unsigned lo, unsigned h
 	       (span + bins - 1) / bins == 1 ? "" : "s", peak);
 }
 
+/* A name or a time from the log, as text. */
+static void print_name(const char *name)
+{
+	static char escaped[4 * MAX_LINE + 1];
+	fputs(cli_escape(name, escaped, sizeof(escaped)), stdout);
+}
+
 static void print_text(const struct report *rep)
 {
 	for (size_t i = 0; i < rep->app_count; i++) {
 		const struct app_stats *app = &rep->apps[i];
 		unsigned lo, hi;
 		app_span(app, &lo, &hi);
-		printf("app %s\n", app->name);
+		fputs("app ", stdout);
+		print_name(app->name);
+		putchar('\n');
 		printf("  assignments %lu, distinct ports %u", app->assignments, app->distinct_ports);
 		if (hi)
 			printf(" of %u (%s %u-%u): utilisation %.1f%%", hi - lo + 1,
@@ -262,7 +320,11 @@ static void print_text(const struct report *rep)
 		printf("  attempts mean %.2f, max %lu\n",
 		       app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
 		       app->attempts_max);
-		printf("  first %s, last %s\n", app->first_ts, app->last_ts);
+		fputs("  first ", stdout);
+		print_name(app->first_ts);
+		fputs(", last ", stdout);
+		print_name(app->last_ts);
+		putchar('\n');
 		if (app->distinct_ports && hi)
 			print_histogram(app, lo, hi);
 	}
@@ -300,7 +362,7 @@ static void print_json(const struct report *rep)
 	printf("],\"malformed_lines\":%lu}\n", rep->malformed);
 }
 
-static const char *default_log(void)
+static const char *default_log(const char *policy_path)
 {
 	const char *log = secure_getenv("PORTFENCE_LOG");
 	static char *from_policy;
@@ -308,7 +370,7 @@ static const char *default_log(void)
 
 	if (log && log[0])
 		return log;
-	if (pf_policy_load(cli_config_from_env(), &policy, NULL) != PF_LOAD_UNREADABLE &&
+	if (pf_policy_load(policy_path, &policy, NULL) != PF_LOAD_UNREADABLE &&
 	    policy.log_file)
 		from_policy = strdup(policy.log_file);
 	pf_policy_free(&policy);
@@ -320,28 +382,31 @@ int cmd_report(int argc, char **argv)
 	static const struct option options[] = {
 		{"json", no_argument, NULL, 'j'},	{"app", required_argument, NULL, 'a'},
 		{"since", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
-		{0},
+		{"until", required_argument, NULL, 'u'}, {0},
 	};
 	struct report rep = {0};
 	const char *policy_path = NULL;
 	bool json = false;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+ja:s:c:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+ja:s:c:", options)) != -1) {
 		if (opt == 'j')
 			json = true;
 		else if (opt == 'a')
 			rep.only_app = optarg;
 		else if (opt == 'c')
 			policy_path = optarg;
-		else if (opt == 's' && parse_since(optarg, rep.since) < 0)
-			return usage_error("report: --since takes a UTC time such as 2026-11-21T10:00:00");
-		else if (opt != 's')
-			return usage_error("report: unknown option");
+		else if ((opt == 's' || opt == 'u') && parse_time(optarg, opt == 's' ? rep.since : rep.until) < 0)
+			return usage_error(opt == 's' ? "report: --since takes a TIME such as 2026-12-02T10:00:00Z, "
+							"2026-12-02, 1h, 2d, today or yesterday"
+						      : "report: --until takes a TIME such as 2026-12-02T10:00:00Z, "
+							"2026-12-02, 1h, 2d, today or yesterday");
 	}
 	if (argc - optind > 1)
 		return usage_error("report takes at most one LOGFILE");
-	const char *path = optind < argc ? argv[optind] : default_log();
+	if (!policy_path)
+		policy_path = cli_config_from_env();
+	const char *path = optind < argc ? argv[optind] : default_log(policy_path);
 	if (!path)
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
 
@@ -354,7 +419,7 @@ int cmd_report(int argc, char **argv)
 	read_log(&rep, log);
 	if (log != stdin)
 		fclose(log);
-	apply_policy_ranges(&rep, policy_path ? policy_path : cli_config_from_env());
+	apply_policy_ranges(&rep, policy_path);
 	if (json)
 		print_json(&rep);
 	else

@@ -144,7 +144,7 @@ static const char *elf_reason(const char *path)
 
 /* The loader ignores LD_PRELOAD of a non-system path for a program that
  * gains privileges; say so instead of running it unconfined. */
-static const char *unreachable_reason(const char *path)
+const char *unreachable_reason(const char *path)
 {
 	struct stat info;
 
@@ -213,13 +213,14 @@ int cmd_run(int argc, char **argv)
 		{"app", required_argument, NULL, 'a'},
 		{"audit", no_argument, NULL, 'A'},
 		{"bpf", no_argument, NULL, 'B'},
+		{"user", required_argument, NULL, 'U'},
 		{0},
 	};
-	const char *config = NULL, *app = NULL;
+	const char *config = NULL, *app = NULL, *user = NULL;
 	bool audit = false, bpf = false;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
 		if (opt == 'c')
 			config = optarg;
 		else if (opt == 'a')
@@ -228,13 +229,17 @@ int cmd_run(int argc, char **argv)
 			audit = true;
 		else if (opt == 'B')
 			bpf = true;
+		else if (opt == 'U')
+			user = optarg;
 		else
 			return usage_error("run: unknown option");
 	}
 	if (optind >= argc)
 		return usage_error("run needs a COMMAND");
+	if (user && !bpf)
+		return usage_error("run: --user goes with --bpf");
 	if (bpf)
-		return cmd_run_bpf(config, app, audit, argv + optind);
+		return cmd_run_bpf(config, app, audit, user, argv + optind);
 
 	char shim[PATH_MAX], command[PATH_MAX];
 	if (cli_find_shim(shim, sizeof(shim)) < 0) {

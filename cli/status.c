@@ -4,6 +4,7 @@
  * BPF backend attached and the records its programs lost. */
 #include <dirent.h>
 #include <errno.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <glib.h>
 #include <netinet/tcp.h>
@@ -172,6 +173,19 @@ void status_read_cgroups(struct app_status *app, const char *pin_root)
 	struct dirent *entry;
 	size_t cap = 0;
 
+	/* An app never attached has no directory; any other failure (a
+	 * non-root caller: the pins are root's) is said, once per root. */
+	if (!dir && errno != ENOENT) {
+		static const char *said[2];	/* the roots already said */
+		size_t slot = 0;
+		while (slot < 2 && said[slot] && strcmp(said[slot], pin_root) != 0)
+			slot++;
+		if (slot < 2 && !said[slot]) {
+			said[slot] = pin_root;
+			fprintf(stderr, "portfence: status: cannot read %s: %s; the cgroups attached are not shown%s\n",
+				path, strerror(errno), geteuid() ? " (run as root)" : "");
+		}
+	}
 	while (dir && (entry = readdir(dir))) {
 		char decoded[4096];
 		if (entry->d_name[0] == '.' ||
@@ -286,7 +300,7 @@ int cmd_status(int argc, char **argv)
 	enum status_format format = FORMAT_TEXT;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "+c:a:", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
 		if (opt == 'c')
 			path = optarg;
 		else if (opt == 'a')

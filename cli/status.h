@@ -58,6 +58,7 @@ struct status {
 	int *status_of_policy_app;	/* policy app index -> apps index, or -1 */
 	struct key_table inodes;	/* socket inode -> app */
 	struct key_table destinations;	/* app + remote endpoint */
+	unsigned long fds_unreadable;	/* processes whose /proc/PID/fd was refused */
 };
 
 /* Fills each app's top processes from /proc: one pass over every

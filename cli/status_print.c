@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "status.h"
 
 static unsigned range_size(const struct app_status *app)
@@ -44,12 +45,15 @@ void status_print_text(const struct status *status)
 		       app->distinct_ports, range_size(app));
 		printf("  destinations %lu\n", app->destinations);
 		printf("  top processes:%s", app->top_count ? "" : " none");
+		/* A comm is the program's to choose, a cgroup's name its
+		 * creator's: escaped. */
+		char escaped[4 * 4096 + 1];
 		for (size_t t = 0; t < app->top_count; t++)
-			printf("%s %d %s (%lu)", t ? "," : "", app->top[t].pid, app->top[t].comm,
-			       app->top[t].ports);
+			printf("%s %d %s (%lu)", t ? "," : "", app->top[t].pid,
+			       cli_escape(app->top[t].comm, escaped, sizeof(escaped)), app->top[t].ports);
 		printf("\n  cgroups:%s", app->cgroup_count ? "" : " none");
 		for (size_t c = 0; c < app->cgroup_count; c++)
-			printf(" %s", app->cgroups[c]);
+			printf(" %s", cli_escape(app->cgroups[c], escaped, sizeof(escaped)));
 		if (app->records_lost >= 0)
 			printf("\n  records lost %lld\n", app->records_lost);
 		else

@@ -36,6 +36,8 @@ static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigne
 	bool any = false;
 
 	if (!dir) {
+		if (fd_dir < 0 && (errno == EACCES || errno == EPERM))
+			status->fds_unreadable++;
 		if (fd_dir >= 0)
 			close(fd_dir);
 		return false;
@@ -138,5 +140,10 @@ int status_find_processes(struct status *status)
 	}
 	closedir(proc);
 	free(counts);
+	if (status->fds_unreadable)
+		fprintf(stderr,
+			"portfence: status: cannot read the open files of %lu processes (/proc/PID/fd: %s); "
+			"the processes holding ports may be missing%s\n",
+			status->fds_unreadable, strerror(EACCES), geteuid() ? " (run as root)" : "");
 	return 0;
 }

@@ -179,8 +179,12 @@ static void parse_rules(struct loader *ld, const config_setting_t *setting,
 			continue;
 		}
 		const char *text = config_setting_get_string(elem);
-		if (pf_rule_parse(text, &out->rules[out->count], &why) == 0)
+		struct pf_rule *rule = &out->rules[out->count];
+		if (pf_rule_parse(text, rule, &why) == 0) {
+			rule->line = setting_line(elem);
+			snprintf(rule->text, sizeof(rule->text), "%s", text);
 			out->count++;
+		}
 		else
 			report(ld, elem, file, "malformed rule \"%s\" in %s: %s", text, what, why);
 	}

@@ -37,6 +37,10 @@ struct pf_rule {
 	uint8_t prefix;
 	uint16_t port_lo, port_hi;
 	uint8_t addr[16];
+	/* As the policy wrote it, and its line (0: not from a file), for
+	 * the deny record's "rule" and the notices. */
+	int line;
+	char text[64];
 };
 
 struct pf_rule_list {
@@ -153,6 +157,11 @@ struct pf_process_identity {
 };
 int pf_policy_select(const struct pf_policy *policy,
 		     const struct pf_process_identity *who);
+/* The glob of app that matches who (its exe, else its comm or argv[0]'s
+ * basename against the comm globs), naming what it matched ("exe",
+ * "comm", "argv[0]") in *subject; NULL when none does. */
+const char *pf_app_match_why(const struct pf_app *app, const struct pf_process_identity *who,
+			     const char **subject);
 /* The first app with that name, or PF_SELECT_UNKNOWN_APP. */
 int pf_policy_find_app(const struct pf_policy *policy, const char *name);
 /* Builds policy->by_name (the loader does); 0, or -1 when out of memory. */

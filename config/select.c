@@ -100,25 +100,41 @@ int pf_policy_find_app(const struct pf_policy *policy, const char *name)
 	return PF_SELECT_UNKNOWN_APP;
 }
 
-static bool any_glob_matches(const struct pf_glob_list *list, const char *subject)
+static const char *glob_matching(const struct pf_glob_list *list, const char *subject)
 {
 	if (!subject)
-		return false;
+		return NULL;
 	for (size_t i = 0; i < list->count; i++)
 		if (fnmatch(list->globs[i], subject, 0) == 0)
-			return true;
-	return false;
+			return list->globs[i];
+	return NULL;
+}
+
+const char *pf_app_match_why(const struct pf_app *app, const struct pf_process_identity *who,
+			     const char **subject)
+{
+	const char *glob;
+
+	if ((glob = glob_matching(&app->exe_globs, who->exe_path))) {
+		*subject = "exe";
+		return glob;
+	}
+	/* comm is truncated to 15 bytes by the kernel; argv[0]'s basename is
+	 * not, so a glob written for the full name still matches. */
+	if ((glob = glob_matching(&app->comm_globs, who->comm))) {
+		*subject = "comm";
+		return glob;
+	}
+	if ((glob = glob_matching(&app->comm_globs, who->program_name)))
+		*subject = "argv[0]";
+	return glob;
 }
 
 static bool app_matches(const struct pf_app *app,
 			const struct pf_process_identity *who)
 {
-	if (any_glob_matches(&app->exe_globs, who->exe_path))
-		return true;
-	/* comm is truncated to 15 bytes by the kernel; argv[0]'s basename is
-	 * not, so a glob written for the full name still matches. */
-	return any_glob_matches(&app->comm_globs, who->comm) ||
-	       any_glob_matches(&app->comm_globs, who->program_name);
+	const char *subject;
+	return pf_app_match_why(app, who, &subject) != NULL;
 }
 
 /* PORTFENCE_APP first, then the match globs in file order, then default. */

@@ -34,14 +34,14 @@ trap 'dpkg -r portfence > /dev/null 2>&1 || true' EXIT
 
 for path in /usr/bin/portfence /usr/lib/portfence/libportfence.so \
     /usr/share/man/man1/portfence.1.gz /usr/share/man/man5/portfence.conf.5.gz \
-    /usr/share/doc/portfence/examples/portfence.conf /etc/logrotate.d/portfence \
+    /usr/share/doc/portfence/example.conf /usr/share/doc/portfence/README.md /etc/logrotate.d/portfence \
     /lib/systemd/system/portfence.service /usr/share/bash-completion/completions/portfence \
     /usr/share/doc/portfence/examples/systemd/shim-dropin.conf; do
   [ -e "$path" ] || fail "$path not installed"
 done
-/usr/bin/portfence check -c /usr/share/doc/portfence/examples/portfence.conf > /dev/null ||
+/usr/bin/portfence check -c /usr/share/doc/portfence/example.conf > /dev/null ||
   fail "portfence check on the installed example"
-preload=$(/usr/bin/portfence run -c /usr/share/doc/portfence/examples/portfence.conf -- sh -c 'echo "$LD_PRELOAD"')
+preload=$(/usr/bin/portfence run -c /usr/share/doc/portfence/example.conf -- sh -c 'echo "$LD_PRELOAD"')
 case $preload in
   */usr/lib/portfence/libportfence.so*) ;;
   *) fail "run preloaded '$preload', not /usr/lib/portfence/libportfence.so" ;;

@@ -29,6 +29,9 @@ PORT=$(head -n 1 "$WORK/server.out")
 echo "== portfence check -c example.conf"
 "$BUILD/portfence" check -c example.conf
 echo
+echo "== portfence explain -c example.conf -- curl --to 127.0.0.1:$PORT"
+"$BUILD/portfence" explain -c example.conf -- curl --to "127.0.0.1:$PORT"
+echo
 echo "== three curl runs confined to app legacy-web (ports 61000-61099, double-hash)"
 export PORTFENCE_LOG="$WORK/audit.jsonl"
 for i in 1 2 3; do

@@ -18,6 +18,14 @@ PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
 [ "${1:-}" = build ] && PACKAGES="gcc make libc6-dev libconfig-dev libjansson-dev libglib2.0-dev clang libbpf-dev bpftool"
 [ "${1:-}" = fuzz ] && PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 [ "${1:-}" = deb ] && PACKAGES="gcc make libc6-dev $DEB_PACKAGES"
+# `install-deps.sh demo`: what `make demo` needs: the build, curl and
+# python3 (its server).
+[ "${1:-}" = demo ] && PACKAGES="gcc make libc6-dev libconfig-dev libjansson-dev libglib2.0-dev pkg-config clang libbpf-dev bpftool curl python3"
+# A second argument `list` prints the packages and installs nothing.
+if [ "${2:-}" = list ]; then
+  echo $PACKAGES
+  exit 0
+fi
 
 lacking() {
   out=""

@@ -304,7 +304,10 @@ Test(operator, install_into_destdir_and_run_from_there, .timeout = 120)
 	static const char *const documented[][2] = {
 		{"man1/portfence.1", "B portfence status"},  {"man1/portfence.1", "B portfence attach"},
 		{"man1/portfence.1", "B portfence detach"},  {"man1/portfence.1", "B portfence daemon"},
-		{"man1/portfence.1", "RB [ \\-\\-bpf ]"}, {"man1/portfence.1", "portfence_ports_in_use"},
+		{"man1/portfence.1", "RB [ \\-\\-bpf"}, {"man1/portfence.1", "portfence_ports_in_use"},
+		{"man1/portfence.1", "B portfence explain"}, {"man1/portfence.1", "RB [ \\-\\-user"},
+		{"man1/portfence.1", "B portfence \\-\\-version"}, {"man1/portfence.1", "B portfence help"},
+		{"man1/portfence.1", "B \\-\\-until"},
 		{"man5/portfence.conf.5", "B cgroups = "},  {"man5/portfence.conf.5", "B udp_unbound = "},
 	};
 	for (size_t i = 0; i < sizeof(documented) / sizeof(*documented); i++) {
