@@ -59,10 +59,12 @@ ifeq ($(BPF),0)
 BPF_USER_SRC =
 CLI_SRC      = $(filter-out $(CLI_BPF_SRC),$(wildcard cli/*.c))
 BPF_LIBS     =
+ALL_CFLAGS  += -DPF_HAVE_BPF=0
 else
 BPF_USER_SRC = $(filter-out %.bpf.c,$(wildcard bpf/*.c))
 CLI_SRC      = $(filter-out cli/bpf_absent.c,$(wildcard cli/*.c))
 BPF_LIBS     = -lbpf
+ALL_CFLAGS  += -DPF_HAVE_BPF=1
 endif
 # test_sequence.c also runs the core's walk in the kernel: BPF builds only.
 UNIT_SRC   = $(filter-out $(if $(filter 0,$(BPF)),tests/unit/test_sequence.c),$(wildcard tests/unit/*.c))

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bpf_cli.h"
+#include "loader.h"
 
 static int absent(void)
 {
@@ -39,4 +40,15 @@ const char *bpf_cli_unavailable(char *why, size_t len)
 {
 	snprintf(why, len, "this build has no BPF backend (built with BPF=0)");
 	return why;
+}
+
+/* status and the sweep find nothing of a backend this build lacks. */
+long long pf_bpf_records_lost(const char *app_name)
+{
+	(void)app_name;
+	return 0;
+}
+
+void pf_bpf_sweep_runs(void)
+{
 }

@@ -20,8 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if PF_HAVE_BPF
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#endif
 
 #include "bpf_cli.h"
 #include "cli.h"
@@ -57,11 +59,13 @@ static void fact(struct backend *backend, enum level level, const char *what, co
 	printf("%-4s %-5s %-20s %s\n", backend->name, words[level], what, detail);
 }
 
+#if PF_HAVE_BPF
 static int quiet(enum libbpf_print_level level, const char *fmt, va_list args)
 {
 	(void)level, (void)fmt, (void)args;
 	return 0;
 }
+#endif
 
 static bool kernel_at_least(const struct utsname *host, int major, int minor)
 {
@@ -164,6 +168,7 @@ static void check_bpffs(struct backend *bpf)
 		fact(bpf, OK, "bpffs", "not mounted at %s; mountable (the BPF commands mount it)", BPFFS);
 }
 
+#if PF_HAVE_BPF
 /* The least the backend's programs are: a cgroup connect4 program. */
 static void check_program_load(struct backend *bpf)
 {
@@ -181,6 +186,29 @@ static void check_program_load(struct backend *bpf)
 	close(fd);
 	fact(bpf, OK, "BPF program load", "allowed (a cgroup/connect4 program)");
 }
+
+/* The exec watch (tp_btf/sched_process_exec) finds its tracepoint in BTF. */
+static void check_exec_names(struct backend *bpf)
+{
+	libbpf_set_print(quiet);
+	int id = libbpf_find_vmlinux_btf_id("sched_process_exec", BPF_TRACE_RAW_TP);
+	if (id >= 0)
+		fact(bpf, OK, "exec names", "tracepoint sched_process_exec in BTF (tp_btf)");
+	else
+		fact(bpf, NOTE, "exec names", "no tracepoint sched_process_exec in BTF (%s): records name programs "
+		     "from /proc/PID/exe or comm", strerror(-id));
+}
+#else
+static void check_program_load(struct backend *bpf)
+{
+	fact(bpf, LACKS, "BPF backend", "this build has none (built with BPF=0)");
+}
+
+static void check_exec_names(struct backend *bpf)
+{
+	(void)bpf;
+}
+#endif
 
 static void check_bpf(struct backend *bpf)
 {
@@ -206,13 +234,7 @@ static void check_bpf(struct backend *bpf)
 		     strerror(errno));
 	check_bpffs(bpf);
 	check_program_load(bpf);
-	libbpf_set_print(quiet);
-	int id = libbpf_find_vmlinux_btf_id("sched_process_exec", BPF_TRACE_RAW_TP);
-	if (id >= 0)
-		fact(bpf, OK, "exec names", "tracepoint sched_process_exec in BTF (tp_btf)");
-	else
-		fact(bpf, NOTE, "exec names", "no tracepoint sched_process_exec in BTF (%s): records name programs "
-		     "from /proc/PID/exe or comm", strerror(-id));
+	check_exec_names(bpf);
 	fact(bpf, NOTE, "tracefs, debugfs", "not needed");
 }
 
