@@ -12,8 +12,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "portfence_api.h"
-#include "rules_api.h"
+#include "bpf/portfence_api.h"
+#include "bpf/rules_api.h"
 
 #define AF_INET 2
 #define AF_INET6 10

@@ -4,7 +4,7 @@
 
 #include <stdbool.h>
 
-#include "loader.h"
+#include "loader/loader.h"
 #include "config/policy.h"
 
 int cmd_run_bpf(const char *config, const char *app_name, bool audit, char **command);

@@ -3,7 +3,7 @@
  * either side fails the build instead of confining with the wrong
  * algorithm. */
 #include "core/constants.h"
-#include "portfence_api.h"
+#include "bpf/portfence_api.h"
 
 _Static_assert(PF_BPF_ALGO_SEQUENTIAL == PF_CORE_ALGO_SEQUENTIAL, "sequential");
 _Static_assert(PF_BPF_ALGO_RANDOM == PF_CORE_ALGO_RANDOM, "random");

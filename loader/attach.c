@@ -12,7 +12,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 #include "kernel/pins.h"
 #include "portfence.skel.h"
 

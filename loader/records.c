@@ -19,7 +19,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 #include "portfence.skel.h"
 #include "record/record.h"
 

@@ -19,8 +19,8 @@
 #include <linux/magic.h>
 
 #include "core/algorithm.h"
-#include "loader.h"
-#include "loader_internal.h"
+#include "loader/loader.h"
+#include "loader/loader_internal.h"
 #include "portfence.skel.h"
 #include "core/state.h"
 
