@@ -123,7 +123,7 @@ core-check: $(CORE_CHECK)
 # (BPF_PROG_TEST_RUN of a syscall program), embedded in the unit tests.
 SEQ_RUN_OBJ  = $(BUILD)/bpf/sequence_run.bpf.o
 SEQ_RUN_SKEL = $(BUILD)/bpf/sequence_run.skel.h
-$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h) bpf/portfence_api.h
+$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h bpf/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
 $(SEQ_RUN_SKEL): $(SEQ_RUN_OBJ)

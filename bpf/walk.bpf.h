@@ -46,6 +46,16 @@ static __always_inline __u32 pfb_below(__u32 bound)
 	return bound ? bpf_get_prandom_u32() % bound : 0;
 }
 
+/* Try k's random draw below bound, and the app's counters: the
+ * differential test (tests/core/sequence_run.bpf.c) runs this walk with
+ * its own draws and counters in their place. */
+#ifndef PFB_DRAW
+#define PFB_DRAW(k, bound) pfb_below(bound)
+#endif
+#ifndef PFB_COUNTERS
+#define PFB_COUNTERS() pfb_counters()
+#endif
+
 /* SipHash of a flow key of 6, 10, 18 or 34 bytes (core/flow.h: a bind's
  * or a connect's, IPv4 or IPv6).  Verified once as its own function,
  * each length a constant. */
@@ -119,7 +129,7 @@ static __always_inline void pfb_walk_start(struct pfb_walk *w, const struct pf_b
 /* The app's counter this walk advances. */
 static __always_inline __u32 *pfb_counter(const struct pfb_sequence *w)
 {
-	struct pf_bpf_counters *c = pfb_counters();
+	struct pf_bpf_counters *c = PFB_COUNTERS();
 
 	if (!c)
 		return 0;
@@ -151,13 +161,13 @@ __noinline __u32 pfb_next_port(struct pfb_sequence *w, __u32 k)
 	if (w->counter == PF_CORE_COUNTER_NONE) {
 		if (k >= pf_core_tries(cw))
 			return 0;
-		return pf_core_candidate(cw, k, pfb_below(pf_core_draw_bound(cw, k)));
+		return pf_core_candidate(cw, k, PFB_DRAW(k, pf_core_draw_bound(cw, k)));
 	}
 	if (k < num) {
 		__u32 *counter = pfb_counter(w);
 		if (!counter)
 			return 0;
-		__u32 step = pf_core_counter_step(cw, pfb_below(pf_core_draw_bound(cw, k)));
+		__u32 step = pf_core_counter_step(cw, PFB_DRAW(k, pf_core_draw_bound(cw, k)));
 		__u32 value = __sync_fetch_and_add(counter, step);
 		if (k && (value != w->previous || value == 0))
 			w->contiguous = 0;
@@ -169,7 +179,7 @@ __noinline __u32 pfb_next_port(struct pfb_sequence *w, __u32 k)
 	if (k == num) {
 		if (w->contiguous && pf_core_tries(cw) == num)
 			return 0;
-		cw->start = pfb_below(num);
+		cw->start = PFB_DRAW(k, num);
 	}
 	if (k >= 2 * num)
 		return 0;
