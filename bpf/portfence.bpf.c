@@ -212,8 +212,8 @@ static __always_inline void pfb_refused_pick(__u64 cookie, const struct pfb_bind
  * is refused here).  UDP takes a port none of the app's sockets holds.
  * TCP binds it with SO_REUSEADDR, as a connect's port is bound: it is
  * shared across destinations (a port no socket of the app holds when
- * there is one, else the algorithm's first), and a TIME_WAIT on it is
- * reused at the connect.  The record waits for the kernel's verdict
+ * there is one, else the first the walk meets that no listener holds),
+ * and a TIME_WAIT on it is reused at the connect.  The record waits for the kernel's verdict
  * (post_bind, or the connect). */
 static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 					       const struct pfb_dest *local, const struct pf_core_answer *a,
@@ -224,7 +224,7 @@ static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const 
 
 	pfb_walk_bind(&w, cfg);
 	if (!w.port && !w.udp)
-		w.port = w.time_wait_port;	/* the first candidate, shared */
+		w.port = w.time_wait_port;	/* shared */
 	if (!w.port) {
 		pfb_record_bind(local->family, local->sock_family, local->addr, 0, PF_CORE_EVENT_ERROR, a->exhausted,
 				w.attempts, w.udp);
@@ -405,14 +405,32 @@ int pfb_sock_release(struct bpf_sock *sk)
 	return PFB_PROCEED;
 }
 
+/* A TCP bind(addr, 0) that listens: its record goes out now, as the
+ * shim's does at listen(2), not at close. */
+static __always_inline void pfb_listening(struct bpf_sock_ops *skops, __u64 cookie)
+{
+	struct pfb_bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+	__u32 family = skops->family;
+
+	if (!pick || !pick->bound || pick->explicit_port)
+		return;
+	pfb_record_bind(family, family, pick->addr, pick->port, PF_CORE_EVENT_ASSIGN, 0, pick->attempts, 0);
+	bpf_map_delete_elem(&bind_picks, &cookie);
+}
+
 /* The kernel has chosen the local address: the kept record gets it and
- * goes out. */
+ * goes out.  A listen sends a bind(addr, 0)'s record. */
 SEC("sockops")
 int pfb_sockops(struct bpf_sock_ops *skops)
 {
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	if (skops->op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		pfb_listening(skops, cookie);
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
-	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct pf_bpf_record *kept = bpf_map_lookup_elem(&pending, &cookie);
 	if (!kept)
 		return 1;

@@ -36,7 +36,7 @@ struct pfb_walk {
 	__u32 attempts;
 	__u16 port;		/* the port taken, or 0 */
 	__u16 time_wait_port;	/* connect: a port whose 4-tuple only TIME_WAIT holds;
-				 * bind: the first candidate */
+				 * bind: the first one it can share */
 	int udp;
 	int bind_error;
 };
@@ -329,6 +329,32 @@ static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */
 
+/* Whether a listener holds port on the address asked for (a wildcard
+ * listener holds it on every address): a TCP bind cannot share its port. */
+static __always_inline int pfb_listener_holds(struct pfb_walk *w, __u16 port)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+
+	if (w->d.family == AF_INET) {
+		tuple.ipv4.daddr = w->d.addr[0];
+		tuple.ipv4.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv4);
+	} else {
+		for (int i = 0; i < 4; i++)
+			tuple.ipv6.daddr[i] = w->d.addr[i];
+		tuple.ipv6.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv6);
+	}
+	sk = bpf_skc_lookup_tcp(w->ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	int listening = sk->state == BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return listening;
+}
+
 static long pfb_try_unused_port(__u32 k, void *arg)
 {
 	struct pfb_walk *w = arg;
@@ -337,11 +363,14 @@ static long pfb_try_unused_port(__u32 k, void *arg)
 	if (!port)
 		return 1;
 	__u32 index = (__u32)port - w->seq.cw.lo, *users = bpf_map_lookup_elem(&port_users, &index);
-	if (!w->time_wait_port)
-		w->time_wait_port = port;	/* here: the first candidate */
 	w->attempts++;
-	if (users && *users)
+	if (users && *users) {
+		/* TCP: the first candidate another socket holds without
+		 * listening on it can be shared (SO_REUSEADDR). */
+		if (!w->udp && !w->time_wait_port && !pfb_listener_holds(w, port))
+			w->time_wait_port = port;
 		return 0;
+	}
 	w->port = port;
 	return 1;
 }
