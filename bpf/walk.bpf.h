@@ -57,19 +57,29 @@ static __always_inline __u32 pfb_below(__u32 bound)
 #endif
 
 /* SipHash of a flow key of 6, 10, 18 or 34 bytes (core/flow.h: a bind's
- * or a connect's, IPv4 or IPv6).  Verified once as its own function,
- * each length a constant. */
-static __noinline __u64 pfb_siphash(const __u8 *key, const __u8 *in, __u32 len)
+ * or a connect's, IPv4 or IPv6).  A global function, verified once on its
+ * own, each length a constant; its arguments are sized structs, as a
+ * global function's memory arguments must be. */
+struct pfb_sipkey {
+	__u8 bytes[16];
+};
+struct pfb_flow {
+	__u8 bytes[PF_CORE_FLOW_MAX];
+};
+
+__noinline __u64 pfb_siphash(const struct pfb_sipkey *key, const struct pfb_flow *in, __u32 len)
 {
+	if (!key || !in)
+		return 0;
 	switch (len) {
 	case 6:
-		return pf_core_siphash(key, in, 6);
+		return pf_core_siphash(key->bytes, in->bytes, 6);
 	case 10:
-		return pf_core_siphash(key, in, 10);
+		return pf_core_siphash(key->bytes, in->bytes, 10);
 	case 18:
-		return pf_core_siphash(key, in, 18);
+		return pf_core_siphash(key->bytes, in->bytes, 18);
 	default:
-		return pf_core_siphash(key, in, 34);
+		return pf_core_siphash(key->bytes, in->bytes, 34);
 	}
 }
 
@@ -118,11 +128,13 @@ static __always_inline void pfb_walk_start(struct pfb_walk *w, const struct pf_b
 	s->counter = pf_core_counter_of(cfg->algorithm);
 	s->contiguous = 1;
 	if (pf_core_hashes_flow(cfg->algorithm)) {
-		__u8 key[PF_CORE_FLOW_MAX] = {};
-		__u32 len = pfb_flow_key(w, key, bind);
-		s->cw.offset = pf_core_hash_offset(pfb_siphash(cfg->hash_key, key, len), s->cw.num);
+		struct pfb_flow flow = {};
+		__u32 len = pfb_flow_key(w, flow.bytes, bind);
+		s->cw.offset = pf_core_hash_offset(pfb_siphash((const struct pfb_sipkey *)cfg->hash_key, &flow, len),
+						   s->cw.num);
 		if (s->counter == PF_CORE_COUNTER_TABLE)
-			s->table_index = pf_core_dh_index(pfb_siphash(cfg->index_key, key, len));
+			s->table_index = pf_core_dh_index(
+				pfb_siphash((const struct pfb_sipkey *)cfg->index_key, &flow, len));
 	}
 }
 
