@@ -49,8 +49,9 @@ INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runti
 # (record/).  Includes carry the room: "core/holds.h".
 POLICY_SRC = $(wildcard config/*.c core/*.c kernel/*.c record/*.c)
 SHIM_SRC   = $(wildcard shim/*.c)
-# The BPF backend: programs (*.bpf.c, built by clang for the BPF target),
-# their user-space loader, and the commands that use it, linked into the
+# The BPF backend: programs (bpf/*.bpf.c and their bpf/*.bpf.h, built by
+# clang for the BPF target; bpf/*_api.h is shared with the loader), their
+# user-space loader (loader/), and the commands that use it, linked into the
 # tool only.  Without it (BPF=0) cli/bpf_absent.c stands in for those
 # commands.
 BPF_PROG_SRC = bpf/portfence.bpf.c
@@ -61,7 +62,7 @@ CLI_SRC      = $(filter-out $(CLI_BPF_SRC),$(wildcard cli/*.c))
 BPF_LIBS     =
 ALL_CFLAGS  += -DPF_HAVE_BPF=0
 else
-BPF_USER_SRC = $(filter-out %.bpf.c,$(wildcard bpf/*.c))
+BPF_USER_SRC = $(wildcard loader/*.c)
 CLI_SRC      = $(filter-out cli/bpf_absent.c,$(wildcard cli/*.c))
 BPF_LIBS     = -lbpf
 ALL_CFLAGS  += -DPF_HAVE_BPF=1
@@ -105,7 +106,7 @@ OBJS = $(call obj,$(POLICY_SRC) $(SHIM_SRC) $(CLI_SRC) $(BPF_USER_SRC) $(UNIT_SR
 -include $(OBJS:.o=.d)
 
 # Built without the sanitizers: the BPF target has none.
-BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -I. -Ibpf
+BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -dumpmachine) -I.
 $(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h core/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
@@ -124,7 +125,7 @@ core-check: $(CORE_CHECK)
 # (BPF_PROG_TEST_RUN of a syscall program), embedded in the unit tests.
 SEQ_RUN_OBJ  = $(BUILD)/bpf/sequence_run.bpf.o
 SEQ_RUN_SKEL = $(BUILD)/bpf/sequence_run.skel.h
-$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h) bpf/portfence_api.h
+$(SEQ_RUN_OBJ): tests/core/sequence_run.bpf.c $(wildcard core/*.h bpf/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
 $(SEQ_RUN_SKEL): $(SEQ_RUN_OBJ)
@@ -136,11 +137,11 @@ $(BPF_SKEL): $(BPF_OBJ)
 	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
 
 $(call obj,$(BPF_USER_SRC)): $(BPF_SKEL)
-$(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf -Ibpf
+$(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf
 # glib: the tool's hash tables (report, status); the shim never links it.
 GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
 GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
-$(call obj,$(CLI_SRC)): ALL_CFLAGS += -Ibpf $(GLIB_CFLAGS)
+$(call obj,$(CLI_SRC)): ALL_CFLAGS += $(GLIB_CFLAGS)
 # `portfence --version`: the package's version, from debian/changelog.
 PF_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
 $(call obj,cli/main.c): ALL_CFLAGS += -DPF_VERSION='"$(or $(PF_VERSION),unknown)"'

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "bpf_cli.h"
-#include "loader.h"
+#include "loader/loader.h"
 
 static int absent(void)
 {

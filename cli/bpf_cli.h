@@ -4,7 +4,7 @@
 
 #include <stdbool.h>
 
-#include "loader.h"
+#include "loader/loader.h"
 #include "config/policy.h"
 
 /* user: "USER[:GROUP]" (names or numbers) to run COMMAND as, or NULL. */

@@ -14,7 +14,7 @@
 
 #include "bpf_cli.h"
 #include "cli.h"
-#include "loader.h"
+#include "loader/loader.h"
 #include "kernel/pins.h"
 #include "kernel/sockdiag.h"
 #include "status.h"

@@ -12,7 +12,7 @@
 #define PORTFENCE_BPF_RULES_H
 
 #include "config/policy.h"
-#include "../bpf/rules_api.h"
+#include "bpf/rules_api.h"
 
 struct pf_bpf_entry4 {
 	struct pf_bpf_lpm4_key key;

@@ -306,7 +306,7 @@ static void compare_in_kernel(struct sequence_run *skel, const struct seq_case *
 	struct pf_rng draws;
 
 	bss->cfg = *cfg;
-	bss->counters = *counters;
+	bss->run_counters = *counters;
 	memcpy(bss->local_addr, local, 16);
 	memcpy(bss->remote_addr, remote, 16);
 	bss->v6 = (__u32)sc->v6;
@@ -338,7 +338,7 @@ static void compare_in_kernel(struct sequence_run *skel, const struct seq_case *
 		cr_assert_eq(bss->ports[k], bpf_trace.port[k], "%s [%u, %u]: try %u: kernel %u, here %u",
 			     name, sc->lo, sc->hi, k, bss->ports[k], bpf_trace.port[k]);
 	cr_assert_eq(bss->taken, bw.port, "%s: the port taken", name);
-	cr_assert(memcmp(&bss->counters, &standin_counters, sizeof(standin_counters)) == 0,
+	cr_assert(memcmp(&bss->run_counters, &standin_counters, sizeof(standin_counters)) == 0,
 		  "%s: the counters the kernel left", name);
 	bpf_trace = saved;
 }

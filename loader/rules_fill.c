@@ -8,7 +8,7 @@
 #include <bpf/libbpf.h>
 
 #include "config/bpf_rules.h"
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 #include "portfence.skel.h"
 
 static uint32_t at_least_one(size_t count)

@@ -19,7 +19,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 #include "portfence.skel.h"
 #include "record/record.h"
 
@@ -250,6 +250,7 @@ static bool add_record(struct pf_record_sink *sink, const struct pf_record_field
 static const enum pf_event event_of[] = {
 	[PF_BPF_ASSIGN] = PF_EVENT_ASSIGN, [PF_BPF_DENY] = PF_EVENT_DENY,
 	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
+	[PF_BPF_BIND] = (enum pf_event)PF_CORE_EVENT_BIND,
 };
 
 static int on_record(void *ctx, void *data, size_t size)
@@ -260,7 +261,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	struct sockaddr_storage local, remote;
 	char comm[sizeof(r->comm) + 1] = "";
 
-	if (size < sizeof(*r) || r->event > PF_BPF_AUDIT)
+	if (size < sizeof(*r) || r->event > PF_BPF_BIND)
 		return 0;
 	memcpy(comm, r->comm, sizeof(r->comm));
 	to_sockaddr(r->family, r->local_addr, r->local_port, &local);
@@ -273,7 +274,7 @@ static int on_record(void *ctx, void *data, size_t size)
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
 		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
 	};
-	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING))
+	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT || r->event == PF_BPF_BIND ? LOG_INFO : LOG_WARNING))
 		loaded->drained++;
 	return 0;
 }

@@ -19,8 +19,8 @@
 #include <linux/magic.h>
 
 #include "core/algorithm.h"
-#include "loader.h"
-#include "loader_internal.h"
+#include "loader/loader.h"
+#include "loader/loader_internal.h"
 #include "portfence.skel.h"
 #include "core/state.h"
 
@@ -286,7 +286,7 @@ static void choose_exec_program(struct pf_bpf_app *loaded)
 	snprintf(what, sizeof(what), "no exec names: the kernel's BTF has no tracepoint sched_process_exec (%s)",
 		 strerror(-id));
 	warn_no_exec_names(what);
-	bpf_program__set_autoload(loaded->skel->progs.pf_exec, false);
+	bpf_program__set_autoload(loaded->skel->progs.pfb_exec, false);
 }
 
 /* Every exec is noted, so that a record drained after its process is
@@ -296,12 +296,12 @@ static void watch_execs(struct pf_bpf_app *loaded, bool pinned)
 {
 	char path[PATH_MAX], what[PATH_MAX + 128];
 
-	if (!bpf_program__autoload(loaded->skel->progs.pf_exec))
+	if (!bpf_program__autoload(loaded->skel->progs.pfb_exec))
 		return;
 	snprintf(path, sizeof(path), "%s/%s/exec", PF_BPF_PIN_ROOT, loaded->app_name);
 	if (pinned && access(path, F_OK) == 0)
 		return;
-	loaded->exec_link = bpf_program__attach(loaded->skel->progs.pf_exec);
+	loaded->exec_link = bpf_program__attach(loaded->skel->progs.pfb_exec);
 	if (!loaded->exec_link) {
 		snprintf(what, sizeof(what), "no exec names: cannot attach tp_btf/sched_process_exec: %s",
 			 strerror(errno));

@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "loader.h"
-#include "portfence_api.h"
+#include "loader/loader.h"
+#include "bpf/portfence_api.h"
 
 struct portfence_bpf;
 struct ring_buffer;

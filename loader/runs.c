@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 
 #define BPFFS "/sys/fs/bpf"
 

@@ -12,7 +12,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "loader_internal.h"
+#include "loader/loader_internal.h"
 #include "kernel/pins.h"
 #include "portfence.skel.h"
 
@@ -28,10 +28,10 @@ struct pf_bpf_attachment {
 static struct bpf_program *program(struct portfence_bpf *skel, int i)
 {
 	struct bpf_program *programs[PROGRAM_COUNT] = {
-		skel->progs.pf_connect4, skel->progs.pf_connect6, skel->progs.pf_sendmsg4,
-		skel->progs.pf_sendmsg6, skel->progs.pf_bind4, skel->progs.pf_bind6,
-		skel->progs.pf_post_bind4, skel->progs.pf_post_bind6, skel->progs.pf_sock_release,
-		skel->progs.pf_sockops, skel->progs.pf_sock_create,
+		skel->progs.pfb_connect4, skel->progs.pfb_connect6, skel->progs.pfb_sendmsg4,
+		skel->progs.pfb_sendmsg6, skel->progs.pfb_bind4, skel->progs.pfb_bind6,
+		skel->progs.pfb_post_bind4, skel->progs.pfb_post_bind6, skel->progs.pfb_sock_release,
+		skel->progs.pfb_sockops, skel->progs.pfb_sock_create,
 	};
 	return programs[i];
 }

@@ -1,0 +1,205 @@
+/* The BPF programs' maps and the small facts kept in them.  The loader
+ * (loader/) fills config, counters, local_addrs, foreign_ports and the
+ * rule tries, and drains records; the other maps are the programs' own
+ * memory between hooks.  The map names are the skeleton's: the loader
+ * reaches them as skel->maps.NAME. */
+#ifndef PORTFENCE_BPF_MAPS_BPF_H
+#define PORTFENCE_BPF_MAPS_BPF_H
+
+#include "bpf/portfence_api.h"
+#include "bpf/rules_api.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_config);
+} config SEC(".maps");
+
+/* The app's counters, continued from its state file (loader/loader.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_counters);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PF_BPF_LOCAL_ADDRS);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_local_addr);
+} local_addrs SEC(".maps");
+
+/* The app's rules; the loader sizes them to the compiled entries. */
+#define PFB_RULE_TRIE(name, key_type)                                \
+	struct {                                                     \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                 \
+		__uint(max_entries, 1);                              \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                \
+		__type(key, key_type);                               \
+		__type(value, struct pf_bpf_port_spans);             \
+	} name SEC(".maps")
+PFB_RULE_TRIE(deny4, struct pf_bpf_lpm4_key);
+PFB_RULE_TRIE(allow4, struct pf_bpf_lpm4_key);
+PFB_RULE_TRIE(deny6, struct pf_bpf_lpm6_key);
+PFB_RULE_TRIE(allow6, struct pf_bpf_lpm6_key);
+
+/* The records, for user space to drain.  8 MiB holds 87,381 of them
+ * (88 bytes and an 8-byte header each): a burst of 50,000 fits whole
+ * even while its drainer is held off the CPU. */
+#define PFB_RECORD_RING_BYTES (8u << 20)
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PFB_RECORD_RING_BYTES);
+} records SEC(".maps");
+
+/* Records the ring had no room for.  [PF_BPF_LOSS_LOST] is counted here;
+ * [PF_BPF_LOSS_REPORTED] is how many of them user space has written an
+ * error record for (each side writes only its own entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PF_BPF_LOSS_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} record_loss SEC(".maps");
+
+/* Sockets by cookie: what an explicit bind or our own choice gave a port,
+ * and whether an unbound UDP send was already recorded. */
+#define PFB_SOCKET_BOUND 1u
+#define PFB_SOCKET_UNBOUND_RECORDED 2u
+#define PFB_SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
+#define PFB_SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook will uncount it */
+#define PFB_SOCKET_PORT_SHIFT 16
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_exe);
+} exes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_exe);
+} exe_scratch SEC(".maps");
+
+/* TCP records wait for the final local address, which the kernel
+ * chooses after the connect hook (sockops' TCP_CONNECT_CB gives it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct pf_bpf_record);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_record);
+} record_scratch SEC(".maps");
+
+/* How many of the app's sockets are bound to each port of its range
+ * (index port - range_lo): bind(port 0) is given a port none of them
+ * holds, since the kernel would refuse a shared one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_users SEC(".maps");
+
+/* The ports of the other apps' ranges (the loader fills it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_port_bits);
+} foreign_ports SEC(".maps");
+
+/* A bind as the bind hook answered it, by socket cookie, until the
+ * kernel's verdict.  bind(addr, 0): post_bind says the bind took
+ * (bound), and the record goes out then (UDP) or at the connect (TCP); a
+ * pick still unbound at the next bind or at close is a bind the kernel
+ * refused.  An explicit bind (explicit): its "bind" record goes out at
+ * post_bind, and nothing when the kernel refused it. */
+struct pfb_bind_pick {
+	__u32 attempts;
+	__u16 port;
+	__u8 bound;
+	__u8 explicit_port;
+	__u32 addr[4];	/* bound: the address, network order; IPv4 in [0] */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct pfb_bind_pick);
+} bind_picks SEC(".maps");
+
+static __always_inline struct pf_bpf_config *pfb_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline struct pf_bpf_counters *pfb_counters(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
+static __always_inline void pfb_mark_socket(__u64 cookie, __u32 flags)
+{
+	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
+}
+
+/* A bound socket's mark: PFB_SOCKET_BOUND, and when the port is the
+ * app's, the port itself, counted in port_users until the socket closes. */
+static __always_inline __u32 pfb_bound_flags(const struct pf_bpf_config *cfg, __u32 port)
+{
+	if (!cfg || port < cfg->range_lo || port > cfg->range_hi)
+		return PFB_SOCKET_BOUND;
+	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	if (!users)
+		return PFB_SOCKET_BOUND;
+	__sync_fetch_and_add(users, 1);
+	return PFB_SOCKET_BOUND | PFB_SOCKET_COUNTED | port << PFB_SOCKET_PORT_SHIFT;
+}
+
+/* The port a counted socket held is free again at its close (the
+ * release hook cannot read the socket's port: the mark keeps it). */
+static __always_inline void pfb_uncount_port(const __u32 *flags)
+{
+	struct pf_bpf_config *cfg = pfb_config();
+	__u32 port = flags ? *flags >> PFB_SOCKET_PORT_SHIFT : 0;
+
+	if (!flags || !(*flags & PFB_SOCKET_COUNTED) || !cfg || port < cfg->range_lo || port > cfg->range_hi)
+		return;
+	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	if (users && *users)
+		__sync_fetch_and_add(users, -1);
+}
+
+/* A port of another app's range. */
+static __always_inline int pfb_foreign_port(__u16 port)
+{
+	__u32 zero = 0;
+	struct pf_bpf_port_bits *ports = bpf_map_lookup_elem(&foreign_ports, &zero);
+	__u32 word = (__u32)port >> 6;
+
+	if (!ports || word >= 65536 / 64)
+		return 0;
+	return (ports->bits[word] >> (port & 63)) & 1;
+}
+
+#endif

@@ -1,0 +1,445 @@
+/* The port walk of the BPF programs: each algorithm's candidate sequence
+ * from core/sequence.h, driven by bpf_loop one try per callback, as
+ * core/algorithm.c drives it with a loop.  The counters are the app's
+ * (the counters map, continued from its state file), taken try by try
+ * with an atomic add as user space takes them: sequential_next, hash_next
+ * and table[index] once per try (RFC 6056 §3.3.3, §3.3.4),
+ * increments_next by each try's step (§3.3.5).  The flow hashed is the
+ * one core/flow.h lays out: local is the address the socket is bound
+ * with, else loopback's own for a loopback destination, else the
+ * wildcard; remote and local in the socket's own family. */
+#ifndef PORTFENCE_BPF_WALK_BPF_H
+#define PORTFENCE_BPF_WALK_BPF_H
+
+#include "bpf/dest.bpf.h"
+#include "core/flow.h"
+#include "core/sequence.h"
+#include "core/siphash.h"
+
+/* The sequence's own state, apart from the walk's pointers: the verifier
+ * checks pfb_next_port once, on its own, and forgets what it wrote here
+ * (a scalar that counts would keep the bpf_loop callback's states from
+ * converging). */
+struct pfb_sequence {
+	struct pf_core_walk cw;
+	__u32 counter;		/* PF_CORE_COUNTER_* */
+	__u32 table_index;	/* PF_CORE_COUNTER_TABLE: G() % PF_CORE_DH_TABLE_LEN */
+	__u32 previous;		/* the counter value the next try should find */
+	__u32 contiguous;	/* every try found it (no other walk took values) */
+};
+
+struct pfb_walk {
+	struct bpf_sock_addr *ctx;
+	struct pfb_dest d;	/* connect: the destination; bind: the address asked for */
+	__u32 source[4];	/* connect: the address the socket is bound with, or 0 */
+	struct pfb_sequence seq;
+	__u32 attempts;
+	__u16 port;		/* the port taken, or 0 */
+	__u16 time_wait_port;	/* connect: a port whose 4-tuple only TIME_WAIT holds;
+				 * bind: the first one it can share */
+	int udp;
+	int bind_error;
+};
+
+static __always_inline __u32 pfb_below(__u32 bound)
+{
+	return bound ? bpf_get_prandom_u32() % bound : 0;
+}
+
+/* Try k's random draw below bound, and the app's counters: the
+ * differential test (tests/core/sequence_run.bpf.c) runs this walk with
+ * its own draws and counters in their place. */
+#ifndef PFB_DRAW
+#define PFB_DRAW(k, bound) pfb_below(bound)
+#endif
+#ifndef PFB_COUNTERS
+#define PFB_COUNTERS() pfb_counters()
+#endif
+
+/* SipHash of a flow key of 6, 10, 18 or 34 bytes (core/flow.h: a bind's
+ * or a connect's, IPv4 or IPv6).  A global function, verified once on its
+ * own, each length a constant; its arguments are sized structs, as a
+ * global function's memory arguments must be. */
+struct pfb_sipkey {
+	__u8 bytes[16];
+};
+struct pfb_flow {
+	__u8 bytes[PF_CORE_FLOW_MAX];
+};
+
+__noinline __u64 pfb_siphash(const struct pfb_sipkey *key, const struct pfb_flow *in, __u32 len)
+{
+	if (!key || !in)
+		return 0;
+	switch (len) {
+	case 6:
+		return pf_core_siphash(key->bytes, in->bytes, 6);
+	case 10:
+		return pf_core_siphash(key->bytes, in->bytes, 10);
+	case 18:
+		return pf_core_siphash(key->bytes, in->bytes, 18);
+	default:
+		return pf_core_siphash(key->bytes, in->bytes, 34);
+	}
+}
+
+/* The flow key of the walk (core/flow.h), in the socket's own family: an
+ * AF_INET6 socket's v4-mapped destination is ::ffff:a.b.c.d, its local
+ * address ::ffff:a.b.c.d or ::.  bind: the address alone, port 0. */
+static __always_inline __u32 pfb_flow_key(const struct pfb_walk *w, __u8 out[PF_CORE_FLOW_MAX], int bind)
+{
+	const struct pfb_dest *d = &w->d;
+	__u32 local[4] = {0, 0, 0, 0}, remote[4] = {0, 0, 0, 0};
+
+	if (d->sock_family == AF_INET) {
+		local[0] = bind ? d->addr[0] : w->source[0];
+		if (bind)
+			return pf_core_flow_key(out, (const __u8 *)local, 4, (const __u8 *)remote, 0, 0);
+		remote[0] = d->addr[0];
+		return pf_core_flow_key(out, (const __u8 *)local, 4, (const __u8 *)remote, 4, d->port);
+	}
+	const __u32 *mine = bind ? d->addr : w->source;
+	if (d->family == AF_INET) {
+		if (mine[0]) {
+			local[2] = bpf_htonl(0xffff);
+			local[3] = mine[0];
+		}
+		remote[2] = bpf_htonl(0xffff);
+		remote[3] = d->addr[0];
+	} else {
+		for (int i = 0; i < 4; i++) {
+			local[i] = mine[i];
+			remote[i] = d->addr[i];
+		}
+	}
+	if (bind)
+		return pf_core_flow_key(out, (const __u8 *)local, 16, (const __u8 *)remote, 0, 0);
+	return pf_core_flow_key(out, (const __u8 *)local, 16, (const __u8 *)remote, 16, d->port);
+}
+
+/* Sets the walk up for the app's algorithm and range: the hash
+ * algorithms' offset F() and table index G(), and the counter it
+ * advances. */
+static __always_inline void pfb_walk_start(struct pfb_walk *w, const struct pf_bpf_config *cfg, int bind)
+{
+	struct pfb_sequence *s = &w->seq;
+
+	pf_core_walk_init(&s->cw, cfg->algorithm, cfg->range_lo, cfg->range_hi);
+	s->counter = pf_core_counter_of(cfg->algorithm);
+	s->contiguous = 1;
+	if (pf_core_hashes_flow(cfg->algorithm)) {
+		struct pfb_flow flow = {};
+		__u32 len = pfb_flow_key(w, flow.bytes, bind);
+		s->cw.offset = pf_core_hash_offset(pfb_siphash((const struct pfb_sipkey *)cfg->hash_key, &flow, len),
+						   s->cw.num);
+		if (s->counter == PF_CORE_COUNTER_TABLE)
+			s->table_index = pf_core_dh_index(
+				pfb_siphash((const struct pfb_sipkey *)cfg->index_key, &flow, len));
+	}
+}
+
+/* The app's counter this walk advances. */
+static __always_inline __u32 *pfb_counter(const struct pfb_sequence *w)
+{
+	struct pf_bpf_counters *c = PFB_COUNTERS();
+
+	if (!c)
+		return 0;
+	switch (w->counter) {
+	case PF_CORE_COUNTER_SEQUENTIAL:
+		return &c->sequential_next;
+	case PF_CORE_COUNTER_HASH:
+		return &c->hash_next;
+	case PF_CORE_COUNTER_TABLE:
+		return &c->table[w->table_index & (PF_CORE_DH_TABLE_LEN - 1)];
+	default:
+		return &c->increments_next;
+	}
+}
+
+/* Try k's port, or 0 when the walk is over.  A counter algorithm takes
+ * its value with an atomic add (core/algorithm.c's walk_counter does the
+ * same); where another walk took values in between, or Algorithm 5's
+ * draws stepped over ports, a full walk of the range follows, so that no
+ * algorithm reports exhaustion while a port is free.  A global function:
+ * verified once, whatever calls it. */
+__noinline __u32 pfb_next_port(struct pfb_sequence *w, __u32 k)
+{
+	if (!w)
+		return 0;
+	struct pf_core_walk *cw = &w->cw;
+	__u32 num = cw->num;
+
+	if (w->counter == PF_CORE_COUNTER_NONE) {
+		if (k >= pf_core_tries(cw))
+			return 0;
+		return pf_core_candidate(cw, k, PFB_DRAW(k, pf_core_draw_bound(cw, k)));
+	}
+	if (k < num) {
+		__u32 *counter = pfb_counter(w);
+		if (!counter)
+			return 0;
+		__u32 step = pf_core_counter_step(cw, PFB_DRAW(k, pf_core_draw_bound(cw, k)));
+		__u32 value = __sync_fetch_and_add(counter, step);
+		if (k && (value != w->previous || value == 0))
+			w->contiguous = 0;
+		w->previous = value + step;
+		if (w->counter == PF_CORE_COUNTER_INCREMENTS)
+			value += step;
+		return pf_core_counter_port(cw, value);
+	}
+	if (k == num) {
+		if (w->contiguous && pf_core_tries(cw) == num)
+			return 0;
+		cw->start = PFB_DRAW(k, num);
+	}
+	if (k >= 2 * num)
+		return 0;
+	return pf_core_full_walk_port(cw->lo, num, cw->start, k - num);
+}
+
+/* How many tries a walk may take: every algorithm's sequence and the
+ * full walk after it fit in two passes of the range. */
+static __always_inline __u32 pfb_max_tries(const struct pfb_walk *w)
+{
+	return 2 * w->seq.cw.num;
+}
+
+/* ---- a connect's walk: the 4-tuple, then bpf_bind ---------------- */
+
+/* The socket that holds (source, port) -> destination, seen from the
+ * destination's side; 0 free, 1 held, 2 held only by TIME_WAIT. */
+static __always_inline int pfb_tuple_holder(struct pfb_walk *w, const __u32 *source, __u16 port)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+
+	if (w->d.family == AF_INET) {
+		tuple.ipv4.saddr = w->d.addr[0];
+		tuple.ipv4.daddr = source[0];
+		tuple.ipv4.sport = bpf_htons(w->d.port);
+		tuple.ipv4.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv4);
+	} else {
+		for (int i = 0; i < 4; i++) {
+			tuple.ipv6.saddr[i] = w->d.addr[i];
+			tuple.ipv6.daddr[i] = source[i];
+		}
+		tuple.ipv6.sport = bpf_htons(w->d.port);
+		tuple.ipv6.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv6);
+	}
+	sk = bpf_skc_lookup_tcp(w->ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	int held = sk->state == BPF_TCP_TIME_WAIT ? 2 : 1;
+	bpf_sk_release(sk);
+	return held;
+}
+
+struct pfb_host_check {
+	struct pfb_walk *w;
+	__u16 port;
+	int held;
+};
+
+static long pfb_check_local_addr(__u32 index, void *arg)
+{
+	struct pfb_host_check *check = arg;
+	__u32 key = index;
+	struct pf_bpf_local_addr *local = bpf_map_lookup_elem(&local_addrs, &key);
+
+	if (!local || local->family == 0)
+		return 1;
+	if (local->family != check->w->d.family)
+		return 0;
+	__u32 addr[4] = {local->addr[0], local->addr[1], local->addr[2], local->addr[3]};
+	int held = pfb_tuple_holder(check->w, addr, check->port);
+	if (held > check->held)
+		check->held = held;
+	return check->held == 1;
+}
+
+/* The sources the kernel may choose for this destination: the bound
+ * address when there is one; else the destination itself (a local
+ * address), loopback's 127.0.0.1 for 127/8, and the host's addresses. */
+static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
+{
+	if (w->udp)
+		return 0;	/* UDP: the bind itself is the check */
+	if (!pfb_is_zero(w->source))
+		return pfb_tuple_holder(w, w->source, port);
+	int held = pfb_tuple_holder(w, w->d.addr, port);
+	if (held == 1)
+		return 1;
+	if (w->d.family == AF_INET && (bpf_ntohl(w->d.addr[0]) >> 24) == 127) {
+		__u32 loopback[4] = {bpf_htonl(0x7f000001), 0, 0, 0};
+		int also = pfb_tuple_holder(w, loopback, port);
+		return also > held ? also : held;
+	}
+	struct pfb_host_check check = {.w = w, .port = port, .held = held};
+	bpf_loop(PF_BPF_LOCAL_ADDRS, pfb_check_local_addr, &check, 0);
+	return check.held;
+}
+
+static __always_inline int pfb_bind_port(struct pfb_walk *w, __u16 port)
+{
+	struct bpf_sock_addr *ctx = w->ctx;
+
+	if (ctx->family == AF_INET) {
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = bpf_htons(port)};
+		sa.sin_addr.s_addr = w->source[0];
+		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = bpf_htons(port)};
+	if (w->d.family == AF_INET) {
+		/* A v4-mapped connect: the IPv4 source, mapped (::ffff:a.b.c.d),
+		 * or the wildcard. */
+		if (w->source[0]) {
+			sa6.sin6_addr.s6_addr32[2] = bpf_htonl(0xffff);
+			sa6.sin6_addr.s6_addr32[3] = w->source[0];
+		}
+	} else {
+		__builtin_memcpy(&sa6.sin6_addr, w->source, 16);
+	}
+	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
+}
+
+static long pfb_try_connect_port(__u32 k, void *arg)
+{
+	struct pfb_walk *w = arg;
+	__u16 port = (__u16)pfb_next_port(&w->seq, k);
+
+	if (!port)
+		return 1;
+	w->attempts++;
+	int held = pfb_tuple_busy(w, port);
+	if (held == 2 && !w->time_wait_port)
+		w->time_wait_port = port;
+	if (held)
+		return 0;
+	int rc = pfb_bind_port(w, port);
+	if (rc == 0) {
+		w->port = port;
+		return 1;
+	}
+	w->bind_error = -rc;
+	return 0;
+}
+
+/* A connect's walk, each candidate checked and bound in turn, then a
+ * port whose 4-tuple only TIME_WAIT holds (SO_REUSEADDR reuses it at
+ * once); w->port is 0 when none. */
+static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf_bpf_config *cfg)
+{
+	pfb_walk_start(w, cfg, 0);
+	bpf_loop(pfb_max_tries(w), pfb_try_connect_port, w, 0);
+	if (!w->port && w->time_wait_port && pfb_bind_port(w, w->time_wait_port) == 0)
+		w->port = w->time_wait_port;
+}
+
+/* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */
+
+/* Whether a listener holds port on the address asked for (a wildcard
+ * listener holds it on every address): a TCP bind cannot share its port. */
+static __always_inline int pfb_listener_holds(struct pfb_walk *w, __u16 port)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+
+	if (w->d.family == AF_INET) {
+		tuple.ipv4.daddr = w->d.addr[0];
+		tuple.ipv4.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv4);
+	} else {
+		for (int i = 0; i < 4; i++)
+			tuple.ipv6.daddr[i] = w->d.addr[i];
+		tuple.ipv6.dport = bpf_htons(port);
+		size = sizeof(tuple.ipv6);
+	}
+	sk = bpf_skc_lookup_tcp(w->ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	int listening = sk->state == BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return listening;
+}
+
+static long pfb_try_unused_port(__u32 k, void *arg)
+{
+	struct pfb_walk *w = arg;
+	__u16 port = (__u16)pfb_next_port(&w->seq, k);
+
+	if (!port)
+		return 1;
+	__u32 index = (__u32)port - w->seq.cw.lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	w->attempts++;
+	if (users && *users) {
+		/* TCP: the first candidate another socket holds without
+		 * listening on it can be shared (SO_REUSEADDR). */
+		if (!w->udp && !w->time_wait_port && !pfb_listener_holds(w, port))
+			w->time_wait_port = port;
+		return 0;
+	}
+	w->port = port;
+	return 1;
+}
+
+/* The bind hook cannot bind and retry: it takes the first candidate no
+ * socket of the app holds, and the kernel's bind has the last word. */
+static __always_inline void pfb_walk_bind(struct pfb_walk *w, const struct pf_bpf_config *cfg)
+{
+	pfb_walk_start(w, cfg, 1);
+	bpf_loop(pfb_max_tries(w), pfb_try_unused_port, w, 0);
+}
+
+/* ---- the source a connect is bound with ------------------------- */
+
+/* A loopback destination is reached from loopback's own address (the
+ * local route's preferred source): binding it rather than the wildcard
+ * spares the connect a re-hash, and the 4-tuple check a second lookup.
+ * Other destinations keep the wildcard: their source is the route's. */
+static __always_inline void pfb_loopback_source(const struct pfb_dest *d, __u32 *source)
+{
+	if (d->family == AF_INET && (bpf_ntohl(d->addr[0]) >> 24) == 127)
+		source[0] = bpf_htonl(0x7f000001);
+	else if (d->family == AF_INET6 && !(d->addr[0] | d->addr[1] | d->addr[2]) &&
+		 d->addr[3] == bpf_htonl(1))
+		source[3] = bpf_htonl(1);
+}
+
+/* The address the socket is bound to, as the destination's family sees
+ * it (an AF_INET6 socket's v4-mapped address as IPv4), or zero. */
+static __always_inline void pfb_bound_source(struct bpf_sock_addr *ctx, const struct pfb_dest *d, __u32 *source)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return;
+	/* Every field read whatever the family, each at its own constant
+	 * offset: the verifier refuses arithmetic on a sock pointer, which
+	 * a read under a branch can compile to. */
+	__u32 bound4 = sk->src_ip4;
+	__u32 bound[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
+	asm volatile("" : "+r"(bound4));
+	if (ctx->family == AF_INET) {
+		source[0] = bound4;
+	} else {
+		if (d->family == AF_INET6)
+			__builtin_memcpy(source, bound, 16);
+		else if (pfb_is_v4_mapped(bound))
+			source[0] = bound[3];
+	}
+}
+
+/* An MPTCP subflow (the kernel's own TCP socket under an MPTCP one):
+ * no release hook runs for it, so its port is never counted. */
+static __always_inline int pfb_mptcp_subflow(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	return sk && bpf_skc_to_mptcp_sock(sk) != 0;
+}
+
+#endif
