@@ -196,11 +196,23 @@ double run_worker(bool shim, const char *policy, char *const args[], double *ext
 
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2])
 {
+	double all[WORKER_FIGURES];
+
+	run_worker_figures(shim, policy, args, all);
+	extra[0] = all[1];
+	extra[1] = all[2];
+	return all[0];
+}
+
+void run_worker_figures(bool shim, const char *policy, char *const args[], double out[WORKER_FIGURES])
+{
 	int pipefd[2];
 	char buf[128] = "";
 
+	for (int i = 0; i < WORKER_FIGURES; i++)
+		out[i] = NAN;
 	if (pipe(pipefd) < 0)
-		return NAN;
+		return;
 	pid_t pid = fork();
 	if (pid == 0) {
 		char *argv[16] = {settings.self, "--worker"};
@@ -223,13 +235,17 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 	int status;
 	waitpid(pid, &status, 0);
 	if (got <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return NAN;
+		return;
 	buf[got] = '\0';
-	char *rest;
-	double first = strtod(buf, &rest);
-	extra[0] = strtod(rest, &rest);
-	extra[1] = strtod(rest, NULL);
-	return first;
+	char *at = buf;
+	for (int i = 0; i < WORKER_FIGURES; i++) {
+		char *end;
+		double value = strtod(at, &end);
+		if (end == at)
+			break;
+		out[i] = value;
+		at = end;
+	}
 }
 
 static struct sockaddr_in loopback(uint16_t port, const char *addr)
@@ -344,7 +360,7 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 		      const struct sockaddr_in *dest, int fd, int count, int pairs,
 		      const char *const side_cgroups[2])
 {
-	double native_ns[256], shim[256], ratio[256];
+	double native_ns[256], shim[256], ratio[256], added[256];
 	if (pairs > 256)
 		pairs = 256;
 	if (side_cgroups && join_cgroup(side_cgroups[1]) < 0)
@@ -368,10 +384,15 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 				native_ns[p] = per_op;
 		}
 		ratio[p] = shim[p] / native_ns[p];
+		added[p] = shim[p] - native_ns[p];
 	}
 	if (side_cgroups)
 		join_cgroup(side_cgroups[0]);
-	printf("%.1f %.1f %.4f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs));
+	/* native, other, ratio, and what other adds (median of the pairs'
+	 * differences: the pairs run back to back, so the noise of a shared
+	 * machine cancels better than between the two medians). */
+	printf("%.1f %.1f %.4f %.1f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs),
+	       median(added, pairs));
 	return 0;
 }
 
