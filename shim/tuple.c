@@ -57,7 +57,17 @@ static struct source_entry *source_slot(const struct sockaddr *remote)
 
 /* A seqlock read: a writer in another thread (or a signal handler that
  * interrupted one) never leaves a torn entry that looks valid. */
-bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *local)
+static bool same_address(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	uint32_t x[4], y[4];
+
+	memcpy(x, a, len);
+	memcpy(y, b, len);
+	return len == 4 ? x[0] == y[0]
+			: ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
@@ -65,8 +75,8 @@ bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *lo
 	uint8_t address[16];
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
 
-	if (before & 1 || entry->family != remote->sa_family || memcmp(entry->remote, bytes, len) != 0 ||
-	    (uint32_t)(pf_hold_now_ms() - entry->learned_ms) >= SOURCE_TTL_MS)
+	if (before & 1 || entry->family != remote->sa_family || !same_address(entry->remote, bytes, len) ||
+	    (uint32_t)(now_ms - entry->learned_ms) >= SOURCE_TTL_MS)
 		return false;
 	memcpy(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
