@@ -48,6 +48,39 @@ double median(double *values, int count)
 	return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
+/* ---- the CPU hog: one busy process per core at normal priority ---- */
+
+static pid_t hog_pids[256];
+static int hog_count;
+
+void hog_start(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cores < 1)
+		cores = 1;
+	for (hog_count = 0; hog_count < cores && hog_count < 256; hog_count++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			volatile unsigned long spin = 0;
+			for (;;)
+				spin++;
+		}
+		if (pid < 0)
+			break;
+		hog_pids[hog_count] = pid;
+	}
+}
+
+void hog_stop(void)
+{
+	for (int i = 0; i < hog_count; i++) {
+		kill(hog_pids[i], SIGKILL);
+		waitpid(hog_pids[i], NULL, 0);
+	}
+	hog_count = 0;
+}
+
 /* ---- servers in the parent (never preloaded) ---- */
 
 static void serve(enum listener_mode mode, int conn)
@@ -553,10 +586,11 @@ static int worker_churn(uint16_t port, double seconds)
 	return 0;
 }
 
-/* cycles connect/close cycles, the client closing first after the
- * server's greeting; prints "stalls failures worst_ms", a stall being a
- * connect() of a second or more (a SYN retransmitted). */
-static int worker_stalls(uint16_t port, int cycles)
+/* cycles connect/close cycles, the client closing first (after the
+ * server's greeting when greet, else at once, against a server that
+ * reads to the end and closes); prints "stalls failures worst_ms", a
+ * stall being a connect() of a second or more (a SYN retransmitted). */
+static int worker_stalls(uint16_t port, int cycles, bool greet)
 {
 	struct sockaddr_in dest = loopback(port, "127.0.0.1");
 	long stalls = 0, failures = 0;
@@ -570,7 +604,7 @@ static int worker_stalls(uint16_t port, int cycles)
 		double took = now_ns() - start;
 		stalls += took >= 1e9;
 		worst = took > worst ? took : worst;
-		if (rc < 0 || read(fd, greeting, sizeof(greeting)) <= 0)
+		if (rc < 0 || (greet && read(fd, greeting, sizeof(greeting)) <= 0))
 			failures++;
 		close(fd);
 	}
@@ -618,7 +652,8 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);
 	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
-		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]));
+		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]),
+				     argc < 4 || strcmp(argv[3], "quiet") != 0);
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
 		return worker_churn((uint16_t)atoi(argv[1]), atof(argv[2]));
 	if (argc >= 6 && strcmp(argv[0], "capacity") == 0)

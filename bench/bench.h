@@ -58,6 +58,9 @@ void run_worker_figures(bool shim, const char *policy, char *const args[], doubl
  * measured it in this run, else NaN: the BPF section reports over it. */
 extern double bench_floor_added_ns;
 int run_all_measures(void);
+/* One busy process per core, at normal priority, until hog_stop(). */
+void hog_start(void);
+void hog_stop(void);
 /* Median seconds of `portfence status --json` with about `sockets`
  * sockets open in the policy's ranges (*opened: how many), or -1. */
 double bench_status_seconds(int sockets, int *opened);

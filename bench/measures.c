@@ -426,32 +426,50 @@ static void measure_occupancy_live(void)
 	fprintf(json, "\n  }");
 }
 
-/* connect/close cycles through a 10-port range, the client closing first
- * (a fast local server), and the same natively: connects of a second or
- * more, and failures. */
-static void measure_syn_stalls(void)
+/* connect/close cycles through a 10-port range, the client closing at
+ * once after its connect (a fast local server that reads to the end and
+ * closes), and the same natively, with one busy process
+ * per core beside them (the server is then late to close, and the
+ * client's 4-tuples linger in FIN_WAIT2): connects of a second or more,
+ * and failures.  1000 cycles (goal: failures <= 198, a fifth of the
+ * kernel's), then the long run (goal: 0 stalls, failures < 10%). */
+static void syn_stalls_run(int cycles, const char *key, bool *first)
 {
 	struct listener l;
 	char port[16], cycles_text[16], policy[128];
-	int cycles = settings.quick ? 2000 : 20000;
 	double native[3], shim[3];
 
-	listener_start(&l, "127.0.0.1", LISTEN_GREET);
+	listener_start(&l, "127.0.0.1", LISTEN_SINK);
 	snprintf(port, sizeof(port), "%u", l.port);
 	snprintf(cycles_text, sizeof(cycles_text), "%d", cycles);
 	snprintf(policy, sizeof(policy), "%s/stalls.conf", settings.dir);
 	write_policy(policy, "double-hash", false, 61500, 61509);
-	char *args[] = {"stalls", port, cycles_text, NULL};
+	char *args[] = {"stalls", port, cycles_text, "quiet", NULL};
+	hog_start();
 	native[0] = run_worker_numbers(false, NULL, args, native + 1);
 	shim[0] = run_worker_numbers(true, policy, args, shim + 1);
+	hog_stop();
 	listener_stop(&l);
+	fprintf(json, "%s\n    \"%s\": {\"cycles\": %d, \"range_ports\": 10, \"hog\": true, "
+		"\"native_stalls\": %s, \"native_failures\": %s, \"native_worst_ms\": %s, "
+		"\"shim_stalls\": %s, \"shim_failures\": %s, \"shim_worst_ms\": %s}",
+		*first ? "" : ",", key, cycles, json_number(native[0], 0).text, json_number(native[1], 0).text,
+		json_number(native[2], 1).text, json_number(shim[0], 0).text, json_number(shim[1], 0).text,
+		json_number(shim[2], 1).text);
+	*first = false;
+	printf("| syn_stalls | %d cycles, 10-port range, CPU hog, connects >= 1 s (failures), worst ms | %.0f (%.0f) %.0f | %.0f (%.0f) %.0f | - | %s |\n",
+	       cycles, native[0], native[1], native[2], shim[0], shim[1], shim[2],
+	       cycles == 1000 ? "failures <= 198" : "0 stalls, failures < 10%");
+}
+
+static void measure_syn_stalls(void)
+{
+	bool first = true;
+
 	json_open_measure("syn_stalls");
-	fprintf(json, "\"cycles\": %d, \"range_ports\": 10, \"native_stalls\": %s, \"native_failures\": %s, "
-		"\"native_worst_ms\": %s, \"shim_stalls\": %s, \"shim_failures\": %s, \"shim_worst_ms\": %s}",
-		cycles, json_number(native[0], 0).text, json_number(native[1], 0).text, json_number(native[2], 1).text,
-		json_number(shim[0], 0).text, json_number(shim[1], 0).text, json_number(shim[2], 1).text);
-	printf("| syn_stalls | %d cycles, 10-port range, connects >= 1 s (failures) | %.0f (%.0f) | %.0f (%.0f) | - | 0 stalls, failures < 10%% |\n",
-	       cycles, native[0], native[1], shim[0], shim[1]);
+	syn_stalls_run(1000, "cycles_1000", &first);
+	syn_stalls_run(settings.quick ? 2000 : 20000, "long", &first);
+	fprintf(json, "\n  }");
 }
 
 /* ---- occupancy: the algorithms over a simulated, partly busy range ---- */
