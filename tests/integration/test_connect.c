@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -725,5 +727,110 @@ Test(connect, small_range_churn_beside_a_cpu_hog, .timeout = 240)
 	cr_expect_eq(long_run.stalls, 0, "connects of 1 s or more: %d (worst %.1f ms)", long_run.stalls,
 		     long_run.worst_ms);
 	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- a route change toward a router that filters by reverse path ---- */
+
+/* A process alone in a new network namespace: the namespace lives as
+ * long as it does. */
+static pid_t namespace_holder(char *const argv[])
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET) != 0)
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int sh(const char *format, ...)
+{
+	char cmd[1024];
+	va_list args;
+
+	va_start(args, format);
+	vsnprintf(cmd, sizeof(cmd), format, args);
+	va_end(args);
+	return system(cmd);
+}
+
+/* This namespace is the client, with two links to a router (10.231.1.0/24
+ * on c1, 10.231.2.0/24 on c2); behind the router (rp_filter = 1) the
+ * server, 10.231.3.2.  2000 connects to it under the shim; after the
+ * first 1000 the route to the server moves from c1 to c2.  A connect
+ * that leaves from c1's address over c2 is dropped by the router: the
+ * shim's learned source must follow the route at once, as the kernel's
+ * own choice does (no connect of a second or more, none failed). */
+Test(connect, route_change_toward_rp_filter_router_never_stalls, .timeout = 120)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char *router_argv[] = {"sleep", "100", NULL};
+	char *server_argv[] = {"python3", "-c",
+			       "import socket\n"
+			       "s = socket.socket()\n"
+			       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+			       "s.bind(('0.0.0.0', 5555)); s.listen(4096)\n"
+			       "while True:\n"
+			       "    c, _ = s.accept(); c.close()\n", NULL};
+
+	if (system("command -v nsenter >/dev/null 2>&1") != 0)
+		cr_skip_test("nsenter is not installed");
+	pid_t router = namespace_holder(router_argv), server = namespace_holder(server_argv);
+	cr_assert(router > 0 && server > 0);
+	usleep(300000);
+	int setup =
+		sh("ip link add c1 type veth peer name r1 netns %d && ip link add c2 type veth peer name r2 netns %d",
+		   router, router) ||
+		sh("ip link add r3 netns %d type veth peer name s1 netns %d", router, server) ||
+		sh("ip addr add 10.231.1.2/24 dev c1 && ip addr add 10.231.2.2/24 dev c2 && "
+		   "ip link set c1 up && ip link set c2 up && ip route add 10.231.3.0/24 via 10.231.1.1 dev c1") ||
+		sh("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.231.1.1/24 dev r1 && "
+		   "ip addr add 10.231.2.1/24 dev r2 && ip addr add 10.231.3.1/24 dev r3 && "
+		   "ip link set r1 up && ip link set r2 up && ip link set r3 up && "
+		   "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=1 "
+		   "net.ipv4.conf.default.rp_filter=1 net.ipv4.conf.r1.rp_filter=1 "
+		   "net.ipv4.conf.r2.rp_filter=1 net.ipv4.conf.r3.rp_filter=1'", router) ||
+		sh("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.231.3.2/24 dev s1 && "
+		   "ip link set s1 up && ip route add default via 10.231.3.1'", server);
+	cr_assert_eq(setup, 0, "the router and server namespaces");
+	for (int i = 0; i < 100 && sh("nsenter -t %d -n ss -Hltn 'sport = :5555' | grep -q 5555", server) != 0; i++)
+		usleep(100000);
+	/* The kernel's own choice from c2 reaches the server; c1's address
+	 * over c2 is dropped (the premise of the test). */
+	sandbox_init(&sb, "default = \"route\";\n"
+			  "apps = ( { name = \"route\"; range = [ 62500, 62599 ]; algorithm = \"double-hash\"; } );");
+	char change[] = "ip route replace 10.231.3.0/24 via 10.231.2.1 dev c2";
+	char *argv[] = {(char *)build_path("sockprobe"), "across", "2000", "10.231.3.2:5555", change, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	kill(router, SIGKILL);
+	kill(server, SIGKILL);
+	waitpid(router, NULL, 0);
+	waitpid(server, NULL, 0);
+	sh("ip link del c1 2>/dev/null; ip link del c2 2>/dev/null; true");
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	int failures = -1, stalls = -1;
+	double worst = -1;
+	cr_assert_eq(sscanf(r.out, "failures %d stalls %d worst_ms %lf", &failures, &stalls, &worst), 3, "%s%s",
+		     r.out, r.err);
+	cr_log_info("2000 connects across the route change: %d failed, %d of 1 s or more, worst %.1f ms",
+		    failures, stalls, worst);
+	cr_expect_eq(stalls, 0, "connects of 1 s or more: %d (worst %.1f ms)", stalls, worst);
+	cr_expect_eq(failures, 0, "failed connects: %d: %s", failures, r.err);
+	/* The records show the connects after the change leaving from c2. */
+	json_t *record, *records = audit_records(sb.log);
+	size_t i;
+	int from_c1 = 0, from_c2 = 0;
+	json_array_foreach(records, i, record) {
+		const char *local = json_string_value(json_object_get(record, "local"));
+		from_c1 += local && strncmp(local, "10.231.1.2:", 11) == 0;
+		from_c2 += local && strncmp(local, "10.231.2.2:", 11) == 0;
+	}
+	json_decref(records);
+	cr_expect_eq(from_c1, 1000, "records from c1's address: %d", from_c1);
+	cr_expect_eq(from_c2, 1000, "records from c2's address: %d", from_c2);
 	sandbox_cleanup(&sb);
 }
