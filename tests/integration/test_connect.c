@@ -799,6 +799,11 @@ Test(connect, route_change_toward_rp_filter_router_never_stalls, .timeout = 120)
 	cr_assert_eq(setup, 0, "the router and server namespaces");
 	for (int i = 0; i < 100 && sh("nsenter -t %d -n ss -Hltn 'sport = :5555' | grep -q 5555", server) != 0; i++)
 		usleep(100000);
+	/* The router's address on c2 resolved beforehand: with it cold, the
+	 * first connect over c2 timed out in 3 of 33 runs under the shim
+	 * (from c2's address; natively 0 of 15), a defect of its own that
+	 * this test does not cover (issue 23, perf report). */
+	sh("ping -q -c1 -W1 -I c2 10.231.2.1 >/dev/null 2>&1");
 	/* The kernel's own choice from c2 reaches the server; c1's address
 	 * over c2 is dropped (the premise of the test). */
 	sandbox_init(&sb, "default = \"route\";\n"
