@@ -565,6 +565,71 @@ static int worker_paired(const char *name, uint16_t port, int count, int pairs, 
 	return 2;
 }
 
+/* ---- contention: threads and processes of one app at once ---- */
+
+struct contender {
+	struct sockaddr_in dest;
+	int count;
+	atomic_int *failed;
+};
+
+static void *contend_thread(void *arg)
+{
+	struct contender *c = arg;
+	if (block_tcp_connect(&libc_ops, &c->dest, -1, c->count) < 0)
+		atomic_fetch_add(c->failed, 1);
+	return NULL;
+}
+
+/* threads threads, each count connects (through the interposed symbols:
+ * in a shim worker, the shim; else libc's own). */
+static int contend_threads(uint16_t port, int threads, int count)
+{
+	pthread_t ids[64];
+	struct contender c = {.dest = loopback(port, "127.0.0.1"), .count = count};
+	atomic_int failed = 0;
+
+	c.failed = &failed;
+	if (threads > 64)
+		threads = 64;
+	for (int t = 0; t < threads; t++)
+		if (pthread_create(&ids[t], NULL, contend_thread, &c) != 0)
+			return -1;
+	for (int t = 0; t < threads; t++)
+		pthread_join(ids[t], NULL);
+	return failed ? -1 : 0;
+}
+
+/* contend PROCESSES THREADS PORT COUNT: PROCESSES processes (forked:
+ * one app, one shared segment under the shim) of THREADS threads each,
+ * every thread COUNT connects, all at once; prints the wall ns per
+ * connect over the whole. */
+static int worker_contend(int processes, int threads, uint16_t port, int count)
+{
+	pid_t pids[16];
+	double start = now_ns();
+	int failed = 0;
+
+	if (processes > 16)
+		processes = 16;
+	for (int p = 0; p < processes; p++) {
+		pids[p] = fork();
+		if (pids[p] == 0)
+			_exit(contend_threads(port, threads, count) < 0 ? 1 : 0);
+		if (pids[p] < 0)
+			return 1;
+	}
+	for (int p = 0; p < processes; p++) {
+		int status;
+		waitpid(pids[p], &status, 0);
+		failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	}
+	if (failed)
+		return 1;
+	printf("%.1f\n", (now_ns() - start) / ((double)processes * threads * count));
+	return 0;
+}
+
 /* Connections per second for a while, the client closing first after the
  * server's greeting; prints "rate failures". */
 static int worker_churn(uint16_t port, double seconds)
@@ -651,6 +716,8 @@ static int worker_main(int argc, char **argv)
 					    atoi(argv[5]));
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);
+	if (argc >= 5 && strcmp(argv[0], "contend") == 0)
+		return worker_contend(atoi(argv[1]), atoi(argv[2]), (uint16_t)atoi(argv[3]), atoi(argv[4]));
 	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
 		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]),
 				     argc < 4 || strcmp(argv[3], "quiet") != 0);

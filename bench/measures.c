@@ -239,6 +239,60 @@ static void measure_tcp_connect(void)
 	fprintf(json, "\n  }");
 }
 
+/* Contention on the app's shared segment: 8 threads of one process, and
+ * 4 processes of one app, connecting at once; native and shim rounds
+ * alternate; wall ns per connect over the whole, and what the shim adds
+ * (median of the rounds' differences). */
+static void measure_tcp_contention(void)
+{
+	static const struct { const char *key; int processes, threads; } shapes[] = {
+		{"threads_8", 1, 8}, {"processes_4", 4, 1}};
+	struct listener l;
+	char policy[256], port[16], count[16], processes[8], threads[8];
+	int rounds = settings.workers ? settings.workers : settings.quick ? 1 : 5;
+
+	if (rounds > MAX_ROUNDS)
+		rounds = MAX_ROUNDS;
+	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
+	snprintf(policy, sizeof(policy), "%s/contend.conf", settings.dir);
+	write_policy(policy, "double-hash", false, 61000, 61999);
+	snprintf(port, sizeof(port), "%u", l.port);
+	/* Under the listener's backlog (4096) in all: past it, SYNs are
+	 * dropped and sent again a second later, whoever connects. */
+	snprintf(count, sizeof(count), "%d", settings.quick ? 100 : 400);
+	json_open_measure("tcp_contention");
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		double native[MAX_ROUNDS], shim[MAX_ROUNDS], added[MAX_ROUNDS];
+		int n = 0;
+		snprintf(processes, sizeof(processes), "%d", shapes[s].processes);
+		snprintf(threads, sizeof(threads), "%d", shapes[s].threads);
+		char *args[] = {"contend", processes, threads, port, count, NULL};
+		for (int r = 0; r < rounds; r++) {
+			bool shim_first = r % 2;
+			double a = run_worker(shim_first, shim_first ? policy : NULL, args, NULL);
+			double b = run_worker(!shim_first, shim_first ? NULL : policy, args, NULL);
+			double nat = shim_first ? b : a, sh = shim_first ? a : b;
+			if (isnan(nat) || isnan(sh))
+				continue;
+			native[n] = nat, shim[n] = sh, added[n] = sh - nat;
+			n++;
+		}
+		double mn = n ? median(native, n) : NAN, ms = n ? median(shim, n) : NAN;
+		double ma = n ? median(added, n) : NAN;
+		fprintf(json, "%s\n    \"%s\": {\"processes\": %d, \"threads\": %d, \"native_ns\": %s, "
+			"\"shim_ns\": %s, \"ratio\": %s, \"added_ns\": %s}",
+			s ? "," : "", shapes[s].key, shapes[s].processes, shapes[s].threads,
+			json_number(mn, 1).text, json_number(ms, 1).text, json_number(ms / mn, 4).text,
+			json_number(ma, 1).text);
+		char label[96];
+		snprintf(label, sizeof(label), "%d process(es) x %d thread(s) at once, double-hash_nolog (+%.2f µs)",
+			 shapes[s].processes, shapes[s].threads, ma / 1000);
+		print_pair("tcp_contention", label, (struct pair){mn, ms, ms / mn}, "-");
+	}
+	fprintf(json, "\n  }");
+	listener_stop(&l);
+}
+
 static void measure_udp_first_send(void)
 {
 	uint16_t sink_port;
@@ -576,7 +630,8 @@ int run_all_measures(void)
 		const char *name;
 		void (*run)(void);
 	} measures[] = {
-		{"tcp_connect", measure_tcp_connect}, {"udp_first_send", measure_udp_first_send},
+		{"tcp_connect", measure_tcp_connect}, {"tcp_contention", measure_tcp_contention},
+		{"udp_first_send", measure_udp_first_send},
 		{"hot_path", measure_hot_path}, {"process_start", measure_process_start},
 		{"capacity", measure_capacity}, {"churn", measure_churn},
 		{"occupancy_live", measure_occupancy_live}, {"syn_stalls", measure_syn_stalls},

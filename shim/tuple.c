@@ -22,7 +22,8 @@
 /* How long a learned source address is trusted at most.  A change of
  * routes or addresses forgets every learned source at once: the kernel
  * tells a netlink socket of this process (RTMGRP_*_ROUTE, *_IFADDR),
- * which each lookup asks without waiting.  A source that outlived its
+ * which each lookup asks without waiting (not for a loopback
+ * destination, reached from loopback whatever the routes).  A source that outlived its
  * route would send SYNs that a router filtering by reverse path drops. */
 #define SOURCE_TTL_MS 1000
 #define SOURCE_CACHE_SIZE 64
@@ -158,6 +159,16 @@ static uint32_t route_epoch_now(bool open_if_needed)
 	return epoch;
 }
 
+/* A loopback destination is reached from loopback whatever the routes:
+ * its learned source needs no watching. */
+static bool loopback_remote(const struct sockaddr *remote)
+{
+	if (remote->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)remote)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 /* A seqlock read: a writer in another thread (or a signal handler that
  * interrupted one) never leaves a torn entry that looks valid. */
 static bool same_address(const uint8_t *a, const uint8_t *b, size_t len)
@@ -181,9 +192,11 @@ bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct soc
 	if (before & 1 || entry->family != remote->sa_family || !same_address(entry->remote, bytes, len) ||
 	    (uint32_t)(now_ms - entry->learned_ms) >= SOURCE_TTL_MS)
 		return false;
-	uint32_t epoch = route_epoch_now(false);
-	if (epoch == 0 || entry->epoch != epoch)
-		return false;
+	if (!loopback_remote(remote)) {
+		uint32_t epoch = route_epoch_now(false);
+		if (epoch == 0 || entry->epoch != epoch)
+			return false;
+	}
 	memcpy(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
@@ -208,7 +221,7 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 		return;
 	/* Learned only where changes can be followed, in the epoch of the
 	 * route the kernel has just used. */
-	uint32_t epoch = route_epoch_now(true);
+	uint32_t epoch = loopback_remote(remote) ? 1 : route_epoch_now(true);
 	if (epoch == 0 || !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
 		return;
 	entry->epoch = epoch;
