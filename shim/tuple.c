@@ -129,7 +129,11 @@ static uint32_t route_epoch_now(bool open_if_needed)
 		return 0; /* another thread (or our signal handler) is looking */
 	int fd = atomic_load(&route_fd);
 	if (fd >= 0 && atomic_load(&route_owner) != pf_cached_pid()) {
-		atomic_store(&route_fd, -1); /* the parent's, in a forked child */
+		/* The parent's, in a forked child: its copy is closed here
+		 * (unless the program took the number meanwhile). */
+		if (route_fd_ours(fd))
+			syscall(SYS_close, fd);
+		atomic_store(&route_fd, -1);
 		fd = -1;
 	}
 	if (fd < 0 && open_if_needed)
