@@ -48,6 +48,39 @@ double median(double *values, int count)
 	return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
+/* ---- the CPU hog: one busy process per core at normal priority ---- */
+
+static pid_t hog_pids[256];
+static int hog_count;
+
+void hog_start(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (cores < 1)
+		cores = 1;
+	for (hog_count = 0; hog_count < cores && hog_count < 256; hog_count++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			volatile unsigned long spin = 0;
+			for (;;)
+				spin++;
+		}
+		if (pid < 0)
+			break;
+		hog_pids[hog_count] = pid;
+	}
+}
+
+void hog_stop(void)
+{
+	for (int i = 0; i < hog_count; i++) {
+		kill(hog_pids[i], SIGKILL);
+		waitpid(hog_pids[i], NULL, 0);
+	}
+	hog_count = 0;
+}
+
 /* ---- servers in the parent (never preloaded) ---- */
 
 static void serve(enum listener_mode mode, int conn)
@@ -196,11 +229,23 @@ double run_worker(bool shim, const char *policy, char *const args[], double *ext
 
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2])
 {
+	double all[WORKER_FIGURES];
+
+	run_worker_figures(shim, policy, args, all);
+	extra[0] = all[1];
+	extra[1] = all[2];
+	return all[0];
+}
+
+void run_worker_figures(bool shim, const char *policy, char *const args[], double out[WORKER_FIGURES])
+{
 	int pipefd[2];
 	char buf[128] = "";
 
+	for (int i = 0; i < WORKER_FIGURES; i++)
+		out[i] = NAN;
 	if (pipe(pipefd) < 0)
-		return NAN;
+		return;
 	pid_t pid = fork();
 	if (pid == 0) {
 		char *argv[16] = {settings.self, "--worker"};
@@ -223,13 +268,17 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 	int status;
 	waitpid(pid, &status, 0);
 	if (got <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		return NAN;
+		return;
 	buf[got] = '\0';
-	char *rest;
-	double first = strtod(buf, &rest);
-	extra[0] = strtod(rest, &rest);
-	extra[1] = strtod(rest, NULL);
-	return first;
+	char *at = buf;
+	for (int i = 0; i < WORKER_FIGURES; i++) {
+		char *end;
+		double value = strtod(at, &end);
+		if (end == at)
+			break;
+		out[i] = value;
+		at = end;
+	}
 }
 
 static struct sockaddr_in loopback(uint16_t port, const char *addr)
@@ -344,7 +393,7 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 		      const struct sockaddr_in *dest, int fd, int count, int pairs,
 		      const char *const side_cgroups[2])
 {
-	double native_ns[256], shim[256], ratio[256];
+	double native_ns[256], shim[256], ratio[256], added[256];
 	if (pairs > 256)
 		pairs = 256;
 	if (side_cgroups && join_cgroup(side_cgroups[1]) < 0)
@@ -368,10 +417,15 @@ static int paired_two(block_fn native, block_fn other, const struct ops *other_o
 				native_ns[p] = per_op;
 		}
 		ratio[p] = shim[p] / native_ns[p];
+		added[p] = shim[p] - native_ns[p];
 	}
 	if (side_cgroups)
 		join_cgroup(side_cgroups[0]);
-	printf("%.1f %.1f %.4f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs));
+	/* native, other, ratio, and what other adds (median of the pairs'
+	 * differences: the pairs run back to back, so the noise of a shared
+	 * machine cancels better than between the two medians). */
+	printf("%.1f %.1f %.4f %.1f\n", median(native_ns, pairs), median(shim, pairs), median(ratio, pairs),
+	       median(added, pairs));
 	return 0;
 }
 
@@ -511,6 +565,71 @@ static int worker_paired(const char *name, uint16_t port, int count, int pairs, 
 	return 2;
 }
 
+/* ---- contention: threads and processes of one app at once ---- */
+
+struct contender {
+	struct sockaddr_in dest;
+	int count;
+	atomic_int *failed;
+};
+
+static void *contend_thread(void *arg)
+{
+	struct contender *c = arg;
+	if (block_tcp_connect(&libc_ops, &c->dest, -1, c->count) < 0)
+		atomic_fetch_add(c->failed, 1);
+	return NULL;
+}
+
+/* threads threads, each count connects (through the interposed symbols:
+ * in a shim worker, the shim; else libc's own). */
+static int contend_threads(uint16_t port, int threads, int count)
+{
+	pthread_t ids[64];
+	struct contender c = {.dest = loopback(port, "127.0.0.1"), .count = count};
+	atomic_int failed = 0;
+
+	c.failed = &failed;
+	if (threads > 64)
+		threads = 64;
+	for (int t = 0; t < threads; t++)
+		if (pthread_create(&ids[t], NULL, contend_thread, &c) != 0)
+			return -1;
+	for (int t = 0; t < threads; t++)
+		pthread_join(ids[t], NULL);
+	return failed ? -1 : 0;
+}
+
+/* contend PROCESSES THREADS PORT COUNT: PROCESSES processes (forked:
+ * one app, one shared segment under the shim) of THREADS threads each,
+ * every thread COUNT connects, all at once; prints the wall ns per
+ * connect over the whole. */
+static int worker_contend(int processes, int threads, uint16_t port, int count)
+{
+	pid_t pids[16];
+	double start = now_ns();
+	int failed = 0;
+
+	if (processes > 16)
+		processes = 16;
+	for (int p = 0; p < processes; p++) {
+		pids[p] = fork();
+		if (pids[p] == 0)
+			_exit(contend_threads(port, threads, count) < 0 ? 1 : 0);
+		if (pids[p] < 0)
+			return 1;
+	}
+	for (int p = 0; p < processes; p++) {
+		int status;
+		waitpid(pids[p], &status, 0);
+		failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	}
+	if (failed)
+		return 1;
+	printf("%.1f\n", (now_ns() - start) / ((double)processes * threads * count));
+	return 0;
+}
+
 /* Connections per second for a while, the client closing first after the
  * server's greeting; prints "rate failures". */
 static int worker_churn(uint16_t port, double seconds)
@@ -532,10 +651,11 @@ static int worker_churn(uint16_t port, double seconds)
 	return 0;
 }
 
-/* cycles connect/close cycles, the client closing first after the
- * server's greeting; prints "stalls failures worst_ms", a stall being a
- * connect() of a second or more (a SYN retransmitted). */
-static int worker_stalls(uint16_t port, int cycles)
+/* cycles connect/close cycles, the client closing first (after the
+ * server's greeting when greet, else at once, against a server that
+ * reads to the end and closes); prints "stalls failures worst_ms", a
+ * stall being a connect() of a second or more (a SYN retransmitted). */
+static int worker_stalls(uint16_t port, int cycles, bool greet)
 {
 	struct sockaddr_in dest = loopback(port, "127.0.0.1");
 	long stalls = 0, failures = 0;
@@ -549,7 +669,7 @@ static int worker_stalls(uint16_t port, int cycles)
 		double took = now_ns() - start;
 		stalls += took >= 1e9;
 		worst = took > worst ? took : worst;
-		if (rc < 0 || read(fd, greeting, sizeof(greeting)) <= 0)
+		if (rc < 0 || (greet && read(fd, greeting, sizeof(greeting)) <= 0))
 			failures++;
 		close(fd);
 	}
@@ -596,8 +716,11 @@ static int worker_main(int argc, char **argv)
 					    atoi(argv[5]));
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);
+	if (argc >= 5 && strcmp(argv[0], "contend") == 0)
+		return worker_contend(atoi(argv[1]), atoi(argv[2]), (uint16_t)atoi(argv[3]), atoi(argv[4]));
 	if (argc >= 3 && strcmp(argv[0], "stalls") == 0)
-		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]));
+		return worker_stalls((uint16_t)atoi(argv[1]), atoi(argv[2]),
+				     argc < 4 || strcmp(argv[3], "quiet") != 0);
 	if (argc >= 3 && strcmp(argv[0], "churn") == 0)
 		return worker_churn((uint16_t)atoi(argv[1]), atof(argv[2]));
 	if (argc >= 6 && strcmp(argv[0], "capacity") == 0)

@@ -50,7 +50,17 @@ double run_worker(bool shim, const char *policy, char *const args[], double *ext
 double median(double *values, int count);
 /* The worker's first number, and up to two more in extra[]. */
 double run_worker_numbers(bool shim, const char *policy, char *const args[], double extra[2]);
+/* All of a worker's figures (NaN where it printed fewer): a paired
+ * worker prints native ns, other ns, ratio, added ns. */
+#define WORKER_FIGURES 4
+void run_worker_figures(bool shim, const char *policy, char *const args[], double out[WORKER_FIGURES]);
+/* The floor's added ns over native (by_hand_nolog) when tcp_connect
+ * measured it in this run, else NaN: the BPF section reports over it. */
+extern double bench_floor_added_ns;
 int run_all_measures(void);
+/* One busy process per core, at normal priority, until hog_stop(). */
+void hog_start(void);
+void hog_stop(void);
 /* Median seconds of `portfence status --json` with about `sockets`
  * sockets open in the policy's ranges (*opened: how many), or -1. */
 double bench_status_seconds(int sockets, int *opened);

@@ -93,6 +93,25 @@ struct siphash_memo {
 	uint64_t hash;
 };
 
+/* Equal bytes, word by word (inlined: the libc memcmp call cost ~90
+ * instructions per connect here, callgrind). */
+static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	uint64_t x, y;
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x != y)
+			return false;
+	}
+	for (; i < len; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 static __thread struct {
 	bool busy;
 	unsigned next;
@@ -107,7 +126,7 @@ uint64_t pf_siphash_cached(const uint8_t key[16], const void *data, size_t len)
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	for (int i = 0; i < SIPHASH_CACHE_ENTRIES; i++) {
 		struct siphash_memo *m = &siphash_cache.memo[i];
-		if (m->len == len && memcmp(m->data, data, len) == 0 && memcmp(m->key, key, 16) == 0) {
+		if (m->len == len && same_bytes(m->data, data, len) && same_bytes(m->key, key, 16)) {
 			uint64_t hash = m->hash;
 			__atomic_signal_fence(__ATOMIC_SEQ_CST);
 			siphash_cache.busy = false;

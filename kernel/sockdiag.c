@@ -98,6 +98,9 @@ static enum pf_tuple_use read_answer(const char *buf, long len, uint32_t seq, bo
 	/* Timer 3 is the TIME_WAIT timer: an orphan in FIN_WAIT2. */
 	if (msg->idiag_state == TCP_FIN_WAIT2 && msg->idiag_timer == 3)
 		return PF_TUPLE_LINGERING;
+	if (msg->idiag_state == TCP_FIN_WAIT1 || msg->idiag_state == TCP_CLOSING ||
+	    msg->idiag_state == TCP_LAST_ACK)
+		return PF_TUPLE_CLOSING;
 	return msg->idiag_state == TCP_LISTEN ? PF_TUPLE_FREE : PF_TUPLE_BUSY;
 }
 

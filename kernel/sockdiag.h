@@ -16,6 +16,10 @@ enum pf_tuple_use {
 				 * reuses it, but a SYN meets the peer's old
 				 * socket and waits a second */
 	PF_TUPLE_BUSY,		/* a socket in any other state */
+	PF_TUPLE_CLOSING,	/* closed, its FIN not yet acknowledged
+				 * (FIN_WAIT1, CLOSING, LAST_ACK): taken, but
+				 * soon TIME_WAIT or gone (a peer that delays
+				 * its ACK until it closes keeps it there) */
 	PF_TUPLE_UNKNOWN,	/* the kernel could not be asked */
 };
 

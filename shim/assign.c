@@ -18,6 +18,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/holds.h"
 #include "shim.h"
@@ -41,6 +44,17 @@
  * on. */
 #define RECENT_BEFORE_ASKING 8
 
+/* When every 4-tuple is taken and some are only closing (ours closed:
+ * FIN_WAIT1 until the peer acknowledges our FIN, which a peer delays
+ * until it closes too; FIN_WAIT2 until the peer's FIN), connect waits up
+ * to LINGER_WAIT_US for one of them to reach TIME_WAIT (reusable at once
+ * by a bound socket), asking the kernel again every LINGER_STEP_US,
+ * rather than fail: on a busy machine the peer is late to close.  A blocking connect waits for the SYN-ACK
+ * anyway; a non-blocking one may take this long once the range is full. */
+#define LINGER_WAIT_US 5000
+#define LINGER_STEP_US 200
+#define LINGERING_MAX 16
+
 /* Our own marker for "the socket was bound behind our back". */
 #define ALREADY_BOUND (-100000)
 /* connect() met a 4-tuple taken after we judged it free. */
@@ -61,7 +75,12 @@ struct attempt_ctx {
 	bool probed;		/* the kernel was asked for the source */
 	bool verify;		/* second pass: ask the kernel of held ports */
 	bool lingering_ok;	/* last resort: a 4-tuple the peer has not closed */
+	bool waiting;		/* rechecking the lingering ports: note none */
 	uint16_t lingering_port;	/* the first such port seen, or 0 */
+	/* The ports whose 4-tuple the kernel showed closing (FIN_WAIT1,
+	 * FIN_WAIT2, CLOSING, LAST_ACK): soon TIME_WAIT, and free. */
+	uint16_t lingering[LINGERING_MAX];
+	unsigned lingering_count;
 	/* The longest-released ports the first pass found in quarantine:
 	 * the likeliest to be clean, so the kernel is asked of them first. */
 	uint16_t oldest_recent[OLDEST_RECENT];
@@ -182,6 +201,22 @@ static bool source_known(struct attempt_ctx *ctx)
 	return ctx->concrete;
 }
 
+/* Whether dest is on this host as far as can be told without asking:
+ * a loopback address, or the source itself. */
+static bool local_peer(const struct sockaddr *dest, const struct sockaddr *source)
+{
+	if (dest->sa_family == AF_INET) {
+		uint32_t d = ntohl(((const struct sockaddr_in *)dest)->sin_addr.s_addr);
+		return (d >> 24) == 127 || (source->sa_family == AF_INET &&
+					    ((const struct sockaddr_in *)source)->sin_addr.s_addr == htonl(d));
+	}
+	const struct in6_addr *d6 = &((const struct sockaddr_in6 *)dest)->sin6_addr;
+	if (IN6_IS_ADDR_LOOPBACK(d6) || (IN6_IS_ADDR_V4MAPPED(d6) && d6->s6_addr[12] == 127))
+		return true;
+	return source->sa_family == AF_INET6 &&
+	       memcmp(d6, &((const struct sockaddr_in6 *)source)->sin6_addr, sizeof(*d6)) == 0;
+}
+
 /* What the kernel says of (source, port, destination): true when a
  * connect there would succeed now; if_unknown when it cannot be asked. */
 static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknown)
@@ -192,8 +227,18 @@ static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknow
 	enum pf_tuple_use use = pf_tuple_use((const struct sockaddr *)&ctx->bind_addr, ctx->call->dest);
 	if (use == PF_TUPLE_UNKNOWN)
 		return if_unknown;
+	/* Our side in TIME_WAIT, a peer on this host may still be in
+	 * LAST_ACK for a moment (its socket was busy when our last ACK came):
+	 * a SYN there is answered by an ACK, reset, and sent again a second
+	 * later.  Its side is asked too; it is closing, not yet free. */
+	if (use == PF_TUPLE_TIME_WAIT && local_peer(ctx->call->dest, (const struct sockaddr *)&ctx->bind_addr) &&
+	    pf_tuple_use(ctx->call->dest, (const struct sockaddr *)&ctx->bind_addr) == PF_TUPLE_CLOSING)
+		use = PF_TUPLE_CLOSING;
 	if (use == PF_TUPLE_LINGERING && !ctx->lingering_port)
 		ctx->lingering_port = port;
+	if ((use == PF_TUPLE_LINGERING || use == PF_TUPLE_CLOSING) && !ctx->waiting &&
+	    ctx->lingering_count < LINGERING_MAX)
+		ctx->lingering[ctx->lingering_count++] = port;
 	return use == PF_TUPLE_FREE || use == PF_TUPLE_TIME_WAIT ||
 	       (use == PF_TUPLE_LINGERING && ctx->lingering_ok);
 }
@@ -328,7 +373,7 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 {
 	const struct pf_call *call = ctx->call;
 
-	memset(&ctx->bind_addr, 0, sizeof(ctx->bind_addr));
+	/* bind_addr starts zeroed: the context's initializer. */
 	if (call->action == PF_ACT_BIND) {
 		memcpy(&ctx->bind_addr, call->bind_addr, call->bind_len);
 		ctx->bind_len = call->bind_len;
@@ -344,7 +389,7 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 		return;
 	}
 	if (ctx->tcp_client && pf_sock_routes_freely(ctx->sock) &&
-	    pf_source_lookup(call->dest, &ctx->bind_addr))
+	    pf_source_lookup(call->dest, ctx->now_ms, &ctx->bind_addr))
 		ctx->concrete = true;
 }
 
@@ -415,6 +460,44 @@ static int verify_oldest_recent(struct attempt_ctx *ctx, struct pf_pick *pick)
 	return PF_TRY_BUSY;
 }
 
+static void pause_us(long us)
+{
+	struct timespec pause = {.tv_nsec = us * 1000};
+	int saved = errno;
+
+	/* The raw call: no cancellation point inside the shim's work. */
+	syscall(SYS_nanosleep, &pause, NULL);
+	errno = saved;
+}
+
+static uint64_t monotonic_us(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+/* The ports seen closing, asked about again until one is free or
+ * LINGER_WAIT_US has passed. */
+static int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
+{
+	if (!ctx->lingering_count)
+		return PF_TRY_BUSY;
+	uint64_t deadline = monotonic_us() + LINGER_WAIT_US;
+	ctx->waiting = true;
+	do {
+		pause_us(LINGER_STEP_US);
+		ctx->now_ms = pf_hold_now_ms();
+		for (unsigned i = 0; i < ctx->lingering_count; i++) {
+			int rc = verify_port(ctx, pick, ctx->lingering[i]);
+			if (rc != PF_TRY_BUSY)
+				return rc;
+		}
+	} while (monotonic_us() < deadline);
+	return PF_TRY_BUSY;
+}
+
 static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	uint16_t lo = ctx->rt->app->range_lo, hi = ctx->rt->app->range_hi;
@@ -428,6 +511,9 @@ static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 		if (rc != PF_TRY_BUSY)
 			return rc;
 	}
+	int waited = wait_for_lingering(ctx, pick);
+	if (waited != PF_TRY_BUSY)
+		return waited;
 	/* No clean 4-tuple anywhere: the kernel itself would reuse one the
 	 * peer has not closed yet, and so do we, rather than fail. */
 	if (!ctx->lingering_port)

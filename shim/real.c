@@ -86,7 +86,10 @@ void *pf_real(enum pf_symbol symbol)
 #define PF_HOOK(type, name, params, args, fallback)                          \
 	type real_##name params                                              \
 	{                                                                    \
-		type(*fn) params = (type(*) params)pf_real(PF_SYM_##name);   \
+		type(*fn) params = (type(*) params)atomic_load_explicit(     \
+			&pf_resolved[PF_SYM_##name], memory_order_acquire);  \
+		if (__builtin_expect(!fn, 0))                                \
+			fn = (type(*) params)pf_real(PF_SYM_##name);         \
 		return fn ? fn args : fallback;                              \
 	}
 #define PF_HOOK_VOID(name, params, args, fallback)                           \

@@ -304,7 +304,7 @@ int pf_close_range_sparing_log(unsigned int first, unsigned int last, int flags)
 
 /* ---- tuple.c: the source toward a destination, and the kernel's word
  * on a 4-tuple ---- */
-bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *local);
+bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local);
 void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local);
 void pf_source_forget(const struct sockaddr *remote);
 bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,

@@ -13,19 +13,25 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 #include "core/holds.h"
 #include "shim.h"
 #include "kernel/sockdiag.h"
 
-/* How long a learned source address is trusted: routes and addresses
- * that change are followed within this time. */
+/* How long a learned source address is trusted at most.  A change of
+ * routes or addresses forgets every learned source at once: the kernel
+ * tells a netlink socket of this process (RTMGRP_*_ROUTE, *_IFADDR),
+ * which each lookup asks without waiting (not for a loopback
+ * destination, reached from loopback whatever the routes).  A source that outlived its
+ * route would send SYNs that a router filtering by reverse path drops. */
 #define SOURCE_TTL_MS 1000
 #define SOURCE_CACHE_SIZE 64
 #define PRIVATE_FD_FLOOR 900
 
 struct source_entry {
 	_Atomic uint32_t sequence;	/* odd while being written */
+	uint32_t epoch;		/* the route epoch it was learned in */
 	int family;
 	uint8_t remote[16];
 	uint8_t local[16];
@@ -55,9 +61,131 @@ static struct source_entry *source_slot(const struct sockaddr *remote)
 	return &source_cache[hash % SOURCE_CACHE_SIZE];
 }
 
+/* ---- the kernel's word on route and address changes ---- */
+
+static _Atomic int route_fd = -1;
+static _Atomic ino_t route_inode;
+static _Atomic pid_t route_owner;
+static atomic_flag route_busy = ATOMIC_FLAG_INIT;
+/* Bumped at each change seen: sources learned before it are not used. */
+static _Atomic uint32_t route_epoch = 1;
+
+static void route_close(void)
+{
+	int fd = atomic_exchange(&route_fd, -1);
+	if (fd >= 0 && atomic_load(&route_owner) == pf_cached_pid())
+		syscall(SYS_close, fd);
+	atomic_fetch_add(&route_epoch, 1);
+}
+
+/* A socket of this process (a forked child opens its own: two readers
+ * would take each other's news), at a high fd number. */
+static int route_open(void)
+{
+	struct sockaddr_nl groups = {
+		.nl_family = AF_NETLINK,
+		.nl_groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_ROUTE |
+			     RTMGRP_IPV6_IFADDR | RTMGRP_LINK,
+	};
+	struct stat info;
+	long fresh = syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+
+	if (fresh < 0)
+		return -1;
+	int high = -1;
+	if (syscall(SYS_bind, fresh, &groups, sizeof(groups)) == 0)
+		high = fcntl((int)fresh, F_DUPFD_CLOEXEC, PRIVATE_FD_FLOOR);
+	syscall(SYS_close, fresh);
+	if (high < 0)
+		return -1;
+	if (fstat(high, &info) < 0) {
+		syscall(SYS_close, high);
+		return -1;
+	}
+	atomic_store(&route_inode, info.st_ino);
+	atomic_store(&route_owner, pf_cached_pid());
+	atomic_store(&route_fd, high);
+	atomic_fetch_add(&route_epoch, 1);
+	return high;
+}
+
+/* Whether our fd still is our socket: the program may have closed it
+ * behind the hooks and reused the number. */
+static bool route_fd_ours(int fd)
+{
+	struct stat info;
+	return fstat(fd, &info) == 0 && info.st_ino == atomic_load(&route_inode);
+}
+
+/* The current route epoch, after reading what the kernel has said since
+ * the last look (one system call that never waits), or 0 when routes
+ * cannot be followed (no learned source is then used). */
+static uint32_t route_epoch_now(bool open_if_needed)
+{
+	int saved = errno;
+	uint32_t epoch = 0;
+
+	if (atomic_flag_test_and_set(&route_busy))
+		return 0; /* another thread (or our signal handler) is looking */
+	int fd = atomic_load(&route_fd);
+	if (fd >= 0 && atomic_load(&route_owner) != pf_cached_pid()) {
+		/* The parent's, in a forked child: its copy is closed here
+		 * (unless the program took the number meanwhile). */
+		if (route_fd_ours(fd))
+			syscall(SYS_close, fd);
+		atomic_store(&route_fd, -1);
+		fd = -1;
+	}
+	if (fd < 0 && open_if_needed)
+		fd = route_open();
+	if (fd >= 0) {
+		char news[4096] __attribute__((aligned(8)));
+		long n = syscall(SYS_recvfrom, fd, news, sizeof(news), MSG_DONTWAIT | MSG_PEEK, NULL, NULL);
+		if (n < 0 && errno == EAGAIN) {
+			epoch = atomic_load(&route_epoch);
+		} else if (!route_fd_ours(fd)) {
+			atomic_store(&route_fd, -1);
+			atomic_fetch_add(&route_epoch, 1);
+		} else if (n < 0 && errno != ENOBUFS && errno != EINTR) {
+			route_close();
+		} else {
+			/* News (or lost news: ENOBUFS): read it all, forget. */
+			for (int reads = 0; reads < 4096; reads++) {
+				long got = syscall(SYS_recvfrom, fd, news, sizeof(news), MSG_DONTWAIT, NULL, NULL);
+				if (got == 0 || (got < 0 && errno != ENOBUFS && errno != EINTR))
+					break;
+			}
+			atomic_fetch_add(&route_epoch, 1);
+		}
+	}
+	atomic_flag_clear(&route_busy);
+	errno = saved;
+	return epoch;
+}
+
+/* A loopback destination is reached from loopback whatever the routes:
+ * its learned source needs no watching. */
+static bool loopback_remote(const struct sockaddr *remote)
+{
+	if (remote->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)remote)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 /* A seqlock read: a writer in another thread (or a signal handler that
  * interrupted one) never leaves a torn entry that looks valid. */
-bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *local)
+static bool same_address(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	uint32_t x[4], y[4];
+
+	memcpy(x, a, len);
+	memcpy(y, b, len);
+	return len == 4 ? x[0] == y[0]
+			: ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
@@ -65,9 +193,14 @@ bool pf_source_lookup(const struct sockaddr *remote, struct sockaddr_storage *lo
 	uint8_t address[16];
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
 
-	if (before & 1 || entry->family != remote->sa_family || memcmp(entry->remote, bytes, len) != 0 ||
-	    (uint32_t)(pf_hold_now_ms() - entry->learned_ms) >= SOURCE_TTL_MS)
+	if (before & 1 || entry->family != remote->sa_family || !same_address(entry->remote, bytes, len) ||
+	    (uint32_t)(now_ms - entry->learned_ms) >= SOURCE_TTL_MS)
 		return false;
+	if (!loopback_remote(remote)) {
+		uint32_t epoch = route_epoch_now(false);
+		if (epoch == 0 || entry->epoch != epoch)
+			return false;
+	}
 	memcpy(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
@@ -88,9 +221,14 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 	size_t len = address_bytes(remote, &remote_bytes);
 	uint32_t sequence = atomic_load_explicit(&entry->sequence, memory_order_relaxed);
 
-	if (local->sa_family != remote->sa_family || sequence & 1 ||
-	    !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
+	if (local->sa_family != remote->sa_family || sequence & 1)
 		return;
+	/* Learned only where changes can be followed, in the epoch of the
+	 * route the kernel has just used. */
+	uint32_t epoch = loopback_remote(remote) ? 1 : route_epoch_now(true);
+	if (epoch == 0 || !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
+		return;
+	entry->epoch = epoch;
 	address_bytes(local, &local_bytes);
 	entry->family = remote->sa_family;
 	memcpy(entry->remote, remote_bytes, len);

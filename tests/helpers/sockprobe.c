@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static int parse_dest(const char *text, struct sockaddr_storage *addr, socklen_t *len)
@@ -82,6 +84,45 @@ static int cmd_hold(int n, char **dests, int ndest)
 		close(fds[i]);
 	free(fds);
 	return failures ? 1 : 0;
+}
+
+/* cycles N DEST: connect and close at once (the client first; the server
+ * reads to the end and closes), N times.  across N DEST COMMAND: the
+ * same, the shell COMMAND run after the first half (a route change).  A
+ * connect gives up after 3 s.  Prints the failures, the connects of a
+ * second or more (a SYN sent again) and the slowest; exits 0 whatever
+ * they were: the test judges them. */
+static int cmd_across(int n, const char *dest, const char *command)
+{
+	struct sockaddr_storage addr;
+	socklen_t len;
+	int failures = 0, stalls = 0;
+	double worst = 0;
+	struct timeval limit = {.tv_sec = 3};
+
+	if (parse_dest(dest, &addr, &len) < 0)
+		return 2;
+	for (int i = 0; i < n; i++) {
+		if (command && i == n / 2 && system(command) != 0) {
+			fprintf(stderr, "%s: failed\n", command);
+			return 2;
+		}
+		struct timespec start, end;
+		int fd = socket(addr.ss_family, SOCK_STREAM, 0);
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		int rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&addr, len);
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		double ms = (double)(end.tv_sec - start.tv_sec) * 1e3 + (double)(end.tv_nsec - start.tv_nsec) / 1e6;
+		worst = ms > worst ? ms : worst;
+		stalls += ms >= 1000;
+		if (rc < 0 && failures++ < 3)
+			fprintf(stderr, "connect %d: %s\n", i, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	printf("failures %d stalls %d worst_ms %.1f\n", failures, stalls, worst);
+	return 0;
 }
 
 /* churn N DEST: connect, read the server's greeting, close (the client
@@ -270,6 +311,10 @@ int main(int argc, char **argv)
 {
 	if (argc >= 4 && strcmp(argv[1], "hold") == 0)
 		return cmd_hold(atoi(argv[2]), argv + 3, argc - 3);
+	if (argc == 5 && strcmp(argv[1], "across") == 0)
+		return cmd_across(atoi(argv[2]), argv[3], argv[4]);
+	if (argc == 4 && strcmp(argv[1], "cycles") == 0)
+		return cmd_across(atoi(argv[2]), argv[3], NULL);
 	if (argc == 4 && strcmp(argv[1], "churn") == 0)
 		return cmd_churn(atoi(argv[2]), argv[3]);
 	if (argc == 3 && strcmp(argv[1], "options") == 0)
@@ -280,6 +325,6 @@ int main(int argc, char **argv)
 		return cmd_sendmmsg(atoi(argv[2]), argv[3], argc == 5 ? argv[4] : NULL);
 	if (argc == 3 && strcmp(argv[1], "passthrough") == 0)
 		return cmd_passthrough(argv[2]);
-	fprintf(stderr, "usage: sockprobe hold N DEST... | churn N DEST | options DEST | udp N DEST | passthrough DIR\n");
+	fprintf(stderr, "usage: sockprobe hold N DEST... | churn N DEST | cycles N DEST | across N DEST COMMAND | options DEST | udp N DEST | passthrough DIR\n");
 	return 2;
 }

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -626,5 +628,214 @@ Test(connect, a_port_still_closing_is_not_handed_out_again, .timeout = 60)
 	unsigned first = 0, third = 0;
 	cr_assert_eq(sscanf(r.out, "first %u third %u", &first, &third), 2, "%s", r.out);
 	cr_expect_neq(first, third, "the port still in FIN_WAIT1 toward that server was handed out again");
+	sandbox_cleanup(&sb);
+}
+
+/* ---- small ranges under churn, beside a CPU hog ---- */
+
+/* One busy process per core, at normal priority: the server is then late
+ * to close, and the client's closed 4-tuples linger in FIN_WAIT1 (the
+ * server delays its ACK until it closes) and FIN_WAIT2. */
+static int hog_start(pid_t *pids, int max)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int n = 0;
+
+	for (; n < (cores < 1 ? 1 : cores) && n < max; n++) {
+		pids[n] = fork();
+		if (pids[n] == 0) {
+			volatile unsigned long spin = 0;
+			for (;;)
+				spin++;
+		}
+		if (pids[n] < 0)
+			break;
+	}
+	return n;
+}
+
+static void hog_stop(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+}
+
+struct cycles {
+	int failures, stalls;
+	double worst_ms;
+};
+
+static struct cycles run_cycles(const struct sandbox *sb, struct server *srv, int n)
+{
+	struct run_result r;
+	struct cycles c = {-1, -1, -1};
+	char dest[64], count[16];
+
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv->port);
+	snprintf(count, sizeof(count), "%d", n);
+	char *argv[] = {(char *)build_path("sockprobe"), "cycles", count, dest, NULL};
+	run_under(&r, sb, NULL, argv, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_assert_eq(sscanf(r.out, "failures %d stalls %d worst_ms %lf", &c.failures, &c.stalls, &c.worst_ms), 3,
+		     "%s%s", r.out, r.err);
+	return c;
+}
+
+/* 1000 connect/close cycles through 10 ports, the client closing first,
+ * with every core busy: at most a fifth of the kernel's 990 failures,
+ * each one recorded, every success seen by the server; then 20,000
+ * cycles: under 10% failures and no connect of a second or more. */
+Test(connect, small_range_churn_beside_a_cpu_hog, .timeout = 240)
+{
+	struct sandbox sb;
+	struct server srv;
+	pid_t hog[64];
+
+	sandbox_init(&sb, "default = \"churn\";\n"
+			  "apps = ( { name = \"churn\"; range = [ 62400, 62409 ]; algorithm = \"double-hash\"; } );");
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	int hogs = hog_start(hog, 64);
+	struct cycles short_run = run_cycles(&sb, &srv, 1000);
+	hog_stop(hog, hogs);
+	usleep(300000);
+	unsigned seen = (unsigned)atomic_load(&srv.count);
+	json_t *record, *records = audit_records(sb.log);
+	size_t i;
+	int errors = 0, assigned = 0;
+	json_array_foreach(records, i, record) {
+		const char *event = json_string_value(json_object_get(record, "event"));
+		errors += event && strcmp(event, "error") == 0;
+		assigned += event && strcmp(event, "assign") == 0;
+	}
+	json_decref(records);
+	cr_log_info("1000 cycles, 10 ports, hog: %d failures, %d stalls, worst %.1f ms", short_run.failures,
+		    short_run.stalls, short_run.worst_ms);
+	cr_expect_leq(short_run.failures, 198, "failures in 1000 cycles: %d", short_run.failures);
+	cr_expect_eq(short_run.stalls, 0, "connects of 1 s or more: %d", short_run.stalls);
+	cr_expect_eq(errors, short_run.failures, "one error record per failure");
+	cr_expect_eq(assigned, 1000 - short_run.failures, "one assign record per connect");
+	cr_expect_eq(seen, 1000u - (unsigned)short_run.failures, "the server saw every connection");
+
+	hogs = hog_start(hog, 64);
+	struct cycles long_run = run_cycles(&sb, &srv, 20000);
+	hog_stop(hog, hogs);
+	cr_log_info("20000 cycles, 10 ports, hog: %d failures, %d stalls, worst %.1f ms", long_run.failures,
+		    long_run.stalls, long_run.worst_ms);
+	cr_expect_lt(long_run.failures, 2000, "failures in 20,000 cycles: %d", long_run.failures);
+	cr_expect_eq(long_run.stalls, 0, "connects of 1 s or more: %d (worst %.1f ms)", long_run.stalls,
+		     long_run.worst_ms);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- a route change toward a router that filters by reverse path ---- */
+
+/* A process alone in a new network namespace: the namespace lives as
+ * long as it does. */
+static pid_t namespace_holder(char *const argv[])
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET) != 0)
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int sh(const char *format, ...)
+{
+	char cmd[1024];
+	va_list args;
+
+	va_start(args, format);
+	vsnprintf(cmd, sizeof(cmd), format, args);
+	va_end(args);
+	return system(cmd);
+}
+
+/* This namespace is the client, with two links to a router (10.231.1.0/24
+ * on c1, 10.231.2.0/24 on c2); behind the router (rp_filter = 1) the
+ * server, 10.231.3.2.  2000 connects to it under the shim; after the
+ * first 1000 the route to the server moves from c1 to c2.  A connect
+ * that leaves from c1's address over c2 is dropped by the router: the
+ * shim's learned source must follow the route at once, as the kernel's
+ * own choice does (no connect of a second or more, none failed). */
+Test(connect, route_change_toward_rp_filter_router_never_stalls, .timeout = 120)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char *router_argv[] = {"sleep", "100", NULL};
+	char *server_argv[] = {"python3", "-c",
+			       "import socket\n"
+			       "s = socket.socket()\n"
+			       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+			       "s.bind(('0.0.0.0', 5555)); s.listen(4096)\n"
+			       "while True:\n"
+			       "    c, _ = s.accept(); c.close()\n", NULL};
+
+	if (system("command -v nsenter >/dev/null 2>&1") != 0)
+		cr_skip_test("nsenter is not installed");
+	pid_t router = namespace_holder(router_argv), server = namespace_holder(server_argv);
+	cr_assert(router > 0 && server > 0);
+	usleep(300000);
+	int setup =
+		sh("ip link add c1 type veth peer name r1 netns %d && ip link add c2 type veth peer name r2 netns %d",
+		   router, router) ||
+		sh("ip link add r3 netns %d type veth peer name s1 netns %d", router, server) ||
+		sh("ip addr add 10.231.1.2/24 dev c1 && ip addr add 10.231.2.2/24 dev c2 && "
+		   "ip link set c1 up && ip link set c2 up && ip route add 10.231.3.0/24 via 10.231.1.1 dev c1") ||
+		sh("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.231.1.1/24 dev r1 && "
+		   "ip addr add 10.231.2.1/24 dev r2 && ip addr add 10.231.3.1/24 dev r3 && "
+		   "ip link set r1 up && ip link set r2 up && ip link set r3 up && "
+		   "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=1 "
+		   "net.ipv4.conf.default.rp_filter=1 net.ipv4.conf.r1.rp_filter=1 "
+		   "net.ipv4.conf.r2.rp_filter=1 net.ipv4.conf.r3.rp_filter=1'", router) ||
+		sh("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.231.3.2/24 dev s1 && "
+		   "ip link set s1 up && ip route add default via 10.231.3.1'", server);
+	cr_assert_eq(setup, 0, "the router and server namespaces");
+	for (int i = 0; i < 100 && sh("nsenter -t %d -n ss -Hltn 'sport = :5555' | grep -q 5555", server) != 0; i++)
+		usleep(100000);
+	/* The router's address on c2 resolved beforehand: with it cold, the
+	 * first connect over c2 timed out in 3 of 33 runs under the shim
+	 * (from c2's address; natively 0 of 15), a defect of its own that
+	 * this test does not cover (issue 23, perf report). */
+	sh("ping -q -c1 -W1 -I c2 10.231.2.1 >/dev/null 2>&1");
+	/* The kernel's own choice from c2 reaches the server; c1's address
+	 * over c2 is dropped (the premise of the test). */
+	sandbox_init(&sb, "default = \"route\";\n"
+			  "apps = ( { name = \"route\"; range = [ 62500, 62599 ]; algorithm = \"double-hash\"; } );");
+	char change[] = "ip route replace 10.231.3.0/24 via 10.231.2.1 dev c2";
+	char *argv[] = {(char *)build_path("sockprobe"), "across", "2000", "10.231.3.2:5555", change, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	kill(router, SIGKILL);
+	kill(server, SIGKILL);
+	waitpid(router, NULL, 0);
+	waitpid(server, NULL, 0);
+	sh("ip link del c1 2>/dev/null; ip link del c2 2>/dev/null; true");
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	int failures = -1, stalls = -1;
+	double worst = -1;
+	cr_assert_eq(sscanf(r.out, "failures %d stalls %d worst_ms %lf", &failures, &stalls, &worst), 3, "%s%s",
+		     r.out, r.err);
+	cr_log_info("2000 connects across the route change: %d failed, %d of 1 s or more, worst %.1f ms",
+		    failures, stalls, worst);
+	cr_expect_eq(stalls, 0, "connects of 1 s or more: %d (worst %.1f ms)", stalls, worst);
+	cr_expect_eq(failures, 0, "failed connects: %d: %s", failures, r.err);
+	/* The records show the connects after the change leaving from c2. */
+	json_t *record, *records = audit_records(sb.log);
+	size_t i;
+	int from_c1 = 0, from_c2 = 0;
+	json_array_foreach(records, i, record) {
+		const char *local = json_string_value(json_object_get(record, "local"));
+		from_c1 += local && strncmp(local, "10.231.1.2:", 11) == 0;
+		from_c2 += local && strncmp(local, "10.231.2.2:", 11) == 0;
+	}
+	json_decref(records);
+	cr_expect_eq(from_c1, 1000, "records from c1's address: %d", from_c1);
+	cr_expect_eq(from_c2, 1000, "records from c2's address: %d", from_c2);
 	sandbox_cleanup(&sb);
 }
