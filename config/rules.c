@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,4 +292,37 @@ bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
 	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
 		return true;
 	return pf_rule_index_permits(app->rule_index, app->has_allow, &judged);
+}
+
+static const struct pf_rule *first_match(const struct pf_rule_list *list, const struct pf_dest *dest)
+{
+	for (size_t i = 0; i < list->count; i++)
+		if (rule_matches_dest(&list->rules[i], dest))
+			return &list->rules[i];
+	return NULL;
+}
+
+void pf_app_refusal_rule(const struct pf_app *app, const struct sockaddr *dest,
+			 socklen_t dest_len, char *out, size_t out_len)
+{
+	struct pf_dest judged;
+	const struct pf_rule *rule;
+
+	out[0] = '\0';
+	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
+		return;
+	if ((rule = first_match(&app->deny, &judged)))
+		snprintf(out, out_len, "deny \"%s\" %s:%d", rule->text, app->file ? app->file : "",
+			 rule->line);
+	else if (app->has_allow && !first_match(&app->allow, &judged))
+		snprintf(out, out_len, "allow (no rule matches) %s:%d", app->file ? app->file : "",
+			 app->allow_line);
+}
+
+bool pf_app_bind_allows(const struct pf_app *app, uint16_t port)
+{
+	for (size_t i = 0; i < app->bind_allow_count; i++)
+		if (port >= app->bind_allow[i].lo && port <= app->bind_allow[i].hi)
+			return true;
+	return false;
 }

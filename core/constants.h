@@ -44,6 +44,8 @@
 #define PF_CORE_EVENT_DENY 1
 #define PF_CORE_EVENT_ERROR 2
 #define PF_CORE_EVENT_AUDIT 3
+/* the program bound a port of its own choosing (port != 0) */
+#define PF_CORE_EVENT_BIND 4
 
 /* The errno values the verdicts answer (Linux's asm-generic numbers;
  * core/decide.c asserts them against <errno.h>). */

@@ -2,8 +2,28 @@
  * defers the port (TCP) or takes one from the range (UDP). */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 
 #include "shim.h"
+
+/* What refuses an explicit bind to port: another app's range, or
+ * explicit_bind = "deny". */
+static void bind_rule(const struct pf_runtime *rt, uint16_t port, char *out, size_t len)
+{
+	const struct pf_app *app = rt->app;
+	int owner = pf_policy_app_at_port(&rt->policy, port);
+
+	if (!app) {
+		snprintf(out, len, "the policy");
+	} else if (owner >= 0 && &rt->policy.apps[owner] != app) {
+		const struct pf_app *other = &rt->policy.apps[owner];
+		snprintf(out, len, "range %u-%u of app '%s' %s:%d", other->range_lo, other->range_hi, other->name,
+			 other->file ? other->file : "", other->range_line);
+	} else {
+		snprintf(out, len, "explicit_bind = \"deny\" %s:%d (bind_allow lists the ports app '%s' may bind)",
+			 app->file ? app->file : "", app->explicit_bind_line, app->name);
+	}
+}
 
 /* A port the program chose (or bind(0) on a socket that has one, the
  * kernel's to answer: EINVAL).  The core refuses another app's port
@@ -16,15 +36,24 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 		.call = port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY, .bind_port = port,
 	};
 	struct pf_decision decision = pf_ask(rt, sock, &question);
+	char rule[300];
 
+	if (decision.verdict == PF_VERDICT_REFUSE || decision.verdict == PF_VERDICT_AUDIT)
+		bind_rule(rt, port, rule, sizeof(rule));
 	if (decision.verdict == PF_VERDICT_REFUSE)
-		return (int)pf_refuse(rt, sock, decision.event, addr, NULL, decision.error);
-	if (decision.verdict == PF_VERDICT_AUDIT)
-		pf_audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, decision.error);
+		return (int)pf_refuse_by(rt, sock, decision.event, addr, NULL, decision.error, rule);
+	if (decision.verdict == PF_VERDICT_AUDIT) {
+		struct pf_record record = {.event = PF_EVENT_AUDIT, .sock = sock, .local = addr,
+					   .error = decision.error, .rule = rule};
+		pf_audit(rt, &record);
+	}
 	int result = real_bind(sock->fd, addr, len);
 	int saved = errno;
 	if (result == 0)
 		pf_sock_mark(sock, PF_FD_DONE);
+	/* A port the program chose: the log shows it (event bind), bound or not. */
+	if (decision.verdict == PF_VERDICT_CALL && decision.event == PF_EVENT_BIND)
+		pf_audit_event(rt, sock, PF_EVENT_BIND, addr, NULL, result == 0 ? 0 : saved);
 	errno = saved;
 	return result;
 }
