@@ -323,8 +323,10 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 
 	*out = NULL;
 	libbpf_set_print(keep_libbpf_message);
-	if (loaded)
+	if (loaded) {
 		loaded->algorithm_name = pf_algorithm_name(app->algorithm);
+		loaded->explainer = pf_app_explainer(app);
+	}
 	if (!loaded || !(loaded->app_name = strdup(app->name))) {
 		free(loaded);
 		say(why, len, "out of memory");
@@ -377,5 +379,6 @@ void pf_bpf_app_free(struct pf_bpf_app *loaded)
 	bpf_link__destroy(loaded->exec_link);
 	portfence_bpf__destroy(loaded->skel);
 	free(loaded->app_name);
+	pf_app_explainer_free(loaded->explainer);
 	free(loaded);
 }

@@ -241,6 +241,41 @@ static const enum pf_event event_of[] = {
 	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
 };
 
+/* The deny's rule and the error's reason, as the shim writes them.  A
+ * BPF deny names no rule when its destination is permitted: that is the
+ * udp_unbound refusal (or, with no remote, an explicit bind). */
+static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record *r, const struct sockaddr *remote,
+		    struct pf_record_fields *fields, char *buf, size_t len)
+{
+	const struct pf_app *app = loaded->explainer;
+
+	buf[0] = '\0';
+	if (!app)
+		return;
+	bool deny = r->event == PF_BPF_DENY || (r->event == PF_BPF_AUDIT && r->error);
+	if (deny && r->error == EACCES) {
+		pf_app_bind_rule(NULL, app, r->local_port, buf, len);
+	} else if (deny && r->remote_port) {
+		pf_app_refusal_rule(app, remote, r->family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								: sizeof(struct sockaddr_in), buf, len);
+		if (!buf[0] && r->udp)
+			snprintf(buf, len, "udp_unbound = \"%s\" %s:%d (an unconnected send on an unbound UDP "
+				 "socket cannot get a range port under BPF: connect or bind(0) it first, "
+				 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
+				 app->udp_unbound_line ? app->udp_unbound_line : app->line);
+	} else if (r->event == PF_BPF_ERROR) {
+		if (r->error == EADDRNOTAVAIL || r->error == EAGAIN || r->error == EADDRINUSE)
+			pf_app_exhaustion_reason(app, buf, len);
+		else
+			snprintf(buf, len, "cannot give a port of range %u-%u: %s", app->range_lo, app->range_hi,
+				 pf_errno_name((int)r->error));
+		fields->reason = buf;
+		return;
+	}
+	if (buf[0])
+		fields->rule = buf;
+}
+
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct pf_bpf_app *loaded = ctx;
@@ -262,6 +297,8 @@ static int on_record(void *ctx, void *data, size_t size)
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
 		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
 	};
+	char why[600];
+	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
 	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING))
 		loaded->drained++;
 	return 0;

@@ -340,6 +340,12 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
 		return 127;
 	}
+	/* What keeps the shim out is said first: no policy would help. */
+	const char *reason = bpf ? NULL : unreachable_reason(command);
+	if (reason) {
+		fprintf(stderr, "portfence: %s %s\n", command, reason);
+		return 126;
+	}
 	enum gate gate = run_gate(config, app, command, argv[optind], verbose);
 	if (gate == GATE_REFUSE)
 		return EXIT_WRAPPER_FAILED;
@@ -354,11 +360,6 @@ int cmd_run(int argc, char **argv)
 	if (cli_find_shim(shim, sizeof(shim)) < 0) {
 		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
 		return 127;
-	}
-	const char *reason = unreachable_reason(command);
-	if (reason) {
-		fprintf(stderr, "portfence: %s %s\n", command, reason);
-		return 126;
 	}
 	if (set_preload(shim) < 0 || (config && export_config(config) < 0) ||
 	    (app && setenv("PORTFENCE_APP", app, 1) < 0) ||

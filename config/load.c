@@ -368,9 +368,10 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 		parse_bind_allow(ld, member, file, app);
 	else if (strcmp(key, "notify") == 0)
 		app->notify_stderr = get_choice(ld, member, file, "notify", notify, 0) == 1;
-	else if (strcmp(key, "udp_unbound") == 0)
+	else if (strcmp(key, "udp_unbound") == 0) {
+		app->udp_unbound_line = setting_line(member);
 		app->udp_unbound_audit = get_choice(ld, member, file, "udp_unbound", unbound, 0) == 1;
-	else if (strcmp(key, "cgroups") == 0) {
+	} else if (strcmp(key, "cgroups") == 0) {
 		app->cgroups_line = setting_line(member);
 		parse_cgroups(ld, member, file, app);
 	} else if (strcmp(key, "allow") == 0) {

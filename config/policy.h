@@ -89,7 +89,7 @@ struct pf_app {
 	/* Where the app was defined, for diagnostics. */
 	const char *file;
 	int line, name_line, range_line, algorithm_line, cgroups_line;
-	int explicit_bind_line, allow_line;
+	int explicit_bind_line, allow_line, udp_unbound_line;
 };
 
 struct pf_policy {
@@ -158,6 +158,17 @@ bool pf_app_permits_linear(const struct pf_app *app, const struct sockaddr *dest
  * it.  The slow path, for records and notices. */
 void pf_app_refusal_rule(const struct pf_app *app, const struct sockaddr *dest,
 			 socklen_t dest_len, char *out, size_t out_len);
+/* What refuses an explicit bind to port: another app's range (policy
+ * may be NULL: then unknown), or explicit_bind = "deny", with FILE:LINE. */
+void pf_app_bind_rule(const struct pf_policy *policy, const struct pf_app *app, uint16_t port,
+		      char *out, size_t out_len);
+/* An exhausted range's reason: "no free port in range LO-HI of app 'NAME' (FILE:LINE)". */
+void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_len);
+/* A copy of what explains an app's records (name, file, range, rules,
+ * their lines), which outlives its policy (the BPF record writer keeps
+ * one); NULL when out of memory.  Free with pf_app_explainer_free. */
+struct pf_app *pf_app_explainer(const struct pf_app *app);
+void pf_app_explainer_free(struct pf_app *copy);
 /* Whether bind_allow lists port. */
 bool pf_app_bind_allows(const struct pf_app *app, uint16_t port);
 /* Compiles app->allow and app->deny into app->rule_index, so that a

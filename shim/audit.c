@@ -145,8 +145,7 @@ static const char *error_reason(const struct pf_runtime *rt, const struct pf_rec
 	else if (!r->sock && r->error == EOPNOTSUPP)
 		snprintf(buf, len, "a Go program: the shim cannot see its system calls; portfence run --bpf confines it");
 	else if (rt->app && exhaustion_errno(r->error))
-		snprintf(buf, len, "no free port in range %u-%u of app '%s' (%s:%d)", rt->app->range_lo,
-			 rt->app->range_hi, rt->app->name, rt->app->file ? rt->app->file : "", rt->app->range_line);
+		pf_app_exhaustion_reason(rt->app, buf, len);
 	else if (rt->app)
 		snprintf(buf, len, "cannot give a port of range %u-%u: %s", rt->app->range_lo, rt->app->range_hi,
 			 pf_errno_name(r->error));

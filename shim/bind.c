@@ -2,28 +2,8 @@
  * defers the port (TCP) or takes one from the range (UDP). */
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdio.h>
 
 #include "shim.h"
-
-/* What refuses an explicit bind to port: another app's range, or
- * explicit_bind = "deny". */
-static void bind_rule(const struct pf_runtime *rt, uint16_t port, char *out, size_t len)
-{
-	const struct pf_app *app = rt->app;
-	int owner = pf_policy_app_at_port(&rt->policy, port);
-
-	if (!app) {
-		snprintf(out, len, "the policy");
-	} else if (owner >= 0 && &rt->policy.apps[owner] != app) {
-		const struct pf_app *other = &rt->policy.apps[owner];
-		snprintf(out, len, "range %u-%u of app '%s' %s:%d", other->range_lo, other->range_hi, other->name,
-			 other->file ? other->file : "", other->range_line);
-	} else {
-		snprintf(out, len, "explicit_bind = \"deny\" %s:%d (bind_allow lists the ports app '%s' may bind)",
-			 app->file ? app->file : "", app->explicit_bind_line, app->name);
-	}
-}
 
 /* A port the program chose (or bind(0) on a socket that has one, the
  * kernel's to answer: EINVAL).  The core refuses another app's port
@@ -39,7 +19,7 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 	char rule[300];
 
 	if (decision.verdict == PF_VERDICT_REFUSE || decision.verdict == PF_VERDICT_AUDIT)
-		bind_rule(rt, port, rule, sizeof(rule));
+		pf_app_bind_rule(&rt->policy, rt->app, port, rule, sizeof(rule));
 	if (decision.verdict == PF_VERDICT_REFUSE)
 		return (int)pf_refuse_by(rt, sock, decision.event, addr, NULL, decision.error, rule);
 	if (decision.verdict == PF_VERDICT_AUDIT) {
