@@ -23,6 +23,8 @@ struct pf_bpf_app {
 	int drained;
 	/* What explains the records: the deny's rule, the error's reason. */
 	struct pf_app *explainer;
+	bool notify;		/* notices on stderr (pf_bpf_app_notify) */
+	long long last_notice_ms[2];	/* deny, error */
 };
 
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */

@@ -276,6 +276,40 @@ static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record 
 		fields->rule = buf;
 }
 
+void pf_bpf_app_notify(struct pf_bpf_app *loaded, bool on)
+{
+	loaded->notify = on;
+}
+
+/* One line on the run's stderr, the program's own in a terminal. */
+static void notice(struct pf_bpf_app *loaded, const struct pf_bpf_record *r, const struct pf_record_fields *f)
+{
+	struct timespec now;
+	char where[INET6_ADDRSTRLEN + 8] = "?", host[INET6_ADDRSTRLEN] = "?";
+	int kind = r->event == PF_BPF_DENY ? 0 : 1;
+
+	if (!loaded->notify || (r->event != PF_BPF_DENY && r->event != PF_BPF_ERROR))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 + 1;
+	if (loaded->last_notice_ms[kind] && ms - loaded->last_notice_ms[kind] < 1000)
+		return;
+	loaded->last_notice_ms[kind] = ms;
+	const struct sockaddr *peer = r->remote_port ? f->remote : f->local;
+	const void *addr = peer->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr
+						       : (const void *)&((const struct sockaddr_in *)peer)->sin_addr;
+	inet_ntop(peer->sa_family, addr, host, sizeof(host));
+	snprintf(where, sizeof(where), peer->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+		 r->remote_port ? r->remote_port : r->local_port);
+	if (r->event == PF_BPF_DENY)
+		fprintf(stderr, "portfence: app '%s' (pid %d): %s %s %s denied (%s) by %s\n", loaded->app_name,
+			(int)r->pid, r->udp ? "udp" : "tcp", r->remote_port ? "to" : "bind to", where,
+			pf_errno_name((int)r->error), f->rule ? f->rule : "the policy");
+	else
+		fprintf(stderr, "portfence: app '%s' (pid %d): %s (%s)\n", loaded->app_name, (int)r->pid,
+			f->reason ? f->reason : "error", pf_errno_name((int)r->error));
+}
+
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct pf_bpf_app *loaded = ctx;
@@ -299,6 +333,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	};
 	char why[600];
 	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
+	notice(loaded, r, &fields);
 	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING))
 		loaded->drained++;
 	return 0;

@@ -59,6 +59,39 @@ static void run_tool(struct run_result *r, const struct sandbox *sb, bool verbos
 	run_under_with(r, options, sb, app, argv);
 }
 
+/* python3 -c script PORT under run, against a server of mode on 127.0.0.1. */
+static void python_against(struct run_result *r, const struct sandbox *sb, enum server_mode mode, const char *script,
+			   bool verbose, bool bpf)
+{
+	struct server srv;
+	char port[16];
+
+	server_start(&srv, "127.0.0.1", mode);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	char *argv[] = {PYTHON, "-c", (char *)script, port, NULL};
+	run_tool(r, sb, verbose, bpf, "t", argv);
+	server_stop(&srv);
+}
+
+/* The text of field in the first record of event (malloc'd), or NULL. */
+static char *record_field(const struct sandbox *sb, const char *event, const char *field)
+{
+	json_t *records = audit_records(sb->log);
+	json_t *record = audit_find(records, event, 0);
+	const char *value = record ? json_string_value(json_object_get(record, field)) : NULL;
+	char *copy = value ? strdup(value) : NULL;
+	json_decref(records);
+	return copy;
+}
+
+static void skip_without_bpf(void)
+{
+	char mount[256];
+	const char *missing = bpf_machine_missing(mount, sizeof(mount));
+	if (missing)
+		cr_skip_test("BPF backend: %s", missing);
+}
+
 /* ---- Fail early ---- */
 
 static void expect_not_started(bool bpf, const char *apps, const char *app, const char *where)
@@ -103,10 +136,7 @@ Test(explain, run_refuses_a_missing_policy_with_125)
 
 Test(explain, run_bpf_refuses_an_invalid_policy_with_125)
 {
-	char mount[256];
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
-	if (missing)
-		cr_skip_test("BPF backend: %s", missing);
+	skip_without_bpf();
 	expect_not_started(true, "apps = ( { name = \"t\"; rnage = [ 63200, 63209 ]; } );", "t", "policy.conf:4");
 	expect_not_started(true, "apps = ( { name = \"t\"; range = [ 63200, 63209 ]; } );", "nosuchapp",
 			   "nosuchapp");
@@ -221,9 +251,7 @@ Test(explain, curl_deny_without_notify_prints_nothing)
 Test(explain, python_exhaustion_notice_and_reason)
 {
 	struct sandbox sb;
-	struct server srv;
 	struct run_result *r = malloc(sizeof(*r));
-	char port[16];
 	static const char script[] =
 		"import socket, sys\n"
 		"port = int(sys.argv[1])\n"
@@ -236,23 +264,15 @@ Test(explain, python_exhaustion_notice_and_reason)
 		"        print('errno', e.errno)\n";
 
 	sandbox_init(&sb, "apps = ( { name = \"t\"; range = [ 63210, 63210 ]; notify = \"stderr\"; } );");
-	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
-	snprintf(port, sizeof(port), "%u", srv.port);
-	char *argv[] = {PYTHON, "-c", (char *)script, port, NULL};
-	run_tool(r, &sb, false, false, "t", argv);
-	server_stop(&srv);
+	python_against(r, &sb, SERVE_DRAIN, script, false, false);
 	cr_expect_eq(r->status, 0, "python: %d %s", r->status, r->err);
 	cr_expect_str_eq(r->out, "errno 99\nerrno 99\nerrno 99\n");
 	const char *notice[] = {"portfence:", "'t'", "63210-63210", "EADDRNOTAVAIL", NULL};
 	cr_expect_eq(lines_holding(r->err, notice), 1, "expected one exhaustion notice: %s", r->err);
 
-	json_t *records = audit_records(sb.log);
-	json_t *error = audit_find(records, "error", 0);
-	cr_assert_not_null(error, "no error record");
-	const char *reason = json_string_value(json_object_get(error, "reason"));
-	cr_assert_not_null(reason, "the error record has no \"reason\"");
-	cr_expect(strstr(reason, "63210-63210") != NULL, "reason: %s", reason);
-	json_decref(records);
+	char *reason = record_field(&sb, "error", "reason");
+	cr_expect(reason && strstr(reason, "63210-63210"), "the error record's reason: %s", reason ? reason : "(none)");
+	free(reason);
 	free(r);
 	sandbox_cleanup(&sb);
 }
@@ -392,6 +412,59 @@ Test(explain, check_validates_bind_allow_and_notify)
 	cr_expect_eq(r->status, 1);
 	cr_expect_geq(count_lines_starting(r->err, sb.policy), 3, "expected three errors: %s", r->err);
 	cr_expect(strstr(r->err, "policy.conf:5") != NULL, "%s", r->err);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- The BPF backend: its notices come from the run's record writer ---- */
+
+/* An unconnected UDP send on an unbound socket is refused under BPF
+ * (udp_unbound = "deny"): -v says so, with the way out. */
+Test(explain, bpf_udp_unbound_refusal_notice)
+{
+	skip_without_bpf();
+	struct sandbox sb;
+	struct run_result *r = malloc(sizeof(*r));
+	static const char script[] =
+		"import socket, sys\n"
+		"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+		"try:\n"
+		"    s.sendto(b'x', ('127.0.0.1', int(sys.argv[1])))\n"
+		"    print('sent')\n"
+		"except OSError as e:\n"
+		"    print('errno', e.errno)\n";
+
+	sandbox_init(&sb, "apps = ( { name = \"t\"; range = [ 63230, 63239 ]; } );");
+	python_against(r, &sb, SERVE_UDP_ECHO, script, true, true);
+	cr_expect_eq(r->status, 0, "python: %d %s", r->status, r->err);
+	cr_expect_str_eq(r->out, "errno 1\n");
+	const char *notice[] = {"portfence:", "udp_unbound", "connect or bind(0)", NULL};
+	cr_expect_eq(lines_holding(r->err, notice), 1, "no udp_unbound notice: %s", r->err);
+	char *rule = record_field(&sb, "deny", "rule");
+	cr_expect(rule && strstr(rule, "udp_unbound"), "the deny record's rule: %s", rule ? rule : "(none)");
+	free(rule);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
+Test(explain, bpf_curl_deny_notice_with_run_v)
+{
+	skip_without_bpf();
+	struct sandbox sb;
+	struct server srv;
+	struct run_result *r = malloc(sizeof(*r));
+	char url[128], dest[64];
+
+	sandbox_init(&sb, "apps = ( { name = \"t\"; range = [ 63240, 63249 ];\n  deny = [ \"127.0.0.2/32\" ]; } );");
+	server_start(&srv, "127.0.0.2", SERVE_HTTP);
+	snprintf(url, sizeof(url), "http://127.0.0.2:%u/", srv.port);
+	snprintf(dest, sizeof(dest), "127.0.0.2:%u", srv.port);
+	char *argv[] = {"curl", "-sS", "-o", "/dev/null", "--max-time", "10", url, NULL};
+	run_tool(r, &sb, true, true, "t", argv);
+	server_stop(&srv);
+	cr_expect_eq(r->status, 7, "curl: %d %s", r->status, r->err);
+	const char *notice[] = {"portfence:", dest, "127.0.0.2/32", "policy.conf:5", NULL};
+	cr_expect_eq(lines_holding(r->err, notice), 1, "no deny notice: %s", r->err);
 	free(r);
 	sandbox_cleanup(&sb);
 }
