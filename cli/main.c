@@ -8,7 +8,7 @@
 #include "config/policy.h"
 
 static const char usage_text[] =
-	"usage: portfence run [-c POLICY] [-a APP] [--audit] [--bpf] -- COMMAND [ARG...]\n"
+	"usage: portfence run [-c POLICY] [-a APP] [--audit] [-v] [--bpf] -- COMMAND [ARG...]\n"
 	"       portfence check [-c POLICY]\n"
 	"       portfence report [--json] [--app NAME] [--since TIME] [-c POLICY] [LOGFILE]\n"
 	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n"
