@@ -15,7 +15,8 @@ _Static_assert(PF_BPF_PROTO_TCP == PF_CORE_PROTO_TCP && PF_BPF_PROTO_UDP == PF_C
 	       "protocols");
 _Static_assert(PF_BPF_DH_TABLE_LEN == PF_CORE_DH_TABLE_LEN, "table[] length");
 _Static_assert(PF_BPF_ASSIGN == PF_CORE_EVENT_ASSIGN && PF_BPF_DENY == PF_CORE_EVENT_DENY &&
-	       PF_BPF_ERROR == PF_CORE_EVENT_ERROR && PF_BPF_AUDIT == PF_CORE_EVENT_AUDIT,
+	       PF_BPF_ERROR == PF_CORE_EVENT_ERROR && PF_BPF_AUDIT == PF_CORE_EVENT_AUDIT &&
+	       PF_BPF_BIND == PF_CORE_EVENT_BIND,
 	       "record events");
 _Static_assert(sizeof(((struct pf_bpf_config *)0)->hash_key) == 16 &&
 	       sizeof(((struct pf_bpf_config *)0)->index_key) == 16, "SipHash keys");

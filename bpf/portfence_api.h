@@ -61,7 +61,9 @@ struct pf_bpf_port_bits {
  * gives "EUNKNOWN" for it). */
 #define PF_BPF_ERROR_UNSEEN 0xffff
 
-enum pf_bpf_event { PF_BPF_ASSIGN = 0, PF_BPF_DENY = 1, PF_BPF_ERROR = 2, PF_BPF_AUDIT = 3 };
+/* PF_BPF_BIND: the program bound a port of its own choosing (port != 0),
+ * recorded with its port in local_port and the bind's errno. */
+enum pf_bpf_event { PF_BPF_ASSIGN = 0, PF_BPF_DENY = 1, PF_BPF_ERROR = 2, PF_BPF_AUDIT = 3, PF_BPF_BIND = 4 };
 
 /* A record as the programs see it; user space adds the wall-clock
  * time, exe and the cgroup's path, and formats it. */

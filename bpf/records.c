@@ -238,7 +238,7 @@ static bool add_record(struct pf_record_sink *sink, const struct pf_record_field
 
 static const enum pf_event event_of[] = {
 	[PF_BPF_ASSIGN] = PF_EVENT_ASSIGN, [PF_BPF_DENY] = PF_EVENT_DENY,
-	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
+	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT, [PF_BPF_BIND] = PF_EVENT_BIND,
 };
 
 /* The deny's rule and the error's reason, as the shim writes them.  A
@@ -318,7 +318,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	struct sockaddr_storage local, remote;
 	char comm[sizeof(r->comm) + 1] = "";
 
-	if (size < sizeof(*r) || r->event > PF_BPF_AUDIT)
+	if (size < sizeof(*r) || r->event > PF_BPF_BIND)
 		return 0;
 	memcpy(comm, r->comm, sizeof(r->comm));
 	to_sockaddr(r->family, r->local_addr, r->local_port, &local);
@@ -334,7 +334,9 @@ static int on_record(void *ctx, void *data, size_t size)
 	char why[600];
 	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
 	notice(loaded, r, &fields);
-	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT ? LOG_INFO : LOG_WARNING))
+	if (add_record(sink, &fields,
+		       r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT || r->event == PF_BPF_BIND ? LOG_INFO
+													 : LOG_WARNING))
 		loaded->drained++;
 	return 0;
 }
