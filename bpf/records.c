@@ -263,6 +263,10 @@ static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record 
 				 "socket cannot get a range port under BPF: connect or bind(0) it first, "
 				 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
 				 app->udp_unbound_line ? app->udp_unbound_line : app->line);
+	} else if (deny) {
+		/* Neither a bind nor a destination: the socket itself. */
+		snprintf(buf, len, "protocols %s:%d: a socket the BPF hooks cannot confine is refused at its creation",
+			 app->file, app->line);
 	} else if (r->event == PF_BPF_ERROR) {
 		if (r->error == EADDRNOTAVAIL || r->error == EAGAIN || r->error == EADDRINUSE)
 			pf_app_exhaustion_reason(app, buf, len);

@@ -261,7 +261,11 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 	struct pf_diags diags = {0};
 	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
 	enum gate gate = GATE_CONFINE;
+	/* -a, else PORTFENCE_APP, which the shim would apply. */
+	const char *named = app ? app : getenv("PORTFENCE_APP");
 
+	if (named && !named[0])
+		named = NULL;
 	if (status != PF_LOAD_OK) {
 		if (status == PF_LOAD_INVALID && policy.on_error_pass) {
 			fprintf(stderr, "portfence: policy unusable, %s runs unconfined (on_error = \"pass\"): %s%s\n",
@@ -276,13 +280,13 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 			fprintf(stderr, "portfence: policy unusable (on_error = \"deny\"): %s not started\n", command);
 			gate = GATE_REFUSE;
 		}
-	} else if (app && pf_policy_find_app(&policy, app) < 0) {
+	} else if (named && pf_policy_find_app(&policy, named) < 0) {
 		if (policy.on_error_pass) {
 			fprintf(stderr, "portfence: %s defines no app '%s'; %s runs unconfined (on_error = \"pass\")\n",
-				path, app, command);
+				path, named, command);
 			gate = GATE_UNCONFINED;
 		} else {
-			fprintf(stderr, "%s: no app named '%s'\n", path, app);
+			fprintf(stderr, "%s: no app named '%s'%s\n", path, named, app ? "" : " (PORTFENCE_APP)");
 			fprintf(stderr, "portfence: policy unusable (on_error = \"deny\"): %s not started\n", command);
 			gate = GATE_REFUSE;
 		}

@@ -124,6 +124,21 @@ Test(explain, run_refuses_an_unknown_app_with_125)
 			   "nosuchapp");
 }
 
+Test(explain, run_refuses_an_unknown_portfence_app_with_125)
+{
+	struct sandbox sb;
+	struct run_result *r = malloc(sizeof(*r));
+
+	sandbox_init(&sb, "apps = ( { name = \"t\"; range = [ 63200, 63209 ]; } );");
+	char *env[] = {"PORTFENCE_APP=nosuchapp", NULL};
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--", "/bin/true", NULL};
+	run_program(r, argv, NULL, env);
+	cr_expect_eq(r->status, 125, "status %d, stderr: %s", r->status, r->err);
+	cr_expect(strstr(r->err, "nosuchapp") != NULL, "stderr: %s", r->err);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 Test(explain, run_refuses_a_missing_policy_with_125)
 {
 	struct run_result *r = malloc(sizeof(*r));
