@@ -419,6 +419,7 @@ Test(explain, check_validates_bind_allow_and_notify)
 	char *argv[] = {(char *)build_path("portfence"), "check", "-c", sb.policy, NULL};
 	run_program(r, argv, NULL, NULL);
 	cr_expect_eq(r->status, 0, "valid policy refused: %s", r->err);
+	cr_expect(strstr(r->out, "bind_allow: 21, 1024-2048") != NULL, "the summary: %s", r->out);
 	sandbox_cleanup(&sb);
 
 	sandbox_init(&sb, "apps = ( { name = \"t\"; range = [ 63200, 63209 ];\n"
