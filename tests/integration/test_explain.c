@@ -408,6 +408,70 @@ Test(explain, dnsmasq_runs_with_explicit_bind_deny_and_bind_allow)
 	sandbox_cleanup(&sb);
 }
 
+/* A resolver's query ports: dnsmasq forwarding to an upstream (another
+ * dnsmasq, unconfined), its query ports kept in the app's range
+ * (--min-port/--max-port, the README's recipe), its listen port in
+ * bind_allow: the answer comes, and every port it bound shows in the log
+ * (event bind). */
+Test(explain, forwarding_dnsmasq_query_ports_appear_as_bind_records)
+{
+	struct sandbox sb;
+	struct run_result *r = malloc(sizeof(*r));
+	char apps[512], port_opt[32], up_opt[32], server_opt[64], pid_opt[200], up_pid_opt[200], port_arg[16];
+
+	if (!exists("/usr/sbin/dnsmasq"))
+		cr_skip_test("dnsmasq is not installed (tests/install-deps.sh installs dnsmasq-base)");
+	uint16_t upstream = free_dns_port(), port = free_dns_port();
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"t\"; range = [ 63250, 63259 ]; explicit_bind = \"deny\";\n"
+		 "  bind_allow = [ %u ]; } );", port);
+	sandbox_init(&sb, apps);
+	snprintf(up_opt, sizeof(up_opt), "--port=%u", upstream);
+	snprintf(up_pid_opt, sizeof(up_pid_opt), "--pid-file=%s/upstream.pid", sb.dir);
+	char *up[] = {"/usr/sbin/dnsmasq", up_opt, "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+		      "--no-hosts", "--address=/portfence.test/127.0.0.9", up_pid_opt, "--user=root", NULL};
+	run_program(r, up, NULL, NULL);
+	cr_assert_eq(r->status, 0, "upstream dnsmasq: %s", r->err);
+	snprintf(port_opt, sizeof(port_opt), "--port=%u", port);
+	snprintf(server_opt, sizeof(server_opt), "--server=127.0.0.1#%u", upstream);
+	snprintf(pid_opt, sizeof(pid_opt), "--pid-file=%s/dnsmasq.pid", sb.dir);
+	char *fwd[] = {"/usr/sbin/dnsmasq", port_opt, "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+		       "--no-hosts", server_opt, "--min-port=63250", "--max-port=63259", pid_opt, "--user=root", NULL};
+	run_tool(r, &sb, false, false, "t", fwd);
+	cr_expect_eq(r->status, 0, "forwarding dnsmasq: %s", r->err);
+	usleep(300000);
+	snprintf(port_arg, sizeof(port_arg), "%u", port);
+	char *dig[] = {"dig", "@127.0.0.1", "-p", port_arg, "+short", "+tries=1", "+time=5", "portfence.test", NULL};
+	run_program(r, dig, NULL, NULL);
+	stop_dnsmasq(&sb);
+	char path[200];
+	snprintf(path, sizeof(path), "%s/upstream.pid", sb.dir);
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+	if (f && fscanf(f, "%d", &pid) == 1 && pid > 0)
+		kill(pid, SIGTERM);
+	if (f)
+		fclose(f);
+	cr_expect_str_eq(r->out, "127.0.0.9\n", "dig: %s", r->err);
+
+	json_t *records = audit_records(sb.log), *record;
+	size_t i;
+	unsigned listen = 0, query = 0;
+	json_array_foreach(records, i, record) {
+		if (strcmp(json_string_value(json_object_get(record, "event")), "bind") != 0)
+			continue;
+		uint16_t bound = address_port(json_string_value(json_object_get(record, "local")));
+		listen += bound == port;
+		query += bound >= 63250 && bound <= 63259;
+	}
+	cr_expect_geq(listen, 1, "no bind record of the listen port %u", port);
+	cr_expect_geq(query, 1, "no bind record of a query port in 63250-63259");
+	cr_expect_null(audit_find(records, "deny", 0), "a deny record");
+	json_decref(records);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 /* `check` knows the new keys and refuses a malformed bind_allow. */
 Test(explain, check_validates_bind_allow_and_notify)
 {
