@@ -126,6 +126,15 @@ struct {
 	__type(value, struct pf_bpf_port_bits);
 } foreign_ports SEC(".maps");
 
+/* The ports the app may bind explicitly even with explicit_bind = "deny"
+ * (bind_allow; the loader fills it, same layout). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pf_bpf_port_bits);
+} bind_allow_ports SEC(".maps");
+
 /* A bind as the bind hook answered it, by socket cookie, until the
  * kernel's verdict.  bind(addr, 0): post_bind says the bind took
  * (bound), and the record goes out then (UDP) or at the connect (TCP); a
@@ -190,16 +199,28 @@ static __always_inline void pfb_uncount_port(const __u32 *flags)
 		__sync_fetch_and_add(users, -1);
 }
 
-/* A port of another app's range. */
-static __always_inline int pfb_foreign_port(__u16 port)
+/* Whether port's bit is set in a one-entry port bitmap. */
+static __always_inline int pfb_port_bit(void *bitmap, __u16 port)
 {
 	__u32 zero = 0;
-	struct pf_bpf_port_bits *ports = bpf_map_lookup_elem(&foreign_ports, &zero);
+	struct pf_bpf_port_bits *ports = bpf_map_lookup_elem(bitmap, &zero);
 	__u32 word = (__u32)port >> 6;
 
 	if (!ports || word >= 65536 / 64)
 		return 0;
 	return (ports->bits[word] >> (port & 63)) & 1;
+}
+
+/* A port of another app's range. */
+static __always_inline int pfb_foreign_port(__u16 port)
+{
+	return pfb_port_bit(&foreign_ports, port);
+}
+
+/* A port the app's bind_allow lists. */
+static __always_inline int pfb_bind_allowed(__u16 port)
+{
+	return pfb_port_bit(&bind_allow_ports, port);
 }
 
 #endif

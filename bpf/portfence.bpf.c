@@ -271,6 +271,7 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 		pfb_mark_socket(cookie, PFB_SOCKET_MPTCP);
 	q.has_port = ctx->sk && ctx->sk->src_port;
 	q.port_place = pfb_port_place(cfg, local->port);
+	q.bind_allowed = local->port && pfb_bind_allowed(local->port);
 	struct pf_core_answer a = pf_core_decide(&q);
 
 	switch (a.verdict) {

@@ -62,7 +62,8 @@ struct pf_bpf_port_bits {
 #define PF_BPF_ERROR_UNSEEN 0xffff
 
 /* The core's events (PF_CORE_EVENT_*, tied in loader/core_ties.c);
- * PF_BPF_BIND: the program bound a port of its own choosing. */
+ * PF_BPF_BIND: the program bound a port of its own choosing (port != 0),
+ * recorded with its port in local_port and the bind's errno. */
 enum pf_bpf_event { PF_BPF_ASSIGN = 0, PF_BPF_DENY = 1, PF_BPF_ERROR = 2, PF_BPF_AUDIT = 3, PF_BPF_BIND = 4 };
 
 /* A record as the programs see it; user space adds the wall-clock

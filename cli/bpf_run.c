@@ -383,6 +383,8 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char
 		status = bpf_cli_refuse(why);
 		abandon_run(&run);
 	} else {
+		const char *notify = getenv("PORTFENCE_NOTIFY");
+		pf_bpf_app_notify(run.loaded, app.notify_stderr || (notify && strcmp(notify, "stderr") == 0));
 		run.sink = pf_record_sink_open(bpf_cli_log_path(&policy), policy.log_syslog);
 		status = run_kept(&run, command, command_argv);
 	}

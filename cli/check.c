@@ -120,6 +120,15 @@ static bool print_app(const struct pf_app *app, const struct pf_kernel_ports *po
 	       protocol_text(app->protocols), app->mode == PF_MODE_AUDIT ? "audit" : "enforce",
 	       app->deny_explicit_bind ? "deny" : "allow", app->allow.count,
 	       app->has_allow ? "" : " (none: all allowed)", app->deny.count);
+	if (app->bind_allow_count) {
+		printf("  bind_allow:");
+		for (size_t i = 0; i < app->bind_allow_count; i++)
+			printf(app->bind_allow[i].lo == app->bind_allow[i].hi ? "%s %u" : "%s %u-%u", i ? "," : "",
+			       app->bind_allow[i].lo, app->bind_allow[i].hi);
+		printf(" (explicit_bind %s)\n", app->deny_explicit_bind ? "deny" : "allow: bind_allow changes nothing");
+	}
+	if (app->notify_stderr)
+		printf("  notify: stderr\n");
 	printf("  isolation: %s\n", have_ports ? isolation_text(&fit) : "unknown (cannot read sysctls)");
 	return have_ports && warn_isolation(app, ports, &fit);
 }

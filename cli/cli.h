@@ -6,6 +6,9 @@
 
 /* Exit status for usage errors, as SPEC fixes it. */
 #define EXIT_USAGE 2
+/* run: the wrapper itself failed (the policy is unusable), as env(1) and
+ * timeout(1) use it. */
+#define EXIT_WRAPPER_FAILED 125
 
 int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);

@@ -14,6 +14,7 @@
 
 #include "bpf_cli.h"
 #include "cli.h"
+#include "config/policy.h"
 
 #ifndef PF_LIBDIR
 #define PF_LIBDIR "/usr/local/lib/portfence"
@@ -206,6 +207,107 @@ static int export_config(const char *config)
 	return setenv("PORTFENCE_CONFIG", config, 1);
 }
 
+/* What the policy lets run do before anything starts. */
+enum gate { GATE_CONFINE, GATE_UNCONFINED, GATE_REFUSE };
+
+/* The identity the shim will see, as far as the launcher can know it:
+ * the command's real path, its name as comm (15 bytes) and argv[0]. */
+static int predict_app(const struct pf_policy *policy, const char *command, const char *arg0)
+{
+	char real[PATH_MAX], comm[16];
+	const char *base = strrchr(command, '/'), *name = strrchr(arg0, '/');
+
+	snprintf(comm, sizeof(comm), "%s", base ? base + 1 : command);
+	struct pf_process_identity who = {
+		.forced_app = getenv("PORTFENCE_APP"),
+		.exe_path = realpath(command, real) ? real : command,
+		.comm = comm,
+		.program_name = name ? name + 1 : arg0,
+	};
+	return pf_policy_select(policy, &who);
+}
+
+static void say_match(const struct pf_policy *policy, int index, const char *app, const char *command,
+		      const char *arg0, const char *path)
+{
+	const char *forced = getenv("PORTFENCE_APP");
+
+	if (index < 0) {
+		fprintf(stderr, "portfence: %s matches no app in %s, and default = \"pass\": it runs unconfined "
+				"(name one with -a APP)\n", command, path);
+		return;
+	}
+	const struct pf_app *chosen = &policy->apps[index];
+	struct pf_policy without_default = *policy;
+	without_default.default_app = PF_SELECT_PASS;
+	const char *why = app ? "named by -a"
+			  : forced && forced[0] ? "named by PORTFENCE_APP"
+			  : predict_app(&without_default, command, arg0) != index ? "the policy's default"
+			  : "its match";
+	fprintf(stderr, "portfence: %s runs as app '%s' (%s; %s:%d): range %u-%u, algorithm %s\n", command,
+		chosen->name, why, chosen->file, chosen->line, chosen->range_lo, chosen->range_hi,
+		pf_algorithm_name(chosen->algorithm));
+}
+
+/* run loads and checks the policy before it starts anything: with
+ * on_error = "deny" an unusable policy, or an -a app it does not
+ * define, stops here (125); with "pass" one line warns and COMMAND runs
+ * unconfined. */
+static enum gate run_gate(const char *config, const char *app, const char *command, const char *arg0,
+			  bool verbose)
+{
+	const char *path = config ? config : cli_config_from_env();
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
+	enum gate gate = GATE_CONFINE;
+	/* -a, else PORTFENCE_APP, which the shim would apply. */
+	const char *named = app ? app : getenv("PORTFENCE_APP");
+
+	if (named && !named[0])
+		named = NULL;
+	if (status != PF_LOAD_OK) {
+		if (status == PF_LOAD_INVALID && policy.on_error_pass) {
+			fprintf(stderr, "portfence: policy unusable, %s runs unconfined (on_error = \"pass\"): %s%s\n",
+				command, diags.count ? diags.lines[0] : path,
+				diags.count > 1 ? " (and more: run portfence check)" : "");
+			gate = GATE_UNCONFINED;
+		} else {
+			for (size_t i = 0; i < diags.count; i++)
+				fprintf(stderr, "%s\n", diags.lines[i]);
+			if (diags.count == 0)
+				fprintf(stderr, "%s: cannot be used\n", path);
+			fprintf(stderr, "portfence: policy unusable (on_error = \"deny\"): %s not started\n", command);
+			gate = GATE_REFUSE;
+		}
+	} else if (named && pf_policy_find_app(&policy, named) < 0) {
+		if (policy.on_error_pass) {
+			fprintf(stderr, "portfence: %s defines no app '%s'; %s runs unconfined (on_error = \"pass\")\n",
+				path, named, command);
+			gate = GATE_UNCONFINED;
+		} else {
+			fprintf(stderr, "%s: no app named '%s'%s\n", path, named, app ? "" : " (PORTFENCE_APP)");
+			fprintf(stderr, "portfence: policy unusable (on_error = \"deny\"): %s not started\n", command);
+			gate = GATE_REFUSE;
+		}
+	} else if (verbose) {
+		say_match(&policy, app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0), app,
+			  command, arg0, path);
+	}
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+	return gate;
+}
+
+/* COMMAND as it is, without the shim: on_error = "pass". */
+static int exec_unconfined(const char *command, char **argv)
+{
+	execv(command, argv);
+	int saved = errno;
+	fprintf(stderr, "portfence: %s: %s\n", command, strerror(saved));
+	return saved == ENOENT ? 127 : 126;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -214,14 +316,17 @@ int cmd_run(int argc, char **argv)
 		{"audit", no_argument, NULL, 'A'},
 		{"bpf", no_argument, NULL, 'B'},
 		{"user", required_argument, NULL, 'U'},
+		{"verbose", no_argument, NULL, 'v'},
 		{0},
 	};
 	const char *config = NULL, *app = NULL, *user = NULL;
-	bool audit = false, bpf = false;
+	bool audit = false, bpf = false, verbose = false;
 	int opt;
 
-	while ((opt = cli_getopt(argc, argv, "+c:a:", options)) != -1) {
-		if (opt == 'c')
+	while ((opt = cli_getopt(argc, argv, "+c:a:v", options)) != -1) {
+		if (opt == 'v')
+			verbose = true;
+		else if (opt == 'c')
 			config = optarg;
 		else if (opt == 'a')
 			app = optarg;
@@ -238,22 +343,32 @@ int cmd_run(int argc, char **argv)
 		return usage_error("run needs a COMMAND");
 	if (user && !bpf)
 		return usage_error("run: --user goes with --bpf");
-	if (bpf)
-		return cmd_run_bpf(config, app, audit, user, argv + optind);
 
 	char shim[PATH_MAX], command[PATH_MAX];
-	if (cli_find_shim(shim, sizeof(shim)) < 0) {
-		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
-		return 127;
-	}
 	if (!cli_resolve_command(argv[optind], command, sizeof(command))) {
 		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
 		return 127;
 	}
-	const char *reason = unreachable_reason(command);
+	/* What keeps the shim out is said first: no policy would help. */
+	const char *reason = bpf ? NULL : unreachable_reason(command);
 	if (reason) {
 		fprintf(stderr, "portfence: %s %s\n", command, reason);
 		return 126;
+	}
+	enum gate gate = run_gate(config, app, command, argv[optind], verbose);
+	if (gate == GATE_REFUSE)
+		return EXIT_WRAPPER_FAILED;
+	if (gate == GATE_UNCONFINED)
+		return exec_unconfined(command, argv + optind);
+	/* -v: the notices of every app, for this run. */
+	if (verbose && setenv("PORTFENCE_NOTIFY", "stderr", 1) < 0)
+		return 126;
+	if (bpf)
+		return cmd_run_bpf(config, app, audit, user, argv + optind);
+
+	if (cli_find_shim(shim, sizeof(shim)) < 0) {
+		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
+		return 127;
 	}
 	if (set_preload(shim) < 0 || (config && export_config(config) < 0) ||
 	    (app && setenv("PORTFENCE_APP", app, 1) < 0) ||

@@ -5,6 +5,7 @@
 #include "config/policy.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
@@ -25,7 +26,7 @@ static const char *const log_keys[] = {"file", "syslog", NULL};
 static const char *const match_keys[] = {"exe", "comm", NULL};
 static const char *const app_keys[] = {
 	"name", "match", "range", "algorithm", "protocols", "mode",
-	"explicit_bind", "allow", "deny", "cgroups", "udp_unbound", NULL,
+	"explicit_bind", "allow", "deny", "cgroups", "udp_unbound", "bind_allow", "notify", NULL,
 };
 
 struct loader {
@@ -190,6 +191,60 @@ static void parse_rules(struct loader *ld, const config_setting_t *setting,
 	}
 }
 
+/* One bind_allow element: a port, or "LO-HI" (or "PORT"). */
+static bool bind_allow_element(struct loader *ld, const config_setting_t *elem, const char *file,
+			       struct pf_bind_ports *out)
+{
+	long long lo, hi;
+
+	if (is_integer(elem)) {
+		lo = hi = config_setting_get_int64(elem);
+	} else if (config_setting_type(elem) == CONFIG_TYPE_STRING) {
+		const char *text = config_setting_get_string(elem);
+		char *end;
+		lo = strtoll(text, &end, 10);
+		hi = lo;
+		if (end != text && *end == '-')
+			hi = strtoll(end + 1, &end, 10);
+		if (end == text || *end != '\0') {
+			report(ld, elem, file, "bind_allow entry \"%s\" is neither PORT nor \"LO-HI\"", text);
+			return false;
+		}
+	} else {
+		report(ld, elem, file, "bind_allow must hold ports and \"LO-HI\" strings");
+		return false;
+	}
+	if (lo < PF_CORE_PORT_MIN || lo > PF_CORE_PORT_MAX || hi < PF_CORE_PORT_MIN || hi > PF_CORE_PORT_MAX) {
+		report(ld, elem, file, "bind_allow port %lld outside 1..65535",
+		       lo < PF_CORE_PORT_MIN || lo > PF_CORE_PORT_MAX ? lo : hi);
+		return false;
+	}
+	if (lo > hi) {
+		report(ld, elem, file, "bind_allow range %lld-%lld has lo > hi", lo, hi);
+		return false;
+	}
+	*out = (struct pf_bind_ports){.lo = (uint16_t)lo, .hi = (uint16_t)hi};
+	return true;
+}
+
+static void parse_bind_allow(struct loader *ld, const config_setting_t *setting, const char *file,
+			     struct pf_app *app)
+{
+	int length = is_sequence(setting) ? config_setting_length(setting) : 0;
+
+	free(app->bind_allow);
+	app->bind_allow_count = 0;
+	app->bind_allow = calloc((size_t)length + 1, sizeof(*app->bind_allow));
+	if (!is_sequence(setting)) {
+		report(ld, setting, file, "bind_allow must be a list of ports and \"LO-HI\" strings [ 21, \"1024-2048\" ]");
+		return;
+	}
+	for (int i = 0; i < length && app->bind_allow; i++)
+		if (bind_allow_element(ld, config_setting_get_elem(setting, (unsigned)i), file,
+				       &app->bind_allow[app->bind_allow_count]))
+			app->bind_allow_count++;
+}
+
 static void parse_range(struct loader *ld, const config_setting_t *setting,
 			const char *file, struct pf_app *app)
 {
@@ -292,6 +347,7 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 	static const char *const modes[] = {"enforce", "audit", NULL};
 	static const char *const binds[] = {"allow", "deny", NULL};
 	static const char *const unbound[] = {"deny", "audit", NULL};
+	static const char *const notify[] = {"none", "stderr", NULL};
 	const char *key = config_setting_name(member);
 
 	if (strcmp(key, "match") == 0)
@@ -304,15 +360,22 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 		parse_protocols(ld, member, file, app);
 	else if (strcmp(key, "mode") == 0)
 		app->mode = (enum pf_mode)get_choice(ld, member, file, "mode", modes, PF_MODE_ENFORCE);
-	else if (strcmp(key, "explicit_bind") == 0)
+	else if (strcmp(key, "explicit_bind") == 0) {
+		app->explicit_bind_line = setting_line(member);
 		app->deny_explicit_bind = get_choice(ld, member, file, "explicit_bind", binds, 0) == 1;
-	else if (strcmp(key, "udp_unbound") == 0)
+	} else if (strcmp(key, "bind_allow") == 0)
+		parse_bind_allow(ld, member, file, app);
+	else if (strcmp(key, "notify") == 0)
+		app->notify_stderr = get_choice(ld, member, file, "notify", notify, 0) == 1;
+	else if (strcmp(key, "udp_unbound") == 0) {
+		app->udp_unbound_line = setting_line(member);
 		app->udp_unbound_audit = get_choice(ld, member, file, "udp_unbound", unbound, 0) == 1;
-	else if (strcmp(key, "cgroups") == 0) {
+	} else if (strcmp(key, "cgroups") == 0) {
 		app->cgroups_line = setting_line(member);
 		parse_cgroups(ld, member, file, app);
 	} else if (strcmp(key, "allow") == 0) {
 		app->has_allow = true;
+		app->allow_line = setting_line(member);
 		parse_rules(ld, member, file, "allow", &app->allow);
 	} else if (strcmp(key, "deny") == 0)
 		parse_rules(ld, member, file, "deny", &app->deny);
@@ -620,6 +683,41 @@ static bool includes_are_regular(struct pf_diags *diags, const char *text, int d
 	return true;
 }
 
+/* libconfig arrays hold one scalar type, but bind_allow mixes ports and
+ * "LO-HI" strings, as SPEC writes it ([ 21, "1024-2048" ]): its brackets
+ * become a list's parentheses, in place (lines keep their numbers).  The
+ * text of @include'd files is libconfig's own and is not rewritten: there
+ * bind_allow must be written ( 21, "1024-2048" ). */
+static void bind_allow_as_list(char *text)
+{
+	static const char key[] = "bind_allow";
+
+	for (char *at = strstr(text, key); at; at = strstr(at + 1, key)) {
+		char *p = at + strlen(key);
+		if (at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_'))
+			continue;
+		p += strspn(p, " \t\r\n");
+		if (*p != '=' && *p != ':')
+			continue;
+		p++;
+		p += strspn(p, " \t\r\n");
+		if (*p != '[')
+			continue;
+		char *close = p + 1;
+		bool quoted = false;
+		for (; *close && (quoted || *close != ']'); close++) {
+			if (*close == '"')
+				quoted = !quoted;
+			else if (quoted && *close == '\\' && close[1])
+				close++;
+		}
+		if (*close != ']')
+			return;
+		*p = '(';
+		*close = ')';
+	}
+}
+
 /* Returns false when the file could not be read or parsed at all.  With
  * text, the policy is that text and path only names it. */
 static bool load_source(struct loader *ld, const char *path, const char *text)
@@ -636,6 +734,13 @@ static bool load_source(struct loader *ld, const char *path, const char *text)
 	if (!includes_are_regular(ld->diags, text, 0)) {
 		free(read_text);
 		return false;
+	}
+	if (strstr(text, "bind_allow")) {
+		char *copy = read_text ? read_text : strdup(text);
+		if (copy) {
+			bind_allow_as_list(copy);
+			text = read_text = copy;
+		}
 	}
 	config_init(&config);
 	parsed = config_read_string(&config, text) == CONFIG_TRUE;
@@ -876,6 +981,7 @@ void pf_policy_free(struct pf_policy *policy)
 		free_strings(app->cgroups.globs, app->cgroups.count);
 		free(app->allow.rules);
 		free(app->deny.rules);
+		free(app->bind_allow);
 		pf_app_free_rule_index(app);
 	}
 	free(policy->apps);

@@ -43,6 +43,11 @@ struct pf_rule {
 	char text[64];
 };
 
+/* Ports an app may bind explicitly (bind_allow). */
+struct pf_bind_ports {
+	uint16_t lo, hi;
+};
+
 struct pf_rule_list {
 	struct pf_rule *rules;
 	size_t count;
@@ -72,12 +77,19 @@ struct pf_app {
 	bool udp_unbound_audit;
 	struct pf_rule_list allow;
 	struct pf_rule_list deny;
+	/* bind_allow: ports the app may bind even with explicit_bind "deny". */
+	struct pf_bind_ports *bind_allow;
+	size_t bind_allow_count;
+	/* notify = "stderr": one line on the program's stderr when portfence
+	 * acts (a deny, an exhausted range). */
+	bool notify_stderr;
 	/* allow and deny compiled into prefix tries (pf_app_index_rules);
 	 * NULL: the lists are scanned one rule at a time. */
 	struct pf_rule_index *rule_index;
 	/* Where the app was defined, for diagnostics. */
 	const char *file;
 	int line, name_line, range_line, algorithm_line, cgroups_line;
+	int explicit_bind_line, allow_line, udp_unbound_line;
 };
 
 struct pf_policy {
@@ -140,6 +152,25 @@ bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
  * reference the tries are tested against. */
 bool pf_app_permits_linear(const struct pf_app *app, const struct sockaddr *dest,
 			   socklen_t dest_len);
+/* Why the rules refuse dest: the deny rule that matches ("deny
+ * \"10.0.0.0/8\" FILE:LINE"), or the allow list that none matches
+ * ("allow (no rule matches) FILE:LINE"), into out; "" when they permit
+ * it.  The slow path, for records and notices. */
+void pf_app_refusal_rule(const struct pf_app *app, const struct sockaddr *dest,
+			 socklen_t dest_len, char *out, size_t out_len);
+/* What refuses an explicit bind to port: another app's range (policy
+ * may be NULL: then unknown), or explicit_bind = "deny", with FILE:LINE. */
+void pf_app_bind_rule(const struct pf_policy *policy, const struct pf_app *app, uint16_t port,
+		      char *out, size_t out_len);
+/* An exhausted range's reason: "no free port in range LO-HI of app 'NAME' (FILE:LINE)". */
+void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_len);
+/* A copy of what explains an app's records (name, file, range, rules,
+ * their lines), which outlives its policy (the BPF record writer keeps
+ * one); NULL when out of memory.  Free with pf_app_explainer_free. */
+struct pf_app *pf_app_explainer(const struct pf_app *app);
+void pf_app_explainer_free(struct pf_app *copy);
+/* Whether bind_allow lists port. */
+bool pf_app_bind_allows(const struct pf_app *app, uint16_t port);
 /* Compiles app->allow and app->deny into app->rule_index, so that a
  * judgement costs O(prefix length) whatever the number of rules.
  * Returns 0, or -1 (out of memory; the app keeps the linear scan). */

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,4 +292,109 @@ bool pf_app_permits(const struct pf_app *app, const struct sockaddr *dest,
 	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
 		return true;
 	return pf_rule_index_permits(app->rule_index, app->has_allow, &judged);
+}
+
+static const struct pf_rule *first_match(const struct pf_rule_list *list, const struct pf_dest *dest)
+{
+	for (size_t i = 0; i < list->count; i++)
+		if (rule_matches_dest(&list->rules[i], dest))
+			return &list->rules[i];
+	return NULL;
+}
+
+void pf_app_refusal_rule(const struct pf_app *app, const struct sockaddr *dest,
+			 socklen_t dest_len, char *out, size_t out_len)
+{
+	struct pf_dest judged;
+	const struct pf_rule *rule;
+
+	out[0] = '\0';
+	if (pf_dest_for_rules(dest, dest_len, &judged) < 0)
+		return;
+	if ((rule = first_match(&app->deny, &judged)))
+		snprintf(out, out_len, "deny \"%s\" %s:%d", rule->text, app->file ? app->file : "",
+			 rule->line);
+	else if (app->has_allow && !first_match(&app->allow, &judged))
+		snprintf(out, out_len, "allow (no rule matches) %s:%d", app->file ? app->file : "",
+			 app->allow_line);
+}
+
+bool pf_app_bind_allows(const struct pf_app *app, uint16_t port)
+{
+	for (size_t i = 0; i < app->bind_allow_count; i++)
+		if (port >= app->bind_allow[i].lo && port <= app->bind_allow[i].hi)
+			return true;
+	return false;
+}
+
+void pf_app_bind_rule(const struct pf_policy *policy, const struct pf_app *app, uint16_t port,
+		      char *out, size_t out_len)
+{
+	int owner = policy && port ? pf_policy_app_at_port(policy, port) : -1;
+	const char *file = app->file ? app->file : "";
+
+	if (owner >= 0 && &policy->apps[owner] != app) {
+		const struct pf_app *other = &policy->apps[owner];
+		snprintf(out, out_len, "range %u-%u of app '%s' %s:%d", other->range_lo, other->range_hi,
+			 other->name, other->file ? other->file : "", other->range_line);
+	} else if (app->deny_explicit_bind && (!port || port < app->range_lo || port > app->range_hi)) {
+		snprintf(out, out_len, "explicit_bind = \"deny\" %s:%d (bind_allow lists the ports app '%s' may bind)",
+			 file, app->explicit_bind_line, app->name);
+	} else {
+		snprintf(out, out_len, "another app's range (see portfence check %s)", file);
+	}
+}
+
+void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "no free port in range %u-%u of app '%s' (%s:%d)", app->range_lo, app->range_hi,
+		 app->name, app->file ? app->file : "", app->range_line);
+}
+
+static bool copy_rules(struct pf_rule_list *to, const struct pf_rule_list *from)
+{
+	to->count = 0;
+	to->rules = malloc((from->count + 1) * sizeof(*to->rules));
+	if (!to->rules)
+		return false;
+	memcpy(to->rules, from->rules, from->count * sizeof(*to->rules));
+	to->count = from->count;
+	return true;
+}
+
+struct pf_app *pf_app_explainer(const struct pf_app *app)
+{
+	struct pf_app *copy = calloc(1, sizeof(*copy));
+
+	if (!copy)
+		return NULL;
+	copy->range_lo = app->range_lo;
+	copy->range_hi = app->range_hi;
+	copy->has_allow = app->has_allow;
+	copy->deny_explicit_bind = app->deny_explicit_bind;
+	copy->udp_unbound_audit = app->udp_unbound_audit;
+	copy->line = app->line;
+	copy->range_line = app->range_line;
+	copy->explicit_bind_line = app->explicit_bind_line;
+	copy->allow_line = app->allow_line;
+	copy->udp_unbound_line = app->udp_unbound_line;
+	copy->name = strdup(app->name ? app->name : "");
+	copy->file = strdup(app->file ? app->file : "");
+	if (!copy->name || !copy->file || !copy_rules(&copy->allow, &app->allow) ||
+	    !copy_rules(&copy->deny, &app->deny)) {
+		pf_app_explainer_free(copy);
+		return NULL;
+	}
+	return copy;
+}
+
+void pf_app_explainer_free(struct pf_app *copy)
+{
+	if (!copy)
+		return;
+	free(copy->name);
+	free((char *)copy->file);
+	free(copy->allow.rules);
+	free(copy->deny.rules);
+	free(copy);
 }

@@ -41,8 +41,10 @@ void pf_core_question_of(const struct pf_question *q, struct pf_core_question *c
 		return;
 	core->protocol_managed = (app->protocols & (q->udp ? PF_PROTO_UDP : PF_PROTO_TCP)) != 0;
 	core->deny_explicit_bind = app->deny_explicit_bind;
-	if (q->call == PF_CORE_CALL_BIND_PORT && core->protocol_managed)
+	if (q->call == PF_CORE_CALL_BIND_PORT && core->protocol_managed) {
 		core->port_place = (__u8)port_place(q);
+		core->bind_allowed = pf_app_bind_allows(app, q->bind_port);
+	}
 	/* The rules are judged only where they can change the answer. */
 	if (q->dest && core->protocol_managed)
 		core->dest_denied = !pf_app_permits(app, q->dest, q->dest_len);

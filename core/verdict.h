@@ -44,6 +44,11 @@ struct pf_core_question {
 	__u8 audit;		/* the app's mode is audit */
 	__u8 deny_explicit_bind;	/* explicit_bind = "deny" */
 	__u8 port_place;	/* BIND_PORT: PF_CORE_PORT_* */
+	/* BIND_PORT: the port is in the app's bind_allow list (ports it
+	 * may bind even with explicit_bind = "deny").  Each backend fills
+	 * it from the policy: the shim in core/decide.c, the BPF programs
+	 * from the app's compiled bind_allow ranges. */
+	__u8 bind_allowed;
 	__u8 dest_denied;	/* the call names a destination the rules refuse */
 	__u8 has_port;		/* the socket already has a local port */
 	__u8 tcp_busy;		/* a TCP socket already connected or listening */
@@ -100,15 +105,17 @@ static __always_inline int pf_core_tcp_state_matters(const struct pf_core_questi
 }
 
 /* bind(addr, port), port != 0: the port the program chose.  A port in
- * another app's range is refused whatever explicit_bind says: one app's
- * policy must not let it take another's ports. */
+ * another app's range is refused whatever explicit_bind says (and
+ * whatever bind_allow lists): one app's policy must not let it take
+ * another's ports.  A permitted one is the real call and a record of
+ * event BIND, so that ports a program chooses itself appear in the log. */
 static __always_inline struct pf_core_answer pf_core_explicit_bind(const struct pf_core_question *q)
 {
 	if (q->policy != PF_CORE_POLICY_APP || !q->protocol_managed)
 		return pf_core_answer(PF_CORE_PASS, PF_CORE_EVENT_ASSIGN, 0);
 	if (q->port_place == PF_CORE_PORT_OWN ||
-	    (q->port_place == PF_CORE_PORT_OUTSIDE && !q->deny_explicit_bind))
-		return pf_core_answer(PF_CORE_CALL, PF_CORE_EVENT_ASSIGN, 0);
+	    (q->port_place == PF_CORE_PORT_OUTSIDE && (!q->deny_explicit_bind || q->bind_allowed)))
+		return pf_core_answer(PF_CORE_CALL, PF_CORE_EVENT_BIND, 0);
 	if (q->audit)
 		return pf_core_answer(PF_CORE_AUDIT, PF_CORE_EVENT_AUDIT, PF_CORE_EACCES);
 	return pf_core_answer(PF_CORE_REFUSE, PF_CORE_EVENT_DENY, PF_CORE_EACCES);

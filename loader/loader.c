@@ -186,6 +186,25 @@ static int fill_foreign_ports(struct portfence_bpf *skel, const struct pf_policy
 	return bpf_map_update_elem(bpf_map__fd(skel->maps.foreign_ports), &zero, &ports, BPF_ANY);
 }
 
+/* bind_allow, one bit a port (the layout of foreign_ports): the ports the
+ * programs let a bind take with explicit_bind = "deny" (the core
+ * question's bind_allowed).  Filled when the programs declare a map of
+ * that name, a one-entry array of struct pf_bpf_port_bits. */
+static int fill_bind_allow(struct portfence_bpf *skel, const struct pf_app *app)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(skel->obj, "bind_allow_ports");
+	static struct pf_bpf_port_bits ports;
+	uint32_t zero = 0;
+
+	if (!map)
+		return 0;
+	memset(&ports, 0, sizeof(ports));
+	for (size_t i = 0; i < app->bind_allow_count; i++)
+		for (uint32_t port = app->bind_allow[i].lo; port <= app->bind_allow[i].hi; port++)
+			ports.bits[port / 64] |= 1ull << (port % 64);
+	return bpf_map_update_elem(bpf_map__fd(map), &zero, &ports, BPF_ANY);
+}
+
 int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
 			 const struct pf_app *app, char *why, size_t len)
 {
@@ -204,7 +223,7 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 	if (!loaded->counters_shared)
 		bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &counters, BPF_ANY);
 	fill_local_addrs(loaded->skel);
-	if (fill_foreign_ports(loaded->skel, policy, app) < 0) {
+	if (fill_foreign_ports(loaded->skel, policy, app) < 0 || fill_bind_allow(loaded->skel, app) < 0) {
 		say(why, len, "cannot configure app '%s': %s", app->name, strerror(errno));
 		return -errno;
 	}
@@ -323,8 +342,10 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 
 	*out = NULL;
 	libbpf_set_print(keep_libbpf_message);
-	if (loaded)
+	if (loaded) {
 		loaded->algorithm_name = pf_algorithm_name(app->algorithm);
+		loaded->explainer = pf_app_explainer(app);
+	}
 	if (!loaded || !(loaded->app_name = strdup(app->name))) {
 		free(loaded);
 		say(why, len, "out of memory");
@@ -377,5 +398,6 @@ void pf_bpf_app_free(struct pf_bpf_app *loaded)
 	bpf_link__destroy(loaded->exec_link);
 	portfence_bpf__destroy(loaded->skel);
 	free(loaded->app_name);
+	pf_app_explainer_free(loaded->explainer);
 	free(loaded);
 }

@@ -89,6 +89,10 @@ void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const 
  * with "lost" when the ring had no room for some since the last drain;
  * the number of records written. */
 int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink);
+/* Drains also print a notice on stderr (the run's terminal) for a deny
+ * and an exhausted range, at most one per second of each: run --bpf with
+ * -v or the app's notify = "stderr". */
+void pf_bpf_app_notify(struct pf_bpf_app *loaded, bool on);
 /* Waits up to timeout_ms, less when the programs of one of apps wake
  * their drainer (their ring is a quarter full) or a signal comes. */
 void pf_bpf_wait_records(struct pf_bpf_app *const *apps, size_t count, int timeout_ms);

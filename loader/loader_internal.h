@@ -21,6 +21,10 @@ struct pf_bpf_app {
 	struct bpf_link *exec_link;	/* NULL: a pinned one serves */
 	struct pf_record_sink *draining_to;
 	int drained;
+	/* What explains the records: the deny's rule, the error's reason. */
+	struct pf_app *explainer;
+	bool notify;		/* notices on stderr (pf_bpf_app_notify) */
+	long long last_notice_ms[2];	/* deny, error */
 };
 
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */

@@ -249,9 +249,81 @@ static bool add_record(struct pf_record_sink *sink, const struct pf_record_field
 
 static const enum pf_event event_of[] = {
 	[PF_BPF_ASSIGN] = PF_EVENT_ASSIGN, [PF_BPF_DENY] = PF_EVENT_DENY,
-	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT,
-	[PF_BPF_BIND] = (enum pf_event)PF_CORE_EVENT_BIND,
+	[PF_BPF_ERROR] = PF_EVENT_ERROR, [PF_BPF_AUDIT] = PF_EVENT_AUDIT, [PF_BPF_BIND] = PF_EVENT_BIND,
 };
+
+/* The deny's rule and the error's reason, as the shim writes them.  A
+ * BPF deny names no rule when its destination is permitted: that is the
+ * udp_unbound refusal (or, with no remote, an explicit bind). */
+static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record *r, const struct sockaddr *remote,
+		    struct pf_record_fields *fields, char *buf, size_t len)
+{
+	const struct pf_app *app = loaded->explainer;
+
+	buf[0] = '\0';
+	if (!app)
+		return;
+	bool deny = r->event == PF_BPF_DENY || (r->event == PF_BPF_AUDIT && r->error);
+	if (deny && r->error == EACCES) {
+		pf_app_bind_rule(NULL, app, r->local_port, buf, len);
+	} else if (deny && r->remote_port) {
+		pf_app_refusal_rule(app, remote, r->family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								: sizeof(struct sockaddr_in), buf, len);
+		if (!buf[0] && r->udp)
+			snprintf(buf, len, "udp_unbound = \"%s\" %s:%d (an unconnected send on an unbound UDP "
+				 "socket cannot get a range port under BPF: connect or bind(0) it first, "
+				 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
+				 app->udp_unbound_line ? app->udp_unbound_line : app->line);
+	} else if (deny) {
+		/* Neither a bind nor a destination: the socket itself. */
+		snprintf(buf, len, "protocols %s:%d: a socket the BPF hooks cannot confine is refused at its creation",
+			 app->file, app->line);
+	} else if (r->event == PF_BPF_ERROR) {
+		if (r->error == EADDRNOTAVAIL || r->error == EAGAIN || r->error == EADDRINUSE)
+			pf_app_exhaustion_reason(app, buf, len);
+		else
+			snprintf(buf, len, "cannot give a port of range %u-%u: %s", app->range_lo, app->range_hi,
+				 pf_errno_name((int)r->error));
+		fields->reason = buf;
+		return;
+	}
+	if (buf[0])
+		fields->rule = buf;
+}
+
+void pf_bpf_app_notify(struct pf_bpf_app *loaded, bool on)
+{
+	loaded->notify = on;
+}
+
+/* One line on the run's stderr, the program's own in a terminal. */
+static void notice(struct pf_bpf_app *loaded, const struct pf_bpf_record *r, const struct pf_record_fields *f)
+{
+	struct timespec now;
+	char where[INET6_ADDRSTRLEN + 8] = "?", host[INET6_ADDRSTRLEN] = "?";
+	int kind = r->event == PF_BPF_DENY ? 0 : 1;
+
+	if (!loaded->notify || (r->event != PF_BPF_DENY && r->event != PF_BPF_ERROR))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 + 1;
+	if (loaded->last_notice_ms[kind] && ms - loaded->last_notice_ms[kind] < 1000)
+		return;
+	loaded->last_notice_ms[kind] = ms;
+	const struct sockaddr *peer = r->remote_port ? f->remote : f->local;
+	const void *addr = peer->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr
+						       : (const void *)&((const struct sockaddr_in *)peer)->sin_addr;
+	inet_ntop(peer->sa_family, addr, host, sizeof(host));
+	snprintf(where, sizeof(where), peer->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+		 r->remote_port ? r->remote_port : r->local_port);
+	if (r->event == PF_BPF_DENY)
+		fprintf(stderr, "portfence: app '%s' (pid %d): %s %s %s denied (%s) by %s\n", loaded->app_name,
+			(int)r->pid, r->udp ? "udp" : "tcp", r->remote_port ? "to" : "bind to", where,
+			pf_errno_name((int)r->error), f->rule ? f->rule : "the policy");
+	else
+		fprintf(stderr, "portfence: app '%s' (pid %d): %s (%s)\n", loaded->app_name, (int)r->pid,
+			f->reason ? f->reason : "error", pf_errno_name((int)r->error));
+}
 
 static int on_record(void *ctx, void *data, size_t size)
 {
@@ -274,7 +346,12 @@ static int on_record(void *ctx, void *data, size_t size)
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
 		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
 	};
-	if (add_record(sink, &fields, r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT || r->event == PF_BPF_BIND ? LOG_INFO : LOG_WARNING))
+	char why[600];
+	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
+	notice(loaded, r, &fields);
+	if (add_record(sink, &fields,
+		       r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT || r->event == PF_BPF_BIND ? LOG_INFO
+													 : LOG_WARNING))
 		loaded->drained++;
 	return 0;
 }

@@ -310,7 +310,7 @@ static inline void put_name(struct pf_out *o, const char *name)
 
 static const char *event_name(enum pf_event event)
 {
-	static const char *const names[] = {"assign", "deny", "error", "audit"};
+	static const char *const names[] = {"assign", "deny", "error", "audit", "bind"};
 	return (unsigned)event < sizeof(names) / sizeof(names[0]) ? names[event] : "error";
 }
 
@@ -415,6 +415,7 @@ static void put_record(struct pf_out *o, const struct pf_record_fields *f, bool 
 	PUT_LITERAL(o, ",\"result\":\"");
 	put_name(o, pf_errno_name(f->error));
 	PUT_LITERAL(o, "\"");
+	put_optional(o, "rule", f->rule);
 	put_optional(o, "reason", f->reason);
 	if (f->lost) {
 		PUT_LITERAL(o, ",\"lost\":");

@@ -27,6 +27,7 @@ struct pf_record_fields {
 	unsigned attempts;
 	int error;			/* 0 or errno; result is pf_errno_name(error) */
 	const char *comm, *cgroup;	/* NULL: field omitted (shim records) */
+	const char *rule;		/* a deny's "rule" (text FILE:LINE); NULL: omitted */
 	const char *reason;		/* an error's "reason"; NULL: omitted */
 	unsigned long lost;		/* records lost before they could be written; 0: omitted */
 };

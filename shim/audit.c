@@ -2,6 +2,7 @@
  * write(2) so that concurrent processes never interleave.  The line is
  * record/record.c's, the same the BPF daemon writes; app and exe are
  * escaped once, at start-up, and go in as pieces of their own. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -95,8 +96,8 @@ void pf_stderr(const char *fmt, ...)
 
 /* The record as pieces (at most PF_RECORD_IOV) over text, which must
  * outlive them. */
-static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
-			 char *text, size_t len, struct iovec *iov)
+static int format_record(const struct pf_runtime *rt, const struct pf_record *r, const char *rule,
+			 const char *reason, char *text, size_t len, struct iovec *iov)
 {
 	struct pf_record_fields fields = {
 		.event = r->event,
@@ -108,8 +109,118 @@ static int format_record(const struct pf_runtime *rt, const struct pf_record *r,
 		.algorithm = rt->app ? pf_algorithm_name(rt->app->algorithm) : "",
 		.attempts = r->attempts,
 		.error = r->error,
+		.rule = rule,
+		.reason = reason,
 	};
 	return pf_record_pieces(&fields, rt->app_json, rt->exe_json, text, len, iov);
+}
+
+/* ---- Why: the deny's rule, the error's reason ---- */
+
+static bool exhaustion_errno(int error)
+{
+	return error == EADDRNOTAVAIL || error == EAGAIN || error == EADDRINUSE;
+}
+
+/* The rule of a deny (or of an audit record of what enforce would
+ * deny): the one the record names, else the destination rule. */
+static const char *deny_rule(const struct pf_runtime *rt, const struct pf_record *r, char *buf, size_t len)
+{
+	if (r->rule)
+		return r->rule;
+	if (!rt->app || !r->remote || !(r->event == PF_EVENT_DENY || (r->event == PF_EVENT_AUDIT && r->error == EPERM)))
+		return NULL;
+	socklen_t remote_len = r->remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								: sizeof(struct sockaddr_in);
+	pf_app_refusal_rule(rt->app, r->remote, remote_len, buf, len);
+	return buf[0] ? buf : NULL;
+}
+
+static const char *error_reason(const struct pf_runtime *rt, const struct pf_record *r, char *buf, size_t len)
+{
+	if (r->event != PF_EVENT_ERROR)
+		return NULL;
+	if (rt->status == PF_STATUS_DENY)
+		snprintf(buf, len, "policy unusable (on_error = deny): %s", rt->why);
+	else if (!r->sock && r->error == EOPNOTSUPP)
+		snprintf(buf, len, "a Go program: the shim cannot see its system calls; portfence run --bpf confines it");
+	else if (rt->app && exhaustion_errno(r->error))
+		pf_app_exhaustion_reason(rt->app, buf, len);
+	else if (rt->app)
+		snprintf(buf, len, "cannot give a port of range %u-%u: %s", rt->app->range_lo, rt->app->range_hi,
+			 pf_errno_name(r->error));
+	else
+		snprintf(buf, len, "%s", pf_errno_name(r->error));
+	return buf;
+}
+
+/* ---- Notices: one line on the program's stderr, at most one per
+ * second of each kind ---- */
+
+enum notice_kind { NOTICE_DENY, NOTICE_EXHAUSTED, NOTICE_ERROR, NOTICE_KINDS };
+static _Atomic long last_notice_ms[NOTICE_KINDS];
+
+static bool notice_due(enum notice_kind kind)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long ms = (long)now.tv_sec * 1000 + now.tv_nsec / 1000000 + 1;
+	long last = atomic_load(&last_notice_ms[kind]);
+	if (last && ms - last < 1000)
+		return false;
+	return atomic_compare_exchange_strong(&last_notice_ms[kind], &last, ms);
+}
+
+static void format_endpoint(const struct sockaddr *addr, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (!addr) {
+		snprintf(out, len, "?");
+		return;
+	}
+	if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(out, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(out, len, "%s:%u", host, ntohs(sin->sin_port));
+	}
+}
+
+static void notice(const struct pf_runtime *rt, const struct pf_record *r, const char *rule, const char *reason)
+{
+	const char *app = rt->app ? rt->app->name : "";
+	char where[80];
+
+	if (r->event == PF_EVENT_DENY && notice_due(NOTICE_DENY)) {
+		if (r->remote) {
+			format_endpoint(r->remote, where, sizeof(where));
+			pf_stderr("portfence: app '%s': %s to %s denied (%s) by rule %s", app,
+				  r->sock && r->sock->udp ? "udp" : "tcp", where, pf_errno_name(r->error),
+				  rule ? rule : "?");
+		} else {
+			format_endpoint(r->local, where, sizeof(where));
+			pf_stderr("portfence: app '%s': bind to %s refused (%s) by %s", app, where,
+				  pf_errno_name(r->error), rule ? rule : "the policy");
+		}
+	} else if (r->event == PF_EVENT_ERROR && rt->app && exhaustion_errno(r->error) &&
+		   notice_due(NOTICE_EXHAUSTED)) {
+		pf_stderr("portfence: app '%s': range %u-%u exhausted, no free port (%s); see portfence status",
+			  app, rt->app->range_lo, rt->app->range_hi, pf_errno_name(r->error));
+	} else if (r->event == PF_EVENT_ERROR && !(rt->app && exhaustion_errno(r->error)) &&
+		   rt->status != PF_STATUS_DENY && notice_due(NOTICE_ERROR)) {
+		/* An unusable policy was said once at start-up already. */
+		pf_stderr("portfence: app '%s': %s", app, reason ? reason : pf_errno_name(r->error));
+	}
+}
+
+bool pf_wanted(const struct pf_runtime *rt, enum pf_event event)
+{
+	return pf_logging() || (rt->notify && (event == PF_EVENT_DENY || event == PF_EVENT_ERROR));
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram
@@ -144,13 +255,19 @@ out:
 /* No malloc and no stdio: a record may be written from a signal handler. */
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {
-	char text[768];
+	char text[1536], rule_text[200], reason_text[1100];
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
-	if (!pf_logging())
+	if (!pf_wanted(rt, record->event))
 		return;
-	int count = format_record(rt, record, text, sizeof(text), iov);
+	const char *rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
+	const char *reason = error_reason(rt, record, reason_text, sizeof(reason_text));
+	if (rt->notify)
+		notice(rt, record, rule, reason);
+	if (!pf_logging())
+		goto out;
+	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
 	if (count == 0)
 		goto out;
 	pf_log_write(iov, count);
@@ -184,7 +301,7 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 	const struct sockaddr *shown = fallback_local;
 	int saved = errno;
 
-	if (!pf_logging())
+	if (!pf_wanted(rt, event))
 		return;
 	if (real_getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
 	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) &&

@@ -16,15 +16,24 @@ static int explicit_bind(struct pf_sock *sock, const struct sockaddr *addr, sock
 		.call = port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY, .bind_port = port,
 	};
 	struct pf_decision decision = pf_ask(rt, sock, &question);
+	char rule[300];
 
+	if (decision.verdict == PF_VERDICT_REFUSE || decision.verdict == PF_VERDICT_AUDIT)
+		pf_app_bind_rule(&rt->policy, rt->app, port, rule, sizeof(rule));
 	if (decision.verdict == PF_VERDICT_REFUSE)
-		return (int)pf_refuse(rt, sock, decision.event, addr, NULL, decision.error);
-	if (decision.verdict == PF_VERDICT_AUDIT)
-		pf_audit_event(rt, sock, PF_EVENT_AUDIT, addr, NULL, decision.error);
+		return (int)pf_refuse_by(rt, sock, decision.event, addr, NULL, decision.error, rule);
+	if (decision.verdict == PF_VERDICT_AUDIT) {
+		struct pf_record record = {.event = PF_EVENT_AUDIT, .sock = sock, .local = addr,
+					   .error = decision.error, .rule = rule};
+		pf_audit(rt, &record);
+	}
 	int result = real_bind(sock->fd, addr, len);
 	int saved = errno;
 	if (result == 0)
 		pf_sock_mark(sock, PF_FD_DONE);
+	/* A port the program chose: the log shows it (event bind), bound or not. */
+	if (decision.verdict == PF_VERDICT_CALL && decision.event == PF_EVENT_BIND)
+		pf_audit_event(rt, sock, PF_EVENT_BIND, addr, NULL, result == 0 ? 0 : saved);
 	errno = saved;
 	return result;
 }

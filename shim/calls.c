@@ -38,13 +38,24 @@ void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 	pf_audit(rt, &record);
 }
 
-ssize_t pf_refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
-		      enum pf_event event, const struct sockaddr *local,
-		      const struct sockaddr *remote, int error)
+ssize_t pf_refuse_by(const struct pf_runtime *rt, const struct pf_sock *sock,
+		     enum pf_event event, const struct sockaddr *local,
+		     const struct sockaddr *remote, int error, const char *rule)
 {
-	pf_audit_event(rt, sock, event, local, remote, error);
+	struct pf_record record = {
+		.event = event, .sock = sock, .local = local, .remote = remote, .error = error,
+		.rule = rule,
+	};
+	pf_audit(rt, &record);
 	errno = error;
 	return -1;
+}
+
+ssize_t pf_refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
+		  enum pf_event event, const struct sockaddr *local,
+		  const struct sockaddr *remote, int error)
+{
+	return pf_refuse_by(rt, sock, event, local, remote, error, NULL);
 }
 
 /* Audit mode: the call runs untouched; the record says what enforce

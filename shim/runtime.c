@@ -177,6 +177,7 @@ static void policy_unusable(struct pf_runtime *rt, bool on_error_pass, const cha
 		return;
 	}
 	rt->status = PF_STATUS_DENY;
+	snprintf(rt->why, sizeof(rt->why), "%s", why);
 	defer_stderr("portfence: policy unusable, refusing network calls with EPERM (on_error = deny): %s",
 		  why);
 }
@@ -251,6 +252,7 @@ static void activate_app(struct pf_runtime *rt, int index)
 	rt->app = &rt->policy.apps[index];
 	rt->mode = mode && strcmp(mode, "audit") == 0 ? PF_MODE_AUDIT : rt->app->mode;
 	rt->rules = rt->app->has_allow || rt->app->deny.count > 0;
+	rt->notify = rt->notify || rt->app->notify_stderr;
 	rt->app_json = json_dup(rt->app->name);
 	if (rt->app->algorithm == PF_ALGO_KERNEL && !kernel_range_usable(rt->app, why, sizeof(why))) {
 		policy_unusable(rt, rt->policy.on_error_pass, why);
@@ -274,6 +276,9 @@ static void load_runtime(struct pf_runtime *rt)
 	if (!path || !path[0])
 		path = PF_DEFAULT_CONFIG;
 	read_identity(rt, &who, comm, sizeof(comm));
+	/* `portfence run -v` asks for the notices of every app. */
+	const char *notify = secure_getenv("PORTFENCE_NOTIFY");
+	rt->notify = notify && strcmp(notify, "stderr") == 0;
 	rt->exe_json = json_dup(rt->exe);
 	enum pf_load_status status = pf_policy_load(path, &rt->policy, &diags);
 	if (status == PF_LOAD_OK || status == PF_LOAD_INVALID)

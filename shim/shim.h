@@ -164,6 +164,8 @@ struct pf_runtime {
 	enum pf_mode mode;
 	struct pf_state state;
 	bool rules;		/* the app has allow or deny rules */
+	bool notify;		/* notices on stderr: the app's notify = "stderr", or run -v */
+	char why[900];		/* PF_STATUS_DENY: why the policy cannot be used */
 	char exe[4096];
 	char *exe_json;		/* exe, JSON-escaped */
 	char *app_json;		/* app name, JSON-escaped */
@@ -191,6 +193,7 @@ struct pf_record {
 	const struct sockaddr *remote;	/* NULL: none */
 	unsigned attempts;
 	int error;			/* 0: ok, else the errno the app saw */
+	const char *rule;		/* a deny's rule; NULL: found from remote */
 };
 
 /* A record for sock whose local address is what getsockname says, or
@@ -205,6 +208,9 @@ void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local, bool exact,
 		    const struct sockaddr *remote, unsigned attempts, int error);
 bool pf_logging(void);
+/* Whether a record of event would be written or shown as a notice:
+ * false lets the caller skip the work of making it. */
+bool pf_wanted(const struct pf_runtime *rt, enum pf_event event);
 void pf_log_enable_syslog(bool enabled);
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record);
 /* A one-line message on stderr, written with write(2). */
@@ -275,6 +281,10 @@ bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr);
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local,
 		    const struct sockaddr *remote, int error);
+/* The same, the deny's rule given (NULL: found from remote). */
+ssize_t pf_refuse_by(const struct pf_runtime *rt, const struct pf_sock *sock,
+		     enum pf_event event, const struct sockaddr *local,
+		     const struct sockaddr *remote, int error, const char *rule);
 /* Writes the record, then fails with error. */
 ssize_t pf_refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
 		  enum pf_event event, const struct sockaddr *local,

@@ -346,12 +346,15 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 	unlink(in_path);
 }
 
-/* portfence run -c POLICY [-a APP] -- argv... into full[64]. */
-static void under_argv(char *full[64], const struct sandbox *sb, const char *app, char *const argv[])
+/* portfence run [OPTIONS...] -c POLICY [-a APP] -- argv... into full[64]. */
+static void under_argv_with(char *full[64], char *const options[], const struct sandbox *sb, const char *app,
+			    char *const argv[])
 {
 	int n = 0;
 	full[n++] = (char *)build_path("portfence");
 	full[n++] = "run";
+	for (int i = 0; options && options[i] && n < 32; i++)
+		full[n++] = options[i];
 	full[n++] = "-c";
 	full[n++] = (char *)sb->policy;
 	if (app) {
@@ -362,6 +365,35 @@ static void under_argv(char *full[64], const struct sandbox *sb, const char *app
 	for (int i = 0; argv[i] && n < 63; i++)
 		full[n++] = argv[i];
 	full[n] = NULL;
+}
+
+static void under_argv(char *full[64], const struct sandbox *sb, const char *app, char *const argv[])
+{
+	under_argv_with(full, NULL, sb, app, argv);
+}
+
+void run_under_with(struct run_result *r, char *const options[], const struct sandbox *sb, const char *app,
+		    char *const argv[])
+{
+	char *full[64];
+	under_argv_with(full, options, sb, app, argv);
+	run_program(r, full, NULL, NULL);
+}
+
+uint16_t free_dns_port(void)
+{
+	for (;;) {
+		struct sockaddr_in addr = {.sin_family = AF_INET};
+		socklen_t len = sizeof(addr);
+		int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+		bind(udp, (struct sockaddr *)&addr, len);
+		getsockname(udp, (struct sockaddr *)&addr, &len);
+		bool both = bind(tcp, (struct sockaddr *)&addr, len) == 0;
+		close(udp);
+		close(tcp);
+		if (both)
+			return ntohs(addr.sin_port);
+	}
 }
 
 void run_under(struct run_result *r, const struct sandbox *sb, const char *app,

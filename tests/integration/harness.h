@@ -73,6 +73,12 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	       char *const argv[], const char *stdin_text);
 
+/* portfence run OPTIONS... -c POLICY [-a APP] -- argv... (options: NULL-terminated). */
+void run_under_with(struct run_result *r, char *const options[], const struct sandbox *sb, const char *app,
+		    char *const argv[]);
+/* A loopback port free for both UDP and TCP (a DNS server's). */
+uint16_t free_dns_port(void);
+
 /* portfence run -c POLICY [-a APP] -- argv... in the background, its
  * stdout and stderr appended to out_path; killed after 60 s. */
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],

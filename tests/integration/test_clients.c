@@ -158,23 +158,6 @@ Test(clients, socat)
 	sandbox_cleanup(&sb);
 }
 
-/* dnsmasq listens on UDP and TCP: the port must be free for both. */
-static uint16_t free_dns_port(void)
-{
-	for (;;) {
-		struct sockaddr_in addr = {.sin_family = AF_INET};
-		socklen_t len = sizeof(addr);
-		int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
-		bind(udp, (struct sockaddr *)&addr, len);
-		getsockname(udp, (struct sockaddr *)&addr, &len);
-		bool both = bind(tcp, (struct sockaddr *)&addr, len) == 0;
-		close(udp);
-		close(tcp);
-		if (both)
-			return ntohs(addr.sin_port);
-	}
-}
-
 Test(clients, dig_against_dnsmasq)
 {
 	struct sandbox sb;

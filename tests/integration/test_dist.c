@@ -131,9 +131,10 @@ Test(dist, systemd_units_verify_clean, .timeout = 120)
 		 "cp %s/share/doc/portfence/examples/systemd/bpf-slice-dropin.conf $u/legacy-bpf.service.d/portfence.conf\n"
 		 "grep -q '^ExecStart=%s/bin/portfence daemon -c /etc/portfence.conf$' %s/lib/systemd/system/portfence.service\n"
 		 "grep -q 'LD_PRELOAD=%s/lib/portfence/libportfence.so ' $u/legacy.service.d/portfence.conf\n"
+		 "grep -q '^ExecStartPre=%s/bin/portfence check -c /etc/portfence.conf$' $u/legacy.service.d/portfence.conf\n"
 		 "MANPATH=%s/share/man systemd-analyze verify %s/lib/systemd/system/portfence.service "
 		 "$u/legacy.service $u/legacy-bpf.service",
-		 build ? build : "build", dir, dir, dir, dir, dir, dir, dir, dir, dir, dir);
+		 build ? build : "build", dir, dir, dir, dir, dir, dir, dir, dir, dir, dir, dir);
 	sh(&r, cmd);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	cr_expect_eq(system(cmd), 0);

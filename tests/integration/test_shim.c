@@ -373,11 +373,17 @@ Test(shim, invalid_policy_with_on_error_deny_refuses)
 	struct run_result r;
 	char code[512];
 
+	char config[200];
+
 	sandbox_init(&sb, "default = \"x\";\napps = ( { name = \"x\"; range = [ 61000, 61099 ]; algorithm = \"magic\"; } );");
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
 	snprintf(code, sizeof(code), eperm_probe, srv.port);
+	/* `portfence run` refuses to start it (exit 125, test_explain.c): the
+	 * shim is preloaded by hand, as a service's environment would. */
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", sb.policy);
+	char *env[] = {(char *)shim_preload_env(), config, NULL};
 	char *argv[] = {"python3", "-c", code, NULL};
-	run_under(&r, &sb, NULL, argv, NULL);
+	run_program(&r, argv, NULL, env);
 	usleep(100000);
 	server_stop(&srv);
 	cr_expect_str_eq(r.out, "EPERM\n");
@@ -561,16 +567,23 @@ Test(shim, log_fd_survives_closefrom_and_dup2)
 Test(shim, run_exit_codes)
 {
 	struct run_result r;
+	struct sandbox sb;
+	char config[200];
+
+	/* run checks the policy first: these need one it can use. */
+	sandbox_init(&sb, "apps = ( );");
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", sb.policy);
+	char *env[] = {config, NULL};
 	char *missing[] = {(char *)build_path("portfence"), "run", "--", "/no/such/program", NULL};
-	run_program(&r, missing, NULL, NULL);
+	run_program(&r, missing, NULL, env);
 	cr_expect_eq(r.status, 127);
 
 	char *false_argv[] = {(char *)build_path("portfence"), "run", "--", "sh", "-c", "exit 7", NULL};
-	run_program(&r, false_argv, NULL, NULL);
+	run_program(&r, false_argv, NULL, env);
 	cr_expect_eq(r.status, 7);
 
 	char *setuid_argv[] = {(char *)build_path("portfence"), "run", "--", "/usr/bin/passwd", "--help", NULL};
-	run_program(&r, setuid_argv, NULL, NULL);
+	run_program(&r, setuid_argv, NULL, env);
 	cr_expect_eq(r.status, 126);
 	cr_expect(strstr(r.err, "setuid") != NULL, "%s", r.err);
 	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1);
@@ -582,25 +595,30 @@ Test(shim, run_exit_codes)
 	snprintf(setcap_cmd, sizeof(setcap_cmd), "cp /bin/true %s && chmod 755 %s && setcap cap_net_raw+ep %s", capped, capped, capped);
 	cr_assert_eq(system(setcap_cmd), 0, "setcap (libcap2-bin) must work as root");
 	char *capped_argv[] = {(char *)build_path("portfence"), "run", "--", capped, NULL};
-	run_program(&r, capped_argv, NULL, NULL);
+	run_program(&r, capped_argv, NULL, env);
 	unlink(capped);
 	cr_expect_eq(r.status, 126);
 	cr_expect(strstr(r.err, "file capabilities") != NULL, "%s", r.err);
 
 	char *static_argv[] = {(char *)build_path("portfence"), "run", "--", (char *)build_path("static-hello"), NULL};
-	run_program(&r, static_argv, NULL, NULL);
+	run_program(&r, static_argv, NULL, env);
 	cr_expect_eq(r.status, 126);
 	cr_expect(strstr(r.err, "statically linked") != NULL, "%s", r.err);
+	sandbox_cleanup(&sb);
 }
 
 Test(shim, run_keeps_existing_ld_preload)
 {
 	struct run_result r;
-	char preload[128];
+	struct sandbox sb;
+	char preload[128], config[200];
+	sandbox_init(&sb, "apps = ( );");
+	snprintf(config, sizeof(config), "PORTFENCE_CONFIG=%s", sb.policy);
 	snprintf(preload, sizeof(preload), "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libc.so.6");
-	char *env[] = {preload, NULL};
+	char *env[] = {preload, config, NULL};
 	char *argv[] = {(char *)build_path("portfence"), "run", "--", "sh", "-c", "echo $LD_PRELOAD", NULL};
 	run_program(&r, argv, NULL, env);
-	cr_assert_eq(r.status, 0);
+	sandbox_cleanup(&sb);
+	cr_assert_eq(r.status, 0, "%s", r.err);
 	cr_expect(strstr(r.out, "libportfence.so:/usr/lib/x86_64-linux-gnu/libc.so.6") != NULL, "%s", r.out);
 }

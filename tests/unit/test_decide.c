@@ -37,6 +37,7 @@ struct row {
 
 #define PASS_ PF_CORE_PASS, PF_CORE_EVENT_ASSIGN, 0, 0, 0, 0
 #define CALL_ PF_CORE_CALL, PF_CORE_EVENT_ASSIGN, 0, 0, 0, 0
+#define BIND_ PF_CORE_CALL, PF_CORE_EVENT_BIND, 0, 0, 0, 0
 #define DEFER_ PF_CORE_DEFER, PF_CORE_EVENT_ASSIGN, 0, 0, 0, 0
 #define DENY_(e) PF_CORE_REFUSE, PF_CORE_EVENT_DENY, e, 0, 0, 0
 #define ERROR_EPERM PF_CORE_REFUSE, PF_CORE_EVENT_ERROR, EPERM, 0, 0, 0
@@ -100,11 +101,15 @@ static const struct row rows[] = {
 	 ERROR_EPERM},
 	/* bind(addr, port) */
 	{"tcp4 bind inside the range, explicit_bind deny", {V4, TCP, APP, BINDP,
-	 .deny_explicit_bind = 1, .port_place = PF_CORE_PORT_OWN}, CALL_},
+	 .deny_explicit_bind = 1, .port_place = PF_CORE_PORT_OWN}, BIND_},
 	{"tcp4 bind outside, explicit_bind allow", {V4, TCP, APP, BINDP,
-	 .port_place = PF_CORE_PORT_OUTSIDE}, CALL_},
+	 .port_place = PF_CORE_PORT_OUTSIDE}, BIND_},
 	{"udp6 bind outside, explicit_bind allow", {V6, UDP, APP, BINDP,
-	 .port_place = PF_CORE_PORT_OUTSIDE}, CALL_},
+	 .port_place = PF_CORE_PORT_OUTSIDE}, BIND_},
+	{"tcp4 bind outside, explicit_bind deny, port in bind_allow", {V4, TCP, APP, BINDP,
+	 .deny_explicit_bind = 1, .bind_allowed = 1, .port_place = PF_CORE_PORT_OUTSIDE}, BIND_},
+	{"udp4 bind in another app's range, bind_allow lists it: still refused", {V4, UDP, APP, BINDP,
+	 .deny_explicit_bind = 1, .bind_allowed = 1, .port_place = PF_CORE_PORT_OTHER_APP}, DENY_(EACCES)},
 	{"tcp4 bind outside, explicit_bind deny", {V4, TCP, APP, BINDP, .deny_explicit_bind = 1,
 	 .port_place = PF_CORE_PORT_OUTSIDE}, DENY_(EACCES)},
 	{"tcp6 bind outside, explicit_bind deny, audit", {V6, TCP, APP, BINDP, .audit = 1,
@@ -170,7 +175,7 @@ ParameterizedTest(size_t *i, decide, core_rows)
 
 	cr_expect_eq(a.verdict, r->verdict, "%s: verdict %u, expected %u", r->name, a.verdict, r->verdict);
 	cr_expect_eq(a.error, r->error, "%s: error %u, expected %u", r->name, a.error, r->error);
-	if (a.verdict == PF_CORE_REFUSE || a.verdict == PF_CORE_AUDIT)
+	if (a.verdict == PF_CORE_REFUSE || a.verdict == PF_CORE_AUDIT || r->q.call == PF_CORE_CALL_BIND_PORT)
 		cr_expect_eq(a.event, r->event, "%s: event %u, expected %u", r->name, a.event, r->event);
 	if (a.verdict == PF_CORE_ASSIGN || a.verdict == PF_CORE_AUDIT) {
 		cr_expect_eq(a.tcp_client, r->tcp_client, "%s: tcp_client", r->name);
@@ -215,6 +220,7 @@ static const char policy_text[] =
 	"apps = (\n"
 	"  { name = \"web\"; range = [61000, 61099]; deny = [ \"0.0.0.0/0:25\", \"[2001:db8::/32]\" ]; },\n"
 	"  { name = \"db\"; range = [62000, 62099]; protocols = [ \"tcp\" ]; explicit_bind = \"deny\";\n"
+	"    bind_allow = [ 21, \"5300-5309\" ];\n"
 	"    allow = [ \"127.0.0.0/8\" ]; },\n"
 	"  { name = \"watch\"; range = [63000, 63099]; mode = \"audit\"; deny = [ \"0.0.0.0/0:25\" ]; }\n"
 	");\n";
@@ -249,6 +255,10 @@ static const struct policy_row policy_rows[] = {
 	{"db binds a port in no range, explicit_bind deny", "db", PF_CORE_CALL_BIND_PORT, 0, 0, NULL,
 	 40000, PF_CORE_REFUSE, EACCES},
 	{"db binds its own port", "db", PF_CORE_CALL_BIND_PORT, 0, 0, NULL, 62005, PF_CORE_CALL, 0},
+	{"db binds 21, in bind_allow", "db", PF_CORE_CALL_BIND_PORT, 0, 0, NULL, 21, PF_CORE_CALL, 0},
+	{"db binds 5309, in bind_allow's range", "db", PF_CORE_CALL_BIND_PORT, 0, 0, NULL, 5309, PF_CORE_CALL, 0},
+	{"db binds 5310, past bind_allow", "db", PF_CORE_CALL_BIND_PORT, 0, 0, NULL, 5310, PF_CORE_REFUSE,
+	 EACCES},
 	{"db udp binds web's port: udp is not db's", "db", PF_CORE_CALL_BIND_PORT, 1, 0, NULL, 61005,
 	 PF_CORE_PASS, 0},
 	{"db connect outside its allow list", "db", PF_CORE_CALL_CONNECT, 0, 1, "10.0.0.1 80", 0,
@@ -310,4 +320,29 @@ Test(decide, policy_rows)
 	}
 	pf_policy_free(&policy);
 	pf_diags_free(&diags);
+}
+
+/* The deny record's "rule": the deny rule that matches, or the allow
+ * list none matches, with its file and line. */
+Test(decide, refusal_names_its_rule)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	struct sockaddr_storage dest;
+	char rule[200];
+
+	cr_assert_eq(pf_policy_load_text("decide.conf", policy_text, &policy, &diags), PF_LOAD_OK);
+	const struct pf_app *web = &policy.apps[pf_policy_find_app(&policy, "web")];
+	const struct pf_app *db = &policy.apps[pf_policy_find_app(&policy, "db")];
+	socklen_t len = parse_dest("::ffff:127.0.0.1 25", &dest);
+	pf_app_refusal_rule(web, (struct sockaddr *)&dest, len, rule, sizeof(rule));
+	cr_expect_str_eq(rule, "deny \"0.0.0.0/0:25\" decide.conf:3");
+	len = parse_dest("10.0.0.1 80", &dest);
+	pf_app_refusal_rule(db, (struct sockaddr *)&dest, len, rule, sizeof(rule));
+	cr_expect_str_eq(rule, "allow (no rule matches) decide.conf:6");
+	len = parse_dest("127.0.0.1 80", &dest);
+	pf_app_refusal_rule(db, (struct sockaddr *)&dest, len, rule, sizeof(rule));
+	cr_expect_str_eq(rule, "");
+	cr_expect_eq(db->bind_allow_count, 2);
+	pf_policy_free(&policy);
 }
