@@ -127,6 +127,14 @@ static const struct row rows[] = {
 	 0, PORT_NONE, "EACCES", "deny", "EACCES"},
 	{"udp6 bind inside range, deny", "udp6", "bindport", 0, "::1", "63009", "explicit_bind = \"deny\";", 0, 0,
 	 PORT_EXACT, "OK", "bind", "ok"},
+	/* bind_allow: the app's service ports, even with explicit_bind = "deny";
+	 * never another app's. */
+	{"tcp4 bind outside range, deny, bind_allow", "tcp4", "bindport", 0, "127.0.0.1", "64003",
+	 "explicit_bind = \"deny\"; bind_allow = [ 64003 ];", 0, 0, PORT_EXACT, "OK", "bind", "ok"},
+	{"udp6 bind outside range, deny, bind_allow range", "udp6", "bindport", 0, "::1", "64005",
+	 "explicit_bind = \"deny\"; bind_allow = [ \"64004-64006\" ];", 0, 0, PORT_EXACT, "OK", "bind", "ok"},
+	{"tcp4 bind other app's range, bind_allow", "tcp4", "bindport", 0, "127.0.0.1", "63109",
+	 "explicit_bind = \"deny\"; bind_allow = [ 63109 ];", 0, 0, PORT_NONE, "EACCES", "deny", "EACCES"},
 	/* sendto on an unbound UDP socket. */
 	{"udp4 sendto unbound", "udp4", "sendto", 0, "127.0.0.1", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
 	{"udp6 sendto unbound", "udp6", "sendto", 0, "::1", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
