@@ -55,7 +55,7 @@ SHIM_SRC   = $(wildcard shim/*.c)
 # tool only.  Without it (BPF=0) cli/bpf_absent.c stands in for those
 # commands.
 BPF_PROG_SRC = bpf/portfence.bpf.c
-CLI_BPF_SRC  = cli/attach.c cli/bpf_common.c cli/bpf_run.c cli/daemon.c
+CLI_BPF_SRC  = cli/attach.c cli/bpf_common.c cli/bpf_run.c cli/daemon.c cli/daemon_watch.c
 ifeq ($(BPF),0)
 BPF_USER_SRC =
 CLI_SRC      = $(filter-out $(CLI_BPF_SRC),$(wildcard cli/*.c))

@@ -1,3 +1,10 @@
+/* Why one file, past the ~450-line guideline: portfence-bench re-executes
+ * itself as each round's worker (--worker), so the harness (listeners,
+ * rounds, medians) and every worker's timed blocks live in one program
+ * whose main() dispatches both; the measures that drive them are in
+ * bench/measures.c and bench/bpf_measures.c.  A benchmark, not product
+ * code: a split of the worker blocks into bench/workers.c is the seam if
+ * it grows. */
 /* portfence-bench: what the shim costs and what it makes possible, side
  * by side with the same work done natively.  Each figure is the median of
  * interleaved rounds (native, shim, native, shim, ...); each round is a

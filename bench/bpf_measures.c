@@ -1,3 +1,7 @@
+/* Why one file, past the ~450-line guideline: the BPF backend's measures
+ * share one set-up (a policy, a cgroup, the daemon started and waited
+ * for) in struct bpf_bench; each measure is a
+ * short function over it.  A benchmark, not product code. */
 /* The BPF backend's section: socket + connect + close confined by the
  * programs against native, blocks alternating in one process (log on and
  * off); churn through 10 and 100 ports; and how long an attach takes.
@@ -126,7 +130,7 @@ static bool wait_attached(struct bpf_bench *b, pid_t daemon, const char *app, co
 	struct stat info;
 
 	pf_pin_name_encode(relative, name, sizeof(name));
-	snprintf(pin, sizeof(pin), "%s/%s/%s/pf_connect4", PF_PIN_ROOT, app, name);
+	snprintf(pin, sizeof(pin), "%s/%s/%s/pfb_connect4", PF_PIN_ROOT, app, name);
 	for (int i = 0; i < 1200; i++) {
 		if (stat(pin, &info) == 0)
 			return true;

@@ -1,3 +1,7 @@
+/* Why one file, past the ~450-line guideline: one measure per function,
+ * each a few dozen lines over the same JSON and table writers and
+ * round helpers (static here); the list in run_all_measures() is the
+ * benchmark's table of contents.  A benchmark, not product code. */
 /* The measures of `make bench`, the markdown table and bench.json. */
 #include <errno.h>
 #include <fcntl.h>

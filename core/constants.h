@@ -3,7 +3,7 @@
  * as host C: kernel types only, no libc.  Where user space has its own
  * name for a value (enum pf_algorithm, errno.h, PF_BPF_*), the value is
  * taken from here or tied to it by _Static_assert (core/decide.c,
- * bpf/core_ties.c). */
+ * loader/core_ties.c). */
 #ifndef PORTFENCE_CORE_CONSTANTS_H
 #define PORTFENCE_CORE_CONSTANTS_H
 

@@ -1,3 +1,10 @@
+/* Why one file, past the ~450-line guideline: it is one record layout
+ * with one appending writer (struct pf_out).  pf_record_pieces (the
+ * shim: iovec pieces, async-signal-safe) and pf_record_format (the BPF
+ * backend: one buffer) must write the same line, field for field in the
+ * contract's order; keeping both beside the one field writer is what
+ * keeps them alike.  Splitting the escaping from the layout would only
+ * export the builder's internals. */
 /* The audit record, built by appending: snprintf and inet_ntop made up
  * two thirds of the shim's cost per connection (callgrind), for a fixed
  * shape that needs none of their generality.  Appending is also

@@ -1,3 +1,12 @@
+/* Why one file, past the ~450-line guideline: everything here is one
+ * transaction on one struct attempt_ctx: claim a 4-tuple in the holds
+ * table, ask the kernel, verify a quarantined port, bind, connect, and on
+ * every failure release the claim and put the socket's options back.
+ * Those release rules are easiest to check when every step that takes
+ * or gives back a claim is in view; split by step, the context and its
+ * rules would have to be exported to each piece.  The seam, should it
+ * grow: the quarantine's verification (verify_*, note_recent) could move
+ * to a file of its own behind attempt_ctx. */
 /* Taking a port from the app's range for one socket, on that socket: it
  * is never replaced, so its epoll registrations, owner, filters and
  * options stay as the application set them.

@@ -1,3 +1,9 @@
+/* Why one file, past the ~450-line guideline: the fd lock, the log fd's
+ * place (moved high, moved away from a dup2), the open with its
+ * ownership checks, the rotation check and the write all share the
+ * thread-local writer counters and the fd lock, and all of them must stay
+ * async-signal-safe together; one file keeps that one invariant
+ * reviewable in one place. */
 /* The audit log file: who may own it, where its fd lives, how a record
  * reaches it whole, and how it follows logrotate.
  *

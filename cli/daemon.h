@@ -1,0 +1,59 @@
+/* Inside `portfence daemon`: the state the serving loop (cli/daemon.c)
+ * and the cgroup watch (cli/daemon_watch.c) share. */
+#ifndef PORTFENCE_CLI_DAEMON_H
+#define PORTFENCE_CLI_DAEMON_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bpf_cli.h"
+#include "cli.h"
+
+#define TICK_MS 100
+#define SWEEP_EVERY_TICKS 10
+
+struct confined_cgroup {
+	char *relative;
+	struct pf_bpf_attachment *attachment;
+};
+
+struct served_app {
+	const struct pf_app *app;	/* in the state's policy */
+	struct pf_bpf_app *loaded;
+	struct confined_cgroup *cgroups;
+	size_t cgroup_count, cgroup_cap;
+};
+
+struct watched_dir {
+	int wd;
+	char *relative;
+};
+
+struct daemon_state {
+	struct pf_policy policy;
+	bool policy_loaded;
+	struct served_app *apps;
+	size_t app_count;
+	struct pf_record_sink *sink;
+	char mount[PATH_MAX];
+	int inotify;			/* -1: none */
+	struct watched_dir *dirs;
+	size_t dir_count, dir_cap;
+	char **refused;			/* cgroups refused once, said once */
+	size_t refused_count, refused_cap;
+};
+
+void daemon_say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* cli/daemon_watch.c.  Each returns 0, or -1 with why filled when an
+ * app it must confine cannot be confined. */
+/* Watches relative (and what a glob can lead to below it), confining
+ * each matching cgroup found there. */
+int daemon_watch_dir(struct daemon_state *state, const char *relative, bool quiet, char *why, size_t len);
+/* Every watched directory read again: what inotify missed. */
+int daemon_sweep(struct daemon_state *state, char *why, size_t len);
+/* The queued inotify events; *overflow when the queue overflowed. */
+int daemon_read_events(struct daemon_state *state, bool *overflow, char *why, size_t len);
+
+#endif

@@ -1,0 +1,331 @@
+/* The daemon's watch of the cgroup hierarchy: which app confines a
+ * cgroup (its globs, or the nearest confined ancestor), attaching and
+ * detaching as cgroups appear and go (inotify IN_CREATE / IN_DELETE on
+ * the directories a glob can lead through), and the sweep that catches
+ * what an overflowing queue dropped.  The serving loop is cli/daemon.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/cgroup_glob.h"
+#include "daemon.h"
+
+/* Grows *array (of size each) to hold one more than *count. */
+static bool grow(void *array, size_t *cap, size_t count, size_t size)
+{
+	if (count < *cap)
+		return true;
+	size_t next = *cap ? *cap * 2 : 16;
+	void *grown = realloc(*(void **)array, next * size);
+	if (!grown)
+		return false;
+	*(void **)array = grown;
+	*cap = next;
+	return true;
+}
+
+static void full_path(const struct daemon_state *state, const char *relative, char *full, size_t len)
+{
+	if ((size_t)snprintf(full, len, "%s%s%s", state->mount, relative[0] ? "/" : "", relative) >= len)
+		full[0] = '\0';	/* too long: opens nothing */
+}
+
+/* Whether inner is outer or lies below it ("" is the root). */
+static bool is_within(const char *inner, const char *outer)
+{
+	size_t len = strlen(outer);
+	return len == 0 || (strncmp(inner, outer, len) == 0 && (inner[len] == '/' || inner[len] == '\0'));
+}
+
+/* The app confining relative or its nearest ancestor; NULL when none. */
+static struct served_app *confiner(struct daemon_state *state, const char *relative, bool *exact,
+				   const char **at)
+{
+	struct served_app *best = NULL;
+	size_t best_len = 0;
+
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t c = 0; c < state->apps[i].cgroup_count; c++) {
+			const char *path = state->apps[i].cgroups[c].relative;
+			size_t len = strlen(path);
+			if (is_within(relative, path) && (!best || len > best_len)) {
+				best = &state->apps[i];
+				best_len = len;
+				*at = path;
+				*exact = strcmp(path, relative) == 0;
+			}
+		}
+	return best;
+}
+
+/* Another app than served confining a cgroup below relative. */
+static const struct served_app *confined_below(const struct daemon_state *state, const struct served_app *served,
+					       const char *relative, const char **at)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t c = 0; &state->apps[i] != served && c < state->apps[i].cgroup_count; c++)
+			if (is_within(state->apps[i].cgroups[c].relative, relative)) {
+				*at = state->apps[i].cgroups[c].relative;
+				return &state->apps[i];
+			}
+	return NULL;
+}
+
+/* An entry may name the mount itself ("/sys/fs/cgroup/unified/x-*"):
+ * what follows it. */
+static const char *under_mount(const struct daemon_state *state, const char *glob)
+{
+	size_t len = strlen(state->mount);
+	return strncmp(glob, state->mount, len) == 0 && glob[len] == '/' ? glob + len : glob;
+}
+
+static bool app_matches(const struct daemon_state *state, const struct pf_app *app, const char *relative)
+{
+	for (size_t g = 0; g < app->cgroups.count; g++)
+		if (pf_cgroup_glob_match(under_mount(state, app->cgroups.globs[g]), relative))
+			return true;
+	return false;
+}
+
+static bool any_glob_leads(const struct daemon_state *state, const char *relative)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++)
+			if (pf_cgroup_glob_leads(under_mount(state, state->apps[i].app->cgroups.globs[g]), relative))
+				return true;
+	return false;
+}
+
+/* A refusal, said once per cgroup (the sweep sees it again). */
+static void refuse(struct daemon_state *state, const char *relative, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void refuse(struct daemon_state *state, const char *relative, const char *fmt, ...)
+{
+	for (size_t i = 0; i < state->refused_count; i++)
+		if (strcmp(state->refused[i], relative) == 0)
+			return;
+	if (grow(&state->refused, &state->refused_cap, state->refused_count, sizeof(char *)) &&
+	    (state->refused[state->refused_count] = strdup(relative)))
+		state->refused_count++;
+	va_list args;
+	va_start(args, fmt);
+	fputs("portfence: ", stderr);
+	vfprintf(stderr, fmt, args);
+	fputc('\n', stderr);
+	va_end(args);
+}
+
+/* Attaches served's programs to relative; 0 (attached, or the cgroup
+ * went meanwhile), -1 with why when it is there and takes none. */
+static int confine(struct daemon_state *state, struct served_app *served, const char *relative, bool quiet,
+		   char *why, size_t len)
+{
+	char full[PATH_MAX], reason[1024];
+	struct pf_bpf_attachment *attachment = NULL;
+
+	full_path(state, relative, full, sizeof(full));
+	if (!grow(&served->cgroups, &served->cgroup_cap, served->cgroup_count, sizeof(*served->cgroups)))
+		return daemon_say(why, len, "out of memory"), -1;
+	int rc = pf_bpf_attach(served->loaded, full, relative, true, &attachment, reason, sizeof(reason));
+	struct stat now;
+	if (rc == -ENOENT || rc == -ENOTDIR || (rc < 0 && stat(full, &now) < 0))
+		return 0;	/* removed meanwhile (a container that ended at once), or not a cgroup */
+	if (rc < 0)
+		return daemon_say(why, len, "%s: %s", served->app->name, reason), -1;
+	char *copy = strdup(relative);
+	if (!copy) {
+		pf_bpf_detach(attachment);
+		return daemon_say(why, len, "out of memory"), -1;
+	}
+	struct stat info;
+	if (stat(full, &info) == 0)
+		pf_record_sink_note_cgroup(state->sink, (uint64_t)info.st_ino, relative);
+	served->cgroups[served->cgroup_count++] = (struct confined_cgroup){copy, attachment};
+	if (!quiet)
+		fprintf(stderr, "portfence: %s attached to %s\n", served->app->name, relative);
+	return 0;
+}
+
+
+/* A cgroup seen (at start, created, or by the sweep): confined by the one
+ * app whose globs match it, refused when two do or another app holds
+ * it, and watched when a glob can match below it. */
+static int consider(struct daemon_state *state, const char *relative, bool quiet, char *why, size_t len)
+{
+	struct served_app *matched = NULL;
+
+	for (size_t i = 0; i < state->app_count; i++) {
+		if (!app_matches(state, state->apps[i].app, relative))
+			continue;
+		if (matched) {
+			refuse(state, relative, "cgroup %s matches the cgroups of apps '%s' and '%s': refused, "
+				      "neither confines it", relative, matched->app->name, state->apps[i].app->name);
+			matched = NULL;
+			break;
+		}
+		matched = &state->apps[i];
+	}
+	if (matched) {
+		bool exact = false;
+		const char *at = NULL;
+		const struct served_app *holder = confiner(state, relative, &exact, &at);
+		if (holder && holder != matched)
+			refuse(state, relative, "cgroup %s matches app '%s' but lies in %s, which app '%s' confines: "
+				      "refused", relative, matched->app->name, at, holder->app->name);
+		else if (!holder && (holder = confined_below(state, matched, relative, &at)))
+			refuse(state, relative, "cgroup %s matches app '%s' but holds %s, which app '%s' confines: "
+				      "refused", relative, matched->app->name, at, holder->app->name);
+		else if (!holder && confine(state, matched, relative, quiet, why, len) < 0)
+			return -1;
+	}
+	return any_glob_leads(state, relative) ? daemon_watch_dir(state, relative, quiet, why, len) : 0;
+}
+
+/* Watches a directory (before reading it, so that no child created
+ * meanwhile is missed), then considers each child cgroup in it. */
+int daemon_watch_dir(struct daemon_state *state, const char *relative, bool quiet, char *why, size_t len)
+{
+	char full[PATH_MAX], child[PATH_MAX];
+	bool watched = false;
+
+	for (size_t i = 0; i < state->dir_count && !watched; i++)
+		watched = strcmp(state->dirs[i].relative, relative) == 0;
+	full_path(state, relative, full, sizeof(full));
+	if (!watched) {
+		int wd = inotify_add_watch(state->inotify, full, IN_CREATE | IN_DELETE | IN_ONLYDIR);
+		if (wd < 0)
+			return 0;	/* gone meanwhile; a limit shows as the sweep's work */
+		char *copy = strdup(relative);
+		if (!copy || !grow(&state->dirs, &state->dir_cap, state->dir_count, sizeof(*state->dirs))) {
+			free(copy);
+			return daemon_say(why, len, "out of memory"), -1;
+		}
+		state->dirs[state->dir_count++] = (struct watched_dir){wd, copy};
+	}
+	DIR *listing = opendir(full);
+	struct dirent *entry;
+	int rc = 0;
+	if (!listing)
+		return 0;
+	while (rc == 0 && (entry = readdir(listing))) {
+		if (entry->d_type != DT_DIR || entry->d_name[0] == '.')
+			continue;
+		if ((size_t)snprintf(child, sizeof(child), "%s%s%s", relative, relative[0] ? "/" : "",
+				     entry->d_name) >= sizeof(child))
+			continue;
+		rc = consider(state, child, quiet, why, len);
+	}
+	closedir(listing);
+	return rc;
+}
+
+/* A cgroup removed: its attachments (and any below it) detached and
+ * unpinned; its watch goes with IN_IGNORED. */
+static void forget(struct daemon_state *state, const char *relative)
+{
+	for (size_t i = 0; i < state->app_count; i++) {
+		struct served_app *served = &state->apps[i];
+		for (size_t c = 0; c < served->cgroup_count;) {
+			if (!is_within(served->cgroups[c].relative, relative)) {
+				c++;
+				continue;
+			}
+			pf_bpf_detach(served->cgroups[c].attachment);
+			free(served->cgroups[c].relative);
+			served->cgroups[c] = served->cgroups[--served->cgroup_count];
+		}
+	}
+	for (size_t i = 0; i < state->refused_count;) {
+		if (is_within(state->refused[i], relative)) {
+			free(state->refused[i]);
+			state->refused[i] = state->refused[--state->refused_count];
+		} else {
+			i++;
+		}
+	}
+}
+
+static void drop_watch(struct daemon_state *state, size_t i)
+{
+	free(state->dirs[i].relative);
+	state->dirs[i] = state->dirs[--state->dir_count];
+}
+
+/* The attachments whose cgroup went or was re-created unseen, dropped;
+ * then every watched directory read again. */
+int daemon_sweep(struct daemon_state *state, char *why, size_t len)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t c = 0; c < state->apps[i].cgroup_count; c++)
+			if (!pf_bpf_attachment_alive(state->apps[i].cgroups[c].attachment)) {
+				char *gone = strdup(state->apps[i].cgroups[c].relative);
+				if (gone)
+					forget(state, gone);
+				free(gone);
+				c = (size_t)-1;	/* the list changed: from the start */
+			}
+	for (size_t i = 0; i < state->dir_count;) {
+		char full[PATH_MAX];
+		struct stat info;
+		full_path(state, state->dirs[i].relative, full, sizeof(full));
+		if (stat(full, &info) < 0) {
+			inotify_rm_watch(state->inotify, state->dirs[i].wd);
+			drop_watch(state, i);
+		} else {
+			i++;
+		}
+	}
+	for (size_t i = 0; i < state->dir_count; i++) {
+		char *relative = strdup(state->dirs[i].relative);
+		int rc = relative ? daemon_watch_dir(state, relative, false, why, len) : 0;
+		free(relative);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* What inotify says: cgroups created (confined now), removed (let go). */
+int daemon_read_events(struct daemon_state *state, bool *overflow, char *why, size_t len)
+{
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	char path[PATH_MAX];
+
+	for (;;) {
+		ssize_t n = read(state->inotify, buf, sizeof(buf));
+		if (n <= 0)
+			return 0;
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *event = (const struct inotify_event *)p;
+			p += sizeof(*event) + event->len;
+			if (event->mask & IN_Q_OVERFLOW)
+				*overflow = true;
+			size_t d = 0;
+			while (d < state->dir_count && state->dirs[d].wd != event->wd)
+				d++;
+			if (d == state->dir_count)
+				continue;
+			if (event->mask & IN_IGNORED) {
+				drop_watch(state, d);
+				continue;
+			}
+			if (!(event->mask & IN_ISDIR) || !event->len)
+				continue;
+			const char *dir = state->dirs[d].relative;
+			if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir, dir[0] ? "/" : "", event->name) >=
+			    sizeof(path))
+				continue;
+			if (event->mask & IN_DELETE)
+				forget(state, path);
+			else if ((event->mask & IN_CREATE) && consider(state, path, false, why, len) < 0)
+				return -1;
+		}
+	}
+}

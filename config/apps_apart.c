@@ -1,0 +1,126 @@
+/* Checks across apps, once every file of a policy is read: two apps with
+ * one name, ranges that overlap, cgroup globs two apps can both match,
+ * and the app `default` names. */
+#include "config/cgroup_glob.h"
+#include "config/load_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Equal names sort by position, so each run's head is the first one. */
+static void report_duplicate_names(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+	const struct pf_app *first = policy->app_count ? &policy->apps[policy->by_name[0]] : NULL;
+
+	for (size_t i = 1; i < policy->app_count; i++) {
+		const struct pf_app *app = &policy->apps[policy->by_name[i]];
+		if (strcmp(first->name, app->name) != 0) {
+			first = app;
+			continue;
+		}
+		if (!app->name[0])
+			continue;
+		ld->invalid = true;
+		pf_diags_add(ld->diags, app->file, app->name_line,
+			     "duplicate app name '%s' (first defined at %s:%d)", app->name,
+			     first->file, first->line);
+	}
+}
+
+static const struct pf_app *apps_being_sorted;
+
+static int compare_range_lo(const void *a, const void *b)
+{
+	const struct pf_app *x = &apps_being_sorted[*(const size_t *)a];
+	const struct pf_app *y = &apps_being_sorted[*(const size_t *)b];
+
+	if (x->range_lo != y->range_lo)
+		return x->range_lo < y->range_lo ? -1 : 1;
+	return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+/* One sweep in port order: an app whose range starts at or below the
+ * highest end seen so far overlaps the app that reaches that end.  The
+ * later of the two in the files is reported, naming the earlier. */
+static void report_overlaps(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+	size_t *order = malloc((policy->app_count + 1) * sizeof(*order)), count = 0;
+
+	if (!order)
+		return;
+	for (size_t i = 0; i < policy->app_count; i++)
+		if (policy->apps[i].range_lo)
+			order[count++] = i;
+	apps_being_sorted = policy->apps;
+	qsort(order, count, sizeof(*order), compare_range_lo);
+	for (size_t i = 1, reach = count ? order[0] : 0; i < count; i++) {
+		size_t next = order[i];
+		const struct pf_app *a = &policy->apps[next], *b = &policy->apps[reach];
+		if (a->range_lo <= b->range_hi) {
+			const struct pf_app *later = next > reach ? a : b, *earlier = next > reach ? b : a;
+			ld->invalid = true;
+			pf_diags_add(ld->diags, later->file, later->range_line,
+				     "range %u-%u of app '%s' overlaps range %u-%u of app '%s' (%s:%d)",
+				     later->range_lo, later->range_hi, later->name, earlier->range_lo,
+				     earlier->range_hi, earlier->name, earlier->file, earlier->range_line);
+		}
+		if (a->range_hi > b->range_hi)
+			reach = next;
+	}
+	free(order);
+}
+
+/* A cgroup that two apps' globs can both match: known here, so refused
+ * here, rather than by the daemon when such a cgroup appears. */
+static void report_cgroup_overlaps(struct loader *ld)
+{
+	const struct pf_policy *policy = ld->policy;
+
+	for (size_t j = 1; j < policy->app_count; j++) {
+		const struct pf_app *later = &policy->apps[j];
+		for (size_t i = 0; i < j; i++) {
+			const struct pf_app *earlier = &policy->apps[i];
+			for (size_t g = 0; g < later->cgroups.count; g++)
+				for (size_t h = 0; h < earlier->cgroups.count; h++) {
+					const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
+					if (!pf_cgroup_globs_intersect(a, b))
+						continue;
+					ld->invalid = true;
+					pf_diags_add(ld->diags, later->file, later->cgroups_line,
+						     "cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can "
+						     "match the same cgroup",
+						     a, later->name, b, earlier->name, earlier->file,
+						     earlier->cgroups_line);
+				}
+		}
+	}
+}
+
+/* Two apps with one name, or ranges that overlap: sorted, so that a
+ * policy of many apps costs O(n log n), not a comparison per pair. */
+void pf_load_check_apps_apart(struct loader *ld)
+{
+	if (ld->policy->by_name)
+		report_duplicate_names(ld);
+	report_overlaps(ld);
+	report_cgroup_overlaps(ld);
+}
+
+void pf_load_resolve_default(struct loader *ld)
+{
+	struct pf_policy *policy = ld->policy;
+
+	policy->default_app = PF_SELECT_PASS;
+	if (!ld->default_name || strcmp(ld->default_name, "pass") == 0)
+		return;
+	policy->default_app = pf_policy_find_app(policy, ld->default_name);
+	if (policy->default_app < 0) {
+		ld->invalid = true;
+		pf_diags_add(ld->diags, ld->default_file, ld->default_line,
+			     "default names app '%s', which the policy does not define",
+			     ld->default_name);
+		policy->default_app = PF_SELECT_PASS;
+	}
+}
