@@ -43,6 +43,8 @@ enum need {
 	NEED_UNBOUND_LISTEN = 1,	/* listen() on an unbound socket */
 	NEED_UNBOUND_UDP_SEND = 2,	/* sendto on an unbound UDP socket */
 	NEED_ALGORITHM_KERNEL = 4,	/* algorithm "kernel" */
+	NEED_UDPLITE = 8,		/* a UDP-Lite socket */
+	NEED_AUDITED_UDP_PORT = 16,	/* the kernel's port in an audited UDP connect's record */
 };
 
 struct row {
@@ -227,6 +229,13 @@ static const struct {
 	{BPF, NEED_ALGORITHM_KERNEL,
 	 "SPEC, Known bypasses and Algorithms: algorithm kernel (per-socket IP_LOCAL_PORT_RANGE) is not "
 	 "available to the BPF backend"},
+	{BPF, NEED_UDPLITE,
+	 "SPEC, Known bypasses: a protocol no hook can confine is refused at socket creation; the kernel runs no "
+	 "cgroup connect hook for UDP-Lite, so BPF refuses the socket (EPERM, tested in bpf/udplite_socket_is_"
+	 "refused_for_a_confined_app); docs/spec.md lists this divergence from 'confined like UDP'"},
+	{BPF, NEED_AUDITED_UDP_PORT,
+	 "docs/spec.md, What the BPF backend needs: the kernel gives a UDP socket its port after the last hook of "
+	 "connect runs, so an audited UDP connect's record names no local port under BPF"},
 };
 
 static unsigned row_needs(const struct row *row)
@@ -238,6 +247,10 @@ static unsigned row_needs(const struct row *row)
 		needs |= NEED_UNBOUND_UDP_SEND;
 	if (strstr(row->app, "algorithm = \"kernel\""))
 		needs |= NEED_ALGORITHM_KERNEL;
+	if (strncmp(row->sock, "udplite", 7) == 0)
+		needs |= NEED_UDPLITE;
+	if (strncmp(row->sock, "udp", 3) == 0 && strcmp(row->action, "connect") == 0 && strstr(row->app, AUDIT))
+		needs |= NEED_AUDITED_UDP_PORT;
 	return needs;
 }
 
