@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 
 #include "bpf_cli.h"
 #include "cli.h"
+#include "collector.h"
 
 #define TICK_MS 100
 #define WATCH_EVERY_TICKS 3
@@ -42,6 +44,8 @@ struct daemon_state {
 	struct served_app *apps;
 	size_t app_count;
 	struct pf_record_sink *sink;
+	struct pf_collector *collector;	/* shim records; NULL: none */
+	bool bpf;			/* the BPF backend can be used here */
 };
 
 static volatile sig_atomic_t reload_requested, stop_requested;
@@ -213,12 +217,15 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 		const struct pf_app *app = &state->policy.apps[i];
 		if (!app_is_served(app))
 			continue;
+		if (!state->bpf)
+			return say(why, len, "%s: %s lists cgroups for it, and the BPF backend cannot be used here",
+				   app->name, config), -1;
 		/* Counted first, so that a half-served app is stopped too. */
 		int rc = serve_app(state, app, &state->apps[state->app_count++], why, len);
 		if (rc < 0)
 			return -1;
 	}
-	if (state->app_count == 0) {
+	if (state->app_count == 0 && !state->collector) {
 		say(why, len, "%s lists no cgroups for any app and no app is attached: nothing to confine", config);
 		return -1;
 	}
@@ -234,13 +241,20 @@ static void announce(const struct daemon_state *state)
 					state->apps[i].cgroups[c].relative);
 }
 
-/* A tick, cut short when an app's ring fills past its mark (a burst). */
-static void wait_for_records(const struct daemon_state *state)
+/* A tick, cut short when an app's ring fills past its mark (a burst).
+ * While shim rings are busy the collector comes back every few
+ * milliseconds, so that a burst never fills a process's ring. */
+#define BUSY_TICK_MS 5
+static void wait_for_records(const struct daemon_state *state, bool busy)
 {
 	struct pf_bpf_app *loaded[state->app_count + 1];
 	for (size_t i = 0; i < state->app_count; i++)
 		loaded[i] = state->apps[i].loaded;
-	pf_bpf_wait_records(loaded, state->app_count, TICK_MS);
+	if (state->app_count)
+		pf_bpf_wait_records(loaded, state->app_count, busy ? BUSY_TICK_MS : state->collector ? 20 : TICK_MS);
+	else
+		poll(&(struct pollfd){.fd = pf_collector_fd(state->collector), .events = POLLIN}, 1,
+		     busy ? BUSY_TICK_MS : 20);
 }
 
 /* The new policy's programs are attached before the old ones go, so that
@@ -253,6 +267,8 @@ static int reload(struct daemon_state *state, const char *config)
 	char why[1024];
 
 	fprintf(stderr, "portfence: reloading %s\n", config);
+	fresh.collector = state->collector;
+	fresh.bpf = state->bpf;
 	if (load_policy(&fresh, config) < 0) {
 		fprintf(stderr, "portfence: %s not reloaded; the policy in force stays\n", config);
 		return 0;
@@ -260,11 +276,17 @@ static int reload(struct daemon_state *state, const char *config)
 	if (start_apps(&fresh, config, why, sizeof(why)) < 0) {
 		fprintf(stderr, "portfence: %s\n", why);
 		stop_all(&fresh, NULL);
+		pf_collector_close(state->collector);
+		state->collector = NULL;
 		stop_all(state, NULL);
 		return -1;
 	}
+	fresh.collector = state->collector;
+	fresh.bpf = state->bpf;
 	stop_all(state, &fresh);
 	*state = fresh;
+	if (state->collector)
+		pf_collector_set_sink(state->collector, state->sink);
 	announce(state);
 	return 0;
 }
@@ -286,6 +308,7 @@ static int serve(struct daemon_state *state, const char *config)
 				int rc = watch_cgroup(served, &served->cgroups[c], why, sizeof(why));
 				if (rc < 0) {
 					fprintf(stderr, "portfence: %s\n", why);
+					pf_collector_close(state->collector);
 					stop_all(state, NULL);
 					return 1;
 				}
@@ -294,8 +317,12 @@ static int serve(struct daemon_state *state, const char *config)
 						pf_bpf_app_name(served->loaded), served->cgroups[c].relative);
 			}
 		}
-		wait_for_records(state);
+		bool busy = state->collector && pf_collector_work(state->collector) > 0;
+		wait_for_records(state, busy);
 	}
+	if (state->collector)
+		pf_collector_close(state->collector);
+	state->collector = NULL;
 	stop_all(state, NULL);
 	return 0;
 }
@@ -315,9 +342,9 @@ int cmd_daemon(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("daemon takes no arguments");
-	if (pf_bpf_unavailable(why, sizeof(why)))
-		return bpf_cli_refuse(why);
-	pf_bpf_sweep_runs();
+	bool bpf = !pf_bpf_unavailable(why, sizeof(why));
+	if (bpf)
+		pf_bpf_sweep_runs();
 	config = config ? config : cli_config_from_env();
 	if (realpath(config, absolute))
 		config = absolute;
@@ -327,12 +354,20 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGTERM, &action, NULL);
 	sigaction(SIGINT, &action, NULL);
 
-	struct daemon_state state = {0};
+	struct daemon_state state = {.bpf = bpf};
 	if (load_policy(&state, config) < 0)
 		return 1;
+	state.collector = pf_collector_open(pf_collector_path(), why, sizeof(why));
+	if (!state.collector)
+		fprintf(stderr, "portfence: %s; shim processes write their records themselves\n", why);
 	if (start_apps(&state, config, why, sizeof(why)) < 0) {
+		pf_collector_close(state.collector);
 		stop_all(&state, NULL);
 		return bpf_cli_refuse(why);
+	}
+	if (state.collector) {
+		pf_collector_set_sink(state.collector, state.sink);
+		fprintf(stderr, "portfence: collecting shim records at %s\n", pf_collector_path());
 	}
 	announce(&state);
 	return serve(&state, config);

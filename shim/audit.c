@@ -3,6 +3,7 @@
  * record/record.c's, the same the BPF daemon writes; app and exe are
  * escaped once, at start-up, and go in as pieces of their own. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -25,7 +26,36 @@ void pf_log_enable_syslog(bool enabled)
 
 bool pf_logging(void)
 {
-	return pf_log_fd() >= 0 || log_to_syslog;
+	return pf_log_fd() >= 0 || log_to_syslog || pf_collecting();
+}
+
+/* With a collector, the log file is opened only when a record must go
+ * there instead (the first time). */
+static char fallback_path[PATH_MAX];
+static _Atomic int fallback_opened;
+
+void pf_log_fallback(const char *path)
+{
+	size_t n = strlen(path);
+	if (n < sizeof(fallback_path))
+		memcpy(fallback_path, path, n + 1);
+}
+
+static void open_fallback(void)
+{
+	char why[512];
+
+	if (atomic_load_explicit(&fallback_opened, memory_order_relaxed) || atomic_exchange(&fallback_opened, 1) ||
+	    !fallback_path[0] || pf_log_fd() >= 0)
+		return;
+	if (pf_log_open(fallback_path, why, sizeof(why)) < 0) {
+		char line[600];
+		struct pf_out o = {.p = line, .end = line + sizeof(line)};
+		pf_put_str(&o, "portfence: ");
+		pf_put_str(&o, why);
+		pf_put_str(&o, "; records the collector cannot take are lost (counted)");
+		pf_stderr_line(line, (size_t)(o.p - line));
+	}
 }
 
 /* fd 2 as the program started with it.  A daemon that closed its fds
@@ -150,6 +180,15 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 
 	if (!pf_logging())
 		return;
+	if (pf_collecting()) {
+		if (pf_collect(rt, record))
+			goto out;
+		open_fallback();
+		if (pf_log_fd() < 0 && !log_to_syslog) {
+			pf_collect_lost();
+			goto out;
+		}
+	}
 	int count = format_record(rt, record, text, sizeof(text), iov);
 	if (count == 0)
 		goto out;
