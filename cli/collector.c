@@ -275,19 +275,22 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	struct pf_ring_entry e;
 	unsigned long taken = 0;
 
-	while (taken < PF_RING_SLOTS && pf_ring_take(client->ring, &client->tail, &e)) {
-		write_entry(c, client, &e, now);
-		taken++;
-	}
+	int rc;
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(client->ring, &client->tail, &e)); i++)
+		if (rc == 1) {
+			write_entry(c, client, &e, now);
+			taken++;
+		}
 	/* A process gone mid-write leaves claimed slots never committed:
 	 * past them, whatever it committed is still taken. */
 	if (client->gone) {
 		uint64_t head = atomic_load(&client->ring->head);
 		for (unsigned i = 0; i < PF_RING_SLOTS && client->tail < head; i++) {
-			if (pf_ring_take(client->ring, &client->tail, &e)) {
+			int got = pf_ring_take(client->ring, &client->tail, &e);
+			if (got == 1) {
 				write_entry(c, client, &e, now);
 				taken++;
-			} else {
+			} else if (got == 0) {
 				client->tail++;
 			}
 		}

@@ -101,8 +101,15 @@ bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
 int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
 {
 	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
+	uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire), committed = *tail + 1;
 
-	if (atomic_load_explicit(&slot->seq, memory_order_acquire) != *tail + 1)
+	if (seq == *tail + PF_RING_SLOTS) {
+		/* Taken by the other consumer (the shim, emptying a ring whose
+		 * collector it took for gone). */
+		++*tail;
+		return 2;
+	}
+	if (seq != committed)
 		return 0;
 	/* One copy, then only the copy is looked at: the program may be
 	 * changing the slot as we read it. */
@@ -117,10 +124,16 @@ int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry 
 	out->remote_port = slot->remote_port;
 	memcpy(out->local_addr, slot->local_addr, 16);
 	memcpy(out->remote_addr, slot->remote_addr, 16);
-	atomic_store_explicit(&slot->seq, *tail + PF_RING_SLOTS, memory_order_release);
+	/* Whoever frees the slot owns the record: the loser of a race
+	 * between two consumers skips it. */
+	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &committed, *tail + PF_RING_SLOTS,
+							    memory_order_acq_rel, memory_order_acquire);
 	++*tail;
-	atomic_store_explicit(&h->tail, *tail, memory_order_relaxed);
-	return 1;
+	uint64_t shared = atomic_load_explicit(&h->tail, memory_order_relaxed);
+	while (shared < *tail &&
+	       !atomic_compare_exchange_weak_explicit(&h->tail, &shared, *tail, memory_order_relaxed, memory_order_relaxed))
+		;
+	return mine ? 1 : 2;
 }
 
 static bool zero(const uint8_t *p, size_t n)

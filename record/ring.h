@@ -92,7 +92,9 @@ bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e);
 
 /* Consumer: the next committed slot at *tail copied into out, the slot
  * freed and *tail advanced.  0: nothing committed there (yet); 1: out
- * holds it.  The collector keeps tail in its own memory. */
+ * holds it; 2: another consumer had it (tail advanced, out means
+ * nothing).  The collector keeps tail in its own memory; the shim
+ * consumes too, only from a ring whose collector it took for gone. */
 int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out);
 
 /* A slot's content checked and turned into record fields (event,

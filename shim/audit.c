@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record/ring.h"
 #include "shim.h"
 
 static bool log_to_syslog;
@@ -197,6 +198,31 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 		send_syslog(iov, count, record->event);
 out:
 	errno = saved;
+}
+
+bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)
+{
+	struct pf_record_fields fields = {0};
+	struct sockaddr_storage local, remote;
+	struct timespec when, now;
+	char text[768];
+	struct iovec iov[PF_RECORD_IOV];
+	int saved = errno;
+	bool written = false;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	open_fallback();
+	if (pf_log_fd() >= 0 && pf_ring_decode(e, &now, &fields, &when, &local, &remote)) {
+		fields.pid = (long)pf_cached_pid();
+		fields.algorithm = rt->app ? pf_algorithm_name(rt->app->algorithm) : "";
+		int count = pf_record_pieces(&fields, rt->app_json, rt->exe_json, text, sizeof(text), iov);
+		if (count > 0) {
+			pf_log_write(iov, count);
+			written = true;
+		}
+	}
+	errno = saved;
+	return written;
 }
 
 void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,

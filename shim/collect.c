@@ -151,20 +151,26 @@ static void say_fallback(const char *why)
 
 /* The committed records of a ring no collector will read any more,
  * moved into the new one in order (or counted as lost). */
-static void move_leftovers(struct pf_ring_header *old, struct pf_ring_header *fresh)
+static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
 	uint64_t tail = atomic_load(&old->tail);
 	struct pf_ring_entry e;
+	int rc;
 
-	for (unsigned i = 0; i < PF_RING_SLOTS && pf_ring_take(old, &tail, &e); i++)
-		if (!pf_ring_put(fresh, &e))
-			atomic_fetch_add(&fresh->lost, 1);
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(old, &tail, &e)); i++) {
+		if (rc != 1)
+			continue;
+		if (fresh && pf_ring_put(fresh, &e))
+			continue;
+		if (!pf_audit_entry(rt, &e))
+			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
+	}
 }
 
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
  * a time).  NULL: write directly. */
-static struct pf_ring_header *current_ring(void)
+static struct pf_ring_header *current_ring(const struct pf_runtime *rt)
 {
 	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
 	pid_t pid = pf_cached_pid();
@@ -182,9 +188,11 @@ static struct pf_ring_header *current_ring(void)
 	/* A child waits less than a program starting: it is already
 	 * running, and a collector that answers at all answers fast. */
 	struct pf_ring_header *fresh = register_new(child ? 200 : 500);
+	/* What the collector that went had not taken: into the new ring,
+	 * or with no collector, into the file. */
+	if (!child)
+		move_leftovers(rt, r, fresh);
 	if (fresh) {
-		if (!child)
-			move_leftovers(r, fresh);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
 		/* The old one stays mapped: a thread may be writing into it
@@ -197,9 +205,8 @@ static struct pf_ring_header *current_ring(void)
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_ring_entry e;
-	struct pf_ring_header *r = current_ring();
+	struct pf_ring_header *r = current_ring(rt);
 
-	(void)rt;
 	if (!r) {
 		say_fallback("the collector is gone");
 		return false;

@@ -224,6 +224,10 @@ bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record);
 /* A record neither the ring nor the file took: counted for the
  * collector to report. */
 void pf_collect_lost(void);
+/* A ring entry the collector will never take, written directly:
+ * whether it was. */
+struct pf_ring_entry;
+bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e);
 /* The log file the direct write falls back to when collecting. */
 void pf_log_fallback(const char *path);
 
