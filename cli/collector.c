@@ -66,6 +66,11 @@ struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
 
 	if (!c)
 		return snprintf(why, len, "out of memory"), NULL;
+	if (strcmp(path, "none") == 0) {
+		snprintf(why, len, "no collector (PORTFENCE_COLLECTOR=none)");
+		free(c);
+		return NULL;
+	}
 	if (strlen(path) >= sizeof(addr.sun_path)) {
 		snprintf(why, len, "collector socket path %s is too long", path);
 		free(c);

@@ -28,6 +28,8 @@ static _Atomic(struct pf_ring_header *) ring;
 static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
 static _Atomic int registering;
 static _Atomic long next_attempt;	/* coarse second of the next try */
+static _Atomic int failed_attempts;	/* tries in a row that no collector took */
+static _Atomic pid_t attempt_pid;	/* the process those tries were made for */
 static _Atomic int fallback_said;
 
 static long coarse_seconds(void)
@@ -128,6 +130,7 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	if (!fresh)
 		return false;
 	atomic_store(&ring_pid, pf_cached_pid());
+	atomic_store(&attempt_pid, pf_cached_pid());
 	atomic_store(&ring, fresh);
 	return true;
 }
@@ -181,13 +184,26 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt)
 		return r;
 	if (child)
 		now = coarse_seconds();
+	/* A new process tries at once, whatever its parent's tries were. */
+	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
+		atomic_store(&failed_attempts, 0);
+		atomic_store(&next_attempt, 0);
+		atomic_store(&attempt_pid, pid);
+	}
 	long due = atomic_load(&next_attempt);
-	if (now < due || !atomic_compare_exchange_strong(&next_attempt, &due, now + 1) ||
+	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
+	 * connections and never answers must not slow the program down. */
+	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
+	if (now < due || !atomic_compare_exchange_strong(&next_attempt, &due, now + (1L << (failed < 6 ? failed : 6))) ||
 	    atomic_exchange(&registering, 1))
 		return NULL;
-	/* A child waits less than a program starting: it is already
-	 * running, and a collector that answers at all answers fast. */
-	struct pf_ring_header *fresh = register_new(child ? 200 : 500);
+	/* A running program waits less than one starting: a collector
+	 * that answers at all answers fast. */
+	struct pf_ring_header *fresh = register_new(100);
+	if (fresh)
+		atomic_store(&failed_attempts, 0);
+	else
+		atomic_fetch_add(&failed_attempts, 1);
 	/* What the collector that went had not taken: into the new ring,
 	 * or with no collector, into the file. */
 	if (!child)

@@ -448,11 +448,15 @@ Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
 	sandbox_cleanup(&sb);
 }
 
-Test(collector, restart_loses_nothing, .timeout = 120)
+/* n connects 100 ms apart under a collector that disturb upsets: every
+ * record arrives, in order, whichever way each went.  What the program
+ * said goes to said. */
+static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb, pid_t collector), char *said,
+			  size_t said_len)
 {
 	struct sandbox sb;
 	struct acceptor srv;
-	char dest[64], out[256], out_text[4096];
+	char dest[64], out[256], count[16];
 
 	private_run();
 	sandbox_init(&sb, svc_app);
@@ -460,62 +464,60 @@ Test(collector, restart_loses_nothing, .timeout = 120)
 	acceptor_start(&srv);
 	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
 	snprintf(out, sizeof(out), "%s/out", sb.dir);
-	/* 80 connects over 8 s: the collector is gone for 2 s in between. */
-	char *argv[] = {(char *)build_path("ringprobe"), "paced", "80", "100", dest, NULL};
+	snprintf(count, sizeof(count), "%u", n);
+	char *argv[] = {(char *)build_path("ringprobe"), "paced", count, "100", dest, NULL};
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
-	sleep(2);
-	stop(collector, SIGTERM);
-	sleep(2);
-	collector = start_collector(&sb);
+	collector = disturb(&sb, collector);
 	cr_assert_eq(wait_child(pid), 0);
-	cr_assert_eq(await_lines(sb.log, 80), 80);
+	cr_assert_eq(await_lines(sb.log, n), n);
 	usleep(500000);
 	json_t *records = audit_records(sb.log);
-	cr_assert_eq(json_array_size(records), 80);
-	/* In order, whichever way each went. */
-	for (size_t i = 1; i < 80; i++)
+	cr_assert_eq(json_array_size(records), n);
+	for (size_t i = 1; i < n; i++)
 		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
 			      0, "record %zu out of order", i);
-	read_all(out, out_text, sizeof(out_text));
-	fprintf(stderr, "restart: program said: %s\n", out_text);
+	read_all(out, said, said_len);
 	json_decref(records);
 	acceptor_stop(&srv);
-	stop(collector, SIGTERM);
+	if (collector > 0)
+		stop(collector, SIGTERM);
 	sandbox_cleanup(&sb);
 }
 
-/* A collector killed for good: what the program had put in its ring and
- * the collector never took reaches the file, by the program's own
- * write, once the collector's lease runs out. */
-Test(collector, killed_collector_leaves_nothing_stranded, .timeout = 120)
+/* Gone for 2 s, then back. */
+static pid_t restart(const struct sandbox *sb, pid_t collector)
 {
-	struct sandbox sb;
-	struct acceptor srv;
-	char dest[64], out[256], out_text[4096];
+	sleep(2);
+	stop(collector, SIGTERM);
+	sleep(2);
+	return start_collector(sb);
+}
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
-	char *argv[] = {(char *)build_path("ringprobe"), "paced", "60", "100", dest, NULL};
-	pid_t pid = spawn_under(&sb, NULL, argv, out);
+Test(collector, restart_loses_nothing, .timeout = 120)
+{
+	char said[4096];
+	paced_through(80, restart, said, sizeof(said));
+	fprintf(stderr, "restart: the program said: %s\n", said);
+}
+
+/* Stopped first, so that records pile up in the ring unread, then
+ * killed for good. */
+static pid_t kill_for_good(const struct sandbox *sb, pid_t collector)
+{
+	(void)sb;
 	sleep(1);
-	/* Stopped first, so that records pile up in the ring unread. */
 	kill(collector, SIGSTOP);
 	usleep(500000);
 	stop(collector, SIGKILL);
-	cr_assert_eq(wait_child(pid), 0);
-	cr_assert_eq(await_lines(sb.log, 60), 60);
-	json_t *records = audit_records(sb.log);
-	cr_assert_eq(json_array_size(records), 60);
-	for (size_t i = 1; i < 60; i++)
-		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
-			      0, "record %zu out of order", i);
-	read_all(out, out_text, sizeof(out_text));
-	cr_assert(strstr(out_text, "the collector is gone; records go to the log file directly"), "%s", out_text);
-	json_decref(records);
-	acceptor_stop(&srv);
-	sandbox_cleanup(&sb);
+	return -1;
+}
+
+/* What the program had put in its ring and the collector never took
+ * reaches the file, by the program's own write, once the collector's
+ * lease runs out. */
+Test(collector, killed_collector_leaves_nothing_stranded, .timeout = 120)
+{
+	char said[4096];
+	paced_through(60, kill_for_good, said, sizeof(said));
+	cr_assert(strstr(said, "the collector is gone; records go to the log file directly"), "%s", said);
 }
