@@ -246,7 +246,9 @@ static void open_log(struct pf_runtime *rt, const struct pf_app *app)
 	pf_log_enable_syslog(rt->policy.log_syslog);
 	if (path)
 		pf_log_fallback(path);
-	if (app && !overridden && pf_collect_start(app->name, pf_algorithm_name(app->algorithm)))
+	/* A policy that asks for no record at all gets none, collector or not. */
+	if (app && !overridden && (path || rt->policy.log_syslog) &&
+	    pf_collect_start(app->name, pf_algorithm_name(app->algorithm)))
 		return;
 	if (path && pf_log_open(path, why, sizeof(why)) < 0)
 		defer_stderr("portfence: %s; audit records are not written", why);
