@@ -36,9 +36,25 @@ struct ring_client {
 	uint64_t lost_reported;
 };
 
+/* Connections whose registration has not arrived yet: looked at again
+ * each round, never waited for, so that a client that connects and
+ * sends nothing holds nobody up. */
+#define PENDING_MAX 64
+#define PENDING_SECONDS 2
+/* A process registers once, and again after an exec or a collector's
+ * restart: more rings than this for one pid is not a shim. */
+#define RINGS_PER_PID 8
+
+struct pending {
+	int fd;
+	long since;
+};
+
 struct pf_collector {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int listen_fd;
+	struct pending pending[PENDING_MAX];
+	int pending_count;
 	struct pf_record_sink *sink;
 	struct ring_client *clients;
 	size_t count, cap;
@@ -142,9 +158,7 @@ static void take_registration(struct pf_collector *c, int conn)
 	struct stat info;
 
 	memset(&message, 0, sizeof(message));
-	/* The shim sends at once; a client that does not is not waited for
-	 * long. */
-	if (poll(&pfd, 1, 200) != 1)
+	if (poll(&pfd, 1, 0) != 1)
 		goto refuse;
 	ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg))
@@ -178,6 +192,11 @@ static void take_registration(struct pf_collector *c, int conn)
 	struct pf_ring_header *ring = map;
 	if (ring->magic != PF_RING_MAGIC || ring->version != PF_RING_VERSION || ring->slots != PF_RING_SLOTS ||
 	    ring->slot_size != sizeof(struct pf_ring_slot))
+		goto refuse;
+	size_t same_pid = 0;
+	for (size_t i = 0; i < c->count; i++)
+		same_pid += c->clients[i].pid == cred.pid && !c->clients[i].gone;
+	if (same_pid >= RINGS_PER_PID)
 		goto refuse;
 	/* The peer waits for our answer: the pid is still its. */
 	pidfd = pidfd_open(cred.pid, 0);
@@ -227,12 +246,37 @@ refuse:
 		close(memfd);
 }
 
+static bool readable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	return poll(&pfd, 1, 0) == 1;
+}
+
 static void accept_all(struct pf_collector *c)
 {
+	long now = coarse_seconds();
+
+	/* Those that were waiting: taken when their message is there,
+	 * dropped when it never came. */
+	for (int i = c->pending_count; i-- > 0;) {
+		struct pending *p = &c->pending[i];
+		if (!readable(p->fd) && now - p->since < PENDING_SECONDS)
+			continue;
+		if (readable(p->fd))
+			take_registration(c, p->fd);
+		else
+			c->refused++;
+		close(p->fd);
+		*p = c->pending[--c->pending_count];
+	}
 	for (int i = 0; i < 64; i++) {
 		int conn = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0)
 			return;
+		if (!readable(conn) && c->pending_count < PENDING_MAX) {
+			c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
+			continue;
+		}
 		take_registration(c, conn);
 		close(conn);
 	}
@@ -347,6 +391,8 @@ void pf_collector_close(struct pf_collector *c)
 		return;
 	accept_all(c);
 	close(c->listen_fd);
+	while (c->pending_count)
+		close(c->pending[--c->pending_count].fd);
 	unlink(c->path);
 	for (int round = 0; round < 4 && pf_collector_work(c) > 0; round++)
 		;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -342,6 +343,12 @@ int cmd_daemon(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("daemon takes no arguments");
+	/* Each registered ring holds a pidfd: as many as the system lets us. */
+	struct rlimit files;
+	if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+		files.rlim_cur = files.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &files);
+	}
 	bool bpf = !pf_bpf_unavailable(why, sizeof(why));
 	if (bpf)
 		pf_bpf_sweep_runs();

@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -299,11 +300,20 @@ Test(collector, hostile_program_cannot_forge_or_touch_the_log, .timeout = 120)
 	pid_t collector = start_collector(&sb);
 	acceptor_start(&srv);
 	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	/* Clients that connect and never send hold nobody up. */
+	int silent[10];
+	for (int i = 0; i < 10; i++) {
+		struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = COLLECTOR_SOCKET};
+		silent[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		cr_assert_eq(connect(silent[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
+	}
 	/* The collector's log exists before the program starts. */
 	char *warm[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
 			(char *)build_path("ringprobe"), "connect", "1", dest, NULL};
 	run_program(&r, warm, NULL, NULL);
 	cr_assert_eq(await_lines(sb.log, 1), 1);
+	for (int i = 0; i < 10; i++)
+		close(silent[i]);
 	char *argv[] = {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
 			(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
 			(char *)build_path("ringprobe"), "hostile", dest, sb.log, COLLECTOR_SOCKET, NULL};
