@@ -85,7 +85,14 @@ static bool register_ring(int memfd, int wait_ms)
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct ucred server;
+	socklen_t server_len = sizeof(server);
+	/* Only root's collector (or one of our own user's) gets the ring: a
+	 * socket another user planted at the path (a shared /run/portfence)
+	 * would otherwise read every record handed to it. */
 	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+	    real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) == 0 &&
+	    (server.uid == 0 || server.uid == geteuid()) &&
 	    real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
 	    poll(&pfd, 1, wait_ms) == 1 && read(fd, &answer, 1) == 1)
 		ok = answer == '1';

@@ -531,3 +531,52 @@ Test(collector, killed_collector_leaves_nothing_stranded, .timeout = 120)
 	paced_through(60, kill_for_good, said, sizeof(said));
 	cr_assert(strstr(said, "the collector is gone; records go to the log file directly"), "%s", said);
 }
+
+/* A socket another user planted at the collector's path (a shared,
+ * world-writable /run/portfence) gets no ring: the records go to the
+ * file directly, none to the impostor. */
+Test(collector, impostor_collector_gets_nothing, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char dest[64], fake_out[256], code[1024], said[256];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	cr_assert_eq(mkdir("/run/portfence", 01777), 0);
+	chmod("/run/portfence", 01777);
+	/* Its notes where nobody may write. */
+	snprintf(fake_out, sizeof(fake_out), "/run/portfence/impostor");
+	snprintf(code, sizeof(code),
+		 "import socket, os\n"
+		 "s = socket.socket(socket.AF_UNIX); s.bind('%s'); s.listen(8)\n"
+		 "open('%s.ready', 'w').close()\n"
+		 "while True:\n"
+		 "    c, _ = s.accept()\n"
+		 "    data = c.recv(4096)\n"
+		 "    open('%s', 'a').write('got %%d\\n' %% len(data)); c.send(b'1'); c.close()\n",
+		 COLLECTOR_SOCKET, fake_out, fake_out);
+	char *fake[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+			"-c", code, NULL};
+	char ready[300];
+	snprintf(ready, sizeof(ready), "%s.ready", fake_out);
+	char log_out[300];
+	snprintf(log_out, sizeof(log_out), "%s/impostor.out", sb.dir);
+	pid_t impostor = spawn(fake, log_out);
+	cr_assert(await_path(ready, 100), "the impostor did not start");
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "connect", "2", dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_assert_eq(count_lines_of(sb.log), 2, "the records went to the file directly");
+	read_all(fake_out, said, sizeof(said));
+	/* It sees a connection, closed with nothing sent. */
+	for (const char *line = strstr(said, "got "); line; line = strstr(line + 1, "got "))
+		cr_assert_eq(atoi(line + 4), 0, "the impostor was handed: %s", said);
+	stop(impostor, SIGKILL);
+	acceptor_stop(&srv);
+	sandbox_cleanup(&sb);
+}
