@@ -318,7 +318,8 @@ static int serve(struct daemon_state *state, const char *config)
 						pf_bpf_app_name(served->loaded), served->cgroups[c].relative);
 			}
 		}
-		bool busy = state->collector && pf_collector_work(state->collector) > 0;
+		bool busy = (state->collector && pf_collector_work(state->collector) > 0) ||
+			    pf_record_sink_behind(state->sink);
 		wait_for_records(state, busy);
 	}
 	if (state->collector)

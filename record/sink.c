@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,9 @@ struct pf_record_sink {
 	time_t checked;
 	bool syslog;
 	int journal_fd;		/* -1: no journal */
+	unsigned long journal_dropped;
+	char *backlog;		/* entries journald has not taken yet */
+	size_t backlog_len;
 	char batch[BATCH_BYTES];
 	size_t used;
 };
@@ -91,6 +95,8 @@ struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog)
 	return sink;
 }
 
+static void journal_drain(struct pf_record_sink *sink);
+
 /* A log renamed or removed (logrotate) is followed within a second. */
 static void follow_rotation(struct pf_record_sink *sink)
 {
@@ -120,6 +126,8 @@ void pf_record_sink_flush(struct pf_record_sink *sink)
 	if (!sink)
 		return;
 	follow_rotation(sink);
+	if (sink->backlog_len)
+		journal_drain(sink);
 	if (sink->fd >= 0 && sink->used) {
 		ssize_t written = write(sink->fd, sink->batch, sink->used);
 		if (written >= 0 && (size_t)written < sink->used) {
@@ -137,6 +145,13 @@ void pf_record_sink_close(struct pf_record_sink *sink)
 	pf_record_sink_flush(sink);
 	if (sink->fd > STDERR_FILENO)
 		close(sink->fd);
+	/* What journald has not taken by now: given a second, no more. */
+	for (int i = 0; i < 50 && sink->backlog_len && sink->journal_fd >= 0; i++) {
+		journal_drain(sink);
+		if (sink->backlog_len)
+			poll(&(struct pollfd){.fd = sink->journal_fd, .events = POLLOUT}, 1, 20);
+	}
+	free(sink->backlog);
 	if (sink->journal_fd >= 0)
 		close(sink->journal_fd);
 	if (sink->syslog)
@@ -335,6 +350,51 @@ static void journal_send_large(int journal_fd, const char *entry, size_t len)
 	close(fd);
 }
 
+/* One entry to journald, without waiting: 1 sent (or refused for
+ * good), 0 journald is behind (try again later). */
+static int journal_send_entry(struct pf_record_sink *sink, const char *entry, size_t n)
+{
+	if (send(sink->journal_fd, entry, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n)
+		return 1;
+	if (errno == EAGAIN)
+		return 0;
+	if (errno == EMSGSIZE || errno == ENOBUFS) {
+		journal_send_large(sink->journal_fd, entry, n);
+	} else if (errno == ECONNREFUSED || errno == ENOTCONN) {
+		/* journald restarted: its socket is a new one. */
+		close(sink->journal_fd);
+		sink->journal_fd = open_journal();
+		if (sink->journal_fd < 0)
+			return 1;
+		if (send(sink->journal_fd, entry, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EAGAIN)
+			return 0;
+	}
+	return 1;
+}
+
+/* What journald has not taken yet: the rings are drained into the file
+ * at the file's pace, and the journal follows at journald's, from this
+ * backlog (entries as a length and the bytes).  Past its size, entries
+ * are counted and dropped: the file has them. */
+#define JOURNAL_BACKLOG (64u << 20)
+
+static void journal_drain(struct pf_record_sink *sink)
+{
+	size_t at = 0;
+
+	while (sink->journal_fd >= 0 && at < sink->backlog_len) {
+		uint32_t n;
+		memcpy(&n, sink->backlog + at, sizeof(n));
+		if (!journal_send_entry(sink, sink->backlog + at + sizeof(n), n))
+			break;
+		at += sizeof(n) + n;
+	}
+	if (sink->journal_fd < 0)
+		at = sink->backlog_len;
+	memmove(sink->backlog, sink->backlog + at, sink->backlog_len - at);
+	sink->backlog_len -= at;
+}
+
 static void journal_send(struct pf_record_sink *sink, const char *line, size_t len, long uid)
 {
 	static char entry[3 * LINE_MAX_BYTES];
@@ -342,17 +402,27 @@ static void journal_send(struct pf_record_sink *sink, const char *line, size_t l
 
 	if (!n)
 		return;
-	if (send(sink->journal_fd, entry, n, MSG_NOSIGNAL) == (ssize_t)n)
+	if (sink->backlog_len == 0 && journal_send_entry(sink, entry, n))
 		return;
-	if (errno == EMSGSIZE || errno == ENOBUFS)
-		journal_send_large(sink->journal_fd, entry, n);
-	else if (errno == ECONNREFUSED || errno == ENOTCONN) {
-		/* journald restarted: its socket is a new one. */
-		close(sink->journal_fd);
-		sink->journal_fd = open_journal();
-		if (sink->journal_fd >= 0)
-			send(sink->journal_fd, entry, n, MSG_NOSIGNAL);
+	if (!sink->backlog)
+		sink->backlog = malloc(JOURNAL_BACKLOG);
+	if (sink->backlog && sink->backlog_len + sizeof(uint32_t) + n > JOURNAL_BACKLOG)
+		journal_drain(sink);
+	if (!sink->backlog || sink->backlog_len + sizeof(uint32_t) + n > JOURNAL_BACKLOG) {
+		if (sink->journal_dropped++ % 1000 == 0)
+			fprintf(stderr, "portfence: journald is not keeping up: %lu record(s) not sent to the journal "
+					"(the log file has them)\n", sink->journal_dropped);
+		return;
 	}
+	uint32_t size = (uint32_t)n;
+	memcpy(sink->backlog + sink->backlog_len, &size, sizeof(size));
+	memcpy(sink->backlog + sink->backlog_len + sizeof(size), entry, n);
+	sink->backlog_len += sizeof(size) + n;
+}
+
+bool pf_record_sink_behind(const struct pf_record_sink *sink)
+{
+	return sink && sink->backlog_len > 0;
 }
 
 bool pf_record_sink_add(struct pf_record_sink *sink, const struct pf_record_fields *fields, long uid)

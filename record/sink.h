@@ -25,7 +25,10 @@ struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog)
  * uid is the process's as the kernel gave it (-1: unknown).  False when
  * the record could not be formatted. */
 bool pf_record_sink_add(struct pf_record_sink *sink, const struct pf_record_fields *fields, long uid);
+/* Writes the file's batch and sends the journal what it will take now. */
 void pf_record_sink_flush(struct pf_record_sink *sink);
+/* Whether journald still has entries to take (come back soon). */
+bool pf_record_sink_behind(const struct pf_record_sink *sink);
 void pf_record_sink_close(struct pf_record_sink *sink);
 
 /* The journal entry of a formatted record line (line, len, with or
