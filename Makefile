@@ -86,7 +86,7 @@ UNIT       = $(BUILD)/unit-tests
 INTEG      = $(BUILD)/integration-tests
 HELPERS    = $(BUILD)/early-connect.so $(BUILD)/early-client $(BUILD)/sockprobe $(BUILD)/static-hello $(BUILD)/stress \
              $(BUILD)/connprobe $(BUILD)/sigconnect $(BUILD)/runtime-probe $(BUILD)/deepbind-lib.so \
-             $(BUILD)/logprobe $(BUILD)/table-client $(BPF_HELPERS)
+             $(BUILD)/logprobe $(BUILD)/table-client $(BUILD)/ringprobe $(BPF_HELPERS)
 # The BPF backend's clients: Go (static and dynamic), a static C client
 # making raw system calls, and an io_uring connect.
 BPF_HELPERS = $(BUILD)/goclient-static $(BUILD)/goclient-dyn $(BUILD)/bpf-static-client \
@@ -197,6 +197,10 @@ $(BUILD)/connprobe: tests/helpers/connprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 $(BUILD)/logprobe: tests/helpers/logprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
+# A program that attacks its own records (test_collector.c): it writes
+# into its ring with the ring's own code.
+$(BUILD)/ringprobe: tests/helpers/ringprobe.c $(POLICY_LIB)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(POLICY_LIB)
 # The behaviour table's client (test_table.c): dynamic, so that the shim
 # reaches it; the BPF backend confines it as well.
 $(BUILD)/table-client: tests/helpers/table_client.c

@@ -27,15 +27,19 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "collector.h"
 #include "daemon.h"
 
 static volatile sig_atomic_t reload_requested, stop_requested;
@@ -157,23 +161,28 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 	state->apps = calloc(state->policy.app_count + 1, sizeof(*state->apps));
 	if (!state->apps)
 		return daemon_say(why, len, "out of memory"), -1;
-	int rc = pf_cgroup2_mount(state->mount, sizeof(state->mount));
+	int rc = state->bpf ? pf_cgroup2_mount(state->mount, sizeof(state->mount)) : 0;
 	if (rc < 0)
 		return daemon_say(why, len, "no cgroup v2 hierarchy: %s", strerror(-rc)), -1;
 	for (size_t i = 0; i < state->policy.app_count; i++) {
 		const struct pf_app *app = &state->policy.apps[i];
 		if (!app_is_served(app))
 			continue;
+		if (!state->bpf)
+			return daemon_say(why, len, "%s: %s lists cgroups for it, and the BPF backend cannot be used here",
+				   app->name, config), -1;
 		/* Counted first, so that a half-served app is stopped too. */
 		struct served_app *served = &state->apps[state->app_count++];
 		served->app = app;
 		if (pf_bpf_app_load(&state->policy, app, true, &served->loaded, why, len) < 0)
 			return -1;
 	}
-	if (state->app_count == 0) {
+	if (state->app_count == 0 && !state->collector) {
 		daemon_say(why, len, "%s lists no cgroups for any app and no app is attached: nothing to confine", config);
 		return -1;
 	}
+	if (state->app_count == 0)
+		return 0;	/* the collector alone: no cgroup to watch */
 	state->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (state->inotify < 0)
 		return daemon_say(why, len, "cannot watch the cgroup hierarchy: inotify: %s", strerror(errno)), -1;
@@ -189,13 +198,20 @@ static void announce(const struct daemon_state *state)
 }
 
 /* A tick, cut short when an app's ring fills past its mark (a burst) or
- * inotify has news; true for the latter. */
-static bool wait_for_events(const struct daemon_state *state)
+ * inotify has news; true for the latter.  While shim rings are busy the
+ * collector comes back every few milliseconds, so that a burst never
+ * fills a process's ring. */
+#define BUSY_TICK_MS 5
+static bool wait_for_events(const struct daemon_state *state, bool busy)
 {
 	struct pf_bpf_app *loaded[state->app_count + 1];
 	for (size_t i = 0; i < state->app_count; i++)
 		loaded[i] = state->apps[i].loaded;
-	return pf_bpf_wait_records_or(loaded, state->app_count, state->inotify, TICK_MS);
+	int timeout_ms = busy ? BUSY_TICK_MS : state->collector ? 20 : TICK_MS;
+	if (state->app_count)
+		return pf_bpf_wait_records_or(loaded, state->app_count, state->inotify, timeout_ms);
+	poll(&(struct pollfd){.fd = pf_collector_fd(state->collector), .events = POLLIN}, 1, timeout_ms);
+	return false;
 }
 
 /* The new policy's programs are attached before the old ones go, so that
@@ -208,6 +224,8 @@ static int reload(struct daemon_state *state, const char *config)
 	char why[1024];
 
 	fprintf(stderr, "portfence: reloading %s\n", config);
+	fresh.collector = state->collector;
+	fresh.bpf = state->bpf;
 	if (load_policy(&fresh, config) < 0) {
 		fprintf(stderr, "portfence: %s not reloaded; the policy in force stays\n", config);
 		return 0;
@@ -215,11 +233,19 @@ static int reload(struct daemon_state *state, const char *config)
 	if (start_apps(&fresh, config, why, sizeof(why)) < 0) {
 		fprintf(stderr, "portfence: %s\n", why);
 		stop_all(&fresh, NULL);
+		pf_collector_close(state->collector);
+		state->collector = NULL;
 		stop_all(state, NULL);
 		return -1;
 	}
+	fresh.collector = state->collector;
+	fresh.bpf = state->bpf;
 	stop_all(state, &fresh);
 	*state = fresh;
+	if (state->collector) {
+		pf_collector_set_sink(state->collector, state->sink);
+		pf_collector_set_policy(state->collector, &state->policy);
+	}
 	announce(state);
 	return 0;
 }
@@ -240,14 +266,21 @@ static int serve(struct daemon_state *state, const char *config)
 			rc = daemon_sweep(state, why, sizeof(why));
 		if (rc < 0) {
 			fprintf(stderr, "portfence: %s\n", why);
+			pf_collector_close(state->collector);
+			state->collector = NULL;
 			stop_all(state, NULL);
 			return 1;
 		}
 		for (size_t i = 0; i < state->app_count; i++)
 			pf_bpf_app_drain(state->apps[i].loaded, state->sink);
-		if (wait_for_events(state))
+		bool busy = (state->collector && pf_collector_work(state->collector) > 0) ||
+			    pf_record_sink_behind(state->sink);
+		if (wait_for_events(state, busy))
 			tick--;	/* news from inotify: no tick went by */
 	}
+	if (state->collector)
+		pf_collector_close(state->collector);
+	state->collector = NULL;
 	stop_all(state, NULL);
 	return 0;
 }
@@ -267,9 +300,15 @@ int cmd_daemon(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("daemon takes no arguments");
-	if (pf_bpf_unavailable(why, sizeof(why)))
-		return bpf_cli_refuse(why);
-	pf_bpf_sweep_runs();
+	/* Each registered ring holds a pidfd: as many as the system lets us. */
+	struct rlimit files;
+	if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+		files.rlim_cur = files.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &files);
+	}
+	bool bpf = !pf_bpf_unavailable(why, sizeof(why));
+	if (bpf)
+		pf_bpf_sweep_runs();
 	config = config ? config : cli_config_from_env();
 	if (realpath(config, absolute))
 		config = absolute;
@@ -279,12 +318,21 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGTERM, &action, NULL);
 	sigaction(SIGINT, &action, NULL);
 
-	struct daemon_state state = {.inotify = -1};
+	struct daemon_state state = {.inotify = -1, .bpf = bpf};
 	if (load_policy(&state, config) < 0)
 		return 1;
+	state.collector = pf_collector_open(pf_collector_path(), why, sizeof(why));
+	if (!state.collector)
+		fprintf(stderr, "portfence: %s; shim processes write their records themselves\n", why);
 	if (start_apps(&state, config, why, sizeof(why)) < 0) {
+		pf_collector_close(state.collector);
 		stop_all(&state, NULL);
 		return bpf_cli_refuse(why);
+	}
+	if (state.collector) {
+		pf_collector_set_sink(state.collector, state.sink);
+		pf_collector_set_policy(state.collector, &state.policy);
+		fprintf(stderr, "portfence: collecting shim records at %s\n", pf_collector_path());
 	}
 	announce(&state);
 	fprintf(stderr, "portfence: watching %s for the cgroups of %zu app%s\n", state.mount, state.app_count,

@@ -30,6 +30,8 @@ struct watched_dir {
 	char *relative;
 };
 
+struct pf_collector;
+
 struct daemon_state {
 	struct pf_policy policy;
 	bool policy_loaded;
@@ -42,6 +44,8 @@ struct daemon_state {
 	size_t dir_count, dir_cap;
 	char **refused;			/* cgroups refused once, said once */
 	size_t refused_count, refused_cap;
+	struct pf_collector *collector;	/* shim records (cli/collector.c); NULL: none */
+	bool bpf;			/* the BPF backend can be used here */
 };
 
 void daemon_say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

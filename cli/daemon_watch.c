@@ -146,7 +146,7 @@ static int confine(struct daemon_state *state, struct served_app *served, const 
 	}
 	struct stat info;
 	if (stat(full, &info) == 0)
-		pf_record_sink_note_cgroup(state->sink, (uint64_t)info.st_ino, relative);
+		pf_bpf_note_cgroup((uint64_t)info.st_ino, relative);
 	served->cgroups[served->cgroup_count++] = (struct confined_cgroup){copy, attachment};
 	if (!quiet)
 		fprintf(stderr, "portfence: %s attached to %s\n", served->app->name, relative);

@@ -79,12 +79,10 @@ void pf_bpf_sweep_runs(void);
 
 /* Records: drained from the programs' ring buffer and appended to the
  * log, many per write(2). */
-struct pf_record_sink;
-struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog);
-void pf_record_sink_close(struct pf_record_sink *sink);
+#include "record/sink.h"
 /* Names a cgroup (its id, its path under the mount) before its records
  * come: a container's cgroup may be gone by the time they are drained. */
-void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const char *relative);
+void pf_bpf_note_cgroup(uint64_t id, const char *relative);
 /* Drains what the app's programs reported, then writes one error record
  * with "lost" when the ring had no room for some since the last drain;
  * the number of records written. */

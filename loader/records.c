@@ -22,126 +22,40 @@
 #include "loader/loader_internal.h"
 #include "portfence.skel.h"
 #include "record/record.h"
+#include "record/ring.h"
+#include "record/sink.h"
 
 #define BATCH_BYTES 65536
 /* kernfs file handles (cgroups) carry the 64-bit cgroup id. */
 #define FILEID_KERNFS 0xfe
 
-struct pf_record_sink {
-	char *path;		/* NULL: stderr */
-	int fd;
-	dev_t dev;
-	ino_t ino;
-	time_t checked;
-	bool syslog;
+/* What the drain resolves once per cgroup and process. */
+struct resolve_cache {
 	int cgroup_mount_fd;
 	size_t cgroup_mount_len;
-	char batch[BATCH_BYTES];
-	size_t used;
-	/* Recently seen cgroups and processes, resolved once. */
 	struct { uint64_t id; char path[256]; } cgroups[32];
 	struct { uint32_t pid; char exe[PATH_MAX]; } exes[32];
 	unsigned next_cgroup, next_exe;
 };
 
-/* The log is the policy's, written by root: it must not be a file that
- * others could have planted or can write. */
-static int open_log(struct pf_record_sink *sink)
+static struct resolve_cache *cache_of(struct pf_bpf_app *loaded)
 {
-	struct stat info;
-	int fd = open(sink->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-
-	if (fd < 0) {
-		fprintf(stderr, "portfence: cannot open log %s: %s\n", sink->path, strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &info) < 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
-	    (info.st_mode & S_IWOTH)) {
-		fprintf(stderr, "portfence: log %s is not a regular file of ours that only we may write; "
-				"no records written there\n", sink->path);
-		close(fd);
-		return -1;
-	}
-	sink->dev = info.st_dev;
-	sink->ino = info.st_ino;
-	return fd;
-}
-
-struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog)
-{
-	struct pf_record_sink *sink = calloc(1, sizeof(*sink));
+	static struct resolve_cache cache = {.cgroup_mount_fd = -2};
 	char mount_point[PATH_MAX];
 
-	if (!sink)
-		return NULL;
-	sink->fd = -1;
-	sink->syslog = to_syslog;
-	sink->cgroup_mount_fd = -1;
-	if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) == 0) {
-		sink->cgroup_mount_fd = open(mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		sink->cgroup_mount_len = strlen(mount_point);
-	}
-	if (log_path && strcmp(log_path, "-") == 0) {
-		sink->fd = STDERR_FILENO;
-	} else if (log_path) {
-		sink->path = strdup(log_path);
-		sink->fd = sink->path ? open_log(sink) : -1;
-		sink->checked = time(NULL);
-	}
-	if (to_syslog)
-		openlog("portfence", LOG_PID, LOG_AUTH);
-	return sink;
-}
-
-/* A log renamed or removed (logrotate) is followed within a second. */
-static void follow_rotation(struct pf_record_sink *sink)
-{
-	struct stat now;
-	time_t second = time(NULL);
-
-	if (!sink->path || second == sink->checked)
-		return;
-	sink->checked = second;
-	if (sink->fd >= 0 && stat(sink->path, &now) == 0 && now.st_dev == sink->dev && now.st_ino == sink->ino)
-		return;
-	if (sink->fd >= 0)
-		close(sink->fd);
-	sink->fd = open_log(sink);
-}
-
-/* Whole records only: a batch ends at a record's end, and a short write
- * (a full disk) drops the rest rather than glue a later record to a
- * partial one. */
-static void flush(struct pf_record_sink *sink)
-{
-	follow_rotation(sink);
-	if (sink->fd >= 0 && sink->used) {
-		ssize_t written = write(sink->fd, sink->batch, sink->used);
-		if (written >= 0 && (size_t)written < sink->used) {
-			ssize_t newline = write(sink->fd, "\n", 1);
-			(void)newline;
+	(void)loaded;
+	if (cache.cgroup_mount_fd == -2) {
+		cache.cgroup_mount_fd = -1;
+		if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) == 0) {
+			cache.cgroup_mount_fd = open(mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			cache.cgroup_mount_len = strlen(mount_point);
 		}
 	}
-	sink->used = 0;
-}
-
-void pf_record_sink_close(struct pf_record_sink *sink)
-{
-	if (!sink)
-		return;
-	flush(sink);
-	if (sink->fd > STDERR_FILENO)
-		close(sink->fd);
-	if (sink->cgroup_mount_fd >= 0)
-		close(sink->cgroup_mount_fd);
-	if (sink->syslog)
-		closelog();
-	free(sink->path);
-	free(sink);
+	return &cache;
 }
 
 /* The cgroup's path as /proc/PID/cgroup shows it ("/portfence/web-42"). */
-static const char *cgroup_path(struct pf_record_sink *sink, uint64_t id)
+static const char *cgroup_path(struct resolve_cache *sink, uint64_t id)
 {
 	struct { struct file_handle head; uint64_t id; } handle = {
 		.head = {.handle_bytes = sizeof(uint64_t), .handle_type = FILEID_KERNFS}, .id = id};
@@ -170,10 +84,9 @@ static const char *cgroup_path(struct pf_record_sink *sink, uint64_t id)
 	return sink->cgroups[slot].path;
 }
 
-void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const char *relative)
+void pf_bpf_note_cgroup(uint64_t id, const char *relative)
 {
-	if (!sink)
-		return;
+	struct resolve_cache *sink = cache_of(NULL);
 	unsigned slot = sink->next_cgroup++ % 32;
 	if ((size_t)snprintf(sink->cgroups[slot].path, sizeof(sink->cgroups[slot].path), "/%s", relative) >=
 	    sizeof(sink->cgroups[slot].path))
@@ -183,7 +96,7 @@ void pf_record_sink_note_cgroup(struct pf_record_sink *sink, uint64_t id, const 
 
 /* The program's path, read when the record is drained; a process gone
  * by then leaves it empty (comm still names it). */
-static const char *exe_path(struct pf_record_sink *sink, const struct pf_bpf_app *loaded, uint32_t pid)
+static const char *exe_path(struct resolve_cache *sink, const struct pf_bpf_app *loaded, uint32_t pid)
 {
 	char link[64];
 	struct pf_bpf_exe noted;
@@ -204,22 +117,6 @@ static const char *exe_path(struct pf_record_sink *sink, const struct pf_bpf_app
 	return exe;
 }
 
-static void to_sockaddr(int family, const uint32_t addr[4], uint16_t port, struct sockaddr_storage *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)out;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		memcpy(&sin->sin_addr, addr, 4);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		memcpy(&sin6->sin6_addr, addr, 16);
-	}
-}
-
 /* The programs stamp CLOCK_MONOTONIC; the record wants the wall clock. */
 static struct timespec wall_time(uint64_t monotonic_ns)
 {
@@ -231,20 +128,11 @@ static struct timespec wall_time(uint64_t monotonic_ns)
 	return (struct timespec){.tv_sec = when / 1000000000, .tv_nsec = when % 1000000000};
 }
 
-/* One record into the batch (and to syslog): whether it was formatted. */
-static bool add_record(struct pf_record_sink *sink, const struct pf_record_fields *fields, int priority)
+/* One record to the sinks: whether it was formatted.  uid: the
+ * process's (-1: unknown). */
+static bool add_record(struct pf_record_sink *sink, const struct pf_record_fields *fields, long uid)
 {
-	char line[4096 + PATH_MAX];
-	size_t n = pf_record_format(fields, line, sizeof(line));
-	if (!n)
-		return false;
-	if (sink->used + n > sizeof(sink->batch))
-		flush(sink);
-	memcpy(sink->batch + sink->used, line, n);
-	sink->used += n;
-	if (sink->syslog)
-		syslog(priority, "%.*s", (int)n - 1, line);
-	return true;
+	return pf_record_sink_add(sink, fields, uid);
 }
 
 static const enum pf_event event_of[] = {
@@ -329,6 +217,7 @@ static int on_record(void *ctx, void *data, size_t size)
 {
 	struct pf_bpf_app *loaded = ctx;
 	struct pf_record_sink *sink = loaded->draining_to;
+	struct resolve_cache *cache = cache_of(loaded);
 	const struct pf_bpf_record *r = data;
 	struct sockaddr_storage local, remote;
 	char comm[sizeof(r->comm) + 1] = "";
@@ -336,22 +225,20 @@ static int on_record(void *ctx, void *data, size_t size)
 	if (size < sizeof(*r) || r->event > PF_BPF_BIND)
 		return 0;
 	memcpy(comm, r->comm, sizeof(r->comm));
-	to_sockaddr(r->family, r->local_addr, r->local_port, &local);
-	to_sockaddr(r->family, r->remote_addr, r->remote_port, &remote);
+	pf_sockaddr_of(r->family, r->local_addr, r->local_port, &local);
+	pf_sockaddr_of(r->family, r->remote_addr, r->remote_port, &remote);
 	struct timespec when = wall_time(r->monotonic_ns);
 	struct pf_record_fields fields = {
 		.when = &when, .event = event_of[r->event], .app = loaded->app_name, .pid = r->pid,
-		.exe = exe_path(sink, loaded, r->pid), .udp = r->udp, .family = r->family,
+		.exe = exe_path(cache, loaded, r->pid), .udp = r->udp, .family = r->family,
 		.local = (struct sockaddr *)&local, .remote = (struct sockaddr *)&remote,
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
-		.comm = comm, .cgroup = cgroup_path(sink, r->cgroup_id),
+		.comm = comm, .cgroup = cgroup_path(cache, r->cgroup_id),
 	};
 	char why[600];
 	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
 	notice(loaded, r, &fields);
-	if (add_record(sink, &fields,
-		       r->event == PF_BPF_ASSIGN || r->event == PF_BPF_AUDIT || r->event == PF_BPF_BIND ? LOG_INFO
-													 : LOG_WARNING))
+	if (add_record(sink, &fields, -1))
 		loaded->drained++;
 	return 0;
 }
@@ -373,7 +260,7 @@ static void report_lost(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
 		.reason = "the record ring was full: records lost before they could be written",
 		.lost = (unsigned long)(lost - reported),
 	};
-	if (add_record(sink, &fields, LOG_WARNING))
+	if (add_record(sink, &fields, -1))
 		loaded->drained++;
 	bpf_map_update_elem(fd, &reported_key, &lost, BPF_ANY);
 }
@@ -395,7 +282,7 @@ int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
 	loaded->drained = 0;
 	ring_buffer__consume(loaded->ring);
 	report_lost(loaded, sink);
-	flush(sink);
+	pf_record_sink_flush(sink);
 	return loaded->drained;
 }
 

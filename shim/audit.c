@@ -4,6 +4,7 @@
  * escaped once, at start-up, and go in as pieces of their own. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record/ring.h"
 #include "shim.h"
 
 static bool log_to_syslog;
@@ -26,7 +28,36 @@ void pf_log_enable_syslog(bool enabled)
 
 bool pf_logging(void)
 {
-	return pf_log_fd() >= 0 || log_to_syslog;
+	return pf_log_fd() >= 0 || log_to_syslog || pf_collecting();
+}
+
+/* With a collector, the log file is opened only when a record must go
+ * there instead (the first time). */
+static char fallback_path[PATH_MAX];
+static _Atomic int fallback_opened;
+
+void pf_log_fallback(const char *path)
+{
+	size_t n = strlen(path);
+	if (n < sizeof(fallback_path))
+		memcpy(fallback_path, path, n + 1);
+}
+
+static void open_fallback(void)
+{
+	char why[512];
+
+	if (atomic_load_explicit(&fallback_opened, memory_order_relaxed) || atomic_exchange(&fallback_opened, 1) ||
+	    !fallback_path[0] || pf_log_fd() >= 0)
+		return;
+	if (pf_log_open(fallback_path, why, sizeof(why)) < 0) {
+		char line[600];
+		struct pf_out o = {.p = line, .end = line + sizeof(line)};
+		pf_put_str(&o, "portfence: ");
+		pf_put_str(&o, why);
+		pf_put_str(&o, "; records the collector cannot take are lost (counted)");
+		pf_stderr_line(line, (size_t)(o.p - line));
+	}
 }
 
 /* fd 2 as the program started with it.  A daemon that closed its fds
@@ -267,6 +298,17 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 		notice(rt, record, rule, reason);
 	if (!pf_logging())
 		goto out;
+	/* The collector finds the rule and the reason in its own copy of
+	 * the policy (collector.c): the ring's slot holds neither. */
+	if (pf_collecting()) {
+		if (pf_collect(rt, record))
+			goto out;
+		open_fallback();
+		if (pf_log_fd() < 0 && !log_to_syslog) {
+			pf_collect_lost();
+			goto out;
+		}
+	}
 	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
 	if (count == 0)
 		goto out;
@@ -275,6 +317,31 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 		send_syslog(iov, count, record->event);
 out:
 	errno = saved;
+}
+
+bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)
+{
+	struct pf_record_fields fields = {0};
+	struct sockaddr_storage local, remote;
+	struct timespec when, now;
+	char text[768];
+	struct iovec iov[PF_RECORD_IOV];
+	int saved = errno;
+	bool written = false;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	open_fallback();
+	if (pf_log_fd() >= 0 && pf_ring_decode(e, &now, &fields, &when, &local, &remote)) {
+		fields.pid = (long)pf_cached_pid();
+		fields.algorithm = rt->app ? pf_algorithm_name(rt->app->algorithm) : "";
+		int count = pf_record_pieces(&fields, rt->app_json, rt->exe_json, text, sizeof(text), iov);
+		if (count > 0) {
+			pf_log_write(iov, count);
+			written = true;
+		}
+	}
+	errno = saved;
+	return written;
 }
 
 void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,

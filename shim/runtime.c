@@ -232,14 +232,25 @@ static char *json_dup(const char *text)
 	return out;
 }
 
-static void open_log(struct pf_runtime *rt)
+/* With a collector running, an app's records go to it, and the program
+ * holds no log at all (the file is opened only if the collector ever
+ * fails it); PORTFENCE_LOG, a log of the program's own choosing, is
+ * written directly. */
+static void open_log(struct pf_runtime *rt, const struct pf_app *app)
 {
 	const char *path = secure_getenv("PORTFENCE_LOG");
+	bool overridden = path && path[0];
 	char why[512];
 
-	if (!path || !path[0])
+	if (!overridden)
 		path = rt->policy.log_file;
 	pf_log_enable_syslog(rt->policy.log_syslog);
+	if (path)
+		pf_log_fallback(path);
+	/* A policy that asks for no record at all gets none, collector or not. */
+	if (app && !overridden && (path || rt->policy.log_syslog) &&
+	    pf_collect_start(app->name, pf_algorithm_name(app->algorithm)))
+		return;
 	if (path && pf_log_open(path, why, sizeof(why)) < 0)
 		defer_stderr("portfence: %s; audit records are not written", why);
 }
@@ -281,10 +292,8 @@ static void load_runtime(struct pf_runtime *rt)
 	rt->notify = notify && strcmp(notify, "stderr") == 0;
 	rt->exe_json = json_dup(rt->exe);
 	enum pf_load_status status = pf_policy_load(path, &rt->policy, &diags);
-	if (status == PF_LOAD_OK || status == PF_LOAD_INVALID)
-		open_log(rt);
-	else if (secure_getenv("PORTFENCE_LOG"))
-		open_log(rt);
+	if (status == PF_LOAD_INVALID || (status != PF_LOAD_OK && secure_getenv("PORTFENCE_LOG")))
+		open_log(rt, NULL);
 	if (status != PF_LOAD_OK) {
 		char why[900];
 		snprintf(why, sizeof(why), "%s%s", diags.count ? diags.lines[0] : path,
@@ -295,6 +304,7 @@ static void load_runtime(struct pf_runtime *rt)
 	}
 	pf_diags_free(&diags);
 	int index = pf_policy_select(&rt->policy, &who);
+	open_log(rt, index >= 0 ? &rt->policy.apps[index] : NULL);
 	if (index == PF_SELECT_UNKNOWN_APP) {
 		char why[600];
 		snprintf(why, sizeof(why), "PORTFENCE_APP names app '%s', which %s does not define",

@@ -219,6 +219,24 @@ void pf_stderr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * is no longer the file the program started with. */
 void pf_stderr_line(const char *text, size_t len);
 
+/* ---- collect.c: records through the collector's ring ---- */
+/* Registers this process's ring with the collector (PORTFENCE_COLLECTOR,
+ * else PF_COLLECTOR_SOCKET) for app: whether records go there now. */
+bool pf_collect_start(const char *app, const char *algorithm);
+bool pf_collecting(void);
+/* The record into the ring: false when it must be written directly
+ * (ring full, collector gone; said once on stderr, counted). */
+bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record);
+/* A record neither the ring nor the file took: counted for the
+ * collector to report. */
+void pf_collect_lost(void);
+/* A ring entry the collector will never take, written directly:
+ * whether it was. */
+struct pf_ring_entry;
+bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e);
+/* The log file the direct write falls back to when collecting. */
+void pf_log_fallback(const char *path);
+
 /* ---- logfile.c: the log file, its fd, rotation ---- */
 int pf_log_open(const char *path, char *why, size_t why_len);
 #define PF_RECORD_IOV PF_RECORD_PIECES

@@ -1,0 +1,448 @@
+/* The collector: one ring per registered shim process, drained in
+ * batches into the daemon's sinks.  What the ring says is never trusted:
+ * pid, uid and gid come from the kernel (SO_PEERCRED), the exe from
+ * /proc, and a slot that is not a shim's record is counted and skipped.
+ * A process's ring stays mapped here after it dies, until drained. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector.h"
+#include "config/policy.h"
+#include "record/ring.h"
+#include "record/sink.h"
+
+struct ring_client {
+	struct pf_ring_header *ring;
+	uint64_t tail;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	int pidfd;		/* readable once the process is gone */
+	bool gone;
+	char app[256], algorithm[32];
+	char exe[PATH_MAX];
+	unsigned long malformed, malformed_said;
+	uint64_t lost_reported;
+};
+
+/* Connections whose registration has not arrived yet: looked at again
+ * each round, never waited for, so that a client that connects and
+ * sends nothing holds nobody up. */
+#define PENDING_MAX 64
+#define PENDING_SECONDS 2
+/* A process registers once, and again after an exec or a collector's
+ * restart: more rings than this for one pid is not a shim. */
+#define RINGS_PER_PID 8
+
+struct pending {
+	int fd;
+	long since;
+};
+
+struct pf_collector {
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int listen_fd;
+	struct pending pending[PENDING_MAX];
+	int pending_count;
+	struct pf_record_sink *sink;
+	const struct pf_policy *policy;	/* the rules that explain denials; NULL: none */
+	struct ring_client *clients;
+	size_t count, cap;
+	unsigned long refused;
+};
+
+const char *pf_collector_path(void)
+{
+	const char *path = secure_getenv("PORTFENCE_COLLECTOR");
+	return path && path[0] ? path : PF_COLLECTOR_SOCKET;
+}
+
+static long coarse_seconds(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	return (long)now.tv_sec;
+}
+
+struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct pf_collector *c = calloc(1, sizeof(*c));
+	char dir[sizeof(addr.sun_path)];
+
+	if (!c)
+		return snprintf(why, len, "out of memory"), NULL;
+	if (strcmp(path, "none") == 0) {
+		snprintf(why, len, "no collector (PORTFENCE_COLLECTOR=none)");
+		free(c);
+		return NULL;
+	}
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		snprintf(why, len, "collector socket path %s is too long", path);
+		free(c);
+		return NULL;
+	}
+	strcpy(addr.sun_path, path);
+	strcpy(c->path, path);
+	strcpy(dir, path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		mkdir(dir, 0755);
+	}
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+		close(probe);
+		snprintf(why, len, "another collector is running at %s", path);
+		free(c);
+		return NULL;
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(path);	/* a socket left by a collector that died */
+	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (c->listen_fd < 0 || bind(c->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    chmod(path, 0666) < 0 || listen(c->listen_fd, 256) < 0) {
+		snprintf(why, len, "cannot listen at %s: %s", path, strerror(errno));
+		if (c->listen_fd >= 0)
+			close(c->listen_fd);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void pf_collector_set_sink(struct pf_collector *c, struct pf_record_sink *sink)
+{
+	c->sink = sink;
+}
+
+int pf_collector_fd(const struct pf_collector *c)
+{
+	return c->listen_fd;
+}
+
+static void read_exe(pid_t pid, char *exe, size_t len)
+{
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	ssize_t n = readlink(link, exe, len - 1);
+	exe[n > 0 ? n : 0] = '\0';
+}
+
+/* One registration: the message and the memfd, checked; the ring mapped
+ * and its lease started; then the answer.  A connection that sends
+ * nothing usable is closed without one. */
+static void take_registration(struct pf_collector *c, int conn)
+{
+	struct pf_ring_register message;
+	char control[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = {.iov_base = &message, .iov_len = sizeof(message)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
+	struct pollfd pfd = {.fd = conn, .events = POLLIN};
+	int memfd = -1, pidfd = -1;
+	void *map = MAP_FAILED;
+	struct stat info;
+
+	memset(&message, 0, sizeof(message));
+	if (poll(&pfd, 1, 0) != 1)
+		goto refuse;
+	ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg))
+		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+			int count = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < count; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+				if (memfd < 0)
+					memfd = fd;
+				else
+					close(fd);
+			}
+		}
+	if (n != (ssize_t)sizeof(message) || (msg.msg_flags & MSG_CTRUNC) || memfd < 0 ||
+	    message.magic != PF_REGISTER_MAGIC || message.version != PF_RING_VERSION)
+		goto refuse;
+	message.app[sizeof(message.app) - 1] = '\0';
+	message.algorithm[sizeof(message.algorithm) - 1] = '\0';
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.pid <= 0)
+		goto refuse;
+	/* The memory must stay as large as it is: a memfd sealed against
+	 * shrinking, or a program could make our reads fault (SIGBUS). */
+	int seals = fcntl(memfd, F_GET_SEALS);
+	if (fstat(memfd, &info) < 0 || !S_ISREG(info.st_mode) || info.st_size < (off_t)PF_RING_BYTES ||
+	    seals < 0 || !(seals & F_SEAL_SHRINK))
+		goto refuse;
+	map = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (map == MAP_FAILED)
+		goto refuse;
+	struct pf_ring_header *ring = map;
+	if (ring->magic != PF_RING_MAGIC || ring->version != PF_RING_VERSION || ring->slots != PF_RING_SLOTS ||
+	    ring->slot_size != sizeof(struct pf_ring_slot))
+		goto refuse;
+	size_t same_pid = 0;
+	for (size_t i = 0; i < c->count; i++)
+		same_pid += c->clients[i].pid == cred.pid && !c->clients[i].gone;
+	if (same_pid >= RINGS_PER_PID)
+		goto refuse;
+	/* The peer waits for our answer: the pid is still its. */
+	pidfd = pidfd_open(cred.pid, 0);
+	if (pidfd < 0)
+		goto refuse;
+	if (c->count == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct ring_client *grown = realloc(c->clients, cap * sizeof(*grown));
+		if (!grown)
+			goto refuse;
+		c->clients = grown;
+		c->cap = cap;
+	}
+	struct ring_client *client = &c->clients[c->count];
+	memset(client, 0, sizeof(*client));
+	client->ring = ring;
+	client->tail = atomic_load(&ring->tail);
+	client->pid = cred.pid;
+	client->uid = cred.uid;
+	client->gid = cred.gid;
+	client->pidfd = pidfd;
+	client->lost_reported = atomic_load(&ring->lost);
+	snprintf(client->app, sizeof(client->app), "%s", message.app);
+	snprintf(client->algorithm, sizeof(client->algorithm), "%s", message.algorithm);
+	read_exe(cred.pid, client->exe, sizeof(client->exe));
+	atomic_store(&ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
+	if (send(conn, "1", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+		/* The process gave up waiting: it writes directly now. */
+		close(pidfd);
+		munmap(map, PF_RING_BYTES);
+		close(memfd);
+		return;
+	}
+	c->count++;
+	close(memfd);
+	return;
+refuse:
+	c->refused++;
+	if (c->refused == 1 || c->refused % 1000 == 0)
+		fprintf(stderr, "portfence: collector: %lu registration(s) refused (not a shim's ring)\n",
+			c->refused);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (map != MAP_FAILED)
+		munmap(map, PF_RING_BYTES);
+	if (memfd >= 0)
+		close(memfd);
+}
+
+static bool readable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	return poll(&pfd, 1, 0) == 1;
+}
+
+static void accept_all(struct pf_collector *c)
+{
+	long now = coarse_seconds();
+
+	/* Those that were waiting: taken when their message is there,
+	 * dropped when it never came. */
+	for (int i = c->pending_count; i-- > 0;) {
+		struct pending *p = &c->pending[i];
+		if (!readable(p->fd) && now - p->since < PENDING_SECONDS)
+			continue;
+		if (readable(p->fd))
+			take_registration(c, p->fd);
+		else
+			c->refused++;
+		close(p->fd);
+		*p = c->pending[--c->pending_count];
+	}
+	for (int i = 0; i < 64; i++) {
+		int conn = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0)
+			return;
+		if (!readable(conn) && c->pending_count < PENDING_MAX) {
+			c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
+			continue;
+		}
+		take_registration(c, conn);
+		close(conn);
+	}
+}
+
+void pf_collector_set_policy(struct pf_collector *c, const struct pf_policy *policy)
+{
+	if (c)
+		c->policy = policy;
+}
+
+/* A deny's rule and an error's reason, as the shim would have written
+ * them: the ring's slot carries neither, so they come from the app of
+ * that name in the collector's own policy (none when it has no such
+ * app). */
+static void explain_entry(const struct pf_collector *c, const char *app_name, struct pf_record_fields *f,
+			  char *text, size_t len)
+{
+	int index = c->policy ? pf_policy_find_app(c->policy, app_name) : -1;
+
+	text[0] = '\0';
+	if (index < 0)
+		return;
+	const struct pf_app *app = &c->policy->apps[index];
+	bool refused = f->event == PF_EVENT_DENY || (f->event == PF_EVENT_AUDIT && f->error);
+	if (refused && f->error == EACCES && f->local) {
+		pf_app_bind_rule(c->policy, app, ntohs(((const struct sockaddr_in *)f->local)->sin_port), text, len);
+	} else if (refused && f->remote) {
+		socklen_t remote_len = f->remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									 : sizeof(struct sockaddr_in);
+		pf_app_refusal_rule(app, f->remote, remote_len, text, len);
+	} else if (f->event == PF_EVENT_ERROR && (f->error == EADDRNOTAVAIL || f->error == EAGAIN ||
+						  f->error == EADDRINUSE)) {
+		pf_app_exhaustion_reason(app, text, len);
+		f->reason = text;
+		return;
+	}
+	if (text[0])
+		f->rule = text;
+}
+
+static void write_entry(struct pf_collector *c, struct ring_client *client, const struct pf_ring_entry *e,
+			const struct timespec *now)
+{
+	char why[600];
+	struct pf_record_fields fields = {0};
+	struct sockaddr_storage local, remote;
+	struct timespec when;
+
+	if (!pf_ring_decode(e, now, &fields, &when, &local, &remote)) {
+		client->malformed++;
+		return;
+	}
+	fields.app = client->app;
+	fields.pid = client->pid;
+	fields.exe = client->exe;
+	fields.algorithm = client->algorithm;
+	explain_entry(c, client->app, &fields, why, sizeof(why));
+	pf_record_sink_add(c->sink, &fields, (long)client->uid);
+}
+
+/* Records the process counted as lost (neither ring nor file took
+ * them): one error record, in its own name. */
+static void report_lost(struct pf_collector *c, struct ring_client *client)
+{
+	uint64_t lost = atomic_load(&client->ring->lost);
+	if (lost <= client->lost_reported)
+		return;
+	struct pf_record_fields fields = {
+		.event = PF_EVENT_ERROR, .app = client->app, .pid = client->pid, .exe = client->exe,
+		.family = AF_INET, .algorithm = client->algorithm, .error = ENOBUFS,
+		.reason = "the record ring was full and the log could not be written: records lost",
+		.lost = (unsigned long)(lost - client->lost_reported),
+	};
+	pf_record_sink_add(c->sink, &fields, (long)client->uid);
+	client->lost_reported = lost;
+}
+
+/* A batch: at most one ring's worth, so that one busy process cannot
+ * hold the others back. */
+static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
+{
+	struct pf_ring_entry e;
+	unsigned long taken = 0;
+
+	int rc;
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(client->ring, &client->tail, &e)); i++)
+		if (rc == 1) {
+			write_entry(c, client, &e, now);
+			taken++;
+		}
+	/* A process gone mid-write leaves claimed slots never committed:
+	 * past them, whatever it committed is still taken. */
+	if (client->gone) {
+		uint64_t head = atomic_load(&client->ring->head);
+		for (unsigned i = 0; i < PF_RING_SLOTS && client->tail < head; i++) {
+			int got = pf_ring_take(client->ring, &client->tail, &e);
+			if (got == 1) {
+				write_entry(c, client, &e, now);
+				taken++;
+			} else if (got == 0) {
+				client->tail++;
+			}
+		}
+	}
+	report_lost(c, client);
+	if (client->malformed > client->malformed_said) {
+		fprintf(stderr, "portfence: collector: pid %d (uid %u, app %s) wrote %lu malformed record(s) into "
+				"its ring; skipped\n", (int)client->pid, (unsigned)client->uid, client->app,
+			client->malformed - client->malformed_said);
+		client->malformed_said = client->malformed;
+	}
+	atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
+	return taken;
+}
+
+static void forget(struct pf_collector *c, size_t i)
+{
+	munmap(c->clients[i].ring, PF_RING_BYTES);
+	close(c->clients[i].pidfd);
+	c->clients[i] = c->clients[--c->count];
+}
+
+unsigned long pf_collector_work(struct pf_collector *c)
+{
+	struct timespec now;
+	unsigned long written = 0;
+
+	accept_all(c);
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (size_t i = 0; i < c->count; i++) {
+		struct ring_client *client = &c->clients[i];
+		struct pollfd pfd = {.fd = client->pidfd, .events = POLLIN};
+		/* Gone is looked at before the drain, so the drain that sees it
+		 * takes everything it wrote. */
+		if (!client->gone && poll(&pfd, 1, 0) == 1)
+			client->gone = true;
+		written += drain(c, client, &now);
+	}
+	for (size_t i = c->count; i-- > 0;)
+		if (c->clients[i].gone)
+			forget(c, i);
+	pf_record_sink_flush(c->sink);
+	return written;
+}
+
+void pf_collector_close(struct pf_collector *c)
+{
+	if (!c)
+		return;
+	accept_all(c);
+	close(c->listen_fd);
+	while (c->pending_count)
+		close(c->pending[--c->pending_count].fd);
+	unlink(c->path);
+	for (int round = 0; round < 4 && pf_collector_work(c) > 0; round++)
+		;
+	/* The rings of live processes: their lease runs out, and they
+	 * register with the next collector or write directly. */
+	while (c->count) {
+		atomic_store(&c->clients[c->count - 1].ring->lease, 0);
+		forget(c, c->count - 1);
+	}
+	free(c->clients);
+	free(c);
+}

@@ -1,0 +1,210 @@
+/* The record ring's producer (the shim: async-signal-safe, lock-free,
+ * bounded) and its consumer and decoder (the collector: never trusts
+ * what it reads).  See record/ring.h. */
+#include <netinet/in.h>
+#include <string.h>
+
+#include "record/ring.h"
+
+void pf_ring_init(struct pf_ring_header *h)
+{
+	struct pf_ring_slot *slots = pf_ring_slots(h);
+
+	memset(h, 0, sizeof(*h));
+	h->magic = PF_RING_MAGIC;
+	h->version = PF_RING_VERSION;
+	h->slots = PF_RING_SLOTS;
+	h->slot_size = sizeof(struct pf_ring_slot);
+	for (uint64_t i = 0; i < PF_RING_SLOTS; i++)
+		atomic_store_explicit(&slots[i].seq, i, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+static void put_address(const struct sockaddr *addr, uint8_t out[16], uint16_t *port, uint8_t *flags,
+			uint8_t flag)
+{
+	if (addr && addr->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+		memcpy(out, &sin->sin_addr, 4);
+		*port = ntohs(sin->sin_port);
+		*flags |= flag;
+	} else if (addr && addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+		memcpy(out, &sin6->sin6_addr, 16);
+		*port = ntohs(sin6->sin6_port);
+		*flags |= flag;
+	}
+}
+
+void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, int family,
+		      const struct sockaddr *local, const struct sockaddr *remote, unsigned attempts,
+		      int error)
+{
+	struct timespec now;
+
+	memset(e, 0, sizeof(*e));
+	clock_gettime(CLOCK_REALTIME, &now);
+	e->realtime_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	e->event = (uint8_t)event;
+	e->udp = udp;
+	e->family = family == AF_INET6 ? 6 : 4;
+	e->attempts = attempts;
+	e->error = error;
+	/* An address of the other family than the socket's (never seen from
+	 * a shim) is left out rather than mislabelled. */
+	if (local && local->sa_family == family)
+		put_address(local, e->local_addr, &e->local_port, &e->flags, PF_RING_LOCAL);
+	if (remote && remote->sa_family == family)
+		put_address(remote, e->remote_addr, &e->remote_port, &e->flags, PF_RING_REMOTE);
+}
+
+/* Enough tries for any honest contention; a ring whose words the program
+ * trampled ends the loop as a full one. */
+#define PUT_TRIES 64
+
+bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
+{
+	struct pf_ring_slot *slots = pf_ring_slots(h), *slot = NULL;
+	uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
+
+	for (int tries = 0;; tries++) {
+		if (tries == PUT_TRIES)
+			return false;
+		slot = &slots[pos & (PF_RING_SLOTS - 1)];
+		uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
+		int64_t diff = (int64_t)(seq - pos);
+		if (diff == 0) {
+			if (atomic_compare_exchange_weak_explicit(&h->head, &pos, pos + 1, memory_order_relaxed,
+								  memory_order_relaxed))
+				break;
+		} else if (diff < 0) {
+			return false;	/* full: the collector has not freed it yet */
+		} else {
+			pos = atomic_load_explicit(&h->head, memory_order_relaxed);
+		}
+	}
+	slot->realtime_ns = e->realtime_ns;
+	slot->event = e->event;
+	slot->udp = e->udp;
+	slot->family = e->family;
+	slot->flags = e->flags;
+	slot->attempts = e->attempts;
+	slot->error = e->error;
+	slot->local_port = e->local_port;
+	slot->remote_port = e->remote_port;
+	memcpy(slot->local_addr, e->local_addr, 16);
+	memcpy(slot->remote_addr, e->remote_addr, 16);
+	atomic_store_explicit(&slot->seq, pos + 1, memory_order_release);
+	return true;
+}
+
+int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
+{
+	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
+	uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire), committed = *tail + 1;
+
+	if (seq == *tail + PF_RING_SLOTS) {
+		/* Taken by the other consumer (the shim, emptying a ring whose
+		 * collector it took for gone). */
+		++*tail;
+		return 2;
+	}
+	if (seq != committed)
+		return 0;
+	/* One copy, then only the copy is looked at: the program may be
+	 * changing the slot as we read it. */
+	out->realtime_ns = slot->realtime_ns;
+	out->event = slot->event;
+	out->udp = slot->udp;
+	out->family = slot->family;
+	out->flags = slot->flags;
+	out->attempts = slot->attempts;
+	out->error = slot->error;
+	out->local_port = slot->local_port;
+	out->remote_port = slot->remote_port;
+	memcpy(out->local_addr, slot->local_addr, 16);
+	memcpy(out->remote_addr, slot->remote_addr, 16);
+	/* Whoever frees the slot owns the record: the loser of a race
+	 * between two consumers skips it. */
+	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &committed, *tail + PF_RING_SLOTS,
+							    memory_order_acq_rel, memory_order_acquire);
+	++*tail;
+	uint64_t shared = atomic_load_explicit(&h->tail, memory_order_relaxed);
+	while (shared < *tail &&
+	       !atomic_compare_exchange_weak_explicit(&h->tail, &shared, *tail, memory_order_relaxed, memory_order_relaxed))
+		;
+	return mine ? 1 : 2;
+}
+
+static bool zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+void pf_sockaddr_of(int family, const void *addr, uint16_t port, struct sockaddr_storage *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)out;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, addr, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, addr, 16);
+	}
+}
+
+/* A record stamped further from the collector's clock than this is not
+ * a shim's: a real one waits in the ring a few seconds at most. */
+#define CLOCK_SLACK_NS (3600ull * 1000000000ull)
+
+bool pf_ring_decode(const struct pf_ring_entry *e, const struct timespec *now,
+		    struct pf_record_fields *fields, struct timespec *when,
+		    struct sockaddr_storage *local, struct sockaddr_storage *remote)
+{
+	uint64_t now_ns = (uint64_t)now->tv_sec * 1000000000u + (uint64_t)now->tv_nsec;
+	int family;
+
+	if (e->event > PF_RING_EVENT_MAX)
+		return false;
+	if (e->udp > 1 || (e->flags & ~PF_RING_FLAGS) || e->attempts > 65536)
+		return false;
+	if (e->error < 0 || e->error > 4095)
+		return false;
+	if (e->family == 4)
+		family = AF_INET;
+	else if (e->family == 6)
+		family = AF_INET6;
+	else
+		return false;
+	/* An IPv4 address fills 4 bytes; no address, none at all. */
+	size_t used = family == AF_INET ? 4 : 16;
+	if (!zero(e->local_addr + ((e->flags & PF_RING_LOCAL) ? used : 0),
+		  16 - ((e->flags & PF_RING_LOCAL) ? used : 0)) ||
+	    !zero(e->remote_addr + ((e->flags & PF_RING_REMOTE) ? used : 0),
+		  16 - ((e->flags & PF_RING_REMOTE) ? used : 0)))
+		return false;
+	if ((!(e->flags & PF_RING_LOCAL) && e->local_port) || (!(e->flags & PF_RING_REMOTE) && e->remote_port))
+		return false;
+	if (e->realtime_ns + CLOCK_SLACK_NS < now_ns || e->realtime_ns > now_ns + CLOCK_SLACK_NS)
+		return false;
+	when->tv_sec = (time_t)(e->realtime_ns / 1000000000u);
+	when->tv_nsec = (long)(e->realtime_ns % 1000000000u);
+	pf_sockaddr_of(family, e->local_addr, e->local_port, local);
+	pf_sockaddr_of(family, e->remote_addr, e->remote_port, remote);
+	fields->when = when;
+	fields->event = (enum pf_event)e->event;
+	fields->udp = e->udp;
+	fields->family = family;
+	fields->local = (e->flags & PF_RING_LOCAL) ? (const struct sockaddr *)local : NULL;
+	fields->remote = (e->flags & PF_RING_REMOTE) ? (const struct sockaddr *)remote : NULL;
+	fields->attempts = e->attempts;
+	fields->error = e->error;
+	return true;
+}

@@ -1,0 +1,124 @@
+/* The record ring: how a shim process hands its records to the collector
+ * (`portfence daemon`) without a system call per record.
+ *
+ * Each process makes one memfd, maps it shared, and registers it once
+ * over the collector's Unix socket (SCM_RIGHTS); the collector takes the
+ * process's pid, uid and gid from the kernel (SO_PEERCRED), never from
+ * the ring, and keeps the mapping, so a process's records outlive it.
+ * Producers (any thread, or a signal handler) claim a slot by position
+ * and commit it by its sequence word (a bounded multi-producer queue);
+ * the collector alone consumes.  A slot is a fixed binary record: no
+ * names, no pid, nothing a program could use to speak for another.
+ * Whatever a program writes into its ring is its own record or garbage,
+ * and garbage is counted and skipped (pf_ring_decode). */
+#ifndef PORTFENCE_RING_H
+#define PORTFENCE_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "record/record.h"
+
+/* The collector's socket (SPEC: "The collector"); PORTFENCE_COLLECTOR
+ * (secure_getenv) names another, "" or "none" none at all. */
+#define PF_COLLECTOR_SOCKET "/run/portfence/collector.sock"
+
+#define PF_RING_MAGIC 0x31526650u	/* "PfR1" */
+#define PF_RING_VERSION 1u
+#define PF_RING_SLOTS 4096u		/* a power of two */
+/* Seconds a collector's lease runs past its last drain: after that the
+ * shim takes it for gone and registers again (or writes directly). */
+#define PF_RING_LEASE_SECONDS 3
+
+struct pf_ring_header {
+	uint32_t magic, version, slots, slot_size;
+	_Atomic uint64_t head;		/* producers: next position to claim */
+	_Atomic uint64_t tail;		/* collector: next position to read (advisory) */
+	_Atomic int64_t lease;		/* CLOCK_MONOTONIC_COARSE second the collector's lease ends */
+	_Atomic uint64_t fallback;	/* records that went to the direct write instead */
+	_Atomic uint64_t lost;		/* records neither ring nor file could take */
+	uint8_t reserved[8];
+};
+
+/* flags */
+#define PF_RING_LOCAL 1u	/* local_* holds an address */
+#define PF_RING_REMOTE 2u	/* remote_* holds an address */
+#define PF_RING_FLAGS (PF_RING_LOCAL | PF_RING_REMOTE)
+
+struct pf_ring_slot {
+	_Atomic uint64_t seq;		/* position + 1: committed; position + slots: free */
+	uint64_t realtime_ns;		/* CLOCK_REALTIME of the call */
+	uint8_t event, udp, family, flags;	/* family: 4 or 6 */
+	uint32_t attempts;
+	int32_t error;
+	uint16_t local_port, remote_port;	/* host order */
+	uint8_t local_addr[16], remote_addr[16];
+};
+
+_Static_assert(sizeof(struct pf_ring_header) == 64, "ring header is one cache line");
+_Static_assert(sizeof(struct pf_ring_slot) == 64, "ring slot is one cache line");
+
+#define PF_RING_BYTES (sizeof(struct pf_ring_header) + PF_RING_SLOTS * sizeof(struct pf_ring_slot))
+
+static inline struct pf_ring_slot *pf_ring_slots(struct pf_ring_header *h)
+{
+	return (struct pf_ring_slot *)(h + 1);
+}
+
+/* Lays out a fresh ring in memory of PF_RING_BYTES. */
+void pf_ring_init(struct pf_ring_header *h);
+
+/* The slot's content, without seq. */
+struct pf_ring_entry {
+	uint64_t realtime_ns;
+	uint8_t event, udp, family, flags;
+	uint32_t attempts;
+	int32_t error;
+	uint16_t local_port, remote_port;
+	uint8_t local_addr[16], remote_addr[16];
+};
+
+/* The entry for a record (addresses NULL: unknown / none). */
+void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, int family,
+		      const struct sockaddr *local, const struct sockaddr *remote, unsigned attempts,
+		      int error);
+
+/* Producer, async-signal-safe and lock-free: false when the ring is full
+ * (or its memory was trampled by the program). */
+bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e);
+
+/* Consumer: the next committed slot at *tail copied into out, the slot
+ * freed and *tail advanced.  0: nothing committed there (yet); 1: out
+ * holds it; 2: another consumer had it (tail advanced, out means
+ * nothing).  The collector keeps tail in its own memory; the shim
+ * consumes too, only from a ring whose collector it took for gone. */
+int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out);
+
+/* A slot's content checked and turned into record fields (event,
+ * protocol, family, addresses, attempts, error, time).  local and remote
+ * are the sockaddrs fields points at.  False for anything a shim never
+ * writes: such a slot is counted and skipped, never written. */
+bool pf_ring_decode(const struct pf_ring_entry *e, const struct timespec *now,
+		    struct pf_record_fields *fields, struct timespec *when,
+		    struct sockaddr_storage *local, struct sockaddr_storage *remote);
+
+/* The last event a slot may name (a `bind` event, when the record has
+ * one, is added here). */
+#define PF_RING_EVENT_MAX PF_EVENT_BIND
+
+/* An address as the kernel gives it (4 or 16 bytes, port in host
+ * order) as a sockaddr of family. */
+void pf_sockaddr_of(int family, const void *addr, uint16_t port, struct sockaddr_storage *out);
+
+/* The registration message, sent once with the memfd (SCM_RIGHTS). */
+#define PF_REGISTER_MAGIC 0x31476650u	/* "PfG1" */
+struct pf_ring_register {
+	uint32_t magic, version;
+	char app[256];			/* the app the process chose (NUL-terminated) */
+	char algorithm[32];		/* its algorithm's name */
+};
+
+#endif

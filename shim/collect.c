@@ -1,0 +1,252 @@
+/* Records handed to the collector (`portfence daemon`) through a ring in
+ * shared memory: no system call and no formatting per record.  The ring
+ * is registered once, at start-up (and once in each child process, at
+ * its first record); see record/ring.h.
+ *
+ * The host comes first: registration waits a bounded time and gives up;
+ * the record path is a few atomics and a copy (async-signal-safe, never
+ * blocking); a full ring, a collector gone or one that never answered
+ * sends the record to the direct write, said once on stderr and counted
+ * in the ring's header. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "record/ring.h"
+#include "shim.h"
+
+static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static struct pf_ring_register registration;
+
+static _Atomic(struct pf_ring_header *) ring;
+static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
+static _Atomic int registering;
+static _Atomic long next_attempt;	/* coarse second of the next try */
+static _Atomic int failed_attempts;	/* tries in a row that no collector took */
+static _Atomic pid_t attempt_pid;	/* the process those tries were made for */
+static _Atomic int fallback_said;
+
+static long coarse_seconds(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	return (long)now.tv_sec;
+}
+
+/* A fresh ring, or NULL. */
+static struct pf_ring_header *make_ring(int *memfd)
+{
+	int fd = memfd_create("portfence-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0)
+		return NULL;
+	void *map = MAP_FAILED;
+	if (ftruncate(fd, PF_RING_BYTES) == 0)
+		map = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* The collector maps it only when it can never shrink under it. */
+	if (map == MAP_FAILED || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		if (map != MAP_FAILED)
+			munmap(map, PF_RING_BYTES);
+		real_close(fd);
+		return NULL;
+	}
+	/* A child is another process: it registers a ring of its own
+	 * rather than write into its parent's name. */
+	madvise(map, PF_RING_BYTES, MADV_DONTFORK);
+	pf_ring_init(map);
+	*memfd = fd;
+	return map;
+}
+
+/* Sends the ring and waits (at most wait_ms) for the collector's yes. */
+static bool register_ring(int memfd, int wait_ms)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	char control[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {.iov_base = &registration, .iov_len = sizeof(registration)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	bool ok = false;
+	char answer = 0;
+
+	memcpy(addr.sun_path, collector_path, sizeof(addr.sun_path));
+	int fd = real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return false;
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct ucred server;
+	socklen_t server_len = sizeof(server);
+	/* Only root's collector (or one of our own user's) gets the ring: a
+	 * socket another user planted at the path (a shared /run/portfence)
+	 * would otherwise read every record handed to it. */
+	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+	    real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) == 0 &&
+	    (server.uid == 0 || server.uid == geteuid()) &&
+	    real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
+	    poll(&pfd, 1, wait_ms) == 1 && read(fd, &answer, 1) == 1)
+		ok = answer == '1';
+	real_close(fd);
+	return ok;
+}
+
+/* A ring for this process, registered; NULL when there is no collector
+ * (or it would not take it). */
+static struct pf_ring_header *register_new(int wait_ms)
+{
+	int memfd = -1;
+	struct pf_ring_header *fresh = make_ring(&memfd);
+
+	if (!fresh)
+		return NULL;
+	bool ok = register_ring(memfd, wait_ms);
+	real_close(memfd);
+	if (!ok) {
+		munmap(fresh, PF_RING_BYTES);
+		return NULL;
+	}
+	return fresh;
+}
+
+bool pf_collect_start(const char *app, const char *algorithm)
+{
+	const char *path = secure_getenv("PORTFENCE_COLLECTOR");
+
+	if (!path || !path[0])
+		path = PF_COLLECTOR_SOCKET;
+	if (strcmp(path, "none") == 0 || strlen(path) >= sizeof(collector_path))
+		return false;
+	memcpy(collector_path, path, strlen(path) + 1);
+	registration.magic = PF_REGISTER_MAGIC;
+	registration.version = PF_RING_VERSION;
+	strncpy(registration.app, app, sizeof(registration.app) - 1);
+	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
+	if (access(collector_path, F_OK) < 0)
+		return false;
+	struct pf_ring_header *fresh = register_new(1000);
+	if (!fresh)
+		return false;
+	atomic_store(&ring_pid, pf_cached_pid());
+	atomic_store(&attempt_pid, pf_cached_pid());
+	atomic_store(&ring, fresh);
+	return true;
+}
+
+bool pf_collecting(void)
+{
+	return collector_path[0] && atomic_load_explicit(&ring, memory_order_relaxed) != NULL;
+}
+
+static void say_fallback(const char *why)
+{
+	if (atomic_exchange(&fallback_said, 1))
+		return;
+	char line[512];
+	struct pf_out o = {.p = line, .end = line + sizeof(line)};
+	pf_put_str(&o, "portfence: ");
+	pf_put_str(&o, why);
+	pf_put_str(&o, "; records go to the log file directly (counted)");
+	pf_stderr_line(line, (size_t)(o.p - line));
+}
+
+/* The committed records of a ring no collector will read any more,
+ * moved into the new one in order (or counted as lost). */
+static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
+{
+	uint64_t tail = atomic_load(&old->tail);
+	struct pf_ring_entry e;
+	int rc;
+
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(old, &tail, &e)); i++) {
+		if (rc != 1)
+			continue;
+		if (fresh && pf_ring_put(fresh, &e))
+			continue;
+		if (!pf_audit_entry(rt, &e))
+			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
+	}
+}
+
+/* The ring to write into now, registering one when this is a new process
+ * or the collector's lease ran out (once a second at most, one thread at
+ * a time).  NULL: write directly. */
+static struct pf_ring_header *current_ring(const struct pf_runtime *rt)
+{
+	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
+	pid_t pid = pf_cached_pid();
+	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
+	long now;
+
+	if (!child && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
+		return r;
+	if (child)
+		now = coarse_seconds();
+	/* A new process tries at once, whatever its parent's tries were. */
+	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
+		atomic_store(&failed_attempts, 0);
+		atomic_store(&next_attempt, 0);
+		atomic_store(&attempt_pid, pid);
+	}
+	long due = atomic_load(&next_attempt);
+	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
+	 * connections and never answers must not slow the program down. */
+	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
+	if (now < due || !atomic_compare_exchange_strong(&next_attempt, &due, now + (1L << (failed < 6 ? failed : 6))) ||
+	    atomic_exchange(&registering, 1))
+		return NULL;
+	/* A running program waits less than one starting: a collector
+	 * that answers at all answers fast. */
+	struct pf_ring_header *fresh = register_new(100);
+	if (fresh)
+		atomic_store(&failed_attempts, 0);
+	else
+		atomic_fetch_add(&failed_attempts, 1);
+	/* What the collector that went had not taken: into the new ring,
+	 * or with no collector, into the file. */
+	if (!child)
+		move_leftovers(rt, r, fresh);
+	if (fresh) {
+		atomic_store(&ring_pid, pid);
+		atomic_store(&ring, fresh);
+		/* The old one stays mapped: a thread may be writing into it
+		 * still (a child has none: it was never forked). */
+	}
+	atomic_store(&registering, 0);
+	return fresh;
+}
+
+bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
+{
+	struct pf_ring_entry e;
+	struct pf_ring_header *r = current_ring(rt);
+
+	if (!r) {
+		say_fallback("the collector is gone");
+		return false;
+	}
+	pf_ring_entry_of(&e, record->event, record->sock && record->sock->udp,
+			 record->sock ? record->sock->family : AF_INET, record->local, record->remote,
+			 record->attempts, record->error);
+	if (pf_ring_put(r, &e))
+		return true;
+	atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
+	say_fallback("the record ring is full");
+	return false;
+}
+
+void pf_collect_lost(void)
+{
+	struct pf_ring_header *r = atomic_load(&ring);
+	if (r && atomic_load(&ring_pid) == pf_cached_pid())
+		atomic_fetch_add(&r->lost, 1);
+}

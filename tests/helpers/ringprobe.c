@@ -1,0 +1,147 @@
+/* ringprobe: a client run under the shim by the collector tests.
+ *
+ *   ringprobe connect N ADDR:PORT      N TCP connects (closed with RST), prints "ok N"
+ *   ringprobe paced N MS ADDR:PORT     the same, MS milliseconds apart
+ *   ringprobe hostile ADDR:PORT LOG SOCKET
+ *       a confined program that attacks its records: one real connect,
+ *       then garbage and a made-up record written into its own ring,
+ *       the collector's log opened for writing and truncated, a forged
+ *       registration sent to the collector, one more real connect.
+ *       Prints what each attempt gave.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "record/ring.h"
+
+static struct sockaddr_in parse(const char *text)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	char host[64];
+	unsigned port;
+	if (sscanf(text, "%63[^:]:%u", host, &port) != 2 || inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
+		fprintf(stderr, "bad destination %s\n", text);
+		exit(2);
+	}
+	sin.sin_port = htons((uint16_t)port);
+	return sin;
+}
+
+static int connect_once(const struct sockaddr_in *dest)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	int rc = connect(fd, (const struct sockaddr *)dest, sizeof(*dest));
+	struct linger hard = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+	close(fd);
+	return rc;
+}
+
+/* The ring the shim mapped into this process, found as a program
+ * would find it. */
+static struct pf_ring_header *find_ring(void)
+{
+	FILE *maps = fopen("/proc/self/maps", "r");
+	char line[512];
+	void *found = NULL;
+
+	while (maps && fgets(line, sizeof(line), maps))
+		if (strstr(line, "portfence-ring")) {
+			unsigned long start;
+			if (sscanf(line, "%lx-", &start) == 1)
+				found = (void *)start;
+			break;
+		}
+	if (maps)
+		fclose(maps);
+	return found;
+}
+
+/* A slot claimed and committed as the shim does, its body random. */
+static void put_raw(struct pf_ring_header *h, const unsigned char *body)
+{
+	struct pf_ring_slot *slots = pf_ring_slots(h);
+	uint64_t pos = atomic_fetch_add(&h->head, 1);
+	struct pf_ring_slot *slot = &slots[pos & (PF_RING_SLOTS - 1)];
+	memcpy((char *)slot + 8, body, sizeof(*slot) - 8);
+	atomic_store(&slot->seq, pos + 1);
+}
+
+static int hostile(const char *dest_text, const char *log, const char *socket_path)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	unsigned char body[56];
+
+	printf("connect1 %d\n", connect_once(&dest));
+	struct pf_ring_header *h = find_ring();
+	printf("ring %s\n", h ? "found" : "none");
+	if (h) {
+		srand(42);
+		for (int i = 0; i < 10; i++) {
+			for (size_t b = 0; b < sizeof(body); b++)
+				body[b] = (unsigned char)rand();
+			body[8] = 0x7f;	/* never an event */
+			put_raw(h, body);
+		}
+		/* A well-formed record of a connect that never happened: it
+		 * can only ever carry this process's identity. */
+		struct sockaddr_in fake_remote = parse("10.9.9.9:25");
+		struct pf_ring_entry e;
+		pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, (struct sockaddr *)&fake_remote, 1, 0);
+		printf("forged %d\n", pf_ring_put(h, &e));
+	}
+	int fd = open(log, O_WRONLY | O_APPEND);
+	printf("open-log %s\n", fd >= 0 ? "ok" : strerror(errno));
+	printf("truncate-log %s\n", truncate(log, 0) == 0 ? "ok" : strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+	if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+		char junk[300];
+		memset(junk, 'A', sizeof(junk));
+		printf("forged-registration %zd\n", write(s, junk, sizeof(junk)));
+		char answer;
+		printf("answer %zd\n", read(s, &answer, 1));
+	}
+	close(s);
+	printf("connect2 %d\n", connect_once(&dest));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "connect") == 0) {
+		struct sockaddr_in dest = parse(argv[3]);
+		int n = atoi(argv[2]), ok = 0;
+		for (int i = 0; i < n; i++)
+			ok += connect_once(&dest) == 0;
+		printf("ok %d\n", ok);
+		return ok == n ? 0 : 1;
+	}
+	if (argc == 5 && strcmp(argv[1], "paced") == 0) {
+		struct sockaddr_in dest = parse(argv[4]);
+		int n = atoi(argv[2]), ok = 0;
+		for (int i = 0; i < n; i++) {
+			ok += connect_once(&dest) == 0;
+			usleep((useconds_t)atoi(argv[3]) * 1000);
+		}
+		printf("ok %d\n", ok);
+		return ok == n ? 0 : 1;
+	}
+	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
+		return hostile(argv[2], argv[3], argv[4]);
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
+	return 2;
+}

@@ -1,0 +1,582 @@
+/* The collector (`portfence daemon`): shim records through each
+ * process's ring into the daemon's log file and into a real journald,
+ * for a service running as nobody; a program that attacks its records;
+ * a burst from 8 processes; kill -9 mid-burst; a collector restart.
+ *
+ * Each test runs in a mount namespace of its own, with a tmpfs on /run:
+ * the collector's socket (/run/portfence/collector.sock) and journald's
+ * (/run/systemd/journal) are the test's alone. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define COLLECTOR_SOCKET "/run/portfence/collector.sock"
+#define JOURNALD "/lib/systemd/systemd-journald"
+
+static const char svc_app[] =
+	"default = \"pass\";\napps = ( { name = \"svc\"; match = { exe = [ \"*/ringprobe\" ]; };"
+	" range = [ 61000, 61999 ]; algorithm = \"sequential\"; } );";
+
+static void private_run(void)
+{
+	struct stat info;
+
+	cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare: %s", strerror(errno));
+	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	cr_assert_eq(mount("tmpfs", "/run", "tmpfs", 0, "mode=0755"), 0, "tmpfs on /run: %s", strerror(errno));
+	/* journald would keep what it is sent in the host's journal. */
+	if (stat("/var/log/journal", &info) == 0)
+		cr_assert_eq(mount("tmpfs", "/var/log/journal", "tmpfs", 0, "mode=0755"), 0);
+}
+
+static pid_t spawn(char *const argv[], const char *out_path)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(out, 1);
+		dup2(out, 2);
+		alarm(120);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static bool await_path(const char *path, int tenths)
+{
+	struct stat info;
+	for (int i = 0; i < tenths; i++) {
+		if (stat(path, &info) == 0)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+static pid_t start_journald(const struct sandbox *sb)
+{
+	char out[256];
+
+	if (access(JOURNALD, X_OK) != 0)
+		cr_skip_test("%s is not installed (package systemd)", JOURNALD);
+	mkdir("/run/systemd", 0755);
+	mkdir("/run/systemd/journal", 0755);
+	snprintf(out, sizeof(out), "%s/journald.out", sb->dir);
+	char *argv[] = {JOURNALD, NULL};
+	pid_t pid = spawn(argv, out);
+	cr_assert(await_path("/run/systemd/journal/socket", 100), "journald did not start");
+	return pid;
+}
+
+static pid_t start_collector(const struct sandbox *sb)
+{
+	char out[256];
+	snprintf(out, sizeof(out), "%s/daemon.err", sb->dir);
+	char *argv[] = {(char *)build_path("portfence"), "daemon", "-c", (char *)sb->policy, NULL};
+	pid_t pid = spawn(argv, out);
+	cr_assert(await_path(COLLECTOR_SOCKET, 100), "no collector at %s", COLLECTOR_SOCKET);
+	return pid;
+}
+
+static void stop(pid_t pid, int sig)
+{
+	kill(pid, sig);
+	wait_child(pid);
+}
+
+/* A server that accepts and closes, as fast as it can: a burst's. */
+struct acceptor {
+	int fd;
+	uint16_t port;
+	atomic_int count;
+	atomic_int stop;
+	pthread_t thread;
+};
+
+static void *accept_loop(void *arg)
+{
+	struct acceptor *a = arg;
+	while (!atomic_load(&a->stop)) {
+		int conn = accept(a->fd, NULL, NULL);
+		if (conn < 0)
+			continue;
+		atomic_fetch_add(&a->count, 1);
+		close(conn);
+	}
+	return NULL;
+}
+
+static void acceptor_start(struct acceptor *a)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+
+	memset(a, 0, sizeof(*a));
+	a->fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_eq(bind(a->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(a->fd, 4096), 0);
+	getsockname(a->fd, (struct sockaddr *)&sin, &len);
+	a->port = ntohs(sin.sin_port);
+	struct timeval tick = {.tv_sec = 0, .tv_usec = 200000};
+	setsockopt(a->fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+	pthread_create(&a->thread, NULL, accept_loop, a);
+}
+
+static void acceptor_stop(struct acceptor *a)
+{
+	atomic_store(&a->stop, 1);
+	pthread_join(a->thread, NULL);
+	close(a->fd);
+}
+
+static unsigned count_lines_of(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	unsigned n = 0;
+	int c;
+	while (f && (c = getc(f)) != EOF)
+		n += c == '\n';
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Waits until the log holds want lines (or 30 s). */
+static unsigned await_lines(const char *path, unsigned want)
+{
+	unsigned n = 0;
+	for (int i = 0; i < 300 && (n = count_lines_of(path)) < want; i++)
+		usleep(100000);
+	return n;
+}
+
+/* Waits until the log holds want lines, or has stopped growing for 2 s. */
+static unsigned await_settled(const char *path, unsigned want)
+{
+	unsigned n = 0, before = ~0u;
+	for (int i = 0, still = 0; i < 300 && (n = count_lines_of(path)) < want && still < 20; i++) {
+		still = n == before ? still + 1 : 0;
+		before = n;
+		usleep(100000);
+	}
+	return n;
+}
+
+/* journalctl -o json MATCH, one object per entry. */
+static json_t *journal_entries(const char *match)
+{
+	char cmd[256];
+	json_t *entries = json_array();
+	snprintf(cmd, sizeof(cmd), "journalctl --no-pager -o json %s 2>/dev/null", match);
+	FILE *p = popen(cmd, "r");
+	char line[16384];
+	while (p && fgets(line, sizeof(line), p)) {
+		json_t *entry = json_loads(line, 0, NULL);
+		if (entry)
+			json_array_append_new(entries, entry);
+	}
+	if (p)
+		pclose(p);
+	return entries;
+}
+
+static const char *text(json_t *object, const char *key)
+{
+	const char *value = json_string_value(json_object_get(object, key));
+	return value ? value : "";
+}
+
+/* ---- a service running as nobody ---- */
+
+Test(collector, nobody_service_recorded_in_file_and_journal, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	struct stat info;
+	char dest[64], want_pid[32];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
+	pid_t journald = start_journald(&sb);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+			(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "connect", "3", dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "status %d: %s%s", r.status, r.out, r.err);
+	cr_assert_null(strstr(r.err, "audit records are not written"), "%s", r.err);
+	cr_assert_eq(await_lines(sb.log, 3), 3);
+	/* The log is the collector's: root's, 0640. */
+	cr_assert_eq(stat(sb.log, &info), 0);
+	cr_assert_eq(info.st_uid, 0);
+	cr_assert_eq(info.st_mode & 0777, 0640, "mode %o", info.st_mode & 0777);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), 3);
+	json_int_t pid = json_integer_value(json_object_get(json_array_get(records, 0), "pid"));
+	for (size_t i = 0; i < 3; i++) {
+		json_t *rec = json_array_get(records, i);
+		cr_assert_str_eq(text(rec, "event"), "assign");
+		cr_assert_str_eq(text(rec, "app"), "svc");
+		cr_assert_str_eq(text(rec, "algorithm"), "sequential");
+		cr_assert_str_eq(text(rec, "result"), "ok");
+		cr_assert_eq(json_integer_value(json_object_get(rec, "pid")), pid);
+		cr_assert(strstr(text(rec, "exe"), "/ringprobe"), "%s", text(rec, "exe"));
+		uint16_t port = address_port(text(rec, "local"));
+		cr_assert(port >= 61000 && port <= 61999, "%u", port);
+		cr_assert_eq(address_port(text(rec, "remote")), srv.port);
+	}
+	/* The journal has each record as PORTFENCE_* fields, with the
+	 * process's kernel-given identity. */
+	snprintf(want_pid, sizeof(want_pid), "%lld", (long long)pid);
+	json_t *entries = NULL;
+	for (int i = 0; i < 50; i++) {
+		json_decref(entries);
+		entries = journal_entries("PORTFENCE_APP=svc");
+		if (json_array_size(entries) >= 3)
+			break;
+		usleep(100000);
+	}
+	cr_assert_eq(json_array_size(entries), 3, "journal entries: %zu", json_array_size(entries));
+	for (size_t i = 0; i < 3; i++) {
+		json_t *entry = json_array_get(entries, i);
+		json_t *rec = json_array_get(records, i);
+		cr_assert_str_eq(text(entry, "PORTFENCE_EVENT"), "assign");
+		cr_assert_str_eq(text(entry, "PORTFENCE_LOCAL"), text(rec, "local"));
+		cr_assert_str_eq(text(entry, "PORTFENCE_REMOTE"), text(rec, "remote"));
+		cr_assert_str_eq(text(entry, "PORTFENCE_RESULT"), "ok");
+		cr_assert_str_eq(text(entry, "PORTFENCE_PID"), want_pid);
+		cr_assert_str_eq(text(entry, "OBJECT_PID"), want_pid);
+		cr_assert_str_eq(text(entry, "OBJECT_UID"), "65534");
+		cr_assert_str_eq(text(entry, "SYSLOG_IDENTIFIER"), "portfence");
+		cr_assert(strstr(text(entry, "MESSAGE"), "svc: assign tcp"), "%s", text(entry, "MESSAGE"));
+	}
+	json_decref(entries);
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	stop(journald, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- a program that attacks its records ---- */
+
+Test(collector, hostile_program_cannot_forge_or_touch_the_log, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char dest[64], daemon_err[256], err_text[8192];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	/* Clients that connect and never send hold nobody up. */
+	int silent[10];
+	for (int i = 0; i < 10; i++) {
+		struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = COLLECTOR_SOCKET};
+		silent[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		cr_assert_eq(connect(silent[i], (struct sockaddr *)&addr, sizeof(addr)), 0);
+	}
+	/* The collector's log exists before the program starts. */
+	char *warm[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, warm, NULL, NULL);
+	cr_assert_eq(await_lines(sb.log, 1), 1);
+	for (int i = 0; i < 10; i++)
+		close(silent[i]);
+	char *argv[] = {"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+			(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "hostile", dest, sb.log, COLLECTOR_SOCKET, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "status %d: %s%s", r.status, r.out, r.err);
+	cr_assert(strstr(r.out, "connect1 0\n") && strstr(r.out, "connect2 0\n"), "%s", r.out);
+	cr_assert(strstr(r.out, "ring found\n"), "%s", r.out);
+	cr_assert(strstr(r.out, "forged 1\n"), "%s", r.out);
+	cr_assert(strstr(r.out, "open-log Permission denied\n"), "%s", r.out);
+	cr_assert(strstr(r.out, "truncate-log Permission denied\n"), "%s", r.out);
+	/* Closed unanswered (EOF, or a reset for the bytes left unread). */
+	cr_assert(strstr(r.out, "answer 0\n") || strstr(r.out, "answer -1\n"), "the forged registration was answered: %s",
+		  r.out);
+	/* warm's record, connect1, the made-up one, connect2: the garbage
+	 * is not there, and every line is a whole record. */
+	cr_assert_eq(await_lines(sb.log, 4), 4);
+	usleep(300000);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), 4, "%zu records", json_array_size(records));
+	json_t *made_up = json_array_get(records, 2), *second = json_array_get(records, 3);
+	json_int_t pid = json_integer_value(json_object_get(json_array_get(records, 1), "pid"));
+	cr_assert_str_eq(text(made_up, "remote"), "10.9.9.9:25");
+	/* It carries the program's own pid and app, as the kernel and its
+	 * registration gave them: it cannot speak for another process. */
+	cr_assert_eq(json_integer_value(json_object_get(made_up, "pid")), pid);
+	cr_assert_eq(json_integer_value(json_object_get(second, "pid")), pid);
+	cr_assert_neq(pid, json_integer_value(json_object_get(json_array_get(records, 0), "pid")));
+	cr_assert_str_eq(text(made_up, "app"), "svc");
+	cr_assert(strstr(text(made_up, "exe"), "/ringprobe"));
+	/* The garbage was counted and skipped, the forged registration refused. */
+	snprintf(daemon_err, sizeof(daemon_err), "%s/daemon.err", sb.dir);
+	read_all(daemon_err, err_text, sizeof(err_text));
+	cr_assert(strstr(err_text, "wrote 10 malformed record(s) into its ring; skipped"), "%s", err_text);
+	cr_assert(strstr(err_text, "registration(s) refused"), "%s", err_text);
+	/* The collector lives on and still records. */
+	run_program(&r, warm, NULL, NULL);
+	cr_assert_eq(await_lines(sb.log, 5), 5);
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- nothing lost ---- */
+
+#define BURST_PROCS 8
+#define BURST_EACH 6250
+
+Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[BURST_PROCS][256], count[16];
+	pid_t pids[BURST_PROCS];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(count, sizeof(count), "%d", BURST_EACH);
+	char *argv[] = {(char *)build_path("ringprobe"), "connect", count, dest, NULL};
+	for (int i = 0; i < BURST_PROCS; i++) {
+		snprintf(out[i], sizeof(out[i]), "%s/out-%d", sb.dir, i);
+		pids[i] = spawn_under(&sb, NULL, argv, out[i]);
+	}
+	for (int i = 0; i < BURST_PROCS; i++)
+		cr_assert_eq(wait_child(pids[i]), 0, "process %d", i);
+	unsigned want = BURST_PROCS * BURST_EACH;
+	cr_assert_eq(await_lines(sb.log, want), want);
+	usleep(300000);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), want);
+	for (int w = 0; w < 100 && (unsigned)atomic_load(&srv.count) < want; w++)
+		usleep(50000);
+	cr_assert_eq((unsigned)atomic_load(&srv.count), want, "server saw %d", atomic_load(&srv.count));
+	/* Each process's records in its order: the ports of the sequential
+	 * algorithm never go back within one process (but where they wrap). */
+	size_t i;
+	json_t *rec;
+	json_int_t pids_seen[BURST_PROCS] = {0};
+	unsigned per_pid[BURST_PROCS] = {0};
+	char last_ts[BURST_PROCS][40] = {{0}};
+	json_array_foreach(records, i, rec) {
+		cr_assert_str_eq(text(rec, "event"), "assign");
+		json_int_t pid = json_integer_value(json_object_get(rec, "pid"));
+		int slot = 0;
+		while (slot < BURST_PROCS && pids_seen[slot] && pids_seen[slot] != pid)
+			slot++;
+		cr_assert_lt(slot, BURST_PROCS, "more than %d pids", BURST_PROCS);
+		pids_seen[slot] = pid;
+		per_pid[slot]++;
+		cr_assert_geq(strcmp(text(rec, "ts"), last_ts[slot]), 0, "records of pid %lld out of order",
+			      (long long)pid);
+		snprintf(last_ts[slot], sizeof(last_ts[slot]), "%s", text(rec, "ts"));
+	}
+	for (int p = 0; p < BURST_PROCS; p++)
+		cr_assert_eq(per_pid[p], BURST_EACH, "pid %lld: %u records", (long long)pids_seen[p], per_pid[p]);
+	/* Through the ring: no process fell back to the direct write. */
+	for (int p = 0; p < BURST_PROCS; p++) {
+		char text_out[4096];
+		read_all(out[p], text_out, sizeof(text_out));
+		cr_assert_null(strstr(text_out, "directly"), "%s", text_out);
+	}
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	char *argv[] = {(char *)build_path("ringprobe"), "connect", "1000000", dest, NULL};
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	for (int i = 0; i < 300 && atomic_load(&srv.count) < 5000; i++)
+		usleep(20000);
+	cr_assert_geq(atomic_load(&srv.count), 5000);
+	kill(pid, SIGKILL);
+	cr_assert_eq(wait_child(pid), 128 + SIGKILL);
+	usleep(300000);
+	unsigned connected = (unsigned)atomic_load(&srv.count);
+	/* Every connect that reached the server was recorded, but the one
+	 * the kill may have cut between its connect and its record. */
+	unsigned have = await_settled(sb.log, connected);
+	cr_assert_geq(have + 1, connected, "%u records of %u connects", have, connected);
+	cr_assert_leq(have, connected);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), have);
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* n connects 100 ms apart under a collector that disturb upsets: every
+ * record arrives, in order, whichever way each went.  What the program
+ * said goes to said. */
+static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb, pid_t collector), char *said,
+			  size_t said_len)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], count[16];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	snprintf(count, sizeof(count), "%u", n);
+	char *argv[] = {(char *)build_path("ringprobe"), "paced", count, "100", dest, NULL};
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	collector = disturb(&sb, collector);
+	cr_assert_eq(wait_child(pid), 0);
+	cr_assert_eq(await_lines(sb.log, n), n);
+	usleep(500000);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), n);
+	for (size_t i = 1; i < n; i++)
+		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
+			      0, "record %zu out of order", i);
+	read_all(out, said, said_len);
+	json_decref(records);
+	acceptor_stop(&srv);
+	if (collector > 0)
+		stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* Gone for 2 s, then back. */
+static pid_t restart(const struct sandbox *sb, pid_t collector)
+{
+	sleep(2);
+	stop(collector, SIGTERM);
+	sleep(2);
+	return start_collector(sb);
+}
+
+Test(collector, restart_loses_nothing, .timeout = 120)
+{
+	char said[4096];
+	paced_through(80, restart, said, sizeof(said));
+	fprintf(stderr, "restart: the program said: %s\n", said);
+}
+
+/* Stopped first, so that records pile up in the ring unread, then
+ * killed for good. */
+static pid_t kill_for_good(const struct sandbox *sb, pid_t collector)
+{
+	(void)sb;
+	sleep(1);
+	kill(collector, SIGSTOP);
+	usleep(500000);
+	stop(collector, SIGKILL);
+	return -1;
+}
+
+/* What the program had put in its ring and the collector never took
+ * reaches the file, by the program's own write, once the collector's
+ * lease runs out. */
+Test(collector, killed_collector_leaves_nothing_stranded, .timeout = 120)
+{
+	char said[4096];
+	paced_through(60, kill_for_good, said, sizeof(said));
+	cr_assert(strstr(said, "the collector is gone; records go to the log file directly"), "%s", said);
+}
+
+/* A socket another user planted at the collector's path (a shared,
+ * world-writable /run/portfence) gets no ring: the records go to the
+ * file directly, none to the impostor. */
+Test(collector, impostor_collector_gets_nothing, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char dest[64], fake_out[256], code[1024], said[256];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	cr_assert_eq(mkdir("/run/portfence", 01777), 0);
+	chmod("/run/portfence", 01777);
+	/* Its notes where nobody may write. */
+	snprintf(fake_out, sizeof(fake_out), "/run/portfence/impostor");
+	snprintf(code, sizeof(code),
+		 "import socket, os\n"
+		 "s = socket.socket(socket.AF_UNIX); s.bind('%s'); s.listen(8)\n"
+		 "open('%s.ready', 'w').close()\n"
+		 "while True:\n"
+		 "    c, _ = s.accept()\n"
+		 "    data = c.recv(4096)\n"
+		 "    open('%s', 'a').write('got %%d\\n' %% len(data)); c.send(b'1'); c.close()\n",
+		 COLLECTOR_SOCKET, fake_out, fake_out);
+	char *fake[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+			"-c", code, NULL};
+	char ready[300];
+	snprintf(ready, sizeof(ready), "%s.ready", fake_out);
+	char log_out[300];
+	snprintf(log_out, sizeof(log_out), "%s/impostor.out", sb.dir);
+	pid_t impostor = spawn(fake, log_out);
+	cr_assert(await_path(ready, 100), "the impostor did not start");
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "connect", "2", dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_assert_eq(count_lines_of(sb.log), 2, "the records went to the file directly");
+	read_all(fake_out, said, sizeof(said));
+	/* It sees a connection, closed with nothing sent. */
+	for (const char *line = strstr(said, "got "); line; line = strstr(line + 1, "got "))
+		cr_assert_eq(atoi(line + 4), 0, "the impostor was handed: %s", said);
+	stop(impostor, SIGKILL);
+	acceptor_stop(&srv);
+	sandbox_cleanup(&sb);
+}

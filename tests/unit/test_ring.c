@@ -1,0 +1,171 @@
+/* The record ring (record/ring.c) and the journal entry (record/sink.c):
+ * a record through the ring comes out as it went in; a full ring says
+ * so; the decoder takes a million random slots without a crash and lets
+ * through only what a shim could have written; a journal entry has each
+ * record field as PORTFENCE_<FIELD>. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "record/ring.h"
+#include "record/sink.h"
+
+static struct pf_ring_header *new_ring(void)
+{
+	void *map = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(map, MAP_FAILED);
+	pf_ring_init(map);
+	return map;
+}
+
+static struct sockaddr_in v4(const char *addr, uint16_t port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+	cr_assert_eq(inet_pton(AF_INET, addr, &sin.sin_addr), 1);
+	return sin;
+}
+
+/* The decoded fields as a record line, parsed back by jansson. */
+static json_t *formatted(struct pf_record_fields *fields, const char *app, const char *exe, const char *algorithm)
+{
+	char line[1024];
+
+	fields->app = app;
+	fields->exe = exe;
+	fields->algorithm = algorithm;
+	size_t n = pf_record_format(fields, line, sizeof(line));
+	cr_assert_gt(n, 0);
+	json_t *rec = json_loadb(line, n, 0, NULL);
+	cr_assert_not_null(rec, "%.*s", (int)n, line);
+	return rec;
+}
+
+Test(ring, record_round_trip_and_full_ring)
+{
+	struct pf_ring_header *h = new_ring();
+	struct sockaddr_in local = v4("127.0.0.1", 61023), remote = v4("127.0.0.1", 8080);
+	struct pf_ring_entry e, out;
+	struct pf_record_fields fields = {0};
+	struct sockaddr_storage l, r;
+	struct timespec when, now;
+	uint64_t tail = 0;
+
+	for (unsigned i = 0; i < PF_RING_SLOTS; i++) {
+		pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, (struct sockaddr *)&local,
+				 (struct sockaddr *)&remote, i + 1, 0);
+		cr_assert(pf_ring_put(h, &e), "slot %u", i);
+	}
+	cr_assert_not(pf_ring_put(h, &e), "a full ring takes no more");
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (unsigned i = 0; i < PF_RING_SLOTS; i++) {
+		cr_assert_eq(pf_ring_take(h, &tail, &out), 1);
+		cr_assert(pf_ring_decode(&out, &now, &fields, &when, &l, &r));
+		cr_assert_eq(fields.attempts, i + 1, "in order");
+	}
+	cr_assert_eq(pf_ring_take(h, &tail, &out), 0);
+	cr_assert(pf_ring_put(h, &e), "freed slots are used again");
+	cr_assert_eq(pf_ring_take(h, &tail, &out), 1);
+	cr_assert(pf_ring_decode(&out, &now, &fields, &when, &l, &r));
+	fields.pid = 4242;
+	json_t *rec = formatted(&fields, "web", "/usr/bin/curl", "double-hash");
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "local")), "127.0.0.1:61023");
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "remote")), "127.0.0.1:8080");
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "event")), "assign");
+	cr_assert_str_eq(json_string_value(json_object_get(rec, "result")), "ok");
+	json_decref(rec);
+	munmap(h, PF_RING_BYTES);
+}
+
+/* Whatever a program puts in its ring: no crash, and what passes the
+ * decoder is a record the formatter writes whole and jansson reads. */
+Test(ring, decoder_takes_random_bytes)
+{
+	struct pf_record_fields fields;
+	struct sockaddr_storage l, r;
+	struct timespec when, now;
+	struct pf_ring_entry e;
+	unsigned valid = 0;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	srand(19);
+	for (unsigned i = 0; i < 1000000; i++) {
+		unsigned char *p = (unsigned char *)&e;
+		for (size_t b = 0; b < sizeof(e); b++)
+			p[b] = (unsigned char)rand();
+		/* Half with the fields a shim writes nearly right, so that the
+		 * checks past the first are reached too. */
+		if (i & 1) {
+			e.realtime_ns = (uint64_t)now.tv_sec * 1000000000u;
+			e.event %= 5;
+			e.udp &= 1;
+			e.family = (i & 2) ? 6 : 4;
+			e.flags &= 3;
+			e.attempts %= 70000;
+			e.error &= 0xfff;
+			if (e.family == 4 && (i & 4)) {
+				memset(e.local_addr + 4, 0, 12);
+				memset(e.remote_addr + 4, 0, 12);
+			}
+		}
+		memset(&fields, 0, sizeof(fields));
+		if (!pf_ring_decode(&e, &now, &fields, &when, &l, &r))
+			continue;
+		valid++;
+		json_decref(formatted(&fields, "a", "/x", "sequential"));
+	}
+	cr_assert_gt(valid, 1000, "the generator reaches valid slots (%u)", valid);
+}
+
+Test(ring, garbage_sequence_words_never_hang_either_side)
+{
+	struct pf_ring_header *h = new_ring();
+	struct pf_ring_entry e, out;
+	uint64_t tail = 0;
+
+	/* The program trampled every sequence word. */
+	for (unsigned i = 0; i < PF_RING_SLOTS; i++)
+		atomic_store(&pf_ring_slots(h)[i].seq, (uint64_t)rand() * 7919u + 5);
+	pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, NULL, 1, 0);
+	(void)pf_ring_put(h, &e);	/* returns, whatever it says */
+	for (int i = 0; i < 10; i++)
+		(void)pf_ring_take(h, &tail, &out);
+	munmap(h, PF_RING_BYTES);
+}
+
+/* The entry holds binary lengths: searched as bytes. */
+static const char *has(const char *out, size_t n, const char *what)
+{
+	return memmem(out, n, what, strlen(what));
+}
+
+Test(ring, journal_entry_has_every_field)
+{
+	static const char line[] = "{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"event\":\"deny\",\"app\":\"web\",\"pid\":4242,"
+				   "\"exe\":\"/usr/bin/cu\\nrl\",\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"0.0.0.0:0\","
+				   "\"remote\":\"10.0.0.1:25\",\"algorithm\":\"double-hash\",\"attempts\":0,\"result\":\"EPERM\"}\n";
+	char out[4096];
+	size_t n = pf_journal_entry(line, sizeof(line) - 1, 65534, out, sizeof(out));
+
+	cr_assert_gt(n, 0);
+	cr_assert(has(out, n, "PORTFENCE_EVENT=deny\n"));
+	cr_assert(has(out, n, "PORTFENCE_APP=web\n"));
+	cr_assert(has(out, n, "PORTFENCE_PID=4242\n"));
+	cr_assert(has(out, n, "PORTFENCE_REMOTE=10.0.0.1:25\n"));
+	cr_assert(has(out, n, "PORTFENCE_RESULT=EPERM\n"));
+	cr_assert(has(out, n, "OBJECT_PID=4242\n"));
+	cr_assert(has(out, n, "OBJECT_UID=65534\n"));
+	cr_assert(has(out, n, "PRIORITY=4\n"));
+	cr_assert(has(out, n, "web: deny tcp 0.0.0.0:0 -> 10.0.0.1:25 EPERM (pid 4242 /usr/bin/cu\nrl)\n"));
+	/* A value with a newline goes in the binary form: name, newline,
+	 * 64-bit little-endian length, bytes, newline. */
+	const char *exe = has(out, n, "PORTFENCE_EXE\n");
+	cr_assert_not_null(exe);
+	cr_assert_eq(exe[14], 14);
+	cr_assert_eq(memcmp(exe + 22, "/usr/bin/cu\nrl\n", 15), 0);
+	cr_assert_eq(pf_journal_entry("not a record", 12, -1, out, sizeof(out)), 0);
+	cr_assert_eq(pf_journal_entry("{\"a\":\"b", 7, -1, out, sizeof(out)), 0);
+}
