@@ -38,7 +38,7 @@ TEST_ENV = PORTFENCE_TEST_PRELOAD=$(SAN_RUNTIME) \
 endif
 # Integration suites run in a private network namespace (root; see
 # tests/netns.sh).
-NETNS = unshare -n sh tests/netns.sh
+NETNS = unshare -n -m --propagation private sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency (the log suite
 # moves the log fd under writing threads).  The bpf suite runs in every
 # other build; where BPF cannot load, its tests report skipped.
