@@ -2,6 +2,8 @@
  *
  *   ringprobe connect N ADDR:PORT      N TCP connects (closed with RST), prints "ok N"
  *   ringprobe paced N MS ADDR:PORT     the same, MS milliseconds apart
+ *   ringprobe hold N ADDR:PORT         N TCP connects kept open until the end
+ *                                      (a small range runs out), prints "ok K"
  *   ringprobe hostile ADDR:PORT LOG SOCKET
  *       a confined program that attacks its records: one real connect,
  *       then garbage and a made-up record written into its own ring,
@@ -140,8 +142,18 @@ int main(int argc, char **argv)
 		printf("ok %d\n", ok);
 		return ok == n ? 0 : 1;
 	}
+	if (argc == 4 && strcmp(argv[1], "hold") == 0) {
+		struct sockaddr_in dest = parse(argv[3]);
+		int n = atoi(argv[2]), ok = 0;
+		for (int i = 0; i < n; i++) {
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			ok += fd >= 0 && connect(fd, (const struct sockaddr *)&dest, sizeof(dest)) == 0;
+		}
+		printf("ok %d\n", ok);
+		return 0;
+	}
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
 	return 2;
 }

@@ -580,3 +580,53 @@ Test(collector, impostor_collector_gets_nothing, .timeout = 60)
 	acceptor_stop(&srv);
 	sandbox_cleanup(&sb);
 }
+
+/* ---- records that explain, through the ring ---- */
+
+/* The ring's slot holds no rule and no reason: the collector finds them
+ * in its policy, as the shim writes them directly. */
+Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 120)
+{
+	static const char app[] =
+		"default = \"pass\";\napps = ( { name = \"svc\"; match = { exe = [ \"*/ringprobe\" ]; };"
+		" range = [ 61000, 61001 ]; algorithm = \"sequential\"; deny = [ \"127.0.0.2/32\" ]; } );";
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char denied[64], allowed[64];
+
+	private_run();
+	sandbox_init(&sb, app);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(denied, sizeof(denied), "127.0.0.2:%u", srv.port);
+	snprintf(allowed, sizeof(allowed), "127.0.0.1:%u", srv.port);
+	char *deny_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			     (char *)build_path("ringprobe"), "connect", "1", denied, NULL};
+	run_program(&r, deny_argv, NULL, NULL);
+	cr_assert_eq(await_lines(sb.log, 1), 1, "no deny record: %s", r.err);
+	json_t *records = audit_records(sb.log);
+	json_t *deny = json_array_get(records, 0);
+	cr_assert_str_eq(text(deny, "event"), "deny");
+	cr_assert(strstr(text(deny, "rule"), "deny \"127.0.0.2/32\""), "rule: %s", text(deny, "rule"));
+	cr_assert(strstr(text(deny, "rule"), sb.policy), "rule names the file: %s", text(deny, "rule"));
+	json_decref(records);
+	/* Three connects held open in a range of two: the third is
+	 * exhausted, and its error record says why. */
+	char *full_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			     (char *)build_path("ringprobe"), "hold", "3", allowed, NULL};
+	run_program(&r, full_argv, NULL, NULL);
+	cr_assert_geq(await_lines(sb.log, 4), 4, "records: %s", r.err);
+	records = audit_records(sb.log);
+	json_t *error = NULL;
+	for (size_t i = 0; i < json_array_size(records); i++)
+		if (strcmp(text(json_array_get(records, i), "event"), "error") == 0)
+			error = json_array_get(records, i);
+	cr_assert_not_null(error, "no error record: %s", r.err);
+	cr_assert(strstr(text(error, "reason"), "no free port in range 61000-61001 of app 'svc'"), "reason: %s",
+		  text(error, "reason"));
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
