@@ -52,8 +52,14 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	}
 	f.event = a->event;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
-	pfb_mark_socket(bpf_get_socket_cookie(ctx), pfb_mptcp_subflow(ctx) ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
-									  : pfb_bound_flags(cfg, w.port));
+	int subflow = pfb_mptcp_subflow(ctx);
+	pfb_mark_socket(bpf_get_socket_cookie(ctx), subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
+							    : pfb_bound_flags(cfg, w.port));
+	if (subflow && w.port >= cfg->range_lo && w.port <= cfg->range_hi) {
+		__u32 index = w.port - cfg->range_lo;
+		__u64 now = bpf_ktime_get_coarse_ns();
+		bpf_map_update_elem(&mptcp_taken, &index, &now, BPF_ANY);
+	}
 	if (w.udp)
 		pfb_record(d, &f);
 	else

@@ -375,8 +375,9 @@ static long pfb_try_unused_port(__u32 k, void *arg)
 	if (!port)
 		return 1;
 	__u32 index = (__u32)port - w->seq.cw.lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	__u64 *mptcp = bpf_map_lookup_elem(&mptcp_taken, &index);
 	w->attempts++;
-	if (users && *users) {
+	if ((users && *users) || (mptcp && *mptcp && bpf_ktime_get_coarse_ns() - *mptcp < PFB_MPTCP_HELD_NS)) {
 		/* TCP: the first candidate another socket holds without
 		 * listening on it can be shared (SO_REUSEADDR). */
 		if (!w->udp && !w->time_wait_port && !pfb_listener_holds(w, port))
