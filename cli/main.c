@@ -10,7 +10,8 @@
 static const char usage_text[] =
 	"usage: portfence run [-c POLICY] [-a APP] [--audit] [--bpf] -- COMMAND [ARG...]\n"
 	"       portfence check [-c POLICY]\n"
-	"       portfence report [--json] [--app NAME] [--since TIME] [-c POLICY] [LOGFILE]\n"
+	"       portfence report [--json] [--app NAME] [--since TIME] [--until TIME] [-c POLICY] [LOGFILE]\n"
+	"       portfence who ADDR:PORT [--at TIME] [--proto tcp|udp] [-c POLICY] [--json] [LOGFILE]\n"
 	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n"
 	"       portfence attach [-c POLICY] -a APP CGROUP\n"
 	"       portfence detach [-a APP] CGROUP\n"
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (strcmp(argv[1], "report") == 0)
 		return cmd_report(argc - 1, argv + 1);
+	if (strcmp(argv[1], "who") == 0)
+		return cmd_who(argc - 1, argv + 1);
 	if (strcmp(argv[1], "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
 	if (strcmp(argv[1], "attach") == 0)

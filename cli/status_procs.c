@@ -11,19 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "procapp.h"
 #include "status.h"
-
-static bool socket_inode_of(int fd_dir, const char *name, uint32_t *inode)
-{
-	char link[64];
-	ssize_t n = readlinkat(fd_dir, name, link, sizeof(link) - 1);
-
-	if (n < 9 || memcmp(link, "socket:[", 8) != 0)
-		return false;
-	link[n] = '\0';
-	*inode = (uint32_t)strtoul(link + 8, NULL, 10);
-	return true;
-}
 
 /* Adds to counts[app] every socket of a range that pid holds. */
 static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigned long *counts)
@@ -43,7 +32,7 @@ static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigne
 	while ((entry = readdir(dir))) {
 		uint8_t key[24] = {0};
 		uint32_t inode;
-		if (entry->d_name[0] == '.' || !socket_inode_of(fd_dir, entry->d_name, &inode))
+		if (entry->d_name[0] == '.' || !proc_socket_inode(fd_dir, entry->d_name, &inode))
 			continue;
 		memcpy(key, &inode, sizeof(inode));
 		struct key_entry *found = key_table_get(&status->inodes, key);

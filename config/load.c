@@ -179,7 +179,7 @@ static void parse_rules(struct loader *ld, const config_setting_t *setting,
 		}
 		const char *text = config_setting_get_string(elem);
 		if (pf_rule_parse(text, &out->rules[out->count], &why) == 0)
-			out->count++;
+			out->rules[out->count++].line = setting_line(elem);
 		else
 			report(ld, elem, file, "malformed rule \"%s\" in %s: %s", text, what, why);
 	}

@@ -37,6 +37,7 @@ struct pf_rule {
 	uint8_t prefix;
 	uint16_t port_lo, port_hi;
 	uint8_t addr[16];
+	int line;		/* in the policy file; 0 when not read from one */
 };
 
 struct pf_rule_list {
