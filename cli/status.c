@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <glib.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +87,7 @@ struct gather {
 	bool out_of_memory;
 };
 
-static void count_destination(struct gather *g, int app, const struct pf_socket_entry *entry)
+static void count_destination(struct status *status, int app, const struct pf_socket_entry *entry)
 {
 	uint8_t key[24] = {0};
 	bool created;
@@ -97,45 +98,77 @@ static void count_destination(struct gather *g, int app, const struct pf_socket_
 	key[4] = entry->family;
 	memcpy(key + 5, &entry->remote_port, 2);
 	memcpy(key + 8, entry->remote_addr, 16);
-	if (!key_table_put(&g->status->destinations, key, &created))
-		g->out_of_memory = true;
-	else if (created)
-		g->status->apps[app].destinations++;
+	if (key_table_put(&status->destinations, key, &created) && created)
+		status->apps[app].destinations++;
 }
 
-static void remember_inode(struct gather *g, int app, uint32_t inode)
+int status_app_at_port(const struct status *status, uint16_t port)
 {
+	int policy_app = pf_policy_app_at_port(status->policy, port);
+	return policy_app < 0 ? -1 : status->status_of_policy_app[policy_app];
+}
+
+void status_count_socket(struct status *status, int app, const struct pf_socket_entry *entry)
+{
+	struct app_status *as = &status->apps[app];
+	as->by_state[state_of(entry)]++;
+	as->in_use++;
+	count_destination(status, app, entry);
+}
+
+static void remember_socket(struct gather *g, const struct pf_socket_entry *entry)
+{
+	struct status *st = g->status;
 	uint8_t key[24] = {0};
 	bool created;
 
-	if (inode == 0)
-		return;
-	memcpy(key, &inode, sizeof(inode));
-	struct key_entry *entry = key_table_put(&g->status->inodes, key, &created);
-	if (!entry)
+	if (st->socket_count == st->socket_cap) {
+		size_t cap = st->socket_cap ? st->socket_cap * 2 : 256;
+		struct pf_socket_entry *grown = realloc(st->sockets, cap * sizeof(*grown));
+		bool *claimed = grown ? realloc(st->claimed, cap * sizeof(*claimed)) : NULL;
+		if (grown)
+			st->sockets = grown;
+		if (!claimed) {
+			g->out_of_memory = true;
+			return;
+		}
+		st->claimed = claimed;
+		st->socket_cap = cap;
+	}
+	memcpy(key, &entry->inode, sizeof(entry->inode));
+	struct key_entry *found = key_table_put(&st->inodes, key, &created);
+	if (!found) {
 		g->out_of_memory = true;
-	else
-		entry->app = app;
+		return;
+	}
+	if (!created)
+		return;
+	found->socket = st->socket_count;
+	st->claimed[st->socket_count] = false;
+	st->sockets[st->socket_count++] = *entry;
 }
 
+/* A socket in a range counts for the range's utilisation whoever holds
+ * it; one without an inode (TIME_WAIT, a request) has no holder to ask
+ * and counts for the range's app; one with an inode waits for /proc. */
 static void visit_socket(const struct pf_socket_entry *entry, void *ctx)
 {
 	struct gather *g = ctx;
-	int policy_app = pf_policy_app_at_port(g->policy, entry->local_port);
-	int app = policy_app < 0 ? -1 : g->status->status_of_policy_app[policy_app];
+	int app = status_app_at_port(g->status, entry->local_port);
 
-	if (app < 0)
-		return;
-	struct app_status *as = &g->status->apps[app];
-	as->by_state[state_of(entry)]++;
-	as->in_use++;
-	uint8_t *byte = &g->ports_seen[entry->local_port / 8], bit = (uint8_t)(1u << (entry->local_port % 8));
-	if (!(*byte & bit)) {
-		*byte |= bit;
-		as->distinct_ports++;
+	if (app >= 0) {
+		uint8_t *byte = &g->ports_seen[entry->local_port / 8], bit = (uint8_t)(1u << (entry->local_port % 8));
+		if (!(*byte & bit)) {
+			*byte |= bit;
+			g->status->apps[app].distinct_ports++;
+		}
 	}
-	count_destination(g, app, entry);
-	remember_inode(g, app, entry->inode);
+	if (entry->protocol == IPPROTO_TCP && entry->state == TCP_LISTEN)
+		g->status->listening[entry->local_port / 8] |= (uint8_t)(1u << (entry->local_port % 8));
+	if (entry->inode)
+		remember_socket(g, entry);
+	else if (app >= 0)
+		status_count_socket(g->status, app, entry);
 }
 
 static int gather_sockets(struct status *status, const struct pf_policy *policy)
@@ -143,14 +176,23 @@ static int gather_sockets(struct status *status, const struct pf_policy *policy)
 	struct pf_port_range *ranges = calloc(status->app_count + 1, sizeof(*ranges));
 	struct gather *g = calloc(1, sizeof(*g));
 	int rc = -ENOMEM;
+	size_t count = status->app_count;
+	bool audit = false;
 
 	if (ranges && g) {
-		for (size_t i = 0; i < status->app_count; i++)
+		for (size_t i = 0; i < status->app_count; i++) {
 			ranges[i] = (struct pf_port_range){status->apps[i].app->range_lo,
 							   status->apps[i].app->range_hi};
+			audit |= status->apps[i].app->mode == PF_MODE_AUDIT;
+		}
+		/* An audit-mode app's ports are the kernel's: every socket. */
+		if (audit) {
+			ranges[0] = (struct pf_port_range){1, 65535};
+			count = 1;
+		}
 		g->status = status;
 		g->policy = policy;
-		rc = pf_sockdiag_dump_ports(ranges, status->app_count, visit_socket, g);
+		rc = count ? pf_sockdiag_dump_ports(ranges, count, visit_socket, g) : 0;
 		if (rc == 0 && g->out_of_memory)
 			rc = -ENOMEM;
 	}
@@ -219,6 +261,8 @@ static void status_free(struct status *status)
 	}
 	free(status->apps);
 	free(status->status_of_policy_app);
+	free(status->sockets);
+	free(status->claimed);
 	key_table_free(&status->inodes);
 	key_table_free(&status->destinations);
 }
@@ -233,6 +277,17 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	}
 	if (key_table_count(&status->inodes) && status_find_processes(status) < 0)
 		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
+	/* A socket no readable process holds counts for its range's app. */
+	for (size_t s = 0; s < status->socket_count; s++) {
+		int app = status->claimed[s] ? -1 : status_app_at_port(status, status->sockets[s].local_port);
+		if (app >= 0)
+			status_count_socket(status, app, &status->sockets[s]);
+	}
+	if (status->unreadable)
+		fprintf(stderr,
+			"portfence: status: not root: the sockets and apps of %lu processes of other users could not be "
+			"read; their sockets in a range count for the range's app, none as intruders\n",
+			status->unreadable);
 	for (size_t i = 0; i < status->app_count; i++) {
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
@@ -255,6 +310,7 @@ static int show(const char *path, const char *only, enum status_format format)
 
 	if (cli_load_policy(path, &policy) < 0)
 		goto out;
+	status.policy = &policy;
 	if (select_apps(&status, &policy, only) < 0)
 		goto out;
 	if (only && status.app_count == 0) {

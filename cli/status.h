@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "config/policy.h"
+#include "kernel/sockdiag.h"
 
 enum status_state { STATE_ESTABLISHED, STATE_TIME_WAIT, STATE_LISTEN, STATE_OTHER, STATE_COUNT };
 extern const char *const status_state_names[STATE_COUNT];
@@ -24,9 +25,17 @@ struct top_process {
 
 struct app_status {
 	const struct pf_app *app;
+	/* Sockets of the range held by processes outside the app (pid,
+	 * comm, sockets), most first, and how many in all. */
+	struct top_process intruders[TOP_PROCESSES];
+	size_t intruder_count;
+	unsigned long intruder_sockets;
 	unsigned long by_state[STATE_COUNT];
-	unsigned long in_use;		/* sockets holding a port of the range */
-	unsigned distinct_ports;	/* local ports held by at least one */
+	/* The app's sockets: those its processes hold in its range (any
+	 * port for an audit-mode app), and the range's sockets no process
+	 * holds (TIME_WAIT, orphans) or whose holder could not be read. */
+	unsigned long in_use;
+	unsigned distinct_ports;	/* ports of the range held by any socket */
 	unsigned long destinations;	/* distinct remote ADDR:PORT */
 	struct top_process top[TOP_PROCESSES];
 	size_t top_count;
@@ -39,6 +48,7 @@ struct app_status {
 struct key_entry {
 	uint8_t key[24];
 	int app;		/* index into status->apps */
+	size_t socket;		/* index into status->sockets */
 	pid_t last_pid;		/* the last process counted for it */
 };
 struct key_table {
@@ -55,12 +65,29 @@ struct status {
 	struct app_status *apps;
 	size_t app_count;
 	int *status_of_policy_app;	/* policy app index -> apps index, or -1 */
-	struct key_table inodes;	/* socket inode -> app */
+	struct key_table inodes;	/* socket inode -> socket */
 	struct key_table destinations;	/* app + remote endpoint */
+	/* Every socket the dump found (those with an inode), and whether it
+	 * was already counted for an app or as an intruder. */
+	struct pf_socket_entry *sockets;
+	bool *claimed;
+	size_t socket_count, socket_cap;
+	const struct pf_policy *policy;
+	/* Local ports some TCP socket listens on: an audit-mode app's
+	 * sockets on these (listeners, accepted) are not its clients'. */
+	uint8_t listening[65536 / 8];
+	/* What could not be read (not root): processes. */
+	unsigned long unreadable;
 };
 
-/* Fills each app's top processes from /proc: one pass over every
- * process's fds.  Returns 0 or -1 (/proc unreadable). */
+/* Counts entry as one of app's sockets (apps index). */
+void status_count_socket(struct status *status, int app, const struct pf_socket_entry *entry);
+/* The status index of the app whose range holds port, or -1. */
+int status_app_at_port(const struct status *status, uint16_t port);
+
+/* One pass over every process's fds: each process's sockets go to its
+ * app (top processes), or as intruders to the app whose range they are
+ * in.  Returns 0 or -1 (/proc unreadable). */
 int status_find_processes(struct status *status);
 /* The decoded names under PF_PIN_ROOT/APP, sorted (none when absent). */
 void status_read_cgroups(struct app_status *app, const char *pin_root);

@@ -35,8 +35,9 @@ void status_print_text(const struct status *status)
 {
 	for (size_t i = 0; i < status->app_count; i++) {
 		const struct app_status *app = &status->apps[i];
-		printf("app %s: ports %u-%u (%u)\n", app->app->name, app->app->range_lo,
-		       app->app->range_hi, range_size(app));
+		printf("app %s: ports %u-%u (%u)%s\n", app->app->name, app->app->range_lo,
+		       app->app->range_hi, range_size(app),
+		       app->app->mode == PF_MODE_AUDIT ? ", audit mode (its sockets are on the kernel's ports)" : "");
 		printf("  in use %lu:", app->in_use);
 		for (int s = 0; s < STATE_COUNT; s++)
 			printf("%s %s %lu", s ? "," : "", status_state_names[s], app->by_state[s]);
@@ -47,6 +48,10 @@ void status_print_text(const struct status *status)
 		for (size_t t = 0; t < app->top_count; t++)
 			printf("%s %d %s (%lu)", t ? "," : "", app->top[t].pid, app->top[t].comm,
 			       app->top[t].ports);
+		printf("\n  intruders:%s", app->intruder_count ? "" : " none");
+		for (size_t t = 0; t < app->intruder_count; t++)
+			printf("%s %d %s (%lu)", t ? "," : "", app->intruders[t].pid, app->intruders[t].comm,
+			       app->intruders[t].ports);
 		printf("\n  cgroups:%s", app->cgroup_count ? "" : " none");
 		for (size_t c = 0; c < app->cgroup_count; c++)
 			printf(" %s", app->cgroups[c]);
@@ -63,23 +68,31 @@ static json_t *clean_string(const char *s)
 	return json_string(status_utf8(s, buf, sizeof(buf)));
 }
 
+static json_t *processes_json(const struct top_process *list, size_t count)
+{
+	json_t *array = json_array();
+	for (size_t t = 0; t < count; t++)
+		json_array_append_new(array, json_pack("{s:i, s:o, s:I}", "pid", (int)list[t].pid, "comm",
+						       clean_string(list[t].comm), "ports", (json_int_t)list[t].ports));
+	return array;
+}
+
 static json_t *app_json(const struct app_status *app)
 {
-	json_t *by_state = json_object(), *top = json_array(), *cgroups = json_array();
+	json_t *by_state = json_object(), *top = processes_json(app->top, app->top_count), *cgroups = json_array();
 
 	for (int s = 0; s < STATE_COUNT; s++)
 		json_object_set_new(by_state, status_state_names[s], json_integer((json_int_t)app->by_state[s]));
-	for (size_t t = 0; t < app->top_count; t++)
-		json_array_append_new(top, json_pack("{s:i, s:o, s:I}", "pid", (int)app->top[t].pid,
-						     "comm", clean_string(app->top[t].comm),
-						     "ports", (json_int_t)app->top[t].ports));
 	for (size_t c = 0; c < app->cgroup_count; c++)
 		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
 	json_t *lost = app->records_lost >= 0 ? json_integer((json_int_t)app->records_lost) : json_null();
-	return json_pack("{s:o, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:o}", "app", clean_string(app->app->name),
+	return json_pack("{s:o, s:s, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:I, s:o, s:o}", "app",
+			 clean_string(app->app->name), "mode", app->app->mode == PF_MODE_AUDIT ? "audit" : "enforce",
 			 "range", app->app->range_lo, app->app->range_hi, "in_use", (json_int_t)app->in_use,
 			 "by_state", by_state, "utilisation", utilisation(app), "destinations",
-			 (json_int_t)app->destinations, "top", top, "cgroups", cgroups, "records_lost", lost);
+			 (json_int_t)app->destinations, "top", top, "intruders",
+			 processes_json(app->intruders, app->intruder_count), "intruder_sockets",
+			 (json_int_t)app->intruder_sockets, "cgroups", cgroups, "records_lost", lost);
 }
 
 int status_print_json(const struct status *status)
@@ -133,6 +146,7 @@ static double range_ports_value(const struct app_status *app) { return range_siz
 static double distinct_ports_value(const struct app_status *app) { return app->distinct_ports; }
 static double destinations_value(const struct app_status *app) { return (double)app->destinations; }
 static double cgroups_value(const struct app_status *app) { return (double)app->cgroup_count; }
+static double intruders_value(const struct app_status *app) { return (double)app->intruder_sockets; }
 
 static void print_in_use(const struct status *status)
 {
@@ -143,21 +157,6 @@ static void print_in_use(const struct status *status)
 			printf("portfence_ports_in_use{app=\"");
 			print_label(status->apps[i].app->name);
 			printf("\",state=\"%s\"} %lu\n", status_state_names[s], status->apps[i].by_state[s]);
-		}
-}
-
-static void print_top(const struct status *status)
-{
-	print_family("portfence_process_ports", "gauge",
-		     "Sockets of the app's range held by each of the processes holding the most.");
-	for (size_t i = 0; i < status->app_count; i++)
-		for (size_t t = 0; t < status->apps[i].top_count; t++) {
-			const struct top_process *top = &status->apps[i].top[t];
-			printf("portfence_process_ports{app=\"");
-			print_label(status->apps[i].app->name);
-			printf("\",pid=\"%d\",comm=\"", top->pid);
-			print_label(top->comm);
-			printf("\"} %lu\n", top->ports);
 		}
 }
 
@@ -187,7 +186,8 @@ void status_print_prometheus(const struct status *status)
 			"Distinct local ports held over the range's size (0 to 1).", utilisation);
 	print_app_gauge(status, "portfence_destinations",
 			"Distinct remote address:port pairs of the app's sockets.", destinations_value);
-	print_top(status);
+	print_app_gauge(status, "portfence_intruders",
+			"Sockets in the app's range held by processes outside the app.", intruders_value);
 	print_app_gauge(status, "portfence_cgroups_attached",
 			"Cgroups the BPF backend attached the app to.", cgroups_value);
 	print_records_lost(status);

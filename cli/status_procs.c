@@ -1,8 +1,10 @@
-/* Which processes hold the sockets of the ranges: one pass over every
+/* Which processes hold the sockets the dump found: one pass over every
  * /proc/PID/fd, reading each link relative to its directory's fd
- * ("socket:[INODE]"), and a hash lookup of the inode.  A socket shared by
- * several processes (fork, SCM_RIGHTS) counts for each; a process holding
- * one socket under several fds counts it once. */
+ * ("socket:[INODE]"), and a hash lookup of the inode; a process holding
+ * any is identified (procapp.h: its attached cgroup, or the shim's
+ * selection).  A socket shared by several processes (fork, SCM_RIGHTS)
+ * counts once for the app and for each process's figure; a process
+ * holding one socket under several fds counts it once. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,19 +16,26 @@
 #include "procapp.h"
 #include "status.h"
 
-/* Adds to counts[app] every socket of a range that pid holds. */
-static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigned long *counts)
+/* The sockets (indices into status->sockets) pid holds, each once. */
+struct held_list {
+	size_t *items;
+	size_t count, cap;
+};
+
+static bool list_sockets(struct status *status, int proc_fd, pid_t pid, struct held_list *held)
 {
 	char path[32];
 	snprintf(path, sizeof(path), "%d/fd", pid);
 	int fd_dir = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dir = fd_dir < 0 ? NULL : fdopendir(fd_dir);
 	struct dirent *entry;
-	bool any = false;
 
+	held->count = 0;
 	if (!dir) {
 		if (fd_dir >= 0)
 			close(fd_dir);
+		else if (errno == EACCES)
+			status->unreadable++;
 		return false;
 	}
 	while ((entry = readdir(dir))) {
@@ -39,73 +48,120 @@ static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigne
 		if (!found || found->last_pid == pid)
 			continue;
 		found->last_pid = pid;
-		counts[found->app]++;
-		any = true;
+		if (held->count == held->cap) {
+			size_t cap = held->cap ? held->cap * 2 : 64;
+			size_t *grown = realloc(held->items, cap * sizeof(*grown));
+			if (!grown)
+				break;
+			held->items = grown;
+			held->cap = cap;
+		}
+		held->items[held->count++] = found->socket;
 	}
 	closedir(dir);
-	return any;
-}
-
-static void read_comm(int proc_fd, pid_t pid, char *comm, size_t len)
-{
-	char path[32];
-	snprintf(path, sizeof(path), "%d/comm", pid);
-	int fd = openat(proc_fd, path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, comm, len - 1);
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		n = 0;
-	comm[n] = '\0';
-	comm[strcspn(comm, "\n")] = '\0';
+	return held->count > 0;
 }
 
 /* Keeps the TOP_PROCESSES holding the most sockets, most first (ties:
  * the lower pid first, as /proc lists them). */
-static void offer(struct app_status *app, pid_t pid, unsigned long ports, const char *comm)
+static void offer_to(struct top_process *top, size_t *top_count, pid_t pid, unsigned long ports,
+		     const char *comm)
 {
-	size_t at = app->top_count;
-	while (at > 0 && app->top[at - 1].ports < ports)
+	size_t at = *top_count;
+	while (at > 0 && top[at - 1].ports < ports)
 		at--;
 	if (at >= TOP_PROCESSES)
 		return;
-	size_t last = app->top_count < TOP_PROCESSES ? app->top_count : TOP_PROCESSES - 1;
-	memmove(&app->top[at + 1], &app->top[at], (last - at) * sizeof(app->top[0]));
-	app->top[at].pid = pid;
-	app->top[at].ports = ports;
-	snprintf(app->top[at].comm, sizeof(app->top[at].comm), "%s", comm);
-	if (app->top_count < TOP_PROCESSES)
-		app->top_count++;
+	size_t last = *top_count < TOP_PROCESSES ? *top_count : TOP_PROCESSES - 1;
+	memmove(&top[at + 1], &top[at], (last - at) * sizeof(top[0]));
+	top[at].pid = pid;
+	top[at].ports = ports;
+	snprintf(top[at].comm, sizeof(top[at].comm), "%s", comm);
+	if (*top_count < TOP_PROCESSES)
+		(*top_count)++;
+}
+
+/* Each socket pid holds: its app's when the app is pid's (any port for
+ * an audit-mode app), an intruder in the range's app when pid is known
+ * to be another's or none's, the range's app's when pid's app is not
+ * known (its maps unreadable). */
+static void judge_process(struct status *status, struct proc_apps *apps, int proc_fd, pid_t pid,
+			  const struct held_list *held, unsigned long *own, unsigned long *intruding)
+{
+	const struct pf_policy *policy = status->policy;
+	struct proc_info info;
+
+	if (!proc_apps_identify(apps, proc_fd, pid, &info))
+		return;
+	int mine = info.app >= 0 ? status->status_of_policy_app[info.app] : -1;
+	bool audit = info.app >= 0 && policy->apps[info.app].mode == PF_MODE_AUDIT;
+	for (size_t i = 0; i < held->count; i++) {
+		size_t s = held->items[i];
+		const struct pf_socket_entry *entry = &status->sockets[s];
+		int range_policy_app = pf_policy_app_at_port(policy, entry->local_port);
+		int range_app = range_policy_app < 0 ? -1 : status->status_of_policy_app[range_policy_app];
+		bool server_side = status->listening[entry->local_port / 8] & (1u << (entry->local_port % 8));
+		if (info.app >= 0 && (range_policy_app == info.app || (audit && !server_side))) {
+			if (mine < 0)
+				continue;
+			if (!status->claimed[s])
+				status_count_socket(status, mine, entry);
+			status->claimed[s] = true;
+			own[mine]++;
+		} else if (range_app >= 0 && info.backend != PROC_UNKNOWN) {
+			if (!status->claimed[s])
+				status->apps[range_app].intruder_sockets++;
+			status->claimed[s] = true;
+			intruding[range_app]++;
+		} else if (range_app >= 0) {
+			if (!status->claimed[s])
+				status_count_socket(status, range_app, entry);
+			status->claimed[s] = true;
+			own[range_app]++;
+		}
+	}
+	for (size_t a = 0; a < status->app_count; a++) {
+		struct app_status *app = &status->apps[a];
+		if (own[a])
+			offer_to(app->top, &app->top_count, pid, own[a], info.comm);
+		if (intruding[a])
+			offer_to(app->intruders, &app->intruder_count, pid, intruding[a], info.comm);
+		own[a] = intruding[a] = 0;
+	}
 }
 
 int status_find_processes(struct status *status)
 {
 	int proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *proc = proc_fd < 0 ? NULL : fdopendir(proc_fd);
-	unsigned long *counts = calloc(status->app_count + 1, sizeof(*counts));
+	unsigned long *own = calloc(status->app_count + 1, sizeof(*own));
+	unsigned long *intruding = calloc(status->app_count + 1, sizeof(*intruding));
+	struct held_list held = {0};
+	struct proc_apps apps;
 	struct dirent *entry;
 
-	if (!proc || !counts) {
+	if (!proc || !own || !intruding) {
 		if (proc_fd >= 0 && !proc)
 			close(proc_fd);
-		free(counts);
+		if (proc)
+			closedir(proc);
+		free(own);
+		free(intruding);
 		return -1;
 	}
+	proc_apps_init(&apps, status->policy);
 	while ((entry = readdir(proc))) {
 		char *end;
 		long pid = strtol(entry->d_name, &end, 10);
-		if (*end || pid <= 0 || !count_sockets(status, proc_fd, (pid_t)pid, counts))
+		if (*end || pid <= 0 || !list_sockets(status, proc_fd, (pid_t)pid, &held))
 			continue;
-		char comm[64];
-		read_comm(proc_fd, (pid_t)pid, comm, sizeof(comm));
-		for (size_t a = 0; a < status->app_count; a++) {
-			if (counts[a])
-				offer(&status->apps[a], (pid_t)pid, counts[a], comm);
-			counts[a] = 0;
-		}
+		judge_process(status, &apps, proc_fd, (pid_t)pid, &held, own, intruding);
 	}
+	status->unreadable += apps.unreadable_maps;
+	proc_apps_free(&apps);
 	closedir(proc);
-	free(counts);
+	free(held.items);
+	free(own);
+	free(intruding);
 	return 0;
 }

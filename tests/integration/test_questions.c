@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -47,13 +49,20 @@ static void run_client(const struct sandbox *sb, const char *app, int times, con
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
 }
 
-static json_t *tool_json(const char *args)
+/* `portfence ARGS` through sh, its status, stdout and stderr into r; no
+ * policy is found unless ARGS names one. */
+static void tool_text(struct run_result *r, const char *args)
 {
 	char cmd[1024];
-	static struct run_result r;
 	snprintf(cmd, sizeof(cmd), "PORTFENCE_CONFIG=/nonexistent '%s' %s", build_path("portfence"), args);
 	char *argv[] = {"sh", "-c", cmd, NULL};
-	run_program(&r, argv, NULL, NULL);
+	run_program(r, argv, NULL, NULL);
+}
+
+static json_t *tool_json(const char *args)
+{
+	static struct run_result r;
+	tool_text(&r, args);
 	cr_assert_eq(r.status, 0, "%s: %s", args, r.err);
 	json_error_t error;
 	json_t *root = json_loads(r.out, 0, &error);
@@ -152,11 +161,9 @@ Test(questions, report_lists_destinations_and_denials, .timeout = 90)
 	json_decref(root);
 
 	/* The text says the same. */
-	char cmd[1024];
 	struct run_result r;
-	snprintf(cmd, sizeof(cmd), "'%s' report -c '%s' --app web '%s'", build_path("portfence"), s.sb.policy, s.sb.log);
-	char *argv[] = {"sh", "-c", cmd, NULL};
-	run_program(&r, argv, NULL, NULL);
+	snprintf(args, sizeof(args), "report -c '%s' --app web '%s'", s.sb.policy, s.sb.log);
+	tool_text(&r, args);
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	char line[256];
 	snprintf(line, sizeof(line), "    %s  count 5, ports 5, first ", s.remote4);
@@ -174,12 +181,15 @@ Test(questions, report_lists_destinations_and_denials, .timeout = 90)
 static const char who_policy[] =
 	"apps = ( { name = \"web\"; range = [ 64300, 64300 ]; algorithm = \"sequential\"; } );";
 
-/* Connects to argv[1]:argv[2], writes its local port to argv[3], then
- * holds the connection until argv[4] exists. */
+/* Connects to argv[1]:argv[2] (argv[5] times, from port argv[6] when
+ * given), writes its local ports to argv[3], then holds the connections
+ * until argv[4] exists. */
 static const char holder[] =
 	"import os, socket, sys, time\n"
-	"s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n"
-	"with open(sys.argv[3] + '.tmp', 'w') as f: f.write(str(s.getsockname()[1]))\n"
+	"n = int(sys.argv[5]) if len(sys.argv) > 5 else 1\n"
+	"src = ('0.0.0.0', int(sys.argv[6])) if len(sys.argv) > 6 else None\n"
+	"held = [socket.create_connection((sys.argv[1], int(sys.argv[2])), source_address=src) for _ in range(n)]\n"
+	"with open(sys.argv[3] + '.tmp', 'w') as f: f.write(' '.join(str(s.getsockname()[1]) for s in held))\n"
 	"os.rename(sys.argv[3] + '.tmp', sys.argv[3])\n"
 	"deadline = time.time() + 50\n"
 	"while not os.path.exists(sys.argv[4]) and time.time() < deadline: time.sleep(0.02)\n";
@@ -249,19 +259,189 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 	json_decref(root);
 
 	/* Before any record: nothing, exit 1. */
-	char cmd[512];
 	struct run_result r;
-	snprintf(cmd, sizeof(cmd), "'%s' who 127.0.0.1:64300 --at 2020-01-01 '%s'", build_path("portfence"), sb.log);
-	char *sh[] = {"sh", "-c", cmd, NULL};
-	run_program(&r, sh, NULL, NULL);
+	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --at 2020-01-01 '%s'", sb.log);
+	tool_text(&r, args);
 	cr_expect_eq(r.status, 1);
 	cr_expect(strstr(r.out, "no record assigned local port 64300 before 2020-01-01T00:00:00Z"), "%s", r.out);
-	snprintf(cmd, sizeof(cmd), "'%s' who 127.0.0.1:64300 --at '%s' '%s'", build_path("portfence"), then, sb.log);
-	run_program(&r, sh, NULL, NULL);
+	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --at '%s' '%s'", then, sb.log);
+	tool_text(&r, args);
 	cr_expect_eq(r.status, 0, "%s", r.err);
-	snprintf(args, sizeof(args), "was assigned at "), (void)args;
 	cr_expect(strstr(r.out, " tcp 127.0.0.1:64300 was assigned at ") && strstr(r.out, "  reused at "), "%s", r.out);
 	server_stop(&a);
 	server_stop(&b);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- status ---- */
+
+static const char status_policy[] =
+	"apps = ( { name = \"web\"; range = [ 64400, 64499 ]; algorithm = \"sequential\"; },\n"
+	"         { name = \"aud\"; range = [ 64500, 64599 ]; mode = \"audit\"; } );";
+
+struct holding {
+	pid_t pid;
+	char ready[192], stop[192], out[192];
+};
+
+/* The holder, under `portfence run -a app` (app NULL: unconfined, not
+ * run at all; bpf: run --bpf). */
+static void hold(struct holding *h, const struct sandbox *sb, const char *name, const char *app, bool bpf,
+		 const struct server *srv, int count, unsigned from_port)
+{
+	char port[8], n[8], from[8];
+	snprintf(h->ready, sizeof(h->ready), "%s/ready-%s", sb->dir, name);
+	snprintf(h->stop, sizeof(h->stop), "%s/stop-%s", sb->dir, name);
+	snprintf(h->out, sizeof(h->out), "%s/out-%s", sb->dir, name);
+	snprintf(port, sizeof(port), "%u", srv->port);
+	snprintf(n, sizeof(n), "%d", count);
+	snprintf(from, sizeof(from), "%u", from_port);
+	char *script[] = {"python3", "-c", (char *)holder, "127.0.0.1", port, h->ready, h->stop, n,
+			  from_port ? from : NULL, NULL};
+	if (app && !bpf) {
+		h->pid = spawn_under(sb, app, script, h->out);
+	} else {
+		char *full[24];
+		int i = 0;
+		if (bpf) {
+			full[i++] = (char *)build_path("portfence");
+			full[i++] = "run";
+			full[i++] = "--bpf";
+			full[i++] = "-c";
+			full[i++] = (char *)sb->policy;
+			full[i++] = "-a";
+			full[i++] = (char *)app;
+			full[i++] = "--";
+		}
+		for (int k = 0; script[k]; k++)
+			full[i++] = script[k];
+		full[i] = NULL;
+		fflush(NULL);
+		h->pid = fork();
+		cr_assert_geq(h->pid, 0);
+		if (h->pid == 0) {
+			int out = open(h->out, O_WRONLY | O_CREAT | O_APPEND, 0600);
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			dup2(out, 1);
+			dup2(out, 2);
+			alarm(60);
+			execvp(full[0], full);
+			_exit(127);
+		}
+	}
+	if (!await_file(h->ready, 30)) {
+		char text[4096];
+		read_all(h->out, text, sizeof(text));
+		cr_assert_fail("holder %s never got ready: %s", name, text);
+	}
+}
+
+static void unhold(struct holding *h)
+{
+	close(open(h->stop, O_CREAT | O_WRONLY, 0600));
+	cr_expect_eq(wait_child(h->pid), 0, "holder %d failed", (int)h->pid);
+}
+
+static json_t *pid_in(json_t *list, pid_t pid)
+{
+	for (size_t i = 0; i < json_array_size(list); i++)
+		if (INT_OF(json_array_get(list, i), "pid") == pid)
+			return json_array_get(list, i);
+	return NULL;
+}
+
+Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct holding web, aud, intruder;
+	char args[512];
+
+	sandbox_init(&sb, status_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
+	hold(&aud, &sb, "aud", "aud", false, &srv, 2, 0);
+	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 64450);
+
+	snprintf(args, sizeof(args), "status -c '%s' --json", sb.policy);
+	json_t *root = tool_json(args);
+	json_t *w = app_entry(root, "web"), *a = app_entry(root, "aud");
+	cr_assert(w && a, "%s", json_dumps(root, 0));
+	cr_expect_eq(INT_OF(w, "in_use"), 3, "the intruder's socket is not web's: %s", json_dumps(w, 0));
+	cr_expect_eq(INT_OF(json_object_get(w, "by_state"), "established"), 3);
+	cr_expect_eq(INT_OF(json_array_get(json_object_get(w, "top"), 0), "pid"), web.pid);
+	cr_expect_eq(INT_OF(json_array_get(json_object_get(w, "top"), 0), "ports"), 3);
+	json_t *intr = pid_in(json_object_get(w, "intruders"), intruder.pid);
+	cr_assert_not_null(intr, "no intruder: %s", json_dumps(w, 0));
+	cr_expect_str_eq(STR_OF(intr, "comm"), "python3");
+	cr_expect_eq(INT_OF(intr, "ports"), 1);
+	cr_expect_eq(INT_OF(w, "intruder_sockets"), 1);
+	cr_expect_float_eq(json_real_value(json_object_get(w, "utilisation")), 4 / 100.0, 1e-9,
+			   "utilisation: every port of the range held, the intruder's too");
+
+	cr_expect_str_eq(STR_OF(a, "mode"), "audit");
+	cr_expect_eq(INT_OF(a, "in_use"), 2, "an audit-mode app's sockets are on kernel ports: %s", json_dumps(a, 0));
+	cr_expect_eq(INT_OF(json_array_get(json_object_get(a, "top"), 0), "pid"), aud.pid);
+	cr_expect_eq(json_array_size(json_object_get(a, "intruders")), 0);
+	json_decref(root);
+
+	/* Text and Prometheus say it too, with no pid label. */
+	struct run_result r;
+	snprintf(args, sizeof(args), "status -c '%s' --app web", sb.policy);
+	tool_text(&r, args);
+	char line[128];
+	snprintf(line, sizeof(line), "  intruders: %d python3 (1)\n", (int)intruder.pid);
+	cr_expect(strstr(r.out, line), "%s", r.out);
+	snprintf(args, sizeof(args), "status -c '%s' --prometheus", sb.policy);
+	tool_text(&r, args);
+	cr_expect(strstr(r.out, "portfence_intruders{app=\"web\"} 1\n"), "%s", r.out);
+	cr_expect(strstr(r.out, "portfence_ports_in_use{app=\"aud\",state=\"established\"} 2\n"), "%s", r.out);
+	cr_expect(!strstr(r.out, "pid="), "no pid label: %s", r.out);
+
+	unhold(&intruder);
+	unhold(&aud);
+	unhold(&web);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
+static const char bpf_policy[] =
+	"apps = ( { name = \"web\"; range = [ 64600, 64699 ]; algorithm = \"sequential\"; } );";
+
+/* A `run --bpf` run: its processes and its cgroup show. */
+Test(questions, status_shows_a_bpf_run, .timeout = 90)
+{
+	char cgroup_mount[256];
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	if (missing)
+		cr_skip_test("the BPF backend cannot run here: %s", missing);
+	struct sandbox sb;
+	struct server srv;
+	struct holding run;
+	char args[512];
+
+	sandbox_init(&sb, bpf_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&run, &sb, "bpf", "web", true, &srv, 4, 0);
+	for (int i = 0; i < 100 && srv.count < 4; i++)
+		usleep(20000);
+	cr_expect_eq(srv.count, 4);
+	snprintf(args, sizeof(args), "status -c '%s' --json --app web", sb.policy);
+	json_t *root = tool_json(args);
+	json_t *w = app_entry(root, "web");
+	cr_assert_not_null(w);
+	cr_expect_eq(INT_OF(w, "in_use"), 4, "%s", json_dumps(w, 0));
+	json_t *top = json_array_get(json_object_get(w, "top"), 0);
+	cr_assert_not_null(top, "top processes: none: %s", json_dumps(w, 0));
+	cr_expect_str_eq(STR_OF(top, "comm"), "python3");
+	cr_expect_eq(INT_OF(top, "ports"), 4);
+	json_t *cgroups = json_object_get(w, "cgroups");
+	cr_assert_eq(json_array_size(cgroups), 1, "%s", json_dumps(w, 0));
+	cr_expect(strncmp(json_string_value(json_array_get(cgroups, 0)), "portfence/web-", 14) == 0, "%s",
+		  json_dumps(w, 0));
+	cr_expect_eq(json_array_size(json_object_get(w, "intruders")), 0, "%s", json_dumps(w, 0));
+	json_decref(root);
+	unhold(&run);
+	server_stop(&srv);
 	sandbox_cleanup(&sb);
 }
