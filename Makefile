@@ -304,7 +304,7 @@ DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/portfence
 install: $(SHIM) $(TOOL)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR_INSTALLED) \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
-	  $(DOCDIR)/examples/systemd $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
+	  $(DOCDIR)/examples/systemd $(DOCDIR)/examples/prometheus $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
 	  $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR)
 	install -m 0755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/portfence
 	install -m 0644 $(SHIM) $(DESTDIR)$(LIBDIR_INSTALLED)/libportfence.so
@@ -315,6 +315,7 @@ install: $(SHIM) $(TOOL)
 	$(DIST_PATHS) dist/portfence.service > $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
 	install -m 0644 dist/bash-completion/portfence $(DESTDIR)$(BASHCOMPDIR)/portfence
+	install -m 0644 dist/prometheus/portfence.rules.yml $(DOCDIR)/examples/prometheus/portfence.rules.yml
 	for f in dist/systemd/*.conf; do \
 	  $(DIST_PATHS) $$f > $(DOCDIR)/examples/systemd/$${f##*/} && chmod 0644 $(DOCDIR)/examples/systemd/$${f##*/} || exit 1; \
 	done

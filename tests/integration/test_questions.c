@@ -397,6 +397,10 @@ Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
 	cr_expect(strstr(r.out, "portfence_intruders{app=\"web\"} 1\n"), "%s", r.out);
 	cr_expect(strstr(r.out, "portfence_ports_in_use{app=\"aud\",state=\"established\"} 2\n"), "%s", r.out);
 	cr_expect(!strstr(r.out, "pid="), "no pid label: %s", r.out);
+	snprintf(args, sizeof(args), "status -c '%s' --prometheus | promtool check metrics", sb.policy);
+	tool_text(&r, args);
+	cr_expect_eq(r.status, 0, "promtool check metrics: %s%s", r.out, r.err);
+	cr_expect_str_eq(r.err, "", "promtool: %s", r.err);
 
 	unhold(&intruder);
 	unhold(&aud);
@@ -444,4 +448,19 @@ Test(questions, status_shows_a_bpf_run, .timeout = 90)
 	unhold(&run);
 	server_stop(&srv);
 	sandbox_cleanup(&sb);
+}
+
+/* The alert rules dist/ ships: valid, and their unit tests pass, both by
+ * the real promtool. */
+Test(questions, prometheus_rules_pass_promtool, .timeout = 60)
+{
+	struct run_result r;
+	char *check[] = {"promtool", "check", "rules", "dist/prometheus/portfence.rules.yml", NULL};
+	run_program(&r, check, NULL, NULL);
+	cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect(strstr(r.out, "SUCCESS: 5 rules found"), "%s%s", r.out, r.err);
+	char *test[] = {"sh", "-c", "cd dist/prometheus && promtool test rules portfence.rules.test.yml", NULL};
+	run_program(&r, test, NULL, NULL);
+	cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect(strstr(r.out, "SUCCESS"), "%s%s", r.out, r.err);
 }
