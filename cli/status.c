@@ -15,6 +15,7 @@
 #include "bpf_cli.h"
 #include "cli.h"
 #include "loader.h"
+#include "core/state.h"
 #include "kernel/pins.h"
 #include "kernel/sockdiag.h"
 #include "status.h"
@@ -267,6 +268,29 @@ static void status_free(struct status *status)
 	key_table_free(&status->destinations);
 }
 
+/* The shim's counters, from the app's shared state under the policy's
+ * state_dir (or this user's default): none there yet is 0. */
+static void read_counters(struct app_status *app, const struct pf_policy *policy)
+{
+	char dir[4096];
+	uint64_t assignments = 0, failures = 0;
+
+	if (policy->state_dir)
+		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
+	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
+		return;
+	int rc = pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
+					&assignments, &failures);
+	if (rc < 0 && rc != -ENOENT) {
+		fprintf(stderr, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
+			app->app->name, dir, strerror(-rc));
+		return;
+	}
+	app->assignments = assignments;
+	app->failures = failures;
+	app->counters_known = true;
+}
+
 static int collect(struct status *status, const struct pf_policy *policy)
 {
 	int rc = gather_sockets(status, policy);
@@ -292,6 +316,7 @@ static int collect(struct status *status, const struct pf_policy *policy)
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
 		status_read_cgroups(app, PF_PIN_RUN_ROOT);
+		read_counters(app, policy);
 		app->records_lost = pf_bpf_records_lost(app->app->name);
 		if (app->records_lost < 0)
 			fprintf(stderr, "portfence: status: cannot read how many records app '%s' lost: %s\n",

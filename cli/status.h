@@ -42,6 +42,10 @@ struct app_status {
 	char **cgroups;			/* attached (BPF backend), sorted */
 	size_t cgroup_count;
 	long long records_lost;		/* by the BPF programs of its pins; < 0: unknown */
+	/* From the app's shared state (the shim's processes): ports given
+	 * and calls that found none free; counters_known false: unreadable. */
+	unsigned long long assignments, failures;
+	bool counters_known;
 };
 
 /* Entries by fixed 24-byte keys (a glib hash table), never shrinking. */

@@ -86,13 +86,16 @@ static json_t *app_json(const struct app_status *app)
 	for (size_t c = 0; c < app->cgroup_count; c++)
 		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
 	json_t *lost = app->records_lost >= 0 ? json_integer((json_int_t)app->records_lost) : json_null();
-	return json_pack("{s:o, s:s, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:I, s:o, s:o}", "app",
+	json_t *assignments = app->counters_known ? json_integer((json_int_t)app->assignments) : json_null();
+	json_t *failures = app->counters_known ? json_integer((json_int_t)app->failures) : json_null();
+	return json_pack("{s:o, s:s, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:I, s:o, s:o, s:o, s:o}", "app",
 			 clean_string(app->app->name), "mode", app->app->mode == PF_MODE_AUDIT ? "audit" : "enforce",
 			 "range", app->app->range_lo, app->app->range_hi, "in_use", (json_int_t)app->in_use,
 			 "by_state", by_state, "utilisation", utilisation(app), "destinations",
 			 (json_int_t)app->destinations, "top", top, "intruders",
 			 processes_json(app->intruders, app->intruder_count), "intruder_sockets",
-			 (json_int_t)app->intruder_sockets, "cgroups", cgroups, "records_lost", lost);
+			 (json_int_t)app->intruder_sockets, "cgroups", cgroups, "records_lost", lost, "assignments",
+			 assignments, "assignment_failures", failures);
 }
 
 int status_print_json(const struct status *status)
@@ -131,22 +134,33 @@ static void print_family(const char *name, const char *type, const char *help)
 	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void print_app_gauge(const struct status *status, const char *name, const char *help,
-			    double (*value)(const struct app_status *))
+/* One sample per app of a family; value returns false for an app whose
+ * figure is unknown (no sample: never a made-up 0). */
+static void print_app_family(const struct status *status, const char *name, const char *type, const char *help,
+			     bool (*value)(const struct app_status *, double *))
 {
-	print_family(name, "gauge", help);
+	print_family(name, type, help);
 	for (size_t i = 0; i < status->app_count; i++) {
+		double v;
+		if (!value(&status->apps[i], &v))
+			continue;
 		printf("%s{app=\"", name);
 		print_label(status->apps[i].app->name);
-		printf("\"} %.10g\n", value(&status->apps[i]));
+		printf("\"} %.10g\n", v);
 	}
 }
 
-static double range_ports_value(const struct app_status *app) { return range_size(app); }
-static double distinct_ports_value(const struct app_status *app) { return app->distinct_ports; }
-static double destinations_value(const struct app_status *app) { return (double)app->destinations; }
-static double cgroups_value(const struct app_status *app) { return (double)app->cgroup_count; }
-static double intruders_value(const struct app_status *app) { return (double)app->intruder_sockets; }
+#define VALUE(fn, known, expr) \
+	static bool fn(const struct app_status *app, double *v) { *v = (double)(expr); return (known); }
+VALUE(range_ports_value, true, range_size(app))
+VALUE(distinct_ports_value, true, app->distinct_ports)
+VALUE(utilisation_value, true, utilisation(app))
+VALUE(destinations_value, true, app->destinations)
+VALUE(cgroups_value, true, app->cgroup_count)
+VALUE(intruders_value, true, app->intruder_sockets)
+VALUE(records_lost_value, app->records_lost >= 0, app->records_lost)
+VALUE(assignments_value, app->counters_known, app->assignments)
+VALUE(failures_value, app->counters_known, app->failures)
 
 static void print_in_use(const struct status *status)
 {
@@ -160,35 +174,34 @@ static void print_in_use(const struct status *status)
 		}
 }
 
-/* A counter: an app whose count cannot be read has no sample. */
-static void print_records_lost(const struct status *status)
-{
-	print_family("portfence_records_lost_total", "counter",
-		     "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.");
-	for (size_t i = 0; i < status->app_count; i++) {
-		if (status->apps[i].records_lost < 0)
-			continue;
-		printf("portfence_records_lost_total{app=\"");
-		print_label(status->apps[i].app->name);
-		printf("\"} %lld\n", status->apps[i].records_lost);
-	}
-}
+static const struct {
+	const char *name, *type, *help;
+	bool (*value)(const struct app_status *, double *);
+} families[] = {
+	{"portfence_range_ports", "gauge", "Local ports in the app's range.", range_ports_value},
+	{"portfence_range_distinct_ports", "gauge", "Distinct local ports of the app's range held by any socket now.",
+	 distinct_ports_value},
+	{"portfence_range_utilisation", "gauge",
+	 "Distinct local ports of the range held now over the range's size (0 to 1).", utilisation_value},
+	{"portfence_destinations", "gauge", "Distinct remote address:port pairs of the app's sockets.",
+	 destinations_value},
+	{"portfence_intruders", "gauge", "Sockets in the app's range held by processes outside the app.",
+	 intruders_value},
+	{"portfence_cgroups_attached", "gauge", "Cgroups the BPF backend attached the app to.", cgroups_value},
+	{"portfence_records_lost_total", "counter",
+	 "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.",
+	 records_lost_value},
+	{"portfence_assignments_total", "counter",
+	 "Ports the app's shim processes were given from its range since its state was made.", assignments_value},
+	{"portfence_assignment_failures_total", "counter",
+	 "Calls of the app's shim processes that found no free port in its range.", failures_value},
+};
 
 void status_print_prometheus(const struct status *status)
 {
-	print_app_gauge(status, "portfence_range_ports", "Local ports in the app's range.",
-			range_ports_value);
-	print_in_use(status);
-	print_app_gauge(status, "portfence_range_distinct_ports",
-			"Distinct local ports of the app's range held by at least one socket.",
-			distinct_ports_value);
-	print_app_gauge(status, "portfence_range_utilisation",
-			"Distinct local ports held over the range's size (0 to 1).", utilisation);
-	print_app_gauge(status, "portfence_destinations",
-			"Distinct remote address:port pairs of the app's sockets.", destinations_value);
-	print_app_gauge(status, "portfence_intruders",
-			"Sockets in the app's range held by processes outside the app.", intruders_value);
-	print_app_gauge(status, "portfence_cgroups_attached",
-			"Cgroups the BPF backend attached the app to.", cgroups_value);
-	print_records_lost(status);
+	for (size_t f = 0; f < sizeof(families) / sizeof(*families); f++) {
+		print_app_family(status, families[f].name, families[f].type, families[f].help, families[f].value);
+		if (f == 0)
+			print_in_use(status);
+	}
 }

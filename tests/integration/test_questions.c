@@ -464,3 +464,45 @@ Test(questions, prometheus_rules_pass_promtool, .timeout = 60)
 	cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
 	cr_expect(strstr(r.out, "SUCCESS"), "%s%s", r.out, r.err);
 }
+
+static const char tiny_policy[] =
+	"apps = ( { name = \"tiny\"; range = [ 64700, 64700 ]; algorithm = \"sequential\"; } );";
+
+/* The shim's counters: one port, held; a second connect to the same
+ * destination finds none (EADDRNOTAVAIL), one to another gets it. */
+Test(questions, status_counts_assignments_and_failures, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server one, other;
+	struct holding h;
+	char args[512];
+
+	sandbox_init(&sb, tiny_policy);
+	server_start(&one, "127.0.0.1", SERVE_STALL);
+	server_start(&other, "127.0.0.1", SERVE_GREET_CLOSE);
+	hold(&h, &sb, "tiny", "tiny", false, &one, 1, 0);
+	/* refused on the first pair (99 = EADDRNOTAVAIL), served on the others */
+	char port1[8], port2[8];
+	snprintf(port1, sizeof(port1), "%u", one.port);
+	snprintf(port2, sizeof(port2), "%u", other.port);
+	char *argv[] = {"python3", "-c", (char *)client, "1", "127.0.0.1", port1, "127.0.0.1", port2, NULL};
+	struct run_result r;
+	run_under(&r, &sb, "tiny", argv, NULL);
+	cr_expect(strstr(r.out, "refused 127.0.0.1 99"), "%s%s", r.out, r.err);
+
+	snprintf(args, sizeof(args), "status -c '%s' --json", sb.policy);
+	json_t *root = tool_json(args);
+	json_t *tiny = app_entry(root, "tiny");
+	cr_assert_not_null(tiny);
+	cr_expect_eq(INT_OF(tiny, "assignments"), 2, "%s", json_dumps(tiny, 0));
+	cr_expect_eq(INT_OF(tiny, "assignment_failures"), 1, "%s", json_dumps(tiny, 0));
+	json_decref(root);
+	snprintf(args, sizeof(args), "status -c '%s' --prometheus", sb.policy);
+	tool_text(&r, args);
+	cr_expect(strstr(r.out, "portfence_assignments_total{app=\"tiny\"} 2\n"), "%s", r.out);
+	cr_expect(strstr(r.out, "portfence_assignment_failures_total{app=\"tiny\"} 1\n"), "%s", r.out);
+	unhold(&h);
+	server_stop(&one);
+	server_stop(&other);
+	sandbox_cleanup(&sb);
+}
