@@ -14,58 +14,7 @@
 #include "cli.h"
 #include "config/policy.h"
 
-#define MAX_LINE (64 * 1024)
-#define HISTOGRAM_BINS 50
-/* Destinations listed per app, and the most kept in memory in all: past
- * that, a new destination is only counted (untracked), so that memory
- * stays bounded whatever the log holds. */
-#define TOP_DESTINATIONS 10
-#define MAX_DESTINATIONS 200000
-/* (destination, local port) pairs remembered for the distinct ports of
- * each destination; past that, a pair first seen is not counted. */
-#define MAX_DEST_PORTS 1000000
-
-/* What a record says about a destination. */
-enum dest_kind { DEST_USED, DEST_DENIED, DEST_WOULD_DENY, DEST_KINDS };
-
-struct dest_stats {
-	struct dest_stats *next;	/* the app's list, one per kind */
-	char *key;			/* "APP-INDEX KIND REMOTE", owned */
-	const char *remote;		/* into key */
-	char *rule;			/* the record's, or the policy's; NULL */
-	unsigned long id;
-	unsigned long count;
-	unsigned ports;
-	char first[32], last[32];
-};
-
-struct app_stats {
-	char *name;
-	unsigned long assignments, denials, errors, audits, audits_refusable;
-	unsigned long attempts_sum, attempts_max;
-	unsigned distinct_ports;
-	/* uses per local port, for the ports seen: port -> uses, both
-	 * GUINT_TO_POINTER; NULL until the first port */
-	GHashTable *port_uses;
-	char first_ts[40], last_ts[40];
-	uint16_t range_lo, range_hi;	/* from the policy; 0 when unknown */
-	struct dest_stats *dests[DEST_KINDS];
-	unsigned long dest_count[DEST_KINDS];	/* distinct, tracked or not */
-	unsigned long untracked[DEST_KINDS];	/* records of destinations past the cap */
-};
-
-struct report {
-	struct app_stats *apps;
-	size_t app_count, app_cap;
-	/* name (the app's own copy) -> index into apps + 1 */
-	GHashTable *by_name;
-	unsigned long malformed;
-	const char *only_app;
-	char since[CLI_TIME_LEN], until[CLI_TIME_LEN];
-	GHashTable *dests;	/* key -> struct dest_stats */
-	GHashTable *dest_ports;	/* (id << 16 | port) as a pointer, a set */
-	unsigned long dest_ids;
-};
+#include "report.h"
 
 static struct app_stats *stats_for(struct report *rep, const char *name)
 {
@@ -159,11 +108,34 @@ static void count_destination(struct report *rep, struct app_stats *app, enum de
 	const char *rule = json_string_value(json_object_get(record, "rule"));
 	if (rule && !dest->rule)
 		dest->rule = strdup(rule);
+	if (kind != DEST_DENIED) {
+		if (strncmp(dest->minute, ts, 16) != 0) {
+			snprintf(dest->minute, sizeof(dest->minute), "%.16s", ts);
+			dest->minute_count = 0;
+		}
+		if (++dest->minute_count > dest->peak_minute)
+			dest->peak_minute = dest->minute_count;
+	}
 	if (kind == DEST_USED && port > 0 && g_hash_table_size(rep->dest_ports) < MAX_DEST_PORTS) {
 		gpointer pair = GSIZE_TO_POINTER((gsize)dest->id << 16 | (gsize)port);
 		if (g_hash_table_add(rep->dest_ports, pair))
 			dest->ports++;
 	}
+}
+
+/* --against: the programs an app's records name, to select again. */
+static void remember_program(struct app_stats *app, json_t *record)
+{
+	const char *exe = json_string_value(json_object_get(record, "exe"));
+	const char *comm = json_string_value(json_object_get(record, "comm"));
+
+	if (!exe && !comm)
+		return;
+	if (!app->programs)
+		app->programs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	if (g_hash_table_size(app->programs) < MAX_PROGRAMS &&
+	    !g_hash_table_contains(app->programs, exe ? exe : comm))
+		g_hash_table_insert(app->programs, g_strdup(exe ? exe : comm), g_strdup(comm ? comm : ""));
 }
 
 static bool refusable(const char *result)
@@ -221,6 +193,8 @@ static void take_line(struct report *rep, const char *line)
 				snprintf(app->first_ts, sizeof(app->first_ts), "%s", ts);
 			snprintf(app->last_ts, sizeof(app->last_ts), "%s", ts);
 			count_event(rep, app, event, record, ts);
+			if (rep->track_programs)
+				remember_program(app, record);
 		}
 	}
 	json_decref(record);
@@ -288,9 +262,7 @@ static int by_count(const void *a, const void *b)
 	return strcmp(x->remote, y->remote);
 }
 
-/* The app's destinations of one kind, most used first; *count of them
- * (at most limit).  The caller frees the array. */
-static struct dest_stats **top_dests(const struct app_stats *app, enum dest_kind kind, size_t limit,
+struct dest_stats **report_top_dests(const struct app_stats *app, enum dest_kind kind, size_t limit,
 				     size_t *count)
 {
 	size_t n = 0;
@@ -338,7 +310,7 @@ static const char *const kind_titles[DEST_KINDS] = {"destinations", "denied", "e
 static void print_dests_text(const struct app_stats *app, enum dest_kind kind)
 {
 	size_t shown;
-	struct dest_stats **top = top_dests(app, kind, TOP_DESTINATIONS, &shown);
+	struct dest_stats **top = report_top_dests(app, kind, TOP_DESTINATIONS, &shown);
 
 	if (app->dest_count[kind] || kind == DEST_USED) {
 		printf("  %s %lu", kind_titles[kind], app->dest_count[kind]);
@@ -394,7 +366,7 @@ static void print_text(const struct report *rep)
 static json_t *dests_json(const struct app_stats *app, enum dest_kind kind)
 {
 	size_t shown;
-	struct dest_stats **top = top_dests(app, kind, kind == DEST_USED ? TOP_DESTINATIONS : SIZE_MAX, &shown);
+	struct dest_stats **top = report_top_dests(app, kind, kind == DEST_USED ? TOP_DESTINATIONS : SIZE_MAX, &shown);
 	json_t *list = json_array();
 
 	for (size_t i = 0; i < shown; i++) {
@@ -476,16 +448,21 @@ int cmd_report(int argc, char **argv)
 	static const struct option options[] = {
 		{"json", no_argument, NULL, 'j'},	{"app", required_argument, NULL, 'a'},
 		{"since", required_argument, NULL, 's'}, {"until", required_argument, NULL, 'u'},
-		{"config", required_argument, NULL, 'c'}, {0},
+		{"config", required_argument, NULL, 'c'}, {"suggest", no_argument, NULL, 'S'},
+		{"against", required_argument, NULL, 'A'}, {0},
 	};
 	struct report rep = {0};
-	const char *policy_path = NULL;
-	bool json = false;
+	const char *policy_path = NULL, *against = NULL;
+	bool json = false, suggest = false;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "+ja:s:u:c:", options, NULL)) != -1) {
 		if (opt == 'j')
 			json = true;
+		else if (opt == 'S')
+			suggest = true;
+		else if (opt == 'A')
+			against = optarg;
 		else if (opt == 'a')
 			rep.only_app = optarg;
 		else if (opt == 'c')
@@ -498,6 +475,9 @@ int cmd_report(int argc, char **argv)
 	}
 	if (argc - optind > 1)
 		return usage_error("report takes at most one LOGFILE");
+	if (suggest && against)
+		return usage_error("report: --suggest and --against exclude each other");
+	rep.track_programs = against != NULL;
 	const char *path = optind < argc ? argv[optind] : cli_default_log(policy_path);
 	if (!path)
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
@@ -516,7 +496,12 @@ int cmd_report(int argc, char **argv)
 	g_hash_table_destroy(rep.dest_ports);
 	rep.dest_ports = NULL;
 	apply_policy(&rep, policy_path ? policy_path : cli_config_from_env());
-	if (json)
+	int rc = 0;
+	if (suggest)
+		report_suggest(&rep, json);
+	else if (against)
+		rc = report_against(&rep, against, json);
+	else if (json)
 		print_json(&rep);
 	else
 		print_text(&rep);
@@ -524,9 +509,11 @@ int cmd_report(int argc, char **argv)
 		free(rep.apps[i].name);
 		if (rep.apps[i].port_uses)
 			g_hash_table_destroy(rep.apps[i].port_uses);
+		if (rep.apps[i].programs)
+			g_hash_table_destroy(rep.apps[i].programs);
 	}
 	free(rep.apps);
 	g_hash_table_destroy(rep.by_name);
 	g_hash_table_destroy(rep.dests);
-	return 0;
+	return rc;
 }

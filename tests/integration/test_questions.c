@@ -506,3 +506,144 @@ Test(questions, status_counts_assignments_and_failures, .timeout = 90)
 	server_stop(&other);
 	sandbox_cleanup(&sb);
 }
+
+/* ---- report --suggest, --against ---- */
+
+static json_t *string_in(json_t *array, const char *text)
+{
+	for (size_t i = 0; i < json_array_size(array); i++)
+		if (strcmp(json_string_value(json_array_get(array, i)), text) == 0)
+			return json_array_get(array, i);
+	return NULL;
+}
+
+/* The rules suggested from an audit-mode log cover what the app did:
+ * the same program, now enforced with them, is refused nothing. */
+Test(questions, report_suggest_covers_what_was_seen, .timeout = 90)
+{
+	struct report_setup s;
+	char args[1024];
+
+	report_setup(&s);
+	snprintf(args, sizeof(args), "report --suggest --json -c '%s' '%s'", s.sb.policy, s.sb.log);
+	json_t *root = tool_json(args);
+	json_t *aud = app_entry(root, "aud");
+	cr_assert_not_null(aud, "%s", json_dumps(root, 0));
+	json_t *allow = json_object_get(aud, "allow");
+	cr_expect_eq(json_array_size(allow), 3, "%s", json_dumps(aud, 0));
+	cr_expect_not_null(string_in(allow, s.remote4), "%s", json_dumps(aud, 0));
+	cr_expect_not_null(string_in(allow, s.remote6), "%s", json_dumps(aud, 0));
+	cr_expect_not_null(string_in(allow, s.refused), "%s", json_dumps(aud, 0));
+	cr_expect_eq(INT_OF(aud, "peak_per_minute"), 3);
+	cr_expect_eq(INT_OF(aud, "recommended_range_size"), 16);
+
+	/* Enforce with exactly those rules: nothing refused by policy. */
+	char policy[256], rules[512] = "";
+	for (size_t i = 0; i < json_array_size(allow); i++)
+		snprintf(rules + strlen(rules), sizeof(rules) - strlen(rules), "%s\"%s\"", i ? ", " : "",
+			 json_string_value(json_array_get(allow, i)));
+	snprintf(policy, sizeof(policy), "%s/enforced.conf", s.sb.dir);
+	FILE *f = fopen(policy, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nlog = { file = \"%s/enforced.jsonl\"; };\nstate_dir = \"%s\";\n"
+		   "apps = ( { name = \"aud\"; range = [ 64200, 64299 ]; allow = [ %s ]; } );\n",
+		s.sb.dir, s.sb.state, rules);
+	fclose(f);
+	json_decref(root);
+	struct run_result r;
+	snprintf(args, sizeof(args), "check -c '%s'", policy);
+	tool_text(&r, args);
+	cr_expect_eq(r.status, 0, "the suggested rules are valid: %s", r.err);
+	char p4[8], p6[8];
+	snprintf(p4, sizeof(p4), "%u", s.v4.port);
+	snprintf(p6, sizeof(p6), "%u", s.v6.port);
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "'%s' run -c '%s' -a aud -- python3 -c \"$0\" 1 127.0.0.1 %s ::1 %s 127.0.0.2 %s",
+		 build_path("portfence"), policy, p4, p6, p4);
+	char *argv[] = {"sh", "-c", cmd, (char *)client, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_expect_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect(!strstr(r.out, "refused 127.0.0.2 1\n") && !strstr(r.out, " 1\n"), "EPERM: %s", r.out);
+	cr_expect(strstr(r.out, "refused 127.0.0.2 111"), "no server there, but not refused by policy: %s", r.out);
+	report_teardown(&s);
+}
+
+/* Prefixes and port ranges only where exact, and the model's size. */
+Test(questions, report_suggest_merges_only_exact_prefixes)
+{
+	char dir[] = "/tmp/pf-suggest-XXXXXX", log[64], args[256];
+	static const char *const remotes[] = {"10.0.0.0:443", "10.0.0.1:443", "10.0.0.2:443", "10.0.0.1:444",
+					      "10.0.0.5:80",  "10.0.0.5:81",  "10.0.0.5:82",  "[2001:db8::]:53",
+					      "[2001:db8::1]:53"};
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	FILE *f = fopen(log, "w");
+	cr_assert_not_null(f);
+	for (size_t i = 0; i < sizeof(remotes) / sizeof(*remotes); i++)
+		fprintf(f, "{\"ts\":\"2026-11-21T10:00:%02zu.000000Z\",\"event\":\"assign\",\"app\":\"m\",\"pid\":1,"
+			   "\"exe\":\"/bin/x\",\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"10.0.0.9:61000\","
+			   "\"remote\":\"%s\",\"algorithm\":\"random\",\"attempts\":1,\"result\":\"ok\"}\n",
+			i, remotes[i]);
+	/* 40 to one destination within 10:01, 30 more in 10:02 */
+	for (int i = 0; i < 70; i++)
+		fprintf(f, "{\"ts\":\"2026-11-21T10:0%d:%02d.000000Z\",\"event\":\"assign\",\"app\":\"m\",\"pid\":1,"
+			   "\"exe\":\"/bin/x\",\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"10.0.0.9:61001\","
+			   "\"remote\":\"10.0.0.5:80\",\"algorithm\":\"random\",\"attempts\":1,\"result\":\"ok\"}\n",
+			i < 40 ? 1 : 2, i % 40);
+	fclose(f);
+	snprintf(args, sizeof(args), "report --suggest --json '%s'", log);
+	json_t *root = tool_json(args);
+	json_t *m = app_entry(root, "m");
+	cr_assert_not_null(m);
+	json_t *allow = json_object_get(m, "allow");
+	static const char *const expected[] = {"10.0.0.0/31:443", "10.0.0.2:443", "10.0.0.1:444", "10.0.0.5:80-82",
+					       "[2001:db8::/127]:53"};
+	cr_expect_eq(json_array_size(allow), 5, "%s", json_dumps(allow, 0));
+	for (size_t i = 0; i < 5; i++)
+		cr_expect_not_null(string_in(allow, expected[i]), "%s not in %s", expected[i], json_dumps(allow, 0));
+	cr_expect_eq(INT_OF(m, "peak_per_minute"), 40);
+	cr_expect_eq(INT_OF(m, "recommended_range_size"), 100, "2.5 x 40");
+	json_decref(root);
+	snprintf(args, sizeof(args), "rm -rf '%s'", dir);
+	cr_assert_eq(system(args), 0);
+}
+
+/* What would change under another policy, for the log of real runs. */
+Test(questions, report_against_another_policy, .timeout = 90)
+{
+	struct report_setup s;
+	char args[1024], other[256];
+
+	report_setup(&s);
+	snprintf(other, sizeof(other), "%s/other.conf", s.sb.dir);
+	FILE *f = fopen(other, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\n"
+		   "apps = ( { name = \"web\"; range = [ 64150, 64249 ]; deny = [ \"[::1]\" ]; },\n"
+		   "         { name = \"py\"; range = [ 64300, 64309 ]; match = { exe = [ \"*/python3*\" ]; }; } );\n");
+	fclose(f);
+	snprintf(args, sizeof(args), "report --against '%s' --json -c '%s' '%s'", other, s.sb.policy, s.sb.log);
+	json_t *root = tool_json(args);
+	json_t *web = app_entry(root, "web");
+	cr_assert_not_null(web, "%s", json_dumps(root, 0));
+	json_t *deny = json_object_get(web, "would_deny");
+	cr_assert_eq(json_array_size(deny), 1, "%s", json_dumps(web, 0));
+	cr_expect_str_eq(STR_OF(json_array_get(deny, 0), "remote"), s.remote6);
+	cr_expect_eq(INT_OF(json_array_get(deny, 0), "count"), 5);
+	char rule[300];
+	snprintf(rule, sizeof(rule), "deny [::1/128] (%s:2)", other);
+	cr_expect_str_eq(STR_OF(json_array_get(deny, 0), "rule"), rule);
+	json_t *allow = json_object_get(web, "would_allow");
+	cr_assert_eq(json_array_size(allow), 1, "%s", json_dumps(web, 0));
+	cr_expect_str_eq(STR_OF(json_array_get(allow, 0), "remote"), s.refused);
+	json_t *outside = json_object_get(web, "outside_range");
+	cr_expect_eq(INT_OF(outside, "ports"), 10, "ports 64100-64109 are below 64150: %s", json_dumps(web, 0));
+	cr_expect_eq(INT_OF(outside, "assignments"), 10);
+	json_t *moved = json_object_get(web, "rematched");
+	cr_assert_eq(json_array_size(moved), 1, "%s", json_dumps(web, 0));
+	cr_expect_str_eq(STR_OF(json_array_get(moved, 0), "app"), "py", "%s", json_dumps(moved, 0));
+	json_t *aud = app_entry(root, "aud");
+	cr_expect(json_is_false(json_object_get(aud, "in_policy")), "%s", json_dumps(aud, 0));
+	json_decref(root);
+	report_teardown(&s);
+}
