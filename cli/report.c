@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "config/policy.h"
 
+#include "logline.h"
 #include "report.h"
 
 static struct app_stats *stats_for(struct report *rep, const char *name)
@@ -71,15 +72,31 @@ static void copy_ts(char out[32], const char *ts)
 static struct dest_stats *dest_for(struct report *rep, struct app_stats *app, enum dest_kind kind,
 				   const char *remote)
 {
-	char *key = g_strdup_printf("%zu %d %s", (size_t)(app - rep->apps), (int)kind, remote);
+	char buf[256], *key = buf;
+	size_t index = (size_t)(app - rep->apps), len = strlen(remote), at = sizeof(buf) - 1;
+
+	if (len > 200)
+		return NULL;
+	/* "INDEX KIND REMOTE", the index written backwards from a mark */
+	char digits[24];
+	size_t n = 0;
+	do
+		digits[n++] = (char)('0' + index % 10);
+	while ((index /= 10));
+	for (at = 0; n; at++)
+		buf[at] = digits[--n];
+	buf[at++] = ' ';
+	buf[at++] = (char)('0' + kind);
+	buf[at++] = ' ';
+	memcpy(buf + at, remote, len + 1);
 	struct dest_stats *dest = g_hash_table_lookup(rep->dests, key);
 
 	if (dest || g_hash_table_size(rep->dests) >= MAX_DESTINATIONS) {
-		g_free(key);
 		if (!dest)
 			app->untracked[kind]++;
 		return dest;
 	}
+	key = g_strdup(buf);
 	dest = g_new0(struct dest_stats, 1);
 	dest->key = key;
 	dest->remote = strchr(strchr(key, ' ') + 1, ' ') + 1;
@@ -92,10 +109,10 @@ static struct dest_stats *dest_for(struct report *rep, struct app_stats *app, en
 }
 
 static void count_destination(struct report *rep, struct app_stats *app, enum dest_kind kind,
-			      json_t *record, const char *ts)
+			      const struct log_record *record, const char *ts)
 {
-	const char *remote = json_string_value(json_object_get(record, "remote"));
-	int port = port_of(json_string_value(json_object_get(record, "local")));
+	const char *remote = record->remote;
+	int port = port_of(record->local);
 
 	if (!remote || port_of(remote) < 0)
 		return;
@@ -105,7 +122,7 @@ static void count_destination(struct report *rep, struct app_stats *app, enum de
 	if (!dest->count++)
 		copy_ts(dest->first, ts);
 	copy_ts(dest->last, ts);
-	const char *rule = json_string_value(json_object_get(record, "rule"));
+	const char *rule = record->rule;
 	if (rule && !dest->rule)
 		dest->rule = strdup(rule);
 	if (kind != DEST_DENIED) {
@@ -124,10 +141,9 @@ static void count_destination(struct report *rep, struct app_stats *app, enum de
 }
 
 /* --against: the programs an app's records name, to select again. */
-static void remember_program(struct app_stats *app, json_t *record)
+static void remember_program(struct app_stats *app, const struct log_record *record)
 {
-	const char *exe = json_string_value(json_object_get(record, "exe"));
-	const char *comm = json_string_value(json_object_get(record, "comm"));
+	const char *exe = record->exe, *comm = record->comm;
 
 	if (!exe && !comm)
 		return;
@@ -143,17 +159,16 @@ static bool refusable(const char *result)
 	return result && (strcmp(result, "EPERM") == 0 || strcmp(result, "EACCES") == 0);
 }
 
-static void count_event(struct report *rep, struct app_stats *app, const char *event, json_t *record,
-			const char *ts)
+static void count_event(struct report *rep, struct app_stats *app, const char *event,
+			const struct log_record *record, const char *ts)
 {
-	json_t *attempts = json_object_get(record, "attempts");
 
 	if (strcmp(event, "assign") == 0) {
 		app->assignments++;
 		count_destination(rep, app, DEST_USED, record, ts);
-		count_port(app, port_of(json_string_value(json_object_get(record, "local"))));
-		if (json_is_integer(attempts) && json_integer_value(attempts) >= 0) {
-			unsigned long tries = (unsigned long)json_integer_value(attempts);
+		count_port(app, port_of(record->local));
+		if (record->has_attempts && record->attempts >= 0) {
+			unsigned long tries = (unsigned long)record->attempts;
 			app->attempts_sum += tries;
 			if (tries > app->attempts_max)
 				app->attempts_max = tries;
@@ -164,26 +179,24 @@ static void count_event(struct report *rep, struct app_stats *app, const char *e
 	} else if (strcmp(event, "error") == 0) {
 		app->errors++;
 	} else if (strcmp(event, "audit") == 0) {
-		const char *result = json_string_value(json_object_get(record, "result"));
+		const char *result = record->result;
 		app->audits++;
 		app->audits_refusable += refusable(result);
 		count_destination(rep, app, refusable(result) ? DEST_WOULD_DENY : DEST_USED, record, ts);
 	}
 }
 
-static void take_line(struct report *rep, const char *line)
+static void take_line(struct report *rep, char *line)
 {
-	json_error_t error;
-	json_t *record = json_loads(line, JSON_REJECT_DUPLICATES, &error);
-	const char *app_name = json_string_value(json_object_get(record, "app"));
-	const char *event = json_string_value(json_object_get(record, "event"));
-	const char *ts = json_string_value(json_object_get(record, "ts"));
+	struct log_record record;
 
-	if (!json_is_object(record) || !app_name || !event || !ts) {
+	if (!log_record_read(line, &record) || !record.app || !record.event || !record.ts) {
 		rep->malformed++;
-		json_decref(record);
+		if (record.tree)
+			log_record_done(&record);
 		return;
 	}
+	const char *app_name = record.app, *event = record.event, *ts = record.ts;
 	if ((!rep->only_app || strcmp(rep->only_app, app_name) == 0) &&
 	    (!rep->since[0] || strcmp(ts, rep->since) >= 0) &&
 	    (!rep->until[0] || strncmp(ts, rep->until, 19) < 0)) {
@@ -192,12 +205,12 @@ static void take_line(struct report *rep, const char *line)
 			if (!app->first_ts[0])
 				snprintf(app->first_ts, sizeof(app->first_ts), "%s", ts);
 			snprintf(app->last_ts, sizeof(app->last_ts), "%s", ts);
-			count_event(rep, app, event, record, ts);
+			count_event(rep, app, event, &record, ts);
 			if (rep->track_programs)
-				remember_program(app, record);
+				remember_program(app, &record);
 		}
 	}
-	json_decref(record);
+	log_record_done(&record);
 }
 
 /* Reads line by line with a fixed buffer; an overlong line is skipped

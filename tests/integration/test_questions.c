@@ -647,3 +647,32 @@ Test(questions, report_against_another_policy, .timeout = 90)
 	json_decref(root);
 	report_teardown(&s);
 }
+
+/* The record scanner reads what jansson reads: escapes, UTF-8 (left to
+ * jansson), a duplicate key (refused, as jansson refuses it). */
+Test(questions, report_reads_records_as_jansson_does)
+{
+	char log[] = "/tmp/pf-scan-XXXXXX", args[256];
+	int fd = mkstemp(log);
+	dprintf(fd, "{\"ts\":\"2026-11-21T10:00:00Z\",\"event\":\"assign\",\"app\":\"w\\u0065b\",\"attempts\":2,"
+		    "\"local\":\"127.0.0.1:61000\",\"remote\":\"127.0.0.1:80\",\"exe\":\"/x\\\"y\\\\z\"}\n"
+		    "{\"ts\":\"2026-11-21T10:00:01Z\",\"event\":\"assign\",\"app\":\"w\xc3\xa9\x62\",\"attempts\":1.5,"
+		    "\"local\":\"127.0.0.1:61001\",\"remote\":\"127.0.0.1:80\"}\n"
+		    "{\"ts\":\"2026-11-21T10:00:02Z\",\"event\":\"assign\",\"app\":\"web\",\"app\":\"web\"}\n"
+		    "  { \"ts\" : \"2026-11-21T10:00:03Z\" , \"event\" : \"deny\" , \"app\" : \"web\", \"n\": null,"
+		    " \"t\": true, \"remote\": \"192.0.2.1:25\", \"x\": -1e3 }  \n"
+		    "{\"ts\":\"2026-11-21T10:00:04Z\",\"event\":\"assign\",\"app\":\"web\",\"bad\":01}\n");
+	close(fd);
+	snprintf(args, sizeof(args), "report --json '%s'", log);
+	json_t *root = tool_json(args);
+	unlink(log);
+	json_t *web = app_entry(root, "web"), *accented = app_entry(root, "w\xc3\xa9" "b");
+	cr_assert(web && accented, "%s", json_dumps(root, 0));
+	cr_expect_eq(INT_OF(web, "assignments"), 1);
+	cr_expect_eq(INT_OF(web, "attempts_max"), 2);
+	cr_expect_eq(INT_OF(web, "denials"), 1);
+	cr_expect_eq(INT_OF(accented, "assignments"), 1);
+	cr_expect_eq(INT_OF(accented, "attempts_max"), 0, "1.5 is no integer");
+	cr_expect_eq(INT_OF(root, "malformed_lines"), 2, "the duplicate key and 01: %s", json_dumps(root, 0));
+	json_decref(root);
+}
