@@ -12,7 +12,7 @@ static const char usage_text[] =
 	"       portfence check [-c POLICY]\n"
 	"       portfence report [--json] [--app NAME] [--since TIME] [--until TIME] [-c POLICY] [LOGFILE]\n"
 	"       portfence who ADDR:PORT [--at TIME] [--proto tcp|udp] [-c POLICY] [--json] [LOGFILE]\n"
-	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus]\n"
+	"       portfence status [-c POLICY] [--app NAME] [--json | --prometheus | --watch]\n"
 	"       portfence attach [-c POLICY] -a APP CGROUP\n"
 	"       portfence detach [-a APP] CGROUP\n"
 	"       portfence daemon [-c POLICY]\n"

@@ -8,6 +8,7 @@
 #include <glib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,11 @@ int status_app_at_port(const struct status *status, uint16_t port)
 void status_count_socket(struct status *status, int app, const struct pf_socket_entry *entry)
 {
 	struct app_status *as = &status->apps[app];
+	static const uint8_t shown[STATE_COUNT] = {PORT_ESTABLISHED, PORT_TIME_WAIT, PORT_LISTEN, PORT_OTHER};
+	uint8_t *port = &status->port_state[entry->local_port];
 	as->by_state[state_of(entry)]++;
+	if (shown[state_of(entry)] > *port)
+		*port = shown[state_of(entry)];
 	as->in_use++;
 	count_destination(status, app, entry);
 }
@@ -253,7 +258,7 @@ static int select_apps(struct status *status, const struct pf_policy *policy, co
 	return 0;
 }
 
-static void status_free(struct status *status)
+void status_free(struct status *status)
 {
 	for (size_t i = 0; i < status->app_count; i++) {
 		for (size_t c = 0; c < status->apps[i].cgroup_count; c++)
@@ -268,9 +273,20 @@ static void status_free(struct status *status)
 	key_table_free(&status->destinations);
 }
 
+void status_warn(struct status *status, const char *fmt, ...)
+{
+	va_list args;
+	va_start(args, fmt);
+	if (status->quiet)
+		vsnprintf(status->warning, sizeof(status->warning), fmt, args);
+	else
+		vfprintf(stderr, fmt, args);
+	va_end(args);
+}
+
 /* The shim's counters, from the app's shared state under the policy's
  * state_dir (or this user's default): none there yet is 0. */
-static void read_counters(struct app_status *app, const struct pf_policy *policy)
+static void read_counters(struct status *status, struct app_status *app, const struct pf_policy *policy)
 {
 	char dir[4096];
 	uint64_t assignments = 0, failures = 0;
@@ -282,7 +298,7 @@ static void read_counters(struct app_status *app, const struct pf_policy *policy
 	int rc = pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
 					&assignments, &failures);
 	if (rc < 0 && rc != -ENOENT) {
-		fprintf(stderr, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
+		status_warn(status, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
 			app->app->name, dir, strerror(-rc));
 		return;
 	}
@@ -295,12 +311,12 @@ static int collect(struct status *status, const struct pf_policy *policy)
 {
 	int rc = gather_sockets(status, policy);
 	if (rc < 0) {
-		fprintf(stderr, "portfence: status: cannot read the kernel's socket tables: %s\n",
+		status_warn(status, "portfence: status: cannot read the kernel's socket tables: %s\n",
 			strerror(-rc));
 		return 1;
 	}
 	if (key_table_count(&status->inodes) && status_find_processes(status) < 0)
-		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
+		status_warn(status, "portfence: status: cannot read /proc: %s\n", strerror(errno));
 	/* A socket no readable process holds counts for its range's app. */
 	for (size_t s = 0; s < status->socket_count; s++) {
 		int app = status->claimed[s] ? -1 : status_app_at_port(status, status->sockets[s].local_port);
@@ -308,7 +324,7 @@ static int collect(struct status *status, const struct pf_policy *policy)
 			status_count_socket(status, app, &status->sockets[s]);
 	}
 	if (status->unreadable)
-		fprintf(stderr,
+		status_warn(status,
 			"portfence: status: not root: the sockets and apps of %lu processes of other users could not be "
 			"read; their sockets in a range count for the range's app, none as intruders\n",
 			status->unreadable);
@@ -316,16 +332,28 @@ static int collect(struct status *status, const struct pf_policy *policy)
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
 		status_read_cgroups(app, PF_PIN_RUN_ROOT);
-		read_counters(app, policy);
+		read_counters(status, app, policy);
 		app->records_lost = pf_bpf_records_lost(app->app->name);
 		if (app->records_lost < 0)
-			fprintf(stderr, "portfence: status: cannot read how many records app '%s' lost: %s\n",
+			status_warn(status, "portfence: status: cannot read how many records app '%s' lost: %s\n",
 				app->app->name, strerror((int)-app->records_lost));
 	}
 	return 0;
 }
 
-enum status_format { FORMAT_TEXT, FORMAT_JSON, FORMAT_PROMETHEUS };
+enum status_format { FORMAT_TEXT, FORMAT_JSON, FORMAT_PROMETHEUS, FORMAT_WATCH };
+
+int status_gather(struct status *status, const struct pf_policy *policy, const char *only, const char *path)
+{
+	status->policy = policy;
+	if (select_apps(status, policy, only) < 0)
+		return 1;
+	if (only && status->app_count == 0) {
+		fprintf(stderr, "portfence: status: %s has no app '%s'\n", path, only);
+		return 1;
+	}
+	return collect(status, policy);
+}
 
 static int show(const char *path, const char *only, enum status_format format)
 {
@@ -334,15 +362,8 @@ static int show(const char *path, const char *only, enum status_format format)
 	int rc = 1;
 
 	if (cli_load_policy(path, &policy) < 0)
-		goto out;
-	status.policy = &policy;
-	if (select_apps(&status, &policy, only) < 0)
-		goto out;
-	if (only && status.app_count == 0) {
-		fprintf(stderr, "portfence: status: %s has no app '%s'\n", path, only);
-		goto out;
-	}
-	if ((rc = collect(&status, &policy)) != 0)
+		return 1;
+	if ((rc = status_gather(&status, &policy, only, path)) != 0)
 		goto out;
 	if (format == FORMAT_JSON)
 		rc = status_print_json(&status);
@@ -361,7 +382,7 @@ int cmd_status(int argc, char **argv)
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'}, {"app", required_argument, NULL, 'a'},
 		{"json", no_argument, NULL, 'j'},	  {"prometheus", no_argument, NULL, 'p'},
-		{0},
+		{"watch", no_argument, NULL, 'w'},	  {0},
 	};
 	const char *path = NULL, *only = NULL;
 	enum status_format format = FORMAT_TEXT;
@@ -372,15 +393,17 @@ int cmd_status(int argc, char **argv)
 			path = optarg;
 		else if (opt == 'a')
 			only = optarg;
-		else if ((opt == 'j' || opt == 'p') && format == FORMAT_TEXT)
-			format = opt == 'j' ? FORMAT_JSON : FORMAT_PROMETHEUS;
+		else if ((opt == 'j' || opt == 'p' || opt == 'w') && format == FORMAT_TEXT)
+			format = opt == 'j' ? FORMAT_JSON : opt == 'p' ? FORMAT_PROMETHEUS : FORMAT_WATCH;
 		else
-			return usage_error(opt == 'j' || opt == 'p'
-						   ? "status: --json and --prometheus exclude each other"
+			return usage_error(opt == 'j' || opt == 'p' || opt == 'w'
+						   ? "status: --json, --prometheus and --watch exclude each other"
 						   : "status: unknown option");
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
 	pf_bpf_sweep_runs();
+	if (format == FORMAT_WATCH)
+		return status_watch(path ? path : cli_config_from_env(), only);
 	return show(path ? path : cli_config_from_env(), only, format);
 }

@@ -82,7 +82,24 @@ struct status {
 	uint8_t listening[65536 / 8];
 	/* What could not be read (not root): processes. */
 	unsigned long unreadable;
+	/* Each port's state now (enum port_state), for --watch. */
+	uint8_t port_state[65536];
+	/* quiet (--watch): the last warning is kept, not printed */
+	bool quiet;
+	char warning[256];
 };
+
+/* A port's state in --watch's map, the strongest of its sockets'. */
+enum port_state { PORT_FREE, PORT_OTHER, PORT_LISTEN, PORT_TIME_WAIT, PORT_ESTABLISHED, PORT_INTRUDER };
+
+/* Selects the policy's apps (only: that one) and gathers what the
+ * kernel holds; 0, or 1 after saying why. */
+int status_gather(struct status *status, const struct pf_policy *policy, const char *only, const char *path);
+void status_free(struct status *status);
+/* A warning on stderr, or kept in status->warning when quiet. */
+void status_warn(struct status *status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* status --watch: a live view until q; the exit status. */
+int status_watch(const char *path, const char *only);
 
 /* Counts entry as one of app's sockets (apps index). */
 void status_count_socket(struct status *status, int app, const struct pf_socket_entry *entry);

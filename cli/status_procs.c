@@ -111,6 +111,7 @@ static void judge_process(struct status *status, struct proc_apps *apps, int pro
 		} else if (range_app >= 0 && info.backend != PROC_UNKNOWN) {
 			if (!status->claimed[s])
 				status->apps[range_app].intruder_sockets++;
+			status->port_state[entry->local_port] = PORT_INTRUDER;
 			status->claimed[s] = true;
 			intruding[range_app]++;
 		} else if (range_app >= 0) {

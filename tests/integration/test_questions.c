@@ -676,3 +676,69 @@ Test(questions, report_reads_records_as_jansson_does)
 	cr_expect_eq(INT_OF(root, "malformed_lines"), 2, "the duplicate key and 01: %s", json_dumps(root, 0));
 	json_decref(root);
 }
+
+/* ---- status --watch, under tmux ---- */
+
+static const char watch_policy[] =
+	"apps = ( { name = \"web\"; range = [ 64800, 64899 ]; algorithm = \"sequential\"; } );";
+
+static void tmux(struct run_result *r, const char *args)
+{
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "tmux -L pf-watch-test %s", args);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	run_program(r, argv, NULL, NULL);
+}
+
+Test(questions, status_watch_under_tmux, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct holding web, intruder;
+	struct run_result r;
+	char args[1024];
+
+	sandbox_init(&sb, watch_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
+	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 64850);
+	snprintf(args, sizeof(args), "new-session -d -x 100 -y 30 \"PORTFENCE_CONFIG=/nonexistent '%s' status --watch -c '%s'\"",
+		 build_path("portfence"), sb.policy);
+	tmux(&r, args);
+	cr_assert_eq(r.status, 0, "tmux: %s", r.err);
+	char screen[8192] = "";
+	const char *line = NULL;
+	for (int i = 0; i < 50 && !line; i++) {
+		usleep(100000);
+		tmux(&r, "capture-pane -p");
+		memcpy(screen, r.out, sizeof(screen) - 1);
+		line = strstr(screen, "web 64800-64899: in use 3, held 4/100 (4.0%), intruders 1");
+	}
+	cr_expect_not_null(line, "%s", screen);
+	/* the map: ports 64800-64802 established, 64850 the intruder's */
+	cr_expect(strstr(screen, "\n  ###..."), "%s", screen);
+	char row[128];
+	memset(row, '.', 47);
+	row[47] = '\0';
+	snprintf(row + 47, sizeof(row) - 47, "!..");
+	cr_expect(strstr(screen, row), "intruder cell at 64850: %s", screen);
+	cr_expect(strstr(screen, "(q quits)"), "%s", screen);
+	/* one second later, rates (the shim's counters) are shown */
+	usleep(1500000);
+	tmux(&r, "capture-pane -p");
+	cr_expect(strstr(r.out, "assign/s 0.0, failures 0 (+0)"), "%s", r.out);
+	tmux(&r, "send-keys q");
+	bool gone = false;
+	for (int i = 0; i < 30 && !gone; i++) {
+		usleep(100000);
+		tmux(&r, "has-session");
+		gone = r.status != 0;
+	}
+	cr_expect(gone, "q did not quit");
+	if (!gone)
+		tmux(&r, "kill-server");
+	unhold(&intruder);
+	unhold(&web);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
