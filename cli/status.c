@@ -119,7 +119,8 @@ void status_count_socket(struct status *status, int app, const struct pf_socket_
 	if (shown[state_of(entry)] > *port)
 		*port = shown[state_of(entry)];
 	as->in_use++;
-	count_destination(status, app, entry);
+	if (!status->quiet)	/* --watch shows no destinations */
+		count_destination(status, app, entry);
 }
 
 static void remember_socket(struct gather *g, const struct pf_socket_entry *entry)

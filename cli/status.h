@@ -84,10 +84,21 @@ struct status {
 	unsigned long unreadable;
 	/* Each port's state now (enum port_state), for --watch. */
 	uint8_t port_state[65536];
+	/* --watch: a full pass over /proc fills cache; with use_cache the
+	 * processes and what they held come from it instead */
+	struct proc_cache *cache;
+	bool use_cache;
 	/* quiet (--watch): the last warning is kept, not printed */
 	bool quiet;
 	char warning[256];
 };
+
+struct proc_cache {
+	struct proc_cache_entry *entries;
+	size_t count, cap;
+	unsigned long unreadable;
+};
+void status_cache_free(struct proc_cache *cache);
 
 /* A port's state in --watch's map, the strongest of its sockets'. */
 enum port_state { PORT_FREE, PORT_OTHER, PORT_LISTEN, PORT_TIME_WAIT, PORT_ESTABLISHED, PORT_INTRUDER };

@@ -85,14 +85,12 @@ static void offer_to(struct top_process *top, size_t *top_count, pid_t pid, unsi
  * an audit-mode app), an intruder in the range's app when pid is known
  * to be another's or none's, the range's app's when pid's app is not
  * known (its maps unreadable). */
-static void judge_process(struct status *status, struct proc_apps *apps, int proc_fd, pid_t pid,
-			  const struct held_list *held, unsigned long *own, unsigned long *intruding)
+static void judge_sockets(struct status *status, const struct proc_info *process, const struct held_list *held,
+			  unsigned long *own, unsigned long *intruding)
 {
 	const struct pf_policy *policy = status->policy;
-	struct proc_info info;
-
-	if (!proc_apps_identify(apps, proc_fd, pid, &info))
-		return;
+	const struct proc_info info = *process;
+	pid_t pid = info.pid;
 	int mine = info.app >= 0 ? status->status_of_policy_app[info.app] : -1;
 	bool audit = info.app >= 0 && policy->apps[info.app].mode == PF_MODE_AUDIT;
 	for (size_t i = 0; i < held->count; i++) {
@@ -131,6 +129,64 @@ static void judge_process(struct status *status, struct proc_apps *apps, int pro
 	}
 }
 
+/* --watch: what a full pass found, kept for the refreshes between two:
+ * each process's identity and the inodes it held. */
+struct proc_cache_entry {
+	struct proc_info info;
+	uint32_t *inodes;
+	size_t count;
+};
+
+void status_cache_free(struct proc_cache *cache)
+{
+	for (size_t i = 0; i < cache->count; i++)
+		free(cache->entries[i].inodes);
+	free(cache->entries);
+	memset(cache, 0, sizeof(*cache));
+}
+
+static void cache_add(struct proc_cache *cache, const struct status *status, const struct proc_info *info,
+		      const struct held_list *held)
+{
+	if (cache->count == cache->cap) {
+		size_t cap = cache->cap ? cache->cap * 2 : 64;
+		struct proc_cache_entry *grown = realloc(cache->entries, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		cache->entries = grown;
+		cache->cap = cap;
+	}
+	struct proc_cache_entry *entry = &cache->entries[cache->count];
+	entry->info = *info;
+	entry->count = held->count;
+	if (!(entry->inodes = malloc((held->count + 1) * sizeof(uint32_t))))
+		return;
+	for (size_t i = 0; i < held->count; i++)
+		entry->inodes[i] = status->sockets[held->items[i]].inode;
+	cache->count++;
+}
+
+/* A refresh from the cache: each cached process's sockets that still
+ * exist; sockets new since the last pass count for their range's app. */
+static void replay(struct status *status, struct held_list *held, unsigned long *own, unsigned long *intruding)
+{
+	const struct proc_cache *cache = status->cache;
+	for (size_t i = 0; i < cache->count; i++) {
+		const struct proc_cache_entry *entry = &cache->entries[i];
+		held->count = 0;
+		for (size_t k = 0; k < entry->count; k++) {
+			uint8_t key[24] = {0};
+			memcpy(key, &entry->inodes[k], sizeof(entry->inodes[k]));
+			struct key_entry *found = key_table_get(&status->inodes, key);
+			if (!found || held->count == held->cap)
+				continue;
+			held->items[held->count++] = found->socket;
+		}
+		if (held->count)
+			judge_sockets(status, &entry->info, held, own, intruding);
+	}
+}
+
 int status_find_processes(struct status *status)
 {
 	int proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -150,16 +206,35 @@ int status_find_processes(struct status *status)
 		free(intruding);
 		return -1;
 	}
+	if (status->cache && status->use_cache) {
+		size_t most = 0;
+		for (size_t i = 0; i < status->cache->count; i++)
+			most = status->cache->entries[i].count > most ? status->cache->entries[i].count : most;
+		held.items = malloc((most + 1) * sizeof(*held.items));
+		held.cap = held.items ? most : 0;
+		replay(status, &held, own, intruding);
+		status->unreadable = status->cache->unreadable;
+		goto out;
+	}
+	if (status->cache)
+		status_cache_free(status->cache);
 	proc_apps_init(&apps, status->policy);
 	while ((entry = readdir(proc))) {
 		char *end;
 		long pid = strtol(entry->d_name, &end, 10);
-		if (*end || pid <= 0 || !list_sockets(status, proc_fd, (pid_t)pid, &held))
+		struct proc_info info;
+		if (*end || pid <= 0 || !list_sockets(status, proc_fd, (pid_t)pid, &held) ||
+		    !proc_apps_identify(&apps, proc_fd, (pid_t)pid, &info))
 			continue;
-		judge_process(status, &apps, proc_fd, (pid_t)pid, &held, own, intruding);
+		judge_sockets(status, &info, &held, own, intruding);
+		if (status->cache)
+			cache_add(status->cache, status, &info, &held);
 	}
 	status->unreadable += apps.unreadable_maps;
+	if (status->cache)
+		status->cache->unreadable = status->unreadable;
 	proc_apps_free(&apps);
+out:
 	closedir(proc);
 	free(held.items);
 	free(own);

@@ -20,6 +20,10 @@
 
 #define TREND 31	/* samples kept: 30 s of trend */
 #define MAX_ROWS 4	/* map rows per app at most */
+/* Every this many refreshes, /proc is read again; between, the processes
+ * and the sockets they held come from the last pass (new sockets count
+ * for their range's app until the next). */
+#define FULL_PASS_EVERY 5
 
 struct history {
 	double when[TREND];
@@ -149,10 +153,13 @@ int status_watch(const char *path, const char *only)
 		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
 	}
 	fputs("\033[?1049h\033[?25l", stdout);
-	while (!stop) {
+	struct proc_cache cache = {0};
+	for (unsigned round = 0; !stop; round++) {
 		double t = now_s();
 		memset(st, 0, sizeof(*st));
 		st->quiet = true;
+		st->cache = &cache;
+		st->use_cache = round % FULL_PASS_EVERY != 0;
 		if ((rc = status_gather(st, &policy, only, path)) != 0) {
 			status_free(st);
 			break;
@@ -194,6 +201,7 @@ int status_watch(const char *path, const char *only)
 	fflush(stdout);
 	if (tty)
 		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	status_cache_free(&cache);
 	free(histories);
 	free(st);
 	pf_policy_free(&policy);
