@@ -445,6 +445,20 @@ Test(questions, status_shows_a_bpf_run, .timeout = 90)
 		  json_dumps(w, 0));
 	cr_expect_eq(json_array_size(json_object_get(w, "intruders")), 0, "%s", json_dumps(w, 0));
 	json_decref(root);
+
+	/* who names the run's process, its app, backend and cgroup */
+	char ports[64];
+	unsigned first = 0;
+	read_all(run.ready, ports, sizeof(ports));
+	cr_assert_eq(sscanf(ports, "%u", &first), 1, "%s", ports);
+	snprintf(args, sizeof(args), "who 127.0.0.1:%u --json -c '%s'", first, sb.policy);
+	root = tool_json(args);
+	json_t *proc = json_array_get(json_object_get(json_array_get(json_object_get(root, "sockets"), 0), "processes"), 0);
+	cr_assert_not_null(proc, "%s", json_dumps(root, 0));
+	cr_expect_str_eq(STR_OF(proc, "app"), "web");
+	cr_expect_str_eq(STR_OF(proc, "backend"), "bpf");
+	cr_expect(strncmp(STR_OF(proc, "cgroup"), "/portfence/web-", 15) == 0, "%s", json_dumps(proc, 0));
+	json_decref(root);
 	unhold(&run);
 	server_stop(&srv);
 	sandbox_cleanup(&sb);
@@ -738,6 +752,42 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 	if (!gone)
 		tmux(&r, "kill-server");
 	unhold(&intruder);
+	unhold(&web);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
+static const char nonroot_policy[] =
+	"apps = ( { name = \"web\"; range = [ 64900, 64999 ]; algorithm = \"sequential\"; } );";
+
+/* Not root: status says how many processes it could not read, and
+ * counts their sockets for the range's app, never as intruders. */
+Test(questions, status_as_non_root_says_what_it_could_not_see, .timeout = 90)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to become another user");
+	struct sandbox sb;
+	struct server srv;
+	struct holding web;
+	struct run_result r;
+	char args[1024];
+
+	sandbox_init(&sb, nonroot_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&web, &sb, "web", "web", false, &srv, 2, 0);
+	snprintf(args, sizeof(args), "chmod 0644 '%s' && setpriv --reuid=65534 --regid=65534 --clear-groups '%s' status --json -c '%s'",
+		 sb.policy, build_path("portfence"), sb.policy);
+	char *argv[] = {"sh", "-c", args, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect(strstr(r.err, "portfence: status: not root: the sockets and apps of "), "%s", r.err);
+	json_error_t error;
+	json_t *root = json_loads(r.out, 0, &error);
+	cr_assert_not_null(root, "%s", r.out);
+	json_t *w = app_entry(root, "web");
+	cr_expect_eq(INT_OF(w, "in_use"), 2, "%s", json_dumps(w, 0));
+	cr_expect_eq(json_array_size(json_object_get(w, "intruders")), 0);
+	json_decref(root);
 	unhold(&web);
 	server_stop(&srv);
 	sandbox_cleanup(&sb);
