@@ -14,14 +14,18 @@
 
 #include "harness.h"
 
+/* Every range here lies in 21100-21999: below the kernel's ephemeral
+ * range (no unconfined client or test server is given such a port) and
+ * used by no other suite, whose TIME_WAIT sockets would show. */
+
 #define INT_OF(e, k) json_integer_value(json_object_get((e), (k)))
 #define STR_OF(e, k) json_string_value(json_object_get((e), (k)))
 
 /* Line 4 is the first line of the apps text (sandbox_init writes three). */
 static const char report_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64100, 64199 ]; algorithm = \"sequential\";\n"
+	"apps = ( { name = \"web\"; range = [ 21100, 21199 ]; algorithm = \"sequential\";\n"
 	"           deny = [ \"127.0.0.2/32\" ]; },\n"
-	"         { name = \"aud\"; range = [ 64200, 64299 ]; mode = \"audit\";\n"
+	"         { name = \"aud\"; range = [ 21200, 21299 ]; mode = \"audit\";\n"
 	"           allow = [ \"127.0.0.1/32\", \"[::1]\" ]; } );";
 
 /* Connects argv[1] times to each ADDR PORT pair that follows; a refused
@@ -118,8 +122,8 @@ Test(questions, report_lists_destinations_and_denials, .timeout = 90)
 	json_t *web = app_entry(root, "web");
 	cr_assert_not_null(web);
 	json_t *range = json_object_get(web, "range");
-	cr_expect_eq(json_integer_value(json_array_get(range, 0)), 64100);
-	cr_expect_eq(json_integer_value(json_array_get(range, 1)), 64199);
+	cr_expect_eq(json_integer_value(json_array_get(range, 0)), 21100);
+	cr_expect_eq(json_integer_value(json_array_get(range, 1)), 21199);
 	json_t *dests = json_object_get(web, "destinations");
 	cr_expect_eq(json_array_size(dests), 2, "%s", json_dumps(web, 0));
 	json_t *d4 = find_remote(dests, s.remote4), *d6 = find_remote(dests, s.remote6);
@@ -172,14 +176,14 @@ Test(questions, report_lists_destinations_and_denials, .timeout = 90)
 	cr_expect(strstr(r.out, line), "%s", r.out);
 	snprintf(line, sizeof(line), ", rule deny 127.0.0.2/32 (%s:5)\n", s.sb.policy);
 	cr_expect(strstr(r.out, line), "%s", r.out);
-	cr_expect(strstr(r.out, "of 100 (range 64100-64199): coverage 10.0%"), "%s", r.out);
+	cr_expect(strstr(r.out, "of 100 (range 21100-21199): coverage 10.0%"), "%s", r.out);
 	report_teardown(&s);
 }
 
 /* ---- who ---- */
 
 static const char who_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64300, 64300 ]; algorithm = \"sequential\"; } );";
+	"apps = ( { name = \"web\"; range = [ 21300, 21300 ]; algorithm = \"sequential\"; } );";
 
 /* Connects to argv[1]:argv[2] (argv[5] times, from port argv[6] when
  * given), writes its local ports to argv[3], then holds the connections
@@ -218,9 +222,9 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 	char *argv[] = {"python3", "-c", (char *)holder, "127.0.0.1", port, ready, stop, NULL};
 	pid_t pid = spawn_under(&sb, "web", argv, out);
 	cr_assert(await_file(ready, 30), "the holder never got ready");
-	cr_assert(server_saw(&a, 64300), "the server saw no connection from 64300");
+	cr_assert(server_saw(&a, 21300), "the server saw no connection from 21300");
 
-	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --proto tcp -c '%s' --json", sb.policy);
+	snprintf(args, sizeof(args), "who 127.0.0.1:21300 --proto tcp -c '%s' --json", sb.policy);
 	json_t *root = tool_json(args);
 	json_t *sockets = json_object_get(root, "sockets");
 	cr_assert_eq(json_array_size(sockets), 1, "%s", json_dumps(root, 0));
@@ -246,7 +250,7 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 	usleep(1100000);
 	run_client(&sb, "web", 1, "127.0.0.1", b.port, "127.0.0.1", b.port, "127.0.0.1", b.port);
 
-	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --at %s --json '%s'", then, sb.log);
+	snprintf(args, sizeof(args), "who 127.0.0.1:21300 --at %s --json '%s'", then, sb.log);
 	root = tool_json(args);
 	json_t *record = json_object_get(root, "record");
 	cr_assert(json_is_object(record), "%s", json_dumps(root, 0));
@@ -260,14 +264,14 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 
 	/* Before any record: nothing, exit 1. */
 	struct run_result r;
-	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --at 2020-01-01 '%s'", sb.log);
+	snprintf(args, sizeof(args), "who 127.0.0.1:21300 --at 2020-01-01 '%s'", sb.log);
 	tool_text(&r, args);
 	cr_expect_eq(r.status, 1);
-	cr_expect(strstr(r.out, "no record assigned local port 64300 before 2020-01-01T00:00:00Z"), "%s", r.out);
-	snprintf(args, sizeof(args), "who 127.0.0.1:64300 --at '%s' '%s'", then, sb.log);
+	cr_expect(strstr(r.out, "no record assigned local port 21300 before 2020-01-01T00:00:00Z"), "%s", r.out);
+	snprintf(args, sizeof(args), "who 127.0.0.1:21300 --at '%s' '%s'", then, sb.log);
 	tool_text(&r, args);
 	cr_expect_eq(r.status, 0, "%s", r.err);
-	cr_expect(strstr(r.out, " tcp 127.0.0.1:64300 was assigned at ") && strstr(r.out, "  reused at "), "%s", r.out);
+	cr_expect(strstr(r.out, " tcp 127.0.0.1:21300 was assigned at ") && strstr(r.out, "  reused at "), "%s", r.out);
 	server_stop(&a);
 	server_stop(&b);
 	sandbox_cleanup(&sb);
@@ -276,8 +280,8 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 /* ---- status ---- */
 
 static const char status_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64400, 64499 ]; algorithm = \"sequential\"; },\n"
-	"         { name = \"aud\"; range = [ 64500, 64599 ]; mode = \"audit\"; } );";
+	"apps = ( { name = \"web\"; range = [ 21400, 21499 ]; algorithm = \"sequential\"; },\n"
+	"         { name = \"aud\"; range = [ 21500, 21599 ]; mode = \"audit\"; } );";
 
 struct holding {
 	pid_t pid;
@@ -361,7 +365,7 @@ Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
 	server_start(&srv, "127.0.0.1", SERVE_STALL);
 	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
 	hold(&aud, &sb, "aud", "aud", false, &srv, 2, 0);
-	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 64450);
+	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 21450);
 
 	snprintf(args, sizeof(args), "status -c '%s' --json", sb.policy);
 	json_t *root = tool_json(args);
@@ -410,7 +414,7 @@ Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
 }
 
 static const char bpf_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64600, 64699 ]; algorithm = \"sequential\"; } );";
+	"apps = ( { name = \"web\"; range = [ 21600, 21699 ]; algorithm = \"sequential\"; } );";
 
 /* A `run --bpf` run: its processes and its cgroup show. */
 Test(questions, status_shows_a_bpf_run, .timeout = 90)
@@ -480,7 +484,7 @@ Test(questions, prometheus_rules_pass_promtool, .timeout = 60)
 }
 
 static const char tiny_policy[] =
-	"apps = ( { name = \"tiny\"; range = [ 64700, 64700 ]; algorithm = \"sequential\"; } );";
+	"apps = ( { name = \"tiny\"; range = [ 21700, 21700 ]; algorithm = \"sequential\"; } );";
 
 /* The shim's counters: one port, held; a second connect to the same
  * destination finds none (EADDRNOTAVAIL), one to another gets it. */
@@ -560,7 +564,7 @@ Test(questions, report_suggest_covers_what_was_seen, .timeout = 90)
 	FILE *f = fopen(policy, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "version = 1;\nlog = { file = \"%s/enforced.jsonl\"; };\nstate_dir = \"%s\";\n"
-		   "apps = ( { name = \"aud\"; range = [ 64200, 64299 ]; allow = [ %s ]; } );\n",
+		   "apps = ( { name = \"aud\"; range = [ 21200, 21299 ]; allow = [ %s ]; } );\n",
 		s.sb.dir, s.sb.state, rules);
 	fclose(f);
 	json_decref(root);
@@ -633,8 +637,8 @@ Test(questions, report_against_another_policy, .timeout = 90)
 	FILE *f = fopen(other, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "version = 1;\n"
-		   "apps = ( { name = \"web\"; range = [ 64150, 64249 ]; deny = [ \"[::1]\" ]; },\n"
-		   "         { name = \"py\"; range = [ 64300, 64309 ]; match = { exe = [ \"*/python3*\" ]; }; } );\n");
+		   "apps = ( { name = \"web\"; range = [ 21150, 21249 ]; deny = [ \"[::1]\" ]; },\n"
+		   "         { name = \"py\"; range = [ 21300, 21309 ]; match = { exe = [ \"*/python3*\" ]; }; } );\n");
 	fclose(f);
 	snprintf(args, sizeof(args), "report --against '%s' --json -c '%s' '%s'", other, s.sb.policy, s.sb.log);
 	json_t *root = tool_json(args);
@@ -651,7 +655,7 @@ Test(questions, report_against_another_policy, .timeout = 90)
 	cr_assert_eq(json_array_size(allow), 1, "%s", json_dumps(web, 0));
 	cr_expect_str_eq(STR_OF(json_array_get(allow, 0), "remote"), s.refused);
 	json_t *outside = json_object_get(web, "outside_range");
-	cr_expect_eq(INT_OF(outside, "ports"), 10, "ports 64100-64109 are below 64150: %s", json_dumps(web, 0));
+	cr_expect_eq(INT_OF(outside, "ports"), 10, "ports 21100-21109 are below 21150: %s", json_dumps(web, 0));
 	cr_expect_eq(INT_OF(outside, "assignments"), 10);
 	json_t *moved = json_object_get(web, "rematched");
 	cr_assert_eq(json_array_size(moved), 1, "%s", json_dumps(web, 0));
@@ -694,7 +698,7 @@ Test(questions, report_reads_records_as_jansson_does)
 /* ---- status --watch, under tmux ---- */
 
 static const char watch_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64800, 64899 ]; algorithm = \"sequential\"; } );";
+	"apps = ( { name = \"web\"; range = [ 21800, 21899 ]; algorithm = \"sequential\"; } );";
 
 static void tmux(struct run_result *r, const char *args)
 {
@@ -715,7 +719,7 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 	sandbox_init(&sb, watch_policy);
 	server_start(&srv, "127.0.0.1", SERVE_STALL);
 	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
-	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 64850);
+	hold(&intruder, &sb, "intruder", NULL, false, &srv, 1, 21850);
 	snprintf(args, sizeof(args), "new-session -d -x 100 -y 30 \"PORTFENCE_CONFIG=/nonexistent '%s' status --watch -c '%s'\"",
 		 build_path("portfence"), sb.policy);
 	tmux(&r, args);
@@ -726,16 +730,16 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 		usleep(100000);
 		tmux(&r, "capture-pane -p");
 		memcpy(screen, r.out, sizeof(screen) - 1);
-		line = strstr(screen, "web 64800-64899: in use 3, held 4/100 (4.0%), intruders 1");
+		line = strstr(screen, "web 21800-21899: in use 3, held 4/100 (4.0%), intruders 1");
 	}
 	cr_expect_not_null(line, "%s", screen);
-	/* the map: ports 64800-64802 established, 64850 the intruder's */
+	/* the map: ports 21800-21802 established, 21850 the intruder's */
 	cr_expect(strstr(screen, "\n  ###..."), "%s", screen);
 	char row[128];
 	memset(row, '.', 47);
 	row[47] = '\0';
 	snprintf(row + 47, sizeof(row) - 47, "!..");
-	cr_expect(strstr(screen, row), "intruder cell at 64850: %s", screen);
+	cr_expect(strstr(screen, row), "intruder cell at 21850: %s", screen);
 	cr_expect(strstr(screen, "(q quits)"), "%s", screen);
 	/* one second later, rates (the shim's counters) are shown */
 	usleep(1500000);
@@ -758,7 +762,7 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 }
 
 static const char nonroot_policy[] =
-	"apps = ( { name = \"web\"; range = [ 64900, 64999 ]; algorithm = \"sequential\"; } );";
+	"apps = ( { name = \"web\"; range = [ 21900, 21999 ]; algorithm = \"sequential\"; } );";
 
 /* Not root: status says how many processes it could not read, and
  * counts their sockets for the range's app, never as intruders. */
