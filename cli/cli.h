@@ -29,8 +29,8 @@ struct pf_app;
 /* "127.0.0.1:80" or "[::1]:53" into ss; 0, or -1 when it is neither. */
 int cli_parse_endpoint(const char *text, struct sockaddr_storage *ss, unsigned *len);
 /* Whether app's rules refuse remote ("ADDR:PORT"), and then the rule
- * that does, "deny 0.0.0.0/0:25 (FILE:LINE)" or "no allow rule matches
- * (FILE:LINE)", into out. */
+ * that does, 'deny "0.0.0.0/0:25" FILE:LINE' or 'allow (no rule matches)
+ * FILE:LINE', into out. */
 bool cli_refusing_rule(const struct pf_app *app, const char *remote, char *out, size_t len);
 
 /* Prints message (if any) and the usage to stderr; returns EXIT_USAGE. */

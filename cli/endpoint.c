@@ -97,11 +97,11 @@ bool cli_refusing_rule(const struct pf_app *app, const char *remote, char *out, 
 	for (size_t i = 0; i < app->deny.count; i++)
 		if (pf_rule_matches(&app->deny.rules[i], (struct sockaddr *)&ss, ss_len)) {
 			format_rule(&app->deny.rules[i], text, sizeof(text));
-			snprintf(out, len, "deny %s (%s:%d)", text, app->file ? app->file : "?",
+			snprintf(out, len, "deny \"%s\" %s:%d", text, app->file ? app->file : "",
 				 app->deny.rules[i].line);
 			return true;
 		}
-	snprintf(out, len, "no allow rule matches (%s:%d)", app->file ? app->file : "?",
+	snprintf(out, len, "allow (no rule matches) %s:%d", app->file ? app->file : "",
 		 app->allow.count ? app->allow.rules[0].line : app->line);
 	return true;
 }

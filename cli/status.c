@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bpf_cli.h"
 #include "cli.h"
@@ -326,9 +327,9 @@ static int collect(struct status *status, const struct pf_policy *policy)
 	}
 	if (status->unreadable)
 		status_warn(status,
-			"portfence: status: not root: the sockets and apps of %lu processes of other users could not be "
-			"read; their sockets in a range count for the range's app, none as intruders\n",
-			status->unreadable);
+			"portfence: status: cannot read the open files of %lu processes (/proc/PID/fd: %s)%s; "
+			"their sockets in a range count for the range's app, never as intruders\n",
+			status->unreadable, strerror(EACCES), geteuid() ? " (run as root)" : "");
 	for (size_t i = 0; i < status->app_count; i++) {
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
