@@ -417,6 +417,8 @@ static void print_json(const struct report *rep)
 			app->last_ts);
 		if (app->range_lo) {
 			json_object_set_new(entry, "range", json_pack("[i,i]", app->range_lo, app->range_hi));
+			json_object_set_new(entry, "range_lo", json_integer(app->range_lo));
+			json_object_set_new(entry, "range_hi", json_integer(app->range_hi));
 			json_object_set_new(entry, "coverage", json_real(coverage(app)));
 		}
 		json_object_set_new(entry, "destinations", dests_json(app, DEST_USED));
