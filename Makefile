@@ -317,7 +317,7 @@ DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/portfence
 install: $(SHIM) $(TOOL)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR_INSTALLED) \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
-	  $(DOCDIR)/examples/systemd $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
+	  $(DOCDIR)/examples/systemd $(DOCDIR)/examples/prometheus $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
 	  $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR)
 	install -m 0755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/portfence
 	install -m 0644 $(SHIM) $(DESTDIR)$(LIBDIR_INSTALLED)/libportfence.so
@@ -329,6 +329,7 @@ install: $(SHIM) $(TOOL)
 	$(DIST_PATHS) dist/portfence.service > $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/portfence.service
 	install -m 0644 dist/bash-completion/portfence $(DESTDIR)$(BASHCOMPDIR)/portfence
+	install -m 0644 dist/prometheus/portfence.rules.yml $(DOCDIR)/examples/prometheus/portfence.rules.yml
 	for f in dist/systemd/*.conf; do \
 	  $(DIST_PATHS) $$f > $(DOCDIR)/examples/systemd/$${f##*/} && chmod 0644 $(DOCDIR)/examples/systemd/$${f##*/} || exit 1; \
 	done
@@ -339,10 +340,11 @@ INSTALLED_FILES = $(PREFIX)/bin/portfence $(LIBDIR_INSTALLED)/libportfence.so \
   $(PREFIX)/share/man/man1/portfence.1 $(PREFIX)/share/man/man5/portfence.conf.5 \
   $(PREFIX)/share/doc/portfence/example.conf $(PREFIX)/share/doc/portfence/README.md \
   $(SYSCONFDIR)/logrotate.d/portfence $(SYSTEMDUNITDIR)/portfence.service $(BASHCOMPDIR)/portfence \
-  $(patsubst dist/systemd/%,$(PREFIX)/share/doc/portfence/examples/systemd/%,$(wildcard dist/systemd/*.conf))
+  $(patsubst dist/systemd/%,$(PREFIX)/share/doc/portfence/examples/systemd/%,$(wildcard dist/systemd/*.conf)) \
+  $(PREFIX)/share/doc/portfence/examples/prometheus/portfence.rules.yml
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
-	-rmdir $(DOCDIR)/examples/systemd $(DOCDIR)/examples $(DOCDIR) $(DESTDIR)$(LIBDIR_INSTALLED) 2>/dev/null
+	-rmdir $(DOCDIR)/examples/systemd $(DOCDIR)/examples/prometheus $(DOCDIR)/examples $(DOCDIR) $(DESTDIR)$(LIBDIR_INSTALLED) 2>/dev/null
 
 # ---- Packaging: its own tier (make test still runs deb-test) ----
 # The Debian package, built from a copy of the tree under $(BUILD)/deb

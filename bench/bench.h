@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 struct settings {
 	bool quick;
@@ -64,6 +65,18 @@ void hog_stop(void);
 /* Median seconds of `portfence status --json` with about `sockets`
  * sockets open in the policy's ranges (*opened: how many), or -1. */
 double bench_status_seconds(int sockets, int *opened);
+/* The same sockets, held while probe(tool, policy, ctx) runs: its value. */
+double bench_with_sockets(int sockets, int *opened, double (*probe)(const char *tool, const char *policy, void *ctx),
+			  void *ctx);
+/* Issue 21's speed measures (bench/questions.c): report and who --at on
+ * a 2-million-record log, status --watch's CPU with 20,000 sockets. */
+void measure_report_2m(void);
+void measure_who_at_2m(void);
+void measure_watch_20000(void);
+/* Starts argv with stdout (and, with no_input, stdin) on /dev/null. */
+pid_t bench_spawn_quiet(char *const argv[], bool no_input);
+/* Opens a measure's object in bench.json (bench/measures.c). */
+void bench_json_measure(const char *name, const char *text);
 /* A number as bench.json holds it: "null" when it could not be measured
  * (NaN or infinite), so that the file stays JSON.  The text lives as
  * long as the expression that made it. */

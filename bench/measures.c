@@ -32,6 +32,12 @@ static void json_open_measure(const char *name)
 	json_first_measure = false;
 }
 
+void bench_json_measure(const char *name, const char *text)
+{
+	json_open_measure(name);
+	fputs(text, json);
+}
+
 struct json_number json_number(double value, int decimals)
 {
 	struct json_number number;
@@ -724,6 +730,8 @@ int run_all_measures(void)
 		{"capacity", measure_capacity}, {"churn", measure_churn},
 		{"occupancy_live", measure_occupancy_live}, {"syn_stalls", measure_syn_stalls},
 		{"status_20000", measure_status_20000}, {"occupancy", measure_occupancy},
+		{"report_2m", measure_report_2m}, {"who_at_2m", measure_who_at_2m},
+		{"watch_20000", measure_watch_20000},
 	};
 	for (size_t i = 0; i < sizeof(measures) / sizeof(measures[0]); i++)
 		if (bench_listed(settings.only, measures[i].name))

@@ -119,15 +119,9 @@ static void hold_sockets(int sockets, int ready_fd, int wait_fd)
 static double time_status(const char *tool, const char *policy)
 {
 	struct timespec start, end;
-	fflush(NULL);
+	char *argv[] = {(char *)tool, "status", "--json", "-c", (char *)policy, NULL};
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (!freopen("/dev/null", "w", stdout))
-			_exit(127);
-		execl(tool, tool, "status", "--json", "-c", policy, (char *)NULL);
-		_exit(127);
-	}
+	pid_t pid = bench_spawn_quiet(argv, false);
 	int status;
 	waitpid(pid, &status, 0);
 	clock_gettime(CLOCK_MONOTONIC, &end);
@@ -136,12 +130,15 @@ static double time_status(const char *tool, const char *policy)
 	return (double)(end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9;
 }
 
-double bench_status_seconds(int sockets, int *opened)
+/* Opens about `sockets` sockets in the ranges of a two-app policy,
+ * runs probe(tool, policy, ctx) while they are open, and returns what it
+ * returns (-1 when nothing could be opened). */
+double bench_with_sockets(int sockets, int *opened, double (*probe)(const char *tool, const char *policy, void *ctx),
+			  void *ctx)
 {
 	char policy[256], tool[4096];
 	int ready[2], hold[2];
-	double times[9];
-	int runs = settings.quick ? 1 : 9, n = 0;
+	double result = -1;
 
 	snprintf(tool, sizeof(tool), "%s", settings.shim);
 	snprintf(strrchr(tool, '/') + 1, sizeof(tool) - (size_t)(strrchr(tool, '/') + 1 - tool), "portfence");
@@ -164,13 +161,28 @@ double bench_status_seconds(int sockets, int *opened)
 	close(hold[0]);
 	if (read(ready[0], opened, sizeof(*opened)) != sizeof(*opened))
 		*opened = 0;
-	for (int i = 0; i < runs && *opened > 0; i++) {
+	if (*opened > 0)
+		result = probe(tool, policy, ctx);
+	close(hold[1]);
+	close(ready[0]);
+	waitpid(child, NULL, 0);
+	return result;
+}
+
+static double median_of_status(const char *tool, const char *policy, void *ctx)
+{
+	double times[9];
+	int runs = settings.quick ? 1 : 9, n = 0;
+	(void)ctx;
+	for (int i = 0; i < runs; i++) {
 		double t = time_status(tool, policy);
 		if (t >= 0)
 			times[n++] = t;
 	}
-	close(hold[1]);
-	close(ready[0]);
-	waitpid(child, NULL, 0);
 	return n ? median(times, n) : -1;
+}
+
+double bench_status_seconds(int sockets, int *opened)
+{
+	return bench_with_sockets(sockets, opened, median_of_status, NULL);
 }

@@ -15,6 +15,26 @@ int cmd_run(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_who(int argc, char **argv);
+
+/* TIME as SPEC gives it (ISO 8601 UTC, 90s/15m/1h/2d back from now,
+ * today, yesterday) in the log's form cut to the second,
+ * "2026-12-02T10:00:00", which compares with a record's "ts" as text.
+ * 0, or -1 when text is no TIME. */
+#define CLI_TIME_LEN 40
+int cli_parse_time(const char *text, char out[CLI_TIME_LEN]);
+/* The audit log a command reads by default: PORTFENCE_LOG, else the
+ * log of the policy at policy_path (NULL: the usual search); NULL when
+ * neither names one. */
+const char *cli_default_log(const char *policy_path);
+struct sockaddr_storage;
+struct pf_app;
+/* "127.0.0.1:80" or "[::1]:53" into ss; 0, or -1 when it is neither. */
+int cli_parse_endpoint(const char *text, struct sockaddr_storage *ss, unsigned *len);
+/* Whether app's rules refuse remote ("ADDR:PORT"), and then the rule
+ * that does, 'deny "0.0.0.0/0:25" FILE:LINE' or 'allow (no rule matches)
+ * FILE:LINE', into out. */
+bool cli_refusing_rule(const struct pf_app *app, const char *remote, char *out, size_t len);
 int cmd_explain(int argc, char **argv);
 
 /* Prints message (if any) and the running command's usage to stderr;

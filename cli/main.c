@@ -44,21 +44,32 @@ static const struct command commands[] = {
 	 "      --to ADDR:PORT    a destination (IPv6 as [ADDR]:PORT)\n"
 	 "      --json            one JSON object\n"},
 	{"report", cmd_report,
-	 "report [--json] [--app NAME] [--since TIME] [--until TIME] [-c POLICY] [LOGFILE]",
+	 "report [--json] [--app NAME] [--since TIME] [--until TIME] [--suggest | --against POLICY2] [-c POLICY] [LOGFILE]",
 	 "Summarises an audit log (default: PORTFENCE_LOG, else the policy's log).\n"
 	 "  -c, --config POLICY   the policy: its log and its ranges\n"
 	 "      --app NAME        only that app\n"
 	 "      --since TIME      records at or after TIME\n"
 	 "      --until TIME      records before TIME\n"
+	 "      --suggest         allow rules covering what was seen, and a range size\n"
+	 "      --against POLICY2 what would change under POLICY2\n"
 	 "      --json            one JSON object\n"
 	 "TIME: 2026-12-02T10:00:00Z (or with an offset, +01:00), 2026-12-02, a duration\n"
 	 "back from now (90s, 15m, 1h, 2d, 1w), today, yesterday or now (UTC days).\n"},
-	{"status", cmd_status, "status [-c POLICY] [--app NAME] [--json | --prometheus]",
-	 "Shows each app's range as the kernel holds it now.\n"
+	{"who", cmd_who, "who ADDR:PORT [--at TIME] [--proto tcp|udp] [-c POLICY] [--json] [LOGFILE]",
+	 "Says which socket holds ADDR:PORT as a local address now (pid, comm, app,\n"
+	 "cgroup, unit), or with --at which record last assigned it before TIME.\n"
+	 "  -c, --config POLICY   the policy (its apps, and its log for --at)\n"
+	 "      --at TIME         the audit log's answer for TIME instead of the kernel's\n"
+	 "      --proto tcp|udp   one protocol only\n"
+	 "      --json            one JSON object\n"},
+	{"status", cmd_status, "status [-c POLICY] [--app NAME] [--json | --prometheus | --watch]",
+	 "Shows each app's range as the kernel holds it now: its processes' sockets,\n"
+	 "intruders, cgroups, counters.\n"
 	 "  -c, --config POLICY   the policy\n"
 	 "  -a, --app NAME        only that app\n"
 	 "      --json            one JSON object\n"
-	 "      --prometheus      the Prometheus text exposition format\n"},
+	 "      --prometheus      the Prometheus text exposition format\n"
+	 "      --watch           a live view, refreshed each second (q quits)\n"},
 	{"attach", cmd_attach, "attach [-c POLICY] -a APP CGROUP",
 	 "Confines every process of CGROUP with APP's policy (BPF backend, root), until detach.\n"
 	 "  -c, --config POLICY   the policy\n"

@@ -14,31 +14,8 @@
 #include "cli.h"
 #include "config/policy.h"
 
-#define MAX_LINE (64 * 1024)
-#define HISTOGRAM_BINS 50
-
-struct app_stats {
-	char *name;
-	unsigned long assignments, denials, errors, audits, audits_refusable;
-	unsigned long attempts_sum, attempts_max;
-	unsigned distinct_ports;
-	/* uses per local port, for the ports seen: port -> uses, both
-	 * GUINT_TO_POINTER; NULL until the first port */
-	GHashTable *port_uses;
-	unsigned port_min, port_max;
-	char first_ts[40], last_ts[40];
-	uint16_t range_lo, range_hi;	/* from the policy; 0 when unknown */
-};
-
-struct report {
-	struct app_stats *apps;
-	size_t app_count, app_cap;
-	/* name (the app's own copy) -> index into apps + 1 */
-	GHashTable *by_name;
-	unsigned long malformed;
-	const char *only_app;
-	char since[40], until[40];
-};
+#include "logline.h"
+#include "report.h"
 
 static struct app_stats *stats_for(struct report *rep, const char *name)
 {
@@ -58,7 +35,6 @@ static struct app_stats *stats_for(struct report *rep, const char *name)
 	memset(app, 0, sizeof(*app));
 	if (!(app->name = strdup(name)))
 		return NULL;
-	app->port_min = 65536;
 	g_hash_table_insert(rep->by_name, app->name, GSIZE_TO_POINTER(++rep->app_count));
 	return app;
 }
@@ -86,61 +62,155 @@ static void count_port(struct app_stats *app, int port)
 	if (uses == 0)
 		app->distinct_ports++;
 	g_hash_table_insert(app->port_uses, key, GUINT_TO_POINTER(uses + 1));
-	if ((unsigned)port < app->port_min)
-		app->port_min = (unsigned)port;
-	if ((unsigned)port > app->port_max)
-		app->port_max = (unsigned)port;
 }
 
-static void count_event(struct app_stats *app, const char *event, json_t *record)
+static void copy_ts(char out[32], const char *ts)
 {
-	json_t *attempts = json_object_get(record, "attempts");
+	snprintf(out, 32, "%s", ts);
+}
+
+static struct dest_stats *dest_for(struct report *rep, struct app_stats *app, enum dest_kind kind,
+				   const char *remote)
+{
+	char buf[256], *key = buf;
+	size_t index = (size_t)(app - rep->apps), len = strlen(remote), at = sizeof(buf) - 1;
+
+	if (len > 200)
+		return NULL;
+	/* "INDEX KIND REMOTE", the index written backwards from a mark */
+	char digits[24];
+	size_t n = 0;
+	do
+		digits[n++] = (char)('0' + index % 10);
+	while ((index /= 10));
+	for (at = 0; n; at++)
+		buf[at] = digits[--n];
+	buf[at++] = ' ';
+	buf[at++] = (char)('0' + kind);
+	buf[at++] = ' ';
+	memcpy(buf + at, remote, len + 1);
+	struct dest_stats *dest = g_hash_table_lookup(rep->dests, key);
+
+	if (dest || g_hash_table_size(rep->dests) >= MAX_DESTINATIONS) {
+		if (!dest)
+			app->untracked[kind]++;
+		return dest;
+	}
+	key = g_strdup(buf);
+	dest = g_new0(struct dest_stats, 1);
+	dest->key = key;
+	dest->remote = strchr(strchr(key, ' ') + 1, ' ') + 1;
+	dest->id = ++rep->dest_ids;
+	dest->next = app->dests[kind];
+	app->dests[kind] = dest;
+	app->dest_count[kind]++;
+	g_hash_table_insert(rep->dests, key, dest);
+	return dest;
+}
+
+static void count_destination(struct report *rep, struct app_stats *app, enum dest_kind kind,
+			      const struct log_record *record, const char *ts)
+{
+	const char *remote = record->remote;
+	int port = port_of(record->local);
+
+	if (!remote || port_of(remote) < 0)
+		return;
+	struct dest_stats *dest = dest_for(rep, app, kind, remote);
+	if (!dest)
+		return;
+	if (!dest->count++)
+		copy_ts(dest->first, ts);
+	copy_ts(dest->last, ts);
+	const char *rule = record->rule;
+	if (rule && !dest->rule)
+		dest->rule = strdup(rule);
+	if (kind != DEST_DENIED) {
+		if (strncmp(dest->minute, ts, 16) != 0) {
+			snprintf(dest->minute, sizeof(dest->minute), "%.16s", ts);
+			dest->minute_count = 0;
+		}
+		if (++dest->minute_count > dest->peak_minute)
+			dest->peak_minute = dest->minute_count;
+	}
+	if (kind == DEST_USED && port > 0 && g_hash_table_size(rep->dest_ports) < MAX_DEST_PORTS) {
+		gpointer pair = GSIZE_TO_POINTER((gsize)dest->id << 16 | (gsize)port);
+		if (g_hash_table_add(rep->dest_ports, pair))
+			dest->ports++;
+	}
+}
+
+/* --against: the programs an app's records name, to select again. */
+static void remember_program(struct app_stats *app, const struct log_record *record)
+{
+	const char *exe = record->exe, *comm = record->comm;
+
+	if (!exe && !comm)
+		return;
+	if (!app->programs)
+		app->programs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	if (g_hash_table_size(app->programs) < MAX_PROGRAMS &&
+	    !g_hash_table_contains(app->programs, exe ? exe : comm))
+		g_hash_table_insert(app->programs, g_strdup(exe ? exe : comm), g_strdup(comm ? comm : ""));
+}
+
+static bool refusable(const char *result)
+{
+	return result && (strcmp(result, "EPERM") == 0 || strcmp(result, "EACCES") == 0);
+}
+
+static void count_event(struct report *rep, struct app_stats *app, const char *event,
+			const struct log_record *record, const char *ts)
+{
 
 	if (strcmp(event, "assign") == 0) {
 		app->assignments++;
-		count_port(app, port_of(json_string_value(json_object_get(record, "local"))));
-		if (json_is_integer(attempts) && json_integer_value(attempts) >= 0) {
-			unsigned long tries = (unsigned long)json_integer_value(attempts);
+		count_destination(rep, app, DEST_USED, record, ts);
+		count_port(app, port_of(record->local));
+		if (record->has_attempts && record->attempts >= 0) {
+			unsigned long tries = (unsigned long)record->attempts;
 			app->attempts_sum += tries;
 			if (tries > app->attempts_max)
 				app->attempts_max = tries;
 		}
 	} else if (strcmp(event, "deny") == 0) {
 		app->denials++;
+		count_destination(rep, app, DEST_DENIED, record, ts);
 	} else if (strcmp(event, "error") == 0) {
 		app->errors++;
 	} else if (strcmp(event, "audit") == 0) {
-		const char *result = json_string_value(json_object_get(record, "result"));
+		const char *result = record->result;
 		app->audits++;
-		app->audits_refusable += result && (strcmp(result, "EPERM") == 0 || strcmp(result, "EACCES") == 0);
+		app->audits_refusable += refusable(result);
+		count_destination(rep, app, refusable(result) ? DEST_WOULD_DENY : DEST_USED, record, ts);
 	}
 }
 
-static void take_line(struct report *rep, const char *line)
+static void take_line(struct report *rep, char *line)
 {
-	json_error_t error;
-	json_t *record = json_loads(line, JSON_REJECT_DUPLICATES, &error);
-	const char *app_name = json_string_value(json_object_get(record, "app"));
-	const char *event = json_string_value(json_object_get(record, "event"));
-	const char *ts = json_string_value(json_object_get(record, "ts"));
+	struct log_record record;
 
-	if (!json_is_object(record) || !app_name || !event || !ts) {
+	if (!log_record_read(line, &record) || !record.app || !record.event || !record.ts) {
 		rep->malformed++;
-		json_decref(record);
+		if (record.tree)
+			log_record_done(&record);
 		return;
 	}
+	const char *app_name = record.app, *event = record.event, *ts = record.ts;
 	if ((!rep->only_app || strcmp(rep->only_app, app_name) == 0) &&
 	    (!rep->since[0] || strcmp(ts, rep->since) >= 0) &&
-	    (!rep->until[0] || strcmp(ts, rep->until) < 0)) {
+	    (!rep->until[0] || strncmp(ts, rep->until, 19) < 0)) {
 		struct app_stats *app = stats_for(rep, app_name);
 		if (app) {
 			if (!app->first_ts[0])
 				snprintf(app->first_ts, sizeof(app->first_ts), "%s", ts);
 			snprintf(app->last_ts, sizeof(app->last_ts), "%s", ts);
-			count_event(app, event, record);
+			count_event(rep, app, event, &record, ts);
+			if (rep->track_programs)
+				remember_program(app, &record);
 		}
 	}
-	json_decref(record);
+	log_record_done(&record);
 }
 
 /* One line of the log: a line holding a NUL byte, or longer than the
@@ -178,63 +248,10 @@ static void read_log(struct report *rep, FILE *log)
 		end_line(rep, line, len, damaged);
 }
 
-/* TIME, as UTC text the log's timestamps compare with: ISO 8601
- * (2026-12-02, 2026-12-02T10:00[:00[.frac]][Z|+HH:MM|-HH:MM], a space for
- * the T), a duration back from now (90s, 15m, 1h, 2d, 1w), now, today or
- * yesterday (UTC midnights). */
-static int parse_time(const char *text, char out[40])
-{
-	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
-					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
-	time_t now = time(NULL), when = (time_t)-1;
-	char *end;
-
-	if (strcmp(text, "now") == 0)
-		when = now;
-	else if (strcmp(text, "today") == 0)
-		when = now - now % 86400;
-	else if (strcmp(text, "yesterday") == 0)
-		when = now - now % 86400 - 86400;
-	else if (text[0] >= '0' && text[0] <= '9' && !strchr(text, '-')) {
-		unsigned long long count = strtoull(text, &end, 10);
-		static const char units[] = "smhdw";
-		static const long seconds[] = {1, 60, 3600, 86400, 7 * 86400};
-		const char *unit = end[0] && !end[1] ? strchr(units, end[0]) : NULL;
-		if (!unit || count > 100ULL * 365 * 86400)
-			return -1;
-		when = now - (time_t)(count * (unsigned long long)seconds[unit - units]);
-	} else {
-		for (size_t i = 0; i < sizeof(formats) / sizeof(*formats) && when == (time_t)-1; i++) {
-			struct tm tm = {0};
-			const char *rest = strptime(text, formats[i], &tm);
-			if (!rest)
-				continue;
-			if (*rest == '.' && i < 2)
-				rest += 1 + strspn(rest + 1, "0123456789");
-			long offset = 0;
-			int hours, minutes, used = 0;
-			if (strcmp(rest, "Z") == 0 || *rest == '\0')
-				offset = 0;
-			else if ((*rest == '+' || *rest == '-') &&
-				 (sscanf(rest + 1, "%2d:%2d%n", &hours, &minutes, &used) == 2 ||
-				  sscanf(rest + 1, "%2d%2d%n", &hours, &minutes, &used) == 2) &&
-				 rest[1 + used] == '\0' && hours < 24 && minutes < 60)
-				offset = (*rest == '+' ? 1 : -1) * (hours * 3600L + minutes * 60L);
-			else
-				continue;
-			when = timegm(&tm) - offset;
-		}
-		if (when == (time_t)-1)
-			return -1;
-	}
-	struct tm utc;
-	if (!gmtime_r(&when, &utc))
-		return -1;
-	strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &utc);
-	return 0;
-}
-
-static void apply_policy_ranges(struct report *rep, const char *policy_path)
+/* The ranges, and the rule that refuses each denied destination whose
+ * record named none, from the policy: -c, else the usual search.  No
+ * policy, no range: it is never guessed from the ports seen. */
+static void apply_policy(struct report *rep, const char *policy_path)
 {
 	struct pf_policy policy;
 
@@ -243,27 +260,43 @@ static void apply_policy_ranges(struct report *rep, const char *policy_path)
 		return;
 	}
 	for (size_t i = 0; i < rep->app_count; i++) {
-		int index = pf_policy_find_app(&policy, rep->apps[i].name);
-		if (index >= 0) {
-			rep->apps[i].range_lo = policy.apps[index].range_lo;
-			rep->apps[i].range_hi = policy.apps[index].range_hi;
-		}
+		struct app_stats *app = &rep->apps[i];
+		int index = pf_policy_find_app(&policy, app->name);
+		if (index < 0)
+			continue;
+		app->range_lo = policy.apps[index].range_lo;
+		app->range_hi = policy.apps[index].range_hi;
+		for (int kind = DEST_DENIED; kind < DEST_KINDS; kind++)
+			for (struct dest_stats *d = app->dests[kind]; d; d = d->next) {
+				char rule[512];
+				if (!d->rule && cli_refusing_rule(&policy.apps[index], d->remote, rule, sizeof(rule)))
+					d->rule = strdup(rule);
+			}
 	}
 	pf_policy_free(&policy);
 }
 
-/* The span the histogram and utilisation are computed over. */
-static void app_span(const struct app_stats *app, unsigned *lo, unsigned *hi)
+static int by_count(const void *a, const void *b)
 {
-	if (app->range_lo) {
-		*lo = app->range_lo;
-		*hi = app->range_hi;
-	} else if (app->distinct_ports) {
-		*lo = app->port_min;
-		*hi = app->port_max;
-	} else {
-		*lo = *hi = 0;
-	}
+	const struct dest_stats *x = *(struct dest_stats *const *)a, *y = *(struct dest_stats *const *)b;
+	if (x->count != y->count)
+		return x->count > y->count ? -1 : 1;
+	return strcmp(x->remote, y->remote);
+}
+
+struct dest_stats **report_top_dests(const struct app_stats *app, enum dest_kind kind, size_t limit,
+				     size_t *count)
+{
+	size_t n = 0;
+	for (struct dest_stats *d = app->dests[kind]; d; d = d->next)
+		n++;
+	struct dest_stats **all = g_new(struct dest_stats *, n + 1);
+	n = 0;
+	for (struct dest_stats *d = app->dests[kind]; d; d = d->next)
+		all[n++] = d;
+	qsort(all, n, sizeof(*all), by_count);
+	*count = n < limit ? n : limit;
+	return all;
 }
 
 static void print_histogram(const struct app_stats *app, unsigned lo, unsigned hi)
@@ -294,6 +327,46 @@ static void print_histogram(const struct app_stats *app, unsigned lo, unsigned h
 	       (span + bins - 1) / bins == 1 ? "" : "s", peak);
 }
 
+static const char *const kind_titles[DEST_KINDS] = {"destinations", "denied", "enforce would deny"};
+
+static void print_name(const char *name);
+
+static void print_dests_text(const struct app_stats *app, enum dest_kind kind)
+{
+	size_t shown;
+	struct dest_stats **top = report_top_dests(app, kind, TOP_DESTINATIONS, &shown);
+
+	if (app->dest_count[kind] || kind == DEST_USED) {
+		printf("  %s %lu", kind_titles[kind], app->dest_count[kind]);
+		if (app->dest_count[kind] > shown)
+			printf(" (top %zu)", shown);
+		if (app->untracked[kind])
+			printf(" (+%lu records of destinations not tracked)", app->untracked[kind]);
+		printf("%s\n", shown ? ":" : "");
+	}
+	for (size_t i = 0; i < shown; i++) {
+		fputs("    ", stdout);
+		print_name(top[i]->remote);
+		printf("  count %lu", top[i]->count);
+		if (kind == DEST_USED)
+			printf(", ports %u, first %s, last %s", top[i]->ports, top[i]->first, top[i]->last);
+		else
+		{
+			printf(", last %s, rule ", top[i]->last);
+			print_name(top[i]->rule ? top[i]->rule : "unknown (no policy)");
+		}
+		putchar('\n');
+	}
+	g_free(top);
+}
+
+/* The fraction of the range's ports the log shows used at least once.
+ * Not "utilisation", which status gives for the ports held now. */
+static double coverage(const struct app_stats *app)
+{
+	return (double)app->distinct_ports / (app->range_hi - app->range_lo + 1);
+}
+
 /* A name or a time from the log, as text. */
 static void print_name(const char *name)
 {
@@ -305,16 +378,15 @@ static void print_text(const struct report *rep)
 {
 	for (size_t i = 0; i < rep->app_count; i++) {
 		const struct app_stats *app = &rep->apps[i];
-		unsigned lo, hi;
-		app_span(app, &lo, &hi);
 		fputs("app ", stdout);
 		print_name(app->name);
 		putchar('\n');
 		printf("  assignments %lu, distinct ports %u", app->assignments, app->distinct_ports);
-		if (hi)
-			printf(" of %u (%s %u-%u): utilisation %.1f%%", hi - lo + 1,
-			       app->range_lo ? "range" : "seen", lo, hi,
-			       100.0 * app->distinct_ports / (hi - lo + 1));
+		if (app->range_lo)
+			printf(" of %u (range %u-%u): coverage %.1f%%", app->range_hi - app->range_lo + 1,
+			       app->range_lo, app->range_hi, 100.0 * coverage(app));
+		else
+			printf(" (range unknown: no policy names this app)");
 		printf("\n  denials %lu, errors %lu, audit records %lu (enforce would have refused %lu)\n",
 		       app->denials, app->errors, app->audits, app->audits_refusable);
 		printf("  attempts mean %.2f, max %lu\n",
@@ -325,10 +397,36 @@ static void print_text(const struct report *rep)
 		fputs(", last ", stdout);
 		print_name(app->last_ts);
 		putchar('\n');
-		if (app->distinct_ports && hi)
-			print_histogram(app, lo, hi);
+		for (int kind = 0; kind < DEST_KINDS; kind++)
+			print_dests_text(app, kind);
+		if (app->distinct_ports && app->range_lo)
+			print_histogram(app, app->range_lo, app->range_hi);
 	}
 	printf("malformed lines skipped: %lu\n", rep->malformed);
+}
+
+static json_t *dests_json(const struct app_stats *app, enum dest_kind kind)
+{
+	size_t shown;
+	struct dest_stats **top = report_top_dests(app, kind, kind == DEST_USED ? TOP_DESTINATIONS : SIZE_MAX, &shown);
+	json_t *list = json_array();
+
+	for (size_t i = 0; i < shown; i++) {
+		json_t *entry;
+		if (kind == DEST_USED)
+			entry = json_pack("{s:s, s:I, s:i, s:s, s:s}", "remote", top[i]->remote, "count",
+					  (json_int_t)top[i]->count, "ports", (int)top[i]->ports, "first",
+					  top[i]->first, "last", top[i]->last);
+		else
+			entry = json_pack("{s:s, s:I, s:s, s:s, s:o, s:b}", "remote", top[i]->remote, "count",
+					  (json_int_t)top[i]->count, "first", top[i]->first, "last",
+					  top[i]->last, "rule",
+					  top[i]->rule ? json_string(top[i]->rule) : json_null(), "audit",
+					  kind == DEST_WOULD_DENY);
+		json_array_append_new(list, entry);
+	}
+	g_free(top);
+	return list;
 }
 
 /* One app entry at a time, so that the output costs no memory per app. */
@@ -337,8 +435,6 @@ static void print_json(const struct report *rep)
 	fputs("{\"apps\":[", stdout);
 	for (size_t i = 0; i < rep->app_count; i++) {
 		const struct app_stats *app = &rep->apps[i];
-		unsigned lo, hi;
-		app_span(app, &lo, &hi);
 		json_t *entry = json_pack(
 			"{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:s, s:s}", "app", app->name,
 			"assignments", (json_int_t)app->assignments, "distinct_ports",
@@ -348,12 +444,17 @@ static void print_json(const struct report *rep)
 			app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
 			"attempts_max", (json_int_t)app->attempts_max, "first", app->first_ts, "last",
 			app->last_ts);
-		if (hi) {
-			json_object_set_new(entry, "range_lo", json_integer(lo));
-			json_object_set_new(entry, "range_hi", json_integer(hi));
-			json_object_set_new(entry, "utilisation",
-					    json_real((double)app->distinct_ports / (hi - lo + 1)));
+		if (app->range_lo) {
+			json_object_set_new(entry, "range", json_pack("[i,i]", app->range_lo, app->range_hi));
+			json_object_set_new(entry, "range_lo", json_integer(app->range_lo));
+			json_object_set_new(entry, "range_hi", json_integer(app->range_hi));
+			json_object_set_new(entry, "coverage", json_real(coverage(app)));
 		}
+		json_object_set_new(entry, "destinations", dests_json(app, DEST_USED));
+		json_object_set_new(entry, "destinations_total", json_integer((json_int_t)app->dest_count[DEST_USED]));
+		json_t *denied = dests_json(app, DEST_DENIED);
+		json_array_extend(denied, dests_json(app, DEST_WOULD_DENY));
+		json_object_set_new(entry, "denied", denied);
 		if (i)
 			putchar(',');
 		json_dumpf(entry, stdout, JSON_COMPACT);
@@ -362,7 +463,7 @@ static void print_json(const struct report *rep)
 	printf("],\"malformed_lines\":%lu}\n", rep->malformed);
 }
 
-static const char *default_log(const char *policy_path)
+const char *cli_default_log(const char *policy_path)
 {
 	const char *log = secure_getenv("PORTFENCE_LOG");
 	static char *from_policy;
@@ -370,43 +471,58 @@ static const char *default_log(const char *policy_path)
 
 	if (log && log[0])
 		return log;
-	if (pf_policy_load(policy_path, &policy, NULL) != PF_LOAD_UNREADABLE &&
+	if (pf_policy_load(policy_path ? policy_path : cli_config_from_env(), &policy, NULL) !=
+		    PF_LOAD_UNREADABLE &&
 	    policy.log_file)
 		from_policy = strdup(policy.log_file);
 	pf_policy_free(&policy);
 	return from_policy;
 }
 
+static void free_dest(gpointer data)
+{
+	struct dest_stats *dest = data;
+	g_free(dest->key);
+	free(dest->rule);
+	g_free(dest);
+}
+
 int cmd_report(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{"json", no_argument, NULL, 'j'},	{"app", required_argument, NULL, 'a'},
-		{"since", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
-		{"until", required_argument, NULL, 'u'}, {0},
+		{"since", required_argument, NULL, 's'}, {"until", required_argument, NULL, 'u'},
+		{"config", required_argument, NULL, 'c'}, {"suggest", no_argument, NULL, 'S'},
+		{"against", required_argument, NULL, 'A'}, {0},
 	};
 	struct report rep = {0};
-	const char *policy_path = NULL;
-	bool json = false;
+	const char *policy_path = NULL, *against = NULL;
+	bool json = false, suggest = false;
 	int opt;
 
-	while ((opt = cli_getopt(argc, argv, "+ja:s:c:", options)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "+ja:s:u:c:", options)) != -1) {
 		if (opt == 'j')
 			json = true;
+		else if (opt == 'S')
+			suggest = true;
+		else if (opt == 'A')
+			against = optarg;
 		else if (opt == 'a')
 			rep.only_app = optarg;
 		else if (opt == 'c')
 			policy_path = optarg;
-		else if ((opt == 's' || opt == 'u') && parse_time(optarg, opt == 's' ? rep.since : rep.until) < 0)
-			return usage_error(opt == 's' ? "report: --since takes a TIME such as 2026-12-02T10:00:00Z, "
-							"2026-12-02, 1h, 2d, today or yesterday"
-						      : "report: --until takes a TIME such as 2026-12-02T10:00:00Z, "
-							"2026-12-02, 1h, 2d, today or yesterday");
+		else if (opt == 's' || opt == 'u') {
+			if (cli_parse_time(optarg, opt == 's' ? rep.since : rep.until) < 0)
+				return usage_error("report: TIME is 2026-12-02T10:00:00Z, 2026-12-02, 90s, 15m, 1h, 2d, today or yesterday");
+		} else
+			return usage_error("report: unknown option");
 	}
 	if (argc - optind > 1)
 		return usage_error("report takes at most one LOGFILE");
-	if (!policy_path)
-		policy_path = cli_config_from_env();
-	const char *path = optind < argc ? argv[optind] : default_log(policy_path);
+	if (suggest && against)
+		return usage_error("report: --suggest and --against exclude each other");
+	rep.track_programs = against != NULL;
+	const char *path = optind < argc ? argv[optind] : cli_default_log(policy_path);
 	if (!path)
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
 
@@ -416,11 +532,20 @@ int cmd_report(int argc, char **argv)
 		return 1;
 	}
 	rep.by_name = g_hash_table_new(g_str_hash, g_str_equal);
+	rep.dests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free_dest);
+	rep.dest_ports = g_hash_table_new(g_direct_hash, g_direct_equal);
 	read_log(&rep, log);
 	if (log != stdin)
 		fclose(log);
-	apply_policy_ranges(&rep, policy_path);
-	if (json)
+	g_hash_table_destroy(rep.dest_ports);
+	rep.dest_ports = NULL;
+	apply_policy(&rep, policy_path ? policy_path : cli_config_from_env());
+	int rc = 0;
+	if (suggest)
+		report_suggest(&rep, json);
+	else if (against)
+		rc = report_against(&rep, against, json);
+	else if (json)
 		print_json(&rep);
 	else
 		print_text(&rep);
@@ -428,8 +553,11 @@ int cmd_report(int argc, char **argv)
 		free(rep.apps[i].name);
 		if (rep.apps[i].port_uses)
 			g_hash_table_destroy(rep.apps[i].port_uses);
+		if (rep.apps[i].programs)
+			g_hash_table_destroy(rep.apps[i].programs);
 	}
 	free(rep.apps);
 	g_hash_table_destroy(rep.by_name);
-	return 0;
+	g_hash_table_destroy(rep.dests);
+	return rc;
 }

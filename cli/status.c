@@ -7,7 +7,9 @@
 #include <unistd.h>
 #include <getopt.h>
 #include <glib.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "bpf_cli.h"
 #include "cli.h"
 #include "loader/loader.h"
+#include "core/state.h"
 #include "kernel/pins.h"
 #include "kernel/sockdiag.h"
 #include "status.h"
@@ -87,7 +90,7 @@ struct gather {
 	bool out_of_memory;
 };
 
-static void count_destination(struct gather *g, int app, const struct pf_socket_entry *entry)
+static void count_destination(struct status *status, int app, const struct pf_socket_entry *entry)
 {
 	uint8_t key[24] = {0};
 	bool created;
@@ -98,45 +101,82 @@ static void count_destination(struct gather *g, int app, const struct pf_socket_
 	key[4] = entry->family;
 	memcpy(key + 5, &entry->remote_port, 2);
 	memcpy(key + 8, entry->remote_addr, 16);
-	if (!key_table_put(&g->status->destinations, key, &created))
-		g->out_of_memory = true;
-	else if (created)
-		g->status->apps[app].destinations++;
+	if (key_table_put(&status->destinations, key, &created) && created)
+		status->apps[app].destinations++;
 }
 
-static void remember_inode(struct gather *g, int app, uint32_t inode)
+int status_app_at_port(const struct status *status, uint16_t port)
 {
+	int policy_app = pf_policy_app_at_port(status->policy, port);
+	return policy_app < 0 ? -1 : status->status_of_policy_app[policy_app];
+}
+
+void status_count_socket(struct status *status, int app, const struct pf_socket_entry *entry)
+{
+	struct app_status *as = &status->apps[app];
+	static const uint8_t shown[STATE_COUNT] = {PORT_ESTABLISHED, PORT_TIME_WAIT, PORT_LISTEN, PORT_OTHER};
+	uint8_t *port = &status->port_state[entry->local_port];
+	as->by_state[state_of(entry)]++;
+	if (shown[state_of(entry)] > *port)
+		*port = shown[state_of(entry)];
+	as->in_use++;
+	if (!status->quiet)	/* --watch shows no destinations */
+		count_destination(status, app, entry);
+}
+
+static void remember_socket(struct gather *g, const struct pf_socket_entry *entry)
+{
+	struct status *st = g->status;
 	uint8_t key[24] = {0};
 	bool created;
 
-	if (inode == 0)
-		return;
-	memcpy(key, &inode, sizeof(inode));
-	struct key_entry *entry = key_table_put(&g->status->inodes, key, &created);
-	if (!entry)
+	if (st->socket_count == st->socket_cap) {
+		size_t cap = st->socket_cap ? st->socket_cap * 2 : 256;
+		struct pf_socket_entry *grown = realloc(st->sockets, cap * sizeof(*grown));
+		bool *claimed = grown ? realloc(st->claimed, cap * sizeof(*claimed)) : NULL;
+		if (grown)
+			st->sockets = grown;
+		if (!claimed) {
+			g->out_of_memory = true;
+			return;
+		}
+		st->claimed = claimed;
+		st->socket_cap = cap;
+	}
+	memcpy(key, &entry->inode, sizeof(entry->inode));
+	struct key_entry *found = key_table_put(&st->inodes, key, &created);
+	if (!found) {
 		g->out_of_memory = true;
-	else
-		entry->app = app;
+		return;
+	}
+	if (!created)
+		return;
+	found->socket = st->socket_count;
+	st->claimed[st->socket_count] = false;
+	st->sockets[st->socket_count++] = *entry;
 }
 
+/* A socket in a range counts for the range's utilisation whoever holds
+ * it; one without an inode (TIME_WAIT, a request) has no holder to ask
+ * and counts for the range's app; one with an inode waits for /proc. */
 static void visit_socket(const struct pf_socket_entry *entry, void *ctx)
 {
 	struct gather *g = ctx;
-	int policy_app = pf_policy_app_at_port(g->policy, entry->local_port);
-	int app = policy_app < 0 ? -1 : g->status->status_of_policy_app[policy_app];
+	int app = status_app_at_port(g->status, entry->local_port);
 
-	if (app < 0)
-		return;
-	struct app_status *as = &g->status->apps[app];
-	as->by_state[state_of(entry)]++;
-	as->in_use++;
-	uint8_t *byte = &g->ports_seen[entry->local_port / 8], bit = (uint8_t)(1u << (entry->local_port % 8));
-	if (!(*byte & bit)) {
-		*byte |= bit;
-		as->distinct_ports++;
+	if (app >= 0) {
+		uint8_t *byte = &g->ports_seen[entry->local_port / 8], bit = (uint8_t)(1u << (entry->local_port % 8));
+		if (!(*byte & bit)) {
+			*byte |= bit;
+			g->status->apps[app].distinct_ports++;
+		}
 	}
-	count_destination(g, app, entry);
-	remember_inode(g, app, entry->inode);
+	if (entry->protocol == IPPROTO_TCP && entry->state == TCP_LISTEN)
+		g->status->listening[entry->local_port / 8] |= (uint8_t)(1u << (entry->local_port % 8));
+	if (entry->inode)
+		remember_socket(g, entry);
+	else if (app >= 0)
+		status_count_socket(g->status, app, entry);
 }
 
 static int gather_sockets(struct status *status, const struct pf_policy *policy)
@@ -144,14 +184,23 @@ static int gather_sockets(struct status *status, const struct pf_policy *policy)
 	struct pf_port_range *ranges = calloc(status->app_count + 1, sizeof(*ranges));
 	struct gather *g = calloc(1, sizeof(*g));
 	int rc = -ENOMEM;
+	size_t count = status->app_count;
+	bool audit = false;
 
 	if (ranges && g) {
-		for (size_t i = 0; i < status->app_count; i++)
+		for (size_t i = 0; i < status->app_count; i++) {
 			ranges[i] = (struct pf_port_range){status->apps[i].app->range_lo,
 							   status->apps[i].app->range_hi};
+			audit |= status->apps[i].app->mode == PF_MODE_AUDIT;
+		}
+		/* An audit-mode app's ports are the kernel's: every socket. */
+		if (audit) {
+			ranges[0] = (struct pf_port_range){1, 65535};
+			count = 1;
+		}
 		g->status = status;
 		g->policy = policy;
-		rc = pf_sockdiag_dump_ports(ranges, status->app_count, visit_socket, g);
+		rc = count ? pf_sockdiag_dump_ports(ranges, count, visit_socket, g) : 0;
 		if (rc == 0 && g->out_of_memory)
 			rc = -ENOMEM;
 	}
@@ -224,7 +273,7 @@ static int select_apps(struct status *status, const struct pf_policy *policy, co
 	return 0;
 }
 
-static void status_free(struct status *status)
+void status_free(struct status *status)
 {
 	for (size_t i = 0; i < status->app_count; i++) {
 		for (size_t c = 0; c < status->apps[i].cgroup_count; c++)
@@ -233,33 +282,93 @@ static void status_free(struct status *status)
 	}
 	free(status->apps);
 	free(status->status_of_policy_app);
+	free(status->sockets);
+	free(status->claimed);
 	key_table_free(&status->inodes);
 	key_table_free(&status->destinations);
+}
+
+void status_warn(struct status *status, const char *fmt, ...)
+{
+	va_list args;
+	va_start(args, fmt);
+	if (status->quiet)
+		vsnprintf(status->warning, sizeof(status->warning), fmt, args);
+	else
+		vfprintf(stderr, fmt, args);
+	va_end(args);
+}
+
+/* The shim's counters, from the app's shared state under the policy's
+ * state_dir (or this user's default): none there yet is 0. */
+static void read_counters(struct status *status, struct app_status *app, const struct pf_policy *policy)
+{
+	char dir[4096];
+	uint64_t assignments = 0, failures = 0;
+
+	if (policy->state_dir)
+		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
+	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
+		return;
+	int rc = pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
+					&assignments, &failures);
+	if (rc < 0 && rc != -ENOENT) {
+		status_warn(status, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
+			app->app->name, dir, strerror(-rc));
+		return;
+	}
+	app->assignments = assignments;
+	app->failures = failures;
+	app->counters_known = true;
 }
 
 static int collect(struct status *status, const struct pf_policy *policy)
 {
 	int rc = gather_sockets(status, policy);
 	if (rc < 0) {
-		fprintf(stderr, "portfence: status: cannot read the kernel's socket tables: %s\n",
+		status_warn(status, "portfence: status: cannot read the kernel's socket tables: %s\n",
 			strerror(-rc));
 		return 1;
 	}
 	if (key_table_count(&status->inodes) && status_find_processes(status) < 0)
-		fprintf(stderr, "portfence: status: cannot read /proc: %s\n", strerror(errno));
+		status_warn(status, "portfence: status: cannot read /proc: %s\n", strerror(errno));
+	/* A socket no readable process holds counts for its range's app. */
+	for (size_t s = 0; s < status->socket_count; s++) {
+		int app = status->claimed[s] ? -1 : status_app_at_port(status, status->sockets[s].local_port);
+		if (app >= 0)
+			status_count_socket(status, app, &status->sockets[s]);
+	}
+	if (status->unreadable)
+		status_warn(status,
+			"portfence: status: cannot read the open files of %lu processes (/proc/PID/fd: %s)%s; "
+			"their sockets in a range count for the range's app, never as intruders\n",
+			status->unreadable, strerror(EACCES), geteuid() ? " (run as root)" : "");
 	for (size_t i = 0; i < status->app_count; i++) {
 		struct app_status *app = &status->apps[i];
 		status_read_cgroups(app, PF_PIN_ROOT);
 		status_read_cgroups(app, PF_PIN_RUN_ROOT);
+		read_counters(status, app, policy);
 		app->records_lost = pf_bpf_records_lost(app->app->name);
 		if (app->records_lost < 0)
-			fprintf(stderr, "portfence: status: cannot read how many records app '%s' lost: %s\n",
+			status_warn(status, "portfence: status: cannot read how many records app '%s' lost: %s\n",
 				app->app->name, strerror((int)-app->records_lost));
 	}
 	return 0;
 }
 
-enum status_format { FORMAT_TEXT, FORMAT_JSON, FORMAT_PROMETHEUS };
+enum status_format { FORMAT_TEXT, FORMAT_JSON, FORMAT_PROMETHEUS, FORMAT_WATCH };
+
+int status_gather(struct status *status, const struct pf_policy *policy, const char *only, const char *path)
+{
+	status->policy = policy;
+	if (select_apps(status, policy, only) < 0)
+		return 1;
+	if (only && status->app_count == 0) {
+		fprintf(stderr, "portfence: status: %s has no app '%s'\n", path, only);
+		return 1;
+	}
+	return collect(status, policy);
+}
 
 static int show(const char *path, const char *only, enum status_format format)
 {
@@ -268,14 +377,8 @@ static int show(const char *path, const char *only, enum status_format format)
 	int rc = 1;
 
 	if (cli_load_policy(path, &policy) < 0)
-		goto out;
-	if (select_apps(&status, &policy, only) < 0)
-		goto out;
-	if (only && status.app_count == 0) {
-		fprintf(stderr, "portfence: status: %s has no app '%s'\n", path, only);
-		goto out;
-	}
-	if ((rc = collect(&status, &policy)) != 0)
+		return 1;
+	if ((rc = status_gather(&status, &policy, only, path)) != 0)
 		goto out;
 	if (format == FORMAT_JSON)
 		rc = status_print_json(&status);
@@ -294,7 +397,7 @@ int cmd_status(int argc, char **argv)
 	static const struct option options[] = {
 		{"config", required_argument, NULL, 'c'}, {"app", required_argument, NULL, 'a'},
 		{"json", no_argument, NULL, 'j'},	  {"prometheus", no_argument, NULL, 'p'},
-		{0},
+		{"watch", no_argument, NULL, 'w'},	  {0},
 	};
 	const char *path = NULL, *only = NULL;
 	enum status_format format = FORMAT_TEXT;
@@ -305,15 +408,17 @@ int cmd_status(int argc, char **argv)
 			path = optarg;
 		else if (opt == 'a')
 			only = optarg;
-		else if ((opt == 'j' || opt == 'p') && format == FORMAT_TEXT)
-			format = opt == 'j' ? FORMAT_JSON : FORMAT_PROMETHEUS;
+		else if ((opt == 'j' || opt == 'p' || opt == 'w') && format == FORMAT_TEXT)
+			format = opt == 'j' ? FORMAT_JSON : opt == 'p' ? FORMAT_PROMETHEUS : FORMAT_WATCH;
 		else
-			return usage_error(opt == 'j' || opt == 'p'
-						   ? "status: --json and --prometheus exclude each other"
+			return usage_error(opt == 'j' || opt == 'p' || opt == 'w'
+						   ? "status: --json, --prometheus and --watch exclude each other"
 						   : "status: unknown option");
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
 	pf_bpf_sweep_runs();
+	if (format == FORMAT_WATCH)
+		return status_watch(path ? path : cli_config_from_env(), only);
 	return show(path ? path : cli_config_from_env(), only, format);
 }

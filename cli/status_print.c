@@ -36,8 +36,9 @@ void status_print_text(const struct status *status)
 {
 	for (size_t i = 0; i < status->app_count; i++) {
 		const struct app_status *app = &status->apps[i];
-		printf("app %s: ports %u-%u (%u)\n", app->app->name, app->app->range_lo,
-		       app->app->range_hi, range_size(app));
+		printf("app %s: ports %u-%u (%u)%s\n", app->app->name, app->app->range_lo,
+		       app->app->range_hi, range_size(app),
+		       app->app->mode == PF_MODE_AUDIT ? ", audit mode (its sockets are on the kernel's ports)" : "");
 		printf("  in use %lu:", app->in_use);
 		for (int s = 0; s < STATE_COUNT; s++)
 			printf("%s %s %lu", s ? "," : "", status_state_names[s], app->by_state[s]);
@@ -51,6 +52,10 @@ void status_print_text(const struct status *status)
 		for (size_t t = 0; t < app->top_count; t++)
 			printf("%s %d %s (%lu)", t ? "," : "", app->top[t].pid,
 			       cli_escape(app->top[t].comm, escaped, sizeof(escaped)), app->top[t].ports);
+		printf("\n  intruders:%s", app->intruder_count ? "" : " none");
+		for (size_t t = 0; t < app->intruder_count; t++)
+			printf("%s %d %s (%lu)", t ? "," : "", app->intruders[t].pid,
+			       cli_escape(app->intruders[t].comm, escaped, sizeof(escaped)), app->intruders[t].ports);
 		printf("\n  cgroups:%s", app->cgroup_count ? "" : " none");
 		for (size_t c = 0; c < app->cgroup_count; c++)
 			printf(" %s", cli_escape(app->cgroups[c], escaped, sizeof(escaped)));
@@ -67,26 +72,38 @@ static json_t *clean_string(const char *s)
 	return json_string(status_utf8(s, buf, sizeof(buf)));
 }
 
+static json_t *processes_json(const struct top_process *list, size_t count)
+{
+	json_t *array = json_array();
+	for (size_t t = 0; t < count; t++) {
+		json_t *holder = json_pack("{s:i, s:o, s:I}", "pid", (int)list[t].pid, "comm",
+					   clean_string(list[t].comm), "ports", (json_int_t)list[t].ports);
+		if (list[t].cgroup[0])
+			json_object_set_new(holder, "cgroup", clean_string(list[t].cgroup));
+		json_array_append_new(array, holder);
+	}
+	return array;
+}
+
 static json_t *app_json(const struct app_status *app)
 {
-	json_t *by_state = json_object(), *top = json_array(), *cgroups = json_array();
+	json_t *by_state = json_object(), *top = processes_json(app->top, app->top_count), *cgroups = json_array();
 
 	for (int s = 0; s < STATE_COUNT; s++)
 		json_object_set_new(by_state, status_state_names[s], json_integer((json_int_t)app->by_state[s]));
-	for (size_t t = 0; t < app->top_count; t++) {
-		json_t *holder = json_pack("{s:i, s:o, s:I}", "pid", (int)app->top[t].pid, "comm",
-					   clean_string(app->top[t].comm), "ports", (json_int_t)app->top[t].ports);
-		if (app->top[t].cgroup[0])
-			json_object_set_new(holder, "cgroup", clean_string(app->top[t].cgroup));
-		json_array_append_new(top, holder);
-	}
 	for (size_t c = 0; c < app->cgroup_count; c++)
 		json_array_append_new(cgroups, clean_string(app->cgroups[c]));
 	json_t *lost = app->records_lost >= 0 ? json_integer((json_int_t)app->records_lost) : json_null();
-	return json_pack("{s:o, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:o}", "app", clean_string(app->app->name),
+	json_t *assignments = app->counters_known ? json_integer((json_int_t)app->assignments) : json_null();
+	json_t *failures = app->counters_known ? json_integer((json_int_t)app->failures) : json_null();
+	return json_pack("{s:o, s:s, s:[i,i], s:I, s:o, s:f, s:I, s:o, s:o, s:I, s:o, s:o, s:o, s:o}", "app",
+			 clean_string(app->app->name), "mode", app->app->mode == PF_MODE_AUDIT ? "audit" : "enforce",
 			 "range", app->app->range_lo, app->app->range_hi, "in_use", (json_int_t)app->in_use,
 			 "by_state", by_state, "utilisation", utilisation(app), "destinations",
-			 (json_int_t)app->destinations, "top", top, "cgroups", cgroups, "records_lost", lost);
+			 (json_int_t)app->destinations, "top", top, "intruders",
+			 processes_json(app->intruders, app->intruder_count), "intruder_sockets",
+			 (json_int_t)app->intruder_sockets, "cgroups", cgroups, "records_lost", lost, "assignments",
+			 assignments, "assignment_failures", failures);
 }
 
 int status_print_json(const struct status *status)
@@ -125,21 +142,33 @@ static void print_family(const char *name, const char *type, const char *help)
 	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void print_app_gauge(const struct status *status, const char *name, const char *help,
-			    double (*value)(const struct app_status *))
+/* One sample per app of a family; value returns false for an app whose
+ * figure is unknown (no sample: never a made-up 0). */
+static void print_app_family(const struct status *status, const char *name, const char *type, const char *help,
+			     bool (*value)(const struct app_status *, double *))
 {
-	print_family(name, "gauge", help);
+	print_family(name, type, help);
 	for (size_t i = 0; i < status->app_count; i++) {
+		double v;
+		if (!value(&status->apps[i], &v))
+			continue;
 		printf("%s{app=\"", name);
 		print_label(status->apps[i].app->name);
-		printf("\"} %.10g\n", value(&status->apps[i]));
+		printf("\"} %.10g\n", v);
 	}
 }
 
-static double range_ports_value(const struct app_status *app) { return range_size(app); }
-static double distinct_ports_value(const struct app_status *app) { return app->distinct_ports; }
-static double destinations_value(const struct app_status *app) { return (double)app->destinations; }
-static double cgroups_value(const struct app_status *app) { return (double)app->cgroup_count; }
+#define VALUE(fn, known, expr) \
+	static bool fn(const struct app_status *app, double *v) { *v = (double)(expr); return (known); }
+VALUE(range_ports_value, true, range_size(app))
+VALUE(distinct_ports_value, true, app->distinct_ports)
+VALUE(utilisation_value, true, utilisation(app))
+VALUE(destinations_value, true, app->destinations)
+VALUE(cgroups_value, true, app->cgroup_count)
+VALUE(intruders_value, true, app->intruder_sockets)
+VALUE(records_lost_value, app->records_lost >= 0, app->records_lost)
+VALUE(assignments_value, app->counters_known, app->assignments)
+VALUE(failures_value, app->counters_known, app->failures)
 
 static void print_in_use(const struct status *status)
 {
@@ -153,49 +182,34 @@ static void print_in_use(const struct status *status)
 		}
 }
 
-static void print_top(const struct status *status)
-{
-	print_family("portfence_process_ports", "gauge",
-		     "Sockets of the app's range held by each of the processes holding the most.");
-	for (size_t i = 0; i < status->app_count; i++)
-		for (size_t t = 0; t < status->apps[i].top_count; t++) {
-			const struct top_process *top = &status->apps[i].top[t];
-			printf("portfence_process_ports{app=\"");
-			print_label(status->apps[i].app->name);
-			printf("\",pid=\"%d\",comm=\"", top->pid);
-			print_label(top->comm);
-			printf("\"} %lu\n", top->ports);
-		}
-}
-
-/* A counter: an app whose count cannot be read has no sample. */
-static void print_records_lost(const struct status *status)
-{
-	print_family("portfence_records_lost_total", "counter",
-		     "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.");
-	for (size_t i = 0; i < status->app_count; i++) {
-		if (status->apps[i].records_lost < 0)
-			continue;
-		printf("portfence_records_lost_total{app=\"");
-		print_label(status->apps[i].app->name);
-		printf("\"} %lld\n", status->apps[i].records_lost);
-	}
-}
+static const struct {
+	const char *name, *type, *help;
+	bool (*value)(const struct app_status *, double *);
+} families[] = {
+	{"portfence_range_ports", "gauge", "Local ports in the app's range.", range_ports_value},
+	{"portfence_range_distinct_ports", "gauge", "Distinct local ports of the app's range held by any socket now.",
+	 distinct_ports_value},
+	{"portfence_range_utilisation", "gauge",
+	 "Distinct local ports of the range held now over the range's size (0 to 1).", utilisation_value},
+	{"portfence_destinations", "gauge", "Distinct remote address:port pairs of the app's sockets.",
+	 destinations_value},
+	{"portfence_intruders", "gauge", "Sockets in the app's range held by processes outside the app.",
+	 intruders_value},
+	{"portfence_cgroups_attached", "gauge", "Cgroups the BPF backend attached the app to.", cgroups_value},
+	{"portfence_records_lost_total", "counter",
+	 "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.",
+	 records_lost_value},
+	{"portfence_assignments_total", "counter",
+	 "Ports the app's shim processes were given from its range since its state was made.", assignments_value},
+	{"portfence_assignment_failures_total", "counter",
+	 "Calls of the app's shim processes that found no free port in its range.", failures_value},
+};
 
 void status_print_prometheus(const struct status *status)
 {
-	print_app_gauge(status, "portfence_range_ports", "Local ports in the app's range.",
-			range_ports_value);
-	print_in_use(status);
-	print_app_gauge(status, "portfence_range_distinct_ports",
-			"Distinct local ports of the app's range held by at least one socket.",
-			distinct_ports_value);
-	print_app_gauge(status, "portfence_range_utilisation",
-			"Distinct local ports held over the range's size (0 to 1).", utilisation);
-	print_app_gauge(status, "portfence_destinations",
-			"Distinct remote address:port pairs of the app's sockets.", destinations_value);
-	print_top(status);
-	print_app_gauge(status, "portfence_cgroups_attached",
-			"Cgroups the BPF backend attached the app to.", cgroups_value);
-	print_records_lost(status);
+	for (size_t f = 0; f < sizeof(families) / sizeof(*families); f++) {
+		print_app_family(status, families[f].name, families[f].type, families[f].help, families[f].value);
+		if (f == 0)
+			print_in_use(status);
+	}
 }

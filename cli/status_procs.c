@@ -1,8 +1,10 @@
-/* Which processes hold the sockets of the ranges: one pass over every
+/* Which processes hold the sockets the dump found: one pass over every
  * /proc/PID/fd, reading each link relative to its directory's fd
- * ("socket:[INODE]"), and a hash lookup of the inode.  A socket shared by
- * several processes (fork, SCM_RIGHTS) counts for each; a process holding
- * one socket under several fds counts it once. */
+ * ("socket:[INODE]"), and a hash lookup of the inode; a process holding
+ * any is identified (procapp.h: its attached cgroup, or the shim's
+ * selection).  A socket shared by several processes (fork, SCM_RIGHTS)
+ * counts once for the app and for each process's figure; a process
+ * holding one socket under several fds counts it once. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,33 +13,27 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "procapp.h"
 #include "status.h"
 
-static bool socket_inode_of(int fd_dir, const char *name, uint32_t *inode)
-{
-	char link[64];
-	ssize_t n = readlinkat(fd_dir, name, link, sizeof(link) - 1);
+/* The sockets (indices into status->sockets) pid holds, each once. */
+struct held_list {
+	size_t *items;
+	size_t count, cap;
+};
 
-	if (n < 9 || memcmp(link, "socket:[", 8) != 0)
-		return false;
-	link[n] = '\0';
-	*inode = (uint32_t)strtoul(link + 8, NULL, 10);
-	return true;
-}
-
-/* Adds to counts[app] every socket of a range that pid holds. */
-static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigned long *counts)
+static bool list_sockets(struct status *status, int proc_fd, pid_t pid, struct held_list *held)
 {
 	char path[32];
 	snprintf(path, sizeof(path), "%d/fd", pid);
 	int fd_dir = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dir = fd_dir < 0 ? NULL : fdopendir(fd_dir);
 	struct dirent *entry;
-	bool any = false;
 
+	held->count = 0;
 	if (!dir) {
 		if (fd_dir < 0 && (errno == EACCES || errno == EPERM))
-			status->fds_unreadable++;
+			status->unreadable++;
 		if (fd_dir >= 0)
 			close(fd_dir);
 		return false;
@@ -45,105 +41,206 @@ static bool count_sockets(struct status *status, int proc_fd, pid_t pid, unsigne
 	while ((entry = readdir(dir))) {
 		uint8_t key[24] = {0};
 		uint32_t inode;
-		if (entry->d_name[0] == '.' || !socket_inode_of(fd_dir, entry->d_name, &inode))
+		if (entry->d_name[0] == '.' || !proc_socket_inode(fd_dir, entry->d_name, &inode))
 			continue;
 		memcpy(key, &inode, sizeof(inode));
 		struct key_entry *found = key_table_get(&status->inodes, key);
 		if (!found || found->last_pid == pid)
 			continue;
 		found->last_pid = pid;
-		counts[found->app]++;
-		any = true;
+		if (held->count == held->cap) {
+			size_t cap = held->cap ? held->cap * 2 : 64;
+			size_t *grown = realloc(held->items, cap * sizeof(*grown));
+			if (!grown)
+				break;
+			held->items = grown;
+			held->cap = cap;
+		}
+		held->items[held->count++] = found->socket;
 	}
 	closedir(dir);
-	return any;
-}
-
-static void read_comm(int proc_fd, pid_t pid, char *comm, size_t len)
-{
-	char path[32];
-	snprintf(path, sizeof(path), "%d/comm", pid);
-	int fd = openat(proc_fd, path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, comm, len - 1);
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		n = 0;
-	comm[n] = '\0';
-	comm[strcspn(comm, "\n")] = '\0';
+	return held->count > 0;
 }
 
 /* The process's cgroup v2 path, from the "0::" line of /proc/PID/cgroup. */
-static void read_cgroup(int proc_fd, pid_t pid, char *cgroup, size_t len)
-{
-	char path[32], text[4096];
-	snprintf(path, sizeof(path), "%d/cgroup", pid);
-	int fd = openat(proc_fd, path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
-
-	if (fd >= 0)
-		close(fd);
-	text[n > 0 ? n : 0] = '\0';
-	cgroup[0] = '\0';
-	const char *line = strncmp(text, "0::", 3) == 0 ? text : strstr(text, "\n0::");
-	if (!line)
-		return;
-	line += line[0] == '\n' ? 4 : 3;
-	snprintf(cgroup, len, "%.*s", (int)strcspn(line, "\n"), line);
-}
 
 /* Keeps the TOP_PROCESSES holding the most sockets, most first (ties:
  * the lower pid first, as /proc lists them). */
-static void offer(struct app_status *app, int proc_fd, pid_t pid, unsigned long ports, const char *comm)
+static void offer_to(struct top_process *top, size_t *top_count, pid_t pid, unsigned long ports,
+		     const char *comm, const char *cgroup)
 {
-	size_t at = app->top_count;
-	while (at > 0 && app->top[at - 1].ports < ports)
+	size_t at = *top_count;
+	while (at > 0 && top[at - 1].ports < ports)
 		at--;
 	if (at >= TOP_PROCESSES)
 		return;
-	size_t last = app->top_count < TOP_PROCESSES ? app->top_count : TOP_PROCESSES - 1;
-	memmove(&app->top[at + 1], &app->top[at], (last - at) * sizeof(app->top[0]));
-	app->top[at].pid = pid;
-	app->top[at].ports = ports;
-	snprintf(app->top[at].comm, sizeof(app->top[at].comm), "%s", comm);
-	read_cgroup(proc_fd, pid, app->top[at].cgroup, sizeof(app->top[at].cgroup));
-	if (app->top_count < TOP_PROCESSES)
-		app->top_count++;
+	size_t last = *top_count < TOP_PROCESSES ? *top_count : TOP_PROCESSES - 1;
+	memmove(&top[at + 1], &top[at], (last - at) * sizeof(top[0]));
+	top[at].pid = pid;
+	top[at].ports = ports;
+	snprintf(top[at].comm, sizeof(top[at].comm), "%s", comm);
+	snprintf(top[at].cgroup, sizeof(top[at].cgroup), "%s", cgroup);
+	if (*top_count < TOP_PROCESSES)
+		(*top_count)++;
+}
+
+/* Each socket pid holds: its app's when the app is pid's (any port for
+ * an audit-mode app), an intruder in the range's app when pid is known
+ * to be another's or none's, the range's app's when pid's app is not
+ * known (its maps unreadable). */
+static void judge_sockets(struct status *status, const struct proc_info *process, const struct held_list *held,
+			  unsigned long *own, unsigned long *intruding)
+{
+	const struct pf_policy *policy = status->policy;
+	const struct proc_info info = *process;
+	pid_t pid = info.pid;
+	int mine = info.app >= 0 ? status->status_of_policy_app[info.app] : -1;
+	bool audit = info.app >= 0 && policy->apps[info.app].mode == PF_MODE_AUDIT;
+	for (size_t i = 0; i < held->count; i++) {
+		size_t s = held->items[i];
+		const struct pf_socket_entry *entry = &status->sockets[s];
+		int range_policy_app = pf_policy_app_at_port(policy, entry->local_port);
+		int range_app = range_policy_app < 0 ? -1 : status->status_of_policy_app[range_policy_app];
+		bool server_side = status->listening[entry->local_port / 8] & (1u << (entry->local_port % 8));
+		if (info.app >= 0 && (range_policy_app == info.app || (audit && !server_side))) {
+			if (mine < 0)
+				continue;
+			if (!status->claimed[s])
+				status_count_socket(status, mine, entry);
+			status->claimed[s] = true;
+			own[mine]++;
+		} else if (range_app >= 0 && info.backend != PROC_UNKNOWN) {
+			if (!status->claimed[s])
+				status->apps[range_app].intruder_sockets++;
+			status->port_state[entry->local_port] = PORT_INTRUDER;
+			status->claimed[s] = true;
+			intruding[range_app]++;
+		} else if (range_app >= 0) {
+			if (!status->claimed[s])
+				status_count_socket(status, range_app, entry);
+			status->claimed[s] = true;
+			own[range_app]++;
+		}
+	}
+	for (size_t a = 0; a < status->app_count; a++) {
+		struct app_status *app = &status->apps[a];
+		if (own[a])
+			offer_to(app->top, &app->top_count, pid, own[a], info.comm, info.cgroup);
+		if (intruding[a])
+			offer_to(app->intruders, &app->intruder_count, pid, intruding[a], info.comm, info.cgroup);
+		own[a] = intruding[a] = 0;
+	}
+}
+
+/* --watch: what a full pass found, kept for the refreshes between two:
+ * each process's identity and the inodes it held. */
+struct proc_cache_entry {
+	struct proc_info info;
+	uint32_t *inodes;
+	size_t count;
+};
+
+void status_cache_free(struct proc_cache *cache)
+{
+	for (size_t i = 0; i < cache->count; i++)
+		free(cache->entries[i].inodes);
+	free(cache->entries);
+	memset(cache, 0, sizeof(*cache));
+}
+
+static void cache_add(struct proc_cache *cache, const struct status *status, const struct proc_info *info,
+		      const struct held_list *held)
+{
+	if (cache->count == cache->cap) {
+		size_t cap = cache->cap ? cache->cap * 2 : 64;
+		struct proc_cache_entry *grown = realloc(cache->entries, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		cache->entries = grown;
+		cache->cap = cap;
+	}
+	struct proc_cache_entry *entry = &cache->entries[cache->count];
+	entry->info = *info;
+	entry->count = held->count;
+	if (!(entry->inodes = malloc((held->count + 1) * sizeof(uint32_t))))
+		return;
+	for (size_t i = 0; i < held->count; i++)
+		entry->inodes[i] = status->sockets[held->items[i]].inode;
+	cache->count++;
+}
+
+/* A refresh from the cache: each cached process's sockets that still
+ * exist; sockets new since the last pass count for their range's app. */
+static void replay(struct status *status, struct held_list *held, unsigned long *own, unsigned long *intruding)
+{
+	const struct proc_cache *cache = status->cache;
+	for (size_t i = 0; i < cache->count; i++) {
+		const struct proc_cache_entry *entry = &cache->entries[i];
+		held->count = 0;
+		for (size_t k = 0; k < entry->count; k++) {
+			uint8_t key[24] = {0};
+			memcpy(key, &entry->inodes[k], sizeof(entry->inodes[k]));
+			struct key_entry *found = key_table_get(&status->inodes, key);
+			if (!found || held->count == held->cap)
+				continue;
+			held->items[held->count++] = found->socket;
+		}
+		if (held->count)
+			judge_sockets(status, &entry->info, held, own, intruding);
+	}
 }
 
 int status_find_processes(struct status *status)
 {
 	int proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *proc = proc_fd < 0 ? NULL : fdopendir(proc_fd);
-	unsigned long *counts = calloc(status->app_count + 1, sizeof(*counts));
+	unsigned long *own = calloc(status->app_count + 1, sizeof(*own));
+	unsigned long *intruding = calloc(status->app_count + 1, sizeof(*intruding));
+	struct held_list held = {0};
+	struct proc_apps apps;
 	struct dirent *entry;
 
-	if (!proc || !counts) {
+	if (!proc || !own || !intruding) {
 		if (proc_fd >= 0 && !proc)
 			close(proc_fd);
-		free(counts);
+		if (proc)
+			closedir(proc);
+		free(own);
+		free(intruding);
 		return -1;
 	}
+	if (status->cache && status->use_cache) {
+		size_t most = 0;
+		for (size_t i = 0; i < status->cache->count; i++)
+			most = status->cache->entries[i].count > most ? status->cache->entries[i].count : most;
+		held.items = malloc((most + 1) * sizeof(*held.items));
+		held.cap = held.items ? most : 0;
+		replay(status, &held, own, intruding);
+		status->unreadable = status->cache->unreadable;
+		goto out;
+	}
+	if (status->cache)
+		status_cache_free(status->cache);
+	proc_apps_init(&apps, status->policy);
 	while ((entry = readdir(proc))) {
 		char *end;
 		long pid = strtol(entry->d_name, &end, 10);
-		if (*end || pid <= 0 || !count_sockets(status, proc_fd, (pid_t)pid, counts))
+		struct proc_info info;
+		if (*end || pid <= 0 || !list_sockets(status, proc_fd, (pid_t)pid, &held) ||
+		    !proc_apps_identify(&apps, proc_fd, (pid_t)pid, &info))
 			continue;
-		char comm[64];
-		read_comm(proc_fd, (pid_t)pid, comm, sizeof(comm));
-		for (size_t a = 0; a < status->app_count; a++) {
-			if (counts[a])
-				offer(&status->apps[a], proc_fd, (pid_t)pid, counts[a], comm);
-			counts[a] = 0;
-		}
+		judge_sockets(status, &info, &held, own, intruding);
+		if (status->cache)
+			cache_add(status->cache, status, &info, &held);
 	}
+	status->unreadable += apps.unreadable_maps;
+	if (status->cache)
+		status->cache->unreadable = status->unreadable;
+	proc_apps_free(&apps);
+out:
 	closedir(proc);
-	free(counts);
-	if (status->fds_unreadable)
-		fprintf(stderr,
-			"portfence: status: cannot read the open files of %lu processes (/proc/PID/fd: %s); "
-			"the processes holding ports may be missing%s\n",
-			status->fds_unreadable, strerror(EACCES), geteuid() ? " (run as root)" : "");
+	free(held.items);
+	free(own);
+	free(intruding);
 	return 0;
 }

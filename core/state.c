@@ -330,6 +330,33 @@ int pf_state_open(const char *dir, const char *app_name, uint32_t num_ports,
 	return rc;
 }
 
+/* The existing state directory, with app_name's file name in name. */
+static int open_app_dir(const char *dir, const char *app_name, char name[256])
+{
+	int rc = pf_state_file_name(app_name, name, 256);
+	return rc < 0 ? rc : open_state_dir(dir, false);
+}
+
+int pf_state_read_counters(const char *dir, const char *app_name, uint32_t num_ports,
+			   uint64_t *assignments, uint64_t *failures)
+{
+	struct pf_shared_state *shared;
+	struct pf_state_file file;
+	char name[256];
+	int dirfd, rc;
+
+	if ((dirfd = open_app_dir(dir, app_name, name)) < 0)
+		return dirfd;
+	rc = attach_named(dirfd, name, num_ports, &file, &shared);
+	close(dirfd);
+	if (rc < 0)
+		return rc == -ESTALE ? -ENOENT : rc;
+	*assignments = atomic_load_explicit(&shared->assignments, memory_order_relaxed);
+	*failures = atomic_load_explicit(&shared->failures, memory_order_relaxed);
+	shmdt(shared);
+	return 0;
+}
+
 int pf_state_open_private(uint32_t num_ports, struct pf_state *state)
 {
 	size_t size = segment_size(num_ports);
@@ -374,9 +401,7 @@ int pf_state_remove(const char *dir, const char *app_name)
 	char name[256];
 	int dirfd, rc;
 
-	if ((rc = pf_state_file_name(app_name, name, sizeof(name))) < 0)
-		return rc;
-	if ((dirfd = open_state_dir(dir, false)) < 0)
+	if ((dirfd = open_app_dir(dir, app_name, name)) < 0)
 		return dirfd;
 	rc = remove_in_dir(dirfd, name);
 	close(dirfd);

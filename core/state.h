@@ -12,7 +12,7 @@
 #include "core/constants.h"
 
 #define PF_STATE_MAGIC 0x31657461745366ull /* "fState1" */
-#define PF_STATE_LAYOUT 2
+#define PF_STATE_LAYOUT 3
 #define PF_STATE_FILE_MAGIC 0x31656c6946745366ull /* "fStFile1" */
 /* RFC 6056 §3.3.4's table of per-destination-class counters. */
 #define PF_DH_TABLE_LEN PF_CORE_DH_TABLE_LEN
@@ -36,6 +36,10 @@ struct pf_shared_state {
 	_Atomic uint32_t hash_next;		/* Algorithm 3's next_ephemeral */
 	_Atomic uint32_t increments_next;	/* Algorithm 5's next_ephemeral */
 	_Atomic uint32_t table[PF_DH_TABLE_LEN];	/* Algorithm 4's table[] */
+	/* What the app's processes did since the state was made, for
+	 * `status --prometheus`: ports given, and calls that found none. */
+	_Atomic uint64_t assignments;
+	_Atomic uint64_t failures;
 };
 
 /* The state file under state_dir: only a rendezvous naming the SysV
@@ -79,6 +83,10 @@ int pf_state_remove_all(const char *dir);
 /* $XDG_RUNTIME_DIR/portfence, else /tmp/portfence-UID.  xdg_runtime_dir
  * is what secure_getenv gave (may be NULL). */
 int pf_state_default_dir(const char *xdg_runtime_dir, char *buf, size_t len);
+/* The counters of app_name's state under dir, read without creating
+ * anything: 0, or -errno (-ENOENT: no state yet). */
+int pf_state_read_counters(const char *dir, const char *app_name, uint32_t num_ports,
+			   uint64_t *assignments, uint64_t *failures);
 /* The file name used for app_name inside the state directory. */
 int pf_state_file_name(const char *app_name, char *buf, size_t len);
 

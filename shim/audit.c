@@ -283,6 +283,21 @@ out:
 		real_close(fd);
 }
 
+/* The app's counters in its shared state (status --prometheus), kept
+ * whether or not records are written. */
+static void count(const struct pf_runtime *rt, const struct pf_record *record)
+{
+	struct pf_shared_state *shared = rt->state.shared;
+
+	if (!shared)
+		return;
+	if (record->event == PF_EVENT_ASSIGN)
+		atomic_fetch_add_explicit(&shared->assignments, 1, memory_order_relaxed);
+	else if (record->event == PF_EVENT_ERROR &&
+		 (record->error == EADDRNOTAVAIL || record->error == EAGAIN || record->error == EADDRINUSE))
+		atomic_fetch_add_explicit(&shared->failures, 1, memory_order_relaxed);
+}
+
 /* No malloc and no stdio: a record may be written from a signal handler. */
 void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {
@@ -290,6 +305,7 @@ void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
+	count(rt, record);
 	if (!pf_wanted(rt, record->event))
 		return;
 	const char *rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
@@ -368,8 +384,10 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 	const struct sockaddr *shown = fallback_local;
 	int saved = errno;
 
-	if (!pf_wanted(rt, event))
+	if (!pf_wanted(rt, event)) {
+		count(rt, &(struct pf_record){.event = event, .error = error});
 		return;
+	}
 	if (real_getsockname(sock->fd, (struct sockaddr *)&local, &len) == 0 &&
 	    (local.ss_family == AF_INET || local.ss_family == AF_INET6) &&
 	    (!fallback_local || pf_address_port((const struct sockaddr *)&local)))

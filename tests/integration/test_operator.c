@@ -215,10 +215,23 @@ Test(operator, report_counts_a_known_log)
 	json_decref(root);
 
 	struct run_result r;
-	char *argv[] = {(char *)build_path("portfence"), "report", log, NULL};
-	run_program(&r, argv, NULL, NULL);
+	char *bare[] = {(char *)build_path("portfence"), "report", log, NULL};
+	char *no_policy[] = {"PORTFENCE_CONFIG=/nonexistent", NULL};
+	run_program(&r, bare, NULL, no_policy);
 	cr_assert_eq(r.status, 0);
-	cr_expect(strstr(r.out, "app web\n  assignments 6, distinct ports 4 of 4 (seen 61000-61003)"), "%s", r.out);
+	cr_expect(strstr(r.out, "app web\n  assignments 6, distinct ports 4 (range unknown"),
+		  "no range guessed from the ports seen: %s", r.out);
+	cr_expect(!strstr(r.out, "  ports 61000 |"), "no histogram without a range: %s", r.out);
+	char policy[] = "/tmp/pf-report-policy-XXXXXX";
+	int pfd = mkstemp(policy);
+	dprintf(pfd, "version = 1;\napps = ( { name = \"web\"; range = [ 61000, 61099 ]; } );\n");
+	close(pfd);
+	char *argv[] = {(char *)build_path("portfence"), "report", "-c", policy, log, NULL};
+	run_program(&r, argv, NULL, NULL);
+	unlink(policy);
+	cr_assert_eq(r.status, 0);
+	cr_expect(strstr(r.out, "app web\n  assignments 6, distinct ports 4 of 100 (range 61000-61099): coverage 4.0%"),
+		  "%s", r.out);
 	cr_expect(strstr(r.out, "attempts mean 1.67, max 4"), "%s", r.out);
 	cr_expect(strstr(r.out, "  ports 61000 |"), "histogram: %s", r.out);
 	cr_expect(strstr(r.out, "malformed lines skipped: 3"), "%s", r.out);

@@ -1,0 +1,209 @@
+/* portfence status --watch: the ranges as a live picture, refreshed each
+ * second with plain ANSI: per app a port map (one cell per port, or per
+ * block of ports when the range is wider than the screen allows), its
+ * assignments and failures per second (the shim's counters), and a time
+ * to exhaustion from the trend of the ports held over the last 30 s.
+ * It fits the terminal's size, and q quits. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "status.h"
+
+#define TREND 31	/* samples kept: 30 s of trend */
+#define MAX_ROWS 4	/* map rows per app at most */
+/* Every this many refreshes, /proc is read again; between, the processes
+ * and the sockets they held come from the last pass (new sockets count
+ * for their range's app until the next). */
+#define FULL_PASS_EVERY 5
+
+struct history {
+	double when[TREND];
+	unsigned held[TREND];
+	unsigned long long assignments, failures;
+	size_t count;
+	bool counted;
+};
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The cell's glyph: the strongest state of its ports. */
+static const char *glyph(uint8_t state)
+{
+	static const char *const glyphs[] = {".", "o", "L", "\033[33m~\033[0m", "\033[32m#\033[0m",
+					     "\033[1;31m!\033[0m"};
+	return glyphs[state];
+}
+
+static unsigned draw_app(const struct status *st, const struct app_status *app, struct history *h, unsigned cols,
+		     unsigned rows_left, double t)
+{
+	unsigned lo = app->app->range_lo, size = app->app->range_hi - lo + 1u;
+	unsigned width = cols > 12 ? cols - 4 : 8;
+	unsigned rows = rows_left < 3 ? 1 : rows_left - 2 > MAX_ROWS ? MAX_ROWS : rows_left - 2;
+	unsigned cells = size < width * rows ? size : width * rows;
+	unsigned per = (size + cells - 1) / cells;
+	char rate[64] = "assign/s -, failures -", eta[48] = "no trend";
+
+	cells = (size + per - 1) / per;
+	/* rates from the counters, trend from the ports held */
+	size_t slot = h->count % TREND;
+	h->when[slot] = t;
+	h->held[slot] = app->distinct_ports;
+	if (app->counters_known) {
+		if (h->counted && h->count) {
+			double dt = t - h->when[(h->count - 1) % TREND];
+			snprintf(rate, sizeof(rate), "assign/s %.1f, failures %llu (+%llu)",
+				 dt > 0 ? (double)(app->assignments - h->assignments) / dt : 0.0, app->failures,
+				 app->failures - h->failures);
+		}
+		h->assignments = app->assignments;
+		h->failures = app->failures;
+		h->counted = true;
+	}
+	h->count++;
+	if (h->count > 1) {
+		size_t oldest = h->count > TREND ? h->count % TREND : 0;
+		double dt = t - h->when[oldest];
+		double slope = dt > 0 ? ((double)app->distinct_ports - h->held[oldest]) / dt : 0;
+		if (app->distinct_ports >= size)
+			snprintf(eta, sizeof(eta), "EXHAUSTED");
+		else if (slope > 0)
+			snprintf(eta, sizeof(eta), "full in %.0f s", (size - app->distinct_ports) / slope);
+		else
+			snprintf(eta, sizeof(eta), "not filling");
+	}
+	unsigned lines = 1 + (cells + width - 1) / width + (per > 1);
+	printf("\033[1m%s\033[0m %u-%u: in use %lu, held %u/%u (%.1f%%), intruders %lu, %s, %s\033[K\r\n",
+	       app->app->name, lo, app->app->range_hi, app->in_use, app->distinct_ports, size,
+	       100.0 * app->distinct_ports / size, app->intruder_sockets, rate, eta);
+	for (unsigned c = 0; c < cells; c++) {
+		if (c % width == 0)
+			fputs("  ", stdout);
+		uint8_t worst = PORT_FREE;
+		for (unsigned p = lo + c * per; p < lo + (c + 1) * per && p <= app->app->range_hi; p++)
+			if (st->port_state[p] > worst)
+				worst = st->port_state[p];
+		fputs(glyph(worst), stdout);
+		if (c % width == width - 1 || c == cells - 1)
+			fputs("\033[K\r\n", stdout);
+	}
+	if (per > 1)
+		printf("  (each cell %u ports)\033[K\r\n", per);
+	return lines;
+}
+
+static void terminal_size(unsigned *cols, unsigned *rows)
+{
+	struct winsize ws;
+	*cols = 80;
+	*rows = 24;
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col && ws.ws_row) {
+		*cols = ws.ws_col;
+		*rows = ws.ws_row;
+	}
+}
+
+int status_watch(const char *path, const char *only)
+{
+	struct pf_policy policy;
+	struct termios saved, raw;
+	bool tty = tcgetattr(STDIN_FILENO, &saved) == 0, input = true;
+	struct history *histories = NULL;
+	int rc = 0;
+
+	if (cli_load_policy(path, &policy) < 0)
+		return 1;
+	histories = calloc(policy.app_count + 1, sizeof(*histories));
+	struct status *st = calloc(1, sizeof(*st));
+	if (!histories || !st) {
+		free(histories);
+		free(st);
+		pf_policy_free(&policy);
+		return 1;
+	}
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	if (tty) {
+		raw = saved;
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_cc[VMIN] = 0;
+		raw.c_cc[VTIME] = 0;
+		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+	}
+	fputs("\033[?1049h\033[?25l", stdout);
+	struct proc_cache cache = {0};
+	for (unsigned round = 0; !stop; round++) {
+		double t = now_s();
+		memset(st, 0, sizeof(*st));
+		st->quiet = true;
+		st->cache = &cache;
+		st->use_cache = round % FULL_PASS_EVERY != 0;
+		if ((rc = status_gather(st, &policy, only, path)) != 0) {
+			status_free(st);
+			break;
+		}
+		unsigned cols, rows;
+		terminal_size(&cols, &rows);
+		time_t wall = time(NULL);
+		struct tm tm;
+		char clock[16];
+		localtime_r(&wall, &tm);
+		strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
+		printf("\033[H\033[2Jportfence status --watch  %s  (q quits)  . free  \033[32m#\033[0m established  "
+		       "\033[33m~\033[0m time-wait  L listen  o other  \033[1;31m!\033[0m intruder\033[K\r\n",
+		       clock);
+		if (st->warning[0])
+			printf("%.*s\033[K\r\n", (int)strcspn(st->warning, "\n"), st->warning);
+		unsigned used = st->warning[0] ? 2 : 1;
+		for (size_t i = 0; i < st->app_count && used + 2 <= rows; i++) {
+			size_t index = (size_t)(st->apps[i].app - policy.apps);
+			used += draw_app(st, &st->apps[i], &histories[index], cols,
+					 (rows - used) / (unsigned)(st->app_count - i), t);
+		}
+		fflush(stdout);
+		status_free(st);
+		/* a second, or a key */
+		for (double left = 1.0 - (now_s() - t); !stop && left > 0; left = 1.0 - (now_s() - t)) {
+			struct pollfd in = {.fd = input ? STDIN_FILENO : -1, .events = POLLIN};
+			if (poll(&in, 1, (int)(left * 1000) + 1) <= 0)
+				continue;
+			char key;
+			ssize_t n = read(STDIN_FILENO, &key, 1);
+			if (n == 0 && !tty)
+				input = false;	/* end of input: only signals stop it now */
+			else if (n == 1 && (key == 'q' || key == 'Q'))
+				stop = 1;
+		}
+	}
+	fputs("\033[?25h\033[?1049l", stdout);
+	fflush(stdout);
+	if (tty)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	status_cache_free(&cache);
+	free(histories);
+	free(st);
+	pf_policy_free(&policy);
+	return rc;
+}
