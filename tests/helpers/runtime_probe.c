@@ -63,15 +63,20 @@ static void say(const char *key, long value)
 /* ---- handler PORT: the process's first connect, in a SIGPROF handler
  * that interrupts malloc (a second thread makes malloc take its locks) */
 static const char *handler_port;
-static atomic_int handler_done;
+static atomic_int handler_started, handler_done;
 
+/* The signal may land on either thread: main waits for done, set only
+ * once the line is written, or it could return (and end the process)
+ * while the other thread's handler is still connecting. */
 static void on_prof(int sig)
 {
 	int saved = errno;
 
 	(void)sig;
-	if (!atomic_exchange(&handler_done, 1))
+	if (!atomic_exchange(&handler_started, 1)) {
 		say("handler_port", connect_new(handler_port));
+		atomic_store(&handler_done, 1);
+	}
 	errno = saved;
 }
 
