@@ -513,7 +513,7 @@ int cmd_report(int argc, char **argv)
 			policy_path = optarg;
 		else if (opt == 's' || opt == 'u') {
 			if (cli_parse_time(optarg, opt == 's' ? rep.since : rep.until) < 0)
-				return usage_error("report: TIME is 2026-12-02T10:00:00Z, 2026-12-02, 90s, 15m, 1h, 2d, today or yesterday");
+				return usage_error("report: TIME is 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, 1h, 2d, 1w, now, today or yesterday");
 		} else
 			return usage_error("report: unknown option");
 	}

@@ -1,5 +1,6 @@
 /* TIME arguments (report --since/--until, who --at), as SPEC fixes them:
- * ISO 8601 in UTC, a duration back from now, today or yesterday.  The
+ * ISO 8601 (UTC or with an offset), a duration back from now, now, today
+ * or yesterday.  The
  * result is the log's own form cut to the second, so that it compares
  * with a record's "ts" as text. */
 #include <stdio.h>
@@ -9,59 +10,58 @@
 
 #include "cli.h"
 
-static void format_utc(time_t when, char out[CLI_TIME_LEN])
-{
-	struct tm tm;
-	gmtime_r(&when, &tm);
-	strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-}
-
-static int parse_duration(const char *text, time_t now, char out[CLI_TIME_LEN])
-{
-	char *end;
-	long long amount = strtoll(text, &end, 10);
-	long long unit;
-
-	if (end == text || amount < 0 || end[0] == '\0' || end[1] != '\0')
-		return -1;
-	switch (*end) {
-	case 's': unit = 1; break;
-	case 'm': unit = 60; break;
-	case 'h': unit = 3600; break;
-	case 'd': unit = 86400; break;
-	default: return -1;
-	}
-	if (amount > (long long)now / unit)
-		return -1;
-	format_utc(now - (time_t)(amount * unit), out);
-	return 0;
-}
-
+/* TIME, as UTC text the log's timestamps compare with: ISO 8601
+ * (2026-12-02, 2026-12-02T10:00[:00[.frac]][Z|+HH:MM|-HH:MM], a space for
+ * the T), a duration back from now (90s, 15m, 1h, 2d, 1w), now, today or
+ * yesterday (UTC midnights). */
 int cli_parse_time(const char *text, char out[CLI_TIME_LEN])
 {
 	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
 					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
-	time_t now = time(NULL);
+	time_t now = time(NULL), when = (time_t)-1;
+	char *end;
 
-	if (strcmp(text, "today") == 0 || strcmp(text, "yesterday") == 0) {
-		time_t day = now - now % 86400 - (text[0] == 'y' ? 86400 : 0);
-		format_utc(day, out);
-		return 0;
-	}
-	if (text[0] >= '0' && text[0] <= '9' && !strchr(text, '-') && !strchr(text, ':'))
-		return parse_duration(text, now, out);
-	for (size_t i = 0; i < sizeof(formats) / sizeof(*formats); i++) {
-		struct tm tm = {0};
-		const char *end = strptime(text, formats[i], &tm);
-		if (!end)
-			continue;
-		if (*end == '.') /* fractions of a second: the log's own form */
-			for (end++; *end >= '0' && *end <= '9'; end++)
-				;
-		if (*end == '\0' || strcmp(end, "Z") == 0 || strcmp(end, "+00:00") == 0) {
-			strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-			return 0;
+	if (strcmp(text, "now") == 0)
+		when = now;
+	else if (strcmp(text, "today") == 0)
+		when = now - now % 86400;
+	else if (strcmp(text, "yesterday") == 0)
+		when = now - now % 86400 - 86400;
+	else if (text[0] >= '0' && text[0] <= '9' && !strchr(text, '-')) {
+		unsigned long long count = strtoull(text, &end, 10);
+		static const char units[] = "smhdw";
+		static const long seconds[] = {1, 60, 3600, 86400, 7 * 86400};
+		const char *unit = end[0] && !end[1] ? strchr(units, end[0]) : NULL;
+		if (!unit || count > 100ULL * 365 * 86400)
+			return -1;
+		when = now - (time_t)(count * (unsigned long long)seconds[unit - units]);
+	} else {
+		for (size_t i = 0; i < sizeof(formats) / sizeof(*formats) && when == (time_t)-1; i++) {
+			struct tm tm = {0};
+			const char *rest = strptime(text, formats[i], &tm);
+			if (!rest)
+				continue;
+			if (*rest == '.' && i < 2)
+				rest += 1 + strspn(rest + 1, "0123456789");
+			long offset = 0;
+			int hours, minutes, used = 0;
+			if (strcmp(rest, "Z") == 0 || *rest == '\0')
+				offset = 0;
+			else if ((*rest == '+' || *rest == '-') &&
+				 (sscanf(rest + 1, "%2d:%2d%n", &hours, &minutes, &used) == 2 ||
+				  sscanf(rest + 1, "%2d%2d%n", &hours, &minutes, &used) == 2) &&
+				 rest[1 + used] == '\0' && hours < 24 && minutes < 60)
+				offset = (*rest == '+' ? 1 : -1) * (hours * 3600L + minutes * 60L);
+			else
+				continue;
+			when = timegm(&tm) - offset;
 		}
+		if (when == (time_t)-1)
+			return -1;
 	}
-	return -1;
+	struct tm utc;
+	if (!gmtime_r(&when, &utc))
+		return -1;
+	strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &utc);
+	return 0;
 }

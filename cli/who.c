@@ -344,7 +344,7 @@ int cmd_who(int argc, char **argv)
 
 	while ((opt = getopt_long(argc, argv, "c:j", options, NULL)) != -1) {
 		if (opt == 't' && cli_parse_time(optarg, at) < 0)
-			return usage_error("who: TIME is 2026-12-02T10:00:00Z, 2026-12-02, 90s, 15m, 1h, 2d, today or yesterday");
+			return usage_error("who: TIME is 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, 1h, 2d, 1w, now, today or yesterday");
 		else if (opt == 'p' && strcmp(optarg, "tcp") == 0)
 			q.proto = IPPROTO_TCP;
 		else if (opt == 'p' && strcmp(optarg, "udp") == 0)

@@ -184,7 +184,7 @@ Test(dist, bash_completion)
 	sandbox_init(&sb, "apps = ( { name = \"legacy-web\"; range = [ 61000, 61099 ]; },\n"
 			  "  { name = \"observed\"; range = [ 62000, 62099 ]; }, { name = \"other\"; range = [ 1, 2 ]; } );");
 	complete(&r, "portfence \"\"", "");
-	cr_expect_str_eq(r.out, "--help --version attach check daemon detach doctor explain help report run status ");
+	cr_expect_str_eq(r.out, "--help --version attach check daemon detach doctor explain help report run status who ");
 	complete(&r, "portfence help e", "");
 	cr_expect_str_eq(r.out, "explain ");
 	complete(&r, "portfence explain --", "");
@@ -194,7 +194,7 @@ Test(dist, bash_completion)
 	complete(&r, "portfence st", "");
 	cr_expect_str_eq(r.out, "status ");
 	complete(&r, "portfence status --", "");
-	cr_expect_str_eq(r.out, "--app --json --prometheus ");
+	cr_expect_str_eq(r.out, "--app --json --prometheus --watch ");
 	complete(&r, "portfence run --", "");
 	cr_expect_str_eq(r.out, "-- --audit --bpf --user ");
 	snprintf(words, sizeof(words), "portfence status -c %s --app \"\"", sb.policy);
