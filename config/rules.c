@@ -357,7 +357,8 @@ static bool copy_rules(struct pf_rule_list *to, const struct pf_rule_list *from)
 	to->rules = malloc((from->count + 1) * sizeof(*to->rules));
 	if (!to->rules)
 		return false;
-	memcpy(to->rules, from->rules, from->count * sizeof(*to->rules));
+	if (from->count)
+		memcpy(to->rules, from->rules, from->count * sizeof(*to->rules));
 	to->count = from->count;
 	return true;
 }
