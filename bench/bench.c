@@ -195,19 +195,53 @@ void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo
 	fclose(f);
 }
 
-/* In a child about to exec: preload the shim (after a sanitizer build's
- * runtime, which must come first) with the bench policy. */
-void preload_shim(const char *policy)
+/* The environment a shimmed child execs with: this one, with the shim
+ * preloaded (after a sanitizer build's runtime, which must come first)
+ * and the bench policy.  Built before fork: a child of this threaded
+ * process must not allocate (another thread may have held the
+ * allocator's lock at the fork).  NULL when out of memory. */
+char **shim_environ(const char *policy)
 {
+	static const char *const replaced[] = {"LD_PRELOAD=", "PORTFENCE_CONFIG=", "PORTFENCE_APP="};
 	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	char *preload = NULL;
+	size_t count = 0, n = 0;
+	char *preload = NULL, *config = NULL, *app = NULL;
 
-	if (runtime && runtime[0] && asprintf(&preload, "%s:%s", runtime, settings.shim) > 0)
-		setenv("LD_PRELOAD", preload, 1);
-	else
-		setenv("LD_PRELOAD", settings.shim, 1);
-	setenv("PORTFENCE_CONFIG", policy, 1);
-	setenv("PORTFENCE_APP", "bench", 1);
+	while (environ[count])
+		count++;
+	char **env = calloc(count + 4, sizeof(*env));
+	if (!env)
+		return NULL;
+	for (size_t i = 0; i < count; i++) {
+		bool keep = true;
+		for (size_t r = 0; r < sizeof(replaced) / sizeof(*replaced); r++)
+			keep = keep && strncmp(environ[i], replaced[r], strlen(replaced[r])) != 0;
+		if (keep)
+			env[n++] = environ[i];
+	}
+	if ((runtime && runtime[0] ? asprintf(&preload, "LD_PRELOAD=%s:%s", runtime, settings.shim)
+				   : asprintf(&preload, "LD_PRELOAD=%s", settings.shim)) < 0 ||
+	    asprintf(&config, "PORTFENCE_CONFIG=%s", policy) < 0 || !(app = strdup("PORTFENCE_APP=bench"))) {
+		free(env);
+		return NULL;
+	}
+	env[n++] = preload;
+	env[n++] = config;
+	env[n++] = app;
+	return env;
+}
+
+/* Frees what shim_environ made (the inherited entries are not its). */
+void shim_environ_free(char **env)
+{
+	if (!env)
+		return;
+	size_t n = 0;
+	while (env[n])
+		n++;
+	for (size_t i = n >= 3 ? n - 3 : 0; i < n; i++)
+		free(env[i]);
+	free(env);
 }
 
 /* Runs this program as a worker; returns what it printed as a number. */
@@ -251,8 +285,12 @@ void run_worker_figures(bool shim, const char *policy, char *const args[], doubl
 
 	for (int i = 0; i < WORKER_FIGURES; i++)
 		out[i] = NAN;
-	if (pipe(pipefd) < 0)
+	char **env = shim ? shim_environ(policy) : environ;
+	if (!env || pipe(pipefd) < 0) {
+		if (shim)
+			shim_environ_free(env);
 		return;
+	}
 	pid_t pid = fork();
 	if (pid == 0) {
 		char *argv[16] = {settings.self, "--worker"};
@@ -264,11 +302,11 @@ void run_worker_figures(bool shim, const char *policy, char *const args[], doubl
 		close(pipefd[0]);
 		if (settings.worker_cgroup && join_cgroup(settings.worker_cgroup) < 0)
 			_exit(126);
-		if (shim)
-			preload_shim(policy);
-		execv(settings.self, argv);
+		execve(settings.self, argv, env);
 		_exit(127);
 	}
+	if (shim)
+		shim_environ_free(env);
 	close(pipefd[1]);
 	ssize_t got = read(pipefd[0], buf, sizeof(buf) - 1);
 	close(pipefd[0]);

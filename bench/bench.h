@@ -44,7 +44,9 @@ struct listener {
 void listener_start(struct listener *l, const char *addr, enum listener_mode mode);
 void listener_stop(struct listener *l);
 int udp_sink(uint16_t *port);
-void preload_shim(const char *policy);
+/* The environment of a shimmed child, made before fork (see bench.c). */
+char **shim_environ(const char *policy);
+void shim_environ_free(char **env);
 void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo, uint16_t hi);
 /* The worker's first number; its second, if any, goes to *extra. */
 double run_worker(bool shim, const char *policy, char *const args[], double *extra);
