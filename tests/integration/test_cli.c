@@ -38,7 +38,7 @@ static void tool_env(struct run_result *r, char *const env[], ...)
 static void tool_as_nobody(struct run_result *r, ...)
 {
 	char *argv[32] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-			  (char *)build_path("portfence")};
+			  (char *)build_path_for_others("portfence")};
 	int n = 5;
 	va_list ap;
 
@@ -454,7 +454,8 @@ Test(explain_command, backends_for_static_and_dynamic_programs)
 
 	/* Not root: only the shim. */
 	chmod(sb.policy, 0644);
-	tool_as_nobody(r, "explain", "--json", "-c", sb.policy, "-a", "t", "--", build_path("static-hello"), NULL);
+	tool_as_nobody(r, "explain", "--json", "-c", sb.policy, "-a", "t", "--", build_path_for_others("static-hello"),
+		       NULL);
 	cr_expect_eq(r->status, 0, "as nobody: %d %s", r->status, r->err);
 	j = json_loads(r->out, 0, NULL);
 	cr_assert_not_null(j, "%s", r->out);
@@ -697,7 +698,7 @@ Test(cli, run_bpf_user_drops_to_the_user_inside_the_cgroup, .timeout = 120)
 		 "done\n"
 		 "[ \"$(sed -n 's/^0:://p' /proc/self/cgroup)\" = \"$rel\" ] && echo stayed\n"
 		 "%s tcp4 connect 0 127.0.0.1 %s\n",
-		 cgroup_mount, cgroup_mount, build_path("table-client"), port);
+		 cgroup_mount, cgroup_mount, build_path_for_others("table-client"), port);
 	char *argv[] = {(char *)build_path("portfence"), "run", "--bpf", "-c", sb.policy, "-a", "u", "--user",
 			"nobody", "--", "sh", "-c", script, NULL};
 	run_program(r, argv, NULL, NULL);

@@ -783,7 +783,7 @@ Test(questions, status_as_non_root_says_what_it_could_not_see, .timeout = 90)
 	server_start(&srv, "127.0.0.1", SERVE_STALL);
 	hold(&web, &sb, "web", "web", false, &srv, 2, 0);
 	snprintf(args, sizeof(args), "chmod 0644 '%s' && setpriv --reuid=65534 --regid=65534 --clear-groups '%s' status --json -c '%s'",
-		 sb.policy, build_path("portfence"), sb.policy);
+		 sb.policy, build_path_for_others("portfence"), sb.policy);
 	char *argv[] = {"sh", "-c", args, NULL};
 	run_program(&r, argv, NULL, NULL);
 	cr_assert_eq(r.status, 0, "%s", r.err);
