@@ -254,8 +254,11 @@ const char *build_path_for_others(const char *name)
 	char cmd[PATH_MAX * 4];
 	char *out = paths[next++ % 8];
 
-	cr_assert(others_dir[0], "no directory for other users' copies");
-	snprintf(out, PATH_MAX, "%s/%s", others_dir, name);
+	/* The runner made it; the tests run in processes of their own, which
+	 * learn it from the environment. */
+	const char *dir = getenv("PF_IT_OTHERS_DIR");
+	cr_assert(dir && dir[0], "no directory for other users' copies");
+	snprintf(out, PATH_MAX, "%s/%s", dir, name);
 	/* Through a new name and a rename: a copy may be running. */
 	snprintf(cmd, sizeof(cmd), "cp '%s' '%s.new' && chmod 0755 '%s.new' && mv -f '%s.new' '%s'", build_path(name), out,
 		 out, out, out);
@@ -263,7 +266,7 @@ const char *build_path_for_others(const char *name)
 		snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd),
 			 " && cp '%s' '%s/libportfence.so.new' && chmod 0644 '%s/libportfence.so.new'"
 			 " && mv -f '%s/libportfence.so.new' '%s/libportfence.so'",
-			 build_path("libportfence.so"), others_dir, others_dir, others_dir, others_dir);
+			 build_path("libportfence.so"), dir, dir, dir, dir);
 	cr_assert_eq(system(cmd), 0, "%s", cmd);
 	return out;
 }
@@ -273,8 +276,8 @@ ReportHook(PRE_ALL)(struct criterion_test_set *tests)
 	(void)tests;
 	lsan_suppressions_for_everyone();
 	snprintf(others_dir, sizeof(others_dir), "/tmp/pf-it-others-XXXXXX");
-	if (mkdtemp(others_dir))
-		chmod(others_dir, 0755);
+	if (mkdtemp(others_dir) && chmod(others_dir, 0755) == 0)
+		setenv("PF_IT_OTHERS_DIR", others_dir, 1);
 	else
 		others_dir[0] = '\0';
 	snprintf(runtime_dir, sizeof(runtime_dir), "/tmp/pf-it-runtime-XXXXXX");
