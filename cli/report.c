@@ -1,5 +1,11 @@
 /* portfence report: summarise an audit log in one streaming pass.  Memory
- * grows with the number of apps, never with the length of the log. */
+ * grows with the number of apps, never with the length of the log.
+ *
+ * About 560 lines, on purpose: the per-app summary, its destinations and
+ * its denials are filled by one pass over each line and printed from one
+ * struct, in text and in JSON; the parts that stand alone already live
+ * apart (logline.c reads the lines, suggest.c is --suggest and --against,
+ * timearg.c the TIME forms). */
 #include <errno.h>
 #include <getopt.h>
 #include <glib.h>
