@@ -349,17 +349,6 @@ static int start_dnsmasq(struct sandbox *sb, uint16_t port, const char *bind_all
 	return r->status;
 }
 
-/* dnsmasq's daemon child hangs at start with the AddressSanitizer
- * runtime preloaded (60 s, then killed: seen in the sanitizer variant
- * only); the plain variant of the same CI run runs these tests. */
-static void skip_in_sanitizer_build(void)
-{
-	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	if (runtime && runtime[0])
-		cr_skip_test("skipped: dnsmasq hangs at start with the sanitizer runtime preloaded; "
-			     "the plain build runs this test");
-}
-
 static void stop_dnsmasq(const struct sandbox *sb)
 {
 	char path[200];
@@ -374,7 +363,8 @@ static void stop_dnsmasq(const struct sandbox *sb)
 
 Test(explain, dnsmasq_runs_with_explicit_bind_deny_and_bind_allow)
 {
-	skip_in_sanitizer_build();
+	/* Its daemon child hangs at start with the runtime preloaded. */
+	skip_if_sanitized("dnsmasq");
 	struct sandbox sb;
 	struct run_result *r = malloc(sizeof(*r));
 	char allow[64], port_arg[16];
@@ -427,7 +417,8 @@ Test(explain, dnsmasq_runs_with_explicit_bind_deny_and_bind_allow)
  * (event bind). */
 Test(explain, forwarding_dnsmasq_query_ports_appear_as_bind_records)
 {
-	skip_in_sanitizer_build();
+	/* Its daemon child hangs at start with the runtime preloaded. */
+	skip_if_sanitized("dnsmasq");
 	struct sandbox sb;
 	struct run_result *r = malloc(sizeof(*r));
 	char apps[512], port_opt[32], up_opt[32], server_opt[64], pid_opt[200], up_pid_opt[200], port_arg[16];
