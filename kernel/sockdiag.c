@@ -19,6 +19,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* A TIME_WAIT socket's timer runs TIME_WAIT_MS from its entry (or from
+ * the peer's last retransmitted FIN); the kernel reports what is left
+ * (idiag_expires, in whole jiffies).  A 4-tuple that entered TIME_WAIT
+ * this instant is not yet free for a remote peer: our last ACK and the
+ * new SYN leave from different CPUs and can swap on the way, and a SYN
+ * that reaches the peer still in LAST_ACK is dropped and sent again a
+ * second later (seen across a veth router, 1 run in 30).  The kernel
+ * itself waits 1 s (tcp_tw_reuse_delay); 8 ms as reported is at least
+ * two jiffies at HZ=250, over 4 ms of real age. */
+#define TIME_WAIT_MS 60000u
+#define TIME_WAIT_SETTLE_MS 8u
+
 struct diag_request {
 	struct nlmsghdr header;
 	struct inet_diag_req_v2 body;
@@ -94,7 +106,8 @@ static enum pf_tuple_use read_answer(const char *buf, long len, uint32_t seq, bo
 	/* A TIME_WAIT socket reports its substate: FIN_WAIT2 there means the
 	 * peer has not closed yet, and a new SYN would meet its old socket. */
 	if (msg->idiag_state == TCP_TIME_WAIT)
-		return PF_TUPLE_TIME_WAIT;
+		return msg->idiag_expires > TIME_WAIT_MS - TIME_WAIT_SETTLE_MS ? PF_TUPLE_SETTLING
+										: PF_TUPLE_TIME_WAIT;
 	/* Timer 3 is the TIME_WAIT timer: an orphan in FIN_WAIT2. */
 	if (msg->idiag_state == TCP_FIN_WAIT2 && msg->idiag_timer == 3)
 		return PF_TUPLE_LINGERING;

@@ -11,7 +11,10 @@
 /* What connect() from local to remote would meet. */
 enum pf_tuple_use {
 	PF_TUPLE_FREE,		/* nothing there, or a listener on our port */
-	PF_TUPLE_TIME_WAIT,	/* TIME_WAIT proper: reusable at once */
+	PF_TUPLE_TIME_WAIT,	/* TIME_WAIT proper, settled: reusable at once */
+	PF_TUPLE_SETTLING,	/* TIME_WAIT entered a few ms ago: our last ACK
+				 * may not have reached the peer yet (see
+				 * sockdiag.c); free within TIME_WAIT_SETTLE_MS */
 	PF_TUPLE_LINGERING,	/* closed by us, not yet by the peer: the kernel
 				 * reuses it, but a SYN meets the peer's old
 				 * socket and waits a second */

@@ -55,13 +55,17 @@
 
 /* When every 4-tuple is taken and some are only closing (ours closed:
  * FIN_WAIT1 until the peer acknowledges our FIN, which a peer delays
- * until it closes too; FIN_WAIT2 until the peer's FIN), connect waits up
- * to LINGER_WAIT_US for one of them to reach TIME_WAIT (reusable at once
- * by a bound socket), asking the kernel again every LINGER_STEP_US,
- * rather than fail: on a busy machine the peer is late to close.  A blocking connect waits for the SYN-ACK
- * anyway; a non-blocking one may take this long once the range is full. */
-#define LINGER_WAIT_US 5000
+ * until it closes too; FIN_WAIT2 until the peer's FIN; TIME_WAIT entered
+ * a few ms ago, see kernel/sockdiag.c), connect waits up to
+ * LINGER_WAIT_US for one of them to reach settled TIME_WAIT (reusable at
+ * once by a bound socket), asking the kernel again every LINGER_STEP_US,
+ * rather than fail: on a busy machine the peer is late to close.  A
+ * blocking connect waits for the SYN-ACK anyway; a non-blocking one may
+ * take this long once the range is full.  It covers a fresh TIME_WAIT's
+ * settling (up to 8 ms at HZ=250). */
+#define LINGER_WAIT_US 10000
 #define LINGER_STEP_US 200
+#define SETTLE_GRACE_US 10000
 #define LINGERING_MAX 16
 
 /* Our own marker for "the socket was bound behind our back". */
@@ -90,6 +94,8 @@ struct attempt_ctx {
 	 * FIN_WAIT2, CLOSING, LAST_ACK): soon TIME_WAIT, and free. */
 	uint16_t lingering[LINGERING_MAX];
 	unsigned lingering_count;
+	unsigned settling_count;	/* the first of them, in TIME_WAIT already */
+	bool settling_seen;	/* the last round of asking met one settling */
 	/* The longest-released ports the first pass found in quarantine:
 	 * the likeliest to be clean, so the kernel is asked of them first. */
 	uint16_t oldest_recent[OLDEST_RECENT];
@@ -226,6 +232,26 @@ static bool local_peer(const struct sockaddr *dest, const struct sockaddr *sourc
 	       memcmp(d6, &((const struct sockaddr_in6 *)source)->sin6_addr, sizeof(*d6)) == 0;
 }
 
+/* Keeps port among those to ask again.  A settling 4-tuple is sure to be
+ * free within milliseconds, a closing one only once its peer acts (a
+ * slow server leaves many in FIN_WAIT2): the settling ones go first and
+ * take the place of a closing one when the list is full. */
+static void note_lingering(struct attempt_ctx *ctx, uint16_t port, bool settling)
+{
+	if (ctx->waiting)
+		return;
+	if (!settling) {
+		if (ctx->lingering_count < LINGERING_MAX)
+			ctx->lingering[ctx->lingering_count++] = port;
+		return;
+	}
+	if (ctx->settling_count == LINGERING_MAX)
+		return;
+	unsigned last = ctx->lingering_count < LINGERING_MAX ? ctx->lingering_count++ : LINGERING_MAX - 1;
+	ctx->lingering[last] = ctx->lingering[ctx->settling_count];
+	ctx->lingering[ctx->settling_count++] = port;
+}
+
 /* What the kernel says of (source, port, destination): true when a
  * connect there would succeed now; if_unknown when it cannot be asked. */
 static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknown)
@@ -245,9 +271,9 @@ static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknow
 		use = PF_TUPLE_CLOSING;
 	if (use == PF_TUPLE_LINGERING && !ctx->lingering_port)
 		ctx->lingering_port = port;
-	if ((use == PF_TUPLE_LINGERING || use == PF_TUPLE_CLOSING) && !ctx->waiting &&
-	    ctx->lingering_count < LINGERING_MAX)
-		ctx->lingering[ctx->lingering_count++] = port;
+	ctx->settling_seen |= use == PF_TUPLE_SETTLING;
+	if (use == PF_TUPLE_LINGERING || use == PF_TUPLE_CLOSING || use == PF_TUPLE_SETTLING)
+		note_lingering(ctx, port, use == PF_TUPLE_SETTLING);
 	return use == PF_TUPLE_FREE || use == PF_TUPLE_TIME_WAIT ||
 	       (use == PF_TUPLE_LINGERING && ctx->lingering_ok);
 }
@@ -498,12 +524,15 @@ static int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
 	do {
 		pause_us(LINGER_STEP_US);
 		ctx->now_ms = pf_hold_now_ms();
+		ctx->settling_seen = false;
 		for (unsigned i = 0; i < ctx->lingering_count; i++) {
 			int rc = verify_port(ctx, pick, ctx->lingering[i]);
 			if (rc != PF_TRY_BUSY)
 				return rc;
 		}
-	} while (monotonic_us() < deadline);
+		/* A port that reached TIME_WAIT during the wait is free once
+		 * it settles: that is worth a few ms more. */
+	} while (monotonic_us() < deadline + (ctx->settling_seen ? SETTLE_GRACE_US : 0));
 	return PF_TRY_BUSY;
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/decide.h"
@@ -173,10 +174,19 @@ Test(sockdiag, the_kernel_shows_each_stage_of_a_connection)
 	usleep(20000);
 	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, -1),
 		     PF_TUPLE_LINGERING, "closed by us, not by the peer");
+	struct timespec closed, asked;
+	clock_gettime(CLOCK_MONOTONIC, &closed);
 	close(accepted);
+	usleep(1000);
+	enum pf_tuple_use fresh = pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, -1);
+	clock_gettime(CLOCK_MONOTONIC, &asked);
+	/* Asked within 3 ms (a busy machine may take longer: then the
+	 * answer proves nothing either way). */
+	if ((asked.tv_sec - closed.tv_sec) * 1000000000L + (asked.tv_nsec - closed.tv_nsec) < 3000000L)
+		cr_expect_eq(fresh, PF_TUPLE_SETTLING, "TIME_WAIT entered a moment ago");
 	usleep(20000);
 	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&local, (struct sockaddr *)&server, -1),
-		     PF_TUPLE_TIME_WAIT, "closed on both sides");
+		     PF_TUPLE_TIME_WAIT, "closed on both sides, settled");
 	struct sockaddr_in unused = loopback(1);
 	cr_expect_eq(pf_tcp_tuple_use((struct sockaddr *)&unused, (struct sockaddr *)&server, -1),
 		     PF_TUPLE_FREE, "nothing there");
