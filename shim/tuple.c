@@ -29,14 +29,38 @@
 #define SOURCE_CACHE_SIZE 64
 #define PRIVATE_FD_FLOOR 900
 
+/* Every field is atomic (relaxed: plain moves on x86) so that the
+ * seqlock's reader, which may overlap a writer and then retries, is not a
+ * data race in C11's sense (TSan reported it as one). */
 struct source_entry {
 	_Atomic uint32_t sequence;	/* odd while being written */
-	uint32_t epoch;		/* the route epoch it was learned in */
-	int family;
-	uint8_t remote[16];
-	uint8_t local[16];
-	uint32_t learned_ms;
+	_Atomic uint32_t epoch;		/* the route epoch it was learned in */
+	_Atomic int family;
+	_Atomic uint32_t remote[4];	/* address bytes, IPv4 in the first word */
+	_Atomic uint32_t local[4];
+	_Atomic uint32_t learned_ms;
 };
+
+static void words_store(_Atomic uint32_t *words, const uint8_t *bytes, size_t len)
+{
+	uint32_t copy[4];
+
+	memcpy(copy, bytes, len);
+	for (size_t i = 0; i < len / 4; i++)
+		atomic_store_explicit(&words[i], copy[i], memory_order_relaxed);
+}
+
+static void words_load(uint8_t *bytes, _Atomic uint32_t *words, size_t len)
+{
+	uint32_t copy[4];
+
+	for (size_t i = 0; i < len / 4; i++)
+		copy[i] = atomic_load_explicit(&words[i], memory_order_relaxed);
+	memcpy(bytes, copy, len);
+}
+
+#define RELAXED(field) atomic_load_explicit(&(field), memory_order_relaxed)
+#define SET_RELAXED(field, value) atomic_store_explicit(&(field), (value), memory_order_relaxed)
 
 static struct source_entry source_cache[SOURCE_CACHE_SIZE];
 
@@ -175,11 +199,11 @@ static bool loopback_remote(const struct sockaddr *remote)
 
 /* A seqlock read: a writer in another thread (or a signal handler that
  * interrupted one) never leaves a torn entry that looks valid. */
-static bool same_address(const uint8_t *a, const uint8_t *b, size_t len)
+static bool same_address(_Atomic uint32_t *a, const uint8_t *b, size_t len)
 {
 	uint32_t x[4], y[4];
 
-	memcpy(x, a, len);
+	words_load((uint8_t *)x, a, len);
 	memcpy(y, b, len);
 	return len == 4 ? x[0] == y[0]
 			: ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
@@ -193,15 +217,15 @@ bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct soc
 	uint8_t address[16];
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
 
-	if (before & 1 || entry->family != remote->sa_family || !same_address(entry->remote, bytes, len) ||
-	    (uint32_t)(now_ms - entry->learned_ms) >= SOURCE_TTL_MS)
+	if (before & 1 || RELAXED(entry->family) != remote->sa_family || !same_address(entry->remote, bytes, len) ||
+	    (uint32_t)(now_ms - RELAXED(entry->learned_ms)) >= SOURCE_TTL_MS)
 		return false;
 	if (!loopback_remote(remote)) {
 		uint32_t epoch = route_epoch_now(false);
-		if (epoch == 0 || entry->epoch != epoch)
+		if (epoch == 0 || RELAXED(entry->epoch) != epoch)
 			return false;
 	}
-	memcpy(address, entry->local, len);
+	words_load(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
 		return false;
@@ -228,12 +252,12 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 	uint32_t epoch = loopback_remote(remote) ? 1 : route_epoch_now(true);
 	if (epoch == 0 || !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
 		return;
-	entry->epoch = epoch;
+	SET_RELAXED(entry->epoch, epoch);
 	address_bytes(local, &local_bytes);
-	entry->family = remote->sa_family;
-	memcpy(entry->remote, remote_bytes, len);
-	memcpy(entry->local, local_bytes, len);
-	entry->learned_ms = pf_hold_now_ms();
+	SET_RELAXED(entry->family, remote->sa_family);
+	words_store(entry->remote, remote_bytes, len);
+	words_store(entry->local, local_bytes, len);
+	SET_RELAXED(entry->learned_ms, pf_hold_now_ms());
 	atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
 }
 
@@ -243,7 +267,7 @@ void pf_source_forget(const struct sockaddr *remote)
 	uint32_t sequence = atomic_load_explicit(&entry->sequence, memory_order_relaxed);
 
 	if (!(sequence & 1) && atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1)) {
-		entry->family = AF_UNSPEC;
+		SET_RELAXED(entry->family, AF_UNSPEC);
 		atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
 	}
 }
