@@ -701,35 +701,13 @@ Test(bpf, attach_to_a_missing_cgroup_fails_with_one_line)
  * sandbox. */
 static pid_t daemon_start(void)
 {
-	char out_path[256];
-	snprintf(out_path, sizeof(out_path), "%s/daemon.out", fx.sb.dir);
-	const char *tool = build_path("portfence");
-	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int null = open("/dev/null", O_RDONLY);
-		if (fd < 0 || null < 0)
-			_exit(120);
-		dup2(null, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(tool, tool, "daemon", "-c", fx.sb.policy, (char *)NULL);
-		_exit(127);
-	}
-	fx.daemon = pid;
-	return pid;
+	fx.daemon = daemon_spawn(&fx.sb);
+	return fx.daemon;
 }
 
 static const char *daemon_output(void)
 {
-	static char text[8192];
-	char path[256];
-	snprintf(path, sizeof(path), "%s/daemon.out", fx.sb.dir);
-	read_all(path, text, sizeof(text));
-	return text;
+	return daemon_text(&fx.sb);
 }
 
 /* The assign record whose local port is port, waiting (10 s at most) for
