@@ -182,7 +182,7 @@ $(BUILD)/early-client: tests/helpers/early_client.c $(BUILD)/early-connect.so
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -L$(BUILD) -l:early-connect.so -Wl,-rpath,'$$ORIGIN'
 $(BUILD)/static-hello: tests/helpers/static_hello.c
 	$(CC) -static -O2 -o $@ $<
-$(BUILD)/stress: tests/helpers/stress.c
+$(BUILD)/stress: tests/helpers/stress.c tests/helpers/dest.h
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 $(BUILD)/sigconnect: tests/helpers/sigconnect.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
@@ -199,7 +199,7 @@ $(BUILD)/logprobe: tests/helpers/logprobe.c
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -pthread
 # A program that attacks its own records (test_collector.c): it writes
 # into its ring with the ring's own code.
-$(BUILD)/ringprobe: tests/helpers/ringprobe.c $(POLICY_LIB)
+$(BUILD)/ringprobe: tests/helpers/ringprobe.c tests/helpers/dest.h $(POLICY_LIB)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(POLICY_LIB)
 # The behaviour table's client (test_table.c): dynamic, so that the shim
 # reaches it; the BPF backend confines it as well.

@@ -787,7 +787,8 @@ static void resolve_paths(const char *argv0)
 	settings.self = strdup(self);
 	char *slash = strrchr(self, '/');
 	*slash = '\0';
-	if (asprintf(&settings.shim, "%s/libportfence.so", self) < 0)
+	if (asprintf(&settings.shim, "%s/libportfence.so", self) < 0 ||
+	    asprintf(&settings.tool, "%s/portfence", self) < 0)
 		exit(1);
 	(void)argv0;
 }

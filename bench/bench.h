@@ -13,6 +13,7 @@ struct settings {
 	const char *out;
 	char *self;	/* this program, re-executed as a worker */
 	char *shim;	/* libportfence.so next to it */
+	char *tool;	/* the portfence tool next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
 	const char *worker_cgroup;	/* a cgroup directory workers start in, or NULL */
 	/* --only: the measures to run (comma-separated names, as in

@@ -316,9 +316,7 @@ static void remove_cgroups(const struct bpf_bench *b)
 static void find_tool(struct bpf_bench *b)
 {
 	snprintf(b->err_path, sizeof(b->err_path), "%s/tool.err", settings.dir);
-	snprintf(b->tool, sizeof(b->tool), "%s", settings.self);
-	char *slash = strrchr(b->tool, '/');
-	snprintf(slash + 1, sizeof(b->tool) - (size_t)(slash + 1 - b->tool), "portfence");
+	snprintf(b->tool, sizeof(b->tool), "%s", settings.tool);
 }
 
 void measure_bpf(FILE *json, bool first)

@@ -174,12 +174,8 @@ static void tcp_variant_name(int variant, char *key, size_t len)
  * or -1. */
 static pid_t start_collector(const char *policy)
 {
-	char tool[4096], socket_path[200], err_path[200];
-	snprintf(tool, sizeof(tool), "%s", settings.self);
-	char *slash = strrchr(tool, '/');
-	if (!slash)
-		return -1;
-	snprintf(slash + 1, sizeof(tool) - (size_t)(slash + 1 - tool), "portfence");
+	const char *tool = settings.tool;
+	char socket_path[200], err_path[200];
 	snprintf(socket_path, sizeof(socket_path), "%s/collector.sock", settings.dir);
 	snprintf(err_path, sizeof(err_path), "%s/collector.err", settings.dir);
 	setenv("PORTFENCE_COLLECTOR", socket_path, 1);

@@ -47,13 +47,6 @@ static const char *big_log(void)
 	return log_path;
 }
 
-static void tool_path(char *out, size_t len)
-{
-	snprintf(out, len, "%s", settings.shim);
-	char *slash = strrchr(out, '/');
-	snprintf(slash + 1, len - (size_t)(slash + 1 - out), "portfence");
-}
-
 static double seconds_since(const struct timespec *start)
 {
 	struct timespec end;
@@ -100,13 +93,12 @@ static bool timed(char *const argv[], double *wall, double *cpu, long *peak_kib)
 /* The tool with args on the big log: wall and CPU seconds, peak memory. */
 static void measure_on_log(const char *name, const char *what, const char *target, const char *args[3])
 {
-	char tool[4096], text[256];
+	char text[256];
 	double wall = -1, cpu = -1;
 	long peak = 0;
 	const char *log = big_log();
 
-	tool_path(tool, sizeof(tool));
-	char *argv[] = {tool, (char *)args[0], (char *)args[1], (char *)args[2], (char *)log, NULL};
+	char *argv[] = {settings.tool, (char *)args[0], (char *)args[1], (char *)args[2], (char *)log, NULL};
 	if (!log || !timed(argv, &wall, &cpu, &peak))
 		wall = cpu = -1;
 	snprintf(text, sizeof(text), "\"records\": %ld, \"seconds\": %s, \"cpu_seconds\": %s, \"peak_kib\": %ld}",

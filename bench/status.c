@@ -136,12 +136,11 @@ static double time_status(const char *tool, const char *policy)
 double bench_with_sockets(int sockets, int *opened, double (*probe)(const char *tool, const char *policy, void *ctx),
 			  void *ctx)
 {
-	char policy[256], tool[4096];
+	char policy[256];
+	const char *tool = settings.tool;
 	int ready[2], hold[2];
 	double result = -1;
 
-	snprintf(tool, sizeof(tool), "%s", settings.shim);
-	snprintf(strrchr(tool, '/') + 1, sizeof(tool) - (size_t)(strrchr(tool, '/') + 1 - tool), "portfence");
 	snprintf(policy, sizeof(policy), "%s/status.conf", settings.dir);
 	FILE *f = fopen(policy, "w");
 	if (!f || pipe(ready) < 0 || pipe(hold) < 0)

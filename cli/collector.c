@@ -303,21 +303,12 @@ static void explain_entry(const struct pf_collector *c, const char *app_name, st
 	text[0] = '\0';
 	if (index < 0)
 		return;
-	const struct pf_app *app = &c->policy->apps[index];
-	bool refused = f->event == PF_EVENT_DENY || (f->event == PF_EVENT_AUDIT && f->error);
-	if (refused && f->error == EACCES && f->local) {
-		pf_app_bind_rule(c->policy, app, ntohs(((const struct sockaddr_in *)f->local)->sin_port), text, len);
-	} else if (refused && f->remote) {
-		socklen_t remote_len = f->remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-									 : sizeof(struct sockaddr_in);
-		pf_app_refusal_rule(app, f->remote, remote_len, text, len);
-	} else if (f->event == PF_EVENT_ERROR && (f->error == EADDRNOTAVAIL || f->error == EAGAIN ||
-						  f->error == EADDRINUSE)) {
-		pf_app_exhaustion_reason(app, text, len);
+	uint16_t local_port = f->local ? ntohs(((const struct sockaddr_in *)f->local)->sin_port) : 0;
+	enum pf_explanation says = pf_app_explain(c->policy, &c->policy->apps[index], f->event, f->error, local_port,
+						  f->remote, text, len);
+	if (says == PF_EXPLAINS_REASON)
 		f->reason = text;
-		return;
-	}
-	if (text[0])
+	else if (says == PF_EXPLAINS_RULE)
 		f->rule = text;
 }
 

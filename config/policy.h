@@ -164,6 +164,17 @@ void pf_app_bind_rule(const struct pf_policy *policy, const struct pf_app *app, 
 		      char *out, size_t out_len);
 /* An exhausted range's reason: "no free port in range LO-HI of app 'NAME' (FILE:LINE)". */
 void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_len);
+/* What a record of app says why: a deny (or an audit record of what
+ * enforce would deny: error != 0) of a bind (EACCES, local_port != 0)
+ * names pf_app_bind_rule, of a destination (remote != NULL) the
+ * pf_app_refusal_rule; an error record (event PF_CORE_EVENT_ERROR) gets
+ * pf_app_exhaustion_reason when error says the range is exhausted
+ * (EADDRNOTAVAIL, EAGAIN, EADDRINUSE), else "cannot give a port of range
+ * LO-HI: ERRNO".  The text goes to out; the answer says whether it is
+ * the record's rule, its reason, or nothing ("" in out). */
+enum pf_explanation { PF_EXPLAINS_NOTHING, PF_EXPLAINS_RULE, PF_EXPLAINS_REASON };
+enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct pf_app *app, int event, int error,
+				   uint16_t local_port, const struct sockaddr *remote, char *out, size_t out_len);
 /* A copy of what explains an app's records (name, file, range, rules,
  * their lines), which outlives its policy (the BPF record writer keeps
  * one); NULL when out of memory.  Free with pf_app_explainer_free. */

@@ -1,6 +1,7 @@
 /* Destination rules: "CIDR", "CIDR:PORT", "CIDR:LO-HI"; IPv6 in brackets. */
 #include "config/policy.h"
 #include "config/rule_index.h"
+#include "record/record.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -349,6 +350,29 @@ void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_le
 {
 	snprintf(out, out_len, "no free port in range %u-%u of app '%s' (%s:%d)", app->range_lo, app->range_hi,
 		 app->name, app->file ? app->file : "", app->range_line);
+}
+
+enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct pf_app *app, int event, int error,
+				   uint16_t local_port, const struct sockaddr *remote, char *out, size_t out_len)
+{
+	bool refused = event == PF_CORE_EVENT_DENY || (event == PF_CORE_EVENT_AUDIT && error);
+
+	out[0] = '\0';
+	if (refused && error == EACCES && local_port) {
+		pf_app_bind_rule(policy, app, local_port, out, out_len);
+	} else if (refused && remote) {
+		socklen_t remote_len = remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								   : sizeof(struct sockaddr_in);
+		pf_app_refusal_rule(app, remote, remote_len, out, out_len);
+	} else if (event == PF_CORE_EVENT_ERROR) {
+		if (error == EADDRNOTAVAIL || error == EAGAIN || error == EADDRINUSE)
+			pf_app_exhaustion_reason(app, out, out_len);
+		else
+			snprintf(out, out_len, "cannot give a port of range %u-%u: %s", app->range_lo, app->range_hi,
+				 pf_errno_name(error));
+		return PF_EXPLAINS_REASON;
+	}
+	return out[0] ? PF_EXPLAINS_RULE : PF_EXPLAINS_NOTHING;
 }
 
 static bool copy_rules(struct pf_rule_list *to, const struct pf_rule_list *from)

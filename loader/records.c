@@ -152,29 +152,21 @@ static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record 
 	if (!app)
 		return;
 	bool deny = r->event == PF_BPF_DENY || (r->event == PF_BPF_AUDIT && r->error);
-	if (deny && r->error == EACCES) {
-		pf_app_bind_rule(NULL, app, r->local_port, buf, len);
-	} else if (deny && r->remote_port) {
-		pf_app_refusal_rule(app, remote, r->family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								: sizeof(struct sockaddr_in), buf, len);
-		if (!buf[0] && r->udp)
-			snprintf(buf, len, "udp_unbound = \"%s\" %s:%d (an unconnected send on an unbound UDP "
-				 "socket cannot get a range port under BPF: connect or bind(0) it first, "
-				 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
-				 app->udp_unbound_line ? app->udp_unbound_line : app->line);
-	} else if (deny) {
-		/* Neither a bind nor a destination: the socket itself. */
-		snprintf(buf, len, "protocols %s:%d: a socket the BPF hooks cannot confine is refused at its creation",
-			 app->file, app->line);
-	} else if (r->event == PF_BPF_ERROR) {
-		if (r->error == EADDRNOTAVAIL || r->error == EAGAIN || r->error == EADDRINUSE)
-			pf_app_exhaustion_reason(app, buf, len);
-		else
-			snprintf(buf, len, "cannot give a port of range %u-%u: %s", app->range_lo, app->range_hi,
-				 pf_errno_name((int)r->error));
+	enum pf_explanation says = pf_app_explain(NULL, app, fields->event, (int)r->error, r->local_port,
+						  r->remote_port ? remote : NULL, buf, len);
+	if (says == PF_EXPLAINS_REASON) {
 		fields->reason = buf;
 		return;
 	}
+	if (says == PF_EXPLAINS_NOTHING && deny && r->remote_port && r->udp)
+		snprintf(buf, len, "udp_unbound = \"%s\" %s:%d (an unconnected send on an unbound UDP "
+			 "socket cannot get a range port under BPF: connect or bind(0) it first, "
+			 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
+			 app->udp_unbound_line ? app->udp_unbound_line : app->line);
+	else if (says == PF_EXPLAINS_NOTHING && deny && !r->remote_port)
+		/* Neither a bind nor a destination: the socket itself. */
+		snprintf(buf, len, "protocols %s:%d: a socket the BPF hooks cannot confine is refused at its creation",
+			 app->file, app->line);
 	if (buf[0])
 		fields->rule = buf;
 }

@@ -161,10 +161,9 @@ static const char *deny_rule(const struct pf_runtime *rt, const struct pf_record
 		return r->rule;
 	if (!rt->app || !r->remote || !(r->event == PF_EVENT_DENY || (r->event == PF_EVENT_AUDIT && r->error == EPERM)))
 		return NULL;
-	socklen_t remote_len = r->remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								: sizeof(struct sockaddr_in);
-	pf_app_refusal_rule(rt->app, r->remote, remote_len, buf, len);
-	return buf[0] ? buf : NULL;
+	if (pf_app_explain(NULL, rt->app, r->event, r->error, 0, r->remote, buf, len) != PF_EXPLAINS_RULE)
+		return NULL;
+	return buf;
 }
 
 static const char *error_reason(const struct pf_runtime *rt, const struct pf_record *r, char *buf, size_t len)
@@ -175,11 +174,8 @@ static const char *error_reason(const struct pf_runtime *rt, const struct pf_rec
 		snprintf(buf, len, "policy unusable (on_error = deny): %s", rt->why);
 	else if (!r->sock && r->error == EOPNOTSUPP)
 		snprintf(buf, len, "a Go program: the shim cannot see its system calls; portfence run --bpf confines it");
-	else if (rt->app && exhaustion_errno(r->error))
-		pf_app_exhaustion_reason(rt->app, buf, len);
 	else if (rt->app)
-		snprintf(buf, len, "cannot give a port of range %u-%u: %s", rt->app->range_lo, rt->app->range_hi,
-			 pf_errno_name(r->error));
+		pf_app_explain(NULL, rt->app, r->event, r->error, 0, NULL, buf, len);
 	else
 		snprintf(buf, len, "%s", pf_errno_name(r->error));
 	return buf;

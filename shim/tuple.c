@@ -142,7 +142,7 @@ static bool route_fd_ours(int fd)
 }
 
 /* The current route epoch, after reading what the kernel has said since
- * the last look (one system call that never waits), or 0 when routes
+ * the last look (an fstat, then one system call that never waits), or 0 when routes
  * cannot be followed (no learned source is then used). */
 static uint32_t route_epoch_now(bool open_if_needed)
 {
@@ -158,6 +158,14 @@ static uint32_t route_epoch_now(bool open_if_needed)
 		if (route_fd_ours(fd))
 			syscall(SYS_close, fd);
 		atomic_store(&route_fd, -1);
+		fd = -1;
+	}
+	if (fd >= 0 && !route_fd_ours(fd)) {
+		/* The program took the number: its socket is never read (a
+		 * peek would move its SO_PEEK_OFF); what was learned is
+		 * forgotten, as the news may be lost. */
+		atomic_store(&route_fd, -1);
+		atomic_fetch_add(&route_epoch, 1);
 		fd = -1;
 	}
 	if (fd < 0 && open_if_needed)

@@ -23,19 +23,7 @@
 #include <unistd.h>
 
 #include "record/ring.h"
-
-static struct sockaddr_in parse(const char *text)
-{
-	struct sockaddr_in sin = {.sin_family = AF_INET};
-	char host[64];
-	unsigned port;
-	if (sscanf(text, "%63[^:]:%u", host, &port) != 2 || inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
-		fprintf(stderr, "bad destination %s\n", text);
-		exit(2);
-	}
-	sin.sin_port = htons((uint16_t)port);
-	return sin;
-}
+#include "dest.h"
 
 static int connect_once(const struct sockaddr_in *dest)
 {

@@ -20,6 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dest.h"
+
 #define TCP_THREADS 8
 #define TCP_CONNECTS 2000
 #define UDP_THREADS 2
@@ -30,19 +32,6 @@ static struct sockaddr_in tcp_dests[4], udp_dest;
 static unsigned range_lo, range_hi;
 static atomic_int assignments, failures, out_of_range, tcp_ok, udp_ok, dup_ok;
 static atomic_int stop_background;
-
-static struct sockaddr_in parse(const char *text)
-{
-	struct sockaddr_in sin = {.sin_family = AF_INET};
-	char host[64];
-	unsigned port;
-	if (sscanf(text, "%63[^:]:%u", host, &port) != 2 || inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
-		fprintf(stderr, "bad destination %s\n", text);
-		exit(2);
-	}
-	sin.sin_port = htons((uint16_t)port);
-	return sin;
-}
 
 static void check_port(int fd)
 {

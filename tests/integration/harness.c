@@ -477,6 +477,38 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 	run_program(r, full, stdin_text, NULL);
 }
 
+pid_t daemon_spawn(const struct sandbox *sb)
+{
+	char out_path[256];
+	snprintf(out_path, sizeof(out_path), "%s/daemon.out", sb->dir);
+	const char *tool = build_path("portfence");
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		int null = open("/dev/null", O_RDONLY);
+		if (fd < 0 || null < 0)
+			_exit(120);
+		dup2(null, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(tool, tool, "daemon", "-c", sb->policy, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+const char *daemon_text(const struct sandbox *sb)
+{
+	static char text[16384];
+	char path[256];
+	snprintf(path, sizeof(path), "%s/daemon.out", sb->dir);
+	read_all(path, text, sizeof(text));
+	return text;
+}
+
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path)
 {

@@ -86,6 +86,11 @@ uint16_t free_dns_port(void);
 
 /* portfence run -c POLICY [-a APP] -- argv... in the background, its
  * stdout and stderr appended to out_path; killed after 60 s. */
+/* `portfence daemon -c sb->policy` in the background (stdin /dev/null,
+ * stdout and stderr to sb->dir/daemon.out; it dies with the test
+ * process): its pid.  daemon_text: what it wrote so far. */
+pid_t daemon_spawn(const struct sandbox *sb);
+const char *daemon_text(const struct sandbox *sb);
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path);
 /* Its exit status, or 128+signal. */

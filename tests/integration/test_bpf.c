@@ -701,35 +701,13 @@ Test(bpf, attach_to_a_missing_cgroup_fails_with_one_line)
  * sandbox. */
 static pid_t daemon_start(void)
 {
-	char out_path[256];
-	snprintf(out_path, sizeof(out_path), "%s/daemon.out", fx.sb.dir);
-	const char *tool = build_path("portfence");
-	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int null = open("/dev/null", O_RDONLY);
-		if (fd < 0 || null < 0)
-			_exit(120);
-		dup2(null, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(tool, tool, "daemon", "-c", fx.sb.policy, (char *)NULL);
-		_exit(127);
-	}
-	fx.daemon = pid;
-	return pid;
+	fx.daemon = daemon_spawn(&fx.sb);
+	return fx.daemon;
 }
 
 static const char *daemon_output(void)
 {
-	static char text[8192];
-	char path[256];
-	snprintf(path, sizeof(path), "%s/daemon.out", fx.sb.dir);
-	read_all(path, text, sizeof(text));
-	return text;
+	return daemon_text(&fx.sb);
 }
 
 /* The assign record whose local port is port, waiting (10 s at most) for
@@ -1229,23 +1207,22 @@ Test(bpf, doctor_finds_both_backends_usable_here)
 Test(bpf, doctor_as_a_user_says_what_bpf_lacks_and_exits_1)
 {
 	struct run_result r;
-	char cmd[1024], tool[256];
+	char dir[PATH_MAX];
 
 	require_bpf_machine();
 	if (system("command -v setpriv >/dev/null 2>&1") != 0)
 		cr_skip_test("skipped: no setpriv (util-linux) to run as nobody");
 	bpf_sandbox("doctored", 62750, 62759, NULL);
-	snprintf(tool, sizeof(tool), "%s/portfence", fx.sb.dir);
-	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' '%s/' && chmod 0755 '%s' && chmod 0644 '%s' '%s/libportfence.so'",
-		 build_path("portfence"), build_path("libportfence.so"), fx.sb.dir, tool, fx.sb.policy, fx.sb.dir);
-	cr_assert_eq(system(cmd), 0, "%s", cmd);
-	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", tool, "doctor",
+	const char *tool = build_path_for_others("portfence");
+	snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(tool, '/') - tool), tool);
+	cr_assert_eq(chmod(fx.sb.policy, 0644), 0);
+	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", (char *)tool, "doctor",
 			"-c", fx.sb.policy, NULL};
 	run_tool(&r, argv);
 	cr_expect_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
 	expect_doctor_says(r.out, "bpf", "lacks", "root", "CAP_BPF");
 	expect_doctor_says(r.out, "bpf", "lacks", "BPF program load", "refused");
-	expect_doctor_says(r.out, "shim", "ok", "shim library", fx.sb.dir);
+	expect_doctor_says(r.out, "shim", "ok", "shim library", dir);
 	cr_expect(strstr(r.out, "\nshim: usable\nbpf: not usable here\n"), "%s", r.out);
 }
 
@@ -1339,12 +1316,9 @@ Test(bpf, run_bpf_as_a_user_fails_with_one_line_and_leaves_no_cgroup)
 		cr_skip_test("skipped: no setpriv (util-linux) to run as nobody");
 	bpf_sandbox("asuser", 62800, 62819, NULL);
 	/* A checkout other users cannot enter (a clone under /root) must not
-	 * make the tool unreachable: nobody runs a copy in the sandbox. */
-	char tool[256], cmd[1024];
-	snprintf(tool, sizeof(tool), "%s/portfence", fx.sb.dir);
-	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && chmod 0755 '%s' && chmod 0644 '%s'", build_path("portfence"),
-		 tool, tool, fx.sb.policy);
-	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	 * make the tool unreachable: nobody runs the harness's copy. */
+	const char *tool = build_path_for_others("portfence");
+	cr_assert_eq(chmod(fx.sb.policy, 0644), 0);
 	int before = run_cgroups_named("asuser-");
 	char *argv[] = {"/bin/true", NULL};
 	run_bpf_via(&r, as_nobody, tool, "asuser", argv);

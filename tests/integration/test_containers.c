@@ -157,39 +157,19 @@ static uint16_t run_container(const char *bundle, const char *id, char *out, siz
  * line saying it watches the hierarchy. */
 static void daemon_start(void)
 {
-	char out_path[256], text[8192];
-	snprintf(out_path, sizeof(out_path), "%s/daemon.out", fx.sb.dir);
-	const char *tool = build_path("portfence");
-	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd < 0)
-			_exit(120);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(tool, tool, "daemon", "-c", fx.sb.policy, (char *)NULL);
-		_exit(127);
-	}
-	fx.daemon = pid;
+	fx.daemon = daemon_spawn(&fx.sb);
 	for (int tenths = 0; tenths < 100; tenths++) {
-		read_all(out_path, text, sizeof(text));
+		const char *text = daemon_text(&fx.sb);
 		if (strstr(text, "watching"))
 			return;
-		cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the daemon exited:\n%s", text);
+		cr_assert_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", text);
 		usleep(100000);
 	}
 }
 
 static const char *daemon_output(void)
 {
-	static char text[16384];
-	char path[256];
-	snprintf(path, sizeof(path), "%s/daemon.out", fx.sb.dir);
-	read_all(path, text, sizeof(text));
-	return text;
+	return daemon_text(&fx.sb);
 }
 
 static bool in_range(uint16_t port, int lo, int hi)

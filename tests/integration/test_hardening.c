@@ -146,43 +146,35 @@ static const char connect_probe[] =
 	"except OSError as e:\n    print(errno.errorcode[e.errno])\n";
 
 /* Another user may not enter the directory of the checkout (a clone under
- * /root, any 0700 directory): what the probe loads as that user (the
- * shim, the leak suppressions of a sanitizer build) is copied into a
- * world-readable directory, which is also its working directory. */
-static void stage_for_other_user(char *dir, char *preload, size_t preload_len, char *lsan,
-				 size_t lsan_len)
+ * /root, any 0700 directory): the probe loads the harness's copy of the
+ * shim for other users, whose directory is also its working directory
+ * (a sanitizer build's suppressions: the harness's copy, in LSAN_OPTIONS). */
+static void stage_for_other_user(char *dir, size_t dir_len, char *preload, size_t preload_len)
 {
 	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	char cmd[1024];
+	const char *shim = build_path_for_others("libportfence.so");
 
-	cr_assert_not_null(mkdtemp(dir));
-	cr_assert_eq(chmod(dir, 0755), 0);
-	snprintf(cmd, sizeof(cmd), "cp '%s' tests/fuzz/lsan.supp '%s/' && chmod 0644 '%s'/*",
-		 build_path("libportfence.so"), dir, dir);
-	cr_assert_eq(system(cmd), 0, "%s", cmd);
-	snprintf(preload, preload_len, "LD_PRELOAD=%s%s%s/libportfence.so",
-		 runtime && runtime[0] ? runtime : "", runtime && runtime[0] ? ":" : "", dir);
-	snprintf(lsan, lsan_len, "LSAN_OPTIONS=suppressions=%s/lsan.supp", dir);
+	snprintf(dir, dir_len, "%.*s", (int)(strrchr(shim, '/') - shim), shim);
+	snprintf(preload, preload_len, "LD_PRELOAD=%s%s%s", runtime && runtime[0] ? runtime : "",
+		 runtime && runtime[0] ? ":" : "", shim);
 }
 
 /* Runs the probe with the shim and PORTFENCE_CONFIG=config (as uid when
  * uid >= 0); returns what it printed. */
 static void probe_with_config(struct run_result *r, const char *config, uint16_t port, int uid)
 {
-	char preload[512], cfg[600], port_text[16], uid_text[32], lsan[300];
+	char preload[512], cfg[600], port_text[16], uid_text[32];
 	snprintf(preload, sizeof(preload), "%s", shim_preload_env());
 	snprintf(cfg, sizeof(cfg), "PORTFENCE_CONFIG=%s", config);
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	char *env[] = {cfg, "PORTFENCE_APP=", NULL};
 	if (uid >= 0) {
-		char dir[] = "/tmp/pf-as-user-XXXXXX", cmd[64];
-		stage_for_other_user(dir, preload, sizeof(preload), lsan, sizeof(lsan));
+		char dir[PATH_MAX];
+		stage_for_other_user(dir, sizeof(dir), preload, sizeof(preload));
 		snprintf(uid_text, sizeof(uid_text), "--reuid=%d", uid);
 		char *argv[] = {"setpriv", uid_text, "--regid=65534", "--clear-groups", "env", "-C", dir,
-				preload, lsan, "python3", "-c", (char *)connect_probe, port_text, NULL};
+				preload, "python3", "-c", (char *)connect_probe, port_text, NULL};
 		run_program(r, argv, NULL, env);
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		cr_assert_eq(system(cmd), 0);
 	} else {
 		char *argv[] = {"env", preload, "python3", "-c", (char *)connect_probe, port_text, NULL};
 		run_program(r, argv, NULL, env);

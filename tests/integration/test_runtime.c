@@ -384,3 +384,71 @@ Test(runtime, shim_inside_a_go_program_says_so, .timeout = 180)
 	json_decref(records);
 	sandbox_cleanup(&sb);
 }
+
+/* The shim follows route changes on a netlink socket it keeps at a high
+ * fd number (shim/tuple.c), which it peeks at before each lookup of a
+ * learned source.  A program that dup2()s a socket of its own onto that
+ * number must find it as it left it: a MSG_PEEK on a socket with
+ * SO_PEEK_OFF set would move its peek offset.  The program runs in a
+ * network namespace of its own, where 10.233.0.1 (on lo) is an address
+ * that is not loopback: connects to it learn their source. */
+static const char peek_probe[] =
+	"import os, socket, time\n"
+	"SO_PEEK_OFF = 42\n"
+	"A = '10.233.0.1'\n"
+	"srv = socket.socket(); srv.bind((A, 0)); srv.listen(16)\n"
+	"def connect():\n"
+	"    c = socket.socket(); c.connect(srv.getsockname()); a, _ = srv.accept(); return c, a\n"
+	"held = [connect()]\n"
+	"def route_fds():\n"
+	"    found = []\n"
+	"    for name in os.listdir('/proc/self/fd'):\n"
+	"        fd = int(name)\n"
+	"        if fd < 900:\n"
+	"            continue\n"
+	"        try:\n"
+	"            s = socket.socket(fileno=fd)\n"
+	"        except OSError:\n"
+	"            continue\n"
+	"        if s.family == socket.AF_NETLINK and s.proto == 0:\n"
+	"            found.append(fd)\n"
+	"        s.detach()\n"
+	"    return sorted(found)\n"
+	"fds = route_fds()\n"
+	"print('route_fds', len(fds), *fds)\n"
+	"ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)\n"
+	"w = socket.create_connection(ls.getsockname()); r, _ = ls.accept()\n"
+	"w.sendall(b'data of the app'); time.sleep(0.2)\n"
+	"r.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)\n"
+	"os.dup2(r.fileno(), fds[0])\n"
+	"app = socket.socket(fileno=fds[0])\n"
+	"held.append(connect())\n"
+	"print('peek_off', app.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF))\n"
+	"try:\n"
+	"    print('peeked', app.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT).decode())\n"
+	"except BlockingIOError:\n"
+	"    print('peeked', 'nothing')\n"
+	"print('read', r.recv(100).decode())\n";
+
+Test(runtime, program_socket_on_the_route_fd_number_keeps_its_peek_offset)
+{
+	struct sandbox sb;
+	struct run_result r;
+
+	sandbox_init(&sb, policy_text);
+	char *argv[] = {"unshare", "-n", "sh", "-c",
+			"ip link set lo up && ip addr add 10.233.0.1/32 dev lo && exec \"$@\"", "sh",
+			(char *)build_path("portfence"), "run", "-c", sb.policy, "--", "python3", "-c",
+			(char *)peek_probe, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_assert(strncmp(r.out, "route_fds 1 ", 12) == 0, "the shim's route socket at fd >= 900:\n%s%s", r.out,
+		  r.err);
+	cr_expect(strstr(r.out, "\npeek_off 0\n"), "the app's peek offset moved:\n%s", r.out);
+	cr_expect(strstr(r.out, "\npeeked data of the app\n"), "the app's peek:\n%s", r.out);
+	cr_expect(strstr(r.out, "\nread data of the app\n"), "the app's data:\n%s", r.out);
+	json_t *records = audit_records(sb.log);
+	cr_expect_not_null(audit_find(records, "assign", 1), "both connects to 10.233.0.1 are recorded");
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}

@@ -346,3 +346,52 @@ Test(decide, refusal_names_its_rule)
 	cr_expect_eq(db->bind_allow_count, 2);
 	pf_policy_free(&policy);
 }
+
+/* What a record says why, whichever writes it (shim, BPF records,
+ * collector): pf_app_explain picks the bind rule, the destination rule
+ * or the error's reason on the record's event and errno. */
+Test(decide, explain_picks_rule_or_reason)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	struct sockaddr_storage dest;
+	char text[300];
+
+	cr_assert_eq(pf_policy_load_text("decide.conf", policy_text, &policy, &diags), PF_LOAD_OK);
+	const struct pf_app *web = &policy.apps[pf_policy_find_app(&policy, "web")];
+	const struct pf_app *db = &policy.apps[pf_policy_find_app(&policy, "db")];
+	parse_dest("10.0.0.1 25", &dest);
+	const struct sockaddr *remote = (const struct sockaddr *)&dest;
+
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_DENY, EPERM, 0, remote, text, sizeof(text)),
+		     PF_EXPLAINS_RULE);
+	cr_expect_str_eq(text, "deny \"0.0.0.0/0:25\" decide.conf:3");
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_AUDIT, EPERM, 0, remote, text, sizeof(text)),
+		     PF_EXPLAINS_RULE);
+	cr_expect_str_eq(text, "deny \"0.0.0.0/0:25\" decide.conf:3");
+	/* An audit record without an error, an assignment: nothing. */
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_AUDIT, 0, 0, remote, text, sizeof(text)),
+		     PF_EXPLAINS_NOTHING);
+	cr_expect_str_eq(text, "");
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ASSIGN, 0, 61000, remote, text, sizeof(text)),
+		     PF_EXPLAINS_NOTHING);
+	/* A bind: another app's range, or explicit_bind = "deny". */
+	cr_expect_eq(pf_app_explain(&policy, db, PF_EVENT_DENY, EACCES, 61005, NULL, text, sizeof(text)),
+		     PF_EXPLAINS_RULE);
+	cr_expect(strstr(text, "range 61000-61099 of app 'web'"), "%s", text);
+	cr_expect_eq(pf_app_explain(&policy, db, PF_EVENT_DENY, EACCES, 7000, NULL, text, sizeof(text)),
+		     PF_EXPLAINS_RULE);
+	cr_expect(strstr(text, "explicit_bind = \"deny\" decide.conf:"), "%s", text);
+	/* EACCES with no port (the kernel's, in audit mode): the destination. */
+	parse_dest("127.0.0.1 80", &dest);
+	cr_expect_eq(pf_app_explain(&policy, db, PF_EVENT_AUDIT, EACCES, 0, remote, text, sizeof(text)),
+		     PF_EXPLAINS_NOTHING);
+	/* Errors: the exhausted range, else the errno. */
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ERROR, EADDRNOTAVAIL, 0, NULL, text, sizeof(text)),
+		     PF_EXPLAINS_REASON);
+	cr_expect_str_eq(text, "no free port in range 61000-61099 of app 'web' (decide.conf:3)");
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ERROR, EMFILE, 0, NULL, text, sizeof(text)),
+		     PF_EXPLAINS_REASON);
+	cr_expect_str_eq(text, "cannot give a port of range 61000-61099: EMFILE");
+	pf_policy_free(&policy);
+}

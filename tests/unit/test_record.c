@@ -362,6 +362,22 @@ Test(record, a_line_that_does_not_fit_is_not_written)
 	cr_assert_eq(memcmp(cut, full, len), 0);
 }
 
+/* The pieces, joined, are the line the formatter makes of fields. */
+static void expect_pieces_make_the_line(const struct pf_record_fields *fields, const struct iovec *iov, int count)
+{
+	char joined[2048], line[2048];
+	size_t n = 0;
+
+	for (int k = 0; k < count; k++) {
+		cr_assert_leq(n + iov[k].iov_len, sizeof(joined));
+		memcpy(joined + n, iov[k].iov_base, iov[k].iov_len);
+		n += iov[k].iov_len;
+	}
+	size_t len = pf_record_format(fields, line, sizeof(line));
+	cr_assert_eq(n, len);
+	cr_assert_eq(memcmp(joined, line, len), 0, "%.*s", (int)n, joined);
+}
+
 /* The shim's path (pre-escaped app and exe in pieces of their own) makes
  * the very line the formatter makes. */
 Test(record, pieces_make_the_same_line)
@@ -369,7 +385,7 @@ Test(record, pieces_make_the_same_line)
 	struct sockaddr_in local = v4("127.0.0.1", 61000), remote = v4("127.0.0.1", 80);
 	struct pf_record_fields fields = sample(&local, &remote);
 	const char *names[] = {"web", "", "we\"b\x01"};
-	char app_json[64], exe_json[64], text[512], joined[1024], line[1024];
+	char app_json[64], exe_json[64], text[512];
 	struct iovec iov[PF_RECORD_PIECES];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -379,14 +395,7 @@ Test(record, pieces_make_the_same_line)
 		pf_json_escape(fields.exe, exe_json, sizeof(exe_json));
 		int count = pf_record_pieces(&fields, app_json, exe_json, text, sizeof(text), iov);
 		cr_assert(count > 0 && count <= PF_RECORD_PIECES, "%d pieces", count);
-		size_t n = 0;
-		for (int k = 0; k < count; k++) {
-			memcpy(joined + n, iov[k].iov_base, iov[k].iov_len);
-			n += iov[k].iov_len;
-		}
-		size_t len = pf_record_format(&fields, line, sizeof(line));
-		cr_assert_eq(n, len);
-		cr_assert_eq(memcmp(joined, line, len), 0, "%.*s", (int)n, joined);
+		expect_pieces_make_the_line(&fields, iov, count);
 	}
 	cr_assert_eq(pf_record_pieces(&fields, app_json, exe_json, text, 40, iov), 0);
 }
@@ -397,7 +406,7 @@ Test(record, a_long_exe_goes_as_a_piece_of_its_own)
 {
 	struct sockaddr_in local = v4("127.0.0.1", 61000), remote = v4("127.0.0.1", 80);
 	struct pf_record_fields fields = sample(&local, &remote);
-	char exe[600], text[300], joined[2048], line[2048];
+	char exe[600], text[300];
 	struct iovec iov[PF_RECORD_PIECES];
 
 	memset(exe, 'x', sizeof(exe) - 1);
@@ -406,14 +415,7 @@ Test(record, a_long_exe_goes_as_a_piece_of_its_own)
 	fields.exe = exe;
 	int count = pf_record_pieces(&fields, "web", exe, text, sizeof(text), iov);
 	cr_assert(count > 1 && count <= PF_RECORD_PIECES, "%d pieces", count);
-	size_t n = 0;
-	for (int k = 0; k < count; k++) {
-		memcpy(joined + n, iov[k].iov_base, iov[k].iov_len);
-		n += iov[k].iov_len;
-	}
-	size_t len = pf_record_format(&fields, line, sizeof(line));
-	cr_assert_eq(n, len);
-	cr_assert_eq(memcmp(joined, line, len), 0);
+	expect_pieces_make_the_line(&fields, iov, count);
 	/* A short line is one piece. */
 	fields.exe = "/usr/bin/curl";
 	cr_assert_eq(pf_record_pieces(&fields, "web", "/usr/bin/curl", text, sizeof(text), iov), 1);
