@@ -98,6 +98,9 @@ struct proc_cache {
 	struct proc_cache_entry *entries;
 	size_t count, cap;
 	unsigned long unreadable;
+	/* Sockets of the last refresh from the cache that no cached process
+	 * held: new since the full pass (or held by unreadable processes). */
+	unsigned long unknown;
 };
 void status_cache_free(struct proc_cache *cache);
 

@@ -217,6 +217,9 @@ int status_find_processes(struct status *status)
 		held.cap = held.items ? most : 0;
 		replay(status, &held, own, intruding);
 		status->unreadable = status->cache->unreadable;
+		status->cache->unknown = 0;
+		for (size_t s = 0; s < status->socket_count; s++)
+			status->cache->unknown += !status->claimed[s];
 		goto out;
 	}
 	if (status->cache)

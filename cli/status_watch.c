@@ -20,10 +20,14 @@
 
 #define TREND 31	/* samples kept: 30 s of trend */
 #define MAX_ROWS 4	/* map rows per app at most */
-/* Every this many refreshes, /proc is read again; between, the processes
- * and the sockets they held come from the last pass (new sockets count
- * for their range's app until the next). */
+/* Between two passes over /proc, the processes and the sockets they held
+ * come from the last pass (new sockets count for their range's app until
+ * the next).  /proc is read again once at least FULL_PASS_EVERY refreshes
+ * have passed and the last one met sockets no cached process held, and
+ * every REREAD_EVERY refreshes in any case (a socket handed to another
+ * process keeps its inode). */
 #define FULL_PASS_EVERY 5
+#define REREAD_EVERY 30
 
 struct history {
 	double when[TREND];
@@ -154,12 +158,15 @@ int status_watch(const char *path, const char *only)
 	}
 	fputs("\033[?1049h\033[?25l", stdout);
 	struct proc_cache cache = {0};
-	for (unsigned round = 0; !stop; round++) {
+	for (unsigned round = 0, since_pass = 0; !stop; round++, since_pass++) {
 		double t = now_s();
 		memset(st, 0, sizeof(*st));
 		st->quiet = true;
 		st->cache = &cache;
-		st->use_cache = round % FULL_PASS_EVERY != 0;
+		st->use_cache = round > 0 && since_pass < REREAD_EVERY &&
+				(since_pass < FULL_PASS_EVERY || cache.unknown == 0);
+		if (!st->use_cache)
+			since_pass = 0;
 		if ((rc = status_gather(st, &policy, only, path)) != 0) {
 			status_free(st);
 			break;
