@@ -299,26 +299,35 @@ void status_warn(struct status *status, const char *fmt, ...)
 	va_end(args);
 }
 
-/* The shim's counters, from the app's shared state under the policy's
- * state_dir (or this user's default): none there yet is 0. */
+/* The counters: the shim's, from the app's shared state under the
+ * policy's state_dir (or this user's default), none there yet being 0;
+ * plus the BPF programs' of the app's attachments and runs. */
 static void read_counters(struct status *status, struct app_status *app, const struct pf_policy *policy)
 {
 	char dir[4096];
-	uint64_t assignments = 0, failures = 0;
+	uint64_t assignments = 0, failures = 0, bpf_assignments = 0, bpf_failures = 0;
+	bool shim_known = false;
 
 	if (policy->state_dir)
 		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
 	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
-		return;
-	int rc = pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
-					&assignments, &failures);
-	if (rc < 0 && rc != -ENOENT) {
+		dir[0] = '\0';
+	int rc = dir[0] ? pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
+						 &assignments, &failures)
+			: -ENOENT;
+	if (rc < 0 && rc != -ENOENT)
 		status_warn(status, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
 			app->app->name, dir, strerror(-rc));
+	else
+		shim_known = dir[0] != '\0';
+	rc = pf_bpf_outcomes(app->app->name, &bpf_assignments, &bpf_failures);
+	if (rc < 0)
+		status_warn(status, "portfence: status: cannot read the BPF counters of app '%s': %s\n",
+			app->app->name, strerror(-rc));
+	if (!shim_known && rc < 0)
 		return;
-	}
-	app->assignments = assignments;
-	app->failures = failures;
+	app->assignments = assignments + bpf_assignments;
+	app->failures = failures + bpf_failures;
 	app->counters_known = true;
 }
 
