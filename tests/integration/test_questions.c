@@ -842,6 +842,51 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 	sandbox_cleanup(&sb);
 }
 
+static const char redraw_policy[] =
+	"apps = ( { name = \"web\"; range = [ 23800, 23899 ]; algorithm = \"sequential\"; } );";
+
+static int occurrences(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *at = text; (at = strstr(at, what)); at += strlen(what))
+		n++;
+	return n;
+}
+
+/* --watch writes only the lines that changed: over four refreshes the
+ * screen is cleared once and the port map row, which does not change,
+ * is written once, while the header (its clock) is written each time. */
+Test(questions, status_watch_redraws_only_what_changed, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct holding web;
+	struct run_result r;
+	char cmd[1024], out[192], text[65536] = "";
+
+	sandbox_init(&sb, redraw_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
+	snprintf(out, sizeof(out), "%s/watch.out", sb.dir);
+	snprintf(cmd, sizeof(cmd), "timeout -s TERM 3.6 '%s' status --watch -c '%s' > '%s' < /dev/null",
+		 build_path("portfence"), sb.policy, out);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	run_program(&r, argv, NULL, NULL);
+	read_all(out, text, sizeof(text));
+	int frames = occurrences(text, "(q quits)");
+	cr_expect_geq(frames, 3, "%d frames: %s", frames, text);
+	cr_expect_eq(occurrences(text, "\033[2J"), 1, "%s", text);
+	/* row 3: the map's first row, three established ports then free */
+	const char *map_row = "\033[3;1H  \033[32m#\033[0m\033[32m#\033[0m\033[32m#\033[0m....";
+	cr_expect_eq(occurrences(text, map_row), 1, "the unchanged map row written %d times in %d frames",
+		     occurrences(text, map_row), frames);
+	cr_expect_eq(occurrences(text, "\033[3;1H"), 1, "row 3 written %d times: %s", occurrences(text, "\033[3;1H"), text);
+	cr_expect(strstr(text, " 23800-23899: in use 3, held 3/100 (3.0%), intruders 0"), "%s", text);
+	unhold(&web);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
 static const char nonroot_policy[] =
 	"apps = ( { name = \"web\"; range = [ 21900, 21999 ]; algorithm = \"sequential\"; } );";
 
