@@ -1,9 +1,10 @@
 /* The BPF programs' assignment and failure counters (the outcomes map),
- * for status: an app's programs are found from the links pinned for it,
- * under PF_BPF_PIN_ROOT (attach, daemon) and PF_BPF_RUN_ROOT (each
- * `run --bpf` while it lives), link -> program -> its maps; each distinct
- * outcomes map counts once (the loads of attach and daemon share one
- * through the app's pinned maps, each run has its own). */
+ * for status: the app's pinned map (attach, daemon: it stays pinned
+ * after a detach, as record_loss does), and the maps of the programs of
+ * the links pinned for it under PF_BPF_PIN_ROOT and PF_BPF_RUN_ROOT
+ * (each `run --bpf` while it lives), link -> program -> its maps; each
+ * distinct outcomes map counts once (the loads of attach and daemon
+ * share the pinned one, each run has its own). */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -39,8 +40,34 @@ static uint64_t percpu_sum(int map_fd, uint32_t key, int cpus, uint64_t *values,
 	return sum;
 }
 
-/* Adds the outcomes map among prog_fd's maps, once per map; true when
- * the program has one. */
+/* Adds the map of fd when it is an outcomes map not counted yet; true
+ * when it is one. */
+static bool add_map(struct tally *t, int fd)
+{
+	struct bpf_map_info map = {0};
+	uint32_t map_len = sizeof(map);
+	bool outcomes = bpf_obj_get_info_by_fd(fd, &map, &map_len) == 0 && strcmp(map.name, "outcomes") == 0 &&
+			map.type == BPF_MAP_TYPE_PERCPU_ARRAY && map.value_size == sizeof(uint64_t) &&
+			map.max_entries >= PF_BPF_OUTCOME_ENTRIES;
+	bool seen = false;
+
+	for (size_t i = 0; outcomes && i < t->count; i++)
+		seen |= t->seen[i] == map.id;
+	if (outcomes && !seen && t->count < MAX_MAPS) {
+		int cpus = libbpf_num_possible_cpus();
+		uint64_t *values = cpus > 0 ? calloc((size_t)cpus, sizeof(*values)) : NULL;
+		if (values) {
+			t->seen[t->count++] = map.id;
+			t->assigned += percpu_sum(fd, PF_BPF_OUTCOME_ASSIGNED, cpus, values, &t->error);
+			t->failed += percpu_sum(fd, PF_BPF_OUTCOME_FAILED, cpus, values, &t->error);
+		}
+		free(values);
+	}
+	return outcomes;
+}
+
+/* Adds the outcomes map among prog_fd's maps; true when the program has
+ * one. */
 static bool add_program(struct tally *t, int prog_fd)
 {
 	uint32_t ids[64];
@@ -50,27 +77,10 @@ static bool add_program(struct tally *t, int prog_fd)
 	if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) < 0)
 		return false;
 	for (uint32_t m = 0; m < info.nr_map_ids && m < 64; m++) {
-		struct bpf_map_info map = {0};
-		uint32_t map_len = sizeof(map);
 		int fd = bpf_map_get_fd_by_id(ids[m]);
 		if (fd < 0)
 			continue;
-		bool outcomes = bpf_obj_get_info_by_fd(fd, &map, &map_len) == 0 && strcmp(map.name, "outcomes") == 0 &&
-				map.type == BPF_MAP_TYPE_PERCPU_ARRAY && map.value_size == sizeof(uint64_t) &&
-				map.max_entries >= PF_BPF_OUTCOME_ENTRIES;
-		bool seen = false;
-		for (size_t i = 0; outcomes && i < t->count; i++)
-			seen |= t->seen[i] == ids[m];
-		if (outcomes && !seen && t->count < MAX_MAPS) {
-			int cpus = libbpf_num_possible_cpus();
-			uint64_t *values = cpus > 0 ? calloc((size_t)cpus, sizeof(*values)) : NULL;
-			if (values) {
-				t->seen[t->count++] = ids[m];
-				t->assigned += percpu_sum(fd, PF_BPF_OUTCOME_ASSIGNED, cpus, values, &t->error);
-				t->failed += percpu_sum(fd, PF_BPF_OUTCOME_FAILED, cpus, values, &t->error);
-			}
-			free(values);
-		}
+		bool outcomes = add_map(t, fd);
 		close(fd);
 		if (outcomes)
 			return true;
@@ -114,6 +124,13 @@ int pf_bpf_outcomes(const char *app_name, uint64_t *assigned, uint64_t *failed)
 	struct tally t = {0};
 	char path[PATH_MAX], attachment[PATH_MAX];
 
+	/* the app's own pinned map (attach, daemon): kept after a detach */
+	snprintf(path, sizeof(path), "%s/%s/outcomes", PF_BPF_PIN_ROOT, app_name);
+	int pinned = bpf_obj_get(path);
+	if (pinned >= 0) {
+		add_map(&t, pinned);
+		close(pinned);
+	}
 	for (size_t r = 0; r < 2; r++) {
 		snprintf(path, sizeof(path), "%s/%s", roots[r], app_name);
 		DIR *dir = opendir(path);
