@@ -64,6 +64,15 @@ struct {
 	__type(value, __u64);
 } record_loss SEC(".maps");
 
+/* Assignments and failures, counted as the shim counts them: each
+ * assignment, and each call refused for want of a free port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PF_BPF_OUTCOME_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} outcomes SEC(".maps");
+
 /* Sockets by cookie: what an explicit bind or our own choice gave a port,
  * and whether an unbound UDP send was already recorded. */
 #define PFB_SOCKET_BOUND 1u

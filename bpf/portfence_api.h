@@ -90,6 +90,13 @@ struct pf_bpf_record {
 #define PF_BPF_LOSS_REPORTED 1
 #define PF_BPF_LOSS_ENTRIES 2
 
+/* The outcomes map's entries (per CPU): ports the programs gave from the
+ * range, and calls that found none free (the shim's shared-state
+ * counters, status --prometheus). */
+#define PF_BPF_OUTCOME_ASSIGNED 0
+#define PF_BPF_OUTCOME_FAILED 1
+#define PF_BPF_OUTCOME_ENTRIES 2
+
 /* The program a process last exec'd, by pid: the record's exe for a
  * process gone before its records were drained. */
 #define PF_BPF_EXE_LEN 256

@@ -52,6 +52,22 @@ static __always_inline int pfb_records_wanted(void)
 	return cfg && cfg->records;
 }
 
+/* One decision's outcome in the outcomes map (a record's event and
+ * errno, PF_CORE_*). */
+static __always_inline void pfb_count_outcome(__u32 event, __u32 error)
+{
+	__u32 key = PF_BPF_OUTCOME_ASSIGNED;
+
+	if (event == PF_CORE_EVENT_ERROR &&
+	    (error == PF_CORE_EADDRNOTAVAIL || error == PF_CORE_EAGAIN || error == PF_CORE_EADDRINUSE))
+		key = PF_BPF_OUTCOME_FAILED;
+	else if (event != PF_CORE_EVENT_ASSIGN)
+		return;
+	__u64 *count = bpf_map_lookup_elem(&outcomes, &key);
+	if (count)
+		*count += 1;
+}
+
 /* A record the ring had no room for is counted, never dropped silently:
  * the next drain reports the count. */
 static __always_inline void pfb_count_lost_record(void)
@@ -74,6 +90,7 @@ static __always_inline __u64 pfb_submit_flags(void)
 
 static __always_inline void pfb_record(const struct pfb_dest *d, const struct pfb_record_facts *f)
 {
+	pfb_count_outcome(f->event, f->error);
 	if (!pfb_records_wanted())
 		return;
 	struct pf_bpf_record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
@@ -93,6 +110,7 @@ static __always_inline void pfb_record_later(__u64 cookie, const struct pfb_dest
 	__u32 zero = 0;
 	struct pf_bpf_record *r = bpf_map_lookup_elem(&record_scratch, &zero);
 
+	pfb_count_outcome(f->event, f->error);
 	if (!r || !pfb_records_wanted())
 		return;
 	pfb_fill_record(r, d, f);

@@ -52,16 +52,6 @@ struct key_entry *key_table_put(struct key_table *table, const uint8_t key[24], 
 	return entry;
 }
 
-struct key_entry *key_table_get(const struct key_table *table, const uint8_t key[24])
-{
-	return table->entries ? g_hash_table_lookup(table->entries, key) : NULL;
-}
-
-size_t key_table_count(const struct key_table *table)
-{
-	return table->entries ? g_hash_table_size(table->entries) : 0;
-}
-
 void key_table_free(struct key_table *table)
 {
 	if (table->entries)
@@ -124,35 +114,93 @@ void status_count_socket(struct status *status, int app, const struct pf_socket_
 		count_destination(status, app, entry);
 }
 
+static size_t inode_slot(const struct inode_index *index, uint32_t inode)
+{
+	return (size_t)((inode * 0x9E3779B97F4A7C15ull) >> 32) & index->mask;
+}
+
+long inode_index_get(const struct inode_index *index, uint32_t inode)
+{
+	if (!index->inodes)
+		return -1;
+	for (size_t at = inode_slot(index, inode);; at = (at + 1) & index->mask) {
+		if (index->inodes[at] == inode)
+			return index->sockets[at];
+		if (index->inodes[at] == 0)
+			return -1;
+	}
+}
+
+/* Room for one more, at most half full; false when out of memory. */
+static bool inode_index_room(struct inode_index *index)
+{
+	if (index->inodes && (index->count + 1) * 2 <= index->mask + 1)
+		return true;
+	size_t slots = index->inodes ? (index->mask + 1) * 2 : 1024;
+	struct inode_index grown = {calloc(slots, sizeof(uint32_t)), malloc(slots * sizeof(uint32_t)), slots - 1,
+				    index->count};
+	if (!grown.inodes || !grown.sockets) {
+		free(grown.inodes);
+		free(grown.sockets);
+		return false;
+	}
+	for (size_t i = 0; index->inodes && i <= index->mask; i++) {
+		if (!index->inodes[i])
+			continue;
+		size_t at = inode_slot(&grown, index->inodes[i]);
+		while (grown.inodes[at])
+			at = (at + 1) & grown.mask;
+		grown.inodes[at] = index->inodes[i];
+		grown.sockets[at] = index->sockets[i];
+	}
+	free(index->inodes);
+	free(index->sockets);
+	*index = grown;
+	return true;
+}
+
+static void inode_index_free(struct inode_index *index)
+{
+	free(index->inodes);
+	free(index->sockets);
+	memset(index, 0, sizeof(*index));
+}
+
 static void remember_socket(struct gather *g, const struct pf_socket_entry *entry)
 {
 	struct status *st = g->status;
-	uint8_t key[24] = {0};
-	bool created;
 
 	if (st->socket_count == st->socket_cap) {
 		size_t cap = st->socket_cap ? st->socket_cap * 2 : 256;
 		struct pf_socket_entry *grown = realloc(st->sockets, cap * sizeof(*grown));
 		bool *claimed = grown ? realloc(st->claimed, cap * sizeof(*claimed)) : NULL;
+		pid_t *last_pid = claimed ? realloc(st->last_pid, cap * sizeof(*last_pid)) : NULL;
 		if (grown)
 			st->sockets = grown;
-		if (!claimed) {
+		if (claimed)
+			st->claimed = claimed;
+		if (!last_pid) {
 			g->out_of_memory = true;
 			return;
 		}
-		st->claimed = claimed;
+		st->last_pid = last_pid;
 		st->socket_cap = cap;
 	}
-	memcpy(key, &entry->inode, sizeof(entry->inode));
-	struct key_entry *found = key_table_put(&st->inodes, key, &created);
-	if (!found) {
+	if (!inode_index_room(&st->inodes)) {
 		g->out_of_memory = true;
 		return;
 	}
-	if (!created)
-		return;
-	found->socket = st->socket_count;
+	struct inode_index *index = &st->inodes;
+	size_t at = inode_slot(index, entry->inode);
+	while (index->inodes[at] && index->inodes[at] != entry->inode)
+		at = (at + 1) & index->mask;
+	if (index->inodes[at])
+		return;	/* seen already (a dump of both families) */
+	index->inodes[at] = entry->inode;
+	index->sockets[at] = (uint32_t)st->socket_count;
+	index->count++;
 	st->claimed[st->socket_count] = false;
+	st->last_pid[st->socket_count] = 0;
 	st->sockets[st->socket_count++] = *entry;
 }
 
@@ -284,7 +332,8 @@ void status_free(struct status *status)
 	free(status->status_of_policy_app);
 	free(status->sockets);
 	free(status->claimed);
-	key_table_free(&status->inodes);
+	free(status->last_pid);
+	inode_index_free(&status->inodes);
 	key_table_free(&status->destinations);
 }
 
@@ -299,26 +348,35 @@ void status_warn(struct status *status, const char *fmt, ...)
 	va_end(args);
 }
 
-/* The shim's counters, from the app's shared state under the policy's
- * state_dir (or this user's default): none there yet is 0. */
+/* The counters: the shim's, from the app's shared state under the
+ * policy's state_dir (or this user's default), none there yet being 0;
+ * plus the BPF programs' of the app's attachments and runs. */
 static void read_counters(struct status *status, struct app_status *app, const struct pf_policy *policy)
 {
 	char dir[4096];
-	uint64_t assignments = 0, failures = 0;
+	uint64_t assignments = 0, failures = 0, bpf_assignments = 0, bpf_failures = 0;
+	bool shim_known = false;
 
 	if (policy->state_dir)
 		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
 	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
-		return;
-	int rc = pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
-					&assignments, &failures);
-	if (rc < 0 && rc != -ENOENT) {
+		dir[0] = '\0';
+	int rc = dir[0] ? pf_state_read_counters(dir, app->app->name, app->app->range_hi - app->app->range_lo + 1u,
+						 &assignments, &failures)
+			: -ENOENT;
+	if (rc < 0 && rc != -ENOENT)
 		status_warn(status, "portfence: status: cannot read the counters of app '%s' in %s: %s\n",
 			app->app->name, dir, strerror(-rc));
+	else
+		shim_known = dir[0] != '\0';
+	rc = pf_bpf_outcomes(app->app->name, &bpf_assignments, &bpf_failures);
+	if (rc < 0)
+		status_warn(status, "portfence: status: cannot read the BPF counters of app '%s': %s\n",
+			app->app->name, strerror(-rc));
+	if (!shim_known && rc < 0)
 		return;
-	}
-	app->assignments = assignments;
-	app->failures = failures;
+	app->assignments = assignments + bpf_assignments;
+	app->failures = failures + bpf_failures;
 	app->counters_known = true;
 }
 
@@ -330,7 +388,7 @@ static int collect(struct status *status, const struct pf_policy *policy)
 			strerror(-rc));
 		return 1;
 	}
-	if (key_table_count(&status->inodes) && status_find_processes(status) < 0)
+	if (status->inodes.count && status_find_processes(status) < 0)
 		status_warn(status, "portfence: status: cannot read /proc: %s\n", strerror(errno));
 	/* A socket no readable process holds counts for its range's app. */
 	for (size_t s = 0; s < status->socket_count; s++) {

@@ -52,9 +52,6 @@ struct app_status {
 /* Entries by fixed 24-byte keys (a glib hash table), never shrinking. */
 struct key_entry {
 	uint8_t key[24];
-	int app;		/* index into status->apps */
-	size_t socket;		/* index into status->sockets */
-	pid_t last_pid;		/* the last process counted for it */
 };
 struct key_table {
 	struct _GHashTable *entries;	/* key -> struct key_entry; NULL: empty */
@@ -62,20 +59,30 @@ struct key_table {
 /* The entry of key, created (zeroed, used) when new; NULL when out of
  * memory.  *created tells which. */
 struct key_entry *key_table_put(struct key_table *table, const uint8_t key[24], bool *created);
-struct key_entry *key_table_get(const struct key_table *table, const uint8_t key[24]);
-size_t key_table_count(const struct key_table *table);
 void key_table_free(struct key_table *table);
+
+/* Socket inode -> index into status->sockets, by open addressing in two
+ * arrays (no allocation per socket: --watch fills it each second). */
+struct inode_index {
+	uint32_t *inodes;	/* 0: an empty slot */
+	uint32_t *sockets;
+	size_t mask, count;
+};
+/* The socket of inode (never 0), or -1. */
+long inode_index_get(const struct inode_index *index, uint32_t inode);
 
 struct status {
 	struct app_status *apps;
 	size_t app_count;
 	int *status_of_policy_app;	/* policy app index -> apps index, or -1 */
-	struct key_table inodes;	/* socket inode -> socket */
+	struct inode_index inodes;	/* socket inode -> socket */
 	struct key_table destinations;	/* app + remote endpoint */
-	/* Every socket the dump found (those with an inode), and whether it
-	 * was already counted for an app or as an intruder. */
+	/* Every socket the dump found (those with an inode), whether it was
+	 * already counted for an app or as an intruder, and the last process
+	 * counted for it. */
 	struct pf_socket_entry *sockets;
 	bool *claimed;
+	pid_t *last_pid;
 	size_t socket_count, socket_cap;
 	const struct pf_policy *policy;
 	/* Local ports some TCP socket listens on: an audit-mode app's
@@ -98,6 +105,9 @@ struct proc_cache {
 	struct proc_cache_entry *entries;
 	size_t count, cap;
 	unsigned long unreadable;
+	/* Sockets of the last refresh from the cache that no cached process
+	 * held: new since the full pass (or held by unreadable processes). */
+	unsigned long unknown;
 };
 void status_cache_free(struct proc_cache *cache);
 

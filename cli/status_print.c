@@ -200,9 +200,9 @@ static const struct {
 	 "Audit records the BPF programs had no room for (ring full) since the app's maps were pinned.",
 	 records_lost_value},
 	{"portfence_assignments_total", "counter",
-	 "Ports the app's shim processes were given from its range since its state was made.", assignments_value},
+	 "Ports the app's processes were given from its range: by the shim since its state was made, by the BPF programs of its attachments and runs alive.", assignments_value},
 	{"portfence_assignment_failures_total", "counter",
-	 "Calls of the app's shim processes that found no free port in its range.", failures_value},
+	 "Calls of the app's processes that found no free port in its range (shim and BPF programs).", failures_value},
 };
 
 void status_print_prometheus(const struct status *status)

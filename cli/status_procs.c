@@ -39,15 +39,13 @@ static bool list_sockets(struct status *status, int proc_fd, pid_t pid, struct h
 		return false;
 	}
 	while ((entry = readdir(dir))) {
-		uint8_t key[24] = {0};
 		uint32_t inode;
 		if (entry->d_name[0] == '.' || !proc_socket_inode(fd_dir, entry->d_name, &inode))
 			continue;
-		memcpy(key, &inode, sizeof(inode));
-		struct key_entry *found = key_table_get(&status->inodes, key);
-		if (!found || found->last_pid == pid)
+		long socket = inode_index_get(&status->inodes, inode);
+		if (socket < 0 || status->last_pid[socket] == pid)
 			continue;
-		found->last_pid = pid;
+		status->last_pid[socket] = pid;
 		if (held->count == held->cap) {
 			size_t cap = held->cap ? held->cap * 2 : 64;
 			size_t *grown = realloc(held->items, cap * sizeof(*grown));
@@ -56,7 +54,7 @@ static bool list_sockets(struct status *status, int proc_fd, pid_t pid, struct h
 			held->items = grown;
 			held->cap = cap;
 		}
-		held->items[held->count++] = found->socket;
+		held->items[held->count++] = (size_t)socket;
 	}
 	closedir(dir);
 	return held->count > 0;
@@ -178,12 +176,10 @@ static void replay(struct status *status, struct held_list *held, unsigned long 
 		const struct proc_cache_entry *entry = &cache->entries[i];
 		held->count = 0;
 		for (size_t k = 0; k < entry->count; k++) {
-			uint8_t key[24] = {0};
-			memcpy(key, &entry->inodes[k], sizeof(entry->inodes[k]));
-			struct key_entry *found = key_table_get(&status->inodes, key);
-			if (!found || held->count == held->cap)
+			long socket = inode_index_get(&status->inodes, entry->inodes[k]);
+			if (socket < 0 || held->count == held->cap)
 				continue;
-			held->items[held->count++] = found->socket;
+			held->items[held->count++] = (size_t)socket;
 		}
 		if (held->count)
 			judge_sockets(status, &entry->info, held, own, intruding);
@@ -217,6 +213,9 @@ int status_find_processes(struct status *status)
 		held.cap = held.items ? most : 0;
 		replay(status, &held, own, intruding);
 		status->unreadable = status->cache->unreadable;
+		status->cache->unknown = 0;
+		for (size_t s = 0; s < status->socket_count; s++)
+			status->cache->unknown += !status->claimed[s];
 		goto out;
 	}
 	if (status->cache)

@@ -20,10 +20,14 @@
 
 #define TREND 31	/* samples kept: 30 s of trend */
 #define MAX_ROWS 4	/* map rows per app at most */
-/* Every this many refreshes, /proc is read again; between, the processes
- * and the sockets they held come from the last pass (new sockets count
- * for their range's app until the next). */
+/* Between two passes over /proc, the processes and the sockets they held
+ * come from the last pass (new sockets count for their range's app until
+ * the next).  /proc is read again once at least FULL_PASS_EVERY refreshes
+ * have passed and the last one met sockets no cached process held, and
+ * every REREAD_EVERY refreshes in any case (a socket handed to another
+ * process keeps its inode). */
 #define FULL_PASS_EVERY 5
+#define REREAD_EVERY 30
 
 struct history {
 	double when[TREND];
@@ -56,8 +60,8 @@ static const char *glyph(uint8_t state)
 	return glyphs[state];
 }
 
-static unsigned draw_app(const struct status *st, const struct app_status *app, struct history *h, unsigned cols,
-		     unsigned rows_left, double t)
+static unsigned draw_app(FILE *out, const struct status *st, const struct app_status *app, struct history *h,
+			 unsigned cols, unsigned rows_left, double t)
 {
 	unsigned lo = app->app->range_lo, size = app->app->range_hi - lo + 1u;
 	unsigned width = cols > 12 ? cols - 4 : 8;
@@ -95,23 +99,65 @@ static unsigned draw_app(const struct status *st, const struct app_status *app, 
 			snprintf(eta, sizeof(eta), "not filling");
 	}
 	unsigned lines = 1 + (cells + width - 1) / width + (per > 1);
-	printf("\033[1m%s\033[0m %u-%u: in use %lu, held %u/%u (%.1f%%), intruders %lu, %s, %s\033[K\r\n",
+	fprintf(out, "\033[1m%s\033[0m %u-%u: in use %lu, held %u/%u (%.1f%%), intruders %lu, %s, %s\033[K\r\n",
 	       app->app->name, lo, app->app->range_hi, app->in_use, app->distinct_ports, size,
 	       100.0 * app->distinct_ports / size, app->intruder_sockets, rate, eta);
 	for (unsigned c = 0; c < cells; c++) {
 		if (c % width == 0)
-			fputs("  ", stdout);
+			fputs("  ", out);
 		uint8_t worst = PORT_FREE;
 		for (unsigned p = lo + c * per; p < lo + (c + 1) * per && p <= app->app->range_hi; p++)
 			if (st->port_state[p] > worst)
 				worst = st->port_state[p];
-		fputs(glyph(worst), stdout);
+		fputs(glyph(worst), out);
 		if (c % width == width - 1 || c == cells - 1)
-			fputs("\033[K\r\n", stdout);
+			fputs("\033[K\r\n", out);
 	}
 	if (per > 1)
-		printf("  (each cell %u ports)\033[K\r\n", per);
+		fprintf(out, "  (each cell %u ports)\033[K\r\n", per);
 	return lines;
+}
+
+/* What the screen shows: the last frame, and the size it was drawn for. */
+struct shown {
+	char *frame;
+	unsigned cols, rows;
+};
+
+/* The line of frame that starts at *at ("...\r\n"), its length without
+ * the "\r\n"; *at moves past it.  0 and NULL at the end. */
+static const char *next_line(const char *frame, size_t *at, size_t *len)
+{
+	if (!frame || !frame[*at])
+		return NULL;
+	const char *line = frame + *at, *end = strstr(line, "\r\n");
+	*len = end ? (size_t)(end - line) : strlen(line);
+	*at += *len + (end ? 2 : 0);
+	return line;
+}
+
+/* Draws frame (lines ending "\033[K\r\n") over the last one: only the
+ * lines that changed are written, each at its row; the rows the last
+ * frame used beyond this one are cleared.  A new terminal size redraws
+ * all.  frame becomes the shown one. */
+static void show_frame(struct shown *shown, char *frame, unsigned cols, unsigned rows)
+{
+	bool all = !shown->frame || cols != shown->cols || rows != shown->rows;
+	size_t at = 0, old_at = 0, len, old_len = 0;
+	const char *line, *old = NULL;
+	unsigned row = 1;
+
+	if (all)
+		fputs("\033[H\033[2J", stdout);
+	for (; (line = next_line(frame, &at, &len)); row++) {
+		old = all ? NULL : next_line(shown->frame, &old_at, &old_len);
+		if (all || !old || old_len != len || memcmp(old, line, len) != 0)
+			printf("\033[%u;1H%.*s", row, (int)len, line);
+	}
+	while (!all && next_line(shown->frame, &old_at, &old_len))
+		printf("\033[%u;1H\033[K", row++);
+	free(shown->frame);
+	*shown = (struct shown){frame, cols, rows};
 }
 
 static void terminal_size(unsigned *cols, unsigned *rows)
@@ -154,34 +200,48 @@ int status_watch(const char *path, const char *only)
 	}
 	fputs("\033[?1049h\033[?25l", stdout);
 	struct proc_cache cache = {0};
-	for (unsigned round = 0; !stop; round++) {
+	struct shown shown = {0};
+	for (unsigned round = 0, since_pass = 0; !stop; round++, since_pass++) {
 		double t = now_s();
 		memset(st, 0, sizeof(*st));
 		st->quiet = true;
 		st->cache = &cache;
-		st->use_cache = round % FULL_PASS_EVERY != 0;
+		st->use_cache = round > 0 && since_pass < REREAD_EVERY &&
+				(since_pass < FULL_PASS_EVERY || cache.unknown == 0);
+		if (!st->use_cache)
+			since_pass = 0;
 		if ((rc = status_gather(st, &policy, only, path)) != 0) {
 			status_free(st);
 			break;
 		}
 		unsigned cols, rows;
 		terminal_size(&cols, &rows);
+		char *frame = NULL;
+		size_t frame_len = 0;
+		FILE *out = open_memstream(&frame, &frame_len);
+		if (!out) {
+			status_free(st);
+			rc = 1;
+			break;
+		}
 		time_t wall = time(NULL);
 		struct tm tm;
 		char clock[16];
 		localtime_r(&wall, &tm);
 		strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
-		printf("\033[H\033[2Jportfence status --watch  %s  (q quits)  . free  \033[32m#\033[0m established  "
+		fprintf(out, "portfence status --watch  %s  (q quits)  . free  \033[32m#\033[0m established  "
 		       "\033[33m~\033[0m time-wait  L listen  o other  \033[1;31m!\033[0m intruder\033[K\r\n",
 		       clock);
 		if (st->warning[0])
-			printf("%.*s\033[K\r\n", (int)strcspn(st->warning, "\n"), st->warning);
+			fprintf(out, "%.*s\033[K\r\n", (int)strcspn(st->warning, "\n"), st->warning);
 		unsigned used = st->warning[0] ? 2 : 1;
 		for (size_t i = 0; i < st->app_count && used + 2 <= rows; i++) {
 			size_t index = (size_t)(st->apps[i].app - policy.apps);
-			used += draw_app(st, &st->apps[i], &histories[index], cols,
+			used += draw_app(out, st, &st->apps[i], &histories[index], cols,
 					 (rows - used) / (unsigned)(st->app_count - i), t);
 		}
+		fclose(out);
+		show_frame(&shown, frame, cols, rows);
 		fflush(stdout);
 		status_free(st);
 		/* a second, or a key */
@@ -202,6 +262,7 @@ int status_watch(const char *path, const char *only)
 	if (tty)
 		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
 	status_cache_free(&cache);
+	free(shown.frame);
 	free(histories);
 	free(st);
 	pf_policy_free(&policy);

@@ -6,11 +6,18 @@
  * refuse), merged into prefixes and port ranges only where that is
  * exact: a /31 only when both addresses were seen, a port range only
  * when every port of it was seen with the same prefix.  The range size
- * it recommends is the model of the man page: a port stays unusable for
- * one destination while its 4-tuple is in TIME_WAIT (60 s on Linux), so
- * an app needs at most as many ports as it assigns to one destination
- * in any 60 s window; the most in one clock minute (P) bounds that
- * window at 2P, and a quarter more is headroom: max(16, ceil(2.5 P)). */
+ * it recommends is the model of the man page: max(16, ceil(2.5 P)), P
+ * the most assignments to one destination in one clock minute (a 60 s
+ * window holds at most 2P; a quarter more is headroom).
+ *
+ * Measured against churn (bench/suggest_churn): a port is unusable for
+ * one destination while its connection lives and until the peer has
+ * closed, not for TIME_WAIT's 60 s (the walk reuses a TIME_WAIT 4-tuple
+ * at once), so what a range needs is the peak of connections open at
+ * once, plus those closing.  The log has no lifetimes: the model holds
+ * when connections live at most about a minute, and then overshoots by
+ * about 60 s / lifetime (2.5x for connections held 30 s, 25-50x for 1 s,
+ * thousands of times for sequential churn, where it reaches 65535). */
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>

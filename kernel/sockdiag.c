@@ -194,11 +194,18 @@ static size_t build_port_filter(const struct pf_port_range *ranges, size_t count
 	return total;
 }
 
+/* The request: the v2 header (SOCK_DIAG_BY_FAMILY, one family) or the
+ * older TCPDIAG_GETSOCK one, whose family is AF_UNSPEC: the kernel then
+ * walks its TCP tables once for IPv4 and IPv6 together instead of once
+ * per family (the walk of every hash bucket is most of a dump's cost). */
 struct dump_request {
 	struct nlmsghdr header;
-	struct inet_diag_req_v2 body;
-	struct nlattr filter_attr;
-	struct inet_diag_bc_op filter[MAX_DUMP_RANGES * (BLOCK_LEN / sizeof(struct inet_diag_bc_op))];
+	union {
+		struct inet_diag_req_v2 v2;
+		struct inet_diag_req compat;
+	} body;
+	/* the filter attribute follows the body */
+	char rest[NLA_HDRLEN + MAX_DUMP_RANGES * BLOCK_LEN];
 };
 
 static void entry_from_msg(const struct inet_diag_msg *msg, uint8_t protocol,
@@ -220,7 +227,7 @@ static void entry_from_msg(const struct inet_diag_msg *msg, uint8_t protocol,
 
 /* Reads the answers to one dump up to NLMSG_DONE: 1 when done, 0 to
  * read on, or -errno. */
-static int read_dump(int fd, char *buf, size_t buf_len, uint8_t protocol,
+static int read_dump(int fd, char *buf, size_t buf_len, uint16_t type, uint8_t protocol,
 		     pf_socket_visit visit, void *ctx)
 {
 	ssize_t n = recv(fd, buf, buf_len, 0);
@@ -233,34 +240,48 @@ static int read_dump(int fd, char *buf, size_t buf_len, uint8_t protocol,
 			const struct nlmsgerr *error = NLMSG_DATA(h);
 			return error->error ? error->error : 1;
 		}
-		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-		    h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+		if (h->nlmsg_type != type || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+			continue;
+		const struct inet_diag_msg *msg = NLMSG_DATA(h);
+		if (msg->idiag_family != AF_INET && msg->idiag_family != AF_INET6)
 			continue;
 		struct pf_socket_entry entry;
-		entry_from_msg(NLMSG_DATA(h), protocol, &entry);
+		entry_from_msg(msg, protocol, &entry);
 		visit(&entry, ctx);
 	}
 	return 0;
 }
 
-static int dump_one(int fd, struct dump_request *req, size_t filter_len, uint8_t family,
-		    uint8_t protocol, pf_socket_visit visit, void *ctx)
+/* family AF_UNSPEC: the TCPDIAG_GETSOCK request (TCP only). */
+static int dump_one(int fd, struct dump_request *req, const char *filter_attr, size_t filter_attr_len,
+		    uint8_t family, uint8_t protocol, pf_socket_visit visit, void *ctx)
 {
 	static char buf[64 * 1024] __attribute__((aligned(8)));
 	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-	size_t len = offsetof(struct dump_request, filter) + filter_len;
+	size_t body = family == AF_UNSPEC ? sizeof(req->body.compat) : sizeof(req->body.v2);
+	size_t len = NLMSG_LENGTH(body) + filter_attr_len;
 
+	memset(&req->body, 0, sizeof(req->body));
+	memmove((char *)req + NLMSG_LENGTH(body), filter_attr, filter_attr_len);
 	req->header.nlmsg_len = (uint32_t)len;
 	req->header.nlmsg_seq++;
-	req->body.sdiag_family = family;
-	req->body.sdiag_protocol = protocol;
+	req->header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	if (family == AF_UNSPEC) {
+		req->header.nlmsg_type = TCPDIAG_GETSOCK;
+		req->body.compat.idiag_states = ~0u;
+	} else {
+		req->header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+		req->body.v2.sdiag_family = family;
+		req->body.v2.sdiag_protocol = protocol;
+		req->body.v2.idiag_states = ~0u;
+	}
 	if (sendto(fd, req, len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) != (ssize_t)len)
 		return -errno;
 	int rc;
-	while ((rc = read_dump(fd, buf, sizeof(buf), protocol, visit, ctx)) == 0)
+	while ((rc = read_dump(fd, buf, sizeof(buf), req->header.nlmsg_type, protocol, visit, ctx)) == 0)
 		;
 	/* No diag module for this protocol here: nothing of it to show. */
-	if (rc == -ENOENT || rc == -EOPNOTSUPP)
+	if (family != AF_UNSPEC && (rc == -ENOENT || rc == -EOPNOTSUPP))
 		return 0;
 	return rc < 0 ? rc : 0;
 }
@@ -269,30 +290,40 @@ int pf_sockdiag_dump_ports(const struct pf_port_range *ranges, size_t count,
 			   pf_socket_visit visit, void *ctx)
 {
 	static const uint8_t families[] = {AF_INET, AF_INET6};
-	static const uint8_t protocols[] = {IPPROTO_TCP, IPPROTO_UDP};
 
 	if (count == 0)
 		return 0;
 	if (count > MAX_DUMP_RANGES)
 		return -E2BIG;
 	struct dump_request *req = calloc(1, sizeof(*req));
-	if (!req)
+	char *filter_attr = malloc(NLA_HDRLEN + count * BLOCK_LEN);
+	if (!req || !filter_attr) {
+		free(req);
+		free(filter_attr);
 		return -ENOMEM;
-	size_t filter_len = build_port_filter(ranges, count, req->filter);
-	req->header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req->header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	req->body.idiag_states = ~0u;
-	req->filter_attr.nla_type = INET_DIAG_REQ_BYTECODE;
-	req->filter_attr.nla_len = (uint16_t)(NLA_HDRLEN + filter_len);
+	}
+	size_t filter_len = build_port_filter(ranges, count, (struct inet_diag_bc_op *)(filter_attr + NLA_HDRLEN));
+	struct nlattr attr = {.nla_len = (uint16_t)(NLA_HDRLEN + filter_len), .nla_type = INET_DIAG_REQ_BYTECODE};
+	memcpy(filter_attr, &attr, sizeof(attr));
+	size_t attr_len = NLA_HDRLEN + filter_len;
 
 	int rc = 0, fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (fd < 0)
 		rc = -errno;
+	/* TCP in one walk; a kernel refusing the old request, per family.  A
+	 * refusal comes before any answer, so nothing is visited twice. */
+	if (fd >= 0)
+		rc = dump_one(fd, req, filter_attr, attr_len, AF_UNSPEC, IPPROTO_TCP, visit, ctx);
+	if (rc == -EINVAL || rc == -ENOENT || rc == -EOPNOTSUPP) {
+		rc = 0;
+		for (size_t f = 0; rc == 0 && f < 2; f++)
+			rc = dump_one(fd, req, filter_attr, attr_len, families[f], IPPROTO_TCP, visit, ctx);
+	}
 	for (size_t f = 0; fd >= 0 && rc == 0 && f < 2; f++)
-		for (size_t p = 0; rc == 0 && p < 2; p++)
-			rc = dump_one(fd, req, filter_len, families[f], protocols[p], visit, ctx);
+		rc = dump_one(fd, req, filter_attr, attr_len, families[f], IPPROTO_UDP, visit, ctx);
 	if (fd >= 0)
 		close(fd);
 	free(req);
+	free(filter_attr);
 	return rc;
 }

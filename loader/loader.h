@@ -101,5 +101,10 @@ bool pf_bpf_wait_records_or(struct pf_bpf_app *const *apps, size_t count, int ot
  * for since they were pinned (written or not in an error record since):
  * 0 when none are pinned, -errno when the pin cannot be read. */
 long long pf_bpf_records_lost(const char *app_name);
+/* The assignments and failures (no free port) counted by the programs
+ * of app_name's attachments pinned now (attach, daemon, the runs of
+ * `run --bpf` alive), summed over their distinct counters: 0 and 0 when
+ * none is pinned; -errno when some could not be read and none could. */
+int pf_bpf_outcomes(const char *app_name, uint64_t *assigned, uint64_t *failed);
 
 #endif

@@ -188,15 +188,20 @@ static const char who_policy[] =
 /* Connects to argv[1]:argv[2] (argv[5] times, from port argv[6] when
  * given), writes its local ports to argv[3], then holds the connections
  * until argv[4] exists. */
+/* The end of the holders: READY.tmp renamed READY (argv[3]), then a wait
+ * for STOP (argv[4]), 50 s at most. */
+#define HOLD_UNTIL_STOP                                                  \
+	"os.rename(sys.argv[3] + '.tmp', sys.argv[3])\n"                   \
+	"deadline = time.time() + 50\n"                                      \
+	"while not os.path.exists(sys.argv[4]) and time.time() < deadline: time.sleep(0.02)\n"
+
 static const char holder[] =
 	"import os, socket, sys, time\n"
 	"n = int(sys.argv[5]) if len(sys.argv) > 5 else 1\n"
 	"src = ('0.0.0.0', int(sys.argv[6])) if len(sys.argv) > 6 else None\n"
 	"held = [socket.create_connection((sys.argv[1], int(sys.argv[2])), source_address=src) for _ in range(n)]\n"
 	"with open(sys.argv[3] + '.tmp', 'w') as f: f.write(' '.join(str(s.getsockname()[1]) for s in held))\n"
-	"os.rename(sys.argv[3] + '.tmp', sys.argv[3])\n"
-	"deadline = time.time() + 50\n"
-	"while not os.path.exists(sys.argv[4]) and time.time() < deadline: time.sleep(0.02)\n";
+	HOLD_UNTIL_STOP;
 
 static void utc_now(char *out, size_t len)
 {
@@ -222,6 +227,9 @@ Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 	char *argv[] = {"python3", "-c", (char *)holder, "127.0.0.1", port, ready, stop, NULL};
 	pid_t pid = spawn_under(&sb, "web", argv, out);
 	cr_assert(await_file(ready, 30), "the holder never got ready");
+	/* the server's thread may note the peer after the client is ready */
+	for (int i = 0; i < 100 && !server_saw(&a, 21300); i++)
+		usleep(20000);
 	cr_assert(server_saw(&a, 21300), "the server saw no connection from 21300");
 
 	snprintf(args, sizeof(args), "who 127.0.0.1:21300 --proto tcp -c '%s' --json", sb.policy);
@@ -290,18 +298,30 @@ struct holding {
 
 /* The holder, under `portfence run -a app` (app NULL: unconfined, not
  * run at all; bpf: run --bpf). */
+static void hold_with(struct holding *h, const struct sandbox *sb, const char *name, const char *app, bool bpf,
+		      const char *program, const struct server *srv, int count, const char *last);
+
 static void hold(struct holding *h, const struct sandbox *sb, const char *name, const char *app, bool bpf,
 		 const struct server *srv, int count, unsigned from_port)
 {
-	char port[8], n[8], from[8];
+	char from[8];
+	snprintf(from, sizeof(from), "%u", from_port);
+	hold_with(h, sb, name, app, bpf, holder, srv, count, from_port ? from : NULL);
+}
+
+/* The python program (holder's arguments, and last when not NULL) as
+ * hold runs the holder. */
+static void hold_with(struct holding *h, const struct sandbox *sb, const char *name, const char *app, bool bpf,
+		      const char *program, const struct server *srv, int count, const char *last)
+{
+	char port[8], n[8];
 	snprintf(h->ready, sizeof(h->ready), "%s/ready-%s", sb->dir, name);
 	snprintf(h->stop, sizeof(h->stop), "%s/stop-%s", sb->dir, name);
 	snprintf(h->out, sizeof(h->out), "%s/out-%s", sb->dir, name);
 	snprintf(port, sizeof(port), "%u", srv->port);
 	snprintf(n, sizeof(n), "%d", count);
-	snprintf(from, sizeof(from), "%u", from_port);
-	char *script[] = {"python3", "-c", (char *)holder, "127.0.0.1", port, h->ready, h->stop, n,
-			  from_port ? from : NULL, NULL};
+	char *script[] = {"python3", "-c", (char *)program, "127.0.0.1", port, h->ready, h->stop, n,
+			  (char *)last, NULL};
 	if (app && !bpf) {
 		h->pid = spawn_under(sb, app, script, h->out);
 	} else {
@@ -413,16 +433,21 @@ Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
 	sandbox_cleanup(&sb);
 }
 
+static void skip_without_bpf(void)
+{
+	char cgroup_mount[256];
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	if (missing)
+		cr_skip_test("the BPF backend cannot run here: %s", missing);
+}
+
 static const char bpf_policy[] =
 	"apps = ( { name = \"web\"; range = [ 21600, 21699 ]; algorithm = \"sequential\"; } );";
 
 /* A `run --bpf` run: its processes and its cgroup show. */
 Test(questions, status_shows_a_bpf_run, .timeout = 90)
 {
-	char cgroup_mount[256];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("the BPF backend cannot run here: %s", missing);
+	skip_without_bpf();
 	struct sandbox sb;
 	struct server srv;
 	struct holding run;
@@ -483,6 +508,27 @@ Test(questions, prometheus_rules_pass_promtool, .timeout = 60)
 	cr_expect(strstr(r.out, "SUCCESS"), "%s%s", r.out, r.err);
 }
 
+/* status --json and --prometheus give app these counters. */
+static void expect_counters(const struct sandbox *sb, const char *app, long assignments, long failures)
+{
+	char args[512], line[256];
+	struct run_result r;
+
+	snprintf(args, sizeof(args), "status -c '%s' --json --app %s", sb->policy, app);
+	json_t *root = tool_json(args);
+	json_t *entry = app_entry(root, app);
+	cr_assert_not_null(entry);
+	cr_expect_eq(INT_OF(entry, "assignments"), assignments, "%s", json_dumps(entry, 0));
+	cr_expect_eq(INT_OF(entry, "assignment_failures"), failures, "%s", json_dumps(entry, 0));
+	json_decref(root);
+	snprintf(args, sizeof(args), "status -c '%s' --prometheus --app %s", sb->policy, app);
+	tool_text(&r, args);
+	snprintf(line, sizeof(line), "portfence_assignments_total{app=\"%s\"} %ld\n", app, assignments);
+	cr_expect(strstr(r.out, line), "no %s in %s", line, r.out);
+	snprintf(line, sizeof(line), "portfence_assignment_failures_total{app=\"%s\"} %ld\n", app, failures);
+	cr_expect(strstr(r.out, line), "no %s in %s", line, r.out);
+}
+
 static const char tiny_policy[] =
 	"apps = ( { name = \"tiny\"; range = [ 21700, 21700 ]; algorithm = \"sequential\"; } );";
 
@@ -493,7 +539,6 @@ Test(questions, status_counts_assignments_and_failures, .timeout = 90)
 	struct sandbox sb;
 	struct server one, other;
 	struct holding h;
-	char args[512];
 
 	sandbox_init(&sb, tiny_policy);
 	server_start(&one, "127.0.0.1", SERVE_STALL);
@@ -508,20 +553,56 @@ Test(questions, status_counts_assignments_and_failures, .timeout = 90)
 	run_under(&r, &sb, "tiny", argv, NULL);
 	cr_expect(strstr(r.out, "refused 127.0.0.1 99"), "%s%s", r.out, r.err);
 
-	snprintf(args, sizeof(args), "status -c '%s' --json", sb.policy);
-	json_t *root = tool_json(args);
-	json_t *tiny = app_entry(root, "tiny");
-	cr_assert_not_null(tiny);
-	cr_expect_eq(INT_OF(tiny, "assignments"), 2, "%s", json_dumps(tiny, 0));
-	cr_expect_eq(INT_OF(tiny, "assignment_failures"), 1, "%s", json_dumps(tiny, 0));
-	json_decref(root);
-	snprintf(args, sizeof(args), "status -c '%s' --prometheus", sb.policy);
-	tool_text(&r, args);
-	cr_expect(strstr(r.out, "portfence_assignments_total{app=\"tiny\"} 2\n"), "%s", r.out);
-	cr_expect(strstr(r.out, "portfence_assignment_failures_total{app=\"tiny\"} 1\n"), "%s", r.out);
+	expect_counters(&sb, "tiny", 2, 1);
 	unhold(&h);
 	server_stop(&one);
 	server_stop(&other);
+	sandbox_cleanup(&sb);
+}
+
+static const char cnt_policy[] =
+	"apps = ( { name = \"cnt\"; range = [ 23700, 23703 ]; algorithm = \"sequential\"; } );";
+
+/* Holds argv[5] connections to the server, then tries argv[6] more to
+ * it, counting those refused with EADDRNOTAVAIL; writes "held refused"
+ * to READY and waits for STOP. */
+static const char filler[] =
+	"import errno, os, socket, sys, time\n"
+	"host, port, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+	"held = [socket.create_connection((host, port)) for _ in range(int(sys.argv[5]))]\n"
+	"refused = 0\n"
+	"for _ in range(int(sys.argv[6])):\n"
+	"    try: held.append(socket.create_connection((host, port)))\n"
+	"    except OSError as e: refused += e.errno == errno.EADDRNOTAVAIL\n"
+	"with open(ready + '.tmp', 'w') as f: f.write('%d %d' % (len(held), refused))\n"
+	HOLD_UNTIL_STOP;
+
+/* The BPF programs' counters: under `run --bpf`, four connects fill the
+ * four-port range and three more to the same destination find no port;
+ * status reads 4 assignments and 3 failures from the run's programs. */
+Test(questions, status_counts_bpf_assignments_and_failures, .timeout = 90)
+{
+	skip_without_bpf();
+	struct sandbox sb;
+	struct server srv;
+	struct holding h;
+	char ready[64] = "";
+	int held = -1, refused = -1;
+
+	sandbox_init(&sb, cnt_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold_with(&h, &sb, "cnt", "cnt", true, filler, &srv, 4, "3");
+	read_all(h.ready, ready, sizeof(ready));
+	cr_assert_eq(sscanf(ready, "%d %d", &held, &refused), 2, "%s", ready);
+	cr_expect_eq(held, 4, "connections held: %s", ready);
+	cr_expect_eq(refused, 3, "connects refused with EADDRNOTAVAIL: %s", ready);
+	for (int i = 0; i < 100 && srv.count < 4; i++)
+		usleep(20000);
+	cr_expect_eq(srv.count, 4, "the server saw %d connections", (int)srv.count);
+
+	expect_counters(&sb, "cnt", 4, 3);
+	unhold(&h);
+	server_stop(&srv);
 	sandbox_cleanup(&sb);
 }
 
@@ -759,6 +840,51 @@ Test(questions, status_watch_under_tmux, .timeout = 90)
 	if (!gone)
 		tmux(&r, "kill-server");
 	unhold(&intruder);
+	unhold(&web);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
+static const char redraw_policy[] =
+	"apps = ( { name = \"web\"; range = [ 23800, 23899 ]; algorithm = \"sequential\"; } );";
+
+static int occurrences(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *at = text; (at = strstr(at, what)); at += strlen(what))
+		n++;
+	return n;
+}
+
+/* --watch writes only the lines that changed: over four refreshes the
+ * screen is cleared once and the port map row, which does not change,
+ * is written once, while the header (its clock) is written each time. */
+Test(questions, status_watch_redraws_only_what_changed, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct holding web;
+	struct run_result r;
+	char cmd[1024], out[192], text[65536] = "";
+
+	sandbox_init(&sb, redraw_policy);
+	server_start(&srv, "127.0.0.1", SERVE_STALL);
+	hold(&web, &sb, "web", "web", false, &srv, 3, 0);
+	snprintf(out, sizeof(out), "%s/watch.out", sb.dir);
+	snprintf(cmd, sizeof(cmd), "timeout -s TERM 3.6 '%s' status --watch -c '%s' > '%s' < /dev/null",
+		 build_path("portfence"), sb.policy, out);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	run_program(&r, argv, NULL, NULL);
+	read_all(out, text, sizeof(text));
+	int frames = occurrences(text, "(q quits)");
+	cr_expect_geq(frames, 3, "%d frames: %s", frames, text);
+	cr_expect_eq(occurrences(text, "\033[2J"), 1, "%s", text);
+	/* row 3: the map's first row, three established ports then free */
+	const char *map_row = "\033[3;1H  \033[32m#\033[0m\033[32m#\033[0m\033[32m#\033[0m....";
+	cr_expect_eq(occurrences(text, map_row), 1, "the unchanged map row written %d times in %d frames",
+		     occurrences(text, map_row), frames);
+	cr_expect_eq(occurrences(text, "\033[3;1H"), 1, "row 3 written %d times: %s", occurrences(text, "\033[3;1H"), text);
+	cr_expect(strstr(text, " 23800-23899: in use 3, held 3/100 (3.0%), intruders 0"), "%s", text);
 	unhold(&web);
 	server_stop(&srv);
 	sandbox_cleanup(&sb);

@@ -85,3 +85,25 @@ Test(sockdiag, empty_range_list_finds_nothing)
 	cr_expect_eq(pf_sockdiag_dump_ports(NULL, 0, remember, &seen), 0);
 	cr_expect_eq(seen.count, 0);
 }
+
+/* TCP is dumped in one walk for both families (the older request with
+ * AF_UNSPEC): each socket of either family is found, and only once. */
+Test(sockdiag, one_tcp_walk_finds_both_families_once)
+{
+	uint16_t tcp4, tcp6;
+	int a = bound_socket(AF_INET, SOCK_STREAM, &tcp4);
+	int b = bound_socket(AF_INET6, SOCK_STREAM, &tcp6);
+	struct pf_port_range ranges[] = {{tcp4, tcp4}, {tcp6, tcp6}};
+	struct seen seen = {0};
+
+	cr_assert_eq(pf_sockdiag_dump_ports(ranges, 2, remember, &seen), 0);
+	cr_expect_eq(seen.count, 2, "%d sockets reported for two listeners", seen.count);
+	const struct pf_socket_entry *v4 = find(&seen, tcp4, IPPROTO_TCP), *v6 = find(&seen, tcp6, IPPROTO_TCP);
+	cr_assert_not_null(v4);
+	cr_assert_not_null(v6);
+	cr_expect_eq(v4->family, AF_INET);
+	cr_expect_eq(v6->family, AF_INET6);
+	cr_expect_eq(memcmp(v6->local_addr, &in6addr_loopback, 16), 0);
+	close(a);
+	close(b);
+}
