@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ struct pending {
 struct pf_collector {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int listen_fd;
+	int abstract_fd;	/* the same name in the abstract namespace; -1: none */
 	struct pending pending[PENDING_MAX];
 	int pending_count;
 	struct pf_record_sink *sink;
@@ -75,6 +77,27 @@ static long coarse_seconds(void)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
 	return (long)now.tv_sec;
+}
+
+/* The abstract socket named like path (a NUL, then the path): the way in
+ * for a process that chrooted, or was forked by one that did, where the
+ * path is out of reach.  The shim checks who answers there (root or its
+ * own user) as it does at the path. */
+static int listen_abstract(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	size_t n = strlen(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	memcpy(addr.sun_path + 1, path, n);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0 &&
+	    listen(fd, 256) == 0)
+		return fd;
+	fprintf(stderr, "portfence: collector: cannot listen at the abstract socket @%s (%s): chrooted programs "
+			"cannot reach this collector\n", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
 }
 
 struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
@@ -122,6 +145,7 @@ struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
 		free(c);
 		return NULL;
 	}
+	c->abstract_fd = listen_abstract(path);
 	return c;
 }
 
@@ -272,17 +296,19 @@ static void accept_all(struct pf_collector *c)
 		close(p->fd);
 		*p = c->pending[--c->pending_count];
 	}
-	for (int i = 0; i < 64; i++) {
-		int conn = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (conn < 0)
-			return;
-		if (!readable(conn) && c->pending_count < PENDING_MAX) {
-			c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
-			continue;
+	int fds[2] = {c->listen_fd, c->abstract_fd};
+	for (int f = 0; f < 2; f++)
+		for (int i = 0; fds[f] >= 0 && i < 64; i++) {
+			int conn = accept4(fds[f], NULL, NULL, SOCK_CLOEXEC);
+			if (conn < 0)
+				break;
+			if (!readable(conn) && c->pending_count < PENDING_MAX) {
+				c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
+				continue;
+			}
+			take_registration(c, conn);
+			close(conn);
 		}
-		take_registration(c, conn);
-		close(conn);
-	}
 }
 
 void pf_collector_set_policy(struct pf_collector *c, const struct pf_policy *policy)
@@ -432,6 +458,8 @@ void pf_collector_close(struct pf_collector *c)
 		return;
 	accept_all(c);
 	close(c->listen_fd);
+	if (c->abstract_fd >= 0)
+		close(c->abstract_fd);
 	while (c->pending_count)
 		close(c->pending[--c->pending_count].fd);
 	unlink(c->path);

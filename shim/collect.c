@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -64,10 +65,45 @@ static struct pf_ring_header *make_ring(int *memfd)
 	return map;
 }
 
-/* Sends the ring and waits (at most wait_ms) for the collector's yes. */
-static bool register_ring(int memfd, int wait_ms)
+/* A connection to the collector: at its path, or, where the path is out
+ * of reach (a process that chrooted, a child forked after its parent
+ * did), at the abstract socket of the same name, which a chroot does not
+ * hide.  Only root's collector (or one of our own user's) gets the ring:
+ * a socket another user planted at the path (a shared /run/portfence) or
+ * bound to the abstract name would otherwise read every record handed to
+ * it.  -1: none. */
+static int connect_collector(void)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	size_t n = strlen(collector_path);
+	struct ucred server;
+	socklen_t server_len = sizeof(server);
+
+	int fd = real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	memcpy(addr.sun_path, collector_path, n);
+	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		memmove(addr.sun_path + 1, addr.sun_path, n);
+		addr.sun_path[0] = '\0';
+		if (real_connect(fd, (struct sockaddr *)&addr,
+				 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0) {
+			real_close(fd);
+			return -1;
+		}
+	}
+	if (real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) < 0 ||
+	    (server.uid != 0 && server.uid != geteuid())) {
+		real_close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends the ring over fd (then closed) and waits (at most wait_ms) for
+ * the collector's yes. */
+static bool register_ring(int fd, int memfd, int wait_ms)
+{
 	char control[CMSG_SPACE(sizeof(int))] = {0};
 	struct iovec iov = {.iov_base = &registration, .iov_len = sizeof(registration)};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
@@ -76,24 +112,12 @@ static bool register_ring(int memfd, int wait_ms)
 	bool ok = false;
 	char answer = 0;
 
-	memcpy(addr.sun_path, collector_path, sizeof(addr.sun_path));
-	int fd = real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return false;
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	struct ucred server;
-	socklen_t server_len = sizeof(server);
-	/* Only root's collector (or one of our own user's) gets the ring: a
-	 * socket another user planted at the path (a shared /run/portfence)
-	 * would otherwise read every record handed to it. */
-	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-	    real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) == 0 &&
-	    (server.uid == 0 || server.uid == geteuid()) &&
-	    real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
+	if (real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
 	    poll(&pfd, 1, wait_ms) == 1 && read(fd, &answer, 1) == 1)
 		ok = answer == '1';
 	real_close(fd);
@@ -105,11 +129,16 @@ static bool register_ring(int memfd, int wait_ms)
 static struct pf_ring_header *register_new(int wait_ms)
 {
 	int memfd = -1;
-	struct pf_ring_header *fresh = make_ring(&memfd);
+	int fd = connect_collector();
 
-	if (!fresh)
+	if (fd < 0)
 		return NULL;
-	bool ok = register_ring(memfd, wait_ms);
+	struct pf_ring_header *fresh = make_ring(&memfd);
+	if (!fresh) {
+		real_close(fd);
+		return NULL;
+	}
+	bool ok = register_ring(fd, memfd, wait_ms);
 	real_close(memfd);
 	if (!ok) {
 		munmap(fresh, PF_RING_BYTES);
@@ -131,8 +160,6 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	registration.version = PF_RING_VERSION;
 	strncpy(registration.app, app, sizeof(registration.app) - 1);
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
-	if (access(collector_path, F_OK) < 0)
-		return false;
 	struct pf_ring_header *fresh = register_new(1000);
 	if (!fresh)
 		return false;

@@ -634,3 +634,158 @@ Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 12
 	stop(collector, SIGTERM);
 	sandbox_cleanup(&sb);
 }
+
+/* ---- a chrooted daemon and logrotate ---- */
+
+#define TFTPD "/usr/sbin/in.tftpd"
+#define TFTP "/usr/bin/tftp"
+
+static const char tftp_app[] =
+	"default = \"pass\";\napps = ( { name = \"tftp\"; match = { exe = [ \"*/in.tftpd\" ]; };"
+	" range = [ 62000, 62999 ]; algorithm = \"sequential\"; } );";
+
+/* A network namespace of the test's own, with loopback up.  tftpd-hpa
+ * resolves its -a address with AI_ADDRCONFIG, which counts no loopback
+ * address: lo gets one more address, which nothing ever sends to. */
+static void private_net(void)
+{
+	cr_assert_eq(unshare(CLONE_NEWNET), 0, "unshare -n: %s", strerror(errno));
+	cr_assert_eq(system("ip link set lo up && ip addr add 10.213.0.1/32 dev lo"), 0);
+}
+
+/* One real transfer with the tftp-hpa client: the server's child
+ * chroots into its directory, binds a socket (a range port) and sends
+ * the file. */
+static void transfer(const struct sandbox *sb, uint16_t port, int n)
+{
+	char cmd[512], got[256], want[64];
+	snprintf(cmd, sizeof(cmd), "timeout 20 %s 127.0.0.1 %u -c get file.txt %s/got%d.txt", TFTP, port, sb->dir, n);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	snprintf(cmd, sizeof(cmd), "%s/got%d.txt", sb->dir, n);
+	read_all(cmd, got, sizeof(got));
+	snprintf(want, sizeof(want), "portfence tftp %d\n", 0);
+	cr_assert_str_eq(got, want, "transfer %d got '%s'", n, got);
+}
+
+/* The pids other than the server's own whose records lie in path (the
+ * transfers' children), each with a range port. */
+static unsigned children_recorded(const char *path, pid_t server)
+{
+	json_t *records = audit_records(path);
+	unsigned n = 0;
+	for (size_t i = 0; i < json_array_size(records); i++) {
+		json_t *r = json_array_get(records, i);
+		const char *local = text(r, "local");
+		const char *colon = strrchr(local, ':');
+		if (json_integer_value(json_object_get(r, "pid")) == server || strcmp(text(r, "event"), "assign") ||
+		    !colon || atoi(colon + 1) < 62000 || atoi(colon + 1) > 62999)
+			continue;
+		cr_assert_str_eq(text(r, "exe"), TFTPD);
+		n++;
+	}
+	json_decref(records);
+	return n;
+}
+
+/* tftpd-hpa -s (each transfer's child chroots into the served directory)
+ * under `portfence run`; logrotate (a real one, config written here)
+ * renames the log between transfers.  out gets what tftpd said on
+ * stderr; the children's records before and after the rotation are
+ * counted. */
+static void tftpd_through_logrotate(bool with_collector, char *out_text, size_t out_len, unsigned *before,
+				    unsigned *after)
+{
+	struct sandbox sb;
+	char root[128], file[160], out[160], conf[160], cmd[512], rotated[160], port_text[32];
+	struct stat info;
+
+	if (access(TFTPD, X_OK) != 0 || access(TFTP, X_OK) != 0)
+		cr_skip_test("%s or %s is not installed (packages tftpd-hpa, tftp-hpa)", TFTPD, TFTP);
+	if (access("/usr/sbin/logrotate", X_OK) != 0)
+		cr_skip_test("logrotate is not installed");
+	private_run();
+	private_net();
+	sandbox_init(&sb, tftp_app);
+	pid_t collector = with_collector ? start_collector(&sb) : -1;
+	snprintf(root, sizeof(root), "%s/root", sb.dir);
+	cr_assert_eq(mkdir(root, 0755), 0);
+	snprintf(file, sizeof(file), "%s/file.txt", root);
+	FILE *f = fopen(file, "w");
+	fprintf(f, "portfence tftp 0\n");
+	fclose(f);
+	chmod(file, 0644);
+	uint16_t port = free_dns_port();
+	snprintf(port_text, sizeof(port_text), "127.0.0.1:%u", port);
+	snprintf(out, sizeof(out), "%s/tftpd.err", sb.dir);
+	/* -L: standalone, in the foreground; -s: chroot; -u nobody. */
+	char *argv[] = {TFTPD, "-4", "-L", "-u", "nobody", "-a", port_text, "-s", root, NULL};
+	pid_t server = spawn_under(&sb, NULL, argv, out);
+	usleep(500000);
+	/* Two transfers, a second apart (so that each child looks at the
+	 * log's path after a clock second turned). */
+	transfer(&sb, port, 1);
+	sleep(1);
+	transfer(&sb, port, 2);
+	await_lines(sb.log, 4);
+	snprintf(conf, sizeof(conf), "%s/logrotate.conf", sb.dir);
+	f = fopen(conf, "w");
+	fprintf(f, "%s {\n\trotate 2\n\tmissingok\n\tnocompress\n\tcreate\n}\n", sb.log);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "logrotate -f -s %s/logrotate.status %s", sb.dir, conf);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	snprintf(rotated, sizeof(rotated), "%s.1", sb.log);
+	cr_assert_eq(stat(rotated, &info), 0, "logrotate left no %s", rotated);
+	/* Followed within a second. */
+	usleep(1200000);
+	transfer(&sb, port, 3);
+	sleep(1);
+	transfer(&sb, port, 4);
+	usleep(500000);
+	await_settled(sb.log, 4);
+	stop(server, SIGTERM);
+	if (collector > 0)
+		stop(collector, SIGTERM);
+	*before = children_recorded(rotated, server);
+	*after = children_recorded(sb.log, server);
+	read_all(out, out_text, out_len);
+	sandbox_cleanup(&sb);
+}
+
+/* With the collector the program holds no log at all: every transfer's
+ * child (chrooted, running as nobody) is recorded, and the records after
+ * logrotate's rename land in the new file; no false warning. */
+Test(collector, chrooted_tftpd_records_follow_logrotate, .timeout = 120)
+{
+	char said[4096];
+	unsigned before, after;
+
+	tftpd_through_logrotate(true, said, sizeof(said), &before, &after);
+	fprintf(stderr, "chroot+collector: children recorded %u before, %u after; tftpd said: %s\n", before, after,
+		said);
+	cr_assert_eq(before, 2, "children's records before the rotation: %u (tftpd said: %s)", before, said);
+	cr_assert_eq(after, 2, "children's records after the rotation: %u (tftpd said: %s)", after, said);
+	cr_assert_null(strstr(said, "portfence"), "tftpd said: %s", said);
+}
+
+/* Without a collector the program writes the file itself: the server
+ * (not chrooted) follows the rotation and its children inherit the new
+ * file.  A child may not see the path from its chroot: it says so, and
+ * never claims a rotation it cannot see. */
+Test(collector, chrooted_tftpd_without_collector_says_the_truth, .timeout = 120)
+{
+	char said[4096];
+	unsigned before, after;
+
+	tftpd_through_logrotate(false, said, sizeof(said), &before, &after);
+	fprintf(stderr, "chroot, no collector: children recorded %u before, %u after; tftpd said: %s\n", before,
+		after, said);
+	cr_assert_eq(before, 2, "children's records before the rotation: %u (tftpd said: %s)", before, said);
+	cr_assert_eq(after, 2, "children's records after the rotation: %u (tftpd said: %s)", after, said);
+	cr_assert_null(strstr(said, "before rotation"), "false warning: %s", said);
+	cr_assert_null(strstr(said, "cannot open audit log"), "false warning: %s", said);
+	for (const char *line = strstr(said, "portfence:"); line; line = strstr(line + 1, "portfence:"))
+	{
+		static const char honest[] = "portfence: this process changed its root directory (chroot)";
+		cr_assert_eq(strncmp(line, honest, sizeof(honest) - 1), 0, "tftpd said: %s", said);
+	}
+}
