@@ -33,6 +33,7 @@ struct ring_client {
 	gid_t gid;
 	int pidfd;		/* readable once the process is gone */
 	bool gone;
+	bool replaced;		/* closed by the process, and drained */
 	char app[256], algorithm[32];
 	char exe[PATH_MAX];
 	unsigned long malformed, malformed_said;
@@ -400,7 +401,7 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	/* A process gone mid-write leaves claimed slots never committed:
 	 * past them, whatever it committed is still taken. */
 	if (client->gone) {
-		uint64_t head = atomic_load(&client->ring->head);
+		uint64_t head = atomic_load(&client->ring->head) & ~PF_RING_CLOSED;
 		for (unsigned i = 0; i < PF_RING_SLOTS && client->tail < head; i++) {
 			int got = pf_ring_take(client->ring, &client->tail, &e);
 			if (got == 1) {
@@ -418,7 +419,15 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 			client->malformed - client->malformed_said);
 		client->malformed_said = client->malformed;
 	}
-	atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
+	/* A closed ring was replaced by the process (shim/collect.c): its
+	 * lease is not renewed, and once every slot claimed in it is taken
+	 * (by us or by the process, moving them into its new ring) it is
+	 * done with. */
+	uint64_t head = atomic_load(&client->ring->head);
+	if (head & PF_RING_CLOSED)
+		client->replaced = client->tail >= (head & ~PF_RING_CLOSED);
+	else
+		atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
 	return taken;
 }
 
@@ -446,7 +455,7 @@ unsigned long pf_collector_work(struct pf_collector *c)
 		written += drain(c, client, &now);
 	}
 	for (size_t i = c->count; i-- > 0;)
-		if (c->clients[i].gone)
+		if (c->clients[i].gone || c->clients[i].replaced)
 			forget(c, i);
 	pf_record_sink_flush(c->sink);
 	return written;

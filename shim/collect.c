@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,15 +187,56 @@ static void say_fallback(const char *why)
 	pf_stderr_line(line, (size_t)(o.p - line));
 }
 
-/* The committed records of a ring no collector will read any more,
- * moved into the new one in order (or counted as lost). */
+/* A swap (a new ring for a collector's lease that ran out) closes the
+ * old ring first: from then on no writer can claim a slot there (its put
+ * fails and it waits for the swap's end), and every slot claimed before
+ * is taken, waiting the few instructions its writer needs to commit it.
+ * So a record written at the instant of a swap is never left behind in a
+ * ring nobody reads, and leftovers go first into the new ring, before it
+ * is published, so that each thread's records stay in order. */
+static _Atomic int moving;		/* a swap is moving the old ring's records */
+/* This thread is inside a put: a handler that interrupted it must not
+ * swap (the slot it claimed would never commit while we wait). */
+static __thread unsigned char in_put __attribute__((tls_model("initial-exec")));
+/* This thread is the swapper: a handler on it must not wait for itself. */
+static __thread unsigned char swapping_here __attribute__((tls_model("initial-exec")));
+
+/* How long a swap waits for a writer that claimed a slot to commit it
+ * (a thread descheduled between the two): past that, the record is
+ * counted as lost, never silently dropped. */
+#define COMMIT_WAIT_NS 200000000L
+
+static long monotonic_ns(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec * 1000000000L + now.tv_nsec;
+}
+
+/* The old ring's records, all of them, into the new one in order (with
+ * no collector, into the file; counted as lost when neither takes them). */
 static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
-	uint64_t tail = atomic_load(&old->tail);
+	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
 	struct pf_ring_entry e;
-	int rc;
+	long deadline = 0;
 
-	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(old, &tail, &e)); i++) {
+	/* The header is the program's to trample: never more than a ring. */
+	if (tail > end || end - tail > PF_RING_SLOTS)
+		tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
+	while (tail < end) {
+		int rc = pf_ring_take(old, &tail, &e);
+		if (rc == 0) {
+			if (!deadline)
+				deadline = monotonic_ns() + COMMIT_WAIT_NS;
+			if (monotonic_ns() < deadline) {
+				sched_yield();
+				continue;
+			}
+			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
+			tail++;
+			continue;
+		}
 		if (rc != 1)
 			continue;
 		if (fresh && pf_ring_put(fresh, &e))
@@ -206,68 +248,115 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
- * a time).  NULL: write directly. */
-static struct pf_ring_header *current_ring(const struct pf_runtime *rt)
+ * a time).  force: the ring was found closed.  NULL: write directly. */
+static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
 {
 	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
 	pid_t pid = pf_cached_pid();
 	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
 	long now;
 
-	if (!child && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
+	if (!child && !force && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
 		return r;
-	if (child)
-		now = coarse_seconds();
+	now = coarse_seconds();
 	/* A new process tries at once, whatever its parent's tries were. */
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
 		atomic_store(&failed_attempts, 0);
 		atomic_store(&next_attempt, 0);
 		atomic_store(&attempt_pid, pid);
 	}
-	long due = atomic_load(&next_attempt);
+	/* One thread at a time; another one's swap moves the old ring's
+	 * records, and, while the ring is open, ours with them. */
+	if (in_put || atomic_exchange(&registering, 1))
+		return !child && !pf_ring_closed(r) ? r : NULL;
+	swapping_here = 1;
 	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
-	 * connections and never answers must not slow the program down. */
+	 * connections and never answers must not slow the program down.
+	 * Between tries there is no registration, but a ring nobody reads
+	 * any more is still emptied into the file at once. */
+	long due = atomic_load(&next_attempt);
 	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
-	if (now < due || !atomic_compare_exchange_strong(&next_attempt, &due, now + (1L << (failed < 6 ? failed : 6))) ||
-	    atomic_exchange(&registering, 1))
-		return NULL;
-	/* A running program waits less than one starting: a collector
-	 * that answers at all answers fast. */
-	struct pf_ring_header *fresh = register_new(100);
-	if (fresh)
-		atomic_store(&failed_attempts, 0);
-	else
-		atomic_fetch_add(&failed_attempts, 1);
+	struct pf_ring_header *fresh = NULL;
+	if (now >= due) {
+		atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
+		/* A running program waits less than one starting: a collector
+		 * that answers at all answers fast. */
+		fresh = register_new(100);
+		if (fresh) {
+			/* The next lapse may register again at once. */
+			atomic_store(&failed_attempts, 0);
+			atomic_store(&next_attempt, 0);
+		} else
+			atomic_fetch_add(&failed_attempts, 1);
+	}
 	/* What the collector that went had not taken: into the new ring,
 	 * or with no collector, into the file. */
-	if (!child)
+	if (!child && (fresh || !pf_ring_closed(r))) {
+		atomic_store(&moving, 1);
 		move_leftovers(rt, r, fresh);
+	}
 	if (fresh) {
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
-		/* The old one stays mapped: a thread may be writing into it
-		 * still (a child has none: it was never forked). */
+		/* The old one stays mapped: a thread may still be looking at
+		 * it (a child has none: it was never forked). */
 	}
+	atomic_store(&moving, 0);
 	atomic_store(&registering, 0);
+	swapping_here = 0;
 	return fresh;
+}
+
+/* Waits (bounded) for another thread's swap to end; false when this
+ * thread is the swapper (a handler) or it did not end in time. */
+static bool swap_ended(void)
+{
+	long deadline = monotonic_ns() + COMMIT_WAIT_NS + 200000000L;
+
+	if (swapping_here)
+		return false;
+	while (atomic_load(&moving))
+		if (monotonic_ns() > deadline)
+			return false;
+		else
+			sched_yield();
+	return true;
 }
 
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_ring_entry e;
-	struct pf_ring_header *r = current_ring(rt);
+	bool force = false;
 
-	if (!r) {
-		say_fallback("the collector is gone");
-		return false;
-	}
 	pf_ring_entry_of(&e, record->event, record->sock && record->sock->udp,
 			 record->sock ? record->sock->family : AF_INET, record->local, record->remote,
 			 record->attempts, record->error);
-	if (pf_ring_put(r, &e))
-		return true;
-	atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
-	say_fallback("the record ring is full");
+	for (int round = 0; round < 3; round++) {
+		struct pf_ring_header *r = current_ring(rt, force);
+		if (!r) {
+			/* The old ring was just closed: its records are being
+			 * moved; ours comes after them. */
+			if (atomic_load(&moving) && swap_ended())
+				continue;
+			break;
+		}
+		in_put = 1;
+		bool put = pf_ring_put(r, &e);
+		in_put = 0;
+		if (put)
+			return true;
+		if (!pf_ring_closed(r)) {
+			atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
+			say_fallback("the record ring is full");
+			return false;
+		}
+		/* Closed under us by a swap: the new ring, once the old one's
+		 * records are in it. */
+		if (!swap_ended())
+			break;
+		force = atomic_load(&ring) == r;
+	}
+	say_fallback("the collector is gone");
 	return false;
 }
 

@@ -789,3 +789,100 @@ Test(collector, chrooted_tftpd_without_collector_says_the_truth, .timeout = 120)
 		cr_assert_eq(strncmp(line, honest, sizeof(honest) - 1), 0, "tftpd said: %s", said);
 	}
 }
+
+/* ---- ring swaps ---- */
+
+#define SWAP_THREADS 4
+
+/* Records of one thread (told by its destination), in the file's order:
+ * their count, and whether their times ever went back. */
+static unsigned thread_records(json_t *records, uint16_t port, unsigned *out_of_order, unsigned *same_time)
+{
+	char remote[32];
+	const char *last = "";
+	unsigned n = 0;
+
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", port);
+	*out_of_order = *same_time = 0;
+	for (size_t i = 0; i < json_array_size(records); i++) {
+		json_t *r = json_array_get(records, i);
+		if (strcmp(text(r, "remote"), remote))
+			continue;
+		int order = strcmp(text(r, "ts"), last);
+		*out_of_order += order < 0;
+		*same_time += order == 0;
+		last = text(r, "ts");
+		n++;
+	}
+	return n;
+}
+
+/* Four threads of one process record without a pause while the
+ * collector is stopped with sig and started again, rounds times, every
+ * period_ms: each time the process's ring is swapped (the old one's lease
+ * ends, a new one is registered, or the records go to the file
+ * meanwhile).  Every record written at the instant of a swap still
+ * arrives, once, and each thread's records stay in order. */
+static void swaps_under(int sig, int rounds, int period_ms, const char *per_thread, const char *pause_us)
+{
+	struct sandbox sb;
+	struct acceptor srv[SWAP_THREADS];
+	char dest[SWAP_THREADS][32], out[256], said[4096];
+	char *argv[5 + SWAP_THREADS] = {(char *)build_path("ringprobe"), "threads", (char *)per_thread,
+					(char *)pause_us};
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	for (int i = 0; i < SWAP_THREADS; i++) {
+		acceptor_start(&srv[i]);
+		snprintf(dest[i], sizeof(dest[i]), "127.0.0.1:%u", srv[i].port);
+		argv[4 + i] = dest[i];
+	}
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	int swaps = 0;
+	for (; swaps < rounds && waitpid(pid, NULL, WNOHANG) == 0; swaps++) {
+		usleep((useconds_t)period_ms * 1000);
+		stop(collector, sig);
+		collector = start_collector(&sb);
+	}
+	cr_assert_eq(wait_child(pid), 0, "the program failed");
+	unsigned connected = 0;
+	for (int i = 0; i < SWAP_THREADS; i++)
+		connected += (unsigned)atomic_load(&srv[i].count);
+	unsigned have = await_settled(sb.log, connected);
+	read_all(out, said, sizeof(said));
+	json_t *records = audit_records(sb.log);
+	fprintf(stderr, "ring swaps (signal %d): %d collector restarts, %u connects, %u records; the program said: %s\n",
+		sig, swaps, connected, have, said);
+	for (size_t i = 0; i < json_array_size(records); i++)
+		cr_assert_str_neq(text(json_array_get(records, i), "event"), "error", "a record was lost: %s",
+				  json_dumps(json_array_get(records, i), 0));
+	for (int i = 0; i < SWAP_THREADS; i++) {
+		unsigned disorder, same, n = thread_records(records, srv[i].port, &disorder, &same);
+		cr_assert_eq(n, (unsigned)atomic_load(&srv[i].count), "thread %d: %u records of %d connects", i, n,
+			     atomic_load(&srv[i].count));
+		cr_assert_eq(disorder, 0, "thread %d: %u records out of order", i, disorder);
+		cr_assert_eq(same, 0, "thread %d: %u records twice", i, same);
+	}
+	cr_assert_eq(have, connected);
+	json_decref(records);
+	for (int i = 0; i < SWAP_THREADS; i++)
+		acceptor_stop(&srv[i]);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* Restarted (SIGTERM) every quarter second. */
+Test(collector, ring_swaps_on_restarts_lose_nothing, .timeout = 240)
+{
+	swaps_under(SIGTERM, 12, 250, "6000", "200");
+}
+
+/* Killed (SIGKILL) and started again: the ring swaps only when the lease
+ * runs out, with seconds of records waiting in it. */
+Test(collector, ring_swaps_after_crashes_lose_nothing, .timeout = 240)
+{
+	swaps_under(SIGKILL, 4, 3000, "3000", "4000");
+}
