@@ -38,6 +38,8 @@ struct ring_client {
 	char exe[PATH_MAX];
 	unsigned long malformed, malformed_said;
 	uint64_t lost_reported;
+	uint64_t direct_said;	/* records the process wrote to the file itself, said so far */
+	long direct_said_at;
 };
 
 /* Connections whose registration has not arrived yet: looked at again
@@ -385,6 +387,26 @@ static void report_lost(struct pf_collector *c, struct ring_client *client)
 	client->lost_reported = lost;
 }
 
+/* The records the process wrote to the log file itself (its ring full,
+ * or no collector to take them: the shim counts them in the ring it
+ * registers next): said when they start, then at most once a minute,
+ * and when the process or its ring ends. */
+static void report_direct(struct ring_client *client)
+{
+	uint64_t direct = atomic_load(&client->ring->fallback);
+	long now = coarse_seconds();
+
+	if (direct <= client->direct_said ||
+	    (client->direct_said && !client->gone && !(atomic_load(&client->ring->head) & PF_RING_CLOSED) &&
+	     now - client->direct_said_at < 60))
+		return;
+	fprintf(stderr, "portfence: collector: pid %d (uid %u, app %s): %llu record(s) went to the log file "
+			"directly (its ring was full, or no collector took them)\n", (int)client->pid,
+		(unsigned)client->uid, client->app, (unsigned long long)direct);
+	client->direct_said = direct;
+	client->direct_said_at = now;
+}
+
 /* A batch: at most one ring's worth, so that one busy process cannot
  * hold the others back. */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
@@ -419,6 +441,7 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 			client->malformed - client->malformed_said);
 		client->malformed_said = client->malformed;
 	}
+	report_direct(client);
 	/* A closed ring was replaced by the process (shim/collect.c): its
 	 * lease is not renewed, and once every slot claimed in it is taken
 	 * (by us or by the process, moving them into its new ring) it is

@@ -194,7 +194,8 @@ static void say_fallback(const char *why)
  * So a record written at the instant of a swap is never left behind in a
  * ring nobody reads, and leftovers go first into the new ring, before it
  * is published, so that each thread's records stay in order. */
-static _Atomic int moving;		/* a swap is moving the old ring's records */
+static _Atomic int moving;
+static _Atomic uint64_t direct_writes;	/* records written directly while no ring was read */		/* a swap is moving the old ring's records */
 /* This thread is inside a put: a handler that interrupted it must not
  * swap (the slot it claimed would never commit while we wait). */
 static __thread unsigned char in_put __attribute__((tls_model("initial-exec")));
@@ -263,6 +264,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
 		atomic_store(&failed_attempts, 0);
 		atomic_store(&next_attempt, 0);
+		atomic_store(&direct_writes, 0);
 		atomic_store(&attempt_pid, pid);
 	}
 	/* One thread at a time; another one's swap moves the old ring's
@@ -296,6 +298,9 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 		move_leftovers(rt, r, fresh);
 	}
 	if (fresh) {
+		/* What went to the file meanwhile is counted in the new ring,
+		 * for the collector to say. */
+		atomic_fetch_add(&fresh->fallback, atomic_exchange(&direct_writes, 0));
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
 		/* The old one stays mapped: a thread may still be looking at
@@ -356,6 +361,8 @@ bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 			break;
 		force = atomic_load(&ring) == r;
 	}
+	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pf_cached_pid())
+		atomic_fetch_add_explicit(&direct_writes, 1, memory_order_relaxed);
 	say_fallback("the collector is gone");
 	return false;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "record/ring.h"
 
 #define COLLECTOR_SOCKET "/run/portfence/collector.sock"
 #define JOURNALD "/lib/systemd/systemd-journald"
@@ -868,6 +869,14 @@ static void swaps_under(int sig, int rounds, int period_ms, const char *per_thre
 	}
 	cr_assert_eq(have, connected);
 	json_decref(records);
+	/* What went to the file while no collector took the ring is
+	 * counted, and said by the collector that comes next. */
+	if (strstr(said, "the collector is gone")) {
+		char daemon_said[16384], path[256];
+		snprintf(path, sizeof(path), "%s/daemon.err", sb.dir);
+		read_all(path, daemon_said, sizeof(daemon_said));
+		cr_assert_not_null(strstr(daemon_said, "record(s) went to the log file directly"), "%s", daemon_said);
+	}
 	for (int i = 0; i < SWAP_THREADS; i++)
 		acceptor_stop(&srv[i]);
 	stop(collector, SIGTERM);
@@ -885,4 +894,68 @@ Test(collector, ring_swaps_on_restarts_lose_nothing, .timeout = 240)
 Test(collector, ring_swaps_after_crashes_lose_nothing, .timeout = 240)
 {
 	swaps_under(SIGKILL, 4, 3000, "3000", "4000");
+}
+
+/* ---- the fallback ---- */
+
+/* The collector stopped (SIGSTOP), so that nothing drains the ring while
+ * one process makes 6,000 records at once: the ring takes 4,096, the
+ * rest go to the file directly, said once on the program's stderr and
+ * counted (the collector says how many once it runs again); none is
+ * lost, none written twice. */
+Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], said[4096], daemon_said[4096], line[256];
+	const unsigned n = 6000;
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	char *argv[] = {(char *)build_path("ringprobe"), "connect", "6000", dest, NULL};
+	/* One record through the collector first: it answers. */
+	struct run_result r;
+	char *run_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			    (char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, run_argv, NULL, NULL);
+	cr_assert_eq(await_lines(sb.log, 1), 1);
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	/* The program registers at start-up, before its first connect. */
+	for (int i = 0; i < 100 && atomic_load(&srv.count) < 2; i++)
+		usleep(1000);
+	kill(collector, SIGSTOP);
+	cr_assert_eq(wait_child(pid), 0);
+	unsigned early = (unsigned)atomic_load(&srv.count);
+	kill(collector, SIGCONT);
+	unsigned have = await_lines(sb.log, n + 1);
+	usleep(300000);
+	read_all(out, said, sizeof(said));
+	snprintf(line, sizeof(line), "%s/daemon.err", sb.dir);
+	read_all(line, daemon_said, sizeof(daemon_said));
+	fprintf(stderr, "full ring: %u records of %u; the program said: %s; the collector said: %s\n", have, n + 1,
+		said, daemon_said);
+	cr_assert_eq(count_lines_of(sb.log), n + 1, "records: %u of %u", count_lines_of(sb.log), n + 1);
+	const char *full = strstr(said, "portfence: the record ring is full; records go to the log file directly (counted)");
+	cr_assert_not_null(full, "%s", said);
+	cr_assert_null(strstr(full + 1, "portfence:"), "said more than once: %s", said);
+	/* The ring held 4,096 (less what the collector took before it
+	 * stopped); the rest went directly, and the collector counted them. */
+	const char *counted = strstr(daemon_said, "record(s) went to the log file directly");
+	cr_assert_not_null(counted, "the collector said: %s", daemon_said);
+	const char *number = counted;
+	while (number > daemon_said && number[-1] != ':')
+		number--;
+	unsigned direct = (unsigned)strtoul(number + 1, NULL, 10);
+	cr_assert(direct >= n - PF_RING_SLOTS && direct <= n - PF_RING_SLOTS + early,
+		  "%u counted as direct (%u connects before the stop)", direct, early);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), n + 1);
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
 }
