@@ -151,6 +151,20 @@ static void acceptor_stop(struct acceptor *a)
 	close(a->fd);
 }
 
+/* The svc app's sandbox in a private /run, its collector started, a
+ * server (its address in dest) and the program's output path in out. */
+static pid_t svc_with_collector(struct sandbox *sb, struct acceptor *srv, char *dest, size_t dest_len, char *out,
+				size_t out_len)
+{
+	private_run();
+	sandbox_init(sb, svc_app);
+	pid_t collector = start_collector(sb);
+	acceptor_start(srv);
+	snprintf(dest, dest_len, "127.0.0.1:%u", srv->port);
+	snprintf(out, out_len, "%s/out", sb->dir);
+	return collector;
+}
+
 static unsigned count_lines_of(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -435,12 +449,7 @@ Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
 	struct acceptor srv;
 	char dest[64], out[256];
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	char *argv[] = {(char *)build_path("ringprobe"), "connect", "1000000", dest, NULL};
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
 	for (int i = 0; i < 300 && atomic_load(&srv.count) < 5000; i++)
@@ -473,12 +482,7 @@ static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb,
 	struct acceptor srv;
 	char dest[64], out[256], count[16];
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	snprintf(count, sizeof(count), "%u", n);
 	char *argv[] = {(char *)build_path("ringprobe"), "paced", count, "100", dest, NULL};
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
@@ -910,12 +914,7 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	char dest[64], out[256], said[4096], daemon_said[4096], line[256];
 	const unsigned n = 6000;
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	char *argv[] = {(char *)build_path("ringprobe"), "connect", "6000", dest, NULL};
 	/* One record through the collector first: it answers. */
 	struct run_result r;
