@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ static struct pf_ring_register registration;
 
 static _Atomic(struct pf_ring_header *) ring;
 static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
+static _Atomic pid_t ring_collector;	/* the collector that took it (its pid, as the kernel said) */
 static _Atomic int registering;
 static _Atomic long next_attempt;	/* coarse second of the next try */
 static _Atomic int failed_attempts;	/* tries in a row that no collector took */
@@ -73,7 +75,7 @@ static struct pf_ring_header *make_ring(int *memfd)
  * a socket another user planted at the path (a shared /run/portfence) or
  * bound to the abstract name would otherwise read every record handed to
  * it.  -1: none. */
-static int connect_collector(void)
+static int connect_collector(pid_t *collector)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	size_t n = strlen(collector_path);
@@ -98,6 +100,7 @@ static int connect_collector(void)
 		real_close(fd);
 		return -1;
 	}
+	*collector = server.pid;
 	return fd;
 }
 
@@ -127,10 +130,10 @@ static bool register_ring(int fd, int memfd, int wait_ms)
 
 /* A ring for this process, registered; NULL when there is no collector
  * (or it would not take it). */
-static struct pf_ring_header *register_new(int wait_ms)
+static struct pf_ring_header *register_new(int wait_ms, pid_t *collector)
 {
 	int memfd = -1;
-	int fd = connect_collector();
+	int fd = connect_collector(collector);
 
 	if (fd < 0)
 		return NULL;
@@ -161,9 +164,11 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	registration.version = PF_RING_VERSION;
 	strncpy(registration.app, app, sizeof(registration.app) - 1);
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
-	struct pf_ring_header *fresh = register_new(1000);
+	pid_t collector = 0;
+	struct pf_ring_header *fresh = register_new(1000, &collector);
 	if (!fresh)
 		return false;
+	atomic_store(&ring_collector, collector);
 	atomic_store(&ring_pid, pf_cached_pid());
 	atomic_store(&attempt_pid, pf_cached_pid());
 	atomic_store(&ring, fresh);
@@ -279,11 +284,12 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 	long due = atomic_load(&next_attempt);
 	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
 	struct pf_ring_header *fresh = NULL;
+	pid_t collector = 0;
 	if (now >= due) {
 		atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
 		/* A running program waits less than one starting: a collector
 		 * that answers at all answers fast. */
-		fresh = register_new(100);
+		fresh = register_new(100, &collector);
 		if (fresh) {
 			/* The next lapse may register again at once. */
 			atomic_store(&failed_attempts, 0);
@@ -301,6 +307,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 		/* What went to the file meanwhile is counted in the new ring,
 		 * for the collector to say. */
 		atomic_fetch_add(&fresh->fallback, atomic_exchange(&direct_writes, 0));
+		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
 		/* The old one stays mapped: a thread may still be looking at
@@ -372,4 +379,27 @@ void pf_collect_lost(void)
 	struct pf_ring_header *r = atomic_load(&ring);
 	if (r && atomic_load(&ring_pid) == pf_cached_pid())
 		atomic_fetch_add(&r->lost, 1);
+}
+
+/* At exit: what is still in the ring of a collector that is gone (killed
+ * before its lease ran out, so that no swap took the ring over) would be
+ * nobody's; it goes to the file, in order.  A collector that lives takes
+ * it after we are gone, as it always does.  (Its pid is the kernel's
+ * word at registration; 0, from another pid namespace, is not looked at.) */
+__attribute__((destructor)) static void collect_at_exit(void)
+{
+	struct pf_ring_header *r = atomic_load(&ring);
+	pid_t collector = atomic_load(&ring_collector);
+	int saved = errno;
+
+	if (!r || collector <= 0 || atomic_load(&ring_pid) != pf_cached_pid() || pf_ring_closed(r) ||
+	    atomic_load(&r->tail) >= (atomic_load(&r->head) & ~PF_RING_CLOSED) || kill(collector, 0) == 0 ||
+	    errno != ESRCH || atomic_exchange(&registering, 1))
+		goto out;
+	atomic_store(&moving, 1);
+	move_leftovers(pf_runtime(), r, NULL);
+	atomic_store(&moving, 0);
+	atomic_store(&registering, 0);
+out:
+	errno = saved;
 }

@@ -958,3 +958,32 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	stop(collector, SIGTERM);
 	sandbox_cleanup(&sb);
 }
+
+/* The collector killed (SIGKILL) while a process writes, and the process
+ * ending before the collector's lease runs out: what it put in its ring
+ * after the kill is nobody's to read, so it writes them to the file
+ * itself as it exits. */
+Test(collector, exit_soon_after_collector_killed_loses_nothing, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], said[4096];
+
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	char *argv[] = {(char *)build_path("ringprobe"), "paced", "20", "50", dest, NULL};
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	usleep(300000);
+	stop(collector, SIGKILL);
+	cr_assert_eq(wait_child(pid), 0);
+	unsigned have = await_settled(sb.log, 20);
+	read_all(out, said, sizeof(said));
+	fprintf(stderr, "exit after the collector's kill: %u records of 20; the program said: %s\n", have, said);
+	cr_assert_eq(have, 20, "%u records of 20 (the program said: %s)", have, said);
+	json_t *records = audit_records(sb.log);
+	for (size_t i = 1; i < json_array_size(records); i++)
+		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
+			      0, "record %zu out of order", i);
+	json_decref(records);
+	acceptor_stop(&srv);
+	sandbox_cleanup(&sb);
+}
