@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sched.h>
 #include <stddef.h>
@@ -379,6 +380,20 @@ void pf_collect_lost(void)
 	struct pf_ring_header *r = atomic_load(&ring);
 	if (r && atomic_load(&ring_pid) == pf_cached_pid())
 		atomic_fetch_add(&r->lost, 1);
+}
+
+/* A child forked while another thread was swapping has no such thread:
+ * it must neither wait for that swap nor take it for under way. */
+static void collect_after_fork_child(void)
+{
+	atomic_store(&moving, 0);
+	if (!swapping_here)
+		atomic_store(&registering, 0);
+}
+
+__attribute__((constructor(101))) static void collect_init(void)
+{
+	pthread_atfork(NULL, NULL, collect_after_fork_child);
 }
 
 /* At exit: what is still in the ring of a collector that is gone (killed
