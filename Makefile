@@ -200,7 +200,7 @@ $(BUILD)/logprobe: tests/helpers/logprobe.c
 # A program that attacks its own records (test_collector.c): it writes
 # into its ring with the ring's own code.
 $(BUILD)/ringprobe: tests/helpers/ringprobe.c tests/helpers/dest.h $(POLICY_LIB)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(POLICY_LIB)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(POLICY_LIB) -pthread
 # The behaviour table's client (test_table.c): dynamic, so that the shim
 # reaches it; the BPF backend confines it as well.
 $(BUILD)/table-client: tests/helpers/table_client.c

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +33,13 @@ struct ring_client {
 	gid_t gid;
 	int pidfd;		/* readable once the process is gone */
 	bool gone;
+	bool replaced;		/* closed by the process, and drained */
 	char app[256], algorithm[32];
 	char exe[PATH_MAX];
 	unsigned long malformed, malformed_said;
 	uint64_t lost_reported;
+	uint64_t direct_said;	/* records the process wrote to the file itself, said so far */
+	long direct_said_at;
 };
 
 /* Connections whose registration has not arrived yet: looked at again
@@ -55,6 +59,7 @@ struct pending {
 struct pf_collector {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int listen_fd;
+	int abstract_fd;	/* the same name in the abstract namespace; -1: none */
 	struct pending pending[PENDING_MAX];
 	int pending_count;
 	struct pf_record_sink *sink;
@@ -75,6 +80,27 @@ static long coarse_seconds(void)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
 	return (long)now.tv_sec;
+}
+
+/* The abstract socket named like path (a NUL, then the path): the way in
+ * for a process that chrooted, or was forked by one that did, where the
+ * path is out of reach.  The shim checks who answers there (root or its
+ * own user) as it does at the path. */
+static int listen_abstract(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	size_t n = strlen(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	memcpy(addr.sun_path + 1, path, n);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0 &&
+	    listen(fd, 256) == 0)
+		return fd;
+	fprintf(stderr, "portfence: collector: cannot listen at the abstract socket @%s (%s): chrooted programs "
+			"cannot reach this collector\n", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
 }
 
 struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
@@ -122,6 +148,7 @@ struct pf_collector *pf_collector_open(const char *path, char *why, size_t len)
 		free(c);
 		return NULL;
 	}
+	c->abstract_fd = listen_abstract(path);
 	return c;
 }
 
@@ -272,17 +299,19 @@ static void accept_all(struct pf_collector *c)
 		close(p->fd);
 		*p = c->pending[--c->pending_count];
 	}
-	for (int i = 0; i < 64; i++) {
-		int conn = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (conn < 0)
-			return;
-		if (!readable(conn) && c->pending_count < PENDING_MAX) {
-			c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
-			continue;
+	int fds[2] = {c->listen_fd, c->abstract_fd};
+	for (int f = 0; f < 2; f++)
+		for (int i = 0; fds[f] >= 0 && i < 64; i++) {
+			int conn = accept4(fds[f], NULL, NULL, SOCK_CLOEXEC);
+			if (conn < 0)
+				break;
+			if (!readable(conn) && c->pending_count < PENDING_MAX) {
+				c->pending[c->pending_count++] = (struct pending){.fd = conn, .since = now};
+				continue;
+			}
+			take_registration(c, conn);
+			close(conn);
 		}
-		take_registration(c, conn);
-		close(conn);
-	}
 }
 
 void pf_collector_set_policy(struct pf_collector *c, const struct pf_policy *policy)
@@ -349,6 +378,26 @@ static void report_lost(struct pf_collector *c, struct ring_client *client)
 	client->lost_reported = lost;
 }
 
+/* The records the process wrote to the log file itself (its ring full,
+ * or no collector to take them: the shim counts them in the ring it
+ * registers next): said when they start, then at most once a minute,
+ * and when the process or its ring ends. */
+static void report_direct(struct ring_client *client)
+{
+	uint64_t direct = atomic_load(&client->ring->fallback);
+	long now = coarse_seconds();
+
+	if (direct <= client->direct_said ||
+	    (client->direct_said && !client->gone && !(atomic_load(&client->ring->head) & PF_RING_CLOSED) &&
+	     now - client->direct_said_at < 60))
+		return;
+	fprintf(stderr, "portfence: collector: pid %d (uid %u, app %s): %llu record(s) went to the log file "
+			"directly (its ring was full, or no collector took them)\n", (int)client->pid,
+		(unsigned)client->uid, client->app, (unsigned long long)direct);
+	client->direct_said = direct;
+	client->direct_said_at = now;
+}
+
 /* A batch: at most one ring's worth, so that one busy process cannot
  * hold the others back. */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
@@ -365,7 +414,7 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	/* A process gone mid-write leaves claimed slots never committed:
 	 * past them, whatever it committed is still taken. */
 	if (client->gone) {
-		uint64_t head = atomic_load(&client->ring->head);
+		uint64_t head = atomic_load(&client->ring->head) & ~PF_RING_CLOSED;
 		for (unsigned i = 0; i < PF_RING_SLOTS && client->tail < head; i++) {
 			int got = pf_ring_take(client->ring, &client->tail, &e);
 			if (got == 1) {
@@ -383,7 +432,16 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 			client->malformed - client->malformed_said);
 		client->malformed_said = client->malformed;
 	}
-	atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
+	report_direct(client);
+	/* A closed ring was replaced by the process (shim/collect.c): its
+	 * lease is not renewed, and once every slot claimed in it is taken
+	 * (by us or by the process, moving them into its new ring) it is
+	 * done with. */
+	uint64_t head = atomic_load(&client->ring->head);
+	if (head & PF_RING_CLOSED)
+		client->replaced = client->tail >= (head & ~PF_RING_CLOSED);
+	else
+		atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
 	return taken;
 }
 
@@ -411,7 +469,7 @@ unsigned long pf_collector_work(struct pf_collector *c)
 		written += drain(c, client, &now);
 	}
 	for (size_t i = c->count; i-- > 0;)
-		if (c->clients[i].gone)
+		if (c->clients[i].gone || c->clients[i].replaced)
 			forget(c, i);
 	pf_record_sink_flush(c->sink);
 	return written;
@@ -423,6 +481,8 @@ void pf_collector_close(struct pf_collector *c)
 		return;
 	accept_all(c);
 	close(c->listen_fd);
+	if (c->abstract_fd >= 0)
+		close(c->abstract_fd);
 	while (c->pending_count)
 		close(c->pending[--c->pending_count].fd);
 	unlink(c->path);

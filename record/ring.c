@@ -68,7 +68,7 @@ bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
 	uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);
 
 	for (int tries = 0;; tries++) {
-		if (tries == PUT_TRIES)
+		if (tries == PUT_TRIES || (pos & PF_RING_CLOSED))
 			return false;
 		slot = &slots[pos & (PF_RING_SLOTS - 1)];
 		uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire);

@@ -86,8 +86,24 @@ void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, in
 		      const struct sockaddr *local, const struct sockaddr *remote, unsigned attempts,
 		      int error);
 
+/* A ring's head with this bit set is closed: nothing more can be put
+ * there (the shim closes its ring when it replaces it, see shim/collect.c). */
+#define PF_RING_CLOSED (1ull << 63)
+
+/* Closes the ring; returns the position after the last slot ever
+ * claimed in it. */
+static inline uint64_t pf_ring_close(struct pf_ring_header *h)
+{
+	return atomic_fetch_or(&h->head, PF_RING_CLOSED) & ~PF_RING_CLOSED;
+}
+
+static inline bool pf_ring_closed(struct pf_ring_header *h)
+{
+	return atomic_load_explicit(&h->head, memory_order_relaxed) & PF_RING_CLOSED;
+}
+
 /* Producer, async-signal-safe and lock-free: false when the ring is full
- * (or its memory was trampled by the program). */
+ * or closed (or its memory was trampled by the program). */
 bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e);
 
 /* Consumer: the next committed slot at *tail copied into out, the slot

@@ -11,6 +11,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -26,6 +30,7 @@ static struct pf_ring_register registration;
 
 static _Atomic(struct pf_ring_header *) ring;
 static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
+static _Atomic pid_t ring_collector;	/* the collector that took it (its pid, as the kernel said) */
 static _Atomic int registering;
 static _Atomic long next_attempt;	/* coarse second of the next try */
 static _Atomic int failed_attempts;	/* tries in a row that no collector took */
@@ -64,10 +69,46 @@ static struct pf_ring_header *make_ring(int *memfd)
 	return map;
 }
 
-/* Sends the ring and waits (at most wait_ms) for the collector's yes. */
-static bool register_ring(int memfd, int wait_ms)
+/* A connection to the collector: at its path, or, where the path is out
+ * of reach (a process that chrooted, a child forked after its parent
+ * did), at the abstract socket of the same name, which a chroot does not
+ * hide.  Only root's collector (or one of our own user's) gets the ring:
+ * a socket another user planted at the path (a shared /run/portfence) or
+ * bound to the abstract name would otherwise read every record handed to
+ * it.  -1: none. */
+static int connect_collector(pid_t *collector)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	size_t n = strlen(collector_path);
+	struct ucred server;
+	socklen_t server_len = sizeof(server);
+
+	int fd = real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	memcpy(addr.sun_path, collector_path, n);
+	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		memmove(addr.sun_path + 1, addr.sun_path, n);
+		addr.sun_path[0] = '\0';
+		if (real_connect(fd, (struct sockaddr *)&addr,
+				 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0) {
+			real_close(fd);
+			return -1;
+		}
+	}
+	if (real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) < 0 ||
+	    (server.uid != 0 && server.uid != geteuid())) {
+		real_close(fd);
+		return -1;
+	}
+	*collector = server.pid;
+	return fd;
+}
+
+/* Sends the ring over fd (then closed) and waits (at most wait_ms) for
+ * the collector's yes. */
+static bool register_ring(int fd, int memfd, int wait_ms)
+{
 	char control[CMSG_SPACE(sizeof(int))] = {0};
 	struct iovec iov = {.iov_base = &registration, .iov_len = sizeof(registration)};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
@@ -76,24 +117,12 @@ static bool register_ring(int memfd, int wait_ms)
 	bool ok = false;
 	char answer = 0;
 
-	memcpy(addr.sun_path, collector_path, sizeof(addr.sun_path));
-	int fd = real_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return false;
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
-	struct ucred server;
-	socklen_t server_len = sizeof(server);
-	/* Only root's collector (or one of our own user's) gets the ring: a
-	 * socket another user planted at the path (a shared /run/portfence)
-	 * would otherwise read every record handed to it. */
-	if (real_connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-	    real_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &server, &server_len) == 0 &&
-	    (server.uid == 0 || server.uid == geteuid()) &&
-	    real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
+	if (real_sendmsg(fd, &msg, MSG_NOSIGNAL) == (ssize_t)sizeof(registration) &&
 	    poll(&pfd, 1, wait_ms) == 1 && read(fd, &answer, 1) == 1)
 		ok = answer == '1';
 	real_close(fd);
@@ -102,14 +131,19 @@ static bool register_ring(int memfd, int wait_ms)
 
 /* A ring for this process, registered; NULL when there is no collector
  * (or it would not take it). */
-static struct pf_ring_header *register_new(int wait_ms)
+static struct pf_ring_header *register_new(int wait_ms, pid_t *collector)
 {
 	int memfd = -1;
-	struct pf_ring_header *fresh = make_ring(&memfd);
+	int fd = connect_collector(collector);
 
-	if (!fresh)
+	if (fd < 0)
 		return NULL;
-	bool ok = register_ring(memfd, wait_ms);
+	struct pf_ring_header *fresh = make_ring(&memfd);
+	if (!fresh) {
+		real_close(fd);
+		return NULL;
+	}
+	bool ok = register_ring(fd, memfd, wait_ms);
 	real_close(memfd);
 	if (!ok) {
 		munmap(fresh, PF_RING_BYTES);
@@ -131,11 +165,11 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	registration.version = PF_RING_VERSION;
 	strncpy(registration.app, app, sizeof(registration.app) - 1);
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
-	if (access(collector_path, F_OK) < 0)
-		return false;
-	struct pf_ring_header *fresh = register_new(1000);
+	pid_t collector = 0;
+	struct pf_ring_header *fresh = register_new(1000, &collector);
 	if (!fresh)
 		return false;
+	atomic_store(&ring_collector, collector);
 	atomic_store(&ring_pid, pf_cached_pid());
 	atomic_store(&attempt_pid, pf_cached_pid());
 	atomic_store(&ring, fresh);
@@ -159,15 +193,57 @@ static void say_fallback(const char *why)
 	pf_stderr_line(line, (size_t)(o.p - line));
 }
 
-/* The committed records of a ring no collector will read any more,
- * moved into the new one in order (or counted as lost). */
+/* A swap (a new ring for a collector's lease that ran out) closes the
+ * old ring first: from then on no writer can claim a slot there (its put
+ * fails and it waits for the swap's end), and every slot claimed before
+ * is taken, waiting the few instructions its writer needs to commit it.
+ * So a record written at the instant of a swap is never left behind in a
+ * ring nobody reads, and leftovers go first into the new ring, before it
+ * is published, so that each thread's records stay in order. */
+static _Atomic int moving;
+static _Atomic uint64_t direct_writes;	/* records written directly while no ring was read */		/* a swap is moving the old ring's records */
+/* This thread is inside a put: a handler that interrupted it must not
+ * swap (the slot it claimed would never commit while we wait). */
+static __thread unsigned char in_put __attribute__((tls_model("initial-exec")));
+/* This thread is the swapper: a handler on it must not wait for itself. */
+static __thread unsigned char swapping_here __attribute__((tls_model("initial-exec")));
+
+/* How long a swap waits for a writer that claimed a slot to commit it
+ * (a thread descheduled between the two): past that, the record is
+ * counted as lost, never silently dropped. */
+#define COMMIT_WAIT_NS 200000000L
+
+static long monotonic_ns(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec * 1000000000L + now.tv_nsec;
+}
+
+/* The old ring's records, all of them, into the new one in order (with
+ * no collector, into the file; counted as lost when neither takes them). */
 static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
-	uint64_t tail = atomic_load(&old->tail);
+	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
 	struct pf_ring_entry e;
-	int rc;
+	long deadline = 0;
 
-	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(old, &tail, &e)); i++) {
+	/* The header is the program's to trample: never more than a ring. */
+	if (tail > end || end - tail > PF_RING_SLOTS)
+		tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
+	while (tail < end) {
+		int rc = pf_ring_take(old, &tail, &e);
+		if (rc == 0) {
+			if (!deadline)
+				deadline = monotonic_ns() + COMMIT_WAIT_NS;
+			if (monotonic_ns() < deadline) {
+				sched_yield();
+				continue;
+			}
+			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
+			tail++;
+			continue;
+		}
 		if (rc != 1)
 			continue;
 		if (fresh && pf_ring_put(fresh, &e))
@@ -179,68 +255,123 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
- * a time).  NULL: write directly. */
-static struct pf_ring_header *current_ring(const struct pf_runtime *rt)
+ * a time).  force: the ring was found closed.  NULL: write directly. */
+static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
 {
 	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
 	pid_t pid = pf_cached_pid();
 	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
 	long now;
 
-	if (!child && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
+	if (!child && !force && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
 		return r;
-	if (child)
-		now = coarse_seconds();
+	now = coarse_seconds();
 	/* A new process tries at once, whatever its parent's tries were. */
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
 		atomic_store(&failed_attempts, 0);
 		atomic_store(&next_attempt, 0);
+		atomic_store(&direct_writes, 0);
 		atomic_store(&attempt_pid, pid);
 	}
-	long due = atomic_load(&next_attempt);
+	/* One thread at a time; another one's swap moves the old ring's
+	 * records, and, while the ring is open, ours with them. */
+	if (in_put || atomic_exchange(&registering, 1))
+		return !child && !pf_ring_closed(r) ? r : NULL;
+	swapping_here = 1;
 	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
-	 * connections and never answers must not slow the program down. */
+	 * connections and never answers must not slow the program down.
+	 * Between tries there is no registration, but a ring nobody reads
+	 * any more is still emptied into the file at once. */
+	long due = atomic_load(&next_attempt);
 	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
-	if (now < due || !atomic_compare_exchange_strong(&next_attempt, &due, now + (1L << (failed < 6 ? failed : 6))) ||
-	    atomic_exchange(&registering, 1))
-		return NULL;
-	/* A running program waits less than one starting: a collector
-	 * that answers at all answers fast. */
-	struct pf_ring_header *fresh = register_new(100);
-	if (fresh)
-		atomic_store(&failed_attempts, 0);
-	else
-		atomic_fetch_add(&failed_attempts, 1);
+	struct pf_ring_header *fresh = NULL;
+	pid_t collector = 0;
+	if (now >= due) {
+		atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
+		/* A running program waits less than one starting: a collector
+		 * that answers at all answers fast. */
+		fresh = register_new(100, &collector);
+		if (fresh) {
+			/* The next lapse may register again at once. */
+			atomic_store(&failed_attempts, 0);
+			atomic_store(&next_attempt, 0);
+		} else
+			atomic_fetch_add(&failed_attempts, 1);
+	}
 	/* What the collector that went had not taken: into the new ring,
 	 * or with no collector, into the file. */
-	if (!child)
+	if (!child && (fresh || !pf_ring_closed(r))) {
+		atomic_store(&moving, 1);
 		move_leftovers(rt, r, fresh);
+	}
 	if (fresh) {
+		/* What went to the file meanwhile is counted in the new ring,
+		 * for the collector to say. */
+		atomic_fetch_add(&fresh->fallback, atomic_exchange(&direct_writes, 0));
+		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
-		/* The old one stays mapped: a thread may be writing into it
-		 * still (a child has none: it was never forked). */
+		/* The old one stays mapped: a thread may still be looking at
+		 * it (a child has none: it was never forked). */
 	}
+	atomic_store(&moving, 0);
 	atomic_store(&registering, 0);
+	swapping_here = 0;
 	return fresh;
+}
+
+/* Waits (bounded) for another thread's swap to end; false when this
+ * thread is the swapper (a handler) or it did not end in time. */
+static bool swap_ended(void)
+{
+	long deadline = monotonic_ns() + COMMIT_WAIT_NS + 200000000L;
+
+	if (swapping_here)
+		return false;
+	while (atomic_load(&moving))
+		if (monotonic_ns() > deadline)
+			return false;
+		else
+			sched_yield();
+	return true;
 }
 
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_ring_entry e;
-	struct pf_ring_header *r = current_ring(rt);
+	bool force = false;
 
-	if (!r) {
-		say_fallback("the collector is gone");
-		return false;
-	}
 	pf_ring_entry_of(&e, record->event, record->sock && record->sock->udp,
 			 record->sock ? record->sock->family : AF_INET, record->local, record->remote,
 			 record->attempts, record->error);
-	if (pf_ring_put(r, &e))
-		return true;
-	atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
-	say_fallback("the record ring is full");
+	for (int round = 0; round < 3; round++) {
+		struct pf_ring_header *r = current_ring(rt, force);
+		if (!r) {
+			/* The old ring was just closed: its records are being
+			 * moved; ours comes after them. */
+			if (atomic_load(&moving) && swap_ended())
+				continue;
+			break;
+		}
+		in_put = 1;
+		bool put = pf_ring_put(r, &e);
+		in_put = 0;
+		if (put)
+			return true;
+		if (!pf_ring_closed(r)) {
+			atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
+			say_fallback("the record ring is full");
+			return false;
+		}
+		/* Closed under us by a swap: the new ring, once the old one's
+		 * records are in it. */
+		if (!swap_ended())
+			break;
+		force = atomic_load(&ring) == r;
+	}
+	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pf_cached_pid())
+		atomic_fetch_add_explicit(&direct_writes, 1, memory_order_relaxed);
+	say_fallback("the collector is gone");
 	return false;
 }
 
@@ -249,4 +380,41 @@ void pf_collect_lost(void)
 	struct pf_ring_header *r = atomic_load(&ring);
 	if (r && atomic_load(&ring_pid) == pf_cached_pid())
 		atomic_fetch_add(&r->lost, 1);
+}
+
+/* A child forked while another thread was swapping has no such thread:
+ * it must neither wait for that swap nor take it for under way. */
+static void collect_after_fork_child(void)
+{
+	atomic_store(&moving, 0);
+	if (!swapping_here)
+		atomic_store(&registering, 0);
+}
+
+__attribute__((constructor(101))) static void collect_init(void)
+{
+	pthread_atfork(NULL, NULL, collect_after_fork_child);
+}
+
+/* At exit: what is still in the ring of a collector that is gone (killed
+ * before its lease ran out, so that no swap took the ring over) would be
+ * nobody's; it goes to the file, in order.  A collector that lives takes
+ * it after we are gone, as it always does.  (Its pid is the kernel's
+ * word at registration; 0, from another pid namespace, is not looked at.) */
+__attribute__((destructor)) static void collect_at_exit(void)
+{
+	struct pf_ring_header *r = atomic_load(&ring);
+	pid_t collector = atomic_load(&ring_collector);
+	int saved = errno;
+
+	if (!r || collector <= 0 || atomic_load(&ring_pid) != pf_cached_pid() || pf_ring_closed(r) ||
+	    atomic_load(&r->tail) >= (atomic_load(&r->head) & ~PF_RING_CLOSED) || kill(collector, 0) == 0 ||
+	    errno != ESRCH || atomic_exchange(&registering, 1))
+		goto out;
+	atomic_store(&moving, 1);
+	move_leftovers(pf_runtime(), r, NULL);
+	atomic_store(&moving, 0);
+	atomic_store(&registering, 0);
+out:
+	errno = saved;
 }

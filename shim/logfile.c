@@ -269,6 +269,10 @@ static void remember_path(const char *path)
 }
 
 static _Atomic long rotation_checked_at;
+/* The root directory the log was opened under: a process that chrooted
+ * since cannot see the path, which says nothing about a rotation. */
+static dev_t log_root_dev;
+static ino_t log_root_ino;
 
 static long coarse_seconds(void)
 {
@@ -300,6 +304,11 @@ int pf_log_open(const char *path, char *why, size_t why_len)
 	}
 	if (strcmp(path, "-") != 0 && fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {
 		remember_path(path);
+		struct stat root;
+		if (stat("/", &root) == 0) {
+			log_root_dev = root.st_dev;
+			log_root_ino = root.st_ino;
+		}
 		atomic_store(&log_may_end_mid_line, info.st_size > 0 ? MID_LINE_UNKNOWN : 0);
 		atomic_store(&rotation_checked_at, coarse_seconds());
 		atomic_store(&log_rotates, log_path[0] != '\0');
@@ -331,6 +340,12 @@ static bool still_at_path(int fd)
 	return open_file.st_dev == at_path.st_dev && open_file.st_ino == at_path.st_ino;
 }
 
+static bool chrooted_since_open(void)
+{
+	struct stat root;
+	return stat("/", &root) == 0 && (root.st_dev != log_root_dev || root.st_ino != log_root_ino);
+}
+
 static void follow_rotation(void)
 {
 	long now = coarse_seconds();
@@ -344,6 +359,19 @@ static void follow_rotation(void)
 	 * are moving under us: the next second will do. */
 	if (fd < 0 || fd_lock_held_here() || still_at_path(fd))
 		return;
+	if (chrooted_since_open()) {
+		/* The path is out of reach from here: no rotation can be
+		 * seen, and none is claimed. */
+		atomic_store(&log_rotates, false);
+		char line[WARNING_MAX];
+		struct pf_out o = {.p = line, .end = line + sizeof(line) - 200};
+		pf_put_str(&o, "portfence: this process changed its root directory (chroot) after opening the audit log ");
+		pf_put_str(&o, log_path);
+		o.end = line + sizeof(line);
+		warn_done(&o, line, "; its records go on to the file opened before, and do not follow a rotation "
+				    "(a collector, `portfence daemon`, writes them wherever the program runs)");
+		return;
+	}
 	char line[WARNING_MAX];
 	struct pf_out o = {.p = line, .end = line + sizeof(line) - 96};
 	pf_put_str(&o, "portfence: ");

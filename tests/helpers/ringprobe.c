@@ -2,6 +2,10 @@
  *
  *   ringprobe connect N ADDR:PORT      N TCP connects (closed with RST), prints "ok N"
  *   ringprobe paced N MS ADDR:PORT     the same, MS milliseconds apart
+ *   ringprobe threads N US ADDR:PORT...
+ *                                      one thread per destination, each N
+ *                                      connects US microseconds apart;
+ *                                      prints "ok K" per thread
  *   ringprobe hold N ADDR:PORT         N TCP connects kept open until the end
  *                                      (a small range runs out), prints "ok K"
  *   ringprobe hostile ADDR:PORT LOG SOCKET
@@ -14,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,8 +115,43 @@ static int hostile(const char *dest_text, const char *log, const char *socket_pa
 	return 0;
 }
 
+struct paced_thread {
+	struct sockaddr_in dest;
+	int n, us, ok;
+	pthread_t thread;
+};
+
+static void *paced_loop(void *arg)
+{
+	struct paced_thread *t = arg;
+	for (int i = 0; i < t->n; i++) {
+		t->ok += connect_once(&t->dest) == 0;
+		if (t->us)
+			usleep((useconds_t)t->us);
+	}
+	return NULL;
+}
+
+static int threads(int n, int us, int count, char **dests)
+{
+	struct paced_thread t[count];
+	int all = 1;
+	for (int i = 0; i < count; i++) {
+		t[i] = (struct paced_thread){.dest = parse(dests[i]), .n = n, .us = us};
+		pthread_create(&t[i].thread, NULL, paced_loop, &t[i]);
+	}
+	for (int i = 0; i < count; i++) {
+		pthread_join(t[i].thread, NULL);
+		printf("ok %d\n", t[i].ok);
+		all &= t[i].ok == n;
+	}
+	return all ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 5 && argc <= 20 && strcmp(argv[1], "threads") == 0)
+		return threads(atoi(argv[2]), atoi(argv[3]), argc - 4, argv + 4);
 	if (argc == 4 && strcmp(argv[1], "connect") == 0) {
 		struct sockaddr_in dest = parse(argv[3]);
 		int n = atoi(argv[2]), ok = 0;
@@ -142,6 +182,6 @@ int main(int argc, char **argv)
 	}
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
 	return 2;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "record/ring.h"
 
 #define COLLECTOR_SOCKET "/run/portfence/collector.sock"
 #define JOURNALD "/lib/systemd/systemd-journald"
@@ -148,6 +149,20 @@ static void acceptor_stop(struct acceptor *a)
 	atomic_store(&a->stop, 1);
 	pthread_join(a->thread, NULL);
 	close(a->fd);
+}
+
+/* The svc app's sandbox in a private /run, its collector started, a
+ * server (its address in dest) and the program's output path in out. */
+static pid_t svc_with_collector(struct sandbox *sb, struct acceptor *srv, char *dest, size_t dest_len, char *out,
+				size_t out_len)
+{
+	private_run();
+	sandbox_init(sb, svc_app);
+	pid_t collector = start_collector(sb);
+	acceptor_start(srv);
+	snprintf(dest, dest_len, "127.0.0.1:%u", srv->port);
+	snprintf(out, out_len, "%s/out", sb->dir);
+	return collector;
 }
 
 static unsigned count_lines_of(const char *path)
@@ -434,12 +449,7 @@ Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
 	struct acceptor srv;
 	char dest[64], out[256];
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	char *argv[] = {(char *)build_path("ringprobe"), "connect", "1000000", dest, NULL};
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
 	for (int i = 0; i < 300 && atomic_load(&srv.count) < 5000; i++)
@@ -472,12 +482,7 @@ static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb,
 	struct acceptor srv;
 	char dest[64], out[256], count[16];
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
-	acceptor_start(&srv);
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
-	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	snprintf(count, sizeof(count), "%u", n);
 	char *argv[] = {(char *)build_path("ringprobe"), "paced", count, "100", dest, NULL};
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
@@ -632,5 +637,353 @@ Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 12
 	json_decref(records);
 	acceptor_stop(&srv);
 	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* ---- a chrooted daemon and logrotate ---- */
+
+#define TFTPD "/usr/sbin/in.tftpd"
+#define TFTP "/usr/bin/tftp"
+
+static const char tftp_app[] =
+	"default = \"pass\";\napps = ( { name = \"tftp\"; match = { exe = [ \"*/in.tftpd\" ]; };"
+	" range = [ 62000, 62999 ]; algorithm = \"sequential\"; } );";
+
+/* A network namespace of the test's own, with loopback up.  tftpd-hpa
+ * resolves its -a address with AI_ADDRCONFIG, which counts no loopback
+ * address: lo gets one more address, which nothing ever sends to. */
+static void private_net(void)
+{
+	cr_assert_eq(unshare(CLONE_NEWNET), 0, "unshare -n: %s", strerror(errno));
+	cr_assert_eq(system("ip link set lo up && ip addr add 10.213.0.1/32 dev lo"), 0);
+}
+
+/* One real transfer with the tftp-hpa client: the server's child
+ * chroots into its directory, binds a socket (a range port) and sends
+ * the file. */
+static void transfer(const struct sandbox *sb, uint16_t port, int n)
+{
+	char cmd[512], got[256], want[64];
+	snprintf(cmd, sizeof(cmd), "timeout 20 %s 127.0.0.1 %u -c get file.txt %s/got%d.txt", TFTP, port, sb->dir, n);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	snprintf(cmd, sizeof(cmd), "%s/got%d.txt", sb->dir, n);
+	read_all(cmd, got, sizeof(got));
+	snprintf(want, sizeof(want), "portfence tftp %d\n", 0);
+	cr_assert_str_eq(got, want, "transfer %d got '%s'", n, got);
+}
+
+/* The pids other than the server's own whose records lie in path (the
+ * transfers' children), each with a range port. */
+static unsigned children_recorded(const char *path, pid_t server)
+{
+	json_t *records = audit_records(path);
+	unsigned n = 0;
+	for (size_t i = 0; i < json_array_size(records); i++) {
+		json_t *r = json_array_get(records, i);
+		const char *local = text(r, "local");
+		const char *colon = strrchr(local, ':');
+		if (json_integer_value(json_object_get(r, "pid")) == server || strcmp(text(r, "event"), "assign") ||
+		    !colon || atoi(colon + 1) < 62000 || atoi(colon + 1) > 62999)
+			continue;
+		cr_assert_str_eq(text(r, "exe"), TFTPD);
+		n++;
+	}
+	json_decref(records);
+	return n;
+}
+
+/* tftpd-hpa -s (each transfer's child chroots into the served directory)
+ * under `portfence run`; logrotate (a real one, config written here)
+ * renames the log between transfers.  out gets what tftpd said on
+ * stderr; the children's records before and after the rotation are
+ * counted. */
+static void tftpd_through_logrotate(bool with_collector, char *out_text, size_t out_len, unsigned *before,
+				    unsigned *after)
+{
+	struct sandbox sb;
+	char root[128], file[160], out[160], conf[160], cmd[512], rotated[160], port_text[32];
+	struct stat info;
+
+	if (access(TFTPD, X_OK) != 0 || access(TFTP, X_OK) != 0)
+		cr_skip_test("%s or %s is not installed (packages tftpd-hpa, tftp-hpa)", TFTPD, TFTP);
+	if (access("/usr/sbin/logrotate", X_OK) != 0)
+		cr_skip_test("logrotate is not installed");
+	private_run();
+	private_net();
+	sandbox_init(&sb, tftp_app);
+	pid_t collector = with_collector ? start_collector(&sb) : -1;
+	snprintf(root, sizeof(root), "%s/root", sb.dir);
+	cr_assert_eq(mkdir(root, 0755), 0);
+	snprintf(file, sizeof(file), "%s/file.txt", root);
+	FILE *f = fopen(file, "w");
+	fprintf(f, "portfence tftp 0\n");
+	fclose(f);
+	chmod(file, 0644);
+	uint16_t port = free_dns_port();
+	snprintf(port_text, sizeof(port_text), "127.0.0.1:%u", port);
+	snprintf(out, sizeof(out), "%s/tftpd.err", sb.dir);
+	/* -L: standalone, in the foreground; -s: chroot; -u nobody. */
+	char *argv[] = {TFTPD, "-4", "-L", "-u", "nobody", "-a", port_text, "-s", root, NULL};
+	pid_t server = spawn_under(&sb, NULL, argv, out);
+	usleep(500000);
+	/* Two transfers, a second apart (so that each child looks at the
+	 * log's path after a clock second turned). */
+	transfer(&sb, port, 1);
+	sleep(1);
+	transfer(&sb, port, 2);
+	await_lines(sb.log, 4);
+	snprintf(conf, sizeof(conf), "%s/logrotate.conf", sb.dir);
+	f = fopen(conf, "w");
+	fprintf(f, "%s {\n\trotate 2\n\tmissingok\n\tnocompress\n\tcreate\n}\n", sb.log);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "logrotate -f -s %s/logrotate.status %s", sb.dir, conf);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	snprintf(rotated, sizeof(rotated), "%s.1", sb.log);
+	cr_assert_eq(stat(rotated, &info), 0, "logrotate left no %s", rotated);
+	/* Followed within a second. */
+	usleep(1200000);
+	transfer(&sb, port, 3);
+	sleep(1);
+	transfer(&sb, port, 4);
+	usleep(500000);
+	await_settled(sb.log, 4);
+	stop(server, SIGTERM);
+	if (collector > 0)
+		stop(collector, SIGTERM);
+	*before = children_recorded(rotated, server);
+	*after = children_recorded(sb.log, server);
+	read_all(out, out_text, out_len);
+	sandbox_cleanup(&sb);
+}
+
+/* With the collector the program holds no log at all: every transfer's
+ * child (chrooted, running as nobody) is recorded, and the records after
+ * logrotate's rename land in the new file; no false warning. */
+Test(collector, chrooted_tftpd_records_follow_logrotate, .timeout = 120)
+{
+	char said[4096];
+	unsigned before, after;
+
+	tftpd_through_logrotate(true, said, sizeof(said), &before, &after);
+	fprintf(stderr, "chroot+collector: children recorded %u before, %u after; tftpd said: %s\n", before, after,
+		said);
+	cr_assert_eq(before, 2, "children's records before the rotation: %u (tftpd said: %s)", before, said);
+	cr_assert_eq(after, 2, "children's records after the rotation: %u (tftpd said: %s)", after, said);
+	cr_assert_null(strstr(said, "portfence"), "tftpd said: %s", said);
+}
+
+/* Without a collector the program writes the file itself: the server
+ * (not chrooted) follows the rotation and its children inherit the new
+ * file.  A child may not see the path from its chroot: it says so, and
+ * never claims a rotation it cannot see. */
+Test(collector, chrooted_tftpd_without_collector_says_the_truth, .timeout = 120)
+{
+	char said[4096];
+	unsigned before, after;
+
+	tftpd_through_logrotate(false, said, sizeof(said), &before, &after);
+	fprintf(stderr, "chroot, no collector: children recorded %u before, %u after; tftpd said: %s\n", before,
+		after, said);
+	cr_assert_eq(before, 2, "children's records before the rotation: %u (tftpd said: %s)", before, said);
+	cr_assert_eq(after, 2, "children's records after the rotation: %u (tftpd said: %s)", after, said);
+	cr_assert_null(strstr(said, "before rotation"), "false warning: %s", said);
+	cr_assert_null(strstr(said, "cannot open audit log"), "false warning: %s", said);
+	for (const char *line = strstr(said, "portfence:"); line; line = strstr(line + 1, "portfence:"))
+	{
+		static const char honest[] = "portfence: this process changed its root directory (chroot)";
+		cr_assert_eq(strncmp(line, honest, sizeof(honest) - 1), 0, "tftpd said: %s", said);
+	}
+}
+
+/* ---- ring swaps ---- */
+
+#define SWAP_THREADS 4
+
+/* Records of one thread (told by its destination), in the file's order:
+ * their count, and whether their times ever went back. */
+static unsigned thread_records(json_t *records, uint16_t port, unsigned *out_of_order, unsigned *same_time)
+{
+	char remote[32];
+	const char *last = "";
+	unsigned n = 0;
+
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", port);
+	*out_of_order = *same_time = 0;
+	for (size_t i = 0; i < json_array_size(records); i++) {
+		json_t *r = json_array_get(records, i);
+		if (strcmp(text(r, "remote"), remote))
+			continue;
+		int order = strcmp(text(r, "ts"), last);
+		*out_of_order += order < 0;
+		*same_time += order == 0;
+		last = text(r, "ts");
+		n++;
+	}
+	return n;
+}
+
+/* Four threads of one process record without a pause while the
+ * collector is stopped with sig and started again, rounds times, every
+ * period_ms: each time the process's ring is swapped (the old one's lease
+ * ends, a new one is registered, or the records go to the file
+ * meanwhile).  Every record written at the instant of a swap still
+ * arrives, once, and each thread's records stay in order. */
+static void swaps_under(int sig, int rounds, int period_ms, const char *per_thread, const char *pause_us)
+{
+	struct sandbox sb;
+	struct acceptor srv[SWAP_THREADS];
+	char dest[SWAP_THREADS][32], out[256], said[4096];
+	char *argv[5 + SWAP_THREADS] = {(char *)build_path("ringprobe"), "threads", (char *)per_thread,
+					(char *)pause_us};
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	for (int i = 0; i < SWAP_THREADS; i++) {
+		acceptor_start(&srv[i]);
+		snprintf(dest[i], sizeof(dest[i]), "127.0.0.1:%u", srv[i].port);
+		argv[4 + i] = dest[i];
+	}
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	int swaps = 0;
+	for (; swaps < rounds && waitpid(pid, NULL, WNOHANG) == 0; swaps++) {
+		usleep((useconds_t)period_ms * 1000);
+		stop(collector, sig);
+		collector = start_collector(&sb);
+	}
+	cr_assert_eq(wait_child(pid), 0, "the program failed");
+	unsigned connected = 0;
+	for (int i = 0; i < SWAP_THREADS; i++)
+		connected += (unsigned)atomic_load(&srv[i].count);
+	unsigned have = await_settled(sb.log, connected);
+	read_all(out, said, sizeof(said));
+	json_t *records = audit_records(sb.log);
+	fprintf(stderr, "ring swaps (signal %d): %d collector restarts, %u connects, %u records; the program said: %s\n",
+		sig, swaps, connected, have, said);
+	for (size_t i = 0; i < json_array_size(records); i++)
+		cr_assert_str_neq(text(json_array_get(records, i), "event"), "error", "a record was lost: %s",
+				  json_dumps(json_array_get(records, i), 0));
+	for (int i = 0; i < SWAP_THREADS; i++) {
+		unsigned disorder, same, n = thread_records(records, srv[i].port, &disorder, &same);
+		cr_assert_eq(n, (unsigned)atomic_load(&srv[i].count), "thread %d: %u records of %d connects", i, n,
+			     atomic_load(&srv[i].count));
+		cr_assert_eq(disorder, 0, "thread %d: %u records out of order", i, disorder);
+		cr_assert_eq(same, 0, "thread %d: %u records twice", i, same);
+	}
+	cr_assert_eq(have, connected);
+	json_decref(records);
+	/* What went to the file while no collector took the ring is
+	 * counted, and said by the collector that comes next. */
+	if (strstr(said, "the collector is gone")) {
+		char daemon_said[16384], path[256];
+		snprintf(path, sizeof(path), "%s/daemon.err", sb.dir);
+		read_all(path, daemon_said, sizeof(daemon_said));
+		cr_assert_not_null(strstr(daemon_said, "record(s) went to the log file directly"), "%s", daemon_said);
+	}
+	for (int i = 0; i < SWAP_THREADS; i++)
+		acceptor_stop(&srv[i]);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* Restarted (SIGTERM) every quarter second. */
+Test(collector, ring_swaps_on_restarts_lose_nothing, .timeout = 240)
+{
+	swaps_under(SIGTERM, 12, 250, "6000", "200");
+}
+
+/* Killed (SIGKILL) and started again: the ring swaps only when the lease
+ * runs out, with seconds of records waiting in it. */
+Test(collector, ring_swaps_after_crashes_lose_nothing, .timeout = 240)
+{
+	swaps_under(SIGKILL, 4, 3000, "3000", "4000");
+}
+
+/* ---- the fallback ---- */
+
+/* The collector stopped (SIGSTOP), so that nothing drains the ring while
+ * one process makes 6,000 records at once: the ring takes 4,096, the
+ * rest go to the file directly, said once on the program's stderr and
+ * counted (the collector says how many once it runs again); none is
+ * lost, none written twice. */
+Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], said[4096], daemon_said[4096], line[256];
+	const unsigned n = 6000;
+
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	char *argv[] = {(char *)build_path("ringprobe"), "connect", "6000", dest, NULL};
+	/* One record through the collector first: it answers. */
+	struct run_result r;
+	char *run_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			    (char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, run_argv, NULL, NULL);
+	cr_assert_eq(await_lines(sb.log, 1), 1);
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	/* The program registers at start-up, before its first connect. */
+	for (int i = 0; i < 100 && atomic_load(&srv.count) < 2; i++)
+		usleep(1000);
+	kill(collector, SIGSTOP);
+	cr_assert_eq(wait_child(pid), 0);
+	unsigned early = (unsigned)atomic_load(&srv.count);
+	kill(collector, SIGCONT);
+	unsigned have = await_lines(sb.log, n + 1);
+	usleep(300000);
+	read_all(out, said, sizeof(said));
+	snprintf(line, sizeof(line), "%s/daemon.err", sb.dir);
+	read_all(line, daemon_said, sizeof(daemon_said));
+	fprintf(stderr, "full ring: %u records of %u; the program said: %s; the collector said: %s\n", have, n + 1,
+		said, daemon_said);
+	cr_assert_eq(count_lines_of(sb.log), n + 1, "records: %u of %u", count_lines_of(sb.log), n + 1);
+	const char *full = strstr(said, "portfence: the record ring is full; records go to the log file directly (counted)");
+	cr_assert_not_null(full, "%s", said);
+	cr_assert_null(strstr(full + 1, "portfence:"), "said more than once: %s", said);
+	/* The ring held 4,096 (less what the collector took before it
+	 * stopped); the rest went directly, and the collector counted them. */
+	const char *counted = strstr(daemon_said, "record(s) went to the log file directly");
+	cr_assert_not_null(counted, "the collector said: %s", daemon_said);
+	const char *number = counted;
+	while (number > daemon_said && number[-1] != ':')
+		number--;
+	unsigned direct = (unsigned)strtoul(number + 1, NULL, 10);
+	cr_assert(direct >= n - PF_RING_SLOTS && direct <= n - PF_RING_SLOTS + early,
+		  "%u counted as direct (%u connects before the stop)", direct, early);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), n + 1);
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* The collector killed (SIGKILL) while a process writes, and the process
+ * ending before the collector's lease runs out: what it put in its ring
+ * after the kill is nobody's to read, so it writes them to the file
+ * itself as it exits. */
+Test(collector, exit_soon_after_collector_killed_loses_nothing, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], said[4096];
+
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	char *argv[] = {(char *)build_path("ringprobe"), "paced", "20", "50", dest, NULL};
+	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	usleep(300000);
+	stop(collector, SIGKILL);
+	cr_assert_eq(wait_child(pid), 0);
+	unsigned have = await_settled(sb.log, 20);
+	read_all(out, said, sizeof(said));
+	fprintf(stderr, "exit after the collector's kill: %u records of 20; the program said: %s\n", have, said);
+	cr_assert_eq(have, 20, "%u records of 20 (the program said: %s)", have, said);
+	json_t *records = audit_records(sb.log);
+	for (size_t i = 1; i < json_array_size(records); i++)
+		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
+			      0, "record %zu out of order", i);
+	json_decref(records);
+	acceptor_stop(&srv);
 	sandbox_cleanup(&sb);
 }

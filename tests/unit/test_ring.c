@@ -7,6 +7,8 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -168,4 +170,108 @@ Test(ring, journal_entry_has_every_field)
 	cr_assert_eq(memcmp(exe + 22, "/usr/bin/cu\nrl\n", 15), 0);
 	cr_assert_eq(pf_journal_entry("not a record", 12, -1, out, sizeof(out)), 0);
 	cr_assert_eq(pf_journal_entry("{\"a\":\"b", 7, -1, out, sizeof(out)), 0);
+}
+
+/* A swap under way: writer threads put while a consumer (the collector)
+ * takes, and a closer (the shim replacing the ring) closes it and takes
+ * every slot claimed before the close, waiting for those still being
+ * written.  Every put that said yes is taken exactly once, each
+ * writer's records in its order; after the close no put says yes. */
+#define CLOSE_WRITERS 4
+#define CLOSE_PER_WRITER 200000
+
+struct close_run {
+	struct pf_ring_header *h;
+	atomic_uint put[CLOSE_WRITERS];
+	atomic_int closed;
+	atomic_uint after_close;
+	unsigned char *seen;	/* per writer and sequence number */
+	unsigned last[CLOSE_WRITERS];
+	unsigned disorder, twice;
+};
+
+struct writer_arg {
+	struct close_run *run;
+	unsigned w;
+};
+
+static void *writer_loop(void *arg)
+{
+	struct writer_arg *a = arg;
+	struct pf_ring_entry e;
+
+	for (unsigned i = 1; i <= CLOSE_PER_WRITER; i++) {
+		pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, NULL, i, (int)a->w);
+		int was_closed = atomic_load(&a->run->closed);
+		if (pf_ring_put(a->run->h, &e)) {
+			atomic_fetch_add(&a->run->put[a->w], 1);
+			if (was_closed)
+				atomic_fetch_add(&a->run->after_close, 1);
+		} else if (!atomic_load(&a->run->closed)) {
+			i--;	/* full: the consumer is behind, try again */
+		} else {
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void took(struct close_run *run, const struct pf_ring_entry *e)
+{
+	unsigned w = (unsigned)e->error, i = e->attempts;
+	cr_assert_lt(w, CLOSE_WRITERS);
+	cr_assert(i >= 1 && i <= CLOSE_PER_WRITER);
+	unsigned char *seen = &run->seen[w * (CLOSE_PER_WRITER + 1) + i];
+	run->twice += *seen;
+	*seen = 1;
+	run->disorder += i <= run->last[w];
+	run->last[w] = i;
+}
+
+Test(ring, close_leaves_no_record_behind, .timeout = 60)
+{
+	struct close_run run = {.h = new_ring()};
+	struct writer_arg args[CLOSE_WRITERS];
+	pthread_t threads[CLOSE_WRITERS];
+	struct pf_ring_entry e;
+	uint64_t tail = 0;
+	unsigned taken = 0;
+
+	run.seen = calloc(CLOSE_WRITERS, CLOSE_PER_WRITER + 1);
+	for (unsigned w = 0; w < CLOSE_WRITERS; w++) {
+		args[w] = (struct writer_arg){.run = &run, .w = w};
+		pthread_create(&threads[w], NULL, writer_loop, &args[w]);
+	}
+	/* The collector takes until a third of the records went by... */
+	while (taken < CLOSE_WRITERS * CLOSE_PER_WRITER / 3)
+		if (pf_ring_take(run.h, &tail, &e) == 1) {
+			took(&run, &e);
+			taken++;
+		}
+	/* ...then the ring is closed mid-stream, and the closer takes every
+	 * slot claimed before, in order. */
+	uint64_t end = pf_ring_close(run.h);
+	atomic_store(&run.closed, 1);
+	while (tail < end) {
+		int rc = pf_ring_take(run.h, &tail, &e);
+		if (rc == 1) {
+			took(&run, &e);
+			taken++;
+		}
+	}
+	for (unsigned w = 0; w < CLOSE_WRITERS; w++)
+		pthread_join(threads[w], NULL);
+	unsigned put = 0;
+	for (unsigned w = 0; w < CLOSE_WRITERS; w++)
+		put += atomic_load(&run.put[w]);
+	cr_assert(pf_ring_closed(run.h));
+	cr_assert_not(pf_ring_put(run.h, &e), "a closed ring takes no more");
+	cr_assert_eq(pf_ring_take(run.h, &tail, &e), 0, "nothing after the end");
+	cr_assert_eq(atomic_load(&run.after_close), 0, "%u puts after the close", atomic_load(&run.after_close));
+	cr_assert_eq(taken, put, "%u records taken of %u put", taken, put);
+	cr_assert_eq(run.twice, 0);
+	cr_assert_eq(run.disorder, 0);
+	cr_assert_lt(put, CLOSE_WRITERS * CLOSE_PER_WRITER, "the close came mid-stream");
+	free(run.seen);
+	munmap(run.h, PF_RING_BYTES);
 }
