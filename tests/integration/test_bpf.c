@@ -1982,6 +1982,72 @@ Test(bpf, bind_address_port_zero_then_connect_under_the_shim_too)
 	bind_zero_connect_cycles(false);
 }
 
+/* A range full of TIME_WAIT: plain connects, the client closing first
+ * after the greeting, four times through a 100-port range.  Every cycle
+ * connects from the range, and the walk does not visit the whole range
+ * each time: once a walk has found no port free, the next ones take the
+ * first port only TIME_WAIT holds (before the fix every record after the
+ * first 100 showed attempts 100). */
+Test(bpf, time_wait_full_range_keeps_attempts_small)
+{
+	enum { LO = 63400, HI = 63499, PORTS = HI - LO + 1, CYCLES = 4 * PORTS };
+	static const char script[] =
+		"import socket, sys\n"
+		"ok = fail = 0\n"
+		"for i in range(int(sys.argv[2])):\n"
+		"    s = socket.socket()\n"
+		"    try:\n"
+		"        s.connect(('127.0.0.1', int(sys.argv[1]))); s.recv(3)\n"
+		"        print('port', s.getsockname()[1]); ok += 1\n"
+		"    except OSError as e:\n"
+		"        print('errno', e.errno); fail += 1\n"
+		"    s.close()\n"
+		"print('ok', ok, 'fail', fail)\n";
+	struct server srv;
+	struct run_result r;
+	char port[16], cycles[16], value[32], expected[64];
+
+	require_bpf_machine();
+	bpf_sandbox("twfull", LO, HI, NULL);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	snprintf(cycles, sizeof(cycles), "%d", CYCLES);
+	char *argv[] = {"python3", "-c", (char *)script, port, cycles, NULL};
+	run_bpf(&r, "twfull", argv);
+	server_stop(&srv);
+
+	cr_assert_eq(r.status, 0, "status %d\n%.2000s%s", r.status, r.out, r.err);
+	snprintf(expected, sizeof(expected), "ok %d fail 0\n", CYCLES);
+	cr_expect(strstr(r.out, expected), "%d cycles must all connect:\n%.2000s", CYCLES,
+		  r.out + (strlen(r.out) > 2000 ? strlen(r.out) - 2000 : 0));
+	for (int i = 0; line_value(r.out, "port", i, value, sizeof(value)); i++)
+		cr_expect(in_range(atol(value), LO, HI), "cycle %d from port %s", i, value);
+	json_t *records = audit_records(fx.sb.log), *record;
+	size_t i;
+	long assigns = 0, full_part = 0, attempts = 0, full_walks = 0, most = 0;
+	json_array_foreach(records, i, record) {
+		const char *event = field(record, "event");
+		if (!event || strcmp(event, "assign") != 0)
+			continue;
+		long a = (long)json_integer_value(json_object_get(record, "attempts"));
+		if (assigns++ < PORTS)
+			continue;	/* the range filling up */
+		full_part++;
+		attempts += a;
+		full_walks += a >= PORTS / 2;
+		most = a > most ? a : most;
+	}
+	json_decref(records);
+	cr_expect_eq(assigns, CYCLES, "%ld assign records for %d cycles", assigns, CYCLES);
+	cr_assert_gt(full_part, 0, "no record after the range filled");
+	/* A full walk now and then (to see whether ports came free) is
+	 * allowed; every one is not. */
+	cr_expect_leq(full_walks, 10, "%ld of %ld connects walked half the range or more (mean attempts %.1f, most %ld)",
+		      full_walks, full_part, (double)attempts / full_part, most);
+	cr_expect_leq(attempts, 3 * full_part, "mean attempts %.1f over %ld connects in a TIME_WAIT-full range",
+		      (double)attempts / full_part, full_part);
+}
+
 /* ---- Every protocol that takes ports: confined or refused (item 5) ---- */
 
 /* No connect hook runs for UDP-Lite: a confined app's UDP-Lite socket is
