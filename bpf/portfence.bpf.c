@@ -85,7 +85,7 @@ static __always_inline int pfb_connect_bound(struct bpf_sock_addr *ctx, const st
 	for (int i = 0; i < 4; i++)
 		f.local_addr[i] = w.source[i];
 	bpf_map_delete_elem(&bind_picks, &cookie);
-	if (!pfb_is_zero(w.source) && pfb_tuple_holder(&w, w.source, port) == 1) {
+	if (!pfb_is_zero(w.source) && pfb_tuple_holder(&w, w.source, port) == PFB_TUPLE_HELD) {
 		f.event = PF_CORE_EVENT_ERROR;
 		f.error = PF_CORE_EADDRNOTAVAIL;
 		pfb_record(d, &f);
