@@ -456,9 +456,8 @@ static long pfb_try_unused_port(__u32 k, void *arg)
 	if (!port)
 		return 1;
 	__u32 index = (__u32)port - w->seq.cw.lo, *users = bpf_map_lookup_elem(&port_users, &index);
-	__u64 *mptcp = bpf_map_lookup_elem(&mptcp_taken, &index);
 	w->attempts++;
-	if ((users && *users) || (mptcp && *mptcp && bpf_ktime_get_coarse_ns() - *mptcp < PFB_MPTCP_HELD_NS)) {
+	if (users && *users) {
 		/* TCP: the first candidate another socket holds without
 		 * listening on it can be shared (SO_REUSEADDR). */
 		if (!w->udp && !w->time_wait_port && !pfb_listener_holds(w, port))
@@ -517,11 +516,43 @@ static __always_inline void pfb_bound_source(struct bpf_sock_addr *ctx, const st
 }
 
 /* An MPTCP subflow (the kernel's own TCP socket under an MPTCP one):
- * no release hook runs for it, so its port is never counted. */
+ * no release hook runs for it, so its port is counted on its MPTCP
+ * socket (pfb_count_on_mptcp). */
 static __always_inline int pfb_mptcp_subflow(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	return sk && bpf_skc_to_mptcp_sock(sk) != 0;
+}
+
+/* The MPTCP socket's cookie, read through BTF (CO-RE); the sock_create
+ * hook made it when the program created the socket. */
+struct sock_common___pfb {
+	struct {
+		__s64 counter;
+	} skc_cookie;
+} __attribute__((preserve_access_index));
+struct sock___pfb {
+	struct sock_common___pfb __sk_common;
+} __attribute__((preserve_access_index));
+
+/* A subflow took port: it is counted in port_users under the MPTCP
+ * socket's cookie, whose release hook runs when the program closes it,
+ * and uncounts it.  One port per MPTCP socket (its first subflow's); a
+ * socket made before the programs were attached has no cookie yet and
+ * is not counted. */
+static __always_inline void pfb_count_on_mptcp(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
+					       __u16 port)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sock___pfb *msk = sk ? (struct sock___pfb *)bpf_skc_to_mptcp_sock(sk) : 0;
+
+	if (!msk)
+		return;
+	__u64 cookie = (__u64)msk->__sk_common.skc_cookie.counter;
+	__u32 *known = cookie ? bpf_map_lookup_elem(&sockets, &cookie) : 0;
+	if (!cookie || (known && (*known & PFB_SOCKET_COUNTED)))
+		return;
+	pfb_mark_socket(cookie, (known ? *known : 0) | pfb_bound_flags(cfg, port));
 }
 
 #endif

@@ -2146,6 +2146,52 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	json_decref(records);
 }
 
+/* An MPTCP connection's port is the app's while the connection lives
+ * (counted on the MPTCP socket, whose close runs the release hook; none
+ * runs for its subflow): with three of a four-port range held by MPTCP
+ * connections, bind(127.0.0.1, 0) + listen gets the fourth, whatever the
+ * walk's order (without the count, 3 runs in 4 bound a held port and
+ * listen failed with EADDRINUSE). */
+Test(bpf, mptcp_connections_count_their_ports)
+{
+	enum { LO = 65420, HI = 65423 };
+	static const char script[] =
+		"import socket, sys\n"
+		"held = []\n"
+		"for i in range(3):\n"
+		"    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"    c.connect(('127.0.0.1', int(sys.argv[1]))); held.append(c); print('held', c.getsockname()[1])\n"
+		"l = socket.socket()\n"
+		"try:\n"
+		"    l.bind(('127.0.0.1', 0)); l.listen(); print('listen', l.getsockname()[1])\n"
+		"except OSError as e:\n"
+		"    print('listen-errno', e.errno)\n";
+	struct server srv, unused;
+	struct run_result r;
+	char value[32];
+	long held[3];
+
+	require_bpf_machine();
+	int probe = socket(AF_INET, SOCK_STREAM, 262);
+	if (probe < 0)
+		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
+	close(probe);
+	bpf_sandbox("mcount", LO, HI, NULL);
+	run_script_with_servers(&r, "mcount", script, &srv, "127.0.0.1", SERVE_STALL, &unused, "127.0.0.1",
+				SERVE_STALL);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(line_value(r.out, "held", i, value, sizeof(value)), "%s", r.out);
+		held[i] = atol(value);
+		cr_expect(in_range(held[i], LO, HI), "connection %d from port %ld", i, held[i]);
+	}
+	cr_assert(line_value(r.out, "listen", 0, value, sizeof(value)),
+		  "bind(127.0.0.1, 0) + listen must get the free port:\n%s", r.out);
+	long port = atol(value);
+	cr_expect(in_range(port, LO, HI) && port != held[0] && port != held[1] && port != held[2],
+		  "the listener took %ld, held: %ld %ld %ld", port, held[0], held[1], held[2]);
+}
+
 /* Every port of the range held by listeners outside the app (which the
  * app's own count cannot see): each bind(addr, 0) the kernel refuses is
  * an error record, never an `assign ok`. */
