@@ -2094,6 +2094,14 @@ Test(bpf, udplite_socket_is_refused_for_a_confined_app)
 		  "protocols = [\"tcp\"] leaves UDP-Lite to the program:\n%s", r.out);
 }
 
+static void require_mptcp(void)
+{
+	int probe = socket(AF_INET, SOCK_STREAM, 262);
+	if (probe < 0)
+		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
+	close(probe);
+}
+
 /* MPTCP's TCP subflow runs the TCP hooks: it connects from the range
  * with an assign record (proto tcp), and a denied destination gets
  * EPERM; bind(addr, 0) + connect too. */
@@ -2117,10 +2125,7 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	char value[32], remote[64];
 
 	require_bpf_machine();
-	int probe = socket(AF_INET, SOCK_STREAM, 262);
-	if (probe < 0)
-		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
-	close(probe);
+	require_mptcp();
 	bpf_sandbox("multi", LO, HI, "deny = [ \"127.0.0.2/32\" ];");
 	run_script_with_servers(&r, "multi", script, &srv, "127.0.0.1", SERVE_GREET, &denied, "127.0.0.2",
 				SERVE_GREET);
@@ -2172,10 +2177,7 @@ Test(bpf, mptcp_connections_count_their_ports)
 	long held[3];
 
 	require_bpf_machine();
-	int probe = socket(AF_INET, SOCK_STREAM, 262);
-	if (probe < 0)
-		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
-	close(probe);
+	require_mptcp();
 	bpf_sandbox("mcount", LO, HI, NULL);
 	run_script_with_servers(&r, "mcount", script, &srv, "127.0.0.1", SERVE_STALL, &unused, "127.0.0.1",
 				SERVE_STALL);
