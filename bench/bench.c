@@ -280,10 +280,15 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
 
 void run_worker_figures(bool shim, const char *policy, char *const args[], double out[WORKER_FIGURES])
 {
-	int pipefd[2];
-	char buf[128] = "";
+	run_worker_values(shim, policy, args, out, WORKER_FIGURES);
+}
 
-	for (int i = 0; i < WORKER_FIGURES; i++)
+void run_worker_values(bool shim, const char *policy, char *const args[], double *out, int count)
+{
+	int pipefd[2];
+	char buf[256] = "";
+
+	for (int i = 0; i < count; i++)
 		out[i] = NAN;
 	char **env = shim ? shim_environ(policy) : environ;
 	if (!env || pipe(pipefd) < 0) {
@@ -316,7 +321,7 @@ void run_worker_figures(bool shim, const char *policy, char *const args[], doubl
 		return;
 	buf[got] = '\0';
 	char *at = buf;
-	for (int i = 0; i < WORKER_FIGURES; i++) {
+	for (int i = 0; i < count; i++) {
 		char *end;
 		double value = strtod(at, &end);
 		if (end == at)
@@ -485,6 +490,129 @@ static int worker_cgroup_paired(const char *confined, const char *native, uint16
 
 	return paired_two(block_tcp_connect, block_tcp_connect, &libc_ops, &dest, -1, count, pairs,
 			  side_cgroups);
+}
+
+/* ---- the BPF backend, native and the floor, with TIME_WAIT or without ---- */
+
+/* How the three sides of cgroup_three close: with RST (no TIME_WAIT),
+ * or with FIN, the client first (its 4-tuple then in TIME_WAIT, against
+ * a server that reads to the end before it closes). */
+static bool three_time_wait;
+static struct sockaddr_in three_floor_source;	/* the floor's source address */
+static uint16_t three_floor_lo, three_floor_hi, three_floor_next;
+
+/* With TIME_WAIT, the client reads the server's greeting first: the
+ * server (one thread, serving in turn) has then closed every earlier
+ * connection or is about to, so their 4-tuples reach TIME_WAIT rather
+ * than wait in FIN_WAIT2 for a server that lags behind. */
+static int close_as_set(int s)
+{
+	struct linger abort_close = {1, 0};
+	char greeting[8];
+	int rc = 0;
+	if (!three_time_wait)
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+	else if (read(s, greeting, sizeof(greeting)) <= 0)
+		rc = -1;
+	close(s);
+	return rc;
+}
+
+static int block_connect_close(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	(void)fd;
+	for (int i = 0; i < count; i++) {
+		int s = ops->socket(AF_INET, SOCK_STREAM, 0);
+		if (ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) < 0) {
+			fprintf(stderr, "portfence-bench: connect %d of %d: %s\n", i, count, strerror(errno));
+			return -1;
+		}
+		if (close_as_set(s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The floor: SO_REUSEADDR, bind to the source and the next port of the
+ * floor's range (the one used longest ago, in TIME_WAIT once the range
+ * is full), connect; the next port when a 4-tuple is still taken. */
+static int block_floor(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count)
+{
+	int one = 1, span = three_floor_hi - three_floor_lo + 1;
+	(void)fd;
+	for (int i = 0; i < count; i++) {
+		int s = -1, tries = 0;
+		for (; tries < span; tries++) {
+			struct sockaddr_in local = three_floor_source;
+			local.sin_port = htons(three_floor_next);
+			three_floor_next = three_floor_next >= three_floor_hi ? three_floor_lo : three_floor_next + 1;
+			if (s < 0 && ((s = ops->socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+				      setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0))
+				return -1;
+			if (bind(s, (const struct sockaddr *)&local, sizeof(local)) < 0)
+				continue;
+			if (ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) == 0)
+				break;
+			ops->close(s);	/* a bound socket cannot be bound again */
+			s = -1;
+		}
+		if (tries == span) {
+			fprintf(stderr, "portfence-bench: the floor's range is taken: %s\n", strerror(errno));
+			return -1;
+		}
+		if (close_as_set(s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Native (plain connects in the native cgroup), BPF (the same in the
+ * confined one) and the floor (in the native cgroup), blocks taking
+ * turns in one process, the order rotating from pair to pair.  Prints
+ * native, BPF and floor ns per connect, then the medians of the pairs'
+ * differences: BPF - native, floor - native, BPF - floor. */
+static int worker_cgroup_three(char **argv)
+{
+	const char *confined = argv[0], *native = argv[1];
+	struct sockaddr_in dest = loopback((uint16_t)atoi(argv[3]), argv[2]);
+	int count = atoi(argv[4]), pairs = atoi(argv[5]);
+	double ns[3][256], bpf_added[256], floor_added[256], over_floor[256];
+
+	three_time_wait = strcmp(argv[6], "time_wait") == 0;
+	three_floor_source = loopback(0, argv[7]);
+	three_floor_lo = three_floor_next = (uint16_t)atoi(argv[8]);
+	three_floor_hi = (uint16_t)atoi(argv[9]);
+	if (pairs > 256)
+		pairs = 256;
+	if (load_native_ops() < 0)
+		return 1;
+	/* Warm-up, and with TIME_WAIT each range filled with it: the
+	 * confined side's and the floor's, three times over. */
+	int fill = three_time_wait ? 3 * (three_floor_hi - three_floor_lo + 1) : count / 4;
+	if (join_cgroup(confined) < 0 || block_connect_close(&native_ops, &dest, -1, fill) < 0 ||
+	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0 ||
+	    block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
+		return 1;
+	for (int p = 0; p < pairs; p++) {
+		for (int k = 0; k < 3; k++) {
+			int side = (p + k) % 3;	/* 0 native, 1 BPF, 2 floor */
+			if (join_cgroup(side == 1 ? confined : native) < 0)
+				return 1;
+			double start = block_clock_ns();
+			int rc = side == 2 ? block_floor(&native_ops, &dest, -1, count)
+					   : block_connect_close(&native_ops, &dest, -1, count);
+			if (rc < 0)
+				return 1;
+			ns[side][p] = (block_clock_ns() - start) / count;
+		}
+		bpf_added[p] = ns[1][p] - ns[0][p];
+		floor_added[p] = ns[2][p] - ns[0][p];
+		over_floor[p] = ns[1][p] - ns[2][p];
+	}
+	join_cgroup(native);
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs), median(ns[1], pairs), median(ns[2], pairs),
+	       median(bpf_added, pairs), median(floor_added, pairs), median(over_floor, pairs));
+	return 0;
 }
 
 static int paired_blocks(block_fn block, const struct sockaddr_in *dest, int fd, int count, int pairs)
@@ -759,6 +887,8 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 6 && strcmp(argv[0], "cgroup_paired") == 0)
 		return worker_cgroup_paired(argv[1], argv[2], (uint16_t)atoi(argv[3]), atoi(argv[4]),
 					    atoi(argv[5]));
+	if (argc >= 11 && strcmp(argv[0], "cgroup_three") == 0)
+		return worker_cgroup_three(argv + 1);
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);
 	if (argc >= 5 && strcmp(argv[0], "contend") == 0)

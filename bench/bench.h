@@ -58,6 +58,8 @@ double run_worker_numbers(bool shim, const char *policy, char *const args[], dou
  * worker prints native ns, other ns, ratio, added ns. */
 #define WORKER_FIGURES 4
 void run_worker_figures(bool shim, const char *policy, char *const args[], double out[WORKER_FIGURES]);
+/* The first count numbers a worker printed (NaN where it printed fewer). */
+void run_worker_values(bool shim, const char *policy, char *const args[], double *out, int count);
 /* The floor's added ns over native (by_hand_nolog) when tcp_connect
  * measured it in this run, else NaN: the BPF section reports over it. */
 extern double bench_floor_added_ns;
@@ -94,6 +96,10 @@ void measure_bpf(FILE *json, bool first);
 /* bpf_burst: a burst of 50,000 records under the daemon, written and
  * lost (null when it cannot run). */
 void measure_bpf_burst(FILE *json, bool first);
+/* bpf_time_wait: the BPF backend (records on), native and the floor
+ * interleaved, on loopback and a veth pair in a namespace of its own,
+ * with and without a range full of TIME_WAIT. */
+void measure_bpf_time_wait(FILE *json, bool first);
 /* cgroup_confine_ms: a new cgroup matched by a glob, from mkdir to
  * confined by the daemon (median, max); and connects at birth that
  * left from outside the range. */

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -691,4 +692,256 @@ void measure_cgroup_confine(FILE *json, bool first)
 	       "%.2f ms | | <= 10 ms |\n", timed, count, med, max);
 	printf("| cgroup_confine | join a new cgroup and connect at once (no runtime): leaks of %d connects | | %d | | |\n",
 	       births, leaks);
+}
+
+/* ---- bpf_time_wait: the connect path with a range full of TIME_WAIT ---- */
+
+/* In a private network namespace of its own (loopback, and a veth pair
+ * to a second namespace that holds the far server), one daemon serves
+ * two apps: "benchtw", whose range the client-closes-first connects fill
+ * with TIME_WAIT, and "benchfresh", whose connects close with RST.  Each
+ * worker interleaves native, BPF (records on) and the floor (the system
+ * calls by hand: SO_REUSEADDR, bind, connect) in one process; the four
+ * cases (loopback and veth, each fresh and TIME_WAIT-full) take turns
+ * worker by worker. */
+#define TW_APP_LO 63000
+#define TW_FLOOR_LO 63100
+#define FRESH_APP_LO 63200
+#define FRESH_FLOOR_LO 63300
+#define TW_SPAN 100
+#define VETH_NEAR "10.251.0.1"
+#define VETH_FAR "10.251.0.2"
+#define TW_FIGURES 6
+#define MAX_TW_WORKERS 32
+
+struct tw_case {
+	const char *net, *mode, *dest, *source;
+	uint16_t port;
+	int floor_lo;
+	const char *confined;
+	double figures[TW_FIGURES][MAX_TW_WORKERS];
+	int got;
+};
+
+/* A process in a network namespace of its own, at the far end of a veth
+ * pair from this one, serving VETH_FAR: its pid, its server's port in
+ * *port, or -1 and why in b->reason. */
+static pid_t start_far_server(struct bpf_bench *b, uint16_t *port)
+{
+	int ready[2], go[2], told[2];
+	char command[512], byte = 0;
+
+	if (pipe(ready) < 0 || pipe(go) < 0 || pipe(told) < 0) {
+		snprintf(b->reason, sizeof(b->reason), "no pipe");
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct listener far;
+		if (unshare(CLONE_NEWNET) < 0 || write(ready[1], &byte, 1) != 1 || read(go[0], &byte, 1) != 1)
+			_exit(1);
+		listener_start(&far, VETH_FAR, LISTEN_GREET);
+		if (write(told[1], &far.port, sizeof(far.port)) != sizeof(far.port))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	close(go[0]);
+	close(told[1]);
+	if (pid < 0 || read(ready[0], &byte, 1) != 1) {
+		snprintf(b->reason, sizeof(b->reason), "cannot make the far namespace");
+		return -1;
+	}
+	snprintf(command, sizeof(command),
+		 "ip link add pfbtw0 type veth peer name pfbtw1 netns %d && ip addr add " VETH_NEAR "/24 dev pfbtw0 && "
+		 "ip link set pfbtw0 up && nsenter -t %d -n sh -c 'ip addr add " VETH_FAR "/24 dev pfbtw1 && "
+		 "ip link set pfbtw1 up && ip link set lo up'",
+		 (int)pid, (int)pid);
+	int rc = system(command);
+	if (rc != 0 || write(go[1], &byte, 1) != 1 || read(told[0], port, sizeof(*port)) != sizeof(*port)) {
+		snprintf(b->reason, sizeof(b->reason), "cannot set up the veth pair (ip, nsenter)");
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	close(ready[0]);
+	close(go[1]);
+	close(told[0]);
+	return pid;
+}
+
+/* The mean and the largest attempts of the log's records of app toward
+ * remote_prefix ("127.0.0.1:", "10.251.0.2:"). */
+static void log_attempts(const char *log, const char *app, const char *remote_prefix, double *mean, long *most)
+{
+	char line[4096], app_field[64], remote_field[64];
+	long total = 0, count = 0;
+	FILE *f = fopen(log, "r");
+
+	snprintf(app_field, sizeof(app_field), "\"app\":\"%s\"", app);
+	snprintf(remote_field, sizeof(remote_field), "\"remote\":\"%s", remote_prefix);
+	*most = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		const char *at = strstr(line, "\"attempts\":");
+		if (!at || !strstr(line, app_field) || !strstr(line, remote_field))
+			continue;
+		long attempts = atol(at + 11);
+		total += attempts;
+		count++;
+		*most = attempts > *most ? attempts : *most;
+	}
+	if (f)
+		fclose(f);
+	*mean = count ? (double)total / count : NAN;
+}
+
+static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *log, bool *first_case)
+{
+	static const char *const names[TW_FIGURES] = {"native_ns",	   "bpf_ns",	     "floor_ns",
+						      "added_ns", "floor_added_ns", "over_floor_ns"};
+	double med[TW_FIGURES];
+	for (int i = 0; i < TW_FIGURES; i++)
+		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
+	fprintf(b->json, "%s\n    \"%s_%s\": {", *first_case ? "" : ",", c->net, c->mode);
+	for (int i = 0; i < TW_FIGURES; i++)
+		fprintf(b->json, "%s\"%s\": %s", i ? ", " : "", names[i], json_number(med[i], 1).text);
+	fprintf(b->json, ", \"ratio\": %s", json_number(med[1] / med[0], 4).text);
+	double mean = NAN;
+	long most = 0;
+	if (strcmp(c->mode, "time_wait") == 0) {
+		log_attempts(log, "benchtw", c->dest, &mean, &most);
+		fprintf(b->json, ", \"attempts_mean\": %s, \"attempts_max\": %ld", json_number(mean, 2).text, most);
+	}
+	fprintf(b->json, ", \"workers\": %d}", c->got);
+	*first_case = false;
+	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, floor +%.2f; floor itself +%.2f)", c->net, c->mode,
+	       med[3] / 1000, med[5] / 1000, med[4] / 1000);
+	if (!isnan(mean))
+		printf(", attempts mean %.1f max %ld", mean, most);
+	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
+}
+
+/* Everything below runs in a child with a network namespace of its own;
+ * its JSON goes to b->json.  0, or 1 when it could not run. */
+static int time_wait_cases(struct bpf_bench *b)
+{
+	char policy[PATH_MAX], log[PATH_MAX], tw_rel[PATH_MAX], fresh_rel[PATH_MAX];
+	char tw_full[PATH_MAX], fresh_full[PATH_MAX], native_full[PATH_MAX];
+	struct listener near;
+	uint16_t far_port = 0;
+	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 5;
+	int count = settings.count ? settings.count : settings.quick ? 50 : 200;
+	int pairs = settings.pairs ? settings.pairs : settings.quick ? 2 : 8;
+	pid_t far = -1, daemon = -1;
+	const char *why = NULL;
+
+	if (workers > MAX_TW_WORKERS)
+		workers = MAX_TW_WORKERS;
+	if (unshare(CLONE_NEWNET) < 0 || system("ip link set lo up") != 0)
+		why = "cannot make a private network namespace";
+	if (!why && !make_cgroups(b))
+		why = "cannot create the bench's cgroups";
+	if (!why && (far = start_far_server(b, &far_port)) < 0)
+		why = b->reason;
+	/* The cgroups make_cgroups made: bpf (benchtw), attach (benchfresh),
+	 * native. */
+	snprintf(tw_rel, sizeof(tw_rel), "%s/bpf", b->base_relative);
+	snprintf(fresh_rel, sizeof(fresh_rel), "%s/attach", b->base_relative);
+	snprintf(tw_full, sizeof(tw_full), "%s", b->confined);
+	snprintf(fresh_full, sizeof(fresh_full), "%s", b->attach_target);
+	snprintf(native_full, sizeof(native_full), "%s", b->native);
+	snprintf(policy, sizeof(policy), "%s/bpf-tw.conf", settings.dir);
+	snprintf(log, sizeof(log), "%s/bpf-tw.jsonl", settings.dir);
+	FILE *f = why ? NULL : fopen(policy, "w");
+	if (f) {
+		fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s/state\";\napps = (\n"
+			   "  { name = \"benchtw\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+			   "  { name = \"benchfresh\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );\n",
+			log, settings.dir, TW_APP_LO, TW_APP_LO + TW_SPAN - 1, tw_rel, FRESH_APP_LO,
+			FRESH_APP_LO + TW_SPAN - 1, fresh_rel);
+		fclose(f);
+		char *args[] = {"daemon", "-c", policy, NULL};
+		daemon = start_tool(b, args);
+		if (daemon < 0 || !wait_attached(b, daemon, "benchtw", tw_rel) ||
+		    !wait_attached(b, daemon, "benchfresh", fresh_rel))
+			why = b->reason[0] ? b->reason : "the daemon did not attach";
+	} else if (!why) {
+		why = "cannot write the policy";
+	}
+	fprintf(b->json, "%s\n  \"bpf_time_wait\": ", b->first ? "" : ",");
+	if (why) {
+		fprintf(b->json, "null, \"bpf_time_wait_skipped\": ");
+		json_string(b->json, why);
+		printf("| bpf_time_wait | skipped: %s | | | | |\n", why);
+	} else {
+		listener_start(&near, "127.0.0.1", LISTEN_GREET);
+		static struct tw_case cases[4];
+		const char *nets[2] = {"loopback", "veth"}, *modes[2] = {"fresh", "time_wait"};
+		for (int i = 0; i < 4; i++) {
+			struct tw_case *c = &cases[i];
+			bool veth = i >= 2, tw = i % 2;
+			*c = (struct tw_case){.net = nets[veth], .mode = modes[tw], .dest = veth ? VETH_FAR : "127.0.0.1",
+					      .source = veth ? VETH_NEAR : "127.0.0.1",
+					      .port = veth ? far_port : near.port,
+					      .floor_lo = tw ? TW_FLOOR_LO : FRESH_FLOOR_LO,
+					      .confined = tw ? tw_full : fresh_full};
+		}
+		for (int w = 0; w < workers; w++)
+			for (int i = 0; i < 4; i++) {
+				struct tw_case *c = &cases[i];
+				char port[16], count_text[16], pairs_text[16], lo[16], hi[16];
+				double out[TW_FIGURES];
+				snprintf(port, sizeof(port), "%u", c->port);
+				snprintf(count_text, sizeof(count_text), "%d", count);
+				snprintf(pairs_text, sizeof(pairs_text), "%d", pairs);
+				snprintf(lo, sizeof(lo), "%d", c->floor_lo);
+				snprintf(hi, sizeof(hi), "%d", c->floor_lo + TW_SPAN - 1);
+				char *args[] = {"cgroup_three", (char *)c->confined, native_full, (char *)c->dest, port,
+						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi, NULL};
+				run_worker_values(false, NULL, args, out, TW_FIGURES);
+				if (isnan(out[TW_FIGURES - 1]))
+					continue;
+				for (int k = 0; k < TW_FIGURES; k++)
+					c->figures[k][c->got] = out[k];
+				c->got++;
+			}
+		listener_stop(&near);
+		stop_daemon(daemon);
+		daemon = -1;
+		fprintf(b->json, "{");
+		bool first_case = true;
+		for (int i = 0; i < 4; i++)
+			tw_case_report(b, &cases[i], log, &first_case);
+		fprintf(b->json, "\n  }");
+	}
+	stop_daemon(daemon);
+	if (far > 0) {
+		kill(far, SIGKILL);
+		waitpid(far, NULL, 0);
+	}
+	remove_cgroups(b);
+	fflush(NULL);
+	return why ? 1 : 0;
+}
+
+void measure_bpf_time_wait(FILE *json, bool first)
+{
+	struct bpf_bench b = {.json = json, .first = first};
+	const char *why = why_not();
+
+	find_tool(&b);
+	if (why) {
+		fprintf(json, "%s\n  \"bpf_time_wait\": null, \"bpf_time_wait_skipped\": ", first ? "" : ",");
+		json_string(json, why);
+		printf("| bpf_time_wait | skipped: %s | | | | |\n", why);
+		return;
+	}
+	fflush(NULL);	/* the child writes after what is written */
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(time_wait_cases(&b));
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
 }

@@ -78,7 +78,7 @@ struct {
 #define PFB_SOCKET_BOUND 1u
 #define PFB_SOCKET_UNBOUND_RECORDED 2u
 #define PFB_SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
-#define PFB_SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook will uncount it */
+#define PFB_SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook runs for it (its MPTCP socket counts its port) */
 #define PFB_SOCKET_PORT_SHIFT 16
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -126,18 +126,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } port_users SEC(".maps");
-
-/* When an MPTCP subflow last took each port of the range (index port -
- * range_lo, bpf_ktime_get_coarse_ns): no release hook runs for a subflow,
- * so its port cannot be counted in port_users; bind(port 0) passes over
- * a port taken this recently, as a preference only (it ages out). */
-#define PFB_MPTCP_HELD_NS (300ull * 1000000000ull)
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u64);
-} mptcp_taken SEC(".maps");
 
 /* The ports of the other apps' ranges (the loader fills it). */
 struct {

@@ -55,11 +55,8 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	int subflow = pfb_mptcp_subflow(ctx);
 	pfb_mark_socket(bpf_get_socket_cookie(ctx), subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
 							    : pfb_bound_flags(cfg, w.port));
-	if (subflow && w.port >= cfg->range_lo && w.port <= cfg->range_hi) {
-		__u32 index = w.port - cfg->range_lo;
-		__u64 now = bpf_ktime_get_coarse_ns();
-		bpf_map_update_elem(&mptcp_taken, &index, &now, BPF_ANY);
-	}
+	if (subflow)
+		pfb_count_on_mptcp(ctx, cfg, w.port);
 	if (w.udp)
 		pfb_record(d, &f);
 	else
@@ -85,7 +82,7 @@ static __always_inline int pfb_connect_bound(struct bpf_sock_addr *ctx, const st
 	for (int i = 0; i < 4; i++)
 		f.local_addr[i] = w.source[i];
 	bpf_map_delete_elem(&bind_picks, &cookie);
-	if (!pfb_is_zero(w.source) && pfb_tuple_holder(&w, w.source, port) == 1) {
+	if (!pfb_is_zero(w.source) && pfb_tuple_holder(&w, w.source, port) == PFB_TUPLE_HELD) {
 		f.event = PF_CORE_EVENT_ERROR;
 		f.error = PF_CORE_EADDRNOTAVAIL;
 		pfb_record(d, &f);
@@ -243,16 +240,21 @@ static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const 
 		pick.addr[i] = local->addr[i];	/* what was asked, until post_bind */
 	bpf_map_update_elem(&bind_picks, &cookie, &pick, BPF_ANY);
 	ctx->user_port = bpf_htons(w.port);
+	if (pfb_mptcp_subflow(ctx))
+		pfb_count_on_mptcp(ctx, cfg, w.port);	/* before the kernel's verdict: no later hook can */
 	return PFB_PROCEED;
 }
 
 /* An explicit bind the core permits: its "bind" record goes out at
  * post_bind, once the kernel has bound the port (not an MPTCP subflow's,
  * which the kernel binds itself). */
-static __always_inline void pfb_expect_bind(struct bpf_sock_addr *ctx, const struct pfb_dest *local, __u64 cookie)
+static __always_inline void pfb_expect_bind(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
+					    const struct pfb_dest *local, __u64 cookie)
 {
-	if (pfb_mptcp_subflow(ctx))
+	if (pfb_mptcp_subflow(ctx)) {
+		pfb_count_on_mptcp(ctx, cfg, local->port);
 		return;
+	}
 	struct pfb_bind_pick pick = {.port = local->port, .explicit_port = 1};
 	for (int i = 0; i < 4; i++)
 		pick.addr[i] = local->addr[i];
@@ -283,7 +285,7 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 	switch (a.verdict) {
 	case PF_CORE_CALL:
 		if (q.call == PF_CORE_CALL_BIND_PORT)
-			pfb_expect_bind(ctx, local, cookie);
+			pfb_expect_bind(ctx, cfg, local, cookie);
 		return PFB_PROCEED;
 	case PF_CORE_ASSIGN:
 		return pfb_assign_for_bind(ctx, cfg, local, &a, cookie);
@@ -464,8 +466,9 @@ int pfb_sockops(struct bpf_sock_ops *skops)
  * unseen), SCTP and DCCP bind through their own code, past the bind
  * hook.  A confined app's socket of one is refused (EPERM, a deny
  * record), unless the app does not manage its kind (protocols) or only
- * audits.  MPTCP needs nothing here: its TCP subflows run the TCP hooks
- * (connect, bind, sockops) on the app's cgroup. */
+ * audits.  MPTCP is confined through its TCP subflows, which run the TCP
+ * hooks (connect, bind, sockops) on the app's cgroup; here its socket
+ * only gets its cookie, under which its subflow's port is counted. */
 SEC("cgroup/sock_create")
 int pfb_sock_create(struct bpf_sock *sk)
 {
@@ -474,6 +477,10 @@ int pfb_sock_create(struct bpf_sock *sk)
 
 	if (!cfg || (family != AF_INET && family != AF_INET6))
 		return 1;
+	if (protocol == IPPROTO_MPTCP) {
+		bpf_get_socket_cookie(sk);	/* made now: its subflow's port is counted under it */
+		return 1;
+	}
 	if (protocol != IPPROTO_UDPLITE && protocol != IPPROTO_SCTP && protocol != IPPROTO_DCCP)
 		return 1;
 	int udp = protocol == IPPROTO_UDPLITE;

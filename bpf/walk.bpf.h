@@ -37,6 +37,8 @@ struct pfb_walk {
 	__u16 port;		/* the port taken, or 0 */
 	__u16 time_wait_port;	/* connect: a port whose 4-tuple only TIME_WAIT holds;
 				 * bind: the first one it can share */
+	__u16 closing_port;	/* connect: one whose 4-tuple only a FIN_WAIT2 holds */
+	__u16 range_full;	/* connect: no port was free a moment ago */
 	int udp;
 	int bind_error;
 };
@@ -207,8 +209,42 @@ static __always_inline __u32 pfb_max_tries(const struct pfb_walk *w)
 
 /* ---- a connect's walk: the 4-tuple, then bpf_bind ---------------- */
 
-/* The socket that holds (source, port) -> destination, seen from the
- * destination's side; 0 free, 1 held, 2 held only by TIME_WAIT. */
+/* What holds a 4-tuple, the better for a connect first: nothing; a
+ * TIME_WAIT that a bound socket reuses at once (the kernel's
+ * tcp_twsk_unique, with timestamps); a closed socket still in
+ * FIN_WAIT2, which the kernel keeps as a timewait socket too (its peer
+ * has not closed: a SYN there meets the old connection and waits a
+ * second), taken only when nothing better is left; a live socket, or a
+ * TIME_WAIT without timestamps, which no connect can reuse. */
+#define PFB_TUPLE_FREE 0
+#define PFB_TUPLE_TIME_WAIT 1
+#define PFB_TUPLE_CLOSING 2
+#define PFB_TUPLE_HELD 3
+
+/* The timewait socket's own fields, read through BTF (CO-RE). */
+struct inet_timewait_sock {
+	unsigned char tw_substate;
+} __attribute__((preserve_access_index));
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
+	int tw_ts_recent_stamp;
+} __attribute__((preserve_access_index));
+
+#define PFB_TCP_FIN_WAIT2 5
+
+static __always_inline int pfb_timewait_use(struct bpf_sock *sk)
+{
+	struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(sk);
+
+	if (!tw)
+		return PFB_TUPLE_HELD;
+	if (tw->tw_sk.tw_substate == PFB_TCP_FIN_WAIT2)
+		return PFB_TUPLE_CLOSING;
+	return tw->tw_ts_recent_stamp ? PFB_TUPLE_TIME_WAIT : PFB_TUPLE_HELD;
+}
+
+/* What holds (source, port) -> destination, seen from the destination's
+ * side: PFB_TUPLE_*. */
 static __always_inline int pfb_tuple_holder(struct pfb_walk *w, const __u32 *source, __u16 port)
 {
 	struct bpf_sock_tuple tuple = {};
@@ -232,8 +268,8 @@ static __always_inline int pfb_tuple_holder(struct pfb_walk *w, const __u32 *sou
 	}
 	sk = bpf_skc_lookup_tcp(w->ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
-		return 0;
-	int held = sk->state == BPF_TCP_TIME_WAIT ? 2 : 1;
+		return PFB_TUPLE_FREE;
+	int held = sk->state == BPF_TCP_TIME_WAIT ? pfb_timewait_use(sk) : PFB_TUPLE_HELD;
 	bpf_sk_release(sk);
 	return held;
 }
@@ -258,7 +294,7 @@ static long pfb_check_local_addr(__u32 index, void *arg)
 	int held = pfb_tuple_holder(check->w, addr, check->port);
 	if (held > check->held)
 		check->held = held;
-	return check->held == 1;
+	return check->held == PFB_TUPLE_HELD;
 }
 
 /* The sources the kernel may choose for this destination: the bound
@@ -271,8 +307,8 @@ static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 	if (!pfb_is_zero(w->source))
 		return pfb_tuple_holder(w, w->source, port);
 	int held = pfb_tuple_holder(w, w->d.addr, port);
-	if (held == 1)
-		return 1;
+	if (held == PFB_TUPLE_HELD)
+		return held;
 	if (w->d.family == AF_INET && (bpf_ntohl(w->d.addr[0]) >> 24) == 127) {
 		__u32 loopback[4] = {bpf_htonl(0x7f000001), 0, 0, 0};
 		int also = pfb_tuple_holder(w, loopback, port);
@@ -315,8 +351,18 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 		return 1;
 	w->attempts++;
 	int held = pfb_tuple_busy(w, port);
-	if (held == 2 && !w->time_wait_port)
+	if (held == PFB_TUPLE_TIME_WAIT && w->range_full) {
+		/* No port was free a moment ago: the first TIME_WAIT will do. */
+		if (pfb_bind_port(w, port) == 0) {
+			w->port = port;
+			return 1;
+		}
+		return 0;
+	}
+	if (held == PFB_TUPLE_TIME_WAIT && !w->time_wait_port)
 		w->time_wait_port = port;
+	if (held == PFB_TUPLE_CLOSING && !w->closing_port)
+		w->closing_port = port;
 	if (held)
 		return 0;
 	int rc = pfb_bind_port(w, port);
@@ -328,15 +374,50 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 	return 0;
 }
 
-/* A connect's walk, each candidate checked and bound in turn, then a
+/* When a connect's walk last found no port free toward a destination
+ * (bpf_ktime_get_coarse_ns; slots by a hash of the destination): for
+ * PFB_FULL_FOR_NS after it, a walk toward it takes the first port whose
+ * 4-tuple only TIME_WAIT holds rather than visit the whole range again;
+ * then one walk looks at the whole range again, in case ports came free
+ * (a TIME_WAIT lasts 60 s).  A hint only: a slot another destination
+ * shares costs at most a TIME_WAIT reused where a free port was. */
+#define PFB_FULL_SLOTS 1024
+#define PFB_FULL_FOR_NS 1000000000ull
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PFB_FULL_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} range_full SEC(".maps");
+
+static __always_inline __u64 *pfb_range_full_slot(const struct pfb_dest *d)
+{
+	__u32 mix = (d->addr[0] ^ d->addr[1] ^ d->addr[2] ^ d->addr[3] ^ d->port) * 0x9e3779b1u;
+	__u32 slot = mix >> 22;	/* PFB_FULL_SLOTS: 10 bits */
+
+	return bpf_map_lookup_elem(&range_full, &slot);
+}
+
+/* A connect's walk, each candidate checked and bound in turn; then a
  * port whose 4-tuple only TIME_WAIT holds (SO_REUSEADDR reuses it at
- * once); w->port is 0 when none. */
+ * once), else one only a FIN_WAIT2 holds; w->port is 0 when none.  Once
+ * a walk has found no port free, the walks toward that destination take
+ * the first TIME_WAIT they meet for a while. */
 static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf_bpf_config *cfg)
 {
+	__u64 *full = w->udp ? 0 : pfb_range_full_slot(&w->d), now = bpf_ktime_get_coarse_ns();
+
+	w->range_full = full && *full && now - *full < PFB_FULL_FOR_NS;
 	pfb_walk_start(w, cfg, 0);
 	bpf_loop(pfb_max_tries(w), pfb_try_connect_port, w, 0);
-	if (!w->port && w->time_wait_port && pfb_bind_port(w, w->time_wait_port) == 0)
+	if (w->port)
+		return;
+	if (full && !w->range_full && (w->time_wait_port || w->closing_port))
+		*full = now;
+	if (w->time_wait_port && pfb_bind_port(w, w->time_wait_port) == 0)
 		w->port = w->time_wait_port;
+	else if (w->closing_port && pfb_bind_port(w, w->closing_port) == 0)
+		w->port = w->closing_port;
 }
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */
@@ -375,9 +456,8 @@ static long pfb_try_unused_port(__u32 k, void *arg)
 	if (!port)
 		return 1;
 	__u32 index = (__u32)port - w->seq.cw.lo, *users = bpf_map_lookup_elem(&port_users, &index);
-	__u64 *mptcp = bpf_map_lookup_elem(&mptcp_taken, &index);
 	w->attempts++;
-	if ((users && *users) || (mptcp && *mptcp && bpf_ktime_get_coarse_ns() - *mptcp < PFB_MPTCP_HELD_NS)) {
+	if (users && *users) {
 		/* TCP: the first candidate another socket holds without
 		 * listening on it can be shared (SO_REUSEADDR). */
 		if (!w->udp && !w->time_wait_port && !pfb_listener_holds(w, port))
@@ -436,11 +516,43 @@ static __always_inline void pfb_bound_source(struct bpf_sock_addr *ctx, const st
 }
 
 /* An MPTCP subflow (the kernel's own TCP socket under an MPTCP one):
- * no release hook runs for it, so its port is never counted. */
+ * no release hook runs for it, so its port is counted on its MPTCP
+ * socket (pfb_count_on_mptcp). */
 static __always_inline int pfb_mptcp_subflow(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
 	return sk && bpf_skc_to_mptcp_sock(sk) != 0;
+}
+
+/* The MPTCP socket's cookie, read through BTF (CO-RE); the sock_create
+ * hook made it when the program created the socket. */
+struct sock_common___pfb {
+	struct {
+		__s64 counter;
+	} skc_cookie;
+} __attribute__((preserve_access_index));
+struct sock___pfb {
+	struct sock_common___pfb __sk_common;
+} __attribute__((preserve_access_index));
+
+/* A subflow took port: it is counted in port_users under the MPTCP
+ * socket's cookie, whose release hook runs when the program closes it,
+ * and uncounts it.  One port per MPTCP socket (its first subflow's); a
+ * socket made before the programs were attached has no cookie yet and
+ * is not counted. */
+static __always_inline void pfb_count_on_mptcp(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
+					       __u16 port)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sock___pfb *msk = sk ? (struct sock___pfb *)bpf_skc_to_mptcp_sock(sk) : 0;
+
+	if (!msk)
+		return;
+	__u64 cookie = (__u64)msk->__sk_common.skc_cookie.counter;
+	__u32 *known = cookie ? bpf_map_lookup_elem(&sockets, &cookie) : 0;
+	if (!cookie || (known && (*known & PFB_SOCKET_COUNTED)))
+		return;
+	pfb_mark_socket(cookie, (known ? *known : 0) | pfb_bound_flags(cfg, port));
 }
 
 #endif

@@ -236,7 +236,7 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
 				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
 				  skel->maps.port_users, skel->maps.record_loss, skel->maps.foreign_ports,
-				  skel->maps.bind_picks, skel->maps.mptcp_taken, skel->maps.outcomes, NULL};
+				  skel->maps.bind_picks, skel->maps.outcomes, NULL};
 	return maps[i];
 }
 

@@ -1956,6 +1956,72 @@ Test(bpf, bind_address_port_zero_then_connect_under_the_shim_too)
 	bind_zero_connect_cycles(false);
 }
 
+/* A range full of TIME_WAIT: plain connects, the client closing first
+ * after the greeting, four times through a 100-port range.  Every cycle
+ * connects from the range, and the walk does not visit the whole range
+ * each time: once a walk has found no port free, the next ones take the
+ * first port only TIME_WAIT holds (before the fix every record after the
+ * first 100 showed attempts 100). */
+Test(bpf, time_wait_full_range_keeps_attempts_small)
+{
+	enum { LO = 63400, HI = 63499, PORTS = HI - LO + 1, CYCLES = 4 * PORTS };
+	static const char script[] =
+		"import socket, sys\n"
+		"ok = fail = 0\n"
+		"for i in range(int(sys.argv[2])):\n"
+		"    s = socket.socket()\n"
+		"    try:\n"
+		"        s.connect(('127.0.0.1', int(sys.argv[1]))); s.recv(3)\n"
+		"        print('port', s.getsockname()[1]); ok += 1\n"
+		"    except OSError as e:\n"
+		"        print('errno', e.errno); fail += 1\n"
+		"    s.close()\n"
+		"print('ok', ok, 'fail', fail)\n";
+	struct server srv;
+	struct run_result r;
+	char port[16], cycles[16], value[32], expected[64];
+
+	require_bpf_machine();
+	bpf_sandbox("twfull", LO, HI, NULL);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	snprintf(cycles, sizeof(cycles), "%d", CYCLES);
+	char *argv[] = {"python3", "-c", (char *)script, port, cycles, NULL};
+	run_bpf(&r, "twfull", argv);
+	server_stop(&srv);
+
+	cr_assert_eq(r.status, 0, "status %d\n%.2000s%s", r.status, r.out, r.err);
+	snprintf(expected, sizeof(expected), "ok %d fail 0\n", CYCLES);
+	cr_expect(strstr(r.out, expected), "%d cycles must all connect:\n%.2000s", CYCLES,
+		  r.out + (strlen(r.out) > 2000 ? strlen(r.out) - 2000 : 0));
+	for (int i = 0; line_value(r.out, "port", i, value, sizeof(value)); i++)
+		cr_expect(in_range(atol(value), LO, HI), "cycle %d from port %s", i, value);
+	json_t *records = audit_records(fx.sb.log), *record;
+	size_t i;
+	long assigns = 0, full_part = 0, attempts = 0, full_walks = 0, most = 0;
+	json_array_foreach(records, i, record) {
+		const char *event = field(record, "event");
+		if (!event || strcmp(event, "assign") != 0)
+			continue;
+		long a = (long)json_integer_value(json_object_get(record, "attempts"));
+		if (assigns++ < PORTS)
+			continue;	/* the range filling up */
+		full_part++;
+		attempts += a;
+		full_walks += a >= PORTS / 2;
+		most = a > most ? a : most;
+	}
+	json_decref(records);
+	cr_expect_eq(assigns, CYCLES, "%ld assign records for %d cycles", assigns, CYCLES);
+	cr_assert_gt(full_part, 0, "no record after the range filled");
+	/* A full walk now and then (to see whether ports came free) is
+	 * allowed; every one is not. */
+	cr_expect_leq(full_walks, 10, "%ld of %ld connects walked half the range or more (mean attempts %.1f, most %ld)",
+		      full_walks, full_part, (double)attempts / full_part, most);
+	cr_expect_leq(attempts, 3 * full_part, "mean attempts %.1f over %ld connects in a TIME_WAIT-full range",
+		      (double)attempts / full_part, full_part);
+}
+
 /* ---- Every protocol that takes ports: confined or refused (item 5) ---- */
 
 /* No connect hook runs for UDP-Lite: a confined app's UDP-Lite socket is
@@ -2002,6 +2068,14 @@ Test(bpf, udplite_socket_is_refused_for_a_confined_app)
 		  "protocols = [\"tcp\"] leaves UDP-Lite to the program:\n%s", r.out);
 }
 
+static void require_mptcp(void)
+{
+	int probe = socket(AF_INET, SOCK_STREAM, 262);
+	if (probe < 0)
+		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
+	close(probe);
+}
+
 /* MPTCP's TCP subflow runs the TCP hooks: it connects from the range
  * with an assign record (proto tcp), and a denied destination gets
  * EPERM; bind(addr, 0) + connect too. */
@@ -2025,10 +2099,7 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	char value[32], remote[64];
 
 	require_bpf_machine();
-	int probe = socket(AF_INET, SOCK_STREAM, 262);
-	if (probe < 0)
-		cr_skip_test("skipped: MPTCP is not enabled in this kernel: %s", strerror(errno));
-	close(probe);
+	require_mptcp();
 	bpf_sandbox("multi", LO, HI, "deny = [ \"127.0.0.2/32\" ];");
 	run_script_with_servers(&r, "multi", script, &srv, "127.0.0.1", SERVE_GREET, &denied, "127.0.0.2",
 				SERVE_GREET);
@@ -2052,6 +2123,49 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	expect_bpf_fields(assign, "multi", "tcp", "python3", "portfence/multi-");
 	cr_expect_eq(count_records(records, "assign", "result", "ok"), 2, "two ok assignments");
 	json_decref(records);
+}
+
+/* An MPTCP connection's port is the app's while the connection lives
+ * (counted on the MPTCP socket, whose close runs the release hook; none
+ * runs for its subflow): with three of a four-port range held by MPTCP
+ * connections, bind(127.0.0.1, 0) + listen gets the fourth, whatever the
+ * walk's order (without the count, 3 runs in 4 bound a held port and
+ * listen failed with EADDRINUSE). */
+Test(bpf, mptcp_connections_count_their_ports)
+{
+	enum { LO = 65420, HI = 65423 };
+	static const char script[] =
+		"import socket, sys\n"
+		"held = []\n"
+		"for i in range(3):\n"
+		"    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+		"    c.connect(('127.0.0.1', int(sys.argv[1]))); held.append(c); print('held', c.getsockname()[1])\n"
+		"l = socket.socket()\n"
+		"try:\n"
+		"    l.bind(('127.0.0.1', 0)); l.listen(); print('listen', l.getsockname()[1])\n"
+		"except OSError as e:\n"
+		"    print('listen-errno', e.errno)\n";
+	struct server srv, unused;
+	struct run_result r;
+	char value[32];
+	long held[3];
+
+	require_bpf_machine();
+	require_mptcp();
+	bpf_sandbox("mcount", LO, HI, NULL);
+	run_script_with_servers(&r, "mcount", script, &srv, "127.0.0.1", SERVE_STALL, &unused, "127.0.0.1",
+				SERVE_STALL);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(line_value(r.out, "held", i, value, sizeof(value)), "%s", r.out);
+		held[i] = atol(value);
+		cr_expect(in_range(held[i], LO, HI), "connection %d from port %ld", i, held[i]);
+	}
+	cr_assert(line_value(r.out, "listen", 0, value, sizeof(value)),
+		  "bind(127.0.0.1, 0) + listen must get the free port:\n%s", r.out);
+	long port = atol(value);
+	cr_expect(in_range(port, LO, HI) && port != held[0] && port != held[1] && port != held[2],
+		  "the listener took %ld, held: %ld %ld %ld", port, held[0], held[1], held[2]);
 }
 
 /* Every port of the range held by listeners outside the app (which the
