@@ -97,6 +97,7 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 {
 	const char *app = served->app->name;
 
+	pf_bpf_detach(served->ancestor);
 	for (size_t i = 0; i < served->cgroup_count; i++) {
 		if (serves(next, app, served->cgroups[i].relative))
 			pf_bpf_attachment_release(served->cgroups[i].attachment);
@@ -138,8 +139,12 @@ static void stop_all(struct daemon_state *state, const struct daemon_state *next
 	if (state->policy_loaded)
 		pf_policy_free(&state->policy);
 	state->policy_loaded = false;
-	if (!next)
+	state->cgroup_apps_fd = -1;
+	state->ancestor[0] = '\0';
+	if (!next) {
+		unlink(PF_BPF_CGROUPS_PIN);
 		rmdir(PF_BPF_PIN_ROOT);	/* when nothing else is pinned there */
+	}
 }
 
 /* Loads the policy; its own FILE:LINE lines say why not. */
@@ -157,6 +162,7 @@ static int load_policy(struct daemon_state *state, const char *config)
 static int start_apps(struct daemon_state *state, const char *config, char *why, size_t len)
 {
 	state->inotify = -1;
+	state->cgroup_apps_fd = -1;
 	state->sink = pf_record_sink_open(bpf_cli_log_path(&state->policy), state->policy.log_syslog);
 	state->apps = calloc(state->policy.app_count + 1, sizeof(*state->apps));
 	if (!state->apps)
@@ -174,8 +180,13 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 		/* Counted first, so that a half-served app is stopped too. */
 		struct served_app *served = &state->apps[state->app_count++];
 		served->app = app;
-		if (pf_bpf_app_load(&state->policy, app, true, &served->loaded, why, len) < 0)
+		struct pf_bpf_share share = {.app_id = (uint32_t)state->app_count,
+					     .cgroup_apps_fd = state->cgroup_apps_fd,
+					     .births = state->cgroup_apps_fd < 0};
+		if (pf_bpf_app_load_shared(&state->policy, app, true, &share, &served->loaded, why, len) < 0)
 			return -1;
+		if (state->cgroup_apps_fd < 0)
+			state->cgroup_apps_fd = pf_bpf_cgroup_map_fd(served->loaded);
 	}
 	if (state->app_count == 0 && !state->collector) {
 		daemon_say(why, len, "%s lists no cgroups for any app and no app is attached: nothing to confine", config);
@@ -183,6 +194,9 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 	}
 	if (state->app_count == 0)
 		return 0;	/* the collector alone: no cgroup to watch */
+	daemon_start_births(state);
+	if (daemon_keep_ancestor(state, why, len) < 0)
+		return -1;
 	state->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (state->inotify < 0)
 		return daemon_say(why, len, "cannot watch the cgroup hierarchy: inotify: %s", strerror(errno)), -1;
@@ -220,7 +234,7 @@ static bool wait_for_events(const struct daemon_state *state, bool busy)
  * be confined ends the daemon (-1), as it would at start. */
 static int reload(struct daemon_state *state, const char *config)
 {
-	struct daemon_state fresh = {.inotify = -1};
+	struct daemon_state fresh = {.inotify = -1, .cgroup_apps_fd = -1};
 	char why[1024];
 
 	fprintf(stderr, "portfence: reloading %s\n", config);
@@ -318,7 +332,7 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGTERM, &action, NULL);
 	sigaction(SIGINT, &action, NULL);
 
-	struct daemon_state state = {.inotify = -1, .bpf = bpf};
+	struct daemon_state state = {.inotify = -1, .bpf = bpf, .cgroup_apps_fd = -1};
 	if (load_policy(&state, config) < 0)
 		return 1;
 	state.collector = pf_collector_open(pf_collector_path(), why, sizeof(why));
