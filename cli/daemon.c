@@ -116,6 +116,9 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 
 static void stop_all(struct daemon_state *state, const struct daemon_state *next)
 {
+	if (state->confined)
+		g_hash_table_destroy(state->confined);
+	state->confined = NULL;
 	for (size_t i = 0; i < state->app_count; i++)
 		stop_serving(&state->apps[i], next, state->sink);
 	free(state->apps);

@@ -3,6 +3,7 @@
 #ifndef PORTFENCE_CLI_DAEMON_H
 #define PORTFENCE_CLI_DAEMON_H
 
+#include <glib.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -52,6 +53,7 @@ struct daemon_state {
 	 * entry in the cgroup map (the first app's, shared by all). */
 	char ancestor[PATH_MAX];
 	int cgroup_apps_fd;		/* -1: none */
+	GHashTable *confined;		/* relative -> its served_app, every app's cgroups; NULL: none yet */
 };
 
 void daemon_say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -46,25 +46,28 @@ static bool is_within(const char *inner, const char *outer)
 	return len == 0 || (strncmp(inner, outer, len) == 0 && (inner[len] == '/' || inner[len] == '\0'));
 }
 
-/* The app confining relative or its nearest ancestor; NULL when none. */
+/* The app confining relative or its nearest ancestor; NULL when none.
+ * Through the index of confined cgroups, one lookup per level: the
+ * sweep asks this of every cgroup each second. */
 static struct served_app *confiner(struct daemon_state *state, const char *relative, bool *exact,
 				   const char **at)
 {
-	struct served_app *best = NULL;
-	size_t best_len = 0;
+	char path[PATH_MAX];
+	gpointer key, value;
 
-	for (size_t i = 0; i < state->app_count; i++)
-		for (size_t c = 0; c < state->apps[i].cgroup_count; c++) {
-			const char *path = state->apps[i].cgroups[c].relative;
-			size_t len = strlen(path);
-			if (is_within(relative, path) && (!best || len > best_len)) {
-				best = &state->apps[i];
-				best_len = len;
-				*at = path;
-				*exact = strcmp(path, relative) == 0;
-			}
+	if (!state->confined || (size_t)snprintf(path, sizeof(path), "%s", relative) >= sizeof(path))
+		return NULL;
+	for (;;) {
+		if (g_hash_table_lookup_extended(state->confined, path, &key, &value)) {
+			*at = key;
+			*exact = strcmp(key, relative) == 0;
+			return value;
 		}
-	return best;
+		if (!path[0])
+			return NULL;
+		char *slash = strrchr(path, '/');
+		*(slash ? slash : path) = '\0';
+	}
 }
 
 /* Another app than served confining a cgroup below relative. */
@@ -150,6 +153,9 @@ static int confine(struct daemon_state *state, struct served_app *served, const 
 	if (stat(full, &info) == 0)
 		pf_bpf_note_cgroup((uint64_t)info.st_ino, relative);
 	served->cgroups[served->cgroup_count++] = (struct confined_cgroup){copy, attachment};
+	if (!state->confined)
+		state->confined = g_hash_table_new(g_str_hash, g_str_equal);
+	g_hash_table_insert(state->confined, copy, served);
 	if (!quiet)
 		fprintf(stderr, "portfence: %s attached to %s\n", served->app->name, relative);
 	return 0;
@@ -369,6 +375,8 @@ static void forget(struct daemon_state *state, const char *relative)
 				continue;
 			}
 			pf_bpf_detach(served->cgroups[c].attachment);
+			if (state->confined)
+				g_hash_table_remove(state->confined, served->cgroups[c].relative);
 			free(served->cgroups[c].relative);
 			served->cgroups[c] = served->cgroups[--served->cgroup_count];
 		}
