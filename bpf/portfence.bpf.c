@@ -6,7 +6,10 @@
  * answer; the walk is in bpf/walk.bpf.h (core/sequence.h with bpf_loop),
  * the records in bpf/records.bpf.h, the maps in bpf/maps.bpf.h.  One
  * loaded object serves one app; the loader (loader/) fills its maps from
- * the policy and the app's state. */
+ * the policy and the app's state.  Which sockets are the app's is in
+ * bpf/cgroups.bpf.h: one attachment serves many cgroups, each hook
+ * acting only for a socket whose cgroup's nearest confined ancestor is
+ * the app's (pfb_ours), and a new cgroup gets its app inside mkdir. */
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/in6.h>

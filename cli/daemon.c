@@ -3,13 +3,20 @@
  * there at start; writes the records of every attached cgroup, reloads
  * on SIGHUP and detaches on SIGTERM.
  *
- * A new cgroup is seen through inotify on its parent: the kernel queues
- * IN_CREATE inside mkdir(2), the daemon wakes, and the app's programs,
- * loaded and verified once at start, are attached to it (one link per
- * program, pinned); a cgroup removed (IN_DELETE) is detached and its
- * pins removed.  Only the directories that can lead to a match are
- * watched.  A sweep every second catches what an overflowing inotify
- * queue may have dropped.
+ * One attachment, many cgroups (bpf/cgroups.bpf.h): each app's
+ * programs are loaded and verified once, and attached once, at the
+ * common ancestor of its globs' fixed parts (links, so BPF_F_ALLOW_MULTI:
+ * other managers' programs run too); a cgroup is confined by its entry
+ * in the map the apps share (cgroup id -> app), the nearest confined
+ * ancestor of a socket's cgroup deciding.  A new cgroup gets its entry
+ * inside mkdir(2), before any process can join it: the birth program
+ * (tp_btf/cgroup_mkdir) matches its path against the globs in the
+ * kernel.  The watch stays as the backstop and the bookkeeper: inotify
+ * on the parent (IN_CREATE) confirms the entry and writes the cgroup's
+ * pin directory (status lists it); a cgroup removed (IN_DELETE) loses
+ * both.  Only the directories that can lead to a match are watched.  A
+ * sweep every second catches what an overflowing inotify queue may have
+ * dropped, and attaches again if the ancestor was re-created.
  *
  * A cgroup matched by two apps' globs, or lying under a cgroup another
  * app confines, is refused with one line naming both apps: never a

@@ -1,8 +1,13 @@
 /* The daemon's watch of the cgroup hierarchy: which app confines a
- * cgroup (its globs, or the nearest confined ancestor), attaching and
- * detaching as cgroups appear and go (inotify IN_CREATE / IN_DELETE on
- * the directories a glob can lead through), and the sweep that catches
- * what an overflowing queue dropped.  The serving loop is cli/daemon.c. */
+ * cgroup (its globs, or the nearest confined ancestor), confining (an
+ * entry in the shared cgroup map) and letting go as cgroups appear and
+ * go (inotify IN_CREATE / IN_DELETE on the directories a glob can lead
+ * through), and the sweep that catches what an overflowing queue
+ * dropped.  The kernel's birth program has usually made the entry
+ * already; the watch is the backstop, and keeps the books (pins, the
+ * refusal lines).  Here too: the globs handed to the birth program, and
+ * the one attachment at the common ancestor.  The serving loop is
+ * cli/daemon.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>

@@ -347,5 +347,16 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 		remove_app_if_unused(app_dir);
 	}
 	closedir(apps);
+	/* A cgroup a daemon confines has a pin directory and no links: its
+	 * entry in the daemon's cgroup map goes too. */
+	char mount_point[PATH_MAX], full[PATH_MAX * 2];
+	int map_fd = detached ? bpf_obj_get(PF_BPF_CGROUPS_PIN) : -1;
+	if (map_fd >= 0 && pf_cgroup2_mount(mount_point, sizeof(mount_point)) == 0) {
+		snprintf(full, sizeof(full), "%s/%s", mount_point, cgroup_relative[0] == '/' ? cgroup_relative + 1
+												 : cgroup_relative);
+		pf_bpf_unconfine(map_fd, full);
+	}
+	if (map_fd >= 0)
+		close(map_fd);
 	return detached;
 }
