@@ -317,9 +317,9 @@ int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
 		    (served->ancestor && pf_bpf_attachment_alive(served->ancestor) && strcmp(ancestor, state->ancestor) == 0))
 			continue;
 		if (pf_bpf_attach_under(served->loaded, full, ancestor, NULL, &attachment, reason, sizeof(reason)) < 0)
-			return daemon_say(why, len, "%s: cannot confine \"%s\"%s: %s", served->app->name,
-					  served->app->cgroups.globs[0], served->app->cgroups.count > 1 ? " and the others" : "",
-					  reason), -1;
+			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", served->app->name,
+					  reason, served->app->cgroups.globs[0],
+					  served->app->cgroups.count > 1 ? " and the app's other cgroups" : ""), -1;
 		pf_bpf_detach(served->ancestor);
 		served->ancestor = attachment;
 	}
