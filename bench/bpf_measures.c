@@ -640,10 +640,12 @@ static const char *start_glob_daemon(struct bpf_bench *b, const char *app, char 
 		fclose(f);
 	}
 	char *args[] = {"daemon", "-c", policy, NULL};
+	unlink(b->err_path);	/* an earlier daemon's "watching" is not this one's */
 	*daemon = start_tool(b, args);
 	if (*daemon < 0 || !daemon_watching(b, *daemon))
 		return b->reason[0] ? b->reason : "cannot start the daemon";
-	*map_fd = cgroup_map_fd();
+	for (int tenths = 0; tenths < 50 && (*map_fd = cgroup_map_fd()) < 0; tenths++)
+		nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
 	return *map_fd < 0 ? "the daemon pinned no cgroup map at " CGROUPS_PIN : NULL;
 }
 
@@ -674,7 +676,7 @@ void measure_cgroup_confine(FILE *json, bool first)
 	struct bpf_bench b = {.json = json};
 	char base[PATH_MAX] = "", full[PATH_MAX + 32];
 	int count = settings.quick ? 10 : 100, birth_count = settings.quick ? 100 : 1000;
-	int timed = 0, leaks = 0, births = 0;
+	int timed = 0, leaks = 0, births = 0, at_return = 0;
 	double took[100];
 	pid_t daemon = -1;
 	int map_fd = -1;
@@ -687,6 +689,7 @@ void measure_cgroup_confine(FILE *json, bool first)
 			double start = seconds_now(), limit = start + 5;
 			if (mkdir(full, 0755) < 0)
 				continue;
+			at_return += confined_in_map(map_fd, full);
 			while (!confined_in_map(map_fd, full) && seconds_now() < limit)
 				;
 			if (confined_in_map(map_fd, full))
@@ -722,10 +725,11 @@ void measure_cgroup_confine(FILE *json, bool first)
 	}
 	qsort(took, (size_t)timed, sizeof(took[0]), compare_doubles);
 	double med = median(took, timed), max = took[timed - 1];
-	fprintf(json, "{\"cgroups\": %d, \"confined\": %d, \"median_ms\": %.3f, \"max_ms\": %.3f, "
-		"\"births\": %d, \"birth_leaks\": %d}", count, timed, med, max, births, leaks);
-	printf("| cgroup_confine | mkdir to its entry in the daemon's cgroup map (%d of %d), median / max | | %.3f / "
-	       "%.3f ms | | <= 10 ms |\n", timed, count, med, max);
+	fprintf(json, "{\"cgroups\": %d, \"confined\": %d, \"confined_when_mkdir_returned\": %d, "
+		"\"median_ms\": %.3f, \"max_ms\": %.3f, \"births\": %d, \"birth_leaks\": %d}", count, timed, at_return,
+		med, max, births, leaks);
+	printf("| cgroup_confine | mkdir to its entry in the daemon's cgroup map (%d of %d; %d already when mkdir "
+	       "returned), median / max | | %.3f / %.3f ms | | <= 10 ms |\n", timed, count, at_return, med, max);
 	printf("| cgroup_confine | join a new cgroup and connect at once (no runtime): leaks of %d connects | | %d | | 0 |\n",
 	       births, leaks);
 }

@@ -513,3 +513,43 @@ Test(containers, a_cgroup_two_apps_match_at_runtime_is_refused_not_chosen)
 		  "no line refusing the cgroup naming both apps:\n%s", daemon_output());
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
 }
+
+/* The kernel's own match at birth takes `*` and `?` at any depth, under
+ * an attachment standing at the glob's fixed part (here pf-nest-PID,
+ * not the root): 100 children joining pf-nest-PID/mid/x-7-N at its birth
+ * all connect from the range; a sibling the glob does not match
+ * (y-7-N) is left alone. */
+Test(containers, a_nested_glob_is_matched_in_the_kernel_at_birth)
+{
+	enum { LO = 62560, HI = 62579, COUNT = 100 };
+	char mount[PATH_MAX], apps[512], base[128], first[PATH_MAX + 64] = "";
+	const char *missing = bpf_machine_missing(mount, sizeof(mount));
+
+	if (missing)
+		cr_skip_test("%s", missing);
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"nest\"; range = [ %d, %d ]; cgroups = [ \"pf-nest-%d/*/x-?-*\" ]; } );",
+		 LO, HI, (int)getpid());
+	sandbox_init(&fx.sb, apps);
+	fx.sandboxed = true;
+	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
+	fx.serving = true;
+	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-nest-%d", mount, (int)getpid());
+	snprintf(fx.cgroups[1], PATH_MAX, "%.3000s/pf-nest-%d/mid", mount, (int)getpid());
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(mkdir(fx.cgroups[i], 0755), 0, "mkdir %s: %s", fx.cgroups[i], strerror(errno));
+		fx.cgroup_count = i + 1;
+	}
+	daemon_start();
+	cr_assert(strstr(daemon_output(), "stand once at cgroup pf-nest-"), "the attachment is not at the glob's "
+		  "fixed part:\n%s", daemon_output());
+	int connected = 0;
+	snprintf(base, sizeof(base), "pf-nest-%d/mid/x-7", (int)getpid());
+	int leaks = births_outside(mount, base, COUNT, LO, HI, &connected, first, sizeof(first));
+	cr_expect_eq(leaks, 0, "%d of %d connects at birth left from outside [%d, %d]; first: %s\ndaemon:\n%s", leaks,
+		     connected, LO, HI, first, daemon_output());
+	cr_expect_eq(connected, COUNT, "only %d of %d children connected", connected, COUNT);
+	snprintf(base, sizeof(base), "pf-nest-%d/mid/y-7", (int)getpid());
+	int outside = births_outside(mount, base, 10, LO, HI, &connected, first, sizeof(first));
+	cr_expect_eq(outside, connected, "a cgroup the glob does not match was confined (%d of %d outside)", outside,
+		     connected);
+}
