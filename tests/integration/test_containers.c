@@ -440,6 +440,36 @@ static int births_outside(const char *mount, const char *base, int count, int lo
 	return leaks;
 }
 
+/* The cgroup v2 mount into mount, or the test skipped with the reason. */
+static void require_bpf_mount(char *mount, size_t len)
+{
+	const char *missing = bpf_machine_missing(mount, len);
+	if (missing)
+		cr_skip_test("%s", missing);
+}
+
+/* The sandbox (policy apps_text) and the test's server, then the daemon. */
+static void births_serving(const char *apps_text)
+{
+	sandbox_init(&fx.sb, apps_text);
+	fx.sandboxed = true;
+	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
+	fx.serving = true;
+	daemon_start();
+}
+
+/* births_outside, expecting every child to connect from [lo, hi]. */
+static void expect_born_confined(const char *mount, const char *base, int count, int lo, int hi)
+{
+	char first[PATH_MAX + 64] = "";
+	int connected = 0, leaks = births_outside(mount, base, count, lo, hi, &connected, first, sizeof(first));
+	fprintf(stderr, "containers: %d processes joined a new cgroup %s-N and connected at once: %d connected, %d leaks\n",
+		count, base, connected, leaks);
+	cr_expect_eq(leaks, 0, "%d of %d connects at birth left from outside [%d, %d]; first: %s\ndaemon:\n%s", leaks,
+		     connected, lo, hi, first, daemon_output());
+	cr_expect_eq(connected, count, "only %d of %d children connected", connected, count);
+}
+
 /* The birth race: a process that joins a brand-new cgroup and connects
  * at once is confined from that first connect.  The daemon's programs
  * stand at a common ancestor, and the new cgroup is given its app inside
@@ -449,26 +479,14 @@ static int births_outside(const char *mount, const char *base, int count, int lo
 Test(containers, a_process_joining_a_new_cgroup_connects_from_the_range_at_once)
 {
 	enum { LO = 62640, HI = 62699, COUNT = 1000 };
-	char mount[PATH_MAX], apps[512], base[64], first[PATH_MAX + 64] = "";
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
+	char mount[PATH_MAX], apps[512], base[64];
 
-	if (missing)
-		cr_skip_test("%s", missing);
+	require_bpf_mount(mount, sizeof(mount));
 	snprintf(base, sizeof(base), "pf-born-%d", (int)getpid());
 	snprintf(apps, sizeof(apps), "apps = ( { name = \"born\"; range = [ %d, %d ]; cgroups = [ \"%s-*\" ]; } );", LO,
 		 HI, base);
-	sandbox_init(&fx.sb, apps);
-	fx.sandboxed = true;
-	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
-	fx.serving = true;
-	daemon_start();
-	int connected = 0;
-	int leaks = births_outside(mount, base, COUNT, LO, HI, &connected, first, sizeof(first));
-	fprintf(stderr, "containers: %d processes joined a new cgroup and connected at once: %d connected, %d leaks\n",
-		COUNT, connected, leaks);
-	cr_expect_eq(leaks, 0, "%d of %d connects at birth left from outside [%d, %d]; first: %s\ndaemon:\n%s", leaks,
-		     connected, LO, HI, first, daemon_output());
-	cr_expect_eq(connected, COUNT, "only %d of %d children connected", connected, COUNT);
+	births_serving(apps);
+	expect_born_confined(mount, base, COUNT, LO, HI);
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
 }
 
@@ -480,19 +498,13 @@ Test(containers, a_cgroup_two_apps_match_at_runtime_is_refused_not_chosen)
 {
 	enum { A_LO = 62580, A_HI = 62589, B_LO = 62590, B_HI = 62599 };
 	char mount[PATH_MAX], apps[PATH_MAX + 512], command[PATH_MAX * 4];
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
 
-	if (missing)
-		cr_skip_test("%s", missing);
+	require_bpf_mount(mount, sizeof(mount));
 	snprintf(apps, sizeof(apps),
 		 "apps = ( { name = \"left\"; range = [ %d, %d ]; cgroups = [ \"%.3000s/pf-both-%d-*\" ]; },\n"
 		 "         { name = \"right\"; range = [ %d, %d ]; cgroups = [ \"pf-both-%d-*\" ]; } );",
 		 A_LO, A_HI, mount, (int)getpid(), B_LO, B_HI, (int)getpid());
-	sandbox_init(&fx.sb, apps);
-	fx.sandboxed = true;
-	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
-	fx.serving = true;
-	daemon_start();
+	births_serving(apps);
 	cr_assert(strstr(daemon_output(), "watching"), "the daemon did not start:\n%s", daemon_output());
 	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-both-%d-1", mount, (int)getpid());
 	snprintf(command, sizeof(command), "mkdir '%.3000s' && echo $$ > '%.3000s/cgroup.procs' && exec '%.3000s' tcp 127.0.0.1 %u",
@@ -523,31 +535,22 @@ Test(containers, a_nested_glob_is_matched_in_the_kernel_at_birth)
 {
 	enum { LO = 62560, HI = 62579, COUNT = 100 };
 	char mount[PATH_MAX], apps[512], base[128], first[PATH_MAX + 64] = "";
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
 
-	if (missing)
-		cr_skip_test("%s", missing);
-	snprintf(apps, sizeof(apps), "apps = ( { name = \"nest\"; range = [ %d, %d ]; cgroups = [ \"pf-nest-%d/*/x-?-*\" ]; } );",
-		 LO, HI, (int)getpid());
-	sandbox_init(&fx.sb, apps);
-	fx.sandboxed = true;
-	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
-	fx.serving = true;
+	require_bpf_mount(mount, sizeof(mount));
 	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-nest-%d", mount, (int)getpid());
 	snprintf(fx.cgroups[1], PATH_MAX, "%.3000s/pf-nest-%d/mid", mount, (int)getpid());
 	for (int i = 0; i < 2; i++) {
 		cr_assert_eq(mkdir(fx.cgroups[i], 0755), 0, "mkdir %s: %s", fx.cgroups[i], strerror(errno));
 		fx.cgroup_count = i + 1;
 	}
-	daemon_start();
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"nest\"; range = [ %d, %d ]; cgroups = [ \"pf-nest-%d/*/x-?-*\" ]; } );",
+		 LO, HI, (int)getpid());
+	births_serving(apps);
 	cr_assert(strstr(daemon_output(), "stand once at cgroup pf-nest-"), "the attachment is not at the glob's "
 		  "fixed part:\n%s", daemon_output());
-	int connected = 0;
 	snprintf(base, sizeof(base), "pf-nest-%d/mid/x-7", (int)getpid());
-	int leaks = births_outside(mount, base, COUNT, LO, HI, &connected, first, sizeof(first));
-	cr_expect_eq(leaks, 0, "%d of %d connects at birth left from outside [%d, %d]; first: %s\ndaemon:\n%s", leaks,
-		     connected, LO, HI, first, daemon_output());
-	cr_expect_eq(connected, COUNT, "only %d of %d children connected", connected, COUNT);
+	expect_born_confined(mount, base, COUNT, LO, HI);
+	int connected = 0;
 	snprintf(base, sizeof(base), "pf-nest-%d/mid/y-7", (int)getpid());
 	int outside = births_outside(mount, base, 10, LO, HI, &connected, first, sizeof(first));
 	cr_expect_eq(outside, connected, "a cgroup the glob does not match was confined (%d of %d outside)", outside,
