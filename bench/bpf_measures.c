@@ -120,17 +120,18 @@ static void tool_failed(struct bpf_bench *b, const char *what)
 	snprintf(b->reason, sizeof(b->reason), "%s%s%s", what, line[0] ? ": " : "", line);
 }
 
-/* The daemon has attached app to the cgroup (relative to the cgroup v2
- * mount) when its pinned connect4 link is there; a daemon that exits
- * first could not.  Loading and verifying takes seconds on a busy
- * machine (14 s seen on 2 cores under load). */
+/* The daemon confines the cgroup (relative to the cgroup v2 mount) with
+ * app when the cgroup's pin directory is there (written once its entry
+ * is in the map the programs, attached once at an ancestor, consult); a
+ * daemon that exits first could not.  Loading and verifying takes
+ * seconds on a busy machine (14 s seen on 2 cores under load). */
 static bool wait_attached(struct bpf_bench *b, pid_t daemon, const char *app, const char *relative)
 {
 	char name[PATH_MAX], pin[PATH_MAX * 2];
 	struct stat info;
 
 	pf_pin_name_encode(relative, name, sizeof(name));
-	snprintf(pin, sizeof(pin), "%s/%s/%s/pfb_connect4", PF_PIN_ROOT, app, name);
+	snprintf(pin, sizeof(pin), "%s/%s/%s", PF_PIN_ROOT, app, name);
 	for (int i = 0; i < 1200; i++) {
 		if (stat(pin, &info) == 0)
 			return true;
