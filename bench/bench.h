@@ -104,5 +104,6 @@ void measure_bpf_time_wait(FILE *json, bool first);
  * confined by the daemon (median, max); and connects at birth that
  * left from outside the range. */
 void measure_cgroup_confine(FILE *json, bool first);
+void measure_connect_1000_cgroups(FILE *json, bool first);
 
 #endif

@@ -121,17 +121,18 @@ static void tool_failed(struct bpf_bench *b, const char *what)
 	snprintf(b->reason, sizeof(b->reason), "%s%s%s", what, line[0] ? ": " : "", line);
 }
 
-/* The daemon has attached app to the cgroup (relative to the cgroup v2
- * mount) when its pinned connect4 link is there; a daemon that exits
- * first could not.  Loading and verifying takes seconds on a busy
- * machine (14 s seen on 2 cores under load). */
+/* The daemon confines the cgroup (relative to the cgroup v2 mount) with
+ * app when the cgroup's pin directory is there (written once its entry
+ * is in the map the programs, attached once at an ancestor, consult); a
+ * daemon that exits first could not.  Loading and verifying takes
+ * seconds on a busy machine (14 s seen on 2 cores under load). */
 static bool wait_attached(struct bpf_bench *b, pid_t daemon, const char *app, const char *relative)
 {
 	char name[PATH_MAX], pin[PATH_MAX * 2];
 	struct stat info;
 
 	pf_pin_name_encode(relative, name, sizeof(name));
-	snprintf(pin, sizeof(pin), "%s/%s/%s/pfb_connect4", PF_PIN_ROOT, app, name);
+	snprintf(pin, sizeof(pin), "%s/%s/%s", PF_PIN_ROOT, app, name);
 	for (int i = 0; i < 1200; i++) {
 		if (stat(pin, &info) == 0)
 			return true;
@@ -536,17 +537,31 @@ void measure_bpf_burst(FILE *json, bool first)
 #define CONFINE_LO 61000
 #define CONFINE_HI 61999
 
-/* Whether the last of the app's programs (cgroup/sock_create, attached
- * after the ten others) is attached to the cgroup itself. */
-static bool fully_attached(int cgroup_fd)
+/* The daemon's cgroup map (pinned at PF_BPF_CGROUPS_PIN, cgroup id ->
+ * app): a cgroup is confined once its entry is there.  The programs
+ * stand once at a common ancestor; no attachment is made per cgroup. */
+#define CGROUPS_PIN "/sys/fs/bpf/portfence-cgroups"
+
+static int cgroup_map_fd(void)
 {
-	__u32 ids[8], count = 8;
 	union bpf_attr attr = {0};
-	attr.query.target_fd = (__u32)cgroup_fd;
-	attr.query.attach_type = BPF_CGROUP_INET_SOCK_CREATE;
-	attr.query.prog_ids = (__u64)(unsigned long)ids;
-	attr.query.prog_cnt = count;
-	return syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)) == 0 && attr.query.prog_cnt > 0;
+	attr.pathname = (__u64)(unsigned long)CGROUPS_PIN;
+	return (int)syscall(SYS_bpf, BPF_OBJ_GET, &attr, sizeof(attr));
+}
+
+static bool confined_in_map(int map_fd, const char *full)
+{
+	struct stat info;
+	__u64 id;
+	__u32 app = 0;
+	union bpf_attr attr = {0};
+	if (map_fd < 0 || stat(full, &info) < 0)
+		return false;
+	id = (__u64)info.st_ino;
+	attr.map_fd = (__u32)map_fd;
+	attr.key = (__u64)(unsigned long)&id;
+	attr.value = (__u64)(unsigned long)&app;
+	return syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) == 0 && app != 0;
 }
 
 /* A child that joins the cgroup the moment it exists and connects at
@@ -598,6 +613,54 @@ static bool daemon_watching(struct bpf_bench *b, pid_t daemon)
 	return false;
 }
 
+/* The bench's cgroup (base, made) and `portfence daemon` serving app
+ * (CONFINE_LO-HI, records logged or not) for the cgroups base/c-*, and
+ * its pinned cgroup map: NULL, or why not (*daemon is then to be stopped
+ * all the same when > 0). */
+static const char *start_glob_daemon(struct bpf_bench *b, const char *app, char *base, size_t base_len, bool log,
+				     pid_t *daemon, int *map_fd)
+{
+	char policy[PATH_MAX], log_line[PATH_MAX + 64] = "", base_relative[128], ignored[PATH_MAX];
+	const char *why = why_not();
+
+	find_tool(b);
+	snprintf(base_relative, sizeof(base_relative), "portfence-bench-%s-%d", app, (int)getpid());
+	if (why)
+		return why;
+	if (pf_cgroup_resolve(base_relative, base, base_len, ignored, sizeof(ignored)) < 0 || mkdir(base, 0755) < 0)
+		return "cannot create the bench's cgroup";
+	snprintf(policy, sizeof(policy), "%s/bpf-%s.conf", settings.dir, app);
+	if (log)
+		snprintf(log_line, sizeof(log_line), "log = { file = \"%s/%s.jsonl\"; };\n", settings.dir, app);
+	FILE *f = fopen(policy, "w");
+	if (f) {
+		fprintf(f, "version = 1;\n%sstate_dir = \"%s/state\";\n"
+			"apps = ( { name = \"%s\"; range = [ %d, %d ]; cgroups = [ \"%s/c-*\" ]; } );\n",
+			log_line, settings.dir, app, CONFINE_LO, CONFINE_HI, base_relative);
+		fclose(f);
+	}
+	char *args[] = {"daemon", "-c", policy, NULL};
+	unlink(b->err_path);	/* an earlier daemon's "watching" is not this one's */
+	*daemon = start_tool(b, args);
+	if (*daemon < 0 || !daemon_watching(b, *daemon))
+		return b->reason[0] ? b->reason : "cannot start the daemon";
+	for (int tenths = 0; tenths < 50 && (*map_fd = cgroup_map_fd()) < 0; tenths++)
+		nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+	return *map_fd < 0 ? "the daemon pinned no cgroup map at " CGROUPS_PIN : NULL;
+}
+
+static void stop_glob_daemon(pid_t daemon, int map_fd, const char *base)
+{
+	if (map_fd >= 0)
+		close(map_fd);
+	if (daemon > 0) {
+		kill(daemon, SIGTERM);
+		waitpid(daemon, NULL, 0);
+	}
+	if (base[0])
+		rmdir(base);
+}
+
 static int compare_doubles(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -611,31 +674,13 @@ static int compare_doubles(const void *a, const void *b)
 void measure_cgroup_confine(FILE *json, bool first)
 {
 	struct bpf_bench b = {.json = json};
-	char base_relative[128], base[PATH_MAX], ignored[PATH_MAX], policy[PATH_MAX], full[PATH_MAX + 32];
-	int count = settings.quick ? 10 : 100, timed = 0, leaks = 0, births = 0;
+	char base[PATH_MAX] = "", full[PATH_MAX + 32];
+	int count = settings.quick ? 10 : 100, birth_count = settings.quick ? 100 : 1000;
+	int timed = 0, leaks = 0, births = 0, at_return = 0;
 	double took[100];
-	const char *why = why_not();
-
-	find_tool(&b);
-	snprintf(base_relative, sizeof(base_relative), "portfence-bench-confine-%d", (int)getpid());
-	if (!why && (pf_cgroup_resolve(base_relative, base, sizeof(base), ignored, sizeof(ignored)) < 0 ||
-		     mkdir(base, 0755) < 0))
-		why = "cannot create the bench's cgroup";
 	pid_t daemon = -1;
-	if (!why) {
-		snprintf(policy, sizeof(policy), "%s/bpf-confine.conf", settings.dir);
-		FILE *f = fopen(policy, "w");
-		if (f) {
-			fprintf(f, "version = 1;\nlog = { file = \"%s/confine.jsonl\"; };\nstate_dir = \"%s/state\";\n"
-				"apps = ( { name = \"benchctr\"; range = [ %d, %d ]; cgroups = [ \"%s/c-*\" ]; } );\n",
-				settings.dir, settings.dir, CONFINE_LO, CONFINE_HI, base_relative);
-			fclose(f);
-		}
-		char *args[] = {"daemon", "-c", policy, NULL};
-		daemon = start_tool(&b, args);
-		if (daemon < 0 || !daemon_watching(&b, daemon))
-			why = b.reason[0] ? b.reason : "cannot start the daemon";
-	}
+	int map_fd = -1;
+	const char *why = start_glob_daemon(&b, "benchctr", base, sizeof(base), true, &daemon, &map_fd);
 	struct listener server;
 	if (!why) {
 		listener_start(&server, "127.0.0.1", LISTEN_CLOSE);
@@ -644,16 +689,14 @@ void measure_cgroup_confine(FILE *json, bool first)
 			double start = seconds_now(), limit = start + 5;
 			if (mkdir(full, 0755) < 0)
 				continue;
-			int fd = open(full, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			while (fd >= 0 && !fully_attached(fd) && seconds_now() < limit)
+			at_return += confined_in_map(map_fd, full);
+			while (!confined_in_map(map_fd, full) && seconds_now() < limit)
 				;
-			if (fd >= 0 && fully_attached(fd))
+			if (confined_in_map(map_fd, full))
 				took[timed++] = (seconds_now() - start) * 1000;
-			if (fd >= 0)
-				close(fd);
 			rmdir(full);
 		}
-		for (int i = 0; i < count; i++) {
+		for (int i = 0; i < birth_count; i++) {
 			int pipe_fds[2];
 			uint16_t local = 0;
 			snprintf(full, sizeof(full), "%s/c-birth-%d", base, i);
@@ -672,11 +715,7 @@ void measure_cgroup_confine(FILE *json, bool first)
 		}
 		listener_stop(&server);
 	}
-	if (daemon > 0) {
-		kill(daemon, SIGTERM);
-		waitpid(daemon, NULL, 0);
-	}
-	rmdir(base);
+	stop_glob_daemon(daemon, map_fd, base);
 	fprintf(json, "%s\n  \"cgroup_confine_ms\": ", first ? "" : ",");
 	if (why || timed == 0) {
 		fprintf(json, "null, \"cgroup_confine_ms_skipped\": ");
@@ -686,11 +725,12 @@ void measure_cgroup_confine(FILE *json, bool first)
 	}
 	qsort(took, (size_t)timed, sizeof(took[0]), compare_doubles);
 	double med = median(took, timed), max = took[timed - 1];
-	fprintf(json, "{\"cgroups\": %d, \"confined\": %d, \"median_ms\": %.3f, \"max_ms\": %.3f, "
-		"\"births\": %d, \"birth_leaks\": %d}", count, timed, med, max, births, leaks);
-	printf("| cgroup_confine | mkdir to all programs attached by the daemon (%d of %d), median / max | | %.2f / "
-	       "%.2f ms | | <= 10 ms |\n", timed, count, med, max);
-	printf("| cgroup_confine | join a new cgroup and connect at once (no runtime): leaks of %d connects | | %d | | |\n",
+	fprintf(json, "{\"cgroups\": %d, \"confined\": %d, \"confined_when_mkdir_returned\": %d, "
+		"\"median_ms\": %.3f, \"max_ms\": %.3f, \"births\": %d, \"birth_leaks\": %d}", count, timed, at_return,
+		med, max, births, leaks);
+	printf("| cgroup_confine | mkdir to its entry in the daemon's cgroup map (%d of %d; %d already when mkdir "
+	       "returned), median / max | | %.3f / %.3f ms | | <= 10 ms |\n", timed, count, at_return, med, max);
+	printf("| cgroup_confine | join a new cgroup and connect at once (no runtime): leaks of %d connects | | %d | | 0 |\n",
 	       births, leaks);
 }
 
@@ -944,4 +984,167 @@ void measure_bpf_time_wait(FILE *json, bool first)
 		_exit(time_wait_cases(&b));
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
+}
+
+/* ---- connect_1000_cgroups: connect cost with 1,000 confined cgroups -- */
+
+/* A child that joins cgroup full and times `count` connects (socket,
+ * connect, abortive close: no TIME_WAIT), after a warm-up: CPU ns each
+ * (the process's own CPU time, system time included: on a shared
+ * machine, the time other processes hold the CPU would otherwise swamp
+ * a difference of a few percent). */
+static double cpu_seconds_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static double connect_block_ns(const char *full, uint16_t port, int count)
+{
+	int pipe_fds[2];
+	double ns = NAN;
+	if (pipe(pipe_fds) < 0)
+		return NAN;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char procs[PATH_MAX + 64];
+		struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port),
+					 .sin_addr.s_addr = htonl(0x7f000001)};
+		struct linger abort_close = {1, 0};
+		double result = NAN, start = 0;
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
+		int fd = open(procs, O_WRONLY);
+		bool joined = fd >= 0 && write(fd, "0", 1) == 1;
+		if (fd >= 0)
+			close(fd);
+		for (int i = -count / 10; joined && i < count; i++) {
+			if (i == 0)
+				start = cpu_seconds_now();
+			int s = socket(AF_INET, SOCK_STREAM, 0);
+			if (connect(s, (struct sockaddr *)&to, sizeof(to)) < 0) {
+				close(s);
+				joined = false;
+				break;
+			}
+			setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+			close(s);
+		}
+		if (joined)
+			result = (cpu_seconds_now() - start) * 1e9 / count;
+		_exit(write(pipe_fds[1], &result, sizeof(result)) == sizeof(result) ? 0 : 1);
+	}
+	close(pipe_fds[1]);
+	if (pid > 0 && read(pipe_fds[0], &ns, sizeof(ns)) != sizeof(ns))
+		ns = NAN;
+	close(pipe_fds[0]);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	return ns;
+}
+
+/* Makes (or removes) cgroups base/c-1 .. c-(n-1); with a map, each made
+ * one confined at its birth, its id kept in ids. */
+static int other_cgroups(const char *base, int n, bool make, int map_fd, __u64 *ids)
+{
+	char full[PATH_MAX + 32];
+	struct stat info;
+	int done = 0;
+	for (int i = 1; i < n; i++) {
+		snprintf(full, sizeof(full), "%s/c-%d", base, i);
+		if (!make)
+			done += rmdir(full) == 0;
+		else if (mkdir(full, 0755) == 0 && confined_in_map(map_fd, full) && stat(full, &info) == 0)
+			ids[done++] = (__u64)info.st_ino;
+	}
+	return done;
+}
+
+/* The map entries of count cgroups: put back (app), or deleted (0). */
+static void set_entries(int map_fd, const __u64 *ids, int count, __u32 app)
+{
+	for (int i = 0; i < count; i++) {
+		union bpf_attr attr = {0};
+		attr.map_fd = (__u32)map_fd;
+		attr.key = (__u64)(unsigned long)&ids[i];
+		attr.value = (__u64)(unsigned long)&app;
+		syscall(SYS_bpf, app ? BPF_MAP_UPDATE_ELEM : BPF_MAP_DELETE_ELEM, &attr, sizeof(attr));
+	}
+}
+
+/* The same app's connects from one cgroup while it is the only one
+ * confined, and while 999 others are: 1,000 cgroups are made (each
+ * confined at its birth), then the two states alternate in one run, the
+ * 999 others' entries in the daemon's map deleted and put back between
+ * blocks (what the hooks see; the cgroups and the daemon stay still),
+ * which state goes first turning each round.
+ * The ratio is the median of the rounds' own ratios (a round's two
+ * blocks run back to back, so a shared machine's noise cancels better
+ * than between the two medians, which are printed beside it). */
+void measure_connect_1000_cgroups(FILE *json, bool first)
+{
+	enum { CGROUPS = 1000 };
+	struct bpf_bench b = {.json = json};
+	char base[PATH_MAX] = "", lone[PATH_MAX + 32];
+	int rounds = settings.quick ? 3 : 41, block = settings.quick ? 500 : 1000, made = 0;
+	double one[41], many[41], ratio[41];
+	int measured = 0;
+	pid_t daemon = -1;
+	int map_fd = -1;
+	const char *why = start_glob_daemon(&b, "benchmany", base, sizeof(base), false, &daemon, &map_fd);
+	snprintf(lone, sizeof(lone), "%s/c-0", base);
+	if (!why && (mkdir(lone, 0755) < 0 || !confined_in_map(map_fd, lone)))
+		why = "the bench's cgroup was not confined at its birth";
+	static __u64 ids[CGROUPS];
+	__u32 app = 0;
+	if (!why && (made = other_cgroups(base, CGROUPS, true, map_fd, ids)) != CGROUPS - 1)
+		why = "not every cgroup made was confined at its birth";
+	struct stat info;
+	__u64 lone_id = stat(lone, &info) == 0 ? (__u64)info.st_ino : 0;
+	union bpf_attr attr = {.map_fd = (__u32)map_fd, .key = (__u64)(unsigned long)&lone_id,
+			       .value = (__u64)(unsigned long)&app};
+	if (!why && syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) < 0)
+		why = "the bench's cgroup has no entry in the daemon's map";
+	struct listener server;
+	if (!why) {
+		listener_start(&server, "127.0.0.1", LISTEN_CLOSE);
+		nanosleep(&(struct timespec){.tv_sec = 2}, NULL);	/* the daemon has seen them all */
+		for (int r = 0; r < rounds; r++) {
+			/* The order turns each round (one first, then 1,000 first),
+			 * so that neither state always follows the other. */
+			double a = NAN, m = NAN;
+			for (int turn = 0; turn < 2; turn++) {
+				bool lone_now = (turn == 0) == (r % 2 == 0);
+				set_entries(map_fd, ids, made, lone_now ? 0 : app);
+				/* Deleted entries are freed after an RCU grace period,
+				 * in softirq time a block would otherwise be charged. */
+				nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
+				*(lone_now ? &a : &m) = connect_block_ns(lone, server.port, block);
+			}
+			if (isnan(a) || isnan(m))
+				continue;
+			one[measured] = a;
+			many[measured] = m;
+			ratio[measured++] = m / a;
+		}
+		listener_stop(&server);
+	}
+	other_cgroups(base, CGROUPS, false, -1, ids);
+	rmdir(lone);
+	stop_glob_daemon(daemon, map_fd, base);
+	fprintf(json, "%s\n  \"connect_1000_cgroups\": ", first ? "" : ",");
+	if (why || measured == 0) {
+		why = why ? why : "no round could be measured";
+		fprintf(json, "null, \"connect_1000_cgroups_skipped\": ");
+		json_string(json, why);
+		printf("| connect_1000_cgroups | skipped: %s | | | | |\n", why);
+		return;
+	}
+	double one_ns = median(one, measured), many_ns = median(many, measured), paired = median(ratio, measured);
+	fprintf(json, "{\"rounds\": %d, \"connects_per_block\": %d, \"one_cgroup_ns\": %.0f, \"cgroups_1000_ns\": %.0f, "
+		"\"ratio\": %.4f, \"ratio_of_medians\": %.4f}", measured, block, one_ns, many_ns, paired,
+		many_ns / one_ns);
+	printf("| connect_1000_cgroups | connect+close in a confined cgroup, 1 vs 1,000 confined (median of %d rounds' "
+	       "ratios; of the medians %.3f), CPU ns | %.0f | %.0f | %.3f | <= 1.02 |\n", measured, many_ns / one_ns, one_ns,
+	       many_ns, paired);
 }

@@ -747,6 +747,10 @@ int run_all_measures(void)
 		measure_bpf_time_wait(json, json_first_measure);
 		json_first_measure = false;
 	}
+	if (bench_listed(settings.only, "connect_1000_cgroups")) {
+		measure_connect_1000_cgroups(json, json_first_measure);
+		json_first_measure = false;
+	}
 	if (bench_listed(settings.only, "bpf_burst")) {
 		measure_bpf_burst(json, json_first_measure);
 		json_first_measure = false;

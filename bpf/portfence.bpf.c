@@ -6,7 +6,10 @@
  * answer; the walk is in bpf/walk.bpf.h (core/sequence.h with bpf_loop),
  * the records in bpf/records.bpf.h, the maps in bpf/maps.bpf.h.  One
  * loaded object serves one app; the loader (loader/) fills its maps from
- * the policy and the app's state. */
+ * the policy and the app's state.  Which sockets are the app's is in
+ * bpf/cgroups.bpf.h: one attachment serves many cgroups, each hook
+ * acting only for a socket whose cgroup's nearest confined ancestor is
+ * the app's (pfb_ours), and a new cgroup gets its app inside mkdir. */
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -14,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "bpf/cgroups.bpf.h"
 #include "bpf/dest.bpf.h"
 #include "bpf/maps.bpf.h"
 #include "bpf/records.bpf.h"
@@ -97,7 +101,7 @@ static __always_inline int pfb_connect(struct bpf_sock_addr *ctx, const struct p
 	struct pf_bpf_config *cfg = pfb_config();
 	struct bpf_sock *sk = ctx->sk;
 
-	if (!cfg || !sk)
+	if (!cfg || !sk || !pfb_ours(sk))
 		return PFB_PROCEED;
 	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_CONNECT, ctx->type, d->sock_family);
 	if (!q.protocol_managed)
@@ -155,7 +159,7 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 {
 	struct pf_bpf_config *cfg = pfb_config();
 
-	if (!cfg)
+	if (!cfg || !pfb_ours(ctx->sk))
 		return PFB_PROCEED;
 	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_SEND, ctx->type, d->sock_family);
 	if (!q.protocol_managed)
@@ -266,7 +270,7 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 	struct pf_bpf_config *cfg = pfb_config();
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
-	if (!cfg)
+	if (!cfg || !pfb_ours(ctx->sk))
 		return PFB_PROCEED;
 	struct pf_core_question q = pfb_question(cfg, local->port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY,
 						 ctx->type, local->sock_family);
@@ -327,6 +331,8 @@ int pfb_bind6(struct bpf_sock_addr *ctx)
  * close, if it never connects). */
 static __always_inline int pfb_post_bind(struct bpf_sock *sk, int v6)
 {
+	if (!pfb_ours(sk))
+		return PFB_PROCEED;
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	__u32 *known = bpf_map_lookup_elem(&sockets, &cookie);
 	__u16 port = (__u16)sk->src_port;
@@ -482,6 +488,8 @@ int pfb_sock_create(struct bpf_sock *sk)
 		return 1;
 	}
 	if (protocol != IPPROTO_UDPLITE && protocol != IPPROTO_SCTP && protocol != IPPROTO_DCCP)
+		return 1;
+	if (!pfb_ours(sk))
 		return 1;
 	int udp = protocol == IPPROTO_UDPLITE;
 	if (!(cfg->protocols & (udp ? PF_BPF_PROTO_UDP : PF_BPF_PROTO_TCP)))

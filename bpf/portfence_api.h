@@ -104,4 +104,19 @@ struct pf_bpf_exe {
 	char path[PF_BPF_EXE_LEN];
 };
 
+/* The cgroups one attachment serves (bpf/cgroups.bpf.h): cgroup_apps
+ * maps a cgroup id to its app (an app's pfb_app_id, from 1), and
+ * cgroup_globs holds the policy's globs for the birth program, each as
+ * an absolute path under the cgroup v2 mount ("/system.slice/x-*.scope"),
+ * the first entry with app 0 ending the table.  A glob the kernel's
+ * matcher cannot take ('[', '\', too long) is left to the watch. */
+#define PF_BPF_CGROUPS 65536
+#define PF_BPF_GLOBS 64
+#define PF_BPF_GLOB_LEN 128	/* with its NUL */
+#define PF_BPF_GLOB_PATH 256	/* a longer cgroup path is left to the watch */
+struct pf_bpf_cgroup_glob {
+	__u32 app;
+	char glob[PF_BPF_GLOB_LEN];
+};
+
 #endif

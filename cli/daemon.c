@@ -3,13 +3,20 @@
  * there at start; writes the records of every attached cgroup, reloads
  * on SIGHUP and detaches on SIGTERM.
  *
- * A new cgroup is seen through inotify on its parent: the kernel queues
- * IN_CREATE inside mkdir(2), the daemon wakes, and the app's programs,
- * loaded and verified once at start, are attached to it (one link per
- * program, pinned); a cgroup removed (IN_DELETE) is detached and its
- * pins removed.  Only the directories that can lead to a match are
- * watched.  A sweep every second catches what an overflowing inotify
- * queue may have dropped.
+ * One attachment, many cgroups (bpf/cgroups.bpf.h): each app's
+ * programs are loaded and verified once, and attached once, at the
+ * common ancestor of its globs' fixed parts (links, so BPF_F_ALLOW_MULTI:
+ * other managers' programs run too); a cgroup is confined by its entry
+ * in the map the apps share (cgroup id -> app), the nearest confined
+ * ancestor of a socket's cgroup deciding.  A new cgroup gets its entry
+ * inside mkdir(2), before any process can join it: the birth program
+ * (tp_btf/cgroup_mkdir) matches its path against the globs in the
+ * kernel.  The watch stays as the backstop and the bookkeeper: inotify
+ * on the parent (IN_CREATE) confirms the entry and writes the cgroup's
+ * pin directory (status lists it); a cgroup removed (IN_DELETE) loses
+ * both.  Only the directories that can lead to a match are watched.  A
+ * sweep every second catches what an overflowing inotify queue may have
+ * dropped, and attaches again if the ancestor was re-created.
  *
  * A cgroup matched by two apps' globs, or lying under a cgroup another
  * app confines, is refused with one line naming both apps: never a
@@ -97,6 +104,7 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 {
 	const char *app = served->app->name;
 
+	pf_bpf_detach(served->ancestor);
 	for (size_t i = 0; i < served->cgroup_count; i++) {
 		if (serves(next, app, served->cgroups[i].relative))
 			pf_bpf_attachment_release(served->cgroups[i].attachment);
@@ -115,6 +123,9 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 
 static void stop_all(struct daemon_state *state, const struct daemon_state *next)
 {
+	if (state->confined)
+		g_hash_table_destroy(state->confined);
+	state->confined = NULL;
 	for (size_t i = 0; i < state->app_count; i++)
 		stop_serving(&state->apps[i], next, state->sink);
 	free(state->apps);
@@ -138,8 +149,12 @@ static void stop_all(struct daemon_state *state, const struct daemon_state *next
 	if (state->policy_loaded)
 		pf_policy_free(&state->policy);
 	state->policy_loaded = false;
-	if (!next)
+	state->cgroup_apps_fd = -1;
+	state->ancestor[0] = '\0';
+	if (!next) {
+		unlink(PF_BPF_CGROUPS_PIN);
 		rmdir(PF_BPF_PIN_ROOT);	/* when nothing else is pinned there */
+	}
 }
 
 /* Loads the policy; its own FILE:LINE lines say why not. */
@@ -157,6 +172,7 @@ static int load_policy(struct daemon_state *state, const char *config)
 static int start_apps(struct daemon_state *state, const char *config, char *why, size_t len)
 {
 	state->inotify = -1;
+	state->cgroup_apps_fd = -1;
 	state->sink = pf_record_sink_open(bpf_cli_log_path(&state->policy), state->policy.log_syslog);
 	state->apps = calloc(state->policy.app_count + 1, sizeof(*state->apps));
 	if (!state->apps)
@@ -174,8 +190,13 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 		/* Counted first, so that a half-served app is stopped too. */
 		struct served_app *served = &state->apps[state->app_count++];
 		served->app = app;
-		if (pf_bpf_app_load(&state->policy, app, true, &served->loaded, why, len) < 0)
+		struct pf_bpf_share share = {.app_id = (uint32_t)state->app_count,
+					     .cgroup_apps_fd = state->cgroup_apps_fd,
+					     .births = state->cgroup_apps_fd < 0};
+		if (pf_bpf_app_load_shared(&state->policy, app, true, &share, &served->loaded, why, len) < 0)
 			return -1;
+		if (state->cgroup_apps_fd < 0)
+			state->cgroup_apps_fd = pf_bpf_cgroup_map_fd(served->loaded);
 	}
 	if (state->app_count == 0 && !state->collector) {
 		daemon_say(why, len, "%s lists no cgroups for any app and no app is attached: nothing to confine", config);
@@ -183,6 +204,9 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 	}
 	if (state->app_count == 0)
 		return 0;	/* the collector alone: no cgroup to watch */
+	daemon_start_births(state);
+	if (daemon_keep_ancestor(state, why, len) < 0)
+		return -1;
 	state->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (state->inotify < 0)
 		return daemon_say(why, len, "cannot watch the cgroup hierarchy: inotify: %s", strerror(errno)), -1;
@@ -220,7 +244,7 @@ static bool wait_for_events(const struct daemon_state *state, bool busy)
  * be confined ends the daemon (-1), as it would at start. */
 static int reload(struct daemon_state *state, const char *config)
 {
-	struct daemon_state fresh = {.inotify = -1};
+	struct daemon_state fresh = {.inotify = -1, .cgroup_apps_fd = -1};
 	char why[1024];
 
 	fprintf(stderr, "portfence: reloading %s\n", config);
@@ -318,7 +342,7 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGTERM, &action, NULL);
 	sigaction(SIGINT, &action, NULL);
 
-	struct daemon_state state = {.inotify = -1, .bpf = bpf};
+	struct daemon_state state = {.inotify = -1, .bpf = bpf, .cgroup_apps_fd = -1};
 	if (load_policy(&state, config) < 0)
 		return 1;
 	state.collector = pf_collector_open(pf_collector_path(), why, sizeof(why));

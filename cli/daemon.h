@@ -3,6 +3,7 @@
 #ifndef PORTFENCE_CLI_DAEMON_H
 #define PORTFENCE_CLI_DAEMON_H
 
+#include <glib.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@ struct served_app {
 	struct pf_bpf_app *loaded;
 	struct confined_cgroup *cgroups;
 	size_t cgroup_count, cgroup_cap;
+	struct pf_bpf_attachment *ancestor;	/* its programs, at the state's ancestor */
 };
 
 struct watched_dir {
@@ -46,6 +48,12 @@ struct daemon_state {
 	size_t refused_count, refused_cap;
 	struct pf_collector *collector;	/* shim records (cli/collector.c); NULL: none */
 	bool bpf;			/* the BPF backend can be used here */
+	/* One attachment, many cgroups: every app's programs stand at
+	 * ancestor (relative; "" the root), and a cgroup is confined by its
+	 * entry in the cgroup map (the first app's, shared by all). */
+	char ancestor[PATH_MAX];
+	int cgroup_apps_fd;		/* -1: none */
+	GHashTable *confined;		/* relative -> its served_app, every app's cgroups; NULL: none yet */
 };
 
 void daemon_say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -57,6 +65,14 @@ void daemon_say(char *why, size_t len, const char *fmt, ...) __attribute__((form
 int daemon_watch_dir(struct daemon_state *state, const char *relative, bool quiet, char *why, size_t len);
 /* Every watched directory read again: what inotify missed. */
 int daemon_sweep(struct daemon_state *state, char *why, size_t len);
+/* The policy's globs handed to the birth program, which is attached,
+ * and the cgroup map pinned; a glob or a part the kernel cannot take is
+ * left to the watch, with one warning line. */
+void daemon_start_births(struct daemon_state *state);
+/* Every app's programs attached at the common ancestor of the globs'
+ * fixed parts (again when that cgroup was re-created); -1 with why when
+ * they cannot be, another manager's exclusive attachment named. */
+int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len);
 /* The queued inotify events; *overflow when the queue overflowed. */
 int daemon_read_events(struct daemon_state *state, bool *overflow, char *why, size_t len);
 

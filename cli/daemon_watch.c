@@ -1,8 +1,13 @@
 /* The daemon's watch of the cgroup hierarchy: which app confines a
- * cgroup (its globs, or the nearest confined ancestor), attaching and
- * detaching as cgroups appear and go (inotify IN_CREATE / IN_DELETE on
- * the directories a glob can lead through), and the sweep that catches
- * what an overflowing queue dropped.  The serving loop is cli/daemon.c. */
+ * cgroup (its globs, or the nearest confined ancestor), confining (an
+ * entry in the shared cgroup map) and letting go as cgroups appear and
+ * go (inotify IN_CREATE / IN_DELETE on the directories a glob can lead
+ * through), and the sweep that catches what an overflowing queue
+ * dropped.  The kernel's birth program has usually made the entry
+ * already; the watch is the backstop, and keeps the books (pins, the
+ * refusal lines).  Here too: the globs handed to the birth program, and
+ * the one attachment at the common ancestor.  The serving loop is
+ * cli/daemon.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -13,6 +18,8 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <bpf/bpf.h>
 
 #include "config/cgroup_glob.h"
 #include "daemon.h"
@@ -44,25 +51,28 @@ static bool is_within(const char *inner, const char *outer)
 	return len == 0 || (strncmp(inner, outer, len) == 0 && (inner[len] == '/' || inner[len] == '\0'));
 }
 
-/* The app confining relative or its nearest ancestor; NULL when none. */
+/* The app confining relative or its nearest ancestor; NULL when none.
+ * Through the index of confined cgroups, one lookup per level: the
+ * sweep asks this of every cgroup each second. */
 static struct served_app *confiner(struct daemon_state *state, const char *relative, bool *exact,
 				   const char **at)
 {
-	struct served_app *best = NULL;
-	size_t best_len = 0;
+	char path[PATH_MAX];
+	gpointer key, value;
 
-	for (size_t i = 0; i < state->app_count; i++)
-		for (size_t c = 0; c < state->apps[i].cgroup_count; c++) {
-			const char *path = state->apps[i].cgroups[c].relative;
-			size_t len = strlen(path);
-			if (is_within(relative, path) && (!best || len > best_len)) {
-				best = &state->apps[i];
-				best_len = len;
-				*at = path;
-				*exact = strcmp(path, relative) == 0;
-			}
+	if (!state->confined || (size_t)snprintf(path, sizeof(path), "%s", relative) >= sizeof(path))
+		return NULL;
+	for (;;) {
+		if (g_hash_table_lookup_extended(state->confined, path, &key, &value)) {
+			*at = key;
+			*exact = strcmp(key, relative) == 0;
+			return value;
 		}
-	return best;
+		if (!path[0])
+			return NULL;
+		char *slash = strrchr(path, '/');
+		*(slash ? slash : path) = '\0';
+	}
 }
 
 /* Another app than served confining a cgroup below relative. */
@@ -133,7 +143,7 @@ static int confine(struct daemon_state *state, struct served_app *served, const 
 	full_path(state, relative, full, sizeof(full));
 	if (!grow(&served->cgroups, &served->cgroup_cap, served->cgroup_count, sizeof(*served->cgroups)))
 		return daemon_say(why, len, "out of memory"), -1;
-	int rc = pf_bpf_attach(served->loaded, full, relative, true, &attachment, reason, sizeof(reason));
+	int rc = pf_bpf_confine(served->loaded, full, relative, &attachment, reason, sizeof(reason));
 	struct stat now;
 	if (rc == -ENOENT || rc == -ENOTDIR || (rc < 0 && stat(full, &now) < 0))
 		return 0;	/* removed meanwhile (a container that ended at once), or not a cgroup */
@@ -148,6 +158,9 @@ static int confine(struct daemon_state *state, struct served_app *served, const 
 	if (stat(full, &info) == 0)
 		pf_bpf_note_cgroup((uint64_t)info.st_ino, relative);
 	served->cgroups[served->cgroup_count++] = (struct confined_cgroup){copy, attachment};
+	if (!state->confined)
+		state->confined = g_hash_table_new(g_str_hash, g_str_equal);
+	g_hash_table_insert(state->confined, copy, served);
 	if (!quiet)
 		fprintf(stderr, "portfence: %s attached to %s\n", served->app->name, relative);
 	return 0;
@@ -161,10 +174,14 @@ static int consider(struct daemon_state *state, const char *relative, bool quiet
 {
 	struct served_app *matched = NULL;
 
+	char full[PATH_MAX];
+
+	full_path(state, relative, full, sizeof(full));
 	for (size_t i = 0; i < state->app_count; i++) {
 		if (!app_matches(state, state->apps[i].app, relative))
 			continue;
 		if (matched) {
+			pf_bpf_unconfine(state->cgroup_apps_fd, full);
 			refuse(state, relative, "cgroup %s matches the cgroups of apps '%s' and '%s': refused, "
 				      "neither confines it", relative, matched->app->name, state->apps[i].app->name);
 			matched = NULL;
@@ -176,16 +193,141 @@ static int consider(struct daemon_state *state, const char *relative, bool quiet
 		bool exact = false;
 		const char *at = NULL;
 		const struct served_app *holder = confiner(state, relative, &exact, &at);
-		if (holder && holder != matched)
+		if (holder && holder != matched) {
+			pf_bpf_unconfine(state->cgroup_apps_fd, full);
 			refuse(state, relative, "cgroup %s matches app '%s' but lies in %s, which app '%s' confines: "
 				      "refused", relative, matched->app->name, at, holder->app->name);
-		else if (!holder && (holder = confined_below(state, matched, relative, &at)))
+		} else if (!holder && (holder = confined_below(state, matched, relative, &at)))
 			refuse(state, relative, "cgroup %s matches app '%s' but holds %s, which app '%s' confines: "
 				      "refused", relative, matched->app->name, at, holder->app->name);
 		else if (!holder && confine(state, matched, relative, quiet, why, len) < 0)
 			return -1;
 	}
 	return any_glob_leads(state, relative) ? daemon_watch_dir(state, relative, quiet, why, len) : 0;
+}
+
+void daemon_start_births(struct daemon_state *state)
+{
+	struct pf_bpf_app *births = state->app_count ? state->apps[0].loaded : NULL;
+	char glob[PATH_MAX + 1], why[1024];
+	uint32_t index = 0;
+
+	if (!births)
+		return;
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++) {
+			const char *under = under_mount(state, state->apps[i].app->cgroups.globs[g]);
+			snprintf(glob, sizeof(glob), "%s%s", under[0] == '/' ? "" : "/", under);
+			for (size_t n = strlen(glob); n > 1 && glob[n - 1] == '/'; n--)
+				glob[n - 1] = '\0';
+			int rc = pf_bpf_set_birth_glob(births, index, (uint32_t)(i + 1), glob);
+			if (rc == 0)
+				index++;
+			else
+				fprintf(stderr, "portfence: warning: cgroup \"%s\" of app '%s' is matched after mkdir only "
+					"(by the watch): %s\n", state->apps[i].app->cgroups.globs[g], state->apps[i].app->name,
+					rc == -EINVAL ? "the kernel's matcher takes `*`, `?` and literal bytes, up to 127"
+					: rc == -E2BIG ? "the kernel's table is full" : strerror(-rc));
+		}
+	pf_bpf_set_birth_glob(births, index, 0, "");	/* the table's end (a full one has none) */
+	if (pf_bpf_watch_births(births, why, sizeof(why)) < 0)
+		fprintf(stderr, "portfence: warning: %s; new cgroups are confined by the watch, just after mkdir\n", why);
+	unlink(PF_BPF_CGROUPS_PIN);
+	if (bpf_obj_pin(state->cgroup_apps_fd, PF_BPF_CGROUPS_PIN) < 0)
+		fprintf(stderr, "portfence: warning: cannot pin the cgroup map at %s: %s\n", PF_BPF_CGROUPS_PIN,
+			strerror(errno));
+}
+
+/* The fixed components of glob's parent (those before the first with a
+ * pattern character, never its last), into out; how many. */
+static size_t fixed_parent(const struct daemon_state *state, const char *glob, char *out, size_t len)
+{
+	const char *p = under_mount(state, glob);
+	size_t count = 0, used = 0;
+
+	out[0] = '\0';
+	while (*p == '/')
+		p++;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		const char *next = p + n;
+		while (*next == '/')
+			next++;
+		if (!*next || strcspn(p, "*?[\\") < n || used + n + 2 > len)
+			return count;	/* the last component, or one with a pattern */
+		used += (size_t)snprintf(out + used, len - used, "%s%.*s", used ? "/" : "", (int)n, p);
+		count++;
+		p = next;
+	}
+}
+
+/* The common ancestor of every glob's fixed parent, cut back to a
+ * cgroup that exists. */
+static void common_ancestor(const struct daemon_state *state, char *ancestor, size_t len)
+{
+	char prefix[PATH_MAX], full[PATH_MAX];
+	bool first = true;
+	struct stat info;
+
+	ancestor[0] = '\0';
+	for (size_t i = 0; i < state->app_count; i++)
+		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++) {
+			fixed_parent(state, state->apps[i].app->cgroups.globs[g], prefix, sizeof(prefix));
+			if (first) {
+				snprintf(ancestor, len, "%s", prefix);
+				first = false;
+				continue;
+			}
+			size_t n = 0;
+			while (ancestor[n] && ancestor[n] == prefix[n])
+				n++;
+			if (!(ancestor[n] == '\0' && (prefix[n] == '/' || prefix[n] == '\0')))
+				while (n > 0 && ancestor[n] != '/')
+					n--;	/* back to a whole component */
+			ancestor[n] = '\0';
+		}
+	for (;;) {
+		full_path(state, ancestor, full, sizeof(full));
+		if (!ancestor[0] || (stat(full, &info) == 0 && S_ISDIR(info.st_mode)))
+			return;
+		char *slash = strrchr(ancestor, '/');
+		if (slash)
+			*slash = '\0';
+		else
+			ancestor[0] = '\0';
+	}
+}
+
+int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
+{
+	char ancestor[PATH_MAX], full[PATH_MAX], reason[PATH_MAX + 512];
+	bool alive = state->app_count > 0;
+
+	for (size_t i = 0; i < state->app_count && alive; i++)
+		alive = !state->apps[i].app->cgroups.count ||
+			(state->apps[i].ancestor && pf_bpf_attachment_alive(state->apps[i].ancestor));
+	if (alive)
+		return 0;
+	common_ancestor(state, ancestor, sizeof(ancestor));
+	full_path(state, ancestor, full, sizeof(full));
+	for (size_t i = 0; i < state->app_count; i++) {
+		struct served_app *served = &state->apps[i];
+		struct pf_bpf_attachment *attachment = NULL;
+		if (!served->app->cgroups.count ||
+		    (served->ancestor && pf_bpf_attachment_alive(served->ancestor) && strcmp(ancestor, state->ancestor) == 0))
+			continue;
+		if (pf_bpf_attach_under(served->loaded, full, ancestor, NULL, &attachment, reason, sizeof(reason)) < 0)
+			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", served->app->name,
+					  reason, served->app->cgroups.globs[0],
+					  served->app->cgroups.count > 1 ? " and the app's other cgroups" : ""), -1;
+		pf_bpf_detach(served->ancestor);
+		served->ancestor = attachment;
+	}
+	snprintf(state->ancestor, sizeof(state->ancestor), "%s", ancestor);
+	fprintf(stderr, "portfence: the programs of %zu app%s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
+		"cgroup is confined by its entry in their map\n", state->app_count, state->app_count == 1 ? "" : "s",
+		ancestor[0] ? ancestor : "/ (the root)");
+	return 0;
 }
 
 /* Watches a directory (before reading it, so that no child created
@@ -238,6 +380,8 @@ static void forget(struct daemon_state *state, const char *relative)
 				continue;
 			}
 			pf_bpf_detach(served->cgroups[c].attachment);
+			if (state->confined)
+				g_hash_table_remove(state->confined, served->cgroups[c].relative);
 			free(served->cgroups[c].relative);
 			served->cgroups[c] = served->cgroups[--served->cgroup_count];
 		}
@@ -262,6 +406,8 @@ static void drop_watch(struct daemon_state *state, size_t i)
  * then every watched directory read again. */
 int daemon_sweep(struct daemon_state *state, char *why, size_t len)
 {
+	if (daemon_keep_ancestor(state, why, len) < 0)
+		return -1;
 	for (size_t i = 0; i < state->app_count; i++)
 		for (size_t c = 0; c < state->apps[i].cgroup_count; c++)
 			if (!pf_bpf_attachment_alive(state->apps[i].cgroups[c].attachment)) {

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/magic.h>
 
 #include "loader/loader_internal.h"
 #include "kernel/pins.h"
@@ -20,6 +22,11 @@
 
 struct pf_bpf_attachment {
 	struct bpf_link *links[PROGRAM_COUNT];
+	/* An entry in a shared cgroup map (pf_bpf_confine): its fd, -1 when
+	 * the attachment is links, and the entry's key and value. */
+	int map_fd;
+	uint64_t cgroup_id;
+	uint32_t app_id;
 	char pin_dir[PATH_MAX];	/* "" when not pinned */
 	char cgroup_full[PATH_MAX];
 	ino_t cgroup_ino;
@@ -62,6 +69,13 @@ void pf_bpf_detach(struct pf_bpf_attachment *attachment)
 			bpf_link__detach(attachment->links[i]);
 			bpf_link__destroy(attachment->links[i]);
 		}
+	if (attachment->map_fd >= 0) {
+		uint32_t app = 0;
+		if (bpf_map_lookup_elem(attachment->map_fd, &attachment->cgroup_id, &app) == 0 &&
+		    app == attachment->app_id)
+			bpf_map_delete_elem(attachment->map_fd, &attachment->cgroup_id);
+		close(attachment->map_fd);
+	}
 	if (attachment->pin_dir[0])
 		remove_pins(attachment->pin_dir);
 	free(attachment);
@@ -73,6 +87,8 @@ void pf_bpf_attachment_release(struct pf_bpf_attachment *attachment)
 		return;
 	for (int i = 0; i < PROGRAM_COUNT; i++)
 		bpf_link__destroy(attachment->links[i]);
+	if (attachment->map_fd >= 0)
+		close(attachment->map_fd);
 	free(attachment);
 }
 
@@ -105,6 +121,36 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 	return 0;
 }
 
+/* Which cgroup, from cgroup_full up to the mount, holds another
+ * manager's exclusive attachment (flags without BPF_F_ALLOW_MULTI) of
+ * type: said in blocker, "" when none is found. */
+static void exclusive_blocker(const char *cgroup_full, enum bpf_attach_type type, char *blocker, size_t len)
+{
+	char dir[PATH_MAX];
+	struct statfs fs;
+
+	snprintf(dir, sizeof(dir), "%s", cgroup_full);
+	for (;;) {
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		__u32 flags = 0, count = 0;
+		if (fd >= 0 && bpf_prog_query(fd, type, 0, &flags, NULL, &count) == 0 && count > 0 &&
+		    !(flags & BPF_F_ALLOW_MULTI)) {
+			close(fd);
+			snprintf(blocker, len, ": another manager holds an exclusive %s attachment (not BPF_F_ALLOW_MULTI) "
+				 "at cgroup %s", libbpf_bpf_attach_type_str(type), dir);
+			return;
+		}
+		if (fd >= 0)
+			close(fd);
+		char *slash = strrchr(dir, '/');
+		if (!slash || slash == dir)
+			return;
+		*slash = '\0';
+		if (statfs(dir, &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC)
+			return;	/* above the mount */
+	}
+}
+
 int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
 		  bool pin, struct pf_bpf_attachment **out, char *why, size_t len)
 {
@@ -120,6 +166,8 @@ int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, cons
 	int rc = 0, fd = open(cgroup_full, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	*out = NULL;
+	if (attachment)
+		attachment->map_fd = -1;
 	if (fd < 0 || fstat(fd, &info) < 0 || !attachment) {
 		rc = -errno;
 		snprintf(why, len, "cannot open cgroup %s: %s", cgroup_full, strerror(errno));
@@ -131,9 +179,24 @@ int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, cons
 		attachment->links[i] = bpf_program__attach_cgroup(program(loaded->skel, i), fd);
 		if (!attachment->links[i]) {
 			rc = -errno;
+			char blocker[PATH_MAX + 128] = "";
+			if (rc == -EPERM)
+				exclusive_blocker(cgroup_full, bpf_program__expected_attach_type(program(loaded->skel, i)),
+						  blocker, sizeof(blocker));
 			snprintf(why, len, "cannot attach %s to cgroup %s: %s%s",
-				 bpf_program__name(program(loaded->skel, i)), cgroup_full, strerror(errno),
-				 errno == EPERM ? " (another tool's exclusive attachment above it?)" : "");
+				 bpf_program__name(program(loaded->skel, i)), cgroup_full, strerror(-rc),
+				 blocker[0] ? blocker
+				 : rc == -EPERM ? " (another tool's exclusive attachment above it?)" : "");
+			goto fail;
+		}
+	}
+	/* Its own map: the programs judge the sockets of this cgroup (and
+	 * below), and leave alone those of another attachment's cgroups. */
+	if (loaded->own_cgroups) {
+		uint64_t id = (uint64_t)info.st_ino;
+		if (bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.cgroup_apps), &id, &loaded->app_id, BPF_ANY) < 0) {
+			rc = -errno;
+			snprintf(why, len, "cannot confine cgroup %s: %s", cgroup_full, strerror(errno));
 			goto fail;
 		}
 	}
@@ -149,6 +212,59 @@ fail:
 		close(fd);
 	pf_bpf_detach(attachment);
 	return rc < 0 ? rc : -EINVAL;
+}
+
+int pf_bpf_confine(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+		   struct pf_bpf_attachment **out, char *why, size_t len)
+{
+	struct pf_bpf_attachment *attachment = calloc(1, sizeof(*attachment));
+	struct stat info;
+	char name[PATH_MAX];
+
+	*out = NULL;
+	if (!attachment) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	attachment->map_fd = -1;
+	int gone = stat(cgroup_full, &info) < 0 ? -errno : 0;
+	if (gone || !S_ISDIR(info.st_mode)) {
+		int rc = gone ? gone : -ENOTDIR;
+		snprintf(why, len, "cannot open cgroup %s: %s", cgroup_full, strerror(-rc));
+		free(attachment);
+		return rc;
+	}
+	snprintf(attachment->cgroup_full, sizeof(attachment->cgroup_full), "%s", cgroup_full);
+	attachment->cgroup_ino = info.st_ino;
+	attachment->cgroup_id = (uint64_t)info.st_ino;
+	attachment->app_id = loaded->app_id;
+	attachment->map_fd = fcntl(bpf_map__fd(loaded->skel->maps.cgroup_apps), F_DUPFD_CLOEXEC, 0);
+	if (attachment->map_fd < 0 ||
+	    bpf_map_update_elem(attachment->map_fd, &attachment->cgroup_id, &attachment->app_id, BPF_ANY) < 0) {
+		int rc = -errno;
+		snprintf(why, len, "cannot confine cgroup %s: %s", cgroup_full, strerror(errno));
+		pf_bpf_detach(attachment);
+		return rc;
+	}
+	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
+		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
+	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", PF_BPF_PIN_ROOT,
+			     loaded->app_name, name) >= sizeof(attachment->pin_dir) ||
+	    (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST))
+		attachment->pin_dir[0] = '\0';	/* status does not list it; it is confined all the same */
+	*out = attachment;
+	return 0;
+}
+
+void pf_bpf_unconfine(int cgroup_apps_fd, const char *cgroup_full)
+{
+	struct stat info;
+	uint64_t id;
+
+	if (cgroup_apps_fd < 0 || stat(cgroup_full, &info) < 0)
+		return;
+	id = (uint64_t)info.st_ino;
+	bpf_map_delete_elem(cgroup_apps_fd, &id);
 }
 
 int pf_bpf_unpin_links(const char *dir)
@@ -231,5 +347,16 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 		remove_app_if_unused(app_dir);
 	}
 	closedir(apps);
+	/* A cgroup a daemon confines has a pin directory and no links: its
+	 * entry in the daemon's cgroup map goes too. */
+	char mount_point[PATH_MAX], full[PATH_MAX * 2];
+	int map_fd = detached ? bpf_obj_get(PF_BPF_CGROUPS_PIN) : -1;
+	if (map_fd >= 0 && pf_cgroup2_mount(mount_point, sizeof(mount_point)) == 0) {
+		snprintf(full, sizeof(full), "%s/%s", mount_point, cgroup_relative[0] == '/' ? cgroup_relative + 1
+												 : cgroup_relative);
+		pf_bpf_unconfine(map_fd, full);
+	}
+	if (map_fd >= 0)
+		close(map_fd);
 	return detached;
 }

@@ -337,6 +337,26 @@ static void watch_execs(struct pf_bpf_app *loaded, bool pinned)
 int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
 		    struct pf_bpf_app **out, char *why, size_t len)
 {
+	return pf_bpf_app_load_shared(policy, app, share_pinned, NULL, out, why, len);
+}
+
+/* The app's id in the cgroup map, and the map itself when shared; the
+ * birth programs only in the load that carries them. */
+static int join_cgroup_map(struct pf_bpf_app *loaded, const struct pf_bpf_share *share)
+{
+	loaded->own_cgroups = !share;
+	loaded->app_id = share ? share->app_id : 1;
+	loaded->skel->rodata->pfb_app_id = loaded->app_id;
+	bpf_program__set_autoload(loaded->skel->progs.pfb_cgroup_mkdir, share && share->births);
+	bpf_program__set_autoload(loaded->skel->progs.pfb_cgroup_rmdir, share && share->births);
+	if (share && share->cgroup_apps_fd >= 0)
+		return bpf_map__reuse_fd(loaded->skel->maps.cgroup_apps, share->cgroup_apps_fd);
+	return 0;
+}
+
+int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
+			   const struct pf_bpf_share *share, struct pf_bpf_app **out, char *why, size_t len)
+{
 	struct pf_bpf_app *loaded = calloc(1, sizeof(*loaded));
 	int rc;
 
@@ -364,6 +384,10 @@ int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bo
 	if ((rc = pf_bpf_size_rules(loaded, app, why, len)) < 0)
 		goto fail;
 	choose_exec_program(loaded);
+	if ((rc = join_cgroup_map(loaded, share)) < 0) {
+		say(why, len, "cannot share the cgroup map of app '%s': %s", app->name, strerror(-rc));
+		goto fail;
+	}
 	if (share_pinned && (rc = share_maps(loaded, &loaded->counters_shared)) < 0) {
 		say(why, len, "cannot reuse the pinned maps of app '%s': %s", app->name, strerror(-rc));
 		goto fail;
@@ -396,6 +420,8 @@ void pf_bpf_app_free(struct pf_bpf_app *loaded)
 	if (loaded->ring)
 		ring_buffer__free(loaded->ring);
 	bpf_link__destroy(loaded->exec_link);
+	for (int i = 0; i < 2; i++)
+		bpf_link__destroy(loaded->birth_links[i]);
 	portfence_bpf__destroy(loaded->skel);
 	free(loaded->app_name);
 	pf_app_explainer_free(loaded->explainer);

@@ -29,6 +29,41 @@ const char *pf_bpf_unavailable(char *why, size_t len);
  * counters, its records) are used when present, and pinned when not. */
 int pf_bpf_app_load(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
 		    struct pf_bpf_app **out, char *why, size_t len);
+/* One attachment serving many cgroups (bpf/cgroups.bpf.h): a daemon's
+ * apps share one cgroup map, each app its app_id there (from 1), the
+ * first load made with cgroup_apps_fd -1 and the others given its
+ * pf_bpf_cgroup_map_fd; births: this load carries the birth programs
+ * (tp_btf/cgroup_mkdir and cgroup_rmdir), which pf_bpf_watch_births
+ * attaches.  A load without it (pf_bpf_app_load) has its own map, which
+ * pf_bpf_attach fills with each cgroup it attaches to. */
+struct pf_bpf_share {
+	uint32_t app_id;
+	int cgroup_apps_fd;
+	bool births;
+};
+int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *app, bool share_pinned,
+			   const struct pf_bpf_share *share, struct pf_bpf_app **out, char *why, size_t len);
+int pf_bpf_cgroup_map_fd(const struct pf_bpf_app *loaded);
+/* The birth programs' glob table, entry index: app_id's glob (absolute
+ * under the mount, "/x/y-*"); -EINVAL when the kernel's matcher cannot
+ * take it ('[', '\\', too long), -errno otherwise.  app_id 0 ends the
+ * table. */
+int pf_bpf_set_birth_glob(struct pf_bpf_app *births, uint32_t index, uint32_t app_id, const char *glob);
+/* Attaches the birth programs (by name, through BTF). */
+int pf_bpf_watch_births(struct pf_bpf_app *births, char *why, size_t len);
+/* Confines a cgroup through the shared map (an entry, no link), with a
+ * pin directory naming it (PF_BPF_PIN_ROOT/APP/NAME/, empty) for status;
+ * pf_bpf_detach drops both, pf_bpf_attachment_release neither. */
+int pf_bpf_confine(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+		   struct pf_bpf_attachment **out, char *why, size_t len);
+/* Drops whatever entry the map holds for the cgroup (a refused one the
+ * birth program may have given an app). */
+void pf_bpf_unconfine(int cgroup_apps_fd, const char *cgroup_full);
+/* The id of a cgroup (its inode number on cgroup v2), 0 when gone. */
+uint64_t pf_bpf_cgroup_id(const char *cgroup_full);
+/* Where a daemon pins its cgroup map (for status and the benchmark). */
+#define PF_BPF_CGROUPS_PIN "/sys/fs/bpf/portfence-cgroups"
+
 /* Writes the app's configuration and rules again (SIGHUP). */
 int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
 			 const struct pf_app *app, char *why, size_t len);

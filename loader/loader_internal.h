@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "loader/loader.h"
 #include "bpf/portfence_api.h"
@@ -25,6 +26,12 @@ struct pf_bpf_app {
 	struct pf_app *explainer;
 	bool notify;		/* notices on stderr (pf_bpf_app_notify) */
 	long long last_notice_ms[2];	/* deny, error */
+	/* cgroup_apps (bpf/cgroups.bpf.h): the object's own, holding the
+	 * cgroups it is attached to (own_cgroups), or a daemon's, shared by
+	 * all its apps; app_id is this app's value there. */
+	bool own_cgroups;
+	uint32_t app_id;
+	struct bpf_link *birth_links[2];	/* cgroup_mkdir, cgroup_rmdir */
 };
 
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */

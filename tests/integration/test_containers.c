@@ -5,16 +5,19 @@
  * operator.  The rootfs is busybox-static plus the static client, built
  * by the test; the containers share the test's network namespace, where
  * the test's server sees their source ports. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -356,4 +359,180 @@ Test(containers, a_cgroup_inside_another_apps_is_refused_with_a_line)
 	cr_expect(in_range(port, OUTER_LO, OUTER_HI), "a process in %s/box connected from %u, not from the enclosing "
 		  "app's [%d, %d]: %s%s", outer, port, OUTER_LO, OUTER_HI, r.out, r.err);
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
+}
+
+/* A child that joins the cgroup (full path) the moment it exists and
+ * connects at once, with nothing in between: the local port it got (0
+ * when it could not connect), written to out. */
+static pid_t join_and_connect_at_birth(const char *full, uint16_t port, int out)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	char procs[PATH_MAX + 64], text[16];
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
+	int fd;
+	while ((fd = open(procs, O_WRONLY)) < 0)
+		;	/* the parent is making it */
+	int len = snprintf(text, sizeof(text), "%d", (int)getpid());
+	ssize_t joined = write(fd, text, (size_t)len);
+	close(fd);
+	uint16_t local = 0;
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
+	struct sockaddr_in me;
+	socklen_t me_len = sizeof(me);
+	if (joined == len && connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 &&
+	    getsockname(s, (struct sockaddr *)&me, &me_len) == 0)
+		local = ntohs(me.sin_port);
+	ssize_t written = write(out, &local, sizeof(local));
+	_exit(written == sizeof(local) ? 0 : 1);
+}
+
+/* `count` cgroups mount/base-N made one after another, a child joining
+ * each and connecting the moment it exists (no runtime's start-up to
+ * hide the race): how many connected from outside [lo, hi]. */
+static int births_outside(const char *mount, const char *base, int count, int lo, int hi, int *connected,
+			  char *first, size_t first_len)
+{
+	char full[PATH_MAX];
+	int leaks = 0;
+
+	*connected = 0;
+	for (int i = 0; i < count; i++) {
+		int pipe_fds[2];
+		uint16_t local = 0;
+		snprintf(full, sizeof(full), "%.3000s/%s-%d", mount, base, i);
+		cr_assert_eq(pipe(pipe_fds), 0);
+		pid_t child = join_and_connect_at_birth(full, fx.srv.port, pipe_fds[1]);
+		cr_assert_eq(mkdir(full, 0755), 0, "mkdir %s: %s", full, strerror(errno));
+		close(pipe_fds[1]);
+		if (read(pipe_fds[0], &local, sizeof(local)) == sizeof(local) && local) {
+			(*connected)++;
+			if (!in_range(local, lo, hi) && leaks++ == 0)
+				snprintf(first, first_len, "%s from %u", full, local);
+		}
+		close(pipe_fds[0]);
+		waitpid(child, NULL, 0);
+		rmdir(full);
+	}
+	return leaks;
+}
+
+/* The cgroup v2 mount into mount, or the test skipped with the reason. */
+static void require_bpf_mount(char *mount, size_t len)
+{
+	const char *missing = bpf_machine_missing(mount, len);
+	if (missing)
+		cr_skip_test("%s", missing);
+}
+
+/* The sandbox (policy apps_text) and the test's server, then the daemon. */
+static void births_serving(const char *apps_text)
+{
+	sandbox_init(&fx.sb, apps_text);
+	fx.sandboxed = true;
+	server_start(&fx.srv, "127.0.0.1", SERVE_GREET);
+	fx.serving = true;
+	daemon_start();
+}
+
+/* births_outside, expecting every child to connect from [lo, hi]. */
+static void expect_born_confined(const char *mount, const char *base, int count, int lo, int hi)
+{
+	char first[PATH_MAX + 64] = "";
+	int connected = 0, leaks = births_outside(mount, base, count, lo, hi, &connected, first, sizeof(first));
+	fprintf(stderr, "containers: %d processes joined a new cgroup %s-N and connected at once: %d connected, %d leaks\n",
+		count, base, connected, leaks);
+	cr_expect_eq(leaks, 0, "%d of %d connects at birth left from outside [%d, %d]; first: %s\ndaemon:\n%s", leaks,
+		     connected, lo, hi, first, daemon_output());
+	cr_expect_eq(connected, count, "only %d of %d children connected", connected, count);
+}
+
+/* The birth race: a process that joins a brand-new cgroup and connects
+ * at once is confined from that first connect.  The daemon's programs
+ * stand at a common ancestor, and the new cgroup is given its app inside
+ * mkdir(2) (tp_btf/cgroup_mkdir), before any process can join it; an
+ * attachment made after mkdir, on inotify's news, left about a third of
+ * these connects outside the range. */
+Test(containers, a_process_joining_a_new_cgroup_connects_from_the_range_at_once)
+{
+	enum { LO = 62640, HI = 62699, COUNT = 1000 };
+	char mount[PATH_MAX], apps[512], base[64];
+
+	require_bpf_mount(mount, sizeof(mount));
+	snprintf(base, sizeof(base), "pf-born-%d", (int)getpid());
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"born\"; range = [ %d, %d ]; cgroups = [ \"%s-*\" ]; } );", LO,
+		 HI, base);
+	births_serving(apps);
+	expect_born_confined(mount, base, COUNT, LO, HI);
+	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
+}
+
+/* Two apps whose globs `check` cannot see meet (one names the mount,
+ * which only the running host knows): a cgroup both match is refused
+ * with one line naming both apps, and neither confines it, neither in
+ * the kernel at its birth nor in the watch after. */
+Test(containers, a_cgroup_two_apps_match_at_runtime_is_refused_not_chosen)
+{
+	enum { A_LO = 62580, A_HI = 62589, B_LO = 62590, B_HI = 62599 };
+	char mount[PATH_MAX], apps[PATH_MAX + 512], command[PATH_MAX * 4];
+
+	require_bpf_mount(mount, sizeof(mount));
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"left\"; range = [ %d, %d ]; cgroups = [ \"%.3000s/pf-both-%d-*\" ]; },\n"
+		 "         { name = \"right\"; range = [ %d, %d ]; cgroups = [ \"pf-both-%d-*\" ]; } );",
+		 A_LO, A_HI, mount, (int)getpid(), B_LO, B_HI, (int)getpid());
+	births_serving(apps);
+	cr_assert(strstr(daemon_output(), "watching"), "the daemon did not start:\n%s", daemon_output());
+	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-both-%d-1", mount, (int)getpid());
+	snprintf(command, sizeof(command), "mkdir '%.3000s' && echo $$ > '%.3000s/cgroup.procs' && exec '%.3000s' tcp 127.0.0.1 %u",
+		 fx.cgroups[0], fx.cgroups[0], build_path("bpf-static-client"), fx.srv.port);
+	fx.cgroup_count = 1;
+	char *argv[] = {"sh", "-c", command, NULL};
+	static struct run_result r;
+	run_program(&r, argv, NULL, NULL);
+	const char *local = strstr(r.out, "local ");
+	uint16_t port = local ? address_port(local + 6) : 0;
+	cr_assert_neq(port, 0, "the client did not connect: %s%s", r.out, r.err);
+	cr_expect(!in_range(port, A_LO, B_HI), "a cgroup both apps match connected from %u: an app was chosen (%s)\n%s",
+		  port, r.out, daemon_output());
+	for (int tenths = 0; tenths < 50 && !strstr(daemon_output(), "refused"); tenths++)
+		usleep(100000);
+	cr_expect(strstr(daemon_output(), "refused") && strstr(daemon_output(), "'left'") &&
+			  strstr(daemon_output(), "'right'"),
+		  "no line refusing the cgroup naming both apps:\n%s", daemon_output());
+	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
+}
+
+/* The kernel's own match at birth takes `*` and `?` at any depth, under
+ * an attachment standing at the glob's fixed part (here pf-nest-PID,
+ * not the root): 100 children joining pf-nest-PID/mid/x-7-N at its birth
+ * all connect from the range; a sibling the glob does not match
+ * (y-7-N) is left alone. */
+Test(containers, a_nested_glob_is_matched_in_the_kernel_at_birth)
+{
+	enum { LO = 62560, HI = 62579, COUNT = 100 };
+	char mount[PATH_MAX], apps[512], base[128], first[PATH_MAX + 64] = "";
+
+	require_bpf_mount(mount, sizeof(mount));
+	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-nest-%d", mount, (int)getpid());
+	snprintf(fx.cgroups[1], PATH_MAX, "%.3000s/pf-nest-%d/mid", mount, (int)getpid());
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(mkdir(fx.cgroups[i], 0755), 0, "mkdir %s: %s", fx.cgroups[i], strerror(errno));
+		fx.cgroup_count = i + 1;
+	}
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"nest\"; range = [ %d, %d ]; cgroups = [ \"pf-nest-%d/*/x-?-*\" ]; } );",
+		 LO, HI, (int)getpid());
+	births_serving(apps);
+	cr_assert(strstr(daemon_output(), "stand once at cgroup pf-nest-"), "the attachment is not at the glob's "
+		  "fixed part:\n%s", daemon_output());
+	snprintf(base, sizeof(base), "pf-nest-%d/mid/x-7", (int)getpid());
+	expect_born_confined(mount, base, COUNT, LO, HI);
+	int connected = 0;
+	snprintf(base, sizeof(base), "pf-nest-%d/mid/y-7", (int)getpid());
+	int outside = births_outside(mount, base, 10, LO, HI, &connected, first, sizeof(first));
+	cr_expect_eq(outside, connected, "a cgroup the glob does not match was confined (%d of %d outside)", outside,
+		     connected);
 }
