@@ -220,7 +220,8 @@ static void check_bpf(struct backend *bpf)
 	else
 		fact(bpf, LACKS, "root", "not root (the BPF backend needs CAP_BPF and CAP_SYS_ADMIN)");
 	uname(&host);
-	fact(bpf, kernel_at_least(&host, 5, 18) ? OK : LACKS, "Linux >= 5.18", "%s", host.release);
+	/* 6.2 for bpf_rdonly_cast (bpf/cgroups.bpf.h); SPEC says 5.18. */
+	fact(bpf, kernel_at_least(&host, 6, 2) ? OK : LACKS, "Linux >= 6.2", "%s", host.release);
 	if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) < 0)
 		fact(bpf, LACKS, "cgroup v2", "no cgroup2 hierarchy is mounted");
 	else if (access(mount_point, W_OK) < 0)

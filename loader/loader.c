@@ -59,8 +59,10 @@ const char *pf_bpf_unavailable(char *why, size_t len)
 		return why;
 	}
 	if (uname(&host) == 0 && sscanf(host.release, "%d.%d", &major, &minor) == 2 &&
-	    (major < 5 || (major == 5 && minor < 18))) {
-		say(why, len, "the BPF backend needs Linux >= 5.18 (this is %s)", host.release);
+	    (major < 6 || (major == 6 && minor < 2))) {
+		/* 6.2: bpf_rdonly_cast, which reads a socket's creator cgroup
+		 * (bpf/cgroups.bpf.h); SPEC says 5.18, see docs/spec.md. */
+		say(why, len, "the BPF backend needs Linux >= 6.2 (this is %s)", host.release);
 		return why;
 	}
 	if (pf_cgroup2_mount(mount_point, sizeof(mount_point)) < 0) {

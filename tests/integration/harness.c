@@ -660,8 +660,8 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len)
 		snprintf(reason, sizeof(reason), "the cgroup v2 mount %s is read-only here", cgroup_mount);
 		return reason;
 	}
-	if (!kernel_at_least(5, 18))
-		return "the BPF backend needs Linux >= 5.18";
+	if (!kernel_at_least(6, 2))
+		return "the BPF backend needs Linux >= 6.2";
 	int error = bpf_map_probe();
 	if (error == EPERM || error == ENOSYS) {
 		snprintf(reason, sizeof(reason), "this machine refuses bpf(2): %s", strerror(error));

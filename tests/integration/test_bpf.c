@@ -5,7 +5,7 @@
  * what the server saw and what the audit log holds.
  *
  * Whether BPF can be used is decided from the machine (root, a cgroup v2
- * mount, a kernel >= 5.18 that lets us create a BPF map), never from the
+ * mount, a kernel >= 6.2 that lets us create a BPF map), never from the
  * tool's output: a tool that does not know --bpf fails these tests, it
  * does not skip them. */
 #include <criterion/criterion.h>
@@ -1219,7 +1219,7 @@ static void expect_doctor_says(const char *out, const char *backend, const char 
 		  "expected \"%s%s ... %s\", got \"%s\" in:\n%s", prefix, what, part, line ? line : "(none)", out);
 }
 
-/* Here (root, cgroup v2, Linux >= 5.18, BTF) both backends can be used:
+/* Here (root, cgroup v2, Linux >= 6.2, BTF) both backends can be used:
  * every fact is one line, and bpffs that is not mounted is tried without
  * mounting it for the host. */
 Test(bpf, doctor_finds_both_backends_usable_here)
