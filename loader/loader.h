@@ -21,7 +21,7 @@ struct pf_bpf_app;
 struct pf_bpf_attachment;
 
 /* Why the backend cannot be used here, in one line, or NULL when it can
- * be tried: root, cgroup v2, Linux >= 5.18. */
+ * be tried: root, cgroup v2, Linux >= 6.2. */
 const char *pf_bpf_unavailable(char *why, size_t len);
 
 

@@ -118,7 +118,7 @@ uint16_t address_port(const char *address);
 unsigned count_lines_starting(const char *text, const char *prefix);
 
 /* Whether the BPF backend can run here, from the machine's facts (root,
- * a writable cgroup v2 mount, Linux >= 5.18, bpf(2) allowed), never from
+ * a writable cgroup v2 mount, Linux >= 6.2, bpf(2) allowed), never from
  * the tool: NULL when it can, else the reason.  The cgroup v2 mount point
  * goes to cgroup_mount. */
 const char *bpf_machine_missing(char *cgroup_mount, size_t len);
