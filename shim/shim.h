@@ -285,6 +285,13 @@ void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *
 /* The real call a pf_call stands for, on the socket as it is. */
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 
+/* ---- flowmemo.c: a flow's hashes, remembered per thread ---- */
+/* F() and G() of flow (when hashes_flow: the app's algorithm hashes it;
+ * else zero) and the hold table's hash of its destination
+ * (pf_hold_flow_hash, the local address left out). */
+void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool hashes_flow,
+		  struct pf_flow_hashes *hashes, uint64_t *hold);
+
 /* ---- NAME.c (connect.c, bind.c, ...): the logic of each call of
  * hooks.def, pf_NAME, which the exported NAME calls ---- */
 #define PF_HOOK(type, name, params, args, fallback) type pf_##name params;
