@@ -12,22 +12,6 @@
 
 #include "shim.h"
 
-bool pf_inet_address(const struct sockaddr *addr, socklen_t len)
-{
-	if (!addr)
-		return false;
-	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
-		return true;
-	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
-}
-
-/* An address of the other family is the kernel's to refuse (EINVAL,
- * EAFNOSUPPORT): the call passes through and the socket stays as it was. */
-bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr)
-{
-	return addr->sa_family == sock->family;
-}
-
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 			enum pf_event event, const struct sockaddr *local,
 			const struct sockaddr *remote, int error)
