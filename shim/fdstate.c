@@ -99,7 +99,17 @@ bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
  * the program reads "off" again. */
 void pf_sock_note_our_reuse(const struct pf_sock *sock)
 {
-	pf_fd_set_options(sock->fd, PF_FD_REUSE_OURS, 0);
+	int fd = sock->fd;
+
+	/* A load and a store, not pf_fd_set_options' locked exchange: this
+	 * is the connect path's, which marks the entry with a plain store
+	 * (pf_sock_mark) a moment later anyway. */
+	if (fd < 0 || fd >= TABLE_SIZE)
+		return;
+	uint8_t old = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	if ((old & PF_FD_STATUS_MASK) != PF_FD_FOREIGN && (old & PF_FD_STATUS_MASK) != PF_FD_UNKNOWN &&
+	    !(old & PF_FD_REUSE_OURS))
+		atomic_store_explicit(&pf_fd_table[fd], (uint8_t)(old | PF_FD_REUSE_OURS), memory_order_relaxed);
 }
 
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local)
