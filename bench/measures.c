@@ -247,7 +247,8 @@ static void tcp_variant_worker(int variant, const char *key, uint16_t port, int 
 	bool log = !strstr(key, "_nolog");
 
 	block_args(&text, port, count);
-	if (variant >= 9) {
+	/* The floor's two variants only: the ring variant (11) is the shim's. */
+	if (variant == 9 || variant == FLOOR_VARIANT) {
 		snprintf(log_path, sizeof(log_path), "%s/by-hand.jsonl", settings.dir);
 		char *args[] = {"by_hand", text.port, text.count, text.pairs, log ? log_path : "-", NULL};
 		run_worker_figures(false, NULL, args, out);
