@@ -182,6 +182,12 @@ int udp_sink(uint16_t *port)
 
 void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo, uint16_t hi)
 {
+	write_policy_logging(path, algorithm, log ? "audit.jsonl" : NULL, lo, hi);
+}
+
+void write_policy_logging(const char *path, const char *algorithm, const char *log, uint16_t lo,
+			  uint16_t hi)
+{
 	FILE *f = fopen(path, "w");
 	if (!f) {
 		perror(path);
@@ -189,7 +195,7 @@ void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo
 	}
 	fprintf(f, "version = 1;\n");
 	if (log)
-		fprintf(f, "log = { file = \"%s/audit.jsonl\"; };\n", settings.dir);
+		fprintf(f, "log = { file = \"%s/%s\"; };\n", settings.dir, log);
 	fprintf(f, "state_dir = \"%s/state\";\napps = ( { name = \"bench\"; range = [ %u, %u ]; "
 		   "algorithm = \"%s\"; } );\n", settings.dir, lo, hi, algorithm);
 	fclose(f);

@@ -49,6 +49,10 @@ int udp_sink(uint16_t *port);
 char **shim_environ(const char *policy);
 void shim_environ_free(char **env);
 void write_policy(const char *path, const char *algorithm, bool log, uint16_t lo, uint16_t hi);
+/* The same with the log's file name under the bench's directory (NULL:
+ * no log). */
+void write_policy_logging(const char *path, const char *algorithm, const char *log, uint16_t lo,
+			  uint16_t hi);
 /* The worker's first number; its second, if any, goes to *extra. */
 double run_worker(bool shim, const char *policy, char *const args[], double *extra);
 double median(double *values, int count);

@@ -118,21 +118,28 @@ uint32_t pf_random_increments_n(uint32_t num_ephemeral)
 	return pf_core_increments_n(num_ephemeral);
 }
 
+void pf_flow_hashes_of(const struct pf_state *state, const struct pf_flow *flow,
+		       struct pf_flow_hashes *out)
+{
+	out->f = flow_hash(state->shared->hash_key, flow);
+	out->g = flow_hash(state->shared->index_key, flow);
+}
+
 /* The counter each algorithm advances in the shared state, if any. */
-static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, struct pf_state *state,
-					struct pf_core_walk *cw)
+static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, const struct pf_flow_hashes *hashes,
+					struct pf_state *state, struct pf_core_walk *cw)
 {
 	struct pf_shared_state *shared = state->shared;
 
 	if (pf_core_hashes_flow(cw->algorithm))
-		cw->offset = pf_core_hash_offset(flow_hash(shared->hash_key, flow), cw->num);
+		cw->offset = pf_core_hash_offset(hashes ? hashes->f : flow_hash(shared->hash_key, flow), cw->num);
 	switch (pf_core_counter_of(cw->algorithm)) {
 	case PF_CORE_COUNTER_SEQUENTIAL:
 		return &shared->sequential_next;
 	case PF_CORE_COUNTER_HASH:
 		return &shared->hash_next;
 	case PF_CORE_COUNTER_TABLE:
-		return &shared->table[pf_core_dh_index(flow_hash(shared->index_key, flow))];
+		return &shared->table[pf_core_dh_index(hashes ? hashes->g : flow_hash(shared->index_key, flow))];
 	case PF_CORE_COUNTER_INCREMENTS:
 		return &shared->increments_next;
 	default:
@@ -140,10 +147,9 @@ static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, struct pf_st
 	}
 }
 
-int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
-		      const struct pf_flow *flow, struct pf_state *state,
-		      struct pf_rng *rng, pf_try_fn try_port, void *ctx,
-		      struct pf_pick *pick)
+static int pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi, const struct pf_flow *flow,
+		const struct pf_flow_hashes *hashes, struct pf_state *state, struct pf_rng *rng,
+		pf_try_fn try_port, void *ctx, struct pf_pick *pick)
 {
 	struct walk walk = {.try_port = try_port, .ctx = ctx, .pick = pick};
 	struct pf_core_walk cw;
@@ -158,8 +164,24 @@ int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 	if ((unsigned)algorithm >= PF_ALGO_KERNEL)
 		algorithm = PF_ALGO_KERNEL;
 	pf_core_walk_init(&cw, (uint32_t)algorithm, lo, hi);
-	_Atomic uint32_t *counter = shared_counter(flow, state, &cw);
+	_Atomic uint32_t *counter = shared_counter(flow, hashes, state, &cw);
 	if (counter)
 		return walk_counter(&walk, &cw, counter, rng);
 	return walk_sequence(&walk, &cw, rng);
+}
+
+int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+		      const struct pf_flow *flow, struct pf_state *state,
+		      struct pf_rng *rng, pf_try_fn try_port, void *ctx,
+		      struct pf_pick *pick_out)
+{
+	return pick(algorithm, lo, hi, flow, NULL, state, rng, try_port, ctx, pick_out);
+}
+
+int pf_algorithm_pick_hashed(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+			     const struct pf_flow_hashes *hashes, struct pf_state *state,
+			     struct pf_rng *rng, pf_try_fn try_port, void *ctx,
+			     struct pf_pick *pick_out)
+{
+	return pick(algorithm, lo, hi, NULL, hashes, state, rng, try_port, ctx, pick_out);
 }

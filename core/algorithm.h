@@ -44,6 +44,22 @@ int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 		      struct pf_rng *rng, pf_try_fn try_port, void *ctx,
 		      struct pf_pick *pick);
 
+/* F() and G() of one flow (RFC 6056 §3.3.3, §3.3.4), under the state's
+ * hash_key and index_key: what the hash algorithms compute of a flow,
+ * which a caller may remember per destination. */
+struct pf_flow_hashes {
+	uint64_t f, g;
+};
+
+void pf_flow_hashes_of(const struct pf_state *state, const struct pf_flow *flow,
+		       struct pf_flow_hashes *out);
+
+/* pf_algorithm_pick with the flow's hashes already known. */
+int pf_algorithm_pick_hashed(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+			     const struct pf_flow_hashes *hashes, struct pf_state *state,
+			     struct pf_rng *rng, pf_try_fn try_port, void *ctx,
+			     struct pf_pick *pick);
+
 /* Algorithm 5's N: the largest step between two successive ports. */
 uint32_t pf_random_increments_n(uint32_t num_ephemeral);
 

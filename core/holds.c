@@ -43,17 +43,27 @@ static uint32_t age_ms(uint64_t word, uint32_t now_ms)
 /* The flow's keyed hash (remembered per thread: one destination, one
  * siphash), then the port mixed in by a bijection, so that one flow's
  * ports never share a key. */
-uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
+uint64_t pf_hold_flow_hash(const uint8_t secret[16], const struct pf_flow *flow)
 {
 	uint8_t buf[PF_CORE_FLOW_MAX];
 	uint32_t len = pf_core_flow_key(buf, flow->local_addr, (uint32_t)flow->local_len,
 					flow->remote_addr, (uint32_t)flow->remote_len,
 					flow->remote_port);
-	uint64_t z = pf_siphash_cached(secret, buf, len) ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
+	return pf_siphash_cached(secret, buf, len);
+}
+
+uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port)
+{
+	uint64_t z = flow_hash ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	uint32_t key = (uint32_t)((z ^ (z >> 31)) >> 32);
 	return key ? key : 1;
+}
+
+uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
+{
+	return pf_hold_key_at(pf_hold_flow_hash(secret, flow), port);
 }
 
 uint32_t pf_hold_now_ms(void)

@@ -29,6 +29,10 @@ struct pf_hold_ref {
 
 /* The key of one 4-tuple on one port: never 0. */
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port);
+/* The same in two steps: the flow's hash (which a caller may remember
+ * per destination), then the port's key from it. */
+uint64_t pf_hold_flow_hash(const uint8_t secret[16], const struct pf_flow *flow);
+uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port);
 /* A coarse monotonic clock in milliseconds, shared by all processes. */
 uint32_t pf_hold_now_ms(void);
 

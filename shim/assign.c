@@ -104,6 +104,10 @@ struct attempt_ctx {
 	bool reuse_set;
 	uint32_t now_ms;
 	struct pf_hold_ref hold;
+	/* The hold table's hash of the destination (pf_flow_memo), once
+	 * the pick has begun. */
+	bool hold_hashed;
+	uint64_t hold_hash;
 };
 
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
@@ -194,6 +198,8 @@ static uint32_t hold_key(const struct attempt_ctx *ctx, uint16_t port)
 {
 	struct pf_flow flow;
 
+	if (ctx->hold_hashed)
+		return pf_hold_key_at(ctx->hold_hash, port);
 	pf_flow_of_call(ctx->call, NULL, &flow);
 	return pf_hold_key(ctx->state->shared->hash_key, &flow, port);
 }
@@ -414,7 +420,8 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 		ctx->bind_len = call->bind_len;
 		return;
 	}
-	ctx->bind_len = pf_wildcard_of(ctx->sock->family, &ctx->bind_addr);
+	ctx->bind_addr.ss_family = (sa_family_t)ctx->sock->family;
+	ctx->bind_len = ctx->sock->family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	/* An address the application bound without a port is kept. */
 	socklen_t len = sizeof(ctx->bind_addr);
 	if (ctx->sock->address_bound &&
@@ -566,9 +573,15 @@ static int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 	const struct pf_app *app = ctx->rt->app;
 	struct pf_flow flow;
 
+	struct pf_flow_hashes hashes;
+
 	pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
-	int rc = pf_algorithm_pick(app->algorithm, app->range_lo, app->range_hi, &flow, ctx->state,
-				   pf_thread_rng(), attempt_port, ctx, pick);
+	pf_flow_memo(ctx->state, &flow,
+		     app->algorithm == PF_ALGO_HASH || app->algorithm == PF_ALGO_DOUBLE_HASH, &hashes,
+		     &ctx->hold_hash);
+	ctx->hold_hashed = true;
+	int rc = pf_algorithm_pick_hashed(app->algorithm, app->range_lo, app->range_hi, &hashes,
+					  ctx->state, pf_thread_rng(), attempt_port, ctx, pick);
 	if (rc == ASK_KERNEL)
 		rc = PF_EXHAUSTED;
 	if (rc == PF_EXHAUSTED && ctx->call->action == PF_ACT_NAME) {

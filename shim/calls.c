@@ -12,22 +12,6 @@
 
 #include "shim.h"
 
-bool pf_inet_address(const struct sockaddr *addr, socklen_t len)
-{
-	if (!addr)
-		return false;
-	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
-		return true;
-	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
-}
-
-/* An address of the other family is the kernel's to refuse (EINVAL,
- * EAFNOSUPPORT): the call passes through and the socket stays as it was. */
-bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr)
-{
-	return addr->sa_family == sock->family;
-}
-
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 			enum pf_event event, const struct sockaddr *local,
 			const struct sockaddr *remote, int error)
@@ -117,6 +101,56 @@ static bool tcp_state_matters(const struct pf_question *question)
 	return pf_core_tcp_state_matters(&core);
 }
 
+/* A question that names no destination (the app has no rules) and no
+ * port is answered by its flags alone, the runtime being fixed once
+ * loaded: the core's answer is remembered per set of flags, one word
+ * each (valid bit, verdict, event, errnos, rules), so that a connect
+ * asks the core once per process.  Atomic words: threads and signal
+ * handlers only ever store the same answer. */
+#define MEMO_VALID (1ull << 63)
+static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
+
+static int memo_index(const struct pf_question *q)
+{
+	if (q->dest || q->tcp_busy || q->call == PF_CORE_CALL_BIND_PORT || q->call >= 8)
+		return -1;
+	return (int)(((q->call * 2 + q->needs_port) * 2 + q->udp) * 2 + q->fastopen);
+}
+
+static struct pf_decision unpack(uint64_t word)
+{
+	return (struct pf_decision){
+		.verdict = (enum pf_verdict)(word & 0xff), .event = (enum pf_event)((word >> 8) & 0xff),
+		.error = (int)((word >> 16) & 0xffff), .exhausted = (int)((word >> 32) & 0xffff),
+		.tcp_client = (word >> 48) & 1, .shares_port = (word >> 49) & 1,
+	};
+}
+
+static void remember(int index, const struct pf_decision *d)
+{
+	if (index < 0 || (unsigned)d->verdict > 0xff || (unsigned)d->event > 0xff ||
+	    d->error < 0 || d->error > 0xffff || d->exhausted < 0 || d->exhausted > 0xffff)
+		return;
+	uint64_t word = MEMO_VALID | (uint64_t)d->verdict | (uint64_t)d->event << 8 |
+			(uint64_t)d->error << 16 | (uint64_t)d->exhausted << 32 |
+			(uint64_t)d->tcp_client << 48 | (uint64_t)d->shares_port << 49;
+	atomic_store_explicit(&decision_memo[index], word, memory_order_relaxed);
+}
+
+static struct pf_decision decide_remembered(const struct pf_question *question)
+{
+	int index = memo_index(question);
+
+	if (index >= 0) {
+		uint64_t word = atomic_load_explicit(&decision_memo[index], memory_order_relaxed);
+		if (word & MEMO_VALID)
+			return unpack(word);
+	}
+	struct pf_decision decision = pf_decide(question);
+	remember(index, &decision);
+	return decision;
+}
+
 struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
 			  struct pf_question *question)
 {
@@ -128,7 +162,7 @@ struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *soc
 	/* Rules are judged only where the app has any. */
 	if (!rt->rules)
 		question->dest = NULL;
-	struct pf_decision decision = pf_decide(question);
+	struct pf_decision decision = decide_remembered(question);
 	if (decision.verdict == PF_VERDICT_REFUSE && tcp_state_matters(question)) {
 		question->tcp_busy = tcp_is_busy(sock);
 		decision = pf_decide(question);

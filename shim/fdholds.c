@@ -57,9 +57,13 @@ void pf_fd_release_hold(int fd)
 	    !atomic_load_explicit(&fd_holds[fd], memory_order_relaxed))
 		return;
 	uint64_t kept = atomic_exchange(&fd_holds[fd], 0);
-	bool abortive = atomic_exchange(&fd_closes_abortively[fd], 0);
 	if (!kept)
 		return;
+	/* Only the close that took the hold reads the flag: a plain load
+	 * and store, no second locked exchange. */
+	bool abortive = atomic_load_explicit(&fd_closes_abortively[fd], memory_order_relaxed);
+	if (abortive)
+		atomic_store_explicit(&fd_closes_abortively[fd], 0, memory_order_relaxed);
 	const struct pf_runtime *rt = pf_runtime();
 	struct pf_hold_ref hold = {
 		.slot = (uint32_t)((kept >> SLOT_SHIFT) & SLOT_MASK), .key = (uint32_t)kept,

@@ -99,7 +99,17 @@ bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
  * the program reads "off" again. */
 void pf_sock_note_our_reuse(const struct pf_sock *sock)
 {
-	pf_fd_set_options(sock->fd, PF_FD_REUSE_OURS, 0);
+	int fd = sock->fd;
+
+	/* A load and a store, not pf_fd_set_options' locked exchange: this
+	 * is the connect path's, which marks the entry with a plain store
+	 * (pf_sock_mark) a moment later anyway. */
+	if (fd < 0 || fd >= TABLE_SIZE)
+		return;
+	uint8_t old = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	if ((old & PF_FD_STATUS_MASK) != PF_FD_FOREIGN && (old & PF_FD_STATUS_MASK) != PF_FD_UNKNOWN &&
+	    !(old & PF_FD_REUSE_OURS))
+		atomic_store_explicit(&pf_fd_table[fd], (uint8_t)(old | PF_FD_REUSE_OURS), memory_order_relaxed);
 }
 
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local)
@@ -163,7 +173,7 @@ static uint8_t binding_status(int fd)
 
 /* One-time classification of an fd we never saw created.  errno is kept:
  * a pass-through must show libc's errno, not ours. */
-static uint8_t classify(int fd)
+uint8_t pf_fd_classify(int fd)
 {
 	int domain, type, protocol, saved = errno;
 	socklen_t len = sizeof(int);
@@ -221,35 +231,6 @@ void pf_fd_recheck(int fd)
 	if (!holds)
 		pf_fd_forget(fd);
 	errno = saved;
-}
-
-void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
-{
-	if (addr && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
-		pf_fd_recheck(fd);
-}
-
-bool pf_sock_lookup(int fd, struct pf_sock *sock)
-{
-	uint8_t state;
-
-	if (fd < 0)
-		return false;
-	state = fd < TABLE_SIZE ? atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed)
-				: PF_FD_UNKNOWN;
-	if (state == PF_FD_UNKNOWN)
-		state = classify(fd);
-	if ((state & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
-		return false;
-	sock->fd = fd;
-	sock->status = state & PF_FD_STATUS_MASK;
-	sock->family = state & PF_FD_V6 ? AF_INET6 : AF_INET;
-	sock->udp = state & PF_FD_UDP;
-	sock->type = sock->udp ? SOCK_DGRAM : SOCK_STREAM;
-	sock->address_bound = state & PF_FD_ADDRESS;
-	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
-	sock->options = state & PF_FD_OPTION_BITS;
-	return true;
 }
 
 static uint8_t fd_status(int fd, uint8_t *bits)

@@ -350,12 +350,16 @@ static void load_once(void)
 	errno = saved;
 }
 
-const struct pf_runtime *pf_runtime(void)
+_Atomic(const struct pf_runtime *) pf_runtime_settled;
+
+const struct pf_runtime *pf_runtime_load(void)
 {
 	if (!atomic_load_explicit(&runtime_ready, memory_order_acquire))
 		load_once();
 	if (atomic_load_explicit(&deferred_pending, memory_order_relaxed))
 		say_deferred();
+	/* Only start-up defers lines, and they were said just now. */
+	atomic_store_explicit(&pf_runtime_settled, &runtime, memory_order_release);
 	return &runtime;
 }
 

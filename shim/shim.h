@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <netinet/in.h>
 
 #include "core/algorithm.h"
 #include "core/decide.h"
@@ -120,8 +121,35 @@ void pf_sock_mark(const struct pf_sock *sock, uint8_t status);
 /* The port of an AF_INET or AF_INET6 address, host order. */
 uint16_t pf_address_port(const struct sockaddr *addr);
 
-/* Fills sock for fd; returns false when fd is not ours to manage. */
-bool pf_sock_lookup(int fd, struct pf_sock *sock);
+/* One-time classification of an fd the table has never seen: its
+ * entry, PF_FD_FOREIGN when it is not ours (or not a socket). */
+uint8_t pf_fd_classify(int fd);
+
+/* Fills sock for fd; returns false when fd is not ours to manage.
+ * Inline: every connect, bind and send asks it. */
+static inline bool pf_sock_lookup(int fd, struct pf_sock *sock)
+{
+	uint8_t state;
+
+	if (fd < 0)
+		return false;
+	state = fd < PF_FD_TABLE_SIZE ? atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed)
+				      : PF_FD_UNKNOWN;
+	if (state == PF_FD_UNKNOWN)
+		state = pf_fd_classify(fd);
+	if ((state & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
+		return false;
+	sock->fd = fd;
+	sock->status = state & PF_FD_STATUS_MASK;
+	sock->family = state & PF_FD_V6 ? AF_INET6 : AF_INET;
+	sock->udp = state & PF_FD_UDP;
+	sock->type = sock->udp ? SOCK_DGRAM : SOCK_STREAM;
+	sock->address_bound = state & PF_FD_ADDRESS;
+	sock->protocol = sock->udp ? IPPROTO_UDP : IPPROTO_TCP;
+	sock->options = state & PF_FD_OPTION_BITS;
+	return true;
+}
+
 void pf_fd_set(int fd, uint8_t state);
 void pf_fd_forget(int fd);
 /* Before listen, and connect or bind to an IP address (recheck_for):
@@ -129,7 +157,17 @@ void pf_fd_forget(int fd);
  * (closed and reused where the hooks could not see).  One getsockname,
  * never on the send path. */
 void pf_fd_recheck(int fd);
-void pf_fd_recheck_for(int fd, const struct sockaddr *addr);
+
+/* Inline: a fresh socket, the connect path's, costs no call. */
+static inline void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
+{
+	if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) || fd < 0 ||
+	    fd >= PF_FD_TABLE_SIZE)
+		return;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	if (status == PF_FD_DONE || status == PF_FD_FOREIGN)
+		pf_fd_recheck(fd);
+}
 void pf_fd_forget_range(unsigned int first, unsigned int last);
 uint8_t pf_fd_state_for(int family, int type, int protocol);
 /* Adds or removes PF_FD_OPTION_BITS on fd. */
@@ -172,7 +210,16 @@ struct pf_runtime {
 };
 
 /* Loads the policy at first need; never NULL. */
-const struct pf_runtime *pf_runtime(void);
+const struct pf_runtime *pf_runtime_load(void);
+/* Set once the runtime is loaded and what start-up deferred was said:
+ * from then on pf_runtime is one load. */
+extern _Atomic(const struct pf_runtime *) pf_runtime_settled;
+
+static inline const struct pf_runtime *pf_runtime(void)
+{
+	const struct pf_runtime *rt = atomic_load_explicit(&pf_runtime_settled, memory_order_acquire);
+	return rt ? rt : pf_runtime_load();
+}
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 /* The app's shared state, with its table of held 4-tuples. */
 struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
@@ -285,6 +332,13 @@ void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *
 /* The real call a pf_call stands for, on the socket as it is. */
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 
+/* ---- flowmemo.c: a flow's hashes, remembered per thread ---- */
+/* F() and G() of flow (when hashes_flow: the app's algorithm hashes it;
+ * else zero) and the hold table's hash of its destination
+ * (pf_hold_flow_hash, the local address left out). */
+void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool hashes_flow,
+		  struct pf_flow_hashes *hashes, uint64_t *hold);
+
 /* ---- NAME.c (connect.c, bind.c, ...): the logic of each call of
  * hooks.def, pf_NAME, which the exported NAME calls ---- */
 #define PF_HOOK(type, name, params, args, fallback) type pf_##name params;
@@ -292,10 +346,21 @@ ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 #include "hooks.def"
 
 /* ---- calls.c: the steps the calls share: decide, then act ---- */
-bool pf_inet_address(const struct sockaddr *addr, socklen_t len);
+static inline bool pf_inet_address(const struct sockaddr *addr, socklen_t len)
+{
+	if (!addr)
+		return false;
+	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
+		return true;
+	return len >= sizeof(struct sockaddr_in6) && addr->sa_family == AF_INET6;
+}
+
 /* An address of the socket's own family (another is the kernel's to
- * refuse). */
-bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr);
+ * refuse): the call passes through and the socket stays as it was. */
+static inline bool pf_fits_socket(const struct pf_sock *sock, const struct sockaddr *addr)
+{
+	return addr->sa_family == sock->family;
+}
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local,
 		    const struct sockaddr *remote, int error);

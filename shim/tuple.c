@@ -50,13 +50,10 @@ static void words_store(_Atomic uint32_t *words, const uint8_t *bytes, size_t le
 		atomic_store_explicit(&words[i], copy[i], memory_order_relaxed);
 }
 
-static void words_load(uint8_t *bytes, _Atomic uint32_t *words, size_t len)
+static void words_load(uint32_t *out, _Atomic uint32_t *words, size_t len)
 {
-	uint32_t copy[4];
-
 	for (size_t i = 0; i < len / 4; i++)
-		copy[i] = atomic_load_explicit(&words[i], memory_order_relaxed);
-	memcpy(bytes, copy, len);
+		out[i] = atomic_load_explicit(&words[i], memory_order_relaxed);
 }
 
 #define RELAXED(field) atomic_load_explicit(&(field), memory_order_relaxed)
@@ -211,18 +208,25 @@ static bool same_address(_Atomic uint32_t *a, const uint8_t *b, size_t len)
 {
 	uint32_t x[4], y[4];
 
-	words_load((uint8_t *)x, a, len);
-	memcpy(y, b, len);
-	return len == 4 ? x[0] == y[0]
-			: ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+	words_load(x, a, len);
+	if (len == 4) {
+		memcpy(y, b, 4);
+		return x[0] == y[0];
+	}
+	memcpy(y, b, 16);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
 }
 
+/* Only the family's own sockaddr is written (sockaddr_in or
+ * sockaddr_in6, zeroed but for family and address): the rest of *local
+ * is left as it was.  Copies of constant size: one of variable length
+ * was a call to memcpy. */
 bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
 	size_t len = address_bytes(remote, &bytes);
-	uint8_t address[16];
+	uint32_t address[4];
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
 
 	if (before & 1 || RELAXED(entry->family) != remote->sa_family || !same_address(entry->remote, bytes, len) ||
@@ -237,12 +241,17 @@ bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct soc
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
 		return false;
-	memset(local, 0, sizeof(*local));
-	local->ss_family = remote->sa_family;
-	if (remote->sa_family == AF_INET)
-		memcpy(&((struct sockaddr_in *)local)->sin_addr, address, 4);
-	else
-		memcpy(((struct sockaddr_in6 *)local)->sin6_addr.s6_addr, address, 16);
+	if (remote->sa_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)local;
+		memset(sin, 0, sizeof(*sin));
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, address, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)local;
+		memset(sin6, 0, sizeof(*sin6));
+		sin6->sin6_family = AF_INET6;
+		memcpy(sin6->sin6_addr.s6_addr, address, 16);
+	}
 	return true;
 }
 
