@@ -1,8 +1,9 @@
 /* portfence status --watch: the ranges as a live picture, refreshed each
  * second with plain ANSI: per app a port map (one cell per port, or per
  * block of ports when the range is wider than the screen allows), its
- * assignments and failures per second (the shim's counters), and a time
- * to exhaustion from the trend of the ports held over the last 30 s.
+ * assignments and failures per second (the shim's and the BPF programs'
+ * counters, summed), and a time to exhaustion from the trend of the
+ * ports held over the last 30 s.
  * It fits the terminal's size, and q quits. */
 #include <errno.h>
 #include <poll.h>
