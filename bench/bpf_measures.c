@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tests/helpers/birth.h"
 #include "kernel/cgroup.h"
 #include "kernel/pins.h"
 
@@ -564,34 +565,6 @@ static bool confined_in_map(int map_fd, const char *full)
 	return syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) == 0 && app != 0;
 }
 
-/* A child that joins the cgroup the moment it exists and connects at
- * once (no runtime in between, the worst case): the local port it got,
- * written to out. */
-static pid_t connect_at_birth(const char *full, uint16_t port, int out)
-{
-	pid_t pid = fork();
-	if (pid != 0)
-		return pid;
-	char procs[PATH_MAX + 64], text[16];
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
-	int fd;
-	while ((fd = open(procs, O_WRONLY)) < 0)
-		;	/* the parent is making it */
-	int len = snprintf(text, sizeof(text), "%d", (int)getpid());
-	ssize_t joined = write(fd, text, (size_t)len);
-	close(fd);
-	uint16_t local = 0;
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
-	struct sockaddr_in me;
-	socklen_t me_len = sizeof(me);
-	if (joined == len && connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 &&
-	    getsockname(s, (struct sockaddr *)&me, &me_len) == 0)
-		local = ntohs(me.sin_port);
-	ssize_t written = write(out, &local, sizeof(local));
-	_exit(written == sizeof(local) ? 0 : 1);
-}
-
 static bool daemon_watching(struct bpf_bench *b, pid_t daemon)
 {
 	char text[4096];
@@ -702,7 +675,7 @@ void measure_cgroup_confine(FILE *json, bool first)
 			snprintf(full, sizeof(full), "%s/c-birth-%d", base, i);
 			if (pipe(pipe_fds) < 0)
 				break;
-			pid_t child = connect_at_birth(full, server.port, pipe_fds[1]);
+			pid_t child = join_and_connect_at_birth(full, server.port, pipe_fds[1]);
 			mkdir(full, 0755);
 			close(pipe_fds[1]);
 			if (read(pipe_fds[0], &local, sizeof(local)) == sizeof(local) && local) {

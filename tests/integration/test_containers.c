@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/helpers/birth.h"
 
 #define RUNC "/usr/sbin/runc"
 
@@ -359,35 +360,6 @@ Test(containers, a_cgroup_inside_another_apps_is_refused_with_a_line)
 	cr_expect(in_range(port, OUTER_LO, OUTER_HI), "a process in %s/box connected from %u, not from the enclosing "
 		  "app's [%d, %d]: %s%s", outer, port, OUTER_LO, OUTER_HI, r.out, r.err);
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
-}
-
-/* A child that joins the cgroup (full path) the moment it exists and
- * connects at once, with nothing in between: the local port it got (0
- * when it could not connect), written to out. */
-static pid_t join_and_connect_at_birth(const char *full, uint16_t port, int out)
-{
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid != 0)
-		return pid;
-	char procs[PATH_MAX + 64], text[16];
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", full);
-	int fd;
-	while ((fd = open(procs, O_WRONLY)) < 0)
-		;	/* the parent is making it */
-	int len = snprintf(text, sizeof(text), "%d", (int)getpid());
-	ssize_t joined = write(fd, text, (size_t)len);
-	close(fd);
-	uint16_t local = 0;
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
-	struct sockaddr_in me;
-	socklen_t me_len = sizeof(me);
-	if (joined == len && connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 &&
-	    getsockname(s, (struct sockaddr *)&me, &me_len) == 0)
-		local = ntohs(me.sin_port);
-	ssize_t written = write(out, &local, sizeof(local));
-	_exit(written == sizeof(local) ? 0 : 1);
 }
 
 /* `count` cgroups mount/base-N made one after another, a child joining
