@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -398,6 +399,20 @@ static void report_direct(struct ring_client *client)
 	client->direct_said_at = now;
 }
 
+/* What the process's ring says beside its records: lost, malformed,
+ * written directly. */
+static void report_counts(struct pf_collector *c, struct ring_client *client)
+{
+	report_lost(c, client);
+	if (client->malformed > client->malformed_said) {
+		fprintf(stderr, "portfence: collector: pid %d (uid %u, app %s) wrote %lu malformed record(s) into "
+				"its ring; skipped\n", (int)client->pid, (unsigned)client->uid, client->app,
+			client->malformed - client->malformed_said);
+		client->malformed_said = client->malformed;
+	}
+	report_direct(client);
+}
+
 /* A batch: at most one ring's worth, so that one busy process cannot
  * hold the others back. */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
@@ -425,14 +440,7 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 			}
 		}
 	}
-	report_lost(c, client);
-	if (client->malformed > client->malformed_said) {
-		fprintf(stderr, "portfence: collector: pid %d (uid %u, app %s) wrote %lu malformed record(s) into "
-				"its ring; skipped\n", (int)client->pid, (unsigned)client->uid, client->app,
-			client->malformed - client->malformed_said);
-		client->malformed_said = client->malformed;
-	}
-	report_direct(client);
+	report_counts(c, client);
 	/* A closed ring was replaced by the process (shim/collect.c): its
 	 * lease is not renewed, and once every slot claimed in it is taken
 	 * (by us or by the process, moving them into its new ring) it is
@@ -443,6 +451,50 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	else
 		atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
 	return taken;
+}
+
+/* How long a stopping collector waits for a live writer to commit a
+ * slot it claimed (a thread descheduled between the two): past that, the
+ * record is counted lost, never silently dropped. */
+#define CLOSE_COMMIT_WAIT_NS 200000000L
+
+static long monotonic_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* Stopping: every record claimed in the (closed) ring, taken. */
+static void drain_to_end(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
+{
+	uint64_t end = atomic_load(&client->ring->head) & ~PF_RING_CLOSED;
+	struct pf_ring_entry e;
+	long deadline = 0;
+	struct pollfd pfd = {.fd = client->pidfd, .events = POLLIN};
+
+	if (!client->gone && poll(&pfd, 1, 0) == 1)
+		client->gone = true;
+	/* The header is the program's to trample: never more than a ring. */
+	if (client->tail > end || end - client->tail > PF_RING_SLOTS)
+		client->tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
+	while (client->tail < end) {
+		int rc = pf_ring_take(client->ring, &client->tail, &e);
+		if (rc == 1)
+			write_entry(c, client, &e, now);
+		if (rc != 0)
+			continue;
+		if (!deadline)
+			deadline = monotonic_ns() + CLOSE_COMMIT_WAIT_NS;
+		if (!client->gone && monotonic_ns() < deadline) {
+			sched_yield();
+			continue;
+		}
+		atomic_fetch_add(&client->ring->lost, 1);
+		client->tail++;
+	}
+	/* A slot counted lost is not taken again by the process. */
+	atomic_store(&client->ring->tail, client->tail);
 }
 
 static void forget(struct pf_collector *c, size_t i)
@@ -486,14 +538,28 @@ void pf_collector_close(struct pf_collector *c)
 	while (c->pending_count)
 		close(c->pending[--c->pending_count].fd);
 	unlink(c->path);
-	for (int round = 0; round < 4 && pf_collector_work(c) > 0; round++)
-		;
-	/* The rings of live processes: their lease runs out, and they
-	 * register with the next collector or write directly. */
-	while (c->count) {
-		atomic_store(&c->clients[c->count - 1].ring->lease, 0);
-		forget(c, c->count - 1);
+	/* Every ring is withdrawn (said, then closed, so that its end is
+	 * final), emptied to that end and written out; only then released:
+	 * its process waits for that before it writes a record anywhere
+	 * else, so nothing is left behind and its records stay in order. */
+	for (size_t i = 0; i < c->count; i++) {
+		atomic_store(&c->clients[i].ring->withdrawn, PF_RING_WITHDRAWING);
+		pf_ring_close(c->clients[i].ring);
 	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (size_t i = 0; i < c->count; i++) {
+		struct pf_ring_header *ring = c->clients[i].ring;
+		drain_to_end(c, &c->clients[i], &now);
+		report_counts(c, &c->clients[i]);
+		pf_record_sink_flush(c->sink);
+		/* Its process registers with the next collector, or writes
+		 * directly. */
+		atomic_store(&ring->lease, 0);
+		atomic_store(&ring->withdrawn, PF_RING_RELEASED);
+	}
+	while (c->count)
+		forget(c, c->count - 1);
 	free(c->clients);
 	free(c);
 }

@@ -40,8 +40,17 @@ struct pf_ring_header {
 	_Atomic int64_t lease;		/* CLOCK_MONOTONIC_COARSE second the collector's lease ends */
 	_Atomic uint64_t fallback;	/* records that went to the direct write instead */
 	_Atomic uint64_t lost;		/* records neither ring nor file could take */
-	uint8_t reserved[8];
+	_Atomic uint32_t withdrawn;	/* PF_RING_WITHDRAWING / _RELEASED: the collector is leaving */
+	uint8_t reserved[4];
 };
+
+/* A collector that stops withdraws each ring in two steps: it closes the
+ * ring and says WITHDRAWING, takes every record claimed in it, writes
+ * them out, and says RELEASED.  Between the two the shim neither consumes
+ * the ring nor writes a record anywhere else (it waits, bounded), so a
+ * thread's records stay in order across the collector's leaving. */
+#define PF_RING_WITHDRAWING 1u
+#define PF_RING_RELEASED 2u
 
 /* flags */
 #define PF_RING_LOCAL 1u	/* local_* holds an address */

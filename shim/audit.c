@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -32,9 +34,15 @@ bool pf_logging(void)
 }
 
 /* With a collector, the log file is opened only when a record must go
- * there instead (the first time). */
+ * there instead (the first time, by one thread: the others wait for it,
+ * or the record they hold would find no file yet and be lost). */
 static char fallback_path[PATH_MAX];
-static _Atomic int fallback_opened;
+enum { FALLBACK_UNTRIED, FALLBACK_OPENING, FALLBACK_TRIED };
+static _Atomic int fallback_state;
+static __thread unsigned char opening_here __attribute__((tls_model("initial-exec")));
+/* The open is a few system calls; a thread that waits longer is past any
+ * honest delay (the opener stopped in a debugger, say) and goes on. */
+#define FALLBACK_WAIT_NS 1000000000L
 
 void pf_log_fallback(const char *path)
 {
@@ -43,14 +51,46 @@ void pf_log_fallback(const char *path)
 		memcpy(fallback_path, path, n + 1);
 }
 
+static void await_fallback(void)
+{
+	struct timespec start, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (atomic_load(&fallback_state) == FALLBACK_OPENING) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > FALLBACK_WAIT_NS)
+			return;
+		sched_yield();
+	}
+}
+
+/* A child forked while another thread was opening has no such thread. */
+static void fallback_after_fork_child(void)
+{
+	if (atomic_load(&fallback_state) == FALLBACK_OPENING && !opening_here)
+		atomic_store(&fallback_state, FALLBACK_UNTRIED);
+}
+
+__attribute__((constructor(101))) static void fallback_init(void)
+{
+	pthread_atfork(NULL, NULL, fallback_after_fork_child);
+}
+
 static void open_fallback(void)
 {
 	char why[512];
+	int untried = FALLBACK_UNTRIED;
 
-	if (atomic_load_explicit(&fallback_opened, memory_order_relaxed) || atomic_exchange(&fallback_opened, 1) ||
-	    !fallback_path[0] || pf_log_fd() >= 0)
+	if (atomic_load_explicit(&fallback_state, memory_order_acquire) == FALLBACK_TRIED)
 		return;
-	if (pf_log_open(fallback_path, why, sizeof(why)) < 0) {
+	if (!atomic_compare_exchange_strong(&fallback_state, &untried, FALLBACK_OPENING)) {
+		/* A handler on the opening thread cannot wait for it. */
+		if (!opening_here)
+			await_fallback();
+		return;
+	}
+	opening_here = 1;
+	if (fallback_path[0] && pf_log_fd() < 0 && pf_log_open(fallback_path, why, sizeof(why)) < 0) {
 		char line[600];
 		struct pf_out o = {.p = line, .end = line + sizeof(line)};
 		pf_put_str(&o, "portfence: ");
@@ -58,6 +98,8 @@ static void open_fallback(void)
 		pf_put_str(&o, "; records the collector cannot take are lost (counted)");
 		pf_stderr_line(line, (size_t)(o.p - line));
 	}
+	opening_here = 0;
+	atomic_store_explicit(&fallback_state, FALLBACK_TRIED, memory_order_release);
 }
 
 /* fd 2 as the program started with it.  A daemon that closed its fds

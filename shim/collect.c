@@ -131,7 +131,7 @@ static bool register_ring(int fd, int memfd, int wait_ms)
 
 /* A ring for this process, registered; NULL when there is no collector
  * (or it would not take it). */
-static struct pf_ring_header *register_new(int wait_ms, pid_t *collector)
+static struct pf_ring_header *register_new(int wait_ms, pid_t *collector, uint64_t direct, uint64_t lost)
 {
 	int memfd = -1;
 	int fd = connect_collector(collector);
@@ -143,6 +143,10 @@ static struct pf_ring_header *register_new(int wait_ms, pid_t *collector)
 		real_close(fd);
 		return NULL;
 	}
+	/* What went to the file, or was lost, while no ring was read, for
+	 * the collector to say. */
+	atomic_store(&fresh->fallback, direct);
+	atomic_store(&fresh->lost, lost);
 	bool ok = register_ring(fd, memfd, wait_ms);
 	real_close(memfd);
 	if (!ok) {
@@ -166,7 +170,7 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	strncpy(registration.app, app, sizeof(registration.app) - 1);
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
 	pid_t collector = 0;
-	struct pf_ring_header *fresh = register_new(1000, &collector);
+	struct pf_ring_header *fresh = register_new(1000, &collector, 0, 0);
 	if (!fresh)
 		return false;
 	atomic_store(&ring_collector, collector);
@@ -200,8 +204,9 @@ static void say_fallback(const char *why)
  * So a record written at the instant of a swap is never left behind in a
  * ring nobody reads, and leftovers go first into the new ring, before it
  * is published, so that each thread's records stay in order. */
-static _Atomic int moving;
-static _Atomic uint64_t direct_writes;	/* records written directly while no ring was read */		/* a swap is moving the old ring's records */
+static _Atomic int moving;	/* a swap is moving the old ring's records */
+static _Atomic uint64_t direct_writes;	/* records written directly while no ring was read */
+static _Atomic uint64_t lost_unsaid;	/* records lost while no ring was read */
 /* This thread is inside a put: a handler that interrupted it must not
  * swap (the slot it claimed would never commit while we wait). */
 static __thread unsigned char in_put __attribute__((tls_model("initial-exec")));
@@ -218,6 +223,32 @@ static long monotonic_ns(void)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return now.tv_sec * 1000000000L + now.tv_nsec;
+}
+
+/* How long a thread waits for a collector that is leaving to write out
+ * what its ring holds (a few ms for a full ring): past that, the ring is
+ * taken for released, and what is left in it is moved as at a lapse. */
+#define RELEASE_WAIT_NS 500000000L
+
+/* A ring its collector is withdrawing (see record/ring.h): waits until
+ * the collector has written out every record claimed in it, so that
+ * nothing this thread writes next, anywhere, goes before them. */
+static void await_release(struct pf_ring_header *r)
+{
+	long deadline = 0;
+
+	while (atomic_load(&r->withdrawn) == PF_RING_WITHDRAWING) {
+		if (!deadline)
+			deadline = monotonic_ns() + RELEASE_WAIT_NS;
+		else if (monotonic_ns() > deadline) {
+			/* A collector killed while leaving: not waited for twice. */
+			uint32_t withdrawing = PF_RING_WITHDRAWING;
+			atomic_compare_exchange_strong(&r->withdrawn, &withdrawing, PF_RING_RELEASED);
+			return;
+		}
+		struct timespec pause = {.tv_nsec = 50000};
+		nanosleep(&pause, NULL);
+	}
 }
 
 /* The old ring's records, all of them, into the new one in order (with
@@ -271,6 +302,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 		atomic_store(&failed_attempts, 0);
 		atomic_store(&next_attempt, 0);
 		atomic_store(&direct_writes, 0);
+		atomic_store(&lost_unsaid, 0);
 		atomic_store(&attempt_pid, pid);
 	}
 	/* One thread at a time; another one's swap moves the old ring's
@@ -278,6 +310,8 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 	if (in_put || atomic_exchange(&registering, 1))
 		return !child && !pf_ring_closed(r) ? r : NULL;
 	swapping_here = 1;
+	if (!child)
+		await_release(r);
 	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
 	 * connections and never answers must not slow the program down.
 	 * Between tries there is no registration, but a ring nobody reads
@@ -290,7 +324,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 		atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
 		/* A running program waits less than one starting: a collector
 		 * that answers at all answers fast. */
-		fresh = register_new(100, &collector);
+		fresh = register_new(100, &collector, 0, 0);
 		if (fresh) {
 			/* The next lapse may register again at once. */
 			atomic_store(&failed_attempts, 0);
@@ -308,6 +342,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 		/* What went to the file meanwhile is counted in the new ring,
 		 * for the collector to say. */
 		atomic_fetch_add(&fresh->fallback, atomic_exchange(&direct_writes, 0));
+		atomic_fetch_add(&fresh->lost, atomic_exchange(&lost_unsaid, 0));
 		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&ring, fresh);
@@ -363,8 +398,10 @@ bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 			say_fallback("the record ring is full");
 			return false;
 		}
-		/* Closed under us by a swap: the new ring, once the old one's
-		 * records are in it. */
+		/* Closed under us by a swap, or by the collector leaving: the
+		 * new ring (or the file), once the old one's records are in it
+		 * (or written out). */
+		await_release(r);
 		if (!swap_ended())
 			break;
 		force = atomic_load(&ring) == r;
@@ -378,8 +415,10 @@ bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 void pf_collect_lost(void)
 {
 	struct pf_ring_header *r = atomic_load(&ring);
-	if (r && atomic_load(&ring_pid) == pf_cached_pid())
+	if (r && atomic_load(&ring_pid) == pf_cached_pid() && !pf_ring_closed(r))
 		atomic_fetch_add(&r->lost, 1);
+	else if (atomic_load(&attempt_pid) == pf_cached_pid())
+		atomic_fetch_add(&lost_unsaid, 1);	/* for the ring registered next */
 }
 
 /* A child forked while another thread was swapping has no such thread:
@@ -396,9 +435,30 @@ __attribute__((constructor(101))) static void collect_init(void)
 	pthread_atfork(NULL, NULL, collect_after_fork_child);
 }
 
+/* At exit, what went to the file (or was lost) since the last
+ * registration is told to a collector, in the ring it reads or in one
+ * registered for that, for it to say; with no collector, our own line on
+ * stderr said it. */
+static void report_unsaid_at_exit(struct pf_ring_header *r)
+{
+	if (atomic_load(&attempt_pid) != pf_cached_pid())
+		return;
+	uint64_t direct = atomic_exchange(&direct_writes, 0), lost = atomic_exchange(&lost_unsaid, 0);
+	pid_t collector = 0;
+	if (!direct && !lost)
+		return;
+	if (r && atomic_load(&ring_pid) == pf_cached_pid() && !pf_ring_closed(r) &&
+	    atomic_load(&r->lease) >= coarse_seconds()) {
+		atomic_fetch_add(&r->fallback, direct);
+		atomic_fetch_add(&r->lost, lost);
+	} else
+		register_new(100, &collector, direct, lost);	/* stays mapped: the collector reads it */
+}
+
 /* At exit: what is still in the ring of a collector that is gone (killed
  * before its lease ran out, so that no swap took the ring over) would be
- * nobody's; it goes to the file, in order.  A collector that lives takes
+ * nobody's; it goes to the file, in order.  A collector that is leaving
+ * writes it out first (we wait for that, bounded); one that lives takes
  * it after we are gone, as it always does.  (Its pid is the kernel's
  * word at registration; 0, from another pid namespace, is not looked at.) */
 __attribute__((destructor)) static void collect_at_exit(void)
@@ -407,14 +467,21 @@ __attribute__((destructor)) static void collect_at_exit(void)
 	pid_t collector = atomic_load(&ring_collector);
 	int saved = errno;
 
-	if (!r || collector <= 0 || atomic_load(&ring_pid) != pf_cached_pid() || pf_ring_closed(r) ||
-	    atomic_load(&r->tail) >= (atomic_load(&r->head) & ~PF_RING_CLOSED) || kill(collector, 0) == 0 ||
-	    errno != ESRCH || atomic_exchange(&registering, 1))
-		goto out;
+	if (!r || atomic_load(&ring_pid) != pf_cached_pid())
+		goto direct;
+	await_release(r);
+	if (pf_ring_closed(r) || atomic_load(&r->tail) >= (atomic_load(&r->head) & ~PF_RING_CLOSED))
+		goto direct;
+	bool nobodys = atomic_load(&r->lease) < coarse_seconds() ||
+		       (collector > 0 && kill(collector, 0) < 0 && errno == ESRCH);
+	if (!nobodys || atomic_exchange(&registering, 1))
+		goto direct;
 	atomic_store(&moving, 1);
 	move_leftovers(pf_runtime(), r, NULL);
 	atomic_store(&moving, 0);
 	atomic_store(&registering, 0);
-out:
+direct:
+	if (collector_path[0])
+		report_unsaid_at_exit(r);
 	errno = saved;
 }
