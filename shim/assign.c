@@ -263,16 +263,29 @@ static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknow
 	if (!source_known(ctx))
 		return if_unknown;
 	set_port(&ctx->bind_addr, port);
-	enum pf_tuple_use use = pf_tuple_use((const struct sockaddr *)&ctx->bind_addr, ctx->call->dest);
+	const struct sockaddr *local = (const struct sockaddr *)&ctx->bind_addr;
+	enum pf_tuple_use use = pf_tuple_use(local, ctx->call->dest);
+	/* "Nothing there" in a busy range may be a lookup that met our
+	 * socket as it turned into TIME_WAIT: the lookup runs unlocked, and
+	 * one that reached the old socket just as it was freed misses the
+	 * TIME_WAIT hashed in its place.  The connect then reuses a TIME_WAIT
+	 * a few us old, and its SYN overtakes our last ACK (a 1 s stall, seen
+	 * in the churn test).  A second look, after the swap, sees it. */
+	if (use == PF_TUPLE_FREE && ctx->verify)
+		use = pf_tuple_use(local, ctx->call->dest);
 	if (use == PF_TUPLE_UNKNOWN)
 		return if_unknown;
-	/* Our side in TIME_WAIT, a peer on this host may still be in
-	 * LAST_ACK for a moment (its socket was busy when our last ACK came):
-	 * a SYN there is answered by an ACK, reset, and sent again a second
-	 * later.  Its side is asked too; it is closing, not yet free. */
-	if (use == PF_TUPLE_TIME_WAIT && local_peer(ctx->call->dest, (const struct sockaddr *)&ctx->bind_addr) &&
-	    pf_tuple_use(ctx->call->dest, (const struct sockaddr *)&ctx->bind_addr) == PF_TUPLE_CLOSING)
-		use = PF_TUPLE_CLOSING;
+	/* Our side in TIME_WAIT (or gone), a peer on this host may still be
+	 * in LAST_ACK for a moment (its socket was busy when our last ACK
+	 * came): a SYN there is dropped with that ACK, or answered by an ACK
+	 * and a reset, and sent again later.  Its side is asked too; while
+	 * it holds the 4-tuple, it is closing, not yet free. */
+	if ((use == PF_TUPLE_TIME_WAIT || (use == PF_TUPLE_FREE && ctx->verify)) &&
+	    local_peer(ctx->call->dest, local)) {
+		enum pf_tuple_use peer = pf_tuple_use(ctx->call->dest, local);
+		if (peer == PF_TUPLE_CLOSING || peer == PF_TUPLE_LINGERING || peer == PF_TUPLE_BUSY)
+			use = PF_TUPLE_CLOSING;
+	}
 	ctx->settling_seen |= use == PF_TUPLE_SETTLING;
 	if (use == PF_TUPLE_LINGERING || use == PF_TUPLE_CLOSING || use == PF_TUPLE_SETTLING)
 		note_lingering(ctx, port, use == PF_TUPLE_SETTLING);
