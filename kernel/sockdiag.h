@@ -15,9 +15,10 @@ enum pf_tuple_use {
 	PF_TUPLE_SETTLING,	/* TIME_WAIT entered a few ms ago: our last ACK
 				 * may not have reached the peer yet (see
 				 * sockdiag.c); free within TIME_WAIT_SETTLE_MS */
-	PF_TUPLE_LINGERING,	/* closed by us, not yet by the peer: the kernel
-				 * reuses it, but a SYN meets the peer's old
-				 * socket and waits a second */
+	PF_TUPLE_LINGERING,	/* closed by us, not yet by the peer: a SYN
+				 * meets the peer's old socket (a reset and
+				 * 8 ms, or a second when the peer's FIN
+				 * crosses it); never taken, only waited for */
 	PF_TUPLE_BUSY,		/* a socket in any other state */
 	PF_TUPLE_CLOSING,	/* closed, its FIN not yet acknowledged
 				 * (FIN_WAIT1, CLOSING, LAST_ACK): taken, but

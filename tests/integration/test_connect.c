@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -628,6 +629,64 @@ Test(connect, a_port_still_closing_is_not_handed_out_again, .timeout = 60)
 	unsigned first = 0, third = 0;
 	cr_assert_eq(sscanf(r.out, "first %u third %u", &first, &third), 2, "%s", r.out);
 	cr_expect_neq(first, third, "the port still in FIN_WAIT1 toward that server was handed out again");
+	sandbox_cleanup(&sb);
+}
+
+/* Both ports' 4-tuples toward a server that never closes sit in
+ * FIN_WAIT2 (its side in CLOSE_WAIT).  A third connect must not take
+ * one: its SYN would meet the server's old connection, whose challenge
+ * ACK the client answers with a reset (the server loses a connection it
+ * still holds), and when the server's FIN crosses the SYN nothing
+ * answers for a second (the rare 1 s connect of the churn test below).
+ * The range is exhausted, as the kernel says natively. */
+Test(connect, a_port_the_peer_has_not_closed_is_never_taken, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server stalled;
+	struct run_result r;
+	char code[1200];
+
+	sandbox_init(&sb, "default = \"w\";\napps = ( { name = \"w\"; range = [ 62610, 62611 ]; "
+			  "algorithm = \"sequential\"; } );");
+	server_start(&stalled, "127.0.0.1", SERVE_STALL);
+	snprintf(code, sizeof(code),
+		 "import socket, time\n"
+		 "dest = ('127.0.0.1', %u)\n"
+		 "for _ in range(2):\n"
+		 "    s = socket.socket(); s.connect(dest); s.close()\n"
+		 "time.sleep(0.1)\n"
+		 "c = socket.socket()\n"
+		 "start = time.monotonic()\n"
+		 "try:\n"
+		 "    c.connect(dest)\n"
+		 "    print('connected', c.getsockname()[1], round((time.monotonic() - start) * 1000))\n"
+		 "except OSError as e:\n"
+		 "    print('failed', e.errno, round((time.monotonic() - start) * 1000))\n",
+		 stalled.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	usleep(100000);
+	int still_held = 0;
+	for (int i = 0; i < 2 && i < stalled.stalled_count; i++) {
+		struct tcp_info info;
+		socklen_t len = sizeof(info);
+		if (getsockopt(stalled.stalled[i], IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+		    info.tcpi_state == TCP_CLOSE_WAIT)
+			still_held++;
+	}
+	int accepted = stalled.stalled_count;
+	server_stop(&stalled);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	int error = 0, ms = -1;
+	cr_expect_eq(sscanf(r.out, "failed %d %d", &error, &ms), 2,
+		     "the third connect took a port the server has not closed: %s", r.out);
+	cr_expect_eq(error, EADDRNOTAVAIL, "the range is exhausted: %s", r.out);
+	cr_expect_lt(ms, 100, "a bounded wait: %s", r.out);
+	cr_expect_eq(accepted, 2, "the server saw only the first two connections: %d", accepted);
+	cr_expect_eq(still_held, 2, "the server's held connections were not reset: %d of 2", still_held);
+	json_t *records = audit_records(sb.log);
+	cr_expect_not_null(audit_find(records, "error", 0), "the failure is recorded");
+	json_decref(records);
 	sandbox_cleanup(&sb);
 }
 
