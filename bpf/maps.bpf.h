@@ -73,19 +73,14 @@ struct {
 	__type(value, __u64);
 } outcomes SEC(".maps");
 
-/* Sockets by cookie: what an explicit bind or our own choice gave a port,
- * and whether an unbound UDP send was already recorded. */
+/* A socket's marks (pfb_sock_state.flags): what an explicit bind or our
+ * own choice gave a port, and whether an unbound UDP send was already
+ * recorded. */
 #define PFB_SOCKET_BOUND 1u
 #define PFB_SOCKET_UNBOUND_RECORDED 2u
 #define PFB_SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
 #define PFB_SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook runs for it (its MPTCP socket counts its port) */
 #define PFB_SOCKET_PORT_SHIFT 16
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u32);
-} sockets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -100,22 +95,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pf_bpf_exe);
 } exe_scratch SEC(".maps");
-
-/* TCP records wait for the final local address, which the kernel
- * chooses after the connect hook (sockops' TCP_CONNECT_CB gives it). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct pf_bpf_record);
-} pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct pf_bpf_record);
-} record_scratch SEC(".maps");
 
 /* How many of the app's sockets are bound to each port of its range
  * (index port - range_lo): bind(port 0) is given a port none of them
@@ -144,12 +123,12 @@ struct {
 	__type(value, struct pf_bpf_port_bits);
 } bind_allow_ports SEC(".maps");
 
-/* A bind as the bind hook answered it, by socket cookie, until the
- * kernel's verdict.  bind(addr, 0): post_bind says the bind took
- * (bound), and the record goes out then (UDP) or at the connect (TCP); a
- * pick still unbound at the next bind or at close is a bind the kernel
- * refused.  An explicit bind (explicit): its "bind" record goes out at
- * post_bind, and nothing when the kernel refused it. */
+/* A bind as the bind hook answered it, until the kernel's verdict.
+ * bind(addr, 0): post_bind says the bind took (bound), and the record
+ * goes out then (UDP) or at the connect (TCP); a pick still unbound at
+ * the next bind or at close is a bind the kernel refused.  An explicit
+ * bind (explicit): its "bind" record goes out at post_bind, and nothing
+ * when the kernel refused it. */
 struct pfb_bind_pick {
 	__u32 attempts;
 	__u16 port;
@@ -157,12 +136,32 @@ struct pfb_bind_pick {
 	__u8 explicit_port;
 	__u32 addr[4];	/* bound: the address, network order; IPv4 in [0] */
 };
+
+/* Each socket's own state between hooks, by socket cookie, in one entry:
+ * a connect inserts one entry, sockops finds it, the release hook finds
+ * and deletes it (three maps took eight operations).  flags:
+ * PFB_SOCKET_*.  pick (has_pick): a bind as the bind hook answered it.
+ * kept (has_kept): a TCP record waiting for the final local address,
+ * which the kernel chooses after the connect hook (sockops'
+ * TCP_CONNECT_CB gives it).  Socket-local storage (SK_STORAGE) was
+ * measured slower: it allocates twice per socket and frees through RCU. */
+struct pfb_sock_state {
+	__u32 flags;
+	__u8 has_pick;
+	__u8 has_kept;
+	__u16 unused;
+	struct pfb_bind_pick pick;
+	struct pf_bpf_record kept;
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct pfb_bind_pick);
-} bind_picks SEC(".maps");
+	__type(value, struct pfb_sock_state);
+} sock_state SEC(".maps");
+
+/* A new socket's state: nothing yet. */
+static const struct pfb_sock_state pfb_no_state;
 
 static __always_inline struct pf_bpf_config *pfb_config(void)
 {
@@ -176,9 +175,22 @@ static __always_inline struct pf_bpf_counters *pfb_counters(void)
 	return bpf_map_lookup_elem(&counters, &zero);
 }
 
-static __always_inline void pfb_mark_socket(__u64 cookie, __u32 flags)
+/* The state of the socket with this cookie, or 0 when it has none. */
+static __always_inline struct pfb_sock_state *pfb_state(__u64 cookie)
 {
-	bpf_map_update_elem(&sockets, &cookie, &flags, BPF_ANY);
+	return bpf_map_lookup_elem(&sock_state, &cookie);
+}
+
+/* The state of the socket with this cookie, made (zeroed) when it has
+ * none. */
+static __always_inline struct pfb_sock_state *pfb_state_made(__u64 cookie)
+{
+	struct pfb_sock_state *st = bpf_map_lookup_elem(&sock_state, &cookie);
+
+	if (st)
+		return st;
+	bpf_map_update_elem(&sock_state, &cookie, &pfb_no_state, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sock_state, &cookie);
 }
 
 /* A bound socket's mark: PFB_SOCKET_BOUND, and when the port is the
@@ -196,12 +208,14 @@ static __always_inline __u32 pfb_bound_flags(const struct pf_bpf_config *cfg, __
 
 /* The port a counted socket held is free again at its close (the
  * release hook cannot read the socket's port: the mark keeps it). */
-static __always_inline void pfb_uncount_port(const __u32 *flags)
+static __always_inline void pfb_uncount_port(__u32 flags)
 {
-	struct pf_bpf_config *cfg = pfb_config();
-	__u32 port = flags ? *flags >> PFB_SOCKET_PORT_SHIFT : 0;
+	__u32 port = flags >> PFB_SOCKET_PORT_SHIFT;
 
-	if (!flags || !(*flags & PFB_SOCKET_COUNTED) || !cfg || port < cfg->range_lo || port > cfg->range_hi)
+	if (!(flags & PFB_SOCKET_COUNTED))
+		return;
+	struct pf_bpf_config *cfg = pfb_config();
+	if (!cfg || port < cfg->range_lo || port > cfg->range_hi)
 		return;
 	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
 	if (users && *users)

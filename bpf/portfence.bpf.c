@@ -56,15 +56,16 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	}
 	f.event = a->event;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
+	struct pfb_sock_state *st = pfb_state_made(bpf_get_socket_cookie(ctx));
 	int subflow = pfb_mptcp_subflow(ctx);
-	pfb_mark_socket(bpf_get_socket_cookie(ctx), subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
-							    : pfb_bound_flags(cfg, w.port));
+	if (st)
+		st->flags = subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP : pfb_bound_flags(cfg, w.port);
 	if (subflow)
 		pfb_count_on_mptcp(ctx, cfg, w.port);
 	if (w.udp)
 		pfb_record(d, &f);
 	else
-		pfb_record_later(bpf_get_socket_cookie(ctx), d, &f);
+		pfb_record_later(st, d, &f);
 	return PFB_PROCEED;
 }
 
@@ -74,25 +75,25 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
  * and an error record, the kernel's own answer. */
 static __always_inline int pfb_connect_bound(struct bpf_sock_addr *ctx, const struct pfb_dest *d)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct pfb_bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+	struct pfb_sock_state *st = pfb_state(bpf_get_socket_cookie(ctx));
 
-	if (ctx->type == SOCK_DGRAM || !pick || !pick->bound || pick->explicit_port || !ctx->sk)
+	if (ctx->type == SOCK_DGRAM || !st || !st->has_pick || !st->pick.bound || st->pick.explicit_port || !ctx->sk)
 		return PFB_PROCEED;
 	struct pfb_walk w = {.ctx = ctx, .d = *d};
 	__u16 port = (__u16)ctx->sk->src_port;
 	pfb_bound_source(ctx, d, w.source);
-	struct pfb_record_facts f = {.event = PF_CORE_EVENT_ASSIGN, .attempts = pick->attempts, .local_port = port};
+	struct pfb_record_facts f = {.event = PF_CORE_EVENT_ASSIGN, .attempts = st->pick.attempts,
+				     .local_port = port};
 	for (int i = 0; i < 4; i++)
 		f.local_addr[i] = w.source[i];
-	bpf_map_delete_elem(&bind_picks, &cookie);
+	st->has_pick = 0;
 	if (!pfb_is_zero(w.source) && pfb_tuple_holder(&w, w.source, port) == PFB_TUPLE_HELD) {
 		f.event = PF_CORE_EVENT_ERROR;
 		f.error = PF_CORE_EADDRNOTAVAIL;
 		pfb_record(d, &f);
 		return pfb_refuse(PF_CORE_EADDRNOTAVAIL);
 	}
-	pfb_record_later(cookie, d, &f);
+	pfb_record_later(st, d, &f);
 	return PFB_PROCEED;
 }
 
@@ -123,7 +124,7 @@ static __always_inline int pfb_connect(struct bpf_sock_addr *ctx, const struct p
 		if (q.udp)
 			pfb_record(d, &f);
 		else
-			pfb_record_later(bpf_get_socket_cookie(ctx), d, &f);
+			pfb_record_later(pfb_records_wanted() ? pfb_state_made(bpf_get_socket_cookie(ctx)) : 0, d, &f);
 		return PFB_PROCEED;
 	}
 	case PF_CORE_REFUSE:
@@ -165,10 +166,10 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 	if (!q.protocol_managed)
 		return PFB_PROCEED;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 *known = bpf_map_lookup_elem(&sockets, &cookie);
+	struct pfb_sock_state *st = pfb_state(cookie);
 	q.dest_denied = !pfb_permits(cfg, d);
-	q.has_port = known && (*known & PFB_SOCKET_BOUND);
-	q.unbound_recorded = known && (*known & PFB_SOCKET_UNBOUND_RECORDED);
+	q.has_port = st && (st->flags & PFB_SOCKET_BOUND);
+	q.unbound_recorded = st && (st->flags & PFB_SOCKET_UNBOUND_RECORDED);
 	struct pf_core_answer a = pf_core_decide(&q);
 
 	if (a.verdict != PF_CORE_AUDIT && a.verdict != PF_CORE_REFUSE)
@@ -179,8 +180,8 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 	pfb_record(d, &f);
 	if (a.verdict == PF_CORE_REFUSE)
 		return pfb_refuse(a.error);
-	if (!q.dest_denied)
-		pfb_mark_socket(cookie, PFB_SOCKET_UNBOUND_RECORDED);
+	if (!q.dest_denied && (st = pfb_state_made(cookie)))
+		st->flags |= PFB_SOCKET_UNBOUND_RECORDED;
 	return PFB_PROCEED;
 }
 
@@ -206,13 +207,25 @@ int pfb_sendmsg6(struct bpf_sock_addr *ctx)
  * never reached post_bind: its record is an error, sent at the socket's
  * next bind or its close (which errno the program saw, no hook can
  * tell: EUNKNOWN).  An explicit bind the kernel refused has no record. */
-static __always_inline void pfb_refused_pick(__u64 cookie, const struct pfb_bind_pick *pick, __u32 family,
-					     int udp)
+static __always_inline void pfb_refused_pick(struct pfb_sock_state *st, __u32 family, int udp)
 {
+	const struct pfb_bind_pick *pick = &st->pick;
+
 	if (!pick->explicit_port)
 		pfb_record_bind(family, family, pick->addr, pick->port, PF_CORE_EVENT_ERROR, PF_BPF_ERROR_UNSEEN,
 				pick->attempts, udp);
-	bpf_map_delete_elem(&bind_picks, &cookie);
+	st->has_pick = 0;
+}
+
+/* Keeps a bind as the bind hook answered it, in the socket's state. */
+static __always_inline void pfb_keep_pick(struct bpf_sock_addr *ctx, const struct pfb_bind_pick *pick)
+{
+	struct pfb_sock_state *st = pfb_state_made(bpf_get_socket_cookie(ctx));
+
+	if (!st)
+		return;
+	st->pick = *pick;
+	st->has_pick = 1;
 }
 
 /* bind(port 0) is given a range port by rewriting the request (bpf_bind
@@ -223,8 +236,7 @@ static __always_inline void pfb_refused_pick(__u64 cookie, const struct pfb_bind
  * and a TIME_WAIT on it is reused at the connect.  The record waits for the kernel's verdict
  * (post_bind, or the connect). */
 static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
-					       const struct pfb_dest *local, const struct pf_core_answer *a,
-					       __u64 cookie)
+					       const struct pfb_dest *local, const struct pf_core_answer *a)
 {
 	struct pfb_walk w = {.ctx = ctx, .d = *local, .udp = ctx->type == SOCK_DGRAM};
 	int one = 1;
@@ -242,7 +254,7 @@ static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const 
 	struct pfb_bind_pick pick = {.attempts = w.attempts, .port = w.port};
 	for (int i = 0; i < 4; i++)
 		pick.addr[i] = local->addr[i];	/* what was asked, until post_bind */
-	bpf_map_update_elem(&bind_picks, &cookie, &pick, BPF_ANY);
+	pfb_keep_pick(ctx, &pick);
 	ctx->user_port = bpf_htons(w.port);
 	if (pfb_mptcp_subflow(ctx))
 		pfb_count_on_mptcp(ctx, cfg, w.port);	/* before the kernel's verdict: no later hook can */
@@ -253,7 +265,7 @@ static __always_inline int pfb_assign_for_bind(struct bpf_sock_addr *ctx, const 
  * post_bind, once the kernel has bound the port (not an MPTCP subflow's,
  * which the kernel binds itself). */
 static __always_inline void pfb_expect_bind(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
-					    const struct pfb_dest *local, __u64 cookie)
+					    const struct pfb_dest *local)
 {
 	if (pfb_mptcp_subflow(ctx)) {
 		pfb_count_on_mptcp(ctx, cfg, local->port);
@@ -262,13 +274,12 @@ static __always_inline void pfb_expect_bind(struct bpf_sock_addr *ctx, const str
 	struct pfb_bind_pick pick = {.port = local->port, .explicit_port = 1};
 	for (int i = 0; i < 4; i++)
 		pick.addr[i] = local->addr[i];
-	bpf_map_update_elem(&bind_picks, &cookie, &pick, BPF_ANY);
+	pfb_keep_pick(ctx, &pick);
 }
 
 static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_dest *local)
 {
 	struct pf_bpf_config *cfg = pfb_config();
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 
 	if (!cfg || !pfb_ours(ctx->sk))
 		return PFB_PROCEED;
@@ -276,11 +287,12 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 						 ctx->type, local->sock_family);
 	if (!q.protocol_managed)
 		return PFB_PROCEED;
-	struct pfb_bind_pick *earlier = bpf_map_lookup_elem(&bind_picks, &cookie);
-	if (earlier && !earlier->bound)
-		pfb_refused_pick(cookie, earlier, local->family, q.udp);
-	if (pfb_mptcp_subflow(ctx))
-		pfb_mark_socket(cookie, PFB_SOCKET_MPTCP);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct pfb_sock_state *st = pfb_state(cookie);
+	if (st && st->has_pick && !st->pick.bound)
+		pfb_refused_pick(st, local->family, q.udp);
+	if (pfb_mptcp_subflow(ctx) && (st || (st = pfb_state_made(cookie))))
+		st->flags = PFB_SOCKET_MPTCP;
 	q.has_port = ctx->sk && ctx->sk->src_port;
 	q.port_place = pfb_port_place(cfg, local->port);
 	q.bind_allowed = local->port && pfb_bind_allowed(local->port);
@@ -289,10 +301,10 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 	switch (a.verdict) {
 	case PF_CORE_CALL:
 		if (q.call == PF_CORE_CALL_BIND_PORT)
-			pfb_expect_bind(ctx, cfg, local, cookie);
+			pfb_expect_bind(ctx, cfg, local);
 		return PFB_PROCEED;
 	case PF_CORE_ASSIGN:
-		return pfb_assign_for_bind(ctx, cfg, local, &a, cookie);
+		return pfb_assign_for_bind(ctx, cfg, local, &a);
 	case PF_CORE_AUDIT:
 		pfb_record_bind(local->family, local->sock_family, local->addr, local->port, a.event, a.error, 0,
 				q.udp);
@@ -333,16 +345,16 @@ static __always_inline int pfb_post_bind(struct bpf_sock *sk, int v6)
 {
 	if (!pfb_ours(sk))
 		return PFB_PROCEED;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	__u32 *known = bpf_map_lookup_elem(&sockets, &cookie);
+	struct pfb_sock_state *st = pfb_state_made(bpf_get_socket_cookie(sk));
 	__u16 port = (__u16)sk->src_port;
 	__u32 family = v6 ? AF_INET6 : AF_INET;
-	__u32 flags = known && (*known & PFB_SOCKET_MPTCP) ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
-							   : pfb_bound_flags(pfb_config(), port);
 
-	pfb_mark_socket(cookie, flags);
-	struct pfb_bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
-	if (!pick || pick->port != port)
+	if (!st)
+		return PFB_PROCEED;
+	st->flags = st->flags & PFB_SOCKET_MPTCP ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
+						 : pfb_bound_flags(pfb_config(), port);
+	struct pfb_bind_pick *pick = &st->pick;
+	if (!st->has_pick || pick->port != port)
 		return PFB_PROCEED;
 	__u32 ip4 = sk->src_ip4;
 	__u32 ip6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
@@ -353,14 +365,14 @@ static __always_inline int pfb_post_bind(struct bpf_sock *sk, int v6)
 	int udp = sk->type == SOCK_DGRAM;
 	if (pick->explicit_port) {
 		pfb_record_bind(family, family, pick->addr, port, PF_BPF_BIND, 0, 0, udp);
-		bpf_map_delete_elem(&bind_picks, &cookie);
+		st->has_pick = 0;
 		return PFB_PROCEED;
 	}
 	pick->bound = 1;
 	if (!udp)
 		return PFB_PROCEED;
 	pfb_record_bind(family, family, pick->addr, port, PF_CORE_EVENT_ASSIGN, 0, pick->attempts, 1);
-	bpf_map_delete_elem(&bind_picks, &cookie);
+	st->has_pick = 0;
 	return PFB_PROCEED;
 }
 
@@ -383,72 +395,82 @@ int pfb_post_bind6(struct bpf_sock *sk)
  * unknown); one whose port the hook had bound failed after it (no route,
  * a 4-tuple taken meanwhile): an error.  Which errno the program saw, no
  * hook here can tell: the result says EUNKNOWN rather than guess. */
-static __always_inline void pfb_release_kept(__u64 cookie)
+static __always_inline void pfb_release_kept(struct pfb_sock_state *st)
 {
-	struct pf_bpf_record *kept = bpf_map_lookup_elem(&pending, &cookie);
+	struct pf_bpf_record *kept = &st->kept;
 
-	if (!kept)
+	if (!st->has_kept)
 		return;
 	if (kept->event != PF_CORE_EVENT_AUDIT) {
 		kept->event = PF_CORE_EVENT_ERROR;
 		kept->error = PF_BPF_ERROR_UNSEEN;
 	}
 	pfb_send_kept(kept);
-	bpf_map_delete_elem(&pending, &cookie);
+	st->has_kept = 0;
 }
 
+/* What the socket's state still holds at close goes out or is undone,
+ * and the state goes. */
 SEC("cgroup/sock_release")
 int pfb_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct pfb_sock_state *st = pfb_state(cookie);
 
-	pfb_release_kept(cookie);
-	struct pfb_bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
-	if (pick) {
+	if (!st)
+		return PFB_PROCEED;
+	pfb_release_kept(st);
+	if (st->has_pick) {
 		/* bound: a TCP bind(addr, 0) that never connected (a listener,
 		 * or closed unused); else a bind the kernel refused. */
+		struct pfb_bind_pick *pick = &st->pick;
 		int udp = sk->type == SOCK_DGRAM;
 		if (!pick->bound)
-			pfb_refused_pick(cookie, pick, sk->family, udp);
+			pfb_refused_pick(st, sk->family, udp);
 		else
 			pfb_record_bind(sk->family, sk->family, pick->addr, pick->port, PF_CORE_EVENT_ASSIGN, 0,
 					pick->attempts, udp);
-		bpf_map_delete_elem(&bind_picks, &cookie);
+		st->has_pick = 0;
 	}
-	pfb_uncount_port(bpf_map_lookup_elem(&sockets, &cookie));
-	bpf_map_delete_elem(&sockets, &cookie);
+	pfb_uncount_port(st->flags);
+	bpf_map_delete_elem(&sock_state, &cookie);
 	return PFB_PROCEED;
 }
 
 /* A TCP bind(addr, 0) that listens: its record goes out now, as the
  * shim's does at listen(2), not at close. */
-static __always_inline void pfb_listening(struct bpf_sock_ops *skops, __u64 cookie)
+static __always_inline void pfb_listening(struct bpf_sock_ops *skops, struct pfb_sock_state *st)
 {
-	struct pfb_bind_pick *pick = bpf_map_lookup_elem(&bind_picks, &cookie);
+	struct pfb_bind_pick *pick = &st->pick;
 	__u32 family = skops->family;
 
-	if (!pick || !pick->bound || pick->explicit_port)
+	if (!st->has_pick || !pick->bound || pick->explicit_port)
 		return;
 	pfb_record_bind(family, family, pick->addr, pick->port, PF_CORE_EVENT_ASSIGN, 0, pick->attempts, 0);
-	bpf_map_delete_elem(&bind_picks, &cookie);
+	st->has_pick = 0;
 }
 
 /* The kernel has chosen the local address: the kept record gets it and
- * goes out.  A listen sends a bind(addr, 0)'s record. */
+ * goes out.  A listen sends a bind(addr, 0)'s record.  The kernel calls
+ * this program several times a connect (its other ops): those return at
+ * once. */
 SEC("sockops")
 int pfb_sockops(struct bpf_sock_ops *skops)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
+	__u32 op = skops->op;
 
-	if (skops->op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
-		pfb_listening(skops, cookie);
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+		return 1;
+	struct pfb_sock_state *st = pfb_state(bpf_get_socket_cookie(skops));
+	if (!st)
+		return 1;
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		pfb_listening(skops, st);
 		return 1;
 	}
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+	if (!st->has_kept)
 		return 1;
-	struct pf_bpf_record *kept = bpf_map_lookup_elem(&pending, &cookie);
-	if (!kept)
-		return 1;
+	struct pf_bpf_record *kept = &st->kept;
 	__u32 family = skops->family, ip4 = skops->local_ip4;
 	__u32 ip6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3]};
 	if (family == AF_INET) {
@@ -461,7 +483,7 @@ int pfb_sockops(struct bpf_sock_ops *skops)
 	}
 	kept->local_port = (__u16)skops->local_port;
 	pfb_send_kept(kept);
-	bpf_map_delete_elem(&pending, &cookie);
+	st->has_kept = 0;
 	return 1;
 }
 

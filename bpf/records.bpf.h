@@ -102,19 +102,17 @@ static __always_inline void pfb_record(const struct pfb_dest *d, const struct pf
 	bpf_ringbuf_submit(r, pfb_submit_flags());
 }
 
-/* A record kept until a later hook knows its local address (sockops for
- * TCP, the release hook for an audited UDP connect). */
-static __always_inline void pfb_record_later(__u64 cookie, const struct pfb_dest *d,
+/* A record kept in the socket's state until a later hook knows its
+ * local address (sockops for TCP, the release hook for a connect that
+ * never reached it); st is 0 when there is none to keep it in. */
+static __always_inline void pfb_record_later(struct pfb_sock_state *st, const struct pfb_dest *d,
 					     const struct pfb_record_facts *f)
 {
-	__u32 zero = 0;
-	struct pf_bpf_record *r = bpf_map_lookup_elem(&record_scratch, &zero);
-
 	pfb_count_outcome(f->event, f->error);
-	if (!r || !pfb_records_wanted())
+	if (!st || !pfb_records_wanted())
 		return;
-	pfb_fill_record(r, d, f);
-	bpf_map_update_elem(&pending, &cookie, r, BPF_ANY);
+	pfb_fill_record(&st->kept, d, f);
+	st->has_kept = 1;
 }
 
 /* Sends a kept record. */

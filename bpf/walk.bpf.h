@@ -535,11 +535,11 @@ struct sock___pfb {
 	struct sock_common___pfb __sk_common;
 } __attribute__((preserve_access_index));
 
-/* A subflow took port: it is counted in port_users under the MPTCP
- * socket's cookie, whose release hook runs when the program closes it,
- * and uncounts it.  One port per MPTCP socket (its first subflow's); a
- * socket made before the programs were attached has no cookie yet and
- * is not counted. */
+/* A subflow took port: it is counted in port_users in the state of the
+ * MPTCP socket (by its cookie), whose release hook runs when the program
+ * closes it, and uncounts it.  One port per MPTCP socket (its first
+ * subflow's); a socket made before the programs were attached has no
+ * cookie yet and is not counted. */
 static __always_inline void pfb_count_on_mptcp(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 					       __u16 port)
 {
@@ -549,10 +549,10 @@ static __always_inline void pfb_count_on_mptcp(struct bpf_sock_addr *ctx, const 
 	if (!msk)
 		return;
 	__u64 cookie = (__u64)msk->__sk_common.skc_cookie.counter;
-	__u32 *known = cookie ? bpf_map_lookup_elem(&sockets, &cookie) : 0;
-	if (!cookie || (known && (*known & PFB_SOCKET_COUNTED)))
+	struct pfb_sock_state *st = cookie ? pfb_state_made(cookie) : 0;
+	if (!st || (st->flags & PFB_SOCKET_COUNTED))
 		return;
-	pfb_mark_socket(cookie, (known ? *known : 0) | pfb_bound_flags(cfg, port));
+	st->flags |= pfb_bound_flags(cfg, port);
 }
 
 #endif

@@ -236,9 +236,8 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
-				  skel->maps.sockets, skel->maps.exes, skel->maps.pending,
-				  skel->maps.port_users, skel->maps.record_loss, skel->maps.foreign_ports,
-				  skel->maps.bind_picks, skel->maps.outcomes, NULL};
+				  skel->maps.sock_state, skel->maps.exes, skel->maps.port_users,
+				  skel->maps.record_loss, skel->maps.foreign_ports, skel->maps.outcomes, NULL};
 	return maps[i];
 }
 
