@@ -15,6 +15,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
+#include "core/hot.h"
 #include "core/holds.h"
 #include "shim.h"
 #include "kernel/sockdiag.h"
@@ -221,7 +222,7 @@ static bool same_address(_Atomic uint32_t *a, const uint8_t *b, size_t len)
  * sockaddr_in6, zeroed but for family and address): the rest of *local
  * is left as it was.  Copies of constant size: one of variable length
  * was a call to memcpy. */
-bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
+PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
