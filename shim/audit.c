@@ -246,9 +246,14 @@ static PF_COLD void notice(const struct pf_runtime *rt, const struct pf_record *
 	}
 }
 
+static bool wanted(const struct pf_runtime *rt, enum pf_event event, bool logging)
+{
+	return logging || (rt->notify && (event == PF_EVENT_DENY || event == PF_EVENT_ERROR));
+}
+
 PF_HOT bool pf_wanted(const struct pf_runtime *rt, enum pf_event event)
 {
-	return pf_logging() || (rt->notify && (event == PF_EVENT_DENY || event == PF_EVENT_ERROR));
+	return wanted(rt, event, pf_logging());
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram
@@ -303,23 +308,33 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 	int saved = errno;
 
 	count(rt, record);
-	if (!pf_wanted(rt, record->event))
+	bool logging = pf_logging();
+	if (!wanted(rt, record->event, logging))
 		return;
-	const char *rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
-	const char *reason = error_reason(rt, record, reason_text, sizeof(reason_text));
+	/* The collector finds the rule and the reason in its own copy of
+	 * the policy (collector.c): the ring's slot holds neither, and they
+	 * are looked up only for a notice or a line written here. */
+	bool collecting = pf_collecting();
+	const char *rule = NULL, *reason = NULL;
+	if (rt->notify || !collecting) {
+		rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
+		reason = error_reason(rt, record, reason_text, sizeof(reason_text));
+	}
 	if (rt->notify)
 		notice(rt, record, rule, reason);
-	if (!pf_logging())
+	if (!logging)
 		goto out;
-	/* The collector finds the rule and the reason in its own copy of
-	 * the policy (collector.c): the ring's slot holds neither. */
-	if (pf_collecting()) {
+	if (collecting) {
 		if (pf_collect(rt, record))
 			goto out;
 		open_fallback();
 		if (pf_log_fd() < 0 && !log_to_syslog) {
 			pf_collect_lost();
 			goto out;
+		}
+		if (!rt->notify) {
+			rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
+			reason = error_reason(rt, record, reason_text, sizeof(reason_text));
 		}
 	}
 	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
