@@ -7,6 +7,7 @@
  * process took values in between, the walk may have skipped ports, and a
  * full walk of the range follows, so that no algorithm ever reports
  * exhaustion while a port is free. */
+#include "core/hot.h"
 #include "core/algorithm.h"
 
 #include "core/flow.h"
@@ -19,7 +20,7 @@ struct walk {
 };
 
 /* 1 when the candidate was taken, 0 when busy, <0 for -errno. */
-static int attempt(struct walk *walk, uint32_t port)
+static PF_HOT int attempt(struct walk *walk, uint32_t port)
 {
 	int rc;
 
@@ -33,13 +34,13 @@ static int attempt(struct walk *walk, uint32_t port)
 }
 
 /* The outcome of an RFC loop: keep going only when it ended busy. */
-static int settle(int rc)
+static PF_HOT int settle(int rc)
 {
 	return rc > 0 ? 0 : rc;
 }
 
 /* The walk's random draw for try k, when it needs one. */
-static uint32_t draw_for(const struct pf_core_walk *cw, uint32_t k, struct pf_rng *rng)
+static PF_HOT uint32_t draw_for(const struct pf_core_walk *cw, uint32_t k, struct pf_rng *rng)
 {
 	uint32_t bound = pf_core_draw_bound(cw, k);
 	return bound ? pf_rng_below(rng, bound) : 0;
@@ -69,7 +70,7 @@ static uint32_t algorithm_value(const struct pf_core_walk *cw, uint32_t value, u
  * counter's next value (fetch-and-add by the try's step), so the
  * candidate is the sequence's at that value.  contiguous says whether
  * every value followed the one before, as one process alone sees it. */
-static int walk_counter(struct walk *walk, struct pf_core_walk *cw, _Atomic uint32_t *counter,
+static PF_HOT int walk_counter(struct walk *walk, struct pf_core_walk *cw, _Atomic uint32_t *counter,
 			struct pf_rng *rng)
 {
 	uint32_t num = cw->num, previous = 0;
@@ -126,7 +127,7 @@ void pf_flow_hashes_of(const struct pf_state *state, const struct pf_flow *flow,
 }
 
 /* The counter each algorithm advances in the shared state, if any. */
-static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, const struct pf_flow_hashes *hashes,
+static PF_HOT _Atomic uint32_t *shared_counter(const struct pf_flow *flow, const struct pf_flow_hashes *hashes,
 					struct pf_state *state, struct pf_core_walk *cw)
 {
 	struct pf_shared_state *shared = state->shared;
@@ -147,7 +148,7 @@ static _Atomic uint32_t *shared_counter(const struct pf_flow *flow, const struct
 	}
 }
 
-static int pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi, const struct pf_flow *flow,
+static PF_HOT int pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi, const struct pf_flow *flow,
 		const struct pf_flow_hashes *hashes, struct pf_state *state, struct pf_rng *rng,
 		pf_try_fn try_port, void *ctx, struct pf_pick *pick)
 {
@@ -178,7 +179,7 @@ int pf_algorithm_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 	return pick(algorithm, lo, hi, flow, NULL, state, rng, try_port, ctx, pick_out);
 }
 
-int pf_algorithm_pick_hashed(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+PF_HOT int pf_algorithm_pick_hashed(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
 			     const struct pf_flow_hashes *hashes, struct pf_state *state,
 			     struct pf_rng *rng, pf_try_fn try_port, void *ctx,
 			     struct pf_pick *pick_out)

@@ -8,6 +8,7 @@
  * kernel shows it; until then, the kernel's "free" says nothing of it.
  * Anything read from the table is only a hint: a wrong word can make a
  * port look busy or clean, never make us read outside the table. */
+#include "core/hot.h"
 #include "core/holds.h"
 
 #include <string.h>
@@ -52,7 +53,7 @@ uint64_t pf_hold_flow_hash(const uint8_t secret[16], const struct pf_flow *flow)
 	return pf_siphash_cached(secret, buf, len);
 }
 
-uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port)
+PF_HOT uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port)
 {
 	uint64_t z = flow_hash ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -66,7 +67,7 @@ uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint1
 	return pf_hold_key_at(pf_hold_flow_hash(secret, flow), port);
 }
 
-uint32_t pf_hold_now_ms(void)
+PF_HOT uint32_t pf_hold_now_ms(void)
 {
 	struct timespec now;
 
@@ -74,7 +75,7 @@ uint32_t pf_hold_now_ms(void)
 	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
 }
 
-static _Atomic uint64_t *port_block(const struct pf_state *state, uint32_t port_offset)
+static PF_HOT _Atomic uint64_t *port_block(const struct pf_state *state, uint32_t port_offset)
 {
 	if (!state->holds || port_offset >= state->num_ports)
 		return NULL;
@@ -93,7 +94,7 @@ static void set_ref(struct pf_hold_ref *ref, uint32_t port_offset, int i, uint32
 	ref->seen = seen;
 }
 
-static enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_t quarantine_ms)
+static PF_HOT enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_t quarantine_ms)
 {
 	if ((word & STATE_MASK) == HELD)
 		return PF_HOLD_HELD;
@@ -109,7 +110,7 @@ static enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_t quara
 /* Where a new key goes: the first empty slot counting from the key's own
  * (so that two processes adding one key race for the same slot), else
  * the longest-released one.  -1 when every slot is held. */
-static int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_ms, uint64_t *expected)
+static PF_HOT int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_ms, uint64_t *expected)
 {
 	int chosen = -1;
 	uint32_t chosen_age = 0;
@@ -130,9 +131,12 @@ static int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_ms, uin
 	return chosen;
 }
 
-static int find_key(_Atomic uint64_t *block, uint32_t key, uint64_t *word)
+/* From the key's own slot on, where free_slot puts it when it can: a
+ * connect that reuses a 4-tuple finds it at the first look. */
+static PF_HOT int find_key(_Atomic uint64_t *block, uint32_t key, uint64_t *word)
 {
-	for (int i = 0; i < PF_HOLD_SLOTS; i++) {
+	for (int n = 0; n < PF_HOLD_SLOTS; n++) {
+		int i = (int)((key + (uint32_t)n) % PF_HOLD_SLOTS);
 		*word = load(&block[i]);
 		if (word_key(*word) == key)
 			return i;
@@ -152,7 +156,7 @@ bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint3
 	return true;
 }
 
-enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
+PF_HOT enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
 				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *block = port_block(state, port_offset);
@@ -194,7 +198,7 @@ uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms)
 	return age_ms(ref->seen, now_ms);
 }
 
-static _Atomic uint64_t *ref_slot(const struct pf_state *state, const struct pf_hold_ref *ref)
+static PF_HOT _Atomic uint64_t *ref_slot(const struct pf_state *state, const struct pf_hold_ref *ref)
 {
 	if (!ref->slot || !state->holds || ref->slot > (size_t)state->num_ports * PF_HOLD_SLOTS)
 		return NULL;
@@ -217,7 +221,7 @@ bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
 }
 
 /* Moves the slot from what the claim wrote to word. */
-static void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64_t word)
+static PF_HOT void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64_t word)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
 	uint64_t expected = ref->seen;
@@ -226,7 +230,7 @@ static void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64
 		ref->seen = word;
 }
 
-void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref)
+PF_HOT void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref)
 {
 	settle_claim(state, ref, make_word(ref->key, HELD, 0));
 }
@@ -244,7 +248,7 @@ void pf_hold_disown(struct pf_state *state, struct pf_hold_ref *ref)
 	ref->slot = 0;
 }
 
-void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms)
+PF_HOT void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
 	uint64_t expected = make_word(ref->key, HELD, 0);

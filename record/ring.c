@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "core/hot.h"
 #include "record/ring.h"
 
 void pf_ring_init(struct pf_ring_header *h)
@@ -20,7 +21,7 @@ void pf_ring_init(struct pf_ring_header *h)
 	atomic_thread_fence(memory_order_release);
 }
 
-static void put_address(const struct sockaddr *addr, uint8_t out[16], uint16_t *port, uint8_t *flags,
+static PF_HOT void put_address(const struct sockaddr *addr, uint8_t out[16], uint16_t *port, uint8_t *flags,
 			uint8_t flag)
 {
 	if (addr && addr->sa_family == AF_INET) {
@@ -36,7 +37,7 @@ static void put_address(const struct sockaddr *addr, uint8_t out[16], uint16_t *
 	}
 }
 
-void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, int family,
+PF_HOT void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, int family,
 		      const struct sockaddr *local, const struct sockaddr *remote, unsigned attempts,
 		      int error)
 {
@@ -62,7 +63,7 @@ void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, in
  * trampled ends the loop as a full one. */
 #define PUT_TRIES 64
 
-bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
+PF_HOT bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
 {
 	struct pf_ring_slot *slots = pf_ring_slots(h), *slot = NULL;
 	uint64_t pos = atomic_load_explicit(&h->head, memory_order_relaxed);

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hot.h"
 #include "core/holds.h"
 #include "shim.h"
 #include "kernel/sockdiag.h"
@@ -108,7 +109,7 @@ struct attempt_ctx {
 	uint64_t hold_hash;
 };
 
-ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
+PF_HOT ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
 {
 	switch (call->action) {
 	case PF_ACT_CONNECT:
@@ -152,13 +153,13 @@ int pf_bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, sock
 	return result;
 }
 
-static void record_result(struct pf_call *call, ssize_t result)
+static PF_HOT void record_result(struct pf_call *call, ssize_t result)
 {
 	call->result = result;
 	call->result_errno = result < 0 ? errno : 0;
 }
 
-static void set_port(struct sockaddr_storage *addr, uint16_t port)
+static PF_HOT void set_port(struct sockaddr_storage *addr, uint16_t port)
 {
 	if (addr->ss_family == AF_INET)
 		((struct sockaddr_in *)addr)->sin_port = htons(port);
@@ -166,7 +167,7 @@ static void set_port(struct sockaddr_storage *addr, uint16_t port)
 		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
 }
 
-void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
+PF_HOT void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
 		     struct pf_flow *flow)
 {
 	memset(flow, 0, sizeof(*flow));
@@ -192,7 +193,7 @@ void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *
 	}
 }
 
-static uint32_t hold_key(const struct attempt_ctx *ctx, uint16_t port)
+static PF_HOT uint32_t hold_key(const struct attempt_ctx *ctx, uint16_t port)
 {
 	struct pf_flow flow;
 
@@ -203,7 +204,7 @@ static uint32_t hold_key(const struct attempt_ctx *ctx, uint16_t port)
 }
 
 /* The source address to ask the kernel about, learned on first need. */
-static bool source_known(struct attempt_ctx *ctx)
+static PF_COLD bool source_known(struct attempt_ctx *ctx)
 {
 	if (ctx->concrete)
 		return true;
@@ -222,7 +223,7 @@ static bool source_known(struct attempt_ctx *ctx)
 
 /* Whether dest is on this host as far as can be told without asking:
  * a loopback address, or the source itself. */
-static bool local_peer(const struct sockaddr *dest, const struct sockaddr *source)
+static PF_COLD bool local_peer(const struct sockaddr *dest, const struct sockaddr *source)
 {
 	if (dest->sa_family == AF_INET) {
 		uint32_t d = ntohl(((const struct sockaddr_in *)dest)->sin_addr.s_addr);
@@ -240,7 +241,7 @@ static bool local_peer(const struct sockaddr *dest, const struct sockaddr *sourc
  * free within milliseconds, a closing one only once its peer acts (a
  * slow server leaves many in FIN_WAIT2): the settling ones go first and
  * take the place of a closing one when the list is full. */
-static void note_lingering(struct attempt_ctx *ctx, uint16_t port, bool settling)
+static PF_COLD void note_lingering(struct attempt_ctx *ctx, uint16_t port, bool settling)
 {
 	if (ctx->waiting)
 		return;
@@ -258,7 +259,7 @@ static void note_lingering(struct attempt_ctx *ctx, uint16_t port, bool settling
 
 /* What the kernel says of (source, port, destination): true when a
  * connect there would succeed now; if_unknown when it cannot be asked. */
-static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknown)
+static PF_COLD bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknown)
 {
 	if (!source_known(ctx))
 		return if_unknown;
@@ -294,7 +295,7 @@ static bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool if_unknow
 
 /* Keeps port among the OLDEST_RECENT longest released: it takes an
  * empty place, or the place of the most recently released. */
-static void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t age)
+static PF_COLD void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t age)
 {
 	int youngest = 0;
 
@@ -317,7 +318,7 @@ static void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t age)
  * held or recently released 4-tuple is only asked about once memory has
  * found the range busy.  PF_TRY_TAKEN (claimed), PF_TRY_BUSY or
  * ASK_KERNEL. */
-static int claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
+static PF_HOT int claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
 {
 	uint32_t offset = (uint32_t)(port - ctx->rt->app->range_lo);
 	enum pf_hold_verdict seen =
@@ -344,7 +345,7 @@ static int claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t key)
 	return PF_TRY_BUSY;
 }
 
-static int bind_port(struct attempt_ctx *ctx, uint16_t port)
+static PF_HOT int bind_port(struct attempt_ctx *ctx, uint16_t port)
 {
 	int fd = ctx->sock->fd, one = 1;
 
@@ -376,14 +377,14 @@ static int bind_port(struct attempt_ctx *ctx, uint16_t port)
 
 /* A connect that failed at once leaves nothing behind on the 4-tuple;
  * one that failed for its route may have met a stale source. */
-static void connect_failed(struct attempt_ctx *ctx, int error)
+static PF_COLD void connect_failed(struct attempt_ctx *ctx, int error)
 {
 	pf_hold_unclaim(ctx->state, &ctx->hold);
 	if (ctx->concrete && (error == ENETUNREACH || error == EHOSTUNREACH || error == EINVAL))
 		pf_source_forget(ctx->call->dest);
 }
 
-static int attempt_port(void *opaque, uint16_t port)
+static PF_HOT int attempt_port(void *opaque, uint16_t port)
 {
 	struct attempt_ctx *ctx = opaque;
 
@@ -418,7 +419,7 @@ static int attempt_port(void *opaque, uint16_t port)
 	return PF_TRY_TAKEN;
 }
 
-static void fill_bind_addr(struct attempt_ctx *ctx)
+static PF_HOT void fill_bind_addr(struct attempt_ctx *ctx)
 {
 	const struct pf_call *call = ctx->call;
 
@@ -443,14 +444,14 @@ static void fill_bind_addr(struct attempt_ctx *ctx)
 		ctx->concrete = true;
 }
 
-static ssize_t finish(struct pf_call *call)
+static PF_HOT ssize_t finish(struct pf_call *call)
 {
 	errno = call->result_errno;
 	return call->result;
 }
 
 /* Algorithm kernel: IP_LOCAL_PORT_RANGE, then the kernel picks. */
-static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *sock,
+static PF_COLD ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *sock,
 				struct pf_call *call, int exhausted_errno)
 {
 	uint32_t range = (uint32_t)rt->app->range_lo | ((uint32_t)rt->app->range_hi << 16);
@@ -481,7 +482,7 @@ static ssize_t assign_by_kernel(const struct pf_runtime *rt, struct pf_sock *soc
 
 /* When every port looked busy to memory, the kernel is asked of each:
  * memory may hold 4-tuples of processes that died without closing. */
-static int verify_port(struct attempt_ctx *ctx, struct pf_pick *pick, uint16_t port)
+static PF_COLD int verify_port(struct attempt_ctx *ctx, struct pf_pick *pick, uint16_t port)
 {
 	pick->attempts++;
 	int rc = attempt_port(ctx, port);
@@ -491,7 +492,7 @@ static int verify_port(struct attempt_ctx *ctx, struct pf_pick *pick, uint16_t p
 }
 
 /* The quarantined ports the first pass saw, longest released first. */
-static int verify_oldest_recent(struct attempt_ctx *ctx, struct pf_pick *pick)
+static PF_COLD int verify_oldest_recent(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	for (int n = 0; n < OLDEST_RECENT; n++) {
 		int oldest = -1;
@@ -510,7 +511,7 @@ static int verify_oldest_recent(struct attempt_ctx *ctx, struct pf_pick *pick)
 	return PF_TRY_BUSY;
 }
 
-static void pause_us(long us)
+static PF_COLD void pause_us(long us)
 {
 	struct timespec pause = {.tv_nsec = us * 1000};
 	int saved = errno;
@@ -530,7 +531,7 @@ static uint64_t monotonic_us(void)
 
 /* The ports seen closing, asked about again until one is free or
  * LINGER_WAIT_US has passed. */
-static int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
+static PF_COLD int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	if (!ctx->lingering_count)
 		return PF_TRY_BUSY;
@@ -551,7 +552,7 @@ static int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
 	return PF_TRY_BUSY;
 }
 
-static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
+static PF_COLD int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	uint16_t lo = ctx->rt->app->range_lo, hi = ctx->rt->app->range_hi;
 
@@ -581,7 +582,7 @@ static int verify_walk(struct attempt_ctx *ctx, struct pf_pick *pick)
 	return waited == PF_TRY_BUSY ? PF_EXHAUSTED : waited;
 }
 
-static int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
+static PF_HOT int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	const struct pf_app *app = ctx->rt->app;
 	struct pf_flow flow;
@@ -615,7 +616,7 @@ static int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 
 /* A failed bind to (address, port) unbinds the address too: the
  * program's address-only bind is put back. */
-static void restore_address(struct attempt_ctx *ctx)
+static PF_COLD void restore_address(struct attempt_ctx *ctx)
 {
 	int saved = errno;
 
@@ -624,7 +625,7 @@ static void restore_address(struct attempt_ctx *ctx)
 	errno = saved;
 }
 
-static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
+static PF_HOT ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
 {
 	struct pf_call *call = ctx->call;
 	struct pf_sock *sock = ctx->sock;
@@ -649,7 +650,7 @@ static ssize_t assigned(struct attempt_ctx *ctx, const struct pf_pick *pick)
 	return finish(call);
 }
 
-ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
+PF_HOT ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 			   struct pf_call *call, const struct pf_decision *decision)
 {
 	struct pf_pick pick;

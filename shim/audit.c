@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hot.h"
 #include "record/ring.h"
 #include "shim.h"
 
@@ -28,7 +29,7 @@ void pf_log_enable_syslog(bool enabled)
 	log_to_syslog = enabled;
 }
 
-bool pf_logging(void)
+PF_HOT bool pf_logging(void)
 {
 	return pf_log_fd() >= 0 || log_to_syslog || pf_collecting();
 }
@@ -229,7 +230,7 @@ static const char *error_reason(const struct pf_runtime *rt, const struct pf_rec
 enum notice_kind { NOTICE_DENY, NOTICE_EXHAUSTED, NOTICE_ERROR, NOTICE_KINDS };
 static _Atomic long last_notice_ms[NOTICE_KINDS];
 
-static bool notice_due(enum notice_kind kind)
+static PF_COLD bool notice_due(enum notice_kind kind)
 {
 	struct timespec now;
 
@@ -241,7 +242,7 @@ static bool notice_due(enum notice_kind kind)
 	return atomic_compare_exchange_strong(&last_notice_ms[kind], &last, ms);
 }
 
-static void format_endpoint(const struct sockaddr *addr, char *out, size_t len)
+static PF_COLD void format_endpoint(const struct sockaddr *addr, char *out, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
 
@@ -260,7 +261,7 @@ static void format_endpoint(const struct sockaddr *addr, char *out, size_t len)
 	}
 }
 
-static void notice(const struct pf_runtime *rt, const struct pf_record *r, const char *rule, const char *reason)
+static PF_COLD void notice(const struct pf_runtime *rt, const struct pf_record *r, const char *rule, const char *reason)
 {
 	const char *app = rt->app ? rt->app->name : "";
 	char where[80];
@@ -287,15 +288,20 @@ static void notice(const struct pf_runtime *rt, const struct pf_record *r, const
 	}
 }
 
-bool pf_wanted(const struct pf_runtime *rt, enum pf_event event)
+static bool wanted(const struct pf_runtime *rt, enum pf_event event, bool logging)
 {
-	return pf_logging() || (rt->notify && (event == PF_EVENT_DENY || event == PF_EVENT_ERROR));
+	return logging || (rt->notify && (event == PF_EVENT_DENY || event == PF_EVENT_ERROR));
+}
+
+PF_HOT bool pf_wanted(const struct pf_runtime *rt, enum pf_event event)
+{
+	return wanted(rt, event, pf_logging());
 }
 
 /* syslog(3) would change the program's own openlog() ident; a datagram
  * of our own to /dev/log leaves it alone.  The record goes without its
  * newline, after the header. */
-static void send_syslog(const struct iovec *record, int count, enum pf_event event)
+static PF_COLD void send_syslog(const struct iovec *record, int count, enum pf_event event)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
 	struct iovec iov[PF_RECORD_IOV + 1];
@@ -323,7 +329,7 @@ out:
 
 /* The app's counters in its shared state (status --prometheus), kept
  * whether or not records are written. */
-static void count(const struct pf_runtime *rt, const struct pf_record *record)
+static PF_HOT void count(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_shared_state *shared = rt->state.shared;
 
@@ -337,30 +343,40 @@ static void count(const struct pf_runtime *rt, const struct pf_record *record)
 }
 
 /* No malloc and no stdio: a record may be written from a signal handler. */
-void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
+PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	char text[1536], rule_text[200], reason_text[1100];
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
 	count(rt, record);
-	if (!pf_wanted(rt, record->event))
+	bool logging = pf_logging();
+	if (!wanted(rt, record->event, logging))
 		return;
-	const char *rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
-	const char *reason = error_reason(rt, record, reason_text, sizeof(reason_text));
+	/* The collector finds the rule and the reason in its own copy of
+	 * the policy (collector.c): the ring's slot holds neither, and they
+	 * are looked up only for a notice or a line written here. */
+	bool collecting = pf_collecting();
+	const char *rule = NULL, *reason = NULL;
+	if (rt->notify || !collecting) {
+		rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
+		reason = error_reason(rt, record, reason_text, sizeof(reason_text));
+	}
 	if (rt->notify)
 		notice(rt, record, rule, reason);
-	if (!pf_logging())
+	if (!logging)
 		goto out;
-	/* The collector finds the rule and the reason in its own copy of
-	 * the policy (collector.c): the ring's slot holds neither. */
-	if (pf_collecting()) {
+	if (collecting) {
 		if (pf_collect(rt, record))
 			goto out;
 		open_fallback();
 		if (pf_log_fd() < 0 && !log_to_syslog) {
 			pf_collect_lost();
 			goto out;
+		}
+		if (!rt->notify) {
+			rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
+			reason = error_reason(rt, record, reason_text, sizeof(reason_text));
 		}
 	}
 	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
@@ -398,7 +414,7 @@ bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)
 	return written;
 }
 
-void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
+PF_HOT void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local, bool exact,
 		    const struct sockaddr *remote, unsigned attempts, int error)
 {

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
@@ -44,7 +45,7 @@ ssize_t pf_refuse(const struct pf_runtime *rt, const struct pf_sock *sock,
 
 /* Audit mode: the call runs untouched; the record says what enforce
  * would have answered and which port the kernel gave. */
-static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
+static PF_COLD ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 			  struct pf_call *call, int would_be_error)
 {
 	ssize_t result = pf_perform(sock, call);
@@ -61,7 +62,7 @@ static ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *sock,
 /* Whether a TCP socket is listening or connected: the kernel answers its
  * connect (EISCONN, EINVAL) whatever the destination.  Asked only when
  * the core says the answer depends on it. */
-static bool tcp_is_busy(const struct pf_sock *sock)
+static PF_COLD bool tcp_is_busy(const struct pf_sock *sock)
 {
 	struct sockaddr_storage peer;
 	socklen_t len = sizeof(peer);
@@ -75,7 +76,7 @@ static bool tcp_is_busy(const struct pf_sock *sock)
 	return moot;
 }
 
-static unsigned core_call(enum pf_action action)
+static PF_HOT unsigned core_call(enum pf_action action)
 {
 	switch (action) {
 	case PF_ACT_CONNECT:
@@ -93,7 +94,7 @@ static unsigned core_call(enum pf_action action)
 	return PF_CORE_CALL_NAME;
 }
 
-static bool tcp_state_matters(const struct pf_question *question)
+static PF_COLD bool tcp_state_matters(const struct pf_question *question)
 {
 	struct pf_core_question core;
 
@@ -110,14 +111,14 @@ static bool tcp_state_matters(const struct pf_question *question)
 #define MEMO_VALID (1ull << 63)
 static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
 
-static int memo_index(const struct pf_question *q)
+static PF_HOT int memo_index(const struct pf_question *q)
 {
 	if (q->dest || q->tcp_busy || q->call == PF_CORE_CALL_BIND_PORT || q->call >= 8)
 		return -1;
 	return (int)(((q->call * 2 + q->needs_port) * 2 + q->udp) * 2 + q->fastopen);
 }
 
-static struct pf_decision unpack(uint64_t word)
+static PF_HOT struct pf_decision unpack(uint64_t word)
 {
 	return (struct pf_decision){
 		.verdict = (enum pf_verdict)(word & 0xff), .event = (enum pf_event)((word >> 8) & 0xff),
@@ -137,7 +138,7 @@ static void remember(int index, const struct pf_decision *d)
 	atomic_store_explicit(&decision_memo[index], word, memory_order_relaxed);
 }
 
-static struct pf_decision decide_remembered(const struct pf_question *question)
+static PF_HOT struct pf_decision decide_remembered(const struct pf_question *question)
 {
 	int index = memo_index(question);
 
@@ -151,7 +152,7 @@ static struct pf_decision decide_remembered(const struct pf_question *question)
 	return decision;
 }
 
-struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
+PF_HOT struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
 			  struct pf_question *question)
 {
 	question->policy_usable = rt->status != PF_STATUS_DENY;
@@ -170,7 +171,7 @@ struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *soc
 	return decision;
 }
 
-struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
+PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
 				 const struct pf_call *call, bool needs_port)
 {
 	bool sends = call->action == PF_ACT_SENDTO || call->action == PF_ACT_SENDMSG;
@@ -197,7 +198,7 @@ static ssize_t pass_through(struct pf_sock *sock, struct pf_call *call, bool nee
 }
 
 /* Every managed call that may need a port. */
-ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
+PF_HOT ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
 {
 	const struct pf_runtime *rt = pf_runtime();
 	struct pf_decision decision = pf_decide_call(rt, sock, call, needs_port);

@@ -2,9 +2,10 @@
  * program's to close. */
 #include <errno.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
-int pf_close(int fd)
+PF_HOT int pf_close(int fd)
 {
 	if (pf_is_log_fd(fd)) {
 		errno = EBADF;

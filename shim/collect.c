@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hot.h"
 #include "record/ring.h"
 #include "shim.h"
 
@@ -37,7 +38,7 @@ static _Atomic int failed_attempts;	/* tries in a row that no collector took */
 static _Atomic pid_t attempt_pid;	/* the process those tries were made for */
 static _Atomic int fallback_said;
 
-static long coarse_seconds(void)
+static PF_HOT long coarse_seconds(void)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
@@ -180,12 +181,12 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	return true;
 }
 
-bool pf_collecting(void)
+PF_HOT bool pf_collecting(void)
 {
 	return collector_path[0] && atomic_load_explicit(&ring, memory_order_relaxed) != NULL;
 }
 
-static void say_fallback(const char *why)
+static PF_COLD void say_fallback(const char *why)
 {
 	if (atomic_exchange(&fallback_said, 1))
 		return;
@@ -287,7 +288,7 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
  * a time).  force: the ring was found closed.  NULL: write directly. */
-static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
+static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
 {
 	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
 	pid_t pid = pf_cached_pid();
@@ -357,7 +358,7 @@ static struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool for
 
 /* Waits (bounded) for another thread's swap to end; false when this
  * thread is the swapper (a handler) or it did not end in time. */
-static bool swap_ended(void)
+static PF_COLD bool swap_ended(void)
 {
 	long deadline = monotonic_ns() + COMMIT_WAIT_NS + 200000000L;
 
@@ -371,7 +372,7 @@ static bool swap_ended(void)
 	return true;
 }
 
-bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
+PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_ring_entry e;
 	bool force = false;

@@ -1,9 +1,10 @@
 /* connect: a fresh socket takes its port from the range, then connects. */
 #include <errno.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
-int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
+PF_HOT int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct pf_sock sock;
 

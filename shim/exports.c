@@ -3,7 +3,7 @@
 #include "shim.h"
 
 #define PF_HOOK(type, name, params, args, fallback) \
-	PF_EXPORT type name params                  \
+	PF_EXPORT PF_HOT type name params           \
 	{                                           \
 		return pf_##name args;              \
 	}

@@ -8,9 +8,10 @@
 #include <errno.h>
 #include <linux/close_range.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
-bool pf_is_log_fd(int fd)
+PF_HOT bool pf_is_log_fd(int fd)
 {
 	return fd >= 0 && fd == pf_log_fd();
 }

@@ -7,6 +7,7 @@
  * connect to that 4-tuple asks the kernel.  The generation counts forks
  * begun (the atfork prepare handler), so a socket that another thread
  * closes while a fork is under way counts as shared too. */
+#include "core/hot.h"
 #include "shim.h"
 
 #define GENERATION_SHIFT 52
@@ -18,7 +19,7 @@ static _Atomic uint64_t fd_holds[PF_FD_TABLE_SIZE];
  * 4-tuple is gone the moment it closes, with no quarantine. */
 static _Atomic uint8_t fd_closes_abortively[PF_FD_TABLE_SIZE];
 
-void pf_fd_note_linger(int fd, bool abortive)
+PF_HOT void pf_fd_note_linger(int fd, bool abortive)
 {
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
 		atomic_store_explicit(&fd_closes_abortively[fd], abortive, memory_order_relaxed);
@@ -30,19 +31,19 @@ void pf_fd_holds_fork_begins(void)
 	atomic_fetch_add(&forks_begun, 1);
 }
 
-static uint64_t generation(void)
+static PF_HOT uint64_t generation(void)
 {
 	return atomic_load_explicit(&forks_begun, memory_order_acquire) & 0xfff;
 }
 
 /* A new socket on fd: nothing of the old one's is kept. */
-void pf_fd_new_socket(int fd)
+PF_HOT void pf_fd_new_socket(int fd)
 {
 	pf_fd_release_hold(fd);
 	pf_fd_note_linger(fd, false);
 }
 
-void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
+PF_HOT void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 {
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE && hold->slot <= SLOT_MASK)
 		atomic_store_explicit(&fd_holds[fd],
@@ -51,7 +52,7 @@ void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 				      memory_order_release);
 }
 
-void pf_fd_release_hold(int fd)
+PF_HOT void pf_fd_release_hold(int fd)
 {
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE ||
 	    !atomic_load_explicit(&fd_holds[fd], memory_order_relaxed))

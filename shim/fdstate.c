@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
 #ifndef IPPROTO_MPTCP
@@ -27,7 +28,7 @@
 _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
 _Atomic int pf_dest_checks = 1;
 
-uint8_t pf_fd_state_for(int family, int type, int protocol)
+PF_HOT uint8_t pf_fd_state_for(int family, int type, int protocol)
 {
 	int base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -45,7 +46,7 @@ uint8_t pf_fd_state_for(int family, int type, int protocol)
 	return PF_FD_FOREIGN;
 }
 
-void pf_fd_set(int fd, uint8_t state)
+PF_HOT void pf_fd_set(int fd, uint8_t state)
 {
 	if (fd >= 0 && fd < TABLE_SIZE)
 		atomic_store_explicit(&pf_fd_table[fd], state, memory_order_relaxed);
@@ -53,7 +54,7 @@ void pf_fd_set(int fd, uint8_t state)
 
 /* The kind and the program's option bits are kept: a new status changes
  * where the socket stands, not what it is. */
-void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
+PF_HOT void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
 {
 	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
 	uint8_t options = 0;
@@ -78,18 +79,11 @@ void pf_fd_set_options(int fd, uint8_t set, uint8_t clear)
 	} while (!atomic_compare_exchange_weak(&pf_fd_table[fd], &old, updated));
 }
 
-bool pf_sock_routes_freely(const struct pf_sock *sock)
-{
-	return !(sock->options & PF_FD_ROUTED);
-}
-
-bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
+bool pf_sock_reuse_asked(const struct pf_sock *sock)
 {
 	int on = 0, saved = errno;
 	socklen_t len = sizeof(on);
 
-	if (!(sock->options & PF_FD_REUSE_APP))
-		return false;
 	bool set = real_getsockopt(sock->fd, SOL_SOCKET, SO_REUSEADDR, &on, &len) == 0 && on;
 	errno = saved;
 	return set;
@@ -97,7 +91,7 @@ bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
 
 /* We turned SO_REUSEADDR on over the program's "off" (set or default):
  * the program reads "off" again. */
-void pf_sock_note_our_reuse(const struct pf_sock *sock)
+PF_HOT void pf_sock_note_our_reuse(const struct pf_sock *sock)
 {
 	int fd = sock->fd;
 
@@ -142,7 +136,7 @@ uint16_t pf_address_port(const struct sockaddr *addr)
 	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
 }
 
-void pf_fd_forget(int fd)
+PF_HOT void pf_fd_forget(int fd)
 {
 	pf_fd_set(fd, PF_FD_UNKNOWN);
 }
@@ -243,7 +237,7 @@ static uint8_t fd_status(int fd, uint8_t *bits)
 
 /* Whether fd is one of our kind of sockets (FRESH or DONE); bits: its
  * table entry. */
-bool pf_fd_ours(int fd, uint8_t *bits)
+PF_HOT bool pf_fd_ours(int fd, uint8_t *bits)
 {
 	uint8_t status = fd_status(fd, bits);
 	return status == PF_FD_FRESH || status == PF_FD_DONE;

@@ -9,6 +9,7 @@
  * thread computes without the memo. */
 #include <string.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
 #define ENTRIES 4
@@ -73,7 +74,7 @@ static void compute(const struct pf_state *state, const struct pf_flow *flow, bo
 		*hashes = (struct pf_flow_hashes){0, 0};
 }
 
-void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool hashes_flow,
+PF_HOT void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool hashes_flow,
 		  struct pf_flow_hashes *hashes, uint64_t *hold)
 {
 	uint64_t key[KEY_WORDS];

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
 /* Far above the fds a program usually holds, so that our fd rarely
@@ -89,7 +90,7 @@ static _Atomic unsigned log_generation;
 static _Atomic unsigned log_writers[2];
 static __thread unsigned own_writers[2] __attribute__((tls_model("initial-exec")));
 
-int pf_log_fd(void)
+PF_HOT int pf_log_fd(void)
 {
 	return atomic_load_explicit(&log_fd, memory_order_relaxed);
 }

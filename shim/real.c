@@ -84,7 +84,7 @@ void *pf_real(enum pf_symbol symbol)
 /* real_NAME for each line of hooks.def: libc's definition, or the raw
  * system call when there is none. */
 #define PF_HOOK(type, name, params, args, fallback)                          \
-	type real_##name params                                              \
+	PF_HOT type real_##name params                                       \
 	{                                                                    \
 		type(*fn) params = (type(*) params)atomic_load_explicit(     \
 			&pf_resolved[PF_SYM_##name], memory_order_acquire);  \

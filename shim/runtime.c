@@ -23,29 +23,19 @@
 static struct pf_runtime runtime;
 static _Atomic int runtime_ready;
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic unsigned fork_generation;
+_Atomic unsigned pf_fork_generation;
 
-struct thread_rng {
-	struct pf_rng rng;
-	unsigned generation;
-	bool seeded;
-};
-static __thread struct thread_rng thread_rng __attribute__((tls_model("initial-exec")));
+__thread struct pf_thread_rng pf_thread_rng_state __attribute__((tls_model("initial-exec")));
 
-struct pf_rng *pf_thread_rng(void)
+struct pf_rng *pf_thread_rng_seed(pid_t pid, unsigned generation)
 {
-	struct thread_rng *t = &thread_rng;
-	/* First: a child that no atfork handler saw bumps the generation. */
-	pid_t pid = pf_cached_pid();
-	unsigned generation = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+	struct pf_thread_rng *t = &pf_thread_rng_state;
 
 	/* A child must not replay its parent's random sequence. */
-	if (!t->seeded || t->generation != generation) {
-		if (pf_rng_seed_random(&t->rng) < 0)
-			pf_rng_seed(&t->rng, (uint64_t)pid ^ (uint64_t)(uintptr_t)t);
-		t->generation = generation;
-		t->seeded = true;
-	}
+	if (pf_rng_seed_random(&t->rng) < 0)
+		pf_rng_seed(&t->rng, (uint64_t)pid ^ (uint64_t)(uintptr_t)t);
+	t->generation = generation;
+	t->seeded = true;
 	return &t->rng;
 }
 
@@ -66,26 +56,23 @@ static void after_fork_parent(void)
  * process: one getpid() then, none on any other call.  Where the page
  * cannot be had, the cache is plain memory and only the atfork handler
  * refreshes it. */
-struct pid_page {
-	_Atomic pid_t pid;
-};
-static struct pid_page fallback_pid;
-static _Atomic(struct pid_page *) pid_page;
+static struct pf_pid_page fallback_pid;
+_Atomic(struct pf_pid_page *) pf_pid_page;
 
-static struct pid_page *wipe_on_fork_page(void)
+static struct pf_pid_page *wipe_on_fork_page(void)
 {
-	struct pid_page *page = atomic_load_explicit(&pid_page, memory_order_acquire);
+	struct pf_pid_page *page = atomic_load_explicit(&pf_pid_page, memory_order_acquire);
 	long size = sysconf(_SC_PAGESIZE);
 
 	if (page)
 		return page;
 	void *map = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct pid_page *fresh = &fallback_pid;
+	struct pf_pid_page *fresh = &fallback_pid;
 	if (map != MAP_FAILED && madvise(map, (size_t)size, MADV_WIPEONFORK) == 0)
 		fresh = map;
 	else if (map != MAP_FAILED)
 		munmap(map, (size_t)size);
-	if (!atomic_compare_exchange_strong(&pid_page, &page, fresh)) {
+	if (!atomic_compare_exchange_strong(&pf_pid_page, &page, fresh)) {
 		if (fresh != &fallback_pid)
 			munmap(fresh, (size_t)size);
 		return page;
@@ -93,9 +80,9 @@ static struct pid_page *wipe_on_fork_page(void)
 	return fresh;
 }
 
-pid_t pf_cached_pid(void)
+pid_t pf_cached_pid_slow(void)
 {
-	struct pid_page *page = atomic_load_explicit(&pid_page, memory_order_acquire);
+	struct pf_pid_page *page = atomic_load_explicit(&pf_pid_page, memory_order_acquire);
 	if (!page)
 		page = wipe_on_fork_page();
 	pid_t pid = atomic_load_explicit(&page->pid, memory_order_relaxed);
@@ -104,17 +91,17 @@ pid_t pf_cached_pid(void)
 		pid = getpid();
 		/* The first to see the new process starts a new generation. */
 		if (atomic_compare_exchange_strong(&page->pid, &expected, pid))
-			atomic_fetch_add(&fork_generation, 1);
+			atomic_fetch_add(&pf_fork_generation, 1);
 	}
 	return pid;
 }
 
 static void after_fork_child(void)
 {
-	struct pid_page *page = atomic_load(&pid_page);
+	struct pf_pid_page *page = atomic_load(&pf_pid_page);
 	if (page)
 		atomic_store(&page->pid, 0);
-	atomic_fetch_add(&fork_generation, 1);
+	atomic_fetch_add(&pf_fork_generation, 1);
 	pthread_mutex_unlock(&runtime_lock);
 }
 

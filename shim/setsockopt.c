@@ -9,6 +9,7 @@
  * program looks at it or sets it, and only then. */
 #include <errno.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
 static bool steers_routing(int level, int name)
@@ -18,7 +19,7 @@ static bool steers_routing(int level, int name)
 		name == SO_DONTROUTE);
 }
 
-int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+PF_HOT int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 {
 	int result = real_setsockopt(fd, level, name, value, len);
 	int saved = errno;

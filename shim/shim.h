@@ -19,6 +19,8 @@
 #include "core/algorithm.h"
 #include "core/decide.h"
 #include "core/holds.h"
+#include "core/hot.h"
+#include "core/rng.h"
 #include "config/policy.h"
 #include "record/record.h"
 #include "kernel/sockdiag.h"
@@ -172,8 +174,17 @@ void pf_fd_forget_range(unsigned int first, unsigned int last);
 uint8_t pf_fd_state_for(int family, int type, int protocol);
 /* Adds or removes PF_FD_OPTION_BITS on fd. */
 void pf_fd_set_options(int fd, uint8_t set, uint8_t clear);
-bool pf_sock_routes_freely(const struct pf_sock *sock);
-bool pf_sock_reuse_set_by_app(const struct pf_sock *sock);
+static inline bool pf_sock_routes_freely(const struct pf_sock *sock)
+{
+	return !(sock->options & PF_FD_ROUTED);
+}
+/* Whether SO_REUSEADDR is on by the program's choice: asked of the
+ * kernel only when the program set the option itself. */
+bool pf_sock_reuse_asked(const struct pf_sock *sock);
+static inline bool pf_sock_reuse_set_by_app(const struct pf_sock *sock)
+{
+	return (sock->options & PF_FD_REUSE_APP) && pf_sock_reuse_asked(sock);
+}
 void pf_sock_note_our_reuse(const struct pf_sock *sock);
 /* The socket's own address (getsockname); false when it has none. */
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local);
@@ -223,10 +234,45 @@ static inline const struct pf_runtime *pf_runtime(void)
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 /* The app's shared state, with its table of held 4-tuples. */
 struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
-struct pf_rng *pf_thread_rng(void);
 /* getpid(), cached; refreshed in every child (fork, _Fork, clone), without
- * a system call except the first in each process. */
-pid_t pf_cached_pid(void);
+ * a system call except the first in each process.  The cache is a page
+ * the kernel zeroes in every child (runtime.c); inline: the connect path
+ * asks it several times. */
+struct pf_pid_page {
+	_Atomic pid_t pid;
+};
+extern _Atomic(struct pf_pid_page *) pf_pid_page;
+pid_t pf_cached_pid_slow(void);
+
+static inline pid_t pf_cached_pid(void)
+{
+	struct pf_pid_page *page = atomic_load_explicit(&pf_pid_page, memory_order_acquire);
+	pid_t pid = page ? atomic_load_explicit(&page->pid, memory_order_relaxed) : 0;
+	return pid ? pid : pf_cached_pid_slow();
+}
+
+/* This thread's random generator, seeded again in each new process. */
+struct pf_thread_rng {
+	struct pf_rng rng;
+	unsigned generation;
+	bool seeded;
+};
+extern __thread struct pf_thread_rng pf_thread_rng_state __attribute__((tls_model("initial-exec")));
+/* Forks seen (atfork handlers, and the first pf_cached_pid of a child). */
+extern _Atomic unsigned pf_fork_generation;
+struct pf_rng *pf_thread_rng_seed(pid_t pid, unsigned generation);
+
+static inline struct pf_rng *pf_thread_rng(void)
+{
+	struct pf_thread_rng *t = &pf_thread_rng_state;
+	/* First: a child that no atfork handler saw bumps the generation. */
+	pid_t pid = pf_cached_pid();
+	unsigned generation = atomic_load_explicit(&pf_fork_generation, memory_order_relaxed);
+
+	if (__builtin_expect(!t->seeded || t->generation != generation, 0))
+		return pf_thread_rng_seed(pid, generation);
+	return &t->rng;
+}
 /* goprogram.c: whether the program is a Go program, which the shim cannot
  * reach. */
 bool pf_program_is_go(void);

@@ -1,9 +1,10 @@
 /* socket: the fd table learns the new socket's kind. */
 #include <errno.h>
 
+#include "core/hot.h"
 #include "shim.h"
 
-int pf_socket(int domain, int type, int protocol)
+PF_HOT int pf_socket(int domain, int type, int protocol)
 {
 	int fd = real_socket(domain, type, protocol);
 

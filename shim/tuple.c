@@ -15,6 +15,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
+#include "core/hot.h"
 #include "core/holds.h"
 #include "shim.h"
 #include "kernel/sockdiag.h"
@@ -71,15 +72,18 @@ static size_t address_bytes(const struct sockaddr *addr, const uint8_t **bytes)
 	return 16;
 }
 
+/* The address's words folded, then a multiplicative hash's top bits: a
+ * few instructions, where a byte loop was a fifth of the lookup. */
 static struct source_entry *source_slot(const struct sockaddr *remote)
 {
 	const uint8_t *bytes;
 	size_t len = address_bytes(remote, &bytes);
-	uint32_t hash = 2166136261u;
+	uint32_t words[4] = {0};
 
-	for (size_t i = 0; i < len; i++)
-		hash = (hash ^ bytes[i]) * 16777619u;
-	return &source_cache[hash % SOURCE_CACHE_SIZE];
+	memcpy(words, bytes, len == 4 ? 4 : 16);
+	uint32_t folded = words[0] ^ words[1] ^ words[2] ^ words[3];
+	_Static_assert(SOURCE_CACHE_SIZE == 64, "the hash keeps 6 bits");
+	return &source_cache[(folded * 2654435769u) >> 26];
 }
 
 /* ---- the kernel's word on route and address changes ---- */
@@ -221,7 +225,7 @@ static bool same_address(_Atomic uint32_t *a, const uint8_t *b, size_t len)
  * sockaddr_in6, zeroed but for family and address): the rest of *local
  * is left as it was.  Copies of constant size: one of variable length
  * was a call to memcpy. */
-bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
+PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
