@@ -227,6 +227,10 @@ static const char *error_reason(const struct pf_runtime *rt, const struct pf_rec
 /* ---- Notices: one line on the program's stderr, at most one per
  * second of each kind ---- */
 
+/* The room a rule's and a reason's text take. */
+#define RULE_TEXT 200
+#define REASON_TEXT 1100
+
 enum notice_kind { NOTICE_DENY, NOTICE_EXHAUSTED, NOTICE_ERROR, NOTICE_KINDS };
 static _Atomic long last_notice_ms[NOTICE_KINDS];
 
@@ -342,10 +346,18 @@ static PF_HOT void count(const struct pf_runtime *rt, const struct pf_record *re
 		atomic_fetch_add_explicit(&shared->failures, 1, memory_order_relaxed);
 }
 
+/* A deny's rule and an error's reason, as text (NULL: none). */
+static void explain(const struct pf_runtime *rt, const struct pf_record *record, char rule_text[RULE_TEXT],
+		    char reason_text[REASON_TEXT], const char **rule, const char **reason)
+{
+	*rule = deny_rule(rt, record, rule_text, RULE_TEXT);
+	*reason = error_reason(rt, record, reason_text, REASON_TEXT);
+}
+
 /* No malloc and no stdio: a record may be written from a signal handler. */
 PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {
-	char text[1536], rule_text[200], reason_text[1100];
+	char text[1536], rule_text[RULE_TEXT], reason_text[REASON_TEXT];
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
@@ -356,17 +368,14 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 	/* The collector finds the rule and the reason in its own copy of
 	 * the policy (collector.c): the ring's slot holds neither, and they
 	 * are looked up only for a notice or a line written here. */
-	bool collecting = pf_collecting();
 	const char *rule = NULL, *reason = NULL;
-	if (rt->notify || !collecting) {
-		rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
-		reason = error_reason(rt, record, reason_text, sizeof(reason_text));
-	}
-	if (rt->notify)
+	if (rt->notify) {
+		explain(rt, record, rule_text, reason_text, &rule, &reason);
 		notice(rt, record, rule, reason);
+	}
 	if (!logging)
 		goto out;
-	if (collecting) {
+	if (pf_collecting()) {
 		if (pf_collect(rt, record))
 			goto out;
 		open_fallback();
@@ -374,11 +383,9 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 			pf_collect_lost();
 			goto out;
 		}
-		if (!rt->notify) {
-			rule = deny_rule(rt, record, rule_text, sizeof(rule_text));
-			reason = error_reason(rt, record, reason_text, sizeof(reason_text));
-		}
 	}
+	if (!rt->notify)
+		explain(rt, record, rule_text, reason_text, &rule, &reason);
 	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
 	if (count == 0)
 		goto out;
