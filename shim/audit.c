@@ -354,17 +354,17 @@ static void explain(const struct pf_runtime *rt, const struct pf_record *record,
 	*reason = error_reason(rt, record, reason_text, REASON_TEXT);
 }
 
-/* No malloc and no stdio: a record may be written from a signal handler. */
-PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
+/* Everything past the ring: a notice, the fallback file, syslog.  Apart
+ * from pf_audit so that the hot path carries neither its frame nor its
+ * text.  collect_failed: the ring was tried and refused the record. */
+static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runtime *rt,
+							     const struct pf_record *record, bool logging,
+							     bool collect_failed)
 {
 	char text[1536], rule_text[RULE_TEXT], reason_text[REASON_TEXT];
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
-	count(rt, record);
-	bool logging = pf_logging();
-	if (!wanted(rt, record->event, logging))
-		return;
 	/* The collector finds the rule and the reason in its own copy of
 	 * the policy (collector.c): the ring's slot holds neither, and they
 	 * are looked up only for a notice or a line written here. */
@@ -375,9 +375,13 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 	}
 	if (!logging)
 		goto out;
-	if (pf_collecting()) {
+	bool fallback = collect_failed;
+	if (!collect_failed && pf_collecting()) {
 		if (pf_collect(rt, record))
 			goto out;
+		fallback = true;
+	}
+	if (fallback) {
 		open_fallback();
 		if (pf_log_fd() < 0 && !log_to_syslog) {
 			pf_collect_lost();
@@ -394,6 +398,26 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 		send_syslog(iov, count, record->event);
 out:
 	errno = saved;
+}
+
+/* No malloc and no stdio: a record may be written from a signal handler. */
+PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
+{
+	count(rt, record);
+	bool logging = pf_logging();
+	if (!wanted(rt, record->event, logging))
+		return;
+	/* The common case in a few instructions: no notice, the ring takes
+	 * the record. */
+	if (!rt->notify && pf_collecting()) {
+		int saved = errno;
+		bool taken = pf_collect(rt, record);
+		errno = saved;
+		if (!taken)
+			audit_written(rt, record, logging, true);
+		return;
+	}
+	audit_written(rt, record, logging, false);
 }
 
 bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)

@@ -111,11 +111,18 @@ static PF_COLD bool tcp_state_matters(const struct pf_question *question)
 #define MEMO_VALID (1ull << 63)
 static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
 
+static PF_HOT int memo_slot(unsigned call, bool needs_port, bool udp, bool fastopen)
+{
+	if (call == PF_CORE_CALL_BIND_PORT || call >= 8)
+		return -1;
+	return (int)(((call * 2 + needs_port) * 2 + udp) * 2 + fastopen);
+}
+
 static PF_HOT int memo_index(const struct pf_question *q)
 {
-	if (q->dest || q->tcp_busy || q->call == PF_CORE_CALL_BIND_PORT || q->call >= 8)
+	if (q->dest || q->tcp_busy)
 		return -1;
-	return (int)(((q->call * 2 + q->needs_port) * 2 + q->udp) * 2 + q->fastopen);
+	return memo_slot(q->call, q->needs_port, q->udp, q->fastopen);
 }
 
 static PF_HOT struct pf_decision unpack(uint64_t word)
@@ -175,12 +182,23 @@ PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const stru
 				 const struct pf_call *call, bool needs_port)
 {
 	bool sends = call->action == PF_ACT_SENDTO || call->action == PF_ACT_SENDMSG;
+	bool fastopen = sends && (call->flags & MSG_FASTOPEN);
+	unsigned core = core_call(call->action);
+	/* The common case, before a question is built: an app without rules
+	 * asks by flags alone, and a remembered answer is final unless it
+	 * refuses (then the TCP state may matter: pf_ask). */
+	int index = rt->rules ? -1 : memo_slot(core, needs_port, sock->udp, fastopen);
+	if (index >= 0) {
+		uint64_t word = atomic_load_explicit(&decision_memo[index], memory_order_relaxed);
+		if ((word & MEMO_VALID) && (word & 0xff) != PF_VERDICT_REFUSE)
+			return unpack(word);
+	}
 	struct pf_question question = {
-		.call = core_call(call->action),
+		.call = core,
 		.needs_port = needs_port,
 		.dest = call->dest,
 		.dest_len = call->dest_len,
-		.fastopen = sends && (call->flags & MSG_FASTOPEN),
+		.fastopen = fastopen,
 	};
 	return pf_ask(rt, sock, &question);
 }
