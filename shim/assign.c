@@ -107,6 +107,14 @@ struct attempt_ctx {
 	 * the pick has begun. */
 	bool hold_hashed;
 	uint64_t hold_hash;
+	/* The flow's hashes, when the thread's last connect gave them. */
+	bool hashes_known;
+	struct pf_flow_hashes hashes;
+	/* A loopback connect's source and hashes, to be remembered for
+	 * the next connect to the same place (generation, learned_ms). */
+	bool remember;
+	uint32_t source_generation;
+	uint32_t source_learned_ms;
 };
 
 PF_HOT ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
@@ -419,6 +427,55 @@ static PF_HOT int attempt_port(void *opaque, uint16_t port)
 	return PF_TRY_TAKEN;
 }
 
+static PF_HOT bool hashes_flow(const struct attempt_ctx *ctx)
+{
+	enum pf_algorithm algorithm = ctx->rt->app->algorithm;
+	return algorithm == PF_ALGO_HASH || algorithm == PF_ALGO_DOUBLE_HASH;
+}
+
+/* The learned source toward the destination.  A connect to a loopback
+ * place (whose source no route change moves) takes it, and the flow's
+ * hashes, from the thread's last connect there when nothing was learned
+ * or forgotten since; else it looks them up, and pick_port remembers
+ * them. */
+static PF_HOT void find_source(struct attempt_ctx *ctx)
+{
+	const struct pf_call *call = ctx->call;
+
+	if (call->action != PF_ACT_CONNECT || !pf_loopback_remote(call->dest)) {
+		ctx->concrete = pf_source_lookup(call->dest, ctx->now_ms, &ctx->bind_addr, NULL);
+		return;
+	}
+	struct pf_last_connect last = {
+		.state = ctx->state, .dest = call->dest, .hashes_flow = hashes_flow(ctx),
+		.generation = pf_source_generation(),
+	};
+	if (pf_last_connect_get(&last, ctx->now_ms, &ctx->bind_addr)) {
+		ctx->concrete = last.concrete;
+		ctx->hashes = last.hashes;
+		ctx->hashes_known = true;
+		ctx->hold_hash = last.hold;
+		ctx->hold_hashed = true;
+		return;
+	}
+	ctx->concrete = pf_source_lookup(call->dest, ctx->now_ms, &ctx->bind_addr, &ctx->source_learned_ms);
+	ctx->remember = true;
+	ctx->source_generation = last.generation;
+}
+
+/* What find_source looked up, and the hashes pick_port computed, for
+ * the thread's next connect to the same place. */
+static PF_HOT void remember_last(const struct attempt_ctx *ctx, const struct pf_flow_hashes *hashes)
+{
+	struct pf_last_connect last = {
+		.state = ctx->state, .dest = ctx->call->dest, .hashes_flow = hashes_flow(ctx),
+		.generation = ctx->source_generation, .concrete = ctx->concrete,
+		.learned_ms = ctx->source_learned_ms, .source = &ctx->bind_addr, .hashes = *hashes,
+		.hold = ctx->hold_hash,
+	};
+	pf_last_connect_put(&last);
+}
+
 static PF_HOT void fill_bind_addr(struct attempt_ctx *ctx)
 {
 	const struct pf_call *call = ctx->call;
@@ -439,9 +496,8 @@ static PF_HOT void fill_bind_addr(struct attempt_ctx *ctx)
 		ctx->concrete = true;
 		return;
 	}
-	if (ctx->tcp_client && pf_sock_routes_freely(ctx->sock) &&
-	    pf_source_lookup(call->dest, ctx->now_ms, &ctx->bind_addr))
-		ctx->concrete = true;
+	if (ctx->tcp_client && pf_sock_routes_freely(ctx->sock))
+		find_source(ctx);
 }
 
 static PF_HOT ssize_t finish(struct pf_call *call)
@@ -586,14 +642,17 @@ static PF_HOT int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	const struct pf_app *app = ctx->rt->app;
 	struct pf_flow flow;
-
 	struct pf_flow_hashes hashes;
 
-	pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
-	pf_flow_memo(ctx->state, &flow,
-		     app->algorithm == PF_ALGO_HASH || app->algorithm == PF_ALGO_DOUBLE_HASH, &hashes,
-		     &ctx->hold_hash);
-	ctx->hold_hashed = true;
+	if (ctx->hashes_known) {
+		hashes = ctx->hashes;
+	} else {
+		pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
+		pf_flow_memo(ctx->state, &flow, hashes_flow(ctx), &hashes, &ctx->hold_hash);
+		ctx->hold_hashed = true;
+		if (ctx->remember)
+			remember_last(ctx, &hashes);
+	}
 	int rc = pf_algorithm_pick_hashed(app->algorithm, app->range_lo, app->range_hi, &hashes,
 					  ctx->state, pf_thread_rng(), attempt_port, ctx, pick);
 	if (rc == ASK_KERNEL)
@@ -602,6 +661,7 @@ static PF_HOT int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 		/* Every port holds a connection of the app (or memory thinks
 		 * so): any port the kernel lets us bind will do. */
 		ctx->verify = true;
+		pf_flow_of_call(ctx->call, &ctx->bind_addr, &flow);
 		rc = pf_algorithm_pick(app->algorithm, app->range_lo, app->range_hi, &flow, ctx->state,
 				       pf_thread_rng(), attempt_port, ctx, pick);
 	}
@@ -676,6 +736,8 @@ static PF_HOT void attempt_ctx_init(struct attempt_ctx *ctx, const struct pf_run
 	ctx->hold = (struct pf_hold_ref){0};
 	ctx->hold_hashed = false;
 	ctx->hold_hash = 0;
+	ctx->hashes_known = false;
+	ctx->remember = false;
 }
 
 PF_HOT ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,

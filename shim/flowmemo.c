@@ -108,3 +108,76 @@ out:
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	memo.busy = false;
 }
+
+/* ---- the thread's last connect ---- */
+
+static __thread struct {
+	bool busy;
+	bool valid;
+	struct memo_entry flow;	/* its key: state, lengths, port, addresses */
+	uint32_t generation;
+	bool concrete;
+	uint32_t learned_ms;
+	struct sockaddr_storage source;
+} last __attribute__((tls_model("initial-exec")));
+
+/* The key of (state, destination, hashes_flow): the local address is
+ * what the source lookup answers, so it is not part of the question. */
+static PF_HOT void last_key(const struct pf_last_connect *c, uint64_t key[KEY_WORDS])
+{
+	const struct sockaddr *dest = c->dest;
+	bool v4 = dest->sa_family == AF_INET;
+	uint16_t port = v4 ? ((const struct sockaddr_in *)dest)->sin_port
+			   : ((const struct sockaddr_in6 *)dest)->sin6_port;
+
+	key[0] = (uint64_t)(uintptr_t)c->state->shared;
+	key[1] = (uint64_t)(v4 ? 4 : 16) << 8 | (uint64_t)port << 16 | (uint64_t)c->hashes_flow << 32;
+	key[2] = key[3] = 0;
+	address_words(v4 ? (const uint8_t *)&((const struct sockaddr_in *)dest)->sin_addr
+			 : ((const struct sockaddr_in6 *)dest)->sin6_addr.s6_addr,
+		      v4 ? 4 : 16, key + 4);
+}
+
+PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, struct sockaddr_storage *source)
+{
+	uint64_t key[KEY_WORDS];
+	bool found = false;
+
+	if (last.busy)
+		return false;
+	last.busy = true;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	last_key(c, key);
+	if (last.valid && last.generation == c->generation && same_key(last.flow.key, key) &&
+	    (!last.concrete || (uint32_t)(now_ms - last.learned_ms) < PF_SOURCE_TTL_MS)) {
+		c->concrete = last.concrete;
+		c->learned_ms = last.learned_ms;
+		c->hashes = last.flow.hashes;
+		c->hold = last.flow.hold;
+		if (last.concrete)
+			memcpy(source, &last.source, sizeof(struct sockaddr_in6));
+		found = true;
+	}
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	last.busy = false;
+	return found;
+}
+
+PF_HOT void pf_last_connect_put(const struct pf_last_connect *c)
+{
+	if (last.busy)
+		return;
+	last.busy = true;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	last_key(c, last.flow.key);
+	last.generation = c->generation;
+	last.concrete = c->concrete;
+	last.learned_ms = c->learned_ms;
+	if (c->concrete)
+		memcpy(&last.source, c->source, sizeof(struct sockaddr_in6));
+	last.flow.hashes = c->hashes;
+	last.flow.hold = c->hold;
+	last.valid = true;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	last.busy = false;
+}

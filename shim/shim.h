@@ -385,6 +385,28 @@ ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
 void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool hashes_flow,
 		  struct pf_flow_hashes *hashes, uint64_t *hold);
 
+/* A thread's last TCP connect to a loopback destination, whole: its
+ * source (the lookup's answer in one source generation), the flow's
+ * hashes and the hold table's hash.  The next connect to the same place
+ * takes them in one comparison instead of a source lookup and a flow
+ * memo lookup. */
+struct pf_last_connect {
+	const struct pf_state *state;
+	const struct sockaddr *dest;
+	bool hashes_flow;
+	uint32_t generation;	/* pf_source_generation() before the lookup */
+	bool concrete;		/* a source was learned: in source */
+	uint32_t learned_ms;
+	const struct sockaddr_storage *source;
+	struct pf_flow_hashes hashes;
+	uint64_t hold;
+};
+/* Fills *c's answers (concrete, source into *source, hashes, hold) from
+ * the thread's last connect when it matches c's question and is still
+ * good at now_ms. */
+bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, struct sockaddr_storage *source);
+void pf_last_connect_put(const struct pf_last_connect *c);
+
 /* ---- NAME.c (connect.c, bind.c, ...): the logic of each call of
  * hooks.def, pf_NAME, which the exported NAME calls ---- */
 #define PF_HOOK(type, name, params, args, fallback) type pf_##name params;
@@ -443,7 +465,16 @@ int pf_close_range_sparing_log(unsigned int first, unsigned int last, int flags)
 
 /* ---- tuple.c: the source toward a destination, and the kernel's word
  * on a 4-tuple ---- */
-bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local);
+/* The source learned toward remote, still trusted at now_ms; learned_ms
+ * (when not NULL): when it was learned. */
+bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local,
+		      uint32_t *learned_ms);
+/* Changes with every source learned or forgotten. */
+uint32_t pf_source_generation(void);
+/* A loopback destination: its source needs no watching of routes. */
+bool pf_loopback_remote(const struct sockaddr *remote);
+/* How long a learned source is trusted at most. */
+#define PF_SOURCE_TTL_MS 1000
 void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local);
 void pf_source_forget(const struct sockaddr *remote);
 bool pf_source_probe(const struct sockaddr *remote, socklen_t remote_len,

@@ -20,13 +20,13 @@
 #include "shim.h"
 #include "kernel/sockdiag.h"
 
-/* How long a learned source address is trusted at most.  A change of
+/* How long a learned source address is trusted at most: PF_SOURCE_TTL_MS
+ * (shim.h).  A change of
  * routes or addresses forgets every learned source at once: the kernel
  * tells a netlink socket of this process (RTMGRP_*_ROUTE, *_IFADDR),
  * which each lookup asks without waiting (not for a loopback
  * destination, reached from loopback whatever the routes).  A source that outlived its
  * route would send SYNs that a router filtering by reverse path drops. */
-#define SOURCE_TTL_MS 1000
 #define SOURCE_CACHE_SIZE 64
 #define PRIVATE_FD_FLOOR 900
 
@@ -61,6 +61,14 @@ static void words_load(uint32_t *out, _Atomic uint32_t *words, size_t len)
 #define SET_RELAXED(field, value) atomic_store_explicit(&(field), (value), memory_order_relaxed)
 
 static struct source_entry source_cache[SOURCE_CACHE_SIZE];
+/* Bumped after each entry learned or forgotten: a per-thread copy of a
+ * lookup's answer (assign.c's last connect) is good while it stands. */
+static _Atomic uint32_t source_generation;
+
+PF_HOT uint32_t pf_source_generation(void)
+{
+	return atomic_load_explicit(&source_generation, memory_order_acquire);
+}
 
 static size_t address_bytes(const struct sockaddr *addr, const uint8_t **bytes)
 {
@@ -198,7 +206,7 @@ static uint32_t route_epoch_now(bool open_if_needed)
 
 /* A loopback destination is reached from loopback whatever the routes:
  * its learned source needs no watching. */
-static bool loopback_remote(const struct sockaddr *remote)
+PF_HOT bool pf_loopback_remote(const struct sockaddr *remote)
 {
 	if (remote->sa_family == AF_INET)
 		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
@@ -225,7 +233,8 @@ static bool same_address(_Atomic uint32_t *a, const uint8_t *b, size_t len)
  * sockaddr_in6, zeroed but for family and address): the rest of *local
  * is left as it was.  Copies of constant size: one of variable length
  * was a call to memcpy. */
-PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local)
+PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local,
+			     uint32_t *learned_ms)
 {
 	struct source_entry *entry = source_slot(remote);
 	const uint8_t *bytes;
@@ -234,13 +243,14 @@ PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, str
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
 
 	if (before & 1 || RELAXED(entry->family) != remote->sa_family || !same_address(entry->remote, bytes, len) ||
-	    (uint32_t)(now_ms - RELAXED(entry->learned_ms)) >= SOURCE_TTL_MS)
+	    (uint32_t)(now_ms - RELAXED(entry->learned_ms)) >= PF_SOURCE_TTL_MS)
 		return false;
-	if (!loopback_remote(remote)) {
+	if (!pf_loopback_remote(remote)) {
 		uint32_t epoch = route_epoch_now(false);
 		if (epoch == 0 || RELAXED(entry->epoch) != epoch)
 			return false;
 	}
+	uint32_t learned = RELAXED(entry->learned_ms);
 	words_load(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
@@ -256,6 +266,8 @@ PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, str
 		sin6->sin6_family = AF_INET6;
 		memcpy(sin6->sin6_addr.s6_addr, address, 16);
 	}
+	if (learned_ms)
+		*learned_ms = learned;
 	return true;
 }
 
@@ -270,7 +282,7 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 		return;
 	/* Learned only where changes can be followed, in the epoch of the
 	 * route the kernel has just used. */
-	uint32_t epoch = loopback_remote(remote) ? 1 : route_epoch_now(true);
+	uint32_t epoch = pf_loopback_remote(remote) ? 1 : route_epoch_now(true);
 	if (epoch == 0 || !atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1))
 		return;
 	SET_RELAXED(entry->epoch, epoch);
@@ -280,6 +292,7 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 	words_store(entry->local, local_bytes, len);
 	SET_RELAXED(entry->learned_ms, pf_hold_now_ms());
 	atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
+	atomic_fetch_add_explicit(&source_generation, 1, memory_order_release);
 }
 
 void pf_source_forget(const struct sockaddr *remote)
@@ -290,6 +303,7 @@ void pf_source_forget(const struct sockaddr *remote)
 	if (!(sequence & 1) && atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1)) {
 		SET_RELAXED(entry->family, AF_UNSPEC);
 		atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
+		atomic_fetch_add_explicit(&source_generation, 1, memory_order_release);
 	}
 }
 
