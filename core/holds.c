@@ -205,6 +205,14 @@ static PF_HOT _Atomic uint64_t *ref_slot(const struct pf_state *state, const str
 	return &state->holds[ref->slot - 1];
 }
 
+PF_HOT void pf_hold_prefetch(const struct pf_state *state, const struct pf_hold_ref *ref)
+{
+	_Atomic uint64_t *slot = ref_slot(state, ref);
+
+	if (slot)
+		__builtin_prefetch((const void *)slot, 1, 3);
+}
+
 bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);

@@ -27,6 +27,9 @@ struct pf_hold_ref {
 	uint64_t seen;		/* the slot's word when judged (reclaim) */
 };
 
+/* Asks the CPU for ref's slot, about to be written (a hint only). */
+void pf_hold_prefetch(const struct pf_state *state, const struct pf_hold_ref *ref);
+
 /* The key of one 4-tuple on one port: never 0. */
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port);
 /* The same in two steps: the flow's hash (which a caller may remember

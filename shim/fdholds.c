@@ -14,15 +14,14 @@
 #define SLOT_SHIFT 32
 #define SLOT_MASK ((1ull << 20) - 1)
 
-static _Atomic uint64_t fd_holds[PF_FD_TABLE_SIZE];
-/* The program asked for an abortive close (SO_LINGER on, 0 s): its
- * 4-tuple is gone the moment it closes, with no quarantine. */
-static _Atomic uint8_t fd_closes_abortively[PF_FD_TABLE_SIZE];
+/* Both live in the fd's entry (shim.h, pf_fd_table): the hold word, and
+ * whether the program asked for an abortive close (SO_LINGER on, 0 s):
+ * its 4-tuple is gone the moment it closes, with no quarantine. */
 
 PF_HOT void pf_fd_note_linger(int fd, bool abortive)
 {
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
-		atomic_store_explicit(&fd_closes_abortively[fd], abortive, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
 }
 static _Atomic uint64_t forks_begun;
 
@@ -46,7 +45,7 @@ PF_HOT void pf_fd_new_socket(int fd)
 PF_HOT void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 {
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE && hold->slot <= SLOT_MASK)
-		atomic_store_explicit(&fd_holds[fd],
+		atomic_store_explicit(&pf_fd_table[fd].hold,
 				      generation() << GENERATION_SHIFT |
 					      (uint64_t)hold->slot << SLOT_SHIFT | hold->key,
 				      memory_order_release);
@@ -55,16 +54,16 @@ PF_HOT void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 PF_HOT void pf_fd_release_hold(int fd)
 {
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE ||
-	    !atomic_load_explicit(&fd_holds[fd], memory_order_relaxed))
+	    !atomic_load_explicit(&pf_fd_table[fd].hold, memory_order_relaxed))
 		return;
-	uint64_t kept = atomic_exchange(&fd_holds[fd], 0);
+	uint64_t kept = atomic_exchange(&pf_fd_table[fd].hold, 0);
 	if (!kept)
 		return;
 	/* Only the close that took the hold reads the flag: a plain load
 	 * and store, no second locked exchange. */
-	bool abortive = atomic_load_explicit(&fd_closes_abortively[fd], memory_order_relaxed);
+	bool abortive = atomic_load_explicit(&pf_fd_table[fd].closes_abortively, memory_order_relaxed);
 	if (abortive)
-		atomic_store_explicit(&fd_closes_abortively[fd], 0, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, 0, memory_order_relaxed);
 	const struct pf_runtime *rt = pf_runtime();
 	struct pf_hold_ref hold = {
 		.slot = (uint32_t)((kept >> SLOT_SHIFT) & SLOT_MASK), .key = (uint32_t)kept,

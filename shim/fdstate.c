@@ -25,7 +25,7 @@
 
 #define TABLE_SIZE PF_FD_TABLE_SIZE
 
-_Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
+struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];
 _Atomic int pf_dest_checks = 1;
 
 PF_HOT uint8_t pf_fd_state_for(int family, int type, int protocol)
@@ -49,7 +49,7 @@ PF_HOT uint8_t pf_fd_state_for(int family, int type, int protocol)
 PF_HOT void pf_fd_set(int fd, uint8_t state)
 {
 	if (fd >= 0 && fd < TABLE_SIZE)
-		atomic_store_explicit(&pf_fd_table[fd], state, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd].state, state, memory_order_relaxed);
 }
 
 /* The kind and the program's option bits are kept: a new status changes
@@ -60,7 +60,7 @@ PF_HOT void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
 	uint8_t options = 0;
 
 	if (sock->fd >= 0 && sock->fd < TABLE_SIZE)
-		options = atomic_load_explicit(&pf_fd_table[sock->fd], memory_order_relaxed) &
+		options = atomic_load_explicit(&pf_fd_table[sock->fd].state, memory_order_relaxed) &
 			  PF_FD_OPTION_BITS;
 	if ((status & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
 		options = 0;
@@ -71,12 +71,12 @@ void pf_fd_set_options(int fd, uint8_t set, uint8_t clear)
 {
 	if (fd < 0 || fd >= TABLE_SIZE)
 		return;
-	uint8_t old = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed), updated;
+	uint8_t old = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed), updated;
 	do {
 		if ((old & PF_FD_STATUS_MASK) == PF_FD_FOREIGN || (old & PF_FD_STATUS_MASK) == PF_FD_UNKNOWN)
 			return;
 		updated = (uint8_t)((old & ~clear) | set);
-	} while (!atomic_compare_exchange_weak(&pf_fd_table[fd], &old, updated));
+	} while (!atomic_compare_exchange_weak(&pf_fd_table[fd].state, &old, updated));
 }
 
 bool pf_sock_reuse_asked(const struct pf_sock *sock)
@@ -100,10 +100,10 @@ PF_HOT void pf_sock_note_our_reuse(const struct pf_sock *sock)
 	 * (pf_sock_mark) a moment later anyway. */
 	if (fd < 0 || fd >= TABLE_SIZE)
 		return;
-	uint8_t old = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	uint8_t old = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed);
 	if ((old & PF_FD_STATUS_MASK) != PF_FD_FOREIGN && (old & PF_FD_STATUS_MASK) != PF_FD_UNKNOWN &&
 	    !(old & PF_FD_REUSE_OURS))
-		atomic_store_explicit(&pf_fd_table[fd], (uint8_t)(old | PF_FD_REUSE_OURS), memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd].state, (uint8_t)(old | PF_FD_REUSE_OURS), memory_order_relaxed);
 }
 
 bool pf_sock_local(const struct pf_sock *sock, struct sockaddr_storage *local)
@@ -144,7 +144,7 @@ PF_HOT void pf_fd_forget(int fd)
 void pf_fd_forget_range(unsigned int first, unsigned int last)
 {
 	for (unsigned int fd = first; fd <= last && fd < TABLE_SIZE; fd++)
-		atomic_store_explicit(&pf_fd_table[fd], PF_FD_UNKNOWN, memory_order_relaxed);
+		atomic_store_explicit(&pf_fd_table[fd].state, PF_FD_UNKNOWN, memory_order_relaxed);
 }
 
 /* FRESH, DONE, or FRESH with PF_FD_ADDRESS for a socket bound to an
@@ -216,7 +216,7 @@ void pf_fd_recheck(int fd)
 {
 	if (fd < 0 || fd >= TABLE_SIZE)
 		return;
-	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) & PF_FD_STATUS_MASK;
 	if (status != PF_FD_DONE && status != PF_FD_FOREIGN)
 		return;
 	int saved = errno;
@@ -231,7 +231,7 @@ static uint8_t fd_status(int fd, uint8_t *bits)
 {
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
 		return PF_FD_UNKNOWN;
-	*bits = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed);
+	*bits = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed);
 	return *bits & PF_FD_STATUS_MASK;
 }
 

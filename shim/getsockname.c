@@ -25,7 +25,7 @@ int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 	struct pf_sock sock;
 
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE &&
-	    (atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) &
+	    (atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) &
 	     (PF_FD_STATUS_MASK | PF_FD_ADDRESS | PF_FD_UDP)) == (PF_FD_FRESH | PF_FD_ADDRESS) &&
 	    pf_sock_lookup(fd, &sock) && !program_defers_port(fd)) {
 		struct sockaddr_storage bound;

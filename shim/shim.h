@@ -69,7 +69,16 @@ void *pf_dlopen_deepbind(const char *file, int flags);
 #define PF_FD_OPTION_BITS (PF_FD_REUSE_OURS | PF_FD_REUSE_APP | PF_FD_ROUTED)
 
 #define PF_FD_TABLE_SIZE 65536
-extern _Atomic uint8_t pf_fd_table[PF_FD_TABLE_SIZE];
+/* What the shim keeps of one fd, in one 16-byte entry: socket(),
+ * setsockopt(), connect() and close() of one socket each touch one cache
+ * line of it, not one per table (three separate tables cost a cache miss
+ * each, after the kernel's work has evicted them). */
+struct pf_fd_entry {
+	_Atomic uint64_t hold;		/* fdholds.c: the held 4-tuple, 0: none */
+	_Atomic uint8_t state;		/* fdstate.c: PF_FD_* */
+	_Atomic uint8_t closes_abortively;	/* fdholds.c: SO_LINGER on, 0 s */
+};
+extern struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];
 /* Whether a send on a handled socket must still be judged: true until the
  * policy is loaded, then only with destination rules or on_error deny. */
 extern _Atomic int pf_dest_checks;
@@ -80,7 +89,7 @@ static inline bool pf_send_passes(int fd, bool has_address)
 {
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
 		return false;
-	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) & PF_FD_STATUS_MASK;
 	if (status == PF_FD_FOREIGN)
 		return true;
 	return status == PF_FD_DONE &&
@@ -135,7 +144,7 @@ static inline bool pf_sock_lookup(int fd, struct pf_sock *sock)
 
 	if (fd < 0)
 		return false;
-	state = fd < PF_FD_TABLE_SIZE ? atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed)
+	state = fd < PF_FD_TABLE_SIZE ? atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed)
 				      : PF_FD_UNKNOWN;
 	if (state == PF_FD_UNKNOWN)
 		state = pf_fd_classify(fd);
@@ -166,7 +175,7 @@ static inline void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
 	if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) || fd < 0 ||
 	    fd >= PF_FD_TABLE_SIZE)
 		return;
-	uint8_t status = atomic_load_explicit(&pf_fd_table[fd], memory_order_relaxed) & PF_FD_STATUS_MASK;
+	uint8_t status = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) & PF_FD_STATUS_MASK;
 	if (status == PF_FD_DONE || status == PF_FD_FOREIGN)
 		pf_fd_recheck(fd);
 }
