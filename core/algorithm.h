@@ -54,12 +54,6 @@ struct pf_flow_hashes {
 void pf_flow_hashes_of(const struct pf_state *state, const struct pf_flow *flow,
 		       struct pf_flow_hashes *out);
 
-/* pf_algorithm_pick with the flow's hashes already known. */
-int pf_algorithm_pick_hashed(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
-			     const struct pf_flow_hashes *hashes, struct pf_state *state,
-			     struct pf_rng *rng, pf_try_fn try_port, void *ctx,
-			     struct pf_pick *pick);
-
 /* Algorithm 5's N: the largest step between two successive ports. */
 uint32_t pf_random_increments_n(uint32_t num_ephemeral);
 

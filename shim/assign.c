@@ -33,6 +33,7 @@
 
 #include "core/hot.h"
 #include "core/holds.h"
+#include "core/walk.h"
 #include "shim.h"
 #include "kernel/sockdiag.h"
 
@@ -664,8 +665,9 @@ static PF_HOT int pick_port(struct attempt_ctx *ctx, struct pf_pick *pick)
 		if (ctx->remember)
 			remember_last(ctx, &hashes);
 	}
-	int rc = pf_algorithm_pick_hashed(app->algorithm, app->range_lo, app->range_hi, &hashes,
-					  ctx->state, pf_thread_rng(), attempt_port, ctx, pick);
+	/* Inlined (core/walk.h): attempt_port is called directly. */
+	int rc = pf_walk_pick(app->algorithm, app->range_lo, app->range_hi, NULL, &hashes, ctx->state,
+			      pf_thread_rng(), attempt_port, ctx, pick);
 	if (rc == ASK_KERNEL)
 		rc = PF_EXHAUSTED;
 	if (rc == PF_EXHAUSTED && ctx->call->action == PF_ACT_NAME) {
