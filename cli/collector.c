@@ -413,6 +413,16 @@ static void report_counts(struct pf_collector *c, struct ring_client *client)
 	report_direct(client);
 }
 
+/* Written only when it changes (once a second): the producers read the
+ * lease at every record, and a store each batch took the line from them. */
+static void renew_lease(struct pf_ring_header *ring)
+{
+	int64_t until = coarse_seconds() + PF_RING_LEASE_SECONDS;
+
+	if (atomic_load_explicit(&ring->lease, memory_order_relaxed) != until)
+		atomic_store(&ring->lease, until);
+}
+
 /* A batch: at most one ring's worth, so that one busy process cannot
  * hold the others back. */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
@@ -449,7 +459,7 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	if (head & PF_RING_CLOSED)
 		client->replaced = client->tail >= (head & ~PF_RING_CLOSED);
 	else
-		atomic_store(&client->ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
+		renew_lease(client->ring);
 	return taken;
 }
 

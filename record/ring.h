@@ -16,6 +16,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -27,21 +28,31 @@
 #define PF_COLLECTOR_SOCKET "/run/portfence/collector.sock"
 
 #define PF_RING_MAGIC 0x31526650u	/* "PfR1" */
-#define PF_RING_VERSION 1u
+#define PF_RING_VERSION 2u
 #define PF_RING_SLOTS 4096u		/* a power of two */
 /* Seconds a collector's lease runs past its last drain: after that the
  * shim takes it for gone and registers again (or writes directly). */
 #define PF_RING_LEASE_SECONDS 3
 
+/* Three cache lines, by writer: a producer's claim (head) never shares a
+ * line with what the collector writes as it takes records (tail, once
+ * per record) or now and then (lease, withdrawn).  On one line, each put
+ * fetched the line back from the collector's core (version 1). */
 struct pf_ring_header {
+	/* Fixed at creation, then the producers' words. */
 	uint32_t magic, version, slots, slot_size;
 	_Atomic uint64_t head;		/* producers: next position to claim */
-	_Atomic uint64_t tail;		/* collector: next position to read (advisory) */
-	_Atomic int64_t lease;		/* CLOCK_MONOTONIC_COARSE second the collector's lease ends */
 	_Atomic uint64_t fallback;	/* records that went to the direct write instead */
 	_Atomic uint64_t lost;		/* records neither ring nor file could take */
+	uint8_t reserved0[24];
+	/* The collector's, changed at most once a second while it runs;
+	 * each put reads the lease. */
+	_Atomic int64_t lease;		/* CLOCK_MONOTONIC_COARSE second the collector's lease ends */
 	_Atomic uint32_t withdrawn;	/* PF_RING_WITHDRAWING / _RELEASED: the collector is leaving */
-	uint8_t reserved[4];
+	uint8_t reserved1[52];
+	/* The consumers': moved on with every record taken. */
+	_Atomic uint64_t tail;		/* collector: next position to read (advisory) */
+	uint8_t reserved2[56];
 };
 
 /* A collector that stops withdraws each ring in two steps: it closes the
@@ -67,7 +78,9 @@ struct pf_ring_slot {
 	uint8_t local_addr[16], remote_addr[16];
 };
 
-_Static_assert(sizeof(struct pf_ring_header) == 64, "ring header is one cache line");
+_Static_assert(sizeof(struct pf_ring_header) == 192, "ring header is three cache lines");
+_Static_assert(offsetof(struct pf_ring_header, lease) == 64 && offsetof(struct pf_ring_header, tail) == 128,
+	       "each writer has a line of its own");
 _Static_assert(sizeof(struct pf_ring_slot) == 64, "ring slot is one cache line");
 
 #define PF_RING_BYTES (sizeof(struct pf_ring_header) + PF_RING_SLOTS * sizeof(struct pf_ring_slot))
