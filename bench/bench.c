@@ -582,10 +582,13 @@ static int block_floor(const struct ops *ops, const struct sockaddr_in *dest, in
  * the side sets the delay to its least (1 ms) and, off loopback,
  * tcp_tw_reuse to 1.  The settings hold only while its blocks run; the
  * other sides bind their port before the connect, which reuses a
- * TIME_WAIT 4-tuple whatever the two say. */
+ * TIME_WAIT 4-tuple whatever the two say.  A kernel without the delay
+ * setting (older ones: one second, fixed) keeps its own; where the side
+ * cannot run, its figures are missing (nan) and the others stand. */
 struct same_range {
 	char span[32], reuse[8];
-	char saved_span[32], saved_reuse[8], saved_delay[16];
+	char saved_span[32], saved_reuse[8], saved_delay[16];	/* saved_delay "": no such setting */
+	bool broken;		/* the side could not run */
 	int defaults_failed;	/* connects refused with the kernel's defaults */
 	int failed;		/* EADDRNOTAVAIL in the timed blocks, retried */
 };
@@ -623,12 +626,15 @@ static int sysctl_read(const char *path, char *value, size_t size)
  * saved ones back. */
 static int same_range_settings(bool on, bool reuse_settings)
 {
+	bool delay = same.saved_delay[0] != '\0';
 	if (!on)
 		return sysctl_write(SYSCTL_RANGE, same.saved_span) | sysctl_write(SYSCTL_REUSE, same.saved_reuse) |
-		       sysctl_write(SYSCTL_DELAY, same.saved_delay);
+		       (delay ? sysctl_write(SYSCTL_DELAY, same.saved_delay) : 0);
 	if (sysctl_write(SYSCTL_RANGE, same.span) < 0)
 		return -1;
-	return reuse_settings ? sysctl_write(SYSCTL_REUSE, same.reuse) | sysctl_write(SYSCTL_DELAY, "1") : 0;
+	if (!reuse_settings)
+		return 0;
+	return sysctl_write(SYSCTL_REUSE, same.reuse) | (delay ? sysctl_write(SYSCTL_DELAY, "1") : 0);
 }
 
 /* Plain connects as block_connect_close makes them; a connect the
@@ -652,6 +658,23 @@ static int block_connect_counted(const struct ops *ops, const struct sockaddr_in
 		}
 		if (close_as_set(s) < 0)
 			return -1;
+	}
+	return 0;
+}
+
+/* The same-range side's block (settings on, connects, settings back),
+ * or -1 once it has failed: the side is then given up. */
+static int block_same_range(const struct sockaddr_in *dest, int count, int *failed, bool reuse_settings)
+{
+	if (same.broken)
+		return -1;
+	int rc = same_range_settings(true, reuse_settings);
+	if (rc == 0)
+		rc = block_connect_counted(&native_ops, dest, count, failed, reuse_settings);
+	if (same_range_settings(false, reuse_settings) < 0 || rc < 0) {
+		same_range_settings(false, true);
+		same.broken = true;
+		return -1;
 	}
 	return 0;
 }
@@ -681,10 +704,12 @@ static int worker_cgroup_three(char **argv)
 	snprintf(same.reuse, sizeof(same.reuse), "%s", strncmp(argv[2], "127.", 4) == 0 ? "2" : "1");
 	if (pairs > 256)
 		pairs = 256;
-	if (load_native_ops() < 0 || sysctl_read(SYSCTL_RANGE, same.saved_span, sizeof(same.saved_span)) < 0 ||
-	    sysctl_read(SYSCTL_REUSE, same.saved_reuse, sizeof(same.saved_reuse)) < 0 ||
-	    sysctl_read(SYSCTL_DELAY, same.saved_delay, sizeof(same.saved_delay)) < 0)
+	if (load_native_ops() < 0)
 		return 1;
+	same.broken = sysctl_read(SYSCTL_RANGE, same.saved_span, sizeof(same.saved_span)) < 0 ||
+		      sysctl_read(SYSCTL_REUSE, same.saved_reuse, sizeof(same.saved_reuse)) < 0;
+	if (sysctl_read(SYSCTL_DELAY, same.saved_delay, sizeof(same.saved_delay)) < 0)
+		same.saved_delay[0] = '\0';
 	/* Warm-up, and with TIME_WAIT each range filled with it: the
 	 * confined side's, the floor's and the same-range side's, three
 	 * times over.  Then one round of the same-range span with the
@@ -692,26 +717,37 @@ static int worker_cgroup_three(char **argv)
 	int span = three_floor_hi - three_floor_lo + 1, fill = three_time_wait ? 3 * span : count / 4;
 	int unused = 0;
 	if (join_cgroup(confined) < 0 || block_connect_close(&native_ops, &dest, -1, fill) < 0 ||
-	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0 ||
-	    same_range_settings(true, true) < 0 || block_connect_counted(&native_ops, &dest, fill, &unused, true) < 0 ||
-	    same_range_settings(false, true) < 0 || same_range_settings(true, false) < 0 ||
-	    block_connect_counted(&native_ops, &dest, span, &same.defaults_failed, false) < 0 ||
-	    same_range_settings(false, false) < 0 || block_connect_close(&native_ops, &dest, -1, count / 4) < 0) {
-		same_range_settings(false, false);
+	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0)
 		return 1;
-	}
+	if (block_same_range(&dest, fill, &unused, true) == 0)
+		block_same_range(&dest, span, &same.defaults_failed, false);
+	if (block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
+		return 1;
 	for (int p = 0; p < pairs; p++) {
 		for (int k = 0; k < 4; k++) {
 			int side = (p + k) % 4;	/* 0 native, 1 BPF, 2 floor, 3 same range */
-			if (join_cgroup(side == 1 ? confined : native) < 0 ||
-			    (side == 3 && same_range_settings(true, true) < 0))
+			if (join_cgroup(side == 1 ? confined : native) < 0)
 				return 1;
+			if (side == 3) {
+				/* the settings' writes fall outside the timing */
+				if (same.broken || same_range_settings(true, true) < 0) {
+					same.broken = true;
+					ns[3][p] = NAN;
+					continue;
+				}
+			}
 			double start = block_clock_ns();
 			int rc = side == 2   ? block_floor(&native_ops, &dest, -1, count)
 				 : side == 3 ? block_connect_counted(&native_ops, &dest, count, &same.failed, true)
 					     : block_connect_close(&native_ops, &dest, -1, count);
 			double took = block_clock_ns() - start;
-			if ((side == 3 && same_range_settings(false, true) < 0) || rc < 0)
+			if (side == 3 && (same_range_settings(false, true) < 0 || rc < 0)) {
+				same_range_settings(false, true);
+				same.broken = true;
+				ns[3][p] = NAN;
+				continue;
+			}
+			if (rc < 0)
 				return 1;
 			ns[side][p] = took / count;
 		}
@@ -722,10 +758,12 @@ static int worker_cgroup_three(char **argv)
 		same_over[p] = ns[3][p] - ns[0][p];
 	}
 	join_cgroup(native);
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %d %d\n", median(ns[0], pairs), median(ns[1], pairs),
+	bool same_ran = !same.broken;
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f\n", median(ns[0], pairs), median(ns[1], pairs),
 	       median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs), median(over_floor, pairs),
-	       median(ns[3], pairs), median(same_added, pairs), median(same_over, pairs), same.defaults_failed,
-	       same.failed);
+	       same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
+	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
+	       same_ran ? same.failed : NAN);
 	return 0;
 }
 
