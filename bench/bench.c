@@ -304,9 +304,9 @@ void run_worker_values(bool shim, const char *policy, char *const args[], double
 	}
 	pid_t pid = fork();
 	if (pid == 0) {
-		char *argv[16] = {settings.self, "--worker"};
+		char *argv[20] = {settings.self, "--worker"};
 		int n = 2;
-		for (int i = 0; args[i] && n < 15; i++)
+		for (int i = 0; args[i] && n < 19; i++)
 			argv[n++] = args[i];
 		argv[n] = NULL;
 		dup2(pipefd[1], 1);
@@ -572,52 +572,198 @@ static int block_floor(const struct ops *ops, const struct sockaddr_in *dest, in
 	return 0;
 }
 
+/* Native with the app's own span: the kernel's own port choice (no
+ * bind) with the network namespace's ip_local_port_range set to a span
+ * as small as the app's, filled with TIME_WAIT the same way.  The
+ * kernel reuses a TIME_WAIT 4-tuple for such a connect only with
+ * tcp_tw_reuse (2, the default: loopback only) and only once
+ * tcp_tw_reuse_delay (default 1000 ms) has passed since it entered
+ * TIME_WAIT; at this rate a 100-port span is gone round in a few ms, so
+ * the side sets the delay to its least (1 ms) and, off loopback,
+ * tcp_tw_reuse to 1.  The settings hold only while its blocks run; the
+ * other sides bind their port before the connect, which reuses a
+ * TIME_WAIT 4-tuple whatever the two say.  A kernel without the delay
+ * setting (older ones: one second, fixed) keeps its own; where the side
+ * cannot run, its figures are missing (nan) and the others stand. */
+struct same_range {
+	char span[32], reuse[8];
+	char saved_span[32], saved_reuse[8], saved_delay[16];	/* saved_delay "": no such setting */
+	bool broken;		/* the side could not run */
+	int defaults_failed;	/* connects refused with the kernel's defaults */
+	int failed;		/* EADDRNOTAVAIL in the timed blocks, retried */
+};
+static struct same_range same;
+
+#define SYSCTL_RANGE "/proc/sys/net/ipv4/ip_local_port_range"
+#define SYSCTL_REUSE "/proc/sys/net/ipv4/tcp_tw_reuse"
+#define SYSCTL_DELAY "/proc/sys/net/ipv4/tcp_tw_reuse_delay"
+
+static int sysctl_write(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, value, strlen(value));
+	close(fd);
+	return n == (ssize_t)strlen(value) ? 0 : -1;
+}
+
+static int sysctl_read(const char *path, char *value, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, value, size - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	value[n] = '\0';
+	value[strcspn(value, "\n")] = '\0';
+	return 0;
+}
+
+/* The span (and, with reuse_settings, the reuse settings) on, or the
+ * saved ones back. */
+static int same_range_settings(bool on, bool reuse_settings)
+{
+	bool delay = same.saved_delay[0] != '\0';
+	if (!on)
+		return sysctl_write(SYSCTL_RANGE, same.saved_span) | sysctl_write(SYSCTL_REUSE, same.saved_reuse) |
+		       (delay ? sysctl_write(SYSCTL_DELAY, same.saved_delay) : 0);
+	if (sysctl_write(SYSCTL_RANGE, same.span) < 0)
+		return -1;
+	if (!reuse_settings)
+		return 0;
+	return sysctl_write(SYSCTL_REUSE, same.reuse) | (delay ? sysctl_write(SYSCTL_DELAY, "1") : 0);
+}
+
+/* Plain connects as block_connect_close makes them; a connect the
+ * kernel refuses with EADDRNOTAVAIL (no reusable 4-tuple in the span)
+ * is counted in *failed and, with retry, made again (its cost in the
+ * block's), else given up. */
+static int block_connect_counted(const struct ops *ops, const struct sockaddr_in *dest, int count, int *failed,
+				 bool retry)
+{
+	for (int i = 0; i < count; i++) {
+		int s = ops->socket(AF_INET, SOCK_STREAM, 0);
+		if (ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) < 0) {
+			int error = errno;
+			ops->close(s);
+			if (error != EADDRNOTAVAIL || ++*failed > 100 * count) {
+				fprintf(stderr, "portfence-bench: connect %d of %d: %s\n", i, count, strerror(error));
+				return -1;
+			}
+			i -= retry;
+			continue;
+		}
+		if (close_as_set(s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The same-range side's block (settings on, connects, settings back),
+ * or -1 once it has failed: the side is then given up. */
+static int block_same_range(const struct sockaddr_in *dest, int count, int *failed, bool reuse_settings)
+{
+	if (same.broken)
+		return -1;
+	int rc = same_range_settings(true, reuse_settings);
+	if (rc == 0)
+		rc = block_connect_counted(&native_ops, dest, count, failed, reuse_settings);
+	if (same_range_settings(false, reuse_settings) < 0 || rc < 0) {
+		same_range_settings(false, true);
+		same.broken = true;
+		return -1;
+	}
+	return 0;
+}
+
 /* Native (plain connects in the native cgroup), BPF (the same in the
- * confined one) and the floor (in the native cgroup), blocks taking
- * turns in one process, the order rotating from pair to pair.  Prints
- * native, BPF and floor ns per connect, then the medians of the pairs'
- * differences: BPF - native, floor - native, BPF - floor. */
+ * confined one), the floor (in the native cgroup) and native with the
+ * app's span (same_range), blocks taking turns in one process, the
+ * order rotating from pair to pair.  Prints native, BPF and floor ns
+ * per connect, the medians of the pairs' differences BPF - native,
+ * floor - native, BPF - floor; then same-range native ns, BPF - it,
+ * it - native, and how many connects the kernel refused in the span:
+ * with its defaults (once, after the fill), and with the side's
+ * settings (in the timed blocks). */
 static int worker_cgroup_three(char **argv)
 {
 	const char *confined = argv[0], *native = argv[1];
 	struct sockaddr_in dest = loopback((uint16_t)atoi(argv[3]), argv[2]);
 	int count = atoi(argv[4]), pairs = atoi(argv[5]);
-	double ns[3][256], bpf_added[256], floor_added[256], over_floor[256];
+	double ns[4][256], bpf_added[256], floor_added[256], over_floor[256], same_over[256], same_added[256];
 
 	three_time_wait = strcmp(argv[6], "time_wait") == 0;
 	three_floor_source = loopback(0, argv[7]);
 	three_floor_lo = three_floor_next = (uint16_t)atoi(argv[8]);
 	three_floor_hi = (uint16_t)atoi(argv[9]);
+	snprintf(same.span, sizeof(same.span), "%s %s", argv[10], argv[11]);
+	/* tcp_tw_reuse 2 reuses only a loopback 4-tuple's TIME_WAIT */
+	snprintf(same.reuse, sizeof(same.reuse), "%s", strncmp(argv[2], "127.", 4) == 0 ? "2" : "1");
 	if (pairs > 256)
 		pairs = 256;
 	if (load_native_ops() < 0)
 		return 1;
+	same.broken = sysctl_read(SYSCTL_RANGE, same.saved_span, sizeof(same.saved_span)) < 0 ||
+		      sysctl_read(SYSCTL_REUSE, same.saved_reuse, sizeof(same.saved_reuse)) < 0;
+	if (sysctl_read(SYSCTL_DELAY, same.saved_delay, sizeof(same.saved_delay)) < 0)
+		same.saved_delay[0] = '\0';
 	/* Warm-up, and with TIME_WAIT each range filled with it: the
-	 * confined side's and the floor's, three times over. */
-	int fill = three_time_wait ? 3 * (three_floor_hi - three_floor_lo + 1) : count / 4;
+	 * confined side's, the floor's and the same-range side's, three
+	 * times over.  Then one round of the same-range span with the
+	 * kernel's own reuse settings: what they refuse is counted. */
+	int span = three_floor_hi - three_floor_lo + 1, fill = three_time_wait ? 3 * span : count / 4;
+	int unused = 0;
 	if (join_cgroup(confined) < 0 || block_connect_close(&native_ops, &dest, -1, fill) < 0 ||
-	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0 ||
-	    block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
+	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0)
+		return 1;
+	if (block_same_range(&dest, fill, &unused, true) == 0)
+		block_same_range(&dest, span, &same.defaults_failed, false);
+	if (block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
 		return 1;
 	for (int p = 0; p < pairs; p++) {
-		for (int k = 0; k < 3; k++) {
-			int side = (p + k) % 3;	/* 0 native, 1 BPF, 2 floor */
+		for (int k = 0; k < 4; k++) {
+			int side = (p + k) % 4;	/* 0 native, 1 BPF, 2 floor, 3 same range */
 			if (join_cgroup(side == 1 ? confined : native) < 0)
 				return 1;
+			if (side == 3) {
+				/* the settings' writes fall outside the timing */
+				if (same.broken || same_range_settings(true, true) < 0) {
+					same.broken = true;
+					ns[3][p] = NAN;
+					continue;
+				}
+			}
 			double start = block_clock_ns();
-			int rc = side == 2 ? block_floor(&native_ops, &dest, -1, count)
-					   : block_connect_close(&native_ops, &dest, -1, count);
+			int rc = side == 2   ? block_floor(&native_ops, &dest, -1, count)
+				 : side == 3 ? block_connect_counted(&native_ops, &dest, count, &same.failed, true)
+					     : block_connect_close(&native_ops, &dest, -1, count);
+			double took = block_clock_ns() - start;
+			if (side == 3 && (same_range_settings(false, true) < 0 || rc < 0)) {
+				same_range_settings(false, true);
+				same.broken = true;
+				ns[3][p] = NAN;
+				continue;
+			}
 			if (rc < 0)
 				return 1;
-			ns[side][p] = (block_clock_ns() - start) / count;
+			ns[side][p] = took / count;
 		}
 		bpf_added[p] = ns[1][p] - ns[0][p];
 		floor_added[p] = ns[2][p] - ns[0][p];
 		over_floor[p] = ns[1][p] - ns[2][p];
+		same_added[p] = ns[1][p] - ns[3][p];
+		same_over[p] = ns[3][p] - ns[0][p];
 	}
 	join_cgroup(native);
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs), median(ns[1], pairs), median(ns[2], pairs),
-	       median(bpf_added, pairs), median(floor_added, pairs), median(over_floor, pairs));
+	bool same_ran = !same.broken;
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f\n", median(ns[0], pairs), median(ns[1], pairs),
+	       median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs), median(over_floor, pairs),
+	       same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
+	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
+	       same_ran ? same.failed : NAN);
 	return 0;
 }
 
@@ -893,7 +1039,7 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 6 && strcmp(argv[0], "cgroup_paired") == 0)
 		return worker_cgroup_paired(argv[1], argv[2], (uint16_t)atoi(argv[3]), atoi(argv[4]),
 					    atoi(argv[5]));
-	if (argc >= 11 && strcmp(argv[0], "cgroup_three") == 0)
+	if (argc >= 13 && strcmp(argv[0], "cgroup_three") == 0)
 		return worker_cgroup_three(argv + 1);
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);

@@ -713,24 +713,30 @@ void measure_cgroup_confine(FILE *json, bool first)
  * to a second namespace that holds the far server), one daemon serves
  * two apps: "benchtw", whose range the client-closes-first connects fill
  * with TIME_WAIT, and "benchfresh", whose connects close with RST.  Each
- * worker interleaves native, BPF (records on) and the floor (the system
- * calls by hand: SO_REUSEADDR, bind, connect) in one process; the four
+ * worker interleaves native, BPF (records on), the floor (the system
+ * calls by hand: SO_REUSEADDR, bind, connect) and native with the
+ * network namespace's ip_local_port_range set to a span as small as
+ * the app's and filled the same way (bench.c, same_range) in one
+ * process; the four
  * cases (loopback and veth, each fresh and TIME_WAIT-full) take turns
  * worker by worker. */
 #define TW_APP_LO 63000
 #define TW_FLOOR_LO 63100
 #define FRESH_APP_LO 63200
 #define FRESH_FLOOR_LO 63300
+#define TW_SAME_LO 63400	/* native's ip_local_port_range, the same span */
+#define FRESH_SAME_LO 63500
 #define TW_SPAN 100
 #define VETH_NEAR "10.251.0.1"
 #define VETH_FAR "10.251.0.2"
-#define TW_FIGURES 6
+#define TW_FIGURES 11
+#define TW_MEDIANS 9	/* the rest: counts of refused connects */
 #define MAX_TW_WORKERS 32
 
 struct tw_case {
 	const char *net, *mode, *dest, *source;
 	uint16_t port;
-	int floor_lo;
+	int floor_lo, same_lo;
 	const char *confined;
 	double figures[TW_FIGURES][MAX_TW_WORKERS];
 	int got;
@@ -812,14 +818,21 @@ static void log_attempts(const char *log, const char *app, const char *remote_pr
 
 static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *log, bool *first_case)
 {
-	static const char *const names[TW_FIGURES] = {"native_ns",	   "bpf_ns",	     "floor_ns",
-						      "added_ns", "floor_added_ns", "over_floor_ns"};
+	static const char *const names[TW_FIGURES] = {
+		"native_ns",	  "bpf_ns",		  "floor_ns",		     "added_ns",
+		"floor_added_ns", "over_floor_ns",	  "native_same_range_ns",    "added_same_range_ns",
+		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
+	/* the counts: the largest of the workers' */
+	for (int i = TW_MEDIANS; i < TW_FIGURES; i++)
+		for (int w = 0; w < c->got; w++)
+			med[i] = w == 0 || c->figures[i][w] > med[i] ? c->figures[i][w] : med[i];
 	fprintf(b->json, "%s\n    \"%s_%s\": {", *first_case ? "" : ",", c->net, c->mode);
 	for (int i = 0; i < TW_FIGURES; i++)
-		fprintf(b->json, "%s\"%s\": %s", i ? ", " : "", names[i], json_number(med[i], 1).text);
+		fprintf(b->json, "%s\"%s\": %s", i ? ", " : "", names[i], json_number(med[i], i < TW_MEDIANS ? 1 : 0).text);
+	fprintf(b->json, ", \"same_range_span\": [%d, %d]", c->same_lo, c->same_lo + TW_SPAN - 1);
 	fprintf(b->json, ", \"ratio\": %s", json_number(med[1] / med[0], 4).text);
 	double mean = NAN;
 	long most = 0;
@@ -829,8 +842,10 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	}
 	fprintf(b->json, ", \"workers\": %d}", c->got);
 	*first_case = false;
-	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, floor +%.2f; floor itself +%.2f)", c->net, c->mode,
-	       med[3] / 1000, med[5] / 1000, med[4] / 1000);
+	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, floor +%.2f; floor itself +%.2f; same-range native +%.2f, "
+	       "itself +%.2f, refused %.0f/%d by default, %.0f retried)",
+	       c->net, c->mode, med[3] / 1000, med[5] / 1000, med[4] / 1000, med[7] / 1000, med[8] / 1000, med[9],
+	       TW_SPAN, med[10]);
 	if (!isnan(mean))
 		printf(", attempts mean %.1f max %ld", mean, most);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
@@ -899,22 +914,26 @@ static int time_wait_cases(struct bpf_bench *b)
 					      .source = veth ? VETH_NEAR : "127.0.0.1",
 					      .port = veth ? far_port : near.port,
 					      .floor_lo = tw ? TW_FLOOR_LO : FRESH_FLOOR_LO,
+					      .same_lo = tw ? TW_SAME_LO : FRESH_SAME_LO,
 					      .confined = tw ? tw_full : fresh_full};
 		}
 		for (int w = 0; w < workers; w++)
 			for (int i = 0; i < 4; i++) {
 				struct tw_case *c = &cases[i];
-				char port[16], count_text[16], pairs_text[16], lo[16], hi[16];
+				char port[16], count_text[16], pairs_text[16], lo[16], hi[16], same_lo[16], same_hi[16];
 				double out[TW_FIGURES];
 				snprintf(port, sizeof(port), "%u", c->port);
 				snprintf(count_text, sizeof(count_text), "%d", count);
 				snprintf(pairs_text, sizeof(pairs_text), "%d", pairs);
 				snprintf(lo, sizeof(lo), "%d", c->floor_lo);
 				snprintf(hi, sizeof(hi), "%d", c->floor_lo + TW_SPAN - 1);
+				snprintf(same_lo, sizeof(same_lo), "%d", c->same_lo);
+				snprintf(same_hi, sizeof(same_hi), "%d", c->same_lo + TW_SPAN - 1);
 				char *args[] = {"cgroup_three", (char *)c->confined, native_full, (char *)c->dest, port,
-						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi, NULL};
+						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi,
+						same_lo, same_hi, NULL};
 				run_worker_values(false, NULL, args, out, TW_FIGURES);
-				if (isnan(out[TW_FIGURES - 1]))
+				if (isnan(out[5]))	/* over_floor_ns: the worker ran (same-range may be nan) */
 					continue;
 				for (int k = 0; k < TW_FIGURES; k++)
 					c->figures[k][c->got] = out[k];

@@ -193,6 +193,15 @@ static __always_inline struct pfb_sock_state *pfb_state_made(__u64 cookie)
 	return bpf_map_lookup_elem(&sock_state, &cookie);
 }
 
+/* pfb_state_made for a socket that seldom has a state yet (one a
+ * connect's walk gives its port): the insert first, which leaves a
+ * state there is as it is, then one lookup, not two. */
+static __always_inline struct pfb_sock_state *pfb_state_new(__u64 cookie)
+{
+	bpf_map_update_elem(&sock_state, &cookie, &pfb_no_state, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&sock_state, &cookie);
+}
+
 /* A bound socket's mark: PFB_SOCKET_BOUND, and when the port is the
  * app's, the port itself, counted in port_users until the socket closes. */
 static __always_inline __u32 pfb_bound_flags(const struct pf_bpf_config *cfg, __u32 port)

@@ -56,7 +56,7 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	}
 	f.event = a->event;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
-	struct pfb_sock_state *st = pfb_state_made(bpf_get_socket_cookie(ctx));
+	struct pfb_sock_state *st = pfb_state_new(bpf_get_socket_cookie(ctx));
 	int subflow = pfb_mptcp_subflow(ctx);
 	if (st)
 		st->flags = subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP : pfb_bound_flags(cfg, w.port);

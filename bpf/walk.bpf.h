@@ -59,29 +59,64 @@ static __always_inline __u32 pfb_below(__u32 bound)
 #endif
 
 /* SipHash of a flow key of 6, 10, 18 or 34 bytes (core/flow.h: a bind's
- * or a connect's, IPv4 or IPv6).  A global function, verified once on its
- * own, each length a constant; its arguments are sized structs, as a
- * global function's memory arguments must be. */
-struct pfb_sipkey {
-	__u8 bytes[16];
-};
+ * or a connect's, IPv4 or IPv6), core/siphash.h's rounds over the key's
+ * whole words: the key built in an 8-byte-aligned buffer, zero past its
+ * end, so that each word is one load (pf_core_siphash reads it a byte
+ * at a time) and the tail word is the padded last one.  The secret's
+ * words (k0, k1) come in as numbers.  A global function, verified once
+ * on its own, each length a constant; its memory argument is a sized
+ * struct, as a global function's must be. */
 struct pfb_flow {
-	__u8 bytes[PF_CORE_FLOW_MAX];
+	union {
+		__u64 words[(PF_CORE_FLOW_MAX + 7) / 8];	/* first: {} zeroes all of them */
+		__u8 bytes[PF_CORE_FLOW_MAX];
+	};
 };
 
-__noinline __u64 pfb_siphash(const struct pfb_sipkey *key, const struct pfb_flow *in, __u32 len)
+static __always_inline __u64 pfb_le64(__u64 word)
 {
-	if (!key || !in)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return word;
+#else
+	return __builtin_bswap64(word);
+#endif
+}
+
+/* A 16-byte secret's words, little-endian, from 4-byte-aligned memory
+ * (pf_bpf_config's keys). */
+static __always_inline __u64 pfb_key_word(const __u8 *key, int second)
+{
+	const __u32 *half = (const __u32 *)key + 2 * second;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (__u64)half[0] | (__u64)half[1] << 32;
+#else
+	return (__u64)__builtin_bswap32(half[0]) | (__u64)__builtin_bswap32(half[1]) << 32;
+#endif
+}
+
+static __always_inline __u64 pfb_siphash_words(__u64 k0, __u64 k1, const struct pfb_flow *in, __u32 len)
+{
+	struct pf_core_sipstate s = pf_core_sipinit(k0, k1);
+	__u32 whole = len / 8;
+
+	for (__u32 i = 0; i < whole; i++)
+		pf_core_sipcompress(&s, pfb_le64(in->words[i]));
+	return pf_core_sipfinish(&s, (__u64)len << 56 | pfb_le64(in->words[whole]));
+}
+
+__noinline __u64 pfb_siphash(__u64 k0, __u64 k1, const struct pfb_flow *in, __u32 len)
+{
+	if (!in)
 		return 0;
 	switch (len) {
 	case 6:
-		return pf_core_siphash(key->bytes, in->bytes, 6);
+		return pfb_siphash_words(k0, k1, in, 6);
 	case 10:
-		return pf_core_siphash(key->bytes, in->bytes, 10);
+		return pfb_siphash_words(k0, k1, in, 10);
 	case 18:
-		return pf_core_siphash(key->bytes, in->bytes, 18);
+		return pfb_siphash_words(k0, k1, in, 18);
 	default:
-		return pf_core_siphash(key->bytes, in->bytes, 34);
+		return pfb_siphash_words(k0, k1, in, 34);
 	}
 }
 
@@ -132,11 +167,12 @@ static __always_inline void pfb_walk_start(struct pfb_walk *w, const struct pf_b
 	if (pf_core_hashes_flow(cfg->algorithm)) {
 		struct pfb_flow flow = {};
 		__u32 len = pfb_flow_key(w, flow.bytes, bind);
-		s->cw.offset = pf_core_hash_offset(pfb_siphash((const struct pfb_sipkey *)cfg->hash_key, &flow, len),
-						   s->cw.num);
+		s->cw.offset = pf_core_hash_offset(
+			pfb_siphash(pfb_key_word(cfg->hash_key, 0), pfb_key_word(cfg->hash_key, 1), &flow, len),
+			s->cw.num);
 		if (s->counter == PF_CORE_COUNTER_TABLE)
-			s->table_index = pf_core_dh_index(
-				pfb_siphash((const struct pfb_sipkey *)cfg->index_key, &flow, len));
+			s->table_index = pf_core_dh_index(pfb_siphash(pfb_key_word(cfg->index_key, 0),
+								      pfb_key_word(cfg->index_key, 1), &flow, len));
 	}
 }
 

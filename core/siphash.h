@@ -43,13 +43,32 @@ static __always_inline void pf_core_sipcompress(struct pf_core_sipstate *s, __u6
 	s->v0 ^= m;
 }
 
-static __always_inline __u64 pf_core_siphash(const __u8 key[16], const __u8 *in, __u32 len)
+/* The state keyed with k0, k1 (the key's two little-endian words). */
+static __always_inline struct pf_core_sipstate pf_core_sipinit(__u64 k0, __u64 k1)
 {
-	__u64 k0 = pf_core_load_le64(key), k1 = pf_core_load_le64(key + 8);
 	struct pf_core_sipstate s = {
 		.v0 = 0x736f6d6570736575ull ^ k0, .v1 = 0x646f72616e646f6dull ^ k1,
 		.v2 = 0x6c7967656e657261ull ^ k0, .v3 = 0x7465646279746573ull ^ k1,
 	};
+	return s;
+}
+
+/* The last word (the length in its top byte, the tail's bytes below),
+ * then the four finalisation rounds (the "4"). */
+static __always_inline __u64 pf_core_sipfinish(struct pf_core_sipstate *s, __u64 last)
+{
+	pf_core_sipcompress(s, last);
+	s->v2 ^= 0xff;
+	pf_core_sipround(s);
+	pf_core_sipround(s);
+	pf_core_sipround(s);
+	pf_core_sipround(s);
+	return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
+}
+
+static __always_inline __u64 pf_core_siphash(const __u8 key[16], const __u8 *in, __u32 len)
+{
+	struct pf_core_sipstate s = pf_core_sipinit(pf_core_load_le64(key), pf_core_load_le64(key + 8));
 	__u64 last = (__u64)len << 56;
 	__u32 whole = len & ~7u;
 
@@ -57,14 +76,7 @@ static __always_inline __u64 pf_core_siphash(const __u8 key[16], const __u8 *in,
 		pf_core_sipcompress(&s, pf_core_load_le64(in + i));
 	for (__u32 i = 0; i < (len & 7u); i++)
 		last |= (__u64)in[whole + i] << (8 * i);
-	pf_core_sipcompress(&s, last);
-	s.v2 ^= 0xff;
-	/* Four finalisation rounds (the "4"). */
-	pf_core_sipround(&s);
-	pf_core_sipround(&s);
-	pf_core_sipround(&s);
-	pf_core_sipround(&s);
-	return s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
+	return pf_core_sipfinish(&s, last);
 }
 
 #endif
