@@ -4,8 +4,11 @@
  *   bits 31..30  CLAIMED, HELD or RELEASED
  *   bits 29..0   for RELEASED the release time, for CLAIMED the claim
  *                time (ms, modulo 2^30); a release at time 0 is clean
- * A claim becomes HELD once its connect() has put the socket where the
- * kernel shows it; until then, the kernel's "free" says nothing of it.
+ * A claim may become HELD once its connect() has put the socket where
+ * the kernel shows it; until then, the kernel's "free" says nothing of it.
+ * The shim leaves a connected socket's claim unsettled (settling it was a
+ * cache miss after every connect): a claim older than CLAIM_ABANDONED_MS
+ * counts as HELD, and a close releases either.
  * Anything read from the table is only a hint: a wrong word can make a
  * port look busy or clean, never make us read outside the table. */
 #include "core/hot.h"
@@ -205,14 +208,6 @@ static PF_HOT _Atomic uint64_t *ref_slot(const struct pf_state *state, const str
 	return &state->holds[ref->slot - 1];
 }
 
-PF_HOT void pf_hold_prefetch(const struct pf_state *state, const struct pf_hold_ref *ref)
-{
-	_Atomic uint64_t *slot = ref_slot(state, ref);
-
-	if (slot)
-		__builtin_prefetch((const void *)slot, 1, 3);
-}
-
 bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
@@ -256,20 +251,31 @@ void pf_hold_disown(struct pf_state *state, struct pf_hold_ref *ref)
 	ref->slot = 0;
 }
 
+/* The slot's word when ref's socket still holds it: HELD, or its claim
+ * never settled (the shim leaves a connected socket's claim as it is);
+ * else 0. */
+static PF_HOT uint64_t still_ours(_Atomic uint64_t *slot, const struct pf_hold_ref *ref)
+{
+	uint64_t word = slot ? atomic_load_explicit(slot, memory_order_relaxed) : 0;
+	uint64_t held = word & STATE_MASK;
+
+	return word_key(word) == ref->key && (held == HELD || held == CLAIMED) ? word : 0;
+}
+
 PF_HOT void pf_hold_release(struct pf_state *state, const struct pf_hold_ref *ref, uint32_t now_ms)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
-	uint64_t expected = make_word(ref->key, HELD, 0);
+	uint64_t expected = still_ours(slot, ref);
 
-	if (slot)
+	if (expected)
 		atomic_compare_exchange_strong(slot, &expected, make_word(ref->key, RELEASED, now_ms));
 }
 
 void pf_hold_forget(struct pf_state *state, const struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
-	uint64_t expected = make_word(ref->key, HELD, 0);
+	uint64_t expected = still_ours(slot, ref);
 
-	if (slot)
+	if (expected)
 		atomic_compare_exchange_strong(slot, &expected, 0);
 }

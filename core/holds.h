@@ -27,9 +27,6 @@ struct pf_hold_ref {
 	uint64_t seen;		/* the slot's word when judged (reclaim) */
 };
 
-/* Asks the CPU for ref's slot, about to be written (a hint only). */
-void pf_hold_prefetch(const struct pf_state *state, const struct pf_hold_ref *ref);
-
 /* The key of one 4-tuple on one port: never 0. */
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port);
 /* The same in two steps: the flow's hash (which a caller may remember
@@ -52,7 +49,9 @@ uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms);
 /* Claims a 4-tuple judged HELD or RECENT that the kernel has since shown
  * clean; false when another socket got there first. */
 bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref);
-/* The claimed socket connected (or is connecting): the kernel shows it. */
+/* The claimed socket connected (or is connecting): the kernel shows it.
+ * Optional: the shim leaves the claim as it is (an old claim counts as
+ * held, and pf_hold_release takes either). */
 void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref);
 /* The claim came to nothing: the 4-tuple is clean again. */
 void pf_hold_unclaim(struct pf_state *state, struct pf_hold_ref *ref);

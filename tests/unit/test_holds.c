@@ -69,6 +69,28 @@ Test(holds, an_unclaimed_or_forgotten_tuple_is_clean_or_unknown)
 		     "a socket shared across a fork leaves the kernel to answer");
 }
 
+/* The shim leaves a connected socket's claim unsettled (settling it cost
+ * a cache miss after every connect): close must release it all the same,
+ * a fork's close forget it, and past CLAIM_ABANDONED_MS (1 s) others take
+ * it for held. */
+Test(holds, an_unsettled_claim_is_released_and_forgotten)
+{
+	struct pf_hold_ref a, b;
+	uint32_t now = 5000;
+
+	cr_assert_eq(pf_hold_claim(&state, 2, 9, now, QUARANTINE, &a), PF_HOLD_UNKNOWN);
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 999, QUARANTINE, &b), PF_HOLD_CLAIMED);
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1000, QUARANTINE, &b), PF_HOLD_HELD,
+		     "an old claim counts as held");
+	pf_hold_release(&state, &a, now + 1500);
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1500 + QUARANTINE - 1, QUARANTINE, &b),
+		     PF_HOLD_RECENT, "released from the claim: quarantined");
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1500 + QUARANTINE, QUARANTINE, &a), PF_HOLD_FREE);
+	pf_hold_forget(&state, &a);
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1500 + QUARANTINE, QUARANTINE, &b), PF_HOLD_UNKNOWN,
+		     "a claim forgotten after a fork leaves the kernel to answer");
+}
+
 Test(holds, only_one_reclaim_wins)
 {
 	struct pf_hold_ref owner, first, second;
