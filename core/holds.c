@@ -224,7 +224,7 @@ bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
 }
 
 /* Moves the slot from what the claim wrote to word. */
-static PF_HOT void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64_t word)
+static void settle_claim(struct pf_state *state, struct pf_hold_ref *ref, uint64_t word)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
 	uint64_t expected = ref->seen;
@@ -233,7 +233,7 @@ static PF_HOT void settle_claim(struct pf_state *state, struct pf_hold_ref *ref,
 		ref->seen = word;
 }
 
-PF_HOT void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref)
+void pf_hold_connected(struct pf_state *state, struct pf_hold_ref *ref)
 {
 	settle_claim(state, ref, make_word(ref->key, HELD, 0));
 }

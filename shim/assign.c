@@ -234,16 +234,15 @@ static PF_COLD bool source_known(struct attempt_ctx *ctx)
  * a loopback address, or the source itself. */
 static PF_COLD bool local_peer(const struct sockaddr *dest, const struct sockaddr *source)
 {
-	if (dest->sa_family == AF_INET) {
-		uint32_t d = ntohl(((const struct sockaddr_in *)dest)->sin_addr.s_addr);
-		return (d >> 24) == 127 || (source->sa_family == AF_INET &&
-					    ((const struct sockaddr_in *)source)->sin_addr.s_addr == htonl(d));
-	}
-	const struct in6_addr *d6 = &((const struct sockaddr_in6 *)dest)->sin6_addr;
-	if (IN6_IS_ADDR_LOOPBACK(d6) || (IN6_IS_ADDR_V4MAPPED(d6) && d6->s6_addr[12] == 127))
+	if (pf_loopback_remote(dest))
 		return true;
-	return source->sa_family == AF_INET6 &&
-	       memcmp(d6, &((const struct sockaddr_in6 *)source)->sin6_addr, sizeof(*d6)) == 0;
+	if (source->sa_family != dest->sa_family)
+		return false;
+	if (dest->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)source)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)dest)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)dest)->sin6_addr,
+		      &((const struct sockaddr_in6 *)source)->sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
 /* Keeps port among those to ask again.  A settling 4-tuple is sure to be
@@ -590,21 +589,13 @@ static PF_COLD void pause_us(long us)
 	errno = saved;
 }
 
-static uint64_t monotonic_us(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
-}
-
 /* The ports seen closing, asked about again until one is free or
  * LINGER_WAIT_US has passed. */
 static PF_COLD int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *pick)
 {
 	if (!ctx->lingering_count)
 		return PF_TRY_BUSY;
-	uint64_t deadline = monotonic_us() + LINGER_WAIT_US;
+	long deadline = pf_monotonic_ns() + LINGER_WAIT_US * 1000L;
 	ctx->waiting = true;
 	do {
 		pause_us(LINGER_STEP_US);
@@ -617,7 +608,7 @@ static PF_COLD int wait_for_lingering(struct attempt_ctx *ctx, struct pf_pick *p
 		}
 		/* A port that reached TIME_WAIT during the wait is free once
 		 * it settles: that is worth a few ms more. */
-	} while (monotonic_us() < deadline + (ctx->settling_seen ? SETTLE_GRACE_US : 0));
+	} while (pf_monotonic_ns() < deadline + (ctx->settling_seen ? SETTLE_GRACE_US * 1000L : 0));
 	return PF_TRY_BUSY;
 }
 

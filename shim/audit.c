@@ -54,15 +54,10 @@ void pf_log_fallback(const char *path)
 
 static void await_fallback(void)
 {
-	struct timespec start, now;
+	long deadline = pf_monotonic_ns() + FALLBACK_WAIT_NS;
 
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (atomic_load(&fallback_state) == FALLBACK_OPENING) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > FALLBACK_WAIT_NS)
-			return;
+	while (atomic_load(&fallback_state) == FALLBACK_OPENING && pf_monotonic_ns() <= deadline)
 		sched_yield();
-	}
 }
 
 /* A child forked while another thread was opening has no such thread. */

@@ -145,15 +145,20 @@ static void remember(int index, const struct pf_decision *d)
 	atomic_store_explicit(&decision_memo[index], word, memory_order_relaxed);
 }
 
+/* The answer remembered at index (-1: none to look at), or 0. */
+static PF_HOT uint64_t remembered(int index)
+{
+	uint64_t word = index >= 0 ? atomic_load_explicit(&decision_memo[index], memory_order_relaxed) : 0;
+	return word & MEMO_VALID ? word : 0;
+}
+
 static PF_HOT struct pf_decision decide_remembered(const struct pf_question *question)
 {
 	int index = memo_index(question);
+	uint64_t word = remembered(index);
 
-	if (index >= 0) {
-		uint64_t word = atomic_load_explicit(&decision_memo[index], memory_order_relaxed);
-		if (word & MEMO_VALID)
-			return unpack(word);
-	}
+	if (word)
+		return unpack(word);
 	struct pf_decision decision = pf_decide(question);
 	remember(index, &decision);
 	return decision;
@@ -187,11 +192,11 @@ PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const stru
 	/* The common case, before a question is built: an app without rules
 	 * asks by flags alone, and a remembered answer is final unless it
 	 * refuses (then the TCP state may matter: pf_ask). */
-	int index = rt->rules ? -1 : memo_slot(core, needs_port, sock->udp, fastopen);
-	if (index >= 0) {
-		uint64_t word = atomic_load_explicit(&decision_memo[index], memory_order_relaxed);
-		if ((word & MEMO_VALID) && (word & 0xff) != PF_VERDICT_REFUSE)
-			return unpack(word);
+	uint64_t word = remembered(rt->rules ? -1 : memo_slot(core, needs_port, sock->udp, fastopen));
+	if (word) {
+		struct pf_decision decision = unpack(word);
+		if (decision.verdict != PF_VERDICT_REFUSE)
+			return decision;
 	}
 	struct pf_question question = {
 		.call = core,

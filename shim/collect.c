@@ -219,12 +219,6 @@ static __thread unsigned char swapping_here __attribute__((tls_model("initial-ex
  * counted as lost, never silently dropped. */
 #define COMMIT_WAIT_NS 200000000L
 
-static long monotonic_ns(void)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec * 1000000000L + now.tv_nsec;
-}
 
 /* How long a thread waits for a collector that is leaving to write out
  * what its ring holds (a few ms for a full ring): past that, the ring is
@@ -240,8 +234,8 @@ static void await_release(struct pf_ring_header *r)
 
 	while (atomic_load(&r->withdrawn) == PF_RING_WITHDRAWING) {
 		if (!deadline)
-			deadline = monotonic_ns() + RELEASE_WAIT_NS;
-		else if (monotonic_ns() > deadline) {
+			deadline = pf_monotonic_ns() + RELEASE_WAIT_NS;
+		else if (pf_monotonic_ns() > deadline) {
 			/* A collector killed while leaving: not waited for twice. */
 			uint32_t withdrawing = PF_RING_WITHDRAWING;
 			atomic_compare_exchange_strong(&r->withdrawn, &withdrawing, PF_RING_RELEASED);
@@ -267,8 +261,8 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 		int rc = pf_ring_take(old, &tail, &e);
 		if (rc == 0) {
 			if (!deadline)
-				deadline = monotonic_ns() + COMMIT_WAIT_NS;
-			if (monotonic_ns() < deadline) {
+				deadline = pf_monotonic_ns() + COMMIT_WAIT_NS;
+			if (pf_monotonic_ns() < deadline) {
 				sched_yield();
 				continue;
 			}
@@ -360,12 +354,12 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
  * thread is the swapper (a handler) or it did not end in time. */
 static PF_COLD bool swap_ended(void)
 {
-	long deadline = monotonic_ns() + COMMIT_WAIT_NS + 200000000L;
+	long deadline = pf_monotonic_ns() + COMMIT_WAIT_NS + 200000000L;
 
 	if (swapping_here)
 		return false;
 	while (atomic_load(&moving))
-		if (monotonic_ns() > deadline)
+		if (pf_monotonic_ns() > deadline)
 			return false;
 		else
 			sched_yield();

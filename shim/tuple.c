@@ -241,16 +241,16 @@ PF_HOT bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, str
 	size_t len = address_bytes(remote, &bytes);
 	uint32_t address[4];
 	uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
+	uint32_t learned = RELAXED(entry->learned_ms);
 
 	if (before & 1 || RELAXED(entry->family) != remote->sa_family || !same_address(entry->remote, bytes, len) ||
-	    (uint32_t)(now_ms - RELAXED(entry->learned_ms)) >= PF_SOURCE_TTL_MS)
+	    (uint32_t)(now_ms - learned) >= PF_SOURCE_TTL_MS)
 		return false;
 	if (!pf_loopback_remote(remote)) {
 		uint32_t epoch = route_epoch_now(false);
 		if (epoch == 0 || RELAXED(entry->epoch) != epoch)
 			return false;
 	}
-	uint32_t learned = RELAXED(entry->learned_ms);
 	words_load(address, entry->local, len);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
