@@ -37,7 +37,6 @@ struct pfb_walk {
 	__u16 port;		/* the port taken, or 0 */
 	__u16 time_wait_port;	/* connect: a port whose 4-tuple only TIME_WAIT holds;
 				 * bind: the first one it can share */
-	__u16 closing_port;	/* connect: one whose 4-tuple only a FIN_WAIT2 holds */
 	__u16 range_full;	/* connect: no port was free a moment ago */
 	int udp;
 	int bind_error;
@@ -247,15 +246,16 @@ static __always_inline __u32 pfb_max_tries(const struct pfb_walk *w)
 
 /* What holds a 4-tuple, the better for a connect first: nothing; a
  * TIME_WAIT that a bound socket reuses at once (the kernel's
- * tcp_twsk_unique, with timestamps); a closed socket still in
- * FIN_WAIT2, which the kernel keeps as a timewait socket too (its peer
- * has not closed: a SYN there meets the old connection and waits a
- * second), taken only when nothing better is left; a live socket, or a
- * TIME_WAIT without timestamps, which no connect can reuse. */
+ * tcp_twsk_unique, with timestamps); a live socket, a TIME_WAIT without
+ * timestamps, or a closed socket still in FIN_WAIT2 (kept by the kernel
+ * as a timewait socket too), which no connect may take.  A FIN_WAIT2's
+ * peer has not closed: a SYN there meets the old connection, resets it,
+ * and is answered 10 ms to a second later; the shim never takes one
+ * either (it waits up to 10 ms for it to reach TIME_WAIT, which a hook
+ * cannot do, then fails as this does with EADDRNOTAVAIL). */
 #define PFB_TUPLE_FREE 0
 #define PFB_TUPLE_TIME_WAIT 1
-#define PFB_TUPLE_CLOSING 2
-#define PFB_TUPLE_HELD 3
+#define PFB_TUPLE_HELD 2
 
 /* The timewait socket's own fields, read through BTF (CO-RE). */
 struct inet_timewait_sock {
@@ -275,7 +275,7 @@ static __always_inline int pfb_timewait_use(struct bpf_sock *sk)
 	if (!tw)
 		return PFB_TUPLE_HELD;
 	if (tw->tw_sk.tw_substate == PFB_TCP_FIN_WAIT2)
-		return PFB_TUPLE_CLOSING;
+		return PFB_TUPLE_HELD;
 	return tw->tw_ts_recent_stamp ? PFB_TUPLE_TIME_WAIT : PFB_TUPLE_HELD;
 }
 
@@ -397,8 +397,6 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 	}
 	if (held == PFB_TUPLE_TIME_WAIT && !w->time_wait_port)
 		w->time_wait_port = port;
-	if (held == PFB_TUPLE_CLOSING && !w->closing_port)
-		w->closing_port = port;
 	if (held)
 		return 0;
 	int rc = pfb_bind_port(w, port);
@@ -436,7 +434,7 @@ static __always_inline __u64 *pfb_range_full_slot(const struct pfb_dest *d)
 
 /* A connect's walk, each candidate checked and bound in turn; then a
  * port whose 4-tuple only TIME_WAIT holds (SO_REUSEADDR reuses it at
- * once), else one only a FIN_WAIT2 holds; w->port is 0 when none.  Once
+ * once); w->port is 0 when none.  Once
  * a walk has found no port free, the walks toward that destination take
  * the first TIME_WAIT they meet for a while. */
 static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf_bpf_config *cfg)
@@ -448,12 +446,10 @@ static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf
 	bpf_loop(pfb_max_tries(w), pfb_try_connect_port, w, 0);
 	if (w->port)
 		return;
-	if (full && !w->range_full && (w->time_wait_port || w->closing_port))
+	if (full && !w->range_full && w->time_wait_port)
 		*full = now;
 	if (w->time_wait_port && pfb_bind_port(w, w->time_wait_port) == 0)
 		w->port = w->time_wait_port;
-	else if (w->closing_port && pfb_bind_port(w, w->closing_port) == 0)
-		w->port = w->closing_port;
 }
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */

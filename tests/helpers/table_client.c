@@ -18,6 +18,10 @@
  *           sendto     sendto(ADDR:PORT) on the unbound UDP socket
  *           fastopen   sendto(ADDR:PORT, MSG_FASTOPEN) on the unbound TCP socket
  *           reconnect  connect(ADDR:PORT), talk, then connect(ARG = ADDR2:PORT2)
+ *           afterclose a first socket connects to ADDR:PORT and closes at once;
+ *                      100 ms later (the server keeps its end open, so the
+ *                      first 4-tuple waits in FIN_WAIT2) the judged socket
+ *                      connects to ADDR:PORT, without talking
  *           listen     listen() on the unbound socket
  *           bindlisten bind(wildcard, 0), then listen (TCP) or nothing more (UDP)
  *   HOLD    how many sockets make the same call first and are kept open
@@ -214,6 +218,18 @@ static int act(const char *action, const struct kind *k, const struct sockaddr_s
 		if (connect_and_talk(fd, k, to, to_len, o) == 0 &&
 		    connect(fd, (struct sockaddr *)&to2, len2) < 0)
 			fail(o, "connect2");
+	} else if (strcmp(action, "afterclose") == 0) {
+		int first = socket(k->family, k->type, k->protocol);
+		if (first < 0 || connect(first, (const struct sockaddr *)to, to_len) < 0) {
+			fail(o, "connect1");
+		} else {
+			close(first);
+			usleep(100000);
+			if (connect(fd, (const struct sockaddr *)to, to_len) < 0)
+				fail(o, "connect");
+		}
+		if (first >= 0 && o->error)
+			close(first);
 	} else if (strcmp(action, "listen") == 0) {
 		if (listen(fd, 8) < 0)
 			fail(o, "listen");

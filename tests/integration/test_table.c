@@ -209,6 +209,13 @@ static const struct row rows[] = {
 	 "EADDRINUSE", "assign error", "EADDRINUSE"},
 	{"udp4 sendto unbound, range full", "udp4", "sendto", 1, "127.0.0.1", NULL, "", 63026, 63026, PORT_NONE,
 	 "EAGAIN", "assign error", "EAGAIN"},
+	/* The range's one 4-tuple was closed by us but not by the peer
+	 * (FIN_WAIT2): never taken again, as a SYN there would reset the
+	 * peer's old connection and wait 10 ms to a second. */
+	{"tcp4 connect, only 4-tuple in FIN_WAIT2", "tcp4", "afterclose", 0, "127.0.0.1", NULL, "", 63027, 63027,
+	 PORT_NONE, "EADDRNOTAVAIL", "assign error", "EADDRNOTAVAIL"},
+	{"tcp6 connect, only 4-tuple in FIN_WAIT2", "tcp6", "afterclose", 0, "::1", NULL, "", 63028, 63028,
+	 PORT_NONE, "EADDRNOTAVAIL", "assign error", "EADDRNOTAVAIL"},
 };
 #define ROWS (sizeof(rows) / sizeof(rows[0]))
 
@@ -301,6 +308,8 @@ static enum server_mode server_mode(const struct row *row)
 {
 	if (strncmp(row->sock, "udplite", 7) == 0)
 		return SERVE_UDPLITE_ECHO;
+	if (strcmp(row->action, "afterclose") == 0)
+		return SERVE_STALL;	/* keeps its end of the first connection open */
 	return is_udp(row) ? SERVE_UDP_ECHO : SERVE_GREET_CLOSE;
 }
 
@@ -476,9 +485,12 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 		case PORT_NONE:
 			break;
 		}
-		/* What reached the server: every held socket, and the judged
-		 * call only when it succeeded; never the denied second one. */
-		int expected = talks(row) ? row->hold + (strcmp(row->result, "OK") == 0 || reconnect) : 0;
+		/* What reached the server: every held socket (and afterclose's
+		 * first one), and the judged call only when it succeeded; never
+		 * the denied second one. */
+		int first = strcmp(row->action, "afterclose") == 0;
+		int expected =
+			talks(row) ? row->hold + first + (strcmp(row->result, "OK") == 0 || reconnect) : 0;
 		check(v, atomic_load(&srv.count) == expected, "the server saw %d, expected %d", atomic_load(&srv.count),
 		      expected);
 		if (talks(row) && strcmp(row->result, "OK") == 0)
