@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,41 +467,31 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
  * record is counted lost, never silently dropped. */
 #define CLOSE_COMMIT_WAIT_NS 200000000L
 
-static long monotonic_ns(void)
+struct drain_target {
+	struct pf_collector *c;
+	struct ring_client *client;
+	const struct timespec *now;
+};
+
+static void write_to_sinks(const struct pf_ring_entry *e, void *opaque)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000L + t.tv_nsec;
+	struct drain_target *target = opaque;
+	write_entry(target->c, target->client, e, target->now);
 }
 
 /* Stopping: every record claimed in the (closed) ring, taken. */
 static void drain_to_end(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
 {
 	uint64_t end = atomic_load(&client->ring->head) & ~PF_RING_CLOSED;
-	struct pf_ring_entry e;
-	long deadline = 0;
 	struct pollfd pfd = {.fd = client->pidfd, .events = POLLIN};
+	struct drain_target target = {c, client, now};
 
 	if (!client->gone && poll(&pfd, 1, 0) == 1)
 		client->gone = true;
-	/* The header is the program's to trample: never more than a ring. */
-	if (client->tail > end || end - client->tail > PF_RING_SLOTS)
-		client->tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
-	while (client->tail < end) {
-		int rc = pf_ring_take(client->ring, &client->tail, &e);
-		if (rc == 1)
-			write_entry(c, client, &e, now);
-		if (rc != 0)
-			continue;
-		if (!deadline)
-			deadline = monotonic_ns() + CLOSE_COMMIT_WAIT_NS;
-		if (!client->gone && monotonic_ns() < deadline) {
-			sched_yield();
-			continue;
-		}
-		atomic_fetch_add(&client->ring->lost, 1);
-		client->tail++;
-	}
+	/* A dead process commits nothing more: no wait for it. */
+	unsigned long lost = pf_ring_take_to_end(client->ring, &client->tail, end,
+						 client->gone ? 0 : CLOSE_COMMIT_WAIT_NS, write_to_sinks, &target);
+	atomic_fetch_add(&client->ring->lost, lost);
 	/* A slot counted lost is not taken again by the process. */
 	atomic_store(&client->ring->tail, client->tail);
 }

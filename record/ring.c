@@ -2,7 +2,9 @@
  * bounded) and its consumer and decoder (the collector: never trusts
  * what it reads).  See record/ring.h. */
 #include <netinet/in.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/hot.h"
 #include "record/ring.h"
@@ -139,6 +141,40 @@ int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry 
 	       !atomic_compare_exchange_weak_explicit(&h->tail, &shared, *tail, memory_order_relaxed, memory_order_relaxed))
 		;
 	return mine ? 1 : 2;
+}
+
+static long monotonic_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long commit_wait_ns,
+				  void (*take)(const struct pf_ring_entry *entry, void *ctx), void *ctx)
+{
+	struct pf_ring_entry e;
+	unsigned long skipped = 0;
+	long deadline = 0;
+
+	if (*tail > end || end - *tail > PF_RING_SLOTS)
+		*tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
+	while (*tail < end) {
+		int rc = pf_ring_take(h, tail, &e);
+		if (rc == 1)
+			take(&e, ctx);
+		if (rc != 0)
+			continue;
+		if (!deadline)
+			deadline = monotonic_ns() + commit_wait_ns;
+		if (monotonic_ns() < deadline) {
+			sched_yield();
+			continue;
+		}
+		skipped++;
+		++*tail;
+	}
+	return skipped;
 }
 
 static bool zero(const uint8_t *p, size_t n)

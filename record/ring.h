@@ -135,6 +135,17 @@ bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e);
  * consumes too, only from a ring whose collector it took for gone. */
 int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out);
 
+/* Every record claimed in h before end, from *tail on, in order: each
+ * committed one is handed to take(entry, ctx).  A slot claimed and not
+ * committed (its writer descheduled, or killed, between the two) is
+ * waited for up to commit_wait_ns, then skipped.  Returns how many were
+ * skipped: the caller counts them lost, never drops them silently.
+ * *tail is kept within one ring of end (the header is the program's to
+ * trample).  Used by the collector when it stops and by the shim when it
+ * moves a ring whose collector went. */
+unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long commit_wait_ns,
+				  void (*take)(const struct pf_ring_entry *entry, void *ctx), void *ctx);
+
 /* A slot's content checked and turned into record fields (event,
  * protocol, family, addresses, attempts, error, time).  local and remote
  * are the sockaddrs fields points at.  False for anything a shim never

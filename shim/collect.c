@@ -248,35 +248,29 @@ static void await_release(struct pf_ring_header *r)
 
 /* The old ring's records, all of them, into the new one in order (with
  * no collector, into the file; counted as lost when neither takes them). */
+struct leftover_target {
+	const struct pf_runtime *rt;
+	struct pf_ring_header *fresh;
+	unsigned long lost;
+};
+
+static void move_one(const struct pf_ring_entry *e, void *opaque)
+{
+	struct leftover_target *target = opaque;
+
+	if (target->fresh && pf_ring_put(target->fresh, e))
+		return;
+	if (!pf_audit_entry(target->rt, e))
+		target->lost++;
+}
+
 static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
 	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
-	struct pf_ring_entry e;
-	long deadline = 0;
+	struct leftover_target target = {rt, fresh, 0};
 
-	/* The header is the program's to trample: never more than a ring. */
-	if (tail > end || end - tail > PF_RING_SLOTS)
-		tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
-	while (tail < end) {
-		int rc = pf_ring_take(old, &tail, &e);
-		if (rc == 0) {
-			if (!deadline)
-				deadline = pf_monotonic_ns() + COMMIT_WAIT_NS;
-			if (pf_monotonic_ns() < deadline) {
-				sched_yield();
-				continue;
-			}
-			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
-			tail++;
-			continue;
-		}
-		if (rc != 1)
-			continue;
-		if (fresh && pf_ring_put(fresh, &e))
-			continue;
-		if (!pf_audit_entry(rt, &e))
-			atomic_fetch_add(fresh ? &fresh->lost : &old->lost, 1);
-	}
+	target.lost += pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, move_one, &target);
+	atomic_fetch_add(fresh ? &fresh->lost : &old->lost, target.lost);
 }
 
 /* The ring to write into now, registering one when this is a new process

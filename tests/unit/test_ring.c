@@ -188,6 +188,7 @@ struct close_run {
 	unsigned char *seen;	/* per writer and sequence number */
 	unsigned last[CLOSE_WRITERS];
 	unsigned disorder, twice;
+	unsigned taken;	/* by pf_ring_take_to_end */
 };
 
 struct writer_arg {
@@ -228,6 +229,13 @@ static void took(struct close_run *run, const struct pf_ring_entry *e)
 	run->last[w] = i;
 }
 
+static void took_to_end(const struct pf_ring_entry *e, void *opaque)
+{
+	struct close_run *run = opaque;
+	took(run, e);
+	run->taken++;
+}
+
 Test(ring, close_leaves_no_record_behind, .timeout = 60)
 {
 	struct close_run run = {.h = new_ring()};
@@ -252,13 +260,10 @@ Test(ring, close_leaves_no_record_behind, .timeout = 60)
 	 * slot claimed before, in order. */
 	uint64_t end = pf_ring_close(run.h);
 	atomic_store(&run.closed, 1);
-	while (tail < end) {
-		int rc = pf_ring_take(run.h, &tail, &e);
-		if (rc == 1) {
-			took(&run, &e);
-			taken++;
-		}
-	}
+	unsigned before = run.taken;
+	cr_assert_eq(pf_ring_take_to_end(run.h, &tail, end, 5000000000L, took_to_end, &run), 0,
+		     "a live writer's claimed slot was skipped");
+	taken += run.taken - before;
 	for (unsigned w = 0; w < CLOSE_WRITERS; w++)
 		pthread_join(threads[w], NULL);
 	unsigned put = 0;
@@ -274,4 +279,42 @@ Test(ring, close_leaves_no_record_behind, .timeout = 60)
 	cr_assert_lt(put, CLOSE_WRITERS * CLOSE_PER_WRITER, "the close came mid-stream");
 	free(run.seen);
 	munmap(run.h, PF_RING_BYTES);
+}
+
+/* A slot claimed and never committed (its writer killed between the
+ * two): pf_ring_take_to_end waits its time, skips it, says so, and takes
+ * what follows in order. */
+struct in_order {
+	unsigned count;
+	uint32_t attempts[4];
+};
+
+static void keep(const struct pf_ring_entry *e, void *opaque)
+{
+	struct in_order *seen = opaque;
+	if (seen->count < 4)
+		seen->attempts[seen->count] = e->attempts;
+	seen->count++;
+}
+
+Test(ring, take_to_end_skips_a_slot_never_committed)
+{
+	struct pf_ring_header *h = new_ring();
+	struct pf_ring_entry e;
+	struct in_order seen = {0};
+	uint64_t tail = 0;
+
+	pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, NULL, 1, 0);
+	cr_assert(pf_ring_put(h, &e));
+	atomic_fetch_add(&h->head, 1);	/* claimed, never committed */
+	pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, NULL, 3, 0);
+	cr_assert(pf_ring_put(h, &e));
+	uint64_t end = pf_ring_close(h);
+	cr_assert_eq(end, 3);
+	cr_expect_eq(pf_ring_take_to_end(h, &tail, end, 1000000L, keep, &seen), 1, "one slot skipped");
+	cr_expect_eq(tail, 3);
+	cr_assert_eq(seen.count, 2);
+	cr_expect_eq(seen.attempts[0], 1);
+	cr_expect_eq(seen.attempts[1], 3);
+	munmap(h, PF_RING_BYTES);
 }
