@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/hot.h"
 #include "record/ring.h"
 
@@ -143,13 +144,6 @@ int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry 
 	return mine ? 1 : 2;
 }
 
-static long monotonic_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000000000L + t.tv_nsec;
-}
-
 unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long commit_wait_ns,
 				  void (*take)(const struct pf_ring_entry *entry, void *ctx), void *ctx)
 {
@@ -166,8 +160,8 @@ unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint
 		if (rc != 0)
 			continue;
 		if (!deadline)
-			deadline = monotonic_ns() + commit_wait_ns;
-		if (monotonic_ns() < deadline) {
+			deadline = pf_monotonic_ns() + commit_wait_ns;
+		if (pf_monotonic_ns() < deadline) {
 			sched_yield();
 			continue;
 		}

@@ -231,10 +231,7 @@ static _Atomic long last_notice_ms[NOTICE_KINDS];
 
 static PF_COLD bool notice_due(enum notice_kind kind)
 {
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	long ms = (long)now.tv_sec * 1000 + now.tv_nsec / 1000000 + 1;
+	long ms = pf_monotonic_ns() / 1000000 + 1;
 	long last = atomic_load(&last_notice_ms[kind]);
 	if (last && ms - last < 1000)
 		return false;

@@ -219,7 +219,6 @@ static __thread unsigned char swapping_here __attribute__((tls_model("initial-ex
  * counted as lost, never silently dropped. */
 #define COMMIT_WAIT_NS 200000000L
 
-
 /* How long a thread waits for a collector that is leaving to write out
  * what its ring holds (a few ms for a full ring): past that, the ring is
  * taken for released, and what is left in it is moved as at a lapse. */
@@ -246,8 +245,8 @@ static void await_release(struct pf_ring_header *r)
 	}
 }
 
-/* The old ring's records, all of them, into the new one in order (with
- * no collector, into the file; counted as lost when neither takes them). */
+/* Where move_leftovers puts the old ring's records, and how many went
+ * nowhere. */
 struct leftover_target {
 	const struct pf_runtime *rt;
 	struct pf_ring_header *fresh;
@@ -264,13 +263,16 @@ static void move_one(const struct pf_ring_entry *e, void *opaque)
 		target->lost++;
 }
 
+/* The old ring's records, all of them, into the new one in order (with
+ * no collector, into the file; counted as lost when neither takes them). */
 static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
 	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
 	struct leftover_target target = {rt, fresh, 0};
+	/* Read target.lost only after the drain: move_one counts into it. */
+	unsigned long skipped = pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, move_one, &target);
 
-	target.lost += pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, move_one, &target);
-	atomic_fetch_add(fresh ? &fresh->lost : &old->lost, target.lost);
+	atomic_fetch_add(fresh ? &fresh->lost : &old->lost, skipped + target.lost);
 }
 
 /* The ring to write into now, registering one when this is a new process

@@ -14,10 +14,10 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <netinet/in.h>
 
 #include "core/algorithm.h"
+#include "core/clock.h"
 #include "core/decide.h"
 #include "core/holds.h"
 #include "core/hot.h"
@@ -244,15 +244,6 @@ static inline const struct pf_runtime *pf_runtime(void)
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 /* The app's shared state, with its table of held 4-tuples. */
 struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
-/* CLOCK_MONOTONIC in ns: the shim's bounded waits measure with it. */
-static inline long pf_monotonic_ns(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec * 1000000000L + now.tv_nsec;
-}
-
 /* getpid(), cached; refreshed in every child (fork, _Fork, clone), without
  * a system call except the first in each process.  The cache is a page
  * the kernel zeroes in every child (runtime.c); inline: the connect path
