@@ -220,16 +220,15 @@ static int act(const char *action, const struct kind *k, const struct sockaddr_s
 			fail(o, "connect2");
 	} else if (strcmp(action, "afterclose") == 0) {
 		int first = socket(k->family, k->type, k->protocol);
-		if (first < 0 || connect(first, (const struct sockaddr *)to, to_len) < 0) {
+		if (first < 0 || connect(first, (const struct sockaddr *)to, to_len) < 0)
 			fail(o, "connect1");
-		} else {
+		if (first >= 0)
 			close(first);
+		if (!o->error) {
 			usleep(100000);
 			if (connect(fd, (const struct sockaddr *)to, to_len) < 0)
 				fail(o, "connect");
 		}
-		if (first >= 0 && o->error)
-			close(first);
 	} else if (strcmp(action, "listen") == 0) {
 		if (listen(fd, 8) < 0)
 			fail(o, "listen");

@@ -97,18 +97,20 @@ static uint32_t inode_of(int fd)
 
 static int times_seen(const struct seen *seen, int fd)
 {
+	uint32_t inode = inode_of(fd);
 	int times = 0;
 
 	for (int i = 0; i < seen->count && i < 64; i++)
-		if (seen->entries[i].inode == inode_of(fd))
-			times++;
+		times += seen->entries[i].inode == inode;
 	return times;
 }
 
 static const struct pf_socket_entry *entry_of(const struct seen *seen, int fd)
 {
+	uint32_t inode = inode_of(fd);
+
 	for (int i = 0; i < seen->count && i < 64; i++)
-		if (seen->entries[i].inode == inode_of(fd))
+		if (seen->entries[i].inode == inode)
 			return &seen->entries[i];
 	return NULL;
 }
