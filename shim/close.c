@@ -11,9 +11,16 @@ PF_HOT int pf_close(int fd)
 		errno = EBADF;
 		return -1;
 	}
-	/* Before the real close: once the number is free, another thread's
-	 * socket may take it, and its state and hold are not ours to drop. */
+	/* Taken before the real close: once the number is free, another
+	 * thread's socket may take it, and its state and hold are not ours
+	 * to drop.  The hold is released after it (fdholds.c says why). */
 	pf_fd_forget(fd);
-	pf_fd_release_hold(fd);
-	return real_close(fd);
+	struct pf_taken_hold hold = pf_fd_take_hold(fd);
+	int result = real_close(fd);
+	if (hold.word) {
+		int saved = errno;
+		pf_fd_release_taken(hold);
+		errno = saved;
+	}
+	return result;
 }

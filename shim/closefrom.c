@@ -5,8 +5,10 @@ void pf_closefrom(int low_fd)
 {
 	if (low_fd < 0)
 		low_fd = 0;
+	struct pf_taken_hold holds[PF_TAKEN_HOLDS_MAX];
+
 	pf_fd_forget_range((unsigned)low_fd, ~0u);
-	pf_fd_release_holds((unsigned)low_fd, ~0u);
+	unsigned held = pf_fd_take_holds((unsigned)low_fd, ~0u, holds, PF_TAKEN_HOLDS_MAX);
 	pf_fd_lock();
 	int log = pf_log_fd();
 	if (log >= low_fd)
@@ -14,4 +16,6 @@ void pf_closefrom(int low_fd)
 	else
 		real_closefrom(low_fd);
 	pf_fd_unlock();
+	for (unsigned i = 0; i < held; i++)
+		pf_fd_release_taken(holds[i]);
 }

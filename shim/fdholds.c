@@ -51,33 +51,70 @@ PF_HOT void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 				      memory_order_release);
 }
 
-PF_HOT void pf_fd_release_hold(int fd)
+/* The fd's entry gives up its hold (the word is 0 when it kept none).
+ * Taken before the fd is closed: once the number is free, another
+ * thread's new socket may take it, and its entry is not ours to clear. */
+PF_HOT struct pf_taken_hold pf_fd_take_hold(int fd)
 {
+	struct pf_taken_hold taken = {0};
+
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE ||
 	    !atomic_load_explicit(&pf_fd_table[fd].hold, memory_order_relaxed))
-		return;
-	uint64_t kept = atomic_exchange(&pf_fd_table[fd].hold, 0);
-	if (!kept)
-		return;
+		return taken;
+	taken.word = atomic_exchange(&pf_fd_table[fd].hold, 0);
+	if (!taken.word)
+		return taken;
 	/* Only the close that took the hold reads the flag: a plain load
 	 * and store, no second locked exchange. */
-	bool abortive = atomic_load_explicit(&pf_fd_table[fd].closes_abortively, memory_order_relaxed);
-	if (abortive)
+	taken.abortive = atomic_load_explicit(&pf_fd_table[fd].closes_abortively, memory_order_relaxed);
+	if (taken.abortive)
 		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, 0, memory_order_relaxed);
+	return taken;
+}
+
+/* Memory frees the 4-tuple once the kernel has: released after the
+ * close, never before.  Another process given the 4-tuple while our
+ * socket still held it would fail its connect (EADDRNOTAVAIL, or
+ * ECONNREFUSED from the server's side of our connection): seen when a
+ * process lost the CPU between the release and the close. */
+PF_HOT void pf_fd_release_taken(struct pf_taken_hold taken)
+{
+	if (!taken.word)
+		return;
 	const struct pf_runtime *rt = pf_runtime();
 	struct pf_hold_ref hold = {
-		.slot = (uint32_t)((kept >> SLOT_SHIFT) & SLOT_MASK), .key = (uint32_t)kept,
+		.slot = (uint32_t)((taken.word >> SLOT_SHIFT) & SLOT_MASK), .key = (uint32_t)taken.word,
 	};
 	if (rt->status != PF_STATUS_ACTIVE)
 		return;
-	if (kept >> GENERATION_SHIFT != generation())
+	if (taken.word >> GENERATION_SHIFT != generation())
 		pf_hold_forget(pf_runtime_state(rt), &hold);
 	else
-		pf_hold_release(pf_runtime_state(rt), &hold, abortive ? 0 : pf_hold_now_ms());
+		pf_hold_release(pf_runtime_state(rt), &hold, taken.abortive ? 0 : pf_hold_now_ms());
 }
 
-void pf_fd_release_holds(unsigned int first, unsigned int last)
+/* For a socket the kernel has already let go of (dup2 replaced it). */
+PF_HOT void pf_fd_release_hold(int fd)
 {
-	for (unsigned int fd = first; fd <= last && fd < PF_FD_TABLE_SIZE; fd++)
-		pf_fd_release_hold((int)fd);
+	pf_fd_release_taken(pf_fd_take_hold(fd));
+}
+
+/* close_range and closefrom: the holds of [first, last] taken into
+ * `taken` before the close, to release after it.  Past `max` held
+ * sockets, the rest are released at once (before the close, as a
+ * program tearing down that many connections can afford). */
+unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max)
+{
+	unsigned n = 0;
+
+	for (unsigned int fd = first; fd <= last && fd < PF_FD_TABLE_SIZE; fd++) {
+		struct pf_taken_hold one = pf_fd_take_hold((int)fd);
+		if (!one.word)
+			continue;
+		if (n < max)
+			taken[n++] = one;
+		else
+			pf_fd_release_taken(one);
+	}
+	return n;
 }

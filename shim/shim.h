@@ -206,10 +206,18 @@ bool pf_fd_ours(int fd, uint8_t *bits);
 
 /* ---- fdholds.c: the hold a connected socket keeps until its close ---- */
 void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
+/* A hold taken out of an fd's entry, to release once the fd is closed. */
+struct pf_taken_hold {
+	uint64_t word;	/* 0: none */
+	bool abortive;	/* the program asked for an abortive close */
+};
+struct pf_taken_hold pf_fd_take_hold(int fd);
+void pf_fd_release_taken(struct pf_taken_hold taken);
 void pf_fd_release_hold(int fd);
 void pf_fd_new_socket(int fd);
 void pf_fd_note_linger(int fd, bool abortive);
-void pf_fd_release_holds(unsigned int first, unsigned int last);
+unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max);
+#define PF_TAKEN_HOLDS_MAX 64
 /* The atfork prepare handler: sockets open now may outlive a close here. */
 void pf_fd_holds_fork_begins(void);
 
