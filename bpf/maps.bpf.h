@@ -106,6 +106,25 @@ struct {
 	__type(value, __u32);
 } port_users SEC(".maps");
 
+/* A connect's claim on a port, from its walk's choice until the kernel
+ * has hashed the new connection (sockops' TCP_CONNECT_CB), where the
+ * walk of any other connect sees it: two walks on two CPUs that both
+ * found a 4-tuple free would otherwise bind it both, and the second
+ * connect fail (EADDRNOTAVAIL).  One word per port: the claiming socket's
+ * cookie (low 44 bits) above the claim's time in 2^30 ns units (about a
+ * second; 20 bits).  A claim its socket never cleared (a connect that
+ * failed after the hook, with the socket still open) lapses after
+ * PFB_CLAIM_UNITS; the socket's release clears it too. */
+#define PFB_CLAIM_TIME_BITS 20
+#define PFB_CLAIM_TIME_MASK ((1ull << PFB_CLAIM_TIME_BITS) - 1)
+#define PFB_CLAIM_UNITS 2
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} connect_claims SEC(".maps");
+
 /* The ports of the other apps' ranges (the loader fills it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -149,7 +168,7 @@ struct pfb_sock_state {
 	__u32 flags;
 	__u8 has_pick;
 	__u8 has_kept;
-	__u16 unused;
+	__u16 claimed_port;	/* the port its connect's claim is on (connect_claims), or 0 */
 	struct pfb_bind_pick pick;
 	struct pf_bpf_record kept;
 };
@@ -229,6 +248,46 @@ static __always_inline void pfb_uncount_port(__u32 flags)
 	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
 	if (users && *users)
 		__sync_fetch_and_add(users, -1);
+}
+
+/* The claim word of the socket with this cookie, made now. */
+static __always_inline __u64 pfb_claim_word(__u64 cookie)
+{
+	return cookie << PFB_CLAIM_TIME_BITS | ((bpf_ktime_get_ns() >> 30) & PFB_CLAIM_TIME_MASK);
+}
+
+static __always_inline int pfb_claim_is(__u64 word, __u64 cookie)
+{
+	return word >> PFB_CLAIM_TIME_BITS == (cookie << PFB_CLAIM_TIME_BITS) >> PFB_CLAIM_TIME_BITS;
+}
+
+/* Claims port for the connect of the socket with this cookie: false
+ * while another connect's claim on it stands. */
+static __always_inline int pfb_claim_port(__u16 port, __u64 cookie)
+{
+	__u32 key = port;
+	__u64 *claim = bpf_map_lookup_elem(&connect_claims, &key);
+
+	if (!claim)
+		return 1;
+	__u64 old = *claim, mine = pfb_claim_word(cookie);
+	if (old && !pfb_claim_is(old, cookie) &&
+	    ((mine - old) & PFB_CLAIM_TIME_MASK) < PFB_CLAIM_UNITS)
+		return 0;
+	return __sync_val_compare_and_swap(claim, old, mine) == old;
+}
+
+/* Drops the socket's claim on port, if it still has it. */
+static __always_inline void pfb_unclaim_port(__u16 port, __u64 cookie)
+{
+	__u32 key = port;
+	__u64 *claim = bpf_map_lookup_elem(&connect_claims, &key);
+
+	if (!claim || !port)
+		return;
+	__u64 word = *claim;
+	if (word && pfb_claim_is(word, cookie))
+		__sync_val_compare_and_swap(claim, word, 0);
 }
 
 /* Whether port's bit is set in a one-entry port bitmap. */

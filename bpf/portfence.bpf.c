@@ -35,7 +35,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 						  const struct pfb_dest *d, const struct pf_core_answer *a)
 {
-	struct pfb_walk w = {.ctx = ctx, .d = *d, .udp = ctx->type == SOCK_DGRAM};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct pfb_walk w = {.ctx = ctx, .d = *d, .udp = ctx->type == SOCK_DGRAM, .cookie = cookie};
 	int one = 1;
 
 	pfb_bound_source(ctx, d, w.source);
@@ -56,10 +57,12 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	}
 	f.event = a->event;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
-	struct pfb_sock_state *st = pfb_state_new(bpf_get_socket_cookie(ctx));
+	struct pfb_sock_state *st = pfb_state_new(cookie);
 	int subflow = pfb_mptcp_subflow(ctx);
-	if (st)
+	if (st) {
 		st->flags = subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP : pfb_bound_flags(cfg, w.port);
+		st->claimed_port = w.udp ? 0 : w.port;
+	}
 	if (subflow)
 		pfb_count_on_mptcp(ctx, cfg, w.port);
 	if (w.udp)
@@ -433,6 +436,7 @@ int pfb_sock_release(struct bpf_sock *sk)
 		st->has_pick = 0;
 	}
 	pfb_uncount_port(st->flags);
+	pfb_unclaim_port(st->claimed_port, cookie);
 	bpf_map_delete_elem(&sock_state, &cookie);
 	return PFB_PROCEED;
 }
@@ -461,9 +465,15 @@ int pfb_sockops(struct bpf_sock_ops *skops)
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
 		return 1;
-	struct pfb_sock_state *st = pfb_state(bpf_get_socket_cookie(skops));
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct pfb_sock_state *st = pfb_state(cookie);
 	if (!st)
 		return 1;
+	if (st->claimed_port) {
+		/* Hashed: every other walk sees the 4-tuple taken now. */
+		pfb_unclaim_port(st->claimed_port, cookie);
+		st->claimed_port = 0;
+	}
 	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
 		pfb_listening(skops, st);
 		return 1;

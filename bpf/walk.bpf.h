@@ -40,6 +40,7 @@ struct pfb_walk {
 	__u16 range_full;	/* connect: no port was free a moment ago */
 	int udp;
 	int bind_error;
+	__u64 cookie;		/* connect: the socket's, for its port's claim (TCP) */
 };
 
 static __always_inline __u32 pfb_below(__u32 bound)
@@ -378,6 +379,23 @@ static __always_inline int pfb_bind_port(struct pfb_walk *w, __u16 port)
 	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
 }
 
+/* Binds a connect's port under its claim (TCP): PFB_CLAIMED_ELSEWHERE
+ * while another connect's walk has it, else bpf_bind's answer (0 or a
+ * negative errno); the claim stays with a
+ * port taken (w->port) until sockops or the release hook drops it. */
+#define PFB_CLAIMED_ELSEWHERE 1
+static __always_inline int pfb_take_connect_port(struct pfb_walk *w, __u16 port)
+{
+	if (!w->udp && !pfb_claim_port(port, w->cookie))
+		return PFB_CLAIMED_ELSEWHERE;
+	int rc = pfb_bind_port(w, port);
+	if (rc == 0)
+		w->port = port;
+	else if (!w->udp)
+		pfb_unclaim_port(port, w->cookie);
+	return rc;
+}
+
 static long pfb_try_connect_port(__u32 k, void *arg)
 {
 	struct pfb_walk *w = arg;
@@ -389,22 +407,17 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 	int held = pfb_tuple_busy(w, port);
 	if (held == PFB_TUPLE_TIME_WAIT && w->range_full) {
 		/* No port was free a moment ago: the first TIME_WAIT will do. */
-		if (pfb_bind_port(w, port) == 0) {
-			w->port = port;
-			return 1;
-		}
-		return 0;
+		return pfb_take_connect_port(w, port) == 0;
 	}
 	if (held == PFB_TUPLE_TIME_WAIT && !w->time_wait_port)
 		w->time_wait_port = port;
 	if (held)
 		return 0;
-	int rc = pfb_bind_port(w, port);
-	if (rc == 0) {
-		w->port = port;
+	int rc = pfb_take_connect_port(w, port);
+	if (rc == 0)
 		return 1;
-	}
-	w->bind_error = -rc;
+	if (rc < 0)
+		w->bind_error = -rc;
 	return 0;
 }
 
@@ -448,8 +461,8 @@ static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf
 		return;
 	if (full && !w->range_full && w->time_wait_port)
 		*full = now;
-	if (w->time_wait_port && pfb_bind_port(w, w->time_wait_port) == 0)
-		w->port = w->time_wait_port;
+	if (w->time_wait_port)
+		pfb_take_connect_port(w, w->time_wait_port);
 }
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */

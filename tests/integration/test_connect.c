@@ -853,6 +853,15 @@ Test(connect, processes_filling_a_range_never_share_a_4_tuple, .timeout = 300)
 	processes_fill_a_range(false);
 }
 
+Test(connect, processes_filling_a_range_never_share_a_4_tuple_bpf, .timeout = 300)
+{
+	char cgroup_mount[PATH_MAX];
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	if (missing)
+		cr_skip_test("skipped: %s", missing);
+	processes_fill_a_range(true);
+}
+
 /* ---- a route change toward a router that filters by reverse path ---- */
 
 /* A process alone in a new network namespace: the namespace lives as
