@@ -391,27 +391,63 @@ static void follow_rotation(void)
 
 /* ---- writing ---- */
 
-/* Whether the file's last byte is not a newline: 1, 0, or -1 when it
- * cannot be read (our fd is write-only; /proc reopens it for reading,
- * with the program's current rights). */
+/* The file's size and last byte through reader; false when unreadable.
+ * SEEK_HOLE first: ext4, tmpfs and btrfs take the inode's lock for it,
+ * which an append holds while it copies, so the look waits for an
+ * append in progress to end. */
+static bool last_byte(int fd, int reader, off_t *size, char *last)
+{
+	struct stat info;
+
+	lseek(reader, 0, SEEK_HOLE);
+	if (fstat(fd, &info) < 0 || !S_ISREG(info.st_mode))
+		return false;
+	*size = info.st_size;
+	*last = '\n';
+	return info.st_size == 0 || pread(reader, last, 1, info.st_size - 1) == 1;
+}
+
+/* Whether the file ends inside a record: 1, 0, or -1 when it cannot be
+ * read (our fd is write-only; /proc reopens it for reading, with the
+ * program's current rights).  Another process's append in progress is
+ * seen half-copied (the size grows page by page as its bytes land), and
+ * taken for a cut record it would make our record start with a newline
+ * of its own: an empty line in the log (seen with processes starting
+ * beside busy writers).  So the end counts as cut only when a second
+ * look, after any append in progress (last_byte) and a moment, finds the
+ * same size; an append in flight ends with its newline. */
+#define CUT_LOOKS 3
+#define CUT_STILL_NS 1000000L
 static int ends_mid_line(int fd)
 {
 	char proc_path[32] = "/proc/self/fd/", last;
 	struct pf_out o = {.p = proc_path + 14, .end = proc_path + sizeof(proc_path) - 1};
-	struct stat info;
+	off_t size, size_after;
 
-	if (fstat(fd, &info) < 0 || !S_ISREG(info.st_mode))
-		return -1;
-	if (info.st_size == 0)
-		return 0;
 	pf_put_uint(&o, (unsigned long)fd, 1);
 	*o.p = '\0';
 	int reader = open(proc_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (reader < 0)
 		return -1;
-	ssize_t n = pread(reader, &last, 1, info.st_size - 1);
+	int cut = -1;
+	for (int look = 0; look < CUT_LOOKS && last_byte(fd, reader, &size, &last); look++) {
+		cut = 0;
+		if (last == '\n')
+			break;
+		struct timespec still = {0, CUT_STILL_NS};
+		nanosleep(&still, NULL);
+		char last_after;
+		if (!last_byte(fd, reader, &size_after, &last_after)) {
+			cut = -1;
+			break;
+		}
+		if (size_after == size && last_after != '\n') {
+			cut = 1;
+			break;
+		}
+	}
 	real_close(reader);
-	return n == 1 ? last != '\n' : -1;
+	return cut;
 }
 
 static _Atomic int write_failed;

@@ -2,6 +2,7 @@
  * a program that takes its fd number or closes its stderr, odd app names,
  * and logrotate. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,47 @@ Test(log, full_disk_never_glues_a_record_to_a_partial_one, .timeout = 60)
 	cr_expect_eq(count_lines_starting(r.err, "portfence: "), 1, "one line:\n%s", r.err);
 	cr_expect(strstr(r.err, "Success") == NULL, "a short write sets no errno:\n%s", r.err);
 	cr_expect(strstr(r.err, "short write") != NULL, "%s", r.err);
+	sandbox_cleanup(&sb);
+}
+
+/* A process that opens a log others are writing looks at its last byte
+ * once (does a cut record end it?).  A write in progress is seen
+ * half-copied there, so the look must not take it for a cut record, or
+ * the new process starts its record with a newline of its own and the
+ * log gets an empty line.  Records of a 3 KB executable path cross a
+ * page most of the time, the copy the look can land in. */
+Test(log, processes_starting_beside_writers_never_split_a_line, .timeout = 180)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char deep[4096], copy[4200], script[12000];
+
+	sandbox_init(&sb, one_app);
+	snprintf(deep, sizeof(deep), "%s", sb.dir);
+	for (int level = 0; level < 12; level++) {
+		size_t len = strlen(deep);
+		deep[len++] = '/';
+		memset(deep + len, 'd', 240);
+		deep[len + 240] = '\0';
+		cr_assert(mkdir(deep, 0755) == 0 || errno == EEXIST, "%s", deep);
+	}
+	snprintf(copy, sizeof(copy), "cp %s %s/ringprobe", build_path("ringprobe"), deep);
+	cr_assert_eq(system(copy), 0);
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	snprintf(script, sizeof(script),
+		 "w='%s/ringprobe'; d=127.0.0.1:%u\n"
+		 "\"$w\" connect 20000 $d & \"$w\" connect 20000 $d &\n"
+		 "i=0; while [ $i -lt 300 ]; do \"$w\" connect 1 $d >/dev/null; i=$((i+1)); done; wait\n",
+		 deep, srv.port);
+	char *argv[] = {"sh", "-c", script, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	/* audit_records() fails the test on any malformed (or empty) line. */
+	json_t *records = audit_records(sb.log);
+	cr_expect_eq(json_array_size(records), 40300, "records: %zu", json_array_size(records));
+	json_decref(records);
 	sandbox_cleanup(&sb);
 }
 
