@@ -2,6 +2,8 @@
  *
  *   ringprobe connect N ADDR:PORT      N TCP connects (closed with RST), prints "ok N"
  *   ringprobe paced N MS ADDR:PORT     the same, MS milliseconds apart
+ *   ringprobe signalled N ADDR:PORT    prints "ready" once registered, then
+ *                                      makes the N connects at SIGUSR1
  *   ringprobe threads N US ADDR:PORT...
  *                                      one thread per destination, each N
  *                                      connects US microseconds apart;
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,8 @@ static int connect_once(const struct sockaddr_in *dest)
 	if (fd < 0)
 		return -1;
 	int rc = connect(fd, (const struct sockaddr *)dest, sizeof(*dest));
+	if (rc < 0)
+		fprintf(stderr, "connect: %s\n", strerror(errno));
 	struct linger hard = {.l_onoff = 1, .l_linger = 0};
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
 	close(fd);
@@ -160,6 +165,23 @@ int main(int argc, char **argv)
 		printf("ok %d\n", ok);
 		return ok == n ? 0 : 1;
 	}
+	if (argc == 4 && strcmp(argv[1], "signalled") == 0) {
+		/* The shim registered its ring before main: the test stops
+		 * the collector now, then lets the connects go. */
+		struct sockaddr_in dest = parse(argv[3]);
+		sigset_t go;
+		int n = atoi(argv[2]), ok = 0, sig;
+		sigemptyset(&go);
+		sigaddset(&go, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &go, NULL);
+		printf("ready\n");
+		fflush(stdout);
+		sigwait(&go, &sig);
+		for (int i = 0; i < n; i++)
+			ok += connect_once(&dest) == 0;
+		printf("ok %d\n", ok);
+		return ok == n ? 0 : 1;
+	}
 	if (argc == 5 && strcmp(argv[1], "paced") == 0) {
 		struct sockaddr_in dest = parse(argv[4]);
 		int n = atoi(argv[2]), ok = 0;
@@ -182,6 +204,6 @@ int main(int argc, char **argv)
 	}
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
 	return 2;
 }

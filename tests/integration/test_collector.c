@@ -408,8 +408,12 @@ Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
 		snprintf(out[i], sizeof(out[i]), "%s/out-%d", sb.dir, i);
 		pids[i] = spawn_under(&sb, NULL, argv, out[i]);
 	}
-	for (int i = 0; i < BURST_PROCS; i++)
-		cr_assert_eq(wait_child(pids[i]), 0, "process %d", i);
+	for (int i = 0; i < BURST_PROCS; i++) {
+		char said[4096];
+		int status = wait_child(pids[i]);
+		read_all(out[i], said, sizeof(said));
+		cr_assert_eq(status, 0, "process %d: %s", i, said);
+	}
 	unsigned want = BURST_PROCS * BURST_EACH;
 	cr_assert_eq(await_lines(sb.log, want), want);
 	usleep(300000);
@@ -916,6 +920,22 @@ Test(collector, ring_swaps_after_crashes_lose_nothing, .timeout = 240)
 
 /* ---- the fallback ---- */
 
+/* Waits up to 5 s for pid to be stopped (state T in /proc/PID/stat). */
+static bool await_stopped(pid_t pid)
+{
+	char path[64], stat[512];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 5000; i++) {
+		read_all(path, stat, sizeof(stat));
+		const char *end = strrchr(stat, ')');
+		if (end && end[1] == ' ' && end[2] == 'T')
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
 /* The collector stopped (SIGSTOP), so that nothing drains the ring while
  * one process makes 6,000 records at once: the ring takes 4,096, the
  * rest go to the file directly, said once on the program's stderr and
@@ -929,20 +949,28 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	const unsigned n = 6000;
 
 	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
-	char *argv[] = {(char *)build_path("ringprobe"), "connect", "6000", dest, NULL};
+	char *argv[] = {(char *)build_path("ringprobe"), "signalled", "6000", dest, NULL};
 	/* One record through the collector first: it answers. */
 	struct run_result r;
 	char *run_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
 			    (char *)build_path("ringprobe"), "connect", "1", dest, NULL};
 	run_program(&r, run_argv, NULL, NULL);
 	cr_assert_eq(await_lines(sb.log, 1), 1);
+	/* The program registers its ring at start-up, then waits: the
+	 * collector is stopped before its first record, so the ring takes
+	 * exactly PF_RING_SLOTS of them and the rest go directly. */
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
-	/* The program registers at start-up, before its first connect. */
-	for (int i = 0; i < 100 && atomic_load(&srv.count) < 2; i++)
+	for (int i = 0; i < 5000; i++) {
+		read_all(out, said, sizeof(said));
+		if (strstr(said, "ready"))
+			break;
 		usleep(1000);
+	}
+	cr_assert_not_null(strstr(said, "ready"), "the program said: %s", said);
 	kill(collector, SIGSTOP);
+	cr_assert(await_stopped(collector), "the collector never stopped");
+	kill(pid, SIGUSR1);
 	cr_assert_eq(wait_child(pid), 0);
-	unsigned early = (unsigned)atomic_load(&srv.count);
 	kill(collector, SIGCONT);
 	unsigned have = await_lines(sb.log, n + 1);
 	usleep(300000);
@@ -955,16 +983,15 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	const char *full = strstr(said, "portfence: the record ring is full; records go to the log file directly (counted)");
 	cr_assert_not_null(full, "%s", said);
 	cr_assert_null(strstr(full + 1, "portfence:"), "said more than once: %s", said);
-	/* The ring held 4,096 (less what the collector took before it
-	 * stopped); the rest went directly, and the collector counted them. */
+	/* The ring held PF_RING_SLOTS; the rest went directly, and the
+	 * collector counted them. */
 	const char *counted = strstr(daemon_said, "record(s) went to the log file directly");
 	cr_assert_not_null(counted, "the collector said: %s", daemon_said);
 	const char *number = counted;
 	while (number > daemon_said && number[-1] != ':')
 		number--;
 	unsigned direct = (unsigned)strtoul(number + 1, NULL, 10);
-	cr_assert(direct >= n - PF_RING_SLOTS && direct <= n - PF_RING_SLOTS + early,
-		  "%u counted as direct (%u connects before the stop)", direct, early);
+	cr_assert_eq(direct, n - PF_RING_SLOTS, "%u counted as direct, expected %u", direct, n - PF_RING_SLOTS);
 	json_t *records = audit_records(sb.log);
 	cr_assert_eq(json_array_size(records), n + 1);
 	json_decref(records);
