@@ -1,6 +1,7 @@
 /* Destination rules: "CIDR", "CIDR:PORT", "CIDR:LO-HI"; IPv6 in brackets. */
 #include "config/policy.h"
 #include "config/rule_index.h"
+#include "core/constants.h"
 #include "record/record.h"
 
 #include <arpa/inet.h>
@@ -367,6 +368,11 @@ enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct 
 	} else if (event == PF_CORE_EVENT_ERROR) {
 		if (error == EADDRNOTAVAIL || error == EAGAIN || error == EADDRINUSE)
 			pf_app_exhaustion_reason(app, out, out_len);
+		else if (error == PF_CORE_ERROR_UNSEEN)
+			snprintf(out, out_len,
+				 "the call failed in the kernel after port %u of range %u-%u was given to it "
+				 "(which errno the program saw, no hook can tell)",
+				 local_port, app->range_lo, app->range_hi);
 		else
 			snprintf(out, out_len, "cannot give a port of range %u-%u: %s", app->range_lo, app->range_hi,
 				 pf_errno_name(error));

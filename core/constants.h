@@ -54,6 +54,9 @@
 #define PF_CORE_EACCES 13
 #define PF_CORE_EADDRINUSE 98
 #define PF_CORE_EADDRNOTAVAIL 99
+/* An error record's errno when the BPF hooks could not see it: a call
+ * that failed in the kernel after a hook had given its port. */
+#define PF_CORE_ERROR_UNSEEN 0xffff
 
 /* Address families as the kernel numbers them. */
 #define PF_CORE_AF_INET 2

@@ -20,3 +20,4 @@ _Static_assert(PF_BPF_ASSIGN == PF_CORE_EVENT_ASSIGN && PF_BPF_DENY == PF_CORE_E
 	       "record events");
 _Static_assert(sizeof(((struct pf_bpf_config *)0)->hash_key) == 16 &&
 	       sizeof(((struct pf_bpf_config *)0)->index_key) == 16, "SipHash keys");
+_Static_assert(PF_BPF_ERROR_UNSEEN == PF_CORE_ERROR_UNSEEN, "an errno no hook saw");

@@ -393,5 +393,11 @@ Test(decide, explain_picks_rule_or_reason)
 	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ERROR, EMFILE, 0, NULL, text, sizeof(text)),
 		     PF_EXPLAINS_REASON);
 	cr_expect_str_eq(text, "cannot give a port of range 61000-61099: EMFILE");
+	/* An errno no BPF hook saw: the call failed after its port was given. */
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ERROR, PF_CORE_ERROR_UNSEEN, 61005, NULL, text,
+				    sizeof(text)),
+		     PF_EXPLAINS_REASON);
+	cr_expect_str_eq(text, "the call failed in the kernel after port 61005 of range 61000-61099 was given to it "
+			       "(which errno the program saw, no hook can tell)");
 	pf_policy_free(&policy);
 }
