@@ -422,29 +422,23 @@ static int ends_mid_line(int fd)
 {
 	char proc_path[32] = "/proc/self/fd/", last;
 	struct pf_out o = {.p = proc_path + 14, .end = proc_path + sizeof(proc_path) - 1};
-	off_t size, size_after;
+	off_t size;
 
 	pf_put_uint(&o, (unsigned long)fd, 1);
 	*o.p = '\0';
 	int reader = open(proc_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (reader < 0)
 		return -1;
-	int cut = -1;
-	for (int look = 0; look < CUT_LOOKS && last_byte(fd, reader, &size, &last); look++) {
-		cut = 0;
-		if (last == '\n')
-			break;
+	/* Each look's size and byte are the next look's "before". */
+	int cut = last_byte(fd, reader, &size, &last) ? 0 : -1;
+	for (int look = 0; cut == 0 && look < CUT_LOOKS && last != '\n'; look++) {
+		off_t before = size;
 		struct timespec still = {0, CUT_STILL_NS};
 		nanosleep(&still, NULL);
-		char last_after;
-		if (!last_byte(fd, reader, &size_after, &last_after)) {
+		if (!last_byte(fd, reader, &size, &last))
 			cut = -1;
-			break;
-		}
-		if (size_after == size && last_after != '\n') {
+		else if (size == before && last != '\n')
 			cut = 1;
-			break;
-		}
 	}
 	real_close(reader);
 	return cut;
