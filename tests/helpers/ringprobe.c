@@ -153,45 +153,43 @@ static int threads(int n, int us, int count, char **dests)
 	return all ? 0 : 1;
 }
 
+/* n connects to dest (ADDR:PORT), pace_ms apart; "ok K", and 0 when
+ * all succeeded. */
+static int connects(int n, int pace_ms, const char *dest_text)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	int ok = 0;
+
+	for (int i = 0; i < n; i++) {
+		ok += connect_once(&dest) == 0;
+		if (pace_ms)
+			usleep((useconds_t)pace_ms * 1000);
+	}
+	printf("ok %d\n", ok);
+	return ok == n ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 5 && argc <= 20 && strcmp(argv[1], "threads") == 0)
 		return threads(atoi(argv[2]), atoi(argv[3]), argc - 4, argv + 4);
-	if (argc == 4 && strcmp(argv[1], "connect") == 0) {
-		struct sockaddr_in dest = parse(argv[3]);
-		int n = atoi(argv[2]), ok = 0;
-		for (int i = 0; i < n; i++)
-			ok += connect_once(&dest) == 0;
-		printf("ok %d\n", ok);
-		return ok == n ? 0 : 1;
-	}
+	if (argc == 4 && strcmp(argv[1], "connect") == 0)
+		return connects(atoi(argv[2]), 0, argv[3]);
 	if (argc == 4 && strcmp(argv[1], "signalled") == 0) {
 		/* The shim registered its ring before main: the test stops
 		 * the collector now, then lets the connects go. */
-		struct sockaddr_in dest = parse(argv[3]);
 		sigset_t go;
-		int n = atoi(argv[2]), ok = 0, sig;
+		int sig;
 		sigemptyset(&go);
 		sigaddset(&go, SIGUSR1);
 		sigprocmask(SIG_BLOCK, &go, NULL);
 		printf("ready\n");
 		fflush(stdout);
 		sigwait(&go, &sig);
-		for (int i = 0; i < n; i++)
-			ok += connect_once(&dest) == 0;
-		printf("ok %d\n", ok);
-		return ok == n ? 0 : 1;
+		return connects(atoi(argv[2]), 0, argv[3]);
 	}
-	if (argc == 5 && strcmp(argv[1], "paced") == 0) {
-		struct sockaddr_in dest = parse(argv[4]);
-		int n = atoi(argv[2]), ok = 0;
-		for (int i = 0; i < n; i++) {
-			ok += connect_once(&dest) == 0;
-			usleep((useconds_t)atoi(argv[3]) * 1000);
-		}
-		printf("ok %d\n", ok);
-		return ok == n ? 0 : 1;
-	}
+	if (argc == 5 && strcmp(argv[1], "paced") == 0)
+		return connects(atoi(argv[2]), atoi(argv[3]), argv[4]);
 	if (argc == 4 && strcmp(argv[1], "hold") == 0) {
 		struct sockaddr_in dest = parse(argv[3]);
 		int n = atoi(argv[2]), ok = 0;
