@@ -160,8 +160,10 @@ $(SHIM_MAP): shim/exports.map.in shim/hooks.def
 	@mkdir -p $(dir $@)
 	$(CC) -E -P -x c -Ishim $< -o $@
 
-$(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) $(SHIM_MAP)
-	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=$(SHIM_MAP) -Wl,-z,now \
+# shim/hot.ld: the connect cycle's code and data on pages of their own
+# (core/hot.h).
+$(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) $(SHIM_MAP) shim/hot.ld
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=$(SHIM_MAP) -Wl,-z,now -Wl,-T,shim/hot.ld \
 	  -o $@ $(call obj,$(SHIM_SRC)) $(POLICY_LIB) -lconfig -ldl -pthread
 
 $(TOOL): $(call obj,$(CLI_SRC)) $(if $(BPF_USER_SRC),$(BPF_LIB)) $(POLICY_LIB)

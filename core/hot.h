@@ -1,13 +1,22 @@
-/* Code layout for the shim's connect path.  PF_HOT functions go to
- * .text.hot, side by side: between two interposed calls the kernel's
- * work (about 12 µs per connect) evicts the shim's code from the first
- * level caches, and scattered over 80 KB of text the path missed on
- * most of its lines and pages again at each connect.  PF_COLD marks the
- * rare paths (.text.unlikely), so the hot ones stay dense. */
+/* Layout for the shim's connect cycle (socket, connect, setsockopt,
+ * close).  Between two interposed calls the kernel's work (about 12 µs
+ * per connect) evicts the shim's lines from the first level caches and
+ * its pages from the TLB, so what a connect costs above the system calls
+ * it makes is mostly how many lines and pages it brings back: about
+ * 2.4 ns a line and 12 ns a page here (docs/performance.md).
+ *
+ * PF_HOT functions go to .text.hot, which shim/hot.ld puts on pages of
+ * its own, side by side; PF_COLD marks the rare paths (.text.unlikely),
+ * so the hot ones stay dense.  PF_HOT_DATA variables (and PF_HOT_TAIL's,
+ * after them: a large struct whose first lines are the hot ones) share
+ * one page, section pf_hot, instead of one page each across .data and
+ * .bss.  Outside the shim's link the sections are ordinary data. */
 #ifndef PORTFENCE_CORE_HOT_H
 #define PORTFENCE_CORE_HOT_H
 
 #define PF_HOT __attribute__((hot))
 #define PF_COLD __attribute__((cold))
+#define PF_HOT_DATA __attribute__((section("pf_hot_data")))
+#define PF_HOT_TAIL __attribute__((section("pf_hot_tail")))
 
 #endif

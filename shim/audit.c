@@ -22,7 +22,7 @@
 #include "record/ring.h"
 #include "shim.h"
 
-static bool log_to_syslog;
+PF_HOT_DATA static bool log_to_syslog;
 
 void pf_log_enable_syslog(bool enabled)
 {

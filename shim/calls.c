@@ -109,7 +109,7 @@ static PF_COLD bool tcp_state_matters(const struct pf_question *question)
  * asks the core once per process.  Atomic words: threads and signal
  * handlers only ever store the same answer. */
 #define MEMO_VALID (1ull << 63)
-static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
+PF_HOT_DATA static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
 
 static PF_HOT int memo_slot(unsigned call, bool needs_port, bool udp, bool fastopen)
 {
@@ -164,7 +164,7 @@ static PF_HOT struct pf_decision decide_remembered(const struct pf_question *que
 	return decision;
 }
 
-PF_HOT struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
+struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,
 			  struct pf_question *question)
 {
 	question->policy_usable = rt->status != PF_STATUS_DENY;

@@ -26,10 +26,10 @@
 #include "record/ring.h"
 #include "shim.h"
 
-static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+PF_HOT_DATA static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static struct pf_ring_register registration;
 
-static _Atomic(struct pf_ring_header *) ring;
+PF_HOT_DATA static _Atomic(struct pf_ring_header *) ring;
 static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
 static _Atomic pid_t ring_collector;	/* the collector that took it (its pid, as the kernel said) */
 static _Atomic int registering;

@@ -23,7 +23,7 @@ PF_HOT void pf_fd_note_linger(int fd, bool abortive)
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
 		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
 }
-static _Atomic uint64_t forks_begun;
+PF_HOT_DATA static _Atomic uint64_t forks_begun;
 
 void pf_fd_holds_fork_begins(void)
 {

@@ -162,7 +162,7 @@ PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, stru
 	return found;
 }
 
-PF_HOT void pf_last_connect_put(const struct pf_last_connect *c)
+void pf_last_connect_put(const struct pf_last_connect *c)
 {
 	if (last.busy)
 		return;

@@ -29,7 +29,7 @@
  * stands where the program expects to find a free number. */
 #define LOG_FD_FLOOR 900
 
-static _Atomic int log_fd = -1;
+PF_HOT_DATA static _Atomic int log_fd = -1;
 
 /* ---- the fd lock: every change of fd numbers the log could stand on ----
  * dup2/dup3/close_range/closefrom and the log's own moves, so that a

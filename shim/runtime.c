@@ -20,10 +20,10 @@
 #include "kernel/kernel_ports.h"
 #include "shim.h"
 
-static struct pf_runtime runtime;
+PF_HOT_TAIL static struct pf_runtime runtime;
 static _Atomic int runtime_ready;
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
-_Atomic unsigned pf_fork_generation;
+PF_HOT_DATA _Atomic unsigned pf_fork_generation;
 
 __thread struct pf_thread_rng pf_thread_rng_state __attribute__((tls_model("initial-exec")));
 
@@ -57,7 +57,7 @@ static void after_fork_parent(void)
  * cannot be had, the cache is plain memory and only the atfork handler
  * refreshes it. */
 static struct pf_pid_page fallback_pid;
-_Atomic(struct pf_pid_page *) pf_pid_page;
+PF_HOT_DATA _Atomic(struct pf_pid_page *) pf_pid_page;
 
 static struct pf_pid_page *wipe_on_fork_page(void)
 {
@@ -337,7 +337,7 @@ static void load_once(void)
 	errno = saved;
 }
 
-_Atomic(const struct pf_runtime *) pf_runtime_settled;
+PF_HOT_DATA _Atomic(const struct pf_runtime *) pf_runtime_settled;
 
 const struct pf_runtime *pf_runtime_load(void)
 {
@@ -352,7 +352,7 @@ const struct pf_runtime *pf_runtime_load(void)
 
 /* The algorithms and the held-4-tuple table change the shared state:
  * the runtime is const only for what the policy says. */
-struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
+PF_HOT struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
 {
 	return (struct pf_state *)&rt->state;
 }

@@ -79,7 +79,9 @@ struct pf_fd_entry {
 	_Atomic uint8_t state;		/* fdstate.c: PF_FD_* */
 	_Atomic uint8_t closes_abortively;	/* fdholds.c: SO_LINGER on, 0 s */
 };
-extern struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];
+/* Hidden: read in place, not through the GOT (-fvisibility=hidden covers
+ * definitions only). */
+extern struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE] __attribute__((visibility("hidden")));
 /* Whether a send on a handled socket must still be judged: true until the
  * policy is loaded, then only with destination rules or on_error deny. */
 extern _Atomic int pf_dest_checks;

@@ -63,7 +63,7 @@ static void words_load(uint32_t *out, _Atomic uint32_t *words, size_t len)
 static struct source_entry source_cache[SOURCE_CACHE_SIZE];
 /* Bumped after each entry learned or forgotten: a per-thread copy of a
  * lookup's answer (assign.c's last connect) is good while it stands. */
-static _Atomic uint32_t source_generation;
+PF_HOT_DATA static _Atomic uint32_t source_generation;
 
 PF_HOT uint32_t pf_source_generation(void)
 {
