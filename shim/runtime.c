@@ -26,6 +26,7 @@ static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
 PF_HOT_DATA _Atomic unsigned pf_fork_generation;
 
 __thread struct pf_thread_rng pf_thread_rng_state __attribute__((tls_model("initial-exec")));
+__thread int *pf_errno_address __attribute__((tls_model("initial-exec")));
 
 struct pf_rng *pf_thread_rng_seed(pid_t pid, unsigned generation)
 {

@@ -8,6 +8,7 @@
 #ifndef PORTFENCE_SHIM_H
 #define PORTFENCE_SHIM_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +28,22 @@
 #include "kernel/sockdiag.h"
 
 #define PF_EXPORT __attribute__((visibility("default")))
+
+/* errno, which every interposed call saves and restores, through the
+ * thread's own copy of its address (runtime.c) rather than a call into
+ * libc: __errno_location's code is one more line and page per connect
+ * after the kernel's work (core/hot.h).  A new thread starts with none and
+ * asks libc once; a fork keeps the thread's address. */
+extern __thread int *pf_errno_address __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline int *pf_errno_location(void)
+{
+	int *address = pf_errno_address;
+	if (__builtin_expect(address == NULL, 0))
+		pf_errno_address = address = __errno_location();
+	return address;
+}
+#undef errno
+#define errno (*pf_errno_location())
 
 /* ---- real.c: the next definition of each symbol, never our own ---- */
 enum pf_symbol {
