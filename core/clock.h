@@ -5,6 +5,13 @@
 
 #include <time.h>
 
+/* clock_gettime: libc's, or the vDSO's own entry where the shim found it
+ * (real.c).  libc's wrapper reads the vDSO's address from the dynamic
+ * loader's data: two more pages per connect cycle to bring back after
+ * the kernel's work (core/hot.h). */
+typedef int (*pf_clock_fn)(clockid_t, struct timespec *);
+extern pf_clock_fn pf_clock_gettime;
+
 static inline long pf_monotonic_ns(void)
 {
 	struct timespec now;

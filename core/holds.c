@@ -12,6 +12,7 @@
  * Anything read from the table is only a hint: a wrong word can make a
  * port look busy or clean, never make us read outside the table. */
 #include "core/hot.h"
+#include "core/clock.h"
 #include "core/holds.h"
 
 #include <string.h>
@@ -70,11 +71,13 @@ uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint1
 	return pf_hold_key_at(pf_hold_flow_hash(secret, flow), port);
 }
 
+PF_HOT_DATA pf_clock_fn pf_clock_gettime = clock_gettime;
+
 PF_HOT uint32_t pf_hold_now_ms(void)
 {
 	struct timespec now;
 
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	pf_clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
 	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
 }
 

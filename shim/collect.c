@@ -24,6 +24,7 @@
 
 #include "core/hot.h"
 #include "record/ring.h"
+#include "core/clock.h"
 #include "shim.h"
 
 PF_HOT_DATA static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -41,7 +42,7 @@ static _Atomic int fallback_said;
 static PF_HOT long coarse_seconds(void)
 {
 	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	pf_clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
 	return (long)now.tv_sec;
 }
 

@@ -69,6 +69,23 @@ static void *resolve(enum pf_symbol symbol)
 	return address;
 }
 
+void pf_find_vdso_clock(void)
+{
+	void *vdso = dlopen("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+	if (!vdso)
+		return;
+#if defined(__x86_64__)
+	void *entry = dlvsym(vdso, "__vdso_clock_gettime", "LINUX_2.6");
+#elif defined(__aarch64__)
+	void *entry = dlvsym(vdso, "__kernel_clock_gettime", "LINUX_2.6.39");
+#else
+	void *entry = NULL;
+#endif
+	if (entry)
+		pf_clock_gettime = (pf_clock_fn)entry;
+	dlclose(vdso);
+}
+
 void *pf_real(enum pf_symbol symbol)
 {
 	void *address = atomic_load_explicit(&pf_resolved[symbol], memory_order_acquire);

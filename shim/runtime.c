@@ -385,6 +385,7 @@ __attribute__((constructor)) static void pf_shim_init(void)
 	register_atfork();
 	for (int symbol = 0; symbol < PF_SYM_COUNT; symbol++)
 		pf_real((enum pf_symbol)symbol);
+	pf_find_vdso_clock();
 	pf_cached_pid();
 	load_once();
 	warn_if_go(&runtime);

@@ -52,6 +52,9 @@ enum pf_symbol {
 	PF_SYM_COUNT
 };
 void *pf_real(enum pf_symbol symbol);
+/* Points pf_clock_gettime (core/clock.h) at the vDSO's entry, when the
+ * kernel gave one; libc's stays otherwise (valgrind, other arches). */
+void pf_find_vdso_clock(void);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
 extern _Atomic(void *) pf_resolved[PF_SYM_COUNT];
 /* real_NAME for each call of hooks.def (not dlopen's). */
