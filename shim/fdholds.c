@@ -18,11 +18,6 @@
  * whether the program asked for an abortive close (SO_LINGER on, 0 s):
  * its 4-tuple is gone the moment it closes, with no quarantine. */
 
-PF_HOT void pf_fd_note_linger(int fd, bool abortive)
-{
-	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
-		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
-}
 PF_HOT_DATA static _Atomic uint64_t forks_begun;
 
 void pf_fd_holds_fork_begins(void)

@@ -19,38 +19,11 @@
 #include "core/hot.h"
 #include "shim.h"
 
-#ifndef IPPROTO_MPTCP
-#define IPPROTO_MPTCP 262
-#endif
 
 #define TABLE_SIZE PF_FD_TABLE_SIZE
 
 struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];
 _Atomic int pf_dest_checks = 1;
-
-PF_HOT uint8_t pf_fd_state_for(int family, int type, int protocol)
-{
-	int base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-	if (family != AF_INET && family != AF_INET6)
-		return PF_FD_FOREIGN;
-	uint8_t bits = family == AF_INET6 ? PF_FD_V6 : 0;
-	/* MPTCP is TCP to the policy (its first subflow is a TCP socket,
-	 * bound and connected through the MPTCP one), UDP-Lite is UDP. */
-	if (base_type == SOCK_STREAM &&
-	    (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
-		return PF_FD_FRESH | bits;
-	if (base_type == SOCK_DGRAM &&
-	    (protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE))
-		return PF_FD_FRESH | bits | PF_FD_UDP;
-	return PF_FD_FOREIGN;
-}
-
-PF_HOT void pf_fd_set(int fd, uint8_t state)
-{
-	if (fd >= 0 && fd < TABLE_SIZE)
-		atomic_store_explicit(&pf_fd_table[fd].state, state, memory_order_relaxed);
-}
 
 /* The kind and the program's option bits are kept: a new status changes
  * where the socket stands, not what it is. */
@@ -134,11 +107,6 @@ uint16_t pf_address_port(const struct sockaddr *addr)
 	if (addr->sa_family == AF_INET)
 		return ntohs(((const struct sockaddr_in *)addr)->sin_port);
 	return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-}
-
-PF_HOT void pf_fd_forget(int fd)
-{
-	pf_fd_set(fd, PF_FD_UNKNOWN);
 }
 
 void pf_fd_forget_range(unsigned int first, unsigned int last)
@@ -227,18 +195,3 @@ void pf_fd_recheck(int fd)
 	errno = saved;
 }
 
-static uint8_t fd_status(int fd, uint8_t *bits)
-{
-	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
-		return PF_FD_UNKNOWN;
-	*bits = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed);
-	return *bits & PF_FD_STATUS_MASK;
-}
-
-/* Whether fd is one of our kind of sockets (FRESH or DONE); bits: its
- * table entry. */
-PF_HOT bool pf_fd_ours(int fd, uint8_t *bits)
-{
-	uint8_t status = fd_status(fd, bits);
-	return status == PF_FD_FRESH || status == PF_FD_DONE;
-}

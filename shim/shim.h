@@ -184,8 +184,17 @@ static inline bool pf_sock_lookup(int fd, struct pf_sock *sock)
 	return true;
 }
 
-void pf_fd_set(int fd, uint8_t state);
-void pf_fd_forget(int fd);
+/* The fd table's one-line steps are inline: each call into a function
+ * of its own was one more line of code per connect cycle (core/hot.h). */
+static inline void pf_fd_set(int fd, uint8_t state)
+{
+	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
+		atomic_store_explicit(&pf_fd_table[fd].state, state, memory_order_relaxed);
+}
+static inline void pf_fd_forget(int fd)
+{
+	pf_fd_set(fd, PF_FD_UNKNOWN);
+}
 /* Before listen, and connect or bind to an IP address (recheck_for):
  * drops a DONE or FOREIGN entry that no longer matches the socket on fd
  * (closed and reused where the hooks could not see).  One getsockname,
@@ -203,7 +212,27 @@ static inline void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
 		pf_fd_recheck(fd);
 }
 void pf_fd_forget_range(unsigned int first, unsigned int last);
-uint8_t pf_fd_state_for(int family, int type, int protocol);
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+/* A new socket's entry: FRESH for our kinds, FOREIGN for the rest. */
+static inline uint8_t pf_fd_state_for(int family, int type, int protocol)
+{
+	int base_type = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (family != AF_INET && family != AF_INET6)
+		return PF_FD_FOREIGN;
+	uint8_t bits = family == AF_INET6 ? PF_FD_V6 : 0;
+	/* MPTCP is TCP to the policy (its first subflow is a TCP socket,
+	 * bound and connected through the MPTCP one), UDP-Lite is UDP. */
+	if (base_type == SOCK_STREAM &&
+	    (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
+		return PF_FD_FRESH | bits;
+	if (base_type == SOCK_DGRAM &&
+	    (protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE))
+		return PF_FD_FRESH | bits | PF_FD_UDP;
+	return PF_FD_FOREIGN;
+}
 /* Adds or removes PF_FD_OPTION_BITS on fd. */
 void pf_fd_set_options(int fd, uint8_t set, uint8_t clear);
 static inline bool pf_sock_routes_freely(const struct pf_sock *sock)
@@ -224,7 +253,14 @@ bool pf_sock_has_port(const struct pf_sock *sock);
 socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr);
 /* Whether fd is one of our kind of sockets (FRESH or DONE); bits: its
  * table entry. */
-bool pf_fd_ours(int fd, uint8_t *bits);
+static inline bool pf_fd_ours(int fd, uint8_t *bits)
+{
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return false;
+	*bits = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed);
+	uint8_t status = *bits & PF_FD_STATUS_MASK;
+	return status == PF_FD_FRESH || status == PF_FD_DONE;
+}
 
 /* ---- fdholds.c: the hold a connected socket keeps until its close ---- */
 void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
@@ -237,7 +273,12 @@ struct pf_taken_hold pf_fd_take_hold(int fd);
 void pf_fd_release_taken(struct pf_taken_hold taken);
 void pf_fd_release_hold(int fd);
 void pf_fd_new_socket(int fd);
-void pf_fd_note_linger(int fd, bool abortive);
+/* SO_LINGER on with 0 s: the close releases the 4-tuple at once. */
+static inline void pf_fd_note_linger(int fd, bool abortive)
+{
+	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
+		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
+}
 unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max);
 #define PF_TAKEN_HOLDS_MAX 64
 /* The atfork prepare handler: sockets open now may outlive a close here. */
