@@ -98,18 +98,21 @@ PF_HOT void pf_fd_release_hold(int fd)
  * `taken` before the close, to release after it.  Past `max` held
  * sockets, the rest are released at once (before the close, as a
  * program tearing down that many connections can afford). */
-unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max)
+unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max,
+			  unsigned int *end)
 {
 	unsigned n = 0;
 
+	*end = last;
 	for (unsigned int fd = first; fd <= last && fd < PF_FD_TABLE_SIZE; fd++) {
 		struct pf_taken_hold one = pf_fd_take_hold((int)fd);
 		if (!one.word)
 			continue;
-		if (n < max)
-			taken[n++] = one;
-		else
-			pf_fd_release_taken(one);
+		taken[n++] = one;
+		if (n == max) {
+			*end = fd;
+			break;
+		}
 	}
 	return n;
 }

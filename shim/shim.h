@@ -279,7 +279,11 @@ static inline void pf_fd_note_linger(int fd, bool abortive)
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
 		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
 }
-unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max);
+/* Takes the holds of first..last, at most max of them: *end is the last
+ * fd covered (last, or the fd of the max-th hold).  The caller closes
+ * first..*end, releases what it took, and goes on from *end + 1. */
+unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max,
+			  unsigned int *end);
 #define PF_TAKEN_HOLDS_MAX 64
 /* The atfork prepare handler: sockets open now may outlive a close here. */
 void pf_fd_holds_fork_begins(void);

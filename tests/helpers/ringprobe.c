@@ -10,6 +10,11 @@
  *                                      prints "ok K" per thread
  *   ringprobe hold N ADDR:PORT         N TCP connects kept open until the end
  *                                      (a small range runs out), prints "ok K"
+ *   ringprobe batch N ROUNDS ADDR:PORT [closefrom]
+ *                                      ROUNDS times: N TCP connects kept open
+ *                                      (SO_LINGER 0), then one close_range
+ *                                      (or closefrom) over them all; prints
+ *                                      "ok K" (of N x ROUNDS)
  *   ringprobe hostile ADDR:PORT LOG SOCKET
  *       a confined program that attacks its records: one real connect,
  *       then garbage and a made-up record written into its own ring,
@@ -23,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +175,36 @@ static int connects(int n, int pace_ms, const char *dest_text)
 	return ok == n ? 0 : 1;
 }
 
+/* Rounds of n open connections closed by one close_range. */
+static int batches(int n, int rounds, const char *dest_text, bool use_closefrom)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	struct linger hard = {.l_onoff = 1, .l_linger = 0};
+	int ok = 0;
+
+	for (int round = 0; round < rounds; round++) {
+		int first = -1;
+		for (int i = 0; i < n; i++) {
+			int fd = socket(AF_INET, SOCK_STREAM, 0);
+			if (fd < 0)
+				break;
+			if (first < 0)
+				first = fd;
+			if (connect(fd, (const struct sockaddr *)&dest, sizeof(dest)) == 0)
+				ok++;
+			else
+				fprintf(stderr, "connect: %s\n", strerror(errno));
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+		}
+		if (first >= 0 && use_closefrom)
+			closefrom(first);
+		else if (first >= 0 && close_range((unsigned)first, ~0u, 0) != 0)
+			fprintf(stderr, "close_range: %s\n", strerror(errno));
+	}
+	printf("ok %d\n", ok);
+	return ok == n * rounds ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 5 && argc <= 20 && strcmp(argv[1], "threads") == 0)
@@ -200,8 +236,10 @@ int main(int argc, char **argv)
 		printf("ok %d\n", ok);
 		return 0;
 	}
+	if ((argc == 5 || argc == 6) && strcmp(argv[1], "batch") == 0)
+		return batches(atoi(argv[2]), atoi(argv[3]), argv[4], argc == 6 && strcmp(argv[5], "closefrom") == 0);
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | hostile ADDR:PORT LOG SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | hostile ADDR:PORT LOG SOCKET\n");
 	return 2;
 }
