@@ -1,16 +1,19 @@
 /* Layout for the shim's connect cycle (socket, connect, setsockopt,
  * close).  Between two interposed calls the kernel's work (about 12 µs
  * per connect) evicts the shim's lines from the first level caches and
- * its pages from the TLB, so what a connect costs above the system calls
- * it makes is mostly how many lines and pages it brings back: about
- * 2.4 ns a line and 12 ns a page here (docs/performance.md).
+ * its branches from the predictors, so what a connect costs above the
+ * system calls it makes is mostly how many lines it brings back (about
+ * 7 ns each here) and how many indirect branches it takes (about 5 ns
+ * each); how many pages they lie on costs nothing measurable
+ * (docs/performance.md, 2026-12-04).
  *
- * PF_HOT functions go to .text.hot, which shim/hot.ld puts on pages of
- * its own, side by side; PF_COLD marks the rare paths (.text.unlikely),
- * so the hot ones stay dense.  PF_HOT_DATA variables (and PF_HOT_TAIL's,
- * after them: a large struct whose first lines are the hot ones) share
- * one page, section pf_hot, instead of one page each across .data and
- * .bss.  Outside the shim's link the sections are ordinary data. */
+ * PF_HOT functions go to .text.hot, which shim/hot.ld puts ahead of the
+ * rest of the code, side by side; PF_COLD marks the rare paths
+ * (.text.unlikely), so the hot ones stay dense.  PF_HOT_DATA variables
+ * (and PF_HOT_TAIL's, after them: a large struct whose first lines are
+ * the hot ones) share section pf_hot, packed into a few lines, instead
+ * of lying one per line across .data and .bss.  Outside the shim's link
+ * the sections are ordinary data. */
 #ifndef PORTFENCE_CORE_HOT_H
 #define PORTFENCE_CORE_HOT_H
 
