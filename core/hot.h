@@ -1,18 +1,17 @@
 /* Layout for the shim's connect cycle (socket, connect, setsockopt,
  * close).  Between two interposed calls the kernel's work (about 12 µs
  * per connect) evicts the shim's lines from the first level caches and
- * its branches from the predictors, so what a connect costs above the
- * system calls it makes is mostly how many lines it brings back (about
- * 7 ns each here) and how many indirect branches it takes (about 5 ns
- * each); how many pages they lie on costs nothing measurable
- * (docs/performance.md, 2026-12-04).
+ * its pages from the TLB, so what a connect costs above the system calls
+ * it makes is mostly how many lines it brings back (2-4 ns each here)
+ * and, less, how many pages they lie on (docs/performance.md,
+ * 2026-12-04).
  *
  * PF_HOT functions go to .text.hot, which shim/hot.ld puts ahead of the
  * rest of the code, side by side; PF_COLD marks the rare paths
  * (.text.unlikely), so the hot ones stay dense.  PF_HOT_DATA variables
  * (and PF_HOT_TAIL's, after them: a large struct whose first lines are
- * the hot ones) share section pf_hot, packed into a few lines, instead
- * of lying one per line across .data and .bss.  Outside the shim's link
+ * the hot ones) share section pf_hot, a few lines on one page, instead
+ * of lying one per line across six pages of .data and .bss.  Outside the shim's link
  * the sections are ordinary data. */
 #ifndef PORTFENCE_CORE_HOT_H
 #define PORTFENCE_CORE_HOT_H
