@@ -47,7 +47,7 @@ PF_HOT void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool 
 	struct timespec now;
 
 	memset(e, 0, sizeof(*e));
-	clock_gettime(CLOCK_REALTIME, &now);
+	pf_clock_gettime(CLOCK_REALTIME, &now);
 	e->realtime_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 	e->event = (uint8_t)event;
 	e->udp = udp;
