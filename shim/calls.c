@@ -183,8 +183,12 @@ struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *soc
 	return decision;
 }
 
-PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
-				 const struct pf_call *call, bool needs_port)
+/* Inline in each way in below, so that a caller whose action is known
+ * (connect) finds its remembered answer in a few instructions. */
+#define PF_INLINE static inline __attribute__((always_inline))
+
+PF_INLINE struct pf_decision decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
+					 const struct pf_call *call, bool needs_port)
 {
 	bool sends = call->action == PF_ACT_SENDTO || call->action == PF_ACT_SENDMSG;
 	bool fastopen = sends && (call->flags & MSG_FASTOPEN);
@@ -208,6 +212,12 @@ PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const stru
 	return pf_ask(rt, sock, &question);
 }
 
+PF_HOT struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
+				 const struct pf_call *call, bool needs_port)
+{
+	return decide_call(rt, sock, call, needs_port);
+}
+
 static ssize_t pass_through(struct pf_sock *sock, struct pf_call *call, bool needs_port)
 {
 	ssize_t result = pf_perform(sock, call);
@@ -220,11 +230,10 @@ static ssize_t pass_through(struct pf_sock *sock, struct pf_call *call, bool nee
 	return result;
 }
 
-/* Every managed call that may need a port. */
-PF_HOT ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
+PF_INLINE ssize_t managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
 {
 	const struct pf_runtime *rt = pf_runtime();
-	struct pf_decision decision = pf_decide_call(rt, sock, call, needs_port);
+	struct pf_decision decision = decide_call(rt, sock, call, needs_port);
 
 	switch (decision.verdict) {
 	case PF_VERDICT_PASS:
@@ -240,6 +249,19 @@ PF_HOT ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs
 		break;
 	}
 	return pf_refuse(rt, sock, decision.event, NULL, call->dest, decision.error);
+}
+
+/* Every managed call that may need a port. */
+PF_HOT ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port)
+{
+	return managed(sock, call, needs_port);
+}
+
+/* connect's way in: pf_managed with its action known here. */
+PF_HOT ssize_t pf_managed_connect(struct pf_sock *sock, const struct sockaddr *dest, socklen_t len)
+{
+	struct pf_call call = {.action = PF_ACT_CONNECT, .dest = dest, .dest_len = len};
+	return managed(sock, &call, sock->status == PF_FD_FRESH);
 }
 
 /* A send is ours when it implicitly binds: unbound UDP with a

@@ -11,6 +11,5 @@ PF_HOT int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 	pf_fd_recheck_for(fd, addr);
 	if (!pf_inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !pf_fits_socket(&sock, addr))
 		return real_connect(fd, addr, len);
-	struct pf_call call = {.action = PF_ACT_CONNECT, .dest = addr, .dest_len = len};
-	return (int)pf_managed(&sock, &call, sock.status == PF_FD_FRESH);
+	return (int)pf_managed_connect(&sock, addr, len);
 }

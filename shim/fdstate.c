@@ -25,21 +25,6 @@
 struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];
 _Atomic int pf_dest_checks = 1;
 
-/* The kind and the program's option bits are kept: a new status changes
- * where the socket stands, not what it is. */
-PF_HOT void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
-{
-	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
-	uint8_t options = 0;
-
-	if (sock->fd >= 0 && sock->fd < TABLE_SIZE)
-		options = atomic_load_explicit(&pf_fd_table[sock->fd].state, memory_order_relaxed) &
-			  PF_FD_OPTION_BITS;
-	if ((status & PF_FD_STATUS_MASK) == PF_FD_FOREIGN)
-		options = 0;
-	pf_fd_set(sock->fd, (uint8_t)(kind | status | options));
-}
-
 void pf_fd_set_options(int fd, uint8_t set, uint8_t clear)
 {
 	if (fd < 0 || fd >= TABLE_SIZE)

@@ -150,8 +150,21 @@ struct pf_sock {
 	uint8_t options;	/* PF_FD_OPTION_BITS */
 };
 
-/* Records a new status for sock's fd, keeping its kind bits. */
-void pf_sock_mark(const struct pf_sock *sock, uint8_t status);
+/* Records a new status for sock's fd.  The kind and the program's option
+ * bits are kept: a new status changes where the socket stands, not what
+ * it is (a socket found not ours keeps no options). */
+static inline void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
+{
+	if (sock->fd < 0 || sock->fd >= PF_FD_TABLE_SIZE)
+		return;
+	uint8_t kind = (uint8_t)((sock->family == AF_INET6 ? PF_FD_V6 : 0) | (sock->udp ? PF_FD_UDP : 0));
+	uint8_t options = 0;
+	if ((status & PF_FD_STATUS_MASK) != PF_FD_FOREIGN)
+		options = atomic_load_explicit(&pf_fd_table[sock->fd].state, memory_order_relaxed) &
+			  PF_FD_OPTION_BITS;
+	atomic_store_explicit(&pf_fd_table[sock->fd].state, (uint8_t)(kind | status | options),
+			      memory_order_relaxed);
+}
 /* The port of an AF_INET or AF_INET6 address, host order. */
 uint16_t pf_address_port(const struct sockaddr *addr);
 
@@ -535,6 +548,8 @@ struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_s
 				  const struct pf_call *call, bool needs_port);
 /* Decides, then acts: pass, audit, refuse, or take a port and call. */
 ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port);
+/* The same for connect(dest, len). */
+ssize_t pf_managed_connect(struct pf_sock *sock, const struct sockaddr *dest, socklen_t len);
 /* A send is ours when it implicitly binds (unbound UDP with a
  * destination, or TCP Fast Open). */
 bool pf_send_is_ours(const struct pf_sock *sock, int flags);
