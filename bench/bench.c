@@ -1097,12 +1097,15 @@ int main(int argc, char **argv)
 			settings.pairs = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0)
 			settings.count = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--compare-shim") == 0 && i + 1 < argc)
+			settings.compare_shim = argv[++i];
 		else if (strcmp(argv[i], "--clock") == 0 && i + 1 < argc &&
 			 (strcmp(argv[i + 1], "cpu") == 0 || strcmp(argv[i + 1], "wall") == 0))
 			setenv("PORTFENCE_BENCH_CLOCK", argv[++i], 1);
 		else {
 			fprintf(stderr, "usage: portfence-bench [--quick] [--out FILE] [--only MEASURE,...] "
-				"[--variants VARIANT,...] [--workers N] [--pairs N] [--count N] [--clock wall|cpu]\n");
+				"[--variants VARIANT,...] [--workers N] [--pairs N] [--count N] [--clock wall|cpu] "
+				"[--compare-shim LIBPORTFENCE.SO]\n");
 			return 2;
 		}
 	}

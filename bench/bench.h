@@ -13,6 +13,11 @@ struct settings {
 	const char *out;
 	char *self;	/* this program, re-executed as a worker */
 	char *shim;	/* libportfence.so next to it */
+	/* --compare-shim: another build of the shim, measured as
+	 * tcp_connect's double-hash_nolog_compared in the same interleaved
+	 * rounds (an A/B of two builds that the day's noise cannot split);
+	 * NULL: none */
+	char *compare_shim;
 	char *tool;	/* the portfence tool next to it */
 	char dir[64];	/* scratch: policies, state, audit log */
 	const char *worker_cgroup;	/* a cgroup directory workers start in, or NULL */

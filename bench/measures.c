@@ -147,15 +147,17 @@ bool bench_listed(const char *list, const char *name)
 	return !list;
 }
 
-#define TCP_VARIANTS 12
+#define TCP_VARIANTS 13
 #define FLOOR_VARIANT 10
 #define TCP_RING 11
+#define TCP_COMPARED 12
 
 double bench_floor_added_ns = NAN;
 
 /* Variants 0-6: each algorithm with the log; 7, 8: double-hash and
  * kernel without; 9, 10: the floor, the same system calls by hand; 11:
- * double-hash with its records through the collector's ring. */
+ * double-hash with its records through the collector's ring; 12:
+ * double-hash_nolog under --compare-shim's build. */
 static void tcp_variant_name(int variant, char *key, size_t len)
 {
 	static const char *const algorithms[] = {"sequential", "random", "random-redraw", "hash",
@@ -166,8 +168,10 @@ static void tcp_variant_name(int variant, char *key, size_t len)
 		snprintf(key, len, "%s_nolog", variant == 7 ? "double-hash" : "kernel");
 	else if (variant < TCP_RING)
 		snprintf(key, len, "%s", variant == 9 ? "by_hand" : "by_hand_nolog");
-	else
+	else if (variant == TCP_RING)
 		snprintf(key, len, "double-hash_ring");
+	else
+		snprintf(key, len, "double-hash_nolog_compared");
 }
 
 /* `portfence daemon` beside this program, collecting at a socket of the
@@ -256,6 +260,13 @@ static void tcp_variant_worker(int variant, const char *key, uint16_t port, int 
 	write_policy_logging(policy, algorithm, !log ? NULL : variant == TCP_RING ? RING_LOG : "audit.jsonl",
 			     kernel ? 40000 : 61000, kernel ? 40999 : 61999);
 	char *args[] = {"paired", "tcp_connect", text.port, text.count, text.pairs, "0", NULL};
+	if (variant == TCP_COMPARED) {
+		char *own = settings.shim;
+		settings.shim = settings.compare_shim;
+		run_worker_figures(true, policy, args, out);
+		settings.shim = own;
+		return;
+	}
 	if (variant == TCP_RING) {
 		/* Only this variant's workers find the collector. */
 		if (!ring_socket[0]) {
@@ -309,7 +320,8 @@ static void measure_tcp_connect(void)
 		for (int variant = 0; variant < TCP_VARIANTS; variant++) {
 			double out[4];
 			tcp_variant_name(variant, key, sizeof(key));
-			if (!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT)
+			if ((!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT) ||
+			    (variant == TCP_COMPARED && !settings.compare_shim))
 				continue;
 			tcp_variant_worker(variant, key, l.port, count, out);
 			if (isnan(out[0]) || isnan(out[3]))
@@ -333,7 +345,8 @@ static void measure_tcp_connect(void)
 	json_open_measure("tcp_connect");
 	for (int variant = 0; variant < TCP_VARIANTS; variant++) {
 		tcp_variant_name(variant, key, sizeof(key));
-		if (!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT)
+		if ((!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT) ||
+		    (variant == TCP_COMPARED && !settings.compare_shim))
 			continue;
 		bool log = !strstr(key, "_nolog");
 		if (variant == TCP_RING && !got[variant]) {
