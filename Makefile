@@ -144,7 +144,7 @@ GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
 $(call obj,$(CLI_SRC)): ALL_CFLAGS += $(GLIB_CFLAGS)
 # The shim's code (and the policy code it links): calls into libc through
 # the GOT, not a PLT stub on a page of its own, and switches as compares,
-# not tables read from .rodata (one more page per connect each; core/hot.h).
+# not tables read from .rodata (more lines and pages per connect; core/hot.h).
 $(call obj,$(SHIM_SRC) $(POLICY_SRC)): ALL_CFLAGS += -fno-plt -fno-jump-tables -fno-tree-switch-conversion
 # `portfence --version`: the package's version, from debian/changelog.
 PF_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
@@ -164,8 +164,8 @@ $(SHIM_MAP): shim/exports.map.in shim/hooks.def
 	@mkdir -p $(dir $@)
 	$(CC) -E -P -x c -Ishim $< -o $@
 
-# shim/hot.ld: the connect cycle's code and data on pages of their own
-# (core/hot.h).
+# shim/hot.ld: the connect cycle's code side by side, its variables
+# together (core/hot.h).
 $(SHIM): $(call obj,$(SHIM_SRC)) $(POLICY_LIB) $(SHIM_MAP) shim/hot.ld
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,--version-script=$(SHIM_MAP) -Wl,-z,now -Wl,-T,shim/hot.ld \
 	  -o $@ $(call obj,$(SHIM_SRC)) $(POLICY_LIB) -lconfig -ldl -pthread

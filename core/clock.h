@@ -7,8 +7,8 @@
 
 /* clock_gettime: libc's, or the vDSO's own entry where the shim found it
  * (real.c).  libc's wrapper reads the vDSO's address from the dynamic
- * loader's data: two more pages per connect cycle to bring back after
- * the kernel's work (core/hot.h). */
+ * loader's data: its code and that data are more lines, on two more
+ * pages, to bring back after each connect's kernel work (core/hot.h). */
 typedef int (*pf_clock_fn)(clockid_t, struct timespec *);
 extern pf_clock_fn pf_clock_gettime;
 

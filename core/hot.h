@@ -11,8 +11,8 @@
  * (.text.unlikely), so the hot ones stay dense.  PF_HOT_DATA variables
  * (and PF_HOT_TAIL's, after them: a large struct whose first lines are
  * the hot ones) share section pf_hot, a few lines on one page, instead
- * of lying one per line across six pages of .data and .bss.  Outside the shim's link
- * the sections are ordinary data. */
+ * of lying one per line across six pages of .data and .bss.  Outside
+ * the shim's link the sections are ordinary data. */
 #ifndef PORTFENCE_CORE_HOT_H
 #define PORTFENCE_CORE_HOT_H
 
