@@ -145,6 +145,14 @@ static int make_run_cgroup(struct run *run, char *why, size_t why_len)
 	if (rc < 0)
 		snprintf(why, why_len, "cannot create the cgroup %.512s: %s", run->full, strerror(-rc));
 	run->made_cgroup = rc == 0;
+	/* Its records name it even when drained after its removal: the last
+	 * drain follows the rmdir, and a program that sends and exits at
+	 * once leaves its record to that drain (fresh-ci saw a deny record
+	 * with cgroup "" so).  The daemon notes the cgroups it watches the
+	 * same way. */
+	struct stat info;
+	if (rc == 0 && stat(run->full, &info) == 0)
+		pf_bpf_note_cgroup((uint64_t)info.st_ino, run->relative);
 	return rc;
 }
 
