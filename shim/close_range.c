@@ -1,9 +1,5 @@
-/* close_range: every fd in the range forgets its state, the log's spared.
- * The holds of the sockets closed are released after their close (a
- * 4-tuple freed in memory while its socket is still open could be handed
- * to another process of the app: fdholds.c), PF_TAKEN_HOLDS_MAX at a
- * time: a range with more held sockets is closed in as many pieces, in
- * order, each one's holds released once it is closed. */
+/* close_range: every fd in the range forgets its state and releases its
+ * hold after its close (pf_fd_close_releasing); the log's fd is spared. */
 #include <errno.h>
 #include <linux/close_range.h>
 
@@ -19,22 +15,14 @@ static int close_sparing_log(unsigned int first, unsigned int last, int flags)
 	return result;
 }
 
+static int close_piece(unsigned int first, unsigned int end, void *flags)
+{
+	return close_sparing_log(first, end, *(const int *)flags);
+}
+
 int pf_close_range(unsigned int first, unsigned int last, int flags)
 {
 	if ((flags & CLOSE_RANGE_CLOEXEC) || first > last)
 		return close_sparing_log(first, last, flags);
-	for (;;) {
-		struct pf_taken_hold holds[PF_TAKEN_HOLDS_MAX];
-		unsigned int end;
-		unsigned held = pf_fd_take_holds(first, last, holds, PF_TAKEN_HOLDS_MAX, &end);
-		pf_fd_forget_range(first, end);
-		int result = close_sparing_log(first, end, flags);
-		int saved = errno;
-		for (unsigned i = 0; i < held; i++)
-			pf_fd_release_taken(holds[i]);
-		errno = saved;
-		if (result != 0 || end >= last)
-			return result;
-		first = end + 1;
-	}
+	return pf_fd_close_releasing(first, last, close_piece, &flags);
 }

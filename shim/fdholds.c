@@ -18,6 +18,9 @@
  * whether the program asked for an abortive close (SO_LINGER on, 0 s):
  * its 4-tuple is gone the moment it closes, with no quarantine. */
 
+/* The holds close_range and closefrom keep at once (on the stack). */
+#define TAKEN_HOLDS_MAX 64
+
 PF_HOT_DATA static _Atomic uint64_t forks_begun;
 
 void pf_fd_holds_fork_begins(void)
@@ -94,12 +97,10 @@ PF_HOT void pf_fd_release_hold(int fd)
 	pf_fd_release_taken(pf_fd_take_hold(fd));
 }
 
-/* close_range and closefrom: the holds of [first, last] taken into
- * `taken` before the close, to release after it.  Past `max` held
- * sockets, the rest are released at once (before the close, as a
- * program tearing down that many connections can afford). */
-unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max,
-			  unsigned int *end)
+/* The holds of first..last, at most max of them, taken into `taken`;
+ * *end: the last fd covered (last, or the fd of the max-th hold). */
+static unsigned take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max,
+			   unsigned int *end)
 {
 	unsigned n = 0;
 
@@ -115,4 +116,22 @@ unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken
 		}
 	}
 	return n;
+}
+
+int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_fn close_piece, void *arg)
+{
+	for (;;) {
+		struct pf_taken_hold holds[TAKEN_HOLDS_MAX];
+		unsigned int end;
+		unsigned held = take_holds(first, last, holds, TAKEN_HOLDS_MAX, &end);
+		pf_fd_forget_range(first, end);
+		int result = close_piece(first, end, arg);
+		int saved = errno;
+		for (unsigned i = 0; i < held; i++)
+			pf_fd_release_taken(holds[i]);
+		errno = saved;
+		if (result != 0 || end >= last)
+			return result;
+		first = end + 1;
+	}
 }

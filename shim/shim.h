@@ -292,12 +292,15 @@ static inline void pf_fd_note_linger(int fd, bool abortive)
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE)
 		atomic_store_explicit(&pf_fd_table[fd].closes_abortively, abortive, memory_order_relaxed);
 }
-/* Takes the holds of first..last, at most max of them: *end is the last
- * fd covered (last, or the fd of the max-th hold).  The caller closes
- * first..*end, releases what it took, and goes on from *end + 1. */
-unsigned pf_fd_take_holds(unsigned int first, unsigned int last, struct pf_taken_hold *taken, unsigned max,
-			  unsigned int *end);
-#define PF_TAKEN_HOLDS_MAX 64
+/* close_range and closefrom: closes first..last through close_piece
+ * (which closes first..end and returns 0 or -1 with errno), each socket's
+ * hold released after its close (a 4-tuple freed in memory while its
+ * socket is still open could be handed to another process of the app).
+ * At most 64 holds are kept at a time: a range with more held sockets is
+ * closed in as many pieces, in order.  Every fd closed forgets its state.
+ * Returns the first piece's failure, or the last piece's result. */
+typedef int (*pf_close_piece_fn)(unsigned int first, unsigned int end, void *arg);
+int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_fn close_piece, void *arg);
 /* The atfork prepare handler: sockets open now may outlive a close here. */
 void pf_fd_holds_fork_begins(void);
 
