@@ -19,7 +19,6 @@
 #include "core/hot.h"
 #include "shim.h"
 
-
 #define TABLE_SIZE PF_FD_TABLE_SIZE
 
 struct pf_fd_entry pf_fd_table[PF_FD_TABLE_SIZE];

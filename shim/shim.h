@@ -150,21 +150,6 @@ struct pf_sock {
 	uint8_t options;	/* PF_FD_OPTION_BITS */
 };
 
-/* Records a new status for sock's fd.  The kind and the program's option
- * bits are kept: a new status changes where the socket stands, not what
- * it is (a socket found not ours keeps no options). */
-static inline void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
-{
-	if (sock->fd < 0 || sock->fd >= PF_FD_TABLE_SIZE)
-		return;
-	uint8_t kind = (uint8_t)((sock->family == AF_INET6 ? PF_FD_V6 : 0) | (sock->udp ? PF_FD_UDP : 0));
-	uint8_t options = 0;
-	if ((status & PF_FD_STATUS_MASK) != PF_FD_FOREIGN)
-		options = atomic_load_explicit(&pf_fd_table[sock->fd].state, memory_order_relaxed) &
-			  PF_FD_OPTION_BITS;
-	atomic_store_explicit(&pf_fd_table[sock->fd].state, (uint8_t)(kind | status | options),
-			      memory_order_relaxed);
-}
 /* The port of an AF_INET or AF_INET6 address, host order. */
 uint16_t pf_address_port(const struct sockaddr *addr);
 
@@ -245,6 +230,21 @@ static inline uint8_t pf_fd_state_for(int family, int type, int protocol)
 	    (protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE))
 		return PF_FD_FRESH | bits | PF_FD_UDP;
 	return PF_FD_FOREIGN;
+}
+/* Records a new status for sock's fd.  The kind and the program's option
+ * bits are kept: a new status changes where the socket stands, not what
+ * it is (a socket found not ours keeps no options). */
+static inline void pf_sock_mark(const struct pf_sock *sock, uint8_t status)
+{
+	if (sock->fd < 0 || sock->fd >= PF_FD_TABLE_SIZE)
+		return;
+	uint8_t kind = pf_fd_state_for(sock->family, sock->type, 0) & ~PF_FD_STATUS_MASK;
+	uint8_t options = 0;
+	if ((status & PF_FD_STATUS_MASK) != PF_FD_FOREIGN)
+		options = atomic_load_explicit(&pf_fd_table[sock->fd].state, memory_order_relaxed) &
+			  PF_FD_OPTION_BITS;
+	atomic_store_explicit(&pf_fd_table[sock->fd].state, (uint8_t)(kind | status | options),
+			      memory_order_relaxed);
 }
 /* Adds or removes PF_FD_OPTION_BITS on fd. */
 void pf_fd_set_options(int fd, uint8_t set, uint8_t clear);
