@@ -174,6 +174,15 @@ static void tcp_variant_name(int variant, char *key, size_t len)
 		snprintf(key, len, "double-hash_nolog_compared");
 }
 
+/* Whether a tcp_connect variant runs: listed (the floor always is), and
+ * the compared build only when --compare-shim names one. */
+static bool tcp_variant_runs(int variant, const char *key)
+{
+	if (variant == TCP_COMPARED && !settings.compare_shim)
+		return false;
+	return variant == FLOOR_VARIANT || bench_listed(settings.variants, key);
+}
+
 /* `portfence daemon` beside this program, collecting at a socket of the
  * bench's own (PORTFENCE_COLLECTOR, which the workers inherit): its pid,
  * or -1. */
@@ -320,8 +329,7 @@ static void measure_tcp_connect(void)
 		for (int variant = 0; variant < TCP_VARIANTS; variant++) {
 			double out[4];
 			tcp_variant_name(variant, key, sizeof(key));
-			if ((!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT) ||
-			    (variant == TCP_COMPARED && !settings.compare_shim))
+			if (!tcp_variant_runs(variant, key))
 				continue;
 			tcp_variant_worker(variant, key, l.port, count, out);
 			if (isnan(out[0]) || isnan(out[3]))
@@ -345,8 +353,7 @@ static void measure_tcp_connect(void)
 	json_open_measure("tcp_connect");
 	for (int variant = 0; variant < TCP_VARIANTS; variant++) {
 		tcp_variant_name(variant, key, sizeof(key));
-		if ((!bench_listed(settings.variants, key) && variant != FLOOR_VARIANT) ||
-		    (variant == TCP_COMPARED && !settings.compare_shim))
+		if (!tcp_variant_runs(variant, key))
 			continue;
 		bool log = !strstr(key, "_nolog");
 		if (variant == TCP_RING && !got[variant]) {

@@ -175,7 +175,7 @@ static int connects(int n, int pace_ms, const char *dest_text)
 	return ok == n ? 0 : 1;
 }
 
-/* Rounds of n open connections closed by one close_range. */
+/* Rounds of n open connections closed by one close_range (or closefrom). */
 static int batches(int n, int rounds, const char *dest_text, bool use_closefrom)
 {
 	struct sockaddr_in dest = parse(dest_text);

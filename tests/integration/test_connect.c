@@ -873,8 +873,8 @@ Test(connect, processes_filling_a_range_never_share_a_4_tuple_bpf, .timeout = 30
 
 /* One process opens 90 connections at a time and closes them with one
  * close_range or closefrom (SO_LINGER 0: each 4-tuple is gone once
- * closed), another
- * of the same app connects and closes in a loop, over one 100-port range.
+ * closed), another of the same app connects and closes in a loop, over
+ * one 100-port range.
  * A 4-tuple of the batch handed to the loop before close_range has
  * closed its socket fails the loop's connect: none may fail.  The shim
  * took at most 64 holds to release after the close; the rest it released
