@@ -9,8 +9,8 @@
  * PF_HOT functions go to .text.hot, which shim/hot.ld puts ahead of the
  * rest of the code, side by side; PF_COLD marks the rare paths
  * (.text.unlikely), so the hot ones stay dense.  PF_HOT_DATA variables
- * (and PF_HOT_TAIL's, after them: a large struct whose first lines are
- * the hot ones) share section pf_hot, a few lines on one page, instead
+ * (then PF_HOT_LINES', then PF_HOT_TAIL's: a large struct whose first
+ * line holds the hot fields) share section pf_hot, a few lines on one page, instead
  * of lying one per line across six pages of .data and .bss.  Outside
  * the shim's link the sections are ordinary data. */
 #ifndef PORTFENCE_CORE_HOT_H
@@ -19,6 +19,10 @@
 #define PF_HOT __attribute__((hot))
 #define PF_COLD __attribute__((cold))
 #define PF_HOT_DATA __attribute__((section("pf_hot_data")))
-#define PF_HOT_TAIL __attribute__((section("pf_hot_tail")))
+/* A hot array or table of its own lines (pf_resolved, the decision
+ * memo): after the scalars, from a line boundary, so that the part a
+ * connect reads is one line. */
+#define PF_HOT_LINES __attribute__((section("pf_hot_lines"), aligned(64)))
+#define PF_HOT_TAIL __attribute__((section("pf_hot_tail"), aligned(64)))
 
 #endif

@@ -109,7 +109,7 @@ static PF_COLD bool tcp_state_matters(const struct pf_question *question)
  * asks the core once per process.  Atomic words: threads and signal
  * handlers only ever store the same answer. */
 #define MEMO_VALID (1ull << 63)
-PF_HOT_DATA static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
+PF_HOT_LINES static _Atomic uint64_t decision_memo[8 * 2 * 2 * 2];
 
 static PF_HOT int memo_slot(unsigned call, bool needs_port, bool udp, bool fastopen)
 {

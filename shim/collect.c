@@ -27,7 +27,7 @@
 #include "core/clock.h"
 #include "shim.h"
 
-PF_HOT_DATA static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static struct pf_ring_register registration;
 
 PF_HOT_DATA static _Atomic(struct pf_ring_header *) ring;
@@ -184,7 +184,8 @@ bool pf_collect_start(const char *app, const char *algorithm)
 
 PF_HOT bool pf_collecting(void)
 {
-	return collector_path[0] && atomic_load_explicit(&ring, memory_order_relaxed) != NULL;
+	/* Set only once collector_path is. */
+	return atomic_load_explicit(&ring, memory_order_relaxed) != NULL;
 }
 
 static PF_COLD void say_fallback(const char *why)

@@ -19,7 +19,7 @@ __attribute__((used)) void *pf_dlopen_unresolved(const char *file, int flags)
 
 #if defined(__x86_64__)
 _Static_assert(RTLD_DEEPBIND == 8, "the entry below tests bit 3");
-_Static_assert(PF_SYM_dlopen == 12, "the entry below reads pf_resolved[12]");
+_Static_assert(PF_SYM_dlopen == 13, "the entry below reads pf_resolved[13]");
 __asm__(".text\n"
 	".globl dlopen\n"
 	".type dlopen, @function\n"
@@ -28,7 +28,7 @@ __asm__(".text\n"
 	"	endbr64\n"
 	"	testl $8, %esi\n"
 	"	jnz pf_dlopen_deepbind\n"
-	"	movq pf_resolved+96(%rip), %rax\n"
+	"	movq pf_resolved+104(%rip), %rax\n"
 	"	testq %rax, %rax\n"
 	"	jz pf_dlopen_unresolved\n"
 	"	jmp *%rax\n"

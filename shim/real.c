@@ -18,7 +18,7 @@ const char *const pf_symbol_names[PF_SYM_COUNT] = {
 #include "hooks.def"
 };
 
-PF_HOT_DATA _Atomic(void *) pf_resolved[PF_SYM_COUNT];
+PF_HOT_LINES _Atomic(void *) pf_resolved[PF_SYM_COUNT];
 
 /* Where this library is mapped, found once: dladdr() on every candidate
  * cost ~96,000 instructions per symbol at process start (callgrind). */

@@ -307,14 +307,16 @@ void pf_fd_holds_fork_begins(void);
 /* ---- runtime.c: the policy that applies to this process ---- */
 enum pf_status { PF_STATUS_PASS, PF_STATUS_ACTIVE, PF_STATUS_DENY };
 
+/* What every connect reads comes first, in the struct's first line
+ * (core/hot.h). */
 struct pf_runtime {
 	enum pf_status status;
-	struct pf_policy policy;
-	const struct pf_app *app;
 	enum pf_mode mode;
-	struct pf_state state;
 	bool rules;		/* the app has allow or deny rules */
 	bool notify;		/* notices on stderr: the app's notify = "stderr", or run -v */
+	const struct pf_app *app;
+	struct pf_state state;
+	struct pf_policy policy;
 	char why[900];		/* PF_STATUS_DENY: why the policy cannot be used */
 	char exe[4096];
 	char *exe_json;		/* exe, JSON-escaped */
