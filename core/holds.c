@@ -57,29 +57,12 @@ uint64_t pf_hold_flow_hash(const uint8_t secret[16], const struct pf_flow *flow)
 	return pf_siphash_cached(secret, buf, len);
 }
 
-PF_HOT uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port)
-{
-	uint64_t z = flow_hash ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	uint32_t key = (uint32_t)((z ^ (z >> 31)) >> 32);
-	return key ? key : 1;
-}
-
 uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint16_t port)
 {
 	return pf_hold_key_at(pf_hold_flow_hash(secret, flow), port);
 }
 
 PF_HOT_DATA pf_clock_fn pf_clock_gettime = clock_gettime;
-
-PF_HOT uint32_t pf_hold_now_ms(void)
-{
-	struct timespec now;
-
-	pf_clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
-}
 
 static PF_HOT _Atomic uint64_t *port_block(const struct pf_state *state, uint32_t port_offset)
 {

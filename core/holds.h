@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/algorithm.h"
+#include "core/clock.h"
 #include "core/state.h"
 
 enum pf_hold_verdict {
@@ -32,9 +33,24 @@ uint32_t pf_hold_key(const uint8_t secret[16], const struct pf_flow *flow, uint1
 /* The same in two steps: the flow's hash (which a caller may remember
  * per destination), then the port's key from it. */
 uint64_t pf_hold_flow_hash(const uint8_t secret[16], const struct pf_flow *flow);
-uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port);
-/* A coarse monotonic clock in milliseconds, shared by all processes. */
-uint32_t pf_hold_now_ms(void);
+static inline uint32_t pf_hold_key_at(uint64_t flow_hash, uint16_t port)
+{
+	uint64_t z = flow_hash ^ ((uint64_t)port * 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	uint32_t key = (uint32_t)((z ^ (z >> 31)) >> 32);
+	return key ? key : 1;
+}
+/* A coarse monotonic clock in milliseconds, shared by all processes.
+ * Inline, as pf_hold_key_at: the connect path's one-line steps
+ * (core/hot.h). */
+static inline uint32_t pf_hold_now_ms(void)
+{
+	struct timespec now;
+
+	pf_clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
+}
 
 /* No socket of the app holds or is connecting from the port. */
 bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint32_t now_ms);

@@ -111,15 +111,18 @@ out:
 
 /* ---- the thread's last connect ---- */
 
+/* Two lines: what is compared, then what is taken. */
 static __thread struct {
 	bool busy;
 	bool valid;
-	struct memo_entry flow;	/* its key: state, lengths, port, addresses */
-	uint32_t generation;
 	bool concrete;
+	uint32_t generation;
 	uint32_t learned_ms;
-	struct sockaddr_storage source;
-} last __attribute__((tls_model("initial-exec")));
+	uint64_t key[KEY_WORDS];	/* state, lengths, port, addresses */
+	struct pf_flow_hashes hashes;
+	uint64_t hold;
+	struct sockaddr_in6 source;	/* or a sockaddr_in */
+} last __attribute__((tls_model("initial-exec"), aligned(64)));
 
 /* The key of (state, destination, hashes_flow): the local address is
  * what the source lookup answers, so it is not part of the question. */
@@ -148,11 +151,11 @@ PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, stru
 	last.busy = true;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	last_key(c, key);
-	if (last.valid && last.generation == c->generation && same_key(last.flow.key, key) &&
+	if (last.valid && last.generation == c->generation && same_key(last.key, key) &&
 	    (!last.concrete || (uint32_t)(now_ms - last.learned_ms) < PF_SOURCE_TTL_MS)) {
 		c->concrete = last.concrete;
-		c->hashes = last.flow.hashes;
-		c->hold = last.flow.hold;
+		c->hashes = last.hashes;
+		c->hold = last.hold;
 		if (last.concrete)
 			memcpy(source, &last.source, sizeof(struct sockaddr_in6));
 		found = true;
@@ -168,14 +171,14 @@ void pf_last_connect_put(const struct pf_last_connect *c)
 		return;
 	last.busy = true;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	last_key(c, last.flow.key);
+	last_key(c, last.key);
 	last.generation = c->generation;
 	last.concrete = c->concrete;
 	last.learned_ms = c->learned_ms;
 	if (c->concrete)
 		memcpy(&last.source, c->source, sizeof(struct sockaddr_in6));
-	last.flow.hashes = c->hashes;
-	last.flow.hold = c->hold;
+	last.hashes = c->hashes;
+	last.hold = c->hold;
 	last.valid = true;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	last.busy = false;

@@ -353,10 +353,6 @@ const struct pf_runtime *pf_runtime_load(void)
 
 /* The algorithms and the held-4-tuple table change the shared state:
  * the runtime is const only for what the policy says. */
-PF_HOT struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
-{
-	return (struct pf_state *)&rt->state;
-}
 
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock)
 {

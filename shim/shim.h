@@ -336,7 +336,10 @@ static inline const struct pf_runtime *pf_runtime(void)
 }
 bool pf_runtime_manages(const struct pf_runtime *rt, const struct pf_sock *sock);
 /* The app's shared state, with its table of held 4-tuples. */
-struct pf_state *pf_runtime_state(const struct pf_runtime *rt);
+static inline struct pf_state *pf_runtime_state(const struct pf_runtime *rt)
+{
+	return (struct pf_state *)&rt->state;
+}
 /* getpid(), cached; refreshed in every child (fork, _Fork, clone), without
  * a system call except the first in each process.  The cache is a page
  * the kernel zeroes in every child (runtime.c); inline: the connect path
@@ -575,9 +578,19 @@ int pf_close_range_sparing_log(unsigned int first, unsigned int last, int flags)
 bool pf_source_lookup(const struct sockaddr *remote, uint32_t now_ms, struct sockaddr_storage *local,
 		      uint32_t *learned_ms);
 /* Changes with every source learned or forgotten. */
-uint32_t pf_source_generation(void);
+extern _Atomic uint32_t pf_source_generation_now __attribute__((visibility("hidden")));
+static inline uint32_t pf_source_generation(void)
+{
+	return atomic_load_explicit(&pf_source_generation_now, memory_order_acquire);
+}
 /* A loopback destination: its source needs no watching of routes. */
-bool pf_loopback_remote(const struct sockaddr *remote);
+static inline bool pf_loopback_remote(const struct sockaddr *remote)
+{
+	if (remote->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a = &((const struct sockaddr_in6 *)remote)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
 /* How long a learned source is trusted at most. */
 #define PF_SOURCE_TTL_MS 1000
 void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local);

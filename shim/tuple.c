@@ -63,12 +63,8 @@ static void words_load(uint32_t *out, _Atomic uint32_t *words, size_t len)
 static struct source_entry source_cache[SOURCE_CACHE_SIZE];
 /* Bumped after each entry learned or forgotten: a per-thread copy of a
  * lookup's answer (assign.c's last connect) is good while it stands. */
-PF_HOT_DATA static _Atomic uint32_t source_generation;
+PF_HOT_DATA _Atomic uint32_t pf_source_generation_now;
 
-PF_HOT uint32_t pf_source_generation(void)
-{
-	return atomic_load_explicit(&source_generation, memory_order_acquire);
-}
 
 static size_t address_bytes(const struct sockaddr *addr, const uint8_t **bytes)
 {
@@ -206,13 +202,6 @@ static uint32_t route_epoch_now(bool open_if_needed)
 
 /* A loopback destination is reached from loopback whatever the routes:
  * its learned source needs no watching. */
-PF_HOT bool pf_loopback_remote(const struct sockaddr *remote)
-{
-	if (remote->sa_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
-	const struct in6_addr *a = &((const struct sockaddr_in6 *)remote)->sin6_addr;
-	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-}
 
 /* A seqlock read: a writer in another thread (or a signal handler that
  * interrupted one) never leaves a torn entry that looks valid. */
@@ -292,7 +281,7 @@ void pf_source_learn(const struct sockaddr *remote, const struct sockaddr *local
 	words_store(entry->local, local_bytes, len);
 	SET_RELAXED(entry->learned_ms, pf_hold_now_ms());
 	atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
-	atomic_fetch_add_explicit(&source_generation, 1, memory_order_release);
+	atomic_fetch_add_explicit(&pf_source_generation_now, 1, memory_order_release);
 }
 
 void pf_source_forget(const struct sockaddr *remote)
@@ -303,7 +292,7 @@ void pf_source_forget(const struct sockaddr *remote)
 	if (!(sequence & 1) && atomic_compare_exchange_strong(&entry->sequence, &sequence, sequence + 1)) {
 		SET_RELAXED(entry->family, AF_UNSPEC);
 		atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
-		atomic_fetch_add_explicit(&source_generation, 1, memory_order_release);
+		atomic_fetch_add_explicit(&pf_source_generation_now, 1, memory_order_release);
 	}
 }
 
