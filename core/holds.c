@@ -145,6 +145,20 @@ bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint3
 	return true;
 }
 
+PF_HOT bool pf_hold_claim_clean(struct pf_state *state, uint32_t port_offset, uint32_t key,
+				uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
+{
+	_Atomic uint64_t *block = port_block(state, port_offset);
+	uint64_t word, held = make_word(key, CLAIMED, now_ms);
+	int i = block ? find_key(block, key, &word) : -1;
+
+	if (i < 0 || judge(word, now_ms, quarantine_ms) != PF_HOLD_FREE ||
+	    !atomic_compare_exchange_strong(&block[i], &word, held))
+		return false;
+	set_ref(ref, port_offset, i, key, held);
+	return true;
+}
+
 PF_HOT enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
 				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
 {

@@ -60,6 +60,12 @@ bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint3
  * (ref->slot 0) when every slot of the port is held. */
 enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_offset, uint32_t key,
 				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref);
+/* pf_hold_claim's FREE case alone, for the connect's fast path: claims
+ * key when memory knows it clean; else false, nothing changed (a key
+ * never seen, which pf_hold_claim would claim for the kernel to judge,
+ * is left to it). */
+bool pf_hold_claim_clean(struct pf_state *state, uint32_t port_offset, uint32_t key,
+			 uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref);
 /* How long ago the 4-tuple a claim judged RECENT was released. */
 uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms);
 /* Claims a 4-tuple judged HELD or RECENT that the kernel has since shown

@@ -137,6 +137,21 @@ PF_WALK _Atomic uint32_t *pf_walk_shared_counter(const struct pf_flow *flow, con
 	}
 }
 
+/* The shared counter of a walk's first try, for the shim's express
+ * connect (shim/express.c), when that try draws nothing (sequential, hash,
+ * double-hash): the try takes the counter's next value, and its port is
+ * pf_core_counter_port(cw, value), as in pf_walk_counter.  NULL for the
+ * other algorithms. */
+PF_WALK _Atomic uint32_t *pf_walk_first_counter(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi,
+						const struct pf_flow_hashes *hashes,
+						struct pf_state *state, struct pf_core_walk *cw)
+{
+	if (hi < lo || (algorithm != PF_ALGO_SEQUENTIAL && !pf_core_hashes_flow(algorithm)))
+		return NULL;
+	pf_core_walk_init(cw, (uint32_t)algorithm, lo, hi);
+	return pf_walk_shared_counter(NULL, hashes, state, cw);
+}
+
 PF_WALK int pf_walk_pick(enum pf_algorithm algorithm, uint16_t lo, uint16_t hi, const struct pf_flow *flow,
 		const struct pf_flow_hashes *hashes, struct pf_state *state, struct pf_rng *rng,
 		pf_try_fn try_port, void *ctx, struct pf_pick *pick)

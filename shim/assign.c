@@ -47,7 +47,7 @@
  * waits a second): it is handed out again only on the kernel's word.
  * Past this, memory alone clears it.  An abortive close (SO_LINGER 0)
  * releases at once.  See README, "The connect path". */
-#define QUARANTINE_MS 2000
+#define QUARANTINE_MS PF_QUARANTINE_MS
 
 #define OLDEST_RECENT 4
 /* After this many quarantined ports in one pick, the range is busy: the

@@ -7,7 +7,10 @@
 PF_HOT int pf_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct pf_sock sock;
+	int result;
 
+	if (pf_connect_express(fd, addr, len, &result))
+		return result;
 	pf_fd_recheck_for(fd, addr);
 	if (!pf_inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !pf_fits_socket(&sock, addr))
 		return real_connect(fd, addr, len);

@@ -472,6 +472,10 @@ struct pf_call {
 	int result_errno;
 };
 
+/* How long a released 4-tuple is handed out again only on the kernel's
+ * word (assign.c says why). */
+#define PF_QUARANTINE_MS 2000
+
 /* Runs call on sock with a port from the app's range.  Returns the real
  * call's result, with errno set as the application must see it. */
 /* decision: the core's ASSIGN (its TCP-client rule and exhaustion errno). */
@@ -483,6 +487,14 @@ void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *
 		     struct pf_flow *flow);
 /* The real call a pf_call stands for, on the socket as it is. */
 ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call);
+
+/* ---- express.c: the common connect in one pass ---- */
+/* A fresh TCP socket connecting, in an app whose remembered answer is to
+ * take a port, to the loopback place its thread last connected to, when
+ * memory shows the algorithm's first candidate clean: claimed, bound,
+ * connected and recorded here.  false, with nothing done, for the
+ * general path (pf_connect) to make. */
+bool pf_connect_express(int fd, const struct sockaddr *dest, socklen_t len, int *result);
 
 /* ---- flowmemo.c: a flow's hashes, remembered per thread ---- */
 /* F() and G() of flow (when hashes_flow: the app's algorithm hashes it;
@@ -554,6 +566,9 @@ struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *soc
 /* What the policy says of call on sock (pf_decide, asked for this call). */
 struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_sock *sock,
 				  const struct pf_call *call, bool needs_port);
+/* Whether connect's remembered answer (an app without rules) is to take
+ * a port as a TCP client: the express path's question. */
+bool pf_connect_assigns(const struct pf_runtime *rt, struct pf_decision *decision);
 /* Decides, then acts: pass, audit, refuse, or take a port and call. */
 ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port);
 /* The same for connect(dest, len). */
