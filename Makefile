@@ -144,8 +144,10 @@ GLIB_LIBS   := $(or $(shell pkg-config --libs glib-2.0 2>/dev/null),-lglib-2.0)
 $(call obj,$(CLI_SRC)): ALL_CFLAGS += $(GLIB_CFLAGS)
 # The shim's code (and the policy code it links): calls into libc through
 # the GOT, not a PLT stub on a page of its own, and switches as compares,
-# not tables read from .rodata (more lines and pages per connect; core/hot.h).
-$(call obj,$(SHIM_SRC) $(POLICY_SRC)): ALL_CFLAGS += -fno-plt -fno-jump-tables -fno-tree-switch-conversion
+# not tables read from .rodata (more lines and pages per connect; core/hot.h);
+# a section per function, for shim/hot.ld to put the connect cycle's in
+# the order they run.
+$(call obj,$(SHIM_SRC) $(POLICY_SRC)): ALL_CFLAGS += -fno-plt -fno-jump-tables -fno-tree-switch-conversion -ffunction-sections
 # `portfence --version`: the package's version, from debian/changelog.
 PF_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
 $(call obj,cli/main.c): ALL_CFLAGS += -DPF_VERSION='"$(or $(PF_VERSION),unknown)"'
