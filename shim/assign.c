@@ -168,14 +168,6 @@ static PF_HOT void record_result(struct pf_call *call, ssize_t result)
 	call->result_errno = result < 0 ? errno : 0;
 }
 
-static PF_HOT void set_port(struct sockaddr_storage *addr, uint16_t port)
-{
-	if (addr->ss_family == AF_INET)
-		((struct sockaddr_in *)addr)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
-}
-
 PF_HOT void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,
 		     struct pf_flow *flow)
 {
@@ -271,7 +263,7 @@ static PF_COLD bool kernel_clears(struct attempt_ctx *ctx, uint16_t port, bool i
 {
 	if (!source_known(ctx))
 		return if_unknown;
-	set_port(&ctx->bind_addr, port);
+	pf_set_port(&ctx->bind_addr, port);
 	const struct sockaddr *local = (const struct sockaddr *)&ctx->bind_addr;
 	enum pf_tuple_use use = pf_tuple_use(local, ctx->call->dest);
 	/* "Nothing there" in a busy range may be a lookup that met our
@@ -365,7 +357,7 @@ static PF_HOT int bind_port(struct attempt_ctx *ctx, uint16_t port)
 		}
 		ctx->reuse_set = true;
 	}
-	set_port(&ctx->bind_addr, port);
+	pf_set_port(&ctx->bind_addr, port);
 	if (real_bind(fd, (struct sockaddr *)&ctx->bind_addr, ctx->bind_len) == 0)
 		return PF_TRY_TAKEN;
 	/* EACCES: a privileged port this process may not use. */
@@ -388,7 +380,7 @@ static PF_HOT int bind_port(struct attempt_ctx *ctx, uint16_t port)
 static PF_COLD void connect_failed(struct attempt_ctx *ctx, int error)
 {
 	pf_hold_unclaim(ctx->state, &ctx->hold);
-	if (ctx->concrete && (error == ENETUNREACH || error == EHOSTUNREACH || error == EINVAL))
+	if (ctx->concrete && pf_route_error(error))
 		pf_source_forget(ctx->call->dest);
 }
 
@@ -441,8 +433,7 @@ static PF_HOT int connect_bound(struct attempt_ctx *ctx)
 
 static PF_HOT bool hashes_flow(const struct attempt_ctx *ctx)
 {
-	enum pf_algorithm algorithm = ctx->rt->app->algorithm;
-	return algorithm == PF_ALGO_HASH || algorithm == PF_ALGO_DOUBLE_HASH;
+	return pf_core_hashes_flow(ctx->rt->app->algorithm);
 }
 
 /* The learned source toward the destination.  A connect to a loopback
@@ -499,7 +490,7 @@ static PF_HOT void fill_bind_addr(struct attempt_ctx *ctx)
 		return;
 	}
 	ctx->bind_addr.ss_family = (sa_family_t)ctx->sock->family;
-	ctx->bind_len = ctx->sock->family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	ctx->bind_len = pf_address_len(ctx->sock->family);
 	/* An address the application bound without a port is kept. */
 	socklen_t len = sizeof(ctx->bind_addr);
 	if (ctx->sock->address_bound &&
@@ -685,7 +676,7 @@ static PF_COLD void restore_address(struct attempt_ctx *ctx)
 {
 	int saved = errno;
 
-	set_port(&ctx->bind_addr, 0);
+	pf_set_port(&ctx->bind_addr, 0);
 	pf_bind_address_only(ctx->sock, (const struct sockaddr *)&ctx->bind_addr, ctx->bind_len);
 	errno = saved;
 }

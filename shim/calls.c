@@ -164,14 +164,12 @@ static PF_HOT struct pf_decision decide_remembered(const struct pf_question *que
 	return decision;
 }
 
-PF_HOT bool pf_connect_assigns(const struct pf_runtime *rt, struct pf_decision *decision)
+PF_HOT bool pf_connect_assigns(const struct pf_runtime *rt)
 {
 	uint64_t word = remembered(rt->rules ? -1 : memo_slot(PF_CORE_CALL_CONNECT, true, false, false));
+	struct pf_decision decision = unpack(word);
 
-	if (!word)
-		return false;
-	*decision = unpack(word);
-	return decision->verdict == PF_VERDICT_ASSIGN && decision->tcp_client && decision->shares_port;
+	return word && decision.verdict == PF_VERDICT_ASSIGN && decision.tcp_client && decision.shares_port;
 }
 
 struct pf_decision pf_ask(const struct pf_runtime *rt, const struct pf_sock *sock,

@@ -42,9 +42,11 @@ EXPRESS_INLINE void set_state(int fd, uint8_t state)
 	atomic_store_explicit(&pf_fd_table[fd].state, state, memory_order_relaxed);
 }
 
-EXPRESS_INLINE socklen_t address_len(int family)
+/* Connected, or connecting: its port is taken, as the general path's
+ * pf_sock_mark(PF_FD_DONE) leaves it (the kind, and our SO_REUSEADDR). */
+EXPRESS_INLINE void mark_done(const struct express *x)
 {
-	return family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	set_state(x->sock.fd, (x->fresh_state & ~PF_FD_STATUS_MASK) | PF_FD_DONE | PF_FD_REUSE_OURS);
 }
 
 /* The question, from the fd table, the settled runtime and the
@@ -59,11 +61,10 @@ EXPRESS_INLINE bool express_applies(int fd, const struct sockaddr *dest, socklen
 		return false;
 	x->fresh_state = state;
 	int family = state & PF_FD_V6 ? AF_INET6 : AF_INET;
-	if (dest->sa_family != family || len < address_len(family))
+	if (dest->sa_family != family || len < pf_address_len(family))
 		return false;
 	x->rt = atomic_load_explicit(&pf_runtime_settled, memory_order_acquire);
-	struct pf_decision decision;
-	if (!x->rt || !pf_connect_assigns(x->rt, &decision) || !pf_loopback_remote(dest))
+	if (!x->rt || !pf_connect_assigns(x->rt) || !pf_loopback_remote(dest))
 		return false;
 	x->sock = (struct pf_sock){
 		.fd = fd, .status = PF_FD_FRESH, .family = family, .type = SOCK_STREAM,
@@ -82,7 +83,7 @@ EXPRESS_INLINE bool claim_first(struct express *x, const struct sockaddr *dest,
 	x->now_ms = pf_hold_now_ms();
 	struct pf_last_connect last = {
 		.state = x->state, .dest = dest,
-		.hashes_flow = app->algorithm == PF_ALGO_HASH || app->algorithm == PF_ALGO_DOUBLE_HASH,
+		.hashes_flow = pf_core_hashes_flow(app->algorithm),
 		.generation = pf_source_generation(),
 	};
 	*counter = NULL;
@@ -110,11 +111,8 @@ EXPRESS_INLINE bool bind_first(struct express *x)
 	if (real_setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0) {
 		/* Ours, not the program's (setsockopt.c): FRESH had no option. */
 		set_state(fd, x->fresh_state | PF_FD_REUSE_OURS);
-		if (x->source.ss_family == AF_INET)
-			((struct sockaddr_in *)&x->source)->sin_port = htons(x->port);
-		else
-			((struct sockaddr_in6 *)&x->source)->sin6_port = htons(x->port);
-		if (real_bind(fd, (struct sockaddr *)&x->source, address_len(x->sock.family)) == 0)
+		pf_set_port(&x->source, x->port);
+		if (real_bind(fd, (struct sockaddr *)&x->source, pf_address_len(x->sock.family)) == 0)
 			return true;
 	}
 	errno = saved;
@@ -132,13 +130,13 @@ static PF_COLD int connect_failed(struct express *x, const struct sockaddr *dest
 
 	if (error == EADDRNOTAVAIL) {
 		pf_hold_disown(x->state, &x->hold);
-		set_state(x->sock.fd, (x->fresh_state & ~PF_FD_STATUS_MASK) | PF_FD_DONE | PF_FD_REUSE_OURS);
+		mark_done(x);
 		pf_audit_local(x->rt, &x->sock, PF_EVENT_ERROR, local, true, dest, 1, error);
 		errno = error;
 		return -1;
 	}
 	pf_hold_unclaim(x->state, &x->hold);
-	if (error == ENETUNREACH || error == EHOSTUNREACH || error == EINVAL)
+	if (pf_route_error(error))
 		pf_source_forget(dest);
 	return 0;
 }
@@ -165,7 +163,7 @@ PF_HOT bool pf_connect_express(int fd, const struct sockaddr *dest, socklen_t le
 		return true;
 	}
 	int saved = errno;
-	set_state(fd, (x.fresh_state & ~PF_FD_STATUS_MASK) | PF_FD_DONE | PF_FD_REUSE_OURS);
+	mark_done(&x);
 	if (x.hold.slot)
 		pf_fd_keep_hold(fd, &x.hold);
 	pf_audit_local(x.rt, &x.sock, PF_EVENT_ASSIGN, (const struct sockaddr *)&x.source, true, dest, 1,

@@ -83,7 +83,7 @@ socklen_t pf_wildcard_of(int family, struct sockaddr_storage *addr)
 {
 	memset(addr, 0, sizeof(*addr));
 	addr->ss_family = (sa_family_t)family;
-	return family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	return pf_address_len(family);
 }
 
 uint16_t pf_address_port(const struct sockaddr *addr)

@@ -152,6 +152,19 @@ struct pf_sock {
 
 /* The port of an AF_INET or AF_INET6 address, host order. */
 uint16_t pf_address_port(const struct sockaddr *addr);
+/* The length of a sockaddr of family (AF_INET6, else AF_INET). */
+static inline socklen_t pf_address_len(int family)
+{
+	return family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+/* Sets the port (host order) of an AF_INET or AF_INET6 address. */
+static inline void pf_set_port(struct sockaddr_storage *addr, uint16_t port)
+{
+	if (addr->ss_family == AF_INET)
+		((struct sockaddr_in *)addr)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
+}
 
 /* One-time classification of an fd the table has never seen: its
  * entry, PF_FD_FOREIGN when it is not ours (or not a socket). */
@@ -568,7 +581,7 @@ struct pf_decision pf_decide_call(const struct pf_runtime *rt, const struct pf_s
 				  const struct pf_call *call, bool needs_port);
 /* Whether connect's remembered answer (an app without rules) is to take
  * a port as a TCP client: the express path's question. */
-bool pf_connect_assigns(const struct pf_runtime *rt, struct pf_decision *decision);
+bool pf_connect_assigns(const struct pf_runtime *rt);
 /* Decides, then acts: pass, audit, refuse, or take a port and call. */
 ssize_t pf_managed(struct pf_sock *sock, struct pf_call *call, bool needs_port);
 /* The same for connect(dest, len). */
@@ -605,6 +618,12 @@ static inline bool pf_loopback_remote(const struct sockaddr *remote)
 		return (ntohl(((const struct sockaddr_in *)remote)->sin_addr.s_addr) >> 24) == 127;
 	const struct in6_addr *a = &((const struct sockaddr_in6 *)remote)->sin6_addr;
 	return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+/* A connect that failed so may have left from a stale learned source
+ * (a route changed): the source is forgotten. */
+static inline bool pf_route_error(int error)
+{
+	return error == ENETUNREACH || error == EHOSTUNREACH || error == EINVAL;
 }
 /* How long a learned source is trusted at most. */
 #define PF_SOURCE_TTL_MS 1000
