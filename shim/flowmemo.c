@@ -154,6 +154,7 @@ PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, stru
 	if (last.valid && last.generation == c->generation && same_key(last.key, key) &&
 	    (!last.concrete || (uint32_t)(now_ms - last.learned_ms) < PF_SOURCE_TTL_MS)) {
 		c->concrete = last.concrete;
+		c->learned_ms = last.learned_ms;
 		c->hashes = last.hashes;
 		c->hold = last.hold;
 		if (last.concrete)

@@ -527,7 +527,7 @@ struct pf_last_connect {
 	bool hashes_flow;
 	uint32_t generation;	/* pf_source_generation() before the lookup */
 	bool concrete;		/* a source was learned: in source */
-	uint32_t learned_ms;
+	uint32_t learned_ms;	/* when the source was learned (put; get returns it) */
 	const struct sockaddr_storage *source;
 	struct pf_flow_hashes hashes;
 	uint64_t hold;
