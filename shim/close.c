@@ -3,7 +3,7 @@
 #include <errno.h>
 
 #include "core/hot.h"
-#include "shim.h"
+#include "fdholds.h"
 
 PF_HOT int pf_close(int fd)
 {

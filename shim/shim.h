@@ -295,10 +295,8 @@ struct pf_taken_hold {
 	uint64_t word;	/* 0: none */
 	bool abortive;	/* the program asked for an abortive close */
 };
-struct pf_taken_hold pf_fd_take_hold(int fd);
-void pf_fd_release_taken(struct pf_taken_hold taken);
+/* Taking, releasing, and a new socket's: shim/fdholds.h, inline. */
 void pf_fd_release_hold(int fd);
-void pf_fd_new_socket(int fd);
 /* SO_LINGER on with 0 s: the close releases the 4-tuple at once. */
 static inline void pf_fd_note_linger(int fd, bool abortive)
 {

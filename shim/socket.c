@@ -2,17 +2,15 @@
 #include <errno.h>
 
 #include "core/hot.h"
-#include "shim.h"
+#include "fdholds.h"
 
 PF_HOT int pf_socket(int domain, int type, int protocol)
 {
 	int fd = real_socket(domain, type, protocol);
 
 	if (fd >= 0) {
-		int saved = errno;
 		pf_fd_set(fd, pf_fd_state_for(domain, type, protocol));
 		pf_fd_new_socket(fd);
-		errno = saved;
 	}
 	return fd;
 }
