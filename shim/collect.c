@@ -30,7 +30,7 @@
 static char collector_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static struct pf_ring_register registration;
 
-PF_HOT_DATA static _Atomic(struct pf_ring_header *) ring;
+PF_HOT_DATA _Atomic(struct pf_ring_header *) pf_collect_ring;
 static _Atomic pid_t ring_pid;		/* the process the ring was registered for */
 static _Atomic pid_t ring_collector;	/* the collector that took it (its pid, as the kernel said) */
 static _Atomic int registering;
@@ -178,15 +178,10 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	atomic_store(&ring_collector, collector);
 	atomic_store(&ring_pid, pf_cached_pid());
 	atomic_store(&attempt_pid, pf_cached_pid());
-	atomic_store(&ring, fresh);
+	atomic_store(&pf_collect_ring, fresh);
 	return true;
 }
 
-PF_HOT bool pf_collecting(void)
-{
-	/* Set only once collector_path is. */
-	return atomic_load_explicit(&ring, memory_order_relaxed) != NULL;
-}
 
 static PF_COLD void say_fallback(const char *why)
 {
@@ -282,7 +277,7 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
  * a time).  force: the ring was found closed.  NULL: write directly. */
 static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
 {
-	struct pf_ring_header *r = atomic_load_explicit(&ring, memory_order_acquire);
+	struct pf_ring_header *r = atomic_load_explicit(&pf_collect_ring, memory_order_acquire);
 	pid_t pid = pf_cached_pid();
 	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
 	long now;
@@ -338,7 +333,7 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 		atomic_fetch_add(&fresh->lost, atomic_exchange(&lost_unsaid, 0));
 		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
-		atomic_store(&ring, fresh);
+		atomic_store(&pf_collect_ring, fresh);
 		/* The old one stays mapped: a thread may still be looking at
 		 * it (a child has none: it was never forked). */
 	}
@@ -397,7 +392,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 		await_release(r);
 		if (!swap_ended())
 			break;
-		force = atomic_load(&ring) == r;
+		force = atomic_load(&pf_collect_ring) == r;
 	}
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pf_cached_pid())
 		atomic_fetch_add_explicit(&direct_writes, 1, memory_order_relaxed);
@@ -407,7 +402,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 
 void pf_collect_lost(void)
 {
-	struct pf_ring_header *r = atomic_load(&ring);
+	struct pf_ring_header *r = atomic_load(&pf_collect_ring);
 	if (r && atomic_load(&ring_pid) == pf_cached_pid() && !pf_ring_closed(r))
 		atomic_fetch_add(&r->lost, 1);
 	else if (atomic_load(&attempt_pid) == pf_cached_pid())
@@ -456,7 +451,7 @@ static void report_unsaid_at_exit(struct pf_ring_header *r)
  * word at registration; 0, from another pid namespace, is not looked at.) */
 __attribute__((destructor)) static void collect_at_exit(void)
 {
-	struct pf_ring_header *r = atomic_load(&ring);
+	struct pf_ring_header *r = atomic_load(&pf_collect_ring);
 	pid_t collector = atomic_load(&ring_collector);
 	int saved = errno;
 

@@ -11,11 +11,6 @@
 #include "core/hot.h"
 #include "shim.h"
 
-PF_HOT bool pf_is_log_fd(int fd)
-{
-	return fd >= 0 && fd == pf_log_fd();
-}
-
 /* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
 int pf_duplicate_onto(int old_fd, int new_fd, int flags)
 {

@@ -29,7 +29,7 @@
  * stands where the program expects to find a free number. */
 #define LOG_FD_FLOOR 900
 
-PF_HOT_DATA static _Atomic int log_fd = -1;
+PF_HOT_DATA _Atomic int pf_log_fd_now = -1;
 
 /* ---- the fd lock: every change of fd numbers the log could stand on ----
  * dup2/dup3/close_range/closefrom and the log's own moves, so that a
@@ -90,11 +90,6 @@ static _Atomic unsigned log_generation;
 static _Atomic unsigned log_writers[2];
 static __thread unsigned own_writers[2] __attribute__((tls_model("initial-exec")));
 
-PF_HOT int pf_log_fd(void)
-{
-	return atomic_load_explicit(&log_fd, memory_order_relaxed);
-}
-
 static int writer_enter(unsigned *slot)
 {
 	for (;;) {
@@ -102,7 +97,7 @@ static int writer_enter(unsigned *slot)
 		*slot = generation & 1;
 		own_writers[*slot]++;
 		atomic_fetch_add(&log_writers[*slot], 1);
-		int fd = atomic_load(&log_fd);
+		int fd = atomic_load(&pf_log_fd_now);
 		if (atomic_load(&log_generation) == generation)
 			return fd;
 		atomic_fetch_sub(&log_writers[*slot], 1);
@@ -119,7 +114,7 @@ static void writer_leave(unsigned slot)
 /* With the fd lock held: the log continues on fd (or stops, at -1). */
 static void replace_log_fd(int fd)
 {
-	int old = atomic_exchange(&log_fd, fd);
+	int old = atomic_exchange(&pf_log_fd_now, fd);
 	unsigned slot = atomic_fetch_add(&log_generation, 1) & 1;
 
 	while (atomic_load(&log_writers[slot]) != own_writers[slot])

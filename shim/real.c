@@ -101,13 +101,18 @@ void *pf_real(enum pf_symbol symbol)
 /* real_NAME for each line of hooks.def: libc's definition, or the raw
  * system call when there is none. */
 #define PF_HOOK(type, name, params, args, fallback)                          \
+	static PF_COLD __attribute__((noinline)) type real_first_##name params \
+	{                                                                    \
+		type(*fn) params = (type(*) params)pf_real(PF_SYM_##name);   \
+		return fn ? fn args : fallback;                              \
+	}                                                                    \
 	PF_HOT type real_##name params                                       \
 	{                                                                    \
 		type(*fn) params = (type(*) params)atomic_load_explicit(     \
 			&pf_resolved[PF_SYM_##name], memory_order_acquire);  \
 		if (__builtin_expect(!fn, 0))                                \
-			fn = (type(*) params)pf_real(PF_SYM_##name);         \
-		return fn ? fn args : fallback;                              \
+			return real_first_##name args;                       \
+		return fn args;                                              \
 	}
 #define PF_HOOK_VOID(name, params, args, fallback)                           \
 	void real_##name params                                              \

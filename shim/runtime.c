@@ -28,6 +28,11 @@ PF_HOT_DATA _Atomic unsigned pf_fork_generation;
 __thread struct pf_thread_rng pf_thread_rng_state __attribute__((tls_model("initial-exec")));
 __thread int *pf_errno_address __attribute__((tls_model("initial-exec")));
 
+int *pf_errno_address_first(void)
+{
+	return pf_errno_address = __errno_location();
+}
+
 struct pf_rng *pf_thread_rng_seed(pid_t pid, unsigned generation)
 {
 	struct pf_thread_rng *t = &pf_thread_rng_state;

@@ -35,11 +35,13 @@
  * after the kernel's work (core/hot.h).  A new thread starts with none and
  * asks libc once; a fork keeps the thread's address. */
 extern __thread int *pf_errno_address __attribute__((tls_model("initial-exec"), visibility("hidden")));
+/* Out of line: each hook's copy of the call was most of its errno code. */
+int *pf_errno_address_first(void) __attribute__((cold, noinline));
 static inline int *pf_errno_location(void)
 {
 	int *address = pf_errno_address;
 	if (__builtin_expect(address == NULL, 0))
-		pf_errno_address = address = __errno_location();
+		address = pf_errno_address_first();
 	return address;
 }
 #undef errno
@@ -433,7 +435,13 @@ void pf_stderr_line(const char *text, size_t len);
 /* Registers this process's ring with the collector (PORTFENCE_COLLECTOR,
  * else PF_COLLECTOR_SOCKET) for app: whether records go there now. */
 bool pf_collect_start(const char *app, const char *algorithm);
-bool pf_collecting(void);
+/* The process's ring (NULL: none), set only once collector_path is. */
+struct pf_ring_header;
+extern _Atomic(struct pf_ring_header *) pf_collect_ring __attribute__((visibility("hidden")));
+static inline bool pf_collecting(void)
+{
+	return atomic_load_explicit(&pf_collect_ring, memory_order_relaxed) != NULL;
+}
 /* The record into the ring: false when it must be written directly
  * (ring full, collector gone; said once on stderr, counted). */
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record);
@@ -452,8 +460,13 @@ int pf_log_open(const char *path, char *why, size_t why_len);
 #define PF_RECORD_IOV PF_RECORD_PIECES
 /* Appends one record (count <= PF_RECORD_IOV pieces) with one writev. */
 void pf_log_write(const struct iovec *record, int count);
-/* The log's fd, which close/dup2/closefrom must not take away. */
-int pf_log_fd(void);
+/* The log's fd, which close/dup2/closefrom must not take away; inline,
+ * as close asks it. */
+extern _Atomic int pf_log_fd_now __attribute__((visibility("hidden")));
+static inline int pf_log_fd(void)
+{
+	return atomic_load_explicit(&pf_log_fd_now, memory_order_relaxed);
+}
 /* Serialises every change of fd numbers the log could be standing on. */
 void pf_fd_lock(void);
 void pf_fd_unlock(void);
@@ -591,7 +604,10 @@ bool pf_send_needs_port(const struct pf_sock *sock, bool has_dest, int flags);
 ssize_t pf_managed_send(struct pf_sock *sock, struct pf_call *call);
 
 /* ---- fdcalls.c: what close, dup2, dup3, close_range, closefrom share ---- */
-bool pf_is_log_fd(int fd);
+static inline bool pf_is_log_fd(int fd)
+{
+	return fd >= 0 && fd == pf_log_fd();
+}
 /* dup2 (flags < 0) or dup3 onto new_fd, the log moved out of the way. */
 int pf_duplicate_onto(int old_fd, int new_fd, int flags);
 /* Closes [first, last] except the log's fd. */
