@@ -34,7 +34,7 @@
 #include "core/hot.h"
 #include "core/holds.h"
 #include "core/walk.h"
-#include "shim.h"
+#include "fdholds.h"
 #include "kernel/sockdiag.h"
 
 #ifndef IP_LOCAL_PORT_RANGE

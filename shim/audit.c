@@ -22,16 +22,11 @@
 #include "record/ring.h"
 #include "shim.h"
 
-PF_HOT_DATA static bool log_to_syslog;
+PF_HOT_DATA bool pf_log_to_syslog;
 
 void pf_log_enable_syslog(bool enabled)
 {
-	log_to_syslog = enabled;
-}
-
-PF_HOT bool pf_logging(void)
-{
-	return pf_log_fd() >= 0 || log_to_syslog || pf_collecting();
+	pf_log_to_syslog = enabled;
 }
 
 /* With a collector, the log file is opened only when a record must go
@@ -332,7 +327,7 @@ static PF_HOT void count(const struct pf_runtime *rt, const struct pf_record *re
 	if (!shared)
 		return;
 	if (record->event == PF_EVENT_ASSIGN)
-		atomic_fetch_add_explicit(&shared->assignments, 1, memory_order_relaxed);
+		pf_count_assignment(rt);
 	else if (record->event == PF_EVENT_ERROR &&
 		 (record->error == EADDRNOTAVAIL || record->error == EAGAIN || record->error == EADDRINUSE))
 		atomic_fetch_add_explicit(&shared->failures, 1, memory_order_relaxed);
@@ -375,7 +370,7 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 	}
 	if (fallback) {
 		open_fallback();
-		if (pf_log_fd() < 0 && !log_to_syslog) {
+		if (pf_log_fd() < 0 && !pf_log_to_syslog) {
 			pf_collect_lost();
 			goto out;
 		}
@@ -386,7 +381,7 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 	if (count == 0)
 		goto out;
 	pf_log_write(iov, count);
-	if (log_to_syslog)
+	if (pf_log_to_syslog)
 		send_syslog(iov, count, record->event);
 out:
 	errno = saved;

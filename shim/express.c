@@ -23,7 +23,7 @@
 #include "core/hot.h"
 #include "core/holds.h"
 #include "core/walk.h"
-#include "shim.h"
+#include "fdholds.h"
 
 /* The thread's plan for the place it last connected to: what the express
  * path derives from the destination and does not change from one connect
@@ -276,7 +276,12 @@ PF_HOT bool pf_connect_express(int fd, const struct sockaddr *dest, socklen_t le
 	mark_done(&x);
 	if (x.hold.slot)
 		pf_fd_keep_hold(fd, &x.hold);
-	express_record(&x, PF_EVENT_ASSIGN, dest, error);
+	/* No notice is said of an assignment: without records, only the
+	 * count (pf_audit's). */
+	if (pf_logging())
+		express_record(&x, PF_EVENT_ASSIGN, dest, error);
+	else
+		pf_count_assignment(x.rt);
 	errno = saved;
 	*result = connected;
 	return true;

@@ -20,15 +20,6 @@ void pf_fd_holds_fork_begins(void)
 	atomic_fetch_add(&pf_forks_begun, 1);
 }
 
-PF_HOT void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
-{
-	if (fd >= 0 && fd < PF_FD_TABLE_SIZE && hold->slot <= PF_HOLD_SLOT_MASK)
-		atomic_store_explicit(&pf_fd_table[fd].hold,
-				      pf_fd_hold_generation() << PF_HOLD_GENERATION_SHIFT |
-					      (uint64_t)hold->slot << PF_HOLD_SLOT_SHIFT | hold->key,
-				      memory_order_release);
-}
-
 /* For a socket the kernel has already let go of (dup2 replaced it). */
 void pf_fd_release_hold(int fd)
 {

@@ -21,6 +21,16 @@ static inline uint64_t pf_fd_hold_generation(void)
 	return atomic_load_explicit(&pf_forks_begun, memory_order_acquire) & 0xfff;
 }
 
+/* The connected socket on fd keeps its hold until its close. */
+static inline void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
+{
+	if (fd >= 0 && fd < PF_FD_TABLE_SIZE && hold->slot <= PF_HOLD_SLOT_MASK)
+		atomic_store_explicit(&pf_fd_table[fd].hold,
+				      pf_fd_hold_generation() << PF_HOLD_GENERATION_SHIFT |
+					      (uint64_t)hold->slot << PF_HOLD_SLOT_SHIFT | hold->key,
+				      memory_order_release);
+}
+
 /* The fd's entry gives up its hold (the word is 0 when it kept none).
  * Taken before the fd is closed: once the number is free, another
  * thread's new socket may take it, and its entry is not ours to clear. */

@@ -291,7 +291,6 @@ static inline bool pf_fd_ours(int fd, uint8_t *bits)
 }
 
 /* ---- fdholds.c: the hold a connected socket keeps until its close ---- */
-void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold);
 /* A hold taken out of an fd's entry, to release once the fd is closed. */
 struct pf_taken_hold {
 	uint64_t word;	/* 0: none */
@@ -419,7 +418,15 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local, bool exact,
 		    const struct sockaddr *remote, unsigned attempts, int error);
-bool pf_logging(void);
+/* Whether records are written anywhere: below, with the log's fd. */
+static inline bool pf_logging(void);
+/* The app's assignment counter (status --prometheus), kept whether or
+ * not records are written. */
+static inline void pf_count_assignment(const struct pf_runtime *rt)
+{
+	if (rt->state.shared)
+		atomic_fetch_add_explicit(&rt->state.shared->assignments, 1, memory_order_relaxed);
+}
 /* Whether a record of event would be written or shown as a notice:
  * false lets the caller skip the work of making it. */
 bool pf_wanted(const struct pf_runtime *rt, enum pf_event event);
@@ -466,6 +473,13 @@ extern _Atomic int pf_log_fd_now __attribute__((visibility("hidden")));
 static inline int pf_log_fd(void)
 {
 	return atomic_load_explicit(&pf_log_fd_now, memory_order_relaxed);
+}
+/* Whether records are written anywhere (file, syslog, the collector's
+ * ring); inline, as every connect asks it. */
+extern bool pf_log_to_syslog __attribute__((visibility("hidden")));
+static inline bool pf_logging(void)
+{
+	return pf_log_fd() >= 0 || pf_log_to_syslog || pf_collecting();
 }
 /* Serialises every change of fd numbers the log could be standing on. */
 void pf_fd_lock(void);

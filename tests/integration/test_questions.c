@@ -560,6 +560,44 @@ Test(questions, status_counts_assignments_and_failures, .timeout = 90)
 	sandbox_cleanup(&sb);
 }
 
+/* Without records (no log in the policy), repeated connects to one
+ * place take the shim's express path (shim/express.c), which counts its
+ * assignments itself: status must still see every one.  Abortive closes
+ * leave each 4-tuple clean, so the range comes round express. */
+static const char abortive_client[] =
+	"import socket, struct, sys\n"
+	"ok = 0\n"
+	"for _ in range(int(sys.argv[3])):\n"
+	"    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n"
+	"    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); s.close(); ok += 1\n"
+	"print('ok', ok)\n";
+
+Test(questions, status_counts_assignments_without_records, .timeout = 90)
+{
+	struct sandbox sb;
+	struct server srv;
+
+	sandbox_init(&sb, "");
+	FILE *f = fopen(sb.policy, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nstate_dir = \"%s\";\n"
+		"apps = ( { name = \"quiet\"; range = [ 23800, 23807 ]; algorithm = \"sequential\"; } );\n",
+		sb.state);
+	fclose(f);
+	server_start(&srv, "127.0.0.1", SERVE_GREET_CLOSE);
+	char port[8];
+	snprintf(port, sizeof(port), "%u", srv.port);
+	char *argv[] = {"python3", "-c", (char *)abortive_client, "127.0.0.1", port, "40", NULL};
+	struct run_result r;
+	run_under(&r, &sb, "quiet", argv, NULL);
+	cr_expect(strstr(r.out, "ok 40"), "%s%s", r.out, r.err);
+	cr_expect_eq(access(sb.log, F_OK), -1, "no records were asked for, yet %s exists", sb.log);
+
+	expect_counters(&sb, "quiet", 40, 0);
+	server_stop(&srv);
+	sandbox_cleanup(&sb);
+}
+
 static const char cnt_policy[] =
 	"apps = ( { name = \"cnt\"; range = [ 23700, 23703 ]; algorithm = \"sequential\"; } );";
 
