@@ -17,10 +17,7 @@ PF_HOT int pf_close(int fd)
 	pf_fd_forget(fd);
 	struct pf_taken_hold hold = pf_fd_take_hold(fd);
 	int result = real_close(fd);
-	if (hold.word) {
-		int saved = errno;
-		pf_fd_release_taken(hold);
-		errno = saved;
-	}
+	/* Memory and the clock only: errno stays close's. */
+	pf_fd_release_taken(hold);
 	return result;
 }

@@ -218,7 +218,7 @@ EXPRESS_INLINE bool bind_first(struct express *x)
 static PF_HOT __attribute__((noinline)) void express_record(const struct express *x, enum pf_event event,
 							     const struct sockaddr *dest, int error)
 {
-	int family = express_family(x);
+	int family = express_family(x), saved = errno;
 	struct pf_sock sock = {
 		.fd = x->fd, .status = PF_FD_FRESH, .family = family, .type = SOCK_STREAM,
 		.protocol = IPPROTO_TCP,
@@ -230,6 +230,7 @@ static PF_HOT __attribute__((noinline)) void express_record(const struct express
 	};
 
 	pf_audit(x->rt, &record);
+	errno = saved;
 }
 
 /* What connect's failure leaves, as the general path's connect_bound
@@ -248,6 +249,7 @@ static PF_COLD int connect_failed(struct express *x, const struct sockaddr *dest
 	pf_hold_unclaim(pf_runtime_state(x->rt), &x->hold);
 	if (pf_route_error(error))
 		pf_source_forget(dest);
+	errno = error;
 	return 0;
 }
 
@@ -272,7 +274,7 @@ PF_HOT bool pf_connect_express(int fd, const struct sockaddr *dest, socklen_t le
 		*result = -1;
 		return true;
 	}
-	int saved = errno;
+	/* Memory only from here (errno stays connect's) but for the record. */
 	mark_done(&x);
 	if (x.hold.slot)
 		pf_fd_keep_hold(fd, &x.hold);
@@ -282,7 +284,6 @@ PF_HOT bool pf_connect_express(int fd, const struct sockaddr *dest, socklen_t le
 		express_record(&x, PF_EVENT_ASSIGN, dest, error);
 	else
 		pf_count_assignment(x.rt);
-	errno = saved;
 	*result = connected;
 	return true;
 }

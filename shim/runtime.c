@@ -345,12 +345,17 @@ static void load_once(void)
 
 PF_HOT_DATA _Atomic(const struct pf_runtime *) pf_runtime_settled;
 
+/* errno is the caller's afterwards: close releases its hold after the
+ * real close without saving it. */
 const struct pf_runtime *pf_runtime_load(void)
 {
 	if (!atomic_load_explicit(&runtime_ready, memory_order_acquire))
 		load_once();
-	if (atomic_load_explicit(&deferred_pending, memory_order_relaxed))
+	if (atomic_load_explicit(&deferred_pending, memory_order_relaxed)) {
+		int saved = errno;
 		say_deferred();
+		errno = saved;
+	}
 	/* Only start-up defers lines, and they were said just now. */
 	atomic_store_explicit(&pf_runtime_settled, &runtime, memory_order_release);
 	return &runtime;

@@ -7,8 +7,6 @@
  * Turning the option off at once would end the sharing for that port
  * (every later bind to it conflicts), so it is turned off when the
  * program looks at it or sets it, and only then. */
-#include <errno.h>
-
 #include "core/hot.h"
 #include "shim.h"
 
@@ -22,18 +20,17 @@ static bool steers_routing(int level, int name)
 PF_HOT int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 {
 	int result = real_setsockopt(fd, level, name, value, len);
-	int saved = errno;
 	uint8_t bits;
 
-	if (result == 0 && pf_fd_ours(fd, &bits)) {
-		if (level == SOL_SOCKET && name == SO_REUSEADDR)
-			pf_fd_set_options(fd, PF_FD_REUSE_APP, PF_FD_REUSE_OURS);
-		else if (level == SOL_SOCKET && name == SO_LINGER && value && len >= sizeof(struct linger))
-			pf_fd_note_linger(fd, ((const struct linger *)value)->l_onoff &&
-						      !((const struct linger *)value)->l_linger);
-		else if (steers_routing(level, name))
-			pf_fd_set_options(fd, PF_FD_ROUTED, 0);
-	}
-	errno = saved;
+	/* What follows touches only the fd table: errno stays libc's. */
+	if (result != 0 || level != SOL_SOCKET || !pf_fd_ours(fd, &bits))
+		return result;
+	if (name == SO_REUSEADDR)
+		pf_fd_set_options(fd, PF_FD_REUSE_APP, PF_FD_REUSE_OURS);
+	else if (name == SO_LINGER && value && len >= sizeof(struct linger))
+		pf_fd_note_linger(fd, ((const struct linger *)value)->l_onoff &&
+					      !((const struct linger *)value)->l_linger);
+	else if (steers_routing(level, name))
+		pf_fd_set_options(fd, PF_FD_ROUTED, 0);
 	return result;
 }
