@@ -129,8 +129,8 @@ EXPRESS_INLINE bool plan_fits(const struct express *x, const uint64_t words[3])
 {
 	uint64_t differ = (words[0] ^ plan.dest[0]) | (words[1] ^ plan.dest[1]) | (words[2] ^ plan.dest[2]);
 
-	return plan.valid && differ == 0 && plan.generation == pf_source_generation() && plan.shared == x->rt->state.shared &&
-	       (uint32_t)(x->now_ms - plan.learned_ms) < PF_SOURCE_TTL_MS;
+	return plan.valid && differ == 0 && plan.generation == pf_source_generation() &&
+	       plan.shared == x->rt->state.shared && (uint32_t)(x->now_ms - plan.learned_ms) < PF_SOURCE_TTL_MS;
 }
 
 /* The walk's first try from the plan for dest, still good at x->now_ms:
@@ -223,7 +223,6 @@ static PF_HOT __attribute__((noinline)) void express_record(const struct express
 		.fd = x->fd, .status = PF_FD_FRESH, .family = family, .type = SOCK_STREAM,
 		.protocol = IPPROTO_TCP,
 	};
-
 	struct pf_record record = {
 		.event = event, .sock = &sock, .local = (const struct sockaddr *)&x->source, .remote = dest,
 		.attempts = 1, .error = error,

@@ -50,6 +50,19 @@ static unsigned take_holds(unsigned int first, unsigned int last, struct pf_take
 	return n;
 }
 
+/* A close that failed closed nothing (close_range checks its flags, and
+ * unshares the table, before it closes any fd): its sockets keep their
+ * holds.  Their entries stay forgotten: the next call classifies them. */
+static void put_back(const struct pf_taken_hold *taken, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct pf_fd_entry *entry = &pf_fd_table[taken[i].fd];
+		if (taken[i].abortive)
+			atomic_store_explicit(&entry->closes_abortively, 1, memory_order_relaxed);
+		atomic_store_explicit(&entry->hold, taken[i].word, memory_order_release);
+	}
+}
+
 int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_fn close_piece, void *arg)
 {
 	for (;;) {
@@ -59,8 +72,11 @@ int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_
 		pf_fd_forget_range(first, end);
 		int result = close_piece(first, end, arg);
 		int saved = errno;
-		for (unsigned i = 0; i < held; i++)
-			pf_fd_release_taken(holds[i]);
+		if (result != 0)
+			put_back(holds, held);
+		else
+			for (unsigned i = 0; i < held; i++)
+				pf_fd_release_taken(holds[i]);
 		errno = saved;
 		if (result != 0 || end >= last)
 			return result;

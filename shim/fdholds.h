@@ -36,7 +36,7 @@ static inline void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
  * thread's new socket may take it, and its entry is not ours to clear. */
 static inline struct pf_taken_hold pf_fd_take_hold(int fd)
 {
-	struct pf_taken_hold taken = {0};
+	struct pf_taken_hold taken = {.fd = fd};
 
 	if (fd < 0 || fd >= PF_FD_TABLE_SIZE ||
 	    !atomic_load_explicit(&pf_fd_table[fd].hold, memory_order_relaxed))

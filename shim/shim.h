@@ -295,6 +295,7 @@ static inline bool pf_fd_ours(int fd, uint8_t *bits)
 struct pf_taken_hold {
 	uint64_t word;	/* 0: none */
 	bool abortive;	/* the program asked for an abortive close */
+	int fd;		/* whose entry it was taken from */
 };
 /* Taking, releasing, and a new socket's: shim/fdholds.h, inline. */
 void pf_fd_release_hold(int fd);

@@ -669,3 +669,12 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len)
 	}
 	return NULL;
 }
+
+void skip_unless_bpf_machine(void)
+{
+	char cgroup_mount[PATH_MAX];
+	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+
+	if (missing)
+		cr_skip_test("skipped: %s", missing);
+}

@@ -122,5 +122,9 @@ unsigned count_lines_starting(const char *text, const char *prefix);
  * the tool: NULL when it can, else the reason.  The cgroup v2 mount point
  * goes to cgroup_mount. */
 const char *bpf_machine_missing(char *cgroup_mount, size_t len);
+/* Skips the running test, with the reason, where the BPF backend cannot
+ * run (bpf_machine_missing): the `--bpf` row of a behaviour both
+ * backends share. */
+void skip_unless_bpf_machine(void);
 
 #endif

@@ -820,20 +820,29 @@ static void run_shell_beside_hogs(struct run_result *r, bool bpf, struct sandbox
 static const unsigned round_offsets[] = {0, 1, 2, 3, 0, 1, 3, 0, 1, 3, 0, 1};
 #define ROUND_CONNECTS (sizeof(round_offsets) / sizeof(round_offsets[0]))
 
+/* A sandbox whose default app (name) takes lo..hi in sequence, and a
+ * draining server for it on loopback. */
+static void sequential_app_and_server(struct sandbox *sb, struct server *srv, const char *name, int lo, int hi)
+{
+	char policy[256];
+
+	snprintf(policy, sizeof(policy),
+		 "default = \"%s\";\napps = ( { name = \"%s\"; range = [ %d, %d ]; "
+		 "algorithm = \"sequential\"; } );",
+		 name, name, lo, hi);
+	sandbox_init(sb, policy);
+	server_start(srv, "127.0.0.1", SERVE_DRAIN);
+}
+
 static void ports_come_round_again(bool bpf)
 {
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
-	char code[700], policy[256], expected[128] = "";
+	char code[700], expected[128] = "";
 	char *bpf_option[] = {"--bpf", NULL};
 
-	snprintf(policy, sizeof(policy),
-		 "default = \"round\";\napps = ( { name = \"round\"; range = [ %d, %d ]; "
-		 "algorithm = \"sequential\"; } );",
-		 ROUND_LO, ROUND_LO + 3);
-	sandbox_init(&sb, policy);
-	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	sequential_app_and_server(&sb, &srv, "round", ROUND_LO, ROUND_LO + 3);
 	snprintf(code, sizeof(code),
 		 "import socket, struct\n"
 		 "held, ports = None, []\n"
@@ -873,6 +882,64 @@ static void ports_come_round_again(bool bpf)
 	sandbox_cleanup(&sb);
 }
 
+/* A close_range that fails (flags the kernel refuses: EINVAL) closes
+ * nothing, so its sockets keep their ports: a later connect of the app
+ * to the same place must step over the open socket's 4-tuple, not meet
+ * it (EADDRNOTAVAIL) because memory let it go.  Two ports: the open
+ * socket takes the first, a socket closed abortively the second, then
+ * the next connect comes round to the first and must go on to the
+ * second. */
+#define FAILED_CLOSE_LO 62720
+static void failed_close_range_keeps_ports(bool bpf)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char code[900], expected[96];
+	char *bpf_option[] = {"--bpf", NULL};
+
+	sequential_app_and_server(&sb, &srv, "kept", FAILED_CLOSE_LO, FAILED_CLOSE_LO + 1);
+	snprintf(code, sizeof(code),
+		 "import ctypes, socket, struct\n"
+		 "libc = ctypes.CDLL(None, use_errno=True)\n"
+		 "dest = ('127.0.0.1', %u)\n"
+		 "linger = struct.pack('ii', 1, 0)\n"
+		 "a = socket.create_connection(dest)\n"
+		 "a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)\n"
+		 "rc = libc.close_range(a.fileno(), a.fileno(), ctypes.c_uint(0x80))\n"
+		 "print('close_range', rc, ctypes.get_errno())\n"
+		 "b = socket.create_connection(dest)\n"
+		 "ports = [a.getsockname()[1], b.getsockname()[1]]\n"
+		 "b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)\n"
+		 "b.close()\n"
+		 "try:\n"
+		 "    c = socket.create_connection(dest)\n"
+		 "    ports.append(c.getsockname()[1])\n"
+		 "except OSError as e:\n"
+		 "    ports.append('errno%%d' %% e.errno)\n"
+		 "print(' '.join(map(str, ports)))\n",
+		 srv.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under_with(&r, bpf ? bpf_option : NULL, &sb, NULL, argv);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	snprintf(expected, sizeof(expected), "close_range -1 22\n%d %d %d\n", FAILED_CLOSE_LO, FAILED_CLOSE_LO + 1,
+		 FAILED_CLOSE_LO + 1);
+	cr_expect_str_eq(r.out, expected, "the open socket's port stays taken: got %s%s", r.out, r.err);
+	sandbox_cleanup(&sb);
+}
+
+Test(connect, a_failed_close_range_keeps_its_sockets_ports, .timeout = 60)
+{
+	failed_close_range_keeps_ports(false);
+}
+
+Test(connect, a_failed_close_range_keeps_its_sockets_ports_bpf, .timeout = 60)
+{
+	skip_unless_bpf_machine();
+	failed_close_range_keeps_ports(true);
+}
+
 Test(connect, ports_come_round_again_in_order_stepping_over_a_held_one, .timeout = 60)
 {
 	ports_come_round_again(false);
@@ -880,10 +947,7 @@ Test(connect, ports_come_round_again_in_order_stepping_over_a_held_one, .timeout
 
 Test(connect, ports_come_round_again_in_order_stepping_over_a_held_one_bpf, .timeout = 60)
 {
-	char cgroup_mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("skipped: %s", missing);
+	skip_unless_bpf_machine();
 	ports_come_round_again(true);
 }
 
@@ -946,10 +1010,7 @@ Test(connect, processes_filling_a_range_never_share_a_4_tuple, .timeout = 300)
 
 Test(connect, processes_filling_a_range_never_share_a_4_tuple_bpf, .timeout = 300)
 {
-	char cgroup_mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("skipped: %s", missing);
+	skip_unless_bpf_machine();
 	processes_fill_a_range(true);
 }
 
@@ -1003,10 +1064,7 @@ Test(connect, closefrom_of_many_sockets_never_hands_out_an_open_4_tuple, .timeou
 
 Test(connect, close_range_of_many_sockets_never_hands_out_an_open_4_tuple_bpf, .timeout = 300)
 {
-	char cgroup_mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("skipped: %s", missing);
+	skip_unless_bpf_machine();
 	close_range_beside_a_loop(true, "");
 }
 
