@@ -20,6 +20,7 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static uint16_t peer_port(const struct sockaddr_storage *peer)
@@ -66,44 +67,120 @@ static void drain(int conn)
 		;
 }
 
+/* Connections the drain server reads at once, each closed at its EOF or
+ * after DRAIN_IDLE_MS of silence.  One at a time, a client that held a
+ * connection open while it made more (connect's close_range test) kept
+ * the server from accepting: the queue filled, connects waited on SYN
+ * retries, and the holder never got round to closing (seen: a run that
+ * stopped for minutes). */
+#define DRAINING_MAX 1024
+#define DRAIN_IDLE_MS 3000
+
+struct draining {
+	int fd[DRAINING_MAX];
+	long last_ms[DRAINING_MAX];
+	int count;
+	struct pollfd pfd[1 + DRAINING_MAX];	/* the listener, then fd[] */
+};
+
+static long now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void draining_remove(struct draining *d, int i)
+{
+	close(d->fd[i]);
+	d->count--;
+	d->fd[i] = d->fd[d->count];
+	d->last_ms[i] = d->last_ms[d->count];
+}
+
+/* Reads what the first polled connections have (ready: poll found
+ * some), closing those at EOF and those silent too long. */
+static void draining_step(struct draining *d, int polled, bool ready)
+{
+	char buf[4096];
+	long now = now_ms();
+
+	/* Downwards: a removal moves the last entry, already seen, into i. */
+	for (int i = polled - 1; i >= 0; i--) {
+		if (ready && d->pfd[1 + i].revents) {
+			ssize_t n = read(d->fd[i], buf, sizeof(buf));
+			if (n <= 0) {
+				draining_remove(d, i);
+				continue;
+			}
+			d->last_ms[i] = now;
+		} else if (now - d->last_ms[i] > DRAIN_IDLE_MS) {
+			draining_remove(d, i);
+		}
+	}
+}
+
+/* One accepted connection, as the server's mode says. */
+static void serve_one(struct server *s, struct draining *d, int conn)
+{
+	if (s->mode == SERVE_STALL && s->stalled_count < MAX_STALLED) {
+		s->stalled[s->stalled_count++] = conn;
+		return;
+	}
+	if (s->mode == SERVE_DRAIN && d && d->count < DRAINING_MAX) {
+		d->fd[d->count] = conn;
+		d->last_ms[d->count++] = now_ms();
+		return;
+	}
+	if (s->mode == SERVE_HTTP) {
+		serve_http(conn);
+	} else {
+		bool greet = s->mode == SERVE_GREET || s->mode == SERVE_GREET_CLOSE;
+		if (greet && write(conn, "hi\n", 3) != 3) {
+			close(conn);
+			return;
+		}
+		if (s->mode != SERVE_GREET_CLOSE)
+			drain(conn);
+	}
+	close(conn);
+}
+
 /* After stop, whatever is still queued is taken too (the loops poll
  * without waiting until nothing is left), so that a slow machine does not
  * make a client's connection or datagram go uncounted. */
 static void *tcp_loop(void *arg)
 {
 	struct server *s = arg;
-	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+	struct draining *d = calloc(1, sizeof(*d));
+	struct pollfd lone = {.fd = s->fd, .events = POLLIN};
+	struct pollfd *pfd = d ? d->pfd : &lone;
 
 	for (;;) {
 		bool stopping = atomic_load(&s->stop);
-		if (poll(&pfd, 1, stopping ? 0 : 50) <= 0) {
-			if (stopping)
+		int polled = d ? d->count : 0;
+		pfd[0] = (struct pollfd){.fd = s->fd, .events = POLLIN};
+		for (int i = 0; i < polled; i++)
+			pfd[1 + i] = (struct pollfd){.fd = d->fd[i], .events = POLLIN};
+		int ready = poll(pfd, (nfds_t)(1 + polled), stopping ? 0 : 50);
+		if (d)
+			draining_step(d, polled, ready > 0);
+		if (ready <= 0 || !(pfd[0].revents & POLLIN)) {
+			if (stopping && ready <= 0)
 				break;
 			continue;
 		}
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
-		int conn = accept(s->fd, (struct sockaddr *)&peer, &len);
+		int conn = accept4(s->fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
 		if (conn < 0)
 			continue;
 		record_peer(s, &peer);
-		if (s->mode == SERVE_STALL && s->stalled_count < MAX_STALLED) {
-			s->stalled[s->stalled_count++] = conn;
-			continue;
-		}
-		if (s->mode == SERVE_HTTP) {
-			serve_http(conn);
-		} else {
-			bool greet = s->mode == SERVE_GREET || s->mode == SERVE_GREET_CLOSE;
-			if (greet && write(conn, "hi\n", 3) != 3) {
-				close(conn);
-				continue;
-			}
-			if (s->mode != SERVE_GREET_CLOSE)
-				drain(conn);
-		}
-		close(conn);
+		serve_one(s, d, conn);
 	}
+	while (d && d->count > 0)
+		draining_remove(d, 0);
+	free(d);
 	return NULL;
 }
 
@@ -152,7 +229,9 @@ void server_start(struct server *s, const char *addr, enum server_mode mode)
 	}
 	s->family = bind_addr.ss_family;
 	bool datagram = mode == SERVE_UDP_ECHO || mode == SERVE_UDPLITE_ECHO;
-	s->fd = socket(s->family, datagram ? SOCK_DGRAM : SOCK_STREAM,
+	/* Not inherited: a program run under test must not keep the
+	 * server's socket (and its queue) alive after the server stops. */
+	s->fd = socket(s->family, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC,
 		       mode == SERVE_UDPLITE_ECHO ? IPPROTO_UDPLITE : 0);
 	cr_assert_geq(s->fd, 0);
 	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
