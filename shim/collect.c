@@ -182,7 +182,6 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	return true;
 }
 
-
 static PF_COLD void say_fallback(const char *why)
 {
 	if (atomic_exchange(&fallback_said, 1))

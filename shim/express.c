@@ -28,8 +28,8 @@
 /* The thread's plan for the place it last connected to: what the express
  * path derives from the destination and does not change from one connect
  * to the next (the walk's counter and offset, the learned source, the
- * held-4-tuple hash).  The first line is what a connect compares and
- * draws from, the second what it binds and holds with.  Valid while the
+ * held-4-tuple hash).  The first line is what a connect compares, draws
+ * and holds with, the second the source it binds.  Valid while the
  * learned source is (its generation and age, flowmemo.c); the runtime and
  * its remembered answer to a connect never change once settled. */
 static __thread struct {
@@ -41,7 +41,6 @@ static __thread struct {
 	uint32_t generation;
 	uint32_t learned_ms;
 	uint64_t dest[3];	/* the sockaddr's first 24 bytes (8 for AF_INET) */
-	const void *shared;	/* the state the counter lives in */
 	_Atomic uint32_t *counter;
 	uint64_t hold_hash;
 	struct sockaddr_in6 source;	/* or a sockaddr_in */
@@ -117,20 +116,20 @@ static PF_COLD __attribute__((noinline)) bool plan_make(const struct express *x,
 	plan.generation = last.generation;
 	plan.learned_ms = last.learned_ms;
 	dest_words(dest, plan.dest);
-	plan.shared = state->shared;
 	plan.hold_hash = last.hold;
 	memcpy(&plan.source, &source, sizeof(plan.source));
 	plan.valid = true;
 	return true;
 }
 
-/* Whether the plan is for the destination of words and still good. */
+/* Whether the plan is for the destination of words and still good (its
+ * counter lives in the runtime's state, which never changes once settled). */
 EXPRESS_INLINE bool plan_fits(const struct express *x, const uint64_t words[3])
 {
 	uint64_t differ = (words[0] ^ plan.dest[0]) | (words[1] ^ plan.dest[1]) | (words[2] ^ plan.dest[2]);
 
 	return plan.valid && differ == 0 && plan.generation == pf_source_generation() &&
-	       plan.shared == x->rt->state.shared && (uint32_t)(x->now_ms - plan.learned_ms) < PF_SOURCE_TTL_MS;
+	       (uint32_t)(x->now_ms - plan.learned_ms) < PF_SOURCE_TTL_MS;
 }
 
 /* The walk's first try from the plan for dest, still good at x->now_ms:
@@ -142,10 +141,8 @@ EXPRESS_INLINE bool plan_draw(struct express *x, const struct sockaddr *dest, _A
 	uint64_t words[3];
 	bool drawn = false;
 
-	if (plan.busy)
+	if (!pf_reentry_enter(&plan.busy))
 		return false;
-	plan.busy = true;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	dest_words(dest, words);
 	if (plan_fits(x, words) || plan_make(x, dest)) {
 		*counter = plan.counter;
@@ -156,8 +153,7 @@ EXPRESS_INLINE bool plan_draw(struct express *x, const struct sockaddr *dest, _A
 		memcpy(&x->source, &plan.source, sizeof(x->source));
 		drawn = true;
 	}
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	plan.busy = false;
+	pf_reentry_leave(&plan.busy);
 	return drawn;
 }
 

@@ -79,12 +79,10 @@ PF_HOT void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flo
 {
 	uint64_t key[KEY_WORDS];
 
-	if (memo.busy || flow->local_len > 16 || flow->remote_len > 16) {
+	if (flow->local_len > 16 || flow->remote_len > 16 || !pf_reentry_enter(&memo.busy)) {
 		compute(state, flow, hashes_flow, hashes, hold);
 		return;
 	}
-	memo.busy = true;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	key_of(state, flow, hashes_flow, key);
 	/* The last hit first: most programs connect to one place at a time. */
 	for (unsigned n = 0; n < ENTRIES; n++) {
@@ -105,8 +103,7 @@ PF_HOT void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flo
 	e->hold = *hold;
 	e->used = true;
 out:
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	memo.busy = false;
+	pf_reentry_leave(&memo.busy);
 }
 
 /* ---- the thread's last connect ---- */
@@ -146,10 +143,8 @@ PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, stru
 	uint64_t key[KEY_WORDS];
 	bool found = false;
 
-	if (last.busy)
+	if (!pf_reentry_enter(&last.busy))
 		return false;
-	last.busy = true;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	last_key(c, key);
 	if (last.valid && last.generation == c->generation && same_key(last.key, key) &&
 	    (!last.concrete || (uint32_t)(now_ms - last.learned_ms) < PF_SOURCE_TTL_MS)) {
@@ -161,17 +156,14 @@ PF_HOT bool pf_last_connect_get(struct pf_last_connect *c, uint32_t now_ms, stru
 			memcpy(source, &last.source, sizeof(struct sockaddr_in6));
 		found = true;
 	}
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	last.busy = false;
+	pf_reentry_leave(&last.busy);
 	return found;
 }
 
 void pf_last_connect_put(const struct pf_last_connect *c)
 {
-	if (last.busy)
+	if (!pf_reentry_enter(&last.busy))
 		return;
-	last.busy = true;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	last_key(c, last.key);
 	last.generation = c->generation;
 	last.concrete = c->concrete;
@@ -181,6 +173,5 @@ void pf_last_connect_put(const struct pf_last_connect *c)
 	last.hashes = c->hashes;
 	last.hold = c->hold;
 	last.valid = true;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	last.busy = false;
+	pf_reentry_leave(&last.busy);
 }

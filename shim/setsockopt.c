@@ -10,11 +10,10 @@
 #include "core/hot.h"
 #include "shim.h"
 
-static bool steers_routing(int level, int name)
+/* A SOL_SOCKET option that steers routing. */
+static bool steers_routing(int name)
 {
-	return level == SOL_SOCKET &&
-	       (name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX || name == SO_MARK ||
-		name == SO_DONTROUTE);
+	return name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX || name == SO_MARK || name == SO_DONTROUTE;
 }
 
 PF_HOT int pf_setsockopt(int fd, int level, int name, const void *value, socklen_t len)
@@ -30,7 +29,7 @@ PF_HOT int pf_setsockopt(int fd, int level, int name, const void *value, socklen
 	else if (name == SO_LINGER && value && len >= sizeof(struct linger))
 		pf_fd_note_linger(fd, ((const struct linger *)value)->l_onoff &&
 					      !((const struct linger *)value)->l_linger);
-	else if (steers_routing(level, name))
+	else if (steers_routing(name))
 		pf_fd_set_options(fd, PF_FD_ROUTED, 0);
 	return result;
 }

@@ -419,8 +419,6 @@ void pf_audit_socket(const struct pf_runtime *rt, const struct pf_sock *sock,
 void pf_audit_local(const struct pf_runtime *rt, const struct pf_sock *sock,
 		    enum pf_event event, const struct sockaddr *local, bool exact,
 		    const struct sockaddr *remote, unsigned attempts, int error);
-/* Whether records are written anywhere: below, with the log's fd. */
-static inline bool pf_logging(void);
 /* The app's assignment counter (status --prometheus), kept whether or
  * not records are written. */
 static inline void pf_count_assignment(const struct pf_runtime *rt)
@@ -547,6 +545,23 @@ void pf_flow_memo(const struct pf_state *state, const struct pf_flow *flow, bool
  * hashes and the hold table's hash.  The next connect to the same place
  * takes them in one comparison instead of a source lookup and a flow
  * memo lookup. */
+/* A thread's own memo that a signal handler interrupting it in the same
+ * thread may also reach: enter is false while it is in use (the handler
+ * then goes without it), and between enter and leave the compiler keeps
+ * every access inside. */
+static inline bool pf_reentry_enter(bool *busy)
+{
+	if (*busy)
+		return false;
+	*busy = true;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	return true;
+}
+static inline void pf_reentry_leave(bool *busy)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	*busy = false;
+}
 struct pf_last_connect {
 	const struct pf_state *state;
 	const struct sockaddr *dest;

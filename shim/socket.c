@@ -1,6 +1,4 @@
 /* socket: the fd table learns the new socket's kind. */
-#include <errno.h>
-
 #include "core/hot.h"
 #include "fdholds.h"
 
