@@ -98,24 +98,16 @@ void *pf_real(enum pf_symbol symbol)
 	return address;
 }
 
-/* real_NAME for each line of hooks.def: libc's definition, or the raw
- * system call when there is none. */
+/* The first call of each real_NAME (shim.h): resolves libc's
+ * definition, or makes the raw system call when there is none. */
 #define PF_HOOK(type, name, params, args, fallback)                          \
-	static PF_COLD __attribute__((noinline)) type real_first_##name params \
+	PF_COLD __attribute__((noinline)) type real_first_##name params      \
 	{                                                                    \
 		type(*fn) params = (type(*) params)pf_real(PF_SYM_##name);   \
 		return fn ? fn args : fallback;                              \
-	}                                                                    \
-	PF_HOT type real_##name params                                       \
-	{                                                                    \
-		type(*fn) params = (type(*) params)atomic_load_explicit(     \
-			&pf_resolved[PF_SYM_##name], memory_order_acquire);  \
-		if (__builtin_expect(!fn, 0))                                \
-			return real_first_##name args;                       \
-		return fn args;                                              \
 	}
 #define PF_HOOK_VOID(name, params, args, fallback)                           \
-	void real_##name params                                              \
+	PF_COLD __attribute__((noinline)) void real_first_##name params      \
 	{                                                                    \
 		void(*fn) params = (void(*) params)pf_real(PF_SYM_##name);   \
 		if (fn)                                                      \

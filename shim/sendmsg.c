@@ -9,7 +9,7 @@ ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
 
 	/* The hot path: decided from the fd table, no system call. */
 	if (msg && pf_send_passes(fd, msg->msg_name != NULL))
-		return pf_fast_real_sendmsg(fd, msg, flags);
+		return real_sendmsg(fd, msg, flags);
 	if (!msg || !pf_sock_lookup(fd, &sock))
 		return real_sendmsg(fd, msg, flags);
 	struct pf_call call = {

@@ -10,7 +10,7 @@ ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
 
 	/* The hot path: decided from the fd table, no system call. */
 	if (pf_send_passes(fd, addr != NULL))
-		return pf_fast_real_sendto(fd, buf, len, flags, addr, addr_len);
+		return real_sendto(fd, buf, len, flags, addr, addr_len);
 	if (!pf_sock_lookup(fd, &sock))
 		return real_sendto(fd, buf, len, flags, addr, addr_len);
 	struct pf_call call = {

@@ -59,8 +59,33 @@ void *pf_real(enum pf_symbol symbol);
 void pf_find_vdso_clock(void);
 /* The resolved symbols, for the inline hot paths; NULL until resolved. */
 extern _Atomic(void *) pf_resolved[PF_SYM_COUNT];
-/* real_NAME for each call of hooks.def (not dlopen's). */
-#define PF_HOOK(type, name, params, args, fallback) type real_##name params;
+/* real_NAME for each call of hooks.def (not dlopen's): libc's
+ * definition, or the raw system call when there is none.  Inline, one
+ * load and one call: each call and return the shim adds costs a few ns
+ * after a system call, whose kernel work leaves the branch predictor
+ * cold (docs/performance.md, 2026-12-04).  The first call of each, which
+ * resolves the symbol, is real.c's real_first_NAME. */
+#define PF_HOOK(type, name, params, args, fallback)                             \
+	type real_first_##name params;                                          \
+	static inline type real_##name params                                   \
+	{                                                                       \
+		type(*fn) params = (type(*) params)atomic_load_explicit(        \
+			&pf_resolved[PF_SYM_##name], memory_order_acquire);     \
+		if (__builtin_expect(!fn, 0))                                   \
+			return real_first_##name args;                          \
+		return fn args;                                                 \
+	}
+#define PF_HOOK_VOID(name, params, args, fallback)                              \
+	void real_first_##name params;                                          \
+	static inline void real_##name params                                   \
+	{                                                                       \
+		void(*fn) params = (void(*) params)atomic_load_explicit(        \
+			&pf_resolved[PF_SYM_##name], memory_order_acquire);     \
+		if (__builtin_expect(!fn, 0))                                   \
+			real_first_##name args;                                 \
+		else                                                            \
+			fn args;                                                \
+	}
 #define PF_HOOK_ENTRY(type, name, params)
 #include "hooks.def"
 
@@ -119,26 +144,6 @@ static inline bool pf_send_passes(int fd, bool has_address)
 		return true;
 	return status == PF_FD_DONE &&
 	       (!has_address || !atomic_load_explicit(&pf_dest_checks, memory_order_relaxed));
-}
-
-typedef ssize_t (*pf_sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
-typedef ssize_t (*pf_sendmsg_fn)(int, const struct msghdr *, int);
-
-/* The real sendto, without a call into real.c once it is resolved. */
-static inline ssize_t pf_fast_real_sendto(int fd, const void *buf, size_t len, int flags,
-					  const struct sockaddr *addr, socklen_t addr_len)
-{
-	pf_sendto_fn fn = (pf_sendto_fn)atomic_load_explicit(&pf_resolved[PF_SYM_sendto],
-							     memory_order_relaxed);
-	return fn ? fn(fd, buf, len, flags, addr, addr_len)
-		  : real_sendto(fd, buf, len, flags, addr, addr_len);
-}
-
-static inline ssize_t pf_fast_real_sendmsg(int fd, const struct msghdr *msg, int flags)
-{
-	pf_sendmsg_fn fn = (pf_sendmsg_fn)atomic_load_explicit(&pf_resolved[PF_SYM_sendmsg],
-							       memory_order_relaxed);
-	return fn ? fn(fd, msg, flags) : real_sendmsg(fd, msg, flags);
 }
 
 struct pf_sock {
