@@ -354,11 +354,13 @@ struct ops {
 	int (*connect)(int, const struct sockaddr *, socklen_t);
 	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 	int (*close)(int);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*bind)(int, const struct sockaddr *, socklen_t);
 };
 
 /* libc's own definitions, found past the preloaded shim. */
 static struct ops native_ops;
-static const struct ops libc_ops = {socket, connect, sendto, close};
+static const struct ops libc_ops = {socket, connect, sendto, close, setsockopt, bind};
 
 static int load_native_ops(void)
 {
@@ -370,7 +372,12 @@ static int load_native_ops(void)
 	native_ops.sendto = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *,
 					 socklen_t))dlsym(libc, "sendto");
 	native_ops.close = (int (*)(int))dlsym(libc, "close");
-	return native_ops.socket && native_ops.connect && native_ops.sendto && native_ops.close ? 0 : -1;
+	native_ops.setsockopt = (int (*)(int, int, int, const void *, socklen_t))dlsym(libc, "setsockopt");
+	native_ops.bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(libc, "bind");
+	return native_ops.socket && native_ops.connect && native_ops.sendto && native_ops.close &&
+			       native_ops.setsockopt && native_ops.bind
+		       ? 0
+		       : -1;
 }
 
 typedef int (*block_fn)(const struct ops *ops, const struct sockaddr_in *dest, int fd, int count);
@@ -385,7 +392,7 @@ static int block_tcp_connect(const struct ops *ops, const struct sockaddr_in *de
 		int s = ops->socket(AF_INET, SOCK_STREAM, 0);
 		if (ops->connect(s, (const struct sockaddr *)dest, sizeof(*dest)) < 0)
 			return -1;
-		setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		ops->setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
 		ops->close(s);
 	}
 	return 0;
@@ -793,14 +800,14 @@ static int block_tcp_by_hand(const struct ops *ops, const struct sockaddr_in *de
 	for (int i = 0; i < count; i++) {
 		int s = ops->socket(AF_INET, SOCK_STREAM, 0), bound;
 		struct sockaddr_in local = {.sin_family = AF_INET, .sin_addr = dest->sin_addr};
-		if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		if (ops->setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
 			return -1;
 		/* A port another program holds (outside a private netns) is
 		 * skipped, as the shim's memory would skip it. */
 		for (int tries = 0; tries < 1000; tries++) {
 			local.sin_port = htons(by_hand_port);
 			by_hand_port = by_hand_port == 61999 ? 61000 : by_hand_port + 1;
-			bound = bind(s, (const struct sockaddr *)&local, sizeof(local));
+			bound = ops->bind(s, (const struct sockaddr *)&local, sizeof(local));
 			if (bound == 0 || errno != EADDRINUSE)
 				break;
 		}
@@ -808,9 +815,43 @@ static int block_tcp_by_hand(const struct ops *ops, const struct sockaddr_in *de
 			return -1;
 		if (by_hand_log >= 0 && write(by_hand_log, record, sizeof(record) - 1) < 0)
 			return -1;
-		setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
+		ops->setsockopt(s, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
 		ops->close(s);
 	}
+	return 0;
+}
+
+/* tcp_connect in a shimmed worker: blocks of native, the floor (the
+ * shim's system calls made natively, no record) and the shim, their
+ * order rotating from triple to triple.  Prints paired_two's four
+ * figures, then the floor's median ns and the median of the triples'
+ * shim - floor differences: what the shim adds over the floor, read
+ * from blocks run back to back in one process rather than from two
+ * workers' figures. */
+static int paired_with_floor(const struct sockaddr_in *dest, int count, int triples)
+{
+	double ns[3][256], ratio[256], added[256], over_floor[256];
+	if (triples > 256)
+		triples = 256;
+	if (load_native_ops() < 0 || block_tcp_connect(&libc_ops, dest, -1, count / 4) < 0 ||
+	    block_tcp_by_hand(&native_ops, dest, -1, count / 4) < 0)
+		return 1; /* the warm-up blocks also load the policy */
+	for (int t = 0; t < triples; t++) {
+		for (int k = 0; k < 3; k++) {
+			int side = (t + k) % 3; /* 0 native, 1 floor, 2 shim */
+			double start = block_clock_ns();
+			int rc = side == 1 ? block_tcp_by_hand(&native_ops, dest, -1, count)
+					   : block_tcp_connect(side ? &libc_ops : &native_ops, dest, -1, count);
+			if (rc < 0)
+				return 1;
+			ns[side][t] = (block_clock_ns() - start) / count;
+		}
+		ratio[t] = ns[2][t] / ns[0][t];
+		added[t] = ns[2][t] - ns[0][t];
+		over_floor[t] = ns[2][t] - ns[1][t];
+	}
+	printf("%.1f %.1f %.4f %.1f %.1f %.1f\n", median(ns[0], triples), median(ns[2], triples),
+	       median(ratio, triples), median(added, triples), median(ns[1], triples), median(over_floor, triples));
 	return 0;
 }
 
@@ -871,7 +912,7 @@ static int worker_paired(const char *name, uint16_t port, int count, int pairs, 
 
 	if (strcmp(name, "tcp_connect") == 0)
 		return held > 0 ? tcp_connect_with_held(&dest, count, pairs, held)
-				: paired_blocks(block_tcp_connect, &dest, -1, count, pairs);
+				: paired_with_floor(&dest, count, pairs);
 	if (strcmp(name, "udp_first_send") == 0)
 		return paired_blocks(block_udp_first_send, &dest, -1, count, pairs);
 	if (strcmp(name, "hot_udp") == 0) {
