@@ -749,11 +749,17 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len)
 	return NULL;
 }
 
-void skip_unless_bpf_machine(void)
+void skip_unless_bpf_machine_at(char *cgroup_mount, size_t len)
 {
-	char cgroup_mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
+	const char *missing = bpf_machine_missing(cgroup_mount, len);
 
 	if (missing)
 		cr_skip_test("skipped: %s", missing);
+}
+
+void skip_unless_bpf_machine(void)
+{
+	char cgroup_mount[PATH_MAX];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 }

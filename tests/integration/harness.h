@@ -126,5 +126,8 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len);
  * run (bpf_machine_missing): the `--bpf` row of a behaviour both
  * backends share. */
 void skip_unless_bpf_machine(void);
+/* The same, for a test that needs the cgroup v2 mount point too (it goes
+ * to cgroup_mount). */
+void skip_unless_bpf_machine_at(char *cgroup_mount, size_t len);
 
 #endif

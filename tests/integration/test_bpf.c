@@ -38,13 +38,6 @@ enum { CLIENT_NO_IO_URING = 69, CLIENT_EPERM = 77 };
 
 static char cgroup_mount[PATH_MAX];
 
-static void require_bpf_machine(void)
-{
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("skipped: %s", missing);
-}
-
 /* ---- What each test leaves behind, removed even when it fails ---- */
 
 #define MAX_CGROUPS 4
@@ -337,7 +330,7 @@ static void go_client_confined(const char *binary, const char *comm, const char 
 	struct run_result r;
 	char dest[32];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox(c.app, c.lo, c.hi, NULL);
 	bool udp = strcmp(proto, "udp") == 0;
 	server_start(&srv, "127.0.0.1", udp ? SERVE_UDP_ECHO : SERVE_GREET);
@@ -370,7 +363,7 @@ Test(bpf, static_c_raw_syscall_client_is_confined)
 	struct run_result r;
 	char port[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox(c.app, c.lo, c.hi, NULL);
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	snprintf(port, sizeof(port), "%u", srv.port);
@@ -387,7 +380,7 @@ Test(bpf, io_uring_connect_is_confined)
 	struct run_result r;
 	char port[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	/* Outside portfence first: a kernel or sandbox that refuses io_uring
 	 * is the machine's doing. */
 	server_start(&baseline, "127.0.0.1", SERVE_GREET);
@@ -434,7 +427,7 @@ Test(bpf, denied_destination_gives_eperm_to_a_go_client)
 	struct run_result r;
 	char dest[32], rule[64];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	snprintf(rule, sizeof(rule), "deny = [ \"127.0.0.1:%u\" ];", srv.port);
 	bpf_sandbox("denied", 62300, 62349, rule);
@@ -457,7 +450,7 @@ static void ports_times_destinations(const char *algorithm)
 	struct run_result r;
 	char dests[128] = "", each[8], extra[64];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	snprintf(extra, sizeof(extra), "algorithm = \"%s\";", algorithm);
 	bpf_sandbox("rxd", LO, HI, extra);
 	for (int i = 0; i < DESTS; i++) {
@@ -636,7 +629,7 @@ static void attach_then_detach(bool absolute_path)
 	struct run_result r;
 	char relative[128], failure[128];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("attached", LO, HI, NULL);
 	const char *full = make_cgroup("attach", relative, sizeof(relative));
 	const char *named = absolute_path ? full : relative;
@@ -678,7 +671,7 @@ Test(bpf, attach_to_a_missing_cgroup_fails_with_one_line)
 	struct run_result r;
 	char relative[128], full[PATH_MAX];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("attached", 62520, 62539, NULL);
 	snprintf(relative, sizeof(relative), "pf-test-%d-missing", (int)getpid());
 	under_mount(full, relative);
@@ -735,7 +728,7 @@ Test(bpf, daemon_attaches_logs_and_reattaches_a_recreated_cgroup)
 	char relative[128], extra[256], failure[128];
 	int exit_status;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	char *full = (char *)make_cgroup("daemon", relative, sizeof(relative));
 	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
 	bpf_sandbox("served", LO, HI, extra);
@@ -785,7 +778,7 @@ Test(bpf, daemon_reloads_the_policy_on_sighup)
 	char relative[128], failure[128];
 	int exit_status;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	char *full = (char *)make_cgroup("reload", relative, sizeof(relative));
 	char apps[512];
 	snprintf(apps, sizeof(apps), "cgroups = [ \"%s\" ];", relative);
@@ -1010,7 +1003,7 @@ Test(bpf, daemon_exits_with_one_line_when_a_cgroup_cannot_be_attached)
 {
 	char parent_relative[128], relative[256], extra[512];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *parent = make_cgroup("exclusive", parent_relative, sizeof(parent_relative));
 	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
 	snprintf(relative, sizeof(relative), "%s/child", parent_relative);
@@ -1046,7 +1039,7 @@ Test(bpf, daemon_reload_that_drops_a_cgroup_detaches_it)
 	struct stat info;
 	int exit_status;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *kept_full = make_cgroup("kept", kept_rel, sizeof(kept_rel));
 	const char *dropped_full = make_cgroup("dropped", dropped_rel, sizeof(dropped_rel));
 	snprintf(apps, sizeof(apps), "cgroups = [ \"%s\", \"%s\" ];", kept_rel, dropped_rel);
@@ -1079,7 +1072,7 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
 	char stay_rel[128], gone_rel[128], apps[1024], failure[128];
 	int exit_status;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *stay_full = make_cgroup("stays", stay_rel, sizeof(stay_rel));
 	const char *gone_full = make_cgroup("gone", gone_rel, sizeof(gone_rel));
 	snprintf(apps, sizeof(apps),
@@ -1130,7 +1123,7 @@ Test(bpf, daemon_leaves_no_pins_and_no_attachments_after_sigterm)
 	char relative[128], extra[256];
 	int exit_status;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *full = make_cgroup("term", relative, sizeof(relative));
 	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
 	bpf_sandbox("terminated", LO, HI, extra);
@@ -1163,7 +1156,7 @@ Test(bpf, bench_json_stays_json_when_the_bpf_measures_cannot_run)
 	struct run_result r;
 	json_error_t error;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *full = make_cgroup("bench", relative, sizeof(relative));
 	attach_exclusive_program(full);
 	bpf_sandbox("unused", 62740, 62749, NULL);
@@ -1227,7 +1220,7 @@ Test(bpf, doctor_finds_both_backends_usable_here)
 	struct run_result r;
 	char script[PATH_MAX * 2];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("doctored", 62750, 62759, NULL);
 	char *argv[] = {(char *)build_path("portfence"), "doctor", "-c", fx.sb.policy, NULL};
 	run_tool(&r, argv);
@@ -1260,7 +1253,7 @@ Test(bpf, doctor_as_a_user_says_what_bpf_lacks_and_exits_1)
 	struct run_result r;
 	char dir[PATH_MAX];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	if (system("command -v setpriv >/dev/null 2>&1") != 0)
 		cr_skip_test("skipped: no setpriv (util-linux) to run as nobody");
 	bpf_sandbox("doctored", 62750, 62759, NULL);
@@ -1283,7 +1276,7 @@ Test(bpf, doctor_with_an_invalid_policy_says_why_and_exits_1)
 {
 	struct run_result r;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("doctored", 62759, 62750, NULL);
 	char *argv[] = {(char *)build_path("portfence"), "doctor", "-c", fx.sb.policy, NULL};
 	run_tool(&r, argv);
@@ -1299,7 +1292,7 @@ static void unbound_udp_send(const char *setting, struct run_result *r, struct s
 {
 	char extra[64], port[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	snprintf(extra, sizeof(extra), "udp_unbound = \"%s\";", setting);
 	bpf_sandbox("unbound", 62700, 62719, extra);
 	server_start(srv, "127.0.0.1", SERVE_UDP_ECHO);
@@ -1362,7 +1355,7 @@ Test(bpf, run_bpf_as_a_user_fails_with_one_line_and_leaves_no_cgroup)
 	struct run_result r;
 	const char *const as_nobody[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", NULL};
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	if (system("command -v setpriv >/dev/null 2>&1") != 0)
 		cr_skip_test("skipped: no setpriv (util-linux) to run as nobody");
 	bpf_sandbox("asuser", 62800, 62819, NULL);
@@ -1384,7 +1377,7 @@ Test(bpf, run_bpf_runs_the_command_in_its_own_cgroup_and_removes_it)
 	struct run_result r;
 	char path[PATH_MAX], full[PATH_MAX];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("cleaned", 62900, 62919, NULL);
 	char *argv[] = {(char *)build_path("bpf-static-client"), "cgroup", NULL};
 	run_bpf(&r, "cleaned", argv);
@@ -1543,7 +1536,7 @@ Test(bpf, run_bpf_confinement_outlives_a_killed_launcher)
 	char extra[128], failure[128], dest[32], remote[32], cgroup[PATH_MAX];
 	uint16_t ports[AFTER];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	server_start(&denied, "127.0.0.1", SERVE_GREET);
 	snprintf(extra, sizeof(extra), "deny = [ \"127.0.0.1:%u\" ];", denied.port);
@@ -1605,7 +1598,7 @@ Test(bpf, run_bpf_left_by_every_portfence_process_is_cleaned_by_the_next_command
 	char failure[128], cgroup[PATH_MAX];
 	pid_t pids[8];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	bpf_sandbox("orphan", LO, HI, NULL);
 	pid_t launcher = run_bpf_prober_start(&p, "orphan", srv.port, cgroup);
@@ -1646,7 +1639,7 @@ Test(bpf, run_bpf_gives_the_command_only_the_fds_of_its_caller)
 	struct run_result direct, confined;
 	char fd_name[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("fds", 63040, 63059, NULL);
 	int inherited = socket(AF_INET, SOCK_STREAM, 0);
 	cr_assert_geq(inherited, 0);
@@ -1672,7 +1665,7 @@ Test(bpf, a_socket_made_outside_the_run_and_inherited_is_not_confined_as_documen
 	struct run_result r;
 	char extra[128], script[512], remote[32], local[32];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	server_start(&denied, "127.0.0.1", SERVE_GREET);
 	snprintf(extra, sizeof(extra), "deny = [ \"127.0.0.1:%u\" ];", denied.port);
 	bpf_sandbox("foreign", LO, HI, extra);
@@ -1710,7 +1703,7 @@ static void range_fills_then_exhausts(const char *algorithm)
 	struct run_result r;
 	char dest[32], extra[64], each[8];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	snprintf(extra, sizeof(extra), "algorithm = \"%s\";", algorithm);
 	bpf_sandbox("fill", LO, HI, extra);
 	server_start(&srv, "127.0.0.1", SERVE_STALL);
@@ -1790,7 +1783,7 @@ Test(bpf, bind_port_zero_takes_a_port_no_socket_holds_then_shares_one)
 	struct run_result r;
 	char value[32];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("binder", LO, HI, "algorithm = \"sequential\";");
 	run_script_with_servers(&r, "binder", script, &srv, "127.0.0.1", SERVE_STALL, &other, "127.0.0.2",
 				SERVE_STALL);
@@ -1853,7 +1846,7 @@ Test(bpf, bind_into_another_apps_range_is_refused_tcp_and_udp)
 	struct run_result r;
 	char port[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox_apps("apps = ( { name = \"mine\"; range = [ 62950, 62959 ]; },\n"
 			 "         { name = \"other\"; range = [ 61600, 61609 ]; } );");
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
@@ -1906,7 +1899,7 @@ Test(bpf, v4_mapped_destination_connects_from_the_range_tcp_and_udp)
 	struct run_result r;
 	char key[8], value[64];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("mapped", LO, HI, NULL);
 	run_script_with_servers(&r, "mapped", script, &tcp, "127.0.0.1", SERVE_GREET, &udp, "127.0.0.1",
 				SERVE_UDP_ECHO);
@@ -1967,7 +1960,7 @@ static void bind_zero_connect_cycles(bool bpf)
 	struct run_result r;
 	char port[16], cycles[16], value[32];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("cycler", LO, HI, NULL);
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	snprintf(port, sizeof(port), "%u", srv.port);
@@ -2032,7 +2025,7 @@ Test(bpf, time_wait_full_range_keeps_attempts_small)
 	struct run_result r;
 	char port[16], cycles[16], value[32], expected[64];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("twfull", LO, HI, NULL);
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	snprintf(port, sizeof(port), "%u", srv.port);
@@ -2092,7 +2085,7 @@ Test(bpf, udplite_socket_is_refused_for_a_confined_app)
 	struct run_result r;
 	char value[32];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	int probe = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
 	if (probe < 0)
 		cr_skip_test("skipped: this kernel has no UDP-Lite: %s", strerror(errno));
@@ -2149,7 +2142,7 @@ Test(bpf, mptcp_is_confined_like_tcp)
 	struct run_result r;
 	char value[32], remote[64];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	require_mptcp();
 	bpf_sandbox("multi", LO, HI, "deny = [ \"127.0.0.2/32\" ];");
 	run_script_with_servers(&r, "multi", script, &srv, "127.0.0.1", SERVE_GREET, &denied, "127.0.0.2",
@@ -2201,7 +2194,7 @@ Test(bpf, mptcp_connections_count_their_ports)
 	char value[32];
 	long held[3];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	require_mptcp();
 	bpf_sandbox("mcount", LO, HI, NULL);
 	run_script_with_servers(&r, "mcount", script, &srv, "127.0.0.1", SERVE_STALL, &unused, "127.0.0.1",
@@ -2237,7 +2230,7 @@ Test(bpf, bind_port_zero_the_kernel_refuses_is_never_recorded_ok)
 	int listeners[HI - LO + 1];
 	struct run_result r;
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	bpf_sandbox("refused", LO, HI, NULL);
 	for (int p = LO; p <= HI; p++) {
 		struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
@@ -2352,7 +2345,7 @@ Test(bpf, a_burst_of_50000_denials_under_run_bpf_loses_no_record)
 	struct run_result r;
 	char remote[32], port[16], count[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	burst_sandbox(&srv, "burst", 63100, 63119, NULL, remote, sizeof(remote), port, sizeof(port));
 	snprintf(count, sizeof(count), "%d", BURST);
 	char *argv[] = {(char *)build_path("bpf-burst"), "127.0.0.1", port, count, NULL};
@@ -2375,7 +2368,7 @@ Test(bpf, a_burst_of_50000_denials_under_the_daemon_loses_no_record)
 	struct run_result r;
 	char relative[128], cgroups[256], remote[32], port[16], count[16];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	char *full = (char *)make_cgroup("burst", relative, sizeof(relative));
 	snprintf(cgroups, sizeof(cgroups), "cgroups = [ \"%s\" ];", relative);
 	burst_sandbox(&srv, "burstd", 63120, 63139, cgroups, remote, sizeof(remote), port, sizeof(port));
@@ -2434,7 +2427,7 @@ Test(bpf, records_lost_with_no_drainer_are_counted_and_reported_by_the_next_drai
 	struct run_result r;
 	char relative[128], remote[32], port[16], count[16], line[128];
 
-	require_bpf_machine();
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	char *full = (char *)make_cgroup("lossy", relative, sizeof(relative));
 	burst_sandbox(&srv, "lossy", 63140, 63159, NULL, remote, sizeof(remote), port, sizeof(port));
 	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "lossy", relative,

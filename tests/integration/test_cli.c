@@ -479,9 +479,7 @@ Test(explain_command, backends_for_static_and_dynamic_programs)
 Test(explain_command, pid_in_an_attached_cgroup, .timeout = 60)
 {
 	char cgroup_mount[PATH_MAX], full[PATH_MAX + 128], procs[PATH_MAX + 160], relative[64], pid_text[16];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("needs the BPF backend: %s", missing);
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	struct sandbox sb;
 	struct run_result *r = result();
 	sandbox_init(&sb, EXPLAIN_APPS);
@@ -609,9 +607,7 @@ Test(explain_command, verdict_and_rule_match_both_backends, .timeout = 120)
 Test(cli, status_says_what_it_cannot_read, .timeout = 60)
 {
 	char cgroup_mount[PATH_MAX], full[PATH_MAX + 64], relative[64];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("needs the BPF backend: %s", missing);
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	struct sandbox sb;
 	struct run_result *r = result();
 	sandbox_init(&sb, "apps = ( { name = \"st\"; range = [ 62500, 62509 ]; } );");
@@ -681,9 +677,7 @@ Test(cli, status_says_whose_sockets_it_cannot_see, .timeout = 60)
 Test(cli, run_bpf_user_drops_to_the_user_inside_the_cgroup, .timeout = 120)
 {
 	char cgroup_mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("needs the BPF backend: %s", missing);
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	struct sandbox sb;
 	struct server srv;
 	struct run_result *r = result();

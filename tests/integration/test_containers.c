@@ -69,10 +69,7 @@ TestSuite(containers, .fini = teardown, .timeout = 300);
  * it, with busybox-static). */
 static void require_containers(void)
 {
-	char mount[PATH_MAX];
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
-	if (missing)
-		cr_skip_test("%s", missing);
+	skip_unless_bpf_machine();
 	cr_assert_eq(access(RUNC, X_OK), 0, "%s is missing: `make deps` installs runc", RUNC);
 	cr_assert_eq(access("/bin/busybox", X_OK), 0, "/bin/busybox is missing: `make deps` installs busybox-static");
 }
@@ -323,10 +320,7 @@ Test(containers, a_cgroup_inside_another_apps_is_refused_with_a_line)
 {
 	enum { OUTER_LO = 62600, OUTER_HI = 62619, INNER_LO = 62620, INNER_HI = 62639 };
 	char mount[PATH_MAX], apps[1024], outer[128], command[PATH_MAX * 2];
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
-
-	if (missing)
-		cr_skip_test("%s", missing);
+	skip_unless_bpf_machine_at(mount, sizeof(mount));
 	snprintf(outer, sizeof(outer), "pf-test-%d-outer", (int)getpid());
 	snprintf(apps, sizeof(apps),
 		 "apps = ( { name = \"outer\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
@@ -392,14 +386,6 @@ static int births_outside(const char *mount, const char *base, int count, int lo
 	return leaks;
 }
 
-/* The cgroup v2 mount into mount, or the test skipped with the reason. */
-static void require_bpf_mount(char *mount, size_t len)
-{
-	const char *missing = bpf_machine_missing(mount, len);
-	if (missing)
-		cr_skip_test("%s", missing);
-}
-
 /* The sandbox (policy apps_text) and the test's server, then the daemon. */
 static void births_serving(const char *apps_text)
 {
@@ -433,7 +419,7 @@ Test(containers, a_process_joining_a_new_cgroup_connects_from_the_range_at_once)
 	enum { LO = 62640, HI = 62699, COUNT = 1000 };
 	char mount[PATH_MAX], apps[512], base[64];
 
-	require_bpf_mount(mount, sizeof(mount));
+	skip_unless_bpf_machine_at(mount, sizeof(mount));
 	snprintf(base, sizeof(base), "pf-born-%d", (int)getpid());
 	snprintf(apps, sizeof(apps), "apps = ( { name = \"born\"; range = [ %d, %d ]; cgroups = [ \"%s-*\" ]; } );", LO,
 		 HI, base);
@@ -451,7 +437,7 @@ Test(containers, a_cgroup_two_apps_match_at_runtime_is_refused_not_chosen)
 	enum { A_LO = 62580, A_HI = 62589, B_LO = 62590, B_HI = 62599 };
 	char mount[PATH_MAX], apps[PATH_MAX + 512], command[PATH_MAX * 4];
 
-	require_bpf_mount(mount, sizeof(mount));
+	skip_unless_bpf_machine_at(mount, sizeof(mount));
 	snprintf(apps, sizeof(apps),
 		 "apps = ( { name = \"left\"; range = [ %d, %d ]; cgroups = [ \"%.3000s/pf-both-%d-*\" ]; },\n"
 		 "         { name = \"right\"; range = [ %d, %d ]; cgroups = [ \"pf-both-%d-*\" ]; } );",
@@ -488,7 +474,7 @@ Test(containers, a_nested_glob_is_matched_in_the_kernel_at_birth)
 	enum { LO = 62560, HI = 62579, COUNT = 100 };
 	char mount[PATH_MAX], apps[512], base[128], first[PATH_MAX + 64] = "";
 
-	require_bpf_mount(mount, sizeof(mount));
+	skip_unless_bpf_machine_at(mount, sizeof(mount));
 	snprintf(fx.cgroups[0], PATH_MAX, "%.3000s/pf-nest-%d", mount, (int)getpid());
 	snprintf(fx.cgroups[1], PATH_MAX, "%.3000s/pf-nest-%d/mid", mount, (int)getpid());
 	for (int i = 0; i < 2; i++) {

@@ -84,14 +84,6 @@ static char *record_field(const struct sandbox *sb, const char *event, const cha
 	return copy;
 }
 
-static void skip_without_bpf(void)
-{
-	char mount[256];
-	const char *missing = bpf_machine_missing(mount, sizeof(mount));
-	if (missing)
-		cr_skip_test("BPF backend: %s", missing);
-}
-
 /* ---- Fail early ---- */
 
 static void expect_not_started(bool bpf, const char *apps, const char *app, const char *where)
@@ -151,7 +143,7 @@ Test(explain, run_refuses_a_missing_policy_with_125)
 
 Test(explain, run_bpf_refuses_an_invalid_policy_with_125)
 {
-	skip_without_bpf();
+	skip_unless_bpf_machine();
 	expect_not_started(true, "apps = ( { name = \"t\"; rnage = [ 63200, 63209 ]; } );", "t", "policy.conf:4");
 	expect_not_started(true, "apps = ( { name = \"t\"; range = [ 63200, 63209 ]; } );", "nosuchapp",
 			   "nosuchapp");
@@ -506,7 +498,7 @@ Test(explain, check_validates_bind_allow_and_notify)
  * (udp_unbound = "deny"): -v says so, with the way out. */
 Test(explain, bpf_udp_unbound_refusal_notice)
 {
-	skip_without_bpf();
+	skip_unless_bpf_machine();
 	struct sandbox sb;
 	struct run_result *r = malloc(sizeof(*r));
 	static const char script[] =
@@ -533,7 +525,7 @@ Test(explain, bpf_udp_unbound_refusal_notice)
 
 Test(explain, bpf_curl_deny_notice_with_run_v)
 {
-	skip_without_bpf();
+	skip_unless_bpf_machine();
 	struct sandbox sb;
 	struct server srv;
 	struct run_result *r = malloc(sizeof(*r));

@@ -433,21 +433,13 @@ Test(questions, status_counts_audit_apps_and_intruders, .timeout = 90)
 	sandbox_cleanup(&sb);
 }
 
-static void skip_without_bpf(void)
-{
-	char cgroup_mount[256];
-	const char *missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
-	if (missing)
-		cr_skip_test("the BPF backend cannot run here: %s", missing);
-}
-
 static const char bpf_policy[] =
 	"apps = ( { name = \"web\"; range = [ 21600, 21699 ]; algorithm = \"sequential\"; } );";
 
 /* A `run --bpf` run: its processes and its cgroup show. */
 Test(questions, status_shows_a_bpf_run, .timeout = 90)
 {
-	skip_without_bpf();
+	skip_unless_bpf_machine();
 	struct sandbox sb;
 	struct server srv;
 	struct holding run;
@@ -620,7 +612,7 @@ static const char filler[] =
  * status reads 4 assignments and 3 failures from the run's programs. */
 Test(questions, status_counts_bpf_assignments_and_failures, .timeout = 90)
 {
-	skip_without_bpf();
+	skip_unless_bpf_machine();
 	struct sandbox sb;
 	struct server srv;
 	struct holding h;
