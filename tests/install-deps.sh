@@ -8,7 +8,7 @@ PACKAGES="gcc make libc6-dev libconfig-dev libcriterion-dev libjansson-dev \
   curl wget netcat-openbsd socat dnsutils dnsmasq-base python3 iproute2 \
   procps groff-base libcap2-bin nginx-light apache2-utils golang-go \
   clang libbpf-dev bpftool liburing-dev util-linux \
-  prometheus logrotate systemd runc busybox-static tftpd-hpa tftp-hpa $DEB_PACKAGES"
+  prometheus logrotate systemd runc busybox-static tftpd-hpa tftp-hpa strace $DEB_PACKAGES"
 
 # `install-deps.sh probe` installs nothing: it says what this host lacks
 # for each part (make probe).

@@ -1314,6 +1314,58 @@ Test(bpf, udp_unbound_deny_refuses_an_unconnected_send)
 	expect_refused(&r, &srv, dest, "unbound", "udp", "bpf-static-clie");
 }
 
+/* The keeper of a run drains its records, finds the cgroup empty,
+ * removes it and drains once more.  A program that sends and exits
+ * between that drain and the check leaves its record to the last drain,
+ * after the cgroup is gone: the record must still name it (fresh-ci saw
+ * "cgroup": "" once).  strace holds each of the keeper's openat calls
+ * (the check opens cgroup.events) for 1 s, so the send lands in that
+ * window rather than by chance. */
+Test(bpf, a_record_drained_after_the_runs_cgroup_is_removed_still_names_it, .timeout = 120)
+{
+	struct server srv;
+	struct run_result r;
+	char dest[32], port[16], ready[PATH_MAX], go[PATH_MAX], command[PATH_MAX * 4], keeper_script[PATH_MAX * 3];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	cr_assert_eq(access("/usr/bin/strace", X_OK), 0, "/usr/bin/strace is missing: `make deps` installs strace");
+	char scope[8] = "";
+	read_all("/proc/sys/kernel/yama/ptrace_scope", scope, sizeof(scope));
+	if (atoi(scope) == 3)
+		cr_skip_test("skipped: this kernel allows no ptrace attach (kernel.yama.ptrace_scope = 3)");
+	bpf_sandbox("unbound", 62700, 62719, "udp_unbound = \"deny\";");
+	server_start(&srv, "127.0.0.1", SERVE_UDP_ECHO);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(ready, sizeof(ready), "%s/ready", fx.sb.dir);
+	snprintf(go, sizeof(go), "%s/go", fx.sb.dir);
+	cr_assert_eq(mkfifo(go, 0600), 0, "mkfifo %s: %s", go, strerror(errno));
+	/* The program: says it runs, waits for the word, sends, exits. */
+	snprintf(command, sizeof(command), "echo $$ > %s; read word < %s; exec %s udp-unbound 127.0.0.1 %s", ready,
+		 go, build_path("bpf-static-client"), port);
+	/* Around the run: once the program runs, strace takes the keeper
+	 * (the launcher's child still called portfence), then the word. */
+	snprintf(keeper_script, sizeof(keeper_script),
+		 "\"$@\" & launcher=$!\n"
+		 "while [ ! -s %s ]; do sleep 0.01; done\n"
+		 "for child in $(cat /proc/$launcher/task/*/children); do\n"
+		 "  [ \"$(cat /proc/$child/comm)\" = portfence ] && keeper=$child\n"
+		 "done\n"
+		 "[ -n \"$keeper\" ] || { echo 'no keeper' >&2; kill $launcher; exit 90; }\n"
+		 "strace -qq -o /dev/null -e trace=openat -e inject=openat:delay_enter=1000000 -p $keeper & tracer=$!\n"
+		 "sleep 0.5\n"
+		 "echo go > %s\n"
+		 "wait $launcher; status=$?\n"
+		 "kill $tracer 2>/dev/null; wait $tracer\n"
+		 "exit $status\n",
+		 ready, go);
+	const char *const prefix[] = {"sh", "-c", keeper_script, "sh", NULL};
+	char *argv[] = {"sh", "-c", command, NULL};
+	run_bpf_via(&r, prefix, build_path("portfence"), "unbound", argv);
+	server_stop(&srv);
+	expect_refused(&r, &srv, dest, "unbound", "udp", "bpf-static-clie");
+}
+
 Test(bpf, udp_unbound_audit_lets_the_send_out_and_records_it)
 {
 	struct server srv;
