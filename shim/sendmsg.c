@@ -7,10 +7,9 @@ ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct pf_sock sock;
 
-	/* The hot path: decided from the fd table, no system call. */
-	if (msg && pf_send_passes(fd, msg->msg_name != NULL))
-		return real_sendmsg(fd, msg, flags);
-	if (!msg || !pf_sock_lookup(fd, &sock))
+	/* Passed through: the hot path, decided from the fd table without a
+	 * system call, or a socket that is not ours. */
+	if (!msg || pf_send_passes(fd, msg->msg_name != NULL) || !pf_sock_lookup(fd, &sock))
 		return real_sendmsg(fd, msg, flags);
 	struct pf_call call = {
 		.action = PF_ACT_SENDMSG, .dest = msg->msg_name, .dest_len = msg->msg_namelen,

@@ -8,10 +8,9 @@ ssize_t pf_sendto(int fd, const void *buf, size_t len, int flags,
 {
 	struct pf_sock sock;
 
-	/* The hot path: decided from the fd table, no system call. */
-	if (pf_send_passes(fd, addr != NULL))
-		return real_sendto(fd, buf, len, flags, addr, addr_len);
-	if (!pf_sock_lookup(fd, &sock))
+	/* Passed through: the hot path, decided from the fd table without a
+	 * system call, or a socket that is not ours. */
+	if (pf_send_passes(fd, addr != NULL) || !pf_sock_lookup(fd, &sock))
 		return real_sendto(fd, buf, len, flags, addr, addr_len);
 	struct pf_call call = {
 		.action = PF_ACT_SENDTO, .dest = addr, .dest_len = addr_len,
