@@ -790,17 +790,24 @@ Test(connect, small_range_churn_beside_a_cpu_hog, .timeout = 240)
 	sandbox_cleanup(&sb);
 }
 
+/* argv under run, or run --bpf: a row of a behaviour both backends share. */
+static void run_under_backend(struct run_result *r, bool bpf, const struct sandbox *sb, char *const argv[])
+{
+	char *bpf_option[] = {"--bpf", NULL};
+
+	run_under_with(r, bpf ? bpf_option : NULL, sb, NULL, argv);
+}
+
 /* sh -c cmd under run (or run --bpf) with a busy loop per core beside it,
  * the server stopped once it ends. */
 static void run_shell_beside_hogs(struct run_result *r, bool bpf, struct sandbox *sb, struct server *srv,
 				  const char *cmd)
 {
 	char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-	char *bpf_option[] = {"--bpf", NULL};
 	pid_t hog[64];
 	int hogs = hog_start(hog, 64);
 
-	run_under_with(r, bpf ? bpf_option : NULL, sb, NULL, argv);
+	run_under_backend(r, bpf, sb, argv);
 	hog_stop(hog, hogs);
 	server_stop(srv);
 }
@@ -840,7 +847,6 @@ static void ports_come_round_again(bool bpf)
 	struct server srv;
 	struct run_result r;
 	char code[700], expected[128] = "";
-	char *bpf_option[] = {"--bpf", NULL};
 
 	sequential_app_and_server(&sb, &srv, "round", ROUND_LO, ROUND_LO + 3);
 	snprintf(code, sizeof(code),
@@ -858,7 +864,7 @@ static void ports_come_round_again(bool bpf)
 		 "print(' '.join(ports))\n",
 		 ROUND_CONNECTS, srv.port);
 	char *argv[] = {"python3", "-c", code, NULL};
-	run_under_with(&r, bpf ? bpf_option : NULL, &sb, NULL, argv);
+	run_under_backend(&r, bpf, &sb, argv);
 	server_stop(&srv);
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
 	for (size_t i = 0; i < ROUND_CONNECTS; i++)
@@ -896,7 +902,6 @@ static void failed_close_range_keeps_ports(bool bpf)
 	struct server srv;
 	struct run_result r;
 	char code[900], expected[96];
-	char *bpf_option[] = {"--bpf", NULL};
 
 	sequential_app_and_server(&sb, &srv, "kept", FAILED_CLOSE_LO, FAILED_CLOSE_LO + 1);
 	snprintf(code, sizeof(code),
@@ -920,7 +925,7 @@ static void failed_close_range_keeps_ports(bool bpf)
 		 "print(' '.join(map(str, ports)))\n",
 		 srv.port);
 	char *argv[] = {"python3", "-c", code, NULL};
-	run_under_with(&r, bpf ? bpf_option : NULL, &sb, NULL, argv);
+	run_under_backend(&r, bpf, &sb, argv);
 	server_stop(&srv);
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
 	snprintf(expected, sizeof(expected), "close_range -1 22\n%d %d %d\n", FAILED_CLOSE_LO, FAILED_CLOSE_LO + 1,
