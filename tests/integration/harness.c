@@ -757,6 +757,16 @@ void skip_unless_bpf_machine_at(char *cgroup_mount, size_t len)
 		cr_skip_test("skipped: %s", missing);
 }
 
+void skip_unless_strace_can_attach(void)
+{
+	char scope[8] = "";
+
+	cr_assert_eq(access("/usr/bin/strace", X_OK), 0, "/usr/bin/strace is missing: `make deps` installs strace");
+	read_all("/proc/sys/kernel/yama/ptrace_scope", scope, sizeof(scope));
+	if (atoi(scope) == 3)
+		cr_skip_test("skipped: this kernel allows no ptrace attach (kernel.yama.ptrace_scope = 3)");
+}
+
 void skip_unless_bpf_machine(void)
 {
 	char cgroup_mount[PATH_MAX];

@@ -130,4 +130,8 @@ void skip_unless_bpf_machine(void);
  * to cgroup_mount). */
 void skip_unless_bpf_machine_at(char *cgroup_mount, size_t len);
 
+/* The tests that hold a process's system calls with strace: strace is
+ * there (`make deps`), and the kernel lets it attach. */
+void skip_unless_strace_can_attach(void);
+
 #endif

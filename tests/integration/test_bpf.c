@@ -1328,11 +1328,7 @@ Test(bpf, a_record_drained_after_the_runs_cgroup_is_removed_still_names_it, .tim
 	char dest[32], port[16], ready[PATH_MAX], go[PATH_MAX], command[PATH_MAX * 4], keeper_script[PATH_MAX * 3];
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
-	cr_assert_eq(access("/usr/bin/strace", X_OK), 0, "/usr/bin/strace is missing: `make deps` installs strace");
-	char scope[8] = "";
-	read_all("/proc/sys/kernel/yama/ptrace_scope", scope, sizeof(scope));
-	if (atoi(scope) == 3)
-		cr_skip_test("skipped: this kernel allows no ptrace attach (kernel.yama.ptrace_scope = 3)");
+	skip_unless_strace_can_attach();
 	bpf_sandbox("unbound", 62700, 62719, "udp_unbound = \"deny\";");
 	server_start(&srv, "127.0.0.1", SERVE_UDP_ECHO);
 	snprintf(port, sizeof(port), "%u", srv.port);
