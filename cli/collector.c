@@ -27,7 +27,8 @@
 
 struct ring_client {
 	struct pf_ring_header *ring;
-	uint64_t tail;
+	uint64_t tail;		/* the next record to take */
+	uint64_t released;	/* the slots from here to tail are held: taken, not yet written */
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
@@ -243,7 +244,7 @@ static void take_registration(struct pf_collector *c, int conn)
 	struct ring_client *client = &c->clients[c->count];
 	memset(client, 0, sizeof(*client));
 	client->ring = ring;
-	client->tail = atomic_load(&ring->tail);
+	client->tail = client->released = atomic_load(&ring->tail);
 	client->pid = cred.pid;
 	client->uid = cred.uid;
 	client->gid = cred.gid;
@@ -422,16 +423,17 @@ static void renew_lease(struct pf_ring_header *ring)
 		atomic_store(&ring->lease, until);
 }
 
-/* A batch: at most one ring's worth, so that one busy process cannot
- * hold the others back. */
+/* A batch: at most one ring's worth (two for a process gone), so that
+ * one busy process cannot hold the others back.  The slots taken stay
+ * held until the batch is written (release_written). */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
 {
 	struct pf_ring_entry e;
 	unsigned long taken = 0;
 
 	int rc;
-	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_take(client->ring, &client->tail, &e)); i++)
-		if (rc == 1) {
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_hold(client->ring, &client->tail, &e)); i++)
+		if (rc == PF_RING_MINE) {
 			write_entry(c, client, &e, now);
 			taken++;
 		}
@@ -440,11 +442,11 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 	if (client->gone) {
 		uint64_t head = atomic_load(&client->ring->head) & ~PF_RING_CLOSED;
 		for (unsigned i = 0; i < PF_RING_SLOTS && client->tail < head; i++) {
-			int got = pf_ring_take(client->ring, &client->tail, &e);
-			if (got == 1) {
+			int got = pf_ring_hold(client->ring, &client->tail, &e);
+			if (got == PF_RING_MINE) {
 				write_entry(c, client, &e, now);
 				taken++;
-			} else if (got == 0) {
+			} else if (got == PF_RING_NOTHING) {
 				client->tail++;
 			}
 		}
@@ -490,10 +492,19 @@ static void drain_to_end(struct pf_collector *c, struct ring_client *client, con
 		client->gone = true;
 	/* A dead process commits nothing more: no wait for it. */
 	unsigned long lost = pf_ring_take_to_end(client->ring, &client->tail, end,
-						 client->gone ? 0 : CLOSE_COMMIT_WAIT_NS, write_to_sinks, &target);
+						 client->gone ? 0 : CLOSE_COMMIT_WAIT_NS, true, write_to_sinks, &target);
 	atomic_fetch_add(&client->ring->lost, lost);
-	/* A slot counted lost is not taken again by the process. */
-	atomic_store(&client->ring->tail, client->tail);
+}
+
+/* The records taken from the client's ring are written (the sink was
+ * flushed): their slots are freed, and the ring's tail moves past them,
+ * past the slots counted lost too, which the process must not take again.
+ * A collector killed before this leaves them held, for the process to
+ * take over. */
+static void release_written(struct ring_client *client)
+{
+	pf_ring_release(client->ring, client->released, client->tail);
+	client->released = client->tail;
 }
 
 static void forget(struct pf_collector *c, size_t i)
@@ -519,10 +530,12 @@ unsigned long pf_collector_work(struct pf_collector *c)
 			client->gone = true;
 		written += drain(c, client, &now);
 	}
+	pf_record_sink_flush(c->sink);
+	for (size_t i = 0; i < c->count; i++)
+		release_written(&c->clients[i]);
 	for (size_t i = c->count; i-- > 0;)
 		if (c->clients[i].gone || c->clients[i].replaced)
 			forget(c, i);
-	pf_record_sink_flush(c->sink);
 	return written;
 }
 
@@ -552,6 +565,7 @@ void pf_collector_close(struct pf_collector *c)
 		drain_to_end(c, &c->clients[i], &now);
 		report_counts(c, &c->clients[i]);
 		pf_record_sink_flush(c->sink);
+		release_written(&c->clients[i]);
 		/* Its process registers with the next collector, or writes
 		 * directly. */
 		atomic_store(&ring->lease, 0);

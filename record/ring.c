@@ -106,19 +106,28 @@ PF_HOT bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
 	return true;
 }
 
-int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
+/* A slot's seq, for the record at position pos: claimable at pos,
+ * committed at pos + 1, held by the collector at pos + 2 (taken, not yet
+ * written), free for the next lap at pos + PF_RING_SLOTS.  A writer at
+ * pos + PF_RING_SLOTS reads a held slot as not free yet (the ring is
+ * full), so a held record stays intact until it is released. */
+static inline uint64_t seq_committed(uint64_t pos)
 {
-	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
-	uint64_t seq = atomic_load_explicit(&slot->seq, memory_order_acquire), committed = *tail + 1;
+	return pos + 1;
+}
 
-	if (seq == *tail + PF_RING_SLOTS) {
-		/* Taken by the other consumer (the shim, emptying a ring whose
-		 * collector it took for gone). */
-		++*tail;
-		return 2;
-	}
-	if (seq != committed)
-		return 0;
+static inline uint64_t seq_held(uint64_t pos)
+{
+	return pos + 2;
+}
+
+static inline uint64_t seq_free(uint64_t pos)
+{
+	return pos + PF_RING_SLOTS;
+}
+
+static void copy_out(const struct pf_ring_slot *slot, struct pf_ring_entry *out)
+{
 	/* One copy, then only the copy is looked at: the program may be
 	 * changing the slot as we read it. */
 	out->realtime_ns = slot->realtime_ns;
@@ -132,19 +141,85 @@ int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry 
 	out->remote_port = slot->remote_port;
 	memcpy(out->local_addr, slot->local_addr, 16);
 	memcpy(out->remote_addr, slot->remote_addr, 16);
-	/* Whoever frees the slot owns the record: the loser of a race
-	 * between two consumers skips it. */
-	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &committed, *tail + PF_RING_SLOTS,
-							    memory_order_acq_rel, memory_order_acquire);
-	++*tail;
-	uint64_t shared = atomic_load_explicit(&h->tail, memory_order_relaxed);
-	while (shared < *tail &&
-	       !atomic_compare_exchange_weak_explicit(&h->tail, &shared, *tail, memory_order_relaxed, memory_order_relaxed))
-		;
-	return mine ? 1 : 2;
 }
 
-unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long commit_wait_ns,
+static void advance_shared_tail(struct pf_ring_header *h, uint64_t to)
+{
+	uint64_t shared = atomic_load_explicit(&h->tail, memory_order_relaxed);
+	while (shared < to &&
+	       !atomic_compare_exchange_weak_explicit(&h->tail, &shared, to, memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
+/* The committed record at *tail copied out, and its slot held (hold) or
+ * freed.  Whoever moves the slot owns the record: the loser of a race
+ * between two consumers skips it. */
+static int take_slot(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out, bool hold)
+{
+	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
+	uint64_t pos = *tail, seq = atomic_load_explicit(&slot->seq, memory_order_acquire);
+
+	if (seq == seq_free(pos) || (hold && seq == seq_held(pos))) {
+		/* Taken by the other consumer (the shim, emptying a ring whose
+		 * collector it took for gone), or, held where we hold, a ring
+		 * the program trampled. */
+		++*tail;
+		return PF_RING_TAKEN_ELSEWHERE;
+	}
+	if (seq == seq_held(pos))
+		return PF_RING_HELD;
+	if (seq != seq_committed(pos))
+		return PF_RING_NOTHING;
+	copy_out(slot, out);
+	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &seq, hold ? seq_held(pos) : seq_free(pos),
+							    memory_order_acq_rel, memory_order_acquire);
+	++*tail;
+	if (!hold)
+		advance_shared_tail(h, *tail);
+	return mine ? PF_RING_MINE : PF_RING_TAKEN_ELSEWHERE;
+}
+
+int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
+{
+	return take_slot(h, tail, out, false);
+}
+
+int pf_ring_hold(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
+{
+	return take_slot(h, tail, out, true);
+}
+
+/* A held record taken over from a collector that never released it. */
+static int take_over_held(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
+{
+	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
+	uint64_t held = seq_held(*tail);
+
+	copy_out(slot, out);
+	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &held, seq_free(*tail), memory_order_acq_rel,
+							    memory_order_acquire);
+	++*tail;
+	advance_shared_tail(h, *tail);
+	return mine ? PF_RING_MINE : PF_RING_TAKEN_ELSEWHERE;
+}
+
+void pf_ring_release(struct pf_ring_header *h, uint64_t from, uint64_t to)
+{
+	struct pf_ring_slot *slots = pf_ring_slots(h);
+
+	/* One drain holds at most two rings' worth (see cli/collector.c);
+	 * anything wider comes from a header the program trampled. */
+	if (to < from || to - from > 2 * PF_RING_SLOTS)
+		from = to > 2 * PF_RING_SLOTS ? to - 2 * PF_RING_SLOTS : 0;
+	for (uint64_t pos = from; pos < to; pos++) {
+		uint64_t held = seq_held(pos);
+		atomic_compare_exchange_strong_explicit(&slots[pos & (PF_RING_SLOTS - 1)].seq, &held, seq_free(pos),
+							memory_order_release, memory_order_relaxed);
+	}
+	advance_shared_tail(h, to);
+}
+
+unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long wait_ns, bool hold,
 				  void (*take)(const struct pf_ring_entry *entry, void *ctx), void *ctx)
 {
 	struct pf_ring_entry e;
@@ -154,19 +229,28 @@ unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint
 	if (*tail > end || end - *tail > PF_RING_SLOTS)
 		*tail = end > PF_RING_SLOTS ? end - PF_RING_SLOTS : 0;
 	while (*tail < end) {
-		int rc = pf_ring_take(h, tail, &e);
-		if (rc == 1)
+		int rc = take_slot(h, tail, &e, hold);
+		if (rc == PF_RING_MINE)
 			take(&e, ctx);
-		if (rc != 0)
+		if (rc == PF_RING_MINE || rc == PF_RING_TAKEN_ELSEWHERE)
 			continue;
 		if (!deadline)
-			deadline = pf_monotonic_ns() + commit_wait_ns;
+			deadline = pf_monotonic_ns() + wait_ns;
 		if (pf_monotonic_ns() < deadline) {
 			sched_yield();
 			continue;
 		}
-		skipped++;
-		++*tail;
+		/* Past the wait: a held record's collector died before it
+		 * wrote it out, and the record is intact, so it is taken
+		 * here; a slot never committed is skipped, and counted. */
+		if (rc == PF_RING_HELD && take_over_held(h, tail, &e) == PF_RING_MINE) {
+			take(&e, ctx);
+			continue;
+		}
+		if (rc != PF_RING_HELD) {
+			skipped++;
+			++*tail;
+		}
 	}
 	return skipped;
 }

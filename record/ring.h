@@ -28,7 +28,7 @@
 #define PF_COLLECTOR_SOCKET "/run/portfence/collector.sock"
 
 #define PF_RING_MAGIC 0x31526650u	/* "PfR1" */
-#define PF_RING_VERSION 2u
+#define PF_RING_VERSION 3u	/* 3: slots held until written (pf_ring_hold) */
 #define PF_RING_SLOTS 4096u		/* a power of two */
 /* Seconds a collector's lease runs past its last drain: after that the
  * shim takes it for gone and registers again (or writes directly). */
@@ -51,7 +51,7 @@ struct pf_ring_header {
 	_Atomic uint32_t withdrawn;	/* PF_RING_WITHDRAWING / _RELEASED: the collector is leaving */
 	uint8_t reserved1[52];
 	/* The consumers': moved on with every record taken. */
-	_Atomic uint64_t tail;		/* collector: next position to read (advisory) */
+	_Atomic uint64_t tail;		/* consumers: every slot before it is free (advisory) */
 	uint8_t reserved2[56];
 };
 
@@ -69,7 +69,7 @@ struct pf_ring_header {
 #define PF_RING_FLAGS (PF_RING_LOCAL | PF_RING_REMOTE)
 
 struct pf_ring_slot {
-	_Atomic uint64_t seq;		/* position + 1: committed; position + slots: free */
+	_Atomic uint64_t seq;		/* position + 1: committed; + 2: held; + slots: free */
 	uint64_t realtime_ns;		/* CLOCK_REALTIME of the call */
 	uint8_t event, udp, family, flags;	/* family: 4 or 6 */
 	uint32_t attempts;
@@ -128,22 +128,39 @@ static inline bool pf_ring_closed(struct pf_ring_header *h)
  * or closed (or its memory was trampled by the program). */
 bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e);
 
-/* Consumer: the next committed slot at *tail copied into out, the slot
- * freed and *tail advanced.  0: nothing committed there (yet); 1: out
- * holds it; 2: another consumer had it (tail advanced, out means
- * nothing).  The collector keeps tail in its own memory; the shim
- * consumes too, only from a ring whose collector it took for gone. */
+/* Consumers.  What a take at *tail found there: */
+#define PF_RING_NOTHING 0		/* nothing committed there (yet) */
+#define PF_RING_MINE 1			/* out holds the record; *tail advanced */
+#define PF_RING_TAKEN_ELSEWHERE 2	/* the other consumer had it; *tail advanced, out means nothing */
+#define PF_RING_HELD 3			/* the collector holds it (pf_ring_hold), not yet released */
+
+/* The shim's take, from a ring whose collector it took for gone: the
+ * next committed slot at *tail copied into out and freed at once. */
 int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out);
 
+/* The collector's take: the record copied into out, and its slot held
+ * (neither free for writers nor committed) until pf_ring_release, which
+ * the collector calls only once the record is written.  A collector
+ * killed between the two leaves the record in the ring, where the shim
+ * takes it over (pf_ring_take_to_end): a duplicate at worst, never a loss.
+ * The collector keeps *tail in its own memory. */
+int pf_ring_hold(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out);
+
+/* Frees the slots held in [from, to) and makes to the ring's tail (the
+ * shim's takeover starts there). */
+void pf_ring_release(struct pf_ring_header *h, uint64_t from, uint64_t to);
+
 /* Every record claimed in h before end, from *tail on, in order: each
- * committed one is handed to take(entry, ctx).  A slot claimed and not
- * committed (its writer descheduled, or killed, between the two) is
- * waited for up to commit_wait_ns, then skipped.  Returns how many were
- * skipped: the caller counts them lost, never drops them silently.
- * *tail is kept within one ring of end (the header is the program's to
- * trample).  Used by the collector when it stops and by the shim when it
- * moves a ring whose collector went. */
-unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long commit_wait_ns,
+ * committed one is handed to take(entry, ctx), taken as pf_ring_hold does
+ * (hold) or as pf_ring_take does.  A slot claimed and not committed (its
+ * writer descheduled, or killed, between the two) is waited for, up to
+ * wait_ns in all, then skipped; so is, when not hold, a slot the
+ * collector holds, which is then taken over (its collector died before it
+ * wrote it out).  Returns how many were skipped: the caller counts them
+ * lost, never drops them silently.  *tail is kept within one ring of end
+ * (the header is the program's to trample).  Used by the collector when it
+ * stops and by the shim when it moves a ring whose collector went. */
+unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint64_t end, long wait_ns, bool hold,
 				  void (*take)(const struct pf_ring_entry *entry, void *ctx), void *ctx);
 
 /* A slot's content checked and turned into record fields (event,

@@ -266,7 +266,7 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
 	struct leftover_target target = {rt, fresh, 0};
 	/* Read target.lost only after the drain: move_one counts into it. */
-	unsigned long skipped = pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, move_one, &target);
+	unsigned long skipped = pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, false, move_one, &target);
 
 	atomic_fetch_add(fresh ? &fresh->lost : &old->lost, skipped + target.lost);
 }

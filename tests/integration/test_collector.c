@@ -839,13 +839,39 @@ static unsigned thread_records(json_t *records, uint16_t port, unsigned *out_of_
 	return n;
 }
 
+/* strace attached to the collector, holding each of its write(2) calls
+ * for half a second before it is made: from the first batch on, the
+ * collector spends nearly all its time with a batch taken from the rings
+ * and not yet written.  Returns strace's pid once it is attached. */
+static pid_t hold_writes(pid_t collector)
+{
+	char target[16], status[4096], path[64];
+	snprintf(target, sizeof(target), "%d", (int)collector);
+	char *argv[] = {"/usr/bin/strace", "-qq", "-o", "/dev/null", "-e", "trace=write", "-e",
+			"inject=write:delay_enter=500000", "-p", target, NULL};
+	pid_t tracer = spawn(argv, "/dev/null");
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)collector);
+	for (int i = 0; i < 5000; i++) {
+		read_all(path, status, sizeof(status));
+		const char *traced = strstr(status, "TracerPid:");
+		if (traced && atoi(traced + strlen("TracerPid:")) > 0)
+			return tracer;
+		usleep(1000);
+	}
+	cr_assert_fail("strace never attached to the collector (pid %d)", (int)collector);
+	return tracer;
+}
+
 /* Four threads of one process record without a pause while the
  * collector is stopped with sig and started again, rounds times, every
  * period_ms: each time the process's ring is swapped (the old one's lease
  * ends, a new one is registered, or the records go to the file
  * meanwhile).  Every record written at the instant of a swap still
- * arrives, once, and each thread's records stay in order. */
-static void swaps_under(int sig, int rounds, int period_ms, const char *per_thread, const char *pause_us)
+ * arrives, once, and each thread's records stay in order.  mid_write:
+ * each stop comes while the collector writes a batch out (hold_writes). */
+static void swaps_under(int sig, int rounds, int period_ms, const char *per_thread, const char *pause_us,
+			bool mid_write)
 {
 	struct sandbox sb;
 	struct acceptor srv[SWAP_THREADS];
@@ -866,7 +892,12 @@ static void swaps_under(int sig, int rounds, int period_ms, const char *per_thre
 	int swaps = 0;
 	for (; swaps < rounds && waitpid(pid, NULL, WNOHANG) == 0; swaps++) {
 		usleep((useconds_t)period_ms * 1000);
+		pid_t tracer = mid_write ? hold_writes(collector) : 0;
+		if (tracer)
+			usleep(300000);	/* inside a held write, with a batch taken */
 		stop(collector, sig);
+		if (tracer)
+			wait_child(tracer);
 		collector = start_collector(&sb);
 	}
 	cr_assert_eq(wait_child(pid), 0, "the program failed");
@@ -908,14 +939,24 @@ static void swaps_under(int sig, int rounds, int period_ms, const char *per_thre
 /* Restarted (SIGTERM) every quarter second. */
 Test(collector, ring_swaps_on_restarts_lose_nothing, .timeout = 240)
 {
-	swaps_under(SIGTERM, 12, 250, "6000", "200");
+	swaps_under(SIGTERM, 12, 250, "6000", "200", false);
 }
 
 /* Killed (SIGKILL) and started again: the ring swaps only when the lease
  * runs out, with seconds of records waiting in it. */
 Test(collector, ring_swaps_after_crashes_lose_nothing, .timeout = 240)
 {
-	swaps_under(SIGKILL, 4, 3000, "3000", "4000");
+	swaps_under(SIGKILL, 4, 3000, "3000", "4000", false);
+}
+
+/* Killed (SIGKILL) while it writes out a batch it took from the rings:
+ * those records are still in the process's ring (a slot is freed only
+ * once its record is written), and the process moves them on when the
+ * lease runs out. */
+Test(collector, a_collector_killed_mid_write_loses_nothing, .timeout = 240)
+{
+	skip_unless_strace_can_attach();
+	swaps_under(SIGKILL, 3, 2000, "3000", "4000", true);
 }
 
 /* ---- the fallback ---- */

@@ -260,7 +260,7 @@ Test(ring, close_leaves_no_record_behind, .timeout = 60)
 	 * slot claimed before, in order. */
 	uint64_t end = pf_ring_close(run.h);
 	atomic_store(&run.closed, 1);
-	cr_assert_eq(pf_ring_take_to_end(run.h, &tail, end, 5000000000L, took_to_end, &run), 0,
+	cr_assert_eq(pf_ring_take_to_end(run.h, &tail, end, 5000000000L, false, took_to_end, &run), 0,
 		     "a live writer's claimed slot was skipped");
 	taken += run.taken;
 	for (unsigned w = 0; w < CLOSE_WRITERS; w++)
@@ -310,10 +310,88 @@ Test(ring, take_to_end_skips_a_slot_never_committed)
 	cr_assert(pf_ring_put(h, &e));
 	uint64_t end = pf_ring_close(h);
 	cr_assert_eq(end, 3);
-	cr_expect_eq(pf_ring_take_to_end(h, &tail, end, 1000000L, keep, &seen), 1, "one slot skipped");
+	cr_expect_eq(pf_ring_take_to_end(h, &tail, end, 1000000L, false, keep, &seen), 1, "one slot skipped");
 	cr_expect_eq(tail, 3);
 	cr_assert_eq(seen.count, 2);
 	cr_expect_eq(seen.attempts[0], 1);
 	cr_expect_eq(seen.attempts[1], 3);
+	munmap(h, PF_RING_BYTES);
+}
+
+/* The collector's take holds a slot until the record is written
+ * (pf_ring_release): meanwhile a writer finds the ring full rather than
+ * overwrite it, and a process taking the ring over (its collector died
+ * before writing) takes the held record itself, in order, after its wait;
+ * a release that comes during that wait leaves nothing to take twice. */
+static struct pf_ring_header *ring_of(unsigned records)
+{
+	struct pf_ring_header *h = new_ring();
+	struct pf_ring_entry e;
+
+	for (unsigned i = 1; i <= records; i++) {
+		pf_ring_entry_of(&e, PF_EVENT_ASSIGN, false, AF_INET, NULL, NULL, i, 0);
+		cr_assert(pf_ring_put(h, &e), "slot %u", i);
+	}
+	return h;
+}
+
+Test(ring, held_slots_are_not_reused_and_are_taken_over_after_a_collector_dies)
+{
+	struct pf_ring_header *h = ring_of(PF_RING_SLOTS);
+	struct pf_ring_entry e;
+	struct in_order seen = {0};
+	uint64_t tail = 0;
+
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(pf_ring_hold(h, &tail, &e), PF_RING_MINE);
+	cr_assert_eq(e.attempts, 3);
+	cr_assert_not(pf_ring_put(h, &e), "a held slot is not free");
+	cr_assert_eq(atomic_load(&h->tail), 0, "nothing released yet");
+	/* The collector dies here.  Its process closes the ring and takes
+	 * everything from the ring's tail: the three held records first. */
+	uint64_t end = pf_ring_close(h), from = atomic_load(&h->tail);
+	cr_assert_eq(pf_ring_take_to_end(h, &from, end, 1000000L, false, keep, &seen), 0, "nothing lost");
+	cr_assert_eq(seen.count, PF_RING_SLOTS, "%u records taken over", seen.count);
+	for (unsigned i = 0; i < 4; i++)
+		cr_expect_eq(seen.attempts[i], i + 1, "in order");
+	/* A collector that was only slow releases late: nothing happens. */
+	pf_ring_release(h, 0, 3);
+	cr_assert_eq(atomic_load(&h->tail), PF_RING_SLOTS);
+	munmap(h, PF_RING_BYTES);
+}
+
+struct late_release {
+	struct pf_ring_header *h;
+	uint64_t to;
+};
+
+static void *release_later(void *arg)
+{
+	struct late_release *late = arg;
+	struct timespec pause = {.tv_nsec = 20000000};
+
+	nanosleep(&pause, NULL);
+	pf_ring_release(late->h, 0, late->to);
+	return NULL;
+}
+
+Test(ring, a_release_during_the_takeovers_wait_leaves_nothing_twice)
+{
+	struct pf_ring_header *h = ring_of(5);
+	struct pf_ring_entry e;
+	struct in_order seen = {0};
+	uint64_t tail = 0;
+	pthread_t collector;
+
+	cr_assert_eq(pf_ring_hold(h, &tail, &e), PF_RING_MINE);
+	cr_assert_eq(pf_ring_hold(h, &tail, &e), PF_RING_MINE);
+	struct late_release late = {h, tail};
+	pthread_create(&collector, NULL, release_later, &late);
+	uint64_t end = pf_ring_close(h), from = atomic_load(&h->tail);
+	cr_assert_eq(pf_ring_take_to_end(h, &from, end, 5000000000L, false, keep, &seen), 0);
+	pthread_join(collector, NULL);
+	cr_assert_eq(seen.count, 3, "the collector wrote two, the process takes three: %u", seen.count);
+	cr_expect_eq(seen.attempts[0], 3);
+	cr_expect_eq(seen.attempts[2], 5);
 	munmap(h, PF_RING_BYTES);
 }
