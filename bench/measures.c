@@ -654,9 +654,10 @@ static void measure_churn(void)
 		json_number(native_failures, 0).text, json_number(shim_failures, 0).text);
 	/* The shim's bound: a 4-tuple is taken again 8 ms after it enters
 	 * TIME_WAIT (kernel/sockdiag.c, TIME_WAIT_SETTLE_MS), so 20
-	 * ports give at most 2,500 connects a second, whatever the machine;
-	 * the kernel's own choice draws from the whole ephemeral range. */
-	printf("| churn | conn/s, 20-port range, client closes first (failures) | %.0f/s (%.0f) | %.0f/s (%.0f) | %.3f | >= 2500/s (20 ports / 8 ms), 0 failures |\n",
+	 * ports give at most 2,500 connects a second, whatever the machine
+	 * (the target asks for 95% of that bound); the kernel's own choice
+	 * draws from the whole ephemeral range. */
+	printf("| churn | conn/s, 20-port range, client closes first (failures) | %.0f/s (%.0f) | %.0f/s (%.0f) | %.3f | >= 2375/s (0.95 of 20 ports / 8 ms), 0 failures |\n",
 	       native, native_failures, shim, shim_failures, shim / native);
 }
 
