@@ -423,20 +423,47 @@ static void renew_lease(struct pf_ring_header *ring)
 		atomic_store(&ring->lease, until);
 }
 
+/* The records taken from the client's ring are written (the sink was
+ * flushed): their slots are freed, and the ring's tail moves past them,
+ * past the slots counted lost too, which the process must not take again.
+ * A collector killed before this leaves them held, for the process to
+ * take over. */
+static void release_written(struct ring_client *client)
+{
+	pf_ring_release(client->ring, client->released, client->tail);
+	client->released = client->tail;
+}
+
+/* Records held at once, at most: past this many the batch is written
+ * and the slots freed before more are taken, so that a process writing
+ * fast into a ring drained whole is not left with no free slot until the
+ * round ends. */
+#define HELD_MAX (PF_RING_SLOTS / 4)
+
+static void write_and_release(struct pf_collector *c)
+{
+	pf_record_sink_flush(c->sink);
+	for (size_t i = 0; i < c->count; i++)
+		release_written(&c->clients[i]);
+}
+
 /* A batch: at most one ring's worth (two for a process gone), so that
  * one busy process cannot hold the others back.  The slots taken stay
- * held until the batch is written (release_written). */
+ * held until their records are written (write_and_release). */
 static unsigned long drain(struct pf_collector *c, struct ring_client *client, const struct timespec *now)
 {
 	struct pf_ring_entry e;
 	unsigned long taken = 0;
 
 	int rc;
-	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_hold(client->ring, &client->tail, &e)); i++)
+	for (unsigned i = 0; i < PF_RING_SLOTS && (rc = pf_ring_hold(client->ring, &client->tail, &e)); i++) {
 		if (rc == PF_RING_MINE) {
 			write_entry(c, client, &e, now);
 			taken++;
 		}
+		if (client->tail - client->released >= HELD_MAX)
+			write_and_release(c);
+	}
 	/* A process gone mid-write leaves claimed slots never committed:
 	 * past them, whatever it committed is still taken. */
 	if (client->gone) {
@@ -449,6 +476,8 @@ static unsigned long drain(struct pf_collector *c, struct ring_client *client, c
 			} else if (got == PF_RING_NOTHING) {
 				client->tail++;
 			}
+			if (client->tail - client->released >= HELD_MAX)
+				write_and_release(c);
 		}
 	}
 	report_counts(c, client);
@@ -496,17 +525,6 @@ static void drain_to_end(struct pf_collector *c, struct ring_client *client, con
 	atomic_fetch_add(&client->ring->lost, lost);
 }
 
-/* The records taken from the client's ring are written (the sink was
- * flushed): their slots are freed, and the ring's tail moves past them,
- * past the slots counted lost too, which the process must not take again.
- * A collector killed before this leaves them held, for the process to
- * take over. */
-static void release_written(struct ring_client *client)
-{
-	pf_ring_release(client->ring, client->released, client->tail);
-	client->released = client->tail;
-}
-
 static void forget(struct pf_collector *c, size_t i)
 {
 	munmap(c->clients[i].ring, PF_RING_BYTES);
@@ -530,9 +548,7 @@ unsigned long pf_collector_work(struct pf_collector *c)
 			client->gone = true;
 		written += drain(c, client, &now);
 	}
-	pf_record_sink_flush(c->sink);
-	for (size_t i = 0; i < c->count; i++)
-		release_written(&c->clients[i]);
+	write_and_release(c);
 	for (size_t i = c->count; i-- > 0;)
 		if (c->clients[i].gone || c->clients[i].replaced)
 			forget(c, i);
