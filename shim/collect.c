@@ -271,6 +271,29 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 	atomic_fetch_add(fresh ? &fresh->lost : &old->lost, skipped + target.lost);
 }
 
+/* A ring swapped out (every record claimed in it moved, or counted
+ * lost), let go: its 256 KiB of the memfd, which the collector frees once
+ * it has drained it, are replaced at the same address by an anonymous
+ * closed ring with nothing in it, of which only the header's page is ever
+ * touched.  A thread that still holds the old address (its put lost the
+ * race with the swap) finds a closed ring there, never unmapped memory. */
+static void retire_ring(struct pf_ring_header *old)
+{
+	uint64_t end = atomic_load(&old->head) | PF_RING_CLOSED;
+	void *map = mmap(old, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+
+	if (map == MAP_FAILED)
+		return;	/* the old ring stays as it was: closed */
+	madvise(map, PF_RING_BYTES, MADV_DONTFORK);
+	old->magic = PF_RING_MAGIC;
+	old->version = PF_RING_VERSION;
+	old->slots = PF_RING_SLOTS;
+	old->slot_size = sizeof(struct pf_ring_slot);
+	atomic_store(&old->tail, end & ~PF_RING_CLOSED);
+	atomic_store(&old->withdrawn, PF_RING_RELEASED);
+	atomic_store(&old->head, end);
+}
+
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
  * a time).  force: the ring was found closed.  NULL: write directly. */
@@ -333,8 +356,9 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&pf_collect_ring, fresh);
-		/* The old one stays mapped: a thread may still be looking at
-		 * it (a child has none: it was never forked). */
+		/* A child's r is its parent's, never mapped here. */
+		if (!child)
+			retire_ring(r);
 	}
 	atomic_store(&moving, 0);
 	atomic_store(&registering, 0);

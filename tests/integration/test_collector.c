@@ -863,6 +863,21 @@ static pid_t hold_writes(pid_t collector)
 	return tracer;
 }
 
+/* The rings pid has mapped: its memfd mappings named portfence-ring. */
+static int rings_mapped(pid_t pid)
+{
+	char path[64], line[512];
+	int rings = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *maps = fopen(path, "r");
+	while (maps && fgets(line, sizeof(line), maps))
+		rings += strstr(line, "memfd:portfence-ring") != NULL;
+	if (maps)
+		fclose(maps);
+	return rings;
+}
+
 /* Four threads of one process record without a pause while the
  * collector is stopped with sig and started again, rounds times, every
  * period_ms: each time the process's ring is swapped (the old one's lease
@@ -889,8 +904,10 @@ static void swaps_under(int sig, int rounds, int period_ms, const char *per_thre
 	}
 	snprintf(out, sizeof(out), "%s/out", sb.dir);
 	pid_t pid = spawn_under(&sb, NULL, argv, out);
-	int swaps = 0;
+	int swaps = 0, most_rings = 0;
 	for (; swaps < rounds && waitpid(pid, NULL, WNOHANG) == 0; swaps++) {
+		int rings = rings_mapped(pid);
+		most_rings = rings > most_rings ? rings : most_rings;
 		usleep((useconds_t)period_ms * 1000);
 		pid_t tracer = mid_write ? hold_writes(collector) : 0;
 		if (tracer)
@@ -921,6 +938,9 @@ static void swaps_under(int sig, int rounds, int period_ms, const char *per_thre
 	}
 	cr_assert_eq(have, connected);
 	json_decref(records);
+	/* A ring swapped out is let go (its 256 KiB), not kept for the
+	 * process's life: the current ring, and one being moved at most. */
+	cr_assert_leq(most_rings, 2, "the process had %d rings mapped after %d swaps", most_rings, swaps);
 	/* What went to the file while no collector took the ring is
 	 * counted, and said by the collector that comes next (those after
 	 * the program's last registration, once it has exited). */
