@@ -68,6 +68,7 @@ struct pf_collector {
 	struct ring_client *clients;
 	size_t count, cap;
 	unsigned long refused;
+	uint32_t version_said;		/* the last such version said on stderr */
 };
 
 const char *pf_collector_path(void)
@@ -171,6 +172,24 @@ static void read_exe(pid_t pid, char *exe, size_t len)
 	exe[n > 0 ? n : 0] = '\0';
 }
 
+/* A shim of another portfence version (a program started before an
+ * upgrade): its ring is laid out otherwise, so it is refused, and the
+ * program writes its records to the file directly, as with no collector.
+ * Said once per version, with the pid the kernel gives. */
+static void refuse_version(struct pf_collector *c, int conn, uint32_t version)
+{
+	struct ucred cred = {0};
+	socklen_t cred_len = sizeof(cred);
+
+	if (c->version_said == version)
+		return;
+	c->version_said = version;
+	getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
+	fprintf(stderr, "portfence: collector: pid %d registered a ring of version %u; this collector reads version "
+			"%u (a program started under another portfence version): refused; it writes its records as "
+			"with no collector\n", (int)cred.pid, version, PF_RING_VERSION);
+}
+
 /* One registration: the message and the memfd, checked; the ring mapped
  * and its lease started; then the answer.  A connection that sends
  * nothing usable is closed without one. */
@@ -205,8 +224,12 @@ static void take_registration(struct pf_collector *c, int conn)
 			}
 		}
 	if (n != (ssize_t)sizeof(message) || (msg.msg_flags & MSG_CTRUNC) || memfd < 0 ||
-	    message.magic != PF_REGISTER_MAGIC || message.version != PF_RING_VERSION)
+	    message.magic != PF_REGISTER_MAGIC)
 		goto refuse;
+	if (message.version != PF_RING_VERSION) {
+		refuse_version(c, conn, message.version);
+		goto refuse_quietly;
+	}
 	message.app[sizeof(message.app) - 1] = '\0';
 	message.algorithm[sizeof(message.algorithm) - 1] = '\0';
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.pid <= 0)
@@ -269,6 +292,7 @@ refuse:
 	if (c->refused == 1 || c->refused % 1000 == 0)
 		fprintf(stderr, "portfence: collector: %lu registration(s) refused (not a shim's ring)\n",
 			c->refused);
+refuse_quietly:
 	if (pidfd >= 0)
 		close(pidfd);
 	if (map != MAP_FAILED)

@@ -21,6 +21,10 @@
  *       the collector's log opened for writing and truncated, a forged
  *       registration sent to the collector, one more real connect.
  *       Prints what each attempt gave.
+ *   ringprobe older SOCKET
+ *       registers a ring as a shim of the previous ring version would
+ *       (a program started before an upgrade); prints "answer N" (N the
+ *       bytes of the collector's answer read, 1 for a yes).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -123,6 +128,38 @@ static int hostile(const char *dest_text, const char *log, const char *socket_pa
 	}
 	close(s);
 	printf("connect2 %d\n", connect_once(&dest));
+	return 0;
+}
+
+static int older(const char *socket_path)
+{
+	int memfd = memfd_create("portfence-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	struct pf_ring_register message = {.magic = PF_REGISTER_MAGIC, .version = PF_RING_VERSION - 1, .app = "svc",
+					    .algorithm = "sequential"};
+	char control[CMSG_SPACE(sizeof(int))] = {0}, answer = 0;
+	struct iovec iov = {.iov_base = &message, .iov_len = sizeof(message)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	if (memfd < 0 || ftruncate(memfd, PF_RING_BYTES) < 0)
+		return 1;
+	struct pf_ring_header *h = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (h == MAP_FAILED || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return 1;
+	pf_ring_init(h);
+	h->version = PF_RING_VERSION - 1;
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+	if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) < 0 || sendmsg(s, &msg, 0) != (ssize_t)sizeof(message))
+		return 1;
+	ssize_t got = read(s, &answer, 1);
+	printf("answer %zd%s\n", got, got == 1 && answer == '1' ? " yes" : "");
 	return 0;
 }
 
@@ -240,6 +277,8 @@ int main(int argc, char **argv)
 		return batches(atoi(argv[2]), atoi(argv[3]), argv[4], argc == 6 && strcmp(argv[5], "closefrom") == 0);
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | hostile ADDR:PORT LOG SOCKET\n");
+	if (argc == 3 && strcmp(argv[1], "older") == 0)
+		return older(argv[2]);
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
 	return 2;
 }

@@ -385,6 +385,34 @@ Test(collector, hostile_program_cannot_forge_or_touch_the_log, .timeout = 120)
 	sandbox_cleanup(&sb);
 }
 
+/* A program started under an older portfence (another ring layout)
+ * registers with this collector: refused, said once with its pid and
+ * both versions, and the collector goes on recording. */
+Test(collector, a_ring_of_another_version_is_refused_and_said, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char said[4096], path[256], expected[128];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t collector = start_collector(&sb);
+	char *argv[] = {(char *)build_path("ringprobe"), "older", COLLECTOR_SOCKET, NULL};
+	for (int i = 0; i < 2; i++) {
+		run_program(&r, argv, NULL, NULL);
+		cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+		cr_assert(strstr(r.out, "answer ") && !strstr(r.out, "yes"), "an older ring was taken: %s", r.out);
+	}
+	snprintf(path, sizeof(path), "%s/daemon.err", sb.dir);
+	snprintf(expected, sizeof(expected), "registered a ring of version %u; this collector reads version %u",
+		 PF_RING_VERSION - 1, PF_RING_VERSION);
+	cr_assert(await_said(path, expected, said, sizeof(said), 50), "the collector said: %s", said);
+	cr_assert_null(strstr(strstr(said, expected) + 1, expected), "said twice: %s", said);
+	cr_assert_null(strstr(said, "not a shim's ring"), "%s", said);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
 /* ---- nothing lost ---- */
 
 #define BURST_PROCS 8
