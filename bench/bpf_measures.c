@@ -729,8 +729,8 @@ void measure_cgroup_confine(FILE *json, bool first)
 #define TW_SPAN 100
 #define VETH_NEAR "10.251.0.1"
 #define VETH_FAR "10.251.0.2"
-#define TW_FIGURES 11
-#define TW_MEDIANS 9	/* the rest: counts of refused connects */
+#define TW_FIGURES 13
+#define TW_COUNTS_AT 9	/* figures 9 and 10: counts of refused connects; the others, medians */
 #define MAX_TW_WORKERS 32
 
 struct tw_case {
@@ -821,17 +821,19 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	static const char *const names[TW_FIGURES] = {
 		"native_ns",	  "bpf_ns",		  "floor_ns",		     "added_ns",
 		"floor_added_ns", "over_floor_ns",	  "native_same_range_ns",    "added_same_range_ns",
-		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused"};
+		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused",
+		"cpu_added_ns", "cpu_over_floor_ns"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
 	/* the counts: the largest of the workers' */
-	for (int i = TW_MEDIANS; i < TW_FIGURES; i++)
+	for (int i = TW_COUNTS_AT; i < TW_COUNTS_AT + 2; i++)
 		for (int w = 0; w < c->got; w++)
 			med[i] = w == 0 || c->figures[i][w] > med[i] ? c->figures[i][w] : med[i];
 	fprintf(b->json, "%s\n    \"%s_%s\": {", *first_case ? "" : ",", c->net, c->mode);
 	for (int i = 0; i < TW_FIGURES; i++)
-		fprintf(b->json, "%s\"%s\": %s", i ? ", " : "", names[i], json_number(med[i], i < TW_MEDIANS ? 1 : 0).text);
+		fprintf(b->json, "%s\"%s\": %s", i ? ", " : "", names[i],
+			json_number(med[i], i == TW_COUNTS_AT || i == TW_COUNTS_AT + 1 ? 0 : 1).text);
 	fprintf(b->json, ", \"same_range_span\": [%d, %d]", c->same_lo, c->same_lo + TW_SPAN - 1);
 	fprintf(b->json, ", \"ratio\": %s", json_number(med[1] / med[0], 4).text);
 	double mean = NAN;
@@ -842,10 +844,10 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	}
 	fprintf(b->json, ", \"workers\": %d}", c->got);
 	*first_case = false;
-	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, floor +%.2f; floor itself +%.2f; same-range native +%.2f, "
-	       "itself +%.2f, refused %.0f/%d by default, %.0f retried)",
-	       c->net, c->mode, med[3] / 1000, med[5] / 1000, med[4] / 1000, med[7] / 1000, med[8] / 1000, med[9],
-	       TW_SPAN, med[10]);
+	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, cpu +%.2f; floor +%.2f, cpu +%.2f; floor itself +%.2f; "
+	       "same-range native +%.2f, itself +%.2f, refused %.0f/%d by default, %.0f retried)",
+	       c->net, c->mode, med[3] / 1000, med[11] / 1000, med[5] / 1000, med[12] / 1000, med[4] / 1000,
+	       med[7] / 1000, med[8] / 1000, med[9], TW_SPAN, med[10]);
 	if (!isnan(mean))
 		printf(", attempts mean %.1f max %ld", mean, most);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
