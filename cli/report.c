@@ -458,8 +458,9 @@ static void print_json(const struct report *rep)
 		}
 		json_object_set_new(entry, "destinations", dests_json(app, DEST_USED));
 		json_object_set_new(entry, "destinations_total", json_integer((json_int_t)app->dest_count[DEST_USED]));
-		json_t *denied = dests_json(app, DEST_DENIED);
-		json_array_extend(denied, dests_json(app, DEST_WOULD_DENY));
+		json_t *denied = dests_json(app, DEST_DENIED), *would_deny = dests_json(app, DEST_WOULD_DENY);
+		json_array_extend(denied, would_deny);	/* copies: would_deny stays ours */
+		json_decref(would_deny);
 		json_object_set_new(entry, "denied", denied);
 		if (i)
 			putchar(',');
