@@ -280,18 +280,24 @@ static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *o
 static void retire_ring(struct pf_ring_header *old)
 {
 	uint64_t end = atomic_load(&old->head) | PF_RING_CLOSED;
-	void *map = mmap(old, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	struct pf_ring_header *closed = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE,
+					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (map == MAP_FAILED)
+	if (closed == MAP_FAILED)
 		return;	/* the old ring stays as it was: closed */
-	madvise(map, PF_RING_BYTES, MADV_DONTFORK);
-	old->magic = PF_RING_MAGIC;
-	old->version = PF_RING_VERSION;
-	old->slots = PF_RING_SLOTS;
-	old->slot_size = sizeof(struct pf_ring_slot);
-	atomic_store(&old->tail, end & ~PF_RING_CLOSED);
-	atomic_store(&old->withdrawn, PF_RING_RELEASED);
-	atomic_store(&old->head, end);
+	madvise(closed, PF_RING_BYTES, MADV_DONTFORK);
+	closed->magic = PF_RING_MAGIC;
+	closed->version = PF_RING_VERSION;
+	closed->slots = PF_RING_SLOTS;
+	closed->slot_size = sizeof(struct pf_ring_slot);
+	atomic_store(&closed->tail, end & ~PF_RING_CLOSED);
+	atomic_store(&closed->withdrawn, PF_RING_RELEASED);
+	atomic_store(&closed->head, end);
+	/* Moved over the old one in one step: no thread ever sees the
+	 * address empty, or a ring there that is not closed (a put into it
+	 * would be lost). */
+	if (mremap(closed, PF_RING_BYTES, PF_RING_BYTES, MREMAP_MAYMOVE | MREMAP_FIXED, old) == MAP_FAILED)
+		munmap(closed, PF_RING_BYTES);
 }
 
 /* The ring to write into now, registering one when this is a new process
