@@ -296,6 +296,17 @@ void sandbox_cleanup(struct sandbox *sb)
 static char runtime_dir[64];
 static char lsan_copy[64];
 
+/* The tool's commands that run no other program. */
+static bool leak_checked_command(const char *command)
+{
+	static const char *const checked[] = {"check", "explain", "report", "status", "who", "doctor", NULL};
+
+	for (int i = 0; checked[i]; i++)
+		if (strcmp(command, checked[i]) == 0)
+			return true;
+	return false;
+}
+
 /* A sanitizer build's LSAN_OPTIONS names suppressions in the checkout,
  * which a test's process running as another user may not reach (a clone
  * in a 0700 directory): they are read from a copy in /tmp instead. */
@@ -469,9 +480,17 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 		for (int i = 0; extra_env && extra_env[i]; i++)
 			putenv(extra_env[i]);
 		const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-		if (runtime && runtime[0])
-			setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 1);
 		size_t len = strlen(argv[0]);
+		/* Leaks are looked for in our tool's own commands; not where it
+		 * runs a program (run, daemon's BPF-confined children), whose
+		 * preloaded runtime would report the program's. */
+		if (runtime && runtime[0])
+			setenv("ASAN_OPTIONS",
+			       len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0 && argv[1] &&
+					       leak_checked_command(argv[1])
+				       ? "detect_leaks=1:verify_asan_link_order=0"
+				       : "detect_leaks=0:verify_asan_link_order=0",
+			       1);
 		bool bpf = false;
 		for (int i = 1; argv[i] && strcmp(argv[i], "--") != 0; i++)
 			bpf = bpf || strcmp(argv[i], "--bpf") == 0;
