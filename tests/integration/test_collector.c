@@ -391,12 +391,11 @@ Test(collector, hostile_program_cannot_forge_or_touch_the_log, .timeout = 120)
 Test(collector, a_ring_of_another_version_is_refused_and_said, .timeout = 60)
 {
 	struct sandbox sb;
+	struct acceptor srv;
 	struct run_result r;
-	char said[4096], path[256], expected[128];
+	char said[4096], path[256], expected[128], dest[64], out[256];
 
-	private_run();
-	sandbox_init(&sb, svc_app);
-	pid_t collector = start_collector(&sb);
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
 	char *argv[] = {(char *)build_path("ringprobe"), "older", COLLECTOR_SOCKET, NULL};
 	for (int i = 0; i < 2; i++) {
 		run_program(&r, argv, NULL, NULL);
@@ -409,6 +408,12 @@ Test(collector, a_ring_of_another_version_is_refused_and_said, .timeout = 60)
 	cr_assert(await_said(path, expected, said, sizeof(said), 50), "the collector said: %s", said);
 	cr_assert_null(strstr(strstr(said, expected) + 1, expected), "said twice: %s", said);
 	cr_assert_null(strstr(said, "not a shim's ring"), "%s", said);
+	char *current[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			   (char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, current, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_assert_eq(await_lines(sb.log, 1), 1, "a current program after the refusal was not recorded: %s", r.err);
+	acceptor_stop(&srv);
 	stop(collector, SIGTERM);
 	sandbox_cleanup(&sb);
 }
