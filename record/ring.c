@@ -151,9 +151,24 @@ static void advance_shared_tail(struct pf_ring_header *h, uint64_t to)
 		;
 }
 
-/* The committed record at *tail copied out, and its slot held (hold) or
- * freed.  Whoever moves the slot owns the record: the loser of a race
- * between two consumers skips it. */
+/* The record at *tail copied out and its slot moved from seq from to seq
+ * to, *tail advanced (and the ring's tail with it once the slot is free).
+ * Whoever moves the slot owns the record: the loser of a race between two
+ * consumers skips it. */
+static int move_slot(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out, uint64_t from, uint64_t to)
+{
+	uint64_t pos = (*tail)++;
+	struct pf_ring_slot *slot = &pf_ring_slots(h)[pos & (PF_RING_SLOTS - 1)];
+
+	copy_out(slot, out);
+	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &from, to, memory_order_acq_rel,
+							    memory_order_acquire);
+	if (to == seq_free(pos))
+		advance_shared_tail(h, *tail);
+	return mine ? PF_RING_MINE : PF_RING_TAKEN_ELSEWHERE;
+}
+
+/* The committed record at *tail taken, its slot held (hold) or freed. */
 static int take_slot(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out, bool hold)
 {
 	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
@@ -170,13 +185,7 @@ static int take_slot(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_en
 		return PF_RING_HELD;
 	if (seq != seq_committed(pos))
 		return PF_RING_NOTHING;
-	copy_out(slot, out);
-	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &seq, hold ? seq_held(pos) : seq_free(pos),
-							    memory_order_acq_rel, memory_order_acquire);
-	++*tail;
-	if (!hold)
-		advance_shared_tail(h, *tail);
-	return mine ? PF_RING_MINE : PF_RING_TAKEN_ELSEWHERE;
+	return move_slot(h, tail, out, seq, hold ? seq_held(pos) : seq_free(pos));
 }
 
 int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
@@ -187,20 +196,6 @@ int pf_ring_take(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry 
 int pf_ring_hold(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
 {
 	return take_slot(h, tail, out, true);
-}
-
-/* A held record taken over from a collector that never released it. */
-static int take_over_held(struct pf_ring_header *h, uint64_t *tail, struct pf_ring_entry *out)
-{
-	struct pf_ring_slot *slot = &pf_ring_slots(h)[*tail & (PF_RING_SLOTS - 1)];
-	uint64_t held = seq_held(*tail);
-
-	copy_out(slot, out);
-	bool mine = atomic_compare_exchange_strong_explicit(&slot->seq, &held, seq_free(*tail), memory_order_acq_rel,
-							    memory_order_acquire);
-	++*tail;
-	advance_shared_tail(h, *tail);
-	return mine ? PF_RING_MINE : PF_RING_TAKEN_ELSEWHERE;
 }
 
 void pf_ring_release(struct pf_ring_header *h, uint64_t from, uint64_t to)
@@ -243,7 +238,7 @@ unsigned long pf_ring_take_to_end(struct pf_ring_header *h, uint64_t *tail, uint
 		/* Past the wait: a held record's collector died before it
 		 * wrote it out, and the record is intact, so it is taken
 		 * here; a slot never committed is skipped, and counted. */
-		if (rc == PF_RING_HELD && take_over_held(h, tail, &e) == PF_RING_MINE) {
+		if (rc == PF_RING_HELD && move_slot(h, tail, &e, seq_held(*tail), seq_free(*tail)) == PF_RING_MINE) {
 			take(&e, ctx);
 			continue;
 		}
