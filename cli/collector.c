@@ -176,18 +176,14 @@ static void read_exe(pid_t pid, char *exe, size_t len)
  * upgrade): its ring is laid out otherwise, so it is refused, and the
  * program writes its records to the file directly, as with no collector.
  * Said once per version, with the pid the kernel gives. */
-static void refuse_version(struct pf_collector *c, int conn, uint32_t version)
+static void refuse_version(struct pf_collector *c, pid_t pid, uint32_t version)
 {
-	struct ucred cred = {0};
-	socklen_t cred_len = sizeof(cred);
-
 	if (c->version_said == version)
 		return;
 	c->version_said = version;
-	getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len);
 	fprintf(stderr, "portfence: collector: pid %d registered a ring of version %u; this collector reads version "
 			"%u (a program started under another portfence version): refused; it writes its records as "
-			"with no collector\n", (int)cred.pid, version, PF_RING_VERSION);
+			"with no collector\n", (int)pid, version, PF_RING_VERSION);
 }
 
 /* One registration: the message and the memfd, checked; the ring mapped
@@ -226,14 +222,14 @@ static void take_registration(struct pf_collector *c, int conn)
 	if (n != (ssize_t)sizeof(message) || (msg.msg_flags & MSG_CTRUNC) || memfd < 0 ||
 	    message.magic != PF_REGISTER_MAGIC)
 		goto refuse;
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.pid <= 0)
+		goto refuse;
 	if (message.version != PF_RING_VERSION) {
-		refuse_version(c, conn, message.version);
+		refuse_version(c, cred.pid, message.version);
 		goto refuse_quietly;
 	}
 	message.app[sizeof(message.app) - 1] = '\0';
 	message.algorithm[sizeof(message.algorithm) - 1] = '\0';
-	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.pid <= 0)
-		goto refuse;
 	/* The memory must stay as large as it is: a memfd sealed against
 	 * shrinking, or a program could make our reads fault (SIGBUS). */
 	int seals = fcntl(memfd, F_GET_SEALS);
