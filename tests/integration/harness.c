@@ -481,13 +481,13 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 			putenv(extra_env[i]);
 		const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
 		size_t len = strlen(argv[0]);
+		bool tool = len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0;
 		/* Leaks are looked for in our tool's own commands; not where it
 		 * runs a program (run, daemon's BPF-confined children), whose
 		 * preloaded runtime would report the program's. */
 		if (runtime && runtime[0])
 			setenv("ASAN_OPTIONS",
-			       len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0 && argv[1] &&
-					       leak_checked_command(argv[1])
+			       tool && argv[1] && leak_checked_command(argv[1])
 				       ? "detect_leaks=1:verify_asan_link_order=0"
 				       : "detect_leaks=0:verify_asan_link_order=0",
 			       1);
@@ -496,7 +496,7 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 			bpf = bpf || strcmp(argv[i], "--bpf") == 0;
 		/* run --bpf preloads no shim: its COMMAND gets no runtime (curl
 		 * with the bare ASan runtime preloaded hangs in setlocale). */
-		if (len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0 && !bpf)
+		if (tool && !bpf)
 			sanitizer_first();
 		/* A hung program is killed rather than hanging the suite. */
 		alarm(60);
