@@ -150,7 +150,6 @@ static void stop_all(struct daemon_state *state, const struct daemon_state *next
 		pf_policy_free(&state->policy);
 	state->policy_loaded = false;
 	state->cgroup_apps_fd = -1;
-	state->ancestor[0] = '\0';
 	if (!next) {
 		unlink(PF_BPF_CGROUPS_PIN);
 		rmdir(PF_BPF_PIN_ROOT);	/* when nothing else is pinned there */

@@ -24,7 +24,7 @@ struct served_app {
 	struct pf_bpf_app *loaded;
 	struct confined_cgroup *cgroups;
 	size_t cgroup_count, cgroup_cap;
-	struct pf_bpf_attachment *ancestor;	/* its programs, at the state's ancestor */
+	struct pf_bpf_attachment *ancestor;	/* its programs, at its globs' common ancestor */
 };
 
 struct watched_dir {
@@ -48,10 +48,10 @@ struct daemon_state {
 	size_t refused_count, refused_cap;
 	struct pf_collector *collector;	/* shim records (cli/collector.c); NULL: none */
 	bool bpf;			/* the BPF backend can be used here */
-	/* One attachment, many cgroups: every app's programs stand at
-	 * ancestor (relative; "" the root), and a cgroup is confined by its
-	 * entry in the cgroup map (the first app's, shared by all). */
-	char ancestor[PATH_MAX];
+	/* One attachment per app, many cgroups: an app's programs stand at
+	 * the common ancestor of its own globs (served_app), and a cgroup
+	 * is confined by its entry in the cgroup map (the first app's,
+	 * shared by all). */
 	int cgroup_apps_fd;		/* -1: none */
 	GHashTable *confined;		/* relative -> its served_app, every app's cgroups; NULL: none yet */
 };
@@ -69,7 +69,7 @@ int daemon_sweep(struct daemon_state *state, char *why, size_t len);
  * and the cgroup map pinned; a glob or a part the kernel cannot take is
  * left to the watch, with one warning line. */
 void daemon_start_births(struct daemon_state *state);
-/* Every app's programs attached at the common ancestor of the globs'
+/* Each app's programs attached at the common ancestor of its globs'
  * fixed parts (again when that cgroup was re-created); -1 with why when
  * they cannot be, another manager's exclusive attachment named. */
 int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len);

@@ -6,7 +6,8 @@
  * dropped.  The kernel's birth program has usually made the entry
  * already; the watch is the backstop, and keeps the books (pins, the
  * refusal lines).  Here too: the globs handed to the birth program, and
- * the one attachment at the common ancestor.  The serving loop is
+ * each app's one attachment, at the common ancestor of its globs.  The
+ * serving loop is
  * cli/daemon.c. */
 #include <dirent.h>
 #include <errno.h>
@@ -261,31 +262,31 @@ static size_t fixed_parent(const struct daemon_state *state, const char *glob, c
 	}
 }
 
-/* The common ancestor of every glob's fixed parent, cut back to a
- * cgroup that exists. */
-static void common_ancestor(const struct daemon_state *state, char *ancestor, size_t len)
+/* The common ancestor of the app's globs' fixed parents, cut back to a
+ * cgroup that exists.  Its own, not all apps': every socket below an
+ * attachment runs its programs, if only to find it is not their app's,
+ * so a wider one would charge each app's sockets for the others. */
+static void common_ancestor(const struct daemon_state *state, const struct pf_app *app, char *ancestor,
+			    size_t len)
 {
 	char prefix[PATH_MAX], full[PATH_MAX];
-	bool first = true;
 	struct stat info;
 
 	ancestor[0] = '\0';
-	for (size_t i = 0; i < state->app_count; i++)
-		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++) {
-			fixed_parent(state, state->apps[i].app->cgroups.globs[g], prefix, sizeof(prefix));
-			if (first) {
-				snprintf(ancestor, len, "%s", prefix);
-				first = false;
-				continue;
-			}
-			size_t n = 0;
-			while (ancestor[n] && ancestor[n] == prefix[n])
-				n++;
-			if (!(ancestor[n] == '\0' && (prefix[n] == '/' || prefix[n] == '\0')))
-				while (n > 0 && ancestor[n] != '/')
-					n--;	/* back to a whole component */
-			ancestor[n] = '\0';
+	for (size_t g = 0; g < app->cgroups.count; g++) {
+		fixed_parent(state, app->cgroups.globs[g], prefix, sizeof(prefix));
+		if (g == 0) {
+			snprintf(ancestor, len, "%s", prefix);
+			continue;
 		}
+		size_t n = 0;
+		while (ancestor[n] && ancestor[n] == prefix[n])
+			n++;
+		if (!(ancestor[n] == '\0' && (prefix[n] == '/' || prefix[n] == '\0')))
+			while (n > 0 && ancestor[n] != '/')
+				n--;	/* back to a whole component */
+		ancestor[n] = '\0';
+	}
 	for (;;) {
 		full_path(state, ancestor, full, sizeof(full));
 		if (!ancestor[0] || (stat(full, &info) == 0 && S_ISDIR(info.st_mode)))
@@ -298,35 +299,34 @@ static void common_ancestor(const struct daemon_state *state, char *ancestor, si
 	}
 }
 
-int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
+/* The app's programs attached at its ancestor, unless they stand there
+ * still. */
+static int keep_app_ancestor(struct daemon_state *state, struct served_app *served, char *why, size_t len)
 {
 	char ancestor[PATH_MAX], full[PATH_MAX], reason[PATH_MAX + 512];
-	bool alive = state->app_count > 0;
+	struct pf_bpf_attachment *attachment = NULL;
 
-	for (size_t i = 0; i < state->app_count && alive; i++)
-		alive = !state->apps[i].app->cgroups.count ||
-			(state->apps[i].ancestor && pf_bpf_attachment_alive(state->apps[i].ancestor));
-	if (alive)
+	if (served->ancestor && pf_bpf_attachment_alive(served->ancestor))
 		return 0;
-	common_ancestor(state, ancestor, sizeof(ancestor));
+	common_ancestor(state, served->app, ancestor, sizeof(ancestor));
 	full_path(state, ancestor, full, sizeof(full));
-	for (size_t i = 0; i < state->app_count; i++) {
-		struct served_app *served = &state->apps[i];
-		struct pf_bpf_attachment *attachment = NULL;
-		if (!served->app->cgroups.count ||
-		    (served->ancestor && pf_bpf_attachment_alive(served->ancestor) && strcmp(ancestor, state->ancestor) == 0))
-			continue;
-		if (pf_bpf_attach_under(served->loaded, full, ancestor, NULL, &attachment, reason, sizeof(reason)) < 0)
-			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", served->app->name,
-					  reason, served->app->cgroups.globs[0],
-					  served->app->cgroups.count > 1 ? " and the app's other cgroups" : ""), -1;
-		pf_bpf_detach(served->ancestor);
-		served->ancestor = attachment;
-	}
-	snprintf(state->ancestor, sizeof(state->ancestor), "%s", ancestor);
-	fprintf(stderr, "portfence: the programs of %zu app%s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
-		"cgroup is confined by its entry in their map\n", state->app_count, state->app_count == 1 ? "" : "s",
+	if (pf_bpf_attach_under(served->loaded, full, ancestor, NULL, &attachment, reason, sizeof(reason)) < 0)
+		return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", served->app->name, reason,
+				  served->app->cgroups.globs[0],
+				  served->app->cgroups.count > 1 ? " and the app's other cgroups" : ""), -1;
+	pf_bpf_detach(served->ancestor);
+	served->ancestor = attachment;
+	fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
+		"cgroup is confined by its entry in their map\n", served->app->name,
 		ancestor[0] ? ancestor : "/ (the root)");
+	return 0;
+}
+
+int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		if (state->apps[i].app->cgroups.count && keep_app_ancestor(state, &state->apps[i], why, len) < 0)
+			return -1;
 	return 0;
 }
 

@@ -40,7 +40,7 @@ static char cgroup_mount[PATH_MAX];
 
 /* ---- What each test leaves behind, removed even when it fails ---- */
 
-#define MAX_CGROUPS 4
+#define MAX_CGROUPS 8
 #define MAX_CHILDREN 8
 
 static struct {
@@ -158,6 +158,18 @@ static const char *make_cgroup(const char *name, char *relative, size_t len)
 	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
 	char *full = fx.cgroups[fx.cgroup_count];
 	snprintf(relative, len, "pf-test-%d-%s", (int)getpid(), name);
+	under_mount(full, relative);
+	cr_assert_eq(mkdir(full, 0755), 0, "mkdir %s: %s", full, strerror(errno));
+	fx.cgroup_count++;
+	return full;
+}
+
+/* A cgroup inside parent_relative, made after it (removed before it). */
+static const char *make_child_cgroup(const char *parent_relative, const char *name, char *relative, size_t len)
+{
+	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
+	char *full = fx.cgroups[fx.cgroup_count];
+	snprintf(relative, len, "%s/%s", parent_relative, name);
 	under_mount(full, relative);
 	cr_assert_eq(mkdir(full, 0755), 0, "mkdir %s: %s", full, strerror(errno));
 	fx.cgroup_count++;
@@ -1005,12 +1017,7 @@ Test(bpf, daemon_exits_with_one_line_when_a_cgroup_cannot_be_attached)
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *parent = make_cgroup("exclusive", parent_relative, sizeof(parent_relative));
-	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
-	snprintf(relative, sizeof(relative), "%s/child", parent_relative);
-	char *child = fx.cgroups[fx.cgroup_count];
-	under_mount(child, relative);
-	cr_assert_eq(mkdir(child, 0755), 0, "mkdir %s: %s", child, strerror(errno));
-	fx.cgroup_count++;
+	const char *child = make_child_cgroup(parent_relative, "child", relative, sizeof(relative));
 	attach_exclusive_program(parent);
 	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
 	bpf_sandbox("refused", 62660, 62669, extra);
@@ -1112,6 +1119,47 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
 		json_decref(records);
 	}
 	stop_two(daemon, "stays", stay_full, &stays, gone_full, &gone, &srv);
+}
+
+/* Each app's programs stand at the common ancestor of its own cgroups'
+ * parents, not of every app's: every socket below an attachment runs
+ * its programs, if only to learn it is not their app's.  Two apps in
+ * two subtrees were attached where the subtrees meet (here the root),
+ * and every socket there ran both apps' programs. */
+Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
+{
+	enum { A_LO = 62740, A_HI = 62749, B_LO = 62750, B_HI = 62759 };
+	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
+	struct server srv;
+	struct prober a, b;
+	char a_top[128], b_top[128], a_rel[256], b_rel[256], bystander_rel[128], apps[1024];
+	int exit_status;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	make_cgroup("own-a", a_top, sizeof(a_top));
+	make_cgroup("own-b", b_top, sizeof(b_top));
+	const char *a_full = make_child_cgroup(a_top, "app", a_rel, sizeof(a_rel));
+	const char *b_full = make_child_cgroup(b_top, "app", b_rel, sizeof(b_rel));
+	const char *bystander = make_cgroup("own-none", bystander_rel, sizeof(bystander_rel));
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"owna\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+		 "  { name = \"ownb\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
+		 A_LO, A_HI, a_rel, B_LO, B_HI, b_rel);
+	sandbox_init(&fx.sb, apps);
+	fx.sandboxed = true;
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&a, a_full, srv.port);
+	prober_start(&b, b_full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&a, A_LO, A_HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
+	cr_assert(wait_confined(&b, B_LO, B_HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
+	cr_expect_eq(attached_programs(a_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
+		     a_full, attached_programs(a_full), (int)HOOKS);
+	cr_expect_eq(attached_programs(b_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
+		     b_full, attached_programs(b_full), (int)HOOKS);
+	cr_expect_eq(attached_programs(bystander), 0, "%s, no app's, runs %u of the backend's programs", bystander,
+		     attached_programs(bystander));
+	stop_two(daemon, "owna", a_full, &a, b_full, &b, &srv);
 }
 
 /* SIGTERM: no link of the daemon's stays attached, no pin stays. */
