@@ -280,35 +280,48 @@ static __always_inline int pfb_timewait_use(struct bpf_sock *sk)
 	return tw->tw_ts_recent_stamp ? PFB_TUPLE_TIME_WAIT : PFB_TUPLE_HELD;
 }
 
-/* What holds (source, port) -> destination, seen from the destination's
- * side: PFB_TUPLE_*. */
-static __always_inline int pfb_tuple_holder(struct pfb_walk *w, const __u32 *source, __u16 port)
-{
-	struct bpf_sock_tuple tuple = {};
-	struct bpf_sock *sk;
-	__u32 size;
+/* A 4-tuple as the kernel's socket lookup takes it; a struct, as a
+ * global function's memory argument must be. */
+struct pfb_tuple {
+	struct bpf_sock_tuple t;
+};
 
-	if (w->d.family == AF_INET) {
-		tuple.ipv4.saddr = w->d.addr[0];
-		tuple.ipv4.daddr = source[0];
-		tuple.ipv4.sport = bpf_htons(w->d.port);
-		tuple.ipv4.dport = bpf_htons(port);
-		size = sizeof(tuple.ipv4);
-	} else {
-		for (int i = 0; i < 4; i++) {
-			tuple.ipv6.saddr[i] = w->d.addr[i];
-			tuple.ipv6.daddr[i] = source[i];
-		}
-		tuple.ipv6.sport = bpf_htons(w->d.port);
-		tuple.ipv6.dport = bpf_htons(port);
-		size = sizeof(tuple.ipv6);
-	}
-	sk = bpf_skc_lookup_tcp(w->ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+/* What holds the 4-tuple (seen from the destination's side): PFB_TUPLE_*.
+ * A global function, verified once on its own: the walk's states then
+ * meet whatever it returns, and the connect programs stay far below the
+ * verifier's million instructions. */
+__noinline int pfb_tuple_lookup(struct bpf_sock_addr *ctx, struct pfb_tuple *tuple, __u32 v6)
+{
+	if (!tuple)
+		return PFB_TUPLE_HELD;
+	struct bpf_sock *sk = v6 ? bpf_skc_lookup_tcp(ctx, &tuple->t, sizeof(tuple->t.ipv6), BPF_F_CURRENT_NETNS, 0)
+				 : bpf_skc_lookup_tcp(ctx, &tuple->t, sizeof(tuple->t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return PFB_TUPLE_FREE;
 	int held = sk->state == BPF_TCP_TIME_WAIT ? pfb_timewait_use(sk) : PFB_TUPLE_HELD;
 	bpf_sk_release(sk);
 	return held;
+}
+
+/* What holds (source, port) -> destination: PFB_TUPLE_*. */
+static __always_inline int pfb_tuple_holder(struct pfb_walk *w, const __u32 *source, __u16 port)
+{
+	struct pfb_tuple tuple = {};
+
+	if (w->d.family == AF_INET) {
+		tuple.t.ipv4.saddr = w->d.addr[0];
+		tuple.t.ipv4.daddr = source[0];
+		tuple.t.ipv4.sport = bpf_htons(w->d.port);
+		tuple.t.ipv4.dport = bpf_htons(port);
+		return pfb_tuple_lookup(w->ctx, &tuple, 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		tuple.t.ipv6.saddr[i] = w->d.addr[i];
+		tuple.t.ipv6.daddr[i] = source[i];
+	}
+	tuple.t.ipv6.sport = bpf_htons(w->d.port);
+	tuple.t.ipv6.dport = bpf_htons(port);
+	return pfb_tuple_lookup(w->ctx, &tuple, 1);
 }
 
 struct pfb_host_check {
@@ -347,6 +360,8 @@ static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 	if (held == PFB_TUPLE_HELD)
 		return held;
 	if (w->d.family == AF_INET && (bpf_ntohl(w->d.addr[0]) >> 24) == 127) {
+		if (w->d.addr[0] == bpf_htonl(0x7f000001))
+			return held;	/* the same 4-tuple */
 		__u32 loopback[4] = {bpf_htonl(0x7f000001), 0, 0, 0};
 		int also = pfb_tuple_holder(w, loopback, port);
 		return also > held ? also : held;
