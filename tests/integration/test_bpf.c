@@ -833,20 +833,21 @@ static const enum bpf_attach_type backend_hooks[] = {
 	BPF_CGROUP_SOCK_OPS,
 };
 
-/* Whether program id is one of the backend's (its name "pfb_..."). */
-static bool backend_program(__u32 id)
+/* Whether program id is one of the backend's (its name "pfb_..."), its
+ * facts in *info. */
+static bool backend_program(__u32 id, struct bpf_prog_info *info)
 {
 	union bpf_attr attr = {.prog_id = id};
-	struct bpf_prog_info info = {0};
 	int fd = (int)syscall(SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
+	memset(info, 0, sizeof(*info));
 	if (fd < 0)
 		return false;	/* gone meanwhile */
 	memset(&attr, 0, sizeof(attr));
 	attr.info.bpf_fd = (__u32)fd;
-	attr.info.info_len = sizeof(info);
-	attr.info.info = (__u64)(unsigned long)&info;
+	attr.info.info_len = sizeof(*info);
+	attr.info.info = (__u64)(unsigned long)info;
 	bool ours = syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) == 0 &&
-		    strncmp(info.name, "pfb_", 4) == 0;
+		    strncmp(info->name, "pfb_", 4) == 0;
 	close(fd);
 	return ours;
 }
@@ -854,25 +855,39 @@ static bool backend_program(__u32 id)
 /* How many of the backend's programs run for the cgroup's sockets (full
  * path) at its hooks: attached to it or above it (the daemon attaches
  * once, at a common ancestor of its cgroups), as bpftool cgroup show
- * --effective counts them. */
-static unsigned attached_programs(const char *full)
+ * --effective counts them; the one the verifier took the most
+ * instructions to verify in *most, when most is not NULL. */
+static unsigned backend_programs(const char *full, struct bpf_prog_info *most)
 {
 	int fd = open(full, O_RDONLY | O_DIRECTORY);
 	unsigned total = 0;
 	__u32 ids[64];
 
 	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
+	if (most)
+		memset(most, 0, sizeof(*most));
 	for (size_t i = 0; i < sizeof(backend_hooks) / sizeof(backend_hooks[0]); i++) {
 		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = backend_hooks[i],
 						 .query_flags = BPF_F_QUERY_EFFECTIVE,
 						 .prog_ids = (__u64)(unsigned long)ids, .prog_cnt = 64}};
 		cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s",
 			     full, strerror(errno));
-		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++)
-			total += backend_program(ids[p]);
+		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++) {
+			struct bpf_prog_info info;
+			if (!backend_program(ids[p], &info))
+				continue;
+			total++;
+			if (most && info.verified_insns > most->verified_insns)
+				*most = info;
+		}
 	}
 	close(fd);
 	return total;
+}
+
+static unsigned attached_programs(const char *full)
+{
+	return backend_programs(full, NULL);
 }
 
 /* Whether the daemon's cgroup map (pinned at /sys/fs/bpf/portfence-cgroups)
@@ -1128,7 +1143,7 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
  * and every socket there ran both apps' programs. */
 Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 {
-	enum { A_LO = 62740, A_HI = 62749, B_LO = 62750, B_HI = 62759 };
+	enum { A_LO = 62890, A_HI = 62894, B_LO = 62895, B_HI = 62899 };
 	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 	struct server srv;
 	struct prober a, b;
@@ -1162,24 +1177,60 @@ Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 	stop_two(daemon, "owna", a_full, &a, b_full, &b, &srv);
 }
 
+/* A daemon serving app alone, in a new cgroup named name, and a prober
+ * there already confined to [lo, hi]: the daemon's pid; the cgroup's
+ * full path in *full. */
+static pid_t daemon_on_one_cgroup(const char *name, const char *app, int lo, int hi, struct server *srv,
+				  struct prober *p, const char **full)
+{
+	char relative[128], extra[256];
+	int exit_status;
+
+	*full = make_cgroup(name, relative, sizeof(relative));
+	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox(app, lo, hi, extra);
+	server_start(srv, "127.0.0.1", SERVE_GREET);
+	prober_start(p, *full, srv->port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(p, lo, hi, 30, daemon, &exit_status), "never confined (status %d):\n%s",
+		  exit_status, daemon_output());
+	return daemon;
+}
+
+/* The verifier gives up on a program at a million instructions (E2BIG):
+ * the programs then do not load at all.  connect6 stood at 924,586 once,
+ * and one more branch in the walk was too many; a quarter of the limit
+ * stays free, so that a change is seen to near it long before it fails. */
+Test(bpf, every_program_verifies_with_a_quarter_of_the_limit_to_spare)
+{
+	enum { LO = 62880, HI = 62889, SPARE_BELOW = 750000 };
+	struct server srv;
+	struct prober p;
+	struct bpf_prog_info most;
+	const char *full;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	pid_t daemon = daemon_on_one_cgroup("verified", "verified", LO, HI, &srv, &p, &full);
+	cr_assert_gt(backend_programs(full, &most), 0);
+	cr_expect_lt(most.verified_insns, SPARE_BELOW,
+		     "%s took the verifier %u instructions of its 1,000,000 (more than %d)", most.name,
+		     most.verified_insns, SPARE_BELOW);
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "verified", fulls);
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
 /* SIGTERM: no link of the daemon's stays attached, no pin stays. */
 Test(bpf, daemon_leaves_no_pins_and_no_attachments_after_sigterm)
 {
 	enum { LO = 62730, HI = 62739 };
 	struct server srv;
 	struct prober p;
-	char relative[128], extra[256];
-	int exit_status;
+	const char *full;
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
-	const char *full = make_cgroup("term", relative, sizeof(relative));
-	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
-	bpf_sandbox("terminated", LO, HI, extra);
-	server_start(&srv, "127.0.0.1", SERVE_GREET);
-	prober_start(&p, full, srv.port);
-	pid_t daemon = daemon_start();
-	cr_assert(wait_confined(&p, LO, HI, 30, daemon, &exit_status), "never confined (status %d):\n%s",
-		  exit_status, daemon_output());
+	pid_t daemon = daemon_on_one_cgroup("term", "terminated", LO, HI, &srv, &p, &full);
 	cr_assert_gt(attached_programs(full), 0);
 	cr_assert(cgroup_in_map(full), "%s is not in the daemon's cgroup map", full);
 	const char *const fulls[] = {full, NULL};
