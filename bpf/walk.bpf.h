@@ -348,8 +348,10 @@ static long pfb_check_local_addr(__u32 index, void *arg)
 }
 
 /* The sources the kernel may choose for this destination: the bound
- * address when there is one; else the destination itself (a local
- * address), loopback's 127.0.0.1 for 127/8, and the host's addresses. */
+ * address when there is one (pfb_loopback_source gives a loopback
+ * destination 127.0.0.1 or ::1); else the destination itself (when it
+ * is one of the host's addresses, even one added since the map was
+ * filled) and the host's addresses. */
 static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 {
 	if (w->udp)
@@ -359,13 +361,6 @@ static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 	int held = pfb_tuple_holder(w, w->d.addr, port);
 	if (held == PFB_TUPLE_HELD)
 		return held;
-	if (w->d.family == AF_INET && (bpf_ntohl(w->d.addr[0]) >> 24) == 127) {
-		if (w->d.addr[0] == bpf_htonl(0x7f000001))
-			return held;	/* the same 4-tuple */
-		__u32 loopback[4] = {bpf_htonl(0x7f000001), 0, 0, 0};
-		int also = pfb_tuple_holder(w, loopback, port);
-		return also > held ? also : held;
-	}
 	struct pfb_host_check check = {.w = w, .port = port, .held = held};
 	bpf_loop(PF_BPF_LOCAL_ADDRS, pfb_check_local_addr, &check, 0);
 	return check.held;
