@@ -7,8 +7,7 @@
  * already; the watch is the backstop, and keeps the books (pins, the
  * refusal lines).  Here too: the globs handed to the birth program, and
  * each app's one attachment, at the common ancestor of its globs.  The
- * serving loop is
- * cli/daemon.c. */
+ * serving loop is cli/daemon.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
