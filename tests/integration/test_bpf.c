@@ -151,29 +151,31 @@ static void under_mount(char *out, const char *relative)
 	cr_assert(n > 0 && n < PATH_MAX, "cgroup path too long: %s", relative);
 }
 
-/* A fresh cgroup of this test, named after the test's process: its path
- * relative to the cgroup v2 mount goes to relative. */
-static const char *make_cgroup(const char *name, char *relative, size_t len)
+/* The cgroup at relative made, and removed by the teardown (children
+ * first): its full path. */
+static const char *add_cgroup(const char *relative)
 {
 	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
 	char *full = fx.cgroups[fx.cgroup_count];
-	snprintf(relative, len, "pf-test-%d-%s", (int)getpid(), name);
 	under_mount(full, relative);
 	cr_assert_eq(mkdir(full, 0755), 0, "mkdir %s: %s", full, strerror(errno));
 	fx.cgroup_count++;
 	return full;
 }
 
+/* A fresh cgroup of this test, named after the test's process: its path
+ * relative to the cgroup v2 mount goes to relative. */
+static const char *make_cgroup(const char *name, char *relative, size_t len)
+{
+	snprintf(relative, len, "pf-test-%d-%s", (int)getpid(), name);
+	return add_cgroup(relative);
+}
+
 /* A cgroup inside parent_relative, made after it (removed before it). */
 static const char *make_child_cgroup(const char *parent_relative, const char *name, char *relative, size_t len)
 {
-	cr_assert_lt(fx.cgroup_count, MAX_CGROUPS);
-	char *full = fx.cgroups[fx.cgroup_count];
 	snprintf(relative, len, "%s/%s", parent_relative, name);
-	under_mount(full, relative);
-	cr_assert_eq(mkdir(full, 0755), 0, "mkdir %s: %s", full, strerror(errno));
-	fx.cgroup_count++;
-	return full;
+	return add_cgroup(relative);
 }
 
 /* [prefix...] TOOL run --bpf -c POLICY -a APP -- argv...  (prefix: a
@@ -1083,6 +1085,39 @@ Test(bpf, daemon_reload_that_drops_a_cgroup_detaches_it)
 	stop_two(daemon, "narrowed", kept_full, &kept, dropped_full, &dropped, &srv);
 }
 
+/* One of the two apps daemon_on_two_apps serves: its cgroup (made by the
+ * test), its range, and a prober there. */
+struct two_apps_app {
+	const char *name, *relative, *full;
+	int lo, hi;
+	struct prober prober;
+};
+
+/* A daemon serving apps a and b, each in its cgroup, a greeting server,
+ * and a prober in each cgroup already confined to its app's range: the
+ * daemon's pid. */
+static pid_t daemon_on_two_apps(struct two_apps_app *a, struct two_apps_app *b, struct server *srv)
+{
+	char apps[1024];
+	int exit_status;
+
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"%s\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+		 "  { name = \"%s\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
+		 a->name, a->lo, a->hi, a->relative, b->name, b->lo, b->hi, b->relative);
+	sandbox_init(&fx.sb, apps);
+	fx.sandboxed = true;
+	server_start(srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&a->prober, a->full, srv->port);
+	prober_start(&b->prober, b->full, srv->port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&a->prober, a->lo, a->hi, 30, daemon, &exit_status), "%s never confined:\n%s",
+		  a->name, daemon_output());
+	cr_assert(wait_confined(&b->prober, b->lo, b->hi, 30, daemon, &exit_status), "%s never confined:\n%s",
+		  b->name, daemon_output());
+	return daemon;
+}
+
 /* SIGHUP with a policy that no longer has one of the apps: its cgroup is
  * released, its pins are gone, and what its programs recorded before the
  * reload is in the log. */
@@ -1090,40 +1125,27 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
 {
 	enum { STAY_LO = 62680, STAY_HI = 62689, GONE_LO = 62690, GONE_HI = 62699 };
 	struct server srv;
-	struct prober stays, gone;
 	char stay_rel[128], gone_rel[128], apps[1024], failure[128];
-	int exit_status;
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
-	const char *stay_full = make_cgroup("stays", stay_rel, sizeof(stay_rel));
-	const char *gone_full = make_cgroup("gone", gone_rel, sizeof(gone_rel));
-	snprintf(apps, sizeof(apps),
-		 "apps = ( { name = \"stays\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
-		 "  { name = \"gone\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
-		 STAY_LO, STAY_HI, stay_rel, GONE_LO, GONE_HI, gone_rel);
-	sandbox_init(&fx.sb, apps);
-	fx.sandboxed = true;
-	server_start(&srv, "127.0.0.1", SERVE_GREET);
-	prober_start(&stays, stay_full, srv.port);
-	prober_start(&gone, gone_full, srv.port);
-	pid_t daemon = daemon_start();
-	cr_assert(wait_confined(&stays, STAY_LO, STAY_HI, 30, daemon, &exit_status), "never confined:\n%s",
-		  daemon_output());
-	cr_assert(wait_confined(&gone, GONE_LO, GONE_HI, 30, daemon, &exit_status), "never confined:\n%s",
-		  daemon_output());
+	struct two_apps_app stays = {.name = "stays", .relative = stay_rel, .lo = STAY_LO, .hi = STAY_HI};
+	struct two_apps_app gone = {.name = "gone", .relative = gone_rel, .lo = GONE_LO, .hi = GONE_HI};
+	stays.full = make_cgroup("stays", stay_rel, sizeof(stay_rel));
+	gone.full = make_cgroup("gone", gone_rel, sizeof(gone_rel));
+	pid_t daemon = daemon_on_two_apps(&stays, &gone, &srv);
 	cr_assert(app_pinned("gone"));
 
 	/* The last connects of the app to go, right before the reload. */
 	uint16_t last[5];
 	for (int i = 0; i < 5; i++) {
-		last[i] = prober_connect(&gone, failure, sizeof(failure));
+		last[i] = prober_connect(&gone.prober, failure, sizeof(failure));
 		cr_assert(in_range(last[i], GONE_LO, GONE_HI), "connect came from %u (%s)", last[i], failure);
 	}
 	snprintf(apps, sizeof(apps), "apps = ( { name = \"stays\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
 		 STAY_LO, STAY_HI, stay_rel);
 	reload_with(daemon, apps);
-	expect_dropped(daemon, &gone, gone_full, "/sys/fs/bpf/portfence/gone", GONE_LO, GONE_HI, &stays, STAY_LO,
-		       STAY_HI);
+	expect_dropped(daemon, &gone.prober, gone.full, "/sys/fs/bpf/portfence/gone", GONE_LO, GONE_HI,
+		       &stays.prober, STAY_LO, STAY_HI);
 
 	for (int i = 0; i < 5; i++) {
 		json_t *records;
@@ -1133,7 +1155,7 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
 			cr_expect_str_eq(field(record, "app") ? field(record, "app") : "", "gone");
 		json_decref(records);
 	}
-	stop_two(daemon, "stays", stay_full, &stays, gone_full, &gone, &srv);
+	stop_two(daemon, "stays", stays.full, &stays.prober, gone.full, &gone.prober, &srv);
 }
 
 /* Each app's programs stand at the common ancestor of its own cgroups'
@@ -1146,35 +1168,24 @@ Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 	enum { A_LO = 62890, A_HI = 62894, B_LO = 62895, B_HI = 62899 };
 	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 	struct server srv;
-	struct prober a, b;
-	char a_top[128], b_top[128], a_rel[256], b_rel[256], bystander_rel[128], apps[1024];
-	int exit_status;
+	char a_top[128], b_top[128], a_rel[256], b_rel[256], bystander_rel[128];
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	struct two_apps_app a = {.name = "owna", .relative = a_rel, .lo = A_LO, .hi = A_HI};
+	struct two_apps_app b = {.name = "ownb", .relative = b_rel, .lo = B_LO, .hi = B_HI};
 	make_cgroup("own-a", a_top, sizeof(a_top));
 	make_cgroup("own-b", b_top, sizeof(b_top));
-	const char *a_full = make_child_cgroup(a_top, "app", a_rel, sizeof(a_rel));
-	const char *b_full = make_child_cgroup(b_top, "app", b_rel, sizeof(b_rel));
+	const char *a_full = a.full = make_child_cgroup(a_top, "app", a_rel, sizeof(a_rel));
+	const char *b_full = b.full = make_child_cgroup(b_top, "app", b_rel, sizeof(b_rel));
 	const char *bystander = make_cgroup("own-none", bystander_rel, sizeof(bystander_rel));
-	snprintf(apps, sizeof(apps),
-		 "apps = ( { name = \"owna\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
-		 "  { name = \"ownb\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );",
-		 A_LO, A_HI, a_rel, B_LO, B_HI, b_rel);
-	sandbox_init(&fx.sb, apps);
-	fx.sandboxed = true;
-	server_start(&srv, "127.0.0.1", SERVE_GREET);
-	prober_start(&a, a_full, srv.port);
-	prober_start(&b, b_full, srv.port);
-	pid_t daemon = daemon_start();
-	cr_assert(wait_confined(&a, A_LO, A_HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
-	cr_assert(wait_confined(&b, B_LO, B_HI, 30, daemon, &exit_status), "never confined:\n%s", daemon_output());
+	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
 	cr_expect_eq(attached_programs(a_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
 		     a_full, attached_programs(a_full), (int)HOOKS);
 	cr_expect_eq(attached_programs(b_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
 		     b_full, attached_programs(b_full), (int)HOOKS);
 	cr_expect_eq(attached_programs(bystander), 0, "%s, no app's, runs %u of the backend's programs", bystander,
 		     attached_programs(bystander));
-	stop_two(daemon, "owna", a_full, &a, b_full, &b, &srv);
+	stop_two(daemon, "owna", a_full, &a.prober, b_full, &b.prober, &srv);
 }
 
 /* A daemon serving app alone, in a new cgroup named name, and a prober
