@@ -18,7 +18,7 @@
 #include "kernel/pins.h"
 #include "portfence.skel.h"
 
-#define PROGRAM_COUNT 11
+#define PROGRAM_COUNT PF_BPF_PROGRAM_COUNT
 
 struct pf_bpf_attachment {
 	struct bpf_link *links[PROGRAM_COUNT];
@@ -32,8 +32,9 @@ struct pf_bpf_attachment {
 	ino_t cgroup_ino;
 };
 
-static struct bpf_program *program(struct portfence_bpf *skel, int i)
+struct bpf_program *pf_bpf_app_program(const struct pf_bpf_app *loaded, int i)
 {
+	struct portfence_bpf *skel = loaded->skel;
 	struct bpf_program *programs[PROGRAM_COUNT] = {
 		skel->progs.pfb_connect4, skel->progs.pfb_connect6, skel->progs.pfb_sendmsg4,
 		skel->progs.pfb_sendmsg6, skel->progs.pfb_bind4, skel->progs.pfb_bind6,
@@ -112,7 +113,7 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 		return -errno;
 	for (int i = 0; i < PROGRAM_COUNT; i++) {
 		snprintf(path, sizeof(path), "%s/%s", attachment->pin_dir,
-			 bpf_program__name(program(loaded->skel, i)));
+			 bpf_program__name(pf_bpf_app_program(loaded, i)));
 		unlink(path);
 		int rc = bpf_link__pin(attachment->links[i], path);
 		if (rc < 0)
@@ -158,8 +159,8 @@ int pf_bpf_attach(struct pf_bpf_app *loaded, const char *cgroup_full, const char
 				   why, len);
 }
 
-int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
-			const char *pin_root, struct pf_bpf_attachment **out, char *why, size_t len)
+int pf_bpf_attach_programs(struct bpf_program *const programs[PROGRAM_COUNT], const char *cgroup_full,
+			   struct pf_bpf_attachment **out, char *why, size_t len)
 {
 	struct pf_bpf_attachment *attachment = calloc(1, sizeof(*attachment));
 	struct stat info;
@@ -176,24 +177,45 @@ int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, cons
 	snprintf(attachment->cgroup_full, sizeof(attachment->cgroup_full), "%s", cgroup_full);
 	attachment->cgroup_ino = info.st_ino;
 	for (int i = 0; i < PROGRAM_COUNT; i++) {
-		attachment->links[i] = bpf_program__attach_cgroup(program(loaded->skel, i), fd);
+		attachment->links[i] = bpf_program__attach_cgroup(programs[i], fd);
 		if (!attachment->links[i]) {
 			rc = -errno;
 			char blocker[PATH_MAX + 128] = "";
 			if (rc == -EPERM)
-				exclusive_blocker(cgroup_full, bpf_program__expected_attach_type(program(loaded->skel, i)),
-						  blocker, sizeof(blocker));
-			snprintf(why, len, "cannot attach %s to cgroup %s: %s%s",
-				 bpf_program__name(program(loaded->skel, i)), cgroup_full, strerror(-rc),
+				exclusive_blocker(cgroup_full, bpf_program__expected_attach_type(programs[i]), blocker,
+						  sizeof(blocker));
+			snprintf(why, len, "cannot attach %s to cgroup %s: %s%s", bpf_program__name(programs[i]),
+				 cgroup_full, strerror(-rc),
 				 blocker[0] ? blocker
 				 : rc == -EPERM ? " (another tool's exclusive attachment above it?)" : "");
 			goto fail;
 		}
 	}
+	close(fd);
+	*out = attachment;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	pf_bpf_detach(attachment);
+	return rc < 0 ? rc : -EINVAL;
+}
+
+int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, const char *cgroup_relative,
+			const char *pin_root, struct pf_bpf_attachment **out, char *why, size_t len)
+{
+	struct bpf_program *programs[PROGRAM_COUNT];
+	struct pf_bpf_attachment *attachment;
+	int rc;
+
+	for (int i = 0; i < PROGRAM_COUNT; i++)
+		programs[i] = pf_bpf_app_program(loaded, i);
+	if ((rc = pf_bpf_attach_programs(programs, cgroup_full, &attachment, why, len)) < 0)
+		return rc;
 	/* Its own map: the programs judge the sockets of this cgroup (and
 	 * below), and leave alone those of another attachment's cgroups. */
 	if (loaded->own_cgroups) {
-		uint64_t id = (uint64_t)info.st_ino;
+		uint64_t id = (uint64_t)attachment->cgroup_ino;
 		if (bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.cgroup_apps), &id, &loaded->app_id, BPF_ANY) < 0) {
 			rc = -errno;
 			snprintf(why, len, "cannot confine cgroup %s: %s", cgroup_full, strerror(errno));
@@ -204,12 +226,9 @@ int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, cons
 		snprintf(why, len, "cannot pin the links under %s: %s", attachment->pin_dir, strerror(-rc));
 		goto fail;
 	}
-	close(fd);
 	*out = attachment;
 	return 0;
 fail:
-	if (fd >= 0)
-		close(fd);
 	pf_bpf_detach(attachment);
 	return rc < 0 ? rc : -EINVAL;
 }

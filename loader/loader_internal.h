@@ -34,6 +34,16 @@ struct pf_bpf_app {
 	struct bpf_link *birth_links[2];	/* cgroup_mkdir, cgroup_rmdir */
 };
 
+/* The hooks' programs, in one order for the app's object and the
+ * dispatcher's (loader/attach.c, loader/dispatch.c). */
+#define PF_BPF_PROGRAM_COUNT 11
+struct bpf_program;
+struct bpf_program *pf_bpf_app_program(const struct pf_bpf_app *loaded, int i);
+/* Attaches the programs (links; BPF_F_ALLOW_MULTI) to the cgroup, all or
+ * none: the attachment (not pinned), or -errno with why. */
+int pf_bpf_attach_programs(struct bpf_program *const programs[PF_BPF_PROGRAM_COUNT], const char *cgroup_full,
+			   struct pf_bpf_attachment **out, char *why, size_t len);
+
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */
 int pf_bpf_ensure_bpffs(void);
 
