@@ -78,6 +78,9 @@ POLICY_LIB = $(BUILD)/libpfpolicy.a
 BPF_LIB    = $(BUILD)/libpfbpf.a
 BPF_OBJ    = $(BUILD)/bpf/portfence.bpf.o
 BPF_SKEL   = $(BUILD)/bpf/portfence.skel.h
+# The daemon's dispatcher: one program per hook, tail-calling the app's.
+DISPATCH_OBJ  = $(BUILD)/bpf/dispatch.bpf.o
+DISPATCH_SKEL = $(BUILD)/bpf/dispatch.skel.h
 SHIM       = $(BUILD)/libportfence.so
 SHIM_MAP   = $(BUILD)/exports.map
 TOOL       = $(BUILD)/portfence
@@ -110,6 +113,9 @@ BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror -I/usr/include/$$(gcc -du
 $(BPF_OBJ): $(BPF_PROG_SRC) $(wildcard bpf/*.h core/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
+$(DISPATCH_OBJ): bpf/dispatch.bpf.c $(wildcard bpf/*.h)
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@
 
 # The core (core/*.h) is shared by the shim and the BPF programs: every
 # header must build for the BPF target as it builds for the host.  This
@@ -135,8 +141,10 @@ $(call obj,tests/unit/test_sequence.c): ALL_CFLAGS += -I$(BUILD)/bpf
 
 $(BPF_SKEL): $(BPF_OBJ)
 	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@
+$(DISPATCH_SKEL): $(DISPATCH_OBJ)
+	bpftool gen skeleton $< name dispatch_bpf > $@.tmp && mv $@.tmp $@
 
-$(call obj,$(BPF_USER_SRC)): $(BPF_SKEL)
+$(call obj,$(BPF_USER_SRC)): $(BPF_SKEL) $(DISPATCH_SKEL)
 $(call obj,$(BPF_USER_SRC)): ALL_CFLAGS += -I$(BUILD)/bpf
 # glib: the tool's hash tables (report, status); the shim never links it.
 GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)

@@ -9,7 +9,10 @@
  * the policy and the app's state.  Which sockets are the app's is in
  * bpf/cgroups.bpf.h: one attachment serves many cgroups, each hook
  * acting only for a socket whose cgroup's nearest confined ancestor is
- * the app's (pfb_ours), and a new cgroup gets its app inside mkdir. */
+ * the app's (pfb_ours); a new cgroup gets its app inside mkdir
+ * (bpf/births.bpf.h).  Where several of the daemon's apps share the
+ * cgroup their programs would stand at, the dispatcher
+ * (bpf/dispatch.bpf.c) stands there and tail-calls these. */
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -17,7 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "bpf/cgroups.bpf.h"
+#include "bpf/births.bpf.h"
 #include "bpf/dest.bpf.h"
 #include "bpf/maps.bpf.h"
 #include "bpf/records.bpf.h"

@@ -6,12 +6,14 @@
  * One attachment, many cgroups (bpf/cgroups.bpf.h): each app's
  * programs are loaded and verified once, and attached once, at the
  * common ancestor of its globs' fixed parts (links, so BPF_F_ALLOW_MULTI:
- * other managers' programs run too); a cgroup is confined by its entry
- * in the map the apps share (cgroup id -> app), the nearest confined
- * ancestor of a socket's cgroup deciding.  A new cgroup gets its entry
- * inside mkdir(2), before any process can join it: the birth program
- * (tp_btf/cgroup_mkdir) matches its path against the globs in the
- * kernel.  The watch stays as the backstop and the bookkeeper: inotify
+ * other managers' programs run too); where several apps' programs would
+ * stand at one cgroup, the dispatcher (bpf/dispatch.bpf.c), one program
+ * per hook that tail-calls the socket's app's, stands there instead.  A
+ * cgroup is confined by its entry in the map the apps share (cgroup id
+ * -> app), the nearest confined ancestor of a socket's cgroup deciding.
+ * A new cgroup gets its entry inside mkdir(2), before any process can
+ * join it: the birth program (tp_btf/cgroup_mkdir) matches its path
+ * against the globs in the kernel.  The watch stays as the backstop and the bookkeeper: inotify
  * on the parent (IN_CREATE) confirms the entry and writes the cgroup's
  * pin directory (status lists it); a cgroup removed (IN_DELETE) loses
  * both.  Only the directories that can lead to a match are watched.  A
@@ -104,7 +106,6 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 {
 	const char *app = served->app->name;
 
-	pf_bpf_detach(served->ancestor);
 	for (size_t i = 0; i < served->cgroup_count; i++) {
 		if (serves(next, app, served->cgroups[i].relative))
 			pf_bpf_attachment_release(served->cgroups[i].attachment);
@@ -121,8 +122,24 @@ static void stop_serving(struct served_app *served, const struct daemon_state *n
 	pf_bpf_app_free(served->loaded);
 }
 
+/* The dispatcher goes before the apps are stopped: each app's last
+ * drain then finds every record its programs will ever write. */
+static void stop_dispatching(struct daemon_state *state)
+{
+	for (size_t p = 0; p < state->point_count; p++) {
+		pf_bpf_detach(state->points[p].attachment);
+		free(state->points[p].relative);
+	}
+	free(state->points);
+	state->points = NULL;
+	state->point_count = 0;
+	pf_bpf_dispatch_free(state->dispatch);
+	state->dispatch = NULL;
+}
+
 static void stop_all(struct daemon_state *state, const struct daemon_state *next)
 {
+	stop_dispatching(state);
 	if (state->confined)
 		g_hash_table_destroy(state->confined);
 	state->confined = NULL;
@@ -203,6 +220,12 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 	}
 	if (state->app_count == 0)
 		return 0;	/* the collector alone: no cgroup to watch */
+	if (state->app_count > 1 &&
+	    pf_bpf_dispatch_load(state->cgroup_apps_fd, (uint32_t)state->app_count, &state->dispatch, why, len) < 0)
+		return -1;
+	for (size_t i = 0; state->dispatch && i < state->app_count; i++)
+		if (pf_bpf_dispatch_route(state->dispatch, state->apps[i].loaded, why, len) < 0)
+			return -1;
 	daemon_start_births(state);
 	if (daemon_keep_ancestor(state, why, len) < 0)
 		return -1;

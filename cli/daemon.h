@@ -24,12 +24,20 @@ struct served_app {
 	struct pf_bpf_app *loaded;
 	struct confined_cgroup *cgroups;
 	size_t cgroup_count, cgroup_cap;
-	struct pf_bpf_attachment *ancestor;	/* its programs, at its globs' common ancestor */
+	size_t point;		/* where its programs (or the dispatcher) stand: daemon_state.points */
 };
 
 struct watched_dir {
 	int wd;
 	char *relative;
+};
+
+/* Where programs stand for the apps below: one app's own (direct), or
+ * the dispatcher's for several. */
+struct dispatch_point {
+	char *relative;
+	struct pf_bpf_attachment *attachment;
+	const struct served_app *direct;	/* the one app whose programs stand there; NULL: the dispatcher */
 };
 
 struct pf_collector;
@@ -48,11 +56,16 @@ struct daemon_state {
 	size_t refused_count, refused_cap;
 	struct pf_collector *collector;	/* shim records (cli/collector.c); NULL: none */
 	bool bpf;			/* the BPF backend can be used here */
-	/* One attachment per app, many cgroups: an app's programs stand at
-	 * the common ancestor of its own globs (served_app), and a cgroup
-	 * is confined by its entry in the cgroup map (the first app's,
-	 * shared by all). */
+	/* One attachment, many cgroups: each app's programs stand at the
+	 * common ancestor of its own globs (points: none above another);
+	 * where several apps share a point, the dispatcher
+	 * (bpf/dispatch.bpf.c) stands there and tail-calls the socket's
+	 * app's programs.  A cgroup is confined by its entry in the cgroup
+	 * map (the first app's, shared by all). */
 	int cgroup_apps_fd;		/* -1: none */
+	struct pf_bpf_dispatch *dispatch;	/* NULL: one app, none needed */
+	struct dispatch_point *points;
+	size_t point_count;
 	GHashTable *confined;		/* relative -> its served_app, every app's cgroups; NULL: none yet */
 };
 
@@ -69,9 +82,11 @@ int daemon_sweep(struct daemon_state *state, char *why, size_t len);
  * and the cgroup map pinned; a glob or a part the kernel cannot take is
  * left to the watch, with one warning line. */
 void daemon_start_births(struct daemon_state *state);
-/* Each app's programs attached at the common ancestor of its globs'
- * fixed parts (again when that cgroup was re-created); -1 with why when
- * they cannot be, another manager's exclusive attachment named. */
+/* Programs attached at the common ancestor of each app's globs' fixed
+ * parts: the app's own, or the dispatcher where apps share one or one
+ * lies above another (again when that cgroup was re-created); -1 with
+ * why when they cannot be, another manager's exclusive attachment
+ * named. */
 int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len);
 /* The queued inotify events; *overflow when the queue overflowed. */
 int daemon_read_events(struct daemon_state *state, bool *overflow, char *why, size_t len);

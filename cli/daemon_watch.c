@@ -298,34 +298,170 @@ static void common_ancestor(const struct daemon_state *state, const struct pf_ap
 	}
 }
 
-/* The app's programs attached at its ancestor, unless they stand there
- * still. */
-static int keep_app_ancestor(struct daemon_state *state, struct served_app *served, char *why, size_t len)
+/* Whether cgroup above is cgroup below or one of its ancestors
+ * (relative paths, "" the root). */
+static bool at_or_above(const char *above, const char *below)
 {
-	char ancestor[PATH_MAX], full[PATH_MAX], reason[PATH_MAX + 512];
-	struct pf_bpf_attachment *attachment = NULL;
+	size_t n = strlen(above);
+	return n == 0 || (strncmp(above, below, n) == 0 && (below[n] == '\0' || below[n] == '/'));
+}
 
-	if (served->ancestor && pf_bpf_attachment_alive(served->ancestor))
-		return 0;
-	common_ancestor(state, served->app, ancestor, sizeof(ancestor));
-	full_path(state, ancestor, full, sizeof(full));
-	if (pf_bpf_attach_under(served->loaded, full, ancestor, NULL, &attachment, reason, sizeof(reason)) < 0)
-		return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", served->app->name, reason,
-				  served->app->cgroups.globs[0],
-				  served->app->cgroups.count > 1 ? " and the app's other cgroups" : ""), -1;
-	pf_bpf_detach(served->ancestor);
-	served->ancestor = attachment;
-	fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
-		"cgroup is confined by its entry in their map\n", served->app->name,
-		ancestor[0] ? ancestor : "/ (the root)");
+/* The point at relative, added (not yet attached) when there is none. */
+static struct dispatch_point *point_at(struct daemon_state *state, const char *relative)
+{
+	for (size_t i = 0; i < state->point_count; i++)
+		if (strcmp(state->points[i].relative, relative) == 0)
+			return &state->points[i];
+	struct dispatch_point *grown = realloc(state->points, (state->point_count + 1) * sizeof(*grown));
+	if (!grown)
+		return NULL;
+	state->points = grown;
+	char *copy = strdup(relative);
+	if (!copy)
+		return NULL;
+	state->points[state->point_count] = (struct dispatch_point){.relative = copy};
+	return &state->points[state->point_count++];
+}
+
+/* The apps a point serves, for the line that says where it stands; ""
+ * when none. */
+static void point_apps(const struct daemon_state *state, size_t point, char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < state->app_count && used < len; i++)
+		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
+			used += (size_t)snprintf(out + used, len - used, "%s%s", used ? ", " : "",
+						 state->apps[i].app->name);
+}
+
+/* The first glob of the first app at a point, and whether the apps there
+ * list more: what a refusal names. */
+static const char *first_glob(const struct daemon_state *state, size_t point)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
+			return state->apps[i].app->cgroups.globs[0];
+	return "";
+}
+
+static bool more_globs(const struct daemon_state *state, size_t point)
+{
+	for (size_t i = 0; i < state->app_count; i++)
+		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
+			return state->apps[i].app->cgroups.count > 1;
+	return false;
+}
+
+/* Each app's point: where the dispatcher stood for it if it stands
+ * there still, else the common ancestor of the app's globs; then an app
+ * whose point lies under another's moves up to it, since a socket below
+ * both points would run every hook twice. */
+static int place_points(struct daemon_state *state, char *why, size_t len)
+{
+	char ancestor[PATH_MAX];
+
+	for (size_t i = 0; i < state->app_count; i++) {
+		struct served_app *served = &state->apps[i];
+		if (!served->app->cgroups.count)
+			continue;
+		const struct dispatch_point *current =
+			served->point < state->point_count ? &state->points[served->point] : NULL;
+		if (current && current->attachment && pf_bpf_attachment_alive(current->attachment))
+			continue;
+		common_ancestor(state, served->app, ancestor, sizeof(ancestor));
+		const struct dispatch_point *point = point_at(state, ancestor);
+		if (!point)
+			return daemon_say(why, len, "out of memory"), -1;
+		served->point = (size_t)(point - state->points);
+	}
+	for (size_t i = 0; i < state->app_count; i++) {
+		struct served_app *served = &state->apps[i];
+		for (size_t p = 0; served->app->cgroups.count && p < state->point_count; p++)
+			if (p != served->point &&
+			    at_or_above(state->points[p].relative, state->points[served->point].relative))
+				served->point = p;
+	}
 	return 0;
 }
 
+/* The one app at a point, or NULL when several share it (or none). */
+static const struct served_app *sole_app(const struct daemon_state *state, size_t point)
+{
+	const struct served_app *sole = NULL;
+
+	for (size_t i = 0; i < state->app_count; i++) {
+		const struct served_app *served = &state->apps[i];
+		if (!served->app->cgroups.count || served->point != point)
+			continue;
+		if (sole)
+			return NULL;
+		sole = served;
+	}
+	return sole;
+}
+
+/* The point's programs attached: its one app's own, or the dispatcher
+ * for several. */
+static int attach_point(struct daemon_state *state, size_t p, const struct served_app *sole,
+			struct pf_bpf_attachment **attachment, char *why, size_t len)
+{
+	const struct dispatch_point *point = &state->points[p];
+	char full[PATH_MAX];
+
+	full_path(state, point->relative, full, sizeof(full));
+	if (sole)
+		return pf_bpf_attach_under(sole->loaded, full, point->relative, NULL, attachment, why, len);
+	if (!state->dispatch)
+		return daemon_say(why, len, "no dispatcher is loaded"), -EINVAL;
+	return pf_bpf_dispatch_attach(state->dispatch, full, attachment, why, len);
+}
+
+/* Programs attached at each point an app needs (again when its cgroup
+ * was re-created, or when the apps there changed from one to several),
+ * then gone from the points none needs: the new attachment stands
+ * before the old goes, so that no socket is left unjudged meanwhile. */
 int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
 {
-	for (size_t i = 0; i < state->app_count; i++)
-		if (state->apps[i].app->cgroups.count && keep_app_ancestor(state, &state->apps[i], why, len) < 0)
-			return -1;
+	char reason[PATH_MAX + 512], apps[1024];
+
+	if (place_points(state, why, len) < 0)
+		return -1;
+	for (size_t p = 0; p < state->point_count; p++) {
+		struct dispatch_point *point = &state->points[p];
+		const struct served_app *sole = sole_app(state, p);
+		point_apps(state, p, apps, sizeof(apps));
+		if (!apps[0] ||
+		    (point->attachment && point->direct == sole && pf_bpf_attachment_alive(point->attachment)))
+			continue;
+		struct pf_bpf_attachment *attachment = NULL;
+		if (attach_point(state, p, sole, &attachment, reason, sizeof(reason)) < 0)
+			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", apps, reason,
+					  first_glob(state, p),
+					  strchr(apps, ',') || more_globs(state, p) ? " and the other cgroups of the apps"
+										     : ""),
+			       -1;
+		pf_bpf_detach(point->attachment);
+		point->attachment = attachment;
+		point->direct = sole;
+		if (sole)
+			fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
+					"cgroup is confined by its entry in their map\n",
+				apps, point->relative[0] ? point->relative : "/ (the root)");
+		else
+			fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s, behind one program per "
+					"hook that finds the socket's app (BPF_F_ALLOW_MULTI); each cgroup is confined "
+					"by its entry in their map\n",
+				apps, point->relative[0] ? point->relative : "/ (the root)");
+	}
+	for (size_t p = 0; p < state->point_count; p++) {
+		point_apps(state, p, apps, sizeof(apps));
+		if (!apps[0] && state->points[p].attachment) {
+			pf_bpf_detach(state->points[p].attachment);
+			state->points[p].attachment = NULL;
+		}
+	}
 	return 0;
 }
 

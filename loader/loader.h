@@ -61,6 +61,19 @@ int pf_bpf_confine(struct pf_bpf_app *loaded, const char *cgroup_full, const cha
 void pf_bpf_unconfine(int cgroup_apps_fd, const char *cgroup_full);
 /* The id of a cgroup (its inode number on cgroup v2), 0 when gone. */
 uint64_t pf_bpf_cgroup_id(const char *cgroup_full);
+/* The daemon's dispatcher (bpf/dispatch.bpf.c): one program per hook
+ * over the daemon's cgroup map (pf_bpf_cgroup_map_fd), for up to apps
+ * apps, each tail-calling the socket's app's program.  Loaded once; each
+ * app is routed (its programs put in the dispatcher's arrays at its
+ * app_id); then the dispatcher is attached where several apps' programs
+ * would stand.  A socket there runs one program per hook however many
+ * apps share the cgroup. */
+struct pf_bpf_dispatch;
+int pf_bpf_dispatch_load(int cgroup_apps_fd, uint32_t apps, struct pf_bpf_dispatch **out, char *why, size_t len);
+int pf_bpf_dispatch_route(struct pf_bpf_dispatch *dispatch, const struct pf_bpf_app *loaded, char *why, size_t len);
+int pf_bpf_dispatch_attach(struct pf_bpf_dispatch *dispatch, const char *cgroup_full,
+			   struct pf_bpf_attachment **out, char *why, size_t len);
+void pf_bpf_dispatch_free(struct pf_bpf_dispatch *dispatch);
 /* Where a daemon pins its cgroup map (for status and the benchmark). */
 #define PF_BPF_CGROUPS_PIN "/sys/fs/bpf/portfence-cgroups"
 

@@ -835,8 +835,8 @@ static const enum bpf_attach_type backend_hooks[] = {
 	BPF_CGROUP_SOCK_OPS,
 };
 
-/* Whether program id is one of the backend's (its name "pfb_..."), its
- * facts in *info. */
+/* Whether program id is one of the backend's (its name "pfb_...", or
+ * "pfd_..." for the daemon's dispatcher), its facts in *info. */
 static bool backend_program(__u32 id, struct bpf_prog_info *info)
 {
 	union bpf_attr attr = {.prog_id = id};
@@ -849,25 +849,22 @@ static bool backend_program(__u32 id, struct bpf_prog_info *info)
 	attr.info.info_len = sizeof(*info);
 	attr.info.info = (__u64)(unsigned long)info;
 	bool ours = syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) == 0 &&
-		    strncmp(info->name, "pfb_", 4) == 0;
+		    (strncmp(info->name, "pfb_", 4) == 0 || strncmp(info->name, "pfd_", 4) == 0);
 	close(fd);
 	return ours;
 }
 
 /* How many of the backend's programs run for the cgroup's sockets (full
- * path) at its hooks: attached to it or above it (the daemon attaches
- * once, at a common ancestor of its cgroups), as bpftool cgroup show
- * --effective counts them; the one the verifier took the most
- * instructions to verify in *most, when most is not NULL. */
-static unsigned backend_programs(const char *full, struct bpf_prog_info *most)
+ * path) at its hooks: attached to it or above it (the daemon's
+ * dispatcher stands once, at a common ancestor of its cgroups), as
+ * bpftool cgroup show --effective counts them. */
+static unsigned attached_programs(const char *full)
 {
 	int fd = open(full, O_RDONLY | O_DIRECTORY);
 	unsigned total = 0;
 	__u32 ids[64];
 
 	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
-	if (most)
-		memset(most, 0, sizeof(*most));
 	for (size_t i = 0; i < sizeof(backend_hooks) / sizeof(backend_hooks[0]); i++) {
 		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = backend_hooks[i],
 						 .query_flags = BPF_F_QUERY_EFFECTIVE,
@@ -876,20 +873,34 @@ static unsigned backend_programs(const char *full, struct bpf_prog_info *most)
 			     full, strerror(errno));
 		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++) {
 			struct bpf_prog_info info;
-			if (!backend_program(ids[p], &info))
-				continue;
-			total++;
-			if (most && info.verified_insns > most->verified_insns)
-				*most = info;
+			total += backend_program(ids[p], &info);
 		}
 	}
 	close(fd);
 	return total;
 }
 
-static unsigned attached_programs(const char *full)
+/* How many of the backend's programs are loaded on the machine (the
+ * apps' own, which the daemon's dispatcher tail-calls, included); the
+ * one the verifier took the most instructions to verify in *most. */
+static unsigned loaded_programs(struct bpf_prog_info *most)
 {
-	return backend_programs(full, NULL);
+	unsigned total = 0;
+	__u32 id = 0;
+
+	memset(most, 0, sizeof(*most));
+	for (;;) {
+		union bpf_attr attr = {.start_id = id};
+		if (syscall(SYS_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof(attr)) < 0)
+			return total;
+		id = attr.next_id;
+		struct bpf_prog_info info;
+		if (!backend_program(id, &info))
+			continue;
+		total++;
+		if (info.verified_insns > most->verified_insns)
+			*most = info;
+	}
 }
 
 /* Whether the daemon's cgroup map (pinned at /sys/fs/bpf/portfence-cgroups)
@@ -1188,6 +1199,42 @@ Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 	stop_two(daemon, "owna", a_full, &a.prober, b_full, &b.prober, &srv);
 }
 
+/* Two apps whose cgroups share a parent (two services in system.slice):
+ * each socket below it runs one program per hook, the dispatcher's,
+ * which tail-calls its app's; it ran both apps' programs, and a policy
+ * of ten services made every connect there run ten sets.  A socket of
+ * no app there runs the dispatcher only, and is left unconfined. */
+Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
+{
+	enum { A_LO = 62870, A_HI = 62874, B_LO = 62875, B_HI = 62879 };
+	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
+	struct server srv;
+	struct prober bystander_prober;
+	char top[128], a_rel[256], b_rel[256], bystander_rel[256], failure[128];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	struct two_apps_app a = {.name = "sharea", .relative = a_rel, .lo = A_LO, .hi = A_HI};
+	struct two_apps_app b = {.name = "shareb", .relative = b_rel, .lo = B_LO, .hi = B_HI};
+	make_cgroup("slice", top, sizeof(top));
+	a.full = make_child_cgroup(top, "a.service", a_rel, sizeof(a_rel));
+	b.full = make_child_cgroup(top, "b.service", b_rel, sizeof(b_rel));
+	const char *bystander = make_child_cgroup(top, "none.service", bystander_rel, sizeof(bystander_rel));
+	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
+	const char *const fulls[] = {a.full, b.full, bystander};
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(attached_programs(fulls[i]), HOOKS, "%s runs %u of the backend's programs, not one per hook (%d)",
+			     fulls[i], attached_programs(fulls[i]), (int)HOOKS);
+	prober_start(&bystander_prober, bystander, srv.port);
+	for (int i = 0; i < 3; i++) {
+		uint16_t port = prober_connect(&bystander_prober, failure, sizeof(failure));
+		cr_expect(port && !in_range(port, A_LO, B_HI), "the bystander's connect came from %u (%s)", port, failure);
+		cr_expect(in_range(prober_connect(&a.prober, failure, sizeof(failure)), A_LO, A_HI), "%s", failure);
+		cr_expect(in_range(prober_connect(&b.prober, failure, sizeof(failure)), B_LO, B_HI), "%s", failure);
+	}
+	prober_stop(&bystander_prober);
+	stop_two(daemon, "sharea", a.full, &a.prober, b.full, &b.prober, &srv);
+}
+
 /* A daemon serving app alone, in a new cgroup named name, and a prober
  * there already confined to [lo, hi]: the daemon's pid; the cgroup's
  * full path in *full. */
@@ -1222,7 +1269,7 @@ Test(bpf, every_program_verifies_with_a_quarter_of_the_limit_to_spare)
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	pid_t daemon = daemon_on_one_cgroup("verified", "verified", LO, HI, &srv, &p, &full);
-	cr_assert_gt(backend_programs(full, &most), 0);
+	cr_assert_gt(loaded_programs(&most), 0);
 	cr_expect_lt(most.verified_insns, SPARE_BELOW,
 		     "%s took the verifier %u instructions of its 1,000,000 (more than %d)", most.name,
 		     most.verified_insns, SPARE_BELOW);
