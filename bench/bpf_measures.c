@@ -186,24 +186,23 @@ static void stop_daemon(pid_t pid)
 	}
 }
 
-static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
+/* The medians over the workers of cgroup_paired between cgroup (full
+ * path) and native: native ns, the cgroup's ns, their ratio and the ns
+ * added; NAN when no worker ran. */
+struct paired_medians {
+	double native, confined, ratio, added;
+};
+
+static struct paired_medians paired_with_native(struct bpf_bench *b, const char *cgroup, uint16_t port)
 {
-	char policy[PATH_MAX], port_text[16], count_text[16], pairs_text[16];
+	char port_text[16], count_text[16], pairs_text[16];
 	double native[16], confined[16], ratio[16], added[16];
 	int workers = settings.quick ? 1 : 5, n = 0;
 
-	snprintf(policy, sizeof(policy), "%s/bpf-%s.conf", settings.dir, log ? "log" : "nolog");
-	write_bpf_policy(b, policy, log, 61000, 61999, true);
-	pid_t daemon = start_daemon(b, policy);
-	const char *key = log ? "bpf_connect" : "bpf_connect_nolog";
-	if (daemon < 0) {
-		skipped(b, key, log ? "tcp_connect, log on" : "tcp_connect, log off");
-		return;
-	}
 	snprintf(port_text, sizeof(port_text), "%u", port);
 	snprintf(count_text, sizeof(count_text), "%d", settings.quick ? 50 : 300);
 	snprintf(pairs_text, sizeof(pairs_text), "%d", settings.quick ? 4 : 16);
-	char *args[] = {"cgroup_paired", b->confined, b->native, port_text, count_text, pairs_text, NULL};
+	char *args[] = {"cgroup_paired", (char *)cgroup, b->native, port_text, count_text, pairs_text, NULL};
 	for (int w = 0; w < workers; w++) {
 		double out[WORKER_FIGURES];
 		run_worker_figures(false, NULL, args, out);
@@ -212,19 +211,88 @@ static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
 		native[n] = out[0], confined[n] = out[1], ratio[n] = out[2], added[n] = out[3];
 		n++;
 	}
-	stop_daemon(daemon);
-	double med_native = n ? median(native, n) : NAN, med_bpf = n ? median(confined, n) : NAN;
-	double med_ratio = n ? median(ratio, n) : NAN, med_added = n ? median(added, n) : NAN;
+	if (!n)
+		return (struct paired_medians){NAN, NAN, NAN, NAN};
+	return (struct paired_medians){median(native, n), median(confined, n), median(ratio, n), median(added, n)};
+}
+
+static void report_paired(struct bpf_bench *b, const char *key, const char *label, const char *goal,
+			  struct paired_medians m)
+{
 	/* Over the floor: less what the shim's floor (by_hand_nolog, its
 	 * system calls made natively) adds, when tcp_connect measured it. */
-	double over_floor = med_added - bench_floor_added_ns;
+	double over_floor = m.added - bench_floor_added_ns;
 	fprintf(b->json, "%s\n    \"%s\": {\"native_ns\": %s, \"bpf_ns\": %s, \"ratio\": %s, "
 		"\"added_ns\": %s, \"over_floor_ns\": %s}",
-		b->first ? "" : ",", key, json_number(med_native, 1).text, json_number(med_bpf, 1).text,
-		json_number(med_ratio, 4).text, json_number(med_added, 1).text, json_number(over_floor, 1).text);
+		b->first ? "" : ",", key, json_number(m.native, 1).text, json_number(m.confined, 1).text,
+		json_number(m.ratio, 4).text, json_number(m.added, 1).text, json_number(over_floor, 1).text);
 	b->first = false;
-	printf("| bpf | tcp_connect, %s (+%.2f µs) | %.0f | %.0f | %.3f | %s |\n", log ? "log on" : "log off",
-	       med_added / 1000, med_native, med_bpf, med_ratio, log ? "native +1.0 µs" : "<= 1.05");
+	printf("| bpf | %s (+%.2f µs) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000, m.native, m.confined,
+	       m.ratio, goal);
+}
+
+static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
+{
+	char policy[PATH_MAX];
+
+	snprintf(policy, sizeof(policy), "%s/bpf-%s.conf", settings.dir, log ? "log" : "nolog");
+	write_bpf_policy(b, policy, log, 61000, 61999, true);
+	pid_t daemon = start_daemon(b, policy);
+	const char *key = log ? "bpf_connect" : "bpf_connect_nolog";
+	const char *label = log ? "tcp_connect, log on" : "tcp_connect, log off";
+	if (daemon < 0) {
+		skipped(b, key, label);
+		return;
+	}
+	struct paired_medians m = paired_with_native(b, b->confined, port);
+	stop_daemon(daemon);
+	report_paired(b, key, label, log ? "native +1.0 µs" : "<= 1.05", m);
+}
+
+/* Apps whose cgroups share a parent (services in one slice): the app's
+ * socket and a socket of no app there, each against native.  The daemon
+ * puts one dispatcher at the parent, so that a socket runs one program
+ * per hook however many apps share it (bpf/dispatch.bpf.c). */
+#define SHARED_APPS 4
+static void connect_shared_parent(struct bpf_bench *b, uint16_t port)
+{
+	char policy[PATH_MAX], others[SHARED_APPS][PATH_MAX], bystander[PATH_MAX];
+	FILE *f;
+
+	snprintf(policy, sizeof(policy), "%s/bpf-shared.conf", settings.dir);
+	snprintf(bystander, sizeof(bystander), "%s/none", b->base);
+	bool made = mkdir(bystander, 0755) == 0;
+	for (int i = 1; i < SHARED_APPS; i++) {
+		snprintf(others[i], sizeof(others[i]), "%s/other%d", b->base, i);
+		made = made && mkdir(others[i], 0755) == 0;
+	}
+	if (made && (f = fopen(policy, "w"))) {
+		fprintf(f, "version = 1;\nlog = { file = \"%s/bpf.jsonl\"; };\nstate_dir = \"%s/state\";\napps = (\n"
+			   "  { name = \"benchbpf\"; range = [ 61000, 61999 ]; cgroups = [ \"%s/bpf\" ]; }",
+			settings.dir, settings.dir, b->base_relative);
+		for (int i = 1; i < SHARED_APPS; i++)
+			fprintf(f, ",\n  { name = \"benchother%d\"; range = [ %d, %d ]; cgroups = [ \"%s/other%d\" ]; }", i,
+				62000 + 100 * i, 62099 + 100 * i, b->base_relative, i);
+		fprintf(f, " );\n");
+		fclose(f);
+	} else {
+		snprintf(b->reason, sizeof(b->reason), "cannot make the cgroups or the policy");
+	}
+	pid_t daemon = made ? start_daemon(b, policy) : -1;
+	if (daemon < 0) {
+		skipped(b, "bpf_connect_shared", "tcp_connect, 4 apps under one parent, log on");
+		skipped(b, "bpf_connect_bystander", "tcp_connect, no app's socket under them");
+	} else {
+		struct paired_medians app = paired_with_native(b, b->confined, port);
+		struct paired_medians none = paired_with_native(b, bystander, port);
+		stop_daemon(daemon);
+		report_paired(b, "bpf_connect_shared", "tcp_connect, 4 apps under one parent, log on", "native +1.0 µs",
+			      app);
+		report_paired(b, "bpf_connect_bystander", "tcp_connect, no app's socket under them", "", none);
+	}
+	rmdir(bystander);
+	for (int i = 1; i < SHARED_APPS; i++)
+		rmdir(others[i]);
 }
 
 /* Connections per second and failures, the client closing first after
@@ -345,6 +413,7 @@ void measure_bpf(FILE *json, bool first)
 	listener_start(&connect_server, "127.0.0.1", LISTEN_CLOSE);
 	connect_pair(&b, true, connect_server.port);
 	connect_pair(&b, false, connect_server.port);
+	connect_shared_parent(&b, connect_server.port);
 	listener_stop(&connect_server);
 	listener_start(&churn_server, "127.0.0.1", LISTEN_GREET);
 	churn(&b, churn_server.port, 10);
