@@ -182,6 +182,25 @@ static int load_policy(struct daemon_state *state, const char *config)
 	return 0;
 }
 
+/* The dispatcher for apps that share an ancestor.  One that the kernel
+ * refuses is said in one line, and each app's programs then stand at its
+ * own ancestor, as they did before there was one: each socket there runs
+ * every app's programs, and stays confined by its own. */
+static void start_dispatcher(struct daemon_state *state)
+{
+	char why[1024];
+	int rc = pf_bpf_dispatch_load(state->cgroup_apps_fd, (uint32_t)state->app_count, &state->dispatch, why,
+				      sizeof(why));
+	for (size_t i = 0; rc == 0 && i < state->app_count; i++)
+		rc = pf_bpf_dispatch_route(state->dispatch, state->apps[i].loaded, why, sizeof(why));
+	if (rc == 0)
+		return;
+	fprintf(stderr, "portfence: warning: %s; apps whose cgroups share a parent each run the others' programs "
+			"there\n", why);
+	pf_bpf_dispatch_free(state->dispatch);
+	state->dispatch = NULL;
+}
+
 /* Every app the policy serves, loaded; then every cgroup there that its
  * globs match, attached, and the directories that can lead to one
  * watched; -1 with why when one cannot be confined. */
@@ -220,12 +239,8 @@ static int start_apps(struct daemon_state *state, const char *config, char *why,
 	}
 	if (state->app_count == 0)
 		return 0;	/* the collector alone: no cgroup to watch */
-	if (state->app_count > 1 &&
-	    pf_bpf_dispatch_load(state->cgroup_apps_fd, (uint32_t)state->app_count, &state->dispatch, why, len) < 0)
-		return -1;
-	for (size_t i = 0; state->dispatch && i < state->app_count; i++)
-		if (pf_bpf_dispatch_route(state->dispatch, state->apps[i].loaded, why, len) < 0)
-			return -1;
+	if (state->app_count > 1)
+		start_dispatcher(state);
 	daemon_start_births(state);
 	if (daemon_keep_ancestor(state, why, len) < 0)
 		return -1;

@@ -38,6 +38,7 @@ struct dispatch_point {
 	char *relative;
 	struct pf_bpf_attachment *attachment;
 	const struct served_app *direct;	/* the one app whose programs stand there; NULL: the dispatcher */
+	const struct served_app *owner;		/* without a dispatcher, the app the point is for */
 };
 
 struct pf_collector;

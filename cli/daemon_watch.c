@@ -306,11 +306,13 @@ static bool at_or_above(const char *above, const char *below)
 	return n == 0 || (strncmp(above, below, n) == 0 && (below[n] == '\0' || below[n] == '/'));
 }
 
-/* The point at relative, added (not yet attached) when there is none. */
-static struct dispatch_point *point_at(struct daemon_state *state, const char *relative)
+/* The point at relative (of owner alone, when not NULL), added (not yet
+ * attached) when there is none. */
+static struct dispatch_point *point_at(struct daemon_state *state, const char *relative,
+				       const struct served_app *owner)
 {
 	for (size_t i = 0; i < state->point_count; i++)
-		if (strcmp(state->points[i].relative, relative) == 0)
+		if (strcmp(state->points[i].relative, relative) == 0 && state->points[i].owner == owner)
 			return &state->points[i];
 	struct dispatch_point *grown = realloc(state->points, (state->point_count + 1) * sizeof(*grown));
 	if (!grown)
@@ -319,7 +321,7 @@ static struct dispatch_point *point_at(struct daemon_state *state, const char *r
 	char *copy = strdup(relative);
 	if (!copy)
 		return NULL;
-	state->points[state->point_count] = (struct dispatch_point){.relative = copy};
+	state->points[state->point_count] = (struct dispatch_point){.relative = copy, .owner = owner};
 	return &state->points[state->point_count++];
 }
 
@@ -354,10 +356,12 @@ static bool more_globs(const struct daemon_state *state, size_t point)
 	return false;
 }
 
-/* Each app's point: where the dispatcher stood for it if it stands
- * there still, else the common ancestor of the app's globs; then an app
- * whose point lies under another's moves up to it, since a socket below
- * both points would run every hook twice. */
+/* Each app's point: where its programs (or the dispatcher) stood for it
+ * if they stand there still, else the common ancestor of the app's
+ * globs; then an app whose point lies under another's moves up to it,
+ * since a socket below both points would run every hook twice.  Without
+ * a dispatcher, each app keeps a point of its own, as every app's
+ * programs judge only their own app's sockets. */
 static int place_points(struct daemon_state *state, char *why, size_t len)
 {
 	char ancestor[PATH_MAX];
@@ -371,12 +375,12 @@ static int place_points(struct daemon_state *state, char *why, size_t len)
 		if (current && current->attachment && pf_bpf_attachment_alive(current->attachment))
 			continue;
 		common_ancestor(state, served->app, ancestor, sizeof(ancestor));
-		const struct dispatch_point *point = point_at(state, ancestor);
+		const struct dispatch_point *point = point_at(state, ancestor, state->dispatch ? NULL : served);
 		if (!point)
 			return daemon_say(why, len, "out of memory"), -1;
 		served->point = (size_t)(point - state->points);
 	}
-	for (size_t i = 0; i < state->app_count; i++) {
+	for (size_t i = 0; state->dispatch && i < state->app_count; i++) {
 		struct served_app *served = &state->apps[i];
 		for (size_t p = 0; served->app->cgroups.count && p < state->point_count; p++)
 			if (p != served->point &&
@@ -413,7 +417,7 @@ static int attach_point(struct daemon_state *state, size_t p, const struct serve
 	full_path(state, point->relative, full, sizeof(full));
 	if (sole)
 		return pf_bpf_attach_under(sole->loaded, full, point->relative, NULL, attachment, why, len);
-	if (!state->dispatch)
+	if (!state->dispatch)	/* without one, every point has its one app */
 		return daemon_say(why, len, "no dispatcher is loaded"), -EINVAL;
 	return pf_bpf_dispatch_attach(state->dispatch, full, attachment, why, len);
 }
