@@ -1235,6 +1235,34 @@ Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
 	stop_two(daemon, "sharea", a.full, &a.prober, b.full, &b.prober, &srv);
 }
 
+/* One app's ancestor above another's (its globs' fixed parent is the
+ * slice, the other's a directory in it): one dispatcher stands at the
+ * higher one, and a socket below both runs one program per hook, not
+ * both apps' programs stacked. */
+Test(bpf, daemon_puts_one_dispatcher_above_an_ancestor_under_another)
+{
+	enum { A_LO = 62860, A_HI = 62864, B_LO = 62865, B_HI = 62869 };
+	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
+	struct server srv;
+	char top[128], a_rel[256], sub_rel[256], b_rel[320], b_glob[320];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	struct two_apps_app a = {.name = "upper", .relative = a_rel, .lo = A_LO, .hi = A_HI};
+	struct two_apps_app b = {.name = "lower", .relative = b_glob, .lo = B_LO, .hi = B_HI};
+	make_cgroup("nest", top, sizeof(top));
+	a.full = make_child_cgroup(top, "a", a_rel, sizeof(a_rel));
+	make_child_cgroup(top, "sub", sub_rel, sizeof(sub_rel));
+	b.full = make_child_cgroup(sub_rel, "b-1", b_rel, sizeof(b_rel));
+	snprintf(b_glob, sizeof(b_glob), "%s/b-*", sub_rel);
+	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
+	cr_expect_eq(attached_programs(b.full), HOOKS, "%s runs %u of the backend's programs, not one per hook (%d)",
+		     b.full, attached_programs(b.full), (int)HOOKS);
+	cr_expect(strstr(daemon_output(), "stand once at cgroup ") && strstr(daemon_output(), "upper, lower") &&
+			  strstr(daemon_output(), top),
+		  "one line should say both apps stand at %s:\n%s", top, daemon_output());
+	stop_two(daemon, "upper", a.full, &a.prober, b.full, &b.prober, &srv);
+}
+
 /* A daemon serving app alone, in a new cgroup named name, and a prober
  * there already confined to [lo, hi]: the daemon's pid; the cgroup's
  * full path in *full. */
