@@ -834,6 +834,7 @@ static const enum bpf_attach_type backend_hooks[] = {
 	BPF_CGROUP_INET4_POST_BIND, BPF_CGROUP_INET6_POST_BIND, BPF_CGROUP_INET_SOCK_RELEASE,
 	BPF_CGROUP_SOCK_OPS,
 };
+enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 
 /* Whether program id is one of the backend's (its name "pfb_...", or
  * "pfd_..." for the daemon's dispatcher), its facts in *info. */
@@ -878,6 +879,14 @@ static unsigned attached_programs(const char *full)
 	}
 	close(fd);
 	return total;
+}
+
+/* That the cgroup's sockets run want of the backend's programs (what
+ * says which: one app's, one per hook, none). */
+static void expect_programs(const char *full, unsigned want, const char *what)
+{
+	unsigned got = attached_programs(full);
+	cr_expect_eq(got, want, "%s runs %u of the backend's programs, not %s (%u)", full, got, what, want);
 }
 
 /* How many of the backend's programs are loaded on the machine (the
@@ -1177,7 +1186,6 @@ Test(bpf, daemon_reload_that_drops_an_app_detaches_it_and_keeps_its_records)
 Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 {
 	enum { A_LO = 62890, A_HI = 62894, B_LO = 62895, B_HI = 62899 };
-	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 	struct server srv;
 	char a_top[128], b_top[128], a_rel[256], b_rel[256], bystander_rel[128];
 
@@ -1190,12 +1198,9 @@ Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 	const char *b_full = b.full = make_child_cgroup(b_top, "app", b_rel, sizeof(b_rel));
 	const char *bystander = make_cgroup("own-none", bystander_rel, sizeof(bystander_rel));
 	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
-	cr_expect_eq(attached_programs(a_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
-		     a_full, attached_programs(a_full), (int)HOOKS);
-	cr_expect_eq(attached_programs(b_full), HOOKS, "%s runs %u of the backend's programs, not its app's %d",
-		     b_full, attached_programs(b_full), (int)HOOKS);
-	cr_expect_eq(attached_programs(bystander), 0, "%s, no app's, runs %u of the backend's programs", bystander,
-		     attached_programs(bystander));
+	expect_programs(a_full, HOOKS, "its app's");
+	expect_programs(b_full, HOOKS, "its app's");
+	expect_programs(bystander, 0, "none, as no app's");
 	stop_two(daemon, "owna", a_full, &a.prober, b_full, &b.prober, &srv);
 }
 
@@ -1207,7 +1212,6 @@ Test(bpf, daemon_runs_an_apps_programs_only_below_its_own_cgroups)
 Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
 {
 	enum { A_LO = 62870, A_HI = 62874, B_LO = 62875, B_HI = 62879 };
-	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 	struct server srv;
 	struct prober bystander_prober;
 	char top[128], a_rel[256], b_rel[256], bystander_rel[256], failure[128];
@@ -1222,8 +1226,7 @@ Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
 	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
 	const char *const fulls[] = {a.full, b.full, bystander};
 	for (int i = 0; i < 3; i++)
-		cr_expect_eq(attached_programs(fulls[i]), HOOKS, "%s runs %u of the backend's programs, not one per hook (%d)",
-			     fulls[i], attached_programs(fulls[i]), (int)HOOKS);
+		expect_programs(fulls[i], HOOKS, "one per hook");
 	prober_start(&bystander_prober, bystander, srv.port);
 	for (int i = 0; i < 3; i++) {
 		uint16_t port = prober_connect(&bystander_prober, failure, sizeof(failure));
@@ -1242,7 +1245,6 @@ Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
 Test(bpf, daemon_puts_one_dispatcher_above_an_ancestor_under_another)
 {
 	enum { A_LO = 62860, A_HI = 62864, B_LO = 62865, B_HI = 62869 };
-	enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
 	struct server srv;
 	char top[128], a_rel[256], sub_rel[256], b_rel[320], b_glob[320];
 
@@ -1255,8 +1257,7 @@ Test(bpf, daemon_puts_one_dispatcher_above_an_ancestor_under_another)
 	b.full = make_child_cgroup(sub_rel, "b-1", b_rel, sizeof(b_rel));
 	snprintf(b_glob, sizeof(b_glob), "%s/b-*", sub_rel);
 	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
-	cr_expect_eq(attached_programs(b.full), HOOKS, "%s runs %u of the backend's programs, not one per hook (%d)",
-		     b.full, attached_programs(b.full), (int)HOOKS);
+	expect_programs(b.full, HOOKS, "one per hook");
 	cr_expect(strstr(daemon_output(), "stand once at cgroup ") && strstr(daemon_output(), "upper, lower") &&
 			  strstr(daemon_output(), top),
 		  "one line should say both apps stand at %s:\n%s", top, daemon_output());
