@@ -98,7 +98,10 @@ static PF_HOT enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_
 
 /* Where a new key goes: the first empty slot counting from the key's own
  * (so that two processes adding one key race for the same slot), else
- * the longest-released one.  -1 when every slot is held. */
+ * the longest-released one.  -1 when every slot is held; KEY_ARRIVED
+ * when another process has put the key in since the caller looked for
+ * it: the slot after it would be a second claim of one 4-tuple. */
+#define KEY_ARRIVED (-2)
 static PF_HOT int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_ms, uint64_t *expected)
 {
 	int chosen = -1;
@@ -107,6 +110,8 @@ static PF_HOT int free_slot(_Atomic uint64_t *block, uint32_t key, uint32_t now_
 	for (int n = 0; n < PF_HOLD_SLOTS; n++) {
 		int i = (int)((key + (uint32_t)n) % PF_HOLD_SLOTS);
 		uint64_t word = load(&block[i]);
+		if (word_key(word) == key)
+			return KEY_ARRIVED;
 		if (word == 0) {
 			*expected = 0;
 			return i;
@@ -185,6 +190,8 @@ PF_HOT enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_
 		}
 		uint64_t expected = 0;
 		i = free_slot(block, key, now_ms, &expected);
+		if (i == KEY_ARRIVED)
+			continue;
 		if (i < 0)
 			return PF_HOLD_UNKNOWN;
 		if (atomic_compare_exchange_strong(&block[i], &expected, held)) {
