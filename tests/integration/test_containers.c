@@ -428,6 +428,31 @@ Test(containers, a_process_joining_a_new_cgroup_connects_from_the_range_at_once)
 	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
 }
 
+/* The birth race with two apps whose cgroups share a parent (here the
+ * mount's root): the daemon's dispatcher stands there and routes each
+ * socket to its app's programs through the cgroup map, which the birth
+ * program fills inside mkdir(2); each app's new cgroups connect from its
+ * own range from the first connect. */
+Test(containers, two_apps_behind_one_dispatcher_confine_their_cgroups_at_birth)
+{
+	enum { A_LO = 62600, A_HI = 62619, B_LO = 62620, B_HI = 62639, COUNT = 200 };
+	char mount[PATH_MAX], apps[1024], base_a[64], base_b[64];
+
+	skip_unless_bpf_machine_at(mount, sizeof(mount));
+	snprintf(base_a, sizeof(base_a), "pf-born-a-%d", (int)getpid());
+	snprintf(base_b, sizeof(base_b), "pf-born-b-%d", (int)getpid());
+	snprintf(apps, sizeof(apps),
+		 "apps = ( { name = \"borna\"; range = [ %d, %d ]; cgroups = [ \"%s-*\" ]; },\n"
+		 "         { name = \"bornb\"; range = [ %d, %d ]; cgroups = [ \"%s-*\" ]; } );",
+		 A_LO, A_HI, base_a, B_LO, B_HI, base_b);
+	births_serving(apps);
+	cr_assert(strstr(daemon_output(), "borna, bornb stand once at cgroup"),
+		  "the two apps do not share one dispatcher:\n%s", daemon_output());
+	expect_born_confined(mount, base_a, COUNT, A_LO, A_HI);
+	expect_born_confined(mount, base_b, COUNT, B_LO, B_HI);
+	cr_expect_eq(waitpid(fx.daemon, NULL, WNOHANG), 0, "the daemon exited:\n%s", daemon_output());
+}
+
 /* Two apps whose globs `check` cannot see meet (one names the mount,
  * which only the running host knows): a cgroup both match is refused
  * with one line naming both apps, and neither confines it, neither in
