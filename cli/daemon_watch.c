@@ -325,35 +325,29 @@ static struct dispatch_point *point_at(struct daemon_state *state, const char *r
 	return &state->points[state->point_count++];
 }
 
-/* The apps a point serves, for the line that says where it stands; ""
- * when none. */
-static void point_apps(const struct daemon_state *state, size_t point, char *out, size_t len)
+/* The apps a point serves: how many, the first of them, and their names
+ * for the line that says where the programs stand ("" when none). */
+struct point_apps {
+	size_t count;
+	const struct served_app *first;
+	char names[1024];
+};
+
+static void point_apps(const struct daemon_state *state, size_t point, struct point_apps *out)
 {
 	size_t used = 0;
 
-	out[0] = '\0';
-	for (size_t i = 0; i < state->app_count && used < len; i++)
-		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
-			used += (size_t)snprintf(out + used, len - used, "%s%s", used ? ", " : "",
-						 state->apps[i].app->name);
-}
-
-/* The first glob of the first app at a point, and whether the apps there
- * list more: what a refusal names. */
-static const char *first_glob(const struct daemon_state *state, size_t point)
-{
-	for (size_t i = 0; i < state->app_count; i++)
-		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
-			return state->apps[i].app->cgroups.globs[0];
-	return "";
-}
-
-static bool more_globs(const struct daemon_state *state, size_t point)
-{
-	for (size_t i = 0; i < state->app_count; i++)
-		if (state->apps[i].app->cgroups.count && state->apps[i].point == point)
-			return state->apps[i].app->cgroups.count > 1;
-	return false;
+	*out = (struct point_apps){0};
+	for (size_t i = 0; i < state->app_count; i++) {
+		const struct served_app *served = &state->apps[i];
+		if (!served->app->cgroups.count || served->point != point)
+			continue;
+		if (!out->count++)
+			out->first = served;
+		if (used < sizeof(out->names))
+			used += (size_t)snprintf(out->names + used, sizeof(out->names) - used, "%s%s", used ? ", " : "",
+						 served->app->name);
+	}
 }
 
 /* Each app's point: where its programs (or the dispatcher) stood for it
@@ -390,22 +384,6 @@ static int place_points(struct daemon_state *state, char *why, size_t len)
 	return 0;
 }
 
-/* The one app at a point, or NULL when several share it (or none). */
-static const struct served_app *sole_app(const struct daemon_state *state, size_t point)
-{
-	const struct served_app *sole = NULL;
-
-	for (size_t i = 0; i < state->app_count; i++) {
-		const struct served_app *served = &state->apps[i];
-		if (!served->app->cgroups.count || served->point != point)
-			continue;
-		if (sole)
-			return NULL;
-		sole = served;
-	}
-	return sole;
-}
-
 /* The point's programs attached: its one app's own, or the dispatcher
  * for several. */
 static int attach_point(struct daemon_state *state, size_t p, const struct served_app *sole,
@@ -428,23 +406,25 @@ static int attach_point(struct daemon_state *state, size_t p, const struct serve
  * before the old goes, so that no socket is left unjudged meanwhile. */
 int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
 {
-	char reason[PATH_MAX + 512], apps[1024];
+	char reason[PATH_MAX + 512];
+	struct point_apps apps;
 
 	if (place_points(state, why, len) < 0)
 		return -1;
 	for (size_t p = 0; p < state->point_count; p++) {
 		struct dispatch_point *point = &state->points[p];
-		const struct served_app *sole = sole_app(state, p);
-		point_apps(state, p, apps, sizeof(apps));
-		if (!apps[0] ||
+		point_apps(state, p, &apps);
+		const struct served_app *sole = apps.count == 1 ? apps.first : NULL;
+		if (!apps.count ||
 		    (point->attachment && point->direct == sole && pf_bpf_attachment_alive(point->attachment)))
 			continue;
 		struct pf_bpf_attachment *attachment = NULL;
 		if (attach_point(state, p, sole, &attachment, reason, sizeof(reason)) < 0)
-			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", apps, reason,
-					  first_glob(state, p),
-					  strchr(apps, ',') || more_globs(state, p) ? " and the other cgroups of the apps"
-										     : ""),
+			return daemon_say(why, len, "%s: %s (the one attachment confining \"%s\"%s)", apps.names, reason,
+					  apps.first->app->cgroups.globs[0],
+					  apps.count > 1 || apps.first->app->cgroups.count > 1
+						  ? " and the other cgroups of the apps"
+						  : ""),
 			       -1;
 		pf_bpf_detach(point->attachment);
 		point->attachment = attachment;
@@ -452,16 +432,16 @@ int daemon_keep_ancestor(struct daemon_state *state, char *why, size_t len)
 		if (sole)
 			fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s (BPF_F_ALLOW_MULTI); each "
 					"cgroup is confined by its entry in their map\n",
-				apps, point->relative[0] ? point->relative : "/ (the root)");
+				apps.names, point->relative[0] ? point->relative : "/ (the root)");
 		else
 			fprintf(stderr, "portfence: the programs of %s stand once at cgroup %s, behind one program per "
 					"hook that finds the socket's app (BPF_F_ALLOW_MULTI); each cgroup is confined "
 					"by its entry in their map\n",
-				apps, point->relative[0] ? point->relative : "/ (the root)");
+				apps.names, point->relative[0] ? point->relative : "/ (the root)");
 	}
 	for (size_t p = 0; p < state->point_count; p++) {
-		point_apps(state, p, apps, sizeof(apps));
-		if (!apps[0] && state->points[p].attachment) {
+		point_apps(state, p, &apps);
+		if (!apps.count && state->points[p].attachment) {
 			pf_bpf_detach(state->points[p].attachment);
 			state->points[p].attachment = NULL;
 		}
