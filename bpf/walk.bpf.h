@@ -354,8 +354,6 @@ static long pfb_check_local_addr(__u32 index, void *arg)
  * filled) and the host's addresses. */
 static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 {
-	if (w->udp)
-		return 0;	/* UDP: the bind itself is the check */
 	if (!pfb_is_zero(w->source))
 		return pfb_tuple_holder(w, w->source, port);
 	int held = pfb_tuple_holder(w, w->d.addr, port);
@@ -389,21 +387,37 @@ static __always_inline int pfb_bind_port(struct pfb_walk *w, __u16 port)
 	return bpf_bind(ctx, (struct sockaddr *)&sa6, sizeof(sa6));
 }
 
-/* Binds a connect's port under its claim (TCP): PFB_CLAIMED_ELSEWHERE
- * while another connect's walk has it, else bpf_bind's answer (0 or a
- * negative errno); the claim stays with a
- * port taken (w->port) until sockops or the release hook drops it. */
-#define PFB_CLAIMED_ELSEWHERE 1
-static __always_inline int pfb_take_connect_port(struct pfb_walk *w, __u16 port)
+/* Binds a connect's port under the claim pfb_claim_tuple took: 0 or
+ * bpf_bind's negative errno.  The claim stays with a port taken
+ * (w->port) until sockops or the release hook drops it; a bind refused
+ * drops it now. */
+static __always_inline int pfb_bind_claimed(struct pfb_walk *w, __u16 port)
 {
-	if (!w->udp && !pfb_claim_port(port, w->cookie))
-		return PFB_CLAIMED_ELSEWHERE;
 	int rc = pfb_bind_port(w, port);
 	if (rc == 0)
 		w->port = port;
 	else if (!w->udp)
 		pfb_unclaim_port(port, w->cookie);
 	return rc;
+}
+
+/* Claims a connect's port (TCP), then looks at its 4-tuple: PFB_TUPLE_*,
+ * the claim kept unless PFB_TUPLE_HELD.  The claim comes first: a
+ * socket that holds it may be about to hash its 4-tuple, and drops it
+ * only once hashed (sockops), so a 4-tuple seen free under the claim
+ * stays free.  Looked at before the claim, it could be hashed in
+ * between, and the kernel would refuse the connect the walk had bound
+ * (EADDRNOTAVAIL). */
+static __always_inline int pfb_claim_tuple(struct pfb_walk *w, __u16 port)
+{
+	if (w->udp)
+		return PFB_TUPLE_FREE;	/* UDP: the bind itself is the check */
+	if (!pfb_claim_port(port, w->cookie))
+		return PFB_TUPLE_HELD;	/* another connect's walk has it */
+	int held = pfb_tuple_busy(w, port);
+	if (held == PFB_TUPLE_HELD)
+		pfb_unclaim_port(port, w->cookie);
+	return held;
 }
 
 static long pfb_try_connect_port(__u32 k, void *arg)
@@ -414,20 +428,21 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 	if (!port)
 		return 1;
 	w->attempts++;
-	int held = pfb_tuple_busy(w, port);
-	if (held == PFB_TUPLE_TIME_WAIT && w->range_full) {
-		/* No port was free a moment ago: the first TIME_WAIT will do. */
-		return pfb_take_connect_port(w, port) == 0;
-	}
-	if (held == PFB_TUPLE_TIME_WAIT && !w->time_wait_port)
-		w->time_wait_port = port;
-	if (held)
+	int held = pfb_claim_tuple(w, port);
+	if (held == PFB_TUPLE_HELD)
 		return 0;
-	int rc = pfb_take_connect_port(w, port);
+	if (held == PFB_TUPLE_TIME_WAIT && !w->range_full) {
+		/* A free port may follow; this one is the fallback.  When no
+		 * port was free a moment ago, the first TIME_WAIT will do. */
+		if (!w->time_wait_port)
+			w->time_wait_port = port;
+		pfb_unclaim_port(port, w->cookie);
+		return 0;
+	}
+	int rc = pfb_bind_claimed(w, port);
 	if (rc == 0)
 		return 1;
-	if (rc < 0)
-		w->bind_error = -rc;
+	w->bind_error = -rc;
 	return 0;
 }
 
@@ -471,8 +486,8 @@ static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf
 		return;
 	if (full && !w->range_full && w->time_wait_port)
 		*full = now;
-	if (w->time_wait_port)
-		pfb_take_connect_port(w, w->time_wait_port);
+	if (w->time_wait_port && pfb_claim_tuple(w, w->time_wait_port) != PFB_TUPLE_HELD)
+		pfb_bind_claimed(w, w->time_wait_port);
 }
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */
