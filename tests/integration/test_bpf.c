@@ -989,6 +989,19 @@ static bool wait_unconfined(struct prober *p, int lo, int hi, int seconds)
 	return false;
 }
 
+/* Waits up to seconds for path to be gone: true once it is. */
+static bool wait_path_gone(const char *path, int seconds)
+{
+	struct stat info;
+
+	for (int tenths = 0; tenths <= 10 * seconds; tenths++) {
+		if (stat(path, &info) != 0)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
 /* The policy file rewritten with apps_text (the sandbox's log and
  * state_dir kept), then SIGHUP. */
 static void reload_with(pid_t daemon, const char *apps_text)
@@ -1015,18 +1028,19 @@ static void stop_daemon_clean(pid_t daemon, const char *app, const char *const f
 }
 
 /* After a reload that dropped one cgroup (dropped_full, its prober, its
- * pin directory): it is released at once, links and pins, while the
- * cgroup kept stays confined to [lo, hi] and the daemon runs on. */
+ * pin directory): it is released, links and pins, while the cgroup kept
+ * stays confined to [lo, hi] and the daemon runs on.  Its pins go once
+ * the records its programs wrote are drained, a moment after its
+ * programs stop confining it. */
 static void expect_dropped(pid_t daemon, struct prober *dropped, const char *dropped_full, const char *pin,
 			   int dropped_lo, int dropped_hi, struct prober *kept, int lo, int hi)
 {
 	char failure[128];
-	struct stat info;
 
 	cr_assert(wait_unconfined(dropped, dropped_lo, dropped_hi, 30),
 		  "%s stays confined after the reload dropped it:\n%s", dropped_full, daemon_output());
+	cr_expect(wait_path_gone(pin, 10), "%s is still pinned 10 s after the reload dropped it", pin);
 	cr_expect(!cgroup_in_map(dropped_full), "%s is still in the daemon's cgroup map", dropped_full);
-	cr_expect(stat(pin, &info) != 0, "%s is still pinned after the reload dropped it", pin);
 	uint16_t port = prober_connect(kept, failure, sizeof(failure));
 	cr_expect(in_range(port, lo, hi), "the cgroup kept came from %u (%s) after the reload", port, failure);
 	cr_expect(wait_exit(daemon, 0) < 0, "the daemon exited on the reload:\n%s", daemon_output());
