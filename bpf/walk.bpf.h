@@ -39,7 +39,6 @@ struct pfb_walk {
 				 * bind: the first one it can share */
 	__u16 range_full;	/* connect: no port was free a moment ago */
 	int udp;
-	int bind_error;
 	__u64 cookie;		/* connect: the socket's, for its port's claim (TCP) */
 };
 
@@ -439,11 +438,7 @@ static long pfb_try_connect_port(__u32 k, void *arg)
 		pfb_unclaim_port(port, w->cookie);
 		return 0;
 	}
-	int rc = pfb_bind_claimed(w, port);
-	if (rc == 0)
-		return 1;
-	w->bind_error = -rc;
-	return 0;
+	return pfb_bind_claimed(w, port) == 0;
 }
 
 /* When a connect's walk last found no port free toward a destination
