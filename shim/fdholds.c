@@ -14,6 +14,7 @@
 #define TAKEN_HOLDS_MAX 64
 
 PF_HOT_DATA _Atomic uint64_t pf_forks_begun;
+PF_HOT_DATA _Atomic int pf_fd_holds_end;
 
 void pf_fd_holds_fork_begins(void)
 {
@@ -81,5 +82,31 @@ int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_
 		if (result != 0 || end >= last)
 			return result;
 		first = end + 1;
+	}
+}
+
+/* At exit: the kernel closes what the program left open, past every
+ * hook, so no close tells memory.  Each socket still holding a 4-tuple
+ * is forgotten, left to the kernel as a socket open across a fork is:
+ * the next connect to it asks, and finds it busy while the kernel
+ * closes it, free once gone.  Kept, its claim counted as a connect under
+ * way for a second, and a range of short-lived processes that exit
+ * without closing looked full to the next ones.  Threads still running
+ * may connect after the sweep: their claims lapse as before. */
+__attribute__((destructor)) static void forget_holds_at_exit(void)
+{
+	int end = atomic_load_explicit(&pf_fd_holds_end, memory_order_acquire);
+
+	if (!end)
+		return;	/* no hold kept: the runtime is not asked for (or made) */
+	const struct pf_runtime *rt = pf_runtime();
+	if (rt->status != PF_STATUS_ACTIVE)
+		return;
+	for (int fd = 0; fd < end; fd++) {
+		struct pf_taken_hold taken = pf_fd_take_hold(fd);
+		if (taken.word) {
+			struct pf_hold_ref hold = pf_fd_taken_ref(taken);
+			pf_hold_forget(pf_runtime_state(rt), &hold);
+		}
 	}
 }

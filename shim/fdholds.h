@@ -21,14 +21,28 @@ static inline uint64_t pf_fd_hold_generation(void)
 	return atomic_load_explicit(&pf_forks_begun, memory_order_acquire) & 0xfff;
 }
 
+/* One past the highest fd that has kept a hold: how far the exit's
+ * sweep (fdholds.c) looks. */
+extern _Atomic int pf_fd_holds_end __attribute__((visibility("hidden")));
+
+static inline void pf_fd_note_holder(int fd)
+{
+	int end = atomic_load_explicit(&pf_fd_holds_end, memory_order_relaxed);
+
+	while (fd >= end && !atomic_compare_exchange_weak(&pf_fd_holds_end, &end, fd + 1))
+		;
+}
+
 /* The connected socket on fd keeps its hold until its close. */
 static inline void pf_fd_keep_hold(int fd, const struct pf_hold_ref *hold)
 {
-	if (fd >= 0 && fd < PF_FD_TABLE_SIZE && hold->slot <= PF_HOLD_SLOT_MASK)
-		atomic_store_explicit(&pf_fd_table[fd].hold,
-				      pf_fd_hold_generation() << PF_HOLD_GENERATION_SHIFT |
-					      (uint64_t)hold->slot << PF_HOLD_SLOT_SHIFT | hold->key,
-				      memory_order_release);
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE || hold->slot > PF_HOLD_SLOT_MASK)
+		return;
+	pf_fd_note_holder(fd);
+	atomic_store_explicit(&pf_fd_table[fd].hold,
+			      pf_fd_hold_generation() << PF_HOLD_GENERATION_SHIFT |
+				      (uint64_t)hold->slot << PF_HOLD_SLOT_SHIFT | hold->key,
+			      memory_order_release);
 }
 
 /* The fd's entry gives up its hold (the word is 0 when it kept none).
@@ -57,15 +71,20 @@ static inline struct pf_taken_hold pf_fd_take_hold(int fd)
  * socket still held it would fail its connect (EADDRNOTAVAIL, or
  * ECONNREFUSED from the server's side of our connection): seen when a
  * process lost the CPU between the release and the close. */
+static inline struct pf_hold_ref pf_fd_taken_ref(struct pf_taken_hold taken)
+{
+	return (struct pf_hold_ref){
+		.slot = (uint32_t)((taken.word >> PF_HOLD_SLOT_SHIFT) & PF_HOLD_SLOT_MASK),
+		.key = (uint32_t)taken.word,
+	};
+}
+
 static inline void pf_fd_release_taken(struct pf_taken_hold taken)
 {
 	if (!taken.word)
 		return;
 	const struct pf_runtime *rt = pf_runtime();
-	struct pf_hold_ref hold = {
-		.slot = (uint32_t)((taken.word >> PF_HOLD_SLOT_SHIFT) & PF_HOLD_SLOT_MASK),
-		.key = (uint32_t)taken.word,
-	};
+	struct pf_hold_ref hold = pf_fd_taken_ref(taken);
 	if (rt->status != PF_STATUS_ACTIVE)
 		return;
 	if (taken.word >> PF_HOLD_GENERATION_SHIFT != pf_fd_hold_generation())

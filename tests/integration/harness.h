@@ -126,6 +126,19 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len);
  * run (bpf_machine_missing): the `--bpf` row of a behaviour both
  * backends share. */
 void skip_unless_bpf_machine(void);
+/* One behaviour on both backends: Test(suite, name) runs check(false)
+ * under `run`, Test(suite, name_bpf) runs check(true) under `run --bpf`
+ * (skipped, with the reason, where the machine cannot). */
+#define TEST_ON_BOTH_BACKENDS(suite, name, check, seconds) \
+	Test(suite, name, .timeout = seconds)               \
+	{                                                   \
+		check(false);                               \
+	}                                                   \
+	Test(suite, name##_bpf, .timeout = seconds)         \
+	{                                                   \
+		skip_unless_bpf_machine();                  \
+		check(true);                                \
+	}
 /* The same, for a test that needs the cgroup v2 mount point too (it goes
  * to cgroup_mount). */
 void skip_unless_bpf_machine_at(char *cgroup_mount, size_t len);
