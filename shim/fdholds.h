@@ -66,11 +66,7 @@ static inline struct pf_taken_hold pf_fd_take_hold(int fd)
 	return taken;
 }
 
-/* Memory frees the 4-tuple once the kernel has: released after the
- * close, never before.  Another process given the 4-tuple while our
- * socket still held it would fail its connect (EADDRNOTAVAIL, or
- * ECONNREFUSED from the server's side of our connection): seen when a
- * process lost the CPU between the release and the close. */
+/* The table slot and key a taken hold names. */
 static inline struct pf_hold_ref pf_fd_taken_ref(struct pf_taken_hold taken)
 {
 	return (struct pf_hold_ref){
@@ -79,6 +75,11 @@ static inline struct pf_hold_ref pf_fd_taken_ref(struct pf_taken_hold taken)
 	};
 }
 
+/* Memory frees the 4-tuple once the kernel has: released after the
+ * close, never before.  Another process given the 4-tuple while our
+ * socket still held it would fail its connect (EADDRNOTAVAIL, or
+ * ECONNREFUSED from the server's side of our connection): seen when a
+ * process lost the CPU between the release and the close. */
 static inline void pf_fd_release_taken(struct pf_taken_hold taken)
 {
 	if (!taken.word)
