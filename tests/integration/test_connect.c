@@ -953,6 +953,15 @@ TEST_ON_BOTH_BACKENDS(connect, ports_come_round_again_in_order_stepping_over_a_h
 
 /* ---- processes that fill a range between them ---- */
 
+/* One record, as the log has it, in the test's output. */
+static void log_record(const json_t *record)
+{
+	char *line = json_dumps(record, JSON_COMPACT);
+
+	cr_log_error("%s", line ? line : "?");
+	free(line);
+}
+
 /* Six processes of one app share six ports: each holds at most one
  * socket, so a port is always free, and each closes abortively (RST), so
  * its 4-tuple is gone the moment close returns.  A 4-tuple handed to one
@@ -987,11 +996,8 @@ static void processes_fill_a_range(bool bpf)
 	int errors = 0, assigned = 0;
 	json_array_foreach(records, i, record) {
 		const char *event = json_string_value(json_object_get(record, "event"));
-		if (event && strcmp(event, "error") == 0 && errors++ < 3) {
-			char *line = json_dumps(record, JSON_COMPACT);
-			cr_log_error("%s", line ? line : "?");
-			free(line);
-		}
+		if (event && strcmp(event, "error") == 0 && errors++ < 3)
+			log_record(record);
 		assigned += event && strcmp(event, "assign") == 0;
 	}
 	json_decref(records);
@@ -1002,7 +1008,6 @@ static void processes_fill_a_range(bool bpf)
 }
 
 TEST_ON_BOTH_BACKENDS(connect, processes_filling_a_range_never_share_a_4_tuple, processes_fill_a_range, 300)
-
 
 /* ---- processes racing for one port ---- */
 
@@ -1031,10 +1036,10 @@ static void processes_race_for_one_port(bool bpf)
 	char cmd[1024];
 
 	cr_assert_not_null(r);
-	cr_assert_eq(system(RACE_ADDRS "ip addr add 10.232.0.$i/32 dev lo || exit 1; done"), 0);
+	cr_assert_eq(system(RACE_ADDRS "ip addr replace 10.232.0.$i/32 dev lo || exit 1; done"), 0);
 	sequential_app_and_server_at(&sb, &srv, "race", 62510, 62510, "10.232.0.1", SERVE_DRAIN);
-	snprintf(cmd, sizeof(cmd), "for i in 1 2 3 4; do %s connect %d 10.232.0.1:%u 2>/dev/null & done; wait; true",
-		 build_path("ringprobe"), RACE_EACH, srv.port);
+	snprintf(cmd, sizeof(cmd), "for i in $(seq %d); do %s connect %d 10.232.0.1:%u 2>/dev/null & done; wait; true",
+		 RACE_PROCS, build_path("ringprobe"), RACE_EACH, srv.port);
 	run_shell(r, bpf, &sb, &srv, cmd);
 	cr_assert_eq(r->status, 0, "%s%s", r->out, r->err);
 	json_t *record, *records = audit_records(sb.log);
@@ -1050,9 +1055,7 @@ static void processes_race_for_one_port(bool bpf)
 			   reason && strstr(reason, "no free port in range")) {
 			refused++;
 		} else if (kernel++ < 3) {
-			char *line = json_dumps(record, JSON_COMPACT);
-			cr_log_error("%s", line ? line : "?");
-			free(line);
+			log_record(record);
 		}
 	}
 	json_decref(records);
@@ -1066,6 +1069,7 @@ static void processes_race_for_one_port(bool bpf)
 }
 
 TEST_ON_BOTH_BACKENDS(connect, processes_racing_for_one_port_never_fail_in_the_kernel, processes_race_for_one_port, 300)
+
 /* ---- processes that exit without closing ---- */
 
 /* Sixty short-lived processes of one app connect one after another
