@@ -2,13 +2,18 @@
  * compare-and-swap, so processes sharing the table never tear an entry:
  *   bits 63..32  the 4-tuple's key (0: empty slot)
  *   bits 31..30  CLAIMED, HELD or RELEASED
- *   bits 29..0   for RELEASED the release time, for CLAIMED the claim
- *                time (ms, modulo 2^30); a release at time 0 is clean
+ *   bits 29..0   for RELEASED the release time (ms, modulo 2^30); a
+ *                release at time 0 is clean
+ *                for CLAIMED the claiming process's pid (bits 29..8, 0
+ *                when unknown) and the claim time (bits 7..0, in 128
+ *                ms ticks: it wraps after 33 s)
  * A claim may become HELD once its connect() has put the socket where
  * the kernel shows it; until then, the kernel's "free" says nothing of it.
  * The shim leaves a connected socket's claim unsettled (settling it was a
  * cache miss after every connect): a claim older than CLAIM_ABANDONED_MS
- * counts as HELD, and a close releases either.
+ * counts as HELD, and a close releases either.  A claim whose process
+ * has died is gone too (the caller asks, pf_hold_claimant): a process
+ * killed, or leaving by _exit, closes nothing the shim sees.
  * Anything read from the table is only a hint: a wrong word can make a
  * port look busy or clean, never make us read outside the table. */
 #include "core/hot.h"
@@ -29,20 +34,43 @@
 #define CLAIM_ABANDONED_MS 1000
 #define STATE_MASK (3ull << STATE_SHIFT)
 #define TIME_MASK ((1ull << STATE_SHIFT) - 1)
+/* A claim's time in 128 ms ticks, 8 bits: the claim counts as held from
+ * 1,024 ms on, and looks young again for a second every 33 s, harmless
+ * for a live process's claim (its socket is open: busy either way). */
+#define CLAIM_TICK_SHIFT 7
+#define CLAIM_TICK_MASK 0xffu
+#define CLAIM_PID_SHIFT 8
+#define CLAIM_PID_MASK ((1u << (STATE_SHIFT - CLAIM_PID_SHIFT)) - 1)	/* 22 bits: pid_max's limit */
+
+PF_HOT_DATA pf_owner_fn pf_hold_owner;
 
 static uint32_t word_key(uint64_t word)
 {
 	return (uint32_t)(word >> 32);
 }
 
+/* A HELD or RELEASED word (for RELEASED, released at now_ms). */
 static uint64_t make_word(uint32_t key, uint64_t state, uint32_t now_ms)
 {
-	return ((uint64_t)key << 32) | state | (state != HELD ? (now_ms & TIME_MASK) : 0);
+	return ((uint64_t)key << 32) | state | (state == RELEASED ? (now_ms & TIME_MASK) : 0);
+}
+
+static PF_HOT uint64_t claim_word(uint32_t key, uint32_t now_ms)
+{
+	uint32_t owner = pf_hold_owner ? pf_hold_owner() & CLAIM_PID_MASK : 0;
+
+	return ((uint64_t)key << 32) | CLAIMED | (uint64_t)owner << CLAIM_PID_SHIFT |
+	       ((now_ms >> CLAIM_TICK_SHIFT) & CLAIM_TICK_MASK);
 }
 
 static uint32_t age_ms(uint64_t word, uint32_t now_ms)
 {
 	return (uint32_t)((now_ms - (uint32_t)(word & TIME_MASK)) & TIME_MASK);
+}
+
+static uint32_t claim_age_ms(uint64_t word, uint32_t now_ms)
+{
+	return (((now_ms >> CLAIM_TICK_SHIFT) - (uint32_t)word) & CLAIM_TICK_MASK) << CLAIM_TICK_SHIFT;
 }
 
 /* The flow's keyed hash (remembered per thread: one destination, one
@@ -88,7 +116,7 @@ static PF_HOT enum pf_hold_verdict judge(uint64_t word, uint32_t now_ms, uint32_
 	if ((word & STATE_MASK) == HELD)
 		return PF_HOLD_HELD;
 	if ((word & STATE_MASK) == CLAIMED)
-		return age_ms(word, now_ms) < CLAIM_ABANDONED_MS ? PF_HOLD_CLAIMED : PF_HOLD_HELD;
+		return claim_age_ms(word, now_ms) < CLAIM_ABANDONED_MS ? PF_HOLD_CLAIMED : PF_HOLD_HELD;
 	if ((word & STATE_MASK) != RELEASED || (word & TIME_MASK) == 0)
 		return PF_HOLD_FREE;
 	/* Released after now_ms was read (the age wraps): as recent as can be. */
@@ -154,7 +182,7 @@ PF_HOT bool pf_hold_claim_clean(struct pf_state *state, uint32_t port_offset, ui
 				uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *block = port_block(state, port_offset);
-	uint64_t word, held = make_word(key, CLAIMED, now_ms);
+	uint64_t word, held = claim_word(key, now_ms);
 	int i = block ? find_key(block, key, &word) : -1;
 
 	if (i < 0 || judge(word, now_ms, quarantine_ms) != PF_HOLD_FREE ||
@@ -168,7 +196,7 @@ PF_HOT enum pf_hold_verdict pf_hold_claim(struct pf_state *state, uint32_t port_
 				   uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *block = port_block(state, port_offset);
-	uint64_t held = make_word(key, CLAIMED, now_ms);
+	uint64_t held = claim_word(key, now_ms);
 
 	ref->slot = 0;
 	ref->key = key;
@@ -208,6 +236,13 @@ uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms)
 	return age_ms(ref->seen, now_ms);
 }
 
+uint32_t pf_hold_claimant(const struct pf_hold_ref *ref)
+{
+	if (word_key(ref->seen) != ref->key || (ref->seen & STATE_MASK) != CLAIMED)
+		return 0;
+	return (uint32_t)(ref->seen >> CLAIM_PID_SHIFT) & CLAIM_PID_MASK;
+}
+
 static PF_HOT _Atomic uint64_t *ref_slot(const struct pf_state *state, const struct pf_hold_ref *ref)
 {
 	if (!ref->slot || !state->holds || ref->slot > (size_t)state->num_ports * PF_HOLD_SLOTS)
@@ -218,7 +253,7 @@ static PF_HOT _Atomic uint64_t *ref_slot(const struct pf_state *state, const str
 bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref)
 {
 	_Atomic uint64_t *slot = ref_slot(state, ref);
-	uint64_t expected = ref->seen, claimed = make_word(ref->key, CLAIMED, pf_hold_now_ms());
+	uint64_t expected = ref->seen, claimed = claim_word(ref->key, pf_hold_now_ms());
 
 	if (!slot)
 		return true;

@@ -52,6 +52,13 @@ static inline uint32_t pf_hold_now_ms(void)
 	return (uint32_t)((uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
 }
 
+/* The claiming process's pid, kept in each claim so that a claim whose
+ * process has died is known gone (pf_hold_claimant), not taken as a
+ * connect under way for a second.  The shim points it at its cached
+ * pid; unset, claims name no process and their age alone counts. */
+typedef uint32_t (*pf_owner_fn)(void);
+extern pf_owner_fn pf_hold_owner;
+
 /* No socket of the app holds or is connecting from the port. */
 bool pf_hold_port_idle(const struct pf_state *state, uint32_t port_offset, uint32_t now_ms);
 /* Judges key on the port.  FREE and UNKNOWN come back claimed (ref is
@@ -68,8 +75,13 @@ bool pf_hold_claim_clean(struct pf_state *state, uint32_t port_offset, uint32_t 
 			 uint32_t now_ms, uint32_t quarantine_ms, struct pf_hold_ref *ref);
 /* How long ago the 4-tuple a claim judged RECENT was released. */
 uint32_t pf_hold_seen_age(const struct pf_hold_ref *ref, uint32_t now_ms);
-/* Claims a 4-tuple judged HELD or RECENT that the kernel has since shown
- * clean; false when another socket got there first. */
+/* The pid of the process whose claim pf_hold_claim judged CLAIMED, 0
+ * when it named none.  A pid of another pid namespace names another
+ * process: a caller asks only of a pid it can see die. */
+uint32_t pf_hold_claimant(const struct pf_hold_ref *ref);
+/* Claims a 4-tuple judged HELD, RECENT, or CLAIMED by a process that has
+ * died, that the kernel has since shown clean; false when another socket
+ * got there first. */
 bool pf_hold_reclaim(struct pf_state *state, struct pf_hold_ref *ref);
 /* The claimed socket connected (or is connecting): the kernel shows it.
  * Optional: the shim leaves the claim as it is (an old claim counts as

@@ -12,7 +12,7 @@
 #include "core/constants.h"
 
 #define PF_STATE_MAGIC 0x31657461745366ull /* "fState1" */
-#define PF_STATE_LAYOUT 3
+#define PF_STATE_LAYOUT 4
 #define PF_STATE_FILE_MAGIC 0x31656c6946745366ull /* "fStFile1" */
 /* RFC 6056 §3.3.4's table of per-destination-class counters. */
 #define PF_DH_TABLE_LEN PF_CORE_DH_TABLE_LEN

@@ -26,6 +26,7 @@
  * sockets could share a 4-tuple and the newer would steal the replies. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -104,6 +105,9 @@ struct attempt_ctx {
 	bool reuse_set;
 	uint32_t now_ms;
 	struct pf_hold_ref hold;
+	/* The last claimant asked after (claimant_gone), and its answer. */
+	uint32_t claimant_asked;
+	bool claimant_dead;
 	/* The hold table's hash of the destination (pf_flow_memo), once
 	 * the pick has begun. */
 	bool hold_hashed;
@@ -313,6 +317,27 @@ static PF_COLD void note_recent(struct attempt_ctx *ctx, uint16_t port, uint32_t
 	}
 }
 
+/* Whether the process behind the claim pf_hold_claim just judged has
+ * died: killed, or gone by _exit, it closed nothing the shim saw, and its
+ * claim would stand for a second as a connect under way.  Asked only in
+ * the second pass, once memory has found the range busy; a zombie
+ * counts as alive (its sockets are closed, but it answers kill), and a
+ * process of another pid namespace as its namesake here, if any. */
+static PF_COLD bool claimant_gone(struct attempt_ctx *ctx)
+{
+	uint32_t pid = pf_hold_claimant(&ctx->hold);
+
+	if (!pid || pid == (uint32_t)pf_cached_pid())
+		return false;
+	if (pid != ctx->claimant_asked) {
+		int saved = errno;
+		ctx->claimant_asked = pid;
+		ctx->claimant_dead = kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+		errno = saved;
+	}
+	return ctx->claimant_dead;
+}
+
 /* Claims (source, port, destination) for this socket when it is free:
  * memory answers for what the app holds, the kernel for the rest.  A
  * held or recently released 4-tuple is only asked about once memory has
@@ -338,7 +363,7 @@ static PF_HOT int claim_tuple(struct attempt_ctx *ctx, uint16_t port, uint32_t k
 		ctx->hold.slot = 0;
 		return ++ctx->recent_seen >= RECENT_BEFORE_ASKING ? ASK_KERNEL : PF_TRY_BUSY;
 	}
-	if (seen != PF_HOLD_CLAIMED && ctx->verify && kernel_clears(ctx, port, false) &&
+	if (ctx->verify && (seen != PF_HOLD_CLAIMED || claimant_gone(ctx)) && kernel_clears(ctx, port, false) &&
 	    pf_hold_reclaim(ctx->state, &ctx->hold))
 		return PF_TRY_TAKEN;
 	ctx->hold.slot = 0;
@@ -723,6 +748,7 @@ static PF_HOT void attempt_ctx_init(struct attempt_ctx *ctx, const struct pf_run
 	ctx->tcp_client = decision->tcp_client;
 	ctx->shares_port = decision->shares_port;
 	ctx->concrete = ctx->probed = ctx->verify = ctx->waiting = false;
+	ctx->claimant_asked = 0;
 	ctx->lingering_count = ctx->settling_count = 0;
 	ctx->settling_seen = false;
 	memset(ctx->oldest_recent, 0, sizeof(ctx->oldest_recent));

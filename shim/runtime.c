@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "core/holds.h"
 #include "kernel/kernel_ports.h"
 #include "shim.h"
 
@@ -384,6 +385,12 @@ static void warn_if_go(const struct pf_runtime *rt)
 	pf_audit(rt, &record);
 }
 
+/* The claims of the hold table name the process that made them. */
+static uint32_t claim_owner(void)
+{
+	return (uint32_t)pf_cached_pid();
+}
+
 /* Everything a hook needs is ready before main(): the real symbols, the
  * pid cache, the policy, the log and the state. */
 __attribute__((constructor)) static void pf_shim_init(void)
@@ -393,6 +400,7 @@ __attribute__((constructor)) static void pf_shim_init(void)
 		pf_real((enum pf_symbol)symbol);
 	pf_find_vdso_clock();
 	pf_cached_pid();
+	pf_hold_owner = claim_owner;
 	load_once();
 	warn_if_go(&runtime);
 }

@@ -15,6 +15,11 @@
  *                                      (SO_LINGER 0), then one close_range
  *                                      (or closefrom) over them all; prints
  *                                      "ok K" (of N x ROUNDS)
+ *   ringprobe die ADDR:PORT kill|_exit
+ *                                      one TCP connect, the server's greeting
+ *                                      read, "ok" printed; then the process
+ *                                      dies with the socket open: SIGKILL, or
+ *                                      _exit (no atexit, no destructor)
  *   ringprobe hostile ADDR:PORT LOG SOCKET
  *       a confined program that attacks its records: one real connect,
  *       then garbage and a made-up record written into its own ring,
@@ -242,8 +247,34 @@ static int batches(int n, int rounds, const char *dest_text, bool use_closefrom)
 	return ok == n * rounds ? 0 : 1;
 }
 
+/* Dies holding a connected socket, as a program killed by a signal or
+ * leaving by _exit does: no close, no exit handler. */
+static int die_connected(const char *dest_text, const char *how)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	char greeting[16];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0 || connect(fd, (const struct sockaddr *)&dest, sizeof(dest)) != 0) {
+		printf("failed %s\n", strerror(errno));
+		return 1;
+	}
+	if (read(fd, greeting, sizeof(greeting)) <= 0) {
+		printf("failed no greeting\n");
+		return 1;
+	}
+	printf("ok\n");
+	fflush(stdout);
+	if (strcmp(how, "_exit") == 0)
+		_exit(0);
+	raise(SIGKILL);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && strcmp(argv[1], "die") == 0)
+		return die_connected(argv[2], argv[3]);
 	if (argc >= 5 && argc <= 20 && strcmp(argv[1], "threads") == 0)
 		return threads(atoi(argv[2]), atoi(argv[3]), argc - 4, argv + 4);
 	if (argc == 4 && strcmp(argv[1], "connect") == 0)
@@ -279,6 +310,6 @@ int main(int argc, char **argv)
 		return hostile(argv[2], argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "older") == 0)
 		return older(argv[2]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
 	return 2;
 }

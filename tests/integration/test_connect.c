@@ -1075,14 +1075,17 @@ TEST_ON_BOTH_BACKENDS(connect, processes_racing_for_one_port_never_fail_in_the_k
 /* Sixty short-lived processes of one app connect one after another
  * through a ten-port range to a server that closes first (so their side
  * of each 4-tuple is gone as soon as they exit, with no TIME_WAIT), and
- * exit without closing their sockets: the kernel closes them.  Each
+ * leave without closing their sockets: the kernel closes them.  Each
  * port is free again once its process is gone, as it is natively: all
- * sixty connect.  The shim saw no close, and took each such socket's
- * 4-tuple as still connecting for a second after its process exited
- * (all 50 connects after the first ten failed with EADDRNOTAVAIL). */
+ * sixty connect, however the processes left:
+ *   - exit() (returning from main), which runs exit handlers: the shim
+ *     saw no close, and took each such socket's 4-tuple as still
+ *     connecting for a second after its process exited (all 50 connects
+ *     after the first ten failed with EADDRNOTAVAIL);
+ *   - _exit(), and SIGKILL, which run no handler at all. */
 #define EXITING_PROCS 60
 
-static void processes_exit_without_closing(bool bpf)
+static void processes_leave_without_closing(bool bpf, const char *how)
 {
 	struct sandbox sb;
 	struct server srv;
@@ -1091,12 +1094,16 @@ static void processes_exit_without_closing(bool bpf)
 
 	cr_assert_not_null(r);
 	sequential_app_and_server_at(&sb, &srv, "exits", 62520, 62529, "127.0.0.1", SERVE_GREET_CLOSE);
-	snprintf(cmd, sizeof(cmd), "for i in $(seq %d); do %s tcp4 connect 0 127.0.0.1 %u; done", EXITING_PROCS,
-		 build_path("table-client"), srv.port);
+	if (!how)
+		snprintf(cmd, sizeof(cmd), "for i in $(seq %d); do %s tcp4 connect 0 127.0.0.1 %u; done",
+			 EXITING_PROCS, build_path("table-client"), srv.port);
+	else
+		snprintf(cmd, sizeof(cmd), "for i in $(seq %d); do %s die 127.0.0.1:%u %s; done; true",
+			 EXITING_PROCS, build_path("ringprobe"), srv.port, how);
 	run_shell(r, bpf, &sb, &srv, cmd);
 	cr_assert_eq(r->status, 0, "%s%s", r->out, r->err);
 	unsigned connected = 0;
-	for (const char *at = r->out; (at = strstr(at, " OK -\n")); at++)
+	for (const char *at = r->out; (at = strstr(at, how ? "ok\n" : " OK -\n")); at++)
 		connected++;
 	cr_expect_eq(connected, EXITING_PROCS, "%u of %d processes connected:\n%s%s", connected, EXITING_PROCS,
 		     r->out, r->err);
@@ -1104,7 +1111,26 @@ static void processes_exit_without_closing(bool bpf)
 	free(r);
 }
 
+static void processes_exit_without_closing(bool bpf)
+{
+	processes_leave_without_closing(bpf, NULL);
+}
+
+static void processes_exit_at_once_without_closing(bool bpf)
+{
+	processes_leave_without_closing(bpf, "_exit");
+}
+
+static void processes_killed_without_closing(bool bpf)
+{
+	processes_leave_without_closing(bpf, "kill");
+}
+
 TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_without_closing_leave_their_ports_free, processes_exit_without_closing, 60)
+TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_at_once_without_closing_leave_their_ports_free,
+		      processes_exit_at_once_without_closing, 60)
+TEST_ON_BOTH_BACKENDS(connect, processes_killed_without_closing_leave_their_ports_free,
+		      processes_killed_without_closing, 60)
 
 /* One process opens 90 connections at a time and closes them with one
  * close_range or closefrom (SO_LINGER 0: each 4-tuple is gone once

@@ -79,11 +79,11 @@ Test(holds, an_unclaimed_or_forgotten_tuple_is_clean_or_unknown)
 Test(holds, an_unsettled_claim_is_released_and_forgotten)
 {
 	struct pf_hold_ref a, b;
-	uint32_t now = 5000;
+	uint32_t now = 5120;	/* a 128 ms tick begins */
 
 	cr_assert_eq(pf_hold_claim(&state, 2, 9, now, QUARANTINE, &a), PF_HOLD_UNKNOWN);
-	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 999, QUARANTINE, &b), PF_HOLD_CLAIMED);
-	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1000, QUARANTINE, &b), PF_HOLD_HELD,
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1023, QUARANTINE, &b), PF_HOLD_CLAIMED);
+	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1024, QUARANTINE, &b), PF_HOLD_HELD,
 		     "an old claim counts as held");
 	pf_hold_release(&state, &a, now + 1500);
 	cr_expect_eq(pf_hold_claim(&state, 2, 9, now + 1500 + QUARANTINE - 1, QUARANTINE, &b),
@@ -107,14 +107,37 @@ Test(holds, only_one_reclaim_wins)
 	cr_expect_eq(second.slot, 0);
 }
 
+/* A claim's time is kept in 128 ms ticks: the second (eight ticks) is
+ * counted from the tick it was made in. */
 Test(holds, a_claim_older_than_a_second_was_abandoned)
 {
 	struct pf_hold_ref a, b;
 
-	pf_hold_claim(&state, 4, 11, 100, QUARANTINE, &a);
-	cr_expect_eq(pf_hold_claim(&state, 4, 11, 1099, QUARANTINE, &b), PF_HOLD_CLAIMED);
-	cr_expect_eq(pf_hold_claim(&state, 4, 11, 1100, QUARANTINE, &b), PF_HOLD_HELD,
+	pf_hold_claim(&state, 4, 11, 128, QUARANTINE, &a);
+	cr_expect_eq(pf_hold_claim(&state, 4, 11, 128 + 1023, QUARANTINE, &b), PF_HOLD_CLAIMED);
+	cr_expect_eq(pf_hold_claim(&state, 4, 11, 128 + 1024, QUARANTINE, &b), PF_HOLD_HELD,
 		     "an abandoned claim is left to the kernel's verification");
+}
+
+static uint32_t owner_4242(void)
+{
+	return 4242;
+}
+
+Test(holds, a_claim_names_the_process_that_made_it)
+{
+	struct pf_hold_ref a, b, c;
+
+	pf_hold_owner = owner_4242;
+	pf_hold_claim(&state, 4, 12, 100, QUARANTINE, &a);
+	pf_hold_owner = NULL;
+	cr_assert_eq(pf_hold_claim(&state, 4, 12, 200, QUARANTINE, &b), PF_HOLD_CLAIMED);
+	cr_expect_eq(pf_hold_claimant(&b), 4242);
+	cr_expect(pf_hold_reclaim(&state, &b), "a claim judged gone is taken over");
+	cr_expect_eq(pf_hold_claimant(&b), 0, "with no owner function, a claim names no process");
+	pf_hold_disown(&state, &b);
+	cr_expect_eq(pf_hold_claim(&state, 4, 12, 300, QUARANTINE, &c), PF_HOLD_HELD);
+	cr_expect_eq(pf_hold_claimant(&c), 0, "a held word names no claimant");
 }
 
 Test(holds, a_full_port_still_answers)
