@@ -30,6 +30,7 @@ int pf_duplicate_onto(int old_fd, int new_fd, int flags)
 	if (result >= 0 && old_fd != new_fd) {
 		pf_fd_forget(new_fd);
 		pf_fd_release_hold(new_fd);
+		pf_fd_hold_shared(old_fd);
 	}
 	errno = saved;
 	return result;

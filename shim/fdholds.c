@@ -7,6 +7,8 @@
  * connect to that 4-tuple asks the kernel.  The generation counts forks
  * begun (the atfork prepare handler), so a socket that another thread
  * closes while a fork is under way counts as shared too. */
+#include <string.h>
+
 #include "core/hot.h"
 #include "fdholds.h"
 
@@ -19,6 +21,35 @@ PF_HOT_DATA _Atomic int pf_fd_holds_end;
 void pf_fd_holds_fork_begins(void)
 {
 	atomic_fetch_add(&pf_forks_begun, 1);
+}
+
+/* Marks fd's hold as one of an older generation, as though a fork had
+ * begun since it was kept: its close forgets the 4-tuple, not releases. */
+void pf_fd_hold_shared(int fd)
+{
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE)
+		return;
+	_Atomic uint64_t *hold = &pf_fd_table[fd].hold;
+	uint64_t word = atomic_load_explicit(hold, memory_order_acquire), now = pf_fd_hold_generation();
+	uint64_t older = ((now + 0x800) & 0xfff) << PF_HOLD_GENERATION_SHIFT;
+
+	while (word && word >> PF_HOLD_GENERATION_SHIFT == now &&
+	       !atomic_compare_exchange_weak(hold, &word, (word & ((1ull << PF_HOLD_GENERATION_SHIFT) - 1)) | older))
+		;
+}
+
+void pf_fd_holds_passed(const struct msghdr *msg)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+			continue;
+		size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < count; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+			pf_fd_hold_shared(fd);
+		}
+	}
 }
 
 /* For a socket the kernel has already let go of (dup2 replaced it). */

@@ -55,12 +55,24 @@ static int send_batch(struct pf_sock *sock, struct mmsghdr *msgs, unsigned vlen,
 	return rest < 0 ? 1 : rest + 1;
 }
 
+/* A UNIX socket's messages may pass fds: read once the kernel has sent
+ * them, so never from a bad pointer. */
+static int sent_passing(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags)
+{
+	int sent = real_sendmmsg(fd, msgs, vlen, flags);
+
+	for (int i = 0; i < sent; i++)
+		if (msgs[i].msg_hdr.msg_controllen)
+			pf_fd_holds_passed(&msgs[i].msg_hdr);
+	return sent;
+}
+
 int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags)
 {
 	struct pf_sock sock;
 
 	if (!msgs || vlen == 0 || !pf_sock_lookup(fd, &sock) || !pf_send_is_ours(&sock, flags))
-		return real_sendmmsg(fd, msgs, vlen, flags);
+		return sent_passing(fd, msgs, vlen, flags);
 	const struct msghdr *head = &msgs[0].msg_hdr;
 	bool has_dest = pf_inet_address(head->msg_name, head->msg_namelen);
 	const struct pf_runtime *rt = pf_runtime();

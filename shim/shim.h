@@ -9,9 +9,11 @@
 #define PORTFENCE_SHIM_H
 
 #include <errno.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -319,8 +321,15 @@ static inline void pf_fd_note_linger(int fd, bool abortive)
  * Returns the first piece's failure, or the last piece's result. */
 typedef int (*pf_close_piece_fn)(unsigned int first, unsigned int end, void *arg);
 int pf_fd_close_releasing(unsigned int first, unsigned int last, pf_close_piece_fn close_piece, void *arg);
-/* The atfork prepare handler: sockets open now may outlive a close here. */
+/* The atfork prepare handler, and the calls that start a process
+ * without it (spawn.c): sockets open now may outlive a close here. */
 void pf_fd_holds_fork_begins(void);
+/* The sockets whose fds a message passes (SCM_RIGHTS) live on in the
+ * receiver: their closes here tell memory nothing, as after a fork. */
+void pf_fd_holds_passed(const struct msghdr *msg);
+/* The socket on fd has another fd now (dup, dup2, dup3, F_DUPFD): the
+ * close of either tells memory nothing, as after a fork. */
+void pf_fd_hold_shared(int fd);
 
 /* ---- runtime.c: the policy that applies to this process ---- */
 enum pf_status { PF_STATUS_PASS, PF_STATUS_ACTIVE, PF_STATUS_DENY };

@@ -20,6 +20,17 @@
  *                                      read, "ok" printed; then the process
  *                                      dies with the socket open: SIGKILL, or
  *                                      _exit (no atexit, no destructor)
+ *   ringprobe handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64
+ *                                      one TCP connect, its socket handed to
+ *                                      another process that keeps it open 4 s
+ *                                      (inherited through posix_spawn, system
+ *                                      or popen, or sent over a UNIX socket),
+ *                                      or to another fd of this process (dup,
+ *                                      dup2, fcntl or fcntl64 F_DUPFD) kept open to the
+ *                                      end; the first fd closed; 2.2 s later (past the
+ *                                      shim's quarantine) N connects, each
+ *                                      reading the greeting to the server's
+ *                                      close; prints "ok K of N"
  *   ringprobe hostile ADDR:PORT LOG SOCKET
  *       a confined program that attacks its records: one real connect,
  *       then garbage and a made-up record written into its own ring,
@@ -43,8 +54,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <spawn.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "record/ring.h"
 #include "dest.h"
@@ -271,8 +287,120 @@ static int die_connected(const char *dest_text, const char *how)
 	return 1;
 }
 
+/* One connect that reads the server's greeting to its close. */
+static int greeted(const struct sockaddr_in *dest, int keep)
+{
+	char buf[64];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0 || connect(fd, (const struct sockaddr *)dest, sizeof(*dest)) != 0) {
+		fprintf(stderr, "connect: %s\n", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	if (keep)
+		return fd;
+	close(fd);
+	return 0;
+}
+
+/* A child that waits for one fd over the UNIX socket, then keeps it. */
+static pid_t fd_keeper(int *to_keeper)
+{
+	int pair[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char byte;
+		char control[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {&byte, 1};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+				     .msg_controllen = sizeof(control)};
+		close(pair[0]);
+		if (recvmsg(pair[1], &msg, 0) == 1)
+			sleep(4);
+		_exit(0);
+	}
+	close(pair[1]);
+	*to_keeper = pair[0];
+	return pid;
+}
+
+static int send_fd(int channel, int fd)
+{
+	char byte = 'x';
+	char control[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {&byte, 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(channel, &msg, 0) == 1 ? 0 : -1;
+}
+
+/* Another process keeps the connected socket fd: 0, or -1. */
+static int hand_over(int fd, const char *how, int channel)
+{
+	if (strcmp(how, "scm") == 0)
+		return send_fd(channel, fd);
+	if (strcmp(how, "dup") == 0)
+		return dup(fd) >= 0 ? 0 : -1;
+	if (strcmp(how, "dup2") == 0)
+		return dup2(fd, 200) == 200 ? 0 : -1;
+	if (strcmp(how, "dupfd") == 0)
+		return fcntl(fd, F_DUPFD, 300) >= 0 ? 0 : -1;
+	if (strcmp(how, "dupfd64") == 0)	/* what a program built with 64-bit offsets calls */
+		return fcntl64(fd, F_DUPFD_CLOEXEC, 300) >= 0 ? 0 : -1;
+	if (strcmp(how, "system") == 0)
+		return system("sleep 4 >/dev/null 2>&1 &") == 0 ? 0 : -1;
+	if (strcmp(how, "popen") == 0)
+		return popen("sleep 4 >/dev/null 2>&1", "r") ? 0 : -1;
+	posix_spawn_file_actions_t actions;
+	char *const args[] = {"sleep", "4", NULL};
+	pid_t pid;
+	posix_spawn_file_actions_init(&actions);
+	posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+	int rc = posix_spawnp(&pid, "sleep", &actions, NULL, args, environ);
+	posix_spawn_file_actions_destroy(&actions);
+	return rc == 0 ? 0 : -1;
+}
+
+/* A socket that lives on in another process after this one closes it:
+ * the 4-tuple stays taken there. */
+static int handed(const char *dest_text, int n, const char *how)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	int channel = -1, ok = 0;
+
+	if (strcmp(how, "scm") == 0 && fd_keeper(&channel) < 0)
+		return 1;
+	int fd = greeted(&dest, 1);
+	if (fd < 0 || hand_over(fd, how, channel) != 0) {
+		printf("failed to hand the socket over\n");
+		return 1;
+	}
+	close(fd);
+	struct timespec past_quarantine = {2, 200000000};
+	nanosleep(&past_quarantine, NULL);
+	for (int i = 0; i < n; i++)
+		ok += greeted(&dest, 0) == 0;
+	printf("ok %d of %d\n", ok, n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && strcmp(argv[1], "handed") == 0)
+		return handed(argv[2], atoi(argv[3]), argv[4]);
 	if (argc == 4 && strcmp(argv[1], "die") == 0)
 		return die_connected(argv[2], argv[3]);
 	if (argc >= 5 && argc <= 20 && strcmp(argv[1], "threads") == 0)
@@ -310,6 +438,6 @@ int main(int argc, char **argv)
 		return hostile(argv[2], argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "older") == 0)
 		return older(argv[2]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64 | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
 	return 2;
 }

@@ -1132,6 +1132,64 @@ TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_at_once_without_closing_leave
 TEST_ON_BOTH_BACKENDS(connect, processes_killed_without_closing_leave_their_ports_free,
 		      processes_killed_without_closing, 60)
 
+/* ---- a socket handed to another process ---- */
+
+/* A process connects through a two-port range, hands the socket to
+ * another process that keeps it open (inherited through posix_spawn,
+ * system or popen, or sent over a UNIX socket) or to another fd of its
+ * own (dup, dup2, fcntl or fcntl64 F_DUPFD), closes the first fd,
+ * and 2.2 s later (past the shim's quarantine) connects ten times to the
+ * same server: its 4-tuple is still taken by the other process, so each
+ * connect must find the other port, as the kernel's own choice would.
+ * The shim took the close for the socket's end and handed out the
+ * 4-tuple again: the connect failed with EADDRNOTAVAIL. */
+#define HANDED_CONNECTS 10
+
+static void socket_handed_over(bool bpf, const char *how)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result *r = malloc(sizeof(*r));
+	char cmd[1024], expected[32];
+
+	cr_assert_not_null(r);
+	sequential_app_and_server_at(&sb, &srv, "handed", 62530, 62531, "127.0.0.1", SERVE_GREET_CLOSE);
+	snprintf(cmd, sizeof(cmd), "%s handed 127.0.0.1:%u %d %s", build_path("ringprobe"), srv.port,
+		 HANDED_CONNECTS, how);
+	run_shell(r, bpf, &sb, &srv, cmd);
+	snprintf(expected, sizeof(expected), "ok %d of %d", HANDED_CONNECTS, HANDED_CONNECTS);
+	cr_expect(strstr(r->out, expected), "every connect after the hand-over succeeds (%s):\n%s%s", how, r->out,
+		  r->err);
+	cr_expect_eq(r->status, 0, "%s%s", r->out, r->err);
+	sandbox_cleanup(&sb);
+	free(r);
+}
+
+/* One check per way of handing the socket over. */
+#define HANDED_OVER_CHECK(check, how)            \
+	static void check(bool bpf)              \
+	{                                        \
+		socket_handed_over(bpf, how);    \
+	}
+HANDED_OVER_CHECK(socket_spawned_over, "spawn")
+HANDED_OVER_CHECK(socket_inherited_by_system, "system")
+HANDED_OVER_CHECK(socket_inherited_by_popen, "popen")
+HANDED_OVER_CHECK(socket_sent_over_unix_socket, "scm")
+HANDED_OVER_CHECK(socket_dup, "dup")
+HANDED_OVER_CHECK(socket_dup2, "dup2")
+HANDED_OVER_CHECK(socket_dupfd, "dupfd")
+HANDED_OVER_CHECK(socket_dupfd64, "dupfd64")
+
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_posix_spawn_child_keeps_stays_taken, socket_spawned_over, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_system_child_keeps_stays_taken, socket_inherited_by_system, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_popen_child_keeps_stays_taken, socket_inherited_by_popen, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_sent_to_another_process_stays_taken, socket_sent_over_unix_socket, 60)
+
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup_keeps_stays_taken, socket_dup, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup2_keeps_stays_taken, socket_dup2, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_an_f_dupfd_keeps_stays_taken, socket_dupfd, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_an_fcntl64_dupfd_keeps_stays_taken, socket_dupfd64, 60)
+
 /* One process opens 90 connections at a time and closes them with one
  * close_range or closefrom (SO_LINGER 0: each 4-tuple is gone once
  * closed), another of the same app connects and closes in a loop, over
