@@ -4,6 +4,8 @@
  * shim's own fcntl calls (the log's and the sock_diag socket's moves)
  * come here too: their fds hold no 4-tuple. */
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "shim.h"
 
@@ -14,12 +16,22 @@ static int after(int fd, int cmd, int result)
 	return result;
 }
 
+/* libc's definition called as what it is, variadic (the caller of a
+ * variadic function says in %al, on x86-64, how many vector registers
+ * it passes); the raw system call when there is none. */
+static int call_real(enum pf_symbol symbol, int fd, int cmd, void *arg)
+{
+	int (*real)(int, int, ...) = (int (*)(int, int, ...))pf_real(symbol);
+
+	return real ? real(fd, cmd, arg) : (int)syscall(SYS_fcntl, fd, cmd, arg);
+}
+
 int pf_fcntl(int fd, int cmd, void *arg)
 {
-	return after(fd, cmd, real_fcntl(fd, cmd, arg));
+	return after(fd, cmd, call_real(PF_SYM_fcntl, fd, cmd, arg));
 }
 
 int pf_fcntl64(int fd, int cmd, void *arg)
 {
-	return after(fd, cmd, real_fcntl64(fd, cmd, arg));
+	return after(fd, cmd, call_real(PF_SYM_fcntl64, fd, cmd, arg));
 }
