@@ -128,16 +128,18 @@ const char *bpf_machine_missing(char *cgroup_mount, size_t len);
 void skip_unless_bpf_machine(void);
 /* One behaviour on both backends: Test(suite, name) runs check(false)
  * under `run`, Test(suite, name_bpf) runs check(true) under `run --bpf`
- * (skipped, with the reason, where the machine cannot). */
-#define TEST_ON_BOTH_BACKENDS(suite, name, check, seconds) \
-	Test(suite, name, .timeout = seconds)               \
-	{                                                   \
-		check(false);                               \
-	}                                                   \
-	Test(suite, name##_bpf, .timeout = seconds)         \
-	{                                                   \
-		skip_unless_bpf_machine();                  \
-		check(true);                                \
+ * (skipped, with the reason, where the machine cannot).  Arguments after
+ * seconds are passed to check after the backend: one check serves
+ * several rows. */
+#define TEST_ON_BOTH_BACKENDS(suite, name, check, seconds, ...) \
+	Test(suite, name, .timeout = seconds)                    \
+	{                                                        \
+		check(false, ##__VA_ARGS__);                     \
+	}                                                        \
+	Test(suite, name##_bpf, .timeout = seconds)              \
+	{                                                        \
+		skip_unless_bpf_machine();                       \
+		check(true, ##__VA_ARGS__);                      \
 	}
 /* The same, for a test that needs the cgroup v2 mount point too (it goes
  * to cgroup_mount). */

@@ -1111,26 +1111,12 @@ static void processes_leave_without_closing(bool bpf, const char *how)
 	free(r);
 }
 
-static void processes_exit_without_closing(bool bpf)
-{
-	processes_leave_without_closing(bpf, NULL);
-}
-
-static void processes_exit_at_once_without_closing(bool bpf)
-{
-	processes_leave_without_closing(bpf, "_exit");
-}
-
-static void processes_killed_without_closing(bool bpf)
-{
-	processes_leave_without_closing(bpf, "kill");
-}
-
-TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_without_closing_leave_their_ports_free, processes_exit_without_closing, 60)
+TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_without_closing_leave_their_ports_free,
+		      processes_leave_without_closing, 60, NULL)
 TEST_ON_BOTH_BACKENDS(connect, processes_that_exit_at_once_without_closing_leave_their_ports_free,
-		      processes_exit_at_once_without_closing, 60)
+		      processes_leave_without_closing, 60, "_exit")
 TEST_ON_BOTH_BACKENDS(connect, processes_killed_without_closing_leave_their_ports_free,
-		      processes_killed_without_closing, 60)
+		      processes_leave_without_closing, 60, "kill")
 
 /* ---- a socket handed to another process ---- */
 
@@ -1165,30 +1151,14 @@ static void socket_handed_over(bool bpf, const char *how)
 	free(r);
 }
 
-/* One check per way of handing the socket over. */
-#define HANDED_OVER_CHECK(check, how)            \
-	static void check(bool bpf)              \
-	{                                        \
-		socket_handed_over(bpf, how);    \
-	}
-HANDED_OVER_CHECK(socket_spawned_over, "spawn")
-HANDED_OVER_CHECK(socket_inherited_by_system, "system")
-HANDED_OVER_CHECK(socket_inherited_by_popen, "popen")
-HANDED_OVER_CHECK(socket_sent_over_unix_socket, "scm")
-HANDED_OVER_CHECK(socket_dup, "dup")
-HANDED_OVER_CHECK(socket_dup2, "dup2")
-HANDED_OVER_CHECK(socket_dupfd, "dupfd")
-HANDED_OVER_CHECK(socket_dupfd64, "dupfd64")
-
-TEST_ON_BOTH_BACKENDS(connect, a_socket_a_posix_spawn_child_keeps_stays_taken, socket_spawned_over, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_a_system_child_keeps_stays_taken, socket_inherited_by_system, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_a_popen_child_keeps_stays_taken, socket_inherited_by_popen, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_sent_to_another_process_stays_taken, socket_sent_over_unix_socket, 60)
-
-TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup_keeps_stays_taken, socket_dup, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup2_keeps_stays_taken, socket_dup2, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_an_f_dupfd_keeps_stays_taken, socket_dupfd, 60)
-TEST_ON_BOTH_BACKENDS(connect, a_socket_an_fcntl64_dupfd_keeps_stays_taken, socket_dupfd64, 60)
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_posix_spawn_child_keeps_stays_taken, socket_handed_over, 60, "spawn")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_system_child_keeps_stays_taken, socket_handed_over, 60, "system")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_popen_child_keeps_stays_taken, socket_handed_over, 60, "popen")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_sent_to_another_process_stays_taken, socket_handed_over, 60, "scm")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup_keeps_stays_taken, socket_handed_over, 60, "dup")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_a_dup2_keeps_stays_taken, socket_handed_over, 60, "dup2")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_an_f_dupfd_keeps_stays_taken, socket_handed_over, 60, "dupfd")
+TEST_ON_BOTH_BACKENDS(connect, a_socket_an_fcntl64_dupfd_keeps_stays_taken, socket_handed_over, 60, "dupfd64")
 
 /* One process opens 90 connections at a time and closes them with one
  * close_range or closefrom (SO_LINGER 0: each 4-tuple is gone once
