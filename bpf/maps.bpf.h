@@ -168,7 +168,7 @@ struct pfb_sock_state {
 	__u32 flags;
 	__u8 has_pick;
 	__u8 has_kept;
-	__u16 claimed_port;	/* the port its connect's claim is on (connect_claims), or 0 */
+	__u16 unused;
 	struct pfb_bind_pick pick;
 	struct pf_bpf_record kept;
 };
@@ -178,6 +178,31 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pfb_sock_state);
 } sock_state SEC(".maps");
+
+/* A plain TCP connect's marks, by its port, in place of a sock_state
+ * entry: inserting and deleting one was a quarter of a TIME_WAIT-full
+ * connect's program time (docs/performance.md).  Index port - range_lo;
+ * the loader sizes the map to the range.
+ * - owner: the socket (its cookie) whose count in port_users the slot
+ *   holds, until its release hook, which finds the slot by the socket's
+ *   port.  A second socket of the app on the port (SO_REUSEADDR toward
+ *   another destination) is counted in its sock_state instead.
+ * - kept (has_kept): the record of the connect whose claim
+ *   (connect_claims) is on the port, until sockops' TCP_CONNECT_CB gives
+ *   it the local address.  One connect claims a port at a time, so one
+ *   record per port is enough; only the claim's holder touches it. */
+struct pfb_port_slot {
+	__u64 owner;
+	__u8 has_kept;
+	__u8 unused[7];
+	struct pf_bpf_record kept;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct pfb_port_slot);
+} port_slots SEC(".maps");
 
 /* A new socket's state: nothing yet. */
 static const struct pfb_sock_state pfb_no_state;
@@ -234,20 +259,56 @@ static __always_inline __u32 pfb_bound_flags(const struct pf_bpf_config *cfg, __
 	return PFB_SOCKET_BOUND | PFB_SOCKET_COUNTED | port << PFB_SOCKET_PORT_SHIFT;
 }
 
-/* The port a counted socket held is free again at its close (the
- * release hook cannot read the socket's port: the mark keeps it). */
-static __always_inline void pfb_uncount_port(__u32 flags)
+/* A counted port is free again. */
+static __always_inline void pfb_uncount(const struct pf_bpf_config *cfg, __u32 port)
 {
-	__u32 port = flags >> PFB_SOCKET_PORT_SHIFT;
-
-	if (!(flags & PFB_SOCKET_COUNTED))
-		return;
-	struct pf_bpf_config *cfg = pfb_config();
 	if (!cfg || port < cfg->range_lo || port > cfg->range_hi)
 		return;
 	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
 	if (users && *users)
 		__sync_fetch_and_add(users, -1);
+}
+
+/* The port a socket counted in its state held is free again at its
+ * close (its mark keeps the port: a connect that failed may have left
+ * the socket without one). */
+static __always_inline void pfb_uncount_port(__u32 flags)
+{
+	if (flags & PFB_SOCKET_COUNTED)
+		pfb_uncount(pfb_config(), flags >> PFB_SOCKET_PORT_SHIFT);
+}
+
+/* The slot of a port of the app's range, or 0. */
+static __always_inline struct pfb_port_slot *pfb_port_slot(const struct pf_bpf_config *cfg, __u32 port)
+{
+	if (!cfg || port < cfg->range_lo || port > cfg->range_hi)
+		return 0;
+	__u32 index = port - cfg->range_lo;
+	return bpf_map_lookup_elem(&port_slots, &index);
+}
+
+/* Counts port in port_users under its slot's owner, the socket with this
+ * cookie: false when another socket owns the slot. */
+static __always_inline int pfb_own_port(const struct pf_bpf_config *cfg, struct pfb_port_slot *slot, __u32 port,
+					__u64 cookie)
+{
+	if (__sync_val_compare_and_swap(&slot->owner, 0, cookie) != 0)
+		return 0;
+	__u32 index = port - cfg->range_lo, *users = bpf_map_lookup_elem(&port_users, &index);
+	if (users)
+		__sync_fetch_and_add(users, 1);
+	return 1;
+}
+
+/* The slot's owner, the socket with this cookie, closes: its port is
+ * free again. */
+static __always_inline int pfb_disown_port(const struct pf_bpf_config *cfg, struct pfb_port_slot *slot,
+					   __u32 port, __u64 cookie)
+{
+	if (slot->owner != cookie || __sync_val_compare_and_swap(&slot->owner, cookie, 0) != cookie)
+		return 0;
+	pfb_uncount(cfg, port);
+	return 1;
 }
 
 /* The claim word of the socket with this cookie, made now.  The coarse
@@ -263,7 +324,12 @@ static __always_inline int pfb_claim_is(__u64 word, __u64 cookie)
 	return word >> PFB_CLAIM_TIME_BITS == (cookie << PFB_CLAIM_TIME_BITS) >> PFB_CLAIM_TIME_BITS;
 }
 
-/* Claims port for the connect of the socket with this cookie: false
+/* pfb_claim_port's answers. */
+#define PFB_CLAIM_REFUSED 0
+#define PFB_CLAIM_TAKEN 1
+#define PFB_CLAIM_TAKEN_OVER 2	/* from a claim that lapsed: its kept record is still in the port's slot */
+
+/* Claims port for the connect of the socket with this cookie: refused
  * while another connect's claim on it stands. */
 static __always_inline int pfb_claim_port(__u16 port, __u64 cookie)
 {
@@ -271,25 +337,26 @@ static __always_inline int pfb_claim_port(__u16 port, __u64 cookie)
 	__u64 *claim = bpf_map_lookup_elem(&connect_claims, &key);
 
 	if (!claim)
-		return 1;
+		return PFB_CLAIM_TAKEN;
 	__u64 old = *claim, mine = pfb_claim_word(cookie);
-	if (old && !pfb_claim_is(old, cookie) &&
-	    ((mine - old) & PFB_CLAIM_TIME_MASK) < PFB_CLAIM_UNITS)
-		return 0;
-	return __sync_val_compare_and_swap(claim, old, mine) == old;
+	int other = old && !pfb_claim_is(old, cookie);
+	if (other && ((mine - old) & PFB_CLAIM_TIME_MASK) < PFB_CLAIM_UNITS)
+		return PFB_CLAIM_REFUSED;
+	if (__sync_val_compare_and_swap(claim, old, mine) != old)
+		return PFB_CLAIM_REFUSED;
+	return other ? PFB_CLAIM_TAKEN_OVER : PFB_CLAIM_TAKEN;
 }
 
-/* Drops the socket's claim on port, if it still has it. */
-static __always_inline void pfb_unclaim_port(__u16 port, __u64 cookie)
+/* Drops the socket's claim on port: whether it still had it. */
+static __always_inline int pfb_unclaim_port(__u16 port, __u64 cookie)
 {
 	__u32 key = port;
 	__u64 *claim = bpf_map_lookup_elem(&connect_claims, &key);
 
 	if (!claim || !port)
-		return;
+		return 0;
 	__u64 word = *claim;
-	if (word && pfb_claim_is(word, cookie))
-		__sync_val_compare_and_swap(claim, word, 0);
+	return word && pfb_claim_is(word, cookie) && __sync_val_compare_and_swap(claim, word, 0) == word;
 }
 
 /* Whether port's bit is set in a one-entry port bitmap. */

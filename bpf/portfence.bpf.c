@@ -59,18 +59,24 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 		return pfb_refuse(a->exhausted);
 	}
 	f.event = a->event;
+	/* TCP: the record waits in the port's slot under the port's claim,
+	 * and the socket's port is counted there when no other socket of
+	 * the app has it: no per-socket state. */
+	struct pfb_port_slot *slot = w.udp ? 0 : pfb_port_slot(cfg, w.port);
+	int subflow = pfb_mptcp_subflow(ctx);
+	if (slot)
+		pfb_keep_record(&slot->kept, &slot->has_kept, d, &f);
+	else if (w.udp)
+		pfb_record(d, &f);
+	if (slot && !subflow && pfb_own_port(cfg, slot, w.port, cookie))
+		return PFB_PROCEED;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
 	struct pfb_sock_state *st = pfb_state_new(cookie);
-	int subflow = pfb_mptcp_subflow(ctx);
-	if (st) {
+	if (st)
 		st->flags = subflow ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP : pfb_bound_flags(cfg, w.port);
-		st->claimed_port = w.udp ? 0 : w.port;
-	}
 	if (subflow)
 		pfb_count_on_mptcp(ctx, cfg, w.port);
-	if (w.udp)
-		pfb_record(d, &f);
-	else
+	if (!slot && !w.udp)
 		pfb_record_later(st, d, &f);
 	return PFB_PROCEED;
 }
@@ -306,7 +312,11 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 
 	switch (a.verdict) {
 	case PF_CORE_CALL:
-		if (q.call == PF_CORE_CALL_BIND_PORT)
+		/* A socket with a port already: the kernel refuses the bind
+		 * (EINVAL), and the socket keeps no state for it (the release
+		 * hook of a connect's socket counted in its port's slot looks
+		 * at no state). */
+		if (q.call == PF_CORE_CALL_BIND_PORT && !q.has_port)
 			pfb_expect_bind(ctx, cfg, local);
 		return PFB_PROCEED;
 	case PF_CORE_ASSIGN:
@@ -396,36 +406,59 @@ int pfb_post_bind6(struct bpf_sock *sk)
 
 /* ---- close and the kernel's later word ------------------------------ */
 
-/* A kept record still here at close: a connect that never reached
- * sockops.  An audited one goes out as it is (the kernel's port
- * unknown); one whose port the hook had bound failed after it (no route,
- * a 4-tuple taken meanwhile): an error.  Which errno the program saw, no
- * hook here can tell: the result says EUNKNOWN rather than guess. */
-static __always_inline void pfb_release_kept(struct pfb_sock_state *st)
+/* The local port of the socket the release hook runs for, or 0.  Its
+ * context gives no src_port (the kernel lets only post_bind read it) and
+ * no helper casts it to a TCP socket; the context is the kernel's socket
+ * itself, whose head (struct sock_common) holds the port at an offset
+ * relocated against the running kernel's BTF (CO-RE). */
+static __always_inline __u16 pfb_release_port_of(struct bpf_sock *sk)
 {
-	struct pf_bpf_record *kept = &st->kept;
+	__u8 head[32];
+	__u32 at = bpf_core_field_offset(struct sock_common___pfb, skc_num);
+	__u16 port;
 
-	if (!st->has_kept)
-		return;
-	if (kept->event != PF_CORE_EVENT_AUDIT) {
-		kept->event = PF_CORE_EVENT_ERROR;
-		kept->error = PF_BPF_ERROR_UNSEEN;
-	}
-	pfb_send_kept(kept);
-	st->has_kept = 0;
+	if (at > sizeof(head) - sizeof(port) || bpf_probe_read_kernel(head, sizeof(head), sk) < 0)
+		return 0;
+	__builtin_memcpy(&port, head + at, sizeof(port));
+	return port;
 }
 
-/* What the socket's state still holds at close goes out or is undone,
- * and the state goes. */
+/* A TCP connect's marks in its port's slot (pfb_assign_for_connect) at
+ * close: a claim still its own is a connect that never reached sockops,
+ * whose record goes out as a failure; a count it owns is dropped (true:
+ * the socket was counted there).  The port is the socket's own: the hook
+ * bound it (SOCK_BINDPORT_LOCK), so even a failed connect keeps it. */
+static __always_inline int pfb_release_port(struct bpf_sock *sk, __u64 cookie)
+{
+	if (sk->protocol != IPPROTO_TCP)
+		return 0;
+	struct pf_bpf_config *cfg = pfb_config();
+	__u16 port = pfb_release_port_of(sk);
+	struct pfb_port_slot *slot = pfb_port_slot(cfg, port);
+
+	if (!slot)
+		return 0;
+	if (pfb_unclaim_port(port, cookie))
+		pfb_send_unfinished(&slot->kept, &slot->has_kept);
+	return pfb_disown_port(cfg, slot, port, cookie);
+}
+
+/* What the socket's port's slot and its state still hold at close goes
+ * out or is undone, and the state goes.  A socket counted in its port's
+ * slot has no state (pfb_assign_for_connect makes none, and no later
+ * hook does for a socket with a port): the lookup, a third of the hook's
+ * time, is spared. */
 SEC("cgroup/sock_release")
 int pfb_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
+	if (pfb_release_port(sk, cookie))
+		return PFB_PROCEED;
 	struct pfb_sock_state *st = pfb_state(cookie);
 
 	if (!st)
 		return PFB_PROCEED;
-	pfb_release_kept(st);
+	pfb_send_unfinished(&st->kept, &st->has_kept);
 	if (st->has_pick) {
 		/* bound: a TCP bind(addr, 0) that never connected (a listener,
 		 * or closed unused); else a bind the kernel refused. */
@@ -439,7 +472,6 @@ int pfb_sock_release(struct bpf_sock *sk)
 		st->has_pick = 0;
 	}
 	pfb_uncount_port(st->flags);
-	pfb_unclaim_port(st->claimed_port, cookie);
 	bpf_map_delete_elem(&sock_state, &cookie);
 	return PFB_PROCEED;
 }
@@ -457,33 +489,13 @@ static __always_inline void pfb_listening(struct bpf_sock_ops *skops, struct pfb
 	st->has_pick = 0;
 }
 
-/* The kernel has chosen the local address: the kept record gets it and
- * goes out.  A listen sends a bind(addr, 0)'s record.  The kernel calls
- * this program several times a connect (its other ops): those return at
- * once. */
-SEC("sockops")
-int pfb_sockops(struct bpf_sock_ops *skops)
+/* The kernel has chosen the local address: a record kept for it gets it
+ * and goes out. */
+static __always_inline void pfb_send_connected(struct bpf_sock_ops *skops, struct pf_bpf_record *kept,
+					       __u8 *has_kept)
 {
-	__u32 op = skops->op;
-
-	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
-		return 1;
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct pfb_sock_state *st = pfb_state(cookie);
-	if (!st)
-		return 1;
-	if (st->claimed_port) {
-		/* Hashed: every other walk sees the 4-tuple taken now. */
-		pfb_unclaim_port(st->claimed_port, cookie);
-		st->claimed_port = 0;
-	}
-	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
-		pfb_listening(skops, st);
-		return 1;
-	}
-	if (!st->has_kept)
-		return 1;
-	struct pf_bpf_record *kept = &st->kept;
+	if (!*has_kept)
+		return;
 	__u32 family = skops->family, ip4 = skops->local_ip4;
 	__u32 ip6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3]};
 	if (family == AF_INET) {
@@ -496,7 +508,45 @@ int pfb_sockops(struct bpf_sock_ops *skops)
 	}
 	kept->local_port = (__u16)skops->local_port;
 	pfb_send_kept(kept);
-	st->has_kept = 0;
+	*has_kept = 0;
+}
+
+/* A connect the walk gave its port is hashed: every other walk sees the
+ * 4-tuple taken now, so the port's claim goes, and the record kept in
+ * its slot goes out.  False when the socket held no claim there, or its
+ * port has no slot (its record, if any, is in its state). */
+static __always_inline int pfb_connect_hashed(struct bpf_sock_ops *skops, __u64 cookie)
+{
+	__u16 port = (__u16)skops->local_port;
+	struct pfb_port_slot *slot = pfb_port_slot(pfb_config(), port);
+
+	if (!pfb_unclaim_port(port, cookie) || !slot)
+		return 0;
+	pfb_send_connected(skops, &slot->kept, &slot->has_kept);
+	return 1;
+}
+
+/* A connect is hashed (TCP_CONNECT_CB): its claim goes and its record
+ * goes out.  A listen sends a bind(addr, 0)'s record.  The kernel calls
+ * this program several times a connect (its other ops): those return at
+ * once. */
+SEC("sockops")
+int pfb_sockops(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_TCP_LISTEN_CB)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB && pfb_connect_hashed(skops, cookie))
+		return 1;
+	struct pfb_sock_state *st = pfb_state(cookie);
+	if (!st)
+		return 1;
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB)
+		pfb_listening(skops, st);
+	else
+		pfb_send_connected(skops, &st->kept, &st->has_kept);
 	return 1;
 }
 

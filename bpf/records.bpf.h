@@ -102,17 +102,25 @@ static __always_inline void pfb_record(const struct pfb_dest *d, const struct pf
 	bpf_ringbuf_submit(r, pfb_submit_flags());
 }
 
-/* A record kept in the socket's state until a later hook knows its
- * local address (sockops for TCP, the release hook for a connect that
- * never reached it); st is 0 when there is none to keep it in. */
+/* A record kept until a later hook knows its local address (sockops for
+ * TCP, the release hook for a connect that never reached it), in the
+ * socket's state or its port's slot; kept is 0 when there is none to
+ * keep it in. */
+static __always_inline void pfb_keep_record(struct pf_bpf_record *kept, __u8 *has_kept, const struct pfb_dest *d,
+					    const struct pfb_record_facts *f)
+{
+	pfb_count_outcome(f->event, f->error);
+	if (!kept || !has_kept || !pfb_records_wanted())
+		return;
+	pfb_fill_record(kept, d, f);
+	*has_kept = 1;
+}
+
+/* pfb_keep_record in the socket's state, st (0 when it has none). */
 static __always_inline void pfb_record_later(struct pfb_sock_state *st, const struct pfb_dest *d,
 					     const struct pfb_record_facts *f)
 {
-	pfb_count_outcome(f->event, f->error);
-	if (!st || !pfb_records_wanted())
-		return;
-	pfb_fill_record(&st->kept, d, f);
-	st->has_kept = 1;
+	pfb_keep_record(st ? &st->kept : 0, st ? &st->has_kept : 0, d, f);
 }
 
 /* Sends a kept record. */
@@ -125,6 +133,24 @@ static __always_inline void pfb_send_kept(struct pf_bpf_record *kept)
 	}
 	__builtin_memcpy(r, kept, sizeof(*r));
 	bpf_ringbuf_submit(r, pfb_submit_flags());
+}
+
+/* A kept record still there when its connect is known to have failed
+ * after the connect hook (no route, a 4-tuple taken meanwhile): the
+ * socket closes, or its port's claim lapsed, without reaching sockops.
+ * An audited one goes out as it is (the kernel's port unknown).  One
+ * whose port the hook had bound stays an assignment (SPEC: a port was
+ * taken from the range; the shim's says the same, with the program's
+ * errno).  Which errno the program saw, no hook here can tell: the
+ * result says EUNKNOWN rather than guess, and the reason says why. */
+static __always_inline void pfb_send_unfinished(struct pf_bpf_record *kept, __u8 *has_kept)
+{
+	if (!*has_kept)
+		return;
+	if (kept->event != PF_CORE_EVENT_AUDIT)
+		kept->error = PF_BPF_ERROR_UNSEEN;
+	pfb_send_kept(kept);
+	*has_kept = 0;
 }
 
 /* A record with no local address: event and errno only. */

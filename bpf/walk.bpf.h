@@ -12,6 +12,7 @@
 #define PORTFENCE_BPF_WALK_BPF_H
 
 #include "bpf/dest.bpf.h"
+#include "bpf/records.bpf.h"
 #include "core/flow.h"
 #include "core/sequence.h"
 #include "core/siphash.h"
@@ -400,6 +401,18 @@ static __always_inline int pfb_bind_claimed(struct pfb_walk *w, __u16 port)
 	return rc;
 }
 
+/* A claim another connect left for a second or more (its connect
+ * failed after the hook, the socket still open, or an MPTCP subflow's,
+ * which no release hook sees) was taken over: the record it kept in the
+ * port's slot goes out as the failure it was. */
+static __always_inline void pfb_lapsed_claim(__u16 port)
+{
+	struct pfb_port_slot *slot = pfb_port_slot(pfb_config(), port);
+
+	if (slot)
+		pfb_send_unfinished(&slot->kept, &slot->has_kept);
+}
+
 /* Claims a connect's port (TCP), then looks at its 4-tuple: PFB_TUPLE_*,
  * the claim kept unless PFB_TUPLE_HELD.  The claim comes first: a
  * socket that holds it may be about to hash its 4-tuple, and drops it
@@ -411,8 +424,11 @@ static __always_inline int pfb_claim_tuple(struct pfb_walk *w, __u16 port)
 {
 	if (w->udp)
 		return PFB_TUPLE_FREE;	/* UDP: the bind itself is the check */
-	if (!pfb_claim_port(port, w->cookie))
+	int claim = pfb_claim_port(port, w->cookie);
+	if (claim == PFB_CLAIM_REFUSED)
 		return PFB_TUPLE_HELD;	/* another connect's walk has it */
+	if (claim == PFB_CLAIM_TAKEN_OVER)
+		pfb_lapsed_claim(port);
 	int held = pfb_tuple_busy(w, port);
 	if (held == PFB_TUPLE_HELD)
 		pfb_unclaim_port(port, w->cookie);
@@ -589,9 +605,11 @@ static __always_inline int pfb_mptcp_subflow(struct bpf_sock_addr *ctx)
 	return sk && bpf_skc_to_mptcp_sock(sk) != 0;
 }
 
-/* The MPTCP socket's cookie, read through BTF (CO-RE); the sock_create
- * hook made it when the program created the socket. */
+/* A kernel socket's own fields, read through BTF (CO-RE): an MPTCP
+ * socket's cookie (the sock_create hook made it when the program created
+ * the socket), a TCP socket's port at its release. */
 struct sock_common___pfb {
+	unsigned short skc_num;	/* the local port, host order */
 	struct {
 		__s64 counter;
 	} skc_cookie;

@@ -169,9 +169,10 @@ void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_le
  * names pf_app_bind_rule, of a destination (remote != NULL) the
  * pf_app_refusal_rule; an error record (event PF_CORE_EVENT_ERROR) gets
  * pf_app_exhaustion_reason when error says the range is exhausted
- * (EADDRNOTAVAIL, EAGAIN, EADDRINUSE), for an errno no BPF hook saw
- * (PF_CORE_ERROR_UNSEEN) that the call failed after port local_port was
- * given, else "cannot give a port of range LO-HI: ERRNO".  The text goes to out; the answer says whether it is
+ * (EADDRNOTAVAIL, EAGAIN, EADDRINUSE), else "cannot give a port of range
+ * LO-HI: ERRNO"; an assign or error record of an errno no BPF hook saw
+ * (PF_CORE_ERROR_UNSEEN) says that the call failed after port local_port
+ * was given.  The text goes to out; the answer says whether it is
  * the record's rule, its reason, or nothing ("" in out). */
 enum pf_explanation { PF_EXPLAINS_NOTHING, PF_EXPLAINS_RULE, PF_EXPLAINS_REASON };
 enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct pf_app *app, int event, int error,

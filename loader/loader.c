@@ -237,7 +237,8 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 {
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
 				  skel->maps.sock_state, skel->maps.exes, skel->maps.port_users,
-				  skel->maps.record_loss, skel->maps.foreign_ports, skel->maps.outcomes, NULL};
+				  skel->maps.record_loss, skel->maps.foreign_ports, skel->maps.outcomes,
+				  skel->maps.port_slots, skel->maps.connect_claims, NULL};
 	return maps[i];
 }
 
@@ -384,6 +385,10 @@ int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *
 	}
 	if ((rc = pf_bpf_size_rules(loaded, app, why, len)) < 0)
 		goto fail;
+	/* One slot per port of the range (bpf/maps.bpf.h); a pinned map of
+	 * an earlier load keeps its own size, and a port past it falls back
+	 * to the socket's state. */
+	bpf_map__set_max_entries(loaded->skel->maps.port_slots, (uint32_t)app->range_hi - app->range_lo + 1);
 	choose_exec_program(loaded);
 	if ((rc = join_cgroup_map(loaded, share)) < 0) {
 		say(why, len, "cannot share the cgroup map of app '%s': %s", app->name, strerror(-rc));

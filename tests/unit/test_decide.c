@@ -399,5 +399,11 @@ Test(decide, explain_picks_rule_or_reason)
 		     PF_EXPLAINS_REASON);
 	cr_expect_str_eq(text, "the call failed in the kernel after port 61005 of range 61000-61099 was given to it "
 			       "(which errno the program saw, no hook can tell)");
+	/* The same for a connect's assignment that failed after the hook. */
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_ASSIGN, PF_CORE_ERROR_UNSEEN, 61006, NULL, text,
+				    sizeof(text)),
+		     PF_EXPLAINS_REASON);
+	cr_expect_str_eq(text, "the call failed in the kernel after port 61006 of range 61000-61099 was given to it "
+			       "(which errno the program saw, no hook can tell)");
 	pf_policy_free(&policy);
 }
