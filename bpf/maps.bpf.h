@@ -194,7 +194,8 @@ struct {
 struct pfb_port_slot {
 	__u64 owner;
 	__u8 has_kept;
-	__u8 unused[7];
+	__u8 learn;	/* the claim's connect left from the wildcard: sockops learns its source */
+	__u8 unused[6];
 	struct pf_bpf_record kept;
 };
 struct {

@@ -45,6 +45,11 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	pfb_bound_source(ctx, d, w.source);
 	if (pfb_is_zero(w.source))
 		pfb_loopback_source(d, w.source);
+	int wildcard = !w.udp && pfb_is_zero(w.source);
+	if (wildcard)
+		pfb_learned_source(&w, bpf_get_netns_cookie(ctx));
+	else
+		__builtin_memcpy(w.checked, w.source, sizeof(w.checked));
 	if (a->shares_port)
 		bpf_setsockopt(ctx, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	pfb_walk_connect(&w, cfg);
@@ -64,9 +69,10 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	 * the app has it: no per-socket state. */
 	struct pfb_port_slot *slot = w.udp ? 0 : pfb_port_slot(cfg, w.port);
 	int subflow = pfb_mptcp_subflow(ctx);
-	if (slot)
+	if (slot) {
 		pfb_keep_record(&slot->kept, &slot->has_kept, d, &f);
-	else if (w.udp)
+		slot->learn = wildcard;
+	} else if (w.udp)
 		pfb_record(d, &f);
 	if (slot && !subflow && pfb_own_port(cfg, slot, w.port, cookie))
 		return PFB_PROCEED;
@@ -511,6 +517,32 @@ static __always_inline void pfb_send_connected(struct bpf_sock_ops *skops, struc
 	*has_kept = 0;
 }
 
+/* The source the kernel chose for a wildcard-bound connect, for the
+ * next walk toward its destination (pfb_learned_source): an AF_INET6
+ * socket's v4-mapped addresses as IPv4, as struct pfb_dest has them. */
+static __always_inline void pfb_learn_connected_source(struct bpf_sock_ops *skops)
+{
+	__u32 family = skops->family, dest[4] = {0, 0, 0, 0}, source[4] = {0, 0, 0, 0};
+	__u32 remote4 = skops->remote_ip4, local4 = skops->local_ip4;
+	__u32 remote6[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3]};
+	__u32 local6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3]};
+
+	if (family == AF_INET) {
+		dest[0] = remote4;
+		source[0] = local4;
+	} else if (pfb_is_v4_mapped(remote6)) {
+		family = AF_INET;
+		dest[0] = remote6[3];
+		source[0] = local6[3];
+	} else {
+		for (int i = 0; i < 4; i++) {
+			dest[i] = remote6[i];
+			source[i] = local6[i];
+		}
+	}
+	pfb_learn_source(bpf_get_netns_cookie(skops), family, dest, source);
+}
+
 /* A connect the walk gave its port is hashed: every other walk sees the
  * 4-tuple taken now, so the port's claim goes, and the record kept in
  * its slot goes out.  False when the socket held no claim there, or its
@@ -522,6 +554,8 @@ static __always_inline int pfb_connect_hashed(struct bpf_sock_ops *skops, __u64 
 
 	if (!pfb_unclaim_port(port, cookie) || !slot)
 		return 0;
+	if (slot->learn)
+		pfb_learn_connected_source(skops);
 	pfb_send_connected(skops, &slot->kept, &slot->has_kept);
 	return 1;
 }

@@ -41,6 +41,8 @@ struct pfb_walk {
 	__u16 range_full;	/* connect: no port was free a moment ago */
 	int udp;
 	__u64 cookie;		/* connect: the socket's, for its port's claim (TCP) */
+	__u32 checked[4];	/* connect: the one source its 4-tuples are looked up with (the
+				 * bound one, else the one the kernel chose last time), or 0 */
 };
 
 static __always_inline __u32 pfb_below(__u32 bound)
@@ -349,13 +351,15 @@ static long pfb_check_local_addr(__u32 index, void *arg)
 
 /* The sources the kernel may choose for this destination: the bound
  * address when there is one (pfb_loopback_source gives a loopback
- * destination 127.0.0.1 or ::1); else the destination itself (when it
- * is one of the host's addresses, even one added since the map was
- * filled) and the host's addresses. */
+ * destination 127.0.0.1 or ::1), else the source the kernel chose for
+ * the last connect toward it (w->checked, pfb_learned_source); else the
+ * destination itself (when it is one of the host's addresses, even one
+ * added since the map was filled) and the host's addresses as the
+ * loader found them. */
 static __always_inline int pfb_tuple_busy(struct pfb_walk *w, __u16 port)
 {
-	if (!pfb_is_zero(w->source))
-		return pfb_tuple_holder(w, w->source, port);
+	if (!pfb_is_zero(w->checked))
+		return pfb_tuple_holder(w, w->checked, port);
 	int held = pfb_tuple_holder(w, w->d.addr, port);
 	if (held == PFB_TUPLE_HELD)
 		return held;
@@ -499,6 +503,92 @@ static __always_inline void pfb_walk_connect(struct pfb_walk *w, const struct pf
 		*full = now;
 	if (w->time_wait_port && pfb_claim_tuple(w, w->time_wait_port) != PFB_TUPLE_HELD)
 		pfb_bind_claimed(w, w->time_wait_port);
+}
+
+/* ---- the source the kernel chose, learned ------------------------ */
+
+/* The source address the kernel chose for the last wildcard-bound
+ * connect of the app toward a destination, in the socket's network
+ * namespace (sockops learns it at TCP_CONNECT_CB; slots by a hash of
+ * the two).  The host's addresses the loader put in local_addrs are the
+ * loader's namespace's, as they were at the start: a container's own
+ * namespace, or an address that came up later, has others, and a
+ * 4-tuple held from one of those was missed (the kernel then refused
+ * the connect, EADDRNOTAVAIL).  A learned source is the one the walk
+ * checks, alone: the kernel's choice follows the route, and every
+ * connect learns it again.  After a route change, the first connect
+ * checks the old source; the new one holds no 4-tuple of the app toward
+ * the destination yet, unless the route came back to it while its
+ * connections still stood.  tag guards against a slot read while
+ * another CPU writes it. */
+#define PFB_LEARNED_SLOTS 1024
+struct pfb_learned_source {
+	__u64 netns;
+	__u32 dest[4];	/* as struct pfb_dest has it: IPv4 (v4-mapped too) in [0] */
+	__u32 source[4];
+	__u32 family;
+	__u32 tag;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PFB_LEARNED_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pfb_learned_source);
+} learned_sources SEC(".maps");
+
+static __always_inline __u32 pfb_learned_mix(__u64 netns, __u32 family, const __u32 *dest)
+{
+	return ((__u32)netns ^ (__u32)(netns >> 32) ^ family ^ dest[0] ^ dest[1] ^ dest[2] ^ dest[3]) * 0x9e3779b1u;
+}
+
+static __always_inline __u32 pfb_learned_tag(__u64 netns, __u32 family, const __u32 *dest, const __u32 *source)
+{
+	return pfb_learned_mix(netns, family, dest) ^ ((source[0] ^ source[1] ^ source[2] ^ source[3]) * 0x85ebca6bu);
+}
+
+static __always_inline struct pfb_learned_source *pfb_learned_slot(__u64 netns, __u32 family, const __u32 *dest)
+{
+	__u32 slot = pfb_learned_mix(netns, family, dest) >> 22;	/* PFB_LEARNED_SLOTS: 10 bits */
+	return bpf_map_lookup_elem(&learned_sources, &slot);
+}
+
+/* The walk's learned source toward its destination, in w->checked, if
+ * there is one. */
+static __always_inline void pfb_learned_source(struct pfb_walk *w, __u64 netns)
+{
+	const struct pfb_dest *d = &w->d;
+	struct pfb_learned_source *l = pfb_learned_slot(netns, d->family, d->addr);
+	__u32 source[4];
+
+	if (!l || l->netns != netns || l->family != d->family)
+		return;
+	for (int i = 0; i < 4; i++) {
+		if (l->dest[i] != d->addr[i])
+			return;
+		source[i] = l->source[i];
+	}
+	if (l->tag != pfb_learned_tag(netns, d->family, d->addr, source))
+		return;
+	for (int i = 0; i < 4; i++)
+		w->checked[i] = source[i];
+}
+
+/* Learns the source the kernel chose for a connect toward dest (family,
+ * as struct pfb_dest has it). */
+static __always_inline void pfb_learn_source(__u64 netns, __u32 family, const __u32 *dest, const __u32 *source)
+{
+	struct pfb_learned_source *l = pfb_learned_slot(netns, family, dest);
+
+	if (!l)
+		return;
+	l->tag = 0;	/* torn while written: a reader sees no match */
+	l->netns = netns;
+	l->family = family;
+	for (int i = 0; i < 4; i++) {
+		l->dest[i] = dest[i];
+		l->source[i] = source[i];
+	}
+	l->tag = pfb_learned_tag(netns, family, dest, source);
 }
 
 /* ---- a bind(addr, 0)'s walk: a port no socket of the app holds ---- */

@@ -1400,3 +1400,74 @@ Test(connect, route_change_toward_rp_filter_router_never_stalls, .timeout = 120)
 	cr_expect_eq(from_c2, 1000, "records from c2's address: %d", from_c2);
 	sandbox_cleanup(&sb);
 }
+
+/* ---- a source address the program's namespace gained after the start ---- */
+
+/* The server is across a veth in a namespace of its own; the client's
+ * end gets its address only once the program runs (as an address comes
+ * up on a long-running host, or as a container's namespace has its own).
+ * The program holds one connection to the server, then connects ten
+ * times more through a two-port range, each closed abortively: the
+ * sequential walk comes round to the held connection's port every other
+ * time and must step over its 4-tuple, as the kernel's own choice would.
+ * BPF looked a wildcard-bound socket's 4-tuple up only with the addresses
+ * the host had when the programs were loaded, missed the held one, and
+ * the kernel refused every other connect (EADDRNOTAVAIL). */
+#define LATE_ADDR_LO 62550
+static void source_address_added_after_the_start(bool bpf)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char *server_argv[] = {"python3", "-c",
+			       "import socket\n"
+			       "s = socket.socket()\n"
+			       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+			       "s.bind(('0.0.0.0', 5556)); s.listen(4096)\n"
+			       "while True:\n"
+			       "    c, _ = s.accept(); c.close()\n", NULL};
+	char policy[256];
+
+	if (system("command -v nsenter >/dev/null 2>&1") != 0)
+		cr_skip_test("nsenter is not installed");
+	pid_t server = namespace_holder(server_argv);
+	cr_assert(server > 0);
+	usleep(300000);
+	int setup = sh("ip link add lateaddr0 type veth peer name lateaddr1 netns %d && ip link set lateaddr0 up",
+		       server) ||
+		    sh("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.233.0.2/24 dev lateaddr1 && "
+		       "ip link set lateaddr1 up'", server);
+	cr_assert_eq(setup, 0, "the server's namespace");
+	for (int i = 0; i < 100 && sh("nsenter -t %d -n ss -Hltn 'sport = :5556' | grep -q 5556", server) != 0; i++)
+		usleep(100000);
+	snprintf(policy, sizeof(policy),
+		 "default = \"late\";\napps = ( { name = \"late\"; range = [ %d, %d ]; "
+		 "algorithm = \"sequential\"; } );",
+		 LATE_ADDR_LO, LATE_ADDR_LO + 1);
+	sandbox_init(&sb, policy);
+	char *argv[] = {"python3", "-c",
+			"import socket, struct, subprocess\n"
+			"subprocess.run(['ip', 'addr', 'add', '10.233.0.1/24', 'dev', 'lateaddr0'], check=True)\n"
+			"dest = ('10.233.0.2', 5556)\n"
+			"held = socket.create_connection(dest, timeout=5)\n"
+			"ok = 0\n"
+			"for i in range(10):\n"
+			"    try:\n"
+			"        s = socket.create_connection(dest, timeout=5)\n"
+			"        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+			"        s.close()\n"
+			"        ok += 1\n"
+			"    except OSError as e:\n"
+			"        print('errno', e.errno)\n"
+			"print('ok', ok, 'of 10')\n",
+			NULL};
+	run_under_backend(&r, bpf, &sb, argv);
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	sh("ip link del lateaddr0 2>/dev/null; true");
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect(strstr(r.out, "ok 10 of 10"), "every connect steps over the held 4-tuple:\n%s%s", r.out, r.err);
+	sandbox_cleanup(&sb);
+}
+
+TEST_ON_BOTH_BACKENDS(connect, a_source_address_added_after_the_start_is_stepped_over_when_held,
+		      source_address_added_after_the_start, 60)
