@@ -31,7 +31,10 @@
  * "Talking" checks the call really reached the server: TCP reads the
  * server's greeting up to its close (so the server closes first and the
  * client's port is left in no TIME_WAIT); UDP sends one datagram and
- * waits for its echo (NOREPLY when none comes within 3 s). */
+ * waits for its echo (NOREPLY when none comes within TALK_WAIT_MS: no
+ * row expects NOREPLY, so the wait costs nothing when the server answers,
+ * and a server held off the CPU on a loaded machine has time; 3 s was
+ * once too short in CI, for an MPTCP row). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -117,6 +120,8 @@ static int fail(struct outcome *o, const char *step)
 	return -1;
 }
 
+#define TALK_WAIT_MS 15000
+
 /* TCP: the greeting up to the server's close; UDP: one echo. */
 static int talk(int fd, const struct kind *k, const struct sockaddr_storage *to, socklen_t to_len,
 		struct outcome *o)
@@ -126,7 +131,7 @@ static int talk(int fd, const struct kind *k, const struct sockaddr_storage *to,
 
 	if (k->type == SOCK_STREAM) {
 		size_t got = 0;
-		while (poll(&pfd, 1, 3000) > 0) {
+		while (poll(&pfd, 1, TALK_WAIT_MS) > 0) {
 			ssize_t n = read(fd, buf, sizeof(buf));
 			/* The server closes without reading what a Fast Open
 			 * sent, so its close may be a reset after the greeting. */
@@ -143,7 +148,7 @@ static int talk(int fd, const struct kind *k, const struct sockaddr_storage *to,
 	ssize_t sent = to ? sendto(fd, "x", 1, 0, (const struct sockaddr *)to, to_len) : send(fd, "x", 1, 0);
 	if (sent < 0)
 		return fail(o, to ? "sendto" : "send");
-	if (poll(&pfd, 1, 3000) <= 0 || recv(fd, buf, sizeof(buf), 0) < 0) {
+	if (poll(&pfd, 1, TALK_WAIT_MS) <= 0 || recv(fd, buf, sizeof(buf), 0) < 0) {
 		o->error = -1;
 		o->step = "recv";
 		return -1;
