@@ -552,6 +552,14 @@ static __always_inline struct pfb_learned_source *pfb_learned_slot(__u64 netns, 
 	return bpf_map_lookup_elem(&learned_sources, &slot);
 }
 
+/* An IPv6 link-local destination (fe80::/10) names no one place: the
+ * same address on two links has two sources, and the slot has no room
+ * for the link.  Its walk checks every source, as with none learned. */
+static __always_inline int pfb_link_local(__u32 family, const __u32 *dest)
+{
+	return family == AF_INET6 && (bpf_ntohl(dest[0]) & 0xffc00000) == 0xfe800000;
+}
+
 /* The walk's learned source toward its destination, in w->checked, if
  * there is one. */
 static __always_inline void pfb_learned_source(struct pfb_walk *w, __u64 netns)
@@ -560,7 +568,7 @@ static __always_inline void pfb_learned_source(struct pfb_walk *w, __u64 netns)
 	struct pfb_learned_source *l = pfb_learned_slot(netns, d->family, d->addr);
 	__u32 source[4];
 
-	if (!l || l->netns != netns || l->family != d->family)
+	if (!l || l->netns != netns || l->family != d->family || pfb_link_local(d->family, d->addr))
 		return;
 	for (int i = 0; i < 4; i++) {
 		if (l->dest[i] != d->addr[i])
@@ -579,7 +587,7 @@ static __always_inline void pfb_learn_source(__u64 netns, __u32 family, const __
 {
 	struct pfb_learned_source *l = pfb_learned_slot(netns, family, dest);
 
-	if (!l)
+	if (!l || pfb_link_local(family, dest))
 		return;
 	l->tag = 0;	/* torn while written: a reader sees no match */
 	l->netns = netns;
