@@ -452,8 +452,8 @@ static __always_inline int pfb_release_port(struct bpf_sock *sk, __u64 cookie)
 /* What the socket's port's slot and its state still hold at close goes
  * out or is undone, and the state goes.  A socket counted in its port's
  * slot has no state (pfb_assign_for_connect makes none, and no later
- * hook does for a socket with a port): the lookup, a third of the hook's
- * time, is spared. */
+ * hook does for a socket with a port): the lookup, which would miss and
+ * was most of the hook's time (docs/performance.md), is spared. */
 SEC("cgroup/sock_release")
 int pfb_sock_release(struct bpf_sock *sk)
 {
