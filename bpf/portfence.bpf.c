@@ -64,16 +64,17 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 		return pfb_refuse(a->exhausted);
 	}
 	f.event = a->event;
-	/* TCP: the record waits in the port's slot under the port's claim,
-	 * and the socket's port is counted there when no other socket of
-	 * the app has it: no per-socket state. */
-	struct pfb_port_slot *slot = w.udp ? 0 : pfb_port_slot(cfg, w.port);
+	/* The socket's port is counted in the port's slot when no other
+	 * socket of the app has it there: no per-socket state.  TCP's record
+	 * waits in the slot under the port's claim; UDP's goes out now. */
+	struct pfb_port_slot *slot = pfb_port_slot(cfg, w.port);
 	int subflow = pfb_mptcp_subflow(ctx);
-	if (slot) {
+	if (w.udp) {
+		pfb_record(d, &f);
+	} else if (slot) {
 		pfb_keep_record(&slot->kept, &slot->has_kept, d, &f);
 		slot->learn = wildcard;
-	} else if (w.udp)
-		pfb_record(d, &f);
+	}
 	if (slot && !subflow && pfb_own_port(cfg, slot, w.port, cookie))
 		return PFB_PROCEED;
 	/* bpf_bind runs no post_bind hook: the socket is marked here. */
@@ -171,6 +172,15 @@ int pfb_connect6(struct bpf_sock_addr *ctx)
 
 /* ---- unconnected sends -------------------------------------------- */
 
+/* Whether the socket's port is counted in its slot under the socket's
+ * own cookie: a connect gave it (pfb_assign_for_connect). */
+static __always_inline int pfb_owns_its_port(const struct pf_bpf_config *cfg, struct bpf_sock *sk, __u64 cookie)
+{
+	struct pfb_port_slot *slot = sk ? pfb_port_slot(cfg, sk->src_port) : 0;
+
+	return slot && slot->owner == cookie;
+}
+
 /* The kernel gives an unbound UDP socket its port before this hook runs,
  * so a range port cannot be given here: udp_unbound says whether such a
  * send is refused or only recorded (once per socket). */
@@ -186,7 +196,7 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct pfb_sock_state *st = pfb_state(cookie);
 	q.dest_denied = !pfb_permits(cfg, d);
-	q.has_port = st && (st->flags & PFB_SOCKET_BOUND);
+	q.has_port = (st && (st->flags & PFB_SOCKET_BOUND)) || pfb_owns_its_port(cfg, ctx->sk, cookie);
 	q.unbound_recorded = st && (st->flags & PFB_SOCKET_UNBOUND_RECORDED);
 	struct pf_core_answer a = pf_core_decide(&q);
 
@@ -429,14 +439,17 @@ static __always_inline __u16 pfb_release_port_of(struct bpf_sock *sk)
 	return port;
 }
 
-/* A TCP connect's marks in its port's slot (pfb_assign_for_connect) at
- * close: a claim still its own is a connect that never reached sockops,
- * whose record goes out as a failure; a count it owns is dropped (true:
- * the socket was counted there).  The port is the socket's own: the hook
- * bound it (SOCK_BINDPORT_LOCK), so even a failed connect keeps it. */
+/* A connect's marks in its port's slot (pfb_assign_for_connect) at
+ * close: a TCP claim still its own is a connect that never reached
+ * sockops, whose record goes out as a failure; a count it owns is
+ * dropped (true: the socket was counted there).  The port is the
+ * socket's own: the hook bound it (SOCK_BINDPORT_LOCK), so even a failed
+ * connect keeps it. */
 static __always_inline int pfb_release_port(struct bpf_sock *sk, __u64 cookie)
 {
-	if (sk->protocol != IPPROTO_TCP)
+	__u32 protocol = sk->protocol;
+
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
 		return 0;
 	struct pf_bpf_config *cfg = pfb_config();
 	__u16 port = pfb_release_port_of(sk);
@@ -444,7 +457,7 @@ static __always_inline int pfb_release_port(struct bpf_sock *sk, __u64 cookie)
 
 	if (!slot)
 		return 0;
-	if (pfb_unclaim_port(port, cookie))
+	if (protocol == IPPROTO_TCP && pfb_unclaim_port(port, cookie))
 		pfb_send_unfinished(&slot->kept, &slot->has_kept);
 	return pfb_disown_port(cfg, slot, port, cookie);
 }

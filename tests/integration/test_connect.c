@@ -1471,3 +1471,52 @@ static void source_address_added_after_the_start(bool bpf)
 
 TEST_ON_BOTH_BACKENDS(connect, a_source_address_added_after_the_start_is_stepped_over_when_held,
 		      source_address_added_after_the_start, 60)
+
+/* ---- a connected UDP socket that sends elsewhere ---- */
+
+/* A UDP socket connected from the range, then sendto to another server:
+ * the socket has its port (the connect's), so the send is no unbound
+ * one, whatever udp_unbound says (its default, "deny", refuses those
+ * under BPF), and the second server sees the same range port.  Three
+ * rounds: the ports come from the range each time. */
+static void connected_udp_sends_elsewhere(bool bpf)
+{
+	struct sandbox sb;
+	struct server first, second;
+	struct run_result r;
+	char code[1000];
+
+	sandbox_init(&sb, "default = \"udpto\";\n"
+			  "apps = ( { name = \"udpto\"; range = [ 62560, 62569 ]; algorithm = \"sequential\"; } );");
+	server_start(&first, "127.0.0.1", SERVE_UDP_ECHO);
+	server_start(&second, "127.0.0.1", SERVE_UDP_ECHO);
+	snprintf(code, sizeof(code),
+		 "import socket\n"
+		 "for i in range(3):\n"
+		 "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+		 "    s.settimeout(5)\n"
+		 "    s.connect(('127.0.0.1', %u))\n"
+		 "    s.send(b'a'); s.recv(64)\n"
+		 "    try:\n"
+		 "        s.sendto(b'b', ('127.0.0.1', %u))\n"
+		 "        print('sent', s.getsockname()[1])\n"
+		 "    except OSError as e:\n"
+		 "        print('errno', e.errno)\n"
+		 "    s.close()\n",
+		 first.port, second.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under_backend(&r, bpf, &sb, argv);
+	usleep(200000);
+	server_stop(&first);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	char expected[96];
+	snprintf(expected, sizeof(expected), "sent %d\nsent %d\nsent %d\n", 62560, 62561, 62562);
+	cr_expect_str_eq(r.out, expected, "each sendto leaves from the connect's range port: %s%s", r.out, r.err);
+	for (uint16_t port = 62560; port <= 62562; port++)
+		cr_expect(server_saw(&second, port), "the second server never saw port %u", port);
+	server_stop(&second);
+	sandbox_cleanup(&sb);
+}
+
+TEST_ON_BOTH_BACKENDS(connect, a_connected_udp_socket_sends_elsewhere_from_its_range_port,
+		      connected_udp_sends_elsewhere, 60)
