@@ -1486,9 +1486,7 @@ static void connected_udp_sends_elsewhere(bool bpf)
 	struct run_result r;
 	char code[1000];
 
-	sandbox_init(&sb, "default = \"udpto\";\n"
-			  "apps = ( { name = \"udpto\"; range = [ 62560, 62569 ]; algorithm = \"sequential\"; } );");
-	server_start(&first, "127.0.0.1", SERVE_UDP_ECHO);
+	sequential_app_and_server_at(&sb, &first, "udpto", 62560, 62569, "127.0.0.1", SERVE_UDP_ECHO);
 	server_start(&second, "127.0.0.1", SERVE_UDP_ECHO);
 	snprintf(code, sizeof(code),
 		 "import socket\n"
