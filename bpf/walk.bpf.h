@@ -565,10 +565,12 @@ static __always_inline int pfb_link_local(__u32 family, const __u32 *dest)
 static __always_inline void pfb_learned_source(struct pfb_walk *w, __u64 netns)
 {
 	const struct pfb_dest *d = &w->d;
-	struct pfb_learned_source *l = pfb_learned_slot(netns, d->family, d->addr);
 	__u32 source[4];
 
-	if (!l || l->netns != netns || l->family != d->family || pfb_link_local(d->family, d->addr))
+	if (pfb_link_local(d->family, d->addr))
+		return;
+	struct pfb_learned_source *l = pfb_learned_slot(netns, d->family, d->addr);
+	if (!l || l->netns != netns || l->family != d->family)
 		return;
 	for (int i = 0; i < 4; i++) {
 		if (l->dest[i] != d->addr[i])
@@ -585,9 +587,10 @@ static __always_inline void pfb_learned_source(struct pfb_walk *w, __u64 netns)
  * as struct pfb_dest has it). */
 static __always_inline void pfb_learn_source(__u64 netns, __u32 family, const __u32 *dest, const __u32 *source)
 {
+	if (pfb_link_local(family, dest))
+		return;
 	struct pfb_learned_source *l = pfb_learned_slot(netns, family, dest);
-
-	if (!l || pfb_link_local(family, dest))
+	if (!l)
 		return;
 	l->tag = 0;	/* torn while written: a reader sees no match */
 	l->netns = netns;
