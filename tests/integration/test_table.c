@@ -510,6 +510,9 @@ Test(table, every_row_on_both_backends)
 	char cgroup_mount[PATH_MAX];
 	const char *bpf_missing = bpf_machine_missing(cgroup_mount, sizeof(cgroup_mount));
 	unsigned ran[BACKENDS] = {0}, failed[BACKENDS] = {0}, skipped[BACKENDS] = {0};
+	/* The failed rows again at the end: a CI log often keeps only its
+	 * tail, and the row lines scroll out of it. */
+	char failed_names[2048] = "";
 
 	/* PORTFENCE_TABLE_ROWS=TEXT runs only the rows whose name holds TEXT
 	 * (while fixing one behaviour); the count line says how many ran. */
@@ -532,6 +535,9 @@ Test(table, every_row_on_both_backends)
 			run_row(&v, row, (enum backend)b);
 			ran[b]++;
 			failed[b] += v.len != 0;
+			if (v.len)
+				snprintf(failed_names + strlen(failed_names), sizeof(failed_names) - strlen(failed_names),
+					 "%s%s %s", failed_names[0] ? "; " : "", backend_names[b], row->name);
 			fprintf(stderr, "table: %-9s %-40s %s%s\n", backend_names[b], row->name, v.len ? "FAIL: " : "ok",
 				v.text);
 			cr_expect_eq(v.len, 0, "%s, %s: %s", backend_names[b], row->name, v.text);
@@ -539,5 +545,7 @@ Test(table, every_row_on_both_backends)
 	}
 	fprintf(stderr, "table: %u rows under run, %u under run --bpf (%u and %u failed; %u and %u skipped)\n", ran[SHIM],
 		ran[BPF], failed[SHIM], failed[BPF], skipped[SHIM], skipped[BPF]);
+	if (failed_names[0])
+		fprintf(stderr, "table: failed: %s\n", failed_names);
 	cr_expect_geq(ROWS, 40);
 }
