@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/bpf.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -261,6 +264,19 @@ bool server_saw(struct server *s, uint16_t port)
 		if (s->peers[i] == port)
 			return true;
 	return false;
+}
+
+void private_loopback_net(void)
+{
+	cr_assert_eq(unshare(CLONE_NEWNET), 0, "unshare -n: %s", strerror(errno));
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr = {0};
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ioctl(fd, SIOCGIFFLAGS, &ifr), 0, "lo's flags: %s", strerror(errno));
+	ifr.ifr_flags |= IFF_UP;
+	cr_assert_eq(ioctl(fd, SIOCSIFFLAGS, &ifr), 0, "lo up: %s", strerror(errno));
+	close(fd);
 }
 
 void sandbox_init(struct sandbox *sb, const char *apps_text)

@@ -57,6 +57,10 @@ struct sandbox {
 /* A fresh directory with a policy: the log and state_dir lines are
  * written for the test, then apps_text (libconfig) follows. */
 void sandbox_init(struct sandbox *sb, const char *apps_text);
+/* Moves the test process into a network namespace of its own, loopback
+ * up: what it then runs sees no socket an earlier test left (a
+ * TIME_WAIT on a port it binds by number lasts 60 s). */
+void private_loopback_net(void);
 void sandbox_cleanup(struct sandbox *sb);
 /* A copy of build/NAME that every user can run, for a test that runs it
  * as another user: the checkout may sit in a directory only root can

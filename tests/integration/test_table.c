@@ -435,6 +435,9 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	bool reconnect = strcmp(row->action, "reconnect") == 0;
 
 	cr_assert_not_null(r);
+	/* Each row in a namespace of its own: a port it binds by number
+	 * may be in TIME_WAIT from an earlier test or row otherwise. */
+	private_loopback_net();
 	snprintf(apps, sizeof(apps), "apps = ( { name = \"t\"; range = [ %d, %d ]; %s },\n  " OTHER_APP " );", lo, hi,
 		 row->app);
 	sandbox_init(&sb, apps);
