@@ -231,17 +231,17 @@ int pfb_sendmsg6(struct bpf_sock_addr *ctx)
 
 /* ---- bind ---------------------------------------------------------- */
 
-/* A bind(addr, 0) the kernel refused after the bind hook answered it
- * never reached post_bind: its record is an error, sent at the socket's
- * next bind or its close (which errno the program saw, no hook can
- * tell: EUNKNOWN).  An explicit bind the kernel refused has no record. */
+/* A bind the kernel refused after the bind hook answered it never
+ * reached post_bind: its record goes out at the socket's next bind or
+ * its close, with EUNKNOWN (which errno the program saw, no hook can
+ * tell).  A bind(addr, 0)'s is an error; an explicit bind's is its
+ * "bind" record, as the shim's is (with the program's errno). */
 static __always_inline void pfb_refused_pick(struct pfb_sock_state *st, __u32 family, int udp)
 {
 	const struct pfb_bind_pick *pick = &st->pick;
 
-	if (!pick->explicit_port)
-		pfb_record_bind(family, family, pick->addr, pick->port, PF_CORE_EVENT_ERROR, PF_BPF_ERROR_UNSEEN,
-				pick->attempts, udp);
+	pfb_record_bind(family, family, pick->addr, pick->port, pick->explicit_port ? PF_BPF_BIND : PF_CORE_EVENT_ERROR,
+			PF_BPF_ERROR_UNSEEN, pick->attempts, udp);
 	st->has_pick = 0;
 }
 

@@ -172,7 +172,8 @@ void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_le
  * (EADDRNOTAVAIL, EAGAIN, EADDRINUSE), else "cannot give a port of range
  * LO-HI: ERRNO"; an assign or error record of an errno no BPF hook saw
  * (PF_CORE_ERROR_UNSEEN) says that the call failed after port local_port
- * was given.  The text goes to out; the answer says whether it is
+ * was given, and a bind record of one that the kernel refused the
+ * bind of local_port.  The text goes to out; the answer says whether it is
  * the record's rule, its reason, or nothing ("" in out). */
 enum pf_explanation { PF_EXPLAINS_NOTHING, PF_EXPLAINS_RULE, PF_EXPLAINS_REASON };
 enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct pf_app *app, int event, int error,

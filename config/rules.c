@@ -365,6 +365,10 @@ enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct 
 		socklen_t remote_len = remote->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 								   : sizeof(struct sockaddr_in);
 		pf_app_refusal_rule(app, remote, remote_len, out, out_len);
+	} else if (error == PF_CORE_ERROR_UNSEEN && event == PF_CORE_EVENT_BIND) {
+		snprintf(out, out_len, "the kernel refused the bind of port %u (which errno the program saw, no hook can tell)",
+			 local_port);
+		return PF_EXPLAINS_REASON;
 	} else if (error == PF_CORE_ERROR_UNSEEN && (event == PF_CORE_EVENT_ASSIGN || event == PF_CORE_EVENT_ERROR)) {
 		snprintf(out, out_len,
 			 "the call failed in the kernel after port %u of range %u-%u was given to it "

@@ -1019,6 +1019,52 @@ TEST_ON_BOTH_BACKENDS(connect, a_connect_that_fails_after_its_port_is_recorded_a
 TEST_ON_BOTH_BACKENDS(connect, a_connect_that_fails_after_its_port_frees_it_while_its_socket_stays_open,
 		      connect_fails_after_its_port, 60, "keep")
 
+/* An explicit bind the kernel refuses (the port in use: EADDRINUSE) is a
+ * "bind" record whose result is the failure, as every explicit bind is a
+ * record (SPEC).  The errno is an exception (docs/spec.md): no BPF hook
+ * runs after the kernel's refusal, so BPF records EUNKNOWN with a
+ * reason, at the socket's close or its next bind.  BPF wrote no record
+ * before. */
+#define REFUSED_BIND_LO 62550
+static void explicit_bind_refused(bool bpf)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char expected[64];
+	const char *code = "import socket\n"
+			   "h = socket.socket(); h.bind(('127.0.0.1', 0)); h.listen()\n"
+			   "port = h.getsockname()[1]\n"
+			   "b = socket.socket()\n"
+			   "try:\n"
+			   "    b.bind(('127.0.0.1', port)); print('bound')\n"
+			   "except OSError as e:\n"
+			   "    print('refused', e.errno, port)\n"
+			   "b.close(); h.close()\n";
+
+	sequential_app_and_server_at(&sb, &srv, "inuse", REFUSED_BIND_LO, REFUSED_BIND_LO + 9, "127.0.0.1",
+				     SERVE_GREET_CLOSE);
+	char *argv[] = {"python3", "-c", (char *)code, NULL};
+	run_under_backend(&r, bpf, &sb, argv);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	snprintf(expected, sizeof(expected), "refused 98 %d\n", REFUSED_BIND_LO);
+	cr_expect_str_eq(r.out, expected, "%s", r.err);
+	json_t *records = audit_records(sb.log);
+	json_t *refused = audit_find(records, "bind", 0);
+	cr_assert_not_null(refused, "no bind record for the refused bind: %s", r.err);
+	cr_expect_eq(address_port(json_string_value(json_object_get(refused, "local"))), REFUSED_BIND_LO, "%s",
+		     json_string_value(json_object_get(refused, "local")));
+	cr_expect_str_eq(json_string_value(json_object_get(refused, "result")), bpf ? "EUNKNOWN" : "EADDRINUSE");
+	if (bpf)
+		cr_expect(json_string_value(json_object_get(refused, "reason")), "EUNKNOWN without its reason");
+	cr_expect_null(audit_find(records, "bind", 1), "two bind records");
+	json_decref(records);
+	sandbox_cleanup(&sb);
+}
+
+TEST_ON_BOTH_BACKENDS(connect, an_explicit_bind_the_kernel_refuses_is_recorded, explicit_bind_refused, 60)
+
 /* ---- processes that fill a range between them ---- */
 
 /* One record, as the log has it, in the test's output. */

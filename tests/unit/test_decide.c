@@ -405,5 +405,10 @@ Test(decide, explain_picks_rule_or_reason)
 		     PF_EXPLAINS_REASON);
 	cr_expect_str_eq(text, "the call failed in the kernel after port 61006 of range 61000-61099 was given to it "
 			       "(which errno the program saw, no hook can tell)");
+	/* An explicit bind the kernel refused after the hook. */
+	cr_expect_eq(pf_app_explain(&policy, web, PF_EVENT_BIND, PF_CORE_ERROR_UNSEEN, 8080, NULL, text,
+				    sizeof(text)),
+		     PF_EXPLAINS_REASON);
+	cr_expect_str_eq(text, "the kernel refused the bind of port 8080 (which errno the program saw, no hook can tell)");
 	pf_policy_free(&policy);
 }
