@@ -40,9 +40,10 @@ endif
 # tests/netns.sh).
 NETNS = unshare -n -m --propagation private sh tests/netns.sh
 # With SANITIZE=thread, the suites that exercise concurrency (the log suite
-# moves the log fd under writing threads).  The bpf suite runs in every
+# moves the log fd under writing threads; the collector suite drains the
+# rings of processes writing at once).  The bpf suite runs in every
 # other build; where BPF cannot load, its tests report skipped.
-INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime|log)/*',)
+INTEG_FILTER = $(if $(findstring thread,$(SANITIZE)),--filter '@(hardening|runtime|log|collector)/*',)
 
 # The rooms under the shim and the tool (HACKING.md): reading the policy
 # (config/), deciding (core/), asking the kernel (kernel/), the record
