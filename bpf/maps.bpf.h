@@ -205,6 +205,37 @@ struct {
 	__type(value, struct pfb_port_slot);
 } port_slots SEC(".maps");
 
+/* Binds the bind hook answered that no post_bind has settled yet: the
+ * kernel's refusals among them, whose records wait in their sockets'
+ * states (pfb_refused_pick).  While there are none, a connect on a
+ * socket without a port looks at no state: a plain connect's socket has
+ * none, and the lookup would cost it.  A count, not a list: a state the
+ * LRU evicts leaves it high, which costs those connects a lookup each,
+ * never a record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} unsettled_binds SEC(".maps");
+
+static __always_inline void pfb_count_unsettled_binds(__s64 change)
+{
+	__u32 zero = 0;
+	__s64 *count = bpf_map_lookup_elem(&unsettled_binds, &zero);
+
+	if (count)
+		__sync_fetch_and_add(count, change);
+}
+
+static __always_inline int pfb_binds_unsettled(void)
+{
+	__u32 zero = 0;
+	__s64 *count = bpf_map_lookup_elem(&unsettled_binds, &zero);
+
+	return count && *count > 0;
+}
+
 /* A new socket's state: nothing yet. */
 static const struct pfb_sock_state pfb_no_state;
 

@@ -33,12 +33,47 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* ---- connect -------------------------------------------------------- */
 
+/* A bind the kernel refused after the bind hook answered it never
+ * reached post_bind: its record goes out at the socket's next bind or
+ * its close, with EUNKNOWN (which errno the program saw, no hook can
+ * tell).  A bind(addr, 0)'s is an error; an explicit bind's is its
+ * "bind" record, as the shim's is (with the program's errno). */
+static __always_inline void pfb_refused_pick(struct pfb_sock_state *st, __u32 family, int udp)
+{
+	const struct pfb_bind_pick *pick = &st->pick;
+
+	pfb_record_bind(family, family, pick->addr, pick->port, pick->explicit_port ? PF_BPF_BIND : PF_CORE_EVENT_ERROR,
+			PF_BPF_ERROR_UNSEEN, pick->attempts, udp);
+	st->has_pick = 0;
+	pfb_count_unsettled_binds(-1);
+}
+
+/* A bind the kernel refused on this socket before it connects: its
+ * record goes out now, and the state that kept it goes when it holds
+ * nothing else, since the connect's socket may be counted in its port's
+ * slot, whose release hook looks at no state.  A global function,
+ * verified once: inlined, it took connect6 past the verifier's limit. */
+__noinline int pfb_settle_refused_bind(struct bpf_sock_addr *ctx, __u64 cookie)
+{
+	struct pfb_sock_state *st = pfb_state(cookie);
+
+	if (!ctx || !st || !st->has_pick || st->pick.bound)
+		return 0;
+	pfb_refused_pick(st, ctx->family, ctx->type == SOCK_DGRAM);
+	if (!st->flags && !st->has_kept)
+		bpf_map_delete_elem(&sock_state, &cookie);
+	return 1;
+}
+
 /* Takes a port for a connect (the walk; SO_REUSEADDR reuses a TIME_WAIT
  * 4-tuple at once), else the kernel's own exhaustion answer. */
+
 static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 						  const struct pfb_dest *d, const struct pf_core_answer *a)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (pfb_binds_unsettled())
+		pfb_settle_refused_bind(ctx, cookie);
 	struct pfb_walk w = {.ctx = ctx, .d = *d, .udp = ctx->type == SOCK_DGRAM, .cookie = cookie};
 	int one = 1;
 
@@ -231,19 +266,6 @@ int pfb_sendmsg6(struct bpf_sock_addr *ctx)
 
 /* ---- bind ---------------------------------------------------------- */
 
-/* A bind the kernel refused after the bind hook answered it never
- * reached post_bind: its record goes out at the socket's next bind or
- * its close, with EUNKNOWN (which errno the program saw, no hook can
- * tell).  A bind(addr, 0)'s is an error; an explicit bind's is its
- * "bind" record, as the shim's is (with the program's errno). */
-static __always_inline void pfb_refused_pick(struct pfb_sock_state *st, __u32 family, int udp)
-{
-	const struct pfb_bind_pick *pick = &st->pick;
-
-	pfb_record_bind(family, family, pick->addr, pick->port, pick->explicit_port ? PF_BPF_BIND : PF_CORE_EVENT_ERROR,
-			PF_BPF_ERROR_UNSEEN, pick->attempts, udp);
-	st->has_pick = 0;
-}
 
 /* Keeps a bind as the bind hook answered it, in the socket's state. */
 static __always_inline void pfb_keep_pick(struct bpf_sock_addr *ctx, const struct pfb_bind_pick *pick)
@@ -252,6 +274,8 @@ static __always_inline void pfb_keep_pick(struct bpf_sock_addr *ctx, const struc
 
 	if (!st)
 		return;
+	if (!st->has_pick)
+		pfb_count_unsettled_binds(1);
 	st->pick = *pick;
 	st->has_pick = 1;
 }
@@ -386,8 +410,9 @@ static __always_inline int pfb_post_bind(struct bpf_sock *sk, int v6)
 	st->flags = st->flags & PFB_SOCKET_MPTCP ? PFB_SOCKET_BOUND | PFB_SOCKET_MPTCP
 						 : pfb_bound_flags(pfb_config(), port);
 	struct pfb_bind_pick *pick = &st->pick;
-	if (!st->has_pick || pick->port != port)
+	if (!st->has_pick || pick->bound || pick->port != port)
 		return PFB_PROCEED;
+	pfb_count_unsettled_binds(-1);
 	__u32 ip4 = sk->src_ip4;
 	__u32 ip6[4] = {sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3]};
 	if (v6)

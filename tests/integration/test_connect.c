@@ -1023,16 +1023,17 @@ TEST_ON_BOTH_BACKENDS(connect, a_connect_that_fails_after_its_port_frees_it_whil
  * "bind" record whose result is the failure, as every explicit bind is a
  * record (SPEC).  The errno is an exception (docs/spec.md): no BPF hook
  * runs after the kernel's refusal, so BPF records EUNKNOWN with a
- * reason, at the socket's close or its next bind.  BPF wrote no record
- * before. */
+ * reason, at the socket's close or its next bind or connect (then has
+ * the connect its own assignment).  BPF wrote no record before; and a
+ * socket that connected after the refusal lost it. */
 #define REFUSED_BIND_LO 62550
-static void explicit_bind_refused(bool bpf)
+static void explicit_bind_refused(bool bpf, const char *then)
 {
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
 	char expected[64];
-	const char *code = "import socket\n"
+	const char *code = "import socket, sys\n"
 			   "h = socket.socket(); h.bind(('127.0.0.1', 0)); h.listen()\n"
 			   "port = h.getsockname()[1]\n"
 			   "b = socket.socket()\n"
@@ -1040,11 +1041,15 @@ static void explicit_bind_refused(bool bpf)
 			   "    b.bind(('127.0.0.1', port)); print('bound')\n"
 			   "except OSError as e:\n"
 			   "    print('refused', e.errno, port)\n"
+			   "if sys.argv[2] == 'connect':\n"
+			   "    b.connect(('127.0.0.1', int(sys.argv[1]))); b.recv(8)\n"
 			   "b.close(); h.close()\n";
 
 	sequential_app_and_server_at(&sb, &srv, "inuse", REFUSED_BIND_LO, REFUSED_BIND_LO + 9, "127.0.0.1",
 				     SERVE_GREET_CLOSE);
-	char *argv[] = {"python3", "-c", (char *)code, NULL};
+	char port[16];
+	snprintf(port, sizeof(port), "%u", srv.port);
+	char *argv[] = {"python3", "-c", (char *)code, port, (char *)then, NULL};
 	run_under_backend(&r, bpf, &sb, argv);
 	server_stop(&srv);
 	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
@@ -1059,11 +1064,20 @@ static void explicit_bind_refused(bool bpf)
 	if (bpf)
 		cr_expect(json_string_value(json_object_get(refused, "reason")), "EUNKNOWN without its reason");
 	cr_expect_null(audit_find(records, "bind", 1), "two bind records");
+	/* The listener's assignment, and the connect's when it connected. */
+	json_t *connected = audit_find(records, "assign", 1);
+	if (strcmp(then, "connect") == 0) {
+		cr_assert_not_null(connected, "no assign record for the connect after the refusal");
+		cr_expect_str_eq(json_string_value(json_object_get(connected, "result")), "ok");
+	}
+	cr_expect_null(audit_find(records, "assign", strcmp(then, "connect") == 0 ? 2 : 1), "an assignment too many");
 	json_decref(records);
 	sandbox_cleanup(&sb);
 }
 
-TEST_ON_BOTH_BACKENDS(connect, an_explicit_bind_the_kernel_refuses_is_recorded, explicit_bind_refused, 60)
+TEST_ON_BOTH_BACKENDS(connect, an_explicit_bind_the_kernel_refuses_is_recorded, explicit_bind_refused, 60, "close")
+TEST_ON_BOTH_BACKENDS(connect, an_explicit_bind_the_kernel_refuses_is_recorded_when_the_socket_connects_then,
+		      explicit_bind_refused, 60, "connect")
 
 /* ---- processes that fill a range between them ---- */
 
