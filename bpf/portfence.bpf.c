@@ -34,8 +34,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* ---- connect -------------------------------------------------------- */
 
 /* A bind the kernel refused after the bind hook answered it never
- * reached post_bind: its record goes out at the socket's next bind or
- * its close, with EUNKNOWN (which errno the program saw, no hook can
+ * reached post_bind: its record goes out at the socket's next bind, its
+ * connect or its close, with EUNKNOWN (which errno the program saw, no hook can
  * tell).  A bind(addr, 0)'s is an error; an explicit bind's is its
  * "bind" record, as the shim's is (with the program's errno). */
 static __always_inline void pfb_refused_pick(struct pfb_sock_state *st, __u32 family, int udp)
@@ -67,7 +67,6 @@ __noinline int pfb_settle_refused_bind(struct bpf_sock_addr *ctx, __u64 cookie)
 
 /* Takes a port for a connect (the walk; SO_REUSEADDR reuses a TIME_WAIT
  * 4-tuple at once), else the kernel's own exhaustion answer. */
-
 static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, const struct pf_bpf_config *cfg,
 						  const struct pfb_dest *d, const struct pf_core_answer *a)
 {
@@ -265,7 +264,6 @@ int pfb_sendmsg6(struct bpf_sock_addr *ctx)
 }
 
 /* ---- bind ---------------------------------------------------------- */
-
 
 /* Keeps a bind as the bind hook answered it, in the socket's state. */
 static __always_inline void pfb_keep_pick(struct bpf_sock_addr *ctx, const struct pfb_bind_pick *pick)
