@@ -2199,6 +2199,20 @@ static const char bind_connect_cycles[] =
 	"p.close()\n"
 	"print('ok', ok, 'fail', fail)\n";
 
+/* What holds the range's ports now, as ss sees it (every state and
+ * listener, with their processes): a cycle that failed says why. */
+static void sockets_on_ports(int lo, int hi, char *out, size_t len)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "ss -tanpe '( sport >= :%d and sport <= :%d ) or ( dport >= :%d and dport <= :%d )' 2>&1",
+		 lo, hi, lo, hi);
+	FILE *f = popen(cmd, "r");
+	size_t used = f ? fread(out, 1, len - 1, f) : 0;
+	out[used] = '\0';
+	if (f)
+		pclose(f);
+}
+
 static void bind_zero_connect_cycles(bool bpf)
 {
 	/* Ranges of their own: each backend's TIME_WAITs are its own. */
@@ -2218,11 +2232,15 @@ static void bind_zero_connect_cycles(bool bpf)
 		run_bpf(&r, "cycler", argv);
 	else
 		run_under(&r, &fx.sb, "cycler", argv, NULL);
+	static char held[8192];
+	held[0] = '\0';
+	if (!strstr(r.out, "ok 300 fail 0\n"))
+		sockets_on_ports(LO, HI, held, sizeof(held));	/* before the server closes its ends */
 	server_stop(&srv);
 
 	cr_assert_eq(r.status, 0, "status %d\n%.2000s%s", r.status, r.out, r.err);
-	cr_expect(strstr(r.out, "ok 300 fail 0\n"), "%d cycles must all connect:\n%.3000s",
-		  CYCLES, r.out + (strlen(r.out) > 3000 ? strlen(r.out) - 3000 : 0));
+	cr_expect(strstr(r.out, "ok 300 fail 0\n"), "%d cycles must all connect:\n%.3000s\nthe range's sockets:\n%s",
+		  CYCLES, r.out + (strlen(r.out) > 3000 ? strlen(r.out) - 3000 : 0), held);
 	cr_expect(line_value(r.out, "plain", 0, value, sizeof(value)) && in_range(atol(value), LO, HI),
 		  "a plain connect after the cycles: %s", strstr(r.out, "plain") ? strstr(r.out, "plain") : "");
 	for (int i = 0; line_value(r.out, "port", i, value, sizeof(value)); i++)
