@@ -702,15 +702,22 @@ static int block_same_range(const struct sockaddr_in *dest, int count, int *fail
  * floor - native, BPF - floor; then same-range native ns, BPF - it,
  * it - native, and how many connects the kernel refused in the span:
  * with its defaults (once, after the fill), and with the side's
- * settings (in the timed blocks); last, BPF - native and BPF - floor in
- * the thread's CPU time, whatever the block clock. */
+ * settings (in the timed blocks); then BPF - native and BPF - floor in
+ * the thread's CPU time, whatever the block clock.  Last, with a fifth
+ * cgroup (argv[12], "-" for none) whose hooks are bare (they let every
+ * socket proceed, bpf_measures.c): its connects - native, wall and CPU,
+ * and BPF - them in CPU: the hooks' own cost, and what the programs'
+ * bodies add to it. */
 static int worker_cgroup_three(char **argv)
 {
 	const char *confined = argv[0], *native = argv[1];
 	struct sockaddr_in dest = loopback((uint16_t)atoi(argv[3]), argv[2]);
 	int count = atoi(argv[4]), pairs = atoi(argv[5]);
-	double ns[4][256], bpf_added[256], floor_added[256], over_floor[256], same_over[256], same_added[256];
-	double cpu_ns[4][256], cpu_added[256], cpu_over_floor[256];
+	double ns[5][256], bpf_added[256], floor_added[256], over_floor[256], same_over[256], same_added[256];
+	double cpu_ns[5][256], cpu_added[256], cpu_over_floor[256];
+	double hooks_added[256], cpu_hooks_added[256], cpu_over_hooks[256];
+	const char *hooks = argv[12] && strcmp(argv[12], "-") != 0 ? argv[12] : NULL;	/* bare hooks' cgroup */
+	int sides = hooks ? 5 : 4;
 
 	three_time_wait = strcmp(argv[6], "time_wait") == 0;
 	three_floor_source = loopback(0, argv[7]);
@@ -741,9 +748,10 @@ static int worker_cgroup_three(char **argv)
 	if (block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
 		return 1;
 	for (int p = 0; p < pairs; p++) {
-		for (int k = 0; k < 4; k++) {
-			int side = (p + k) % 4;	/* 0 native, 1 BPF, 2 floor, 3 same range */
-			if (join_cgroup(side == 1 ? confined : native) < 0)
+		ns[4][p] = cpu_ns[4][p] = NAN;
+		for (int k = 0; k < sides; k++) {
+			int side = (p + k) % sides;	/* 0 native, 1 BPF, 2 floor, 3 same range, 4 bare hooks */
+			if (join_cgroup(side == 1 ? confined : side == 4 ? hooks : native) < 0)
 				return 1;
 			if (side == 3) {
 				/* the settings' writes fall outside the timing */
@@ -776,14 +784,19 @@ static int worker_cgroup_three(char **argv)
 		same_over[p] = ns[3][p] - ns[0][p];
 		cpu_added[p] = cpu_ns[1][p] - cpu_ns[0][p];
 		cpu_over_floor[p] = cpu_ns[1][p] - cpu_ns[2][p];
+		hooks_added[p] = ns[4][p] - ns[0][p];
+		cpu_hooks_added[p] = cpu_ns[4][p] - cpu_ns[0][p];
+		cpu_over_hooks[p] = cpu_ns[1][p] - cpu_ns[4][p];
 	}
 	join_cgroup(native);
 	bool same_ran = !same.broken;
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f\n", median(ns[0], pairs),
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs),
 	       median(ns[1], pairs), median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs),
 	       median(over_floor, pairs), same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
 	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
-	       same_ran ? same.failed : NAN, median(cpu_added, pairs), median(cpu_over_floor, pairs));
+	       same_ran ? same.failed : NAN, median(cpu_added, pairs), median(cpu_over_floor, pairs),
+	       hooks ? median(hooks_added, pairs) : NAN, hooks ? median(cpu_hooks_added, pairs) : NAN,
+	       hooks ? median(cpu_over_hooks, pairs) : NAN);
 	return 0;
 }
 
@@ -1093,7 +1106,7 @@ static int worker_main(int argc, char **argv)
 	if (argc >= 6 && strcmp(argv[0], "cgroup_paired") == 0)
 		return worker_cgroup_paired(argv[1], argv[2], (uint16_t)atoi(argv[3]), atoi(argv[4]),
 					    atoi(argv[5]));
-	if (argc >= 13 && strcmp(argv[0], "cgroup_three") == 0)
+	if (argc >= 14 && strcmp(argv[0], "cgroup_three") == 0)
 		return worker_cgroup_three(argv + 1);
 	if (argc >= 5 && strcmp(argv[0], "by_hand") == 0)
 		return worker_by_hand((uint16_t)atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), argv[4]);

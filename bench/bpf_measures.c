@@ -788,10 +788,17 @@ void measure_cgroup_confine(FILE *json, bool first)
  * worker interleaves native, BPF (records on), the floor (the system
  * calls by hand: SO_REUSEADDR, bind, connect) and native with the
  * network namespace's ip_local_port_range set to a span as small as
- * the app's and filled the same way (bench.c, same_range) in one
- * process; the four
- * cases (loopback and veth, each fresh and TIME_WAIT-full) take turns
- * worker by worker. */
+ * the app's and filled the same way (bench.c, same_range), and native
+ * under bare hooks (attach_bare_hooks), in one process; the four cases
+ * (loopback and veth, each fresh and TIME_WAIT-full) take turns worker
+ * by worker.
+ *
+ * Each worker connects to a destination of its own (127.0.0.x, and
+ * 10.251.0.x across the veth).  With one destination for all, native's
+ * connects filled the kernel's own range with TIME_WAIT toward it, a
+ * little more each worker: native's connect grew dearer as the run went
+ * on (by up to 0.8 ms with ten workers, when the range neared its end),
+ * and the added figures moved with how far the run had gone. */
 #define TW_APP_LO 63000
 #define TW_FLOOR_LO 63100
 #define FRESH_APP_LO 63200
@@ -800,13 +807,15 @@ void measure_cgroup_confine(FILE *json, bool first)
 #define FRESH_SAME_LO 63500
 #define TW_SPAN 100
 #define VETH_NEAR "10.251.0.1"
-#define VETH_FAR "10.251.0.2"
-#define TW_FIGURES 13
+#define VETH_FAR_PREFIX "10.251.0."	/* the far servers' addresses: .2, .3, ..., one a worker */
+#define VETH_FAR_FIRST 2
+#define TW_FIGURES 16
 #define TW_COUNTS_AT 9	/* figures 9 and 10: counts of refused connects; the others, medians */
 #define MAX_TW_WORKERS 32
 
 struct tw_case {
-	const char *net, *mode, *dest, *source;
+	const char *net, *mode, *source;
+	const char *dest;	/* its prefix: each worker's own address follows */
 	uint16_t port;
 	int floor_lo, same_lo;
 	const char *confined;
@@ -815,9 +824,10 @@ struct tw_case {
 };
 
 /* A process in a network namespace of its own, at the far end of a veth
- * pair from this one, serving VETH_FAR: its pid, its server's port in
+ * pair from this one, serving one address a worker (VETH_FAR_PREFIX
+ * from VETH_FAR_FIRST on): its pid, its server's port in
  * *port, or -1 and why in b->reason. */
-static pid_t start_far_server(struct bpf_bench *b, uint16_t *port)
+static pid_t start_far_server(struct bpf_bench *b, uint16_t *port, int workers)
 {
 	int ready[2], go[2], told[2];
 	char command[512], byte = 0;
@@ -832,7 +842,7 @@ static pid_t start_far_server(struct bpf_bench *b, uint16_t *port)
 		struct listener far;
 		if (unshare(CLONE_NEWNET) < 0 || write(ready[1], &byte, 1) != 1 || read(go[0], &byte, 1) != 1)
 			_exit(1);
-		listener_start(&far, VETH_FAR, LISTEN_GREET);
+		listener_start(&far, "0.0.0.0", LISTEN_GREET);	/* each worker's address (TW_DEST) */
 		if (write(told[1], &far.port, sizeof(far.port)) != sizeof(far.port))
 			_exit(1);
 		for (;;)
@@ -847,9 +857,10 @@ static pid_t start_far_server(struct bpf_bench *b, uint16_t *port)
 	}
 	snprintf(command, sizeof(command),
 		 "ip link add pfbtw0 type veth peer name pfbtw1 netns %d && ip addr add " VETH_NEAR "/24 dev pfbtw0 && "
-		 "ip link set pfbtw0 up && nsenter -t %d -n sh -c 'ip addr add " VETH_FAR "/24 dev pfbtw1 && "
+		 "ip link set pfbtw0 up && nsenter -t %d -n sh -c 'for i in $(seq 0 %d); do "
+		 "ip addr add " VETH_FAR_PREFIX "$((%d + i))/24 dev pfbtw1 || exit 1; done && "
 		 "ip link set pfbtw1 up && ip link set lo up'",
-		 (int)pid, (int)pid);
+		 (int)pid, (int)pid, workers - 1, VETH_FAR_FIRST);
 	int rc = system(command);
 	if (rc != 0 || write(go[1], &byte, 1) != 1 || read(told[0], port, sizeof(*port)) != sizeof(*port)) {
 		snprintf(b->reason, sizeof(b->reason), "cannot set up the veth pair (ip, nsenter)");
@@ -894,7 +905,7 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 		"native_ns",	  "bpf_ns",		  "floor_ns",		     "added_ns",
 		"floor_added_ns", "over_floor_ns",	  "native_same_range_ns",    "added_same_range_ns",
 		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused",
-		"cpu_added_ns", "cpu_over_floor_ns"};
+		"cpu_added_ns", "cpu_over_floor_ns", "hooks_added_ns", "cpu_hooks_added_ns", "cpu_over_hooks_ns"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
@@ -922,7 +933,63 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	       med[7] / 1000, med[8] / 1000, med[9], TW_SPAN, med[10]);
 	if (!isnan(mean))
 		printf(", attempts mean %.1f max %ld", mean, most);
+	printf("; bare hooks +%.2f, cpu +%.2f, BPF over them cpu +%.2f", med[13] / 1000, med[14] / 1000,
+	       med[15] / 1000);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
+}
+
+/* The hooks alone: at each hook a TCP connect runs (connect4, sockops,
+ * sock_release, sock_create), a program of two instructions that lets
+ * the socket proceed, attached to a cgroup of their own.  A connect
+ * there costs what the kernel's cgroup-BPF machinery costs with no
+ * program body and no bind: the floor of any design built on these
+ * hooks, measured beside the daemon's programs.  Loaded by the bpf(2)
+ * system call itself, so the bench needs neither clang nor libbpf.
+ * True when all four stand. */
+static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected)
+{
+	struct bpf_insn proceed[2] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_type = type;
+	attr.expected_attach_type = expected;
+	attr.insns = (uintptr_t)proceed;
+	attr.insn_cnt = 2;
+	attr.license = (uintptr_t) "GPL";
+	return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
+}
+
+static bool attach_bare_hooks(const char *cgroup)
+{
+	static const struct {
+		enum bpf_prog_type type;
+		enum bpf_attach_type at;
+	} hooks[] = {{BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT},
+		     {BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS},
+		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_RELEASE},
+		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE}};
+	int target = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC), attached = 0;
+
+	for (size_t i = 0; target >= 0 && i < sizeof(hooks) / sizeof(hooks[0]); i++) {
+		int prog = load_proceed(hooks[i].type, hooks[i].at);
+		union bpf_attr attr;
+
+		memset(&attr, 0, sizeof(attr));
+		attr.target_fd = (__u32)target;
+		attr.attach_bpf_fd = (__u32)prog;
+		attr.attach_type = hooks[i].at;
+		if (prog >= 0 && syscall(SYS_bpf, BPF_PROG_ATTACH, &attr, sizeof(attr)) == 0)
+			attached++;
+		if (prog >= 0)
+			close(prog);	/* the cgroup holds it now */
+	}
+	if (target >= 0)
+		close(target);
+	return attached == (int)(sizeof(hooks) / sizeof(hooks[0]));
 }
 
 /* Everything below runs in a child with a network namespace of its own;
@@ -930,10 +997,10 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 static int time_wait_cases(struct bpf_bench *b)
 {
 	char policy[PATH_MAX], log[PATH_MAX], tw_rel[PATH_MAX], fresh_rel[PATH_MAX];
-	char tw_full[PATH_MAX], fresh_full[PATH_MAX], native_full[PATH_MAX];
+	char tw_full[PATH_MAX], fresh_full[PATH_MAX], native_full[PATH_MAX], hooks_full[PATH_MAX];
 	struct listener near;
 	uint16_t far_port = 0;
-	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 5;
+	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 10;
 	int count = settings.count ? settings.count : settings.quick ? 50 : 200;
 	int pairs = settings.pairs ? settings.pairs : settings.quick ? 2 : 8;
 	pid_t far = -1, daemon = -1;
@@ -945,7 +1012,7 @@ static int time_wait_cases(struct bpf_bench *b)
 		why = "cannot make a private network namespace";
 	if (!why && !make_cgroups(b))
 		why = "cannot create the bench's cgroups";
-	if (!why && (far = start_far_server(b, &far_port)) < 0)
+	if (!why && (far = start_far_server(b, &far_port, workers)) < 0)
 		why = b->reason;
 	/* Each app in a cgroup of its own parent (bpf/app, attach/app),
 	 * where the daemon attaches its programs: a socket of one runs only
@@ -958,6 +1025,14 @@ static int time_wait_cases(struct bpf_bench *b)
 	if (!why && (mkdir(tw_full, 0755) < 0 || mkdir(fresh_full, 0755) < 0))
 		why = "cannot create the bench's cgroups";
 	snprintf(native_full, sizeof(native_full), "%s", b->native);
+	/* beside base, as native is: the daemon's programs stand in base */
+	snprintf(hooks_full, sizeof(hooks_full), "%s-hooks", b->base);
+	if (!why && mkdir(hooks_full, 0755) < 0)
+		why = "cannot create the bench's cgroups";
+	if (!why && !attach_bare_hooks(hooks_full)) {
+		fprintf(stderr, "portfence-bench: the bare hooks could not be attached: %s\n", strerror(errno));
+		snprintf(hooks_full, sizeof(hooks_full), "-");	/* the side is left out */
+	}
 	snprintf(policy, sizeof(policy), "%s/bpf-tw.conf", settings.dir);
 	snprintf(log, sizeof(log), "%s/bpf-tw.jsonl", settings.dir);
 	FILE *f = why ? NULL : fopen(policy, "w");
@@ -982,13 +1057,13 @@ static int time_wait_cases(struct bpf_bench *b)
 		json_string(b->json, why);
 		printf("| bpf_time_wait | skipped: %s | | | | |\n", why);
 	} else {
-		listener_start(&near, "127.0.0.1", LISTEN_GREET);
+		listener_start(&near, "0.0.0.0", LISTEN_GREET);	/* each worker's 127.0.0.x */
 		static struct tw_case cases[4];
 		const char *nets[2] = {"loopback", "veth"}, *modes[2] = {"fresh", "time_wait"};
 		for (int i = 0; i < 4; i++) {
 			struct tw_case *c = &cases[i];
 			bool veth = i >= 2, tw = i % 2;
-			*c = (struct tw_case){.net = nets[veth], .mode = modes[tw], .dest = veth ? VETH_FAR : "127.0.0.1",
+			*c = (struct tw_case){.net = nets[veth], .mode = modes[tw], .dest = veth ? VETH_FAR_PREFIX : "127.0.0.",
 					      .source = veth ? VETH_NEAR : "127.0.0.1",
 					      .port = veth ? far_port : near.port,
 					      .floor_lo = tw ? TW_FLOOR_LO : FRESH_FLOOR_LO,
@@ -1007,9 +1082,11 @@ static int time_wait_cases(struct bpf_bench *b)
 				snprintf(hi, sizeof(hi), "%d", c->floor_lo + TW_SPAN - 1);
 				snprintf(same_lo, sizeof(same_lo), "%d", c->same_lo);
 				snprintf(same_hi, sizeof(same_hi), "%d", c->same_lo + TW_SPAN - 1);
-				char *args[] = {"cgroup_three", (char *)c->confined, native_full, (char *)c->dest, port,
+				char dest[32];
+				snprintf(dest, sizeof(dest), "%s%d", c->dest, w + (strcmp(c->net, "veth") == 0 ? VETH_FAR_FIRST : 1));
+				char *args[] = {"cgroup_three", (char *)c->confined, native_full, dest, port,
 						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi,
-						same_lo, same_hi, NULL};
+						same_lo, same_hi, hooks_full, NULL};
 				run_worker_values(false, NULL, args, out, TW_FIGURES);
 				if (isnan(out[5]))	/* over_floor_ns: the worker ran (same-range may be nan) */
 					continue;
@@ -1033,6 +1110,8 @@ static int time_wait_cases(struct bpf_bench *b)
 	}
 	rmdir(tw_full);
 	rmdir(fresh_full);
+	snprintf(hooks_full, sizeof(hooks_full), "%s-hooks", b->base);
+	rmdir(hooks_full);
 	remove_cgroups(b);
 	fflush(NULL);
 	return why ? 1 : 0;
