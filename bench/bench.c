@@ -707,7 +707,7 @@ static int block_same_range(const struct sockaddr_in *dest, int count, int *fail
  * cgroup (argv[12], "-" for none) whose hooks are bare (they let every
  * socket proceed, bpf_measures.c): its connects - native, wall and CPU,
  * and BPF - them in CPU: the hooks' own cost, and what the programs'
- * bodies add to it. */
+ * bodies add to it; and the floor - native in CPU. */
 static int worker_cgroup_three(char **argv)
 {
 	const char *confined = argv[0], *native = argv[1];
@@ -715,7 +715,7 @@ static int worker_cgroup_three(char **argv)
 	int count = atoi(argv[4]), pairs = atoi(argv[5]);
 	double ns[5][256], bpf_added[256], floor_added[256], over_floor[256], same_over[256], same_added[256];
 	double cpu_ns[5][256], cpu_added[256], cpu_over_floor[256];
-	double hooks_added[256], cpu_hooks_added[256], cpu_over_hooks[256];
+	double hooks_added[256], cpu_hooks_added[256], cpu_over_hooks[256], cpu_floor_added[256];
 	const char *hooks = argv[12] && strcmp(argv[12], "-") != 0 ? argv[12] : NULL;	/* bare hooks' cgroup */
 	int sides = hooks ? 5 : 4;
 
@@ -787,16 +787,17 @@ static int worker_cgroup_three(char **argv)
 		hooks_added[p] = ns[4][p] - ns[0][p];
 		cpu_hooks_added[p] = cpu_ns[4][p] - cpu_ns[0][p];
 		cpu_over_hooks[p] = cpu_ns[1][p] - cpu_ns[4][p];
+		cpu_floor_added[p] = cpu_ns[2][p] - cpu_ns[0][p];
 	}
 	join_cgroup(native);
 	bool same_ran = !same.broken;
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs),
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs),
 	       median(ns[1], pairs), median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs),
 	       median(over_floor, pairs), same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
 	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
 	       same_ran ? same.failed : NAN, median(cpu_added, pairs), median(cpu_over_floor, pairs),
 	       hooks ? median(hooks_added, pairs) : NAN, hooks ? median(cpu_hooks_added, pairs) : NAN,
-	       hooks ? median(cpu_over_hooks, pairs) : NAN);
+	       hooks ? median(cpu_over_hooks, pairs) : NAN, median(cpu_floor_added, pairs));
 	return 0;
 }
 

@@ -809,7 +809,7 @@ void measure_cgroup_confine(FILE *json, bool first)
 #define VETH_NEAR "10.251.0.1"
 #define VETH_FAR_PREFIX "10.251.0."	/* the far servers' addresses: .2, .3, ..., one a worker */
 #define VETH_FAR_FIRST 2
-#define TW_FIGURES 16
+#define TW_FIGURES 17
 #define TW_COUNTS_AT 9	/* figures 9 and 10: counts of refused connects; the others, medians */
 #define MAX_TW_WORKERS 32
 
@@ -905,7 +905,8 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 		"native_ns",	  "bpf_ns",		  "floor_ns",		     "added_ns",
 		"floor_added_ns", "over_floor_ns",	  "native_same_range_ns",    "added_same_range_ns",
 		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused",
-		"cpu_added_ns", "cpu_over_floor_ns", "hooks_added_ns", "cpu_hooks_added_ns", "cpu_over_hooks_ns"};
+		"cpu_added_ns", "cpu_over_floor_ns", "hooks_added_ns", "cpu_hooks_added_ns", "cpu_over_hooks_ns",
+		"cpu_floor_added_ns"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
@@ -927,10 +928,10 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	}
 	fprintf(b->json, ", \"workers\": %d}", c->got);
 	*first_case = false;
-	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, cpu +%.2f; floor +%.2f, cpu +%.2f; floor itself +%.2f; "
+	printf("| bpf_time_wait | %s, %s, log on (+%.2f µs, cpu +%.2f; floor +%.2f, cpu +%.2f; floor itself +%.2f, cpu +%.2f; "
 	       "same-range native +%.2f, itself +%.2f, refused %.0f/%d by default, %.0f retried)",
 	       c->net, c->mode, med[3] / 1000, med[11] / 1000, med[5] / 1000, med[12] / 1000, med[4] / 1000,
-	       med[7] / 1000, med[8] / 1000, med[9], TW_SPAN, med[10]);
+	       med[16] / 1000, med[7] / 1000, med[8] / 1000, med[9], TW_SPAN, med[10]);
 	if (!isnan(mean))
 		printf(", attempts mean %.1f max %ld", mean, most);
 	printf("; bare hooks +%.2f, cpu +%.2f, BPF over them cpu +%.2f", med[13] / 1000, med[14] / 1000,
