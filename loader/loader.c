@@ -238,7 +238,8 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 	struct bpf_map *maps[] = {skel->maps.config, skel->maps.counters, skel->maps.records,
 				  skel->maps.sock_state, skel->maps.exes, skel->maps.port_users,
 				  skel->maps.record_loss, skel->maps.foreign_ports, skel->maps.outcomes,
-				  skel->maps.port_slots, skel->maps.connect_claims, skel->maps.unsettled_binds, NULL};
+				  skel->maps.port_slots, skel->maps.connect_claims, skel->maps.unsettled_binds,
+				  skel->maps.learned_sources, NULL};
 	return maps[i];
 }
 

@@ -53,6 +53,7 @@ static struct {
 	pid_t daemon;
 	struct sandbox sb;
 	bool sandboxed;
+	char netns[2][32];	/* named network namespaces (ip netns), deleted */
 } fx;
 
 static void forget_child(pid_t pid)
@@ -123,6 +124,13 @@ static void teardown(void)
 			fprintf(stderr, "could not remove cgroup %s: %s\n", fx.cgroups[i], strerror(errno));
 	}
 	fx.cgroup_count = 0;
+	for (int i = 0; i < 2; i++) {
+		char cmd[64];
+		snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", fx.netns[i]);
+		if (fx.netns[i][0] && system(cmd) != 0)
+			fprintf(stderr, "could not remove the network namespace %s\n", fx.netns[i]);
+		fx.netns[i][0] = '\0';
+	}
 	if (fx.sandboxed)
 		sandbox_cleanup(&fx.sb);
 	fx.sandboxed = false;
@@ -823,6 +831,152 @@ Test(bpf, daemon_reloads_the_policy_on_sighup)
 	expect_unconfined(&p, LO, NEW_HI, "after the daemon stopped");
 	prober_stop(&p);
 	server_stop(&srv);
+}
+
+/* The source the kernel chose for a connect from a network namespace of
+ * the app's own (a container's), learned by sockops: it is the only
+ * way the walk sees that namespace's 4-tuples, since the loader's
+ * addresses are its own namespace's.  A reload loads the programs again
+ * and must keep it, as it keeps the ports' state: one forgotten let the
+ * walk give a port whose 4-tuple a live connection held, and the kernel
+ * refused that connect (EADDRNOTAVAIL). */
+static const char learned_source_client[] =
+	"import socket, struct, sys\n"
+	"far = ('10.66.0.2', 7070)\n"
+	"held = socket.create_connection(far)\n"
+	"print('held', held.getsockname()[1], flush=True)\n"
+	"gone = socket.create_connection(far)\n"
+	"print('gone', gone.getsockname()[1], flush=True)\n"
+	"gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+	"gone.close()\n"
+	"sys.stdin.readline()\n"
+	"s = socket.socket()\n"
+	"try:\n"
+	"    s.connect(far)\n"
+	"    print('after ok', s.getsockname()[1], flush=True)\n"
+	"except OSError as e:\n"
+	"    print('after errno', e.errno, flush=True)\n"
+	"sys.stdin.readline()\n";
+
+static const char learned_source_server[] =
+	"import socket\n"
+	"l = socket.socket()\n"
+	"l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+	"l.bind(('10.66.0.2', 7070))\n"
+	"l.listen(16)\n"
+	"print('ready', flush=True)\n"
+	"kept = []\n"
+	"while True:\n"
+	"    kept.append(l.accept()[0])\n";
+
+/* A child running argv with its stdin and stdout on pipes (*to, *from),
+ * in cgroup (its full path) when there is one; tracked for the teardown. */
+static pid_t spawn_piped(const char *cgroup, char *const argv[], FILE **to, FILE **from)
+{
+	int in[2], out[2];
+	cr_assert(pipe(in) == 0 && pipe(out) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		char procs[PATH_MAX + 16], self[32];
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup ? cgroup : "");
+		int fd = cgroup ? open(procs, O_WRONLY) : -1;
+		int n = snprintf(self, sizeof(self), "%d\n", (int)getpid());
+		if (cgroup && (fd < 0 || write(fd, self, (size_t)n) != n))
+			_exit(121);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	fx.children[fx.child_count++] = pid;
+	*to = fdopen(in[1], "w");
+	*from = fdopen(out[0], "r");
+	cr_assert(*to && *from);
+	setvbuf(*from, NULL, _IONBF, 0);	/* line_from polls the descriptor: no line may wait in a buffer */
+	return pid;
+}
+
+/* The next line from a child, or "" after 20 s. */
+static const char *line_from(FILE *from, char *line, size_t len)
+{
+	struct pollfd ready = {.fd = fileno(from), .events = POLLIN};
+	line[0] = '\0';
+	if (poll(&ready, 1, 20000) == 1 && fgets(line, (int)len, from))
+		line[strcspn(line, "\n")] = '\0';
+	return line;
+}
+
+/* Until the daemon has said "portfence: APP attached to" times times. */
+static bool wait_announced(const char *app, unsigned times)
+{
+	char prefix[128];
+	snprintf(prefix, sizeof(prefix), "portfence: %s attached to", app);
+	for (int tenths = 0; tenths < 300; tenths++) {
+		if (count_lines_starting(daemon_output(), prefix) >= times)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+Test(bpf, a_reload_keeps_the_sources_learned_in_a_containers_namespace)
+{
+	enum { LO = 62670, HI = 62671 };
+	char relative[128], extra[256], line[128], near[32], far[32], setup[1024];
+	unsigned held = 0, gone = 0, after = 0;
+	FILE *server_in, *server_out, *client_in, *client_out;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	const char *full = make_cgroup("learned", relative, sizeof(relative));
+	snprintf(extra, sizeof(extra), "algorithm = \"sequential\"; cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox("learnt", LO, HI, extra);
+	/* The container's namespace (near) and its server's (far), joined
+	 * by a veth pair; neither is the daemon's. */
+	snprintf(near, sizeof(near), "pfnear%d", (int)getpid());
+	snprintf(far, sizeof(far), "pffar%d", (int)getpid());
+	snprintf(fx.netns[0], sizeof(fx.netns[0]), "%s", near);
+	snprintf(fx.netns[1], sizeof(fx.netns[1]), "%s", far);
+	snprintf(setup, sizeof(setup),
+		 "ip netns add %1$s && ip netns add %2$s && "
+		 "ip link add pfln%3$d type veth peer name pflf%3$d && "
+		 "ip link set pfln%3$d netns %1$s && ip link set pflf%3$d netns %2$s && "
+		 "ip -n %1$s addr add 10.66.0.1/24 dev pfln%3$d && ip -n %1$s link set pfln%3$d up && "
+		 "ip -n %2$s addr add 10.66.0.2/24 dev pflf%3$d && ip -n %2$s link set pflf%3$d up",
+		 near, far, (int)getpid() % 100000);
+	cr_assert_eq(system(setup), 0, "cannot make the namespaces: %s", setup);
+
+	char *server_argv[] = {"ip", "netns", "exec", far, "python3", "-c", (char *)learned_source_server, NULL};
+	spawn_piped(NULL, server_argv, &server_in, &server_out);
+	cr_assert_str_eq(line_from(server_out, line, sizeof(line)), "ready");
+	pid_t daemon = daemon_start();
+	cr_assert(wait_announced("learnt", 1), "the daemon never attached:\n%s", daemon_output());
+
+	char *client_argv[] = {"ip", "netns", "exec", near, "python3", "-c", (char *)learned_source_client, NULL};
+	spawn_piped(full, client_argv, &client_in, &client_out);
+	cr_assert_eq(sscanf(line_from(client_out, line, sizeof(line)), "held %u", &held), 1, "client: '%s'", line);
+	cr_assert_eq(sscanf(line_from(client_out, line, sizeof(line)), "gone %u", &gone), 1, "client: '%s'", line);
+	cr_assert(in_range((uint16_t)held, LO, HI) && in_range((uint16_t)gone, LO, HI) && held != gone,
+		  "the two connects came from %u and %u", held, gone);
+
+	kill(daemon, SIGHUP);
+	cr_assert(wait_announced("learnt", 2), "the daemon never reloaded:\n%s", daemon_output());
+	fputs("go\n", client_in);
+	fflush(client_in);
+	line_from(client_out, line, sizeof(line));
+	cr_expect_eq(sscanf(line, "after ok %u", &after), 1,
+		     "after the reload the connect failed ('%s'; 99 is EADDRNOTAVAIL: port %u's 4-tuple is "
+		     "held from 10.66.0.1)", line, held);
+	cr_expect_eq(after, gone, "after the reload the connect came from %u, not the free port %u", after, gone);
+
+	fclose(client_in);
+	fclose(server_in);
+	fclose(client_out);
+	fclose(server_out);
 }
 
 /* ---- The daemon fails loudly and leaves nothing behind ---- */
