@@ -797,7 +797,7 @@ void measure_cgroup_confine(FILE *json, bool first)
  * 10.251.0.x across the veth).  With one destination for all, native's
  * connects filled the kernel's own range with TIME_WAIT toward it, a
  * little more each worker: native's connect grew dearer as the run went
- * on (by up to 0.8 ms with ten workers, when the range neared its end),
+ * on (by up to 1.6 ms with ten workers, when the range neared its end),
  * and the added figures moved with how far the run had gone. */
 #define TW_APP_LO 63000
 #define TW_FLOOR_LO 63100
@@ -842,7 +842,7 @@ static pid_t start_far_server(struct bpf_bench *b, uint16_t *port, int workers)
 		struct listener far;
 		if (unshare(CLONE_NEWNET) < 0 || write(ready[1], &byte, 1) != 1 || read(go[0], &byte, 1) != 1)
 			_exit(1);
-		listener_start(&far, "0.0.0.0", LISTEN_GREET);	/* each worker's address (TW_DEST) */
+		listener_start(&far, "0.0.0.0", LISTEN_GREET);	/* each worker's address (VETH_FAR_PREFIX) */
 		if (write(told[1], &far.port, sizeof(far.port)) != sizeof(far.port))
 			_exit(1);
 		for (;;)
@@ -946,7 +946,7 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
  * program body and no bind: the floor of any design built on these
  * hooks, measured beside the daemon's programs.  Loaded by the bpf(2)
  * system call itself, so the bench needs neither clang nor libbpf.
- * True when all four stand. */
+ * load_proceed: the program's descriptor, or -1. */
 static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected)
 {
 	struct bpf_insn proceed[2] = {
@@ -964,6 +964,7 @@ static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected)
 	return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
 }
 
+/* True when all four stand on cgroup. */
 static bool attach_bare_hooks(const char *cgroup)
 {
 	static const struct {
