@@ -550,38 +550,49 @@ static bool read_line(int fd, char *buf, size_t len)
 	return read_line_within(fd, buf, len, 10000);
 }
 
-/* bpf-static-client loop, started inside cgroup (a full path). */
-static void prober_start(struct prober *p, const char *cgroup, uint16_t port)
+/* A child running argv, its stdin and stdout on pipes (*to, *from),
+ * in cgroup (a full path) when there is one; killed by the teardown. */
+static pid_t spawn_piped(const char *cgroup, char *const argv[], int *to, int *from)
 {
 	int in[2], out[2];
-	char port_text[16], line[64], procs[PATH_MAX + 16];
+	char procs[PATH_MAX + 16];
 
 	cr_assert_lt(fx.child_count, MAX_CHILDREN);
 	cr_assert(pipe(in) == 0 && pipe(out) == 0);
-	snprintf(port_text, sizeof(port_text), "%u", port);
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup);
-	const char *client = build_path("bpf-static-client");
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup ? cgroup : "");
 	fflush(NULL);
-	p->pid = fork();
-	cr_assert_geq(p->pid, 0);
-	if (p->pid == 0) {
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(procs, O_WRONLY);
-		if (fd < 0 || write(fd, "0\n", 2) != 2)
+		int fd = cgroup ? open(procs, O_WRONLY) : -1;
+		if (cgroup && (fd < 0 || write(fd, "0\n", 2) != 2))
 			_exit(120);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		dup2(in[0], 0);
 		dup2(out[1], 1);
 		close(in[1]);
 		close(out[0]);
-		execl(client, client, "loop", "127.0.0.1", port_text, (char *)NULL);
+		execvp(argv[0], argv);
 		_exit(127);
 	}
-	fx.children[fx.child_count++] = p->pid;
+	fx.children[fx.child_count++] = pid;
 	close(in[0]);
 	close(out[1]);
-	p->to = in[1];
-	p->from = out[0];
+	*to = in[1];
+	*from = out[0];
+	return pid;
+}
+
+/* bpf-static-client loop, started inside cgroup (a full path). */
+static void prober_start(struct prober *p, const char *cgroup, uint16_t port)
+{
+	char port_text[16], line[64];
+
+	snprintf(port_text, sizeof(port_text), "%u", port);
+	char *argv[] = {(char *)build_path("bpf-static-client"), "loop", "127.0.0.1", port_text, NULL};
+	p->pid = spawn_piped(cgroup, argv, &p->to, &p->from);
 	cr_assert(read_line(p->from, line, sizeof(line)) && strncmp(line, "pid ", 4) == 0,
 		  "the prober did not start in %s", cgroup);
 }
@@ -869,45 +880,12 @@ static const char learned_source_server[] =
 	"while True:\n"
 	"    kept.append(l.accept()[0])\n";
 
-/* A child running argv with its stdin and stdout on pipes (*to, *from),
- * in cgroup (its full path) when there is one; tracked for the teardown. */
-static pid_t spawn_piped(const char *cgroup, char *const argv[], FILE **to, FILE **from)
+/* The next line from a child without its newline, or "" after 20 s. */
+static const char *line_from(int from, char *line, size_t len)
 {
-	int in[2], out[2];
-	cr_assert(pipe(in) == 0 && pipe(out) == 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		char procs[PATH_MAX + 16], self[32];
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		snprintf(procs, sizeof(procs), "%s/cgroup.procs", cgroup ? cgroup : "");
-		int fd = cgroup ? open(procs, O_WRONLY) : -1;
-		int n = snprintf(self, sizeof(self), "%d\n", (int)getpid());
-		if (cgroup && (fd < 0 || write(fd, self, (size_t)n) != n))
-			_exit(121);
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	fx.children[fx.child_count++] = pid;
-	*to = fdopen(in[1], "w");
-	*from = fdopen(out[0], "r");
-	cr_assert(*to && *from);
-	setvbuf(*from, NULL, _IONBF, 0);	/* line_from polls the descriptor: no line may wait in a buffer */
-	return pid;
-}
-
-/* The next line from a child, or "" after 20 s. */
-static const char *line_from(FILE *from, char *line, size_t len)
-{
-	struct pollfd ready = {.fd = fileno(from), .events = POLLIN};
-	line[0] = '\0';
-	if (poll(&ready, 1, 20000) == 1 && fgets(line, (int)len, from))
-		line[strcspn(line, "\n")] = '\0';
+	if (!read_line_within(from, line, len, 20000))
+		line[0] = '\0';
+	line[strcspn(line, "\n")] = '\0';
 	return line;
 }
 
@@ -929,7 +907,7 @@ Test(bpf, a_reload_keeps_the_sources_learned_in_a_containers_namespace)
 	enum { LO = 62670, HI = 62671 };
 	char relative[128], extra[256], line[128], near[32], far[32], setup[1024];
 	unsigned held = 0, gone = 0, after = 0;
-	FILE *server_in, *server_out, *client_in, *client_out;
+	int server_in, server_out, client_in, client_out;
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
 	const char *full = make_cgroup("learned", relative, sizeof(relative));
@@ -965,18 +943,17 @@ Test(bpf, a_reload_keeps_the_sources_learned_in_a_containers_namespace)
 
 	kill(daemon, SIGHUP);
 	cr_assert(wait_announced("learnt", 2), "the daemon never reloaded:\n%s", daemon_output());
-	fputs("go\n", client_in);
-	fflush(client_in);
+	cr_assert_eq(write(client_in, "go\n", 3), 3);
 	line_from(client_out, line, sizeof(line));
 	cr_expect_eq(sscanf(line, "after ok %u", &after), 1,
 		     "after the reload the connect failed ('%s'; 99 is EADDRNOTAVAIL: port %u's 4-tuple is "
 		     "held from 10.66.0.1)", line, held);
 	cr_expect_eq(after, gone, "after the reload the connect came from %u, not the free port %u", after, gone);
 
-	fclose(client_in);
-	fclose(server_in);
-	fclose(client_out);
-	fclose(server_out);
+	close(client_in);
+	close(server_in);
+	close(client_out);
+	close(server_out);
 }
 
 /* ---- The daemon fails loudly and leaves nothing behind ---- */
