@@ -694,6 +694,26 @@ static int block_same_range(const struct sockaddr_in *dest, int count, int *fail
 	return 0;
 }
 
+/* The programs' own ns per connect, hook by hook (PROGRAM_HOOKS; NAN
+ * when the kernel's statistics cannot be had): one block of BPF
+ * connects after the timed pairs, with the kernel's run-time statistics
+ * on.  They cost each program run two clock reads, so they are never
+ * on while a block is timed; the figures include one clock read's
+ * time, and whatever the programs call (bpf_bind: the kernel's bind). */
+static void programs_per_connect(const char *confined, const struct sockaddr_in *dest, int count,
+				 double per_connect[PROGRAM_HOOKS])
+{
+	double before[PROGRAM_HOOKS], after[PROGRAM_HOOKS];
+	int stats = program_stats_on();
+	bool ran = stats >= 0 && join_cgroup(confined) == 0 && program_run_ns(before) == 0 &&
+		   block_connect_close(&native_ops, dest, -1, count) == 0 && program_run_ns(after) == 0;
+
+	if (stats >= 0)
+		close(stats);
+	for (int h = 0; h < PROGRAM_HOOKS; h++)
+		per_connect[h] = ran ? (after[h] - before[h]) / count : NAN;
+}
+
 /* Native (plain connects in the native cgroup), BPF (the same in the
  * confined one), the floor (in the native cgroup) and native with the
  * app's span (same_range), blocks taking turns in one process, the
@@ -707,7 +727,8 @@ static int block_same_range(const struct sockaddr_in *dest, int count, int *fail
  * cgroup (argv[12], "-" for none) whose hooks are bare (they let every
  * socket proceed, bpf_measures.c): its connects - native, wall and CPU,
  * and BPF - them in CPU: the hooks' own cost, and what the programs'
- * bodies add to it; and the floor - native in CPU. */
+ * bodies add to it; and the floor - native in CPU.  Then the programs'
+ * own ns per connect, hook by hook (programs_per_connect). */
 static int worker_cgroup_three(char **argv)
 {
 	const char *confined = argv[0], *native = argv[1];
@@ -789,15 +810,20 @@ static int worker_cgroup_three(char **argv)
 		cpu_over_hooks[p] = cpu_ns[1][p] - cpu_ns[4][p];
 		cpu_floor_added[p] = cpu_ns[2][p] - cpu_ns[0][p];
 	}
+	double programs[PROGRAM_HOOKS];
+	programs_per_connect(confined, &dest, count, programs);
 	join_cgroup(native);
 	bool same_ran = !same.broken;
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f\n", median(ns[0], pairs),
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f", median(ns[0], pairs),
 	       median(ns[1], pairs), median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs),
 	       median(over_floor, pairs), same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
 	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
 	       same_ran ? same.failed : NAN, median(cpu_added, pairs), median(cpu_over_floor, pairs),
 	       hooks ? median(hooks_added, pairs) : NAN, hooks ? median(cpu_hooks_added, pairs) : NAN,
 	       hooks ? median(cpu_over_hooks, pairs) : NAN, median(cpu_floor_added, pairs));
+	for (int h = 0; h < PROGRAM_HOOKS; h++)
+		printf(" %.1f", programs[h]);
+	printf("\n");
 	return 0;
 }
 

@@ -109,6 +109,15 @@ void measure_bpf_burst(FILE *json, bool first);
  * interleaved, on loopback and a veth pair in a namespace of its own,
  * with and without a range full of TIME_WAIT. */
 void measure_bpf_time_wait(FILE *json, bool first);
+/* The hooks a TCP connect and its close run (connect4, sockops,
+ * sock_release, sock_create), in that order. */
+#define PROGRAM_HOOKS 4
+/* The kernel's run-time statistics of BPF programs on while the
+ * descriptor it returns stays open (BPF_ENABLE_STATS), or -1. */
+int program_stats_on(void);
+/* Each hook's portfence programs' run time so far (ns), summed into
+ * ns[]: 0, or -1. */
+int program_run_ns(double ns[PROGRAM_HOOKS]);
 /* cgroup_confine_ms: a new cgroup matched by a glob, from mkdir to
  * confined by the daemon (median, max); and connects at birth that
  * left from outside the range. */

@@ -809,7 +809,8 @@ void measure_cgroup_confine(FILE *json, bool first)
 #define VETH_NEAR "10.251.0.1"
 #define VETH_FAR_PREFIX "10.251.0."	/* the far servers' addresses: .2, .3, ..., one a worker */
 #define VETH_FAR_FIRST 2
-#define TW_FIGURES 17
+#define TW_FIGURES 21
+#define TW_PROGRAMS_AT 17	/* figures 17-20: the programs' own ns per connect, hook by hook */
 #define TW_COUNTS_AT 9	/* figures 9 and 10: counts of refused connects; the others, medians */
 #define MAX_TW_WORKERS 32
 
@@ -906,7 +907,8 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 		"floor_added_ns", "over_floor_ns",	  "native_same_range_ns",    "added_same_range_ns",
 		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused",
 		"cpu_added_ns", "cpu_over_floor_ns", "hooks_added_ns", "cpu_hooks_added_ns", "cpu_over_hooks_ns",
-		"cpu_floor_added_ns"};
+		"cpu_floor_added_ns", "program_connect4_ns", "program_sockops_ns", "program_sock_release_ns",
+		"program_sock_create_ns"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
@@ -936,6 +938,9 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 		printf(", attempts mean %.1f max %ld", mean, most);
 	printf("; bare hooks +%.2f, cpu +%.2f, BPF over them cpu +%.2f", med[13] / 1000, med[14] / 1000,
 	       med[15] / 1000);
+	const double *own = &med[TW_PROGRAMS_AT];
+	printf("; programs' own %.2f µs (connect4 %.2f, sockops %.2f, release %.2f, create %.2f)",
+	       (own[0] + own[1] + own[2] + own[3]) / 1000, own[0] / 1000, own[1] / 1000, own[2] / 1000, own[3] / 1000);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
 }
 
@@ -992,6 +997,77 @@ static bool attach_bare_hooks(const char *cgroup)
 	if (target >= 0)
 		close(target);
 	return attached == (int)(sizeof(hooks) / sizeof(hooks[0]));
+}
+
+/* ---- the programs' own time: the kernel's run-time statistics ---- */
+
+/* As the programs' names end: the daemon's (pfb_connect4), or its
+ * dispatcher's (pfd_connect4) where one stands in front of several
+ * apps; a program it tail-calls is counted in the dispatcher's run.
+ * The kernel keeps 15 characters of a name (pfb_sock_releas). */
+static const char *const program_hooks[PROGRAM_HOOKS] = {"connect4", "sockops", "sock_release", "sock_create"};
+
+int program_stats_on(void)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.enable_stats.type = BPF_STATS_RUN_TIME;
+	return (int)syscall(SYS_bpf, BPF_ENABLE_STATS, &attr, sizeof(attr));
+}
+
+/* The hook a program named name serves, or -1 when it is not one of
+ * portfence's connect-path programs. */
+static int program_hook(const char *name)
+{
+	size_t kept = BPF_OBJ_NAME_LEN - 1 - 4;	/* what the kernel keeps after "pfb_" */
+
+	if (strncmp(name, "pfb_", 4) != 0 && strncmp(name, "pfd_", 4) != 0)
+		return -1;
+	for (int h = 0; h < PROGRAM_HOOKS; h++)
+		if (strncmp(name + 4, program_hooks[h], kept) == 0 && strlen(name + 4) <= kept)
+			return h;
+	return -1;
+}
+
+/* One program's name and run time by its id: 0, or -1 when it is gone. */
+static int program_info(__u32 id, struct bpf_prog_info *info)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_id = id;
+	int fd = (int)syscall(SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
+	if (fd < 0)
+		return -1;
+	memset(info, 0, sizeof(*info));
+	memset(&attr, 0, sizeof(attr));
+	attr.info.bpf_fd = (__u32)fd;
+	attr.info.info_len = sizeof(*info);
+	attr.info.info = (uintptr_t)info;
+	int rc = (int)syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
+	close(fd);
+	return rc < 0 ? -1 : 0;
+}
+
+int program_run_ns(double ns[PROGRAM_HOOKS])
+{
+	union bpf_attr attr;
+	__u32 id = 0;
+
+	for (int h = 0; h < PROGRAM_HOOKS; h++)
+		ns[h] = 0;
+	for (;;) {
+		memset(&attr, 0, sizeof(attr));
+		attr.start_id = id;
+		if (syscall(SYS_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof(attr)) < 0)
+			return errno == ENOENT ? 0 : -1;
+		id = attr.next_id;
+		struct bpf_prog_info info;
+		int hook = program_info(id, &info) == 0 ? program_hook(info.name) : -1;
+		if (hook >= 0)
+			ns[hook] += (double)info.run_time_ns;
+	}
 }
 
 /* Everything below runs in a child with a network namespace of its own;
