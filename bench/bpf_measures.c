@@ -1107,9 +1107,10 @@ static int time_wait_cases(struct bpf_bench *b)
 	snprintf(hooks_full, sizeof(hooks_full), "%s-hooks", b->base);
 	if (!why && mkdir(hooks_full, 0755) < 0)
 		why = "cannot create the bench's cgroups";
+	const char *hooks_side = hooks_full;	/* the workers' argument: "-" leaves the side out */
 	if (!why && !attach_bare_hooks(hooks_full)) {
 		fprintf(stderr, "portfence-bench: the bare hooks could not be attached: %s\n", strerror(errno));
-		snprintf(hooks_full, sizeof(hooks_full), "-");	/* the side is left out */
+		hooks_side = "-";
 	}
 	snprintf(policy, sizeof(policy), "%s/bpf-tw.conf", settings.dir);
 	snprintf(log, sizeof(log), "%s/bpf-tw.jsonl", settings.dir);
@@ -1164,7 +1165,7 @@ static int time_wait_cases(struct bpf_bench *b)
 				snprintf(dest, sizeof(dest), "%s%d", c->dest, w + (strcmp(c->net, "veth") == 0 ? VETH_FAR_FIRST : 1));
 				char *args[] = {"cgroup_three", (char *)c->confined, native_full, dest, port,
 						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi,
-						same_lo, same_hi, hooks_full, NULL};
+						same_lo, same_hi, (char *)hooks_side, NULL};
 				run_worker_values(false, NULL, args, out, TW_FIGURES);
 				if (isnan(out[5]))	/* over_floor_ns: the worker ran (same-range may be nan) */
 					continue;
@@ -1188,7 +1189,6 @@ static int time_wait_cases(struct bpf_bench *b)
 	}
 	rmdir(tw_full);
 	rmdir(fresh_full);
-	snprintf(hooks_full, sizeof(hooks_full), "%s-hooks", b->base);
 	rmdir(hooks_full);
 	remove_cgroups(b);
 	fflush(NULL);

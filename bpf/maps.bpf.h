@@ -219,10 +219,15 @@ struct {
 	__type(value, __s64);
 } unsettled_binds SEC(".maps");
 
-static __always_inline void pfb_count_unsettled_binds(__s64 change)
+static __always_inline __s64 *pfb_unsettled_binds(void)
 {
 	__u32 zero = 0;
-	__s64 *count = bpf_map_lookup_elem(&unsettled_binds, &zero);
+	return bpf_map_lookup_elem(&unsettled_binds, &zero);
+}
+
+static __always_inline void pfb_count_unsettled_binds(__s64 change)
+{
+	__s64 *count = pfb_unsettled_binds();
 
 	if (count)
 		__sync_fetch_and_add(count, change);
@@ -230,8 +235,7 @@ static __always_inline void pfb_count_unsettled_binds(__s64 change)
 
 static __always_inline int pfb_binds_unsettled(void)
 {
-	__u32 zero = 0;
-	__s64 *count = bpf_map_lookup_elem(&unsettled_binds, &zero);
+	__s64 *count = pfb_unsettled_binds();
 
 	return count && *count > 0;
 }
