@@ -695,18 +695,20 @@ static int block_same_range(const struct sockaddr_in *dest, int count, int *fail
 }
 
 /* The programs' own ns per connect, hook by hook (PROGRAM_HOOKS; NAN
- * when the kernel's statistics cannot be had): one block of BPF
- * connects after the timed pairs, with the kernel's run-time statistics
- * on.  They cost each program run two clock reads, so they are never
- * on while a block is timed; the figures include one clock read's
- * time, and whatever the programs call (bpf_bind: the kernel's bind). */
-static void programs_per_connect(const char *confined, const struct sockaddr_in *dest, int count,
+ * when the kernel's statistics cannot be had): one block of connects
+ * in cgroup after the timed pairs, with the kernel's run-time
+ * statistics on; bare: the bench's empty programs' (the bare hooks'
+ * cgroup), else portfence's.  The statistics cost each program run two
+ * clock reads, so they are never on while a block is timed; the empty
+ * programs' figure is mostly that cost.  Each figure includes whatever
+ * the program calls (bpf_bind: the kernel's bind). */
+static void programs_per_connect(const char *cgroup, bool bare, const struct sockaddr_in *dest, int count,
 				 double per_connect[PROGRAM_HOOKS])
 {
 	double before[PROGRAM_HOOKS], after[PROGRAM_HOOKS];
 	int stats = program_stats_on();
-	bool ran = stats >= 0 && join_cgroup(confined) == 0 && program_run_ns(before) == 0 &&
-		   block_connect_close(&native_ops, dest, -1, count) == 0 && program_run_ns(after) == 0;
+	bool ran = stats >= 0 && join_cgroup(cgroup) == 0 && program_run_ns(before, bare) == 0 &&
+		   block_connect_close(&native_ops, dest, -1, count) == 0 && program_run_ns(after, bare) == 0;
 
 	if (stats >= 0)
 		close(stats);
@@ -728,7 +730,8 @@ static void programs_per_connect(const char *confined, const struct sockaddr_in 
  * socket proceed, bpf_measures.c): its connects - native, wall and CPU,
  * and BPF - them in CPU: the hooks' own cost, and what the programs'
  * bodies add to it; and the floor - native in CPU.  Then the programs'
- * own ns per connect, hook by hook (programs_per_connect). */
+ * own ns per connect, hook by hook, and the bare hooks' empty programs'
+ * in all (programs_per_connect). */
 static int worker_cgroup_three(char **argv)
 {
 	const char *confined = argv[0], *native = argv[1];
@@ -810,8 +813,12 @@ static int worker_cgroup_three(char **argv)
 		cpu_over_hooks[p] = cpu_ns[1][p] - cpu_ns[4][p];
 		cpu_floor_added[p] = cpu_ns[2][p] - cpu_ns[0][p];
 	}
-	double programs[PROGRAM_HOOKS];
-	programs_per_connect(confined, &dest, count, programs);
+	double programs[PROGRAM_HOOKS], bare[PROGRAM_HOOKS], bare_sum = NAN;
+	programs_per_connect(confined, false, &dest, count, programs);
+	if (hooks) {
+		programs_per_connect(hooks, true, &dest, count, bare);
+		bare_sum = bare[0] + bare[1] + bare[2] + bare[3];
+	}
 	join_cgroup(native);
 	bool same_ran = !same.broken;
 	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f", median(ns[0], pairs),
@@ -823,7 +830,7 @@ static int worker_cgroup_three(char **argv)
 	       hooks ? median(cpu_over_hooks, pairs) : NAN, median(cpu_floor_added, pairs));
 	for (int h = 0; h < PROGRAM_HOOKS; h++)
 		printf(" %.1f", programs[h]);
-	printf("\n");
+	printf(" %.1f\n", bare_sum);
 	return 0;
 }
 

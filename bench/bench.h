@@ -115,9 +115,9 @@ void measure_bpf_time_wait(FILE *json, bool first);
 /* The kernel's run-time statistics of BPF programs on while the
  * descriptor it returns stays open (BPF_ENABLE_STATS), or -1. */
 int program_stats_on(void);
-/* Each hook's portfence programs' run time so far (ns), summed into
- * ns[]: 0, or -1. */
-int program_run_ns(double ns[PROGRAM_HOOKS]);
+/* Each hook's programs' run time so far (ns), summed into ns[]:
+ * portfence's, or with bare the bench's empty ones: 0, or -1. */
+int program_run_ns(double ns[PROGRAM_HOOKS], bool bare);
 /* cgroup_confine_ms: a new cgroup matched by a glob, from mkdir to
  * confined by the daemon (median, max); and connects at birth that
  * left from outside the range. */

@@ -809,8 +809,9 @@ void measure_cgroup_confine(FILE *json, bool first)
 #define VETH_NEAR "10.251.0.1"
 #define VETH_FAR_PREFIX "10.251.0."	/* the far servers' addresses: .2, .3, ..., one a worker */
 #define VETH_FAR_FIRST 2
-#define TW_FIGURES 21
-#define TW_PROGRAMS_AT 17	/* figures 17-20: the programs' own ns per connect, hook by hook */
+#define TW_FIGURES 22
+#define TW_PROGRAMS_AT 17	/* figures 17-20: the programs' own ns per connect, hook by hook; */
+#define TW_BARE_AT 21	/* 21: the bare hooks' empty programs', all four */
 #define TW_COUNTS_AT 9	/* figures 9 and 10: counts of refused connects; the others, medians */
 #define MAX_TW_WORKERS 32
 
@@ -908,7 +909,7 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 		"same_range_added_ns", "same_range_refused_by_default", "same_range_refused",
 		"cpu_added_ns", "cpu_over_floor_ns", "hooks_added_ns", "cpu_hooks_added_ns", "cpu_over_hooks_ns",
 		"cpu_floor_added_ns", "program_connect4_ns", "program_sockops_ns", "program_sock_release_ns",
-		"program_sock_create_ns"};
+		"program_sock_create_ns", "program_bare_ns"};
 	double med[TW_FIGURES];
 	for (int i = 0; i < TW_FIGURES; i++)
 		med[i] = c->got ? median(c->figures[i], c->got) : NAN;
@@ -939,10 +940,13 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	printf("; bare hooks +%.2f, cpu +%.2f, BPF over them cpu +%.2f", med[13] / 1000, med[14] / 1000,
 	       med[15] / 1000);
 	const double *own = &med[TW_PROGRAMS_AT];
-	printf("; programs' own %.2f µs (connect4 %.2f, sockops %.2f, release %.2f, create %.2f)",
-	       (own[0] + own[1] + own[2] + own[3]) / 1000, own[0] / 1000, own[1] / 1000, own[2] / 1000, own[3] / 1000);
+	printf("; programs' own %.2f µs (connect4 %.2f, sockops %.2f, release %.2f, create %.2f; empty ones %.2f)",
+	       (own[0] + own[1] + own[2] + own[3]) / 1000, own[0] / 1000, own[1] / 1000, own[2] / 1000, own[3] / 1000,
+	       med[TW_BARE_AT] / 1000);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
 }
+
+#define BARE_PREFIX "bare_"	/* the bare hooks' programs' names: bare_connect4, ... */
 
 /* The hooks alone: at each hook a TCP connect runs (connect4, sockops,
  * sock_release, sock_create), a program of two instructions that lets
@@ -952,7 +956,7 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
  * hooks, measured beside the daemon's programs.  Loaded by the bpf(2)
  * system call itself, so the bench needs neither clang nor libbpf.
  * load_proceed: the program's descriptor, or -1. */
-static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected)
+static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected, const char *name)
 {
 	struct bpf_insn proceed[2] = {
 		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
@@ -966,6 +970,7 @@ static int load_proceed(enum bpf_prog_type type, enum bpf_attach_type expected)
 	attr.insns = (uintptr_t)proceed;
 	attr.insn_cnt = 2;
 	attr.license = (uintptr_t) "GPL";
+	snprintf(attr.prog_name, sizeof(attr.prog_name), "%s", name);
 	return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
 }
 
@@ -975,14 +980,15 @@ static bool attach_bare_hooks(const char *cgroup)
 	static const struct {
 		enum bpf_prog_type type;
 		enum bpf_attach_type at;
-	} hooks[] = {{BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT},
-		     {BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS},
-		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_RELEASE},
-		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE}};
+		const char *name;	/* program_hook() knows it */
+	} hooks[] = {{BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT, BARE_PREFIX "connect4"},
+		     {BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS, BARE_PREFIX "sockops"},
+		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_RELEASE, BARE_PREFIX "sock_release"},
+		     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE, BARE_PREFIX "sock_create"}};
 	int target = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC), attached = 0;
 
 	for (size_t i = 0; target >= 0 && i < sizeof(hooks) / sizeof(hooks[0]); i++) {
-		int prog = load_proceed(hooks[i].type, hooks[i].at);
+		int prog = load_proceed(hooks[i].type, hooks[i].at, hooks[i].name);
 		union bpf_attr attr;
 
 		memset(&attr, 0, sizeof(attr));
@@ -1017,15 +1023,18 @@ int program_stats_on(void)
 }
 
 /* The hook a program named name serves, or -1 when it is not one of
- * portfence's connect-path programs. */
-static int program_hook(const char *name)
+ * the connect path's programs: portfence's (bare false) or the bench's
+ * bare ones (bare true). */
+static int program_hook(const char *name, bool bare)
 {
-	size_t kept = BPF_OBJ_NAME_LEN - 1 - 4;	/* what the kernel keeps after "pfb_" */
+	size_t prefix = bare ? strlen(BARE_PREFIX) : 4;
 
-	if (strncmp(name, "pfb_", 4) != 0 && strncmp(name, "pfd_", 4) != 0)
+	if (bare ? strncmp(name, BARE_PREFIX, prefix) != 0
+		 : strncmp(name, "pfb_", 4) != 0 && strncmp(name, "pfd_", 4) != 0)
 		return -1;
+	size_t kept = BPF_OBJ_NAME_LEN - 1 - prefix;	/* what the kernel keeps of the rest */
 	for (int h = 0; h < PROGRAM_HOOKS; h++)
-		if (strncmp(name + 4, program_hooks[h], kept) == 0 && strlen(name + 4) <= kept)
+		if (strncmp(name + prefix, program_hooks[h], kept) == 0 && strlen(name + prefix) <= kept)
 			return h;
 	return -1;
 }
@@ -1050,7 +1059,7 @@ static int program_info(__u32 id, struct bpf_prog_info *info)
 	return rc < 0 ? -1 : 0;
 }
 
-int program_run_ns(double ns[PROGRAM_HOOKS])
+int program_run_ns(double ns[PROGRAM_HOOKS], bool bare)
 {
 	union bpf_attr attr;
 	__u32 id = 0;
@@ -1064,7 +1073,7 @@ int program_run_ns(double ns[PROGRAM_HOOKS])
 			return errno == ENOENT ? 0 : -1;
 		id = attr.next_id;
 		struct bpf_prog_info info;
-		int hook = program_info(id, &info) == 0 ? program_hook(info.name) : -1;
+		int hook = program_info(id, &info) == 0 ? program_hook(info.name, bare) : -1;
 		if (hook >= 0)
 			ns[hook] += (double)info.run_time_ns;
 	}
