@@ -29,6 +29,7 @@
 
 #include "bench.h"
 #include "tests/helpers/birth.h"
+#include "kernel/bpf_progs.h"
 #include "kernel/cgroup.h"
 #include "kernel/pins.h"
 
@@ -1027,10 +1028,10 @@ int program_stats_on(void)
  * bare ones (bare true). */
 static int program_hook(const char *name, bool bare)
 {
-	size_t prefix = bare ? strlen(BARE_PREFIX) : 4;
+	size_t prefix = bare ? strlen(BARE_PREFIX) : 4;	/* "pfb_", "pfd_" */
+	bool named = bare ? strncmp(name, BARE_PREFIX, prefix) == 0 : pf_bpf_prog_is_portfence(name);
 
-	if (bare ? strncmp(name, BARE_PREFIX, prefix) != 0
-		 : strncmp(name, "pfb_", 4) != 0 && strncmp(name, "pfd_", 4) != 0)
+	if (!named)
 		return -1;
 	size_t kept = BPF_OBJ_NAME_LEN - 1 - prefix;	/* what the kernel keeps of the rest */
 	for (int h = 0; h < PROGRAM_HOOKS; h++)
@@ -1039,44 +1040,19 @@ static int program_hook(const char *name, bool bare)
 	return -1;
 }
 
-/* One program's name and run time by its id: 0, or -1 when it is gone. */
-static int program_info(__u32 id, struct bpf_prog_info *info)
-{
-	union bpf_attr attr;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.prog_id = id;
-	int fd = (int)syscall(SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
-	if (fd < 0)
-		return -1;
-	memset(info, 0, sizeof(*info));
-	memset(&attr, 0, sizeof(attr));
-	attr.info.bpf_fd = (__u32)fd;
-	attr.info.info_len = sizeof(*info);
-	attr.info.info = (uintptr_t)info;
-	int rc = (int)syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr));
-	close(fd);
-	return rc < 0 ? -1 : 0;
-}
-
 int program_run_ns(double ns[PROGRAM_HOOKS], bool bare)
 {
-	union bpf_attr attr;
 	__u32 id = 0;
 
 	for (int h = 0; h < PROGRAM_HOOKS; h++)
 		ns[h] = 0;
-	for (;;) {
-		memset(&attr, 0, sizeof(attr));
-		attr.start_id = id;
-		if (syscall(SYS_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof(attr)) < 0)
-			return errno == ENOENT ? 0 : -1;
-		id = attr.next_id;
+	while (pf_bpf_prog_next(&id) == 0) {
 		struct bpf_prog_info info;
-		int hook = program_info(id, &info) == 0 ? program_hook(info.name, bare) : -1;
+		int hook = pf_bpf_prog_info(id, &info) == 0 ? program_hook(info.name, bare) : -1;
 		if (hook >= 0)
 			ns[hook] += (double)info.run_time_ns;
 	}
+	return errno == ENOENT ? 0 : -1;
 }
 
 /* Everything below runs in a child with a network namespace of its own;

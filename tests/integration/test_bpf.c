@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "kernel/bpf_progs.h"
 
 /* The clients' statuses (tests/helpers/bpf_client.h, goclient). */
 enum { CLIENT_NO_IO_URING = 69, CLIENT_EPERM = 77 };
@@ -971,19 +972,7 @@ enum { HOOKS = sizeof(backend_hooks) / sizeof(backend_hooks[0]) };
  * "pfd_..." for the daemon's dispatcher), its facts in *info. */
 static bool backend_program(__u32 id, struct bpf_prog_info *info)
 {
-	union bpf_attr attr = {.prog_id = id};
-	int fd = (int)syscall(SYS_bpf, BPF_PROG_GET_FD_BY_ID, &attr, sizeof(attr));
-	memset(info, 0, sizeof(*info));
-	if (fd < 0)
-		return false;	/* gone meanwhile */
-	memset(&attr, 0, sizeof(attr));
-	attr.info.bpf_fd = (__u32)fd;
-	attr.info.info_len = sizeof(*info);
-	attr.info.info = (__u64)(unsigned long)info;
-	bool ours = syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) == 0 &&
-		    (strncmp(info->name, "pfb_", 4) == 0 || strncmp(info->name, "pfd_", 4) == 0);
-	close(fd);
-	return ours;
+	return pf_bpf_prog_info(id, info) == 0 && pf_bpf_prog_is_portfence(info->name);
 }
 
 /* How many of the backend's programs run for the cgroup's sockets (full
@@ -1029,11 +1018,7 @@ static unsigned loaded_programs(struct bpf_prog_info *most)
 	__u32 id = 0;
 
 	memset(most, 0, sizeof(*most));
-	for (;;) {
-		union bpf_attr attr = {.start_id = id};
-		if (syscall(SYS_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof(attr)) < 0)
-			return total;
-		id = attr.next_id;
+	while (pf_bpf_prog_next(&id) == 0) {
 		struct bpf_prog_info info;
 		if (!backend_program(id, &info))
 			continue;
@@ -1041,6 +1026,7 @@ static unsigned loaded_programs(struct bpf_prog_info *most)
 		if (info.verified_insns > most->verified_insns)
 			*most = info;
 	}
+	return total;
 }
 
 /* Whether the daemon's cgroup map (pinned at /sys/fs/bpf/portfence-cgroups)
