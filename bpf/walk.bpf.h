@@ -467,7 +467,8 @@ static long pfb_try_connect_port(__u32 k, void *arg)
  * 4-tuple only TIME_WAIT holds rather than visit the whole range again;
  * then one walk looks at the whole range again, in case ports came free
  * (a TIME_WAIT lasts 60 s).  A hint only: a slot another destination
- * shares costs at most a TIME_WAIT reused where a free port was. */
+ * shares costs at most a TIME_WAIT reused where a free port was.  The
+ * loader pins it with the app's other shared maps: a reload keeps it. */
 #define PFB_FULL_SLOTS 1024
 #define PFB_FULL_FOR_NS 1000000000ull
 struct {

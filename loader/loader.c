@@ -239,7 +239,7 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 				  skel->maps.sock_state, skel->maps.exes, skel->maps.port_users,
 				  skel->maps.record_loss, skel->maps.foreign_ports, skel->maps.outcomes,
 				  skel->maps.port_slots, skel->maps.connect_claims, skel->maps.unsettled_binds,
-				  skel->maps.learned_sources, NULL};
+				  skel->maps.learned_sources, skel->maps.range_full, NULL};
 	return maps[i];
 }
 

@@ -1029,10 +1029,10 @@ static unsigned loaded_programs(struct bpf_prog_info *most)
 	return total;
 }
 
-/* Whether the daemon's cgroup map (pinned at /sys/fs/bpf/portfence-cgroups)
- * gives the cgroup (full path) an app: the programs standing at an
- * ancestor judge its sockets only then. */
-static bool cgroup_in_map(const char *full)
+/* The app the daemon's cgroup map (pinned at /sys/fs/bpf/portfence-cgroups)
+ * gives the cgroup (full path), 0 for none: the programs standing at an
+ * ancestor judge its sockets only when it has one. */
+static __u32 cgroup_app(const char *full)
 {
 	union bpf_attr attr = {.pathname = (__u64)(unsigned long)"/sys/fs/bpf/portfence-cgroups"};
 	struct stat info;
@@ -1043,16 +1043,22 @@ static bool cgroup_in_map(const char *full)
 	if (fd < 0 || stat(full, &info) < 0) {
 		if (fd >= 0)
 			close(fd);
-		return false;
+		return 0;
 	}
 	id = (__u64)info.st_ino;
 	memset(&attr, 0, sizeof(attr));
 	attr.map_fd = (__u32)fd;
 	attr.key = (__u64)(unsigned long)&id;
 	attr.value = (__u64)(unsigned long)&app;
-	bool found = syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) == 0 && app != 0;
+	if (syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) < 0)
+		app = 0;
 	close(fd);
-	return found;
+	return app;
+}
+
+static bool cgroup_in_map(const char *full)
+{
+	return cgroup_app(full) != 0;
 }
 
 /* Whether anything of app is pinned under /sys/fs/bpf/portfence/. */
@@ -1437,6 +1443,101 @@ Test(bpf, every_program_verifies_with_a_quarter_of_the_limit_to_spare)
 	stop_daemon_clean(daemon, "verified", fulls);
 	prober_stop(&p);
 	server_stop(&srv);
+}
+
+/* The map named name that the app's connect4 program judging the
+ * cgroup's sockets (full path; attached there or above) uses: its fd
+ * (the caller closes it) and its id in *id, or -1. */
+static int connect4_map(const char *full, const char *name, __u32 *id)
+{
+	int cgroup = open(full, O_RDONLY | O_DIRECTORY), found = -1;
+	__u32 progs[64];
+
+	cr_assert_geq(cgroup, 0, "open %s: %s", full, strerror(errno));
+	union bpf_attr attr = {.query = {.target_fd = (__u32)cgroup, .attach_type = BPF_CGROUP_INET4_CONNECT,
+					 .query_flags = BPF_F_QUERY_EFFECTIVE, .prog_ids = (__u64)(unsigned long)progs, .prog_cnt = 64}};
+	cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s", full,
+		     strerror(errno));
+	close(cgroup);
+	for (__u32 p = 0; p < attr.query.prog_cnt && p < 64 && found < 0; p++) {
+		struct bpf_prog_info info;
+		__u32 maps[64], count = 64;
+		if (pf_bpf_prog_info(progs[p], &info) < 0 || strcmp(info.name, "pfb_connect4") != 0 ||
+		    pf_bpf_prog_maps(progs[p], maps, &count) < 0)
+			continue;
+		for (__u32 m = 0; m < count && m < 64 && found < 0; m++) {
+			struct bpf_map_info map;
+			int fd = pf_bpf_map_by_id(maps[m], &map);
+			if (fd >= 0 && strcmp(map.name, name) == 0) {
+				found = fd;
+				*id = maps[m];
+			} else if (fd >= 0) {
+				close(fd);
+			}
+		}
+	}
+	return found;
+}
+
+/* How many slots of an array map of __u64 (entries of them) are not 0. */
+static unsigned nonzero_slots(int fd, __u32 entries)
+{
+	unsigned nonzero = 0;
+
+	for (__u32 key = 0; key < entries; key++) {
+		__u64 value = 0;
+		union bpf_attr attr = {.map_fd = (__u32)fd, .key = (__u64)(unsigned long)&key,
+				       .value = (__u64)(unsigned long)&value};
+		nonzero += syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof(attr)) == 0 && value != 0;
+	}
+	return nonzero;
+}
+
+/* A walk that found no port of the range free toward a destination
+ * leaves a hint (range_full, bpf/walk.bpf.h), so that the next ones take
+ * the first TIME_WAIT rather than walk the whole range again.  The map
+ * is pinned with the app's others, so a reload keeps it: the reloaded
+ * programs use the same map, hint and all.  Unpinned, each reload gave
+ * the new programs an empty one. */
+Test(bpf, a_reload_keeps_the_hint_that_a_range_is_full)
+{
+	enum { LO = 62830, HI = 62834, PORTS = HI - LO + 1, SLOTS = 1024 };
+	struct server srv, drain;
+	struct prober p;
+	const char *full;
+	char failure[128], drain_dest[64];
+	__u32 before = 0, after = 0;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	pid_t daemon = daemon_on_one_cgroup("fullhint", "fullhint", LO, HI, &srv, &p, &full);
+	int hint = connect4_map(full, "range_full", &before);
+	cr_assert_geq(hint, 0, "no range_full map behind %s's connect4 program", full);
+	/* The prober closes first, and the server reads to the end and
+	 * closes: the prober's ports fill with TIME_WAIT. */
+	server_start(&drain, "127.0.0.1", SERVE_DRAIN);
+	snprintf(drain_dest, sizeof(drain_dest), "127.0.0.1 %u", drain.port);
+	for (int i = 0; i < 4 * PORTS && nonzero_slots(hint, SLOTS) == 0; i++) {
+		uint16_t port = prober_connect_to(&p, drain_dest, failure, sizeof(failure));
+		cr_expect(in_range(port, LO, HI), "connect %d came from %u (%s)", i, port, failure);
+		usleep(20000);	/* the server's FIN, so that no port is left in FIN_WAIT2 */
+	}
+	cr_assert_eq(nonzero_slots(hint, SLOTS), 1, "%d connects through %d ports left no hint, or more than one",
+		     4 * PORTS, PORTS);
+	close(hint);
+
+	kill(daemon, SIGHUP);
+	cr_assert(wait_announced("fullhint", 2), "the daemon never reloaded:\n%s", daemon_output());
+	hint = connect4_map(full, "range_full", &after);
+	cr_assert_geq(hint, 0, "no range_full map behind %s's reloaded connect4 program", full);
+	cr_expect_eq(after, before, "the reloaded programs use range_full map %u, not %u, which held the hint", after,
+		     before);
+	cr_expect_eq(nonzero_slots(hint, SLOTS), 1, "the reload lost the hint");
+	close(hint);
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "fullhint", fulls);
+	prober_stop(&p);
+	server_stop(&srv);
+	server_stop(&drain);
 }
 
 /* SIGTERM: no link of the daemon's stays attached, no pin stays. */
