@@ -1061,6 +1061,54 @@ static bool cgroup_in_map(const char *full)
 	return cgroup_app(full) != 0;
 }
 
+/* Deletes app from map map_id when it is one of the dispatcher's
+ * program arrays ("to_HOOK"): whether it was one and held app. */
+static bool unroute_from_map(__u32 map_id, __u32 app)
+{
+	struct bpf_map_info info;
+	int fd = pf_bpf_map_by_id(map_id, &info);
+	bool deleted = false;
+
+	if (fd >= 0 && strncmp(info.name, "to_", 3) == 0) {
+		union bpf_attr attr = {.map_fd = (__u32)fd, .key = (__u64)(unsigned long)&app};
+		deleted = syscall(SYS_bpf, BPF_MAP_DELETE_ELEM, &attr, sizeof(attr)) == 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	return deleted;
+}
+
+/* Takes app out of every program array of the dispatcher attached at
+ * the cgroup (full path), as if the daemon had not put its programs
+ * there: how many arrays held it. */
+static unsigned unroute_app(const char *full, __u32 app)
+{
+	int fd = open(full, O_RDONLY | O_DIRECTORY);
+	unsigned emptied = 0;
+	__u32 ids[64];
+
+	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
+	for (int i = 0; i <= HOOKS; i++) {
+		/* The dispatcher stands at one more hook: sock_create. */
+		enum bpf_attach_type hook = i < HOOKS ? backend_hooks[i] : BPF_CGROUP_INET_SOCK_CREATE;
+		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = hook,
+						 .prog_ids = (__u64)(unsigned long)ids, .prog_cnt = 64}};
+		cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s",
+			     full, strerror(errno));
+		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++) {
+			struct bpf_prog_info info;
+			__u32 maps[16], count = 16;
+			if (pf_bpf_prog_info(ids[p], &info) < 0 || strncmp(info.name, "pfd_", 4) != 0 ||
+			    pf_bpf_prog_maps(ids[p], maps, &count) < 0)
+				continue;
+			for (__u32 m = 0; m < count && m < 16; m++)
+				emptied += unroute_from_map(maps[m], app);
+		}
+	}
+	close(fd);
+	return emptied;
+}
+
 /* Whether anything of app is pinned under /sys/fs/bpf/portfence/. */
 static bool app_pinned(const char *app)
 {
@@ -1373,6 +1421,48 @@ Test(bpf, daemon_runs_one_program_per_hook_for_apps_under_one_parent)
 	}
 	prober_stop(&bystander_prober);
 	stop_two(daemon, "sharea", a.full, &a.prober, b.full, &b.prober, &srv);
+}
+
+/* A dispatcher's tail call that finds no program for the socket's app
+ * (an app id the cgroup map gives, whose programs the daemon has not put
+ * in the dispatcher's arrays) falls through: the socket goes on as one
+ * of no app, its connect from the kernel's ports and unrecorded, while
+ * the other app behind the same dispatcher stays confined. */
+Test(bpf, dispatcher_lets_a_socket_of_an_unrouted_app_through_as_no_apps)
+{
+	enum { A_LO = 62840, A_HI = 62844, B_LO = 62845, B_HI = 62849, HOOKS_ROUTED = HOOKS + 1 };
+	struct server srv;
+	char top[128], a_rel[256], b_rel[256], failure[128];
+	uint16_t unrouted[3] = {0};
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	struct two_apps_app a = {.name = "routed", .relative = a_rel, .lo = A_LO, .hi = A_HI};
+	struct two_apps_app b = {.name = "unrouted", .relative = b_rel, .lo = B_LO, .hi = B_HI};
+	const char *top_full = make_cgroup("routes", top, sizeof(top));
+	a.full = make_child_cgroup(top, "a.service", a_rel, sizeof(a_rel));
+	b.full = make_child_cgroup(top, "b.service", b_rel, sizeof(b_rel));
+	pid_t daemon = daemon_on_two_apps(&a, &b, &srv);
+	__u32 b_id = cgroup_app(b.full);
+	cr_assert_neq(b_id, 0, "%s has no app in the daemon's cgroup map", b.full);
+	cr_assert_eq(unroute_app(top_full, b_id), HOOKS_ROUTED,
+		     "the dispatcher at %s did not route app %u at each of its %d hooks", top_full, b_id, HOOKS_ROUTED);
+
+	for (int i = 0; i < 3; i++) {
+		unrouted[i] = prober_connect(&b.prober, failure, sizeof(failure));
+		cr_expect(unrouted[i] && !in_range(unrouted[i], A_LO, B_HI),
+			  "the unrouted app's connect came from %u (%s)", unrouted[i], failure);
+		uint16_t routed = prober_connect(&a.prober, failure, sizeof(failure));
+		cr_expect(in_range(routed, A_LO, A_HI), "the routed app's connect came from %u (%s)", routed, failure);
+		/* The routed app's record, written after the other's
+		 * connect, says the log has caught up with it. */
+		json_t *records, *record = wait_assign_record(routed, &records);
+		cr_expect_not_null(record, "no record of the routed app's port %u", routed);
+		for (int r = 0; records && (record = audit_find(records, "assign", r)); r++)
+			cr_expect_neq(address_port(field(record, "local")), unrouted[i],
+				      "a socket of no app was recorded: port %u", unrouted[i]);
+		json_decref(records);
+	}
+	stop_two(daemon, "routed", a.full, &a.prober, b.full, &b.prober, &srv);
 }
 
 /* One app's ancestor above another's (its globs' fixed parent is the
