@@ -41,6 +41,11 @@
  *       registers a ring as a shim of the previous ring version would
  *       (a program started before an upgrade); prints "answer N" (N the
  *       bytes of the collector's answer read, 1 for a yes).
+ *   ringprobe unsealed SOCKET
+ *       registers a ring whose memfd is not sealed against shrinking (a
+ *       program that could make the collector's reads fault); the same.
+ *   ringprobe rings SOCKET N
+ *       registers N rings from one process, each kept; an answer each.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -152,10 +157,14 @@ static int hostile(const char *dest_text, const char *log, const char *socket_pa
 	return 0;
 }
 
-static int older(const char *socket_path)
+/* Registers a ring of version with the collector at socket_path, its
+ * memfd sealed against shrinking or not, as a shim would; prints
+ * "answer N" (N the bytes of the answer read, "yes" for a yes).  The
+ * socket and the ring stay open until the process exits. */
+static int register_ring(const char *socket_path, uint32_t version, bool sealed)
 {
 	int memfd = memfd_create("portfence-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	struct pf_ring_register message = {.magic = PF_REGISTER_MAGIC, .version = PF_RING_VERSION - 1, .app = "svc",
+	struct pf_ring_register message = {.magic = PF_REGISTER_MAGIC, .version = version, .app = "svc",
 					    .algorithm = "sequential"};
 	char control[CMSG_SPACE(sizeof(int))] = {0}, answer = 0;
 	struct iovec iov = {.iov_base = &message, .iov_len = sizeof(message)};
@@ -166,10 +175,11 @@ static int older(const char *socket_path)
 	if (memfd < 0 || ftruncate(memfd, PF_RING_BYTES) < 0)
 		return 1;
 	struct pf_ring_header *h = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	if (h == MAP_FAILED || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+	if (h == MAP_FAILED ||
+	    (sealed && fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0))
 		return 1;
 	pf_ring_init(h);
-	h->version = PF_RING_VERSION - 1;
+	h->version = version;
 	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
@@ -181,6 +191,7 @@ static int older(const char *socket_path)
 		return 1;
 	ssize_t got = read(s, &answer, 1);
 	printf("answer %zd%s\n", got, got == 1 && answer == '1' ? " yes" : "");
+	fflush(stdout);
 	return 0;
 }
 
@@ -437,7 +448,15 @@ int main(int argc, char **argv)
 	if (argc == 5 && strcmp(argv[1], "hostile") == 0)
 		return hostile(argv[2], argv[3], argv[4]);
 	if (argc == 3 && strcmp(argv[1], "older") == 0)
-		return older(argv[2]);
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64 | hostile ADDR:PORT LOG SOCKET | older SOCKET\n");
+		return register_ring(argv[2], PF_RING_VERSION - 1, true);
+	if (argc == 3 && strcmp(argv[1], "unsealed") == 0)
+		return register_ring(argv[2], PF_RING_VERSION, false);
+	if (argc == 4 && strcmp(argv[1], "rings") == 0) {
+		for (int i = 0, n = atoi(argv[3]); i < n; i++)
+			if (register_ring(argv[2], PF_RING_VERSION, true) != 0)
+				return 1;
+		return 0;
+	}
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64 | hostile ADDR:PORT LOG SOCKET | older SOCKET | unsealed SOCKET | rings SOCKET N\n");
 	return 2;
 }

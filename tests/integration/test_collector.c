@@ -418,6 +418,48 @@ Test(collector, a_ring_of_another_version_is_refused_and_said, .timeout = 60)
 	sandbox_cleanup(&sb);
 }
 
+/* Rings the collector cannot trust are refused, and the collector goes
+ * on recording: one whose memfd the program could shrink under the
+ * collector's reads (they would fault, SIGBUS), and the ninth and tenth
+ * of one process (a shim registers once, and again after an exec or a
+ * collector's restart: eight at most). */
+Test(collector, a_ring_it_cannot_trust_is_refused, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char said[4096], path[256], dest[64], out[256];
+
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	char *unsealed[] = {(char *)build_path("ringprobe"), "unsealed", COLLECTOR_SOCKET, NULL};
+	run_program(&r, unsealed, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect(strstr(r.out, "answer ") && !strstr(r.out, "yes"), "an unsealed ring was taken: %s", r.out);
+	snprintf(path, sizeof(path), "%s/daemon.err", sb.dir);
+	cr_expect(await_said(path, "1 registration(s) refused (not a shim's ring)", said, sizeof(said), 50),
+		  "the collector said: %s", said);
+
+	char *ten[] = {(char *)build_path("ringprobe"), "rings", COLLECTOR_SOCKET, "10", NULL};
+	run_program(&r, ten, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	int yes = 0;
+	for (const char *at = r.out; (at = strstr(at, "yes")); at++)
+		yes++;
+	cr_expect_eq(yes, 8, "%d of 10 rings of one process were taken:\n%s", yes, r.out);
+	cr_expect_eq(count_lines_starting(r.out, "answer "), 10, "not every registration was answered or closed:\n%s",
+		     r.out);
+
+	char *current[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			   (char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, current, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	cr_expect_eq(await_lines(sb.log, 1), 1, "a program after the refusals was not recorded: %s", r.err);
+	cr_expect_eq(waitpid(collector, NULL, WNOHANG), 0, "the collector died");
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
 /* ---- nothing lost ---- */
 
 #define BURST_PROCS 8
