@@ -186,26 +186,21 @@ static void refuse_version(struct pf_collector *c, pid_t pid, uint32_t version)
 			"with no collector\n", (int)pid, version, PF_RING_VERSION);
 }
 
-/* One registration: the message and the memfd, checked; the ring mapped
- * and its lease started; then the answer.  A connection that sends
- * nothing usable is closed without one. */
-static void take_registration(struct pf_collector *c, int conn)
+/* The registration message on conn and the first fd that came with
+ * it (any others closed) in *memfd (-1: none): whether both arrived
+ * whole. */
+static bool receive_registration(int conn, struct pf_ring_register *message, int *memfd)
 {
-	struct pf_ring_register message;
 	char control[CMSG_SPACE(sizeof(int) * 4)];
-	struct iovec iov = {.iov_base = &message, .iov_len = sizeof(message)};
+	struct iovec iov = {.iov_base = message, .iov_len = sizeof(*message)};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
 			     .msg_controllen = sizeof(control)};
-	struct ucred cred;
-	socklen_t cred_len = sizeof(cred);
 	struct pollfd pfd = {.fd = conn, .events = POLLIN};
-	int memfd = -1, pidfd = -1;
-	void *map = MAP_FAILED;
-	struct stat info;
 
-	memset(&message, 0, sizeof(message));
+	memset(message, 0, sizeof(*message));
+	*memfd = -1;
 	if (poll(&pfd, 1, 0) != 1)
-		goto refuse;
+		return false;
 	ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg))
 		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
@@ -213,14 +208,77 @@ static void take_registration(struct pf_collector *c, int conn)
 			for (int i = 0; i < count; i++) {
 				int fd;
 				memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
-				if (memfd < 0)
-					memfd = fd;
+				if (*memfd < 0)
+					*memfd = fd;
 				else
 					close(fd);
 			}
 		}
-	if (n != (ssize_t)sizeof(message) || (msg.msg_flags & MSG_CTRUNC) || memfd < 0 ||
-	    message.magic != PF_REGISTER_MAGIC)
+	return n == (ssize_t)sizeof(*message) && !(msg.msg_flags & MSG_CTRUNC) && *memfd >= 0 &&
+	       message->magic == PF_REGISTER_MAGIC;
+}
+
+/* The ring in memfd, mapped, or NULL when it is not a shim's.  The
+ * memory must stay as large as it is: a memfd sealed against shrinking,
+ * or a program could make our reads fault (SIGBUS). */
+static struct pf_ring_header *map_ring(int memfd)
+{
+	struct stat info;
+	int seals = fcntl(memfd, F_GET_SEALS);
+
+	if (fstat(memfd, &info) < 0 || !S_ISREG(info.st_mode) || info.st_size < (off_t)PF_RING_BYTES ||
+	    seals < 0 || !(seals & F_SEAL_SHRINK))
+		return NULL;
+	void *map = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (map == MAP_FAILED)
+		return NULL;
+	struct pf_ring_header *ring = map;
+	if (ring->magic != PF_RING_MAGIC || ring->version != PF_RING_VERSION || ring->slots != PF_RING_SLOTS ||
+	    ring->slot_size != sizeof(struct pf_ring_slot)) {
+		munmap(map, PF_RING_BYTES);
+		return NULL;
+	}
+	return ring;
+}
+
+/* A free entry at the end of c->clients, zeroed (not yet counted), or
+ * NULL when out of memory. */
+static struct ring_client *next_client(struct pf_collector *c)
+{
+	if (c->count == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct ring_client *grown = realloc(c->clients, cap * sizeof(*grown));
+		if (!grown)
+			return NULL;
+		c->clients = grown;
+		c->cap = cap;
+	}
+	memset(&c->clients[c->count], 0, sizeof(c->clients[c->count]));
+	return &c->clients[c->count];
+}
+
+static size_t rings_of(const struct pf_collector *c, pid_t pid)
+{
+	size_t rings = 0;
+	for (size_t i = 0; i < c->count; i++)
+		rings += c->clients[i].pid == pid && !c->clients[i].gone;
+	return rings;
+}
+
+/* One registration: the message and the memfd, checked; the ring mapped
+ * and its lease started; then the answer.  A connection that sends
+ * nothing usable is closed without one.  The identity is the kernel's
+ * (SO_PEERCRED), never the message's. */
+static void take_registration(struct pf_collector *c, int conn)
+{
+	struct pf_ring_register message;
+	struct pf_ring_header *ring = NULL;
+	struct ring_client *client;
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
+	int memfd, pidfd = -1;
+
+	if (!receive_registration(conn, &message, &memfd))
 		goto refuse;
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0 || cred.pid <= 0)
 		goto refuse;
@@ -230,38 +288,11 @@ static void take_registration(struct pf_collector *c, int conn)
 	}
 	message.app[sizeof(message.app) - 1] = '\0';
 	message.algorithm[sizeof(message.algorithm) - 1] = '\0';
-	/* The memory must stay as large as it is: a memfd sealed against
-	 * shrinking, or a program could make our reads fault (SIGBUS). */
-	int seals = fcntl(memfd, F_GET_SEALS);
-	if (fstat(memfd, &info) < 0 || !S_ISREG(info.st_mode) || info.st_size < (off_t)PF_RING_BYTES ||
-	    seals < 0 || !(seals & F_SEAL_SHRINK))
-		goto refuse;
-	map = mmap(NULL, PF_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	if (map == MAP_FAILED)
-		goto refuse;
-	struct pf_ring_header *ring = map;
-	if (ring->magic != PF_RING_MAGIC || ring->version != PF_RING_VERSION || ring->slots != PF_RING_SLOTS ||
-	    ring->slot_size != sizeof(struct pf_ring_slot))
-		goto refuse;
-	size_t same_pid = 0;
-	for (size_t i = 0; i < c->count; i++)
-		same_pid += c->clients[i].pid == cred.pid && !c->clients[i].gone;
-	if (same_pid >= RINGS_PER_PID)
+	if (!(ring = map_ring(memfd)) || rings_of(c, cred.pid) >= RINGS_PER_PID)
 		goto refuse;
 	/* The peer waits for our answer: the pid is still its. */
-	pidfd = pidfd_open(cred.pid, 0);
-	if (pidfd < 0)
+	if ((pidfd = pidfd_open(cred.pid, 0)) < 0 || !(client = next_client(c)))
 		goto refuse;
-	if (c->count == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		struct ring_client *grown = realloc(c->clients, cap * sizeof(*grown));
-		if (!grown)
-			goto refuse;
-		c->clients = grown;
-		c->cap = cap;
-	}
-	struct ring_client *client = &c->clients[c->count];
-	memset(client, 0, sizeof(*client));
 	client->ring = ring;
 	client->tail = client->released = atomic_load(&ring->tail);
 	client->pid = cred.pid;
@@ -273,13 +304,8 @@ static void take_registration(struct pf_collector *c, int conn)
 	snprintf(client->algorithm, sizeof(client->algorithm), "%s", message.algorithm);
 	read_exe(cred.pid, client->exe, sizeof(client->exe));
 	atomic_store(&ring->lease, coarse_seconds() + PF_RING_LEASE_SECONDS);
-	if (send(conn, "1", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
-		/* The process gave up waiting: it writes directly now. */
-		close(pidfd);
-		munmap(map, PF_RING_BYTES);
-		close(memfd);
-		return;
-	}
+	if (send(conn, "1", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		goto refuse_quietly;	/* the process gave up waiting: it writes directly now */
 	c->count++;
 	close(memfd);
 	return;
@@ -291,8 +317,8 @@ refuse:
 refuse_quietly:
 	if (pidfd >= 0)
 		close(pidfd);
-	if (map != MAP_FAILED)
-		munmap(map, PF_RING_BYTES);
+	if (ring)
+		munmap(ring, PF_RING_BYTES);
 	if (memfd >= 0)
 		close(memfd);
 }
