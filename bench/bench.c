@@ -732,17 +732,37 @@ static void programs_per_connect(const char *cgroup, bool bare, const struct soc
  * bodies add to it; and the floor - native in CPU.  Then the programs'
  * own ns per connect, hook by hook, and the bare hooks' empty programs'
  * in all (programs_per_connect). */
-static int worker_cgroup_three(char **argv)
-{
-	const char *confined = argv[0], *native = argv[1];
-	struct sockaddr_in dest = loopback((uint16_t)atoi(argv[3]), argv[2]);
-	int count = atoi(argv[4]), pairs = atoi(argv[5]);
-	double ns[5][256], bpf_added[256], floor_added[256], over_floor[256], same_over[256], same_added[256];
-	double cpu_ns[5][256], cpu_added[256], cpu_over_floor[256];
-	double hooks_added[256], cpu_hooks_added[256], cpu_over_hooks[256], cpu_floor_added[256];
-	const char *hooks = argv[12] && strcmp(argv[12], "-") != 0 ? argv[12] : NULL;	/* bare hooks' cgroup */
-	int sides = hooks ? 5 : 4;
+enum three_side { SIDE_NATIVE, SIDE_BPF, SIDE_FLOOR, SIDE_SAME, SIDE_HOOKS, SIDES };
 
+/* The three-way worker's setting, from its arguments (the comment above). */
+struct three {
+	const char *cgroup[SIDES];	/* each side's cgroup; hooks NULL when there is none */
+	struct sockaddr_in dest;
+	int count, pairs, sides;
+};
+
+/* The median over the pairs of x - minus (minus NULL: of x), leaving
+ * both as they are. */
+static double median_less(const double *x, const double *minus, int pairs)
+{
+	double values[256];
+	for (int p = 0; p < pairs; p++)
+		values[p] = x[p] - (minus ? minus[p] : 0);
+	return median(values, pairs);
+}
+
+/* Reads the arguments, saves the sysctls the same-range side changes,
+ * and warms up: with TIME_WAIT each range filled with it (the confined
+ * side's, the floor's and the same-range side's, three times over).
+ * Then one round of the same-range span with the kernel's own reuse
+ * settings: what they refuse is counted.  0, or -1 when it failed. */
+static int three_setup(char **argv, struct three *t)
+{
+	const char *hooks = argv[12] && strcmp(argv[12], "-") != 0 ? argv[12] : NULL;
+
+	*t = (struct three){.cgroup = {argv[1], argv[0], argv[1], argv[1], hooks},
+			    .dest = loopback((uint16_t)atoi(argv[3]), argv[2]), .count = atoi(argv[4]),
+			    .pairs = atoi(argv[5]), .sides = hooks ? SIDES : SIDES - 1};
 	three_time_wait = strcmp(argv[6], "time_wait") == 0;
 	three_floor_source = loopback(0, argv[7]);
 	three_floor_lo = three_floor_next = (uint16_t)atoi(argv[8]);
@@ -750,87 +770,100 @@ static int worker_cgroup_three(char **argv)
 	snprintf(same.span, sizeof(same.span), "%s %s", argv[10], argv[11]);
 	/* tcp_tw_reuse 2 reuses only a loopback 4-tuple's TIME_WAIT */
 	snprintf(same.reuse, sizeof(same.reuse), "%s", strncmp(argv[2], "127.", 4) == 0 ? "2" : "1");
-	if (pairs > 256)
-		pairs = 256;
+	if (t->pairs > 256)
+		t->pairs = 256;
 	if (load_native_ops() < 0)
-		return 1;
+		return -1;
 	same.broken = sysctl_read(SYSCTL_RANGE, same.saved_span, sizeof(same.saved_span)) < 0 ||
 		      sysctl_read(SYSCTL_REUSE, same.saved_reuse, sizeof(same.saved_reuse)) < 0;
 	if (sysctl_read(SYSCTL_DELAY, same.saved_delay, sizeof(same.saved_delay)) < 0)
 		same.saved_delay[0] = '\0';
-	/* Warm-up, and with TIME_WAIT each range filled with it: the
-	 * confined side's, the floor's and the same-range side's, three
-	 * times over.  Then one round of the same-range span with the
-	 * kernel's own reuse settings: what they refuse is counted. */
-	int span = three_floor_hi - three_floor_lo + 1, fill = three_time_wait ? 3 * span : count / 4;
+	int span = three_floor_hi - three_floor_lo + 1, fill = three_time_wait ? 3 * span : t->count / 4;
 	int unused = 0;
-	if (join_cgroup(confined) < 0 || block_connect_close(&native_ops, &dest, -1, fill) < 0 ||
-	    join_cgroup(native) < 0 || block_floor(&native_ops, &dest, -1, fill) < 0)
-		return 1;
-	if (block_same_range(&dest, fill, &unused, true) == 0)
-		block_same_range(&dest, span, &same.defaults_failed, false);
-	if (block_connect_close(&native_ops, &dest, -1, count / 4) < 0)
-		return 1;
-	for (int p = 0; p < pairs; p++) {
-		ns[4][p] = cpu_ns[4][p] = NAN;
-		for (int k = 0; k < sides; k++) {
-			int side = (p + k) % sides;	/* 0 native, 1 BPF, 2 floor, 3 same range, 4 bare hooks */
-			if (join_cgroup(side == 1 ? confined : side == 4 ? hooks : native) < 0)
-				return 1;
-			if (side == 3) {
-				/* the settings' writes fall outside the timing */
-				if (same.broken || same_range_settings(true, true) < 0) {
-					same.broken = true;
-					ns[3][p] = NAN;
-					continue;
-				}
-			}
-			double start = block_clock_ns(), cpu_start = thread_cpu_ns();
-			int rc = side == 2   ? block_floor(&native_ops, &dest, -1, count)
-				 : side == 3 ? block_connect_counted(&native_ops, &dest, count, &same.failed, true)
-					     : block_connect_close(&native_ops, &dest, -1, count);
-			double took = block_clock_ns() - start;
-			cpu_ns[side][p] = (thread_cpu_ns() - cpu_start) / count;
-			if (side == 3 && (same_range_settings(false, true) < 0 || rc < 0)) {
-				same_range_settings(false, true);
-				same.broken = true;
-				ns[3][p] = NAN;
-				continue;
-			}
-			if (rc < 0)
-				return 1;
-			ns[side][p] = took / count;
-		}
-		bpf_added[p] = ns[1][p] - ns[0][p];
-		floor_added[p] = ns[2][p] - ns[0][p];
-		over_floor[p] = ns[1][p] - ns[2][p];
-		same_added[p] = ns[1][p] - ns[3][p];
-		same_over[p] = ns[3][p] - ns[0][p];
-		cpu_added[p] = cpu_ns[1][p] - cpu_ns[0][p];
-		cpu_over_floor[p] = cpu_ns[1][p] - cpu_ns[2][p];
-		hooks_added[p] = ns[4][p] - ns[0][p];
-		cpu_hooks_added[p] = cpu_ns[4][p] - cpu_ns[0][p];
-		cpu_over_hooks[p] = cpu_ns[1][p] - cpu_ns[4][p];
-		cpu_floor_added[p] = cpu_ns[2][p] - cpu_ns[0][p];
+	if (join_cgroup(t->cgroup[SIDE_BPF]) < 0 || block_connect_close(&native_ops, &t->dest, -1, fill) < 0 ||
+	    join_cgroup(t->cgroup[SIDE_NATIVE]) < 0 || block_floor(&native_ops, &t->dest, -1, fill) < 0)
+		return -1;
+	if (block_same_range(&t->dest, fill, &unused, true) == 0)
+		block_same_range(&t->dest, span, &same.defaults_failed, false);
+	return block_connect_close(&native_ops, &t->dest, -1, t->count / 4) < 0 ? -1 : 0;
+}
+
+/* One timed block of a side: ns per connect, wall and the thread's CPU,
+ * in *wall and *cpu (NAN when the same-range side cannot run: its
+ * sysctls; it is then left out from here on).  0, or -1 when it failed. */
+static int three_block(const struct three *t, enum three_side side, double *wall, double *cpu)
+{
+	*wall = *cpu = NAN;
+	if (join_cgroup(t->cgroup[side]) < 0)
+		return -1;
+	/* the settings' writes fall outside the timing */
+	if (side == SIDE_SAME && (same.broken || same_range_settings(true, true) < 0)) {
+		same.broken = true;
+		return 0;
 	}
+	double start = block_clock_ns(), cpu_start = thread_cpu_ns();
+	int rc = side == SIDE_FLOOR  ? block_floor(&native_ops, &t->dest, -1, t->count)
+		 : side == SIDE_SAME ? block_connect_counted(&native_ops, &t->dest, t->count, &same.failed, true)
+				     : block_connect_close(&native_ops, &t->dest, -1, t->count);
+	double took = block_clock_ns() - start;
+	*cpu = (thread_cpu_ns() - cpu_start) / t->count;
+	if (side == SIDE_SAME && (same_range_settings(false, true) < 0 || rc < 0)) {
+		same_range_settings(false, true);
+		same.broken = true;
+		*wall = NAN;
+		return 0;
+	}
+	*wall = took / t->count;
+	return rc < 0 ? -1 : 0;
+}
+
+/* The worker's line: the figures the comment above lists, in order. */
+static void three_print(const struct three *t, double ns[SIDES][256], double cpu[SIDES][256])
+{
+	int n = t->pairs;
+	bool same_ran = !same.broken, hooks = t->cgroup[SIDE_HOOKS] != NULL;
 	double programs[PROGRAM_HOOKS], bare[PROGRAM_HOOKS], bare_sum = NAN;
-	programs_per_connect(confined, false, &dest, count, programs);
+
+	programs_per_connect(t->cgroup[SIDE_BPF], false, &t->dest, t->count, programs);
 	if (hooks) {
-		programs_per_connect(hooks, true, &dest, count, bare);
+		programs_per_connect(t->cgroup[SIDE_HOOKS], true, &t->dest, t->count, bare);
 		bare_sum = bare[0] + bare[1] + bare[2] + bare[3];
 	}
-	join_cgroup(native);
-	bool same_ran = !same.broken;
-	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f", median(ns[0], pairs),
-	       median(ns[1], pairs), median(ns[2], pairs), median(bpf_added, pairs), median(floor_added, pairs),
-	       median(over_floor, pairs), same_ran ? median(ns[3], pairs) : NAN, same_ran ? median(same_added, pairs) : NAN,
-	       same_ran ? median(same_over, pairs) : NAN, same_ran ? same.defaults_failed : NAN,
-	       same_ran ? same.failed : NAN, median(cpu_added, pairs), median(cpu_over_floor, pairs),
-	       hooks ? median(hooks_added, pairs) : NAN, hooks ? median(cpu_hooks_added, pairs) : NAN,
-	       hooks ? median(cpu_over_hooks, pairs) : NAN, median(cpu_floor_added, pairs));
+	join_cgroup(t->cgroup[SIDE_NATIVE]);
+	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f",
+	       median_less(ns[SIDE_NATIVE], NULL, n), median_less(ns[SIDE_BPF], NULL, n),
+	       median_less(ns[SIDE_FLOOR], NULL, n), median_less(ns[SIDE_BPF], ns[SIDE_NATIVE], n),
+	       median_less(ns[SIDE_FLOOR], ns[SIDE_NATIVE], n), median_less(ns[SIDE_BPF], ns[SIDE_FLOOR], n),
+	       same_ran ? median_less(ns[SIDE_SAME], NULL, n) : NAN,
+	       same_ran ? median_less(ns[SIDE_BPF], ns[SIDE_SAME], n) : NAN,
+	       same_ran ? median_less(ns[SIDE_SAME], ns[SIDE_NATIVE], n) : NAN,
+	       same_ran ? same.defaults_failed : NAN, same_ran ? same.failed : NAN,
+	       median_less(cpu[SIDE_BPF], cpu[SIDE_NATIVE], n), median_less(cpu[SIDE_BPF], cpu[SIDE_FLOOR], n),
+	       hooks ? median_less(ns[SIDE_HOOKS], ns[SIDE_NATIVE], n) : NAN,
+	       hooks ? median_less(cpu[SIDE_HOOKS], cpu[SIDE_NATIVE], n) : NAN,
+	       hooks ? median_less(cpu[SIDE_BPF], cpu[SIDE_HOOKS], n) : NAN,
+	       median_less(cpu[SIDE_FLOOR], cpu[SIDE_NATIVE], n));
 	for (int h = 0; h < PROGRAM_HOOKS; h++)
 		printf(" %.1f", programs[h]);
 	printf(" %.1f\n", bare_sum);
+}
+
+static int worker_cgroup_three(char **argv)
+{
+	static double ns[SIDES][256], cpu[SIDES][256];
+	struct three t;
+
+	if (three_setup(argv, &t) < 0)
+		return 1;
+	for (int p = 0; p < t.pairs; p++) {
+		ns[SIDE_HOOKS][p] = cpu[SIDE_HOOKS][p] = NAN;
+		for (int k = 0; k < t.sides; k++) {
+			enum three_side side = (enum three_side)((p + k) % t.sides);	/* the order rotates */
+			if (three_block(&t, side, &ns[side][p], &cpu[side][p]) < 0)
+				return 1;
+		}
+	}
+	three_print(&t, ns, cpu);
 	return 0;
 }
 
