@@ -1055,66 +1055,138 @@ int program_run_ns(double ns[PROGRAM_HOOKS], bool bare)
 	return errno == ENOENT ? 0 : -1;
 }
 
+/* What the TIME_WAIT cases set up and take down: the cgroups (each
+ * app's in a cgroup of its own parent, bpf/app and attach/app, where the
+ * daemon attaches its programs, so that a socket of one runs only its
+ * own app's programs, as one app alone would; native and the bare
+ * hooks' beside base, outside the daemon's reach), the far server, the
+ * daemon, and the run's sizes. */
+struct tw_setting {
+	char policy[PATH_MAX], log[PATH_MAX], tw_rel[PATH_MAX], fresh_rel[PATH_MAX];
+	char tw_full[PATH_MAX], fresh_full[PATH_MAX], hooks_full[PATH_MAX];
+	const char *hooks_side;	/* the workers' argument: "-" leaves the bare hooks out */
+	uint16_t far_port;
+	pid_t far, daemon;
+	int workers, count, pairs;
+};
+
+/* Writes the two apps' policy and starts the daemon on it: NULL, or why
+ * not. */
+static const char *tw_start_daemon(struct bpf_bench *b, struct tw_setting *s)
+{
+	snprintf(s->policy, sizeof(s->policy), "%s/bpf-tw.conf", settings.dir);
+	snprintf(s->log, sizeof(s->log), "%s/bpf-tw.jsonl", settings.dir);
+	FILE *f = fopen(s->policy, "w");
+	if (!f)
+		return "cannot write the policy";
+	fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s/state\";\napps = (\n"
+		   "  { name = \"benchtw\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
+		   "  { name = \"benchfresh\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );\n",
+		s->log, settings.dir, TW_APP_LO, TW_APP_LO + TW_SPAN - 1, s->tw_rel, FRESH_APP_LO,
+		FRESH_APP_LO + TW_SPAN - 1, s->fresh_rel);
+	fclose(f);
+	char *args[] = {"daemon", "-c", s->policy, NULL};
+	s->daemon = start_tool(b, args);
+	if (s->daemon < 0 || !wait_attached(b, s->daemon, "benchtw", s->tw_rel) ||
+	    !wait_attached(b, s->daemon, "benchfresh", s->fresh_rel))
+		return b->reason[0] ? b->reason : "the daemon did not attach";
+	return NULL;
+}
+
+/* The network namespace, the cgroups, the far server, the bare hooks
+ * and the daemon: NULL, or why the cases cannot run. */
+static const char *tw_prepare(struct bpf_bench *b, struct tw_setting *s)
+{
+	*s = (struct tw_setting){.far = -1, .daemon = -1, .hooks_side = s->hooks_full,
+				 .workers = settings.workers ? settings.workers : settings.quick ? 1 : 10,
+				 .count = settings.count ? settings.count : settings.quick ? 50 : 200,
+				 .pairs = settings.pairs ? settings.pairs : settings.quick ? 2 : 8};
+	if (s->workers > MAX_TW_WORKERS)
+		s->workers = MAX_TW_WORKERS;
+	if (unshare(CLONE_NEWNET) < 0 || system("ip link set lo up") != 0)
+		return "cannot make a private network namespace";
+	if (!make_cgroups(b))	/* names b->base */
+		return "cannot create the bench's cgroups";
+	snprintf(s->tw_rel, sizeof(s->tw_rel), "%s/bpf/app", b->base_relative);
+	snprintf(s->fresh_rel, sizeof(s->fresh_rel), "%s/attach/app", b->base_relative);
+	snprintf(s->tw_full, sizeof(s->tw_full), "%s/bpf/app", b->base);
+	snprintf(s->fresh_full, sizeof(s->fresh_full), "%s/attach/app", b->base);
+	snprintf(s->hooks_full, sizeof(s->hooks_full), "%s-hooks", b->base);
+	if ((s->far = start_far_server(b, &s->far_port, s->workers)) < 0)
+		return b->reason;
+	if (mkdir(s->tw_full, 0755) < 0 || mkdir(s->fresh_full, 0755) < 0 || mkdir(s->hooks_full, 0755) < 0)
+		return "cannot create the bench's cgroups";
+	if (!attach_bare_hooks(s->hooks_full)) {
+		fprintf(stderr, "portfence-bench: the bare hooks could not be attached: %s\n", strerror(errno));
+		s->hooks_side = "-";
+	}
+	return tw_start_daemon(b, s);
+}
+
+static void tw_take_down(struct bpf_bench *b, struct tw_setting *s)
+{
+	stop_daemon(s->daemon);
+	s->daemon = -1;
+	if (s->far > 0) {
+		kill(s->far, SIGKILL);
+		waitpid(s->far, NULL, 0);
+	}
+	rmdir(s->tw_full);
+	rmdir(s->fresh_full);
+	rmdir(s->hooks_full);
+	remove_cgroups(b);
+}
+
+/* The four cases: loopback and veth, each fresh and TIME_WAIT-full. */
+static void tw_cases_init(struct tw_case cases[4], struct tw_setting *s, uint16_t near_port)
+{
+	const char *nets[2] = {"loopback", "veth"}, *modes[2] = {"fresh", "time_wait"};
+
+	for (int i = 0; i < 4; i++) {
+		bool veth = i >= 2, tw = i % 2;
+		cases[i] = (struct tw_case){.net = nets[veth], .mode = modes[tw], .dest = veth ? VETH_FAR_PREFIX : "127.0.0.",
+					    .source = veth ? VETH_NEAR : "127.0.0.1",
+					    .port = veth ? s->far_port : near_port,
+					    .floor_lo = tw ? TW_FLOOR_LO : FRESH_FLOOR_LO,
+					    .same_lo = tw ? TW_SAME_LO : FRESH_SAME_LO,
+					    .confined = tw ? s->tw_full : s->fresh_full};
+	}
+}
+
+/* Worker w's run of case c (its own destination address), its figures
+ * added to the case's when it ran. */
+static void tw_run_worker(struct bpf_bench *b, const struct tw_setting *s, struct tw_case *c, int w)
+{
+	char port[16], count[16], pairs[16], lo[16], hi[16], same_lo[16], same_hi[16], dest[32];
+	double out[TW_FIGURES];
+
+	snprintf(port, sizeof(port), "%u", c->port);
+	snprintf(count, sizeof(count), "%d", s->count);
+	snprintf(pairs, sizeof(pairs), "%d", s->pairs);
+	snprintf(lo, sizeof(lo), "%d", c->floor_lo);
+	snprintf(hi, sizeof(hi), "%d", c->floor_lo + TW_SPAN - 1);
+	snprintf(same_lo, sizeof(same_lo), "%d", c->same_lo);
+	snprintf(same_hi, sizeof(same_hi), "%d", c->same_lo + TW_SPAN - 1);
+	snprintf(dest, sizeof(dest), "%s%d", c->dest, w + (strcmp(c->net, "veth") == 0 ? VETH_FAR_FIRST : 1));
+	char *args[] = {"cgroup_three", (char *)c->confined, b->native, dest, port, count, pairs, (char *)c->mode,
+			(char *)c->source, lo, hi, same_lo, same_hi, (char *)s->hooks_side, NULL};
+	run_worker_values(false, NULL, args, out, TW_FIGURES);
+	if (isnan(out[5]))	/* over_floor_ns: the worker ran (same-range may be nan) */
+		return;
+	for (int k = 0; k < TW_FIGURES; k++)
+		c->figures[k][c->got] = out[k];
+	c->got++;
+}
+
 /* Everything below runs in a child with a network namespace of its own;
  * its JSON goes to b->json.  0, or 1 when it could not run. */
 static int time_wait_cases(struct bpf_bench *b)
 {
-	char policy[PATH_MAX], log[PATH_MAX], tw_rel[PATH_MAX], fresh_rel[PATH_MAX];
-	char tw_full[PATH_MAX], fresh_full[PATH_MAX], native_full[PATH_MAX], hooks_full[PATH_MAX];
+	static struct tw_setting s;
+	static struct tw_case cases[4];
 	struct listener near;
-	uint16_t far_port = 0;
-	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 10;
-	int count = settings.count ? settings.count : settings.quick ? 50 : 200;
-	int pairs = settings.pairs ? settings.pairs : settings.quick ? 2 : 8;
-	pid_t far = -1, daemon = -1;
-	const char *why = NULL;
+	const char *why = tw_prepare(b, &s);
 
-	if (workers > MAX_TW_WORKERS)
-		workers = MAX_TW_WORKERS;
-	if (unshare(CLONE_NEWNET) < 0 || system("ip link set lo up") != 0)
-		why = "cannot make a private network namespace";
-	if (!why && !make_cgroups(b))
-		why = "cannot create the bench's cgroups";
-	if (!why && (far = start_far_server(b, &far_port, workers)) < 0)
-		why = b->reason;
-	/* Each app in a cgroup of its own parent (bpf/app, attach/app),
-	 * where the daemon attaches its programs: a socket of one runs only
-	 * its own app's programs, as one app alone would.  Native is beside
-	 * base (make_cgroups). */
-	snprintf(tw_rel, sizeof(tw_rel), "%s/bpf/app", b->base_relative);
-	snprintf(fresh_rel, sizeof(fresh_rel), "%s/attach/app", b->base_relative);
-	snprintf(tw_full, sizeof(tw_full), "%s/bpf/app", b->base);
-	snprintf(fresh_full, sizeof(fresh_full), "%s/attach/app", b->base);
-	if (!why && (mkdir(tw_full, 0755) < 0 || mkdir(fresh_full, 0755) < 0))
-		why = "cannot create the bench's cgroups";
-	snprintf(native_full, sizeof(native_full), "%s", b->native);
-	/* beside base, as native is: the daemon's programs stand in base */
-	snprintf(hooks_full, sizeof(hooks_full), "%s-hooks", b->base);
-	if (!why && mkdir(hooks_full, 0755) < 0)
-		why = "cannot create the bench's cgroups";
-	const char *hooks_side = hooks_full;	/* the workers' argument: "-" leaves the side out */
-	if (!why && !attach_bare_hooks(hooks_full)) {
-		fprintf(stderr, "portfence-bench: the bare hooks could not be attached: %s\n", strerror(errno));
-		hooks_side = "-";
-	}
-	snprintf(policy, sizeof(policy), "%s/bpf-tw.conf", settings.dir);
-	snprintf(log, sizeof(log), "%s/bpf-tw.jsonl", settings.dir);
-	FILE *f = why ? NULL : fopen(policy, "w");
-	if (f) {
-		fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s/state\";\napps = (\n"
-			   "  { name = \"benchtw\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; },\n"
-			   "  { name = \"benchfresh\"; range = [ %d, %d ]; cgroups = [ \"%s\" ]; } );\n",
-			log, settings.dir, TW_APP_LO, TW_APP_LO + TW_SPAN - 1, tw_rel, FRESH_APP_LO,
-			FRESH_APP_LO + TW_SPAN - 1, fresh_rel);
-		fclose(f);
-		char *args[] = {"daemon", "-c", policy, NULL};
-		daemon = start_tool(b, args);
-		if (daemon < 0 || !wait_attached(b, daemon, "benchtw", tw_rel) ||
-		    !wait_attached(b, daemon, "benchfresh", fresh_rel))
-			why = b->reason[0] ? b->reason : "the daemon did not attach";
-	} else if (!why) {
-		why = "cannot write the policy";
-	}
 	fprintf(b->json, "%s\n  \"bpf_time_wait\": ", b->first ? "" : ",");
 	if (why) {
 		fprintf(b->json, "null, \"bpf_time_wait_skipped\": ");
@@ -1122,60 +1194,20 @@ static int time_wait_cases(struct bpf_bench *b)
 		printf("| bpf_time_wait | skipped: %s | | | | |\n", why);
 	} else {
 		listener_start(&near, "0.0.0.0", LISTEN_GREET);	/* each worker's 127.0.0.x */
-		static struct tw_case cases[4];
-		const char *nets[2] = {"loopback", "veth"}, *modes[2] = {"fresh", "time_wait"};
-		for (int i = 0; i < 4; i++) {
-			struct tw_case *c = &cases[i];
-			bool veth = i >= 2, tw = i % 2;
-			*c = (struct tw_case){.net = nets[veth], .mode = modes[tw], .dest = veth ? VETH_FAR_PREFIX : "127.0.0.",
-					      .source = veth ? VETH_NEAR : "127.0.0.1",
-					      .port = veth ? far_port : near.port,
-					      .floor_lo = tw ? TW_FLOOR_LO : FRESH_FLOOR_LO,
-					      .same_lo = tw ? TW_SAME_LO : FRESH_SAME_LO,
-					      .confined = tw ? tw_full : fresh_full};
-		}
-		for (int w = 0; w < workers; w++)
-			for (int i = 0; i < 4; i++) {
-				struct tw_case *c = &cases[i];
-				char port[16], count_text[16], pairs_text[16], lo[16], hi[16], same_lo[16], same_hi[16];
-				double out[TW_FIGURES];
-				snprintf(port, sizeof(port), "%u", c->port);
-				snprintf(count_text, sizeof(count_text), "%d", count);
-				snprintf(pairs_text, sizeof(pairs_text), "%d", pairs);
-				snprintf(lo, sizeof(lo), "%d", c->floor_lo);
-				snprintf(hi, sizeof(hi), "%d", c->floor_lo + TW_SPAN - 1);
-				snprintf(same_lo, sizeof(same_lo), "%d", c->same_lo);
-				snprintf(same_hi, sizeof(same_hi), "%d", c->same_lo + TW_SPAN - 1);
-				char dest[32];
-				snprintf(dest, sizeof(dest), "%s%d", c->dest, w + (strcmp(c->net, "veth") == 0 ? VETH_FAR_FIRST : 1));
-				char *args[] = {"cgroup_three", (char *)c->confined, native_full, dest, port,
-						count_text, pairs_text, (char *)c->mode, (char *)c->source, lo, hi,
-						same_lo, same_hi, (char *)hooks_side, NULL};
-				run_worker_values(false, NULL, args, out, TW_FIGURES);
-				if (isnan(out[5]))	/* over_floor_ns: the worker ran (same-range may be nan) */
-					continue;
-				for (int k = 0; k < TW_FIGURES; k++)
-					c->figures[k][c->got] = out[k];
-				c->got++;
-			}
+		tw_cases_init(cases, &s, near.port);
+		for (int w = 0; w < s.workers; w++)
+			for (int i = 0; i < 4; i++)
+				tw_run_worker(b, &s, &cases[i], w);
 		listener_stop(&near);
-		stop_daemon(daemon);
-		daemon = -1;
+		stop_daemon(s.daemon);
+		s.daemon = -1;
 		fprintf(b->json, "{");
 		bool first_case = true;
 		for (int i = 0; i < 4; i++)
-			tw_case_report(b, &cases[i], log, &first_case);
+			tw_case_report(b, &cases[i], s.log, &first_case);
 		fprintf(b->json, "\n  }");
 	}
-	stop_daemon(daemon);
-	if (far > 0) {
-		kill(far, SIGKILL);
-		waitpid(far, NULL, 0);
-	}
-	rmdir(tw_full);
-	rmdir(fresh_full);
-	rmdir(hooks_full);
-	remove_cgroups(b);
+	tw_take_down(b, &s);
 	fflush(NULL);
 	return why ? 1 : 0;
 }
