@@ -172,17 +172,75 @@ static void terminal_size(unsigned *cols, unsigned *rows)
 	}
 }
 
+/* One frame of the view: the header, then each app's rows in its share
+ * of the terminal (draw_app): a string the caller frees, or NULL. */
+static char *compose_frame(const struct status *st, const struct pf_policy *policy, struct history *histories,
+			   unsigned cols, unsigned rows, double t)
+{
+	char *frame = NULL, clock[16];
+	size_t frame_len = 0;
+	FILE *out = open_memstream(&frame, &frame_len);
+	time_t wall = time(NULL);
+	struct tm tm;
+
+	if (!out)
+		return NULL;
+	localtime_r(&wall, &tm);
+	strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
+	fprintf(out, "portfence status --watch  %s  (q quits)  . free  \033[32m#\033[0m established  "
+		     "\033[33m~\033[0m time-wait  L listen  o other  \033[1;31m!\033[0m intruder\033[K\r\n",
+		clock);
+	if (st->warning[0])
+		fprintf(out, "%.*s\033[K\r\n", (int)strcspn(st->warning, "\n"), st->warning);
+	unsigned used = st->warning[0] ? 2 : 1;
+	for (size_t i = 0; i < st->app_count && used + 2 <= rows; i++) {
+		size_t index = (size_t)(st->apps[i].app - policy->apps);
+		used += draw_app(out, st, &st->apps[i], &histories[index], cols,
+				 (rows - used) / (unsigned)(st->app_count - i), t);
+	}
+	fclose(out);
+	return frame;
+}
+
+/* Until a second after t, or a key: 'q' sets stop.  At the end of a
+ * non-terminal input, *input goes false: only signals stop it then. */
+static void wait_tick(double t, bool tty, bool *input)
+{
+	for (double left = 1.0 - (now_s() - t); !stop && left > 0; left = 1.0 - (now_s() - t)) {
+		struct pollfd in = {.fd = *input ? STDIN_FILENO : -1, .events = POLLIN};
+		if (poll(&in, 1, (int)(left * 1000) + 1) <= 0)
+			continue;
+		char key;
+		ssize_t n = read(STDIN_FILENO, &key, 1);
+		if (n == 0 && !tty)
+			*input = false;
+		else if (n == 1 && (key == 'q' || key == 'Q'))
+			stop = 1;
+	}
+}
+
+/* Keys as they are typed, unechoed, for a terminal on stdin. */
+static void keys_raw(const struct termios *saved)
+{
+	struct termios raw = *saved;
+	raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+	raw.c_cc[VMIN] = 0;
+	raw.c_cc[VTIME] = 0;
+	tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+}
+
 int status_watch(const char *path, const char *only)
 {
 	struct pf_policy policy;
-	struct termios saved, raw;
+	struct termios saved;
 	bool tty = tcgetattr(STDIN_FILENO, &saved) == 0, input = true;
-	struct history *histories = NULL;
+	struct proc_cache cache = {0};
+	struct shown shown = {0};
 	int rc = 0;
 
 	if (cli_load_policy(path, &policy) < 0)
 		return 1;
-	histories = calloc(policy.app_count + 1, sizeof(*histories));
+	struct history *histories = calloc(policy.app_count + 1, sizeof(*histories));
 	struct status *st = calloc(1, sizeof(*st));
 	if (!histories || !st) {
 		free(histories);
@@ -192,18 +250,12 @@ int status_watch(const char *path, const char *only)
 	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (tty) {
-		raw = saved;
-		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
-		raw.c_cc[VMIN] = 0;
-		raw.c_cc[VTIME] = 0;
-		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
-	}
+	if (tty)
+		keys_raw(&saved);
 	fputs("\033[?1049h\033[?25l", stdout);
-	struct proc_cache cache = {0};
-	struct shown shown = {0};
 	for (unsigned round = 0, since_pass = 0; !stop; round++, since_pass++) {
 		double t = now_s();
+		unsigned cols, rows;
 		memset(st, 0, sizeof(*st));
 		st->quiet = true;
 		st->cache = &cache;
@@ -215,48 +267,16 @@ int status_watch(const char *path, const char *only)
 			status_free(st);
 			break;
 		}
-		unsigned cols, rows;
 		terminal_size(&cols, &rows);
-		char *frame = NULL;
-		size_t frame_len = 0;
-		FILE *out = open_memstream(&frame, &frame_len);
-		if (!out) {
-			status_free(st);
+		char *frame = compose_frame(st, &policy, histories, cols, rows, t);
+		status_free(st);
+		if (!frame) {
 			rc = 1;
 			break;
 		}
-		time_t wall = time(NULL);
-		struct tm tm;
-		char clock[16];
-		localtime_r(&wall, &tm);
-		strftime(clock, sizeof(clock), "%H:%M:%S", &tm);
-		fprintf(out, "portfence status --watch  %s  (q quits)  . free  \033[32m#\033[0m established  "
-		       "\033[33m~\033[0m time-wait  L listen  o other  \033[1;31m!\033[0m intruder\033[K\r\n",
-		       clock);
-		if (st->warning[0])
-			fprintf(out, "%.*s\033[K\r\n", (int)strcspn(st->warning, "\n"), st->warning);
-		unsigned used = st->warning[0] ? 2 : 1;
-		for (size_t i = 0; i < st->app_count && used + 2 <= rows; i++) {
-			size_t index = (size_t)(st->apps[i].app - policy.apps);
-			used += draw_app(out, st, &st->apps[i], &histories[index], cols,
-					 (rows - used) / (unsigned)(st->app_count - i), t);
-		}
-		fclose(out);
 		show_frame(&shown, frame, cols, rows);
 		fflush(stdout);
-		status_free(st);
-		/* a second, or a key */
-		for (double left = 1.0 - (now_s() - t); !stop && left > 0; left = 1.0 - (now_s() - t)) {
-			struct pollfd in = {.fd = input ? STDIN_FILENO : -1, .events = POLLIN};
-			if (poll(&in, 1, (int)(left * 1000) + 1) <= 0)
-				continue;
-			char key;
-			ssize_t n = read(STDIN_FILENO, &key, 1);
-			if (n == 0 && !tty)
-				input = false;	/* end of input: only signals stop it now */
-			else if (n == 1 && (key == 'q' || key == 'Q'))
-				stop = 1;
-		}
+		wait_tick(t, tty, &input);
 	}
 	fputs("\033[?25h\033[?1049l", stdout);
 	fflush(stdout);
