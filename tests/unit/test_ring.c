@@ -172,6 +172,23 @@ Test(ring, journal_entry_has_every_field)
 	cr_assert_eq(pf_journal_entry("{\"a\":\"b", 7, -1, out, sizeof(out)), 0);
 }
 
+/* The record's escapes come out as the bytes they stand for: a quote,
+ * a backslash, a tab and a control character (\u00XX); a line cut
+ * inside an escape, or with a \u past 0x00FF, is not a record. */
+Test(ring, journal_entry_unescapes_values)
+{
+	static const char line[] = "{\"event\":\"assign\",\"app\":\"a\\\"b\\\\c\\td\\u0007e\",\"pid\":7}";
+	char out[4096];
+	size_t n = pf_journal_entry(line, sizeof(line) - 1, 0, out, sizeof(out));
+
+	cr_assert_gt(n, 0);
+	cr_assert(has(out, n, "PORTFENCE_APP=a\"b\\c\td\007e\n"), "%.*s", (int)n, out);
+	cr_assert(has(out, n, "PORTFENCE_PID=7\n"));
+	static const char cut[] = "{\"app\":\"a\\", wide[] = "{\"app\":\"\\u0100\"}";
+	cr_assert_eq(pf_journal_entry(cut, sizeof(cut) - 1, 0, out, sizeof(out)), 0);
+	cr_assert_eq(pf_journal_entry(wide, sizeof(wide) - 1, 0, out, sizeof(out)), 0);
+}
+
 /* A swap under way: writer threads put while a consumer (the collector)
  * takes, and a closer (the shim replacing the ring) closes it and takes
  * every slot claimed before the close, waiting for those still being
