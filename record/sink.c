@@ -225,6 +225,73 @@ static const char *value_of(const struct parsed *p, const char *key)
 	return "";
 }
 
+/* A key at *s ("name"), upper-cased into key (31 bytes at most, of
+ * [a-z0-9_]), and its colon: whether it was one; *s moves past it. */
+static bool parse_key(const char **s, const char *end, char key[32])
+{
+	const char *at = *s;
+	size_t k = 0;
+
+	if (at >= end || *at++ != '"')
+		return false;
+	while (at < end && *at != '"') {
+		char c = *at++;
+		if (k == 31 || !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+		key[k++] = (char)(c >= 'a' && c <= 'z' ? c - 32 : c);
+	}
+	key[k] = '\0';
+	if (at + 2 > end || at[0] != '"' || at[1] != ':')
+		return false;
+	*s = at + 2;
+	return true;
+}
+
+/* One escaped character after a backslash at *s (\n, \t, \u00XX, or
+ * the character itself) in *c: whether it was whole. */
+static bool parse_escape(const char **s, const char *end, char *c)
+{
+	const char *at = *s;
+
+	if (at >= end)
+		return false;
+	char e = *at++;
+	if (e == 'u') {
+		if (end - at < 4 || at[0] != '0' || at[1] != '0' || hex(at[2]) < 0 || hex(at[3]) < 0)
+			return false;
+		*c = (char)(hex(at[2]) << 4 | hex(at[3]));
+		at += 4;
+	} else {
+		*c = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+	}
+	*s = at;
+	return true;
+}
+
+/* A value at *s, a string (unescaped) or a bare number, copied to *out
+ * (before out_end): whether it fit; *s and *out move past it. */
+static bool parse_value(const char **s, const char *end, char **out, const char *out_end)
+{
+	const char *at = *s;
+	bool quoted = at < end && *at == '"';
+
+	at += quoted;
+	while (at < end && (quoted ? *at != '"' : *at != ',')) {
+		char c = *at++;
+		if (quoted && c == '\\' && !parse_escape(&at, end, &c))
+			return false;
+		if (*out == out_end)
+			return false;
+		*(*out)++ = c;
+	}
+	if (quoted && at++ >= end)
+		return false;
+	*s = at;
+	return true;
+}
+
+/* A record's line, {"key":value,...}, into p: keys upper-cased, values
+ * unescaped into p->text.  Whether it was one (24 fields at most). */
 static bool parse_line(const char *line, size_t len, struct parsed *p)
 {
 	const char *s = line, *end = line + len;
@@ -237,55 +304,11 @@ static bool parse_line(const char *line, size_t len, struct parsed *p)
 		return false;
 	end--;
 	while (s < end) {
-		if (p->count == 24 || *s++ != '"')
+		if (p->count == 24 || !parse_key(&s, end, p->keys[p->count]))
 			return false;
-		size_t k = 0;
-		while (s < end && *s != '"') {
-			char c = *s++;
-			if (k == 31 || !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-				return false;
-			p->keys[p->count][k++] = (char)(c >= 'a' && c <= 'z' ? c - 32 : c);
-		}
-		p->keys[p->count][k] = '\0';
-		if (s + 2 > end || s[0] != '"' || s[1] != ':')
-			return false;
-		s += 2;
 		p->values[p->count] = out;
-		if (s < end && *s == '"') {
-			s++;
-			while (s < end && *s != '"') {
-				char c = *s++;
-				if (c == '\\') {
-					if (s >= end)
-						return false;
-					char e = *s++;
-					if (e == 'u') {
-						if (end - s < 4 || s[0] != '0' || s[1] != '0' || hex(s[2]) < 0 || hex(s[3]) < 0)
-							return false;
-						c = (char)(hex(s[2]) << 4 | hex(s[3]));
-						s += 4;
-					} else if (e == 'n') {
-						c = '\n';
-					} else if (e == 't') {
-						c = '\t';
-					} else {
-						c = e;
-					}
-				}
-				if (out == out_end)
-					return false;
-				*out++ = c;
-			}
-			if (s >= end)
-				return false;
-			s++;
-		} else {
-			while (s < end && *s != ',') {
-				if (out == out_end)
-					return false;
-				*out++ = *s++;
-			}
-		}
+		if (!parse_value(&s, end, &out, out_end))
+			return false;
 		p->lens[p->count] = (size_t)(out - p->values[p->count]);
 		if (out == out_end)
 			return false;
