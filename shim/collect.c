@@ -300,56 +300,50 @@ static void retire_ring(struct pf_ring_header *old)
 		munmap(closed, PF_RING_BYTES);
 }
 
-/* The ring to write into now, registering one when this is a new process
- * or the collector's lease ran out (once a second at most, one thread at
- * a time).  force: the ring was found closed.  NULL: write directly. */
-static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
+/* A new process tries at once, whatever its parent's tries were. */
+static PF_COLD void forget_parents_attempts(pid_t pid)
 {
-	struct pf_ring_header *r = atomic_load_explicit(&pf_collect_ring, memory_order_acquire);
-	pid_t pid = pf_cached_pid();
-	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
-	long now;
+	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pid)
+		return;
+	atomic_store(&failed_attempts, 0);
+	atomic_store(&next_attempt, 0);
+	atomic_store(&direct_writes, 0);
+	atomic_store(&lost_unsaid, 0);
+	atomic_store(&attempt_pid, pid);
+}
 
-	if (!child && !force && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
-		return r;
-	now = coarse_seconds();
-	/* A new process tries at once, whatever its parent's tries were. */
-	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) != pid) {
-		atomic_store(&failed_attempts, 0);
-		atomic_store(&next_attempt, 0);
-		atomic_store(&direct_writes, 0);
-		atomic_store(&lost_unsaid, 0);
-		atomic_store(&attempt_pid, pid);
-	}
-	/* One thread at a time; another one's swap moves the old ring's
-	 * records, and, while the ring is open, ours with them. */
-	if (in_put || atomic_exchange(&registering, 1))
-		return !child && !pf_ring_closed(r) ? r : NULL;
-	swapping_here = 1;
-	if (!child)
-		await_release(r);
-	/* Tries back off (1, 2, 4 ... 64 s): a collector that takes
-	 * connections and never answers must not slow the program down.
-	 * Between tries there is no registration, but a ring nobody reads
-	 * any more is still emptied into the file at once. */
+/* A registration, when the tries' back-off (1, 2, 4 ... 64 s) allows
+ * one at now: a collector that takes connections and never answers must
+ * not slow the program down.  The new ring, its collector in
+ * *collector; NULL when there was none. */
+static PF_COLD struct pf_ring_header *try_register(long now, pid_t *collector)
+{
 	long due = atomic_load(&next_attempt);
 	int failed = atomic_load_explicit(&failed_attempts, memory_order_relaxed);
-	struct pf_ring_header *fresh = NULL;
-	pid_t collector = 0;
-	if (now >= due) {
-		atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
-		/* A running program waits less than one starting: a collector
-		 * that answers at all answers fast. */
-		fresh = register_new(100, &collector, 0, 0);
-		if (fresh) {
-			/* The next lapse may register again at once. */
-			atomic_store(&failed_attempts, 0);
-			atomic_store(&next_attempt, 0);
-		} else
-			atomic_fetch_add(&failed_attempts, 1);
+
+	if (now < due)
+		return NULL;
+	atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
+	/* A running program waits less than one starting: a collector that
+	 * answers at all answers fast. */
+	struct pf_ring_header *fresh = register_new(100, collector, 0, 0);
+	if (fresh) {
+		/* The next lapse may register again at once. */
+		atomic_store(&failed_attempts, 0);
+		atomic_store(&next_attempt, 0);
+	} else {
+		atomic_fetch_add(&failed_attempts, 1);
 	}
-	/* What the collector that went had not taken: into the new ring,
-	 * or with no collector, into the file. */
+	return fresh;
+}
+
+/* This thread holding the swap: what the collector that went had not
+ * taken of r goes into fresh, or with no collector (fresh NULL) into
+ * the file, and fresh becomes the ring (a child's r is its parent's,
+ * never mapped here, so it is neither emptied nor retired). */
+static PF_COLD void swap_ring(const struct pf_runtime *rt, struct pf_ring_header *r, struct pf_ring_header *fresh,
+			      pid_t collector, pid_t pid, bool child)
+{
 	if (!child && (fresh || !pf_ring_closed(r))) {
 		atomic_store(&moving, 1);
 		move_leftovers(rt, r, fresh);
@@ -362,11 +356,37 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&pf_collect_ring, fresh);
-		/* A child's r is its parent's, never mapped here. */
 		if (!child)
 			retire_ring(r);
 	}
 	atomic_store(&moving, 0);
+}
+
+/* The ring to write into now, registering one when this is a new process
+ * or the collector's lease ran out (once a second at most, one thread at
+ * a time).  force: the ring was found closed.  NULL: write directly. */
+static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
+{
+	struct pf_ring_header *r = atomic_load_explicit(&pf_collect_ring, memory_order_acquire);
+	pid_t pid = pf_cached_pid(), collector = 0;
+	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
+	long now;
+
+	if (!child && !force && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
+		return r;
+	now = coarse_seconds();
+	forget_parents_attempts(pid);
+	/* One thread at a time; another one's swap moves the old ring's
+	 * records, and, while the ring is open, ours with them. */
+	if (in_put || atomic_exchange(&registering, 1))
+		return !child && !pf_ring_closed(r) ? r : NULL;
+	swapping_here = 1;
+	if (!child)
+		await_release(r);
+	/* Between tries there is no registration, but a ring nobody reads
+	 * any more is still emptied into the file at once. */
+	struct pf_ring_header *fresh = try_register(now, &collector);
+	swap_ring(rt, r, fresh, collector, pid, child);
 	atomic_store(&registering, 0);
 	swapping_here = 0;
 	return fresh;
