@@ -312,6 +312,66 @@ static pid_t start_ring_collector(void)
 	return pid;
 }
 
+/* One variant's row and JSON entry from its medians (med: the
+ * worker's figures, in order), beside the floor's added ns. */
+static void tcp_report_variant(int variant, const char *key, const double med[TCP_FIGURES], double floor_added,
+			       bool *first)
+{
+	struct pair p = {med[0], med[1], med[2]};
+	bool log = !strstr(key, "_nolog"), floor_row = variant == 9 || variant == FLOOR_VARIANT;
+	double added = med[3], between = added - floor_added;
+	double over_floor = variant == FLOOR_VARIANT ? 0 : floor_row ? between : med[5];
+	char label[96];
+
+	fprintf(json, "%s\n    \"%s\": {\"native_ns\": %s, \"shim_ns\": %s, \"ratio\": %s, "
+		"\"added_ns\": %s, \"over_floor_ns\": %s, \"floor_ns\": %s, "
+		"\"over_floor_between_workers_ns\": %s}",
+		*first ? "" : ",", key, json_number(p.native_ns, 1).text, json_number(p.shim_ns, 1).text,
+		json_number(p.ratio, 4).text, json_number(added, 1).text, json_number(over_floor, 1).text,
+		json_number(floor_row ? NAN : med[4], 1).text, json_number(variant == FLOOR_VARIANT ? 0 : between, 1).text);
+	*first = false;
+	snprintf(label, sizeof(label), "%s (+%.2f µs, floor +%.2f)", key, added / 1000,
+		 variant == FLOOR_VARIANT ? 0 : over_floor / 1000);
+	const char *target = variant == TCP_RING ? "floor +0.6 µs" : variant >= 9 ? "-"
+			     : strcmp(key, "double-hash_nolog") == 0 ? "floor +0.4 µs" : log ? "<= 1.07" : "<= 1.03";
+	print_pair("tcp_connect", label, p, target);
+}
+
+/* What the ring's records cost the collector that formats and writes
+ * them (its CPU time over the whole measure). */
+static void tcp_report_collector(long ring_records, double collector_ms)
+{
+	if (ring_records <= 0 || isnan(collector_ms))
+		return;
+	double per = collector_ms * 10000.0 / (double)ring_records;
+	fprintf(json, ",\n    \"collector\": {\"records\": %ld, \"cpu_ms\": %s, \"cpu_ms_per_10000\": %s}",
+		ring_records, json_number(collector_ms, 1).text, json_number(per, 1).text);
+	printf("| tcp_connect | collector: %ld ring records, %.0f ms CPU (%.1f ms per 10,000) | - | - | - | - |\n",
+	       ring_records, collector_ms, per);
+}
+
+/* Every variant's workers, taking turns: each worker's figures in
+ * figures[variant][figure][k], how many workers ran in got[variant]. */
+static void tcp_run_workers(uint16_t port, int count, int workers,
+			    double figures[TCP_VARIANTS][TCP_FIGURES][MAX_ROUNDS], int got[TCP_VARIANTS])
+{
+	char key[64];
+
+	for (int w = 0; w < workers; w++)
+		for (int variant = 0; variant < TCP_VARIANTS; variant++) {
+			double out[TCP_FIGURES];
+			tcp_variant_name(variant, key, sizeof(key));
+			if (!tcp_variant_runs(variant, key))
+				continue;
+			tcp_variant_worker(variant, key, port, count, out);
+			if (isnan(out[0]) || isnan(out[3]))
+				continue;
+			for (int i = 0; i < TCP_FIGURES; i++)
+				figures[variant][i][got[variant]] = out[i];
+			got[variant]++;
+		}
+}
+
 /* Every variant's workers take turns (variant after variant, worker
  * after worker), so that the floor and the shim meet the same moments
  * of a noisy machine; each figure is the median over the workers.  The
@@ -328,77 +388,36 @@ static void measure_tcp_connect(void)
 	int count = settings.count ? settings.count : settings.quick ? 50 : 300;
 	int workers = settings.workers ? settings.workers : settings.quick ? 1 : 5;
 	static double figures[TCP_VARIANTS][TCP_FIGURES][MAX_ROUNDS];
+	double med[TCP_VARIANTS][TCP_FIGURES];
 	int got[TCP_VARIANTS] = {0};
-	char key[64];
+	char key[64], ring_log[256];
 	bool first = true;
 
 	if (workers > MAX_ROUNDS)
 		workers = MAX_ROUNDS;
 	listener_start(&l, "127.0.0.1", LISTEN_CLOSE);
 	pid_t collector = start_ring_collector();
-	for (int w = 0; w < workers; w++)
-		for (int variant = 0; variant < TCP_VARIANTS; variant++) {
-			double out[TCP_FIGURES];
-			tcp_variant_name(variant, key, sizeof(key));
-			if (!tcp_variant_runs(variant, key))
-				continue;
-			tcp_variant_worker(variant, key, l.port, count, out);
-			if (isnan(out[0]) || isnan(out[3]))
-				continue;
-			for (int i = 0; i < TCP_FIGURES; i++)
-				figures[variant][i][got[variant]] = out[i];
-			got[variant]++;
-		}
+	tcp_run_workers(l.port, count, workers, figures, got);
 	double collector_ms = stop_collector(collector);
 	ring_socket[0] = '\0';
 	listener_stop(&l);
-	char ring_log[256];
 	snprintf(ring_log, sizeof(ring_log), "%s/" RING_LOG, settings.dir);
 	long ring_records = collector > 0 ? count_lines(ring_log) : -1;
-	double med[TCP_VARIANTS][TCP_FIGURES];
 	for (int variant = 0; variant < TCP_VARIANTS; variant++)
 		for (int i = 0; i < TCP_FIGURES; i++)
 			med[variant][i] = got[variant] ? median(figures[variant][i], got[variant]) : NAN;
-	double floor_added = med[FLOOR_VARIANT][3];
-	bench_floor_added_ns = floor_added;
+	bench_floor_added_ns = med[FLOOR_VARIANT][3];
 	json_open_measure("tcp_connect");
 	for (int variant = 0; variant < TCP_VARIANTS; variant++) {
 		tcp_variant_name(variant, key, sizeof(key));
 		if (!tcp_variant_runs(variant, key))
 			continue;
-		bool log = !strstr(key, "_nolog");
-		if (variant == TCP_RING && !got[variant]) {
+		if (variant == TCP_RING && !got[variant])
 			printf("| tcp_connect | %s | - | - | - | no collector |\n", key);
-			continue;
-		}
-		struct pair p = {med[variant][0], med[variant][1], med[variant][2]};
-		bool floor_row = variant == 9 || variant == FLOOR_VARIANT;
-		double added = med[variant][3], between = added - floor_added;
-		double over_floor = variant == FLOOR_VARIANT ? 0 : floor_row ? between : med[variant][5];
-		fprintf(json, "%s\n    \"%s\": {\"native_ns\": %s, \"shim_ns\": %s, \"ratio\": %s, "
-			"\"added_ns\": %s, \"over_floor_ns\": %s, \"floor_ns\": %s, "
-			"\"over_floor_between_workers_ns\": %s}",
-			first ? "" : ",", key, json_number(p.native_ns, 1).text, json_number(p.shim_ns, 1).text,
-			json_number(p.ratio, 4).text, json_number(added, 1).text, json_number(over_floor, 1).text,
-			json_number(floor_row ? NAN : med[variant][4], 1).text,
-			json_number(variant == FLOOR_VARIANT ? 0 : between, 1).text);
-		first = false;
-		char label[96];
-		snprintf(label, sizeof(label), "%s (+%.2f µs, floor +%.2f)", key, added / 1000,
-			 variant == FLOOR_VARIANT ? 0 : over_floor / 1000);
-		const char *target = variant == TCP_RING ? "floor +0.6 µs" : variant >= 9 ? "-"
-				     : strcmp(key, "double-hash_nolog") == 0 ? "floor +0.4 µs" : log ? "<= 1.07" : "<= 1.03";
-		print_pair("tcp_connect", label, p, target);
+		else
+			tcp_report_variant(variant, key, med[variant], med[FLOOR_VARIANT][3], &first);
 	}
-	/* What the ring's records cost the collector that formats and
-	 * writes them (its CPU time over the whole measure). */
-	if (ring_records > 0 && !isnan(collector_ms)) {
-		double per = collector_ms * 10000.0 / (double)ring_records;
-		fprintf(json, ",\n    \"collector\": {\"records\": %ld, \"cpu_ms\": %s, \"cpu_ms_per_10000\": %s}",
-			ring_records, json_number(collector_ms, 1).text, json_number(per, 1).text);
-		printf("| tcp_connect | collector: %ld ring records, %.0f ms CPU (%.1f ms per 10,000) | - | - | - | - |\n",
-		       ring_records, collector_ms, per);
-	}
+	tcp_report_collector(ring_records, collector_ms);
 	fprintf(json, "\n  }");
 }
 
