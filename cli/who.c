@@ -257,18 +257,13 @@ static bool record_matches(const struct query *q, json_t *record)
 	return e.local_port == q->port && local_matches(q, &e);
 }
 
-static int who_at(const struct query *q, const char *at, const char *log_path, bool json)
+/* The log's records of the queried port around at, into *h. */
+static void scan_history(const struct query *q, const char *at, FILE *log, struct history *h)
 {
-	FILE *log = strcmp(log_path, "-") == 0 ? stdin : fopen(log_path, "re");
 	static char line[MAX_LINE];
 	char needle[16];
-	struct history h = {0};
-
-	if (!log) {
-		fprintf(stderr, "portfence: %s: %s\n", log_path, strerror(errno));
-		return 1;
-	}
 	int needle_len = snprintf(needle, sizeof(needle), ":%u\"", q->port);
+
 	while (fgets(line, sizeof(line), log)) {
 		if (!memmem(line, strlen(line), needle, (size_t)needle_len))
 			continue;
@@ -278,17 +273,57 @@ static int who_at(const struct query *q, const char *at, const char *log_path, b
 			json_decref(record);
 			continue;
 		}
-		h.considered++;
+		h->considered++;
 		if (strncmp(ts, at, 19) <= 0) {
-			json_decref(h.last);
-			h.last = record;
-		} else if (!h.next) {
-			h.next = record;
-			break;	/* the log is in time order: nothing later matters */
+			json_decref(h->last);
+			h->last = record;
 		} else {
-			json_decref(record);
+			h->next = record;
+			return;	/* the log is in time order: nothing later matters */
 		}
 	}
+}
+
+/* A record's string field, or "-" when it has none. */
+static const char *text_of(json_t *record, const char *key)
+{
+	const char *value = json_string_value(json_object_get(record, key));
+	return value ? value : "-";
+}
+
+static void print_history(const struct query *q, const char *at, const struct history *h)
+{
+	json_t *r = h->last;
+
+	if (!r) {
+		printf("no record assigned local port %u before %sZ\n", q->port, at);
+		return;
+	}
+	json_t *comm = json_object_get(r, "comm"), *cgroup = json_object_get(r, "cgroup");
+	printf("at %sZ: %s %s was assigned at %s to pid %lld (%s) app %s, remote %s, event %s\n", at,
+	       text_of(r, "proto"), text_of(r, "local"), text_of(r, "ts"),
+	       (long long)json_integer_value(json_object_get(r, "pid")), text_of(r, comm ? "comm" : "exe"),
+	       text_of(r, "app"), text_of(r, "remote"), text_of(r, "event"));
+	if (cgroup)
+		printf("  cgroup %s\n", json_string_value(cgroup));
+	if (h->next)
+		printf("  reused at %s by pid %lld app %s (remote %s)\n", text_of(h->next, "ts"),
+		       (long long)json_integer_value(json_object_get(h->next, "pid")), text_of(h->next, "app"),
+		       text_of(h->next, "remote"));
+	else
+		printf("  not reused since, as far as the log goes\n");
+}
+
+static int who_at(const struct query *q, const char *at, const char *log_path, bool json)
+{
+	FILE *log = strcmp(log_path, "-") == 0 ? stdin : fopen(log_path, "re");
+	struct history h = {0};
+
+	if (!log) {
+		fprintf(stderr, "portfence: %s: %s\n", log_path, strerror(errno));
+		return 1;
+	}
+	scan_history(q, at, log, &h);
 	if (log != stdin)
 		fclose(log);
 	if (json) {
@@ -297,29 +332,8 @@ static int who_at(const struct query *q, const char *at, const char *log_path, b
 		json_dumpf(root, stdout, JSON_COMPACT);
 		putchar('\n');
 		json_decref(root);
-	} else if (!h.last) {
-		printf("no record assigned local port %u before %sZ\n", q->port, at);
 	} else {
-		json_t *r = h.last;
-		json_t *comm = json_object_get(r, "comm"), *cgroup = json_object_get(r, "cgroup");
-		printf("at %sZ: %s %s was assigned at %s to pid %lld (%s) app %s, remote %s, event %s\n", at,
-		       json_string_value(json_object_get(r, "proto")), json_string_value(json_object_get(r, "local")),
-		       json_string_value(json_object_get(r, "ts")),
-		       (long long)json_integer_value(json_object_get(r, "pid")),
-		       comm ? json_string_value(comm) : json_string_value(json_object_get(r, "exe")),
-		       json_string_value(json_object_get(r, "app")),
-		       json_string_value(json_object_get(r, "remote")) ? json_string_value(json_object_get(r, "remote")) : "-",
-		       json_string_value(json_object_get(r, "event")));
-		if (cgroup)
-			printf("  cgroup %s\n", json_string_value(cgroup));
-		if (h.next)
-			printf("  reused at %s by pid %lld app %s (remote %s)\n",
-			       json_string_value(json_object_get(h.next, "ts")),
-			       (long long)json_integer_value(json_object_get(h.next, "pid")),
-			       json_string_value(json_object_get(h.next, "app")),
-			       json_string_value(json_object_get(h.next, "remote")) ? json_string_value(json_object_get(h.next, "remote")) : "-");
-		else
-			printf("  not reused since, as far as the log goes\n");
+		print_history(q, at, &h);
 	}
 	int rc = h.last ? 0 : 1;
 	json_decref(h.last);
