@@ -299,13 +299,33 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 	return gate;
 }
 
-/* COMMAND as it is, without the shim: on_error = "pass". */
-static int exec_unconfined(const char *command, char **argv)
+/* Execs COMMAND (with the shim when the environment names it; without
+ * on_error = "pass"): returns only when it could not, with the status. */
+static int exec_command(const char *command, char **argv)
 {
 	execv(command, argv);
 	int saved = errno;
 	fprintf(stderr, "portfence: %s: %s\n", command, strerror(saved));
 	return saved == ENOENT ? 127 : 126;
+}
+
+/* COMMAND with the shim preloaded and the run's settings in its
+ * environment. */
+static int exec_with_shim(const char *command, char **argv, const char *config, const char *app, bool audit)
+{
+	char shim[PATH_MAX];
+
+	if (cli_find_shim(shim, sizeof(shim)) < 0) {
+		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
+		return 127;
+	}
+	if (set_preload(shim) < 0 || (config && export_config(config) < 0) ||
+	    (app && setenv("PORTFENCE_APP", app, 1) < 0) ||
+	    (audit && setenv("PORTFENCE_MODE", "audit", 1) < 0)) {
+		fprintf(stderr, "portfence: cannot set the environment: %s\n", strerror(errno));
+		return 126;
+	}
+	return exec_command(command, argv);
 }
 
 int cmd_run(int argc, char **argv)
@@ -344,7 +364,7 @@ int cmd_run(int argc, char **argv)
 	if (user && !bpf)
 		return usage_error("run: --user goes with --bpf");
 
-	char shim[PATH_MAX], command[PATH_MAX];
+	char command[PATH_MAX];
 	if (!cli_resolve_command(argv[optind], command, sizeof(command))) {
 		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
 		return 127;
@@ -359,25 +379,11 @@ int cmd_run(int argc, char **argv)
 	if (gate == GATE_REFUSE)
 		return EXIT_WRAPPER_FAILED;
 	if (gate == GATE_UNCONFINED)
-		return exec_unconfined(command, argv + optind);
+		return exec_command(command, argv + optind);
 	/* -v: the notices of every app, for this run. */
 	if (verbose && setenv("PORTFENCE_NOTIFY", "stderr", 1) < 0)
 		return 126;
 	if (bpf)
 		return cmd_run_bpf(config, app, audit, user, argv + optind);
-
-	if (cli_find_shim(shim, sizeof(shim)) < 0) {
-		fprintf(stderr, "portfence: cannot find %s next to the tool or in %s\n", SHIM_NAME, PF_LIBDIR);
-		return 127;
-	}
-	if (set_preload(shim) < 0 || (config && export_config(config) < 0) ||
-	    (app && setenv("PORTFENCE_APP", app, 1) < 0) ||
-	    (audit && setenv("PORTFENCE_MODE", "audit", 1) < 0)) {
-		fprintf(stderr, "portfence: cannot set the environment: %s\n", strerror(errno));
-		return 126;
-	}
-	execv(command, argv + optind);
-	int saved = errno;
-	fprintf(stderr, "portfence: %s: %s\n", command, strerror(saved));
-	return saved == ENOENT ? 127 : 126;
+	return exec_with_shim(command, argv + optind, config, app, audit);
 }
