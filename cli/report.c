@@ -494,6 +494,40 @@ static void free_dest(gpointer data)
 	g_free(dest);
 }
 
+/* The log at path ("-": stdin) read into rep: 0, or -1 said. */
+static int report_read(struct report *rep, const char *path)
+{
+	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+
+	if (!log) {
+		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	rep->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+	rep->dests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free_dest);
+	rep->dest_ports = g_hash_table_new(g_direct_hash, g_direct_equal);
+	read_log(rep, log);
+	if (log != stdin)
+		fclose(log);
+	g_hash_table_destroy(rep->dest_ports);
+	rep->dest_ports = NULL;
+	return 0;
+}
+
+static void report_free(struct report *rep)
+{
+	for (size_t i = 0; i < rep->app_count; i++) {
+		free(rep->apps[i].name);
+		if (rep->apps[i].port_uses)
+			g_hash_table_destroy(rep->apps[i].port_uses);
+		if (rep->apps[i].programs)
+			g_hash_table_destroy(rep->apps[i].programs);
+	}
+	free(rep->apps);
+	g_hash_table_destroy(rep->by_name);
+	g_hash_table_destroy(rep->dests);
+}
+
 int cmd_report(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -533,19 +567,8 @@ int cmd_report(int argc, char **argv)
 	if (!path)
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
 
-	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	if (!log) {
-		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
+	if (report_read(&rep, path) < 0)
 		return 1;
-	}
-	rep.by_name = g_hash_table_new(g_str_hash, g_str_equal);
-	rep.dests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free_dest);
-	rep.dest_ports = g_hash_table_new(g_direct_hash, g_direct_equal);
-	read_log(&rep, log);
-	if (log != stdin)
-		fclose(log);
-	g_hash_table_destroy(rep.dest_ports);
-	rep.dest_ports = NULL;
 	apply_policy(&rep, policy_path ? policy_path : cli_config_from_env());
 	int rc = 0;
 	if (suggest)
@@ -556,15 +579,6 @@ int cmd_report(int argc, char **argv)
 		print_json(&rep);
 	else
 		print_text(&rep);
-	for (size_t i = 0; i < rep.app_count; i++) {
-		free(rep.apps[i].name);
-		if (rep.apps[i].port_uses)
-			g_hash_table_destroy(rep.apps[i].port_uses);
-		if (rep.apps[i].programs)
-			g_hash_table_destroy(rep.apps[i].programs);
-	}
-	free(rep.apps);
-	g_hash_table_destroy(rep.by_name);
-	g_hash_table_destroy(rep.dests);
+	report_free(&rep);
 	return rc;
 }
