@@ -338,6 +338,59 @@ static void print_text(const struct subject *s, const struct explanation *e, con
 	}
 }
 
+/* SPEC writes --to and --json after COMMAND's arguments: taken from the
+ * end of the line, so long as COMMAND itself remains.  The arguments'
+ * count without them. */
+static int take_trailing_options(int argc, char **argv, const char **to, bool *json)
+{
+	for (int end = argc; end > optind + 1;) {
+		if (strcmp(argv[end - 1], "--json") == 0) {
+			*json = true;
+			end--;
+		} else if (strncmp(argv[end - 1], "--to=", 5) == 0) {
+			*to = argv[--end] + 5;
+		} else if (end > optind + 2 && strcmp(argv[end - 2], "--to") == 0) {
+			*to = argv[end - 1];
+			end -= 2;
+		} else {
+			break;
+		}
+		argc = end;
+	}
+	return argc;
+}
+
+/* The subject (the app named, the process pid, or program), its app,
+ * the backends and, with to, the verdict, printed: 0, -2 for a usage
+ * error, or another failure (said). */
+static int explain(const struct pf_policy *policy, const char *named, const char *pid, const char *program,
+		   const char *to, bool json)
+{
+	struct subject s = {0};
+	struct explanation e = {0};
+	int rc = 0;
+
+	if (named && pf_policy_find_app(policy, named) < 0) {
+		fprintf(stderr, "portfence: explain: no app named '%s' in the policy\n", named);
+		return 1;
+	}
+	if (pid)
+		rc = explain_subject_of_pid(&s, pid);
+	else if (program)
+		rc = explain_subject_of_command(&s, program);
+	if (rc != 0)
+		return rc;
+	select_app(policy, &s, named, &e);
+	judge_backends(&s, program != NULL, policy, &e);
+	if (to)
+		judge_destination(policy, to, &e);
+	if (json)
+		print_json(&s, &e, to);
+	else
+		print_text(&s, &e, to);
+	return 0;
+}
+
 int cmd_explain(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -361,22 +414,7 @@ int cmd_explain(int argc, char **argv)
 		else if (opt == 'j')
 			json = true;
 	}
-	/* SPEC writes --to and --json after COMMAND's arguments: taken from
-	 * the end of the line, so long as COMMAND itself remains. */
-	for (int end = argc; end > optind + 1;) {
-		if (strcmp(argv[end - 1], "--json") == 0) {
-			json = true;
-			end--;
-		} else if (strncmp(argv[end - 1], "--to=", 5) == 0) {
-			to = argv[--end] + 5;
-		} else if (end > optind + 2 && strcmp(argv[end - 2], "--to") == 0) {
-			to = argv[end - 1];
-			end -= 2;
-		} else {
-			break;
-		}
-		argc = end;
-	}
+	argc = take_trailing_options(argc, argv, &to, &json);
 	bool have_program = optind < argc;
 	if (pid && (named || have_program))
 		return usage_error("explain: --pid excludes -a and COMMAND");
@@ -390,27 +428,7 @@ int cmd_explain(int argc, char **argv)
 	struct pf_policy policy;
 	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
 		return 1;
-	struct subject s = {0};
-	struct explanation e = {0};
-	int rc = 0;
-	if (named && pf_policy_find_app(&policy, named) < 0) {
-		fprintf(stderr, "portfence: explain: no app named '%s' in the policy\n", named);
-		rc = 1;
-	} else if (pid) {
-		rc = explain_subject_of_pid(&s, pid);
-	} else if (have_program) {
-		rc = explain_subject_of_command(&s, argv[optind]);
-	}
-	if (rc == 0) {
-		select_app(&policy, &s, named, &e);
-		judge_backends(&s, have_program, &policy, &e);
-		if (to)
-			judge_destination(&policy, to, &e);
-		if (json)
-			print_json(&s, &e, to);
-		else
-			print_text(&s, &e, to);
-	}
+	int rc = explain(&policy, named, pid, have_program ? argv[optind] : NULL, to, json);
 	pf_policy_free(&policy);
 	return rc == 0 ? 0 : rc == -2 ? EXIT_USAGE : 1;
 }
