@@ -97,8 +97,13 @@ int cmd_detach(int argc, char **argv)
 		return bpf_cli_refuse(why);
 	}
 	if (detached == 0) {
-		snprintf(why, sizeof(why), "%s%s%s is not attached to %s", app_name ? "app " : "",
-			 app_name ? app_name : "no app", "", argv[optind]);
+		/* The pins outlive a removed cgroup, so a missing one is only
+		 * said, not refused first. */
+		const char *missing = access(full, F_OK) == 0 ? "" : " (no such cgroup)";
+		if (app_name)
+			snprintf(why, sizeof(why), "app %s is not attached to %s%s", app_name, argv[optind], missing);
+		else
+			snprintf(why, sizeof(why), "no app is attached to %s%s", argv[optind], missing);
 		return bpf_cli_refuse(why);
 	}
 	printf("portfence: detached %s from %s\n", app_name ? app_name : "every app", relative[0] ? relative : "/");

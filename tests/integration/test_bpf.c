@@ -722,6 +722,35 @@ Test(bpf, attach_to_a_missing_cgroup_fails_with_one_line)
 	cr_expect(!created, "attach created %s", full);
 }
 
+/* A detach that finds nothing attached says so in one line, in plain
+ * words: which app is not attached (or that none is), and when the
+ * cgroup does not exist either.  It said "no app is not attached". */
+Test(bpf, detach_of_what_is_not_attached_says_so_in_one_line)
+{
+	struct run_result r;
+	char relative[128], missing[128], expected[256];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	make_cgroup("unattached", relative, sizeof(relative));
+	snprintf(missing, sizeof(missing), "pf-test-%d-nowhere", (int)getpid());
+	const struct {
+		const char *app, *cgroup, *says;
+	} cases[] = {
+		{NULL, relative, "portfence: no app is attached to %s\n"},
+		{"ghost", relative, "portfence: app ghost is not attached to %s\n"},
+		{NULL, missing, "portfence: no app is attached to %s (no such cgroup)\n"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *with_app[] = {(char *)build_path("portfence"), "detach", "-a", (char *)cases[i].app,
+				    (char *)cases[i].cgroup, NULL};
+		char *without[] = {(char *)build_path("portfence"), "detach", (char *)cases[i].cgroup, NULL};
+		run_tool(&r, cases[i].app ? with_app : without);
+		snprintf(expected, sizeof(expected), cases[i].says, cases[i].cgroup);
+		cr_expect_eq(r.status, 1, "detach %s: status %d\n%s", cases[i].cgroup, r.status, r.err);
+		cr_expect_str_eq(r.err, expected);
+	}
+}
+
 /* ---- daemon ---- */
 
 /* `portfence daemon -c POLICY` in the background, its output in the
