@@ -41,7 +41,9 @@ int cmd_explain(int argc, char **argv);
  * returns EXIT_USAGE. */
 int usage_error(const char *message);
 struct option;
-/* getopt_long for a command ("+" implied): --help (and -h where the
+/* getopt_long for a command (shortopts starting "+": options end at the
+ * first other word; without it they may follow one, which optind then
+ * names after the options): --help (and -h where the
  * command has no -h) prints its help and exits 0; an unknown option or
  * a missing argument says which, prints its usage and exits 2. */
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);

@@ -133,7 +133,9 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
 	char spec[64];
 	char message[256];
 
-	snprintf(spec, sizeof(spec), "+:%s", shortopts + (shortopts[0] == '+'));
+	/* "+": options end at the first word that is not one (run's
+	 * COMMAND); without it they may follow (who ADDR:PORT --at TIME). */
+	snprintf(spec, sizeof(spec), "%s:%s", shortopts[0] == '+' ? "+" : "", shortopts + (shortopts[0] == '+'));
 	opterr = 0;
 	int opt = getopt_long(argc, argv, spec, longopts, NULL);
 	if (opt != '?' && opt != ':')

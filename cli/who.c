@@ -341,8 +341,6 @@ static int who_at(const struct query *q, const char *at, const char *log_path, b
 	return rc;
 }
 
-static const char who_usage[] = "who ADDR:PORT [--at TIME] [--proto tcp|udp] [-c POLICY] [--json] [LOGFILE]";
-
 int cmd_who(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -356,7 +354,7 @@ int cmd_who(int argc, char **argv)
 	bool json = false;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "c:j", options, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "c:j", options)) != -1) {
 		if (opt == 't' && cli_parse_time(optarg, at) < 0)
 			return usage_error("who: TIME is 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, 1h, 2d, 1w, now, today or yesterday");
 		else if (opt == 'p' && strcmp(optarg, "tcp") == 0)
@@ -369,12 +367,17 @@ int cmd_who(int argc, char **argv)
 			policy_path = optarg;
 		else if (opt == 'j')
 			json = true;
-		else if (opt != 't')
-			return usage_error(who_usage);
 	}
-	if (optind >= argc || argc - optind > 2 ||
-	    cli_parse_endpoint(argv[optind], &q.addr, &q.addr_len) < 0)
-		return usage_error(who_usage);
+	if (optind >= argc)
+		return usage_error("who needs ADDR:PORT");
+	if (argc - optind > 2)
+		return usage_error("who takes ADDR:PORT and at most one LOGFILE");
+	if (cli_parse_endpoint(argv[optind], &q.addr, &q.addr_len) < 0) {
+		char message[PATH_MAX];
+		snprintf(message, sizeof(message), "who: '%.200s' is not ADDR:PORT ([ADDR]:PORT for IPv6, the port 1-65535)",
+			 argv[optind]);
+		return usage_error(message);
+	}
 	q.port = ntohs(q.addr.ss_family == AF_INET ? ((struct sockaddr_in *)&q.addr)->sin_port
 						   : ((struct sockaddr_in6 *)&q.addr)->sin6_port);
 	if (q.port == 0)

@@ -137,6 +137,15 @@ Test(cli, usage_error_prints_that_command_only)
 	cr_expect(strstr(r->err, "-c") && strstr(r->err, "argument"), "run -c: %s", r->err);
 	cr_expect(!strstr(r->err, "unknown option"), "run -c says unknown option:\n%s", r->err);
 	cr_expect_eq(count_lines_starting(r->err, "portfence: "), 1, "run -c:\n%s", r->err);
+	/* A malformed argument is named, with what was expected. */
+	tool(r, "who", "127.0.0.1:99999");
+	cr_expect_eq(r->status, 2);
+	cr_expect(strstr(r->err, "'127.0.0.1:99999'") && strstr(r->err, "1-65535"), "who 127.0.0.1:99999:\n%s",
+		  r->err);
+	cr_expect_eq(count_lines_starting(r->err, "portfence: "), 1, "who 127.0.0.1:99999:\n%s", r->err);
+	tool(r, "who");
+	cr_expect_eq(r->status, 2);
+	cr_expect(strstr(r->err, "who needs ADDR:PORT"), "who:\n%s", r->err);
 	tool(r, "nosuchcommand");
 	cr_expect_eq(r->status, 2);
 	tool_env(r, NULL, NULL);
