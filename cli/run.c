@@ -299,6 +299,22 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 	return gate;
 }
 
+/* Why COMMAND was not found, in one line: 127 when nothing by that
+ * name exists, 126 when a path names something that cannot be executed
+ * (a file without x, a directory), as env(1) and the shell tell them
+ * apart. */
+static int not_runnable(const char *name)
+{
+	struct stat info;
+
+	if (strchr(name, '/') && stat(name, &info) == 0) {
+		fprintf(stderr, "portfence: %s: %s\n", name, strerror(S_ISDIR(info.st_mode) ? EISDIR : EACCES));
+		return 126;
+	}
+	fprintf(stderr, "portfence: %s: command not found\n", name);
+	return 127;
+}
+
 /* Execs COMMAND (with the shim when the environment names it; without
  * on_error = "pass"): returns only when it could not, with the status. */
 static int exec_command(const char *command, char **argv)
@@ -365,10 +381,8 @@ int cmd_run(int argc, char **argv)
 		return usage_error("run: --user goes with --bpf");
 
 	char command[PATH_MAX];
-	if (!cli_resolve_command(argv[optind], command, sizeof(command))) {
-		fprintf(stderr, "portfence: %s: command not found\n", argv[optind]);
-		return 127;
-	}
+	if (!cli_resolve_command(argv[optind], command, sizeof(command)))
+		return not_runnable(argv[optind]);
 	/* What keeps the shim out is said first: no policy would help. */
 	const char *reason = bpf ? NULL : unreachable_reason(command);
 	if (reason) {

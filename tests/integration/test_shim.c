@@ -577,6 +577,14 @@ Test(shim, run_exit_codes)
 	char *missing[] = {(char *)build_path("portfence"), "run", "--", "/no/such/program", NULL};
 	run_program(&r, missing, NULL, env);
 	cr_expect_eq(r.status, 127);
+	/* Found but not executable: 126, as env(1) and the shell say it. */
+	char *not_executable[] = {(char *)build_path("portfence"), "run", "--", sb.policy, NULL};
+	run_program(&r, not_executable, NULL, env);
+	cr_expect_eq(r.status, 126, "run -- %s (a file without x): %d\n%s", sb.policy, r.status, r.err);
+	cr_expect(strstr(r.err, "Permission denied"), "%s", r.err);
+	char *directory[] = {(char *)build_path("portfence"), "run", "--", "/tmp", NULL};
+	run_program(&r, directory, NULL, env);
+	cr_expect_eq(r.status, 126, "run -- /tmp: %d\n%s", r.status, r.err);
 
 	char *false_argv[] = {(char *)build_path("portfence"), "run", "--", "sh", "-c", "exit 7", NULL};
 	run_program(&r, false_argv, NULL, env);
