@@ -380,8 +380,25 @@ static void print_name(const char *name)
 	fputs(cli_escape(name, escaped, sizeof(escaped)), stdout);
 }
 
+/* A report with no app in it says why there is nothing to show. */
+static void print_nothing(const struct report *rep)
+{
+	fputs("no records", stdout);
+	if (rep->only_app) {
+		fputs(" of app ", stdout);
+		print_name(rep->only_app);
+	}
+	if (rep->since[0])
+		printf(" since %sZ", rep->since);
+	if (rep->until[0])
+		printf(" until %sZ", rep->until);
+	printf(" in %s\n", strcmp(rep->log_path, "-") == 0 ? "the standard input" : rep->log_path);
+}
+
 static void print_text(const struct report *rep)
 {
+	if (rep->app_count == 0)
+		print_nothing(rep);
 	for (size_t i = 0; i < rep->app_count; i++) {
 		const struct app_stats *app = &rep->apps[i];
 		fputs("app ", stdout);
@@ -567,6 +584,7 @@ int cmd_report(int argc, char **argv)
 	if (!path)
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
 
+	rep.log_path = path;
 	if (report_read(&rep, path) < 0)
 		return 1;
 	apply_policy(&rep, policy_path ? policy_path : cli_config_from_env());

@@ -63,6 +63,7 @@ struct report {
 	GHashTable *by_name;
 	unsigned long malformed;
 	const char *only_app;
+	const char *log_path;	/* as given ("-": stdin) */
 	char since[CLI_TIME_LEN], until[CLI_TIME_LEN];
 	GHashTable *dests;	/* key -> struct dest_stats */
 	GHashTable *dest_ports;	/* (id << 16 | port) as a pointer, a set */

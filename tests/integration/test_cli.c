@@ -292,6 +292,33 @@ Test(cli, since_and_until_forms)
 	cr_assert_eq(system(text), 0);
 }
 
+/* A report with nothing to show says so, and what it looked for: not
+ * a bare "malformed lines skipped: 0". */
+Test(cli, report_of_nothing_says_so)
+{
+	char dir[] = "/tmp/pf-nothing-XXXXXX", log[64], empty[64], text[512], expected[256];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	snprintf(empty, sizeof(empty), "%s/empty.jsonl", dir);
+	size_t n = (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000);
+	write_file(log, text, n);
+	write_file(empty, "", 0);
+
+	struct run_result *r = result();
+	tool(r, "report", empty);
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	snprintf(expected, sizeof(expected), "no records in %s\n", empty);
+	cr_expect(strstr(r->out, expected), "report of an empty log:\n%s", r->out);
+	tool(r, "report", "--app", "b", log);
+	snprintf(expected, sizeof(expected), "no records of app b in %s\n", log);
+	cr_expect(strstr(r->out, expected), "report --app b:\n%s", r->out);
+	tool(r, "report", "--app", "a", log);
+	cr_expect(!strstr(r->out, "no records"), "report --app a:\n%s", r->out);
+	free(r);
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	cr_assert_eq(system(text), 0);
+}
+
 Test(cli, report_text_escapes_control_bytes)
 {
 	char dir[] = "/tmp/pf-esc-XXXXXX", log[64], text[2048];
