@@ -228,8 +228,12 @@ static void report_paired(struct bpf_bench *b, const char *key, const char *labe
 		b->first ? "" : ",", key, json_number(m.native, 1).text, json_number(m.confined, 1).text,
 		json_number(m.ratio, 4).text, json_number(m.added, 1).text, json_number(over_floor, 1).text);
 	b->first = false;
-	printf("| bpf | %s (+%.2f µs) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000, m.native, m.confined,
-	       m.ratio, goal);
+	if (isnan(over_floor))
+		printf("| bpf | %s (+%.2f µs) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000, m.native,
+		       m.confined, m.ratio, goal);
+	else
+		printf("| bpf | %s (+%.2f µs, floor +%.2f) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000,
+		       over_floor / 1000, m.native, m.confined, m.ratio, goal);
 }
 
 static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
