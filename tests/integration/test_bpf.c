@@ -1004,29 +1004,62 @@ static bool backend_program(__u32 id, struct bpf_prog_info *info)
 	return pf_bpf_prog_info(id, info) == 0 && pf_bpf_prog_is_portfence(info->name);
 }
 
+enum { MAX_QUERIED = 64 };
+
+/* The ids of the programs at a hook of the cgroup (full path), at most
+ * MAX_QUERIED: attached to it, or with BPF_F_QUERY_EFFECTIVE in flags,
+ * those that run for its sockets (attached to it or above it); how
+ * many. */
+static __u32 programs_at(const char *full, enum bpf_attach_type hook, __u32 flags, __u32 ids[MAX_QUERIED])
+{
+	int fd = open(full, O_RDONLY | O_DIRECTORY);
+
+	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
+	union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = hook, .query_flags = flags,
+					 .prog_ids = (__u64)(unsigned long)ids, .prog_cnt = MAX_QUERIED}};
+	cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s", full,
+		     strerror(errno));
+	close(fd);
+	return attr.query.prog_cnt < MAX_QUERIED ? attr.query.prog_cnt : MAX_QUERIED;
+}
+
+/* An fd of the first map program prog uses whose name starts with
+ * prefix (the caller closes it), its id in *id; -1 when there is none. */
+static int program_map(__u32 prog, const char *prefix, __u32 *id)
+{
+	__u32 maps[MAX_QUERIED], count = MAX_QUERIED;
+
+	if (pf_bpf_prog_maps(prog, maps, &count) < 0)
+		return -1;
+	for (__u32 m = 0; m < count && m < MAX_QUERIED; m++) {
+		struct bpf_map_info info;
+		int fd = pf_bpf_map_by_id(maps[m], &info);
+		if (fd >= 0 && strncmp(info.name, prefix, strlen(prefix)) == 0) {
+			*id = maps[m];
+			return fd;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	return -1;
+}
+
 /* How many of the backend's programs run for the cgroup's sockets (full
  * path) at its hooks: attached to it or above it (the daemon's
  * dispatcher stands once, at a common ancestor of its cgroups), as
  * bpftool cgroup show --effective counts them. */
 static unsigned attached_programs(const char *full)
 {
-	int fd = open(full, O_RDONLY | O_DIRECTORY);
 	unsigned total = 0;
-	__u32 ids[64];
+	__u32 ids[MAX_QUERIED];
 
-	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
-	for (size_t i = 0; i < sizeof(backend_hooks) / sizeof(backend_hooks[0]); i++) {
-		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = backend_hooks[i],
-						 .query_flags = BPF_F_QUERY_EFFECTIVE,
-						 .prog_ids = (__u64)(unsigned long)ids, .prog_cnt = 64}};
-		cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s",
-			     full, strerror(errno));
-		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++) {
+	for (int i = 0; i < HOOKS; i++) {
+		__u32 count = programs_at(full, backend_hooks[i], BPF_F_QUERY_EFFECTIVE, ids);
+		for (__u32 p = 0; p < count; p++) {
 			struct bpf_prog_info info;
 			total += backend_program(ids[p], &info);
 		}
 	}
-	close(fd);
 	return total;
 }
 
@@ -1090,51 +1123,30 @@ static bool cgroup_in_map(const char *full)
 	return cgroup_app(full) != 0;
 }
 
-/* Deletes app from map map_id when it is one of the dispatcher's
- * program arrays ("to_HOOK"): whether it was one and held app. */
-static bool unroute_from_map(__u32 map_id, __u32 app)
-{
-	struct bpf_map_info info;
-	int fd = pf_bpf_map_by_id(map_id, &info);
-	bool deleted = false;
-
-	if (fd >= 0 && strncmp(info.name, "to_", 3) == 0) {
-		union bpf_attr attr = {.map_fd = (__u32)fd, .key = (__u64)(unsigned long)&app};
-		deleted = syscall(SYS_bpf, BPF_MAP_DELETE_ELEM, &attr, sizeof(attr)) == 0;
-	}
-	if (fd >= 0)
-		close(fd);
-	return deleted;
-}
-
 /* Takes app out of every program array of the dispatcher attached at
- * the cgroup (full path), as if the daemon had not put its programs
- * there: how many arrays held it. */
+ * the cgroup (full path; "to_HOOK", one a program), as if the daemon
+ * had not put its programs there: how many arrays held it. */
 static unsigned unroute_app(const char *full, __u32 app)
 {
-	int fd = open(full, O_RDONLY | O_DIRECTORY);
 	unsigned emptied = 0;
-	__u32 ids[64];
+	__u32 ids[MAX_QUERIED];
 
-	cr_assert_geq(fd, 0, "open %s: %s", full, strerror(errno));
 	for (int i = 0; i <= HOOKS; i++) {
 		/* The dispatcher stands at one more hook: sock_create. */
 		enum bpf_attach_type hook = i < HOOKS ? backend_hooks[i] : BPF_CGROUP_INET_SOCK_CREATE;
-		union bpf_attr attr = {.query = {.target_fd = (__u32)fd, .attach_type = hook,
-						 .prog_ids = (__u64)(unsigned long)ids, .prog_cnt = 64}};
-		cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s",
-			     full, strerror(errno));
-		for (__u32 p = 0; p < attr.query.prog_cnt && p < 64; p++) {
+		__u32 count = programs_at(full, hook, 0, ids), map_id;
+		for (__u32 p = 0; p < count; p++) {
 			struct bpf_prog_info info;
-			__u32 maps[16], count = 16;
-			if (pf_bpf_prog_info(ids[p], &info) < 0 || strncmp(info.name, "pfd_", 4) != 0 ||
-			    pf_bpf_prog_maps(ids[p], maps, &count) < 0)
+			int fd = pf_bpf_prog_info(ids[p], &info) == 0 && strncmp(info.name, "pfd_", 4) == 0
+					 ? program_map(ids[p], "to_", &map_id)
+					 : -1;
+			if (fd < 0)
 				continue;
-			for (__u32 m = 0; m < count && m < 16; m++)
-				emptied += unroute_from_map(maps[m], app);
+			union bpf_attr attr = {.map_fd = (__u32)fd, .key = (__u64)(unsigned long)&app};
+			emptied += syscall(SYS_bpf, BPF_MAP_DELETE_ELEM, &attr, sizeof(attr)) == 0;
+			close(fd);
 		}
 	}
-	close(fd);
 	return emptied;
 }
 
@@ -1569,33 +1581,18 @@ Test(bpf, every_program_verifies_with_a_quarter_of_the_limit_to_spare)
  * (the caller closes it) and its id in *id, or -1. */
 static int connect4_map(const char *full, const char *name, __u32 *id)
 {
-	int cgroup = open(full, O_RDONLY | O_DIRECTORY), found = -1;
-	__u32 progs[64];
+	__u32 progs[MAX_QUERIED];
+	__u32 count = programs_at(full, BPF_CGROUP_INET4_CONNECT, BPF_F_QUERY_EFFECTIVE, progs);
 
-	cr_assert_geq(cgroup, 0, "open %s: %s", full, strerror(errno));
-	union bpf_attr attr = {.query = {.target_fd = (__u32)cgroup, .attach_type = BPF_CGROUP_INET4_CONNECT,
-					 .query_flags = BPF_F_QUERY_EFFECTIVE, .prog_ids = (__u64)(unsigned long)progs, .prog_cnt = 64}};
-	cr_assert_eq(syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof(attr)), 0, "BPF_PROG_QUERY %s: %s", full,
-		     strerror(errno));
-	close(cgroup);
-	for (__u32 p = 0; p < attr.query.prog_cnt && p < 64 && found < 0; p++) {
+	for (__u32 p = 0; p < count; p++) {
 		struct bpf_prog_info info;
-		__u32 maps[64], count = 64;
-		if (pf_bpf_prog_info(progs[p], &info) < 0 || strcmp(info.name, "pfb_connect4") != 0 ||
-		    pf_bpf_prog_maps(progs[p], maps, &count) < 0)
-			continue;
-		for (__u32 m = 0; m < count && m < 64 && found < 0; m++) {
-			struct bpf_map_info map;
-			int fd = pf_bpf_map_by_id(maps[m], &map);
-			if (fd >= 0 && strcmp(map.name, name) == 0) {
-				found = fd;
-				*id = maps[m];
-			} else if (fd >= 0) {
-				close(fd);
-			}
-		}
+		int fd = pf_bpf_prog_info(progs[p], &info) == 0 && strcmp(info.name, "pfb_connect4") == 0
+				 ? program_map(progs[p], name, id)
+				 : -1;
+		if (fd >= 0)
+			return fd;
 	}
-	return found;
+	return -1;
 }
 
 /* How many slots of an array map of __u64 (entries of them) are not 0. */
