@@ -49,6 +49,14 @@ static int compare_doubles(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+double program_hooks_sum(const double ns[PROGRAM_HOOKS])
+{
+	double sum = 0;
+	for (int h = 0; h < PROGRAM_HOOKS; h++)
+		sum += ns[h];
+	return sum;
+}
+
 double median(double *values, int count)
 {
 	qsort(values, (size_t)count, sizeof(*values), compare_doubles);
@@ -827,7 +835,7 @@ static void three_print(const struct three *t, double ns[SIDES][256], double cpu
 	programs_per_connect(t->cgroup[SIDE_BPF], false, &t->dest, t->count, programs);
 	if (hooks) {
 		programs_per_connect(t->cgroup[SIDE_HOOKS], true, &t->dest, t->count, bare);
-		bare_sum = bare[0] + bare[1] + bare[2] + bare[3];
+		bare_sum = program_hooks_sum(bare);
 	}
 	join_cgroup(t->cgroup[SIDE_NATIVE]);
 	printf("%.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.0f %.0f %.1f %.1f %.1f %.1f %.1f %.1f",

@@ -118,6 +118,8 @@ int program_stats_on(void);
 /* Each hook's programs' run time so far (ns), summed into ns[]:
  * portfence's, or with bare the bench's empty ones: 0, or -1. */
 int program_run_ns(double ns[PROGRAM_HOOKS], bool bare);
+/* The figures of all PROGRAM_HOOKS hooks added up. */
+double program_hooks_sum(const double ns[PROGRAM_HOOKS]);
 /* cgroup_confine_ms: a new cgroup matched by a glob, from mkdir to
  * confined by the daemon (median, max); and connects at birth that
  * left from outside the range. */

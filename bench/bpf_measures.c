@@ -228,12 +228,11 @@ static void report_paired(struct bpf_bench *b, const char *key, const char *labe
 		b->first ? "" : ",", key, json_number(m.native, 1).text, json_number(m.confined, 1).text,
 		json_number(m.ratio, 4).text, json_number(m.added, 1).text, json_number(over_floor, 1).text);
 	b->first = false;
-	if (isnan(over_floor))
-		printf("| bpf | %s (+%.2f µs) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000, m.native,
-		       m.confined, m.ratio, goal);
-	else
-		printf("| bpf | %s (+%.2f µs, floor +%.2f) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000,
-		       over_floor / 1000, m.native, m.confined, m.ratio, goal);
+	char floor[32] = "";
+	if (!isnan(over_floor))
+		snprintf(floor, sizeof(floor), ", floor +%.2f", over_floor / 1000);
+	printf("| bpf | %s (+%.2f µs%s) | %.0f | %.0f | %.3f | %s |\n", label, m.added / 1000, floor, m.native,
+	       m.confined, m.ratio, goal);
 }
 
 static void connect_pair(struct bpf_bench *b, bool log, uint16_t port)
@@ -946,7 +945,7 @@ static void tw_case_report(struct bpf_bench *b, struct tw_case *c, const char *l
 	       med[15] / 1000);
 	const double *own = &med[TW_PROGRAMS_AT];
 	printf("; programs' own %.2f µs (connect4 %.2f, sockops %.2f, release %.2f, create %.2f; empty ones %.2f)",
-	       (own[0] + own[1] + own[2] + own[3]) / 1000, own[0] / 1000, own[1] / 1000, own[2] / 1000, own[3] / 1000,
+	       program_hooks_sum(own) / 1000, own[0] / 1000, own[1] / 1000, own[2] / 1000, own[3] / 1000,
 	       med[TW_BARE_AT] / 1000);
 	printf(" | %.0f | %.0f | %.3f | native +1.0 µs |\n", med[0], med[1], med[1] / med[0]);
 }
