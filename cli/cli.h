@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Exit status for usage errors, as SPEC fixes it. */
 #define EXIT_USAGE 2
@@ -27,6 +28,10 @@ int cli_parse_time(const char *text, char out[CLI_TIME_LEN]);
  * log of the policy at policy_path (NULL: the usual search); NULL when
  * neither names one. */
 const char *cli_default_log(const char *policy_path);
+/* The audit log at path ("-": standard input), open for reading, or
+ * NULL with one line said; cli_close_log() closes it (never stdin). */
+FILE *cli_open_log(const char *path);
+void cli_close_log(FILE *log);
 struct sockaddr_storage;
 struct pf_app;
 /* "127.0.0.1:80" or "[::1]:53" into ss; 0, or -1 when it is neither. */

@@ -487,6 +487,21 @@ static void print_json(const struct report *rep)
 	printf("],\"malformed_lines\":%lu}\n", rep->malformed);
 }
 
+FILE *cli_open_log(const char *path)
+{
+	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+
+	if (!log)
+		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
+	return log;
+}
+
+void cli_close_log(FILE *log)
+{
+	if (log != stdin)
+		fclose(log);
+}
+
 const char *cli_default_log(const char *policy_path)
 {
 	const char *log = secure_getenv("PORTFENCE_LOG");
@@ -514,18 +529,15 @@ static void free_dest(gpointer data)
 /* The log at path ("-": stdin) read into rep: 0, or -1 said. */
 static int report_read(struct report *rep, const char *path)
 {
-	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	FILE *log = cli_open_log(path);
 
-	if (!log) {
-		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
+	if (!log)
 		return -1;
-	}
 	rep->by_name = g_hash_table_new(g_str_hash, g_str_equal);
 	rep->dests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free_dest);
 	rep->dest_ports = g_hash_table_new(g_direct_hash, g_direct_equal);
 	read_log(rep, log);
-	if (log != stdin)
-		fclose(log);
+	cli_close_log(log);
 	g_hash_table_destroy(rep->dest_ports);
 	rep->dest_ports = NULL;
 	return 0;

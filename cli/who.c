@@ -316,16 +316,13 @@ static void print_history(const struct query *q, const char *at, const struct hi
 
 static int who_at(const struct query *q, const char *at, const char *log_path, bool json)
 {
-	FILE *log = strcmp(log_path, "-") == 0 ? stdin : fopen(log_path, "re");
+	FILE *log = cli_open_log(log_path);
 	struct history h = {0};
 
-	if (!log) {
-		fprintf(stderr, "portfence: %s: %s\n", log_path, strerror(errno));
+	if (!log)
 		return 1;
-	}
 	scan_history(q, at, log, &h);
-	if (log != stdin)
-		fclose(log);
+	cli_close_log(log);
 	if (json) {
 		json_t *root = json_pack("{s:s, s:O?, s:O?, s:b}", "at", at, "record", h.last, "reused_by", h.next,
 					 "reused", h.next != NULL && h.last != NULL);
