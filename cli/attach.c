@@ -38,10 +38,11 @@ int cmd_attach(int argc, char **argv)
 		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
 		return bpf_cli_refuse(why);
 	}
+	const char *path = config ? config : cli_config_from_env();
 	struct pf_policy policy;
-	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+	if (cli_load_policy(path, &policy) < 0)
 		return 1;
-	const struct pf_app *app = bpf_cli_find_app(&policy, app_name);
+	const struct pf_app *app = bpf_cli_find_app(&policy, path, app_name);
 	int status = app ? bpf_cli_attach_pinned(&policy, app, full, relative) : 1;
 	pf_policy_free(&policy);
 	if (status == 0)

@@ -14,7 +14,7 @@ int cmd_detach(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
 
 /* The app by name, or NULL after saying so. */
-const struct pf_app *bpf_cli_find_app(const struct pf_policy *policy, const char *name);
+const struct pf_app *bpf_cli_find_app(const struct pf_policy *policy, const char *path, const char *name);
 /* PORTFENCE_LOG, else the policy's log file (NULL: none). */
 const char *bpf_cli_log_path(const struct pf_policy *policy);
 /* Attaches app to a cgroup, pinned; 0, or 1 after the one-line reason. */

@@ -8,12 +8,12 @@
 #include "bpf_cli.h"
 #include "cli.h"
 
-const struct pf_app *bpf_cli_find_app(const struct pf_policy *policy, const char *name)
+const struct pf_app *bpf_cli_find_app(const struct pf_policy *policy, const char *path, const char *name)
 {
 	int index = pf_policy_find_app(policy, name);
 
 	if (index < 0) {
-		fprintf(stderr, "portfence: no app named '%s' in the policy\n", name);
+		cli_no_such_app(policy, path, name, NULL);
 		return NULL;
 	}
 	return &policy->apps[index];

@@ -35,14 +35,17 @@ static void forward_signal(int sig)
 		kill((pid_t)child_pid, sig);
 }
 
-/* The app named, else the one the policy selects for COMMAND. */
-static const struct pf_app *choose_app(const struct pf_policy *policy, const char *name,
+/* The app named (-a), else the one the policy selects for COMMAND. */
+static const struct pf_app *choose_app(const struct pf_policy *policy, const char *path, const char *name,
 				       const char *command)
 {
 	if (name)
-		return bpf_cli_find_app(policy, name);
+		return bpf_cli_find_app(policy, path, name);
 	const char *base = strrchr(command, '/');
-	struct pf_process_identity who = {.exe_path = command, .comm = base ? base + 1 : command,
+	/* PORTFENCE_APP wins over the matching, as the shim applies it. */
+	struct pf_process_identity who = {.forced_app = secure_getenv("PORTFENCE_APP"),
+					  .exe_path = command,
+					  .comm = base ? base + 1 : command,
 					  .program_name = base ? base + 1 : command};
 	int index = pf_policy_select(policy, &who);
 	if (index < 0) {
@@ -378,9 +381,10 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char
 		fprintf(stderr, "portfence: %s: command not found\n", command_argv[0]);
 		return 127;
 	}
-	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+	const char *path = config ? config : cli_config_from_env();
+	if (cli_load_policy(path, &policy) < 0)
 		return 1;
-	const struct pf_app *chosen = choose_app(&policy, app_name, command);
+	const struct pf_app *chosen = choose_app(&policy, path, app_name, command);
 	if (!chosen) {
 		pf_policy_free(&policy);
 		return 1;

@@ -68,6 +68,9 @@ const char *unreachable_reason(const char *path);
 /* text with control bytes written \xHH and backslashes doubled, into
  * out (cut to fit); returns out. */
 const char *cli_escape(const char *text, char *out, size_t len);
+/* One line on stderr for an app the policy at path lacks: "portfence:
+ * COMMAND: PATH defines no app 'NAME' (its apps: A, B)", then tail. */
+void cli_no_such_app(const struct pf_policy *policy, const char *path, const char *name, const char *tail);
 /* PORTFENCE_CONFIG, else the default policy path. */
 const char *cli_config_from_env(void);
 

@@ -370,10 +370,6 @@ static int explain(const struct pf_policy *policy, const char *named, const char
 	struct explanation e = {0};
 	int rc = 0;
 
-	if (named && pf_policy_find_app(policy, named) < 0) {
-		fprintf(stderr, "portfence: explain: no app named '%s' in the policy\n", named);
-		return 1;
-	}
 	if (pid)
 		rc = explain_subject_of_pid(&s, pid);
 	else if (program)
@@ -425,9 +421,15 @@ int cmd_explain(int argc, char **argv)
 	if (to && parse_destination(to, &dest, &dest_len) < 0)
 		return usage_error("explain: --to takes ADDR:PORT ([ADDR]:PORT for IPv6)");
 
+	const char *path = config ? config : cli_config_from_env();
 	struct pf_policy policy;
-	if (cli_load_policy(config ? config : cli_config_from_env(), &policy) < 0)
+	if (cli_load_policy(path, &policy) < 0)
 		return 1;
+	if (named && pf_policy_find_app(&policy, named) < 0) {
+		cli_no_such_app(&policy, path, named, NULL);
+		pf_policy_free(&policy);
+		return 1;
+	}
 	int rc = explain(&policy, named, pid, have_program ? argv[optind] : NULL, to, json);
 	pf_policy_free(&policy);
 	return rc == 0 ? 0 : rc == -2 ? EXIT_USAGE : 1;

@@ -128,6 +128,25 @@ int usage_error(const char *message)
 	return EXIT_USAGE;
 }
 
+void cli_no_such_app(const struct pf_policy *policy, const char *path, const char *name, const char *tail)
+{
+	/* The apps it does define, so that a typo shows at once; a long
+	 * policy's list is cut, its count kept. */
+	char apps[256] = "", escaped[128];
+	size_t used = 0;
+	for (size_t i = 0; i < policy->app_count && used < sizeof(apps); i++) {
+		int n = snprintf(apps + used, sizeof(apps) - used, "%s%s", i ? ", " : "", policy->apps[i].name);
+		if (n < 0 || (size_t)n >= sizeof(apps) - used) {
+			snprintf(apps + used, sizeof(apps) - used, ", ... (%zu in all)", policy->app_count);
+			break;
+		}
+		used += (size_t)n;
+	}
+	fprintf(stderr, "portfence: %s: %s defines no app '%s' (%s%s)%s\n", current ? current->name : "portfence",
+		path, cli_escape(name, escaped, sizeof(escaped)), policy->app_count ? "its apps: " : "it defines none",
+		apps, tail ? tail : "");
+}
+
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
 {
 	char spec[64];

@@ -219,7 +219,7 @@ static int predict_app(const struct pf_policy *policy, const char *command, cons
 
 	snprintf(comm, sizeof(comm), "%s", base ? base + 1 : command);
 	struct pf_process_identity who = {
-		.forced_app = getenv("PORTFENCE_APP"),
+		.forced_app = secure_getenv("PORTFENCE_APP"),
 		.exe_path = realpath(command, real) ? real : command,
 		.comm = comm,
 		.program_name = name ? name + 1 : arg0,
@@ -230,7 +230,7 @@ static int predict_app(const struct pf_policy *policy, const char *command, cons
 static void say_match(const struct pf_policy *policy, int index, const char *app, const char *command,
 		      const char *arg0, const char *path)
 {
-	const char *forced = getenv("PORTFENCE_APP");
+	const char *forced = secure_getenv("PORTFENCE_APP");
 
 	if (index < 0) {
 		fprintf(stderr, "portfence: %s matches no app in %s, and default = \"pass\": it runs unconfined "
@@ -262,7 +262,7 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 	enum pf_load_status status = pf_policy_load(path, &policy, &diags);
 	enum gate gate = GATE_CONFINE;
 	/* -a, else PORTFENCE_APP, which the shim would apply. */
-	const char *named = app ? app : getenv("PORTFENCE_APP");
+	const char *named = app ? app : secure_getenv("PORTFENCE_APP");
 
 	if (named && !named[0])
 		named = NULL;
@@ -281,15 +281,11 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 			gate = GATE_REFUSE;
 		}
 	} else if (named && pf_policy_find_app(&policy, named) < 0) {
-		if (policy.on_error_pass) {
-			fprintf(stderr, "portfence: %s defines no app '%s'; %s runs unconfined (on_error = \"pass\")\n",
-				path, named, command);
-			gate = GATE_UNCONFINED;
-		} else {
-			fprintf(stderr, "%s: no app named '%s'%s\n", path, named, app ? "" : " (PORTFENCE_APP)");
-			fprintf(stderr, "portfence: policy unusable (on_error = \"deny\"): %s not started\n", command);
-			gate = GATE_REFUSE;
-		}
+		char tail[PATH_MAX + 64];
+		snprintf(tail, sizeof(tail), "%s; %s %s", app ? "" : "; PORTFENCE_APP names it", command,
+			 policy.on_error_pass ? "runs unconfined (on_error = \"pass\")" : "not started");
+		cli_no_such_app(&policy, path, named, tail);
+		gate = policy.on_error_pass ? GATE_UNCONFINED : GATE_REFUSE;
 	} else if (verbose) {
 		say_match(&policy, app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0), app,
 			  command, arg0, path);

@@ -422,7 +422,7 @@ int status_gather(struct status *status, const struct pf_policy *policy, const c
 	if (select_apps(status, policy, only) < 0)
 		return 1;
 	if (only && status->app_count == 0) {
-		fprintf(stderr, "portfence: status: %s has no app '%s'\n", path, only);
+		cli_no_such_app(policy, path, only, NULL);
 		return 1;
 	}
 	return collect(status, policy);

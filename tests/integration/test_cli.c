@@ -163,6 +163,48 @@ static void write_file(const char *path, const char *text, size_t len)
 	fclose(f);
 }
 
+/* An app the policy lacks is said in one line by every command that
+ * takes one: the command, the policy file, the name, and the apps the
+ * file does define, so a typo shows at once. */
+Test(cli, an_app_the_policy_lacks_is_one_line_naming_the_file_and_its_apps)
+{
+	char dir[] = "/tmp/pf-noapp-XXXXXX", conf[64], line[256];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/p.conf", dir);
+	static const char policy[] = "version = 1;\nlog = { file = \"/dev/null\"; };\napps = (\n"
+				     "  { name = \"web\"; range = [ 40000, 40009 ]; },\n"
+				     "  { name = \"mail\"; range = [ 40010, 40019 ]; }\n);\n";
+	write_file(conf, policy, sizeof(policy) - 1);
+
+	static const struct {
+		const char *command;
+		int status;
+		const char *argv[8];
+	} cases[] = {
+		{"run", 125, {"run", "-c", "CONF", "-a", "wbe", "--", "true"}},
+		{"explain", 1, {"explain", "-c", "CONF", "-a", "wbe"}},
+		{"status", 1, {"status", "-c", "CONF", "--app", "wbe"}},
+		{"attach", 1, {"attach", "-c", "CONF", "-a", "wbe", "/"}},
+	};
+	struct run_result *r = result();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[10] = {(char *)build_path("portfence")};
+		for (int k = 0; k < 8 && cases[i].argv[k]; k++)
+			argv[k + 1] = strcmp(cases[i].argv[k], "CONF") == 0 ? conf : (char *)cases[i].argv[k];
+		run_program(r, argv, NULL, NULL);
+		cr_expect_eq(r->status, cases[i].status, "%s: exit %d\n%s", cases[i].command, r->status, r->err);
+		snprintf(line, sizeof(line), "portfence: %s: %s defines no app 'wbe' (its apps: web, mail)",
+			 cases[i].command, conf);
+		cr_expect(strncmp(r->err, line, strlen(line)) == 0, "%s: expected \"%s\", said:\n%s",
+			  cases[i].command, line, r->err);
+		cr_expect_eq(count_lines_starting(r->err, ""), 1, "%s: more than one line:\n%s", cases[i].command,
+			     r->err);
+	}
+	free(r);
+	snprintf(line, sizeof(line), "rm -rf %s", dir);
+	cr_assert_eq(system(line), 0);
+}
+
 static int record(char *out, size_t len, time_t when, const char *app, unsigned port)
 {
 	struct tm tm;

@@ -29,6 +29,7 @@
 #define RANGE_LO 63000
 #define RANGE_HI 63015
 #define OTHER_APP "{ name = \"o\"; range = [ 63100, 63115 ]; }"
+#define OTHER_APP_MATCHING "{ name = \"o\"; range = [ 63100, 63115 ]; match = { comm = [ \"table-client\" ]; }; }"
 
 enum port_expect {
 	PORT_RANGE,	/* a port of the app's range */
@@ -64,6 +65,9 @@ struct row {
 
 #define DENY2 "deny = [ \"127.0.0.2/32\" ];"
 #define AUDIT "mode = \"audit\";"
+/* In a row's app text: t is chosen by PORTFENCE_APP rather than -a, and
+ * app o's match names the client; the variable wins over the match. */
+#define BY_ENV "/* chosen by PORTFENCE_APP */"
 
 static const struct row rows[] = {
 	/* A plain connect takes a port of the range. */
@@ -212,6 +216,11 @@ static const struct row rows[] = {
 	/* The range's one 4-tuple was closed by us but not by the peer
 	 * (FIN_WAIT2): never taken again, as a SYN there would reset the
 	 * peer's old connection and wait 10 ms to a second. */
+	/* PORTFENCE_APP names the app, over a match of another. */
+	{"tcp4 connect, PORTFENCE_APP over a match", "tcp4", "connect", 0, "127.0.0.1", NULL, BY_ENV, 0, 0, PORT_RANGE,
+	 "OK", "assign", "ok"},
+	{"udp6 connect, PORTFENCE_APP over a match", "udp6", "connect", 0, "::1", NULL, BY_ENV, 0, 0, PORT_RANGE, "OK",
+	 "assign", "ok"},
 	{"tcp4 connect, only 4-tuple in FIN_WAIT2", "tcp4", "afterclose", 0, "127.0.0.1", NULL, "", 63027, 63027,
 	 PORT_NONE, "EADDRNOTAVAIL", "assign error", "EADDRNOTAVAIL"},
 	{"tcp6 connect, only 4-tuple in FIN_WAIT2", "tcp6", "afterclose", 0, "::1", NULL, "", 63028, 63028,
@@ -433,13 +442,14 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	char apps[1024], port[16], arg[160], remote[160], client[PATH_MAX];
 	int lo = row->lo ? row->lo : RANGE_LO, hi = row->hi ? row->hi : RANGE_HI;
 	bool reconnect = strcmp(row->action, "reconnect") == 0;
+	bool by_env = strstr(row->app, BY_ENV) != NULL;
 
 	cr_assert_not_null(r);
 	/* Each row in a namespace of its own: a port it binds by number
 	 * may be in TIME_WAIT from an earlier test or row otherwise. */
 	private_loopback_net();
-	snprintf(apps, sizeof(apps), "apps = ( { name = \"t\"; range = [ %d, %d ]; %s },\n  " OTHER_APP " );", lo, hi,
-		 row->app);
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"t\"; range = [ %d, %d ]; %s },\n  %s );", lo, hi, row->app,
+		 by_env ? OTHER_APP_MATCHING : OTHER_APP);
 	sandbox_init(&sb, apps);
 	server_start(&srv, server_address(row->to), server_mode(row));
 	snprintf(port, sizeof(port), "%u", srv.port);
@@ -455,16 +465,23 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 
 	char hold[8];
 	snprintf(hold, sizeof(hold), "%d", row->hold);
-	char *argv[16];
+	char *argv[20];
 	int n = 0;
 	argv[n++] = (char *)build_path("portfence");
 	argv[n++] = "run";
 	if (backend == BPF)
 		argv[n++] = "--bpf";
-	char *const rest[] = {"-c", sb.policy, "-a", "t", "--", client, (char *)row->sock, (char *)row->action,
-			      hold, (char *)row->to, port, arg, NULL};
+	argv[n++] = "-c";
+	argv[n++] = sb.policy;
+	if (!by_env) {
+		argv[n++] = "-a";
+		argv[n++] = "t";
+	}
+	char *const rest[] = {"--", client, (char *)row->sock, (char *)row->action, hold, (char *)row->to, port, arg,
+			      NULL};
 	memcpy(argv + n, rest, sizeof(rest));
-	run_program(r, argv, NULL, NULL);
+	char *const env_app[] = {"PORTFENCE_APP=t", NULL};
+	run_program(r, argv, NULL, by_env ? env_app : NULL);
 	server_stop(&srv);
 	if (reconnect)
 		server_stop(&second);
