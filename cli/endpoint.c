@@ -52,7 +52,7 @@ static void format_rule(const struct pf_rule *rule, char *out, size_t len)
 	inet_ntop(rule->family, rule->addr, addr, sizeof(addr));
 	if (rule->port_lo == rule->port_hi)
 		snprintf(port, sizeof(port), ":%u", rule->port_lo);
-	else if (rule->port_lo != 1 || rule->port_hi != 65535)
+	else if (rule->port_lo != 0 || rule->port_hi != 65535)
 		snprintf(port, sizeof(port), ":%u-%u", rule->port_lo, rule->port_hi);
 	if (rule->family == AF_INET6)
 		snprintf(out, len, "[%s/%u]%s", addr, rule->prefix, port);

@@ -134,7 +134,7 @@ int pf_rule_parse(const char *text, struct pf_rule *rule, const char **why)
 	sa_family_t family;
 
 	memset(rule, 0, sizeof(*rule));
-	rule->port_lo = 1;
+	rule->port_lo = 0;	/* no port: every port, 0 too (a UDP datagram goes there) */
 	rule->port_hi = 65535;
 	if (strlen(text) >= sizeof(buf) || text[0] == '\0') {
 		*why = text[0] ? "rule is too long" : "rule is empty";

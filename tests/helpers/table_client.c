@@ -22,6 +22,8 @@
  *                      100 ms later (the server keeps its end open, so the
  *                      first 4-tuple waits in FIN_WAIT2) the judged socket
  *                      connects to ADDR:PORT, without talking
+ *           port0      connect(ADDR:0), without talking (a rule's port
+ *                      range must hold port 0: a UDP datagram goes there)
  *           listen     listen() on the unbound socket
  *           bindlisten bind(wildcard, 0), then listen (TCP) or nothing more (UDP)
  *   HOLD    how many sockets make the same call first and are kept open
@@ -234,6 +236,14 @@ static int act(const char *action, const struct kind *k, const struct sockaddr_s
 			if (connect(fd, (const struct sockaddr *)to, to_len) < 0)
 				fail(o, "connect");
 		}
+	} else if (strcmp(action, "port0") == 0) {
+		struct sockaddr_storage zero = *to;
+		if (zero.ss_family == AF_INET)
+			((struct sockaddr_in *)&zero)->sin_port = 0;
+		else
+			((struct sockaddr_in6 *)&zero)->sin6_port = 0;
+		if (connect(fd, (const struct sockaddr *)&zero, to_len) < 0)
+			fail(o, "connect");
 	} else if (strcmp(action, "listen") == 0) {
 		if (listen(fd, 8) < 0)
 			fail(o, "listen");

@@ -216,6 +216,15 @@ static const struct row rows[] = {
 	/* The range's one 4-tuple was closed by us but not by the peer
 	 * (FIN_WAIT2): never taken again, as a SYN there would reset the
 	 * peer's old connection and wait 10 ms to a second. */
+	/* A rule without a port holds every port, 0 too: a UDP datagram
+	 * to port 0 leaves the host. */
+	{"udp4 connect to port 0", "udp4", "port0", 0, "127.0.0.1", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	{"udp4 connect to port 0, deny rule", "udp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE, "EPERM",
+	 "deny", "EPERM"},
+	{"udp6 connect to port 0, in allow list", "udp6", "port0", 0, "::1", NULL, "allow = [ \"[::1]\" ];", 0, 0,
+	 PORT_RANGE, "OK", "assign", "ok"},
+	{"tcp4 connect to port 0, deny rule", "tcp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE, "EPERM",
+	 "deny", "EPERM"},
 	/* PORTFENCE_APP names the app, over a match of another. */
 	{"tcp4 connect, PORTFENCE_APP over a match", "tcp4", "connect", 0, "127.0.0.1", NULL, BY_ENV, 0, 0, PORT_RANGE,
 	 "OK", "assign", "ok"},
@@ -374,7 +383,8 @@ static bool parse_client(const char *out, struct observed *o)
 
 static bool talks(const struct row *row)
 {
-	return strcmp(row->action, "listen") != 0 && strcmp(row->action, "bindlisten") != 0;
+	return strcmp(row->action, "listen") != 0 && strcmp(row->action, "bindlisten") != 0 &&
+	       strcmp(row->action, "port0") != 0;
 }
 
 /* The records the run left: events in order, and the last record. */
@@ -420,7 +430,7 @@ static void check_records(struct verdict *v, const struct row *row, const struct
 		 * record's remote is the unspecified address. */
 		bool bound_udp = is_udp(row) && strncmp(row->action, "bind", 4) == 0 && strcmp(event, "assign") == 0;
 		const char *want = bound_udp ? (row_family(row)[3] == '4' ? "0.0.0.0:0" : "[::]:0") : remote;
-		if (talks(row))
+		if (talks(row) || strcmp(row->action, "port0") == 0)
 			check(v, strcmp(field(last, "remote"), want) == 0, "remote %s, expected %s",
 			      field(last, "remote"), want);
 		if (ok || strcmp(row->action, "reconnect") == 0 || strcmp(event, "assign") == 0)
@@ -459,7 +469,7 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	} else {
 		snprintf(arg, sizeof(arg), "%s", row->arg ? row->arg : "-");
 	}
-	format_address(remote, sizeof(remote), row->to, srv.port);
+	format_address(remote, sizeof(remote), row->to, strcmp(row->action, "port0") == 0 ? 0 : srv.port);
 	if (!realpath(build_path("table-client"), client))
 		snprintf(client, sizeof(client), "%s", build_path("table-client"));
 
