@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "cli.h"
-#include "kernel/kernel_ports.h"
+#include "config/cgroup_glob.h"
 #include "config/policy.h"
+#include "kernel/cgroup.h"
+#include "kernel/kernel_ports.h"
 
 static const char *protocol_text(unsigned protocols)
 {
@@ -133,6 +135,44 @@ static bool print_app(const struct pf_app *app, const struct pf_kernel_ports *po
 	return have_ports && warn_isolation(app, ports, &fit);
 }
 
+/* glob without the cgroup v2 mount it starts with, or NULL when it
+ * does not start with it. */
+static const char *under_mount(const char *glob, const char *mount)
+{
+	size_t len = strlen(mount);
+	return len > 1 && strncmp(glob, mount, len) == 0 && glob[len] == '/' ? glob + len : NULL;
+}
+
+/* Two apps' globs that meet once the mount is taken off one of them:
+ * the daemon matches them so, and the loader, which reads no mount,
+ * compared them as written. Said as the loader says its own; the count. */
+static int check_cgroups_under_mount(const struct pf_policy *policy)
+{
+	char mount[4096];
+	int errors = 0;
+
+	if (pf_cgroup2_mount(mount, sizeof(mount)) < 0)
+		return 0;
+	for (size_t j = 1; j < policy->app_count; j++)
+		for (size_t i = 0; i < j; i++) {
+			const struct pf_app *later = &policy->apps[j], *earlier = &policy->apps[i];
+			for (size_t g = 0; g < later->cgroups.count; g++)
+				for (size_t h = 0; h < earlier->cgroups.count; h++) {
+					const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
+					const char *a_rel = under_mount(a, mount), *b_rel = under_mount(b, mount);
+					if ((!a_rel && !b_rel) ||
+					    !pf_cgroup_globs_intersect(a_rel ? a_rel : a, b_rel ? b_rel : b))
+						continue;
+					fprintf(stderr, "%s:%d: cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can "
+							"match the same cgroup\n",
+						later->file, later->cgroups_line, a, later->name, b, earlier->name,
+						earlier->file, earlier->cgroups_line);
+					errors++;
+				}
+		}
+	return errors;
+}
+
 static void print_summary(const char *path, const struct pf_policy *policy)
 {
 	printf("%s: valid, %zu app%s; default %s; on_error %s; log %s%s\n", path,
@@ -168,7 +208,7 @@ int cmd_check(int argc, char **argv)
 
 	static struct pf_kernel_ports ports;
 	bool have_ports = pf_kernel_ports_read(NULL, &ports) == 0;
-	int errors = 0;
+	int errors = check_cgroups_under_mount(&policy);
 	for (size_t i = 0; i < policy.app_count && have_ports; i++)
 		errors += check_kernel_algorithm(&policy.apps[i], &ports);
 	if (!errors) {

@@ -131,3 +131,39 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_assert_eq(system(cmd), 0);
 }
+
+/* A cgroup written as its path under the cgroup v2 mount is the cgroup
+ * the daemon confines (it strips the mount), so two apps naming one
+ * cgroup, one of them with the mount, are refused by check too. */
+Test(check, one_cgroup_named_with_and_without_the_mount_is_refused)
+{
+	char mount[256], dir[] = "/tmp/pf-cgmount-XXXXXX", path[64], text[1024];
+	bpf_machine_missing(mount, sizeof(mount));
+	if (mount[0] != '/')
+		cr_skip_test("no cgroup v2 mount on this machine");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.conf", dir);
+	static const char *const pairs[][2] = {
+		{"%s/system.slice/x.service", "system.slice/x.service"},
+		{"%s/system.slice/*", "/system.slice/x.service"},
+	};
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		char first[300];
+		snprintf(first, sizeof(first), pairs[i][0], mount);
+		snprintf(text, sizeof(text),
+			 "version = 1;\napps = (\n  { name = \"a\"; range = [ 61000, 61099 ];\n"
+			 "    cgroups = [ \"%s\" ]; },\n  { name = \"b\"; range = [ 62000, 62099 ];\n"
+			 "    cgroups = [ \"%s\" ]; }\n);\n",
+			 first, pairs[i][1]);
+		write_policy(path, text);
+		struct run_result r;
+		check(&r, path, NULL);
+		char where[128];
+		snprintf(where, sizeof(where), "%s:6: ", path);
+		cr_expect_eq(r.status, 1, "\"%s\" and \"%s\": exit %d\n%s", first, pairs[i][1], r.status, r.err);
+		cr_expect(strstr(r.err, where) && strstr(r.err, "can match the same cgroup"),
+			  "\"%s\" and \"%s\":\n%s", first, pairs[i][1], r.err);
+	}
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	cr_assert_eq(system(text), 0);
+}
