@@ -46,6 +46,7 @@ enum need {
 	NEED_ALGORITHM_KERNEL = 4,	/* algorithm "kernel" */
 	NEED_UDPLITE = 8,		/* a UDP-Lite socket */
 	NEED_AUDITED_UDP_PORT = 16,	/* the kernel's port in an audited UDP connect's record */
+	NEED_PEER_REFUSAL = 32,		/* a blocking connect's errno after its SYN left, in the record */
 };
 
 struct row {
@@ -223,6 +224,8 @@ static const struct row rows[] = {
 	 "deny", "EPERM"},
 	{"udp6 connect to port 0, in allow list", "udp6", "port0", 0, "::1", NULL, "allow = [ \"[::1]\" ];", 0, 0,
 	 PORT_RANGE, "OK", "assign", "ok"},
+	{"tcp4 connect to port 0, refused", "tcp4", "port0", 0, "127.0.0.1", NULL, "", 0, 0, PORT_NONE, "ECONNREFUSED",
+	 "assign", "ECONNREFUSED"},
 	{"tcp4 connect to port 0, deny rule", "tcp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE, "EPERM",
 	 "deny", "EPERM"},
 	/* PORTFENCE_APP names the app, over a match of another. */
@@ -258,6 +261,10 @@ static const struct {
 	 "SPEC, Known bypasses: a protocol no hook can confine is refused at socket creation; the kernel runs no "
 	 "cgroup connect hook for UDP-Lite, so BPF refuses the socket (EPERM, tested in bpf/udplite_socket_is_"
 	 "refused_for_a_confined_app); docs/spec.md lists this divergence from 'confined like UDP'"},
+	{BPF, NEED_PEER_REFUSAL,
+	 "docs/spec.md, Where the code differs: the BPF backend's record of a TCP connect goes out when its SYN "
+	 "leaves (sockops' TCP_CONNECT_CB), as the shim's does for a non-blocking connect; no hook sees the "
+	 "blocking connect(2) return the peer's refusal, so the record says ok"},
 	{BPF, NEED_AUDITED_UDP_PORT,
 	 "docs/spec.md, What the BPF backend needs: the kernel gives a UDP socket its port after the last hook of "
 	 "connect runs, so an audited UDP connect's record names no local port under BPF"},
@@ -276,6 +283,8 @@ static unsigned row_needs(const struct row *row)
 		needs |= NEED_UDPLITE;
 	if (strncmp(row->sock, "udp", 3) == 0 && strcmp(row->action, "connect") == 0 && strstr(row->app, AUDIT))
 		needs |= NEED_AUDITED_UDP_PORT;
+	if (strcmp(row->result, "ECONNREFUSED") == 0)
+		needs |= NEED_PEER_REFUSAL;
 	return needs;
 }
 
