@@ -101,17 +101,19 @@ out:
 	return text;
 }
 
-/* libconfig 1.5 opens @include files itself, with a blocking fopen, and
- * offers no hook: every file the text includes (relative paths resolve
- * from the working directory, as libconfig resolves them) is checked
- * first, recursively, with libconfig's own depth limit.  A line counts as
- * an include where libconfig's scanner would see one: optional blanks,
- * @include, blanks, a quoted name. */
+/* libconfig 1.5 would open @include files itself: with a blocking
+ * fopen, a relative name from the working directory (its include_dir is
+ * put before absolute names too), and no hook.  So libconfig never sees
+ * an @include: each is replaced here by the text of the file it names,
+ * read as the policy is (a regular file, without a wait), a relative
+ * name resolved from the directory of the file that includes it, at most
+ * libconfig's own depth.  ld->origin says where each line of the result
+ * came from, for FILE:LINE.  A line counts as an include where
+ * libconfig's scanner would see one: optional blanks, @include, blanks,
+ * a quoted name; what follows the name stays on a line of its own. */
 #define INCLUDE_DEPTH_MAX 10
 
-static bool includes_are_regular(struct pf_diags *diags, const char *text, int depth);
-
-static char *include_target(const char *line)
+static char *include_target(const char *line, const char **rest)
 {
 	line += strspn(line, " \t");
 	if (strncmp(line, "@include", 8) != 0 || (line[8] != ' ' && line[8] != '\t'))
@@ -125,35 +127,82 @@ static char *include_target(const char *line)
 	for (; *line && *line != '"' && *line != '\n'; line++)
 		*out++ = (line[0] == '\\' && line[1] && line[1] != '\n') ? *++line : *line;
 	*out = '\0';
+	*rest = *line == '"' ? line + 1 : line;
 	return name;
 }
 
-static bool include_is_regular(struct pf_diags *diags, const char *name, int depth)
+static bool add_line(struct loader *ld, FILE *out, const char *line, size_t len,
+		     const char *file, int number)
 {
-	struct stat info;
-
-	if (stat(name, &info) < 0)
-		return true; /* missing: libconfig says so itself */
-	if (depth >= INCLUDE_DEPTH_MAX)
-		return true; /* libconfig refuses to go deeper */
-	char *text = read_regular_file(diags, name);
-	if (!text)
-		return false;
-	bool regular = includes_are_regular(diags, text, depth + 1);
-	free(text);
-	return regular;
+	if (ld->origin_count == ld->origin_cap) {
+		size_t cap = ld->origin_cap ? 2 * ld->origin_cap : 64;
+		struct source_line *grown = realloc(ld->origin, cap * sizeof(*grown));
+		if (!grown) {
+			pf_diags_add(ld->diags, file, number, "out of memory");
+			return false;
+		}
+		ld->origin = grown;
+		ld->origin_cap = cap;
+	}
+	ld->origin[ld->origin_count++] = (struct source_line){.file = file, .line = number};
+	fwrite(line, 1, len, out);
+	fputc('\n', out);
+	return true;
 }
 
-static bool includes_are_regular(struct pf_diags *diags, const char *text, int depth)
+static bool expand_includes(struct loader *ld, FILE *out, const char *file, const char *text,
+			    int depth);
+
+/* The file `name` that line `number` of `from` includes, expanded. */
+static bool expand_include(struct loader *ld, FILE *out, const char *from, int number,
+			   const char *name, int depth)
 {
-	for (const char *line = text; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-		const char *at = line + strspn(line, " \t");
-		if (*at != '@')
-			continue;
-		char *name = include_target(line);
-		bool regular = !name || include_is_regular(diags, name, depth);
+	const char *slash = strrchr(from, '/');
+	char *path = NULL;
+	struct stat info;
+
+	if (name[0] == '/' || !slash)
+		path = strdup(name);
+	else if (asprintf(&path, "%.*s/%s", (int)(slash - from), from, name) < 0)
+		path = NULL;
+	const char *file = path ? remember_file(ld->policy, path) : NULL;
+	free(path);
+	if (!file) {
+		pf_diags_add(ld->diags, from, number, "out of memory");
+		return false;
+	}
+	if (depth >= INCLUDE_DEPTH_MAX) {
+		pf_diags_add(ld->diags, from, number, "@include nested deeper than %d files",
+			     INCLUDE_DEPTH_MAX);
+		return false;
+	}
+	if (stat(file, &info) < 0) {
+		pf_diags_add(ld->diags, from, number, "cannot open include file \"%s\": %s", file,
+			     strerror(errno));
+		return false;
+	}
+	char *text = read_regular_file(ld->diags, file);
+	bool expanded = text && expand_includes(ld, out, file, text, depth + 1);
+	free(text);
+	return expanded;
+}
+
+static bool expand_includes(struct loader *ld, FILE *out, const char *file, const char *text,
+			    int depth)
+{
+	int number = 0;
+
+	for (const char *line = text; *line; line += strcspn(line, "\n"), line += *line == '\n') {
+		const char *rest = NULL;
+		char *name = include_target(line, &rest);
+		bool expanded = name ? expand_include(ld, out, file, ++number, name, depth)
+				     : add_line(ld, out, line, strcspn(line, "\n"), file, ++number);
 		free(name);
-		if (!regular)
+		if (!expanded)
+			return false;
+		size_t blanks = rest ? strspn(rest, " \t\r") : 0;
+		if (rest && rest[blanks] && rest[blanks] != '\n' &&
+		    !add_line(ld, out, rest, strcspn(rest, "\n"), file, number))
 			return false;
 	}
 	return true;
@@ -161,9 +210,8 @@ static bool includes_are_regular(struct pf_diags *diags, const char *text, int d
 
 /* libconfig arrays hold one scalar type, but bind_allow mixes ports and
  * "LO-HI" strings, as SPEC writes it ([ 21, "1024-2048" ]): its brackets
- * become a list's parentheses, in place (lines keep their numbers).  The
- * text of @include'd files is libconfig's own and is not rewritten: there
- * bind_allow must be written ( 21, "1024-2048" ). */
+ * become a list's parentheses, in place (lines keep their numbers), in
+ * the text with its @include'd files. */
 static void bind_allow_as_list(char *text)
 {
 	static const char key[] = "bind_allow";
@@ -194,12 +242,21 @@ static void bind_allow_as_list(char *text)
 	}
 }
 
+/* Where line `line` of the text libconfig read came from. */
+static struct source_line origin_at(const struct loader *ld, const char *file, int line)
+{
+	if (line > 0 && (size_t)line <= ld->origin_count)
+		return ld->origin[line - 1];
+	return (struct source_line){.file = file};
+}
+
 /* Returns false when the file could not be read or parsed at all.  With
  * text, the policy is that text and path only names it. */
 static bool load_source(struct loader *ld, const char *path, const char *text)
 {
 	const char *file = remember_file(ld->policy, path);
-	char *read_text = NULL;
+	char *read_text = NULL, *expanded = NULL;
+	size_t size = 0;
 	config_t config;
 	bool parsed;
 
@@ -207,26 +264,25 @@ static bool load_source(struct loader *ld, const char *path, const char *text)
 		return false;
 	if (!text && !(text = read_text = read_regular_file(ld->diags, file)))
 		return false;
-	if (!includes_are_regular(ld->diags, text, 0)) {
-		free(read_text);
+	FILE *out = open_memstream(&expanded, &size);
+	ld->origin_count = 0;
+	parsed = out && expand_includes(ld, out, file, text, 0);
+	if (out && fclose(out) != 0)
+		parsed = false;
+	free(read_text);
+	if (!parsed || !expanded) {
+		free(expanded);
 		return false;
 	}
-	if (strstr(text, "bind_allow")) {
-		char *copy = read_text ? read_text : strdup(text);
-		if (copy) {
-			bind_allow_as_list(copy);
-			text = read_text = copy;
-		}
-	}
+	if (strstr(expanded, "bind_allow"))
+		bind_allow_as_list(expanded);
 	config_init(&config);
-	parsed = config_read_string(&config, text) == CONFIG_TRUE;
-	free(read_text);
+	parsed = config_read_string(&config, expanded) == CONFIG_TRUE;
+	free(expanded);
 	if (!parsed) {
-		if (config_error_type(&config) == CONFIG_ERR_FILE_IO)
-			pf_diags_add(ld->diags, file, 0, "cannot read: %s", strerror(errno ? errno : EIO));
-		else
-			pf_diags_add(ld->diags, config_error_file(&config) ? config_error_file(&config) : file,
-				     config_error_line(&config), "%s", config_error_text(&config) ? config_error_text(&config) : "parse error");
+		struct source_line at = origin_at(ld, file, config_error_line(&config));
+		pf_diags_add(ld->diags, at.file, at.line, "%s",
+			     config_error_text(&config) ? config_error_text(&config) : "parse error");
 	} else if (config_setting_length(config_root_setting(&config)) == 0) {
 		/* Most likely truncated, or being rewritten in place: failing
 		 * open here would leave every program unconfined. */
@@ -288,6 +344,7 @@ static enum pf_load_status finish_load(struct loader *ld, bool parsed)
 			     "out of memory");
 	pf_load_resolve_default(ld);
 	free(ld->default_name);
+	free(ld->origin);
 	if (!parsed) {
 		ld->policy->on_error_pass = false;
 		return PF_LOAD_UNREADABLE;

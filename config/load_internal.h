@@ -11,6 +11,13 @@
 
 enum root_key { KEY_VERSION, KEY_LOG, KEY_ON_ERROR, KEY_STATE_DIR, KEY_DEFAULT, KEY_APPS, KEY_COUNT };
 
+/* Where a line of the text libconfig reads came from: config/load.c
+ * puts each @include'd file's text in place of its @include line. */
+struct source_line {
+	const char *file;
+	int line;
+};
+
 struct loader {
 	struct pf_policy *policy;
 	struct pf_diags *diags;
@@ -21,6 +28,9 @@ struct loader {
 	char *default_name;
 	const char *default_file;
 	int default_line;
+	/* Of the file being read, by its line - 1. */
+	struct source_line *origin;
+	size_t origin_count, origin_cap;
 };
 
 /* config/schema.c: the top-level settings of one parsed file, each

@@ -26,19 +26,29 @@ static const char *const app_keys[] = {
 	"explicit_bind", "allow", "deny", "cgroups", "udp_unbound", "bind_allow", "notify", NULL,
 };
 
-static const char *setting_file(const config_setting_t *setting, const char *fallback)
+/* Where the setting was written.  libconfig numbers the lines of the
+ * text config/load.c gave it, @include'd files in place; an unnumbered
+ * setting takes its parent's line, the nearest honest place. */
+static struct source_line setting_origin(const struct loader *ld, const config_setting_t *setting)
 {
-	const char *file = config_setting_source_file(setting);
+	while (setting && config_setting_source_line(setting) == 0)
+		setting = config_setting_parent(setting);
+	unsigned line = setting ? config_setting_source_line(setting) : 0;
+	if (line == 0 || line > ld->origin_count)
+		return (struct source_line){0};
+	return ld->origin[line - 1];
+}
+
+static const char *setting_file(const struct loader *ld, const config_setting_t *setting,
+				const char *fallback)
+{
+	const char *file = setting_origin(ld, setting).file;
 	return file ? file : fallback;
 }
 
-static int setting_line(const config_setting_t *setting)
+static int setting_line(const struct loader *ld, const config_setting_t *setting)
 {
-	/* libconfig does not number every array element; its parent is
-	 * numbered and is the nearest honest place. */
-	while (setting && config_setting_source_line(setting) == 0)
-		setting = config_setting_parent(setting);
-	return setting ? (int)config_setting_source_line(setting) : 0;
+	return setting_origin(ld, setting).line;
 }
 
 static void report(struct loader *ld, const config_setting_t *setting,
@@ -55,7 +65,7 @@ static void report(struct loader *ld, const config_setting_t *setting,
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 	ld->invalid = true;
-	pf_diags_add(ld->diags, setting_file(setting, file), setting_line(setting),
+	pf_diags_add(ld->diags, setting_file(ld, setting, file), setting_line(ld, setting),
 		     "%s", message);
 }
 
@@ -167,7 +177,7 @@ static void parse_rules(struct loader *ld, const config_setting_t *setting,
 		const char *text = config_setting_get_string(elem);
 		struct pf_rule *rule = &out->rules[out->count];
 		if (pf_rule_parse(text, rule, &why) == 0) {
-			rule->line = setting_line(elem);
+			rule->line = setting_line(ld, elem);
 			snprintf(rule->text, sizeof(rule->text), "%s", text);
 			out->count++;
 		}
@@ -233,7 +243,7 @@ static void parse_bind_allow(struct loader *ld, const config_setting_t *setting,
 static void parse_range(struct loader *ld, const config_setting_t *setting,
 			const char *file, struct pf_app *app)
 {
-	app->range_line = setting_line(setting);
+	app->range_line = setting_line(ld, setting);
 	if (!is_sequence(setting) || config_setting_length(setting) != 2) {
 		report(ld, setting, file, "range must be an array of two ports [ LO, HI ]");
 		return;
@@ -319,7 +329,7 @@ static void parse_algorithm(struct loader *ld, const config_setting_t *setting,
 {
 	const char *name = get_string(ld, setting, file, "algorithm");
 
-	app->algorithm_line = setting_line(setting);
+	app->algorithm_line = setting_line(ld, setting);
 	if (name && pf_algorithm_from_name(name, &app->algorithm) < 0)
 		report(ld, setting, file,
 		       "unknown algorithm \"%s\" (sequential, random, random-redraw, hash, "
@@ -346,21 +356,21 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 	else if (strcmp(key, "mode") == 0)
 		app->mode = (enum pf_mode)get_choice(ld, member, file, "mode", modes, PF_MODE_ENFORCE);
 	else if (strcmp(key, "explicit_bind") == 0) {
-		app->explicit_bind_line = setting_line(member);
+		app->explicit_bind_line = setting_line(ld, member);
 		app->deny_explicit_bind = get_choice(ld, member, file, "explicit_bind", binds, 0) == 1;
 	} else if (strcmp(key, "bind_allow") == 0)
 		parse_bind_allow(ld, member, file, app);
 	else if (strcmp(key, "notify") == 0)
 		app->notify_stderr = get_choice(ld, member, file, "notify", notify, 0) == 1;
 	else if (strcmp(key, "udp_unbound") == 0) {
-		app->udp_unbound_line = setting_line(member);
+		app->udp_unbound_line = setting_line(ld, member);
 		app->udp_unbound_audit = get_choice(ld, member, file, "udp_unbound", unbound, 0) == 1;
 	} else if (strcmp(key, "cgroups") == 0) {
-		app->cgroups_line = setting_line(member);
+		app->cgroups_line = setting_line(ld, member);
 		parse_cgroups(ld, member, file, app);
 	} else if (strcmp(key, "allow") == 0) {
 		app->has_allow = true;
-		app->allow_line = setting_line(member);
+		app->allow_line = setting_line(ld, member);
 		parse_rules(ld, member, file, "allow", &app->allow);
 	} else if (strcmp(key, "deny") == 0)
 		parse_rules(ld, member, file, "deny", &app->deny);
@@ -372,8 +382,8 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 	memset(app, 0, sizeof(*app));
 	app->algorithm = PF_ALGO_DOUBLE_HASH;
 	app->protocols = PF_PROTO_TCP | PF_PROTO_UDP;
-	app->file = file;
-	app->line = setting_line(group);
+	app->file = setting_file(ld, group, file);
+	app->line = setting_line(ld, group);
 	app->range_line = app->algorithm_line = app->line;
 	check_known_keys(ld, group, file, app_keys, "an app");
 
@@ -384,7 +394,7 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 	else if (name_text && name_text[0] == '\0')
 		report(ld, name, file, "app name is empty");
 	app->name = strdup(name_text ? name_text : "");
-	app->name_line = name ? setting_line(name) : app->line;
+	app->name_line = name ? setting_line(ld, name) : app->line;
 	if (!config_setting_get_member(group, "range"))
 		report(ld, group, file, "app '%s' has no range", app->name);
 
@@ -393,7 +403,7 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 		parse_app_member(ld, config_setting_get_elem(group, (unsigned)i), file, app);
 	if (app->algorithm == PF_ALGO_KERNEL && app->cgroups.count) {
 		ld->invalid = true;
-		pf_diags_add(ld->diags, file, app->algorithm_line,
+		pf_diags_add(ld->diags, app->file, app->algorithm_line,
 			     "algorithm \"kernel\" cannot serve app '%s': it lists cgroups, and the BPF "
 			     "backend cannot set IP_LOCAL_PORT_RANGE (choose a user-space algorithm)",
 			     app->name);
@@ -488,8 +498,8 @@ static void parse_root_member(struct loader *ld, const config_setting_t *member,
 		text = get_string(ld, member, file, "default");
 		if (text) {
 			ld->default_name = strdup(text);
-			ld->default_file = file;
-			ld->default_line = setting_line(member);
+			ld->default_file = setting_file(ld, member, file);
+			ld->default_line = setting_line(ld, member);
 		}
 		break;
 	case KEY_APPS:
@@ -519,8 +529,8 @@ void pf_load_root(struct loader *ld, const config_setting_t *root, const char *f
 			       ld->set_file[key], ld->set_line[key]);
 			continue;
 		}
-		ld->set_file[key] = file;
-		ld->set_line[key] = setting_line(member);
+		ld->set_file[key] = setting_file(ld, member, file);
+		ld->set_line[key] = setting_line(ld, member);
 		parse_root_member(ld, member, file, (enum root_key)key);
 	}
 }

@@ -100,6 +100,74 @@ Test(policy, check_refuses_a_fifo_at_once, .timeout = 60)
 	sandbox_cleanup(&sb);
 }
 
+static void write_text(const char *dir, const char *name, const char *text)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "%s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A relative @include names a file beside the file that includes it,
+ * from any working directory: in the policy, in an included file and in
+ * a policy directory's *.conf; what goes wrong names the included file. */
+Test(policy, include_resolves_from_the_including_file, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server s;
+	struct run_result r;
+	char apps[300], conf_d[300], expected[1200];
+
+	sandbox_init(&sb, "@include \"apps/web.inc\"");
+	snprintf(apps, sizeof(apps), "%s/apps", sb.dir);
+	cr_assert_eq(mkdir(apps, 0755), 0);
+	write_text(apps, "web.inc", "apps = ( { name = \"web\"; range = [ 63700, 63799 ];\n"
+				       "  bind_allow = [ 21, \"1024-2048\" ]; } );\n@include \"more.inc\"\n");
+	write_text(apps, "more.inc", "default = \"web\";\n");
+
+	check_within(&r, sb.policy);
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	snprintf(expected, sizeof(expected), "%s: valid, 1 app; default web", sb.policy);
+	cr_expect(strstr(r.out, expected) != NULL, "%s", r.out);
+
+	server_start(&s, "127.0.0.1", SERVE_DRAIN);
+	char code[200];
+	snprintf(code, sizeof(code), "import socket\ns = socket.create_connection(('127.0.0.1', %u))\n"
+		 "print(s.getsockname()[1])\n", s.port);
+	char *argv[] = {"python3", "-c", code, NULL};
+	run_under(&r, &sb, NULL, argv, NULL);
+	usleep(100000);
+	server_stop(&s);
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	long port = strtol(r.out, NULL, 10);
+	cr_expect(port >= 63700 && port <= 63799, "source port %s", r.out);
+
+	write_text(apps, "more.inc", "default = \"web\";\nbogus = 1;\n");
+	check_within(&r, sb.policy);
+	cr_expect_eq(r.status, 1);
+	snprintf(expected, sizeof(expected), "%s/more.inc:2: unknown setting 'bogus'\n", apps);
+	cr_expect_str_eq(r.err, expected);
+
+	snprintf(expected, sizeof(expected), "%s/more.inc", apps);
+	unlink(expected);
+	check_within(&r, sb.policy);
+	cr_expect_eq(r.status, 1);
+	snprintf(expected, sizeof(expected),
+		 "%s/web.inc:3: cannot open include file \"%s/more.inc\": No such file or directory\n",
+		 apps, apps);
+	cr_expect_str_eq(r.err, expected);
+
+	snprintf(conf_d, sizeof(conf_d), "%s/conf.d", sb.dir);
+	cr_assert_eq(mkdir(conf_d, 0755), 0);
+	write_text(conf_d, "10-web.conf", "version = 1;\n@include \"web.part\"\n");
+	write_text(conf_d, "web.part", "apps = ( { name = \"web\"; range = [ 63700, 63799 ]; } );\n");
+	check_within(&r, conf_d);
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	sandbox_cleanup(&sb);
+}
+
 static void write_many_apps(const char *path, unsigned count, unsigned overlapping)
 {
 	FILE *f = fopen(path, "w");
