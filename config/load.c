@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,66 @@ static void bind_allow_as_list(char *text)
 	}
 }
 
+/* libconfig 1.5 reads an integer written without an L suffix as a
+ * 32-bit int and wraps what does not fit (4294996296 reads as 29000).
+ * A lexical scan of the text libconfig read, outside strings, comments
+ * and names, reports each such literal as written, and marks its line:
+ * the schema does not judge the wrapped value again. */
+static const char *integer_literal(struct loader *ld, const char *p, int line)
+{
+	const char *start = p;
+
+	p += *p == '-' || *p == '+';
+	bool hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X') && isxdigit((unsigned char)p[2]);
+	const char *end = hex ? p + 2 + strspn(p + 2, "0123456789abcdefABCDEF")
+			      : p + strspn(p, "0123456789");
+	if (!hex && (*end == '.' || *end == 'e' || *end == 'E'))
+		return end + strspn(end, "0123456789.eE+-"); /* a float */
+	if (*end == 'L')
+		return end + 1 + (end[1] == 'L'); /* 64 bits, as written */
+	errno = 0;
+	long long value = strtoll(start, NULL, hex ? 16 : 10);
+	if (errno == ERANGE || value < INT_MIN || value > INT_MAX) {
+		struct source_line *at = &ld->origin[line - 1];
+		at->wide_integer = true;
+		ld->invalid = true;
+		pf_diags_add(ld->diags, at->file, at->line, "integer %.*s does not fit in 32 bits",
+			     (int)(end - start), start);
+	}
+	return end;
+}
+
+static void report_wide_integers(struct loader *ld, const char *text)
+{
+	int line = 1;
+
+	for (const char *p = text; *p;) {
+		if (*p == '"') {
+			for (p++; *p && *p != '"'; p++) {
+				p += p[0] == '\\' && p[1];
+				line += *p == '\n';
+			}
+			p += *p == '"';
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			p += strcspn(p, "\n");
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *close = strstr(p + 2, "*/");
+			const char *end = close ? close + 2 : p + strlen(p);
+			for (; p < end; p++)
+				line += *p == '\n';
+		} else if (isalpha((unsigned char)*p) || *p == '*') {
+			p += 1 + strspn(p + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*");
+		} else if (isdigit((unsigned char)*p) ||
+			   ((*p == '-' || *p == '+') && isdigit((unsigned char)p[1]))) {
+			p = integer_literal(ld, p, line);
+		} else if (*p == '.' && isdigit((unsigned char)p[1])) {
+			p += 1 + strspn(p + 1, "0123456789.eE+-"); /* a float */
+		} else {
+			line += *p++ == '\n';
+		}
+	}
+}
+
 /* Where line `line` of the text libconfig read came from. */
 static struct source_line origin_at(const struct loader *ld, const char *file, int line)
 {
@@ -278,7 +339,6 @@ static bool load_source(struct loader *ld, const char *path, const char *text)
 		bind_allow_as_list(expanded);
 	config_init(&config);
 	parsed = config_read_string(&config, expanded) == CONFIG_TRUE;
-	free(expanded);
 	if (!parsed) {
 		struct source_line at = origin_at(ld, file, config_error_line(&config));
 		pf_diags_add(ld->diags, at.file, at.line, "%s",
@@ -291,8 +351,10 @@ static bool load_source(struct loader *ld, const char *path, const char *text)
 			     "holds no settings (an empty policy is refused; write \"apps = ( );\" "
 			     "to confine nothing)");
 	} else {
+		report_wide_integers(ld, expanded);
 		pf_load_root(ld, config_root_setting(&config), file);
 	}
+	free(expanded);
 	config_destroy(&config);
 	return parsed;
 }

@@ -16,6 +16,9 @@ enum root_key { KEY_VERSION, KEY_LOG, KEY_ON_ERROR, KEY_STATE_DIR, KEY_DEFAULT, 
 struct source_line {
 	const char *file;
 	int line;
+	/* An integer on it was written past 32 bits (reported): the
+	 * setting libconfig read there holds a wrapped value. */
+	bool wide_integer;
 };
 
 struct loader {

@@ -92,6 +92,17 @@ static bool is_integer(const config_setting_t *setting)
 	return type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64;
 }
 
+/* An integer setting's value, or false where config/load.c found it
+ * written past 32 bits (and said so): libconfig holds it wrapped. */
+static bool get_integer(const struct loader *ld, const config_setting_t *setting,
+			long long *value)
+{
+	const struct source_line origin = setting_origin(ld, setting);
+
+	*value = config_setting_get_int64(setting);
+	return !origin.wide_integer;
+}
+
 static bool is_sequence(const config_setting_t *setting)
 {
 	int type = config_setting_type(setting);
@@ -193,7 +204,9 @@ static bool bind_allow_element(struct loader *ld, const config_setting_t *elem, 
 	long long lo, hi;
 
 	if (is_integer(elem)) {
-		lo = hi = config_setting_get_int64(elem);
+		if (!get_integer(ld, elem, &lo))
+			return false;
+		hi = lo;
 	} else if (config_setting_type(elem) == CONFIG_TYPE_STRING) {
 		const char *text = config_setting_get_string(elem);
 		char *end;
@@ -255,7 +268,8 @@ static void parse_range(struct loader *ld, const config_setting_t *setting,
 			report(ld, setting, file, "range must hold two integers");
 			return;
 		}
-		bounds[i] = config_setting_get_int64(elem);
+		if (!get_integer(ld, elem, &bounds[i]))
+			return;
 		if (bounds[i] < PF_CORE_PORT_MIN || bounds[i] > PF_CORE_PORT_MAX) {
 			report(ld, setting, file, "port %lld outside 1..65535", bounds[i]);
 			return;
@@ -471,14 +485,15 @@ static void parse_root_member(struct loader *ld, const config_setting_t *member,
 {
 	static const char *const on_error_choices[] = {"deny", "pass", NULL};
 	const char *text;
+	long long version;
 
 	switch (key) {
 	case KEY_VERSION:
 		if (!is_integer(member))
 			report(ld, member, file, "version must be an integer");
-		else if (config_setting_get_int64(member) != 1)
+		else if (get_integer(ld, member, &version) && version != 1)
 			report(ld, member, file, "unsupported version %lld (this portfence reads version 1)",
-			       config_setting_get_int64(member));
+			       version);
 		break;
 	case KEY_LOG:
 		parse_log(ld, member, file);

@@ -167,3 +167,55 @@ Test(check, one_cgroup_named_with_and_without_the_mount_is_refused)
 	snprintf(text, sizeof(text), "rm -rf %s", dir);
 	cr_assert_eq(system(text), 0);
 }
+
+/* libconfig 1.5 wraps an integer written past 32 bits without an L
+ * suffix (4294996296 reads as 29000): each is an error at its own line
+ * naming the literal as written, and the wrapped value is not judged
+ * again (no "lo > hi" for 4294967297 read as 1).  Strings and comments
+ * are not integers; an L literal is judged as written. */
+Test(check, integers_past_32_bits_name_the_literal)
+{
+	static const struct {
+		const char *text, *err; /* err: %1$s is the policy's path */
+	} cases[] = {
+		{"apps = ( { name = \"a\";\n  range = [ 4294996296, 4294996396 ]; } );\n",
+		 "%1$s:2: integer 4294996296 does not fit in 32 bits\n"
+		 "%1$s:2: integer 4294996396 does not fit in 32 bits\n"},
+		{"apps = ( { name = \"a\"; range = [ 61000,\n  4294967297 ]; } );\n",
+		 "%1$s:2: integer 4294967297 does not fit in 32 bits\n"},
+		{"version = 4294967297;\napps = ( );\n",
+		 "%1$s:1: integer 4294967297 does not fit in 32 bits\n"},
+		{"apps = ( { name = \"a\"; range = [ 61000, 61010 ];\n  explicit_bind = \"deny\";\n"
+		 "  bind_allow = [ 21, 4294967317 ]; } );\n",
+		 "%1$s:3: integer 4294967317 does not fit in 32 bits\n"},
+		{"apps = ( { name = \"a\"; range = [ 0x10000EE48, -4294906286 ]; } );\n",
+		 "%1$s:1: integer 0x10000EE48 does not fit in 32 bits\n"
+		 "%1$s:1: integer -4294906286 does not fit in 32 bits\n"},
+		{"apps = ( { name = \"a\"; range = [ 61000, 99999999999999999999 ]; } );\n",
+		 "%1$s:1: integer 99999999999999999999 does not fit in 32 bits\n"},
+		{"apps = ( { name = \"a\"; range = [ 61000L, 4294967297L ]; } );\n",
+		 "%1$s:1: port 4294967297 outside 1..65535\n"},
+		{"# 4294967297\nversion = 1; // 4294967297\n/* 4294967297\n 4294967297 */\n"
+		 "apps = ( { name = \"a4294967297\"; range = [ 61000, 61010 ];\n"
+		 "  allow = [ \"0.0.0.0/0:4294967297\" ]; } );\n",
+		 "%1$s:6: malformed rule \"0.0.0.0/0:4294967297\""},
+	};
+	char dir[] = "/tmp/pf-check-XXXXXX", path[256], wanted[1024];
+	struct run_result r;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/wide.conf", dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		write_policy(path, cases[i].text);
+		check(&r, path, NULL);
+		snprintf(wanted, sizeof(wanted), cases[i].err, path);
+		cr_expect_eq(r.status, 1, "case %zu exited %d", i, r.status);
+		if (strstr(cases[i].err, "\n"))
+			cr_expect_str_eq(r.err, wanted, "case %zu: %s", i, r.err);
+		else
+			cr_expect(strncmp(r.err, wanted, strlen(wanted)) == 0, "case %zu: %s", i, r.err);
+	}
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
