@@ -390,6 +390,35 @@ static void parse_app_member(struct loader *ld, const config_setting_t *member,
 		parse_rules(ld, member, file, "deny", &app->deny);
 }
 
+/* An app's name names directories: its BPF pins, its cgroups, its
+ * state files.  So: not empty, no '/', no control character, not "." or
+ * "..".  A control character is shown as \xNN (the first 200 bytes). */
+static void check_app_name(struct loader *ld, const config_setting_t *setting, const char *file,
+			   const char *name)
+{
+	char shown[4 * 200 + 1] = "";
+	const char *why = NULL;
+
+	if (!name[0]) {
+		report(ld, setting, file, "app name is empty");
+		return;
+	}
+	for (size_t i = 0, used = 0; name[i]; i++) {
+		unsigned char byte = (unsigned char)name[i];
+		bool control = byte < 0x20 || byte == 0x7f;
+		if (!why && (byte == '/' || control))
+			why = byte == '/' ? "holds '/'" : "holds a control character";
+		if (i < 200)
+			used += (size_t)snprintf(shown + used, sizeof(shown) - used,
+						 control ? "\\x%02x" : "%c", byte);
+	}
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		why = "is \".\" or \"..\"";
+	if (why)
+		report(ld, setting, file, "app name \"%s\" %s (an app's name names its directories)",
+		       shown, why);
+}
+
 static void parse_app(struct loader *ld, const config_setting_t *group,
 		      const char *file, struct pf_app *app)
 {
@@ -405,8 +434,8 @@ static void parse_app(struct loader *ld, const config_setting_t *group,
 	const char *name_text = name ? get_string(ld, name, file, "name") : NULL;
 	if (!name)
 		report(ld, group, file, "app has no name");
-	else if (name_text && name_text[0] == '\0')
-		report(ld, name, file, "app name is empty");
+	else if (name_text)
+		check_app_name(ld, name, file, name_text);
 	app->name = strdup(name_text ? name_text : "");
 	app->name_line = name ? setting_line(ld, name) : app->line;
 	if (!config_setting_get_member(group, "range"))

@@ -219,3 +219,42 @@ Test(check, integers_past_32_bits_name_the_literal)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_assert_eq(system(cmd), 0);
 }
+
+/* An app's name becomes a directory (BPF pins, its cgroup, state
+ * files): empty, ".", "..", a '/' or a control character is refused at
+ * the name's line, the control character shown escaped. */
+Test(check, app_names_that_cannot_be_directories_are_refused)
+{
+	static const struct {
+		const char *name, *err; /* err: %1$s is the policy's path */
+	} cases[] = {
+		{"a/b", "%1$s:2: app name \"a/b\" holds '/' (an app's name names its directories)\n"},
+		{"../../etc/x", "%1$s:2: app name \"../../etc/x\" holds '/' (an app's name names its directories)\n"},
+		{"", "%1$s:2: app name is empty\n"},
+		{".", "%1$s:2: app name \".\" is \".\" or \"..\" (an app's name names its directories)\n"},
+		{"..", "%1$s:2: app name \"..\" is \".\" or \"..\" (an app's name names its directories)\n"},
+		{"a\\tb", "%1$s:2: app name \"a\\x09b\" holds a control character (an app's name names its directories)\n"},
+		{"a\\x7f", "%1$s:2: app name \"a\\x7f\" holds a control character (an app's name names its directories)\n"},
+	};
+	char dir[] = "/tmp/pf-check-XXXXXX", path[256], text[512], wanted[1024];
+	struct run_result r;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/names.conf", dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "apps = ( { range = [ 61000, 61010 ];\n  name = \"%s\"; } );\n",
+			 cases[i].name);
+		write_policy(path, text);
+		check(&r, path, NULL);
+		snprintf(wanted, sizeof(wanted), cases[i].err, path);
+		cr_expect_eq(r.status, 1, "%s exited %d", cases[i].name, r.status);
+		cr_expect_str_eq(r.err, wanted, "%s: %s", cases[i].name, r.err);
+	}
+	write_policy(path, "apps = ( { name = \"web-1.x_2 \\u00e9\"; range = [ 61000, 61010 ]; },\n"
+			   "  { name = \"...\"; range = [ 61011, 61020 ]; } );\n");
+	check(&r, path, NULL);
+	cr_expect_eq(r.status, 0, "dots, dashes, blanks and UTF-8 are names: %s", r.err);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
