@@ -40,9 +40,23 @@ static int compare_range_lo(const void *a, const void *b)
 	return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
-/* One sweep in port order: an app whose range starts at or below the
- * highest end seen so far overlaps the app that reaches that end.  The
- * later of the two in the files is reported, naming the earlier. */
+/* In port order, the apps that overlap one are those after it that
+ * start at or below its end: each pair is found once, from the app that
+ * starts first, in O(n log n + pairs).  The later of the two in the
+ * files is reported, naming the earlier. */
+static void report_overlap(struct loader *ld, size_t one, size_t other)
+{
+	const struct pf_app *apps = ld->policy->apps;
+	const struct pf_app *later = &apps[one > other ? one : other];
+	const struct pf_app *earlier = &apps[one > other ? other : one];
+
+	ld->invalid = true;
+	pf_diags_add(ld->diags, later->file, later->range_line,
+		     "range %u-%u of app '%s' overlaps range %u-%u of app '%s' (%s:%d)",
+		     later->range_lo, later->range_hi, later->name, earlier->range_lo,
+		     earlier->range_hi, earlier->name, earlier->file, earlier->range_line);
+}
+
 static void report_overlaps(struct loader *ld)
 {
 	const struct pf_policy *policy = ld->policy;
@@ -55,19 +69,10 @@ static void report_overlaps(struct loader *ld)
 			order[count++] = i;
 	apps_being_sorted = policy->apps;
 	qsort(order, count, sizeof(*order), compare_range_lo);
-	for (size_t i = 1, reach = count ? order[0] : 0; i < count; i++) {
-		size_t next = order[i];
-		const struct pf_app *a = &policy->apps[next], *b = &policy->apps[reach];
-		if (a->range_lo <= b->range_hi) {
-			const struct pf_app *later = next > reach ? a : b, *earlier = next > reach ? b : a;
-			ld->invalid = true;
-			pf_diags_add(ld->diags, later->file, later->range_line,
-				     "range %u-%u of app '%s' overlaps range %u-%u of app '%s' (%s:%d)",
-				     later->range_lo, later->range_hi, later->name, earlier->range_lo,
-				     earlier->range_hi, earlier->name, earlier->file, earlier->range_line);
-		}
-		if (a->range_hi > b->range_hi)
-			reach = next;
+	for (size_t i = 0; i < count; i++) {
+		const struct pf_app *first = &policy->apps[order[i]];
+		for (size_t j = i + 1; j < count && policy->apps[order[j]].range_lo <= first->range_hi; j++)
+			report_overlap(ld, order[i], order[j]);
 	}
 	free(order);
 }

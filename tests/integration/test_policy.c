@@ -217,6 +217,29 @@ Test(policy, twenty_thousand_apps_checked, .timeout = 120)
 	sandbox_cleanup(&sb);
 }
 
+/* Every pair of overlapping ranges is reported, once, not only
+ * neighbours in port order: c (61099) lies inside a as well as b. */
+Test(policy, check_reports_every_overlapping_pair, .timeout = 60)
+{
+	struct sandbox sb;
+	struct run_result r;
+	char expected[1200];
+
+	sandbox_init(&sb, "apps = (\n  { name = \"a\"; range = [ 61000, 61099 ]; },\n"
+			  "  { name = \"b\"; range = [ 61050, 61150 ]; },\n"
+			  "  { name = \"c\"; range = [ 61099, 61099 ]; },\n"
+			  "  { name = \"d\"; range = [ 61151, 61200 ]; } );");
+	check_within(&r, sb.policy);
+	cr_expect_eq(r.status, 1);
+	snprintf(expected, sizeof(expected),
+		 "%1$s:6: range 61050-61150 of app 'b' overlaps range 61000-61099 of app 'a' (%1$s:5)\n"
+		 "%1$s:7: range 61099-61099 of app 'c' overlaps range 61000-61099 of app 'a' (%1$s:5)\n"
+		 "%1$s:7: range 61099-61099 of app 'c' overlaps range 61050-61150 of app 'b' (%1$s:6)\n",
+		 sb.policy);
+	cr_expect_str_eq(r.err, expected);
+	sandbox_cleanup(&sb);
+}
+
 /* The shim, given a FIFO as its policy, denies at once with one line on
  * stderr instead of waiting for a writer. */
 Test(policy, shim_refuses_a_fifo_at_once, .timeout = 60)
