@@ -87,14 +87,15 @@ static void select_app(const struct pf_policy *policy, const struct subject *s, 
 					  .comm = s->comm[0] ? s->comm : NULL,
 					  .program_name = s->argv0};
 	for (size_t i = 0; i < policy->app_count; i++) {
-		const char *what, *glob = pf_app_match_why(&policy->apps[i], &who, &what);
+		int line = 0;
+		const char *what, *glob = pf_app_match_why(&policy->apps[i], &who, &what, &line);
 		if (!glob)
 			continue;
 		e->app = &policy->apps[i];
 		e->selected_by = "match";
 		snprintf(e->why, sizeof(e->why), "its %s %s matches the glob \"%s\" of app %s (%s:%d)", what,
 			 strcmp(what, "exe") == 0 ? who.exe_path : strcmp(what, "comm") == 0 ? who.comm : who.program_name,
-			 glob, e->app->name, e->app->file ? e->app->file : "", e->app->line);
+			 glob, e->app->name, e->app->file ? e->app->file : "", line ? line : e->app->line);
 		return;
 	}
 	e->selected_by = "default";

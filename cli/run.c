@@ -211,8 +211,10 @@ static int export_config(const char *config)
 enum gate { GATE_CONFINE, GATE_UNCONFINED, GATE_REFUSE };
 
 /* The identity the shim will see, as far as the launcher can know it:
- * the command's real path, its name as comm (15 bytes) and argv[0]. */
-static int predict_app(const struct pf_policy *policy, const char *command, const char *arg0)
+ * the command's real path, its name as comm (15 bytes) and argv[0].
+ * With match_line, the line of the glob that matched (0: none did). */
+static int predict_app(const struct pf_policy *policy, const char *command, const char *arg0,
+		       int *match_line)
 {
 	char real[PATH_MAX], comm[16];
 	const char *base = strrchr(command, '/'), *name = strrchr(arg0, '/');
@@ -224,7 +226,13 @@ static int predict_app(const struct pf_policy *policy, const char *command, cons
 		.comm = comm,
 		.program_name = name ? name + 1 : arg0,
 	};
-	return pf_policy_select(policy, &who);
+	int index = pf_policy_select(policy, &who);
+	const char *subject;
+	if (match_line)
+		*match_line = 0;
+	if (match_line && index >= 0)
+		(void)pf_app_match_why(&policy->apps[index], &who, &subject, match_line);
+	return index;
 }
 
 static void say_match(const struct pf_policy *policy, int index, const char *app, const char *command,
@@ -240,12 +248,14 @@ static void say_match(const struct pf_policy *policy, int index, const char *app
 	const struct pf_app *chosen = &policy->apps[index];
 	struct pf_policy without_default = *policy;
 	without_default.default_app = PF_SELECT_PASS;
+	int match_line = 0;
 	const char *why = app ? "named by -a"
 			  : forced && forced[0] ? "named by PORTFENCE_APP"
-			  : predict_app(&without_default, command, arg0) != index ? "the policy's default"
+			  : predict_app(&without_default, command, arg0, &match_line) != index ? "the policy's default"
 			  : "its match";
+	int line = strcmp(why, "its match") == 0 && match_line ? match_line : chosen->line;
 	fprintf(stderr, "portfence: %s runs as app '%s' (%s; %s:%d): range %u-%u, algorithm %s\n", command,
-		chosen->name, why, chosen->file, chosen->line, chosen->range_lo, chosen->range_hi,
+		chosen->name, why, chosen->file, line, chosen->range_lo, chosen->range_hi,
 		pf_algorithm_name(chosen->algorithm));
 }
 
@@ -287,7 +297,7 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 		cli_no_such_app(&policy, path, named, tail);
 		gate = policy.on_error_pass ? GATE_UNCONFINED : GATE_REFUSE;
 	} else if (verbose) {
-		say_match(&policy, app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0), app,
+		say_match(&policy, app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0, NULL), app,
 			  command, arg0, path);
 	}
 	pf_diags_free(&diags);

@@ -456,6 +456,9 @@ void pf_policy_free(struct pf_policy *policy)
 		free_strings(app->exe_globs.globs, app->exe_globs.count);
 		free_strings(app->comm_globs.globs, app->comm_globs.count);
 		free_strings(app->cgroups.globs, app->cgroups.count);
+		free(app->exe_globs.lines);
+		free(app->comm_globs.lines);
+		free(app->cgroups.lines);
 		free(app->allow.rules);
 		free(app->deny.rules);
 		free(app->bind_allow);

@@ -55,6 +55,7 @@ struct pf_rule_list {
 
 struct pf_glob_list {
 	char **globs;
+	int *lines; /* each glob's line in its app's file */
 	size_t count;
 };
 
@@ -204,9 +205,10 @@ int pf_policy_select(const struct pf_policy *policy,
 		     const struct pf_process_identity *who);
 /* The glob of app that matches who (its exe, else its comm or argv[0]'s
  * basename against the comm globs), naming what it matched ("exe",
- * "comm", "argv[0]") in *subject; NULL when none does. */
+ * "comm", "argv[0]") in *subject and, if line is not NULL, the glob's
+ * line in *line; NULL when none does. */
 const char *pf_app_match_why(const struct pf_app *app, const struct pf_process_identity *who,
-			     const char **subject);
+			     const char **subject, int *line);
 /* The first app with that name, or PF_SELECT_UNKNOWN_APP. */
 int pf_policy_find_app(const struct pf_policy *policy, const char *name);
 /* Builds policy->by_name (the loader does); 0, or -1 when out of memory. */

@@ -136,9 +136,10 @@ static int get_choice(struct loader *ld, const config_setting_t *setting,
 	return fallback;
 }
 
-/* Strings of an array or list, each validated by the caller. */
+/* Strings of an array or list, each validated by the caller; with
+ * lines, the line of each as well. */
 static char **get_string_list(struct loader *ld, const config_setting_t *setting,
-			      const char *file, const char *what, size_t *count)
+			      const char *file, const char *what, size_t *count, int **lines)
 {
 	*count = 0;
 	if (!is_sequence(setting)) {
@@ -147,6 +148,8 @@ static char **get_string_list(struct loader *ld, const config_setting_t *setting
 	}
 	int length = config_setting_length(setting);
 	char **items = calloc((size_t)length + 1, sizeof(*items));
+	if (lines)
+		*lines = calloc((size_t)length + 1, sizeof(**lines));
 	if (!items)
 		return NULL;
 	for (int i = 0; i < length; i++) {
@@ -155,6 +158,8 @@ static char **get_string_list(struct loader *ld, const config_setting_t *setting
 			report(ld, elem, file, "%s must hold only strings", what);
 			continue;
 		}
+		if (lines && *lines)
+			(*lines)[*count] = setting_line(ld, elem);
 		items[(*count)++] = strdup(config_setting_get_string(elem));
 	}
 	return items;
@@ -163,7 +168,7 @@ static char **get_string_list(struct loader *ld, const config_setting_t *setting
 static void parse_globs(struct loader *ld, const config_setting_t *setting,
 			const char *file, const char *what, struct pf_glob_list *out)
 {
-	out->globs = get_string_list(ld, setting, file, what, &out->count);
+	out->globs = get_string_list(ld, setting, file, what, &out->count, &out->lines);
 }
 
 static void parse_rules(struct loader *ld, const config_setting_t *setting,
@@ -287,7 +292,7 @@ static void parse_protocols(struct loader *ld, const config_setting_t *setting,
 			    const char *file, struct pf_app *app)
 {
 	size_t count;
-	char **names = get_string_list(ld, setting, file, "protocols", &count);
+	char **names = get_string_list(ld, setting, file, "protocols", &count, NULL);
 
 	app->protocols = 0;
 	for (size_t i = 0; i < count; i++) {

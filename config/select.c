@@ -100,32 +100,35 @@ int pf_policy_find_app(const struct pf_policy *policy, const char *name)
 	return PF_SELECT_UNKNOWN_APP;
 }
 
-static const char *glob_matching(const struct pf_glob_list *list, const char *subject)
+static const char *glob_matching(const struct pf_glob_list *list, const char *subject, int *line)
 {
 	if (!subject)
 		return NULL;
 	for (size_t i = 0; i < list->count; i++)
-		if (fnmatch(list->globs[i], subject, 0) == 0)
+		if (fnmatch(list->globs[i], subject, 0) == 0) {
+			if (line)
+				*line = list->lines ? list->lines[i] : 0;
 			return list->globs[i];
+		}
 	return NULL;
 }
 
 const char *pf_app_match_why(const struct pf_app *app, const struct pf_process_identity *who,
-			     const char **subject)
+			     const char **subject, int *line)
 {
 	const char *glob;
 
-	if ((glob = glob_matching(&app->exe_globs, who->exe_path))) {
+	if ((glob = glob_matching(&app->exe_globs, who->exe_path, line))) {
 		*subject = "exe";
 		return glob;
 	}
 	/* comm is truncated to 15 bytes by the kernel; argv[0]'s basename is
 	 * not, so a glob written for the full name still matches. */
-	if ((glob = glob_matching(&app->comm_globs, who->comm))) {
+	if ((glob = glob_matching(&app->comm_globs, who->comm, line))) {
 		*subject = "comm";
 		return glob;
 	}
-	if ((glob = glob_matching(&app->comm_globs, who->program_name)))
+	if ((glob = glob_matching(&app->comm_globs, who->program_name, line)))
 		*subject = "argv[0]";
 	return glob;
 }
@@ -134,7 +137,7 @@ static bool app_matches(const struct pf_app *app,
 			const struct pf_process_identity *who)
 {
 	const char *subject;
-	return pf_app_match_why(app, who, &subject) != NULL;
+	return pf_app_match_why(app, who, &subject, NULL) != NULL;
 }
 
 /* PORTFENCE_APP first, then the match globs in file order, then default. */

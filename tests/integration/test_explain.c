@@ -196,6 +196,33 @@ Test(explain, run_verbose_says_which_app_matched)
 	sandbox_cleanup(&sb);
 }
 
+/* run -v and explain cite the line of the glob that matched (line 8),
+ * not the app's opening line. */
+Test(explain, match_cited_at_the_glob_that_matched)
+{
+	struct sandbox sb;
+	struct run_result *r = malloc(sizeof(*r));
+	char marker[160], wanted[300];
+
+	sandbox_init(&sb, "apps = ( { name = \"t\";\n  range = [ 63200, 63209 ];\n"
+			  "  match = { comm = [ \"nothing\" ];\n    exe = [ \"/nowhere\",\n"
+			  "            \"/usr/bin/touch\" ]; }; } );");
+	snprintf(marker, sizeof(marker), "%s/m", sb.dir);
+	char *touch[] = {"/usr/bin/touch", marker, NULL};
+	run_tool(r, &sb, true, false, NULL, touch);
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	snprintf(wanted, sizeof(wanted), "runs as app 't' (its match; %s:8)", sb.policy);
+	cr_expect(strstr(r->err, wanted) != NULL, "want \"%s\": %s", wanted, r->err);
+
+	char *argv[] = {(char *)build_path("portfence"), "explain", "-c", sb.policy, "--", "/usr/bin/touch", NULL};
+	run_program(r, argv, NULL, NULL);
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	snprintf(wanted, sizeof(wanted), "matches the glob \"/usr/bin/touch\" of app t (%s:8)", sb.policy);
+	cr_expect(strstr(r->out, wanted) != NULL, "want \"%s\": %s", wanted, r->out);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 /* ---- Notices and records that explain ---- */
 
 static void curl_denied(bool verbose, const char *notify, bool expect_notice)

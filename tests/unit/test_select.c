@@ -87,14 +87,14 @@ Test(select, match_why_names_the_glob_and_the_subject)
 {
 	const char *subject = NULL;
 	struct pf_process_identity by_exe = {.exe_path = "/usr/bin/curl-7.88", .comm = "wget"};
-	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_exe, &subject), "/usr/bin/curl*");
+	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_exe, &subject, NULL), "/usr/bin/curl*");
 	cr_expect_str_eq(subject, "exe", "the exe is tried first");
 	struct pf_process_identity by_comm = {.exe_path = "/opt/wget", .comm = "wget"};
-	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_comm, &subject), "wget");
+	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_comm, &subject, NULL), "wget");
 	cr_expect_str_eq(subject, "comm");
 	struct pf_process_identity by_argv0 = {.exe_path = "/opt/w", .comm = "w", .program_name = "wget"};
-	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_argv0, &subject), "wget");
+	cr_expect_str_eq(pf_app_match_why(&policy.apps[0], &by_argv0, &subject, NULL), "wget");
 	cr_expect_str_eq(subject, "argv[0]");
 	struct pf_process_identity none = {.exe_path = "/bin/true", .comm = "true"};
-	cr_expect_null(pf_app_match_why(&policy.apps[0], &none, &subject));
+	cr_expect_null(pf_app_match_why(&policy.apps[0], &none, &subject, NULL));
 }
