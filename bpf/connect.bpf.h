@@ -116,6 +116,10 @@ static __always_inline int pfb_connect(struct bpf_sock_addr *ctx, const struct p
 	q.dest_denied = !pfb_permits(cfg, d);
 	q.has_port = sk->src_port != 0;
 	q.tcp_busy = !q.udp && sk->state != BPF_TCP_CLOSE;
+	if (q.udp && q.has_port) {
+		struct pfb_sock_state *st = pfb_state(bpf_get_socket_cookie(ctx));
+		q.kernel_port = st && (st->flags & PFB_SOCKET_KERNEL_PORT);
+	}
 	struct pf_core_answer a = pf_core_decide(&q);
 
 	switch (a.verdict) {
@@ -175,8 +179,13 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 	if (!q.dest_denied && ctx->sk)
 		f.local_port = (__u16)ctx->sk->src_port;	/* the kernel's, unbound send */
 	pfb_record(d, &f);
-	if (a.verdict == PF_CORE_REFUSE)
+	if (a.verdict == PF_CORE_REFUSE) {
+		/* The kernel gave the socket its port before this hook ran:
+		 * the socket keeps it, so nothing may go out from it later. */
+		if (!q.has_port && !q.udp_unbound_audit && (st = pfb_state_made(cookie)))
+			st->flags |= PFB_SOCKET_KERNEL_PORT;
 		return pfb_refuse(a.error);
+	}
 	if (!q.dest_denied && (st = pfb_state_made(cookie)))
 		st->flags |= PFB_SOCKET_UNBOUND_RECORDED;
 	return PFB_PROCEED;

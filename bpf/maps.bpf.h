@@ -80,6 +80,7 @@ struct {
 #define PFB_SOCKET_UNBOUND_RECORDED 2u
 #define PFB_SOCKET_COUNTED 4u	/* its port, in the top 16 bits, is counted in port_users */
 #define PFB_SOCKET_MPTCP 8u	/* an MPTCP subflow: no release hook runs for it (its MPTCP socket counts its port) */
+#define PFB_SOCKET_KERNEL_PORT 16u	/* UDP: its port is the kernel's, given for an unbound send that was refused */
 #define PFB_SOCKET_PORT_SHIFT 16
 
 struct {

@@ -58,6 +58,9 @@ struct pf_core_question {
 	__u8 late_udp_send;	/* an unbound UDP send reaches it already given a port (BPF) */
 	__u8 udp_unbound_audit;	/* BPF: udp_unbound = "audit" */
 	__u8 unbound_recorded;	/* BPF: this socket's unbound sends were recorded once */
+	/* BPF: the socket holds the port the kernel gave it for an unbound
+	 * send that was refused (udp_unbound = "deny"). */
+	__u8 kernel_port;
 };
 
 /* The verdicts. */
@@ -170,6 +173,11 @@ static __always_inline struct pf_core_answer pf_core_decide(const struct pf_core
 			return pf_core_answer(PF_CORE_CALL, PF_CORE_EVENT_ASSIGN, 0);
 		return pf_core_answer(PF_CORE_REFUSE, PF_CORE_EVENT_DENY, PF_CORE_EPERM);
 	}
+	/* The port the kernel gave for a refused unbound send stays the
+	 * socket's, and no range port can replace it: nothing more goes out
+	 * from it, as its send did not. */
+	if (q->kernel_port)
+		return pf_core_answer(PF_CORE_REFUSE, PF_CORE_EVENT_DENY, PF_CORE_EPERM);
 	/* The shim binds a TCP socket's address alone and gives the port at
 	 * the next call, which knows whether it is a client's. */
 	if (q->call == PF_CORE_CALL_BIND_ANY && !q->udp && q->defers_port)

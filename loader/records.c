@@ -160,8 +160,8 @@ static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record 
 	}
 	if (says == PF_EXPLAINS_NOTHING && deny && r->remote_port && r->udp)
 		snprintf(buf, len, "udp_unbound = \"%s\" %s:%d (an unconnected send on an unbound UDP "
-			 "socket cannot get a range port under BPF: connect or bind(0) it first, "
-			 "or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
+			 "socket cannot get a range port under BPF, and the socket keeps the kernel's "
+			 "port: connect or bind(0) a socket before its first send, or run it under the shim)", app->udp_unbound_audit ? "audit" : "deny", app->file,
 			 app->udp_unbound_line ? app->udp_unbound_line : app->line);
 	else if (says == PF_EXPLAINS_NOTHING && deny && !r->remote_port)
 		/* Neither a bind nor a destination: the socket itself. */

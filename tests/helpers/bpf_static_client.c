@@ -4,6 +4,9 @@
  *   bpf-static-client loop HOST PORT         one connect per line read on stdin (a line
  *                                            "HOST2 PORT2" connects there instead)
  *   bpf-static-client udp-unbound HOST PORT  sendto on a socket never bound
+ *   bpf-static-client udp-unbound-connect HOST PORT
+ *                                            the same, then (whatever sendto said)
+ *                                            connect that socket and send on it
  *   bpf-static-client cgroup                 this process's cgroup v2 path
  * It prints "pid N", then "local ADDR:PORT" or "error ENAME" per call. */
 #include <stdbool.h>
@@ -64,6 +67,24 @@ static int udp_unbound(const struct sockaddr_in *dest)
 	return 0;
 }
 
+/* What a program does when its unconnected send was refused with the
+ * advice to connect first: connects the same socket, and sends. */
+static int udp_unbound_then_connect(const struct sockaddr_in *dest)
+{
+	int fd = (int)syscall(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return report_error("socket", errno);
+	if (syscall(SYS_sendto, fd, "hello\n", 6, 0, dest, sizeof(*dest)) != 6)
+		report_error("sendto", errno);
+	int error = raw_connect(fd, dest);
+	if (!error && syscall(SYS_sendto, fd, "again\n", 6, 0, NULL, 0) != 6)
+		error = errno;
+	if (!error)
+		print_local(fd);
+	close(fd);
+	return error ? report_error("connect", error) : 0;
+}
+
 static int print_cgroup(void)
 {
 	FILE *f = fopen("/proc/self/cgroup", "r");
@@ -89,7 +110,7 @@ int main(int argc, char **argv)
 	if (argc == 2 && strcmp(argv[1], "cgroup") == 0)
 		return print_cgroup();
 	if (argc != 4) {
-		fprintf(stderr, "usage: %s tcp|loop|udp-unbound HOST PORT | cgroup\n", argv[0]);
+		fprintf(stderr, "usage: %s tcp|loop|udp-unbound|udp-unbound-connect HOST PORT | cgroup\n", argv[0]);
 		return EXIT_USAGE;
 	}
 	parse_ipv4(&dest, argv[2], argv[3]);
@@ -99,6 +120,8 @@ int main(int argc, char **argv)
 		return tcp_loop(&dest);
 	if (strcmp(argv[1], "udp-unbound") == 0)
 		return udp_unbound(&dest);
+	if (strcmp(argv[1], "udp-unbound-connect") == 0)
+		return udp_unbound_then_connect(&dest);
 	fprintf(stderr, "unknown mode %s\n", argv[1]);
 	return EXIT_USAGE;
 }

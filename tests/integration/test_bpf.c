@@ -1848,6 +1848,39 @@ Test(bpf, udp_unbound_deny_refuses_an_unconnected_send)
 	expect_refused(&r, &srv, dest, "unbound", "udp", "bpf-static-clie");
 }
 
+/* The kernel gives an unbound UDP socket its port before the sendmsg
+ * hook refuses the send: a program that then connects that socket (as
+ * the refusal's advice says of a new one) must not go out from the
+ * kernel's port, unrecorded.  Its connect is refused as well. */
+Test(bpf, a_socket_whose_unbound_send_was_refused_never_connects_on_the_kernels_port)
+{
+	struct server srv;
+	struct run_result r;
+	char dest[32], port[16];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("unbound", 62700, 62719, "udp_unbound = \"deny\";");
+	server_start(&srv, "127.0.0.1", SERVE_UDP_ECHO);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {(char *)build_path("bpf-static-client"), "udp-unbound-connect", "127.0.0.1", port, NULL};
+	run_bpf(&r, "unbound", argv);
+	usleep(300000);
+	server_stop(&srv);
+	cr_expect(strstr(r.out, "error EPERM") && !strstr(r.out, "local "), "the connect went out:\n%s%s", r.out,
+		  r.err);
+	cr_expect_eq(atomic_load(&srv.count), 0, "the server saw %d datagrams", atomic_load(&srv.count));
+	json_t *records = audit_records(fx.sb.log);
+	size_t i, denies = 0;
+	json_t *record;
+	json_array_foreach(records, i, record) {
+		cr_expect_str_eq(field(record, "event"), "deny", "record %zu", i);
+		denies += strcmp(field(record, "event"), "deny") == 0;
+	}
+	cr_expect_eq(denies, 2, "%zu deny records, expected the send's and the connect's", denies);
+	json_decref(records);
+}
+
 /* The keeper of a run drains its records, finds the cgroup empty,
  * removes it and drains once more.  A program that sends and exits
  * between that drain and the check leaves its record to the last drain,
