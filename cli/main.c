@@ -87,6 +87,17 @@ static const struct command commands[] = {
 };
 #define COMMAND_COUNT (sizeof(commands) / sizeof(*commands))
 
+/* help is asked of itself as the others are: `help help`, `help --help`. */
+static const struct command help_command = {
+	"help", NULL, "help [COMMAND]",
+	"Prints the usage of every command, or with COMMAND that command's usage and\n"
+	"options (as COMMAND --help does).\n"};
+
+static bool asks_help(const char *word)
+{
+	return strcmp(word, "--help") == 0 || strcmp(word, "-h") == 0;
+}
+
 /* The command being run: its usage is the one a usage error prints. */
 static const struct command *current;
 
@@ -184,19 +195,24 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return usage_error(NULL);
 	const char *first = argv[1];
-	if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0)
+	if (asks_help(first))
 		return help_of(NULL);
 	if (strcmp(first, "--version") == 0 || strcmp(first, "-V") == 0) {
 		printf("portfence %s\n", PF_VERSION);
 		return 0;
 	}
 	if (strcmp(first, "help") == 0) {
+		current = &help_command;
 		if (argc > 3)
 			return usage_error("help takes at most one COMMAND");
+		if (argc == 3 && (strcmp(argv[2], "help") == 0 || asks_help(argv[2])))
+			return help_of(&help_command);
 		const struct command *command = argc == 3 ? find_command(argv[2]) : NULL;
 		if (argc == 3 && !command) {
+			/* as for an unknown command: every usage, to choose from */
 			fprintf(stderr, "portfence: help: no command '%s'\n", argv[2]);
-			return usage_error(NULL);
+			print_all_usage(stderr);
+			return EXIT_USAGE;
 		}
 		return help_of(command);
 	}
@@ -207,7 +223,7 @@ int main(int argc, char **argv)
 	}
 	/* Before the command, which may not parse options in this build
 	 * (BPF=0). */
-	if (argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0))
+	if (argc == 3 && asks_help(argv[2]))
 		return help_of(current);
 	return current->run(argc - 1, argv + 1);
 }

@@ -120,6 +120,29 @@ Test(cli, help_and_command_help)
 	free(r);
 }
 
+/* help is a command too: `help help` and `help --help` print its own
+ * usage, as `COMMAND --help` does for the others, and exit 0. */
+Test(cli, help_of_help)
+{
+	struct run_result *r = result();
+	char *first = NULL;
+	static const char *const asked[][2] = {{"help", "help"}, {"help", "--help"}, {"help", "-h"}};
+	for (size_t i = 0; i < sizeof(asked) / sizeof(*asked); i++) {
+		char what[64];
+		snprintf(what, sizeof(what), "%s %s", asked[i][0], asked[i][1]);
+		tool(r, (char *)asked[i][0], (char *)asked[i][1]);
+		cr_expect_eq(r->status, 0, "%s: exit %d\n%s", what, r->status, r->err);
+		cr_expect_str_eq(r->err, "", "%s said on stderr:\n%s", what, r->err);
+		cr_expect(strncmp(r->out, "usage: portfence help [COMMAND]\n", 32) == 0, "%s:\n%s", what, r->out);
+		expect_only_usage_of(r->out, "help", what);
+		if (!first)
+			first = strdup(r->out);
+		cr_expect_str_eq(r->out, first, "%s differs from help help", what);
+	}
+	free(first);
+	free(r);
+}
+
 Test(cli, usage_error_prints_that_command_only)
 {
 	struct run_result *r = result();
