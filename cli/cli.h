@@ -24,10 +24,11 @@ int cmd_who(int argc, char **argv);
  * 0, or -1 when text is no TIME. */
 #define CLI_TIME_LEN 40
 int cli_parse_time(const char *text, char out[CLI_TIME_LEN]);
+struct pf_policy;
 /* The audit log a command reads by default: PORTFENCE_LOG, else the
- * log of the policy at policy_path (NULL: the usual search); NULL when
- * neither names one. */
-const char *cli_default_log(const char *policy_path);
+ * policy's log (policy from cli_load_optional_policy); NULL when neither
+ * names one. */
+const char *cli_default_log(const struct pf_policy *policy);
 /* The audit log at path ("-": standard input), open for reading, or
  * NULL with one line said; cli_close_log() closes it (never stdin). */
 FILE *cli_open_log(const char *path);
@@ -58,6 +59,13 @@ struct pf_policy;
 /* Loads and validates the policy, printing its FILE:LINE errors on
  * stderr; 0, or -1 with the policy freed. */
 int cli_load_policy(const char *config, struct pf_policy *policy);
+/* The policy of the commands that can do without one (report, who): the
+ * one named (config, from -c; else PORTFENCE_CONFIG) is loaded as
+ * cli_load_policy does, its errors said; with none named, the default
+ * when want_default and it exists (absent, there is none: the range is
+ * left out, never guessed).  1 loaded; 0 none, *policy empty; -1 its
+ * errors said, *policy freed. */
+int cli_load_optional_policy(const char *config, bool want_default, struct pf_policy *policy);
 /* libportfence.so next to the tool (the build tree), where `make
  * install` puts it relative to the tool, or in PF_LIBDIR: its path into
  * out, 0; -ENOENT with the PF_LIBDIR path in out. */

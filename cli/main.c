@@ -1,8 +1,10 @@
 /* portfence: the command-line tool. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bpf_cli.h"
 #include "cli.h"
@@ -241,4 +243,18 @@ int cli_load_policy(const char *config, struct pf_policy *policy)
 		return -1;
 	}
 	return 0;
+}
+
+int cli_load_optional_policy(const char *config, bool want_default, struct pf_policy *policy)
+{
+	const char *env = secure_getenv("PORTFENCE_CONFIG");
+	struct stat info;
+
+	if (!config && !(env && env[0]) &&
+	    (!want_default || (stat(PF_DEFAULT_CONFIG, &info) < 0 && errno == ENOENT))) {
+		memset(policy, 0, sizeof(*policy));
+		policy->default_app = PF_SELECT_PASS;
+		return 0;
+	}
+	return cli_load_policy(config ? config : cli_config_from_env(), policy) < 0 ? -1 : 1;
 }

@@ -255,31 +255,24 @@ static void read_log(struct report *rep, FILE *log)
 }
 
 /* The ranges, and the rule that refuses each denied destination whose
- * record named none, from the policy: -c, else the usual search.  No
+ * record named none, from the policy (cli_load_optional_policy).  No
  * policy, no range: it is never guessed from the ports seen. */
-static void apply_policy(struct report *rep, const char *policy_path)
+static void apply_policy(struct report *rep, const struct pf_policy *policy)
 {
-	struct pf_policy policy;
-
-	if (pf_policy_load(policy_path, &policy, NULL) == PF_LOAD_UNREADABLE) {
-		pf_policy_free(&policy);
-		return;
-	}
 	for (size_t i = 0; i < rep->app_count; i++) {
 		struct app_stats *app = &rep->apps[i];
-		int index = pf_policy_find_app(&policy, app->name);
+		int index = pf_policy_find_app(policy, app->name);
 		if (index < 0)
 			continue;
-		app->range_lo = policy.apps[index].range_lo;
-		app->range_hi = policy.apps[index].range_hi;
+		app->range_lo = policy->apps[index].range_lo;
+		app->range_hi = policy->apps[index].range_hi;
 		for (int kind = DEST_DENIED; kind < DEST_KINDS; kind++)
 			for (struct dest_stats *d = app->dests[kind]; d; d = d->next) {
 				char rule[512];
-				if (!d->rule && cli_refusing_rule(&policy.apps[index], d->remote, rule, sizeof(rule)))
+				if (!d->rule && cli_refusing_rule(&policy->apps[index], d->remote, rule, sizeof(rule)))
 					d->rule = strdup(rule);
 			}
 	}
-	pf_policy_free(&policy);
 }
 
 static int by_count(const void *a, const void *b)
@@ -502,20 +495,11 @@ void cli_close_log(FILE *log)
 		fclose(log);
 }
 
-const char *cli_default_log(const char *policy_path)
+const char *cli_default_log(const struct pf_policy *policy)
 {
 	const char *log = secure_getenv("PORTFENCE_LOG");
-	static char *from_policy;
-	struct pf_policy policy;
 
-	if (log && log[0])
-		return log;
-	if (pf_policy_load(policy_path ? policy_path : cli_config_from_env(), &policy, NULL) !=
-		    PF_LOAD_UNREADABLE &&
-	    policy.log_file)
-		from_policy = strdup(policy.log_file);
-	pf_policy_free(&policy);
-	return from_policy;
+	return log && log[0] ? log : policy->log_file;
 }
 
 static void free_dest(gpointer data)
@@ -592,14 +576,21 @@ int cmd_report(int argc, char **argv)
 	if (suggest && against)
 		return usage_error("report: --suggest and --against exclude each other");
 	rep.track_programs = against != NULL;
-	const char *path = optind < argc ? argv[optind] : cli_default_log(policy_path);
-	if (!path)
+	struct pf_policy policy;
+	if (cli_load_optional_policy(policy_path, true, &policy) < 0)
+		return 1;
+	const char *path = optind < argc ? argv[optind] : cli_default_log(&policy);
+	if (!path) {
+		pf_policy_free(&policy);
 		return usage_error("report: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
+	}
 
 	rep.log_path = path;
-	if (report_read(&rep, path) < 0)
+	if (report_read(&rep, path) < 0) {
+		pf_policy_free(&policy);
 		return 1;
-	apply_policy(&rep, policy_path ? policy_path : cli_config_from_env());
+	}
+	apply_policy(&rep, &policy);
 	int rc = 0;
 	if (suggest)
 		report_suggest(&rep, json);
@@ -610,5 +601,6 @@ int cmd_report(int argc, char **argv)
 	else
 		print_text(&rep);
 	report_free(&rep);
+	pf_policy_free(&policy);	/* after the log's path, which may be its */
 	return rc;
 }

@@ -382,20 +382,21 @@ int cmd_who(int argc, char **argv)
 	q.any_addr = q.addr.ss_family == AF_INET
 			     ? ((struct sockaddr_in *)&q.addr)->sin_addr.s_addr == htonl(INADDR_ANY)
 			     : IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&q.addr)->sin6_addr);
-	if (at[0]) {
-		const char *log = optind + 1 < argc ? argv[optind + 1] : cli_default_log(policy_path);
-		if (!log)
-			return usage_error("who --at: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
-		return who_at(&q, at, log, json);
-	}
-	/* A LOGFILE is read only with --at: the kernel answers for now. */
+	/* The policy names the apps of the processes found now, and the log
+	 * --at reads when no LOGFILE is given; one named is always judged. */
+	const char *logfile = optind + 1 < argc ? argv[optind + 1] : NULL;
 	struct pf_policy policy;
-	if (pf_policy_load(policy_path ? policy_path : cli_config_from_env(), &policy, NULL) == PF_LOAD_UNREADABLE) {
-		pf_policy_free(&policy);
-		memset(&policy, 0, sizeof(policy));
-		policy.default_app = -1;
+	if (cli_load_optional_policy(policy_path, !at[0] || !logfile, &policy) < 0)
+		return 1;
+	int rc;
+	if (at[0]) {
+		const char *log = logfile ? logfile : cli_default_log(&policy);
+		rc = log ? who_at(&q, at, log, json)
+			 : usage_error("who --at: no LOGFILE given and no log in PORTFENCE_LOG or the policy");
+	} else {
+		/* A LOGFILE is read only with --at: the kernel answers for now. */
+		rc = who_now(&q, &policy, json);
 	}
-	int rc = who_now(&q, &policy, json);
 	pf_policy_free(&policy);
 	return rc;
 }

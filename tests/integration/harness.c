@@ -17,6 +17,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -277,6 +278,37 @@ void private_loopback_net(void)
 	ifr.ifr_flags |= IFF_UP;
 	cr_assert_eq(ioctl(fd, SIOCSIFFLAGS, &ifr), 0, "lo up: %s", strerror(errno));
 	close(fd);
+}
+
+void default_policy(const char *text)
+{
+	static bool overlaid;
+
+	if (!overlaid) {
+		char dir[] = "/tmp/pf-etc-XXXXXX", options[256];
+		cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare -m: %s", strerror(errno));
+		cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "/ private: %s", strerror(errno));
+		cr_assert_not_null(mkdtemp(dir));
+		/* upper and work on a tmpfs of this namespace's own, gone with it */
+		cr_assert_eq(mount("tmpfs", dir, "tmpfs", 0, "mode=0700"), 0, "tmpfs: %s", strerror(errno));
+		snprintf(options, sizeof(options), "%s/upper", dir);
+		cr_assert_eq(mkdir(options, 0755), 0);
+		snprintf(options, sizeof(options), "%s/work", dir);
+		cr_assert_eq(mkdir(options, 0755), 0);
+		snprintf(options, sizeof(options), "lowerdir=/etc,upperdir=%s/upper,workdir=%s/work", dir, dir);
+		cr_assert_eq(mount("overlay", "/etc", "overlay", 0, options), 0, "overlay on /etc: %s", strerror(errno));
+		umount2(dir, MNT_DETACH);
+		rmdir(dir);
+		overlaid = true;
+	}
+	if (!text) {
+		cr_assert(unlink("/etc/portfence.conf") == 0 || errno == ENOENT, "%s", strerror(errno));
+		return;
+	}
+	FILE *f = fopen("/etc/portfence.conf", "w");
+	cr_assert_not_null(f, "/etc/portfence.conf: %s", strerror(errno));
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0);
 }
 
 void sandbox_init(struct sandbox *sb, const char *apps_text)

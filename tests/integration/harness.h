@@ -62,6 +62,11 @@ void sandbox_init(struct sandbox *sb, const char *apps_text);
  * TIME_WAIT on a port it binds by number lasts 60 s). */
 void private_loopback_net(void);
 void sandbox_cleanup(struct sandbox *sb);
+/* The default policy (/etc/portfence.conf) as this test process and what
+ * it runs see it: text, or none (NULL).  The first call moves the process
+ * into a mount namespace of its own with an overlay on /etc, so the
+ * host's /etc is never written. */
+void default_policy(const char *text);
 /* A copy of build/NAME that every user can run, for a test that runs it
  * as another user: the checkout may sit in a directory only root can
  * enter (fresh-ci clones into a 0700 one).  The tool's copy has the shim

@@ -291,6 +291,117 @@ Test(cli, report_honours_c_for_the_log)
 	sandbox_cleanup(&sb);
 }
 
+/* portfence ARGV... (NULL-terminated, "LOG" standing for log) with env. */
+static void tool_argv(struct run_result *r, char *const env[], const char *log, const char *const argv[])
+{
+	char *full[16] = {(char *)build_path("portfence")};
+	for (int i = 0; i < 14 && argv[i]; i++)
+		full[i + 1] = strcmp(argv[i], "LOG") == 0 ? (char *)log : (char *)argv[i];
+	run_program(r, full, NULL, env);
+}
+
+/* report and who read a policy for its ranges, rules and apps: one named
+ * (-c, or PORTFENCE_CONFIG) that cannot be used is said, FILE:LINE, and
+ * exit 1, as explain and status do: never a report that quietly lacks
+ * it.  The default policy, when there is none, leaves the range out;
+ * when there is one, it is judged as a named one. */
+Test(cli, report_and_who_say_the_errors_of_their_policy)
+{
+	struct sandbox sb;
+	char text[1024], invalid[192], fifo[192], env_invalid[256], env_none[] = "PORTFENCE_CONFIG=/nonexistent.conf";
+	sandbox_init(&sb, "apps = ( { name = \"a\"; range = [ 61000, 61099 ]; } );");
+	int n = record(text, sizeof(text), time(NULL) - 60, "a", 61001);
+	write_file(sb.log, text, (size_t)n);
+	static const char broken[] = "version = 1;\napps = ( { name = \"a\"; range = [ 61099, 61000 ]; } );\n";
+	snprintf(invalid, sizeof(invalid), "%s/invalid.conf", sb.dir);
+	write_file(invalid, broken, sizeof(broken) - 1);
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", sb.dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	snprintf(env_invalid, sizeof(env_invalid), "PORTFENCE_CONFIG=%s", invalid);
+	char *by_env_invalid[] = {env_invalid, NULL}, *by_env_none[] = {env_none, NULL};
+	char invalid_line[256];
+	snprintf(invalid_line, sizeof(invalid_line), "%s:2: range [ 61099, 61000 ] has lo > hi", invalid);
+
+	static const char *const commands_of[][8] = {
+		{"report", "POLICY", "LOG"},
+		{"report", "--json", "POLICY", "LOG"},
+		{"report", "--suggest", "POLICY", "LOG"},
+		{"who", "127.0.0.1:61001", "POLICY"},
+		{"who", "127.0.0.1:61001", "--at", "now", "POLICY", "LOG"},
+	};
+	struct {
+		const char *c;		/* -c's argument, or NULL */
+		char **env;
+		const char *said;	/* a line stderr must hold */
+	} policies[] = {
+		{"/nonexistent.conf", NULL, "/nonexistent.conf"},
+		{invalid, NULL, invalid_line},
+		{fifo, NULL, fifo},
+		{NULL, by_env_invalid, invalid_line},
+		{NULL, by_env_none, "/nonexistent.conf"},
+	};
+	struct run_result *r = result();
+	for (size_t c = 0; c < sizeof(commands_of) / sizeof(*commands_of); c++)
+		for (size_t p = 0; p < sizeof(policies) / sizeof(*policies); p++) {
+			const char *argv[12];
+			char what[512] = "";
+			int k = 0;
+			for (int i = 0; commands_of[c][i]; i++) {
+				if (strcmp(commands_of[c][i], "POLICY") != 0)
+					argv[k++] = commands_of[c][i];
+				else if (policies[p].c) {
+					argv[k++] = "-c";
+					argv[k++] = policies[p].c;
+				}
+			}
+			argv[k] = NULL;
+			for (int i = 0; i < k; i++)
+				snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s ", argv[i]);
+			if (policies[p].env)
+				snprintf(what + strlen(what), sizeof(what) - strlen(what), "(%s)", policies[p].env[0]);
+			time_t started = time(NULL);
+			tool_argv(r, policies[p].env, sb.log, argv);
+			cr_expect_eq(r->status, 1, "%s: exit %d\n%s%s", what, r->status, r->out, r->err);
+			cr_expect(strstr(r->err, policies[p].said), "%s: '%s' not said:\n%s", what, policies[p].said, r->err);
+			cr_expect_str_eq(r->out, "", "%s printed a result:\n%s", what, r->out);
+			cr_expect_leq(time(NULL) - started, 5, "%s waited on the FIFO", what);
+		}
+
+	/* No policy named and none at /etc/portfence.conf: the range is left
+	 * out, never guessed. */
+	default_policy(NULL);
+	static const char *const report_only[] = {"report", "LOG", NULL};
+	tool_argv(r, NULL, sb.log, report_only);
+	cr_expect_eq(r->status, 0, "report, no default policy: %d\n%s", r->status, r->err);
+	cr_expect(strstr(r->out, "(range unknown"), "report, no default policy:\n%s", r->out);
+	static const char *const who_now[] = {"who", "127.0.0.1:61001", NULL};
+	tool_argv(r, NULL, sb.log, who_now);
+	cr_expect_eq(r->status, 1, "who, no default policy: %d\n%s", r->status, r->err);
+	cr_expect(strstr(r->out, "no socket holds local port 61001"), "who, no default policy:\n%s", r->out);
+	cr_expect_str_eq(r->err, "", "who, no default policy:\n%s", r->err);
+
+	/* The default policy, there but invalid: its errors, exit 1. */
+	default_policy(broken);
+	for (int i = 0; i < 2; i++) {
+		tool_argv(r, NULL, sb.log, i ? who_now : report_only);
+		cr_expect_eq(r->status, 1, "%s, an invalid default policy: %d\n%s%s", i ? "who" : "report", r->status,
+			     r->out, r->err);
+		cr_expect(strstr(r->err, "/etc/portfence.conf:2: range [ 61099, 61000 ] has lo > hi"),
+			  "%s, an invalid default policy:\n%s", i ? "who" : "report", r->err);
+		cr_expect_str_eq(r->out, "", "%s, an invalid default policy:\n%s", i ? "who" : "report", r->out);
+	}
+	/* ... which a named policy stands in for. */
+	static const char *const report_named[] = {"report", "--json", "-c", "POLICY", "LOG", NULL};
+	const char *argv[6];
+	memcpy(argv, report_named, sizeof(argv));
+	argv[3] = sb.policy;
+	tool_argv(r, NULL, sb.log, argv);
+	cr_expect_eq(r->status, 0, "report -c, an invalid default policy: %d\n%s", r->status, r->err);
+	cr_expect(strstr(r->out, "\"range_lo\":61000"), "%s", r->out);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 Test(cli, since_and_until_forms)
 {
 	char dir[] = "/tmp/pf-since-XXXXXX", log[64], text[8192];

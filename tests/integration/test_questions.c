@@ -54,11 +54,12 @@ static void run_client(const struct sandbox *sb, const char *app, int times, con
 }
 
 /* `portfence ARGS` through sh, its status, stdout and stderr into r; no
- * policy is found unless ARGS names one. */
+ * policy is found unless ARGS names one (none at the default path). */
 static void tool_text(struct run_result *r, const char *args)
 {
 	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "PORTFENCE_CONFIG=/nonexistent '%s' %s", build_path("portfence"), args);
+	default_policy(NULL);
+	snprintf(cmd, sizeof(cmd), "unset PORTFENCE_CONFIG; '%s' %s", build_path("portfence"), args);
 	char *argv[] = {"sh", "-c", cmd, NULL};
 	run_program(r, argv, NULL, NULL);
 }
