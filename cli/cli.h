@@ -21,9 +21,16 @@ int cmd_who(int argc, char **argv);
 /* TIME as SPEC gives it (ISO 8601 UTC, 90s/15m/1h/2d back from now,
  * today, yesterday) in the log's form cut to the second,
  * "2026-12-02T10:00:00", which compares with a record's "ts" as text.
- * 0, or -1 when text is no TIME. */
+ * 0, -1 when text is no TIME, CLI_TIME_NO_SUCH_DAY for a day (or time
+ * of day) the calendar lacks. */
 #define CLI_TIME_LEN 40
+#define CLI_TIME_NO_SUCH_DAY (-2)	/* well formed, but not in the calendar: 2026-02-30 */
 int cli_parse_time(const char *text, char out[CLI_TIME_LEN]);
+/* TIME of option (--since) into out: 0, or the usage error said, naming
+ * the option and the argument (EXIT_USAGE). */
+int cli_time_option(const char *option, const char *text, char out[CLI_TIME_LEN]);
+/* The command being run ("report"), or "portfence". */
+const char *cli_command_name(void);
 struct pf_policy;
 /* The audit log a command reads by default: PORTFENCE_LOG, else the
  * policy's log (policy from cli_load_optional_policy); NULL when neither

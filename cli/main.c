@@ -130,6 +130,11 @@ static int help_of(const struct command *command)
 	return 0;
 }
 
+const char *cli_command_name(void)
+{
+	return current ? current->name : "portfence";
+}
+
 int usage_error(const char *message)
 {
 	if (message)

@@ -566,8 +566,8 @@ int cmd_report(int argc, char **argv)
 		else if (opt == 'c')
 			policy_path = optarg;
 		else if (opt == 's' || opt == 'u') {
-			if (cli_parse_time(optarg, opt == 's' ? rep.since : rep.until) < 0)
-				return usage_error("report: TIME is 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, 1h, 2d, 1w, now, today or yesterday");
+			if (cli_time_option(opt == 's' ? "--since" : "--until", optarg, opt == 's' ? rep.since : rep.until))
+				return EXIT_USAGE;
 		} else
 			return usage_error("report: unknown option");
 	}

@@ -14,7 +14,9 @@
  * (2026-12-02, 2026-12-02T10:00[:00[.frac]][Z|+HH:MM|-HH:MM], a space for
  * the T), a duration back from now (90s, 15m, 1h, 2d, 1w), now, today or
  * yesterday (UTC midnights). */
-int cli_parse_time(const char *text, char out[CLI_TIME_LEN])
+/* cli_parse_time, with the fields given for a day the calendar lacks
+ * into *given. */
+static int parse_time(const char *text, char out[CLI_TIME_LEN], struct tm *given)
 {
 	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
 					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
@@ -54,7 +56,12 @@ int cli_parse_time(const char *text, char out[CLI_TIME_LEN])
 				offset = (*rest == '+' ? 1 : -1) * (hours * 3600L + minutes * 60L);
 			else
 				continue;
+			*given = tm;
 			when = timegm(&tm) - offset;
+			/* timegm rolls 2026-02-30 over to 2026-03-02: no such day */
+			if (tm.tm_year != given->tm_year || tm.tm_mon != given->tm_mon || tm.tm_mday != given->tm_mday ||
+			    tm.tm_hour != given->tm_hour || tm.tm_min != given->tm_min || tm.tm_sec != given->tm_sec)
+				return CLI_TIME_NO_SUCH_DAY;
 		}
 		if (when == (time_t)-1)
 			return -1;
@@ -64,4 +71,37 @@ int cli_parse_time(const char *text, char out[CLI_TIME_LEN])
 		return -1;
 	strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &utc);
 	return 0;
+}
+
+int cli_parse_time(const char *text, char out[CLI_TIME_LEN])
+{
+	struct tm given;
+	return parse_time(text, out, &given);
+}
+
+int cli_time_option(const char *option, const char *text, char out[CLI_TIME_LEN])
+{
+	char message[512], why[80];
+	struct tm given = {0};
+	int rc = parse_time(text, out, &given);
+
+	if (rc == 0)
+		return 0;
+	if (rc == CLI_TIME_NO_SUCH_DAY) {
+		/* day 0 of the next month is the last of this one */
+		struct tm last = {.tm_year = given.tm_year, .tm_mon = given.tm_mon + 1, .tm_mday = 0};
+		timegm(&last);
+		if (given.tm_mday > last.tm_mday)
+			snprintf(why, sizeof(why), "no such day (%04d-%02d has %d days)", given.tm_year + 1900,
+				 given.tm_mon + 1, last.tm_mday);
+		else
+			snprintf(why, sizeof(why), "no such time of day");
+		snprintf(message, sizeof(message), "%s: %s '%.64s': %s", cli_command_name(), option, text, why);
+	} else {
+		snprintf(message, sizeof(message),
+			 "%s: %s '%.64s' is no TIME: 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, "
+			 "1h, 2d, 1w, now, today or yesterday",
+			 cli_command_name(), option, text);
+	}
+	return usage_error(message);
 }

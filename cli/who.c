@@ -352,8 +352,8 @@ int cmd_who(int argc, char **argv)
 	int opt;
 
 	while ((opt = cli_getopt(argc, argv, "c:j", options)) != -1) {
-		if (opt == 't' && cli_parse_time(optarg, at) < 0)
-			return usage_error("who: TIME is 2026-12-02T10:00:00Z (or +01:00), 2026-12-02, 90s, 15m, 1h, 2d, 1w, now, today or yesterday");
+		if (opt == 't' && cli_time_option("--at", optarg, at))
+			return EXIT_USAGE;
 		else if (opt == 'p' && strcmp(optarg, "tcp") == 0)
 			q.proto = IPPROTO_TCP;
 		else if (opt == 'p' && strcmp(optarg, "udp") == 0)

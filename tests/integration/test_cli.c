@@ -468,6 +468,44 @@ Test(cli, since_and_until_forms)
 	cr_assert_eq(system(text), 0);
 }
 
+/* A date the calendar lacks is a usage error that names the argument,
+ * never a day the clock rolls over to (2026-02-30 is no 2026-03-02). */
+Test(cli, impossible_dates_are_usage_errors)
+{
+	char dir[] = "/tmp/pf-dates-XXXXXX", log[64], text[512];
+	default_policy(NULL);
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	write_file(log, text, (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000));
+	static const char *const impossible[] = {"2026-02-30", "2026-02-29", "2026-04-31", "2026-02-30T10:00:00Z",
+						 "2026-04-31 10:00", "2026-13-01", "2026-12-31T23:59:60Z"};
+	struct run_result *r = result();
+	for (size_t i = 0; i < sizeof(impossible) / sizeof(*impossible); i++)
+		for (int c = 0; c < 3; c++) {
+			static const char *const options[] = {"--since", "--until", "--at"};
+			char named[64];
+			if (c < 2)
+				tool(r, "report", (char *)options[c], (char *)impossible[i], log);
+			else
+				tool(r, "who", "127.0.0.1:61000", "--at", (char *)impossible[i], log);
+			cr_expect_eq(r->status, 2, "%s %s: exit %d\n%s", options[c], impossible[i], r->status, r->out);
+			snprintf(named, sizeof(named), "%s '%s'", options[c], impossible[i]);
+			cr_expect(strstr(r->err, named), "%s %s: the argument is not named:\n%s", options[c],
+				  impossible[i], r->err);
+			cr_expect_eq(count_lines_starting(r->err, "portfence: "), 1, "%s", r->err);
+			cr_expect_str_eq(r->out, "", "%s %s", options[c], impossible[i]);
+		}
+	/* The days that are. */
+	static const char *const possible[] = {"2028-02-29", "2026-02-28", "2026-04-30T23:59:59Z", "2026-12-31"};
+	for (size_t i = 0; i < sizeof(possible) / sizeof(*possible); i++) {
+		tool(r, "report", "--since", (char *)possible[i], log);
+		cr_expect_eq(r->status, 0, "--since %s: exit %d\n%s", possible[i], r->status, r->err);
+	}
+	free(r);
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	cr_assert_eq(system(text), 0);
+}
+
 /* A report with nothing to show says so, and what it looked for: not
  * a bare "malformed lines skipped: 0". */
 Test(cli, report_of_nothing_says_so)
