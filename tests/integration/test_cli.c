@@ -249,6 +249,7 @@ static long report_count(const char *log, long *malformed, ...)
 	char *argv[16];
 	int n = 0;
 	va_list ap;
+	default_policy(NULL);
 	argv[n++] = (char *)build_path("portfence");
 	argv[n++] = "report";
 	argv[n++] = "--json";
@@ -511,6 +512,7 @@ Test(cli, impossible_dates_are_usage_errors)
 Test(cli, report_of_nothing_says_so)
 {
 	char dir[] = "/tmp/pf-nothing-XXXXXX", log[64], empty[64], text[512], expected[256];
+	default_policy(NULL);
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
 	snprintf(empty, sizeof(empty), "%s/empty.jsonl", dir);
@@ -536,6 +538,7 @@ Test(cli, report_of_nothing_says_so)
 Test(cli, report_text_escapes_control_bytes)
 {
 	char dir[] = "/tmp/pf-esc-XXXXXX", log[64], text[2048];
+	default_policy(NULL);
 	cr_assert_not_null(mkdtemp(dir));
 	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
 	int n = record(text, sizeof(text), time(NULL), "evil\\u001b]0;owned\\u0007\\u001b[31m\\nfake line\\r", 61000);
