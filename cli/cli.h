@@ -19,13 +19,19 @@ int cmd_doctor(int argc, char **argv);
 int cmd_who(int argc, char **argv);
 
 /* TIME as SPEC gives it (ISO 8601 UTC, 90s/15m/1h/2d back from now,
- * today, yesterday) in the log's form cut to the second,
- * "2026-12-02T10:00:00", which compares with a record's "ts" as text.
+ * today, yesterday) in the log's form, to the second and the fraction
+ * given (at most 6 digits, no trailing zero): "2026-12-02T10:00:00",
+ * "2026-12-02T10:00:00.5"; cli_time_cmp() compares a record's "ts" with it.
  * 0, -1 when text is no TIME, CLI_TIME_NO_SUCH_DAY for a day (or time
  * of day) the calendar lacks. */
 #define CLI_TIME_LEN 40
 #define CLI_TIME_NO_SUCH_DAY (-2)	/* well formed, but not in the calendar: 2026-02-30 */
 int cli_parse_time(const char *text, char out[CLI_TIME_LEN]);
+/* A record's "ts" (2026-12-02T10:00:00.123456Z) against a TIME of
+ * cli_parse_time(): <0 before it, 0 at it, >0 after it. */
+int cli_time_cmp(const char *ts, const char *time);
+/* A TIME of cli_parse_time() in a record's form, 2026-12-02T10:00:00.500000Z. */
+void cli_time_record_form(const char *time, char out[CLI_TIME_LEN]);
 /* TIME of option (--since) into out: 0, or the usage error said, naming
  * the option and the argument (EXIT_USAGE). */
 int cli_time_option(const char *option, const char *text, char out[CLI_TIME_LEN]);

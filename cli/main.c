@@ -59,7 +59,7 @@ static const struct command commands[] = {
 	 "back from now (90s, 15m, 1h, 2d, 1w), today, yesterday or now (UTC days).\n"},
 	{"who", cmd_who, "who ADDR:PORT [--at TIME] [--proto tcp|udp] [-c POLICY] [--json] [LOGFILE]",
 	 "Says which socket holds ADDR:PORT as a local address now (pid, comm, app,\n"
-	 "cgroup, unit), or with --at which record last assigned it before TIME.\n"
+	 "cgroup, unit), or with --at which record last assigned it at or before TIME.\n"
 	 "  -c, --config POLICY   the policy (its apps, and its log for --at)\n"
 	 "      --at TIME         the audit log's answer for TIME instead of the kernel's\n"
 	 "      --proto tcp|udp   one protocol only\n"

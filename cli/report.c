@@ -204,8 +204,8 @@ static void take_line(struct report *rep, char *line)
 	}
 	const char *app_name = record.app, *event = record.event, *ts = record.ts;
 	if ((!rep->only_app || strcmp(rep->only_app, app_name) == 0) &&
-	    (!rep->since[0] || strcmp(ts, rep->since) >= 0) &&
-	    (!rep->until[0] || strncmp(ts, rep->until, 19) < 0)) {
+	    (!rep->since[0] || cli_time_cmp(ts, rep->since) >= 0) &&
+	    (!rep->until[0] || cli_time_cmp(ts, rep->until) < 0)) {
 		struct app_stats *app = stats_for(rep, app_name);
 		if (app) {
 			if (!app->first_ts[0])

@@ -1,8 +1,8 @@
 /* TIME arguments (report --since/--until, who --at), as SPEC fixes them:
  * ISO 8601 (UTC or with an offset), a duration back from now, now, today
- * or yesterday.  The
- * result is the log's own form cut to the second, so that it compares
- * with a record's "ts" as text. */
+ * or yesterday.  The result is the log's own form, to the second and a
+ * fraction when one was given (to the microsecond, the log's), which
+ * cli_time_cmp() compares with a record's "ts". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +13,14 @@
 /* TIME, as UTC text the log's timestamps compare with: ISO 8601
  * (2026-12-02, 2026-12-02T10:00[:00[.frac]][Z|+HH:MM|-HH:MM], a space for
  * the T), a duration back from now (90s, 15m, 1h, 2d, 1w), now, today or
- * yesterday (UTC midnights). */
-/* cli_parse_time, with the fields given for a day the calendar lacks
- * into *given. */
+ * yesterday (UTC midnights).  The fields given for a day the calendar
+ * lacks go to *given. */
 static int parse_time(const char *text, char out[CLI_TIME_LEN], struct tm *given)
 {
 	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
 					      "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"};
 	time_t now = time(NULL), when = (time_t)-1;
-	char *end;
+	char *end, fraction[8] = "";
 
 	if (strcmp(text, "now") == 0)
 		when = now;
@@ -43,8 +42,12 @@ static int parse_time(const char *text, char out[CLI_TIME_LEN], struct tm *given
 			const char *rest = strptime(text, formats[i], &tm);
 			if (!rest)
 				continue;
-			if (*rest == '.' && i < 2)
-				rest += 1 + strspn(rest + 1, "0123456789");
+			if (*rest == '.' && i < 2) {
+				/* to the microsecond: a record is never finer */
+				size_t digits = strspn(rest + 1, "0123456789");
+				snprintf(fraction, sizeof(fraction), "%.*s", digits < 6 ? (int)digits : 6, rest + 1);
+				rest += 1 + digits;
+			}
 			long offset = 0;
 			int hours, minutes, used = 0;
 			if (strcmp(rest, "Z") == 0 || *rest == '\0')
@@ -69,8 +72,39 @@ static int parse_time(const char *text, char out[CLI_TIME_LEN], struct tm *given
 	struct tm utc;
 	if (!gmtime_r(&when, &utc))
 		return -1;
-	strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &utc);
+	size_t len = strftime(out, CLI_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &utc);
+	size_t kept = strlen(fraction);
+	while (kept && fraction[kept - 1] == '0')
+		kept--;
+	if (kept)
+		snprintf(out + len, CLI_TIME_LEN - len, ".%.*s", (int)kept, fraction);
 	return 0;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+int cli_time_cmp(const char *ts, const char *time)
+{
+	int order = strncmp(ts, time, 19);
+	if (order || strlen(ts) < 19)
+		return order;
+	/* the fractions, the shorter one filled out with zeros */
+	const char *a = ts + 19 + (ts[19] == '.'), *b = time + 19 + (time[19] == '.');
+	while (is_digit(*a) || is_digit(*b)) {
+		char x = is_digit(*a) ? *a++ : '0', y = is_digit(*b) ? *b++ : '0';
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return 0;
+}
+
+void cli_time_record_form(const char *time, char out[CLI_TIME_LEN])
+{
+	const char *fraction = time[19] == '.' ? time + 20 : "";
+	snprintf(out, CLI_TIME_LEN, "%.19s.%.6s%.*sZ", time, fraction, (int)(6 - strnlen(fraction, 6)), "000000");
 }
 
 int cli_parse_time(const char *text, char out[CLI_TIME_LEN])

@@ -274,7 +274,7 @@ static void scan_history(const struct query *q, const char *at, FILE *log, struc
 			continue;
 		}
 		h->considered++;
-		if (strncmp(ts, at, 19) <= 0) {
+		if (cli_time_cmp(ts, at) <= 0) {
 			json_decref(h->last);
 			h->last = record;
 		} else {
@@ -324,7 +324,9 @@ static int who_at(const struct query *q, const char *at, const char *log_path, b
 	scan_history(q, at, log, &h);
 	cli_close_log(log);
 	if (json) {
-		json_t *root = json_pack("{s:s, s:O?, s:O?, s:b}", "at", at, "record", h.last, "reused_by", h.next,
+		char at_ts[CLI_TIME_LEN];
+		cli_time_record_form(at, at_ts);
+		json_t *root = json_pack("{s:s, s:O?, s:O?, s:b}", "at", at_ts, "record", h.last, "reused_by", h.next,
 					 "reused", h.next != NULL && h.last != NULL);
 		json_dumpf(root, stdout, JSON_COMPACT);
 		putchar('\n');

@@ -507,6 +507,67 @@ Test(cli, impossible_dates_are_usage_errors)
 	cr_assert_eq(system(text), 0);
 }
 
+/* who --at TIME: a record at TIME exactly is at or before it, one later
+ * in the same second is after it; "at" in --json is in a record's form.
+ * A TIME with a fraction is taken to the microsecond, by report too. */
+Test(cli, who_at_compares_to_the_microsecond)
+{
+	char dir[] = "/tmp/pf-who-at-XXXXXX", log[64], text[2048];
+	default_policy(NULL);
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	static const char *const stamps[] = {"2026-12-06T03:06:10.000000Z", "2026-12-06T03:06:30.000000Z",
+					     "2026-12-06T03:06:30.565063Z"};
+	size_t n = 0;
+	for (int i = 0; i < 3; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "{\"ts\":\"%s\",\"event\":\"assign\",\"app\":\"a\",\"pid\":%d,\"exe\":\"/bin/x\","
+				      "\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"127.0.0.1:61000\","
+				      "\"remote\":\"127.0.0.1:80\",\"algorithm\":\"random\",\"attempts\":1,\"result\":\"ok\"}\n",
+				      stamps[i], i + 1);
+	write_file(log, text, n);
+
+	static const struct {
+		const char *at, *json_at;
+		int pid, reused_by;	/* 0: none */
+	} cases[] = {
+		{"2026-12-06T03:06:29Z", "2026-12-06T03:06:29.000000Z", 1, 2},
+		{"2026-12-06T03:06:30Z", "2026-12-06T03:06:30.000000Z", 2, 3},
+		{"2026-12-06T04:06:30+01:00", "2026-12-06T03:06:30.000000Z", 2, 3},
+		{"2026-12-06T03:06:30.565062Z", "2026-12-06T03:06:30.565062Z", 2, 3},
+		{"2026-12-06T03:06:30.565063Z", "2026-12-06T03:06:30.565063Z", 3, 0},
+		{"2026-12-06T03:06:30.6Z", "2026-12-06T03:06:30.600000Z", 3, 0},
+		{"2026-12-06T03:06:31Z", "2026-12-06T03:06:31.000000Z", 3, 0},
+	};
+	struct run_result *r = result();
+	for (size_t c = 0; c < sizeof(cases) / sizeof(*cases); c++) {
+		tool(r, "who", "127.0.0.1:61000", "--at", (char *)cases[c].at, "--json", log);
+		cr_expect_eq(r->status, 0, "--at %s: exit %d %s", cases[c].at, r->status, r->err);
+		json_t *root = json_loads(r->out, 0, NULL);
+		cr_assert_not_null(root, "--at %s: %s", cases[c].at, r->out);
+		json_t *at = json_object_get(root, "at"), *next = json_object_get(root, "reused_by");
+		cr_expect_str_eq(json_string_value(at) ? json_string_value(at) : "", cases[c].json_at, "--at %s: %s",
+				 cases[c].at, r->out);
+		cr_expect_eq(json_integer_value(json_object_get(json_object_get(root, "record"), "pid")), cases[c].pid,
+			     "--at %s: %s", cases[c].at, r->out);
+		cr_expect_eq(json_integer_value(json_object_get(next, "pid")), cases[c].reused_by, "--at %s: %s",
+			     cases[c].at, r->out);
+		json_decref(root);
+	}
+	tool(r, "who", "127.0.0.1:61000", "--at", "2026-12-06T03:06:30Z", log);
+	cr_expect(strstr(r->out, "at 2026-12-06T03:06:30Z: tcp 127.0.0.1:61000 was assigned at "
+				 "2026-12-06T03:06:30.000000Z to pid 2"), "%s", r->out);
+	cr_expect(strstr(r->out, "reused at 2026-12-06T03:06:30.565063Z by pid 3"), "%s", r->out);
+	free(r);
+	/* report's --since and --until, to the microsecond as well */
+	cr_expect_eq(report_count(log, NULL, "--since", "2026-12-06T03:06:30Z", NULL), 2);
+	cr_expect_eq(report_count(log, NULL, "--since", "2026-12-06T03:06:30.5Z", NULL), 1);
+	cr_expect_eq(report_count(log, NULL, "--until", "2026-12-06T03:06:30Z", NULL), 1);
+	cr_expect_eq(report_count(log, NULL, "--until", "2026-12-06T03:06:30.565064Z", NULL), 3);
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	cr_assert_eq(system(text), 0);
+}
+
 /* A report with nothing to show says so, and what it looked for: not
  * a bare "malformed lines skipped: 0". */
 Test(cli, report_of_nothing_says_so)
