@@ -43,9 +43,11 @@ struct pf_policy;
  * names one. */
 const char *cli_default_log(const struct pf_policy *policy);
 /* The audit log at path ("-": standard input), open for reading, or
- * NULL with one line said; cli_close_log() closes it (never stdin). */
+ * NULL with one line said (a directory included); cli_close_log() closes
+ * it (never stdin): 0, or -1 when a read failed, said in one line naming
+ * path (none when path is NULL). */
 FILE *cli_open_log(const char *path);
-void cli_close_log(FILE *log);
+int cli_close_log(FILE *log, const char *path);
 struct sockaddr_storage;
 struct pf_app;
 /* "127.0.0.1:80" or "[::1]:53" into ss; 0, or -1 when it is neither. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -483,16 +484,29 @@ static void print_json(const struct report *rep)
 FILE *cli_open_log(const char *path)
 {
 	FILE *log = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	struct stat info;
 
+	/* fopen takes a directory; its first read fails, as EOF would */
+	if (log && fstat(fileno(log), &info) == 0 && S_ISDIR(info.st_mode)) {
+		cli_close_log(log, NULL);
+		log = NULL;
+		errno = EISDIR;
+	}
 	if (!log)
 		fprintf(stderr, "portfence: %s: %s\n", path, strerror(errno));
 	return log;
 }
 
-void cli_close_log(FILE *log)
+int cli_close_log(FILE *log, const char *path)
 {
+	int failed = ferror(log) ? errno : 0;
+
 	if (log != stdin)
 		fclose(log);
+	if (failed && path)
+		fprintf(stderr, "portfence: %s: %s\n", strcmp(path, "-") == 0 ? "the standard input" : path,
+			strerror(failed));
+	return failed ? -1 : 0;
 }
 
 const char *cli_default_log(const struct pf_policy *policy)
@@ -521,10 +535,10 @@ static int report_read(struct report *rep, const char *path)
 	rep->dests = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free_dest);
 	rep->dest_ports = g_hash_table_new(g_direct_hash, g_direct_equal);
 	read_log(rep, log);
-	cli_close_log(log);
+	int rc = cli_close_log(log, path);
 	g_hash_table_destroy(rep->dest_ports);
 	rep->dest_ports = NULL;
-	return 0;
+	return rc;
 }
 
 static void report_free(struct report *rep)
@@ -537,8 +551,10 @@ static void report_free(struct report *rep)
 			g_hash_table_destroy(rep->apps[i].programs);
 	}
 	free(rep->apps);
-	g_hash_table_destroy(rep->by_name);
-	g_hash_table_destroy(rep->dests);
+	if (rep->by_name)	/* NULL when the log could not be opened */
+		g_hash_table_destroy(rep->by_name);
+	if (rep->dests)
+		g_hash_table_destroy(rep->dests);
 }
 
 int cmd_report(int argc, char **argv)
@@ -587,6 +603,7 @@ int cmd_report(int argc, char **argv)
 
 	rep.log_path = path;
 	if (report_read(&rep, path) < 0) {
+		report_free(&rep);
 		pf_policy_free(&policy);
 		return 1;
 	}

@@ -322,7 +322,11 @@ static int who_at(const struct query *q, const char *at, const char *log_path, b
 	if (!log)
 		return 1;
 	scan_history(q, at, log, &h);
-	cli_close_log(log);
+	if (cli_close_log(log, log_path) < 0) {
+		json_decref(h.last);
+		json_decref(h.next);
+		return 1;
+	}
 	if (json) {
 		char at_ts[CLI_TIME_LEN];
 		cli_time_record_form(at, at_ts);

@@ -596,6 +596,39 @@ Test(cli, report_of_nothing_says_so)
 	cr_assert_eq(system(text), 0);
 }
 
+/* A log that is a directory cannot be read: one line naming it and why,
+ * exit 1; never "no records in /tmp". */
+Test(cli, a_directory_is_no_log)
+{
+	char dir[] = "/tmp/pf-dirlog-XXXXXX", line[128];
+	default_policy(NULL);
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(line, sizeof(line), "portfence: %s: Is a directory\n", dir);
+	struct run_result *r = result();
+	for (int i = 0; i < 4; i++) {
+		static const char *const what[] = {"report", "report --json", "report --suggest", "who --at"};
+		if (i == 0)
+			tool(r, "report", dir);
+		else if (i == 1)
+			tool(r, "report", "--json", dir);
+		else if (i == 2)
+			tool(r, "report", "--suggest", dir);
+		else
+			tool(r, "who", "127.0.0.1:61000", "--at", "now", dir);
+		cr_expect_eq(r->status, 1, "%s DIR: exit %d\n%s", what[i], r->status, r->out);
+		cr_expect_str_eq(r->err, line, "%s DIR", what[i]);
+		cr_expect_str_eq(r->out, "", "%s DIR", what[i]);
+	}
+	char *env[] = {NULL, NULL}, log_env[128];
+	snprintf(log_env, sizeof(log_env), "PORTFENCE_LOG=%s", dir);
+	env[0] = log_env;
+	tool_env(r, env, "report", NULL);
+	cr_expect_eq(r->status, 1, "report, PORTFENCE_LOG a directory: exit %d\n%s", r->status, r->out);
+	cr_expect_str_eq(r->err, line);
+	free(r);
+	rmdir(dir);
+}
+
 Test(cli, report_text_escapes_control_bytes)
 {
 	char dir[] = "/tmp/pf-esc-XXXXXX", log[64], text[2048];
