@@ -39,9 +39,9 @@ static int check_kernel_algorithm(const struct pf_app *app,
 	if (fit.reserved) {
 		fprintf(stderr,
 			"%s:%d: algorithm \"kernel\" cannot serve range %u-%u of app '%s': %u of its "
-			"ports are in net.ipv4.ip_local_reserved_ports, which the kernel never chooses\n",
+			"ports %s in net.ipv4.ip_local_reserved_ports, which the kernel never chooses\n",
 			app->file, app->algorithm_line, app->range_lo, app->range_hi, app->name,
-			fit.reserved);
+			fit.reserved, fit.reserved == 1 ? "is" : "are");
 		return 1;
 	}
 	return 0;
@@ -91,10 +91,11 @@ static bool warn_isolation(const struct pf_app *app, const struct pf_kernel_port
 	}
 	fprintf(stderr,
 		"%s:%d: warning: range %u-%u of app '%s' overlaps net.ipv4.ip_local_port_range "
-		"(%u-%u) on %u ports not in net.ipv4.ip_local_reserved_ports: the kernel may give "
-		"them to other programs\n",
+		"(%u-%u) on %u port%s not in net.ipv4.ip_local_reserved_ports: the kernel may give "
+		"%s to other programs\n",
 		app->file, app->range_line, app->range_lo, app->range_hi, app->name,
-		ports->ephemeral_lo, ports->ephemeral_hi, fit->overlap_unreserved);
+		ports->ephemeral_lo, ports->ephemeral_hi, fit->overlap_unreserved,
+		fit->overlap_unreserved == 1 ? "" : "s", fit->overlap_unreserved == 1 ? "it" : "them");
 	return true;
 }
 

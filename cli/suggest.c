@@ -277,7 +277,9 @@ static json_t *outside_range(const struct app_stats *app, const struct pf_app *o
 			}
 		}
 	}
-	return json_pack("{s:I, s:I}", "ports", (json_int_t)ports, "assignments", (json_int_t)uses);
+	/* assignments: those outside; assignments_total: the app's all */
+	return json_pack("{s:I, s:I, s:I}", "ports", (json_int_t)ports, "assignments", (json_int_t)uses,
+			 "assignments_total", (json_int_t)app->assignments);
 }
 
 static json_t *rematched(const struct app_stats *app, const struct pf_policy *policy)
@@ -352,10 +354,11 @@ int report_against(const struct report *rep, const char *policy_path, bool json)
 			json_t *out = json_object_get(entry, "outside_range");
 			print_list("would be denied", json_object_get(entry, "would_deny"), true);
 			print_list("would be allowed", json_object_get(entry, "would_allow"), false);
-			printf("  ports outside the new range %u-%u: %lld (of %lld assignments)\n",
+			printf("  ports outside the new range %u-%u: %lld (%lld of %lu assignment%s)\n",
 			       policy.apps[index].range_lo, policy.apps[index].range_hi,
 			       (long long)json_integer_value(json_object_get(out, "ports")),
-			       (long long)json_integer_value(json_object_get(out, "assignments")));
+			       (long long)json_integer_value(json_object_get(out, "assignments")), app->assignments,
+			       app->assignments == 1 ? "" : "s");
 		}
 		for (size_t m = 0; m < json_array_size(moved); m++) {
 			json_t *e = json_array_get(moved, m), *to = json_object_get(e, "app");

@@ -106,6 +106,16 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	cr_expect(strstr(r.err, "isolate them with: sysctl -w net.ipv4.ip_local_reserved_ports=5000,40000-40009\n"),
 		  "the existing reservation is kept: %s", r.err);
 
+	cr_expect(strstr(r.err, "(32768-60999) on 10 ports not in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
+	/* One port in common: said in the singular. */
+	char one[256];
+	snprintf(one, sizeof(one), "%s/one.conf", dir);
+	write_policy(one, "apps = ( { name = \"o\";\n  range = [ 60999, 61008 ]; } );\n");
+	check(&r, one, "sysctl -qw net.ipv4.ip_local_port_range='32768 60999'");
+	cr_expect_eq(r.status, 0, "%s", r.err);
+	cr_expect(strstr(r.err, "(32768-60999) on 1 port not in net.ipv4.ip_local_reserved_ports: the kernel may "
+				"give it to other programs"), "%s", r.err);
+
 	check(&r, shared, "sysctl -qw net.ipv4.ip_local_reserved_ports=40000-40009");
 	cr_expect_eq(r.status, 0);
 	cr_expect_str_eq(r.err, "", "reserved: isolated, no warning");
@@ -125,7 +135,7 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	cr_expect(strstr(r.out, "binding kernel (IP_LOCAL_PORT_RANGE)"), "%s", r.out);
 	check(&r, kernel_in, "sysctl -qw net.ipv4.ip_local_reserved_ports=40050");
 	cr_expect_eq(r.status, 1, "a reserved port the kernel would skip");
-	cr_expect(strstr(r.err, "1 of its ports are in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
+	cr_expect(strstr(r.err, "1 of its ports is in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
 
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

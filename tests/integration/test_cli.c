@@ -403,6 +403,55 @@ Test(cli, report_and_who_say_the_errors_of_their_policy)
 	sandbox_cleanup(&sb);
 }
 
+/* report --against POLICY2 counts the assignments outside POLICY2's
+ * range out of all the app's: 3 assignments in 61000-61002, of which none,
+ * one or all three fall outside the new range. */
+Test(cli, report_against_counts_outside_of_all_assignments)
+{
+	struct sandbox sb;
+	char text[2048], other[192], line[256];
+	sandbox_init(&sb, "apps = ( { name = \"a\"; range = [ 61000, 61099 ]; } );");
+	size_t n = 0;
+	for (unsigned i = 0; i < 3; i++)
+		n += (size_t)record(text + n, sizeof(text) - n, time(NULL) - 60, "a", 61000 + i);
+	write_file(sb.log, text, n);
+	snprintf(other, sizeof(other), "%s/other.conf", sb.dir);
+	static const struct {
+		unsigned lo, hi;
+		const char *said;
+		int ports, outside;
+	} cases[] = {
+		{61000, 61199, "0 (0 of 3 assignments)", 0, 0},
+		{61001, 61099, "1 (1 of 3 assignments)", 1, 1},
+		{62000, 62099, "3 (3 of 3 assignments)", 3, 3},
+	};
+	struct run_result *r = result();
+	for (size_t c = 0; c < sizeof(cases) / sizeof(*cases); c++) {
+		snprintf(text, sizeof(text), "version = 1;\napps = ( { name = \"a\"; range = [ %u, %u ]; } );\n",
+			 cases[c].lo, cases[c].hi);
+		write_file(other, text, strlen(text));
+		tool(r, "report", "--against", other, "-c", sb.policy, sb.log);
+		cr_expect_eq(r->status, 0, "%s", r->err);
+		snprintf(line, sizeof(line), "  ports outside the new range %u-%u: %s\n", cases[c].lo, cases[c].hi,
+			 cases[c].said);
+		cr_expect(strstr(r->out, line), "expected \"%s\" in:\n%s", line, r->out);
+		tool(r, "report", "--against", other, "--json", "-c", sb.policy, sb.log);
+		json_t *root = json_loads(r->out, 0, NULL), *outside = json_object_get(app_entry(root, "a"), "outside_range");
+		cr_assert_not_null(outside, "%s", r->out);
+		cr_expect_eq(json_integer_value(json_object_get(outside, "ports")), cases[c].ports, "%s", r->out);
+		cr_expect_eq(json_integer_value(json_object_get(outside, "assignments")), cases[c].outside, "%s", r->out);
+		cr_expect_eq(json_integer_value(json_object_get(outside, "assignments_total")), 3, "%s", r->out);
+		json_decref(root);
+	}
+	/* One assignment in all: "1 of 1 assignment". */
+	n = (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000);
+	write_file(sb.log, text, n);
+	tool(r, "report", "--against", other, "-c", sb.policy, sb.log);
+	cr_expect(strstr(r->out, ": 1 (1 of 1 assignment)\n"), "%s", r->out);
+	free(r);
+	sandbox_cleanup(&sb);
+}
+
 Test(cli, since_and_until_forms)
 {
 	char dir[] = "/tmp/pf-since-XXXXXX", log[64], text[8192];
