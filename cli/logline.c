@@ -10,11 +10,23 @@ static const char *const keys[] = {"ts", "event", "app", "local", "remote", "res
 				   "proto"};
 #define KEY_COUNT (sizeof(keys) / sizeof(*keys))
 static const size_t key_lens[KEY_COUNT] = {2, 5, 3, 5, 6, 6, 4, 3, 4, 5};
+/* the integers: their bits in scan()'s seen follow the strings' */
+static const char *const int_keys[] = {"pid", "attempts", "lost"};
+#define INT_KEY_COUNT (sizeof(int_keys) / sizeof(*int_keys))
+static const size_t int_key_lens[INT_KEY_COUNT] = {3, 8, 4};
 
 static const char **slot(struct log_record *r, size_t index)
 {
 	const char **slots[KEY_COUNT] = {&r->ts,     &r->event, &r->app, &r->local, &r->remote,
 					 &r->result, &r->rule,  &r->exe, &r->comm,  &r->proto};
+	return slots[index];
+}
+
+static long long *int_slot(struct log_record *r, size_t index, bool **has)
+{
+	long long *slots[INT_KEY_COUNT] = {&r->pid, &r->attempts, &r->lost};
+	bool *known[INT_KEY_COUNT] = {&r->has_pid, &r->has_attempts, &r->has_lost};
+	*has = known[index];
 	return slots[index];
 }
 
@@ -129,15 +141,17 @@ static bool scan(char *p, struct log_record *r)
 		p = *p == '"' ? string_at(p + 1, &text) : scalar_at(p, &integer, &is_integer);
 		if (!p)
 			return false;
-		size_t key_len = strlen(key);
-		if ((key_len == 3 && memcmp(key, "pid", 3) == 0) || (key_len == 8 && memcmp(key, "attempts", 8) == 0)) {
-			bool pid = key[0] == 'p';
-			unsigned bit = pid ? 1u << KEY_COUNT : 1u << (KEY_COUNT + 1);
+		size_t key_len = strlen(key), i = 0;
+		while (i < INT_KEY_COUNT && !(key_len == int_key_lens[i] && memcmp(key, int_keys[i], key_len) == 0))
+			i++;
+		if (i < INT_KEY_COUNT) {
+			unsigned bit = 1u << (KEY_COUNT + i);
+			bool *has;
 			if (seen & bit)
 				return false;	/* a duplicate: jansson refuses it */
 			seen |= bit;
-			*(pid ? &r->pid : &r->attempts) = integer;
-			*(pid ? &r->has_pid : &r->has_attempts) = is_integer;
+			*int_slot(r, i, &has) = integer;
+			*has = is_integer;
 		} else {
 			for (size_t k = 0; k < KEY_COUNT; k++)
 				if (key[0] == keys[k][0] && key_len == key_lens[k] && memcmp(key, keys[k], key_len) == 0) {
@@ -160,11 +174,12 @@ static void from_tree(json_t *tree, struct log_record *r)
 {
 	for (size_t k = 0; k < KEY_COUNT; k++)
 		*slot(r, k) = json_string_value(json_object_get(tree, keys[k]));
-	json_t *pid = json_object_get(tree, "pid"), *attempts = json_object_get(tree, "attempts");
-	r->has_pid = json_is_integer(pid);
-	r->pid = json_integer_value(pid);
-	r->has_attempts = json_is_integer(attempts);
-	r->attempts = json_integer_value(attempts);
+	for (size_t i = 0; i < INT_KEY_COUNT; i++) {
+		json_t *value = json_object_get(tree, int_keys[i]);
+		bool *has;
+		*int_slot(r, i, &has) = json_integer_value(value);
+		*has = json_is_integer(value);
+	}
 }
 
 bool log_record_read(char *line, struct log_record *record)

@@ -11,8 +11,8 @@
 struct log_record {
 	/* NULL when absent or not a string */
 	const char *ts, *event, *app, *local, *remote, *result, *rule, *exe, *comm, *proto;
-	long long pid, attempts;
-	bool has_pid, has_attempts;	/* an integer */
+	long long pid, attempts, lost;	/* lost: an error record's records lost */
+	bool has_pid, has_attempts, has_lost;	/* an integer */
 	void *tree;			/* jansson's, when it read the line */
 };
 

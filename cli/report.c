@@ -185,6 +185,8 @@ static void count_event(struct report *rep, struct app_stats *app, const char *e
 		count_destination(rep, app, DEST_DENIED, record, ts);
 	} else if (strcmp(event, "error") == 0) {
 		app->errors++;
+		if (record->has_lost && record->lost > 0)
+			app->lost += (unsigned long long)record->lost;
 	} else if (strcmp(event, "audit") == 0) {
 		const char *result = record->result;
 		app->audits++;
@@ -404,8 +406,8 @@ static void print_text(const struct report *rep)
 			       app->range_lo, app->range_hi, 100.0 * coverage(app));
 		else
 			printf(" (range unknown: no policy names this app)");
-		printf("\n  denials %lu, errors %lu, audit records %lu (enforce would have refused %lu)\n",
-		       app->denials, app->errors, app->audits, app->audits_refusable);
+		printf("\n  denials %lu, errors %lu, records lost %llu, audit records %lu (enforce would have refused %lu)\n",
+		       app->denials, app->errors, app->lost, app->audits, app->audits_refusable);
 		printf("  attempts mean %.2f, max %lu\n",
 		       app->assignments ? (double)app->attempts_sum / app->assignments : 0.0,
 		       app->attempts_max);
@@ -467,6 +469,7 @@ static void print_json(const struct report *rep)
 			json_object_set_new(entry, "range_hi", json_integer(app->range_hi));
 			json_object_set_new(entry, "coverage", json_real(coverage(app)));
 		}
+		json_object_set_new(entry, "lost", json_integer((json_int_t)app->lost));
 		json_object_set_new(entry, "destinations", dests_json(app, DEST_USED));
 		json_object_set_new(entry, "destinations_total", json_integer((json_int_t)app->dest_count[DEST_USED]));
 		json_t *denied = dests_json(app, DEST_DENIED), *would_deny = dests_json(app, DEST_WOULD_DENY);

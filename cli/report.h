@@ -41,6 +41,7 @@ struct dest_stats {
 struct app_stats {
 	char *name;
 	unsigned long assignments, denials, errors, audits, audits_refusable;
+	unsigned long long lost;	/* the "lost" of its error records, summed */
 	unsigned long attempts_sum, attempts_max;
 	unsigned distinct_ports;
 	/* uses per local port, for the ports seen: port -> uses, both

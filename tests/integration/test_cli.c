@@ -452,6 +452,60 @@ Test(cli, report_against_counts_outside_of_all_assignments)
 	sandbox_cleanup(&sb);
 }
 
+/* SPEC: records lost before they could be written are reported by one
+ * error record with "lost":N.  report sums them per app ("records lost
+ * N", and "lost" in --json), whichever reader takes the line. */
+Test(cli, report_sums_the_records_lost)
+{
+	char dir[] = "/tmp/pf-lost-XXXXXX", log[64], text[4096];
+	default_policy(NULL);
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	size_t n = (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000);
+	n += (size_t)record(text + n, sizeof(text) - n, time(NULL) - 60, "b", 61100);
+#define LOST_RECORD(app, tail)                                                                             \
+	"{\"ts\":\"2020-01-01T00:00:00.000001Z\",\"event\":\"error\",\"app\":\"" app "\",\"pid\":7,"            \
+	"\"exe\":\"/bin/x\",\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"0.0.0.0:0\","                   \
+	"\"remote\":\"0.0.0.0:0\",\"algorithm\":\"\",\"attempts\":0,\"result\":\"ok\","                          \
+	"\"reason\":\"records lost: the ring was full\"" tail "}\n"
+	static const char lost[] =
+		LOST_RECORD("a", ",\"lost\":40")
+		/* non-ASCII: read by jansson, not the scanner */
+		LOST_RECORD("a", ",\"comm\":\"caf\u00e9\",\"lost\":2")
+		LOST_RECORD("a", "")			/* an error that lost nothing */
+		LOST_RECORD("a", ",\"lost\":\"3\"")	/* no integer: not counted */
+		LOST_RECORD("b", ",\"lost\":1");
+#undef LOST_RECORD
+	memcpy(text + n, lost, sizeof(lost) - 1);
+	n += sizeof(lost) - 1;
+	write_file(log, text, n);
+
+	struct run_result *r = result();
+	tool(r, "report", log);
+	cr_expect_eq(r->status, 0, "%s", r->err);
+	cr_expect(strstr(r->out, "app a\n  assignments 1, distinct ports 1 (range unknown: no policy names this app)\n"
+				 "  denials 0, errors 4, records lost 42, audit records 0"), "%s", r->out);
+	cr_expect(strstr(r->out, "app b\n  assignments 1, distinct ports 1 (range unknown: no policy names this app)\n"
+				 "  denials 0, errors 1, records lost 1, audit records 0"), "%s", r->out);
+	tool(r, "report", "--json", log);
+	json_t *root = json_loads(r->out, 0, NULL);
+	cr_assert_not_null(root, "%s", r->out);
+	cr_expect_eq(json_integer_value(json_object_get(app_entry(root, "a"), "lost")), 42, "%s", r->out);
+	cr_expect_eq(json_integer_value(json_object_get(app_entry(root, "a"), "errors")), 4, "%s", r->out);
+	cr_expect_eq(json_integer_value(json_object_get(app_entry(root, "b"), "lost")), 1, "%s", r->out);
+	json_decref(root);
+	/* none lost: 0, said */
+	tool(r, "report", "--json", "--since", "1h", log);
+	root = json_loads(r->out, 0, NULL);
+	cr_assert_not_null(root, "%s", r->out);
+	json_t *lost_a = json_object_get(app_entry(root, "a"), "lost");
+	cr_expect(json_is_integer(lost_a) && json_integer_value(lost_a) == 0, "%s", r->out);
+	json_decref(root);
+	free(r);
+	snprintf(text, sizeof(text), "rm -rf %s", dir);
+	cr_assert_eq(system(text), 0);
+}
+
 Test(cli, since_and_until_forms)
 {
 	char dir[] = "/tmp/pf-since-XXXXXX", log[64], text[8192];
