@@ -204,19 +204,24 @@ static const char holder[] =
 	"with open(sys.argv[3] + '.tmp', 'w') as f: f.write(' '.join(str(s.getsockname()[1]) for s in held))\n"
 	HOLD_UNTIL_STOP;
 
+/* Now, to the microsecond (who --at compares as finely: a record later
+ * in the same second is after it). */
 static void utc_now(char *out, size_t len)
 {
-	time_t now = time(NULL);
+	struct timespec now;
 	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char second[32];
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(second, sizeof(second), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, len, "%.19s.%06uZ", second, (unsigned)(now.tv_nsec / 1000) % 1000000u);
 }
 
 Test(questions, who_names_the_holder_now_and_then, .timeout = 90)
 {
 	struct sandbox sb;
 	struct server a, b;
-	char ready[192], stop[192], out[192], port[8], args[768], then[32];
+	char ready[192], stop[192], out[192], port[8], args[768], then[40];
 
 	sandbox_init(&sb, who_policy);
 	server_start(&a, "127.0.0.1", SERVE_STALL);
