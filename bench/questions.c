@@ -7,13 +7,10 @@
  * - watch_20000: the CPU `portfence status --watch` uses, refreshing each
  *   second with 20,000 sockets in the ranges; target < 5% of one core.
  * A quick run uses 20,000 records and 200 sockets. */
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -123,71 +120,23 @@ void measure_who_at_2m(void)
 	measure_on_log("who_at_2m", "portfence who --at", "< 2 s", args);
 }
 
-/* argv with a terminal of its own (a pty, 80x24) as stdin and stdout,
- * as --watch wants them; the pty's master into *master, or -1. */
-static pid_t spawn_on_pty(char *const argv[], int *master)
-{
-	struct winsize size = {.ws_row = 24, .ws_col = 80};
-	int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-	const char *name = fd >= 0 && grantpt(fd) == 0 && unlockpt(fd) == 0 ? ptsname(fd) : NULL;
-	int pty = name ? open(name, O_RDWR | O_NOCTTY) : -1;
-
-	*master = -1;
-	if (pty < 0 || ioctl(pty, TIOCSWINSZ, &size) < 0) {
-		if (fd >= 0)
-			close(fd);
-		if (pty >= 0)
-			close(pty);
-		return -1;
-	}
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (dup2(pty, STDIN_FILENO) < 0 || dup2(pty, STDOUT_FILENO) < 0)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(pty);
-	if (pid < 0)
-		close(fd);
-	else
-		*master = fd;
-	return pid;
-}
-
-/* status --watch for a while on a terminal (80x24) whose output is read
- * and dropped, no key pressed; then SIGTERM: CPU seconds over wall
- * seconds.  Reading the terminal is the bench's CPU, not the watch's. */
+/* status --watch for a while, its stdout to /dev/null (80x24) and stdin
+ * closed; then SIGTERM: CPU seconds over wall seconds. */
 static double watch_share(const char *tool, const char *policy, void *ctx)
 {
 	double seconds = *(double *)ctx;
 	struct timespec start;
 	struct rusage usage;
-	int status, master;
-	char drained[65536];
+	int status;
 
 	char *argv[] = {(char *)tool, "status", "--watch", "-c", (char *)policy, NULL};
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	pid_t pid = spawn_on_pty(argv, &master);
+	pid_t pid = bench_spawn_quiet(argv, true);
 	if (pid < 0)
 		return -1;
-	for (double left = seconds; left > 0; left = seconds - seconds_since(&start)) {
-		struct pollfd out = {.fd = master, .events = POLLIN};
-		if (poll(&out, 1, (int)(left * 1000) + 1) > 0 && read(master, drained, sizeof(drained)) < 0)
-			usleep(10000);	/* EIO: the watch gone; its status says why */
-	}
+	usleep((useconds_t)(seconds * 1e6));
 	kill(pid, SIGTERM);
-	/* its last frame and the terminal given back, read while it ends */
-	pid_t ended;
-	fcntl(master, F_SETFL, O_NONBLOCK);
-	while ((ended = wait4(pid, &status, WNOHANG, &usage)) == 0) {
-		struct pollfd out = {.fd = master, .events = POLLIN};
-		if (poll(&out, 1, 10) > 0 && read(master, drained, sizeof(drained)) < 0)
-			usleep(10000);
-	}
-	close(master);
-	if (ended < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (wait4(pid, &status, 0, &usage) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		return -1;
 	return cpu_of(&usage) / seconds_since(&start);
 }

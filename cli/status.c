@@ -475,9 +475,6 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
-	if (format == FORMAT_WATCH && !isatty(STDOUT_FILENO))
-		return usage_error("status: --watch draws on a terminal, and standard output is none: "
-				   "--json or --prometheus print for a file or a pipe");
 	pf_bpf_sweep_runs();
 	if (format == FORMAT_WATCH)
 		return status_watch(path ? path : cli_config_from_env(), only);

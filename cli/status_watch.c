@@ -4,8 +4,7 @@
  * assignments and failures per second (the shim's and the BPF programs'
  * counters, summed), and a time to exhaustion from the trend of the
  * ports held over the last 30 s.
- * It fits the terminal's size; q quits, and so does the end of its input.
- * It draws on a terminal only (cmd_status refuses any other stdout). */
+ * It fits the terminal's size, and q quits. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -203,19 +202,19 @@ static char *compose_frame(const struct status *st, const struct pf_policy *poli
 	return frame;
 }
 
-/* Until a second after t, or a key: 'q' sets stop, and so does the end
- * of the input (EOF, a terminal hung up, no stdin at all): nobody is left
- * to press q. */
-static void wait_tick(double t)
+/* Until a second after t, or a key: 'q' sets stop.  At the end of a
+ * non-terminal input, *input goes false: only signals stop it then. */
+static void wait_tick(double t, bool tty, bool *input)
 {
 	for (double left = 1.0 - (now_s() - t); !stop && left > 0; left = 1.0 - (now_s() - t)) {
-		struct pollfd in = {.fd = STDIN_FILENO, .events = POLLIN};
+		struct pollfd in = {.fd = *input ? STDIN_FILENO : -1, .events = POLLIN};
 		if (poll(&in, 1, (int)(left * 1000) + 1) <= 0)
 			continue;
 		char key;
 		ssize_t n = read(STDIN_FILENO, &key, 1);
-		if ((n == 1 && (key == 'q' || key == 'Q')) || n == 0 ||
-		    (n < 0 && errno != EINTR && errno != EAGAIN))
+		if (n == 0 && !tty)
+			*input = false;
+		else if (n == 1 && (key == 'q' || key == 'Q'))
 			stop = 1;
 	}
 }
@@ -234,7 +233,7 @@ int status_watch(const char *path, const char *only)
 {
 	struct pf_policy policy;
 	struct termios saved;
-	bool tty = tcgetattr(STDIN_FILENO, &saved) == 0;
+	bool tty = tcgetattr(STDIN_FILENO, &saved) == 0, input = true;
 	struct proc_cache cache = {0};
 	struct shown shown = {0};
 	int rc = 0;
@@ -277,7 +276,7 @@ int status_watch(const char *path, const char *only)
 		}
 		show_frame(&shown, frame, cols, rows);
 		fflush(stdout);
-		wait_tick(t);
+		wait_tick(t, tty, &input);
 	}
 	fputs("\033[?25h\033[?1049l", stdout);
 	fflush(stdout);
