@@ -35,24 +35,16 @@ static void forward_signal(int sig)
 		kill((pid_t)child_pid, sig);
 }
 
-/* The app named (-a), else the one the policy selects for COMMAND. */
+/* The app run chose as the shim would (-a, PORTFENCE_APP, the match or
+ * the default; cmd_run).  None is chosen only where default = "pass" and
+ * --user asks for the cgroup anyway: said, NULL. */
 static const struct pf_app *choose_app(const struct pf_policy *policy, const char *path, const char *name,
 				       const char *command)
 {
 	if (name)
 		return bpf_cli_find_app(policy, path, name);
-	const char *base = strrchr(command, '/');
-	/* PORTFENCE_APP wins over the matching, as the shim applies it. */
-	struct pf_process_identity who = {.forced_app = secure_getenv("PORTFENCE_APP"),
-					  .exe_path = command,
-					  .comm = base ? base + 1 : command,
-					  .program_name = base ? base + 1 : command};
-	int index = pf_policy_select(policy, &who);
-	if (index < 0) {
-		fprintf(stderr, "portfence: no app of the policy matches %s; name one with -a APP\n", command);
-		return NULL;
-	}
-	return &policy->apps[index];
+	fprintf(stderr, "portfence: no app of %s applies to %s; name one with -a APP\n", path, command);
+	return NULL;
 }
 
 /* --user USER[:GROUP]: who COMMAND runs as once inside the cgroup. */

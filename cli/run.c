@@ -264,7 +264,7 @@ static void say_match(const struct pf_policy *policy, int index, const char *app
  * define, stops here (125); with "pass" one line warns and COMMAND runs
  * unconfined. */
 static enum gate run_gate(const char *config, const char *app, const char *command, const char *arg0,
-			  bool verbose)
+			  bool verbose, char **chosen)
 {
 	const char *path = config ? config : cli_config_from_env();
 	struct pf_policy policy;
@@ -296,9 +296,12 @@ static enum gate run_gate(const char *config, const char *app, const char *comma
 			 policy.on_error_pass ? "runs unconfined (on_error = \"pass\")" : "not started");
 		cli_no_such_app(&policy, path, named, tail);
 		gate = policy.on_error_pass ? GATE_UNCONFINED : GATE_REFUSE;
-	} else if (verbose) {
-		say_match(&policy, app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0, NULL), app,
-			  command, arg0, path);
+	} else {
+		int index = app ? pf_policy_find_app(&policy, app) : predict_app(&policy, command, arg0, NULL);
+		if (verbose)
+			say_match(&policy, index, app, command, arg0, path);
+		if (index >= 0)
+			*chosen = strdup(policy.apps[index].name);
 	}
 	pf_diags_free(&diags);
 	pf_policy_free(&policy);
@@ -395,15 +398,18 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "portfence: %s %s\n", command, reason);
 		return 126;
 	}
-	enum gate gate = run_gate(config, app, command, argv[optind], verbose);
+	/* The app the shim would apply, chosen once here for both backends
+	 * (NULL: none does, default = "pass"; it lives until the exec). */
+	char *chosen = NULL;
+	enum gate gate = run_gate(config, app, command, argv[optind], verbose, &chosen);
 	if (gate == GATE_REFUSE)
 		return EXIT_WRAPPER_FAILED;
-	if (gate == GATE_UNCONFINED)
+	if (gate == GATE_UNCONFINED || (bpf && !chosen && !user))
 		return exec_command(command, argv + optind);
 	/* -v: the notices of every app, for this run. */
 	if (verbose && setenv("PORTFENCE_NOTIFY", "stderr", 1) < 0)
 		return 126;
 	if (bpf)
-		return cmd_run_bpf(config, app, audit, user, argv + optind);
+		return cmd_run_bpf(config, chosen, audit, user, argv + optind);
 	return exec_with_shim(command, argv + optind, config, app, audit);
 }

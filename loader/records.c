@@ -94,8 +94,10 @@ void pf_bpf_note_cgroup(uint64_t id, const char *relative)
 	sink->cgroups[slot].id = id;
 }
 
-/* The program's path, read when the record is drained; a process gone
- * by then leaves it empty (comm still names it). */
+/* The program's path, read when the record is drained; for a process
+ * gone by then, the path it exec'd, resolved as /proc/PID/exe would have
+ * it (links followed) while that path still names a file; else empty
+ * (comm still names it). */
 static const char *exe_path(struct resolve_cache *sink, const struct pf_bpf_app *loaded, uint32_t pid)
 {
 	char link[64];
@@ -111,7 +113,9 @@ static const char *exe_path(struct resolve_cache *sink, const struct pf_bpf_app 
 	exe[n > 0 ? n : 0] = '\0';
 	if (n <= 0 && bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.exes), &pid, &noted) == 0) {
 		noted.path[sizeof(noted.path) - 1] = '\0';
-		snprintf(exe, sizeof(sink->exes[slot].exe), "%s", noted.path);
+		char real[PATH_MAX];
+		bool resolved = noted.path[0] == '/' && realpath(noted.path, real);
+		snprintf(exe, sizeof(sink->exes[slot].exe), "%s", resolved ? real : noted.path);
 	}
 	sink->exes[slot].pid = pid;
 	return exe;

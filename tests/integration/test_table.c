@@ -15,6 +15,7 @@
  * each backend ran.  PORTFENCE_TABLE_ROWS=TEXT runs only the rows whose
  * name holds TEXT. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -69,6 +70,12 @@ struct row {
 /* In a row's app text: t is chosen by PORTFENCE_APP rather than -a, and
  * app o's match names the client; the variable wins over the match. */
 #define BY_ENV "/* chosen by PORTFENCE_APP */"
+/* In a row's app text: the client runs through a symlink whose name is
+ * longer than the kernel's 15-byte comm ("a-link-to-the-t"); @CLIENT@
+ * stands for the client's real path.  A row whose app text holds its own
+ * match names no app (-a): the match, or the default, chooses. */
+#define VIA_LINK "/* run through a link */"
+#define LINK_NAME "a-link-to-the-table-client"
 
 static const struct row rows[] = {
 	/* A plain connect takes a port of the range. */
@@ -228,6 +235,15 @@ static const struct row rows[] = {
 	 "assign", "ECONNREFUSED"},
 	{"tcp4 connect to port 0, deny rule", "tcp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE, "EPERM",
 	 "deny", "EPERM"},
+	/* The app chosen by its match, as the shim sees the program: the
+	 * real path behind a link, the comm cut to 15 bytes. */
+	{"tcp4 connect, matched by exe behind a link", "tcp4", "connect", 0, "127.0.0.1", NULL,
+	 VIA_LINK "match = { exe = [ \"@CLIENT@\" ]; };", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	{"udp4 connect, matched by a 15-byte comm", "udp4", "connect", 0, "127.0.0.1", NULL,
+	 VIA_LINK "match = { comm = [ \"a-link-to-the-t\" ]; };", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	/* No app matches and default = "pass": the program runs unconfined. */
+	{"tcp4 connect, no app matches", "tcp4", "connect", 0, "127.0.0.1", NULL,
+	 "match = { comm = [ \"no-such-comm\" ]; };", 0, 0, PORT_KERNEL, "OK", "", "-"},
 	/* PORTFENCE_APP names the app, over a match of another. */
 	{"tcp4 connect, PORTFENCE_APP over a match", "tcp4", "connect", 0, "127.0.0.1", NULL, BY_ENV, 0, 0, PORT_RANGE,
 	 "OK", "assign", "ok"},
@@ -458,18 +474,30 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	struct sandbox sb;
 	struct server srv, second;
 	struct run_result *r = malloc(sizeof(*r));
-	char apps[1024], port[16], arg[160], remote[160], client[PATH_MAX];
+	char apps[PATH_MAX + 1024], port[16], arg[160], remote[160], client[PATH_MAX];
 	int lo = row->lo ? row->lo : RANGE_LO, hi = row->hi ? row->hi : RANGE_HI;
 	bool reconnect = strcmp(row->action, "reconnect") == 0;
-	bool by_env = strstr(row->app, BY_ENV) != NULL;
+	bool by_env = strstr(row->app, BY_ENV) != NULL, by_match = strstr(row->app, "match = {") != NULL;
 
 	cr_assert_not_null(r);
 	/* Each row in a namespace of its own: a port it binds by number
 	 * may be in TIME_WAIT from an earlier test or row otherwise. */
 	private_loopback_net();
-	snprintf(apps, sizeof(apps), "apps = ( { name = \"t\"; range = [ %d, %d ]; %s },\n  %s );", lo, hi, row->app,
+	if (!realpath(build_path("table-client"), client))
+		snprintf(client, sizeof(client), "%s", build_path("table-client"));
+	char app_text[PATH_MAX + 512];
+	const char *at = strstr(row->app, "@CLIENT@");
+	snprintf(app_text, sizeof(app_text), "%.*s%s%s", at ? (int)(at - row->app) : (int)strlen(row->app), row->app,
+		 at ? client : "", at ? at + strlen("@CLIENT@") : "");
+	snprintf(apps, sizeof(apps), "apps = ( { name = \"t\"; range = [ %d, %d ]; %s },\n  %s );", lo, hi, app_text,
 		 by_env ? OTHER_APP_MATCHING : OTHER_APP);
 	sandbox_init(&sb, apps);
+	char program[PATH_MAX];
+	snprintf(program, sizeof(program), "%s", client);
+	if (strstr(row->app, VIA_LINK)) {
+		snprintf(program, sizeof(program), "%s/" LINK_NAME, sb.dir);
+		cr_assert_eq(symlink(client, program), 0, "symlink %s: %s", program, strerror(errno));
+	}
 	server_start(&srv, server_address(row->to), server_mode(row));
 	snprintf(port, sizeof(port), "%u", srv.port);
 	if (reconnect) {
@@ -479,8 +507,6 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 		snprintf(arg, sizeof(arg), "%s", row->arg ? row->arg : "-");
 	}
 	format_address(remote, sizeof(remote), row->to, strcmp(row->action, "port0") == 0 ? 0 : srv.port);
-	if (!realpath(build_path("table-client"), client))
-		snprintf(client, sizeof(client), "%s", build_path("table-client"));
 
 	char hold[8];
 	snprintf(hold, sizeof(hold), "%d", row->hold);
@@ -492,11 +518,11 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 		argv[n++] = "--bpf";
 	argv[n++] = "-c";
 	argv[n++] = sb.policy;
-	if (!by_env) {
+	if (!by_env && !by_match) {
 		argv[n++] = "-a";
 		argv[n++] = "t";
 	}
-	char *const rest[] = {"--", client, (char *)row->sock, (char *)row->action, hold, (char *)row->to, port, arg,
+	char *const rest[] = {"--", program, (char *)row->sock, (char *)row->action, hold, (char *)row->to, port, arg,
 			      NULL};
 	memcpy(argv + n, rest, sizeof(rest));
 	char *const env_app[] = {"PORTFENCE_APP=t", NULL};
