@@ -119,7 +119,7 @@ static __always_inline int pfb_bind(struct bpf_sock_addr *ctx, const struct pfb_
 	if (!cfg || !pfb_ours(ctx->sk))
 		return PFB_PROCEED;
 	struct pf_core_question q = pfb_question(cfg, local->port ? PF_CORE_CALL_BIND_PORT : PF_CORE_CALL_BIND_ANY,
-						 ctx->type, local->sock_family);
+						 ctx->type, ctx->protocol, local->sock_family);
 	if (!q.protocol_managed)
 		return PFB_PROCEED;
 	__u64 cookie = bpf_get_socket_cookie(ctx);

@@ -110,7 +110,7 @@ static __always_inline int pfb_connect(struct bpf_sock_addr *ctx, const struct p
 
 	if (!cfg || !sk || !pfb_ours(sk))
 		return PFB_PROCEED;
-	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_CONNECT, ctx->type, d->sock_family);
+	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_CONNECT, ctx->type, ctx->protocol, d->sock_family);
 	if (!q.protocol_managed)
 		return PFB_PROCEED;
 	q.dest_denied = !pfb_permits(cfg, d);
@@ -163,7 +163,7 @@ static __always_inline int pfb_sendmsg(struct bpf_sock_addr *ctx, const struct p
 
 	if (!cfg || !pfb_ours(ctx->sk))
 		return PFB_PROCEED;
-	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_SEND, ctx->type, d->sock_family);
+	struct pf_core_question q = pfb_question(cfg, PF_CORE_CALL_SEND, ctx->type, ctx->protocol, d->sock_family);
 	if (!q.protocol_managed)
 		return PFB_PROCEED;
 	__u64 cookie = bpf_get_socket_cookie(ctx);

@@ -92,8 +92,13 @@ static __always_inline int pfb_permits(const struct pf_bpf_config *cfg, const st
 	return pf_bpf_rules_permit(deny_hit, allow_hit, cfg->has_allow, d->port);
 }
 
-static __always_inline int pfb_protocol_managed(const struct pf_bpf_config *cfg, __u32 type)
+/* ICMP echo ("ping") sockets run the connect hook too, but are no
+ * protocol of portfence's (SPEC: stream and datagram sockets, UDP-Lite
+ * and MPTCP): untouched, as the shim leaves them. */
+static __always_inline int pfb_protocol_managed(const struct pf_bpf_config *cfg, __u32 type, __u32 protocol)
 {
+	if (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6)
+		return 0;
 	if (type == SOCK_STREAM)
 		return cfg->protocols & PF_BPF_PROTO_TCP;
 	if (type == SOCK_DGRAM)
@@ -106,14 +111,14 @@ static __always_inline int pfb_protocol_managed(const struct pf_bpf_config *cfg,
  * fixed (it cannot bind an address without a port; an unbound UDP send
  * reaches it already given a port). */
 static __always_inline struct pf_core_question pfb_question(const struct pf_bpf_config *cfg, __u32 call,
-							    __u32 sock_type, __u32 family)
+							    __u32 sock_type, __u32 protocol, __u32 family)
 {
 	struct pf_core_question q = {
 		.family = (__u8)family,
 		.udp = sock_type == SOCK_DGRAM,
 		.call = (__u8)call,
 		.policy = PF_CORE_POLICY_APP,
-		.protocol_managed = pfb_protocol_managed(cfg, sock_type) != 0,
+		.protocol_managed = pfb_protocol_managed(cfg, sock_type, protocol) != 0,
 		.audit = cfg->audit_mode != 0,
 		.deny_explicit_bind = cfg->deny_explicit_bind != 0,
 		.late_udp_send = 1,

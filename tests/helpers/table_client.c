@@ -10,7 +10,7 @@
  * `portfence run --bpf`, so both backends are judged on one program.
  *
  *   usage: table-client SOCK ACTION HOLD ADDR PORT [ARG]
- *   SOCK    tcp4 tcp6 udp4 udp6 udplite4 udplite6 mptcp4 mptcp6
+ *   SOCK    tcp4 tcp6 udp4 udp6 udplite4 udplite6 mptcp4 mptcp6 icmp4 icmp6
  *   ACTION  connect    connect(ADDR:PORT), then talk to the server
  *           bind0      bind(wildcard, 0), then connect
  *           bindaddr   bind(loopback, 0), then connect
@@ -70,6 +70,10 @@ static int parse_kind(const char *name, struct kind *k)
 		{"udplite6", {AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE}},
 		{"mptcp4", {AF_INET, SOCK_STREAM, IPPROTO_MPTCP}},
 		{"mptcp6", {AF_INET6, SOCK_STREAM, IPPROTO_MPTCP}},
+		/* ICMP echo ("ping") sockets: a family and type portfence
+		 * manages, a protocol it does not. */
+		{"icmp4", {AF_INET, SOCK_DGRAM, IPPROTO_ICMP}},
+		{"icmp6", {AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6}},
 	};
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		if (strcmp(kinds[i].name, name) == 0) {

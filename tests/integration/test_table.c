@@ -235,6 +235,11 @@ static const struct row rows[] = {
 	 "assign", "ECONNREFUSED"},
 	{"tcp4 connect to port 0, deny rule", "tcp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE, "EPERM",
 	 "deny", "EPERM"},
+	/* ICMP echo sockets are no protocol of portfence's: untouched, even
+	 * toward a destination the rules deny, and never recorded. */
+	{"icmp4 connect, not ours", "icmp4", "port0", 0, "127.0.0.2", NULL, DENY2, 0, 0, PORT_KERNEL, "OK", "", "-"},
+	{"icmp6 connect, not ours", "icmp6", "port0", 0, "::1", NULL, "deny = [ \"[::1]\" ];", 0, 0, PORT_KERNEL,
+	 "OK", "", "-"},
 	/* The app chosen by its match, as the shim sees the program: the
 	 * real path behind a link, the comm cut to 15 bytes. */
 	{"tcp4 connect, matched by exe behind a link", "tcp4", "connect", 0, "127.0.0.1", NULL,
@@ -469,6 +474,15 @@ static void check_records(struct verdict *v, const struct row *row, const struct
 	json_decref(records);
 }
 
+/* ICMP echo sockets for every group, in this network namespace. */
+static void allow_ping_sockets(void)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ping_group_range", "w");
+	cr_assert_not_null(f, "ping_group_range: %s", strerror(errno));
+	fputs("0 2147483647\n", f);
+	cr_assert_eq(fclose(f), 0, "ping_group_range: %s", strerror(errno));
+}
+
 static void run_row(struct verdict *v, const struct row *row, enum backend backend)
 {
 	struct sandbox sb;
@@ -483,6 +497,8 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	/* Each row in a namespace of its own: a port it binds by number
 	 * may be in TIME_WAIT from an earlier test or row otherwise. */
 	private_loopback_net();
+	if (strncmp(row->sock, "icmp", 4) == 0)
+		allow_ping_sockets();
 	if (!realpath(build_path("table-client"), client))
 		snprintf(client, sizeof(client), "%s", build_path("table-client"));
 	char app_text[PATH_MAX + 512];
