@@ -179,11 +179,18 @@ void pf_app_exhaustion_reason(const struct pf_app *app, char *out, size_t out_le
 enum pf_explanation { PF_EXPLAINS_NOTHING, PF_EXPLAINS_RULE, PF_EXPLAINS_REASON };
 enum pf_explanation pf_app_explain(const struct pf_policy *policy, const struct pf_app *app, int event, int error,
 				   uint16_t local_port, const struct sockaddr *remote, char *out, size_t out_len);
-/* A copy of what explains an app's records (name, file, range, rules,
- * their lines), which outlives its policy (the BPF record writer keeps
- * one); NULL when out of memory.  Free with pf_app_explainer_free. */
-struct pf_app *pf_app_explainer(const struct pf_app *app);
-void pf_app_explainer_free(struct pf_app *copy);
+/* What explains one app's records, outliving its policy (the BPF record
+ * writer keeps one): a policy of copies, with the app's name, file,
+ * range, rules and their lines, and every other app's name, file and
+ * range, so that a bind into another app's range names that range as the
+ * shim's record does.  pf_app_explain(&e->policy, e->app, ...).  NULL
+ * when out of memory; free with pf_explainer_free. */
+struct pf_explainer {
+	struct pf_policy policy;
+	struct pf_app *app;	/* in policy.apps */
+};
+struct pf_explainer *pf_explainer_new(const struct pf_policy *policy, const struct pf_app *app);
+void pf_explainer_free(struct pf_explainer *e);
 /* Whether bind_allow lists port. */
 bool pf_app_bind_allows(const struct pf_app *app, uint16_t port);
 /* Compiles app->allow and app->deny into app->rule_index, so that a

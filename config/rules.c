@@ -398,12 +398,10 @@ static bool copy_rules(struct pf_rule_list *to, const struct pf_rule_list *from)
 	return true;
 }
 
-struct pf_app *pf_app_explainer(const struct pf_app *app)
+/* Into copy: what names app in a record (name, file, range and their
+ * lines), and with rules its rules too; false when out of memory. */
+static bool copy_explaining(struct pf_app *copy, const struct pf_app *app, bool rules)
 {
-	struct pf_app *copy = calloc(1, sizeof(*copy));
-
-	if (!copy)
-		return NULL;
 	copy->range_lo = app->range_lo;
 	copy->range_hi = app->range_hi;
 	copy->has_allow = app->has_allow;
@@ -416,21 +414,50 @@ struct pf_app *pf_app_explainer(const struct pf_app *app)
 	copy->udp_unbound_line = app->udp_unbound_line;
 	copy->name = strdup(app->name ? app->name : "");
 	copy->file = strdup(app->file ? app->file : "");
-	if (!copy->name || !copy->file || !copy_rules(&copy->allow, &app->allow) ||
-	    !copy_rules(&copy->deny, &app->deny)) {
-		pf_app_explainer_free(copy);
-		return NULL;
-	}
-	return copy;
+	return copy->name && copy->file &&
+	       (!rules || (copy_rules(&copy->allow, &app->allow) && copy_rules(&copy->deny, &app->deny)));
 }
 
-void pf_app_explainer_free(struct pf_app *copy)
+struct pf_explainer *pf_explainer_new(const struct pf_policy *policy, const struct pf_app *app)
 {
-	if (!copy)
+	struct pf_explainer *e = calloc(1, sizeof(*e));
+	size_t count = policy ? policy->app_count : 0;
+	bool ok = e && (e->policy.apps = calloc(count + 1, sizeof(*e->policy.apps)));
+
+	/* app may be a copy of the policy's (run --audit changes its mode):
+	 * names are unique in a valid policy. */
+	for (size_t i = 0; ok && i < count; i++) {
+		const struct pf_app *other = &policy->apps[i];
+		bool itself = !e->app && other->name && app->name && strcmp(other->name, app->name) == 0;
+		e->policy.app_count++;
+		ok = copy_explaining(&e->policy.apps[i], itself ? app : other, itself);
+		if (itself)
+			e->app = &e->policy.apps[i];
+	}
+	/* An app from no policy (or not of this one): itself alone. */
+	if (ok && !e->app) {
+		e->app = &e->policy.apps[e->policy.app_count++];
+		ok = copy_explaining(e->app, app, true);
+	}
+	if (!ok) {
+		pf_explainer_free(e);
+		return NULL;
+	}
+	e->policy.default_app = -1;
+	return e;
+}
+
+void pf_explainer_free(struct pf_explainer *e)
+{
+	if (!e)
 		return;
-	free(copy->name);
-	free((char *)copy->file);
-	free(copy->allow.rules);
-	free(copy->deny.rules);
-	free(copy);
+	for (size_t i = 0; i < e->policy.app_count; i++) {
+		struct pf_app *copy = &e->policy.apps[i];
+		free(copy->name);
+		free((char *)copy->file);
+		free(copy->allow.rules);
+		free(copy->deny.rules);
+	}
+	free(e->policy.apps);
+	free(e);
 }

@@ -367,7 +367,7 @@ int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *
 	libbpf_set_print(keep_libbpf_message);
 	if (loaded) {
 		loaded->algorithm_name = pf_algorithm_name(app->algorithm);
-		loaded->explainer = pf_app_explainer(app);
+		loaded->explainer = pf_explainer_new(policy, app);
 	}
 	if (!loaded || !(loaded->app_name = strdup(app->name))) {
 		free(loaded);
@@ -431,6 +431,6 @@ void pf_bpf_app_free(struct pf_bpf_app *loaded)
 		bpf_link__destroy(loaded->birth_links[i]);
 	portfence_bpf__destroy(loaded->skel);
 	free(loaded->app_name);
-	pf_app_explainer_free(loaded->explainer);
+	pf_explainer_free(loaded->explainer);
 	free(loaded);
 }

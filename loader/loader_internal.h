@@ -23,7 +23,7 @@ struct pf_bpf_app {
 	struct pf_record_sink *draining_to;
 	int drained;
 	/* What explains the records: the deny's rule, the error's reason. */
-	struct pf_app *explainer;
+	struct pf_explainer *explainer;
 	bool notify;		/* notices on stderr (pf_bpf_app_notify) */
 	long long last_notice_ms[2];	/* deny, error */
 	/* cgroup_apps (bpf/cgroups.bpf.h): the object's own, holding the

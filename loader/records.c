@@ -150,13 +150,13 @@ static const enum pf_event event_of[] = {
 static void explain(const struct pf_bpf_app *loaded, const struct pf_bpf_record *r, const struct sockaddr *remote,
 		    struct pf_record_fields *fields, char *buf, size_t len)
 {
-	const struct pf_app *app = loaded->explainer;
+	const struct pf_app *app = loaded->explainer ? loaded->explainer->app : NULL;
 
 	buf[0] = '\0';
 	if (!app)
 		return;
 	bool deny = r->event == PF_BPF_DENY || (r->event == PF_BPF_AUDIT && r->error);
-	enum pf_explanation says = pf_app_explain(NULL, app, fields->event, (int)r->error, r->local_port,
+	enum pf_explanation says = pf_app_explain(&loaded->explainer->policy, app, fields->event, (int)r->error, r->local_port,
 						  r->remote_port ? remote : NULL, buf, len);
 	if (says == PF_EXPLAINS_REASON) {
 		fields->reason = buf;

@@ -469,6 +469,15 @@ static void check_records(struct verdict *v, const struct row *row, const struct
 	}
 	if (strcmp(event, "deny") == 0 && strcmp(row->action, "bindport") != 0)
 		check(v, json_is_string(json_object_get(last, "rule")), "deny record without \"rule\"");
+	/* A bind into app o's range names that range and its line (the
+	 * policy's fifth: OTHER_APP's). */
+	unsigned bound = row->arg && strcmp(row->action, "bindport") == 0 ? (unsigned)atoi(row->arg) : 0;
+	if ((strcmp(event, "deny") == 0 || strcmp(event, "audit") == 0) && bound >= 63100 && bound <= 63115) {
+		char rule[PATH_MAX + 64];
+		snprintf(rule, sizeof(rule), "range 63100-63115 of app 'o' %s:5", sb->policy);
+		check(v, strcmp(field(last, "rule"), rule) == 0, "rule \"%s\", expected \"%s\"", field(last, "rule"),
+		      rule);
+	}
 	if (strcmp(event, "error") == 0)
 		check(v, json_is_string(json_object_get(last, "reason")), "error record without \"reason\"");
 	json_decref(records);
