@@ -60,6 +60,10 @@ int pfb_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct pfb_dest d;
 	pfb_dest_from_v4(ctx, &d);
+	/* An AF_INET6 socket's send to a v4-mapped address runs this hook,
+	 * with the address as IPv4: its record is the socket's own. */
+	if (ctx->sk && ctx->sk->family == AF_INET6)
+		d.sock_family = AF_INET6;
 	return pfb_verdict(pfb_sendmsg(ctx, &d));
 }
 

@@ -16,6 +16,7 @@
  *           bindaddr   bind(loopback, 0), then connect
  *           bindport   bind(wildcard, ARG), then connect (an explicit bind)
  *           sendto     sendto(ADDR:PORT) on the unbound UDP socket
+ *           bind0sendto bind(wildcard, 0), then sendto(ADDR:PORT) (UDP)
  *           fastopen   sendto(ADDR:PORT, MSG_FASTOPEN) on the unbound TCP socket
  *           reconnect  connect(ADDR:PORT), talk, then connect(ARG = ADDR2:PORT2)
  *           afterclose a first socket connects to ADDR:PORT and closes at once;
@@ -206,6 +207,9 @@ static int act(const char *action, const struct kind *k, const struct sockaddr_s
 			connect_and_talk(fd, k, to, to_len, o);
 	} else if (strcmp(action, "sendto") == 0) {
 		talk(fd, k, to, to_len, o);
+	} else if (strcmp(action, "bind0sendto") == 0) {
+		if (bind_port(fd, k, NULL, 0, o) == 0)
+			talk(fd, k, to, to_len, o);
 	} else if (strcmp(action, "fastopen") == 0) {
 		/* TCP Fast Open: a connect in disguise. */
 		if (sendto(fd, "x", 1, MSG_FASTOPEN, (const struct sockaddr *)to, to_len) < 0)

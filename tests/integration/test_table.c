@@ -175,6 +175,10 @@ static const struct row rows[] = {
 	 "assign", "ok"},
 	{"tcp6 connect v4-mapped, denied", "tcp6", "connect", 0, "::ffff:127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE,
 	 "EPERM", "deny", "EPERM"},
+	{"udp6 bind(0)+sendto v4-mapped", "udp6", "bind0sendto", 0, "::ffff:127.0.0.1", NULL, "", 0, 0, PORT_RANGE,
+	 "OK", "assign", "ok"},
+	{"udp6 bind(0)+sendto v4-mapped, denied", "udp6", "bind0sendto", 0, "::ffff:127.0.0.2", NULL, DENY2, 0, 0,
+	 PORT_RANGE, "EPERM", "assign deny", "EPERM"},
 	{"udp6 connect v4-mapped, denied", "udp6", "connect", 0, "::ffff:127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE,
 	 "EPERM", "deny", "EPERM"},
 	/* A connected TCP socket connecting to a denied destination: the
