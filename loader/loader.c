@@ -96,31 +96,51 @@ const char *pf_bpf_app_name(const struct pf_bpf_app *loaded)
 }
 
 /* The app's keys and counters come from its state, so that the BPF
- * backend continues the sequences the shim's processes share. */
-static void read_state(const struct pf_policy *policy, const struct pf_app *app,
+ * backend continues the sequences the shim's processes share; the state
+ * stays open for the counters to go back (pf_bpf_app_sync_counters). */
+static void read_state(struct pf_bpf_app *loaded, const struct pf_policy *policy, const struct pf_app *app,
 		       struct pf_bpf_config *config, struct pf_bpf_counters *counters)
 {
 	char dir[PATH_MAX];
-	struct pf_state state;
+	struct pf_state *state = &loaded->state;
 	uint32_t num = (uint32_t)app->range_hi - app->range_lo + 1;
 
 	if (policy->state_dir)
 		snprintf(dir, sizeof(dir), "%s", policy->state_dir);
 	else if (pf_state_default_dir(secure_getenv("XDG_RUNTIME_DIR"), dir, sizeof(dir)) < 0)
 		dir[0] = '\0';
-	if (dir[0] && pf_state_open(dir, app->name, num, &state) == 0) {
-		memcpy(config->hash_key, state.shared->hash_key, sizeof(config->hash_key));
-		memcpy(config->index_key, state.shared->index_key, sizeof(config->index_key));
-		counters->sequential_next = atomic_load(&state.shared->sequential_next);
-		counters->hash_next = atomic_load(&state.shared->hash_next);
-		counters->increments_next = atomic_load(&state.shared->increments_next);
+	if (!loaded->state_open)
+		loaded->state_open = dir[0] && pf_state_open(dir, app->name, num, state) == 0;
+	if (loaded->state_open) {
+		memcpy(config->hash_key, state->shared->hash_key, sizeof(config->hash_key));
+		memcpy(config->index_key, state->shared->index_key, sizeof(config->index_key));
+		counters->sequential_next = atomic_load(&state->shared->sequential_next);
+		counters->hash_next = atomic_load(&state->shared->hash_next);
+		counters->increments_next = atomic_load(&state->shared->increments_next);
 		for (int i = 0; i < PF_BPF_DH_TABLE_LEN && i < PF_DH_TABLE_LEN; i++)
-			counters->table[i] = atomic_load(&state.shared->table[i]);
-		pf_state_close(&state);
+			counters->table[i] = atomic_load(&state->shared->table[i]);
 		return;
 	}
 	pf_random_bytes(config->hash_key, sizeof(config->hash_key));
 	pf_random_bytes(config->index_key, sizeof(config->index_key));
+}
+
+void pf_bpf_app_sync_counters(struct pf_bpf_app *loaded)
+{
+	struct pf_bpf_counters now;
+	uint32_t zero = 0;
+
+	if (!loaded->state_open || bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &now) < 0)
+		return;
+	struct pf_shared_state *shared = loaded->state.shared;
+	/* What advanced here is added, not stored: the shim's processes
+	 * may have advanced the state meanwhile. */
+	atomic_fetch_add(&shared->sequential_next, now.sequential_next - loaded->synced.sequential_next);
+	atomic_fetch_add(&shared->hash_next, now.hash_next - loaded->synced.hash_next);
+	atomic_fetch_add(&shared->increments_next, now.increments_next - loaded->synced.increments_next);
+	for (int i = 0; i < PF_BPF_DH_TABLE_LEN && i < PF_DH_TABLE_LEN; i++)
+		atomic_fetch_add(&shared->table[i], now.table[i] - loaded->synced.table[i]);
+	loaded->synced = now;
 }
 
 static void fill_config(const struct pf_app *app, struct pf_bpf_config *config)
@@ -214,7 +234,10 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 	struct pf_bpf_counters counters = {0};
 	uint32_t zero = 0;
 
-	read_state(policy, app, &config, &counters);
+	/* A reload: what advanced since the last sync goes back first. */
+	if (loaded->state_open)
+		pf_bpf_app_sync_counters(loaded);
+	read_state(loaded, policy, app, &config, &counters);
 	fill_config(app, &config);
 	const char *log_override = secure_getenv("PORTFENCE_LOG");
 	config.records = policy->log_file || policy->log_syslog || (log_override && log_override[0]);
@@ -224,6 +247,10 @@ int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *poli
 	}
 	if (!loaded->counters_shared)
 		bpf_map_update_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &counters, BPF_ANY);
+	/* What the counters hold now is in the state already (or, shared
+	 * with an earlier load, was its to give back). */
+	if (bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.counters), &zero, &loaded->synced) < 0)
+		loaded->synced = counters;
 	fill_local_addrs(loaded->skel);
 	if (fill_foreign_ports(loaded->skel, policy, app) < 0 || fill_bind_allow(loaded->skel, app) < 0) {
 		say(why, len, "cannot configure app '%s': %s", app->name, strerror(errno));
@@ -424,6 +451,10 @@ void pf_bpf_app_free(struct pf_bpf_app *loaded)
 {
 	if (!loaded)
 		return;
+	if (loaded->state_open) {
+		pf_bpf_app_sync_counters(loaded);
+		pf_state_close(&loaded->state);
+	}
 	if (loaded->ring)
 		ring_buffer__free(loaded->ring);
 	bpf_link__destroy(loaded->exec_link);

@@ -81,6 +81,11 @@ void pf_bpf_dispatch_free(struct pf_bpf_dispatch *dispatch);
 int pf_bpf_app_configure(struct pf_bpf_app *loaded, const struct pf_policy *policy,
 			 const struct pf_app *app, char *why, size_t len);
 void pf_bpf_app_free(struct pf_bpf_app *loaded);
+/* What the programs' counters (sequential, hash, random-increments,
+ * double-hash's table) advanced since the last call, added to the app's
+ * shared state: the next process of the app, under either backend,
+ * continues the sequence.  Each drain and the free make it. */
+void pf_bpf_app_sync_counters(struct pf_bpf_app *loaded);
 const char *pf_bpf_app_name(const struct pf_bpf_app *loaded);
 
 /* Attaches every program to the cgroup; with pin, the links are pinned

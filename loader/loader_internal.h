@@ -6,8 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loader/loader.h"
 #include "bpf/portfence_api.h"
+#include "core/state.h"
+#include "loader/loader.h"
 
 struct portfence_bpf;
 struct ring_buffer;
@@ -32,6 +33,12 @@ struct pf_bpf_app {
 	bool own_cgroups;
 	uint32_t app_id;
 	struct bpf_link *birth_links[2];	/* cgroup_mkdir, cgroup_rmdir */
+	/* The app's shared state (the shim's counters and keys), held while
+	 * the app is loaded: what the programs' counters advanced since
+	 * synced goes back there (pf_bpf_app_sync_counters). */
+	bool state_open;
+	struct pf_state state;
+	struct pf_bpf_counters synced;
 };
 
 /* The hooks' programs, in one order for the app's object and the

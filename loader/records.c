@@ -270,6 +270,7 @@ static struct ring_buffer *ring_of(struct pf_bpf_app *loaded)
 
 int pf_bpf_app_drain(struct pf_bpf_app *loaded, struct pf_record_sink *sink)
 {
+	pf_bpf_app_sync_counters(loaded);
 	if (!sink)
 		return 0;
 	if (!ring_of(loaded))

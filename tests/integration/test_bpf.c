@@ -1848,6 +1848,44 @@ Test(bpf, udp_unbound_deny_refuses_an_unconnected_send)
 	expect_refused(&r, &srv, dest, "unbound", "udp", "bpf-static-clie");
 }
 
+/* SPEC: an app's counters live in its shared state, "so successive and
+ * concurrent processes of one app continue one sequence": runs under
+ * either backend, one after another, take the next port each. */
+Test(bpf, successive_runs_of_both_backends_continue_one_sequence)
+{
+	enum { LO = 62950, HI = 62969, RUNS = 5 };
+	static const bool under_bpf[RUNS] = {false, true, true, false, true};
+	struct server srv;
+	struct run_result r;
+	char port[16], client[PATH_MAX];
+	long ports[RUNS];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("sequence", LO, HI, "algorithm = \"sequential\";");
+	server_start(&srv, "127.0.0.1", SERVE_GREET_CLOSE);
+	snprintf(port, sizeof(port), "%u", srv.port);
+	cr_assert_not_null(realpath(build_path("table-client"), client));
+	for (int i = 0; i < RUNS; i++) {
+		char *argv[16];
+		int n = 0;
+		argv[n++] = (char *)build_path("portfence");
+		argv[n++] = "run";
+		if (under_bpf[i])
+			argv[n++] = "--bpf";
+		char *const rest[] = {"-c", fx.sb.policy, "-a", "sequence", "--", client, "tcp4", "connect", "0",
+				      "127.0.0.1", port, "-", NULL};
+		memcpy(argv + n, rest, sizeof(rest));
+		run_program(&r, argv, NULL, NULL);
+		cr_assert_eq(r.status, 0, "run %d: %s%s", i, r.out, r.err);
+		cr_assert_eq(sscanf(r.out, "%ld", &ports[i]), 1, "run %d: %s", i, r.out);
+	}
+	server_stop(&srv);
+	for (int i = 1; i < RUNS; i++)
+		cr_expect_eq(ports[i] - LO, (ports[i - 1] - LO + 1) % (HI - LO + 1),
+			     "run %d (%s) took %ld after %ld (%s)", i, under_bpf[i] ? "bpf" : "shim", ports[i],
+			     ports[i - 1], under_bpf[i - 1] ? "bpf" : "shim");
+}
+
 /* The kernel gives an unbound UDP socket its port before the sendmsg
  * hook refuses the send: a program that then connects that socket (as
  * the refusal's advice says of a new one) must not go out from the
