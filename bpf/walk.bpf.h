@@ -667,6 +667,14 @@ static __always_inline void pfb_walk_bind(struct pfb_walk *w, const struct pf_bp
  * Other destinations keep the wildcard: their source is the route's. */
 static __always_inline void pfb_loopback_source(const struct pfb_dest *d, __u32 *source)
 {
+	/* The unspecified address is loopback's, where the kernel sends it. */
+	if (pfb_is_zero(d->addr)) {
+		if (d->family == AF_INET)
+			source[0] = bpf_htonl(0x7f000001);
+		else
+			source[3] = bpf_htonl(1);
+		return;
+	}
 	if (d->family == AF_INET && (bpf_ntohl(d->addr[0]) >> 24) == 127)
 		source[0] = bpf_htonl(0x7f000001);
 	else if (d->family == AF_INET6 && !(d->addr[0] | d->addr[1] | d->addr[2]) &&

@@ -181,6 +181,13 @@ static const struct row rows[] = {
 	 PORT_RANGE, "EPERM", "assign deny", "EPERM"},
 	{"udp6 connect v4-mapped, denied", "udp6", "connect", 0, "::ffff:127.0.0.2", NULL, DENY2, 0, 0, PORT_NONE,
 	 "EPERM", "deny", "EPERM"},
+	/* The unspecified address, which the kernel sends to loopback: judged
+	 * as loopback, and the record's local address is loopback's. */
+	{"tcp4 connect 0.0.0.0", "tcp4", "connect", 0, "0.0.0.0", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	{"udp4 connect 0.0.0.0", "udp4", "connect", 0, "0.0.0.0", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	{"udp6 connect ::", "udp6", "connect", 0, "::", NULL, "", 0, 0, PORT_RANGE, "OK", "assign", "ok"},
+	{"tcp4 connect 0.0.0.0, loopback denied", "tcp4", "connect", 0, "0.0.0.0", NULL,
+	 "deny = [ \"127.0.0.1/32\" ];", 0, 0, PORT_NONE, "EPERM", "deny", "EPERM"},
 	/* A connected TCP socket connecting to a denied destination: the
 	 * kernel's EISCONN, no record of the second call. */
 	{"tcp4 connected, connect denied", "tcp4", "reconnect", 0, "127.0.0.1", "127.0.0.2", DENY2, 0, 0, PORT_RANGE,
@@ -470,6 +477,11 @@ static void check_records(struct verdict *v, const struct row *row, const struct
 		if (ok || strcmp(row->action, "reconnect") == 0 || strcmp(event, "assign") == 0)
 			check(v, address_port(field(last, "local")) == o->port, "local %s, expected port %ld",
 			      field(last, "local"), o->port);
+		/* Toward the unspecified address the socket's source is loopback. */
+		const char *loop = strcmp(row->to, "0.0.0.0") == 0 ? "127.0.0.1:" : strcmp(row->to, "::") == 0 ? "[::1]:" : NULL;
+		if (ok && loop)
+			check(v, strncmp(field(last, "local"), loop, strlen(loop)) == 0, "local %s, expected %s...",
+			      field(last, "local"), loop);
 	}
 	if (strcmp(event, "deny") == 0 && strcmp(row->action, "bindport") != 0)
 		check(v, json_is_string(json_object_get(last, "rule")), "deny record without \"rule\"");
