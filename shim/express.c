@@ -93,6 +93,11 @@ EXPRESS_INLINE void dest_words(const struct sockaddr *dest, uint64_t words[3])
  * is a loopback one whose source is learned. */
 static PF_COLD __attribute__((noinline)) bool plan_make(const struct express *x, const struct sockaddr *dest)
 {
+	plan.valid = false;
+	/* No app (pass, or a policy that cannot be used): nothing to plan,
+	 * and no app to read. */
+	if (!pf_connect_assigns(x->rt) || !pf_loopback_remote(dest))
+		return false;
 	const struct pf_app *app = x->rt->app;
 	struct pf_state *state = pf_runtime_state(x->rt);
 	struct sockaddr_storage source;
@@ -102,9 +107,7 @@ static PF_COLD __attribute__((noinline)) bool plan_make(const struct express *x,
 	};
 	struct pf_core_walk cw;
 
-	plan.valid = false;
-	if (!pf_connect_assigns(x->rt) || !pf_loopback_remote(dest) ||
-	    !pf_last_connect_get(&last, x->now_ms, &source) || !last.concrete)
+	if (!pf_last_connect_get(&last, x->now_ms, &source) || !last.concrete)
 		return false;
 	plan.counter = pf_walk_first_counter(app->algorithm, app->range_lo, app->range_hi, &last.hashes,
 					     state, &cw);

@@ -260,6 +260,10 @@ static const struct row rows[] = {
 	/* No app matches and default = "pass": the program runs unconfined. */
 	{"tcp4 connect, no app matches", "tcp4", "connect", 0, "127.0.0.1", NULL,
 	 "match = { comm = [ \"no-such-comm\" ]; };", 0, 0, PORT_KERNEL, "OK", "", "-"},
+	{"tcp4 three connects, no app matches", "tcp4", "connect", 2, "127.0.0.1", NULL,
+	 "match = { comm = [ \"no-such-comm\" ]; };", 0, 0, PORT_KERNEL, "OK", "", "-"},
+	{"udp6 three connects, no app matches", "udp6", "connect", 2, "::1", NULL,
+	 "match = { comm = [ \"no-such-comm\" ]; };", 0, 0, PORT_KERNEL, "OK", "", "-"},
 	/* PORTFENCE_APP names the app, over a match of another. */
 	{"tcp4 connect, PORTFENCE_APP over a match", "tcp4", "connect", 0, "127.0.0.1", NULL, BY_ENV, 0, 0, PORT_RANGE,
 	 "OK", "assign", "ok"},
