@@ -163,7 +163,7 @@ EXPRESS_INLINE bool plan_draw(struct express *x, const struct sockaddr *dest, _A
 /* The question, from the fd table and the settled runtime. */
 EXPRESS_INLINE bool express_applies(int fd, const struct sockaddr *dest, socklen_t len, struct express *x)
 {
-	if (fd < 0 || fd >= PF_FD_TABLE_SIZE || !dest)
+	if (fd < 0 || fd >= PF_FD_TABLE_SIZE || !pf_user_readable(dest, len))
 		return false;
 	uint8_t state = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed);
 	/* FRESH and nothing else: no address, no option, no earlier try. */

@@ -71,7 +71,8 @@ int pf_sendmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags)
 {
 	struct pf_sock sock;
 
-	if (!msgs || vlen == 0 || !pf_sock_lookup(fd, &sock) || !pf_send_is_ours(&sock, flags))
+	if (vlen == 0 || !pf_user_readable(msgs, (size_t)vlen * sizeof(*msgs)) || !pf_sock_lookup(fd, &sock) ||
+	    !pf_send_is_ours(&sock, flags))
 		return sent_passing(fd, msgs, vlen, flags);
 	const struct msghdr *head = &msgs[0].msg_hdr;
 	bool has_dest = pf_inet_address(head->msg_name, head->msg_namelen);

@@ -10,7 +10,8 @@ ssize_t pf_sendmsg(int fd, const struct msghdr *msg, int flags)
 	/* Passed through: the hot path, decided from the fd table without a
 	 * system call, or a socket that is not ours (a UNIX socket may pass
 	 * fds: read once the kernel has, so never from a bad pointer). */
-	if (!msg || pf_send_passes(fd, msg->msg_name != NULL) || !pf_sock_lookup(fd, &sock)) {
+	if (!pf_user_readable(msg, sizeof(*msg)) || pf_send_passes(fd, msg->msg_name != NULL) ||
+	    !pf_sock_lookup(fd, &sock)) {
 		ssize_t sent = real_sendmsg(fd, msg, flags);
 		if (sent >= 0 && msg && msg->msg_controllen)
 			pf_fd_holds_passed(msg);

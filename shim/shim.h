@@ -221,10 +221,26 @@ static inline void pf_fd_forget(int fd)
  * never on the send path. */
 void pf_fd_recheck(int fd);
 
+/* The highest address a program's memory can reach (x86-64's five-level
+ * paging: 56 bits), or none on 32 bits. */
+#if UINTPTR_MAX > 0xffffffffu
+#define PF_USER_TOP ((uintptr_t)1 << 56)
+#else
+#define PF_USER_TOP UINTPTR_MAX
+#endif
+/* Whether [p, p + len) can be the program's memory at all.  The kernel
+ * answers EFAULT for NULL's page and for what lies past the user half;
+ * the shim must not read such an address before it does (it would crash
+ * its host where libc returns EFAULT). */
+static inline bool pf_user_readable(const void *p, size_t len)
+{
+	uintptr_t at = (uintptr_t)p;
+	return at >= 4096 && at + len >= at && at + len <= PF_USER_TOP;
+}
 /* Inline: a fresh socket, the connect path's, costs no call. */
 static inline void pf_fd_recheck_for(int fd, const struct sockaddr *addr)
 {
-	if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) || fd < 0 ||
+	if (!pf_user_readable(addr, sizeof(addr->sa_family)) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) || fd < 0 ||
 	    fd >= PF_FD_TABLE_SIZE)
 		return;
 	uint8_t status = atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) & PF_FD_STATUS_MASK;
@@ -602,7 +618,7 @@ void pf_last_connect_put(const struct pf_last_connect *c);
 /* ---- calls.c: the steps the calls share: decide, then act ---- */
 static inline bool pf_inet_address(const struct sockaddr *addr, socklen_t len)
 {
-	if (!addr)
+	if (!pf_user_readable(addr, len))
 		return false;
 	if (len >= sizeof(struct sockaddr_in) && addr->sa_family == AF_INET)
 		return true;

@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,38 @@ static void report(const char *what, long rc)
 	errno = 0;
 }
 
+/* Addresses no program may read (NULL's page, past the user half):
+ * the kernel says EFAULT, and so must the call under the shim, which
+ * must not read them first.  Each on a fresh socket. */
+static void bad_pointers(void)
+{
+	static const struct {
+		const char *name;
+		uintptr_t at;
+	} bad[] = {{"0x10", 0x10}, {"-1", (uintptr_t)-1}};
+	char line[64];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		void *p = (void *)bad[i].at;
+		struct msghdr named = {.msg_name = p, .msg_namelen = sizeof(struct sockaddr_in)};
+		struct mmsghdr batch = {.msg_hdr = named};
+#define BAD(what, call)                                                       \
+	do {                                                                  \
+		snprintf(line, sizeof(line), "%s at %s", what, bad[i].name);  \
+		report(line, call);                                           \
+	} while (0)
+		BAD("tcp connect", connect(socket(AF_INET, SOCK_STREAM, 0), p, sizeof(struct sockaddr_in)));
+		BAD("udp connect", connect(socket(AF_INET6, SOCK_DGRAM, 0), p, sizeof(struct sockaddr_in6)));
+		BAD("tcp bind", bind(socket(AF_INET, SOCK_STREAM, 0), p, sizeof(struct sockaddr_in)));
+		BAD("udp sendto", sendto(socket(AF_INET, SOCK_DGRAM, 0), "x", 1, 0, p, sizeof(struct sockaddr_in)));
+		BAD("udp sendmsg", sendmsg(socket(AF_INET, SOCK_DGRAM, 0), p, 0));
+		BAD("udp sendmsg name", sendmsg(socket(AF_INET, SOCK_DGRAM, 0), &named, 0));
+		BAD("udp sendmmsg", sendmmsg(socket(AF_INET, SOCK_DGRAM, 0), p, 1, 0));
+		BAD("udp sendmmsg name", sendmmsg(socket(AF_INET, SOCK_DGRAM, 0), &batch, 1, 0));
+#undef BAD
+	}
+}
+
 /* passthrough DIR: calls the shim must not change, results printed. */
 static int cmd_passthrough(const char *dir)
 {
@@ -304,6 +337,7 @@ static int cmd_passthrough(const char *dir)
 	report("listen already connected", listen(client, 1));
 	struct sockaddr unspec = {.sa_family = AF_UNSPEC};
 	report("udp connect AF_UNSPEC", connect(udp, &unspec, sizeof(unspec)));
+	bad_pointers();
 	return 0;
 }
 
