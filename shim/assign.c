@@ -141,6 +141,17 @@ PF_HOT ssize_t pf_perform(struct pf_sock *sock, struct pf_call *call)
 	return 0;
 }
 
+bool pf_program_defers_port(int fd)
+{
+	int no_port = 0, saved = errno;
+	socklen_t len = sizeof(no_port);
+
+	if (real_getsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &len) < 0)
+		no_port = 1;
+	errno = saved;
+	return no_port != 0;
+}
+
 /* bind(addr, 0) on a TCP socket binds the address only: the port comes
  * later, from the range, as the next call needs it: at connect shared
  * across destinations (like a plain connect), at listen exclusive, at

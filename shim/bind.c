@@ -60,6 +60,13 @@ int pf_bind(int fd, const struct sockaddr *addr, socklen_t len)
 	pf_fd_recheck_for(fd, addr);
 	if (!pf_inet_address(addr, len) || !pf_sock_lookup(fd, &sock) || !pf_fits_socket(&sock, addr))
 		return real_bind(fd, addr, len);
+	/* Its bind(addr, 0) we deferred: as the program sees it the socket
+	 * has a port, and the kernel refuses a second bind of such a socket
+	 * (unless the program asked IP_BIND_ADDRESS_NO_PORT itself). */
+	if (sock.status == PF_FD_FRESH && sock.address_bound && !pf_program_defers_port(fd)) {
+		errno = EINVAL;
+		return -1;
+	}
 	if (pf_address_port(addr) != 0 || sock.status != PF_FD_FRESH || sock.address_bound)
 		return explicit_bind(&sock, addr, len);
 	return bind_without_port(&sock, addr, len);

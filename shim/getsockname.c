@@ -5,19 +5,6 @@
 
 #include "shim.h"
 
-/* Whether the program asked for IP_BIND_ADDRESS_NO_PORT itself: then it
- * knows the port comes at connect, as the kernel shows it (port 0). */
-static bool program_defers_port(int fd)
-{
-	int no_port = 0, saved = errno;
-	socklen_t len = sizeof(no_port);
-
-	if (real_getsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, &len) < 0)
-		no_port = 1;
-	errno = saved;
-	return no_port != 0;
-}
-
 /* A socket whose bind(addr, 0) we deferred gets its port when the
  * program asks for its name: it must see a real port from the range. */
 int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
@@ -27,7 +14,7 @@ int pf_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 	if (fd >= 0 && fd < PF_FD_TABLE_SIZE &&
 	    (atomic_load_explicit(&pf_fd_table[fd].state, memory_order_relaxed) &
 	     (PF_FD_STATUS_MASK | PF_FD_ADDRESS | PF_FD_UDP)) == (PF_FD_FRESH | PF_FD_ADDRESS) &&
-	    pf_sock_lookup(fd, &sock) && !program_defers_port(fd)) {
+	    pf_sock_lookup(fd, &sock) && !pf_program_defers_port(fd)) {
 		struct sockaddr_storage bound;
 		socklen_t bound_len = sizeof(bound);
 		if (real_getsockname(fd, (struct sockaddr *)&bound, &bound_len) == 0) {

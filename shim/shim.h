@@ -548,6 +548,9 @@ struct pf_call {
 /* decision: the core's ASSIGN (its TCP-client rule and exhaustion errno). */
 ssize_t pf_assign_and_call(const struct pf_runtime *rt, struct pf_sock *sock,
 			   struct pf_call *call, const struct pf_decision *decision);
+/* Whether the program asked for IP_BIND_ADDRESS_NO_PORT itself: then it
+ * knows the port comes at connect, as the kernel shows it (port 0). */
+bool pf_program_defers_port(int fd);
 int pf_bind_address_only(struct pf_sock *sock, const struct sockaddr *addr, socklen_t len);
 /* The flow a call's port is chosen for; local may be NULL. */
 void pf_flow_of_call(const struct pf_call *call, const struct sockaddr_storage *local,

@@ -338,6 +338,15 @@ static int cmd_passthrough(const char *dir)
 	struct sockaddr unspec = {.sa_family = AF_UNSPEC};
 	report("udp connect AF_UNSPEC", connect(udp, &unspec, sizeof(unspec)));
 	bad_pointers();
+	/* A second bind: the kernel refuses it once the first gave a port
+	 * (EINVAL), whatever the shim deferred. */
+	struct sockaddr_in loop_any = {.sin_family = AF_INET};
+	inet_pton(AF_INET, "127.0.0.1", &loop_any.sin_addr);
+	int twice = socket(AF_INET, SOCK_STREAM, 0);
+	report("bind(addr, 0)", bind(twice, (struct sockaddr *)&loop_any, sizeof(loop_any)));
+	report("bind(addr, 0) again", bind(twice, (struct sockaddr *)&loop_any, sizeof(loop_any)));
+	loop_any.sin_port = htons(5557);
+	report("bind(addr, 5557) after it", bind(twice, (struct sockaddr *)&loop_any, sizeof(loop_any)));
 	return 0;
 }
 
