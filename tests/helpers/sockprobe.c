@@ -347,6 +347,17 @@ static int cmd_passthrough(const char *dir)
 	report("bind(addr, 0) again", bind(twice, (struct sockaddr *)&loop_any, sizeof(loop_any)));
 	loop_any.sin_port = htons(5557);
 	report("bind(addr, 5557) after it", bind(twice, (struct sockaddr *)&loop_any, sizeof(loop_any)));
+	/* An IPv6-only socket cannot reach an IPv4 address: the kernel's
+	 * ENETUNREACH, not a refused bind of a v4-mapped source. */
+	struct sockaddr_in6 mapped = {.sin6_family = AF_INET6, .sin6_port = htons(9)};
+	inet_pton(AF_INET6, "::ffff:127.0.0.1", &mapped.sin6_addr);
+	int only6 = socket(AF_INET6, SOCK_STREAM, 0), on = 1;
+	setsockopt(only6, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	report("v6only tcp connect v4-mapped", connect(only6, (struct sockaddr *)&mapped, sizeof(mapped)));
+	only6 = socket(AF_INET6, SOCK_DGRAM, 0);
+	setsockopt(only6, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	report("v6only udp connect v4-mapped", connect(only6, (struct sockaddr *)&mapped, sizeof(mapped)));
+	report("v6only udp sendto v4-mapped", sendto(only6, "x", 1, 0, (struct sockaddr *)&mapped, sizeof(mapped)));
 	return 0;
 }
 
