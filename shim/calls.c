@@ -8,9 +8,11 @@
  * work uses the real symbols, never these entry points. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 
 #include "core/hot.h"
+
 #include "shim.h"
 
 void pf_audit_event(const struct pf_runtime *rt, const struct pf_sock *sock,
@@ -59,19 +61,26 @@ static PF_COLD ssize_t audit_only(const struct pf_runtime *rt, struct pf_sock *s
 	return result;
 }
 
-/* Whether a TCP socket is listening or connected: the kernel answers its
- * connect (EISCONN, EINVAL) whatever the destination.  Asked only when
- * the core says the answer depends on it. */
+/* Whether a TCP socket is listening, connecting or connected: the
+ * kernel answers its connect (EINVAL, EALREADY, EISCONN) whatever the
+ * destination.  Asked only when the core says the answer depends on it:
+ * the state from TCP_INFO, else (a socket that has none) its peer or
+ * listening. */
 static PF_COLD bool tcp_is_busy(const struct pf_sock *sock)
 {
+	struct tcp_info info;
 	struct sockaddr_storage peer;
-	socklen_t len = sizeof(peer);
+	socklen_t info_len = sizeof(info), len = sizeof(peer);
 	int listening = 0, saved = errno;
 	socklen_t optlen = sizeof(listening);
+	bool moot;
 
-	bool moot = getpeername(sock->fd, (struct sockaddr *)&peer, &len) == 0 ||
-		    (real_getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
-		     listening);
+	if (real_getsockopt(sock->fd, IPPROTO_TCP, TCP_INFO, &info, &info_len) == 0 && info_len >= 1)
+		moot = info.tcpi_state != TCP_CLOSE;
+	else
+		moot = getpeername(sock->fd, (struct sockaddr *)&peer, &len) == 0 ||
+		       (real_getsockopt(sock->fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
+			listening);
 	errno = saved;
 	return moot;
 }

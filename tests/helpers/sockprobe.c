@@ -273,6 +273,30 @@ static void bad_pointers(void)
 	}
 }
 
+/* A socket whose connect is under way (SYN_SENT: a listener whose
+ * backlog is full drops the SYN) connecting elsewhere, even somewhere
+ * the rules refuse: the kernel says EALREADY. */
+static void still_connecting(void)
+{
+	struct sockaddr_in at = {.sin_family = AF_INET}, refused = {.sin_family = AF_INET, .sin_port = htons(80)};
+	socklen_t at_len = sizeof(at);
+	int listener = socket(AF_INET, SOCK_STREAM, 0);
+
+	inet_pton(AF_INET, "127.0.0.1", &at.sin_addr);
+	inet_pton(AF_INET, "192.0.2.1", &refused.sin_addr);
+	bind(listener, (struct sockaddr *)&at, sizeof(at));
+	listen(listener, 0);
+	getsockname(listener, (struct sockaddr *)&at, &at_len);
+	for (int i = 0; i < 3; i++) {
+		int filler = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		connect(filler, (struct sockaddr *)&at, sizeof(at));
+	}
+	usleep(50000);
+	int pending = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	report("connect to a full backlog", connect(pending, (struct sockaddr *)&at, sizeof(at)));
+	report("connect elsewhere while connecting", connect(pending, (struct sockaddr *)&refused, sizeof(refused)));
+}
+
 /* passthrough DIR: calls the shim must not change, results printed. */
 static int cmd_passthrough(const char *dir)
 {
@@ -358,6 +382,7 @@ static int cmd_passthrough(const char *dir)
 	setsockopt(only6, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	report("v6only udp connect v4-mapped", connect(only6, (struct sockaddr *)&mapped, sizeof(mapped)));
 	report("v6only udp sendto v4-mapped", sendto(only6, "x", 1, 0, (struct sockaddr *)&mapped, sizeof(mapped)));
+	still_connecting();
 	return 0;
 }
 
