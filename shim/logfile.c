@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,18 +35,40 @@ PF_HOT_DATA _Atomic int pf_log_fd_now = -1;
 /* ---- the fd lock: every change of fd numbers the log could stand on ----
  * dup2/dup3/close_range/closefrom and the log's own moves, so that a
  * program's dup2 never lands on a number the log is moving to.  Held by
- * one thread; a signal handler on that thread passes (it cannot wait for
- * the code it interrupted). */
+ * one thread, named by its thread id; a signal handler on that thread
+ * passes (it cannot wait for the code it interrupted).  A child made
+ * without fork()'s atfork handlers (_Fork, clone) inherits the lock as a
+ * thread of its parent held it, a thread the child does not have: a
+ * holder that is no thread of this process (tgkill says ESRCH) is taken
+ * over.  These calls are rare: the system calls cost nothing that
+ * matters here. */
 static _Atomic uintptr_t fd_lock_owner;
-static __thread char fd_lock_identity __attribute__((tls_model("initial-exec")));
 static __thread unsigned fd_lock_nested __attribute__((tls_model("initial-exec")));
+/* The process whose writers log_writers counts (see below). */
+static _Atomic pid_t writers_counted_in;
+
+static uintptr_t this_thread(void)
+{
+	return (uintptr_t)syscall(SYS_gettid);
+}
 
 /* True on the thread holding the fd lock (in a handler: it interrupted
  * that thread inside the lock). */
 static bool fd_lock_held_here(void)
 {
-	return atomic_load(&fd_lock_owner) == (uintptr_t)&fd_lock_identity;
+	return atomic_load(&fd_lock_owner) == this_thread();
 }
+
+/* Whether the holder is a thread of this process. */
+static bool holder_lives(uintptr_t holder)
+{
+	int saved = errno;
+	bool lives = syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), (pid_t)holder, 0) == 0 || errno != ESRCH;
+	errno = saved;
+	return lives;
+}
+
+static void count_writers_afresh(void);
 
 /* Cancellation is off inside the lock: close() is a cancellation point,
  * and a thread cancelled there would hold the lock for ever. */
@@ -53,19 +76,23 @@ static __thread int fd_lock_cancel_state __attribute__((tls_model("initial-exec"
 
 void pf_fd_lock(void)
 {
-	uintptr_t me = (uintptr_t)&fd_lock_identity, expected = 0;
+	uintptr_t me = this_thread(), expected = 0;
 	int cancel_state;
 
-	if (fd_lock_held_here()) {
+	if (atomic_load(&fd_lock_owner) == me) {
 		fd_lock_nested++;
 		return;
 	}
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	while (!atomic_compare_exchange_weak(&fd_lock_owner, &expected, me)) {
+		if (expected && !holder_lives(expected) &&
+		    atomic_compare_exchange_strong(&fd_lock_owner, &expected, me))
+			break;
 		expected = 0;
 		sched_yield();
 	}
 	fd_lock_cancel_state = cancel_state;
+	count_writers_afresh();
 }
 
 void pf_fd_unlock(void)
@@ -109,6 +136,20 @@ static void writer_leave(unsigned slot)
 {
 	atomic_fetch_sub(&log_writers[slot], 1);
 	own_writers[slot]--;
+}
+
+/* With the fd lock held: in a child made without the atfork handlers,
+ * the counts still hold its parent's writers, which will never leave;
+ * only this thread's own are in flight here. */
+static void count_writers_afresh(void)
+{
+	pid_t pid = (pid_t)syscall(SYS_getpid);
+
+	if (atomic_load(&writers_counted_in) == pid)
+		return;
+	for (int i = 0; i < 2; i++)
+		atomic_store(&log_writers[i], own_writers[i]);
+	atomic_store(&writers_counted_in, pid);
 }
 
 /* With the fd lock held: the log continues on fd (or stops, at -1). */
@@ -513,11 +554,13 @@ static void after_fork_child(void)
 {
 	for (int i = 0; i < 2; i++)
 		atomic_store(&log_writers[i], own_writers[i]);
+	atomic_store(&writers_counted_in, (pid_t)syscall(SYS_getpid));
 	if (!fd_lock_held_here())
 		atomic_store(&fd_lock_owner, 0);
 }
 
 __attribute__((constructor(101))) static void pf_logfile_init(void)
 {
+	atomic_store(&writers_counted_in, (pid_t)syscall(SYS_getpid));
 	pthread_atfork(NULL, NULL, after_fork_child);
 }

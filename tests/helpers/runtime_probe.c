@@ -263,6 +263,40 @@ static int mode_deepbind(const char *lib, const char *port, const char *binding)
 	return 0;
 }
 
+/* ---- forklock ROUNDS: a child made by _Fork() (no atfork handler) while
+ * another thread moves fds with dup2 must still move its own: the shim
+ * holds a lock around every such move, and the child inherits it held by
+ * a thread it does not have.  Each child's dup2 must return; a hang ends
+ * in the alarm (status 142). */
+static void *dup2_forever(void *unused)
+{
+	int spare = dup(0);
+	(void)unused;
+	for (;;)
+		dup2(spare, 40);
+	return NULL;
+}
+
+static int mode_forklock(const char *rounds_text)
+{
+	pthread_t mover;
+	int rounds = atoi(rounds_text), finished = 0;
+
+	pthread_create(&mover, NULL, dup2_forever, NULL);
+	for (int i = 0; i < rounds; i++) {
+		pid_t child = _Fork();
+		if (child == 0) {
+			alarm(2);
+			_exit(dup2(2, 41) == 41 ? 0 : 1);
+		}
+		int status = 0;
+		waitpid(child, &status, 0);
+		finished += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	}
+	say("children_finished", finished);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	/* A hang is the failure some modes look for: it ends in SIGALRM. */
@@ -277,7 +311,9 @@ int main(int argc, char **argv)
 		return mode_stale(argv[2], argv[3]);
 	if (argc == 5 && strcmp(argv[1], "deepbind") == 0)
 		return mode_deepbind(argv[2], argv[3], argv[4]);
+	if (argc == 3 && strcmp(argv[1], "forklock") == 0)
+		return mode_forklock(argv[2]);
 	fprintf(stderr, "usage: runtime_probe handler PORT | cancel PORT | children PORT1 PORT2 |"
-			" stale dup|scm PORT | deepbind LIB PORT now|lazy|plain\n");
+			" stale dup|scm PORT | deepbind LIB PORT now|lazy|plain | forklock ROUNDS\n");
 	return 2;
 }
