@@ -225,16 +225,16 @@ static void stale_entry(const char *how)
 /* A child made by _Fork() runs no atfork handler, so it inherits the
  * shim's fd lock as its parent held it, by a thread the child does not
  * have: its own dup2 must not wait for that thread for ever. */
-Test(runtime, a_child_made_without_fork_moves_fds_while_its_parent_did, .timeout = 60)
+Test(runtime, a_child_made_without_fork_moves_fds_while_its_parent_did, .timeout = 180)
 {
 	struct sandbox sb;
 	struct run_result r;
 
 	sandbox_init(&sb, policy_text);
-	char *argv[] = {probe(), "forklock", "200", NULL};
+	char *argv[] = {probe(), "forklock", "30", NULL};
 	run_under(&r, &sb, NULL, argv, NULL);
 	cr_assert_eq(r.status, 0, "status %d: %s%s", r.status, r.out, r.err);
-	cr_expect_eq(key_value(r.out, "children_finished", 0), 200, "%s", r.out);
+	cr_expect_eq(key_value(r.out, "children_finished", 0), 30, "%s", r.out);
 	sandbox_cleanup(&sb);
 }
 
