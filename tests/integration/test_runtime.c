@@ -229,7 +229,14 @@ Test(runtime, a_child_made_without_fork_moves_fds_while_its_parent_did, .timeout
 {
 	struct sandbox sb;
 	struct run_result r;
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
 
+	/* Seen with gdb: the child waits on ThreadSanitizer's own mutex,
+	 * which the parent's other thread held at _Fork() (its fork hooks
+	 * run for fork() only), inside the runtime's atomic store. */
+	if (runtime && strstr(runtime, "tsan"))
+		cr_skip_test("ThreadSanitizer's runtime deadlocks in a _Fork() child of a threaded program "
+			     "(its mutexes, held by the parent's other thread); the normal and ASan builds run it");
 	sandbox_init(&sb, policy_text);
 	char *argv[] = {probe(), "forklock", "30", NULL};
 	run_under(&r, &sb, NULL, argv, NULL);
