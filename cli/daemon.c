@@ -75,8 +75,8 @@ static bool app_is_served(const struct pf_app *app)
 	char dir[PATH_MAX];
 	struct stat info;
 
-	snprintf(dir, sizeof(dir), "%s/%s", PF_BPF_PIN_ROOT, app->name);
-	return app->cgroups.count > 0 || stat(dir, &info) == 0;
+	return app->cgroups.count > 0 ||
+	       (pf_pin_app_dir(PF_BPF_PIN_ROOT, app->name, dir, sizeof(dir)) >= 0 && stat(dir, &info) == 0);
 }
 
 /* Whether state serves app_name (and, with relative, holds an attachment
@@ -382,6 +382,15 @@ int cmd_daemon(int argc, char **argv)
 	struct daemon_state state = {.inotify = -1, .bpf = bpf, .cgroup_apps_fd = -1};
 	if (load_policy(&state, config) < 0)
 		return 1;
+	/* An app it must confine and no BPF backend (not root, say): one
+	 * line with the reason, before anything else is opened. */
+	for (size_t i = 0; !bpf && i < state.policy.app_count; i++)
+		if (app_is_served(&state.policy.apps[i])) {
+			char line[PATH_MAX + 2048];
+			snprintf(line, sizeof(line), "%s: %s lists cgroups for it, and the BPF backend cannot be used here: %s",
+				 state.policy.apps[i].name, config, why);
+			return bpf_cli_refuse(line);
+		}
 	state.collector = pf_collector_open(pf_collector_path(), why, sizeof(why));
 	if (!state.collector)
 		fprintf(stderr, "portfence: %s; shim processes write their records themselves\n", why);

@@ -50,7 +50,9 @@ static const struct pf_app *attached_app(const struct pf_policy *policy, const s
 		for (size_t i = 0; i < policy->app_count && named; i++)
 			for (size_t r = 0; r < 2; r++) {
 				struct stat info;
-				snprintf(pin, sizeof(pin), "%s/%s/%s", roots[r], policy->apps[i].name, name);
+				char app_dir[PATH_MAX];
+				pf_pin_app_dir(roots[r], policy->apps[i].name, app_dir, sizeof(app_dir));
+				snprintf(pin, sizeof(pin), "%s/%s", app_dir, name);
 				if (stat(pin, &info) == 0) {
 					snprintf(where, len, "%s", cgroup[0] ? cgroup : "/");
 					return &policy->apps[i];

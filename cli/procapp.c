@@ -14,7 +14,7 @@ static void read_pins(struct proc_apps *apps, const char *root, bool run)
 {
 	for (size_t a = 0; a < apps->policy->app_count; a++) {
 		char path[4096];
-		snprintf(path, sizeof(path), "%s/%s", root, apps->policy->apps[a].name);
+		pf_pin_app_dir(root, apps->policy->apps[a].name, path, sizeof(path));
 		DIR *dir = opendir(path);
 		struct dirent *entry;
 		while (dir && (entry = readdir(dir))) {

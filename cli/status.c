@@ -265,7 +265,7 @@ static int compare_names(const void *a, const void *b)
 void status_read_cgroups(struct app_status *app, const char *pin_root)
 {
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/%s", pin_root, app->app->name);
+	pf_pin_app_dir(pin_root, app->app->name, path, sizeof(path));
 	DIR *dir = opendir(path);
 	struct dirent *entry;
 	size_t cap = 0;

@@ -1,5 +1,6 @@
 #include "kernel/pins.h"
 
+#include <stdio.h>
 #include <string.h>
 
 int pf_pin_name_encode(const char *cgroup_path, char *out, size_t out_len)
@@ -11,7 +12,7 @@ int pf_pin_name_encode(const char *cgroup_path, char *out, size_t out_len)
 	if (!*cgroup_path)
 		return -1;
 	for (const char *c = cgroup_path; *c; c++) {
-		const char *piece = *c == '%' ? "%25" : *c == '/' ? "%2F" : NULL;
+		const char *piece = *c == '%' ? "%25" : *c == '/' ? "%2F" : *c == '.' ? "%2E" : NULL;
 		size_t piece_len = piece ? 3 : 1;
 		if (len + piece_len >= out_len)
 			return -1;
@@ -40,6 +41,8 @@ int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len)
 				plain = '%';
 			else if (strncmp(c, "%2F", 3) == 0 || strncmp(c, "%2f", 3) == 0)
 				plain = '/';
+			else if (strncmp(c, "%2E", 3) == 0 || strncmp(c, "%2e", 3) == 0)
+				plain = '.';
 			else
 				return -1;
 			c += 2;
@@ -50,4 +53,14 @@ int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len)
 	}
 	out[len] = '\0';
 	return (int)len;
+}
+
+int pf_pin_app_dir(const char *root, const char *app_name, char *out, size_t out_len)
+{
+	char name[1024];
+
+	if (pf_pin_name_encode(app_name, name, sizeof(name)) < 0)
+		return -1;
+	int n = snprintf(out, out_len, "%s/%s", root, name);
+	return n < 0 || (size_t)n >= out_len ? -1 : n;
 }

@@ -1,7 +1,9 @@
 /* Where the BPF backend pins an attachment: one directory per attached
  * cgroup, /sys/fs/bpf/portfence/APP/NAME/, NAME being the cgroup's path
- * relative to the cgroup v2 mount with '%' written "%25" and '/' written
- * "%2F" (a path becomes one directory name, and decodes back). */
+ * relative to the cgroup v2 mount with '%' written "%25", '/' written
+ * "%2F" and '.' written "%2E" (a path becomes one directory name, and
+ * decodes back; bpffs refuses a '.' in a name, and every systemd unit
+ * has one).  APP is the app's name written the same way. */
 #ifndef PORTFENCE_PINS_H
 #define PORTFENCE_PINS_H
 
@@ -19,7 +21,10 @@
 int pf_pin_name_encode(const char *cgroup_path, char *out, size_t out_len);
 /* The cgroup path a pin name stands for.  Returns its length, or -1 when
  * the name is not one that pf_pin_name_encode writes (a '%' not starting
- * "%25" or "%2F"/"%2f", a bare '/') or does not fit. */
+ * "%25", "%2F"/"%2f" or "%2E"/"%2e", a bare '/') or does not fit. */
 int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len);
+/* ROOT/APP, the pin directory of app_name under root (PF_PIN_ROOT or
+ * PF_PIN_RUN_ROOT), into out; its length, or -1 when it does not fit. */
+int pf_pin_app_dir(const char *root, const char *app_name, char *out, size_t out_len);
 
 #endif

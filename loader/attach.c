@@ -102,12 +102,13 @@ bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment)
 static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attachment,
 		     const char *cgroup_relative, const char *pin_root)
 {
-	char name[PATH_MAX], path[PATH_MAX * 2];
+	char name[PATH_MAX], app_dir[PATH_MAX], path[PATH_MAX * 2];
 
 	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
 		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
-	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", pin_root,
-			     loaded->app_name, name) >= sizeof(attachment->pin_dir))
+	if (pf_pin_app_dir(pin_root, loaded->app_name, app_dir, sizeof(app_dir)) < 0 ||
+	    (size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s", app_dir, name) >=
+		    sizeof(attachment->pin_dir))
 		return -ENAMETOOLONG;
 	if (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
@@ -267,8 +268,8 @@ int pf_bpf_confine(struct pf_bpf_app *loaded, const char *cgroup_full, const cha
 	}
 	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
 		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
-	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s/%s", PF_BPF_PIN_ROOT,
-			     loaded->app_name, name) >= sizeof(attachment->pin_dir) ||
+	if ((size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s", loaded->pin_dir, name) >=
+		    sizeof(attachment->pin_dir) ||
 	    (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST))
 		attachment->pin_dir[0] = '\0';	/* status does not list it; it is confined all the same */
 	*out = attachment;
@@ -343,13 +344,13 @@ void pf_bpf_forget_app_if_unused(const char *app_name)
 {
 	char app_dir[PATH_MAX];
 
-	snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, app_name);
-	remove_app_if_unused(app_dir);
+	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, app_dir, sizeof(app_dir)) >= 0)
+		remove_app_if_unused(app_dir);
 }
 
 int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 {
-	char name[PATH_MAX], app_dir[PATH_MAX * 2];
+	char name[PATH_MAX], app_dir[PATH_MAX * 2], wanted[PATH_MAX] = "";
 	DIR *apps = opendir(PF_BPF_PIN_ROOT);
 	struct dirent *entry;
 	int detached = 0;
@@ -358,8 +359,11 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 		return errno == ENOENT ? 0 : -errno;
 	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
 		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
+	/* The app's directory name, as pf_pin_app_dir writes it. */
+	if (app_name && pf_pin_name_encode(app_name, wanted, sizeof(wanted)) < 0)
+		wanted[0] = '\0';
 	while ((entry = readdir(apps))) {
-		if (entry->d_name[0] == '.' || (app_name && strcmp(app_name, entry->d_name) != 0))
+		if (entry->d_name[0] == '.' || (app_name && strcmp(wanted, entry->d_name) != 0))
 			continue;
 		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, entry->d_name);
 		detached += detach_app_pins(app_dir, name);

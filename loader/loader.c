@@ -272,13 +272,13 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 
 static int share_maps(struct pf_bpf_app *loaded, bool *reused)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX + 64];
 	int rc;
 
 	*reused = false;
 	for (int i = 0; shared_maps(loaded->skel, i); i++) {
 		struct bpf_map *map = shared_maps(loaded->skel, i);
-		snprintf(path, sizeof(path), "%s/%s/%s", PF_BPF_PIN_ROOT, loaded->app_name, bpf_map__name(map));
+		snprintf(path, sizeof(path), "%s/%s", loaded->pin_dir, bpf_map__name(map));
 		int fd = bpf_obj_get(path);
 		if (fd < 0)
 			continue;
@@ -293,15 +293,14 @@ static int share_maps(struct pf_bpf_app *loaded, bool *reused)
 
 static int pin_maps(struct pf_bpf_app *loaded)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX + 64];
 	int rc;
 
-	snprintf(path, sizeof(path), "%s/%s", PF_BPF_PIN_ROOT, loaded->app_name);
-	if ((rc = make_dir(PF_BPF_PIN_ROOT)) < 0 || (rc = make_dir(path)) < 0)
+	if ((rc = make_dir(PF_BPF_PIN_ROOT)) < 0 || (rc = make_dir(loaded->pin_dir)) < 0)
 		return rc;
 	for (int i = 0; shared_maps(loaded->skel, i); i++) {
 		struct bpf_map *map = shared_maps(loaded->skel, i);
-		snprintf(path, sizeof(path), "%s/%s/%s", PF_BPF_PIN_ROOT, loaded->app_name, bpf_map__name(map));
+		snprintf(path, sizeof(path), "%s/%s", loaded->pin_dir, bpf_map__name(map));
 		if (access(path, F_OK) == 0)
 			continue;
 		if ((rc = bpf_map__pin(map, path)) < 0)
@@ -343,11 +342,11 @@ static void choose_exec_program(struct pf_bpf_app *loaded)
  * loads of the app. */
 static void watch_execs(struct pf_bpf_app *loaded, bool pinned)
 {
-	char path[PATH_MAX], what[PATH_MAX + 128];
+	char path[PATH_MAX + 64], what[PATH_MAX + 192];
 
 	if (!bpf_program__autoload(loaded->skel->progs.pfb_exec))
 		return;
-	snprintf(path, sizeof(path), "%s/%s/exec", PF_BPF_PIN_ROOT, loaded->app_name);
+	snprintf(path, sizeof(path), "%s/exec", loaded->pin_dir);
 	if (pinned && access(path, F_OK) == 0)
 		return;
 	loaded->exec_link = bpf_program__attach(loaded->skel->progs.pfb_exec);
@@ -400,6 +399,11 @@ int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *
 		free(loaded);
 		say(why, len, "out of memory");
 		return -ENOMEM;
+	}
+	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app->name, loaded->pin_dir, sizeof(loaded->pin_dir)) < 0) {
+		say(why, len, "app name '%s' is too long to pin", app->name);
+		pf_bpf_app_free(loaded);
+		return -ENAMETOOLONG;
 	}
 	if (share_pinned && (rc = pf_bpf_ensure_bpffs()) < 0) {
 		say(why, len, "cannot mount bpffs at /sys/fs/bpf: %s", strerror(-rc));

@@ -2,6 +2,7 @@
 #ifndef PORTFENCE_BPF_LOADER_INTERNAL_H
 #define PORTFENCE_BPF_LOADER_INTERNAL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,8 @@ struct bpf_link;
 
 struct pf_bpf_app {
 	char *app_name;
+	/* PF_BPF_PIN_ROOT/APP, the app's name as bpffs takes it (pins.h). */
+	char pin_dir[PATH_MAX];
 	const char *algorithm_name;
 	struct portfence_bpf *skel;
 	bool counters_shared;	/* the pinned counters of an earlier load */

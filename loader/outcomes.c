@@ -122,17 +122,19 @@ int pf_bpf_outcomes(const char *app_name, uint64_t *assigned, uint64_t *failed)
 {
 	static const char *const roots[] = {PF_BPF_PIN_ROOT, PF_BPF_RUN_ROOT};
 	struct tally t = {0};
-	char path[PATH_MAX], attachment[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX + 16], attachment[PATH_MAX * 2];
 
 	/* the app's own pinned map (attach, daemon): kept after a detach */
-	snprintf(path, sizeof(path), "%s/%s/outcomes", PF_BPF_PIN_ROOT, app_name);
+	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, dir, sizeof(dir)) < 0)
+		return -ENAMETOOLONG;
+	snprintf(path, sizeof(path), "%s/outcomes", dir);
 	int pinned = bpf_obj_get(path);
 	if (pinned >= 0) {
 		add_map(&t, pinned);
 		close(pinned);
 	}
 	for (size_t r = 0; r < 2; r++) {
-		snprintf(path, sizeof(path), "%s/%s", roots[r], app_name);
+		pf_pin_app_dir(roots[r], app_name, path, sizeof(path));
 		DIR *dir = opendir(path);
 		struct dirent *entry;
 		if (!dir && errno != ENOENT && !t.error)

@@ -303,11 +303,14 @@ bool pf_bpf_wait_records_or(struct pf_bpf_app *const *apps, size_t count, int ot
 
 long long pf_bpf_records_lost(const char *app_name)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX + 32];
 	uint32_t key = PF_BPF_LOSS_LOST;
 	uint64_t lost = 0;
 
-	snprintf(path, sizeof(path), "%s/%s/record_loss", PF_BPF_PIN_ROOT, app_name);
+	char dir[PATH_MAX];
+	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, dir, sizeof(dir)) < 0)
+		return 0;
+	snprintf(path, sizeof(path), "%s/record_loss", dir);
 	int fd = bpf_obj_get(path);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;

@@ -45,7 +45,7 @@ static bool run_dirs(const char *app_name, const char *cgroup_relative, char *ap
 	char name[PATH_MAX];
 
 	return pf_pin_name_encode(cgroup_relative, name, sizeof(name)) >= 0 &&
-	       (size_t)snprintf(app_dir, app_len, "%s/%s", PF_BPF_RUN_ROOT, app_name) < app_len &&
+	       pf_pin_app_dir(PF_BPF_RUN_ROOT, app_name, app_dir, app_len) >= 0 &&
 	       (size_t)snprintf(dir, dir_len, "%s/%s", app_dir, name) < dir_len;
 }
 

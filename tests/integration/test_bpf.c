@@ -655,7 +655,7 @@ static void expect_unconfined(struct prober *p, int lo, int hi, const char *when
 
 /* ---- attach / detach ---- */
 
-static void attach_then_detach(bool absolute_path)
+static void attach_then_detach(bool absolute_path, const char *cgroup_name, const char *app)
 {
 	enum { LO = 62500, HI = 62519 };
 	struct server srv;
@@ -664,14 +664,14 @@ static void attach_then_detach(bool absolute_path)
 	char relative[128], failure[128];
 
 	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
-	bpf_sandbox("attached", LO, HI, NULL);
-	const char *full = make_cgroup("attach", relative, sizeof(relative));
+	bpf_sandbox(app, LO, HI, NULL);
+	const char *full = make_cgroup(cgroup_name, relative, sizeof(relative));
 	const char *named = absolute_path ? full : relative;
 	server_start(&srv, "127.0.0.1", SERVE_GREET);
 	prober_start(&p, full, srv.port);
 	expect_unconfined(&p, LO, HI, "before attach");
 
-	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "attached",
+	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", (char *)app,
 			  (char *)named, NULL};
 	run_tool(&r, attach);
 	cr_assert_eq(r.status, 0, "attach %s: status %d\n%s%s", named, r.status, r.out, r.err);
@@ -682,7 +682,10 @@ static void attach_then_detach(bool absolute_path)
 			  "the server never saw port %u", port);
 	}
 
-	char *detach[] = {(char *)build_path("portfence"), "detach", "-a", "attached", (char *)named, NULL};
+	char *status[] = {(char *)build_path("portfence"), "status", "-c", fx.sb.policy, "--json", NULL};
+	run_tool(&r, status);
+	cr_expect(strstr(r.out, relative), "status does not list %s as attached:\n%s%s", relative, r.out, r.err);
+	char *detach[] = {(char *)build_path("portfence"), "detach", "-a", (char *)app, (char *)named, NULL};
 	run_tool(&r, detach);
 	cr_assert_eq(r.status, 0, "detach %s: status %d\n%s%s", named, r.status, r.out, r.err);
 	expect_unconfined(&p, LO, HI, "after detach");
@@ -692,12 +695,19 @@ static void attach_then_detach(bool absolute_path)
 
 Test(bpf, attach_confines_a_running_process_and_detach_releases_it)
 {
-	attach_then_detach(false);
+	attach_then_detach(false, "attach", "attached");
 }
 
 Test(bpf, attach_and_detach_take_an_absolute_cgroup_path)
 {
-	attach_then_detach(true);
+	attach_then_detach(true, "attach", "attached");
+}
+
+/* bpffs refuses a '.' in a file name: a systemd unit's cgroup
+ * (legacy.service) and an app named web.v2 must still be pinned. */
+Test(bpf, attach_and_detach_a_unit_cgroup_and_an_app_with_dots)
+{
+	attach_then_detach(false, "legacy.service", "web.v2");
 }
 
 Test(bpf, attach_to_a_missing_cgroup_fails_with_one_line)
@@ -1268,6 +1278,24 @@ static void stop_two(pid_t daemon, const char *app, const char *full_a, struct p
 	prober_stop(a);
 	prober_stop(b);
 	server_stop(srv);
+}
+
+/* A daemon that cannot use the BPF backend at all (not root) and has an
+ * app to confine: one line, with the reason, and exit 1; nothing else
+ * (collector, log) is opened or said first. */
+Test(bpf, daemon_not_root_says_why_in_one_line)
+{
+	struct run_result r;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("unrooted", 62670, 62679, "cgroups = [ \"pf-test-nobody/*\" ];");
+	chmod(fx.sb.policy, 0644);
+	char *argv[] = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-u", "PORTFENCE_COLLECTOR",
+			(char *)build_path_for_others("portfence"), "daemon", "-c", fx.sb.policy, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_expect_eq(r.status, 1, "status %d:\n%s", r.status, r.err);
+	cr_expect_eq(count_lines_starting(r.err, ""), 1, "more than one line:\n%s", r.err);
+	cr_expect(strstr(r.err, "unrooted") && strstr(r.err, "needs root"), "%s", r.err);
 }
 
 /* A listed cgroup that exists but takes no attachment (another tool's

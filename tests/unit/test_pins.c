@@ -15,12 +15,13 @@ static void expect_round_trip(const char *path, const char *encoded)
 
 Test(pins, encodes_slashes_and_percents)
 {
-	expect_round_trip("system.slice/legacy.service", "system.slice%2Flegacy.service");
+	expect_round_trip("system.slice/legacy.service", "system%2Eslice%2Flegacy%2Eservice");
 	expect_round_trip("a%2Fb/c", "a%252Fb%2Fc");
 	expect_round_trip("plain", "plain");
 	expect_round_trip("/portfence/web-42", "portfence%2Fweb-42");
 	expect_round_trip("%", "%25");
 	expect_round_trip("x/y/z%", "x%2Fy%2Fz%25");
+	expect_round_trip("..", "%2E%2E");
 }
 
 Test(pins, decodes_lower_case_slash)
