@@ -335,7 +335,11 @@ static void parse_cgroups(struct loader *ld, const config_setting_t *setting,
 {
 	parse_globs(ld, setting, file, "cgroups", &app->cgroups);
 	for (size_t i = 0; i < app->cgroups.count; i++) {
-		const char *path = app->cgroups.globs[i];
+		char *path = app->cgroups.globs[i];
+		/* "a/b/" is the cgroup a/b: written so for every matcher (the
+		 * daemon's and the kernel's birth table alike). */
+		for (size_t len = strlen(path); len > 1 && path[len - 1] == '/' && path[len - 2] != '\\'; len--)
+			path[len - 1] = '\0';
 		const char *why = pf_cgroup_glob_invalid(path);
 		if (why)
 			report(ld, setting, file,

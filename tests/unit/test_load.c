@@ -282,3 +282,19 @@ Test(load, empty_directory_is_unusable)
 	pf_policy_free(&policy);
 	rmdir(dir);
 }
+
+/* A cgroup written with a trailing '/' is the same cgroup: the daemon's
+ * matcher and the kernel's birth table must see one path, or a cgroup
+ * is confined when it is made after the daemon starts and not when it
+ * was there before. */
+Test(load, a_cgroup_with_a_trailing_slash_is_the_same_cgroup)
+{
+	struct pf_policy policy;
+	const char *text = "version = 1;\napps = ( { name = \"a\"; range = [ 61000, 61009 ];\n"
+			   "  cgroups = [ \"system.slice/x.service/\", \"/system.slice/y-*//\" ]; } );\n";
+
+	cr_assert_eq(pf_policy_load_text("t.conf", text, &policy, NULL), PF_LOAD_OK);
+	cr_expect_str_eq(policy.apps[0].cgroups.globs[0], "system.slice/x.service");
+	cr_expect_str_eq(policy.apps[0].cgroups.globs[1], "/system.slice/y-*");
+	pf_policy_free(&policy);
+}
