@@ -63,10 +63,13 @@ static void remove_pins(const char *dir)
 
 void pf_bpf_detach(struct pf_bpf_attachment *attachment)
 {
+	bool linked = false;
+
 	if (!attachment)
 		return;
 	for (int i = 0; i < PROGRAM_COUNT; i++)
 		if (attachment->links[i]) {
+			linked = true;
 			bpf_link__detach(attachment->links[i]);
 			bpf_link__destroy(attachment->links[i]);
 		}
@@ -77,8 +80,13 @@ void pf_bpf_detach(struct pf_bpf_attachment *attachment)
 			bpf_map_delete_elem(attachment->map_fd, &attachment->cgroup_id);
 		close(attachment->map_fd);
 	}
-	if (attachment->pin_dir[0])
+	/* A daemon's attachment (its cgroup in the map, no links of its own)
+	 * leaves the directory empty: it goes only if it still is, for an
+	 * `attach` of the same app and cgroup pins its links there too. */
+	if (attachment->pin_dir[0] && linked)
 		remove_pins(attachment->pin_dir);
+	else if (attachment->pin_dir[0])
+		rmdir(attachment->pin_dir);
 	free(attachment);
 }
 

@@ -1280,6 +1280,44 @@ static void stop_two(pid_t daemon, const char *app, const char *full_a, struct p
 	server_stop(srv);
 }
 
+/* `attach` of a cgroup the daemon also confines, as the same app: the
+ * attachment outlives the daemon (SPEC: until detach or reboot), so the
+ * daemon's SIGTERM must not take attach's pinned links with its own. */
+Test(bpf, a_daemons_stop_leaves_an_attach_of_the_same_cgroup, .timeout = 120)
+{
+	enum { LO = 62680, HI = 62689 };
+	char relative[128], extra[256], failure[128];
+	struct server srv;
+	struct prober p;
+	struct run_result r;
+	int exit_status;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	const char *full = make_cgroup("both", relative, sizeof(relative));
+	snprintf(extra, sizeof(extra), "cgroups = [ \"%s\" ];", relative);
+	bpf_sandbox("both", LO, HI, extra);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&p, full, srv.port);
+	pid_t daemon = daemon_start();
+	cr_assert(wait_confined(&p, LO, HI, 30, daemon, &exit_status), "the daemon never confined %s:\n%s", relative,
+		  daemon_output());
+	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "both", relative, NULL};
+	run_tool(&r, attach);
+	cr_assert_eq(r.status, 0, "attach: %d\n%s%s", r.status, r.out, r.err);
+	kill(daemon, SIGTERM);
+	exit_status = wait_exit(daemon, 20);
+	fx.daemon = exit_status >= 0 ? 0 : daemon;
+	cr_expect_eq(exit_status, 0, "the daemon's status on SIGTERM: %d", exit_status);
+	uint16_t port = prober_connect(&p, failure, sizeof(failure));
+	cr_expect(in_range(port, LO, HI), "after the daemon stopped, a connect came from %u (%s)", port, failure);
+	char *detach[] = {(char *)build_path("portfence"), "detach", "-a", "both", relative, NULL};
+	run_tool(&r, detach);
+	cr_expect_eq(r.status, 0, "detach: %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(attached_programs(full), 0, "programs still attached to %s after detach", full);
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
 /* A daemon that cannot use the BPF backend at all (not root) and has an
  * app to confine: one line, with the reason, and exit 1; nothing else
  * (collector, log) is opened or said first. */
