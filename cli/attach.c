@@ -1,5 +1,6 @@
 /* portfence attach / detach: an existing cgroup confined by an app's
  * programs, pinned so that the confinement outlives the command. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -10,6 +11,60 @@
 
 #include "bpf_cli.h"
 #include "cli.h"
+#include "kernel/pins.h"
+
+/* Whether one of the cgroups a and b (relative, no leading '/') is the
+ * other or below it: the programs of either judge the other's sockets. */
+static bool nested(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), shorter = la < lb ? la : lb;
+
+	if (strncmp(a, b, shorter) != 0)
+		return false;
+	return la == lb || shorter == 0 || (la < lb ? b[la] : a[lb]) == '/';
+}
+
+/* Another app attached at the cgroup, above it or below it (pins of
+ * attach, daemon and run --bpf alike): its name and cgroup into other
+ * and where; false when there is none. */
+static bool confined_by_another(const char *app_name, const char *relative, char *other, size_t other_len,
+				char *where, size_t where_len)
+{
+	static const char *const roots[] = {PF_PIN_ROOT, PF_PIN_RUN_ROOT};
+	char mine[PATH_MAX];
+	bool found = false;
+
+	if (pf_pin_name_encode(app_name, mine, sizeof(mine)) < 0)
+		return false;
+	for (size_t r = 0; r < 2 && !found; r++) {
+		DIR *apps = opendir(roots[r]);
+		struct dirent *app;
+		while (apps && !found && (app = readdir(apps))) {
+			char dir[PATH_MAX * 2];
+			if (app->d_name[0] == '.' || strcmp(app->d_name, mine) == 0 ||
+			    pf_pin_name_decode(app->d_name, other, other_len) < 0)
+				continue;
+			snprintf(dir, sizeof(dir), "%s/%s", roots[r], app->d_name);
+			DIR *pins = opendir(dir);
+			struct dirent *pin;
+			while (pins && !found && (pin = readdir(pins))) {
+				char decoded[PATH_MAX];
+				if (pin->d_name[0] == '.' || (pin->d_type != DT_DIR && pin->d_type != DT_UNKNOWN) ||
+				    pf_pin_name_decode(pin->d_name, decoded, sizeof(decoded)) < 0)
+					continue;
+				const char *path = decoded + strspn(decoded, "/");
+				found = nested(path, relative + strspn(relative, "/"));
+				if (found)
+					snprintf(where, where_len, "%s", path[0] ? path : "/");
+			}
+			if (pins)
+				closedir(pins);
+		}
+		if (apps)
+			closedir(apps);
+	}
+	return found;
+}
 
 int cmd_attach(int argc, char **argv)
 {
@@ -43,6 +98,15 @@ int cmd_attach(int argc, char **argv)
 	if (cli_load_policy(path, &policy) < 0)
 		return 1;
 	const struct pf_app *app = bpf_cli_find_app(&policy, path, app_name);
+	char other[PATH_MAX], where[PATH_MAX];
+	if (app && confined_by_another(app_name, relative, other, sizeof(other), where, sizeof(where))) {
+		char line[PATH_MAX * 4];
+		snprintf(line, sizeof(line), "attach: app '%s' is attached to %s; a cgroup takes one app, "
+					     "and %s is that cgroup or in its line",
+			 other, where, relative[0] ? relative : "/");
+		pf_policy_free(&policy);
+		return bpf_cli_refuse(line);
+	}
 	int status = app ? bpf_cli_attach_pinned(&policy, app, full, relative) : 1;
 	pf_policy_free(&policy);
 	if (status == 0)

@@ -1280,6 +1280,39 @@ static void stop_two(pid_t daemon, const char *app, const char *full_a, struct p
 	server_stop(srv);
 }
 
+/* SPEC: a cgroup matched by two apps is refused.  attach of a second
+ * app where another is attached, at the cgroup, above it or below it,
+ * is refused in one line naming the other, and leaves the first as it
+ * was. */
+Test(bpf, attach_refuses_a_cgroup_another_app_confines, .timeout = 120)
+{
+	char relative[128], child_relative[256];
+	struct run_result r;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	make_cgroup("taken", relative, sizeof(relative));
+	make_child_cgroup(relative, "sub", child_relative, sizeof(child_relative));
+	sandbox_init(&fx.sb, "apps = ( { name = \"first\"; range = [ 62690, 62694 ]; },\n"
+			     "  { name = \"second\"; range = [ 62695, 62699 ]; } );");
+	fx.sandboxed = true;
+	char *attach_first[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "first",
+				child_relative, NULL};
+	run_tool(&r, attach_first);
+	cr_assert_eq(r.status, 0, "attach first: %d\n%s%s", r.status, r.out, r.err);
+	const char *targets[] = {child_relative, relative};
+	for (int i = 0; i < 2; i++) {
+		char *attach_second[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "second",
+					 (char *)targets[i], NULL};
+		run_tool(&r, attach_second);
+		cr_expect_eq(r.status, 1, "attach second to %s: %d\n%s%s", targets[i], r.status, r.out, r.err);
+		cr_expect(count_lines_starting(r.err, "portfence: ") == 1 && strstr(r.err, "'first'"),
+			  "attach second to %s:\n%s", targets[i], r.err);
+	}
+	char *detach[] = {(char *)build_path("portfence"), "detach", "-a", "first", child_relative, NULL};
+	run_tool(&r, detach);
+	cr_expect_eq(r.status, 0, "detach first: %d\n%s%s", r.status, r.out, r.err);
+}
+
 /* `attach` of a cgroup the daemon also confines, as the same app: the
  * attachment outlives the daemon (SPEC: until detach or reboot), so the
  * daemon's SIGTERM must not take attach's pinned links with its own. */
