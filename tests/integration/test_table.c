@@ -613,7 +613,9 @@ static void run_row(struct verdict *v, const struct row *row, enum backend backe
 	free(r);
 }
 
-TestSuite(table, .timeout = 900);
+/* Under ASan the rows, each a private network namespace, servers and a
+ * run under each backend, take about 20 minutes. */
+TestSuite(table, .timeout = 2400);
 
 Test(table, every_row_on_both_backends)
 {
