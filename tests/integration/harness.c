@@ -490,21 +490,67 @@ void read_all(const char *path, char *buf, size_t len)
 		fclose(f);
 }
 
-/* In a sanitizer build the runtime must precede the shim in the
- * LD_PRELOAD of a program run under `portfence run` (which keeps it
- * first); programs not built for it must not abort on leaks of their
- * own.  Servers and tools the test runs itself get no runtime. */
-static void sanitizer_first(void)
+/* name=value into env (count entries, room for it), replacing name's. */
+static void env_put(char **env, size_t *count, char *entry)
 {
-	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	const char *preload = getenv("LD_PRELOAD");
-	char *value = NULL;
+	size_t name_len = strcspn(entry, "=");
+	for (size_t i = 0; i < *count; i++)
+		if (strncmp(env[i], entry, name_len) == 0 && env[i][name_len] == '=') {
+			env[i] = entry;
+			return;
+		}
+	env[(*count)++] = entry;
+}
 
+/* The child's environment, made before the fork: a child of this
+ * threaded process may not allocate (another thread may have held the
+ * allocator's lock when it forked; under ASan that hung a child in
+ * setenv).  In a sanitizer build the runtime must precede the shim in
+ * the LD_PRELOAD of a program run under `portfence run` (which keeps it
+ * first); programs not built for it must not abort on leaks of their
+ * own.  Servers and tools the test runs itself get no runtime.  Free
+ * with free_child_env. */
+static char **child_env(char *const argv[], char *const extra_env[], char **owned)
+{
+	extern char **environ;
+	size_t count = 0, extra = 0;
+	while (environ[count])
+		count++;
+	while (extra_env && extra_env[extra])
+		extra++;
+	char **env = calloc(count + extra + 3, sizeof(*env));
+	cr_assert_not_null(env);
+	memcpy(env, environ, count * sizeof(*env));
+	for (size_t i = 0; i < extra; i++)
+		env_put(env, &count, extra_env[i]);
+	owned[0] = owned[1] = NULL;
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
 	if (!runtime || !runtime[0])
-		return;
-	if (asprintf(&value, "%s%s%s", runtime, preload ? ":" : "", preload ? preload : "") >= 0)
-		setenv("LD_PRELOAD", value, 1);
-	free(value);
+		return env;
+	size_t len = strlen(argv[0]);
+	bool tool = len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0;
+	/* Leaks are looked for in our tool's own commands; not where it
+	 * runs a program (run, daemon's BPF-confined children), whose
+	 * preloaded runtime would report the program's. */
+	cr_assert(asprintf(&owned[0], "ASAN_OPTIONS=%s",
+			   tool && argv[1] && leak_checked_command(argv[1]) ? "detect_leaks=1:verify_asan_link_order=0"
+									     : "detect_leaks=0:verify_asan_link_order=0") > 0);
+	env_put(env, &count, owned[0]);
+	bool bpf = false;
+	for (int i = 1; argv[i] && strcmp(argv[i], "--") != 0; i++)
+		bpf = bpf || strcmp(argv[i], "--bpf") == 0;
+	/* run --bpf preloads no shim: its COMMAND gets no runtime (curl
+	 * with the bare ASan runtime preloaded hangs in setlocale). */
+	if (tool && !bpf) {
+		const char *preload = NULL;
+		for (size_t i = 0; i < count; i++)
+			if (strncmp(env[i], "LD_PRELOAD=", 11) == 0)
+				preload = env[i] + 11;
+		cr_assert(asprintf(&owned[1], "LD_PRELOAD=%s%s%s", runtime, preload ? ":" : "", preload ? preload : "") >
+			  0);
+		env_put(env, &count, owned[1]);
+	}
+	return env;
 }
 
 void run_program(struct run_result *r, char *const argv[], const char *stdin_text,
@@ -513,44 +559,28 @@ void run_program(struct run_result *r, char *const argv[], const char *stdin_tex
 	char out_path[] = "/tmp/pf-out-XXXXXX", err_path[] = "/tmp/pf-err-XXXXXX",
 	     in_path[] = "/tmp/pf-in-XXXXXX";
 	int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path), in_fd = mkstemp(in_path);
+	char *owned[2];
 
 	cr_assert(out_fd >= 0 && err_fd >= 0 && in_fd >= 0);
 	if (stdin_text && write(in_fd, stdin_text, strlen(stdin_text)) < 0)
 		cr_assert_fail("stdin");
 	lseek(in_fd, 0, SEEK_SET);
+	char **env = child_env(argv, extra_env, owned);
 	fflush(NULL);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
+		/* A hung program is killed rather than hanging the suite. */
+		alarm(60);
 		dup2(in_fd, 0);
 		dup2(out_fd, 1);
 		dup2(err_fd, 2);
-		for (int i = 0; extra_env && extra_env[i]; i++)
-			putenv(extra_env[i]);
-		const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-		size_t len = strlen(argv[0]);
-		bool tool = len >= 10 && strcmp(argv[0] + len - 10, "/portfence") == 0;
-		/* Leaks are looked for in our tool's own commands; not where it
-		 * runs a program (run, daemon's BPF-confined children), whose
-		 * preloaded runtime would report the program's. */
-		if (runtime && runtime[0])
-			setenv("ASAN_OPTIONS",
-			       tool && argv[1] && leak_checked_command(argv[1])
-				       ? "detect_leaks=1:verify_asan_link_order=0"
-				       : "detect_leaks=0:verify_asan_link_order=0",
-			       1);
-		bool bpf = false;
-		for (int i = 1; argv[i] && strcmp(argv[i], "--") != 0; i++)
-			bpf = bpf || strcmp(argv[i], "--bpf") == 0;
-		/* run --bpf preloads no shim: its COMMAND gets no runtime (curl
-		 * with the bare ASan runtime preloaded hangs in setlocale). */
-		if (tool && !bpf)
-			sanitizer_first();
-		/* A hung program is killed rather than hanging the suite. */
-		alarm(60);
-		execvp(argv[0], argv);
+		execvpe(argv[0], argv, env);
 		_exit(127);
 	}
+	free(env);
+	free(owned[0]);
+	free(owned[1]);
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
@@ -658,8 +688,9 @@ const char *daemon_text(const struct sandbox *sb)
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path)
 {
-	char *full[64];
+	char *full[64], *owned[2];
 	under_argv(full, sb, app, argv);
+	char **env = child_env(full, NULL, owned);
 	fflush(NULL);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
@@ -669,13 +700,13 @@ pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(out, 1);
 		dup2(out, 2);
-		sanitizer_first();
-		if (getenv("PORTFENCE_TEST_PRELOAD") && getenv("PORTFENCE_TEST_PRELOAD")[0])
-			setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 1);
 		alarm(60);
-		execv(full[0], full);
+		execve(full[0], full, env);
 		_exit(127);
 	}
+	free(env);
+	free(owned[0]);
+	free(owned[1]);
 	return pid;
 }
 
