@@ -87,7 +87,7 @@ int cmd_attach(int argc, char **argv)
 		return usage_error("attach needs -a APP and one CGROUP");
 	if (pf_bpf_unavailable(why, sizeof(why)))
 		return bpf_cli_refuse(why);
-	pf_bpf_sweep_runs();
+	pf_bpf_sweep_leftovers();
 	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0 ||
 	    stat(full, &info) < 0 || !S_ISDIR(info.st_mode)) {
 		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
@@ -151,12 +151,13 @@ int cmd_detach(int argc, char **argv)
 		return usage_error("detach needs one CGROUP");
 	if (geteuid() != 0)
 		return bpf_cli_refuse("the BPF backend needs root (CAP_BPF and CAP_SYS_ADMIN)");
-	pf_bpf_sweep_runs();
+	pf_bpf_sweep_leftovers();
 	if (pf_cgroup_resolve(argv[optind], full, sizeof(full), relative, sizeof(relative)) < 0) {
 		snprintf(why, sizeof(why), "no cgroup %s in the cgroup v2 hierarchy", argv[optind]);
 		return bpf_cli_refuse(why);
 	}
-	int detached = pf_bpf_detach_pinned(app_name, relative);
+	bool records_kept = false;
+	int detached = pf_bpf_detach_pinned(app_name, relative, &records_kept);
 	if (detached < 0) {
 		snprintf(why, sizeof(why), "cannot read %s: %s", PF_BPF_PIN_ROOT, strerror(-detached));
 		return bpf_cli_refuse(why);
@@ -171,6 +172,7 @@ int cmd_detach(int argc, char **argv)
 			snprintf(why, sizeof(why), "no app is attached to %s%s", argv[optind], missing);
 		return bpf_cli_refuse(why);
 	}
-	printf("portfence: detached %s from %s\n", app_name ? app_name : "every app", relative[0] ? relative : "/");
+	printf("portfence: detached %s from %s%s\n", app_name ? app_name : "every app", relative[0] ? relative : "/",
+	       records_kept ? "; its records not written yet stay pinned until `portfence daemon` writes them" : "");
 	return 0;
 }

@@ -56,6 +56,6 @@ int pf_bpf_outcomes(const char *app_name, uint64_t *assigned, uint64_t *failed)
 	return 0;
 }
 
-void pf_bpf_sweep_runs(void)
+void pf_bpf_sweep_leftovers(void)
 {
 }

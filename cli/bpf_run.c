@@ -312,7 +312,7 @@ static int start_command(struct run *run, pid_t keeper, int start, const char *c
 	}
 	/* A keeper killed before its end leaves the run to the sweep. */
 	if (wait_for(keeper) != 0)
-		pf_bpf_sweep_runs();
+		pf_bpf_sweep_leftovers();
 	return status;
 }
 
@@ -385,7 +385,7 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char
 	if (audit)
 		app.mode = PF_MODE_AUDIT;
 	run.app_name = app.name;
-	pf_bpf_sweep_runs();
+	pf_bpf_sweep_leftovers();
 	int status;
 	if (pf_bpf_app_load(&policy, &app, false, &run.loaded, why, sizeof(why)) < 0 ||
 	    prepare_run(&run, why, sizeof(why)) < 0) {

@@ -368,8 +368,9 @@ int cmd_daemon(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &files);
 	}
 	bool bpf = !pf_bpf_unavailable(why, sizeof(why));
-	if (bpf)
-		pf_bpf_sweep_runs();
+	/* Held until the process ends: one daemon per host. */
+	if (bpf && pf_bpf_daemon_claim(why, sizeof(why)) < 0)
+		return bpf_cli_refuse(why);
 	config = config ? config : cli_config_from_env();
 	if (realpath(config, absolute))
 		config = absolute;

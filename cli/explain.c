@@ -43,6 +43,7 @@ static const struct pf_app *attached_app(const struct pf_policy *policy, const s
 	static const char *const roots[] = {PF_PIN_ROOT, PF_PIN_RUN_ROOT};
 	char cgroup[PATH_MAX];
 
+	pf_bpf_sweep_leftovers();	/* a dead daemon's or run's pins are no attachment */
 	snprintf(cgroup, sizeof(cgroup), "%s", s->cgroup);
 	for (;;) {
 		char name[PATH_MAX], pin[PATH_MAX * 2];

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kernel/pins.h"
+#include "loader/loader.h"
 #include "procapp.h"
 
 static void read_pins(struct proc_apps *apps, const char *root, bool run)
@@ -43,6 +44,8 @@ void proc_apps_init(struct proc_apps *apps, const struct pf_policy *policy)
 {
 	memset(apps, 0, sizeof(*apps));
 	apps->policy = policy;
+	/* A dead daemon's or run's pins are no attachment. */
+	pf_bpf_sweep_leftovers();
 	read_pins(apps, PF_PIN_ROOT, false);
 	read_pins(apps, PF_PIN_RUN_ROOT, true);
 }

@@ -475,7 +475,7 @@ int cmd_status(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("status takes no arguments besides its options");
-	pf_bpf_sweep_runs();
+	pf_bpf_sweep_leftovers();
 	if (format == FORMAT_WATCH)
 		return status_watch(path ? path : cli_config_from_env(), only);
 	return show(path ? path : cli_config_from_env(), only, format);

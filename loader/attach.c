@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -118,17 +119,19 @@ static int pin_links(struct pf_bpf_app *loaded, struct pf_bpf_attachment *attach
 	    (size_t)snprintf(attachment->pin_dir, sizeof(attachment->pin_dir), "%s/%s", app_dir, name) >=
 		    sizeof(attachment->pin_dir))
 		return -ENAMETOOLONG;
+	/* A sweep of a dead daemon's empty directories waits meanwhile. */
+	int root = pf_bpf_lock_pin_root(), rc = 0;
 	if (mkdir(attachment->pin_dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	for (int i = 0; i < PROGRAM_COUNT; i++) {
+		rc = -errno;
+	for (int i = 0; i < PROGRAM_COUNT && rc == 0; i++) {
 		snprintf(path, sizeof(path), "%s/%s", attachment->pin_dir,
 			 bpf_program__name(pf_bpf_app_program(loaded, i)));
 		unlink(path);
-		int rc = bpf_link__pin(attachment->links[i], path);
-		if (rc < 0)
-			return rc;
+		rc = bpf_link__pin(attachment->links[i], path);
 	}
-	return 0;
+	if (root >= 0)
+		close(root);
+	return rc;
 }
 
 /* Which cgroup, from cgroup_full up to the mount, holds another
@@ -328,8 +331,57 @@ static int detach_app_pins(const char *app_dir, const char *pin_name)
 	return pf_bpf_unpin_links(dir);
 }
 
-/* An app directory whose cgroups are all gone holds only its maps. */
-static void remove_app_if_unused(const char *app_dir)
+/* Whether the pinned ring of an app (its directory) holds records no
+ * drain has read: its producer ahead of its consumer. */
+static bool ring_unread(const char *app_dir)
+{
+	char path[PATH_MAX + 16];
+	long page = sysconf(_SC_PAGESIZE);
+	bool unread = false;
+
+	snprintf(path, sizeof(path), "%s/records", app_dir);
+	int fd = bpf_obj_get(path);
+	if (fd < 0)
+		return false;
+	/* The consumer's position heads the first page, the producer's the
+	 * second. */
+	void *consumer = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
+	void *producer = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, page);
+	if (consumer != MAP_FAILED && producer != MAP_FAILED)
+		unread = __atomic_load_n((unsigned long *)producer, __ATOMIC_ACQUIRE) !=
+			 __atomic_load_n((unsigned long *)consumer, __ATOMIC_ACQUIRE);
+	if (consumer != MAP_FAILED)
+		munmap(consumer, (size_t)page);
+	if (producer != MAP_FAILED)
+		munmap(producer, (size_t)page);
+	close(fd);
+	return unread;
+}
+
+/* Whether the app's programs lost records that no error record has
+ * reported yet. */
+static bool loss_unreported(const char *app_dir)
+{
+	char path[PATH_MAX + 16];
+	uint32_t keys[2] = {PF_BPF_LOSS_LOST, PF_BPF_LOSS_REPORTED};
+	uint64_t counts[2] = {0, 0};
+
+	snprintf(path, sizeof(path), "%s/record_loss", app_dir);
+	int fd = bpf_obj_get(path);
+	if (fd < 0)
+		return false;
+	for (int i = 0; i < 2; i++)
+		if (bpf_map_lookup_elem(fd, &keys[i], &counts[i]) < 0)
+			counts[i] = 0;
+	close(fd);
+	return counts[0] > counts[1];
+}
+
+/* An app directory whose cgroups are all gone holds only its maps: they
+ * go, unless they hold records (or a loss) not written yet, which the
+ * next daemon writes (it serves every app pinned here).  Whether they
+ * were kept for that. */
+static bool remove_app_if_unused(const char *app_dir)
 {
 	DIR *listing = opendir(app_dir);
 	struct dirent *entry;
@@ -338,14 +390,18 @@ static void remove_app_if_unused(const char *app_dir)
 	bool in_use = false;
 
 	if (!listing)
-		return;
+		return false;
 	while ((entry = readdir(listing)) && !in_use) {
 		snprintf(path, sizeof(path), "%s/%s", app_dir, entry->d_name);
 		in_use = entry->d_name[0] != '.' && stat(path, &info) == 0 && S_ISDIR(info.st_mode);
 	}
 	closedir(listing);
-	if (!in_use)
-		remove_pins(app_dir);
+	if (in_use)
+		return false;
+	if (ring_unread(app_dir) || loss_unreported(app_dir))
+		return true;
+	remove_pins(app_dir);
+	return false;
 }
 
 void pf_bpf_forget_app_if_unused(const char *app_name)
@@ -356,7 +412,7 @@ void pf_bpf_forget_app_if_unused(const char *app_name)
 		remove_app_if_unused(app_dir);
 }
 
-int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
+int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative, bool *records_kept)
 {
 	char name[PATH_MAX], app_dir[PATH_MAX * 2], wanted[PATH_MAX] = "";
 	DIR *apps = opendir(PF_BPF_PIN_ROOT);
@@ -374,8 +430,10 @@ int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative)
 		if (entry->d_name[0] == '.' || (app_name && strcmp(wanted, entry->d_name) != 0))
 			continue;
 		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, entry->d_name);
-		detached += detach_app_pins(app_dir, name);
-		remove_app_if_unused(app_dir);
+		int here = detach_app_pins(app_dir, name);
+		detached += here;
+		if (remove_app_if_unused(app_dir) && here)
+			*records_kept = true;
 	}
 	closedir(apps);
 	/* A cgroup a daemon confines has a pin directory and no links: its

@@ -97,14 +97,17 @@ int pf_bpf_attach_under(struct pf_bpf_app *loaded, const char *cgroup_full, cons
 			const char *pin_root, struct pf_bpf_attachment **out, char *why, size_t len);
 /* Forgets the links, leaving them attached through their pins. */
 void pf_bpf_attachment_release(struct pf_bpf_attachment *attachment);
-/* Removes app_name's pinned maps when no cgroup of it is left. */
+/* Removes app_name's pinned maps when no cgroup of it is left and
+ * they hold no record not written yet. */
 void pf_bpf_forget_app_if_unused(const char *app_name);
 /* Detaches and forgets the links (and their pins). */
 void pf_bpf_detach(struct pf_bpf_attachment *attachment);
 /* The links of a cgroup pinned for app_name (all apps when NULL):
- * detached and unpinned.  Returns how many apps were detached, or
- * -errno. */
-int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative);
+ * detached and unpinned; an app's maps too when it has no cgroup left,
+ * unless its ring holds records not written yet (*records_kept set
+ * true: the next daemon writes them).  Returns how many apps were
+ * detached, or -errno. */
+int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative, bool *records_kept);
 /* The links pinned in dir, detached; then their pins and dir removed.
  * 1, or 0 when dir cannot be read. */
 int pf_bpf_unpin_links(const char *dir);
@@ -116,8 +119,8 @@ bool pf_bpf_attachment_alive(const struct pf_bpf_attachment *attachment);
  * (NAME: the run's cgroup, encoded as above), so that the run stays
  * confined whatever happens to the processes that made it.  The run's
  * launcher and keeper hold a lock on that directory while they live;
- * an unlocked one is left over, and pf_bpf_sweep_runs removes it once
- * its cgroup is empty or gone. */
+ * an unlocked one is left over, and pf_bpf_sweep_leftovers removes it
+ * once its cgroup is empty or gone. */
 #define PF_BPF_RUN_ROOT PF_PIN_RUN_ROOT
 /* The run's directory, made and locked: its fd (close it to let go), or
  * -errno with the reason in why. */
@@ -125,10 +128,19 @@ int pf_bpf_run_claim(const char *app_name, const char *cgroup_relative, char *wh
 /* After the run's pins are gone: its directory, then the app's and the
  * runs' directories removed when empty, and the lock let go. */
 void pf_bpf_run_release(int claim, const char *app_name, const char *cgroup_relative);
-/* The runs no process holds: a run whose cgroup is gone or empty is
- * detached, unpinned and its cgroup removed; one whose cgroup still has
- * processes stays confined through its pins.  Quiet; as root only. */
-void pf_bpf_sweep_runs(void);
+/* What dead commands left pinned: the runs no process holds (a run
+ * whose cgroup is gone or empty is detached, unpinned and its cgroup
+ * removed; one whose cgroup still has processes stays confined through
+ * its pins), and, when no daemon is alive, the empty directories a
+ * daemon writes per confined cgroup and its cgroup map (its links died
+ * with it; the apps' maps stay, their records for the next drain).
+ * Quiet; as root only. */
+void pf_bpf_sweep_leftovers(void);
+/* The daemon's claim: a lock on PF_BPF_PIN_ROOT, held for its life (one
+ * daemon per host: two would attach twice and unpin each other's
+ * map), then the leftovers of a dead one swept.  Its fd, or -errno with
+ * the reason in why. */
+int pf_bpf_daemon_claim(char *why, size_t len);
 
 /* Records: drained from the programs' ring buffer and appended to the
  * log, many per write(2). */

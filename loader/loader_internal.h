@@ -56,6 +56,13 @@ int pf_bpf_attach_programs(struct bpf_program *const programs[PF_BPF_PROGRAM_COU
 
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */
 int pf_bpf_ensure_bpffs(void);
+/* The lock on bpffs's root that making pin directories and sweeping
+ * them take in turns (waits for it): its fd, or -errno. */
+int pf_bpf_lock_pin_root(void);
+/* The runs no process holds: a run whose cgroup is gone or empty is
+ * detached, unpinned and its cgroup removed; one whose cgroup still has
+ * processes stays confined through its pins.  Quiet; as root only. */
+void pf_bpf_sweep_runs(void);
 
 /* The rule tries: sized before the load, filled after it. */
 int pf_bpf_size_rules(struct pf_bpf_app *loaded, const struct pf_app *app, char *why, size_t len);

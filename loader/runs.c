@@ -17,8 +17,9 @@
 
 /* Making a run's directory and sweeping runs take turns: both hold a
  * lock on bpffs's root, so that a sweep never finds a run directory made
- * but not yet locked.  The fd, or -errno. */
-static int lock_pin_root(void)
+ * but not yet locked (attach's directories and the sweep of a dead
+ * daemon's take the same turns).  The fd, or -errno. */
+int pf_bpf_lock_pin_root(void)
 {
 	int fd = open(BPFFS, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -58,8 +59,8 @@ int pf_bpf_run_claim(const char *app_name, const char *cgroup_relative, char *wh
 		snprintf(why, len, "cannot pin the run under %s: name too long", PF_BPF_RUN_ROOT);
 		return -ENAMETOOLONG;
 	}
-	if ((rc = pf_bpf_ensure_bpffs()) < 0 || (rc = root = lock_pin_root()) < 0 || (rc = make_dir(PF_BPF_RUN_ROOT)) < 0 ||
-	    (rc = make_dir(app_dir)) < 0 || (rc = make_dir(dir)) < 0)
+	if ((rc = pf_bpf_ensure_bpffs()) < 0 || (rc = root = pf_bpf_lock_pin_root()) < 0 ||
+	    (rc = make_dir(PF_BPF_RUN_ROOT)) < 0 || (rc = make_dir(app_dir)) < 0 || (rc = make_dir(dir)) < 0)
 		goto out;
 	claim = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (claim < 0)
@@ -81,7 +82,7 @@ out:
 void pf_bpf_run_release(int claim, const char *app_name, const char *cgroup_relative)
 {
 	char app_dir[PATH_MAX], dir[PATH_MAX * 2];
-	int root = lock_pin_root();
+	int root = pf_bpf_lock_pin_root();
 
 	if (run_dirs(app_name, cgroup_relative, app_dir, sizeof(app_dir), dir, sizeof(dir))) {
 		rmdir(dir);
@@ -125,7 +126,7 @@ void pf_bpf_sweep_runs(void)
 
 	if (geteuid() != 0 || access(PF_BPF_RUN_ROOT, F_OK) < 0)
 		return;
-	int root = lock_pin_root();
+	int root = pf_bpf_lock_pin_root();
 	DIR *apps = opendir(PF_BPF_RUN_ROOT);
 	while (apps && (app = readdir(apps))) {
 		if (app->d_name[0] == '.')

@@ -655,8 +655,13 @@ void run_under(struct run_result *r, const struct sandbox *sb, const char *app,
 
 pid_t daemon_spawn(const struct sandbox *sb)
 {
+	return daemon_spawn_to(sb, "daemon.out");
+}
+
+pid_t daemon_spawn_to(const struct sandbox *sb, const char *out_name)
+{
 	char out_path[256];
-	snprintf(out_path, sizeof(out_path), "%s/daemon.out", sb->dir);
+	snprintf(out_path, sizeof(out_path), "%s/%s", sb->dir, out_name);
 	const char *tool = build_path("portfence");
 	fflush(NULL);
 	pid_t pid = fork();

@@ -93,13 +93,15 @@ void run_under_with(struct run_result *r, char *const options[], const struct sa
 /* A loopback port free for both UDP and TCP (a DNS server's). */
 uint16_t free_dns_port(void);
 
-/* portfence run -c POLICY [-a APP] -- argv... in the background, its
- * stdout and stderr appended to out_path; killed after 60 s. */
 /* `portfence daemon -c sb->policy` in the background (stdin /dev/null,
  * stdout and stderr to sb->dir/daemon.out; it dies with the test
  * process): its pid.  daemon_text: what it wrote so far. */
 pid_t daemon_spawn(const struct sandbox *sb);
+/* The same, its output in the sandbox file out_name. */
+pid_t daemon_spawn_to(const struct sandbox *sb, const char *out_name);
 const char *daemon_text(const struct sandbox *sb);
+/* portfence run -c POLICY [-a APP] -- argv... in the background, its
+ * stdout and stderr appended to out_path; killed after 60 s. */
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path);
 /* Its exit status, or 128+signal. */

@@ -1774,6 +1774,149 @@ Test(bpf, daemon_leaves_no_pins_and_no_attachments_after_sigterm)
 	server_stop(&srv);
 }
 
+/* Records of an attached cgroup wait in the app's pinned ring until a
+ * daemon writes them.  detach of its last cgroup unpinned the ring with
+ * them in it, and they were lost without a word; it keeps them now, says
+ * so, and the next daemon writes them. */
+Test(bpf, detach_keeps_records_not_yet_written_for_the_next_daemon, .timeout = 120)
+{
+	enum { LO = 62770, HI = 62779, CONNECTS = 3 };
+	struct server srv;
+	struct prober p;
+	struct run_result r;
+	char relative[128], failure[128];
+	uint16_t ports[CONNECTS];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("waiting", LO, HI, NULL);
+	const char *full = make_cgroup("waiting", relative, sizeof(relative));
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&p, full, srv.port);
+	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "waiting", relative,
+			  NULL};
+	run_tool(&r, attach);
+	cr_assert_eq(r.status, 0, "attach: status %d\n%s%s", r.status, r.out, r.err);
+	for (int i = 0; i < CONNECTS; i++) {
+		ports[i] = prober_connect(&p, failure, sizeof(failure));
+		cr_assert(in_range(ports[i], LO, HI), "connect %d came from %u (%s)", i, ports[i], failure);
+	}
+	char *detach[] = {(char *)build_path("portfence"), "detach", "-a", "waiting", relative, NULL};
+	run_tool(&r, detach);
+	cr_assert_eq(r.status, 0, "detach: status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(nonempty_lines(r.out) + nonempty_lines(r.err), 1, "one line:\n%s%s", r.out, r.err);
+	cr_expect(strstr(r.out, "records") && strstr(r.out, "daemon"),
+		  "detach does not say that the records wait for the daemon:\n%s", r.out);
+	cr_expect(app_pinned("waiting"), "the app's ring is no longer pinned after detach");
+	expect_unconfined(&p, LO, HI, "after detach");
+
+	pid_t daemon = daemon_start();
+	for (int i = 0; i < CONNECTS; i++) {
+		json_t *records;
+		json_t *record = wait_assign_record(ports[i], &records);
+		cr_expect_not_null(record, "no assign record of port %u, made before the detach:\n%s", ports[i],
+				   daemon_output());
+		json_decref(records);
+	}
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "waiting", fulls);
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
+/* A second daemon is refused in one line, and the first confines on.
+ * It ran beside the first: its own programs at the same cgroups, the
+ * shim's collector refused, and on SIGTERM it unlinked the cgroup map
+ * the first had pinned. */
+Test(bpf, a_second_daemon_is_refused_and_the_first_confines_on, .timeout = 120)
+{
+	enum { LO = 62750, HI = 62759 };
+	struct server srv;
+	struct prober p;
+	const char *full;
+	char out[PATH_MAX], failure[128];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	pid_t daemon = daemon_on_one_cgroup("twice", "twice", LO, HI, &srv, &p, &full);
+	unsigned programs = attached_programs(full);
+	pid_t second = daemon_spawn_to(&fx.sb, "second.out");
+	int second_status = wait_exit(second, 30);
+	if (second_status < 0) {
+		kill(second, SIGTERM);
+		wait_exit(second, 20);
+	}
+	snprintf(out, sizeof(out), "%s/second.out", fx.sb.dir);
+	char said[4096] = "";
+	read_all(out, said, sizeof(said));
+	cr_expect_eq(second_status, 1, "the second daemon's status: %d (-1: it ran on)\n%s", second_status, said);
+	cr_expect_eq(nonempty_lines(said), 1, "one line:\n%s", said);
+	cr_expect(strstr(said, "daemon"), "the line does not say a daemon runs:\n%s", said);
+
+	cr_expect(wait_exit(daemon, 0) < 0, "the first daemon exited:\n%s", daemon_output());
+	cr_expect_eq(attached_programs(full), programs, "programs at %s: %u, before the second daemon %u", full,
+		     attached_programs(full), programs);
+	cr_expect(cgroup_in_map(full), "%s left the first daemon's cgroup map", full);
+	for (int i = 0; i < 3; i++) {
+		uint16_t port = prober_connect(&p, failure, sizeof(failure));
+		cr_expect(in_range(port, LO, HI), "connect %d came from %u (%s)", i, port, failure);
+	}
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "twice", fulls);
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
+/* The cgroups `status --json` lists as attached for app. */
+static size_t status_cgroup_count(const char *app)
+{
+	struct run_result r;
+	json_error_t error;
+	char *argv[] = {(char *)build_path("portfence"), "status", "-c", fx.sb.policy, "--json", NULL};
+
+	run_tool(&r, argv);
+	json_t *root = json_loads(r.out, 0, &error);
+	cr_assert_not_null(root, "status --json is not JSON (%s):\n%s%s", error.text, r.out, r.err);
+	size_t count = json_array_size(json_object_get(app_entry(root, app), "cgroups"));
+	json_decref(root);
+	return count;
+}
+
+/* kill -9 of the daemon takes its programs with it (it held the links):
+ * status and explain then find no cgroup attached for the app (they
+ * read the daemon's pin directories, left behind, as attachments), and
+ * a new daemon starts and confines again. */
+Test(bpf, after_kill_9_of_the_daemon_status_and_explain_find_nothing_attached, .timeout = 120)
+{
+	enum { LO = 62760, HI = 62769 };
+	struct server srv;
+	struct prober p;
+	const char *full;
+	int exit_status;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	pid_t daemon = daemon_on_one_cgroup("killed", "killed", LO, HI, &srv, &p, &full);
+	cr_assert_eq(status_cgroup_count("killed"), 1, "status does not list the daemon's cgroup");
+	kill(daemon, SIGKILL);
+	cr_assert_eq(wait_exit(daemon, 10), 128 + SIGKILL);
+	fx.daemon = 0;
+	expect_unconfined(&p, LO, HI, "after kill -9 of the daemon");
+	struct run_result r;
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", (int)p.pid);
+	char *explain[] = {(char *)build_path("portfence"), "explain", "-c", fx.sb.policy, "--pid", pid, NULL};
+	run_tool(&r, explain);
+	cr_expect(!strstr(r.out, "is attached as app killed"), "explain reads the killed daemon's pins:\n%s%s", r.out,
+		  r.err);
+	cr_expect_eq(status_cgroup_count("killed"), 0, "status lists a cgroup of the killed daemon as attached");
+
+	daemon = daemon_start();
+	cr_expect(wait_confined(&p, LO, HI, 30, daemon, &exit_status), "a new daemon never confined (status %d):\n%s",
+		  exit_status, daemon_output());
+	const char *const fulls[] = {full, NULL};
+	stop_daemon_clean(daemon, "killed", fulls);
+	prober_stop(&p);
+	server_stop(&srv);
+}
+
 /* ---- bench.json ---- */
 
 /* bench.json stays JSON when the BPF measures cannot run: here the

@@ -258,15 +258,18 @@ Test(status, prometheus_passes_promtool, .timeout = 90)
 /* `portfence status OPTION -c POLICY` for each of options (e.g. "--json
  * --prometheus"), in a private mount namespace whose /sys/fs/bpf is a
  * tmpfs that setup (shell; $p is the holder app's pin directory) fills
- * first. */
+ * first.  The shell holds the daemon's lock on /sys/fs/bpf/portfence, as
+ * a live daemon does: else status would sweep the empty directories as
+ * a dead daemon's. */
 static void status_with_fake_pins(struct run_result *r, const char *setup, const char *options)
 {
 	struct sandbox sb;
-	char cmd[1024];
+	char cmd[2048];
 
 	status_sandbox(&sb, 65300);
 	snprintf(cmd, sizeof(cmd),
 		 "mount -t tmpfs none /sys/fs/bpf && p=/sys/fs/bpf/portfence/holder && %s && "
+		 "mkdir -p /sys/fs/bpf/portfence && exec 9</sys/fs/bpf/portfence && flock 9 && "
 		 "for option in %s; do '%s' status $option -c '%s' || exit; done",
 		 setup, options, build_path("portfence"), sb.policy);
 	char *argv[] = {"unshare", "-m", "sh", "-c", cmd, NULL};
