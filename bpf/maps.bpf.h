@@ -83,9 +83,11 @@ struct {
 #define PFB_SOCKET_KERNEL_PORT 16u	/* UDP: its port is the kernel's, given for an unbound send that was refused */
 #define PFB_SOCKET_PORT_SHIFT 16
 
+/* 8192 of the host's latest execs (about 4.3 MiB, preallocated): a
+ * record needs its process's entry only until the next drain. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct pf_bpf_exe);
 } exes SEC(".maps");

@@ -219,7 +219,11 @@ int pfb_exec(__u64 *ctx)
 
 	if (!scratch)
 		return 0;
+	struct pf_bpf_exe *last = bpf_map_lookup_elem(&exes, &pid);
+	if (!last || bpf_probe_read_kernel_str(scratch->before, sizeof(scratch->before), last->path) < 0)
+		scratch->before[0] = '\0';
 	bpf_probe_read_kernel_str(scratch->path, sizeof(scratch->path), BPF_CORE_READ(bprm, filename));
+	scratch->exec_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&exes, &pid, scratch, BPF_ANY);
 	return 0;
 }

@@ -97,11 +97,16 @@ struct pf_bpf_record {
 #define PF_BPF_OUTCOME_FAILED 1
 #define PF_BPF_OUTCOME_ENTRIES 2
 
-/* The program a process last exec'd, by pid: the record's exe for a
- * process gone before its records were drained. */
+/* The program a process last exec'd, by pid, as execve(2) was given
+ * it; the one it ran before ("" when unknown: exec'd before the watch,
+ * or forked from one that was); and when (CLOCK_MONOTONIC ns, as the
+ * records are stamped).  A record drained after its process exec'd
+ * again, or was gone, is named by them, not by /proc/PID/exe. */
 #define PF_BPF_EXE_LEN 256
 struct pf_bpf_exe {
 	char path[PF_BPF_EXE_LEN];
+	char before[PF_BPF_EXE_LEN];
+	__u64 exec_ns;
 };
 
 /* The cgroups one attachment serves (bpf/cgroups.bpf.h): cgroup_apps

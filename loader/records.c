@@ -34,7 +34,8 @@ struct resolve_cache {
 	int cgroup_mount_fd;
 	size_t cgroup_mount_len;
 	struct { uint64_t id; char path[256]; } cgroups[32];
-	struct { uint32_t pid; char exe[PATH_MAX]; } exes[32];
+	/* A process's program for the records stamped in [from_ns, until_ns). */
+	struct { uint32_t pid; uint64_t from_ns, until_ns; char exe[PATH_MAX]; } exes[32];
 	unsigned next_cgroup, next_exe;
 };
 
@@ -94,30 +95,59 @@ void pf_bpf_note_cgroup(uint64_t id, const char *relative)
 	sink->cgroups[slot].id = id;
 }
 
-/* The program's path, read when the record is drained; for a process
- * gone by then, the path it exec'd, resolved as /proc/PID/exe would have
- * it (links followed) while that path still names a file; else empty
- * (comm still names it). */
-static const char *exe_path(struct resolve_cache *sink, const struct pf_bpf_app *loaded, uint32_t pid)
+static uint64_t monotonic_now_ns(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000000 + (uint64_t)now.tv_nsec;
+}
+
+/* A path execve(2) was given, resolved as /proc/PID/exe would have it
+ * (links followed) while it still names a file; else as given. */
+static void resolve_exec_path(const char *given, char *exe, size_t len)
+{
+	char real[PATH_MAX];
+	bool resolved = given[0] == '/' && realpath(given, real);
+	snprintf(exe, len, "%s", resolved ? real : given);
+}
+
+/* The program that made a record stamped at_ns.  The exec watch's
+ * entry for the pid says when the process last exec'd: a record from
+ * before is named by the program it ran then ("" when unknown; comm
+ * still names it); a later one by /proc/PID/exe, or by the entry when
+ * the process is gone.  Each answer holds for an interval of stamps, so
+ * that a process is looked up once per drain, not once per record. */
+static const char *exe_path(struct resolve_cache *sink, const struct pf_bpf_app *loaded, uint32_t pid,
+			    uint64_t at_ns)
 {
 	char link[64];
 	struct pf_bpf_exe noted;
 
 	for (unsigned i = 0; i < 32; i++)
-		if (sink->exes[i].pid == pid && sink->exes[i].exe[0])
+		if (sink->exes[i].pid == pid && at_ns >= sink->exes[i].from_ns && at_ns < sink->exes[i].until_ns)
 			return sink->exes[i].exe;
 	unsigned slot = sink->next_exe++ % 32;
 	char *exe = sink->exes[slot].exe;
-	snprintf(link, sizeof(link), "/proc/%u/exe", pid);
-	ssize_t n = readlink(link, exe, sizeof(sink->exes[slot].exe) - 1);
-	exe[n > 0 ? n : 0] = '\0';
-	if (n <= 0 && bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.exes), &pid, &noted) == 0) {
-		noted.path[sizeof(noted.path) - 1] = '\0';
-		char real[PATH_MAX];
-		bool resolved = noted.path[0] == '/' && realpath(noted.path, real);
-		snprintf(exe, sizeof(sink->exes[slot].exe), "%s", resolved ? real : noted.path);
+	size_t len = sizeof(sink->exes[slot].exe);
+	uint64_t now = monotonic_now_ns();
+	bool known = bpf_map_lookup_elem(bpf_map__fd(loaded->skel->maps.exes), &pid, &noted) == 0;
+	if (known) {
+		noted.path[sizeof(noted.path) - 1] = noted.before[sizeof(noted.before) - 1] = '\0';
 	}
 	sink->exes[slot].pid = pid;
+	if (known && at_ns < noted.exec_ns) {
+		resolve_exec_path(noted.before, exe, len);
+		sink->exes[slot].from_ns = 0;
+		sink->exes[slot].until_ns = noted.exec_ns;
+		return exe;
+	}
+	snprintf(link, sizeof(link), "/proc/%u/exe", pid);
+	ssize_t n = readlink(link, exe, len - 1);
+	exe[n > 0 ? n : 0] = '\0';
+	if (n <= 0 && known)
+		resolve_exec_path(noted.path, exe, len);
+	sink->exes[slot].from_ns = known ? noted.exec_ns : 0;
+	sink->exes[slot].until_ns = now;
 	return exe;
 }
 
@@ -226,7 +256,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	struct timespec when = wall_time(r->monotonic_ns);
 	struct pf_record_fields fields = {
 		.when = &when, .event = event_of[r->event], .app = loaded->app_name, .pid = r->pid,
-		.exe = exe_path(cache, loaded, r->pid), .udp = r->udp, .family = r->family,
+		.exe = exe_path(cache, loaded, r->pid, r->monotonic_ns), .udp = r->udp, .family = r->family,
 		.local = (struct sockaddr *)&local, .remote = (struct sockaddr *)&remote,
 		.algorithm = loaded->algorithm_name, .attempts = r->attempts, .error = (int)r->error,
 		.comm = comm, .cgroup = cgroup_path(cache, r->cgroup_id),

@@ -2161,6 +2161,59 @@ Test(bpf, a_socket_whose_unbound_send_was_refused_never_connects_on_the_kernels_
 	json_decref(records);
 }
 
+/* The exe of the assign records to the server, in the order written. */
+static void assign_exes(uint16_t server_port, char exes[][PATH_MAX], size_t max, size_t *count)
+{
+	char remote[32];
+	json_t *records = audit_records(fx.sb.log), *record;
+
+	snprintf(remote, sizeof(remote), "127.0.0.1:%u", server_port);
+	*count = 0;
+	for (int i = 0; (record = audit_find(records, "assign", i)) && *count < max; i++)
+		if (field(record, "remote") && strcmp(field(record, "remote"), remote) == 0)
+			snprintf(exes[(*count)++], PATH_MAX, "%s", field(record, "exe") ? field(record, "exe") : "");
+	json_decref(records);
+}
+
+/* A record names the program that made it, whatever the process ran at
+ * the drain.  bash connects (/dev/tcp), then execs: at once (its record
+ * named the program exec'd next, /proc/PID/exe at the drain), or after a
+ * drain, into a program that connects too (its record named bash, the
+ * exe cached for the pid). */
+Test(bpf, a_record_names_the_program_that_made_it_across_an_exec, .timeout = 60)
+{
+	struct server srv;
+	struct run_result r;
+	char command[PATH_MAX + 128], bash[PATH_MAX], sleeper[PATH_MAX], client[PATH_MAX], exes[4][PATH_MAX];
+	size_t count;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	cr_assert_not_null(realpath("/bin/bash", bash), "realpath /bin/bash: %s", strerror(errno));
+	cr_assert_not_null(realpath("/bin/sleep", sleeper), "realpath /bin/sleep: %s", strerror(errno));
+	cr_assert_not_null(realpath(build_path("bpf-static-client"), client));
+	bpf_sandbox("execs", 62780, 62789, NULL);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+
+	snprintf(command, sizeof(command), "exec 3<>/dev/tcp/127.0.0.1/%u && exec sleep 1", srv.port);
+	char *at_once[] = {"/bin/bash", "-c", command, NULL};
+	run_bpf(&r, "execs", at_once);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	assign_exes(srv.port, exes, 4, &count);
+	cr_assert_eq(count, 1, "%zu assign records", count);
+	cr_expect_str_eq(exes[0], bash, "the record names %s (%s ran at the drain)", exes[0], sleeper);
+
+	snprintf(command, sizeof(command), "exec 3<>/dev/tcp/127.0.0.1/%u && sleep 0.5 && exec %s tcp 127.0.0.1 %u",
+		 srv.port, client, srv.port);
+	char *later[] = {"/bin/bash", "-c", command, NULL};
+	run_bpf(&r, "execs", later);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "status %d\n%s%s", r.status, r.out, r.err);
+	assign_exes(srv.port, exes, 4, &count);
+	cr_assert_eq(count, 3, "%zu assign records", count);
+	cr_expect_str_eq(exes[1], bash);
+	cr_expect_str_eq(exes[2], client, "the exec'd program's record names %s", exes[2]);
+}
+
 /* The keeper of a run drains its records, finds the cgroup empty,
  * removes it and drains once more.  A program that sends and exits
  * between that drain and the check leaves its record to the last drain,
