@@ -68,8 +68,9 @@ CLI_SRC      = $(filter-out cli/bpf_absent.c,$(wildcard cli/*.c))
 BPF_LIBS     = -lbpf
 ALL_CFLAGS  += -DPF_HAVE_BPF=1
 endif
-# test_sequence.c also runs the core's walk in the kernel: BPF builds only.
-UNIT_SRC   = $(filter-out $(if $(filter 0,$(BPF)),tests/unit/test_sequence.c),$(wildcard tests/unit/*.c))
+# test_sequence.c and test_glob_kernel.c also run BPF code in the kernel:
+# BPF builds only.
+UNIT_SRC   = $(filter-out $(if $(filter 0,$(BPF)),tests/unit/test_sequence.c tests/unit/test_glob_kernel.c),$(wildcard tests/unit/*.c))
 INTEG_SRC  = $(wildcard tests/integration/*.c)
 BENCH_SRC  = $(wildcard bench/*.c)
 
@@ -139,6 +140,17 @@ $(SEQ_RUN_SKEL): $(SEQ_RUN_OBJ)
 	bpftool gen skeleton $< name sequence_run > $@.tmp && mv $@.tmp $@
 $(call obj,tests/unit/test_sequence.c): $(SEQ_RUN_SKEL)
 $(call obj,tests/unit/test_sequence.c): ALL_CFLAGS += -I$(BUILD)/bpf
+
+# The same for the kernel's cgroup glob matcher, against fnmatch(3).
+GLOB_RUN_OBJ  = $(BUILD)/bpf/glob_run.bpf.o
+GLOB_RUN_SKEL = $(BUILD)/bpf/glob_run.skel.h
+$(GLOB_RUN_OBJ): tests/core/glob_run.bpf.c $(wildcard bpf/*.h)
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@
+$(GLOB_RUN_SKEL): $(GLOB_RUN_OBJ)
+	bpftool gen skeleton $< name glob_run > $@.tmp && mv $@.tmp $@
+$(call obj,tests/unit/test_glob_kernel.c): $(GLOB_RUN_SKEL)
+$(call obj,tests/unit/test_glob_kernel.c): ALL_CFLAGS += -I$(BUILD)/bpf
 
 $(BPF_SKEL): $(BPF_OBJ)
 	bpftool gen skeleton $< name portfence_bpf > $@.tmp && mv $@.tmp $@

@@ -11,6 +11,7 @@
 #define PORTFENCE_BPF_BIRTHS_BPF_H
 
 #include "bpf/cgroups.bpf.h"
+#include "bpf/glob.bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -18,77 +19,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pf_bpf_cgroup_glob);
 } cgroup_globs SEC(".maps");
-
-/* One glob against one path, a step at a time (bpf_loop): `*` within a
- * component, `?`, literal bytes; the classic match that backtracks to the
- * last star, which cannot reach back past a '/' (components align).  The
- * walk's state lives in a map, not on the stack: the verifier then sees
- * one state per step, not one per position. */
-struct pfb_glob_walk {
-	__u32 g, p;
-	__s32 star_g, star_p;
-	int result;	/* 0 running, 1 match, -1 no match */
-	__u32 app;	/* the app the globs matched so far */
-	int refused;	/* two apps' globs matched */
-};
-struct pfb_glob_scratch {
-	char path[PF_BPF_GLOB_PATH];
-	char glob[PF_BPF_GLOB_LEN];
-	struct pfb_glob_walk w;
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct pfb_glob_scratch);
-} glob_scratch SEC(".maps");
-
-static __always_inline struct pfb_glob_scratch *pfb_glob_scratch(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&glob_scratch, &zero);
-}
-
-static long pfb_glob_step(__u32 index, void *ctx)
-{
-	struct pfb_glob_scratch *s = pfb_glob_scratch();
-
-	(void)index;
-	(void)ctx;
-	if (!s)
-		return 1;
-	struct pfb_glob_walk *w = &s->w;
-	char pc = w->p < PF_BPF_GLOB_PATH ? s->path[w->p & (PF_BPF_GLOB_PATH - 1)] : 0;
-	char gc = w->g < PF_BPF_GLOB_LEN ? s->glob[w->g & (PF_BPF_GLOB_LEN - 1)] : 0;
-	if (!pc && !gc) {
-		w->result = 1;
-		return 1;
-	}
-	if (gc == '*') {
-		w->star_g = (__s32)w->g;
-		w->star_p = (__s32)w->p;
-		w->g++;
-		return 0;
-	}
-	if (pc && gc && (gc == pc || (gc == '?' && pc != '/'))) {
-		if (gc == '/')
-			w->star_g = -1;	/* a star never crosses into the next component */
-		w->g++;
-		w->p++;
-		return 0;
-	}
-	if (w->star_g >= 0 && w->star_p >= 0) {
-		char taken = s->path[(__u32)w->star_p & (PF_BPF_GLOB_PATH - 1)];
-		if (taken && taken != '/') {
-			w->star_p++;
-			w->p = (__u32)w->star_p;
-			w->g = (__u32)w->star_g + 1;
-			return 0;
-		}
-	}
-	w->result = -1;
-	return 1;
-}
 
 /* Each glob of the table against the new cgroup's path (in the
  * scratch): the one app they name, or refused when two apps' do. */
@@ -103,11 +33,7 @@ static long pfb_birth_glob(__u32 index, void *ctx)
 	if (glob->app == s->w.app)
 		return 0;	/* this app matches already */
 	__builtin_memcpy(s->glob, glob->glob, sizeof(s->glob));
-	s->w.g = s->w.p = 0;
-	s->w.star_g = s->w.star_p = -1;
-	s->w.result = 0;
-	bpf_loop(PF_BPF_GLOB_PATH * (PF_BPF_GLOB_LEN + 1), pfb_glob_step, NULL, 0);
-	if (s->w.result != 1)
+	if (!pfb_glob_matches(s))
 		return 0;
 	if (s->w.app) {
 		s->w.refused = 1;
