@@ -35,7 +35,7 @@ static __always_inline int pfb_assign_for_connect(struct bpf_sock_addr *ctx, con
 	/* The kernel sends the unspecified address to loopback: the
 	 * 4-tuples the walk checks are loopback's. */
 	if (pfb_is_zero(w.d.addr))
-		pfb_loopback_source(d, w.d.addr);
+		pfb_loopback_address(d->family, w.d.addr);
 	int wildcard = !w.udp && pfb_is_zero(w.source);
 	if (wildcard)
 		pfb_learned_source(&w, bpf_get_netns_cookie(ctx));

@@ -665,14 +665,20 @@ static __always_inline void pfb_walk_bind(struct pfb_walk *w, const struct pf_bp
  * local route's preferred source): binding it rather than the wildcard
  * spares the connect a re-hash, and the 4-tuple check a second lookup.
  * Other destinations keep the wildcard: their source is the route's. */
+/* Loopback's address of family, written over a zero address. */
+static __always_inline void pfb_loopback_address(__u32 family, __u32 *addr)
+{
+	if (family == AF_INET)
+		addr[0] = bpf_htonl(0x7f000001);
+	else
+		addr[3] = bpf_htonl(1);
+}
+
 static __always_inline void pfb_loopback_source(const struct pfb_dest *d, __u32 *source)
 {
 	/* The unspecified address is loopback's, where the kernel sends it. */
 	if (pfb_is_zero(d->addr)) {
-		if (d->family == AF_INET)
-			source[0] = bpf_htonl(0x7f000001);
-		else
-			source[3] = bpf_htonl(1);
+		pfb_loopback_address(d->family, source);
 		return;
 	}
 	if (d->family == AF_INET && (bpf_ntohl(d->addr[0]) >> 24) == 127)
