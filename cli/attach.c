@@ -1,6 +1,5 @@
 /* portfence attach / detach: an existing cgroup confined by an app's
  * programs, pinned so that the confinement outlives the command. */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -24,46 +23,40 @@ static bool nested(const char *a, const char *b)
 	return la == lb || shorter == 0 || (la < lb ? b[la] : a[lb]) == '/';
 }
 
+struct another_app {
+	const char *mine;	/* the app being attached, whose own pins do not count */
+	const char *relative;	/* its cgroup, no leading '/' */
+	char *other, *where;
+	size_t other_len, where_len;
+	bool found;
+};
+
+static bool note_another_app(void *opaque, const char *app_name, const char *cgroup_path)
+{
+	struct another_app *search = opaque;
+	const char *path = cgroup_path + strspn(cgroup_path, "/");
+
+	if (strcmp(app_name, search->mine) == 0 || !nested(path, search->relative))
+		return false;
+	snprintf(search->other, search->other_len, "%s", app_name);
+	snprintf(search->where, search->where_len, "%s", path[0] ? path : "/");
+	search->found = true;
+	return true;
+}
+
 /* Another app attached at the cgroup, above it or below it (pins of
  * attach, daemon and run --bpf alike): its name and cgroup into other
  * and where; false when there is none. */
 static bool confined_by_another(const char *app_name, const char *relative, char *other, size_t other_len,
 				char *where, size_t where_len)
 {
-	static const char *const roots[] = {PF_PIN_ROOT, PF_PIN_RUN_ROOT};
-	char mine[PATH_MAX];
-	bool found = false;
+	struct another_app search = {app_name, relative + strspn(relative, "/"), other, where, other_len, where_len,
+				     false};
 
-	if (pf_pin_name_encode(app_name, mine, sizeof(mine)) < 0)
-		return false;
-	for (size_t r = 0; r < 2 && !found; r++) {
-		DIR *apps = opendir(roots[r]);
-		struct dirent *app;
-		while (apps && !found && (app = readdir(apps))) {
-			char dir[PATH_MAX * 2];
-			if (app->d_name[0] == '.' || strcmp(app->d_name, mine) == 0 ||
-			    pf_pin_name_decode(app->d_name, other, other_len) < 0)
-				continue;
-			snprintf(dir, sizeof(dir), "%s/%s", roots[r], app->d_name);
-			DIR *pins = opendir(dir);
-			struct dirent *pin;
-			while (pins && !found && (pin = readdir(pins))) {
-				char decoded[PATH_MAX];
-				if (pin->d_name[0] == '.' || (pin->d_type != DT_DIR && pin->d_type != DT_UNKNOWN) ||
-				    pf_pin_name_decode(pin->d_name, decoded, sizeof(decoded)) < 0)
-					continue;
-				const char *path = decoded + strspn(decoded, "/");
-				found = nested(path, relative + strspn(relative, "/"));
-				if (found)
-					snprintf(where, where_len, "%s", path[0] ? path : "/");
-			}
-			if (pins)
-				closedir(pins);
-		}
-		if (apps)
-			closedir(apps);
-	}
-	return found;
+	pf_pins_each(PF_PIN_ROOT, note_another_app, &search);
+	if (!search.found)
+		pf_pins_each(PF_PIN_RUN_ROOT, note_another_app, &search);
+	return search.found;
 }
 
 int cmd_attach(int argc, char **argv)

@@ -1,13 +1,12 @@
 /* portfence check: validate a policy and show what each app will get. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cli.h"
-#include "config/cgroup_glob.h"
 #include "config/policy.h"
 #include "kernel/cgroup.h"
 #include "kernel/kernel_ports.h"
@@ -136,42 +135,25 @@ static bool print_app(const struct pf_app *app, const struct pf_kernel_ports *po
 	return have_ports && warn_isolation(app, ports, &fit);
 }
 
-/* glob without the cgroup v2 mount it starts with, or NULL when it
- * does not start with it. */
-static const char *under_mount(const char *glob, const char *mount)
+/* As the loader says its errors, straight to stderr. */
+static void say_on_stderr(void *unused, const char *file, int line, const char *fmt, va_list args)
 {
-	size_t len = strlen(mount);
-	return len > 1 && strncmp(glob, mount, len) == 0 && glob[len] == '/' ? glob + len : NULL;
+	(void)unused;
+	fprintf(stderr, "%s:%d: ", file, line);
+	vfprintf(stderr, fmt, args);
+	fputc('\n', stderr);
 }
 
 /* Two apps' globs that meet once the mount is taken off one of them:
  * the daemon matches them so, and the loader, which reads no mount,
- * compared them as written. Said as the loader says its own; the count. */
+ * compared them as written. The count. */
 static int check_cgroups_under_mount(const struct pf_policy *policy)
 {
 	char mount[4096];
-	int errors = 0;
 
 	if (pf_cgroup2_mount(mount, sizeof(mount)) < 0)
 		return 0;
-	for (size_t j = 1; j < policy->app_count; j++)
-		for (size_t i = 0; i < j; i++) {
-			const struct pf_app *later = &policy->apps[j], *earlier = &policy->apps[i];
-			for (size_t g = 0; g < later->cgroups.count; g++)
-				for (size_t h = 0; h < earlier->cgroups.count; h++) {
-					const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
-					const char *a_rel = under_mount(a, mount), *b_rel = under_mount(b, mount);
-					if ((!a_rel && !b_rel) ||
-					    !pf_cgroup_globs_intersect(a_rel ? a_rel : a, b_rel ? b_rel : b))
-						continue;
-					fprintf(stderr, "%s:%d: cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can "
-							"match the same cgroup\n",
-						later->file, later->cgroups_line, a, later->name, b, earlier->name,
-						earlier->file, earlier->cgroups_line);
-					errors++;
-				}
-		}
-	return errors;
+	return (int)pf_policy_cgroup_overlaps(policy, mount, say_on_stderr, NULL);
 }
 
 static void print_summary(const char *path, const struct pf_policy *policy)

@@ -88,28 +88,22 @@ static const struct served_app *confined_below(const struct daemon_state *state,
 	return NULL;
 }
 
-/* An entry may name the mount itself ("/sys/fs/cgroup/unified/x-*"):
- * what follows it. */
-static const char *under_mount(const struct daemon_state *state, const char *glob)
-{
-	size_t len = strlen(state->mount);
-	return strncmp(glob, state->mount, len) == 0 && glob[len] == '/' ? glob + len : glob;
-}
-
 static bool app_matches(const struct daemon_state *state, const struct pf_app *app, const char *relative)
 {
 	for (size_t g = 0; g < app->cgroups.count; g++)
-		if (pf_cgroup_glob_match(under_mount(state, app->cgroups.globs[g]), relative))
+		if (pf_cgroup_glob_match(pf_cgroup_under_mount(app->cgroups.globs[g], state->mount), relative))
 			return true;
 	return false;
 }
 
 static bool any_glob_leads(const struct daemon_state *state, const char *relative)
 {
-	for (size_t i = 0; i < state->app_count; i++)
-		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++)
-			if (pf_cgroup_glob_leads(under_mount(state, state->apps[i].app->cgroups.globs[g]), relative))
+	for (size_t i = 0; i < state->app_count; i++) {
+		const struct pf_app *app = state->apps[i].app;
+		for (size_t g = 0; g < app->cgroups.count; g++)
+			if (pf_cgroup_glob_leads(pf_cgroup_under_mount(app->cgroups.globs[g], state->mount), relative))
 				return true;
+	}
 	return false;
 }
 
@@ -216,7 +210,7 @@ void daemon_start_births(struct daemon_state *state)
 		return;
 	for (size_t i = 0; i < state->app_count; i++)
 		for (size_t g = 0; g < state->apps[i].app->cgroups.count; g++) {
-			const char *under = under_mount(state, state->apps[i].app->cgroups.globs[g]);
+			const char *under = pf_cgroup_under_mount(state->apps[i].app->cgroups.globs[g], state->mount);
 			snprintf(glob, sizeof(glob), "%s%s", under[0] == '/' ? "" : "/", under);
 			for (size_t n = strlen(glob); n > 1 && glob[n - 1] == '/'; n--)
 				glob[n - 1] = '\0';
@@ -242,7 +236,7 @@ void daemon_start_births(struct daemon_state *state)
  * pattern character, never its last), into out; how many. */
 static size_t fixed_parent(const struct daemon_state *state, const char *glob, char *out, size_t len)
 {
-	const char *p = under_mount(state, glob);
+	const char *p = pf_cgroup_under_mount(glob, state->mount);
 	size_t count = 0, used = 0;
 
 	out[0] = '\0';

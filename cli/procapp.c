@@ -1,5 +1,4 @@
 /* Which app a running process belongs to (procapp.h). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,32 +10,34 @@
 #include "loader/loader.h"
 #include "procapp.h"
 
+struct pins_of_app {
+	struct proc_apps *apps;
+	int app;	/* its index in the policy */
+	bool run;	/* under PF_PIN_RUN_ROOT */
+};
+
+static bool add_attached(void *opaque, const char *app_name, const char *cgroup_path)
+{
+	struct pins_of_app *pins = opaque;
+	struct proc_apps *apps = pins->apps;
+	struct attached_cgroup *grown = realloc(apps->cgroups, (apps->cgroup_count + 1) * sizeof(*grown));
+
+	(void)app_name;
+	if (!grown)
+		return true;
+	apps->cgroups = grown;
+	const char *relative = cgroup_path + strspn(cgroup_path, "/");
+	grown[apps->cgroup_count] = (struct attached_cgroup){pins->app, strdup(relative), pins->run};
+	if (grown[apps->cgroup_count].path)
+		apps->cgroup_count++;
+	return false;
+}
+
 static void read_pins(struct proc_apps *apps, const char *root, bool run)
 {
 	for (size_t a = 0; a < apps->policy->app_count; a++) {
-		char path[4096];
-		pf_pin_app_dir(root, apps->policy->apps[a].name, path, sizeof(path));
-		DIR *dir = opendir(path);
-		struct dirent *entry;
-		while (dir && (entry = readdir(dir))) {
-			char decoded[4096];
-			if (entry->d_name[0] == '.' || (entry->d_type != DT_DIR && entry->d_type != DT_UNKNOWN) ||
-			    pf_pin_name_decode(entry->d_name, decoded, sizeof(decoded)) < 0)
-				continue;
-			struct attached_cgroup *grown =
-				realloc(apps->cgroups, (apps->cgroup_count + 1) * sizeof(*grown));
-			if (!grown)
-				break;
-			apps->cgroups = grown;
-			const char *relative = decoded;
-			while (*relative == '/')
-				relative++;
-			grown[apps->cgroup_count] = (struct attached_cgroup){(int)a, strdup(relative), run};
-			if (grown[apps->cgroup_count].path)
-				apps->cgroup_count++;
-		}
-		if (dir)
-			closedir(dir);
+		struct pins_of_app pins = {apps, (int)a, run};
+		pf_pins_each_of_app(root, apps->policy->apps[a].name, add_attached, &pins);
 	}
 }
 

@@ -2,7 +2,6 @@
  * range (one NETLINK_SOCK_DIAG dump per family and protocol, filtered in
  * the kernel by port), the processes that hold them, and the cgroups the
  * BPF backend attached and the records its programs lost. */
-#include <dirent.h>
 #include <errno.h>
 #include <unistd.h>
 #include <getopt.h>
@@ -262,45 +261,56 @@ static int compare_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* An app never attached has no directory; any other failure (a
+ * non-root caller: the pins are root's) is said, once per root. */
+static void say_pins_unreadable(const struct app_status *app, const char *pin_root, int error)
+{
+	static const char *said[2];	/* the roots already said */
+	size_t slot = 0;
+	char path[4096];
+
+	if (error == ENOENT)
+		return;
+	while (slot < 2 && said[slot] && strcmp(said[slot], pin_root) != 0)
+		slot++;
+	if (slot < 2 && !said[slot]) {
+		said[slot] = pin_root;
+		pf_pin_app_dir(pin_root, app->app->name, path, sizeof(path));
+		fprintf(stderr, "portfence: status: cannot read %s: %s; the cgroups attached are not shown%s\n",
+			path, strerror(error), geteuid() ? " (run as root)" : "");
+	}
+}
+
+struct cgroup_list {
+	struct app_status *app;
+	size_t cap;	/* of app->cgroups, as this root's read grew it */
+};
+
+static bool add_cgroup(void *opaque, const char *app_name, const char *cgroup_path)
+{
+	struct cgroup_list *list = opaque;
+	struct app_status *app = list->app;
+
+	(void)app_name;
+	if (app->cgroup_count == list->cap) {
+		list->cap = list->cap ? list->cap * 2 : 8;
+		char **grown = realloc(app->cgroups, list->cap * sizeof(*grown));
+		if (!grown)
+			return true;
+		app->cgroups = grown;
+	}
+	if ((app->cgroups[app->cgroup_count] = strdup(cgroup_path)))
+		app->cgroup_count++;
+	return false;
+}
+
 void status_read_cgroups(struct app_status *app, const char *pin_root)
 {
-	char path[4096];
-	pf_pin_app_dir(pin_root, app->app->name, path, sizeof(path));
-	DIR *dir = opendir(path);
-	struct dirent *entry;
-	size_t cap = 0;
+	struct cgroup_list list = {app, 0};
+	int rc = pf_pins_each_of_app(pin_root, app->app->name, add_cgroup, &list);
 
-	/* An app never attached has no directory; any other failure (a
-	 * non-root caller: the pins are root's) is said, once per root. */
-	if (!dir && errno != ENOENT) {
-		static const char *said[2];	/* the roots already said */
-		size_t slot = 0;
-		while (slot < 2 && said[slot] && strcmp(said[slot], pin_root) != 0)
-			slot++;
-		if (slot < 2 && !said[slot]) {
-			said[slot] = pin_root;
-			fprintf(stderr, "portfence: status: cannot read %s: %s; the cgroups attached are not shown%s\n",
-				path, strerror(errno), geteuid() ? " (run as root)" : "");
-		}
-	}
-	while (dir && (entry = readdir(dir))) {
-		char decoded[4096];
-		if (entry->d_name[0] == '.' ||
-		    (entry->d_type != DT_DIR && entry->d_type != DT_UNKNOWN) ||
-		    pf_pin_name_decode(entry->d_name, decoded, sizeof(decoded)) < 0)
-			continue;
-		if (app->cgroup_count == cap) {
-			cap = cap ? cap * 2 : 8;
-			char **grown = realloc(app->cgroups, cap * sizeof(*grown));
-			if (!grown)
-				break;
-			app->cgroups = grown;
-		}
-		if ((app->cgroups[app->cgroup_count] = strdup(decoded)))
-			app->cgroup_count++;
-	}
-	if (dir)
-		closedir(dir);
+	if (rc < 0)
+		say_pins_unreadable(app, pin_root, -rc);
 	if (app->cgroup_count)
 		qsort(app->cgroups, app->cgroup_count, sizeof(*app->cgroups), compare_names);
 }

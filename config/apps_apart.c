@@ -1,9 +1,11 @@
 /* Checks across apps, once every file of a policy is read: two apps with
- * one name, ranges that overlap, cgroup globs two apps can both match,
- * and the app `default` names. */
+ * one name, ranges that overlap, cgroup globs two apps can both match
+ * (also for `check`, which knows the cgroup v2 mount), and the app
+ * `default` names. */
 #include "config/cgroup_glob.h"
 #include "config/load_internal.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,30 +79,70 @@ static void report_overlaps(struct loader *ld)
 	free(order);
 }
 
+static void say(pf_say_fn *say_fn, void *opaque, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static void say(pf_say_fn *say_fn, void *opaque, const char *file, int line, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	say_fn(opaque, file, line, fmt, args);
+	va_end(args);
+}
+
+/* With a mount, only a pair with one glob at least written under it
+ * (pf_cgroup_under_mount gives any other back as it is): a pair written
+ * without it was compared as written, by the loader. */
+static bool globs_meet(const char *a, const char *b, const char *mount)
+{
+	if (!mount)
+		return pf_cgroup_globs_intersect(a, b);
+	const char *a_relative = pf_cgroup_under_mount(a, mount);
+	const char *b_relative = pf_cgroup_under_mount(b, mount);
+	return (a_relative != a || b_relative != b) && pf_cgroup_globs_intersect(a_relative, b_relative);
+}
+
+/* The pairs of later's globs and earlier's that meet; how many. */
+static size_t app_pair_overlaps(const struct pf_app *later, const struct pf_app *earlier, const char *mount,
+				pf_say_fn *say_fn, void *opaque)
+{
+	size_t count = 0;
+
+	for (size_t g = 0; g < later->cgroups.count; g++)
+		for (size_t h = 0; h < earlier->cgroups.count; h++) {
+			const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
+			if (!globs_meet(a, b, mount))
+				continue;
+			say(say_fn, opaque, later->file, later->cgroups_line,
+			    "cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can match the same cgroup",
+			    a, later->name, b, earlier->name, earlier->file, earlier->cgroups_line);
+			count++;
+		}
+	return count;
+}
+
+size_t pf_policy_cgroup_overlaps(const struct pf_policy *policy, const char *mount, pf_say_fn *say_fn,
+				 void *opaque)
+{
+	size_t count = 0;
+
+	for (size_t j = 1; j < policy->app_count; j++)
+		for (size_t i = 0; i < j; i++)
+			count += app_pair_overlaps(&policy->apps[j], &policy->apps[i], mount, say_fn, opaque);
+	return count;
+}
+
+static void add_diag(void *diags, const char *file, int line, const char *fmt, va_list args)
+{
+	pf_diags_vadd(diags, file, line, fmt, args);
+}
+
 /* A cgroup that two apps' globs can both match: known here, so refused
  * here, rather than by the daemon when such a cgroup appears. */
 static void report_cgroup_overlaps(struct loader *ld)
 {
-	const struct pf_policy *policy = ld->policy;
-
-	for (size_t j = 1; j < policy->app_count; j++) {
-		const struct pf_app *later = &policy->apps[j];
-		for (size_t i = 0; i < j; i++) {
-			const struct pf_app *earlier = &policy->apps[i];
-			for (size_t g = 0; g < later->cgroups.count; g++)
-				for (size_t h = 0; h < earlier->cgroups.count; h++) {
-					const char *a = later->cgroups.globs[g], *b = earlier->cgroups.globs[h];
-					if (!pf_cgroup_globs_intersect(a, b))
-						continue;
-					ld->invalid = true;
-					pf_diags_add(ld->diags, later->file, later->cgroups_line,
-						     "cgroup \"%s\" of app '%s' and \"%s\" of app '%s' (%s:%d) can "
-						     "match the same cgroup",
-						     a, later->name, b, earlier->name, earlier->file,
-						     earlier->cgroups_line);
-				}
-		}
-	}
+	if (pf_policy_cgroup_overlaps(ld->policy, NULL, add_diag, ld->diags))
+		ld->invalid = true;
 }
 
 /* Two apps with one name, or ranges that overlap: sorted, so that a

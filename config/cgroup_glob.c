@@ -1,5 +1,6 @@
-/* Globs over cgroup paths: matching (fnmatch), and whether two globs
- * can match one path, for `check`. */
+/* Globs over cgroup paths: matching (fnmatch), whether two globs can
+ * match one path (for `check`), and a glob written with the mount read
+ * relative to it. */
 #include <fnmatch.h>
 #include <stdint.h>
 #include <string.h>
@@ -179,6 +180,13 @@ const char *pf_cgroup_glob_invalid(const char *glob)
 			return "a '[' is never closed, a '\\' ends it, or a component is longer than 255";
 	}
 	return NULL;
+}
+
+const char *pf_cgroup_under_mount(const char *glob, const char *mount)
+{
+	size_t len = strlen(mount);
+
+	return len > 1 && strncmp(glob, mount, len) == 0 && glob[len] == '/' ? glob + len : glob;
 }
 
 bool pf_cgroup_glob_match(const char *glob, const char *relative)

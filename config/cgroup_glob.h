@@ -21,5 +21,10 @@ bool pf_cgroup_glob_leads(const char *glob, const char *relative);
 /* Whether some cgroup path matches both globs (exact, for `*`, `?`,
  * `[...]` and '\' escapes). */
 bool pf_cgroup_globs_intersect(const char *a, const char *b);
+/* glob as it reads relative to the cgroup v2 mount: what follows the
+ * mount when glob starts with it and a '/' ("/sys/fs/cgroup/a/b" under
+ * "/sys/fs/cgroup": "/a/b"), else glob itself, which then names the path
+ * relative to the mount already.  A mount of "" or "/" is no prefix. */
+const char *pf_cgroup_under_mount(const char *glob, const char *mount);
 
 #endif

@@ -9,14 +9,21 @@
 void pf_diags_add(struct pf_diags *diags, const char *file, int line,
 		  const char *fmt, ...)
 {
-	char message[1024], *text = NULL;
 	va_list args;
+
+	va_start(args, fmt);
+	pf_diags_vadd(diags, file, line, fmt, args);
+	va_end(args);
+}
+
+void pf_diags_vadd(struct pf_diags *diags, const char *file, int line,
+		   const char *fmt, va_list args)
+{
+	char message[1024], *text = NULL;
 
 	if (!diags)
 		return;
-	va_start(args, fmt);
 	vsnprintf(message, sizeof(message), fmt, args);
-	va_end(args);
 	int rc = line > 0 ? asprintf(&text, "%s:%d: %s", file, line, message)
 			  : asprintf(&text, "%s: %s", file, message);
 	if (rc < 0)

@@ -4,6 +4,7 @@
 #ifndef PORTFENCE_POLICY_H
 #define PORTFENCE_POLICY_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -134,7 +135,20 @@ void pf_policy_free(struct pf_policy *policy);
 
 void pf_diags_add(struct pf_diags *diags, const char *file, int line,
 		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void pf_diags_vadd(struct pf_diags *diags, const char *file, int line,
+		   const char *fmt, va_list args) __attribute__((format(printf, 4, 0)));
 void pf_diags_free(struct pf_diags *diags);
+
+/* Says one error at FILE:LINE: the loader into its diags, `check` on
+ * stderr. */
+typedef void pf_say_fn(void *opaque, const char *file, int line, const char *fmt, va_list args);
+/* Each pair of two apps' cgroup globs that can match one cgroup, said
+ * once at the later app's `cgroups` line; how many.  mount NULL: the
+ * globs as written (the loader, which reads no mount).  Else the pairs
+ * the daemon matches otherwise: one glob at least written under mount,
+ * each compared with the mount taken off (pf_cgroup_under_mount). */
+size_t pf_policy_cgroup_overlaps(const struct pf_policy *policy, const char *mount, pf_say_fn *say,
+				 void *opaque);
 
 const char *pf_algorithm_name(enum pf_algorithm algorithm);
 int pf_algorithm_from_name(const char *name, enum pf_algorithm *algorithm);

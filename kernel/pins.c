@@ -1,5 +1,8 @@
 #include "kernel/pins.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,4 +66,58 @@ int pf_pin_app_dir(const char *root, const char *app_name, char *out, size_t out
 		return -1;
 	int n = snprintf(out, out_len, "%s/%s", root, name);
 	return n < 0 || (size_t)n >= out_len ? -1 : n;
+}
+
+/* The attachments in one app's directory; true when each stopped. */
+static bool each_in_app_dir(DIR *dir, const char *app_name, pf_pin_fn *each, void *opaque)
+{
+	struct dirent *entry;
+
+	while ((entry = readdir(dir))) {
+		char cgroup_path[PATH_MAX];
+		if (entry->d_name[0] == '.' || (entry->d_type != DT_DIR && entry->d_type != DT_UNKNOWN) ||
+		    pf_pin_name_decode(entry->d_name, cgroup_path, sizeof(cgroup_path)) < 0)
+			continue;
+		if (each(opaque, app_name, cgroup_path))
+			return true;
+	}
+	return false;
+}
+
+int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque)
+{
+	DIR *apps = opendir(root);
+	struct dirent *entry;
+	bool stopped = false;
+
+	if (!apps)
+		return -errno;
+	while (!stopped && (entry = readdir(apps))) {
+		char app_name[PATH_MAX], app_dir[PATH_MAX * 2];
+		if (entry->d_name[0] == '.' || pf_pin_name_decode(entry->d_name, app_name, sizeof(app_name)) < 0)
+			continue;
+		snprintf(app_dir, sizeof(app_dir), "%s/%s", root, entry->d_name);
+		DIR *dir = opendir(app_dir);
+		if (!dir)
+			continue;
+		stopped = each_in_app_dir(dir, app_name, each, opaque);
+		closedir(dir);
+	}
+	closedir(apps);
+	return 0;
+}
+
+int pf_pins_each_of_app(const char *root, const char *app_name, pf_pin_fn *each, void *opaque)
+{
+	char app_dir[PATH_MAX];
+
+	/* A name too long for a pin directory was never attached. */
+	if (pf_pin_app_dir(root, app_name, app_dir, sizeof(app_dir)) < 0)
+		return -ENOENT;
+	DIR *dir = opendir(app_dir);
+	if (!dir)
+		return -errno;
+	each_in_app_dir(dir, app_name, each, opaque);
+	closedir(dir);
+	return 0;
 }

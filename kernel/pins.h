@@ -7,6 +7,7 @@
 #ifndef PORTFENCE_PINS_H
 #define PORTFENCE_PINS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define PF_PIN_ROOT "/sys/fs/bpf/portfence"
@@ -26,5 +27,20 @@ int pf_pin_name_decode(const char *pin_name, char *out, size_t out_len);
 /* ROOT/APP, the pin directory of app_name under root (PF_PIN_ROOT or
  * PF_PIN_RUN_ROOT), into out; its length, or -1 when it does not fit. */
 int pf_pin_app_dir(const char *root, const char *app_name, char *out, size_t out_len);
+
+/* One attachment: its app's name and its cgroup's path, both decoded
+ * (the path as its pin name has it, no leading '/' added or taken off).
+ * Returns true to stop the walk. */
+typedef bool pf_pin_fn(void *opaque, const char *app_name, const char *cgroup_path);
+/* Calls each for every attachment under root (PF_PIN_ROOT or
+ * PF_PIN_RUN_ROOT): each directory ROOT/APP/NAME/.  An APP or NAME that
+ * starts with '.' or does not decode is skipped, and so is a NAME whose
+ * d_type says it is no directory (an unknown d_type is taken for one).
+ * 0, or -errno when root cannot be read. */
+int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque);
+/* The same for the attachments of app_name only (ROOT/APP/NAME/); 0, or
+ * -errno when its directory cannot be read (-ENOENT: the app was never
+ * attached under root). */
+int pf_pins_each_of_app(const char *root, const char *app_name, pf_pin_fn *each, void *opaque);
 
 #endif

@@ -337,6 +337,21 @@ void sandbox_cleanup(struct sandbox *sb)
 		fprintf(stderr, "could not remove %s\n", sb->dir);
 }
 
+void temp_dir_make(struct temp_dir *temp, const char *name)
+{
+	snprintf(temp->dir, sizeof(temp->dir), "/tmp/pf-%s-XXXXXX", name);
+	cr_assert_not_null(mkdtemp(temp->dir), "%s: %s", temp->dir, strerror(errno));
+	snprintf(temp->log, sizeof(temp->log), "%s/audit.jsonl", temp->dir);
+}
+
+void temp_dir_remove(const struct temp_dir *temp)
+{
+	char command[128];
+
+	snprintf(command, sizeof(command), "rm -rf '%s'", temp->dir);
+	cr_assert_eq(system(command), 0, "%s", command);
+}
+
 /* Programs whose policy leaves state_dir to its default keep their state
  * in $XDG_RUNTIME_DIR/portfence: a directory of this run, whose states
  * (segments outlive every process) are removed when the run ends, and

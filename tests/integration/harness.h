@@ -62,6 +62,19 @@ void sandbox_init(struct sandbox *sb, const char *apps_text);
  * TIME_WAIT on a port it binds by number lasts 60 s). */
 void private_loopback_net(void);
 void sandbox_cleanup(struct sandbox *sb);
+
+/* A directory of the test's own with no policy in it (sandbox_init
+ * writes one), for a log the test writes itself or files of its own. */
+struct temp_dir {
+	char dir[64];	/* /tmp/pf-NAME-XXXXXX, made */
+	char log[128];	/* DIR/audit.jsonl, not made */
+};
+
+void temp_dir_make(struct temp_dir *temp, const char *name);
+/* rm -rf of the directory: the test fails when it cannot (where
+ * sandbox_cleanup only says so). */
+void temp_dir_remove(const struct temp_dir *temp);
+
 /* The default policy (/etc/portfence.conf) as this test process and what
  * it runs see it: text, or none (NULL).  The first call moves the process
  * into a mount namespace of its own with an overlay on /etc, so the

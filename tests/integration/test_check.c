@@ -91,11 +91,12 @@ static void write_policy(const char *path, const char *text)
 
 Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 {
-	char dir[] = "/tmp/pf-check-XXXXXX", shared[256], kernel_out[256], kernel_in[256];
+	struct temp_dir temp;
+	char shared[256], kernel_out[256], kernel_in[256];
 	struct run_result r;
 
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(shared, sizeof(shared), "%s/shared.conf", dir);
+	temp_dir_make(&temp, "check");
+	snprintf(shared, sizeof(shared), "%s/shared.conf", temp.dir);
 	write_policy(shared, "apps = ( { name = \"s\";\n  range = [ 40000, 40009 ]; } );\n");
 	check(&r, shared, "sysctl -qw net.ipv4.ip_local_reserved_ports=5000");
 	cr_expect_eq(r.status, 0, "a warning keeps exit 0: %s", r.err);
@@ -109,7 +110,7 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	cr_expect(strstr(r.err, "(32768-60999) on 10 ports not in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
 	/* One port in common: said in the singular. */
 	char one[256];
-	snprintf(one, sizeof(one), "%s/one.conf", dir);
+	snprintf(one, sizeof(one), "%s/one.conf", temp.dir);
 	write_policy(one, "apps = ( { name = \"o\";\n  range = [ 60999, 61008 ]; } );\n");
 	check(&r, one, "sysctl -qw net.ipv4.ip_local_port_range='32768 60999'");
 	cr_expect_eq(r.status, 0, "%s", r.err);
@@ -121,14 +122,14 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	cr_expect_str_eq(r.err, "", "reserved: isolated, no warning");
 	cr_expect(strstr(r.out, "isolation: isolated (reserved in ip_local_reserved_ports)"), "%s", r.out);
 
-	snprintf(kernel_out, sizeof(kernel_out), "%s/kernel-out.conf", dir);
+	snprintf(kernel_out, sizeof(kernel_out), "%s/kernel-out.conf", temp.dir);
 	write_policy(kernel_out, "apps = ( { name = \"k\"; range = [ 61000, 61099 ];\n  algorithm = \"kernel\"; } );\n");
 	check(&r, kernel_out, NULL);
 	cr_expect_eq(r.status, 1, "a range the kernel would clamp");
 	snprintf(wanted, sizeof(wanted), "%s:2: algorithm \"kernel\" cannot serve range 61000-61099", kernel_out);
 	cr_expect(strstr(r.err, wanted), "%s", r.err);
 
-	snprintf(kernel_in, sizeof(kernel_in), "%s/kernel-in.conf", dir);
+	snprintf(kernel_in, sizeof(kernel_in), "%s/kernel-in.conf", temp.dir);
 	write_policy(kernel_in, "apps = ( { name = \"k\"; range = [ 40000, 40099 ];\n  algorithm = \"kernel\"; } );\n");
 	check(&r, kernel_in, NULL);
 	cr_expect_eq(r.status, 0, "inside the ephemeral range: %s", r.err);
@@ -137,9 +138,7 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
 	cr_expect_eq(r.status, 1, "a reserved port the kernel would skip");
 	cr_expect(strstr(r.err, "1 of its ports is in net.ipv4.ip_local_reserved_ports"), "%s", r.err);
 
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	temp_dir_remove(&temp);
 }
 
 /* A cgroup written as its path under the cgroup v2 mount is the cgroup
@@ -147,12 +146,13 @@ Test(check, isolation_warning_and_kernel_algorithm_verdicts)
  * cgroup, one of them with the mount, are refused by check too. */
 Test(check, one_cgroup_named_with_and_without_the_mount_is_refused)
 {
-	char mount[256], dir[] = "/tmp/pf-cgmount-XXXXXX", path[64], text[1024];
+	struct temp_dir temp;
+	char mount[256], path[128], text[1024];
 	bpf_machine_missing(mount, sizeof(mount));
 	if (mount[0] != '/')
 		cr_skip_test("no cgroup v2 mount on this machine");
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/p.conf", dir);
+	temp_dir_make(&temp, "cgmount");
+	snprintf(path, sizeof(path), "%s/p.conf", temp.dir);
 	static const char *const pairs[][2] = {
 		{"%s/system.slice/x.service", "system.slice/x.service"},
 		{"%s/system.slice/*", "/system.slice/x.service"},
@@ -168,14 +168,13 @@ Test(check, one_cgroup_named_with_and_without_the_mount_is_refused)
 		write_policy(path, text);
 		struct run_result r;
 		check(&r, path, NULL);
-		char where[128];
+		char where[160];
 		snprintf(where, sizeof(where), "%s:6: ", path);
 		cr_expect_eq(r.status, 1, "\"%s\" and \"%s\": exit %d\n%s", first, pairs[i][1], r.status, r.err);
 		cr_expect(strstr(r.err, where) && strstr(r.err, "can match the same cgroup"),
 			  "\"%s\" and \"%s\":\n%s", first, pairs[i][1], r.err);
 	}
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 /* libconfig 1.5 wraps an integer written past 32 bits without an L
@@ -210,11 +209,12 @@ Test(check, integers_past_32_bits_name_the_literal)
 		 "  allow = [ \"0.0.0.0/0:4294967297\" ]; } );\n",
 		 "%1$s:6: malformed rule \"0.0.0.0/0:4294967297\""},
 	};
-	char dir[] = "/tmp/pf-check-XXXXXX", path[256], wanted[1024];
+	struct temp_dir temp;
+	char path[256], wanted[1024];
 	struct run_result r;
 
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/wide.conf", dir);
+	temp_dir_make(&temp, "check");
+	snprintf(path, sizeof(path), "%s/wide.conf", temp.dir);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		write_policy(path, cases[i].text);
 		check(&r, path, NULL);
@@ -225,9 +225,7 @@ Test(check, integers_past_32_bits_name_the_literal)
 		else
 			cr_expect(strncmp(r.err, wanted, strlen(wanted)) == 0, "case %zu: %s", i, r.err);
 	}
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	temp_dir_remove(&temp);
 }
 
 /* An app's name becomes a directory (BPF pins, its cgroup, state
@@ -246,11 +244,12 @@ Test(check, app_names_that_cannot_be_directories_are_refused)
 		{"a\\tb", "%1$s:2: app name \"a\\x09b\" holds a control character (an app's name names its directories)\n"},
 		{"a\\x7f", "%1$s:2: app name \"a\\x7f\" holds a control character (an app's name names its directories)\n"},
 	};
-	char dir[] = "/tmp/pf-check-XXXXXX", path[256], text[512], wanted[1024];
+	struct temp_dir temp;
+	char path[256], text[512], wanted[1024];
 	struct run_result r;
 
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/names.conf", dir);
+	temp_dir_make(&temp, "check");
+	snprintf(path, sizeof(path), "%s/names.conf", temp.dir);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		snprintf(text, sizeof(text), "apps = ( { range = [ 61000, 61010 ];\n  name = \"%s\"; } );\n",
 			 cases[i].name);
@@ -264,7 +263,5 @@ Test(check, app_names_that_cannot_be_directories_are_refused)
 			   "  { name = \"...\"; range = [ 61011, 61020 ]; } );\n");
 	check(&r, path, NULL);
 	cr_expect_eq(r.status, 0, "dots, dashes, blanks and UTF-8 are names: %s", r.err);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	temp_dir_remove(&temp);
 }

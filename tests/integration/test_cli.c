@@ -457,10 +457,10 @@ Test(cli, report_against_counts_outside_of_all_assignments)
  * N", and "lost" in --json), whichever reader takes the line. */
 Test(cli, report_sums_the_records_lost)
 {
-	char dir[] = "/tmp/pf-lost-XXXXXX", log[64], text[4096];
+	struct temp_dir temp;
+	char text[4096];
 	default_policy(NULL);
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	temp_dir_make(&temp, "lost");
 	size_t n = (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000);
 	n += (size_t)record(text + n, sizeof(text) - n, time(NULL) - 60, "b", 61100);
 #define LOST_RECORD(app, tail)                                                                             \
@@ -478,16 +478,16 @@ Test(cli, report_sums_the_records_lost)
 #undef LOST_RECORD
 	memcpy(text + n, lost, sizeof(lost) - 1);
 	n += sizeof(lost) - 1;
-	write_file(log, text, n);
+	write_file(temp.log, text, n);
 
 	struct run_result *r = result();
-	tool(r, "report", log);
+	tool(r, "report", temp.log);
 	cr_expect_eq(r->status, 0, "%s", r->err);
 	cr_expect(strstr(r->out, "app a\n  assignments 1, distinct ports 1 (range unknown: no policy names this app)\n"
 				 "  denials 0, errors 4, records lost 42, audit records 0"), "%s", r->out);
 	cr_expect(strstr(r->out, "app b\n  assignments 1, distinct ports 1 (range unknown: no policy names this app)\n"
 				 "  denials 0, errors 1, records lost 1, audit records 0"), "%s", r->out);
-	tool(r, "report", "--json", log);
+	tool(r, "report", "--json", temp.log);
 	json_t *root = json_loads(r->out, 0, NULL);
 	cr_assert_not_null(root, "%s", r->out);
 	cr_expect_eq(json_integer_value(json_object_get(app_entry(root, "a"), "lost")), 42, "%s", r->out);
@@ -495,30 +495,29 @@ Test(cli, report_sums_the_records_lost)
 	cr_expect_eq(json_integer_value(json_object_get(app_entry(root, "b"), "lost")), 1, "%s", r->out);
 	json_decref(root);
 	/* none lost: 0, said */
-	tool(r, "report", "--json", "--since", "1h", log);
+	tool(r, "report", "--json", "--since", "1h", temp.log);
 	root = json_loads(r->out, 0, NULL);
 	cr_assert_not_null(root, "%s", r->out);
 	json_t *lost_a = json_object_get(app_entry(root, "a"), "lost");
 	cr_expect(json_is_integer(lost_a) && json_integer_value(lost_a) == 0, "%s", r->out);
 	json_decref(root);
 	free(r);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 Test(cli, since_and_until_forms)
 {
-	char dir[] = "/tmp/pf-since-XXXXXX", log[64], text[8192];
+	struct temp_dir temp;
+	char text[8192];
 	time_t now = time(NULL), midnight = now - now % 86400;
 	/* Ten minutes, three hours, yesterday just after midnight, three
 	 * days back. */
 	time_t at[] = {now - 600, now - 3 * 3600, midnight - 86400 + 1, now - 3 * 86400};
 	size_t n = 0;
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	temp_dir_make(&temp, "since");
 	for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++)
 		n += (size_t)record(text + n, sizeof(text) - n, at[i], "a", 61000 + (unsigned)i);
-	write_file(log, text, n);
+	write_file(temp.log, text, n);
 
 	struct {
 		const char *option, *value;
@@ -534,7 +533,7 @@ Test(cli, since_and_until_forms)
 		long expected = 0;
 		for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++)
 			expected += cases[c].option[2] == 's' ? at[i] >= cases[c].bound : at[i] < cases[c].bound;
-		long got = report_count(log, NULL, cases[c].option, cases[c].value, NULL);
+		long got = report_count(temp.log, NULL, cases[c].option, cases[c].value, NULL);
 		cr_expect_eq(got, expected, "%s %s: %ld records, expected %ld", cases[c].option, cases[c].value, got,
 			     expected);
 	}
@@ -544,43 +543,42 @@ Test(cli, since_and_until_forms)
 	time_t yesterday = midnight - 86400;
 	gmtime_r(&yesterday, &tm);
 	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
-	cr_expect_eq(report_count(log, NULL, "--since", day, NULL), 3, "--since %s", day);
+	cr_expect_eq(report_count(temp.log, NULL, "--since", day, NULL), 3, "--since %s", day);
 	time_t two_hours = now - 7200;
 	gmtime_r(&two_hours, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	cr_expect_eq(report_count(log, NULL, "--since", stamp, NULL), 1, "--since %s", stamp);
+	cr_expect_eq(report_count(temp.log, NULL, "--since", stamp, NULL), 1, "--since %s", stamp);
 	time_t local = two_hours + 3600;	/* the same instant, written at +01:00 */
 	gmtime_r(&local, &tm);
 	strftime(offset, sizeof(offset), "%Y-%m-%dT%H:%M:%S+01:00", &tm);
-	cr_expect_eq(report_count(log, NULL, "--since", offset, NULL), 1, "--since %s", offset);
+	cr_expect_eq(report_count(temp.log, NULL, "--since", offset, NULL), 1, "--since %s", offset);
 	/* Yesterday's: counted from the stamps, as above (in the first three
 	 * hours after midnight UTC, ten minutes and three hours ago are
 	 * yesterday too). */
 	long yesterdays = 0;
 	for (size_t i = 0; i < sizeof(at) / sizeof(*at); i++)
 		yesterdays += at[i] >= midnight - 86400 && at[i] < midnight;
-	cr_expect_eq(report_count(log, NULL, "--since", "yesterday", "--until", "today", NULL), yesterdays,
+	cr_expect_eq(report_count(temp.log, NULL, "--since", "yesterday", "--until", "today", NULL), yesterdays,
 		     "yesterday's records");
 
 	struct run_result *r = result();
-	tool(r, "report", "--since", "soon", log);
+	tool(r, "report", "--since", "soon", temp.log);
 	cr_expect_eq(r->status, 2, "--since soon: %d", r->status);
-	tool(r, "report", "--until", "3x", log);
+	tool(r, "report", "--until", "3x", temp.log);
 	cr_expect_eq(r->status, 2, "--until 3x: %d", r->status);
 	free(r);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 /* A date the calendar lacks is a usage error that names the argument,
  * never a day the clock rolls over to (2026-02-30 is no 2026-03-02). */
 Test(cli, impossible_dates_are_usage_errors)
 {
-	char dir[] = "/tmp/pf-dates-XXXXXX", log[64], text[512];
+	struct temp_dir temp;
+	char text[512];
 	default_policy(NULL);
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
-	write_file(log, text, (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000));
+	temp_dir_make(&temp, "dates");
+	write_file(temp.log, text, (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000));
 	static const char *const impossible[] = {"2026-02-30", "2026-02-29", "2026-04-31", "2026-02-30T10:00:00Z",
 						 "2026-04-31 10:00", "2026-13-01", "2026-12-31T23:59:60Z"};
 	struct run_result *r = result();
@@ -589,9 +587,9 @@ Test(cli, impossible_dates_are_usage_errors)
 			static const char *const options[] = {"--since", "--until", "--at"};
 			char named[64];
 			if (c < 2)
-				tool(r, "report", (char *)options[c], (char *)impossible[i], log);
+				tool(r, "report", (char *)options[c], (char *)impossible[i], temp.log);
 			else
-				tool(r, "who", "127.0.0.1:61000", "--at", (char *)impossible[i], log);
+				tool(r, "who", "127.0.0.1:61000", "--at", (char *)impossible[i], temp.log);
 			cr_expect_eq(r->status, 2, "%s %s: exit %d\n%s", options[c], impossible[i], r->status, r->out);
 			snprintf(named, sizeof(named), "%s '%s'", options[c], impossible[i]);
 			cr_expect(strstr(r->err, named), "%s %s: the argument is not named:\n%s", options[c],
@@ -602,12 +600,11 @@ Test(cli, impossible_dates_are_usage_errors)
 	/* The days that are. */
 	static const char *const possible[] = {"2028-02-29", "2026-02-28", "2026-04-30T23:59:59Z", "2026-12-31"};
 	for (size_t i = 0; i < sizeof(possible) / sizeof(*possible); i++) {
-		tool(r, "report", "--since", (char *)possible[i], log);
+		tool(r, "report", "--since", (char *)possible[i], temp.log);
 		cr_expect_eq(r->status, 0, "--since %s: exit %d\n%s", possible[i], r->status, r->err);
 	}
 	free(r);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 /* who --at TIME: a record at TIME exactly is at or before it, one later
@@ -615,10 +612,10 @@ Test(cli, impossible_dates_are_usage_errors)
  * A TIME with a fraction is taken to the microsecond, by report too. */
 Test(cli, who_at_compares_to_the_microsecond)
 {
-	char dir[] = "/tmp/pf-who-at-XXXXXX", log[64], text[2048];
+	struct temp_dir temp;
+	char text[2048];
 	default_policy(NULL);
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	temp_dir_make(&temp, "who-at");
 	static const char *const stamps[] = {"2026-12-06T03:06:10.000000Z", "2026-12-06T03:06:30.000000Z",
 					     "2026-12-06T03:06:30.565063Z"};
 	size_t n = 0;
@@ -628,7 +625,7 @@ Test(cli, who_at_compares_to_the_microsecond)
 				      "\"proto\":\"tcp\",\"family\":\"ipv4\",\"local\":\"127.0.0.1:61000\","
 				      "\"remote\":\"127.0.0.1:80\",\"algorithm\":\"random\",\"attempts\":1,\"result\":\"ok\"}\n",
 				      stamps[i], i + 1);
-	write_file(log, text, n);
+	write_file(temp.log, text, n);
 
 	static const struct {
 		const char *at, *json_at;
@@ -644,7 +641,7 @@ Test(cli, who_at_compares_to_the_microsecond)
 	};
 	struct run_result *r = result();
 	for (size_t c = 0; c < sizeof(cases) / sizeof(*cases); c++) {
-		tool(r, "who", "127.0.0.1:61000", "--at", (char *)cases[c].at, "--json", log);
+		tool(r, "who", "127.0.0.1:61000", "--at", (char *)cases[c].at, "--json", temp.log);
 		cr_expect_eq(r->status, 0, "--at %s: exit %d %s", cases[c].at, r->status, r->err);
 		json_t *root = json_loads(r->out, 0, NULL);
 		cr_assert_not_null(root, "--at %s: %s", cases[c].at, r->out);
@@ -657,31 +654,30 @@ Test(cli, who_at_compares_to_the_microsecond)
 			     cases[c].at, r->out);
 		json_decref(root);
 	}
-	tool(r, "who", "127.0.0.1:61000", "--at", "2026-12-06T03:06:30Z", log);
+	tool(r, "who", "127.0.0.1:61000", "--at", "2026-12-06T03:06:30Z", temp.log);
 	cr_expect(strstr(r->out, "at 2026-12-06T03:06:30Z: tcp 127.0.0.1:61000 was assigned at "
 				 "2026-12-06T03:06:30.000000Z to pid 2"), "%s", r->out);
 	cr_expect(strstr(r->out, "reused at 2026-12-06T03:06:30.565063Z by pid 3"), "%s", r->out);
 	free(r);
 	/* report's --since and --until, to the microsecond as well */
-	cr_expect_eq(report_count(log, NULL, "--since", "2026-12-06T03:06:30Z", NULL), 2);
-	cr_expect_eq(report_count(log, NULL, "--since", "2026-12-06T03:06:30.5Z", NULL), 1);
-	cr_expect_eq(report_count(log, NULL, "--until", "2026-12-06T03:06:30Z", NULL), 1);
-	cr_expect_eq(report_count(log, NULL, "--until", "2026-12-06T03:06:30.565064Z", NULL), 3);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	cr_expect_eq(report_count(temp.log, NULL, "--since", "2026-12-06T03:06:30Z", NULL), 2);
+	cr_expect_eq(report_count(temp.log, NULL, "--since", "2026-12-06T03:06:30.5Z", NULL), 1);
+	cr_expect_eq(report_count(temp.log, NULL, "--until", "2026-12-06T03:06:30Z", NULL), 1);
+	cr_expect_eq(report_count(temp.log, NULL, "--until", "2026-12-06T03:06:30.565064Z", NULL), 3);
+	temp_dir_remove(&temp);
 }
 
 /* A report with nothing to show says so, and what it looked for: not
  * a bare "malformed lines skipped: 0". */
 Test(cli, report_of_nothing_says_so)
 {
-	char dir[] = "/tmp/pf-nothing-XXXXXX", log[64], empty[64], text[512], expected[256];
+	struct temp_dir temp;
+	char empty[128], text[512], expected[256];
 	default_policy(NULL);
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
-	snprintf(empty, sizeof(empty), "%s/empty.jsonl", dir);
+	temp_dir_make(&temp, "nothing");
+	snprintf(empty, sizeof(empty), "%s/empty.jsonl", temp.dir);
 	size_t n = (size_t)record(text, sizeof(text), time(NULL) - 60, "a", 61000);
-	write_file(log, text, n);
+	write_file(temp.log, text, n);
 	write_file(empty, "", 0);
 
 	struct run_result *r = result();
@@ -689,14 +685,13 @@ Test(cli, report_of_nothing_says_so)
 	cr_expect_eq(r->status, 0, "%s", r->err);
 	snprintf(expected, sizeof(expected), "no records in %s\n", empty);
 	cr_expect(strstr(r->out, expected), "report of an empty log:\n%s", r->out);
-	tool(r, "report", "--app", "b", log);
-	snprintf(expected, sizeof(expected), "no records of app b in %s\n", log);
+	tool(r, "report", "--app", "b", temp.log);
+	snprintf(expected, sizeof(expected), "no records of app b in %s\n", temp.log);
 	cr_expect(strstr(r->out, expected), "report --app b:\n%s", r->out);
-	tool(r, "report", "--app", "a", log);
+	tool(r, "report", "--app", "a", temp.log);
 	cr_expect(!strstr(r->out, "no records"), "report --app a:\n%s", r->out);
 	free(r);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 /* A log that is a directory cannot be read: one line naming it and why,
@@ -734,29 +729,28 @@ Test(cli, a_directory_is_no_log)
 
 Test(cli, report_text_escapes_control_bytes)
 {
-	char dir[] = "/tmp/pf-esc-XXXXXX", log[64], text[2048];
+	struct temp_dir temp;
+	char text[2048];
 	default_policy(NULL);
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	temp_dir_make(&temp, "esc");
 	int n = record(text, sizeof(text), time(NULL), "evil\\u001b]0;owned\\u0007\\u001b[31m\\nfake line\\r", 61000);
-	write_file(log, text, (size_t)n);
+	write_file(temp.log, text, (size_t)n);
 	struct run_result *r = result();
-	tool(r, "report", log);
+	tool(r, "report", temp.log);
 	cr_expect_eq(r->status, 0, "%s", r->err);
 	for (const char *p = r->out; *p; p++)
 		cr_expect((unsigned char)*p >= 0x20 || *p == '\n', "raw control byte 0x%02x in:\n%s", *p, r->out);
 	cr_expect(!strstr(r->out, "\nfake line"), "the name's newline starts a line:\n%s", r->out);
 	cr_expect(strstr(r->out, "evil"), "%s", r->out);
 	free(r);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 Test(cli, report_counts_a_nul_line_alone)
 {
-	char dir[] = "/tmp/pf-nul-XXXXXX", log[64], text[4096];
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
+	struct temp_dir temp;
+	char text[4096];
+	temp_dir_make(&temp, "nul");
 	size_t n = (size_t)record(text, sizeof(text), time(NULL), "a", 61000);
 	static const char damaged[] = "{\"ts\":\"2026-11-21T10:00:00Z\",\"ev\0ent\":\"assign\"}\n";
 	memcpy(text + n, damaged, sizeof(damaged) - 1);
@@ -766,13 +760,12 @@ Test(cli, report_counts_a_nul_line_alone)
 	text[n++] = '\0';
 	text[n++] = '\n';
 	n += (size_t)record(text + n, sizeof(text) - n, time(NULL), "a", 61002);
-	write_file(log, text, n);
+	write_file(temp.log, text, n);
 	long malformed = -1;
-	long count = report_count(log, &malformed, NULL);
+	long count = report_count(temp.log, &malformed, NULL);
 	cr_expect_eq(count, 3, "records counted: %ld of 3", count);
 	cr_expect_eq(malformed, 2, "malformed lines: %ld, expected 2", malformed);
-	snprintf(text, sizeof(text), "rm -rf %s", dir);
-	cr_assert_eq(system(text), 0);
+	temp_dir_remove(&temp);
 }
 
 /* ---- explain ---- */

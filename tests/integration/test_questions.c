@@ -706,13 +706,13 @@ Test(questions, report_suggest_covers_what_was_seen, .timeout = 90)
 /* Prefixes and port ranges only where exact, and the model's size. */
 Test(questions, report_suggest_merges_only_exact_prefixes)
 {
-	char dir[] = "/tmp/pf-suggest-XXXXXX", log[64], args[256];
+	struct temp_dir temp;
+	char args[256];
 	static const char *const remotes[] = {"10.0.0.0:443", "10.0.0.1:443", "10.0.0.2:443", "10.0.0.1:444",
 					      "10.0.0.5:80",  "10.0.0.5:81",  "10.0.0.5:82",  "[2001:db8::]:53",
 					      "[2001:db8::1]:53"};
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
-	FILE *f = fopen(log, "w");
+	temp_dir_make(&temp, "suggest");
+	FILE *f = fopen(temp.log, "w");
 	cr_assert_not_null(f);
 	for (size_t i = 0; i < sizeof(remotes) / sizeof(*remotes); i++)
 		fprintf(f, "{\"ts\":\"2026-11-21T10:00:%02zu.000000Z\",\"event\":\"assign\",\"app\":\"m\",\"pid\":1,"
@@ -726,7 +726,7 @@ Test(questions, report_suggest_merges_only_exact_prefixes)
 			   "\"remote\":\"10.0.0.5:80\",\"algorithm\":\"random\",\"attempts\":1,\"result\":\"ok\"}\n",
 			i < 40 ? 1 : 2, i % 40);
 	fclose(f);
-	snprintf(args, sizeof(args), "report --suggest --json '%s'", log);
+	snprintf(args, sizeof(args), "report --suggest --json '%s'", temp.log);
 	json_t *root = tool_json(args);
 	json_t *m = app_entry(root, "m");
 	cr_assert_not_null(m);
@@ -739,8 +739,7 @@ Test(questions, report_suggest_merges_only_exact_prefixes)
 	cr_expect_eq(INT_OF(m, "peak_per_minute"), 40);
 	cr_expect_eq(INT_OF(m, "recommended_range_size"), 100, "2.5 x 40");
 	json_decref(root);
-	snprintf(args, sizeof(args), "rm -rf '%s'", dir);
-	cr_assert_eq(system(args), 0);
+	temp_dir_remove(&temp);
 }
 
 /* The rule as the policy wrote it, where the policy keeps that text. */

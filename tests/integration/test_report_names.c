@@ -46,14 +46,14 @@ static void expect_app(json_t *entry, unsigned i)
 
 Test(report_names, many_distinct_names_counted, .timeout = 300)
 {
-	char dir[] = "/tmp/pf-names-XXXXXX", log[64], out[64], cmd[1024];
+	struct temp_dir temp;
+	char out[128], cmd[1024];
 	struct run_result r;
 	struct timespec start, end;
 
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(log, sizeof(log), "%s/audit.jsonl", dir);
-	snprintf(out, sizeof(out), "%s/report.json", dir);
-	write_log(log);
+	temp_dir_make(&temp, "names");
+	snprintf(out, sizeof(out), "%s/report.json", temp.dir);
+	write_log(temp.log);
 	/* Peak memory measured from outside; ASan's quarantine of freed
 	 * memory would be measured, not the report, so it is off. */
 	snprintf(cmd, sizeof(cmd),
@@ -62,7 +62,7 @@ Test(report_names, many_distinct_names_counted, .timeout = 300)
 		 "with open('%s', 'w') as out:\n"
 		 "    rc = subprocess.run(['%s', 'report', '--json', '%s'], stdout=out, env=env).returncode\n"
 		 "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n",
-		 out, build_path("portfence"), log);
+		 out, build_path("portfence"), temp.log);
 	char *argv[] = {"python3", "-c", cmd, NULL};
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	run_program(&r, argv, NULL, NULL);
@@ -91,6 +91,5 @@ Test(report_names, many_distinct_names_counted, .timeout = 300)
 	long limit_kb = sanitized && sanitized[0] ? 128 * 1024 : 64 * 1024;
 	cr_expect_lt(max_rss_kb, limit_kb, "report used %ld KiB for %u apps", max_rss_kb, NAMES);
 	json_decref(root);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	temp_dir_remove(&temp);
 }

@@ -23,6 +23,20 @@ Test(cgroup_glob, leads_to_a_match)
 	cr_expect(pf_cgroup_glob_leads("pfctr-*", ""), "the root leads to every glob");
 }
 
+Test(cgroup_glob, under_the_mount)
+{
+	const char *mount = "/sys/fs/cgroup/unified";
+	const char *written = "/sys/fs/cgroup/unified/system.slice/x-*";
+
+	cr_expect_str_eq(pf_cgroup_under_mount(written, mount), "/system.slice/x-*");
+	const char *relative[] = {"system.slice/x-*", "/system.slice/x-*", "/sys/fs/cgroup/unifiedx/a",
+				  "/sys/fs/cgroup/unified"};
+	for (size_t i = 0; i < sizeof(relative) / sizeof(*relative); i++)
+		cr_expect_eq(pf_cgroup_under_mount(relative[i], mount), relative[i], "%s", relative[i]);
+	cr_expect_eq(pf_cgroup_under_mount(written, "/"), written, "\"/\" is no prefix");
+	cr_expect_eq(pf_cgroup_under_mount(written, ""), written, "\"\" is no prefix");
+}
+
 Test(cgroup_glob, intersection_is_exact)
 {
 	static const struct { const char *a, *b; bool meet; } cases[] = {

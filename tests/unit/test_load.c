@@ -298,3 +298,32 @@ Test(load, a_cgroup_with_a_trailing_slash_is_the_same_cgroup)
 	cr_expect_str_eq(policy.apps[0].cgroups.globs[1], "/system.slice/y-*");
 	pf_policy_free(&policy);
 }
+
+static void add_diag(void *diags, const char *file, int line, const char *fmt, va_list args)
+{
+	pf_diags_vadd(diags, file, line, fmt, args);
+}
+
+/* One cgroup written with the mount and without: the loader, which
+ * reads no mount, takes the two; `check` passes the mount and refuses
+ * them, and does not say again a pair the loader refused as written. */
+Test(load, cgroup_overlap_once_the_mount_is_taken_off)
+{
+	struct pf_policy policy;
+	struct pf_diags diags = {0};
+	const char *text = "version = 1;\napps = (\n"
+			   "  { name = \"a\"; range = [ 61000, 61009 ]; cgroups = [ \"/sys/fs/cgroup/x.slice/y\", \"p/*\" ]; },\n"
+			   "  { name = \"b\"; range = [ 61010, 61019 ]; cgroups = [ \"x.slice/*\", \"p/z\" ]; } );\n";
+
+	cr_assert_eq(pf_policy_load_text("t.conf", text, &policy, &diags), PF_LOAD_INVALID);
+	cr_assert_eq(diags.count, 1);
+	cr_expect_str_eq(diags.lines[0], "t.conf:4: cgroup \"p/z\" of app 'b' and \"p/*\" of app 'a' (t.conf:3) "
+					 "can match the same cgroup");
+	pf_diags_free(&diags);
+	cr_expect_eq(pf_policy_cgroup_overlaps(&policy, "/sys/fs/cgroup", add_diag, &diags), 1);
+	cr_assert_eq(diags.count, 1);
+	cr_expect_str_eq(diags.lines[0], "t.conf:4: cgroup \"x.slice/*\" of app 'b' and \"/sys/fs/cgroup/x.slice/y\" "
+					 "of app 'a' (t.conf:3) can match the same cgroup");
+	pf_diags_free(&diags);
+	pf_policy_free(&policy);
+}
