@@ -281,23 +281,20 @@ static void say_pins_unreadable(const struct app_status *app, const char *pin_ro
 	}
 }
 
-struct cgroup_list {
-	struct app_status *app;
-	size_t cap;	/* of app->cgroups, as this root's read grew it */
-};
-
+/* The room is the app's, not one root's: both roots' reads fill one
+ * array. */
 static bool add_cgroup(void *opaque, const char *app_name, const char *cgroup_path)
 {
-	struct cgroup_list *list = opaque;
-	struct app_status *app = list->app;
+	struct app_status *app = opaque;
 
 	(void)app_name;
-	if (app->cgroup_count == list->cap) {
-		list->cap = list->cap ? list->cap * 2 : 8;
-		char **grown = realloc(app->cgroups, list->cap * sizeof(*grown));
+	if (app->cgroup_count == app->cgroup_cap) {
+		size_t cap = app->cgroup_cap ? app->cgroup_cap * 2 : 8;
+		char **grown = realloc(app->cgroups, cap * sizeof(*grown));
 		if (!grown)
 			return true;
 		app->cgroups = grown;
+		app->cgroup_cap = cap;
 	}
 	if ((app->cgroups[app->cgroup_count] = strdup(cgroup_path)))
 		app->cgroup_count++;
@@ -306,8 +303,7 @@ static bool add_cgroup(void *opaque, const char *app_name, const char *cgroup_pa
 
 void status_read_cgroups(struct app_status *app, const char *pin_root)
 {
-	struct cgroup_list list = {app, 0};
-	int rc = pf_pins_each_of_app(pin_root, app->app->name, add_cgroup, &list);
+	int rc = pf_pins_each_of_app(pin_root, app->app->name, add_cgroup, app);
 
 	if (rc < 0)
 		say_pins_unreadable(app, pin_root, -rc);

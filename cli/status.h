@@ -41,7 +41,7 @@ struct app_status {
 	struct top_process top[TOP_PROCESSES];
 	size_t top_count;
 	char **cgroups;			/* attached (BPF backend), sorted */
-	size_t cgroup_count;
+	size_t cgroup_count, cgroup_cap;	/* the array's entries, its room */
 	long long records_lost;		/* by the BPF programs of its pins; < 0: unknown */
 	/* From the app's shared state (the shim's processes): ports given
 	 * and calls that found none free; counters_known false: unreadable. */

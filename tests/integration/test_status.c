@@ -257,7 +257,7 @@ Test(status, prometheus_passes_promtool, .timeout = 90)
  * /sys/fs/bpf: one directory per attached cgroup, its path encoded. */
 /* `portfence status OPTION -c POLICY` for each of options (e.g. "--json
  * --prometheus"), in a private mount namespace whose /sys/fs/bpf is a
- * tmpfs that setup (shell; $p is the holder app's pin directory) fills
+ * tmpfs that setup (bash; $p is the holder app's pin directory) fills
  * first.  The shell holds the daemon's lock on /sys/fs/bpf/portfence, as
  * a live daemon does: else status would sweep the empty directories as
  * a dead daemon's. */
@@ -272,7 +272,7 @@ static void status_with_fake_pins(struct run_result *r, const char *setup, const
 		 "mkdir -p /sys/fs/bpf/portfence && exec 9</sys/fs/bpf/portfence && flock 9 && "
 		 "for option in %s; do '%s' status $option -c '%s' || exit; done",
 		 setup, options, build_path("portfence"), sb.policy);
-	char *argv[] = {"unshare", "-m", "sh", "-c", cmd, NULL};
+	char *argv[] = {"unshare", "-m", "bash", "-c", cmd, NULL};
 	run_program(r, argv, NULL, NULL);
 	sandbox_cleanup(&sb);
 	cr_assert_eq(r->status, 0, "%s", r->err);
@@ -295,6 +295,30 @@ Test(status, lists_attached_cgroups_from_pins, .timeout = 60)
 	cr_expect_str_eq(json_string_value(json_array_get(cgroups, 1)), "portfence/holder-42");
 	cr_expect_str_eq(json_string_value(json_array_get(cgroups, 2)), "system.slice/legacy.service");
 	cr_expect_eq(json_array_size(json_object_get(app_entry(root, "idle \"q\\"), "cgroups")), 0);
+	json_decref(root);
+}
+
+/* An app attached by attach or the daemon and by many runs: its
+ * cgroups from both pin roots.  The second root's read counted its room
+ * from 0 again and wrote past the first's array (heap overflow).  The
+ * shell holds each run's lock, as a live run does. */
+Test(status, lists_the_cgroups_of_one_attachment_and_forty_runs, .timeout = 60)
+{
+	enum { RUNS = 40 };
+	struct run_result r;
+	char setup[512];
+
+	snprintf(setup, sizeof(setup),
+		 "mkdir -p $p/system.slice%%2Fone.service && runs=/sys/fs/bpf/portfence-run/holder && "
+		 "for i in $(seq 1 %d); do mkdir -p $runs/portfence%%2Fholder-$i && "
+		 "exec {held}<$runs/portfence%%2Fholder-$i && flock $held || exit; done",
+		 RUNS);
+	status_with_fake_pins(&r, setup, "--json");
+	json_error_t error;
+	json_t *root = json_loads(r.out, 0, &error);
+	cr_assert_not_null(root, "%s", r.out);
+	json_t *cgroups = json_object_get(holder_entry(root), "cgroups");
+	cr_expect_eq(json_array_size(cgroups), RUNS + 1, "%s", r.out);
 	json_decref(root);
 }
 
