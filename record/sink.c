@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
@@ -16,8 +17,10 @@
 
 #include "record/sink.h"
 
-#define BATCH_BYTES 65536
-#define LINE_MAX_BYTES (4096 + 4096)
+/* A record's line fits whatever its fields: an exe path of PATH_MAX
+ * bytes that JSON escapes six-fold (\u00XX) takes 24 KiB. */
+#define LINE_MAX_BYTES 65536
+#define BATCH_BYTES (2 * LINE_MAX_BYTES)
 
 struct pf_record_sink {
 	char *path;		/* NULL: stderr or no file */
@@ -30,9 +33,30 @@ struct pf_record_sink {
 	unsigned long journal_dropped;
 	char *backlog;		/* entries journald has not taken yet */
 	size_t backlog_len;
+	bool mid_line;		/* the file ends in a partial line (a cut write) */
+	bool write_failing;	/* said on stderr, until a write succeeds again */
 	char batch[BATCH_BYTES];
 	size_t used;
 };
+
+/* Whether the file fd is open on (the path, checked to be that file)
+ * ends in a partial line: a cut record a full disk left, say. */
+static bool ends_mid_line(const char *path, int fd)
+{
+	struct stat written, read_here;
+	char last = '\n';
+
+	if (fstat(fd, &written) < 0 || written.st_size == 0)
+		return false;
+	int reader = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (reader < 0)
+		return false;
+	if (fstat(reader, &read_here) == 0 && read_here.st_dev == written.st_dev && read_here.st_ino == written.st_ino &&
+	    pread(reader, &last, 1, read_here.st_size - 1) != 1)
+		last = '\n';
+	close(reader);
+	return last != '\n';
+}
 
 /* The log is the policy's, written by root: it must not be a file that
  * others could have planted or can write.  Created 0640 whatever the
@@ -57,6 +81,7 @@ static int open_log(struct pf_record_sink *sink)
 		fchmod(fd, 0640);
 	sink->dev = info.st_dev;
 	sink->ino = info.st_ino;
+	sink->mid_line = ends_mid_line(sink->path, fd);
 	return fd;
 }
 
@@ -118,9 +143,47 @@ static void follow_rotation(struct pf_record_sink *sink)
 	sink->fd = open_log(sink);
 }
 
-/* Whole records only: a batch ends at a record's end, and a short write
- * (a full disk) drops the rest rather than glue a later record to a
- * partial one. */
+/* The records of the batch from byte at on: the ones a cut write lost. */
+static unsigned long records_from(const struct pf_record_sink *sink, size_t at)
+{
+	unsigned long count = 0;
+	for (size_t i = at; i < sink->used; i++)
+		count += sink->batch[i] == '\n';
+	return count;
+}
+
+/* Whole records only: a batch ends at a record's end; after a short
+ * write (a full disk) the rest of the batch is dropped, said on stderr,
+ * and the next write starts with the newline that ends the cut record,
+ * in the same write(2), so that no record is glued to a partial one. */
+static void write_batch(struct pf_record_sink *sink)
+{
+	struct iovec pieces[2];
+	int count = 0;
+	size_t newline = sink->mid_line ? 1 : 0;
+
+	if (newline)
+		pieces[count++] = (struct iovec){.iov_base = "\n", .iov_len = 1};
+	pieces[count++] = (struct iovec){.iov_base = sink->batch, .iov_len = sink->used};
+	ssize_t written = writev(sink->fd, pieces, count);
+	const char *why = written < 0 ? strerror(errno) : "a write was cut short (a full disk?)";
+	if (written == (ssize_t)(newline + sink->used)) {
+		sink->mid_line = false;
+		sink->write_failing = false;
+		return;
+	}
+	size_t of_batch = written > (ssize_t)newline ? (size_t)written - newline : 0;
+	if (written > (ssize_t)newline)
+		sink->mid_line = sink->batch[of_batch - 1] != '\n';
+	else if (written == 1)
+		sink->mid_line = false;	/* only the newline went */
+	unsigned long lost = records_from(sink, of_batch);
+	if (!sink->write_failing)
+		fprintf(stderr, "portfence: cannot write the log %s: %s; %lu record(s) not written (said once, until a "
+				"write succeeds)\n", sink->path ? sink->path : "(stderr)", why, lost);
+	sink->write_failing = true;
+}
+
 void pf_record_sink_flush(struct pf_record_sink *sink)
 {
 	if (!sink)
@@ -128,13 +191,8 @@ void pf_record_sink_flush(struct pf_record_sink *sink)
 	follow_rotation(sink);
 	if (sink->backlog_len)
 		journal_drain(sink);
-	if (sink->fd >= 0 && sink->used) {
-		ssize_t written = write(sink->fd, sink->batch, sink->used);
-		if (written >= 0 && (size_t)written < sink->used) {
-			ssize_t newline = write(sink->fd, "\n", 1);
-			(void)newline;
-		}
-	}
+	if (sink->fd >= 0 && sink->used)
+		write_batch(sink);
 	sink->used = 0;
 }
 
