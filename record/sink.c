@@ -31,8 +31,8 @@ struct pf_record_sink {
 	bool syslog;
 	int journal_fd;		/* -1: no journal */
 	unsigned long journal_dropped;
-	char *backlog;		/* entries journald has not taken yet */
-	size_t backlog_len;
+	char *backlog;		/* entries journald has not taken yet, from backlog_at */
+	size_t backlog_at, backlog_len;
 	bool mid_line;		/* the file ends in a partial line (a cut write) */
 	bool write_failing;	/* said on stderr, until a write succeeds again */
 	char batch[BATCH_BYTES];
@@ -459,9 +459,12 @@ static int journal_send_entry(struct pf_record_sink *sink, const char *entry, si
  * are counted and dropped: the file has them. */
 #define JOURNAL_BACKLOG (64u << 20)
 
+/* What journald took is passed over, not moved: moving the rest of a
+ * backlog of many MiB at each flush (every 1,024 records) slowed the
+ * drain of the rings until they overflowed. */
 static void journal_drain(struct pf_record_sink *sink)
 {
-	size_t at = 0;
+	size_t at = sink->backlog_at;
 
 	while (sink->journal_fd >= 0 && at < sink->backlog_len) {
 		uint32_t n;
@@ -470,10 +473,21 @@ static void journal_drain(struct pf_record_sink *sink)
 			break;
 		at += sizeof(n) + n;
 	}
-	if (sink->journal_fd < 0)
-		at = sink->backlog_len;
-	memmove(sink->backlog, sink->backlog + at, sink->backlog_len - at);
-	sink->backlog_len -= at;
+	if (sink->journal_fd < 0 || at == sink->backlog_len)
+		at = sink->backlog_len = 0;
+	sink->backlog_at = at;
+}
+
+/* Room for need more bytes at the backlog's end: what journald took
+ * goes from its front, once, when the end is reached. */
+static bool backlog_room(struct pf_record_sink *sink, size_t need)
+{
+	if (sink->backlog_len + need <= JOURNAL_BACKLOG)
+		return true;
+	memmove(sink->backlog, sink->backlog + sink->backlog_at, sink->backlog_len - sink->backlog_at);
+	sink->backlog_len -= sink->backlog_at;
+	sink->backlog_at = 0;
+	return sink->backlog_len + need <= JOURNAL_BACKLOG;
 }
 
 static void journal_send(struct pf_record_sink *sink, const char *line, size_t len, long uid)
@@ -487,9 +501,9 @@ static void journal_send(struct pf_record_sink *sink, const char *line, size_t l
 		return;
 	if (!sink->backlog)
 		sink->backlog = malloc(JOURNAL_BACKLOG);
-	if (sink->backlog && sink->backlog_len + sizeof(uint32_t) + n > JOURNAL_BACKLOG)
+	if (sink->backlog && !backlog_room(sink, sizeof(uint32_t) + n))
 		journal_drain(sink);
-	if (!sink->backlog || sink->backlog_len + sizeof(uint32_t) + n > JOURNAL_BACKLOG) {
+	if (!sink->backlog || !backlog_room(sink, sizeof(uint32_t) + n)) {
 		if (sink->journal_dropped++ % 1000 == 0)
 			fprintf(stderr, "portfence: journald is not keeping up: %lu record(s) not sent to the journal "
 					"(the log file has them)\n", sink->journal_dropped);

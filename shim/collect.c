@@ -408,6 +408,40 @@ static PF_COLD bool swap_ended(void)
 	return true;
 }
 
+/* A full ring whose collector lives is emptied within milliseconds,
+ * unless the host is saturated (journald taking a core to itself, say):
+ * the record waits for room, a bounded while, rather than go to a file
+ * this process may not open (a service not run as root loses it) or out
+ * of its order.  A wait that found no room (a collector stopped, not
+ * yet known to be gone) is not tried again for a second: the program is
+ * held up once, not at every record.  Async-signal-safe, as the calls it
+ * serves. */
+#define ROOM_WAIT_NS 250000000L
+#define ROOM_WAIT_PAUSE_NS 1000000000L
+
+static _Atomic long room_waits_resume_at;
+
+static PF_COLD bool put_when_room(struct pf_ring_header *r, const struct pf_ring_entry *e)
+{
+	long now = pf_monotonic_ns(), deadline = now + ROOM_WAIT_NS;
+	const struct timespec pause = {0, 200000};
+	bool put = false;
+	int saved = errno;
+
+	if (now < atomic_load_explicit(&room_waits_resume_at, memory_order_relaxed))
+		return false;
+	while (!put && !pf_ring_closed(r) && (now = pf_monotonic_ns()) < deadline) {
+		nanosleep(&pause, NULL);
+		in_put = 1;
+		put = pf_ring_put(r, e);
+		in_put = 0;
+	}
+	if (!put)
+		atomic_store_explicit(&room_waits_resume_at, now + ROOM_WAIT_PAUSE_NS, memory_order_relaxed);
+	errno = saved;
+	return put;
+}
+
 PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
 {
 	struct pf_ring_entry e;
@@ -428,7 +462,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 		in_put = 1;
 		bool put = pf_ring_put(r, &e);
 		in_put = 0;
-		if (put)
+		if (put || put_when_room(r, &e))
 			return true;
 		if (!pf_ring_closed(r)) {
 			atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);

@@ -244,6 +244,23 @@ static int connects(int n, int pace_ms, const char *dest_text)
 	return ok == n ? 0 : 1;
 }
 
+/* n UDP connects (no datagram sent), as fast as they go: a burst of
+ * records faster than TCP's handshakes make one. */
+static int udp_connects(int n, const char *dest_text)
+{
+	struct sockaddr_in dest = parse(dest_text);
+	int ok = 0;
+
+	for (int i = 0; i < n; i++) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		ok += fd >= 0 && connect(fd, (const struct sockaddr *)&dest, sizeof(dest)) == 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	printf("ok %d\n", ok);
+	return ok == n ? 0 : 1;
+}
+
 /* Rounds of n open connections closed by one close_range (or closefrom). */
 static int batches(int n, int rounds, const char *dest_text, bool use_closefrom)
 {
@@ -418,6 +435,8 @@ int main(int argc, char **argv)
 		return threads(atoi(argv[2]), atoi(argv[3]), argc - 4, argv + 4);
 	if (argc == 4 && strcmp(argv[1], "connect") == 0)
 		return connects(atoi(argv[2]), 0, argv[3]);
+	if (argc == 4 && strcmp(argv[1], "udp") == 0)
+		return udp_connects(atoi(argv[2]), argv[3]);
 	if (argc == 4 && strcmp(argv[1], "signalled") == 0) {
 		/* The shim registered its ring before main: the test stops
 		 * the collector now, then lets the connects go. */
@@ -457,6 +476,6 @@ int main(int argc, char **argv)
 				return 1;
 		return 0;
 	}
-	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64 | hostile ADDR:PORT LOG SOCKET | older SOCKET | unsealed SOCKET | rings SOCKET N\n");
+	fprintf(stderr, "usage: ringprobe connect N ADDR:PORT | udp N ADDR:PORT | paced N MS ADDR:PORT | signalled N ADDR:PORT | threads N US ADDR:PORT... | hold N ADDR:PORT | batch N ROUNDS ADDR:PORT [closefrom] | die ADDR:PORT kill|_exit | handed ADDR:PORT N spawn|system|popen|scm|dup|dup2|dupfd|dupfd64 | hostile ADDR:PORT LOG SOCKET | older SOCKET | unsealed SOCKET | rings SOCKET N\n");
 	return 2;
 }

@@ -477,7 +477,14 @@ static bool under_thread_sanitizer(void)
 	return runtime && strstr(runtime, "libtsan");
 }
 
-Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
+/* 50,000 records from 8 processes through their rings: all in the log,
+ * in each process's order, none by the direct write (a ring that
+ * overflowed).  With journald running, as on any systemd host, the
+ * collector sends each record to the journal too, and journald takes a
+ * core to itself: services run as nobody there, and connect UDP sockets
+ * (faster than TCP's handshakes), so that their rings fill (a ring that
+ * overflowed lost their records: they may not open the log). */
+static void burst_of_50000(bool with_journald)
 {
 	struct sandbox sb;
 	struct acceptor srv;
@@ -486,15 +493,21 @@ Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
 
 	private_run();
 	sandbox_init(&sb, svc_app);
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
+	pid_t journald = with_journald ? start_journald(&sb) : 0;
 	pid_t collector = start_collector(&sb);
 	acceptor_start(&srv);
 	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
 	unsigned each = under_thread_sanitizer() ? BURST_EACH_TSAN : BURST_EACH;
 	snprintf(count, sizeof(count), "%u", each);
 	char *argv[] = {(char *)build_path("ringprobe"), "connect", count, dest, NULL};
+	char *as_nobody[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+			     (char *)build_path_for_others("portfence"), "run", "-c", sb.policy, "--",
+			     (char *)build_path_for_others("ringprobe"), "udp", count, dest, NULL};
 	for (int i = 0; i < BURST_PROCS; i++) {
 		snprintf(out[i], sizeof(out[i]), "%s/out-%d", sb.dir, i);
-		pids[i] = spawn_under(&sb, NULL, argv, out[i]);
+		pids[i] = with_journald ? spawn(as_nobody, out[i]) : spawn_under(&sb, NULL, argv, out[i]);
 	}
 	for (int i = 0; i < BURST_PROCS; i++) {
 		char said[4096];
@@ -507,13 +520,15 @@ Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
 	usleep(300000);
 	json_t *records = audit_records(sb.log);
 	cr_assert_eq(json_array_size(records), want);
-	for (int w = 0; w < 100 && (unsigned)atomic_load(&srv.count) < want; w++)
+	for (int w = 0; w < 100 && !with_journald && (unsigned)atomic_load(&srv.count) < want; w++)
 		usleep(50000);
 	/* The clients reset each connection at once: one reset before the
 	 * accept loop took it leaves the accept queue unseen (1 of 50,000
-	 * under the sanitizer's load); the records are what is counted. */
-	cr_assert_geq((unsigned)atomic_load(&srv.count), want - want / 1000, "server saw %d",
-		      atomic_load(&srv.count));
+	 * under the sanitizer's load); the records are what is counted.
+	 * (UDP connects send nothing.) */
+	if (!with_journald)
+		cr_assert_geq((unsigned)atomic_load(&srv.count), want - want / 1000, "server saw %d",
+			      atomic_load(&srv.count));
 	/* Each process's records in its order: the ports of the sequential
 	 * algorithm never go back within one process (but where they wrap). */
 	size_t i;
@@ -545,7 +560,19 @@ Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
 	json_decref(records);
 	acceptor_stop(&srv);
 	stop(collector, SIGTERM);
+	if (journald)
+		stop(journald, SIGTERM);
 	sandbox_cleanup(&sb);
+}
+
+Test(collector, burst_of_50000_from_8_processes_loses_none, .timeout = 300)
+{
+	burst_of_50000(false);
+}
+
+Test(collector, burst_of_50000_as_nobody_with_journald_running_loses_none, .timeout = 300)
+{
+	burst_of_50000(true);
 }
 
 Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
