@@ -158,6 +158,12 @@ static struct pf_ring_header *register_new(int wait_ms, pid_t *collector, uint64
 	return fresh;
 }
 
+/* Set when the start-up wanted a collector and found none: a collector
+ * that starts later is then looked for once a second (cheap: a connect
+ * to a socket path that is not there fails at once). */
+static _Atomic bool late_start_wanted;
+static _Atomic long late_start_next;
+
 bool pf_collect_start(const char *app, const char *algorithm)
 {
 	const char *path = secure_getenv("PORTFENCE_COLLECTOR");
@@ -173,6 +179,7 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
 	pid_t collector = 0;
 	struct pf_ring_header *fresh = register_new(1000, &collector, 0, 0);
+	atomic_store(&late_start_wanted, fresh == NULL);
 	if (!fresh)
 		return false;
 	atomic_store(&ring_collector, collector);
@@ -481,6 +488,29 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 		atomic_fetch_add_explicit(&direct_writes, 1, memory_order_relaxed);
 	say_fallback("the collector is gone");
 	return false;
+}
+
+PF_COLD bool pf_collect_try_late(void)
+{
+	if (!atomic_load_explicit(&late_start_wanted, memory_order_relaxed))
+		return false;
+	long now = coarse_seconds();
+	if (now < atomic_load(&late_start_next) || in_put || atomic_exchange(&registering, 1))
+		return false;
+	atomic_store(&late_start_next, now + 1);
+	int saved = errno;
+	pid_t collector = 0;
+	struct pf_ring_header *fresh = pf_collecting() ? NULL : register_new(100, &collector, 0, 0);
+	if (fresh) {
+		atomic_store(&ring_collector, collector);
+		atomic_store(&ring_pid, pf_cached_pid());
+		atomic_store(&attempt_pid, pf_cached_pid());
+		atomic_store(&pf_collect_ring, fresh);
+		atomic_store(&late_start_wanted, false);
+	}
+	atomic_store(&registering, 0);
+	errno = saved;
+	return pf_collecting();
 }
 
 void pf_collect_lost(void)

@@ -246,7 +246,8 @@ static void open_log(struct pf_runtime *rt, const struct pf_app *app)
 	    pf_collect_start(app->name, pf_algorithm_name(app->algorithm)))
 		return;
 	if (path && pf_log_open(path, why, sizeof(why)) < 0)
-		defer_stderr("portfence: %s; audit records are not written", why);
+		defer_stderr("portfence: %s; audit records are not written until a collector (portfence daemon) "
+			     "takes them", why);
 }
 
 static void activate_app(struct pf_runtime *rt, int index)

@@ -506,9 +506,13 @@ static inline int pf_log_fd(void)
 /* Whether records are written anywhere (file, syslog, the collector's
  * ring); inline, as every connect asks it. */
 extern bool pf_log_to_syslog __attribute__((visibility("hidden")));
+/* A process that wanted the collector and found none at start-up, and
+ * may not open the log itself (a service not run as root), looks for
+ * one again, once a second: whether it now has a ring. */
+bool pf_collect_try_late(void);
 static inline bool pf_logging(void)
 {
-	return pf_log_fd() >= 0 || pf_log_to_syslog || pf_collecting();
+	return pf_log_fd() >= 0 || pf_log_to_syslog || pf_collecting() || pf_collect_try_late();
 }
 /* Serialises every change of fd numbers the log could be standing on. */
 void pf_fd_lock(void);

@@ -724,6 +724,44 @@ Test(collector, impostor_collector_gets_nothing, .timeout = 60)
 
 /* ---- records that explain, through the ring ---- */
 
+/* A service run as nobody, started before the daemon: it may not open
+ * the log, and found no collector at start-up.  It registers with the
+ * collector once that runs (within a second), and its records from then
+ * on are written; they were lost for its whole life. */
+Test(collector, a_nobody_service_started_before_the_daemon_is_recorded_once_it_runs, .timeout = 60)
+{
+	enum { CONNECTS = 40, PACE_MS = 100 };
+	struct sandbox sb;
+	struct acceptor srv;
+	char dest[64], out[256], count[16], pace[16], said[4096];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(count, sizeof(count), "%d", CONNECTS);
+	snprintf(pace, sizeof(pace), "%d", PACE_MS);
+	snprintf(out, sizeof(out), "%s/out", sb.dir);
+	char *argv[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+			(char *)build_path_for_others("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path_for_others("ringprobe"), "paced", count, pace, dest, NULL};
+	pid_t service = spawn(argv, out);
+	usleep(500000);
+	pid_t collector = start_collector(&sb);
+	cr_assert_eq(wait_child(service), 0);
+	read_all(out, said, sizeof(said));
+	/* 4 s of connects, the collector there after 0.5 s, found within a
+	 * second: the last 2.5 s of them at least. */
+	unsigned recorded = await_settled(sb.log, CONNECTS);
+	cr_expect_geq(recorded, CONNECTS * 5 / 8, "%u of %d records written; the service said: %s", recorded,
+		      CONNECTS, said);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
 /* The ring's slot holds no rule and no reason: the collector finds them
  * in its policy, as the shim writes them directly. */
 Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 120)
