@@ -81,6 +81,7 @@ struct pf_bpf_record {
 	__u32 local_addr[4];	/* network order; IPv4 in [0] */
 	__u32 remote_addr[4];
 	char comm[16];
+	__u32 uid;		/* the process's, for the journal's OBJECT_UID */
 };
 
 /* The record_loss map's entries: records the ring had no room for

@@ -22,6 +22,7 @@ static __always_inline void pfb_fill_record(struct pf_bpf_record *r, const struc
 	r->monotonic_ns = bpf_ktime_get_ns();
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	r->pid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	r->uid = (__u32)bpf_get_current_uid_gid();
 	r->event = f->event;
 	r->error = f->error;
 	r->attempts = f->attempts;

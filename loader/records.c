@@ -264,7 +264,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	char why[600];
 	explain(loaded, r, (struct sockaddr *)&remote, &fields, why, sizeof(why));
 	notice(loaded, r, &fields);
-	if (add_record(sink, &fields, -1))
+	if (add_record(sink, &fields, (long)r->uid))
 		loaded->drained++;
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -308,6 +309,46 @@ Test(collector, nobody_service_recorded_in_file_and_journal, .timeout = 120)
 	json_decref(records);
 	acceptor_stop(&srv);
 	stop(collector, SIGTERM);
+	stop(journald, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* The BPF backend's records reach the journal with the process's
+ * identity as the shim's do: OBJECT_UID was missing (the BPF record
+ * carried no uid).  run --bpf --user nobody. */
+Test(collector, bpf_records_in_the_journal_carry_the_process_uid, .timeout = 120)
+{
+	char cgroup_mount[PATH_MAX], dest[64];
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	private_run();
+	sandbox_init(&sb, "apps = ( { name = \"bpfjournal\"; range = [ 62620, 62629 ]; } );");
+	chmod(sb.policy, 0644);
+	pid_t journald = start_journald(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	char *argv[] = {(char *)build_path("portfence"), "run", "--bpf", "-c", sb.policy, "-a", "bpfjournal", "--user",
+			"nobody", "--", (char *)build_path_for_others("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "status %d: %s%s", r.status, r.out, r.err);
+	json_t *entries = NULL;
+	for (int i = 0; i < 50; i++) {
+		json_decref(entries);
+		entries = journal_entries("PORTFENCE_APP=bpfjournal");
+		if (json_array_size(entries) >= 1)
+			break;
+		usleep(100000);
+	}
+	cr_assert_eq(json_array_size(entries), 1, "journal entries: %zu", json_array_size(entries));
+	json_t *entry = json_array_get(entries, 0);
+	cr_expect_str_eq(text(entry, "PORTFENCE_EVENT"), "assign");
+	cr_expect_str_eq(text(entry, "OBJECT_PID"), text(entry, "PORTFENCE_PID"));
+	cr_expect_str_eq(text(entry, "OBJECT_UID"), "65534");
+	json_decref(entries);
+	acceptor_stop(&srv);
 	stop(journald, SIGTERM);
 	sandbox_cleanup(&sb);
 }
