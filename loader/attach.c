@@ -45,7 +45,7 @@ struct bpf_program *pf_bpf_app_program(const struct pf_bpf_app *loaded, int i)
 	return programs[i];
 }
 
-static void remove_pins(const char *dir)
+void pf_bpf_remove_pins(const char *dir)
 {
 	DIR *listing = opendir(dir);
 	struct dirent *entry;
@@ -85,7 +85,7 @@ void pf_bpf_detach(struct pf_bpf_attachment *attachment)
 	 * leaves the directory empty: it goes only if it still is, for an
 	 * `attach` of the same app and cgroup pins its links there too. */
 	if (attachment->pin_dir[0] && linked)
-		remove_pins(attachment->pin_dir);
+		pf_bpf_remove_pins(attachment->pin_dir);
 	else if (attachment->pin_dir[0])
 		rmdir(attachment->pin_dir);
 	free(attachment);
@@ -317,7 +317,7 @@ int pf_bpf_unpin_links(const char *dir)
 		}
 	}
 	closedir(listing);
-	remove_pins(dir);
+	pf_bpf_remove_pins(dir);
 	return 1;
 }
 
@@ -381,7 +381,7 @@ static bool loss_unreported(const char *app_dir)
  * go, unless they hold records (or a loss) not written yet, which the
  * next daemon writes (it serves every app pinned here).  Whether they
  * were kept for that. */
-static bool remove_app_if_unused(const char *app_dir)
+bool pf_bpf_app_dir_in_use(const char *app_dir)
 {
 	DIR *listing = opendir(app_dir);
 	struct dirent *entry;
@@ -396,11 +396,16 @@ static bool remove_app_if_unused(const char *app_dir)
 		in_use = entry->d_name[0] != '.' && stat(path, &info) == 0 && S_ISDIR(info.st_mode);
 	}
 	closedir(listing);
-	if (in_use)
+	return in_use;
+}
+
+static bool remove_app_if_unused(const char *app_dir)
+{
+	if (pf_bpf_app_dir_in_use(app_dir))
 		return false;
 	if (ring_unread(app_dir) || loss_unreported(app_dir))
 		return true;
-	remove_pins(app_dir);
+	pf_bpf_remove_pins(app_dir);
 	return false;
 }
 

@@ -270,6 +270,51 @@ static struct bpf_map *shared_maps(struct portfence_bpf *skel, int i)
 	return maps[i];
 }
 
+/* Whether the map pinned at fd is laid out as this build's: another
+ * portfence version's (a record or a socket's state of another size)
+ * would have the programs read past its values, and the kernel refuse
+ * them (EACCES).  Sizes may differ (port_slots follows the range). */
+static bool pinned_fits(int fd, const struct bpf_map *map)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == bpf_map__type(map) &&
+	       info.key_size == bpf_map__key_size(map) && info.value_size == bpf_map__value_size(map);
+}
+
+/* The app's pinned maps, when one of them is not laid out as this
+ * build's: removed when no cgroup is attached with them (one line says
+ * so: what they hold cannot be read here), else -EPROTO with the reason. */
+static int replace_other_versions_maps(struct pf_bpf_app *loaded, char *why, size_t len)
+{
+	char path[PATH_MAX + 64];
+	bool fits = true;
+
+	for (int i = 0; fits && shared_maps(loaded->skel, i); i++) {
+		struct bpf_map *map = shared_maps(loaded->skel, i);
+		snprintf(path, sizeof(path), "%s/%s", loaded->pin_dir, bpf_map__name(map));
+		int fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		fits = pinned_fits(fd, map);
+		close(fd);
+	}
+	if (fits)
+		return 0;
+	if (pf_bpf_app_dir_in_use(loaded->pin_dir)) {
+		say(why, len, "the maps pinned for app '%s' under %s are another portfence version's, and cgroups are "
+			      "attached with them: detach them first (portfence detach -a %s CGROUP)",
+		    loaded->app_name, loaded->pin_dir, loaded->app_name);
+		return -EPROTO;
+	}
+	fprintf(stderr, "portfence: warning: the maps pinned for app '%s' under %s were another portfence version's; "
+			"replaced (records left in them are not written)\n", loaded->app_name, loaded->pin_dir);
+	pf_bpf_remove_pins(loaded->pin_dir);
+	return 0;
+}
+
 static int share_maps(struct pf_bpf_app *loaded, bool *reused)
 {
 	char path[PATH_MAX + 64];
@@ -426,6 +471,8 @@ int pf_bpf_app_load_shared(const struct pf_policy *policy, const struct pf_app *
 		say(why, len, "cannot share the cgroup map of app '%s': %s", app->name, strerror(-rc));
 		goto fail;
 	}
+	if (share_pinned && (rc = replace_other_versions_maps(loaded, why, len)) < 0)
+		goto fail;
 	if (share_pinned && (rc = share_maps(loaded, &loaded->counters_shared)) < 0) {
 		say(why, len, "cannot reuse the pinned maps of app '%s': %s", app->name, strerror(-rc));
 		goto fail;

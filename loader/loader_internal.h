@@ -56,6 +56,10 @@ int pf_bpf_attach_programs(struct bpf_program *const programs[PF_BPF_PROGRAM_COU
 
 /* bpffs at /sys/fs/bpf, mounted there when it is not; 0 or -errno. */
 int pf_bpf_ensure_bpffs(void);
+/* Every pin in dir removed, then dir. */
+void pf_bpf_remove_pins(const char *dir);
+/* Whether an app's pin directory holds a cgroup's (an attachment). */
+bool pf_bpf_app_dir_in_use(const char *app_dir);
 /* The lock on bpffs's root that making pin directories and sweeping
  * them take in turns (waits for it): its fd, or -errno. */
 int pf_bpf_lock_pin_root(void);

@@ -1169,6 +1169,67 @@ static bool app_pinned(const char *app)
 	return stat(path, &info) == 0;
 }
 
+/* A map of another portfence version pinned as app's connect_claims
+ * (its values laid out otherwise: 4 bytes where this build's are 8), as
+ * an upgrade leaves it. */
+static void pin_other_versions_map(const char *app)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	union bpf_attr attr = {.map_type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 4, .max_entries = 65536};
+
+	snprintf(dir, sizeof(dir), "/sys/fs/bpf/portfence/%s", app);
+	mkdir("/sys/fs/bpf/portfence", 0700);
+	cr_assert(mkdir(dir, 0700) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
+	int fd = (int)syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
+	cr_assert_geq(fd, 0, "BPF_MAP_CREATE: %s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/connect_claims", dir);
+	unlink(path);
+	memset(&attr, 0, sizeof(attr));
+	attr.pathname = (__u64)(unsigned long)path;
+	attr.bpf_fd = (__u32)fd;
+	cr_assert_eq(syscall(SYS_bpf, BPF_OBJ_PIN, &attr, sizeof(attr)), 0, "pin %s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* Maps another portfence version pinned for the app (an upgrade): the
+ * kernel refused the programs over them ("Permission denied", nothing
+ * more).  With no cgroup attached with them they are replaced, said in
+ * one line; with one, attach refuses and says to detach it first. */
+Test(bpf, attach_replaces_another_versions_maps_or_says_why_not, .timeout = 120)
+{
+	enum { LO = 62790, HI = 62799 };
+	struct run_result r;
+	char relative[128], second[128], failure[128];
+	struct server srv;
+	struct prober p;
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("upgraded", LO, HI, NULL);
+	const char *full = make_cgroup("upgraded", relative, sizeof(relative));
+	make_cgroup("upgraded-2", second, sizeof(second));
+	pin_other_versions_map("upgraded");
+	char *attach[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "upgraded", relative,
+			  NULL};
+	run_tool(&r, attach);
+	cr_assert_eq(r.status, 0, "attach over another version's maps: status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect(strstr(r.err, "another portfence version's; replaced"), "no word of the replaced maps:\n%s", r.err);
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	prober_start(&p, full, srv.port);
+	uint16_t port = prober_connect(&p, failure, sizeof(failure));
+	cr_expect(in_range(port, LO, HI), "connect came from %u (%s)", port, failure);
+	prober_stop(&p);
+	server_stop(&srv);
+
+	/* Attached with them: refused, in one line that says what to do. */
+	pin_other_versions_map("upgraded");
+	char *again[] = {(char *)build_path("portfence"), "attach", "-c", fx.sb.policy, "-a", "upgraded", second,
+			 NULL};
+	run_tool(&r, again);
+	cr_expect_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
+	cr_expect_eq(nonempty_lines(r.err), 1, "one line:\n%s", r.err);
+	cr_expect(strstr(r.err, "another portfence version's") && strstr(r.err, "detach"), "%s", r.err);
+}
+
 /* Another tool's program attached to a cgroup without BPF_F_ALLOW_MULTI
  * or BPF_F_ALLOW_OVERRIDE: the kernel then refuses every attachment in
  * the cgroups below it (EPERM).  It lets every connect through, and goes
@@ -3387,7 +3448,7 @@ static long status_records_lost(const char *app)
  * kept and one error record with "lost":N, N making up the rest. */
 Test(bpf, records_lost_with_no_drainer_are_counted_and_reported_by_the_next_drain)
 {
-	/* More than the ring's 8 MiB holds (96 bytes a record). */
+	/* More than the ring's 8 MiB holds (104 bytes a record, with its header). */
 	enum { FLOOD = 200000 };
 	struct server srv;
 	struct run_result r;
