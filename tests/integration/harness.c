@@ -708,9 +708,15 @@ const char *daemon_text(const struct sandbox *sb)
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path)
 {
-	char *full[64], *owned[2];
+	char *full[64];
 	under_argv(full, sb, app, argv);
-	char **env = child_env(full, NULL, owned);
+	return spawn_program(full, out_path);
+}
+
+pid_t spawn_program(char *const argv[], const char *out_path)
+{
+	char *owned[2];
+	char **env = child_env(argv, NULL, owned);
 	fflush(NULL);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
@@ -721,7 +727,7 @@ pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		dup2(out, 1);
 		dup2(out, 2);
 		alarm(60);
-		execve(full[0], full, env);
+		execve(argv[0], argv, env);
 		_exit(127);
 	}
 	free(env);

@@ -117,6 +117,10 @@ const char *daemon_text(const struct sandbox *sb);
  * stdout and stderr appended to out_path; killed after 60 s. */
 pid_t spawn_under(const struct sandbox *sb, const char *app, char *const argv[],
 		  const char *out_path);
+/* argv in the background, as run_program runs it (the environment of a
+ * sanitizer build included), its output appended to out_path; killed
+ * after 60 s. */
+pid_t spawn_program(char *const argv[], const char *out_path);
 /* Its exit status, or 128+signal. */
 int wait_child(pid_t pid);
 /* Waits up to `seconds` for path to exist. */

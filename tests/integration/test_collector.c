@@ -548,7 +548,7 @@ static void burst_of_50000(bool with_journald)
 			     (char *)build_path_for_others("ringprobe"), "udp", count, dest, NULL};
 	for (int i = 0; i < BURST_PROCS; i++) {
 		snprintf(out[i], sizeof(out[i]), "%s/out-%d", sb.dir, i);
-		pids[i] = with_journald ? spawn(as_nobody, out[i]) : spawn_under(&sb, NULL, argv, out[i]);
+		pids[i] = with_journald ? spawn_program(as_nobody, out[i]) : spawn_under(&sb, NULL, argv, out[i]);
 	}
 	for (int i = 0; i < BURST_PROCS; i++) {
 		char said[4096];
@@ -788,7 +788,7 @@ Test(collector, a_nobody_service_started_before_the_daemon_is_recorded_once_it_r
 	char *argv[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
 			(char *)build_path_for_others("portfence"), "run", "-c", sb.policy, "--",
 			(char *)build_path_for_others("ringprobe"), "paced", count, pace, dest, NULL};
-	pid_t service = spawn(argv, out);
+	pid_t service = spawn_program(argv, out);
 	usleep(500000);
 	pid_t collector = start_collector(&sb);
 	cr_assert_eq(wait_child(service), 0);
