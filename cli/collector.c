@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "collector.h"
-#include "config/policy.h"
 #include "record/ring.h"
 #include "record/sink.h"
 
@@ -64,7 +63,6 @@ struct pf_collector {
 	struct pending pending[PENDING_MAX];
 	int pending_count;
 	struct pf_record_sink *sink;
-	const struct pf_policy *policy;	/* the rules that explain denials; NULL: none */
 	struct ring_client *clients;
 	size_t count, cap;
 	unsigned long refused;
@@ -361,37 +359,10 @@ static void accept_all(struct pf_collector *c)
 		}
 }
 
-void pf_collector_set_policy(struct pf_collector *c, const struct pf_policy *policy)
-{
-	if (c)
-		c->policy = policy;
-}
-
-/* A deny's rule and an error's reason, as the shim would have written
- * them: the ring's slot carries neither, so they come from the app of
- * that name in the collector's own policy (none when it has no such
- * app). */
-static void explain_entry(const struct pf_collector *c, const char *app_name, struct pf_record_fields *f,
-			  char *text, size_t len)
-{
-	int index = c->policy ? pf_policy_find_app(c->policy, app_name) : -1;
-
-	text[0] = '\0';
-	if (index < 0)
-		return;
-	uint16_t local_port = f->local ? ntohs(((const struct sockaddr_in *)f->local)->sin_port) : 0;
-	enum pf_explanation says = pf_app_explain(c->policy, &c->policy->apps[index], f->event, f->error, local_port,
-						  f->remote, text, len);
-	if (says == PF_EXPLAINS_REASON)
-		f->reason = text;
-	else if (says == PF_EXPLAINS_RULE)
-		f->rule = text;
-}
-
 static void write_entry(struct pf_collector *c, struct ring_client *client, const struct pf_ring_entry *e,
 			const struct timespec *now)
 {
-	char why[600];
+	char why[PF_RING_TEXT_MAX + 1];
 	struct pf_record_fields fields = {0};
 	struct sockaddr_storage local, remote;
 	struct timespec when;
@@ -404,7 +375,9 @@ static void write_entry(struct pf_collector *c, struct ring_client *client, cons
 	fields.pid = client->pid;
 	fields.exe = client->exe;
 	fields.algorithm = client->algorithm;
-	explain_entry(c, client->app, &fields, why, sizeof(why));
+	/* The rule and the reason as the shim wrote them, from the policy
+	 * it runs with (which may not be ours). */
+	pf_ring_explain(client->ring, e, &fields, why, sizeof(why));
 	pf_record_sink_add(c->sink, &fields, (long)client->uid);
 }
 

@@ -17,10 +17,6 @@ const char *pf_collector_path(void);
  * when another collector answers there. */
 struct pf_collector *pf_collector_open(const char *path, char *why, size_t len);
 void pf_collector_set_sink(struct pf_collector *c, struct pf_record_sink *sink);
-/* The policy whose rules explain the records' denials (deny's "rule",
- * error's "reason"); it must outlive its use, until the next call. */
-struct pf_policy;
-void pf_collector_set_policy(struct pf_collector *c, const struct pf_policy *policy);
 /* The listening socket, for poll. */
 int pf_collector_fd(const struct pf_collector *c);
 /* Takes the waiting registrations, drains every ring (a batch each),

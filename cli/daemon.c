@@ -305,7 +305,6 @@ static int reload(struct daemon_state *state, const char *config)
 	*state = fresh;
 	if (state->collector) {
 		pf_collector_set_sink(state->collector, state->sink);
-		pf_collector_set_policy(state->collector, &state->policy);
 	}
 	announce(state);
 	return 0;
@@ -402,7 +401,6 @@ int cmd_daemon(int argc, char **argv)
 	}
 	if (state.collector) {
 		pf_collector_set_sink(state.collector, state.sink);
-		pf_collector_set_policy(state.collector, &state.policy);
 		fprintf(stderr, "portfence: collecting shim records at %s\n", pf_collector_path());
 	}
 	announce(&state);

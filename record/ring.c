@@ -53,13 +53,108 @@ PF_HOT void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool 
 	e->udp = udp;
 	e->family = family == AF_INET6 ? 6 : 4;
 	e->attempts = attempts;
-	e->error = error;
+	e->error = (int16_t)error;
 	/* An address of the other family than the socket's (never seen from
 	 * a shim) is left out rather than mislabelled. */
 	if (local && local->sa_family == family)
 		put_address(local, e->local_addr, &e->local_port, &e->flags, PF_RING_LOCAL);
 	if (remote && remote->sa_family == family)
 		put_address(remote, e->remote_addr, &e->remote_port, &e->flags, PF_RING_REMOTE);
+}
+
+/* A text in the area: a header word, then the bytes and a NUL, the
+ * whole rounded up to 8.  The word says the length from the moment the
+ * text's room is claimed, and TEXT_READY once the bytes are there: a
+ * reader steps over a text being written, and stops at a word of 0 (the
+ * end, or a room claimed a moment ago). */
+#define TEXT_READY (1u << 31)
+#define TEXT_KIND_SHIFT 16
+#define TEXT_LEN_MASK 0xffffu
+
+static inline uint32_t text_room(uint32_t len)
+{
+	return (4 + len + 1 + 7) & ~7u;
+}
+
+static inline _Atomic uint32_t *text_word(struct pf_ring_header *h, uint32_t at)
+{
+	return (_Atomic uint32_t *)(pf_ring_texts(h) + at);
+}
+
+static inline uint16_t text_id(uint32_t at)
+{
+	return (uint16_t)(at / 8 + 1);
+}
+
+/* The text already in the area, or 0.  Bounded by the area whatever the
+ * program wrote into it. */
+static uint16_t text_find(struct pf_ring_header *h, int kind, const char *text, uint32_t len)
+{
+	uint32_t used = atomic_load_explicit(&h->text_used, memory_order_acquire);
+
+	for (uint32_t at = 0; at + 8 <= used && at + 8 <= PF_RING_TEXT_BYTES;) {
+		uint32_t word = atomic_load_explicit(text_word(h, at), memory_order_acquire);
+		uint32_t its_len = word & TEXT_LEN_MASK;
+		if (!word || its_len > PF_RING_TEXT_MAX)
+			return 0;
+		if ((word & TEXT_READY) && ((word >> TEXT_KIND_SHIFT) & 0xff) == (uint32_t)kind && its_len == len &&
+		    at + text_room(len) <= PF_RING_TEXT_BYTES && memcmp(pf_ring_texts(h) + at + 4, text, len) == 0)
+			return text_id(at);
+		at += text_room(its_len);
+	}
+	return 0;
+}
+
+uint16_t pf_ring_text_put(struct pf_ring_header *h, int kind, const char *text)
+{
+	uint32_t len = (uint32_t)strnlen(text, PF_RING_TEXT_MAX);
+	uint16_t found = text_find(h, kind, text, len);
+
+	if (found)
+		return found;
+	uint32_t room = text_room(len);
+	if (atomic_load_explicit(&h->text_used, memory_order_relaxed) > PF_RING_TEXT_BYTES - room)
+		return 0;
+	uint32_t at = atomic_fetch_add_explicit(&h->text_used, room, memory_order_relaxed);
+	if (at > PF_RING_TEXT_BYTES - room || at % 8)
+		return 0;
+	atomic_store_explicit(text_word(h, at), len, memory_order_relaxed);
+	memcpy(pf_ring_texts(h) + at + 4, text, len);
+	pf_ring_texts(h)[at + 4 + len] = '\0';
+	atomic_store_explicit(text_word(h, at), TEXT_READY | (uint32_t)kind << TEXT_KIND_SHIFT | len,
+			      memory_order_release);
+	return text_id(at);
+}
+
+int pf_ring_text_get(struct pf_ring_header *h, const struct pf_ring_entry *e, char *out, size_t len)
+{
+	uint32_t at = (uint32_t)(e->text - 1) * 8;
+
+	out[0] = '\0';
+	if (!e->text || at + 8 > PF_RING_TEXT_BYTES)
+		return 0;
+	uint32_t word = atomic_load_explicit(text_word(h, at), memory_order_acquire);
+	uint32_t text_len = word & TEXT_LEN_MASK, kind = (word >> TEXT_KIND_SHIFT) & 0xff;
+	if (!(word & TEXT_READY) || (word & ~(TEXT_READY | 0xffu << TEXT_KIND_SHIFT | TEXT_LEN_MASK)) ||
+	    (kind != PF_RING_TEXT_RULE && kind != PF_RING_TEXT_REASON) || text_len > PF_RING_TEXT_MAX ||
+	    text_len >= len || at + 4 + text_len + 1 > PF_RING_TEXT_BYTES)
+		return 0;
+	memcpy(out, pf_ring_texts(h) + at + 4, text_len);
+	out[text_len] = '\0';
+	return (int)kind;
+}
+
+void pf_ring_explain(struct pf_ring_header *h, const struct pf_ring_entry *e, struct pf_record_fields *fields,
+		     char *text, size_t len)
+{
+	int kind = pf_ring_text_get(h, e, text, len);
+
+	if (kind == PF_RING_TEXT_RULE)
+		fields->rule = text;
+	else if (kind == PF_RING_TEXT_REASON)
+		fields->reason = text;
+	else if (e->flags & PF_RING_TEXT_LOST)
+		fields->reason = "its rule or reason is not known: the record ring's text area was full";
 }
 
 /* Enough tries for any honest contention; a ring whose words the program
@@ -94,6 +189,7 @@ PF_HOT bool pf_ring_put(struct pf_ring_header *h, const struct pf_ring_entry *e)
 	slot->flags = e->flags;
 	slot->attempts = e->attempts;
 	slot->error = e->error;
+	slot->text = e->text;
 	slot->local_port = e->local_port;
 	slot->remote_port = e->remote_port;
 	memcpy(slot->local_addr, e->local_addr, 16);
@@ -137,6 +233,7 @@ static void copy_out(const struct pf_ring_slot *slot, struct pf_ring_entry *out)
 	out->flags = slot->flags;
 	out->attempts = slot->attempts;
 	out->error = slot->error;
+	out->text = slot->text;
 	out->local_port = slot->local_port;
 	out->remote_port = slot->remote_port;
 	memcpy(out->local_addr, slot->local_addr, 16);

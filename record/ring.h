@@ -10,7 +10,11 @@
  * the collector alone consumes.  A slot is a fixed binary record: no
  * names, no pid, nothing a program could use to speak for another.
  * Whatever a program writes into its ring is its own record or garbage,
- * and garbage is counted and skipped (pf_ring_decode). */
+ * and garbage is counted and skipped (pf_ring_decode).
+ *
+ * After the slots, the ring's texts: a deny's rule or an error's reason
+ * as the shim wrote it from the policy it runs with (which need not be
+ * the collector's), each text once, named by the slots that carry it. */
 #ifndef PORTFENCE_RING_H
 #define PORTFENCE_RING_H
 
@@ -28,8 +32,11 @@
 #define PF_COLLECTOR_SOCKET "/run/portfence/collector.sock"
 
 #define PF_RING_MAGIC 0x31526650u	/* "PfR1" */
-#define PF_RING_VERSION 3u	/* 3: slots held until written (pf_ring_hold) */
+#define PF_RING_VERSION 4u	/* 4: texts (rules, reasons) after the slots */
 #define PF_RING_SLOTS 4096u		/* a power of two */
+/* Room for the texts: a policy's rules and reasons, each text written
+ * once per ring (about 200 distinct ones of a typical length). */
+#define PF_RING_TEXT_BYTES 32768u
 /* Seconds a collector's lease runs past its last drain: after that the
  * shim takes it for gone and registers again (or writes directly). */
 #define PF_RING_LEASE_SECONDS 3
@@ -44,7 +51,8 @@ struct pf_ring_header {
 	_Atomic uint64_t head;		/* producers: next position to claim */
 	_Atomic uint64_t fallback;	/* records that went to the direct write instead */
 	_Atomic uint64_t lost;		/* records neither ring nor file could take */
-	uint8_t reserved0[24];
+	_Atomic uint32_t text_used;	/* producers: bytes of the text area claimed */
+	uint8_t reserved0[20];
 	/* The collector's, changed at most once a second while it runs;
 	 * each put reads the lease. */
 	_Atomic int64_t lease;		/* CLOCK_MONOTONIC_COARSE second the collector's lease ends */
@@ -66,14 +74,20 @@ struct pf_ring_header {
 /* flags */
 #define PF_RING_LOCAL 1u	/* local_* holds an address */
 #define PF_RING_REMOTE 2u	/* remote_* holds an address */
-#define PF_RING_FLAGS (PF_RING_LOCAL | PF_RING_REMOTE)
+#define PF_RING_TEXT_LOST 4u	/* the record had a text the text area had no room for */
+#define PF_RING_FLAGS (PF_RING_LOCAL | PF_RING_REMOTE | PF_RING_TEXT_LOST)
+
+/* What a text is to its record. */
+#define PF_RING_TEXT_RULE 1
+#define PF_RING_TEXT_REASON 2
 
 struct pf_ring_slot {
 	_Atomic uint64_t seq;		/* position + 1: committed; + 2: held; + slots: free */
 	uint64_t realtime_ns;		/* CLOCK_REALTIME of the call */
 	uint8_t event, udp, family, flags;	/* family: 4 or 6 */
 	uint32_t attempts;
-	int32_t error;
+	int16_t error;
+	uint16_t text;			/* the record's text (pf_ring_text_put); 0: none */
 	uint16_t local_port, remote_port;	/* host order */
 	uint8_t local_addr[16], remote_addr[16];
 };
@@ -83,11 +97,17 @@ _Static_assert(offsetof(struct pf_ring_header, lease) == 64 && offsetof(struct p
 	       "each writer has a line of its own");
 _Static_assert(sizeof(struct pf_ring_slot) == 64, "ring slot is one cache line");
 
-#define PF_RING_BYTES (sizeof(struct pf_ring_header) + PF_RING_SLOTS * sizeof(struct pf_ring_slot))
+#define PF_RING_BYTES \
+	(sizeof(struct pf_ring_header) + PF_RING_SLOTS * sizeof(struct pf_ring_slot) + PF_RING_TEXT_BYTES)
 
 static inline struct pf_ring_slot *pf_ring_slots(struct pf_ring_header *h)
 {
 	return (struct pf_ring_slot *)(h + 1);
+}
+
+static inline uint8_t *pf_ring_texts(struct pf_ring_header *h)
+{
+	return (uint8_t *)(pf_ring_slots(h) + PF_RING_SLOTS);
 }
 
 /* Lays out a fresh ring in memory of PF_RING_BYTES. */
@@ -98,7 +118,8 @@ struct pf_ring_entry {
 	uint64_t realtime_ns;
 	uint8_t event, udp, family, flags;
 	uint32_t attempts;
-	int32_t error;
+	int16_t error;
+	uint16_t text;
 	uint16_t local_port, remote_port;
 	uint8_t local_addr[16], remote_addr[16];
 };
@@ -107,6 +128,26 @@ struct pf_ring_entry {
 void pf_ring_entry_of(struct pf_ring_entry *e, enum pf_event event, bool udp, int family,
 		      const struct sockaddr *local, const struct sockaddr *remote, unsigned attempts,
 		      int error);
+
+/* Producer, async-signal-safe and lock-free: the text (kind
+ * PF_RING_TEXT_RULE or _REASON) in the ring's text area, written there
+ * unless it already is, for a slot's text field.  0 when the area is
+ * full (or trampled): the caller marks the record PF_RING_TEXT_LOST.
+ * Texts longer than PF_RING_TEXT_MAX are cut. */
+#define PF_RING_TEXT_MAX 1100u
+uint16_t pf_ring_text_put(struct pf_ring_header *h, int kind, const char *text);
+
+/* An entry's text with its kind, pf_ring_text_put's text as a consumer
+ * reads it: copied into out (len >= PF_RING_TEXT_MAX + 1) and checked.
+ * Returns the kind, or 0 when the entry has none or it is not a text
+ * the area holds (a ring the program trampled). */
+int pf_ring_text_get(struct pf_ring_header *h, const struct pf_ring_entry *e, char *out, size_t len);
+
+/* The entry's text, as the record's rule or reason (pf_record_fields),
+ * with text (len >= PF_RING_TEXT_MAX + 1) to hold it; for a text that
+ * was lost, a reason that says so. */
+void pf_ring_explain(struct pf_ring_header *h, const struct pf_ring_entry *e, struct pf_record_fields *fields,
+		     char *text, size_t len);
 
 /* A ring's head with this bit set is closed: nothing more can be put
  * there (the shim closes its ring when it replaces it, see shim/collect.c). */

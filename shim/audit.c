@@ -333,6 +333,14 @@ static PF_HOT void count(const struct pf_runtime *rt, const struct pf_record *re
 		atomic_fetch_add_explicit(&shared->failures, 1, memory_order_relaxed);
 }
 
+/* Whether the record may carry a rule or a reason: these go to the
+ * ring with their text, the rest in a few instructions. */
+static inline bool explained(const struct pf_record *r)
+{
+	return r->rule || r->event == PF_EVENT_DENY || r->event == PF_EVENT_ERROR ||
+	       (r->event == PF_EVENT_AUDIT && r->error);
+}
+
 /* A deny's rule and an error's reason, as text (NULL: none). */
 static void explain(const struct pf_runtime *rt, const struct pf_record *record, char rule_text[RULE_TEXT],
 		    char reason_text[REASON_TEXT], const char **rule, const char **reason)
@@ -352,19 +360,19 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 
-	/* The collector finds the rule and the reason in its own copy of
-	 * the policy (collector.c): the ring's slot holds neither, and they
-	 * are looked up only for a notice or a line written here. */
+	/* The rule and the reason come from the policy this process runs
+	 * with, which need not be the collector's: the ring carries their
+	 * text.  Looked up only for the records that may have one. */
 	const char *rule = NULL, *reason = NULL;
-	if (rt->notify) {
+	if (rt->notify || explained(record))
 		explain(rt, record, rule_text, reason_text, &rule, &reason);
+	if (rt->notify)
 		notice(rt, record, rule, reason);
-	}
 	if (!logging)
 		goto out;
 	bool fallback = collect_failed;
 	if (!collect_failed && pf_collecting()) {
-		if (pf_collect(rt, record))
+		if (pf_collect(rt, record, rule ? PF_RING_TEXT_RULE : PF_RING_TEXT_REASON, rule ? rule : reason))
 			goto out;
 		fallback = true;
 	}
@@ -375,8 +383,6 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 			goto out;
 		}
 	}
-	if (!rt->notify)
-		explain(rt, record, rule_text, reason_text, &rule, &reason);
 	int count = format_record(rt, record, rule, reason, text, sizeof(text), iov);
 	if (count == 0)
 		goto out;
@@ -396,9 +402,9 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 		return;
 	/* The common case in a few instructions: no notice, the ring takes
 	 * the record. */
-	if (!rt->notify && pf_collecting()) {
+	if (!rt->notify && !explained(record) && pf_collecting()) {
 		int saved = errno;
-		bool taken = pf_collect(rt, record);
+		bool taken = pf_collect(rt, record, 0, NULL);
 		errno = saved;
 		if (!taken)
 			audit_written(rt, record, logging, true);
@@ -407,12 +413,12 @@ PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record
 	audit_written(rt, record, logging, false);
 }
 
-bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)
+bool pf_audit_entry(const struct pf_runtime *rt, struct pf_ring_header *ring, const struct pf_ring_entry *e)
 {
 	struct pf_record_fields fields = {0};
 	struct sockaddr_storage local, remote;
 	struct timespec when, now;
-	char text[768];
+	char text[1536], why[PF_RING_TEXT_MAX + 1];
 	struct iovec iov[PF_RECORD_IOV];
 	int saved = errno;
 	bool written = false;
@@ -422,6 +428,7 @@ bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e)
 	if (pf_log_fd() >= 0 && pf_ring_decode(e, &now, &fields, &when, &local, &remote)) {
 		fields.pid = (long)pf_cached_pid();
 		fields.algorithm = rt->app ? pf_algorithm_name(rt->app->algorithm) : "";
+		pf_ring_explain(ring, e, &fields, why, sizeof(why));
 		int count = pf_record_pieces(&fields, rt->app_json, rt->exe_json, text, sizeof(text), iov);
 		if (count > 0) {
 			pf_log_write(iov, count);

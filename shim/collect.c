@@ -252,17 +252,32 @@ static void await_release(struct pf_ring_header *r)
  * nowhere. */
 struct leftover_target {
 	const struct pf_runtime *rt;
-	struct pf_ring_header *fresh;
+	struct pf_ring_header *old, *fresh;
 	unsigned long lost;
 };
+
+/* The entry's text (of ring from) in ring to, for a copy of it there. */
+static void carry_text(struct pf_ring_header *from, struct pf_ring_header *to, struct pf_ring_entry *e)
+{
+	char text[PF_RING_TEXT_MAX + 1];
+	int kind = pf_ring_text_get(from, e, text, sizeof(text));
+
+	e->text = kind ? pf_ring_text_put(to, kind, text) : 0;
+	if (kind && !e->text)
+		e->flags |= PF_RING_TEXT_LOST;
+}
 
 static void move_one(const struct pf_ring_entry *e, void *opaque)
 {
 	struct leftover_target *target = opaque;
+	struct pf_ring_entry moved = *e;
 
-	if (target->fresh && pf_ring_put(target->fresh, e))
-		return;
-	if (!pf_audit_entry(target->rt, e))
+	if (target->fresh) {
+		carry_text(target->old, target->fresh, &moved);
+		if (pf_ring_put(target->fresh, &moved))
+			return;
+	}
+	if (!pf_audit_entry(target->rt, target->old, e))
 		target->lost++;
 }
 
@@ -271,7 +286,7 @@ static void move_one(const struct pf_ring_entry *e, void *opaque)
 static void move_leftovers(const struct pf_runtime *rt, struct pf_ring_header *old, struct pf_ring_header *fresh)
 {
 	uint64_t end = pf_ring_close(old), tail = atomic_load(&old->tail);
-	struct leftover_target target = {rt, fresh, 0};
+	struct leftover_target target = {rt, old, fresh, 0};
 	/* Read target.lost only after the drain: move_one counts into it. */
 	unsigned long skipped = pf_ring_take_to_end(old, &tail, end, COMMIT_WAIT_NS, false, move_one, &target);
 
@@ -449,7 +464,18 @@ static PF_COLD bool put_when_room(struct pf_ring_header *r, const struct pf_ring
 	return put;
 }
 
-PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record)
+/* The record's text in ring r, or the mark that it had one r had no
+ * room for. */
+static void text_in(struct pf_ring_header *r, struct pf_ring_entry *e, int text_kind, const char *text)
+{
+	e->text = pf_ring_text_put(r, text_kind, text);
+	if (e->text)
+		e->flags &= (uint8_t)~PF_RING_TEXT_LOST;
+	else
+		e->flags |= PF_RING_TEXT_LOST;
+}
+
+PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record, int text_kind, const char *text)
 {
 	struct pf_ring_entry e;
 	bool force = false;
@@ -466,6 +492,8 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 				continue;
 			break;
 		}
+		if (text)
+			text_in(r, &e, text_kind, text);
 		in_put = 1;
 		bool put = pf_ring_put(r, &e);
 		in_put = 0;

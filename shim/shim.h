@@ -478,16 +478,18 @@ static inline bool pf_collecting(void)
 {
 	return atomic_load_explicit(&pf_collect_ring, memory_order_relaxed) != NULL;
 }
-/* The record into the ring: false when it must be written directly
- * (ring full, collector gone; said once on stderr, counted). */
-bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record);
+/* The record into the ring, with its rule or reason (text of
+ * text_kind, PF_RING_TEXT_RULE or _REASON; NULL: none): false when it
+ * must be written directly (ring full, collector gone; said once on
+ * stderr, counted). */
+bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record, int text_kind, const char *text);
 /* A record neither the ring nor the file took: counted for the
  * collector to report. */
 void pf_collect_lost(void);
-/* A ring entry the collector will never take, written directly:
- * whether it was. */
+/* A ring entry the collector will never take, written directly (its
+ * text read from ring): whether it was. */
 struct pf_ring_entry;
-bool pf_audit_entry(const struct pf_runtime *rt, const struct pf_ring_entry *e);
+bool pf_audit_entry(const struct pf_runtime *rt, struct pf_ring_header *ring, const struct pf_ring_entry *e);
 /* The log file the direct write falls back to when collecting. */
 void pf_log_fallback(const char *path);
 

@@ -803,27 +803,44 @@ Test(collector, a_nobody_service_started_before_the_daemon_is_recorded_once_it_r
 	sandbox_cleanup(&sb);
 }
 
-/* The ring's slot holds no rule and no reason: the collector finds them
- * in its policy, as the shim writes them directly. */
+static const char svc_denying_app[] =
+	"default = \"pass\";\napps = ( { name = \"svc\"; match = { exe = [ \"*/ringprobe\" ]; };"
+	" range = [ 61000, 61001 ]; algorithm = \"sequential\"; deny = [ \"127.0.0.2/32\" ]; } );";
+
+/* ringprobe MODE COUNT DEST run under policy. */
+static void probe(const char *policy, const char *mode, const char *count, const char *dest, struct run_result *r)
+{
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", (char *)policy, "--",
+			(char *)build_path("ringprobe"), (char *)mode, (char *)count, (char *)dest, NULL};
+	run_program(r, argv, NULL, NULL);
+}
+
+/* The last record of event in records (NULL: none). */
+static json_t *last_of(json_t *records, const char *event)
+{
+	json_t *last = NULL;
+	for (size_t i = 0; i < json_array_size(records); i++)
+		if (strcmp(text(json_array_get(records, i), "event"), event) == 0)
+			last = json_array_get(records, i);
+	return last;
+}
+
+/* The ring carries the rule and the reason the shim found, as it writes
+ * them directly. */
 Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 120)
 {
-	static const char app[] =
-		"default = \"pass\";\napps = ( { name = \"svc\"; match = { exe = [ \"*/ringprobe\" ]; };"
-		" range = [ 61000, 61001 ]; algorithm = \"sequential\"; deny = [ \"127.0.0.2/32\" ]; } );";
 	struct sandbox sb;
 	struct acceptor srv;
 	struct run_result r;
 	char denied[64], allowed[64];
 
 	private_run();
-	sandbox_init(&sb, app);
+	sandbox_init(&sb, svc_denying_app);
 	pid_t collector = start_collector(&sb);
 	acceptor_start(&srv);
 	snprintf(denied, sizeof(denied), "127.0.0.2:%u", srv.port);
 	snprintf(allowed, sizeof(allowed), "127.0.0.1:%u", srv.port);
-	char *deny_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
-			     (char *)build_path("ringprobe"), "connect", "1", denied, NULL};
-	run_program(&r, deny_argv, NULL, NULL);
+	probe(sb.policy, "connect", "1", denied, &r);
 	cr_assert_eq(await_lines(sb.log, 1), 1, "no deny record: %s", r.err);
 	json_t *records = audit_records(sb.log);
 	json_t *deny = json_array_get(records, 0);
@@ -833,18 +850,62 @@ Test(collector, deny_and_exhaustion_records_carry_rule_and_reason, .timeout = 12
 	json_decref(records);
 	/* Three connects held open in a range of two: the third is
 	 * exhausted, and its error record says why. */
-	char *full_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
-			     (char *)build_path("ringprobe"), "hold", "3", allowed, NULL};
-	run_program(&r, full_argv, NULL, NULL);
+	probe(sb.policy, "hold", "3", allowed, &r);
 	cr_assert_geq(await_lines(sb.log, 4), 4, "records: %s", r.err);
 	records = audit_records(sb.log);
-	json_t *error = NULL;
-	for (size_t i = 0; i < json_array_size(records); i++)
-		if (strcmp(text(json_array_get(records, i), "event"), "error") == 0)
-			error = json_array_get(records, i);
+	json_t *error = last_of(records, "error");
 	cr_assert_not_null(error, "no error record: %s", r.err);
 	cr_assert(strstr(text(error, "reason"), "no free port in range 61000-61001 of app 'svc'"), "reason: %s",
 		  text(error, "reason"));
+	json_decref(records);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+/* The rule and the reason are the shim's own, from the policy it ran
+ * with: a program run with another policy than the daemon's (run -c
+ * OTHER), or with one edited since the daemon read it, gets its own
+ * rule's text and FILE:LINE in the daemon's log. */
+Test(collector, records_name_the_rule_of_the_policy_the_program_ran_with, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char denied[64], allowed[64], other[PATH_MAX + 16], state[PATH_MAX + 16];
+
+	private_run();
+	sandbox_init(&sb, svc_denying_app);
+	snprintf(other, sizeof(other), "%s/other.conf", sb.dir);
+	snprintf(state, sizeof(state), "%s/other-state", sb.dir);
+	FILE *f = fopen(other, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "version = 1;\nlog = { file = \"%s\"; };\nstate_dir = \"%s\";\ndefault = \"pass\";\n"
+		   "apps = ( { name = \"svc\"; match = { exe = [ \"*/ringprobe\" ]; };\n"
+		   "  range = [ 61010, 61010 ];\n  algorithm = \"sequential\";\n  deny = [ \"127.0.0.3/32\" ]; } );\n",
+		sb.log, state);
+	fclose(f);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(denied, sizeof(denied), "127.0.0.3:%u", srv.port);
+	snprintf(allowed, sizeof(allowed), "127.0.0.1:%u", srv.port);
+	probe(other, "connect", "1", denied, &r);
+	cr_assert_eq(await_lines(sb.log, 1), 1, "no deny record: %s", r.err);
+	char wanted[PATH_MAX + 128];
+	snprintf(wanted, sizeof(wanted), "deny \"127.0.0.3/32\" %s:8", other);
+	json_t *records = audit_records(sb.log);
+	json_t *deny = json_array_get(records, 0);
+	cr_assert_str_eq(text(deny, "event"), "deny");
+	cr_assert_str_eq(text(deny, "rule"), wanted);
+	json_decref(records);
+	/* Two connects held open in OTHER's range of one port. */
+	probe(other, "hold", "2", allowed, &r);
+	cr_assert_geq(await_lines(sb.log, 3), 3, "records: %s", r.err);
+	snprintf(wanted, sizeof(wanted), "no free port in range 61010-61010 of app 'svc' (%s:6)", other);
+	records = audit_records(sb.log);
+	json_t *error = last_of(records, "error");
+	cr_assert_not_null(error, "no error record: %s", r.err);
+	cr_assert_str_eq(text(error, "reason"), wanted);
 	json_decref(records);
 	acceptor_stop(&srv);
 	stop(collector, SIGTERM);

@@ -1,7 +1,8 @@
 /* The record ring (record/ring.c) and the journal entry (record/sink.c):
  * a record through the ring comes out as it went in; a full ring says
  * so; the decoder takes a million random slots without a crash and lets
- * through only what a shim could have written; a journal entry has each
+ * through only what a shim could have written; a record's text (its rule
+ * or reason) comes out once, checked; a journal entry has each
  * record field as PORTFENCE_<FIELD>. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -120,6 +121,92 @@ Test(ring, decoder_takes_random_bytes)
 		json_decref(formatted(&fields, "a", "/x", "sequential"));
 	}
 	cr_assert_gt(valid, 1000, "the generator reaches valid slots (%u)", valid);
+}
+
+/* A record's text (rule or reason) goes through the ring with it: each
+ * text written once, the same text named by the same id, a full area
+ * said by 0 and by the record's mark, and a text cut at its limit. */
+Test(ring, texts_round_trip_once_each_and_say_when_full)
+{
+	struct pf_ring_header *h = new_ring();
+	struct pf_ring_entry e = {0};
+	char text[PF_RING_TEXT_MAX + 1], long_text[2000];
+
+	uint16_t rule = pf_ring_text_put(h, PF_RING_TEXT_RULE, "deny \"10.0.0.0/8\" /etc/p.conf:7");
+	uint16_t reason = pf_ring_text_put(h, PF_RING_TEXT_REASON, "deny \"10.0.0.0/8\" /etc/p.conf:7");
+	cr_assert(rule && reason && rule != reason, "the same words of another kind are another text");
+	cr_assert_eq(pf_ring_text_put(h, PF_RING_TEXT_RULE, "deny \"10.0.0.0/8\" /etc/p.conf:7"), rule);
+	e.text = rule;
+	cr_assert_eq(pf_ring_text_get(h, &e, text, sizeof(text)), PF_RING_TEXT_RULE);
+	cr_assert_str_eq(text, "deny \"10.0.0.0/8\" /etc/p.conf:7");
+	e.text = reason;
+	struct pf_record_fields fields = {0};
+	pf_ring_explain(h, &e, &fields, text, sizeof(text));
+	cr_assert_null(fields.rule);
+	cr_assert_str_eq(fields.reason, "deny \"10.0.0.0/8\" /etc/p.conf:7");
+
+	memset(long_text, 'x', sizeof(long_text) - 1);
+	long_text[sizeof(long_text) - 1] = '\0';
+	e.text = pf_ring_text_put(h, PF_RING_TEXT_REASON, long_text);
+	cr_assert_eq(pf_ring_text_get(h, &e, text, sizeof(text)), PF_RING_TEXT_REASON);
+	cr_assert_eq(strlen(text), PF_RING_TEXT_MAX, "cut at the limit");
+
+	unsigned made = 0;
+	for (;; made++) {
+		char distinct[64];
+		snprintf(distinct, sizeof(distinct), "rule %u", made);
+		uint16_t id = pf_ring_text_put(h, PF_RING_TEXT_RULE, distinct);
+		if (!id)
+			break;
+		e.text = id;
+		cr_assert_eq(pf_ring_text_get(h, &e, text, sizeof(text)), PF_RING_TEXT_RULE);
+		cr_assert_str_eq(text, distinct);
+	}
+	cr_assert_gt(made, 1000, "the area holds %u short texts", made);
+	cr_assert_eq(pf_ring_text_put(h, PF_RING_TEXT_RULE, "deny \"10.0.0.0/8\" /etc/p.conf:7"), rule,
+		     "a text already there is found when the area is full");
+	e.text = 0;
+	e.flags = PF_RING_TEXT_LOST;
+	memset(&fields, 0, sizeof(fields));
+	pf_ring_explain(h, &e, &fields, text, sizeof(text));
+	cr_assert(fields.reason && strstr(fields.reason, "text area was full"), "a lost text is said");
+	munmap(h, PF_RING_BYTES);
+}
+
+/* Whatever a program writes into the text area or a slot's text field:
+ * no crash, nothing read past the area, and what comes out is a
+ * terminated text of a kind a shim writes. */
+Test(ring, texts_from_a_trampled_area_are_checked)
+{
+	struct pf_ring_header *h = new_ring();
+	struct pf_ring_entry e = {0};
+	char text[PF_RING_TEXT_MAX + 1];
+	unsigned found = 0;
+
+	srand(23);
+	for (int round = 0; round < 200; round++) {
+		uint8_t *area = pf_ring_texts(h);
+		for (unsigned b = 0; b < PF_RING_TEXT_BYTES; b++)
+			area[b] = (uint8_t)rand();
+		/* Some words that look right, so that the later checks are reached. */
+		for (unsigned at = 0; at < PF_RING_TEXT_BYTES; at += 8 * (1 + rand() % 64))
+			if (rand() & 1)
+				*(uint32_t *)(area + at) = (1u << 31) | (uint32_t)(1 + rand() % 2) << 16 |
+							   (uint32_t)(rand() % 1200);
+		atomic_store(&h->text_used, (uint32_t)rand());
+		for (unsigned id = 0; id <= 0xffff; id += 1 + (unsigned)(rand() % 7)) {
+			e.text = (uint16_t)id;
+			int kind = pf_ring_text_get(h, &e, text, sizeof(text));
+			if (!kind)
+				continue;
+			found++;
+			cr_assert(kind == PF_RING_TEXT_RULE || kind == PF_RING_TEXT_REASON);
+			cr_assert_leq(strlen(text), PF_RING_TEXT_MAX);
+		}
+		(void)pf_ring_text_put(h, PF_RING_TEXT_RULE, "a rule");	/* returns, whatever it says */
+	}
+	cr_assert_gt(found, 100, "the generator reaches texts that pass (%u)", found);
+	munmap(h, PF_RING_BYTES);
 }
 
 Test(ring, garbage_sequence_words_never_hang_either_side)
