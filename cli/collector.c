@@ -288,8 +288,12 @@ static void take_registration(struct pf_collector *c, int conn)
 	message.algorithm[sizeof(message.algorithm) - 1] = '\0';
 	if (!(ring = map_ring(memfd)) || rings_of(c, cred.pid) >= RINGS_PER_PID)
 		goto refuse;
-	/* The peer waits for our answer: the pid is still its. */
-	if ((pidfd = pidfd_open(cred.pid, 0)) < 0 || !(client = next_client(c)))
+	/* A process that gave up waiting for our answer (we were slow) and
+	 * ended: its records went to the file, nothing to refuse.  One that
+	 * waits still: the pid is its own. */
+	if ((pidfd = pidfd_open(cred.pid, 0)) < 0)
+		goto refuse_quietly;
+	if (!(client = next_client(c)))
 		goto refuse;
 	client->ring = ring;
 	client->tail = client->released = atomic_load(&ring->tail);
@@ -391,7 +395,7 @@ static void report_lost(struct pf_collector *c, struct ring_client *client)
 	struct pf_record_fields fields = {
 		.event = PF_EVENT_ERROR, .app = client->app, .pid = client->pid, .exe = client->exe,
 		.family = AF_INET, .algorithm = client->algorithm, .error = ENOBUFS,
-		.reason = "the record ring was full and the log could not be written: records lost",
+		.reason = "records lost: neither the collector's ring nor the log file could take them",
 		.lost = (unsigned long)(lost - client->lost_reported),
 	};
 	pf_record_sink_add(c->sink, &fields, (long)client->uid);

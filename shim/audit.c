@@ -379,7 +379,7 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 	if (fallback) {
 		open_fallback();
 		if (pf_log_fd() < 0 && !pf_log_to_syslog) {
-			pf_collect_lost();
+			pf_collect_fell_back(false);
 			goto out;
 		}
 	}
@@ -389,6 +389,8 @@ static PF_COLD __attribute__((noinline)) void audit_written(const struct pf_runt
 	pf_log_write(iov, count);
 	if (pf_log_to_syslog)
 		send_syslog(iov, count, record->event);
+	if (fallback)
+		pf_collect_fell_back(true);
 out:
 	errno = saved;
 }

@@ -189,7 +189,11 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	return true;
 }
 
-static PF_COLD void say_fallback(const char *why)
+/* Why the last record the ring did not take was refused there. */
+static _Atomic(const char *) fallback_why;
+
+/* Once: why records do not reach the collector, and where they go. */
+static PF_COLD void say_fallback(const char *why, bool written)
 {
 	if (atomic_exchange(&fallback_said, 1))
 		return;
@@ -197,7 +201,7 @@ static PF_COLD void say_fallback(const char *why)
 	struct pf_out o = {.p = line, .end = line + sizeof(line)};
 	pf_put_str(&o, "portfence: ");
 	pf_put_str(&o, why);
-	pf_put_str(&o, "; records go to the log file directly (counted)");
+	pf_put_str(&o, written ? "; records go to the log file directly (counted)" : "; records are lost (counted)");
 	pf_stderr_line(line, (size_t)(o.p - line));
 }
 
@@ -500,8 +504,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 		if (put || put_when_room(r, &e))
 			return true;
 		if (!pf_ring_closed(r)) {
-			atomic_fetch_add_explicit(&r->fallback, 1, memory_order_relaxed);
-			say_fallback("the record ring is full");
+			atomic_store_explicit(&fallback_why, "the record ring is full", memory_order_relaxed);
 			return false;
 		}
 		/* Closed under us by a swap, or by the collector leaving: the
@@ -512,9 +515,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 			break;
 		force = atomic_load(&pf_collect_ring) == r;
 	}
-	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pf_cached_pid())
-		atomic_fetch_add_explicit(&direct_writes, 1, memory_order_relaxed);
-	say_fallback("the collector is gone");
+	atomic_store_explicit(&fallback_why, "the collector is gone", memory_order_relaxed);
 	return false;
 }
 
@@ -541,13 +542,16 @@ PF_COLD bool pf_collect_try_late(void)
 	return pf_collecting();
 }
 
-void pf_collect_lost(void)
+void pf_collect_fell_back(bool written)
 {
 	struct pf_ring_header *r = atomic_load(&pf_collect_ring);
+	const char *why = atomic_load_explicit(&fallback_why, memory_order_relaxed);
+
 	if (r && atomic_load(&ring_pid) == pf_cached_pid() && !pf_ring_closed(r))
-		atomic_fetch_add(&r->lost, 1);
+		atomic_fetch_add(written ? &r->fallback : &r->lost, 1);
 	else if (atomic_load(&attempt_pid) == pf_cached_pid())
-		atomic_fetch_add(&lost_unsaid, 1);	/* for the ring registered next */
+		atomic_fetch_add(written ? &direct_writes : &lost_unsaid, 1);	/* for the ring registered next */
+	say_fallback(why ? why : "the collector did not take a record", written);
 }
 
 /* A child forked while another thread was swapping has no such thread:

@@ -480,12 +480,13 @@ static inline bool pf_collecting(void)
 }
 /* The record into the ring, with its rule or reason (text of
  * text_kind, PF_RING_TEXT_RULE or _REASON; NULL: none): false when it
- * must be written directly (ring full, collector gone; said once on
- * stderr, counted). */
+ * must be written directly (ring full, collector gone), which the caller
+ * then tells pf_collect_fell_back. */
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record, int text_kind, const char *text);
-/* A record neither the ring nor the file took: counted for the
- * collector to report. */
-void pf_collect_lost(void);
+/* A record pf_collect refused, written directly (written) or neither
+ * there nor anywhere: counted as such for the collector to report, and
+ * said once on stderr. */
+void pf_collect_fell_back(bool written);
 /* A ring entry the collector will never take, written directly (its
  * text read from ring): whether it was. */
 struct pf_ring_entry;

@@ -1257,7 +1257,12 @@ static bool await_stopped(pid_t pid)
  * rest go to the file directly, said once on the program's stderr and
  * counted (the collector says how many once it runs again); none is
  * lost, none written twice. */
-Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
+/* The collector stopped while a program fills its ring: the ring takes
+ * PF_RING_SLOTS records.  Run as root, the program writes the rest to
+ * the log file itself, and the collector counts them; run as nobody, who
+ * may not write the log, they are lost, and said as lost, never as
+ * written. */
+static void full_ring(bool as_nobody)
 {
 	struct sandbox sb;
 	struct acceptor srv;
@@ -1265,7 +1270,12 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	const unsigned n = 6000;
 
 	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
 	char *argv[] = {(char *)build_path("ringprobe"), "signalled", "6000", dest, NULL};
+	char *as_nobody_argv[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+				  (char *)build_path_for_others("portfence"), "run", "-c", sb.policy, "--",
+				  (char *)build_path_for_others("ringprobe"), "signalled", "6000", dest, NULL};
 	/* One record through the collector first: it answers. */
 	struct run_result r;
 	char *run_argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
@@ -1274,8 +1284,8 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	cr_assert_eq(await_lines(sb.log, 1), 1);
 	/* The program registers its ring at start-up, then waits: the
 	 * collector is stopped before its first record, so the ring takes
-	 * exactly PF_RING_SLOTS of them and the rest go directly. */
-	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	 * exactly PF_RING_SLOTS of them. */
+	pid_t pid = as_nobody ? spawn_program(as_nobody_argv, out) : spawn_under(&sb, NULL, argv, out);
 	for (int i = 0; i < 5000; i++) {
 		read_all(out, said, sizeof(said));
 		if (strstr(said, "ready"))
@@ -1288,19 +1298,31 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 	kill(pid, SIGUSR1);
 	cr_assert_eq(wait_child(pid), 0);
 	kill(collector, SIGCONT);
-	unsigned have = await_lines(sb.log, n + 1);
+	unsigned want = as_nobody ? 1 + PF_RING_SLOTS + 1 : n + 1;
+	unsigned have = await_lines(sb.log, want);
 	usleep(300000);
 	read_all(out, said, sizeof(said));
 	snprintf(line, sizeof(line), "%s/daemon.err", sb.dir);
 	read_all(line, daemon_said, sizeof(daemon_said));
-	fprintf(stderr, "full ring: %u records of %u; the program said: %s; the collector said: %s\n", have, n + 1,
-		said, daemon_said);
-	cr_assert_eq(count_lines_of(sb.log), n + 1, "records: %u of %u", count_lines_of(sb.log), n + 1);
-	const char *full = strstr(said, "portfence: the record ring is full; records go to the log file directly (counted)");
+	fprintf(stderr, "full ring%s: %u records of %u; the program said: %s; the collector said: %s\n",
+		as_nobody ? " (nobody)" : "", have, want, said, daemon_said);
+	cr_assert_eq(count_lines_of(sb.log), want, "records: %u of %u", count_lines_of(sb.log), want);
+	const char *full = strstr(said, "portfence: the record ring is full");
 	cr_assert_not_null(full, "%s", said);
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), want);
+	if (as_nobody) {
+		json_t *lost = json_array_get(records, want - 1);
+		cr_assert_eq(json_integer_value(json_object_get(lost, "lost")), n - PF_RING_SLOTS, "%s",
+			     json_dumps(lost, 0));
+		cr_assert_null(strstr(daemon_said, "went to the log file directly"), "%s", daemon_said);
+		json_decref(records);
+		goto out;
+	}
+	json_decref(records);
+	cr_assert_not_null(strstr(full, "records go to the log file directly (counted)"), "%s", said);
 	cr_assert_null(strstr(full + 1, "portfence:"), "said more than once: %s", said);
-	/* The ring held PF_RING_SLOTS; the rest went directly, and the
-	 * collector counted them. */
+	/* The rest went directly, and the collector counted them. */
 	const char *counted = strstr(daemon_said, "record(s) went to the log file directly");
 	cr_assert_not_null(counted, "the collector said: %s", daemon_said);
 	const char *number = counted;
@@ -1308,11 +1330,48 @@ Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
 		number--;
 	unsigned direct = (unsigned)strtoul(number + 1, NULL, 10);
 	cr_assert_eq(direct, n - PF_RING_SLOTS, "%u counted as direct, expected %u", direct, n - PF_RING_SLOTS);
-	json_t *records = audit_records(sb.log);
-	cr_assert_eq(json_array_size(records), n + 1);
-	json_decref(records);
+out:
 	acceptor_stop(&srv);
 	stop(collector, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
+Test(collector, full_ring_falls_back_said_once_and_counted, .timeout = 120)
+{
+	full_ring(false);
+}
+
+Test(collector, full_ring_of_a_program_that_may_not_write_the_log_says_lost, .timeout = 120)
+{
+	full_ring(true);
+}
+
+/* A program that registered while the collector was stopped gave up
+ * waiting for its answer, wrote its record itself and ended: when the
+ * collector takes the registration, nobody is refused, and it says
+ * nothing of a ring that is not a shim's. */
+Test(collector, a_program_that_gave_up_waiting_is_not_said_refused, .timeout = 60)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char dest[64], out[256], daemon_said[4096], path[PATH_MAX + 16];
+
+	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	kill(collector, SIGSTOP);
+	cr_assert(await_stopped(collector), "the collector never stopped");
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "--",
+			(char *)build_path("ringprobe"), "connect", "1", dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_eq(count_lines_of(sb.log), 1, "the program wrote its record itself: %s", r.err);
+	kill(collector, SIGCONT);
+	usleep(1500000);
+	stop(collector, SIGTERM);
+	snprintf(path, sizeof(path), "%s/daemon.err", sb.dir);
+	read_all(path, daemon_said, sizeof(daemon_said));
+	cr_assert_null(strstr(daemon_said, "refused"), "the collector said: %s", daemon_said);
+	acceptor_stop(&srv);
 	sandbox_cleanup(&sb);
 }
 
