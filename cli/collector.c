@@ -589,14 +589,15 @@ void pf_collector_close(struct pf_collector *c)
 	while (c->pending_count)
 		close(c->pending[--c->pending_count].fd);
 	unlink(c->path);
-	/* Every ring is withdrawn (said, then closed, so that its end is
-	 * final), emptied to that end and written out; only then released:
-	 * its process waits for that before it writes a record anywhere
-	 * else, so nothing is left behind and its records stay in order. */
-	for (size_t i = 0; i < c->count; i++) {
+	/* Every ring is withdrawn (said), emptied of what was claimed in it
+	 * and written out; only then released, its lease ended: its process
+	 * waits for that before it moves what came after to the next
+	 * collector, or to the file, so its records stay in order.  The ring
+	 * stays open: a process that may not write the file (a service not
+	 * run as root) keeps its records there until the next collector
+	 * comes (a restart), rather than lose them. */
+	for (size_t i = 0; i < c->count; i++)
 		atomic_store(&c->clients[i].ring->withdrawn, PF_RING_WITHDRAWING);
-		pf_ring_close(c->clients[i].ring);
-	}
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	for (size_t i = 0; i < c->count; i++) {

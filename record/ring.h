@@ -63,11 +63,13 @@ struct pf_ring_header {
 	uint8_t reserved2[56];
 };
 
-/* A collector that stops withdraws each ring in two steps: it closes the
- * ring and says WITHDRAWING, takes every record claimed in it, writes
- * them out, and says RELEASED.  Between the two the shim neither consumes
- * the ring nor writes a record anywhere else (it waits, bounded), so a
- * thread's records stay in order across the collector's leaving. */
+/* A collector that stops withdraws each ring in two steps: it says
+ * WITHDRAWING, takes every record claimed in it, writes them out, ends
+ * its lease and says RELEASED.  Between the two the shim neither
+ * consumes the ring nor swaps it (it waits, bounded), so a thread's
+ * records stay in order across the collector's leaving.  The ring stays
+ * open: what is put there after is moved on by the swap, to the next
+ * collector (or the file). */
 #define PF_RING_WITHDRAWING 1u
 #define PF_RING_RELEASED 2u
 

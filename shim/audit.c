@@ -395,6 +395,12 @@ out:
 	errno = saved;
 }
 
+bool pf_log_writable(void)
+{
+	open_fallback();
+	return pf_log_fd() >= 0 || pf_log_to_syslog;
+}
+
 /* No malloc and no stdio: a record may be written from a signal handler. */
 PF_HOT void pf_audit(const struct pf_runtime *rt, const struct pf_record *record)
 {

@@ -327,6 +327,33 @@ static void retire_ring(struct pf_ring_header *old)
 }
 
 /* A new process tries at once, whatever its parent's tries were. */
+/* Set while this process keeps its records in a ring no collector reads
+ * (the collector stopped or died, and none has come yet) because it may
+ * not write them itself: the next collector gets them all.  The ring's
+ * lost count when the keeping began: what the last collector said. */
+static _Atomic bool keeping;
+static _Atomic uint64_t kept_lost_base;
+
+/* The records a kept ring lost (it was full), for the collector of
+ * fresh, which takes its records over, to say. */
+static void hand_kept_losses(struct pf_ring_header *kept, struct pf_ring_header *fresh)
+{
+	if (atomic_exchange(&keeping, false))
+		atomic_fetch_add(&fresh->lost, atomic_load(&kept->lost) - atomic_load(&kept_lost_base));
+}
+
+_Static_assert(PF_RING_SLOTS == 4096, "say_keeping's line names the ring's size");
+
+static PF_COLD void say_keeping(void)
+{
+	static _Atomic int said;
+	static const char line[] = "portfence: the collector is gone; records are kept for the next one "
+				   "(up to 4096; more are lost, counted)";
+
+	if (!atomic_exchange(&said, 1))
+		pf_stderr_line(line, sizeof(line) - 1);
+}
+
 static PF_COLD void forget_parents_attempts(pid_t pid)
 {
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pid)
@@ -349,7 +376,9 @@ static PF_COLD struct pf_ring_header *try_register(long now, pid_t *collector)
 
 	if (now < due)
 		return NULL;
-	atomic_store(&next_attempt, now + (1L << (failed < 6 ? failed : 6)));
+	/* Records kept for the next collector: looked for every second. */
+	int backoff = atomic_load(&keeping) ? 0 : failed < 6 ? failed : 6;
+	atomic_store(&next_attempt, now + (1L << backoff));
 	/* A running program waits less than one starting: a collector that
 	 * answers at all answers fast. */
 	struct pf_ring_header *fresh = register_new(100, collector, 0, 0);
@@ -366,10 +395,19 @@ static PF_COLD struct pf_ring_header *try_register(long now, pid_t *collector)
 /* This thread holding the swap: what the collector that went had not
  * taken of r goes into fresh, or with no collector (fresh NULL) into
  * the file, and fresh becomes the ring (a child's r is its parent's,
- * never mapped here, so it is neither emptied nor retired). */
-static PF_COLD void swap_ring(const struct pf_runtime *rt, struct pf_ring_header *r, struct pf_ring_header *fresh,
-			      pid_t collector, pid_t pid, bool child)
+ * never mapped here, so it is neither emptied nor retired).  A process
+ * that may not write the file keeps r instead, and its records in it,
+ * until a collector comes.  The ring to write into: NULL, the file. */
+static PF_COLD struct pf_ring_header *swap_ring(const struct pf_runtime *rt, struct pf_ring_header *r,
+						struct pf_ring_header *fresh, pid_t collector, pid_t pid, bool child)
 {
+	if (!fresh && !child && !pf_ring_closed(r) && !pf_log_writable()) {
+		if (!atomic_exchange(&keeping, true)) {
+			atomic_store(&kept_lost_base, atomic_load(&r->lost));
+			say_keeping();
+		}
+		return r;
+	}
 	if (!child && (fresh || !pf_ring_closed(r))) {
 		atomic_store(&moving, 1);
 		move_leftovers(rt, r, fresh);
@@ -379,6 +417,8 @@ static PF_COLD void swap_ring(const struct pf_runtime *rt, struct pf_ring_header
 		 * for the collector to say. */
 		atomic_fetch_add(&fresh->fallback, atomic_exchange(&direct_writes, 0));
 		atomic_fetch_add(&fresh->lost, atomic_exchange(&lost_unsaid, 0));
+		if (!child)
+			hand_kept_losses(r, fresh);
 		atomic_store(&ring_collector, collector);
 		atomic_store(&ring_pid, pid);
 		atomic_store(&pf_collect_ring, fresh);
@@ -386,6 +426,7 @@ static PF_COLD void swap_ring(const struct pf_runtime *rt, struct pf_ring_header
 			retire_ring(r);
 	}
 	atomic_store(&moving, 0);
+	return fresh;
 }
 
 /* The ring to write into now, registering one when this is a new process
@@ -412,10 +453,10 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 	/* Between tries there is no registration, but a ring nobody reads
 	 * any more is still emptied into the file at once. */
 	struct pf_ring_header *fresh = try_register(now, &collector);
-	swap_ring(rt, r, fresh, collector, pid, child);
+	struct pf_ring_header *to = swap_ring(rt, r, fresh, collector, pid, child);
 	atomic_store(&registering, 0);
 	swapping_here = 0;
-	return fresh;
+	return to;
 }
 
 /* Waits (bounded) for another thread's swap to end; false when this
@@ -507,9 +548,9 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 			atomic_store_explicit(&fallback_why, "the record ring is full", memory_order_relaxed);
 			return false;
 		}
-		/* Closed under us by a swap, or by the collector leaving: the
-		 * new ring (or the file), once the old one's records are in it
-		 * (or written out). */
+		/* Closed under us by another thread's swap: the new ring (or
+		 * the file), once the old one's records are in it (or written
+		 * out). */
 		await_release(r);
 		if (!swap_ended())
 			break;
@@ -610,7 +651,12 @@ __attribute__((destructor)) static void collect_at_exit(void)
 	if (!nobodys || atomic_exchange(&registering, 1))
 		goto direct;
 	atomic_store(&moving, 1);
-	move_leftovers(pf_runtime(), r, NULL);
+	/* A process that may not write them itself hands them to a
+	 * collector that came meanwhile, if one did. */
+	struct pf_ring_header *fresh = pf_log_writable() ? NULL : register_new(100, &collector, 0, 0);
+	if (fresh)
+		hand_kept_losses(r, fresh);
+	move_leftovers(pf_runtime(), r, fresh);
 	atomic_store(&moving, 0);
 	atomic_store(&registering, 0);
 direct:

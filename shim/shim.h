@@ -483,6 +483,9 @@ static inline bool pf_collecting(void)
  * must be written directly (ring full, collector gone), which the caller
  * then tells pf_collect_fell_back. */
 bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record, int text_kind, const char *text);
+/* Whether a record the collector cannot take can be written here (the
+ * log file opened, once, or syslog): a service not run as root may not. */
+bool pf_log_writable(void);
 /* A record pf_collect refused, written directly (written) or neither
  * there nor anywhere: counted as such for the collector to report, and
  * said once on stderr. */

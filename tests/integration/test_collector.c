@@ -647,33 +647,47 @@ Test(collector, kill_9_mid_burst_keeps_the_records_written, .timeout = 120)
 
 /* n connects 100 ms apart under a collector that disturb upsets: every
  * record arrives, in order, whichever way each went.  What the program
- * said goes to said. */
-static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb, pid_t collector), char *said,
-			  size_t said_len)
+ * said goes to said.  as_nobody: the program runs as nobody, who may not
+ * write the log, so that its records reach it only through a
+ * collector. */
+static void paced_through_as(bool as_nobody, unsigned n, pid_t (*disturb)(const struct sandbox *sb, pid_t collector),
+			     char *said, size_t said_len)
 {
 	struct sandbox sb;
 	struct acceptor srv;
 	char dest[64], out[256], count[16];
 
 	pid_t collector = svc_with_collector(&sb, &srv, dest, sizeof(dest), out, sizeof(out));
+	mkdir(sb.state, 01777);
+	chmod(sb.state, 01777);
 	snprintf(count, sizeof(count), "%u", n);
 	char *argv[] = {(char *)build_path("ringprobe"), "paced", count, "100", dest, NULL};
-	pid_t pid = spawn_under(&sb, NULL, argv, out);
+	char *as_nobody_argv[] = {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+				  (char *)build_path_for_others("portfence"), "run", "-c", sb.policy, "--",
+				  (char *)build_path_for_others("ringprobe"), "paced", count, "100", dest, NULL};
+	pid_t pid = as_nobody ? spawn_program(as_nobody_argv, out) : spawn_under(&sb, NULL, argv, out);
 	collector = disturb(&sb, collector);
 	cr_assert_eq(wait_child(pid), 0);
-	cr_assert_eq(await_lines(sb.log, n), n);
+	unsigned have = await_lines(sb.log, n);
+	read_all(out, said, said_len);
+	cr_assert_eq(have, n, "%u records of %u; the program said: %s", have, n, said);
 	usleep(500000);
 	json_t *records = audit_records(sb.log);
 	cr_assert_eq(json_array_size(records), n);
 	for (size_t i = 1; i < n; i++)
 		cr_assert_geq(strcmp(text(json_array_get(records, i), "ts"), text(json_array_get(records, i - 1), "ts")),
 			      0, "record %zu out of order", i);
-	read_all(out, said, said_len);
 	json_decref(records);
 	acceptor_stop(&srv);
 	if (collector > 0)
 		stop(collector, SIGTERM);
 	sandbox_cleanup(&sb);
+}
+
+static void paced_through(unsigned n, pid_t (*disturb)(const struct sandbox *sb, pid_t collector), char *said,
+			  size_t said_len)
+{
+	paced_through_as(false, n, disturb, said, said_len);
 }
 
 /* Gone for 2 s, then back. */
@@ -690,6 +704,31 @@ Test(collector, restart_loses_nothing, .timeout = 120)
 	char said[4096];
 	paced_through(80, restart, said, sizeof(said));
 	fprintf(stderr, "restart: the program said: %s\n", said);
+}
+
+/* A service run as nobody may not write the log: what it records while
+ * the daemon restarts waits in its ring for the next one. */
+Test(collector, restart_loses_nothing_of_a_nobody_service, .timeout = 120)
+{
+	char said[4096];
+	paced_through_as(true, 80, restart, said, sizeof(said));
+	fprintf(stderr, "restart (nobody): the program said: %s\n", said);
+}
+
+/* Killed (SIGKILL), gone for 4 s, then back. */
+static pid_t crash_and_restart(const struct sandbox *sb, pid_t collector)
+{
+	sleep(2);
+	stop(collector, SIGKILL);
+	sleep(4);
+	return start_collector(sb);
+}
+
+Test(collector, crash_and_restart_loses_nothing_of_a_nobody_service, .timeout = 120)
+{
+	char said[4096];
+	paced_through_as(true, 100, crash_and_restart, said, sizeof(said));
+	fprintf(stderr, "crash and restart (nobody): the program said: %s\n", said);
 }
 
 /* Stopped first, so that records pile up in the ring unread, then
