@@ -374,6 +374,10 @@ int cmd_run_bpf(const char *config, const char *app_name, bool audit, const char
 		return 127;
 	}
 	const char *path = config ? config : cli_config_from_env();
+	/* Records name the rule's file as the shim's do: absolute. */
+	char absolute[PATH_MAX];
+	if (realpath(path, absolute))
+		path = absolute;
 	if (cli_load_policy(path, &policy) < 0)
 		return 1;
 	const struct pf_app *chosen = choose_app(&policy, path, app_name, command);

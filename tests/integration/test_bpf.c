@@ -3493,3 +3493,36 @@ Test(bpf, records_lost_with_no_drainer_are_counted_and_reported_by_the_next_drai
 	cr_expect_eq(b.denies + b.lost, FLOOD, "%ld written + %ld lost of %d", b.denies, b.lost, FLOOD);
 	cr_expect_eq(status_records_lost("lossy"), counted, "records_lost is a total: it stays after the report");
 }
+
+/* The deny record's rule names the policy file as an absolute path when
+ * -c named it relative to the directory run started in, under both
+ * backends (the shim's run exports the absolute path). */
+Test(bpf, a_relative_policy_path_is_named_absolute_in_the_rule)
+{
+	struct server srv;
+	char dest[32], rule[64], wanted[PATH_MAX + 64];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	server_start(&srv, "127.0.0.1", SERVE_GREET);
+	snprintf(rule, sizeof(rule), "deny = [ \"127.0.0.1:%u\" ];", srv.port);
+	bpf_sandbox("relative", 62350, 62359, rule);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	for (int bpf = 0; bpf < 2; bpf++) {
+		struct run_result r;
+		char *argv[] = {"/bin/sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", fx.sb.dir,
+				(char *)build_path("portfence"), "run", bpf ? "--bpf" : "-c", bpf ? "-c" : "policy.conf",
+				bpf ? "policy.conf" : "-a", bpf ? "-a" : "relative", bpf ? "relative" : "--",
+				bpf ? "--" : (char *)build_path("ringprobe"), bpf ? (char *)build_path("ringprobe") : "connect",
+				bpf ? "connect" : "1", bpf ? "1" : dest, bpf ? dest : NULL, NULL};
+		run_program(&r, argv, NULL, NULL);
+		usleep(200000);
+		json_t *records = audit_records(fx.sb.log);
+		json_t *deny = audit_find(records, "deny", bpf);
+		cr_assert_not_null(deny, "%s: no deny record: %s%s", bpf ? "run --bpf" : "run", r.out, r.err);
+		snprintf(wanted, sizeof(wanted), "\"127.0.0.1:%u\" %s:", srv.port, fx.sb.policy);
+		cr_expect(strstr(field(deny, "rule"), wanted), "%s: rule %s, expected it to name %s",
+			  bpf ? "run --bpf" : "run", field(deny, "rule"), fx.sb.policy);
+		json_decref(records);
+	}
+	server_stop(&srv);
+}
