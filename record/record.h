@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <syslog.h>
 #include <time.h>
 
 #include "core/decide.h"
@@ -35,6 +36,16 @@ struct pf_record_fields {
 /* The whole line with its '\n' into buf; returns its length, or 0 when
  * it does not fit.  buf holds no NUL after the line. */
 size_t pf_record_format(const struct pf_record_fields *fields, char *buf, size_t cap);
+
+/* A record's syslog facility and level, from the shim and the collector
+ * alike: what a program did (assign, audit, bind) is info, what was
+ * refused or failed (deny, error) a warning; user messages.  The
+ * journal's PRIORITY is the level. */
+static inline int pf_record_syslog_level(enum pf_event event)
+{
+	return event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT || event == PF_EVENT_BIND ? LOG_INFO : LOG_WARNING;
+}
+#define PF_RECORD_SYSLOG_FACILITY LOG_USER
 
 /* The most pieces pf_record_pieces makes. */
 #define PF_RECORD_PIECES 5

@@ -116,7 +116,7 @@ struct pf_record_sink *pf_record_sink_open(const char *log_path, bool to_syslog)
 		sink->checked = time(NULL);
 	}
 	if (to_syslog)
-		openlog("portfence", LOG_PID, LOG_AUTH);
+		openlog("portfence", LOG_PID, PF_RECORD_SYSLOG_FACILITY);
 	return sink;
 }
 
@@ -532,9 +532,7 @@ bool pf_record_sink_add(struct pf_record_sink *sink, const struct pf_record_fiel
 	memcpy(sink->batch + sink->used, line, n);
 	sink->used += n;
 	if (sink->syslog)
-		syslog(fields->event == PF_EVENT_ASSIGN || fields->event == PF_EVENT_AUDIT || fields->event == PF_EVENT_BIND
-			       ? LOG_INFO : LOG_WARNING,
-		       "%.*s", (int)n - 1, line);
+		syslog(PF_RECORD_SYSLOG_FACILITY | pf_record_syslog_level(fields->event), "%.*s", (int)n - 1, line);
 	if (sink->journal_fd >= 0)
 		journal_send(sink, line, n, uid);
 	return true;

@@ -303,7 +303,7 @@ static PF_COLD void send_syslog(const struct iovec *record, int count, enum pf_e
 	if (fd < 0 || count < 1 || count > PF_RECORD_IOV)
 		goto out;
 	pf_put_str(&o, "<");
-	pf_put_uint(&o, (1 << 3) | (event == PF_EVENT_ASSIGN || event == PF_EVENT_AUDIT ? 6 : 4), 1);
+	pf_put_uint(&o, (unsigned long)(PF_RECORD_SYSLOG_FACILITY | pf_record_syslog_level(event)), 1);
 	pf_put_str(&o, ">portfence[");
 	pf_put_uint(&o, (unsigned long)getpid(), 1);
 	pf_put_str(&o, "]: ");

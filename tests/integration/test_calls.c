@@ -258,3 +258,94 @@ Test(calls, bind_address_no_port_keeps_address_and_sharing)
 	cr_expect_eq(atomic_load(&a.count) + atomic_load(&b.count), 4);
 	sandbox_cleanup(&sb);
 }
+
+/* The next syslog message in text (datagrams run together): "<PRI>". */
+static const char *next_message(const char *p)
+{
+	for (; p && (p = strchr(p, '<')); p++) {
+		const char *q = p + 1;
+		while (*q >= '0' && *q <= '9')
+			q++;
+		if (q > p + 1 && *q == '>')
+			return p;
+	}
+	return NULL;
+}
+
+/* The PRI of each syslog message by its record's event, "assign=14 ...":
+ * the shim's own ("<PRI>portfence[PID]: ") into direct, syslog(3)'s
+ * (the collector's, "<PRI>Mon DD ...") into collected. */
+static void priorities_by_event(const char *text, char *direct, char *collected, size_t len)
+{
+	size_t used[2] = {0, 0};
+	char *out[2] = {direct, collected};
+
+	direct[0] = collected[0] = '\0';
+	for (const char *m = next_message(text); m; m = next_message(m + 1)) {
+		const char *end = next_message(m + 1), *event = strstr(m, "\"event\":\"");
+		if (!event || (end && event > end))
+			continue;
+		event += strlen("\"event\":\"");
+		int which = strncmp(strchr(m, '>') + 1, "portfence[", 10) == 0 ? 0 : 1;
+		int n = snprintf(out[which] + used[which], len - used[which], "%.*s=%d ", (int)strcspn(event, "\""),
+				 event, atoi(m + 1));
+		if (n > 0 && (size_t)n < len - used[which])
+			used[which] += (size_t)n;
+	}
+}
+
+/* A record has one syslog facility and level, whether the shim writes
+ * it or hands it to the collector (portfence daemon): assign and bind
+ * are info, deny and error warning, both as user messages. */
+Test(calls, syslog_priority_is_the_same_from_the_shim_and_the_collector, .timeout = 60)
+{
+	struct sandbox sb;
+	struct server srv;
+	struct run_result r;
+	char script[4096], client[600];
+
+	sandbox_init(&sb, "");
+	FILE *f = fopen(sb.policy, "w");
+	fprintf(f, "log = { file = \"%s\"; syslog = true; };\nstate_dir = \"%s\";\ndefault = \"s\";\n"
+		   "apps = ( { name = \"s\"; range = [ 63500, 63599 ]; deny = [ \"127.0.0.9\" ]; } );\n", sb.log, sb.state);
+	fclose(f);
+	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	char prefix[600] = "";
+	if (runtime && runtime[0])
+		snprintf(prefix, sizeof(prefix), "env ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=%s ", runtime);
+	/* An assign, a bind of a port of its own and a deny, each program
+	 * tagged by its argv so that its syslog lines can be told apart. */
+	snprintf(client, sizeof(client),
+		 "python3 -c \\\"import socket, sys\n"
+		 "socket.create_connection(('127.0.0.1', %u)).close()\n"
+		 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 63550)); s.connect(('127.0.0.1', %u)); s.close()\n"
+		 "try: socket.create_connection(('127.0.0.9', 9))\nexcept OSError: pass\\\"",
+		 srv.port, srv.port);
+	snprintf(script, sizeof(script),
+		 "set -e; D=%s; mkdir -p $D/realdev; mount --bind /dev $D/realdev; "
+		 "mount -t tmpfs tmpfs /dev; mount -t tmpfs tmpfs /run; "
+		 "for n in null zero urandom random; do touch /dev/$n; mount --bind $D/realdev/$n /dev/$n; done; "
+		 "ln -s /proc/self/fd /dev/fd; "
+		 "socat -u UNIX-RECV:/dev/log STDOUT > $D/syslog.out & S=$!; sleep 0.3; "
+		 "PORTFENCE_COLLECTOR=none %s%s run -c %s -- sh -c \"%s\" direct; "
+		 "%s%s daemon -c %s 2>$D/daemon.err & P=$!; sleep 0.5; "
+		 "%s%s run -c %s -- sh -c \"%s\" collected; sleep 0.5; kill $P; sleep 0.3; kill $S",
+		 sb.dir, prefix, build_path("portfence"), sb.policy, client, prefix, build_path("portfence"), sb.policy,
+		 prefix, build_path("portfence"), sb.policy, client);
+	char *argv[] = {"unshare", "-m", "sh", "-c", script, NULL};
+	run_program(&r, argv, NULL, NULL);
+	server_stop(&srv);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+
+	char path[256], text[16384] = "", direct[256], collected[256];
+	snprintf(path, sizeof(path), "%s/syslog.out", sb.dir);
+	read_all(path, text, sizeof(text));
+	json_t *records = audit_records(sb.log);
+	cr_assert_eq(json_array_size(records), 6, "six records: %s", text);
+	json_decref(records);
+	priorities_by_event(text, direct, collected, sizeof(direct));
+	cr_expect_str_eq(direct, "assign=14 bind=14 deny=12 ");
+	cr_expect_str_eq(collected, direct, "syslog: %s", text);
+	sandbox_cleanup(&sb);
+}
