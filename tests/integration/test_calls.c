@@ -118,34 +118,44 @@ Test(calls, v4_mapped_destination_judged_as_ipv4)
 }
 
 /* /dev/log does not exist on every machine, and the host's must not be
- * touched: a private mount namespace gets a /dev of its own, with socat
- * listening as /dev/log. */
+ * touched: the script (run by unshare -m) gives its mount namespace a
+ * /dev of its own, with socat listening as /dev/log into DIR/syslog.out
+ * (its pid in $S), for a policy with syslog on and app s (extra inside
+ * its braces).  The sanitizer's runtime, if any, goes to prefix, for the
+ * commands the script runs. */
+static int syslog_setup(struct sandbox *sb, const char *extra, char *script, size_t len, char *prefix, size_t prefix_len)
+{
+	sandbox_init(sb, "");
+	FILE *f = fopen(sb->policy, "w");
+	fprintf(f, "log = { file = \"%s\"; syslog = true; };\nstate_dir = \"%s\";\ndefault = \"s\";\n"
+		   "apps = ( { name = \"s\"; range = [ 63500, 63599 ];%s } );\n", sb->log, sb->state, extra);
+	fclose(f);
+	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
+	prefix[0] = '\0';
+	if (runtime && runtime[0])
+		snprintf(prefix, prefix_len, "env ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=%s ", runtime);
+	return snprintf(script, len,
+			"set -e; D=%s; mkdir -p $D/realdev; mount --bind /dev $D/realdev; "
+			"mount -t tmpfs tmpfs /dev; mount -t tmpfs tmpfs /run; "
+			"for n in null zero urandom random; do touch /dev/$n; mount --bind $D/realdev/$n /dev/$n; done; "
+			"ln -s /proc/self/fd /dev/fd; "
+			"socat -u UNIX-RECV:/dev/log STDOUT > $D/syslog.out & S=$!; sleep 0.3; ",
+			sb->dir);
+}
+
 Test(calls, syslog_gets_the_same_record, .timeout = 60)
 {
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
-	char script[4096];
+	char script[4096], prefix[600];
 
-	sandbox_init(&sb, "");
-	FILE *f = fopen(sb.policy, "w");
-	fprintf(f, "log = { file = \"%s\"; syslog = true; };\nstate_dir = \"%s\";\ndefault = \"s\";\n"
-		   "apps = ( { name = \"s\"; range = [ 63500, 63599 ]; } );\n", sb.log, sb.state);
-	fclose(f);
+	int used = syslog_setup(&sb, "", script, sizeof(script), prefix, sizeof(prefix));
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
-	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	char prefix[600] = "";
-	if (runtime && runtime[0])
-		snprintf(prefix, sizeof(prefix), "env ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=%s ", runtime);
-	snprintf(script, sizeof(script),
-		 "set -e; D=%s; mkdir -p $D/realdev; mount --bind /dev $D/realdev; "
-		 "mount -t tmpfs tmpfs /dev; "
-		 "for n in null zero urandom random; do touch /dev/$n; mount --bind $D/realdev/$n /dev/$n; done; "
-		 "ln -s /proc/self/fd /dev/fd; "
-		 "socat -u UNIX-RECV:/dev/log STDOUT > $D/syslog.out & sleep 0.3; "
+	snprintf(script + used, sizeof(script) - (size_t)used,
 		 "%s%s run -c %s -- python3 -c \"import socket; socket.create_connection(('127.0.0.1', %u)).close()\"; "
-		 "sleep 0.3; kill $!",
-		 sb.dir, prefix, build_path("portfence"), sb.policy, srv.port);
+		 "sleep 0.3; kill $S",
+		 prefix, build_path("portfence"), sb.policy, srv.port);
 	char *argv[] = {"unshare", "-m", "sh", "-c", script, NULL};
 	run_program(&r, argv, NULL, NULL);
 	server_stop(&srv);
@@ -302,36 +312,24 @@ Test(calls, syslog_priority_is_the_same_from_the_shim_and_the_collector, .timeou
 	struct sandbox sb;
 	struct server srv;
 	struct run_result r;
-	char script[4096], client[600];
+	char script[4096], client[600], prefix[600];
 
-	sandbox_init(&sb, "");
-	FILE *f = fopen(sb.policy, "w");
-	fprintf(f, "log = { file = \"%s\"; syslog = true; };\nstate_dir = \"%s\";\ndefault = \"s\";\n"
-		   "apps = ( { name = \"s\"; range = [ 63500, 63599 ]; deny = [ \"127.0.0.9\" ]; } );\n", sb.log, sb.state);
-	fclose(f);
+	int used = syslog_setup(&sb, " deny = [ \"127.0.0.9\" ];", script, sizeof(script), prefix, sizeof(prefix));
 	server_start(&srv, "127.0.0.1", SERVE_DRAIN);
-	const char *runtime = getenv("PORTFENCE_TEST_PRELOAD");
-	char prefix[600] = "";
-	if (runtime && runtime[0])
-		snprintf(prefix, sizeof(prefix), "env ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=%s ", runtime);
-	/* An assign, a bind of a port of its own and a deny, each program
-	 * tagged by its argv so that its syslog lines can be told apart. */
+	/* An assign, a bind of a port of its own and a deny: written by the
+	 * shim itself, then handed to the collector. */
 	snprintf(client, sizeof(client),
 		 "python3 -c \\\"import socket, sys\n"
 		 "socket.create_connection(('127.0.0.1', %u)).close()\n"
-		 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 63550)); s.connect(('127.0.0.1', %u)); s.close()\n"
+		 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+		 "s.bind(('127.0.0.1', 63550)); s.connect(('127.0.0.1', %u)); s.close()\n"
 		 "try: socket.create_connection(('127.0.0.9', 9))\nexcept OSError: pass\\\"",
 		 srv.port, srv.port);
-	snprintf(script, sizeof(script),
-		 "set -e; D=%s; mkdir -p $D/realdev; mount --bind /dev $D/realdev; "
-		 "mount -t tmpfs tmpfs /dev; mount -t tmpfs tmpfs /run; "
-		 "for n in null zero urandom random; do touch /dev/$n; mount --bind $D/realdev/$n /dev/$n; done; "
-		 "ln -s /proc/self/fd /dev/fd; "
-		 "socat -u UNIX-RECV:/dev/log STDOUT > $D/syslog.out & S=$!; sleep 0.3; "
+	snprintf(script + used, sizeof(script) - (size_t)used,
 		 "PORTFENCE_COLLECTOR=none %s%s run -c %s -- sh -c \"%s\" direct; "
 		 "%s%s daemon -c %s 2>$D/daemon.err & P=$!; sleep 0.5; "
 		 "%s%s run -c %s -- sh -c \"%s\" collected; sleep 0.5; kill $P; sleep 0.3; kill $S",
-		 sb.dir, prefix, build_path("portfence"), sb.policy, client, prefix, build_path("portfence"), sb.policy,
+		 prefix, build_path("portfence"), sb.policy, client, prefix, build_path("portfence"), sb.policy,
 		 prefix, build_path("portfence"), sb.policy, client);
 	char *argv[] = {"unshare", "-m", "sh", "-c", script, NULL};
 	run_program(&r, argv, NULL, NULL);
