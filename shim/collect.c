@@ -161,8 +161,17 @@ static struct pf_ring_header *register_new(int wait_ms, pid_t *collector, uint64
 /* Set when the start-up wanted a collector and found none: a collector
  * that starts later is then looked for once a second (cheap: a connect
  * to a socket path that is not there fails at once). */
-static _Atomic bool late_start_wanted;
+_Atomic bool pf_collect_late_wanted;
 static _Atomic long late_start_next;
+
+/* fresh, registered with collector, becomes this process's ring. */
+static void adopt_ring(struct pf_ring_header *fresh, pid_t collector)
+{
+	atomic_store(&ring_collector, collector);
+	atomic_store(&ring_pid, pf_cached_pid());
+	atomic_store(&attempt_pid, pf_cached_pid());
+	atomic_store(&pf_collect_ring, fresh);
+}
 
 bool pf_collect_start(const char *app, const char *algorithm)
 {
@@ -179,13 +188,10 @@ bool pf_collect_start(const char *app, const char *algorithm)
 	strncpy(registration.algorithm, algorithm, sizeof(registration.algorithm) - 1);
 	pid_t collector = 0;
 	struct pf_ring_header *fresh = register_new(1000, &collector, 0, 0);
-	atomic_store(&late_start_wanted, fresh == NULL);
+	atomic_store(&pf_collect_late_wanted, fresh == NULL);
 	if (!fresh)
 		return false;
-	atomic_store(&ring_collector, collector);
-	atomic_store(&ring_pid, pf_cached_pid());
-	atomic_store(&attempt_pid, pf_cached_pid());
-	atomic_store(&pf_collect_ring, fresh);
+	adopt_ring(fresh, collector);
 	return true;
 }
 
@@ -399,7 +405,7 @@ static PF_COLD struct pf_ring_header *try_register(long now, pid_t *collector)
  * that may not write the file keeps r instead, and its records in it,
  * until a collector comes.  The ring to write into: NULL, the file. */
 static PF_COLD struct pf_ring_header *swap_ring(const struct pf_runtime *rt, struct pf_ring_header *r,
-						struct pf_ring_header *fresh, pid_t collector, pid_t pid, bool child)
+						struct pf_ring_header *fresh, pid_t collector, bool child)
 {
 	if (!fresh && !child && !pf_ring_closed(r) && !pf_log_writable()) {
 		if (!atomic_exchange(&keeping, true)) {
@@ -419,9 +425,7 @@ static PF_COLD struct pf_ring_header *swap_ring(const struct pf_runtime *rt, str
 		atomic_fetch_add(&fresh->lost, atomic_exchange(&lost_unsaid, 0));
 		if (!child)
 			hand_kept_losses(r, fresh);
-		atomic_store(&ring_collector, collector);
-		atomic_store(&ring_pid, pid);
-		atomic_store(&pf_collect_ring, fresh);
+		adopt_ring(fresh, collector);
 		if (!child)
 			retire_ring(r);
 	}
@@ -453,7 +457,7 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 	/* Between tries there is no registration, but a ring nobody reads
 	 * any more is still emptied into the file at once. */
 	struct pf_ring_header *fresh = try_register(now, &collector);
-	struct pf_ring_header *to = swap_ring(rt, r, fresh, collector, pid, child);
+	struct pf_ring_header *to = swap_ring(rt, r, fresh, collector, child);
 	atomic_store(&registering, 0);
 	swapping_here = 0;
 	return to;
@@ -488,6 +492,15 @@ static PF_COLD bool swap_ended(void)
 
 static _Atomic long room_waits_resume_at;
 
+/* A put, marked as under way for a handler that interrupts it. */
+static PF_HOT bool put_marked(struct pf_ring_header *r, const struct pf_ring_entry *e)
+{
+	in_put = 1;
+	bool put = pf_ring_put(r, e);
+	in_put = 0;
+	return put;
+}
+
 static PF_COLD bool put_when_room(struct pf_ring_header *r, const struct pf_ring_entry *e)
 {
 	long now = pf_monotonic_ns(), deadline = now + ROOM_WAIT_NS;
@@ -499,9 +512,7 @@ static PF_COLD bool put_when_room(struct pf_ring_header *r, const struct pf_ring
 		return false;
 	while (!put && !pf_ring_closed(r) && (now = pf_monotonic_ns()) < deadline) {
 		nanosleep(&pause, NULL);
-		in_put = 1;
-		put = pf_ring_put(r, e);
-		in_put = 0;
+		put = put_marked(r, e);
 	}
 	if (!put)
 		atomic_store_explicit(&room_waits_resume_at, now + ROOM_WAIT_PAUSE_NS, memory_order_relaxed);
@@ -539,10 +550,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 		}
 		if (text)
 			text_in(r, &e, text_kind, text);
-		in_put = 1;
-		bool put = pf_ring_put(r, &e);
-		in_put = 0;
-		if (put || put_when_room(r, &e))
+		if (put_marked(r, &e) || put_when_room(r, &e))
 			return true;
 		if (!pf_ring_closed(r)) {
 			atomic_store_explicit(&fallback_why, "the record ring is full", memory_order_relaxed);
@@ -562,7 +570,7 @@ PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *reco
 
 PF_COLD bool pf_collect_try_late(void)
 {
-	if (!atomic_load_explicit(&late_start_wanted, memory_order_relaxed))
+	if (!atomic_load_explicit(&pf_collect_late_wanted, memory_order_relaxed))
 		return false;
 	long now = coarse_seconds();
 	if (now < atomic_load(&late_start_next) || in_put || atomic_exchange(&registering, 1))
@@ -572,11 +580,8 @@ PF_COLD bool pf_collect_try_late(void)
 	pid_t collector = 0;
 	struct pf_ring_header *fresh = pf_collecting() ? NULL : register_new(100, &collector, 0, 0);
 	if (fresh) {
-		atomic_store(&ring_collector, collector);
-		atomic_store(&ring_pid, pf_cached_pid());
-		atomic_store(&attempt_pid, pf_cached_pid());
-		atomic_store(&pf_collect_ring, fresh);
-		atomic_store(&late_start_wanted, false);
+		adopt_ring(fresh, collector);
+		atomic_store(&pf_collect_late_wanted, false);
 	}
 	atomic_store(&registering, 0);
 	errno = saved;

@@ -514,11 +514,14 @@ static inline int pf_log_fd(void)
 extern bool pf_log_to_syslog __attribute__((visibility("hidden")));
 /* A process that wanted the collector and found none at start-up, and
  * may not open the log itself (a service not run as root), looks for
- * one again, once a second: whether it now has a ring. */
+ * one again, once a second (pf_collect_late_wanted is set meanwhile):
+ * whether it now has a ring. */
+extern _Atomic bool pf_collect_late_wanted __attribute__((visibility("hidden")));
 bool pf_collect_try_late(void);
 static inline bool pf_logging(void)
 {
-	return pf_log_fd() >= 0 || pf_log_to_syslog || pf_collecting() || pf_collect_try_late();
+	return pf_log_fd() >= 0 || pf_log_to_syslog || pf_collecting() ||
+	       (atomic_load_explicit(&pf_collect_late_wanted, memory_order_relaxed) && pf_collect_try_late());
 }
 /* Serialises every change of fd numbers the log could be standing on. */
 void pf_fd_lock(void);
