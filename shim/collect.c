@@ -163,10 +163,13 @@ static struct pf_ring_header *register_new(int wait_ms, pid_t *collector, uint64
  * to a socket path that is not there fails at once). */
 _Atomic bool pf_collect_late_wanted;
 static _Atomic long late_start_next;
+/* The process's user changed since its ring was registered (setuid.c). */
+static _Atomic bool user_changed;
 
 /* fresh, registered with collector, becomes this process's ring. */
 static void adopt_ring(struct pf_ring_header *fresh, pid_t collector)
 {
+	atomic_store(&user_changed, false);
 	atomic_store(&ring_collector, collector);
 	atomic_store(&ring_pid, pf_cached_pid());
 	atomic_store(&attempt_pid, pf_cached_pid());
@@ -433,6 +436,29 @@ static PF_COLD struct pf_ring_header *swap_ring(const struct pf_runtime *rt, str
 	return fresh;
 }
 
+void pf_collect_user_changed(void)
+{
+	atomic_store(&user_changed, true);
+}
+
+/* After a change of user, with the collector alive: a ring registered
+ * under the new user (the kernel's word, SO_PEERCRED) becomes the
+ * process's, and the old one is closed, its records left for the
+ * collector to take under the user that made them.  NULL when the
+ * collector did not take the new ring: the old one stays. */
+static PF_COLD struct pf_ring_header *register_as_new_user(struct pf_ring_header *r)
+{
+	pid_t collector = 0;
+	struct pf_ring_header *fresh = register_new(100, &collector, 0, 0);
+
+	atomic_store(&user_changed, false);
+	if (!fresh)
+		return NULL;
+	pf_ring_close(r);
+	adopt_ring(fresh, collector);
+	return fresh;
+}
+
 /* The ring to write into now, registering one when this is a new process
  * or the collector's lease ran out (once a second at most, one thread at
  * a time).  force: the ring was found closed.  NULL: write directly. */
@@ -443,7 +469,8 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 	bool child = atomic_load_explicit(&ring_pid, memory_order_relaxed) != pid;
 	long now;
 
-	if (!child && !force && atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
+	if (!child && !force && !atomic_load_explicit(&user_changed, memory_order_relaxed) &&
+	    atomic_load_explicit(&r->lease, memory_order_relaxed) >= (now = coarse_seconds()))
 		return r;
 	now = coarse_seconds();
 	forget_parents_attempts(pid);
@@ -452,6 +479,12 @@ static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, b
 	if (in_put || atomic_exchange(&registering, 1))
 		return !child && !pf_ring_closed(r) ? r : NULL;
 	swapping_here = 1;
+	if (!child && atomic_load(&user_changed) && !pf_ring_closed(r) && atomic_load(&r->lease) >= now) {
+		struct pf_ring_header *fresh = register_as_new_user(r);
+		atomic_store(&registering, 0);
+		swapping_here = 0;
+		return fresh ? fresh : r;
+	}
 	if (!child)
 		await_release(r);
 	/* Between tries there is no registration, but a ring nobody reads

@@ -490,6 +490,9 @@ bool pf_log_writable(void);
  * there nor anywhere: counted as such for the collector to report, and
  * said once on stderr. */
 void pf_collect_fell_back(bool written);
+/* The process's user changed (setuid.c): its next record goes to a ring
+ * registered under the new one. */
+void pf_collect_user_changed(void);
 /* A ring entry the collector will never take, written directly (its
  * text read from ring): whether it was. */
 struct pf_ring_entry;
