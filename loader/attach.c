@@ -362,19 +362,9 @@ static bool ring_unread(const char *app_dir)
  * reported yet. */
 static bool loss_unreported(const char *app_dir)
 {
-	char path[PATH_MAX + 16];
-	uint32_t keys[2] = {PF_BPF_LOSS_LOST, PF_BPF_LOSS_REPORTED};
-	uint64_t counts[2] = {0, 0};
+	struct pf_bpf_loss loss;
 
-	snprintf(path, sizeof(path), "%s/record_loss", app_dir);
-	int fd = bpf_obj_get(path);
-	if (fd < 0)
-		return false;
-	for (int i = 0; i < 2; i++)
-		if (bpf_map_lookup_elem(fd, &keys[i], &counts[i]) < 0)
-			counts[i] = 0;
-	close(fd);
-	return counts[0] > counts[1];
+	return pf_bpf_pinned_loss(app_dir, &loss) > 0 && loss.lost > loss.reported;
 }
 
 /* Whether an entry of an app's directory is a cgroup's directory (then
