@@ -380,8 +380,13 @@ int cmd_daemon(int argc, char **argv)
 	sigaction(SIGINT, &action, NULL);
 
 	struct daemon_state state = {.inotify = -1, .bpf = bpf, .cgroup_apps_fd = -1};
-	if (load_policy(&state, config) < 0)
+	if (load_policy(&state, config) < 0) {
+		/* The claim made the pin root: it goes, as when the daemon
+		 * stops, when nothing else is pinned there. */
+		if (bpf)
+			rmdir(PF_BPF_PIN_ROOT);
 		return 1;
+	}
 	/* An app it must confine and no BPF backend (not root, say): one
 	 * line with the reason, before anything else is opened. */
 	for (size_t i = 0; !bpf && i < state.policy.app_count; i++)

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "kernel/pins.h"
-#include "loader/loader.h"
 #include "procapp.h"
 
 struct pins_of_app {
@@ -45,8 +44,6 @@ void proc_apps_init(struct proc_apps *apps, const struct pf_policy *policy)
 {
 	memset(apps, 0, sizeof(*apps));
 	apps->policy = policy;
-	/* A dead daemon's or run's pins are no attachment. */
-	pf_bpf_sweep_leftovers();
 	read_pins(apps, PF_PIN_ROOT, false);
 	read_pins(apps, PF_PIN_RUN_ROOT, true);
 }

@@ -39,7 +39,9 @@ struct proc_info {
 	enum proc_backend backend;
 };
 
-/* Reads the pins under both pin roots for the policy's apps. */
+/* Reads the pins under both pin roots for the policy's apps.  The caller
+ * sweeps first (pf_bpf_sweep_leftovers): a dead daemon's or run's pins
+ * are no attachment. */
 void proc_apps_init(struct proc_apps *apps, const struct pf_policy *policy);
 void proc_apps_free(struct proc_apps *apps);
 /* Fills info for pid (proc_fd: an open /proc); false when it is gone. */

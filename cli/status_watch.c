@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "loader/loader.h"
 #include "status.h"
 
 #define TREND 31	/* samples kept: 30 s of trend */
@@ -263,6 +264,10 @@ int status_watch(const char *path, const char *only)
 				(since_pass < FULL_PASS_EVERY || cache.unknown == 0);
 		if (!st->use_cache)
 			since_pass = 0;
+		/* cmd_status swept before the first round; a pass over /proc
+		 * after it sweeps again, for a daemon or run that died since. */
+		if (!st->use_cache && round > 0)
+			pf_bpf_sweep_leftovers();
 		if ((rc = status_gather(st, &policy, only, path)) != 0) {
 			status_free(st);
 			break;

@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "kernel/sockdiag.h"
+#include "loader/loader.h"
 #include "procapp.h"
 
 #define MAX_HELD 256
@@ -113,6 +114,7 @@ static unsigned long find_holders(struct found *f, const struct pf_policy *polic
 
 	if (!proc)
 		return 1;
+	pf_bpf_sweep_leftovers();	/* a dead daemon's or run's pins are no attachment */
 	proc_apps_init(&apps, policy);
 	while ((entry = readdir(proc))) {
 		char *end, path[40];

@@ -84,7 +84,7 @@ static bool each_in_app_dir(DIR *dir, const char *app_name, pf_pin_fn *each, voi
 	return false;
 }
 
-int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque)
+int pf_pin_app_dirs_each(const char *root, pf_pin_dir_fn *each, void *opaque)
 {
 	DIR *apps = opendir(root);
 	struct dirent *entry;
@@ -93,18 +93,84 @@ int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque)
 	if (!apps)
 		return -errno;
 	while (!stopped && (entry = readdir(apps))) {
-		char app_name[PATH_MAX], app_dir[PATH_MAX * 2];
-		if (entry->d_name[0] == '.' || pf_pin_name_decode(entry->d_name, app_name, sizeof(app_name)) < 0)
+		char app_dir[PATH_MAX * 2];
+		if (entry->d_name[0] == '.')
 			continue;
 		snprintf(app_dir, sizeof(app_dir), "%s/%s", root, entry->d_name);
-		DIR *dir = opendir(app_dir);
-		if (!dir)
-			continue;
-		stopped = each_in_app_dir(dir, app_name, each, opaque);
-		closedir(dir);
+		stopped = each(opaque, app_dir);
 	}
 	closedir(apps);
 	return 0;
+}
+
+int pf_pin_entries_each(const char *app_dir, pf_pin_entry_fn *each, void *opaque)
+{
+	DIR *dir = opendir(app_dir);
+	struct dirent *entry;
+
+	if (!dir)
+		return -errno;
+	while ((entry = readdir(dir)))
+		if (entry->d_name[0] != '.' && each(opaque, app_dir, entry->d_name))
+			break;
+	closedir(dir);
+	return 0;
+}
+
+/* What a two-level walk carries to each app directory, and whether its
+ * callback stopped it. */
+struct app_walk {
+	pf_pin_entry_fn *each_entry;
+	pf_pin_fn *each_pin;
+	void *opaque;
+	bool stopped;
+};
+
+static bool stop_entry(void *opaque, const char *app_dir, const char *name)
+{
+	struct app_walk *walk = opaque;
+
+	walk->stopped = walk->each_entry(walk->opaque, app_dir, name);
+	return walk->stopped;
+}
+
+static bool entries_of_app(void *opaque, const char *app_dir)
+{
+	struct app_walk *walk = opaque;
+
+	pf_pin_entries_each(app_dir, stop_entry, walk);
+	return walk->stopped;
+}
+
+int pf_pins_each_entry(const char *root, pf_pin_entry_fn *each, void *opaque)
+{
+	struct app_walk walk = {.each_entry = each, .opaque = opaque};
+
+	return pf_pin_app_dirs_each(root, entries_of_app, &walk);
+}
+
+/* The attachments of one app directory, its name decoded (one that does
+ * not decode is passed over). */
+static bool pins_of_app(void *opaque, const char *app_dir)
+{
+	struct app_walk *walk = opaque;
+	char app_name[PATH_MAX];
+
+	if (pf_pin_name_decode(strrchr(app_dir, '/') + 1, app_name, sizeof(app_name)) < 0)
+		return false;
+	DIR *dir = opendir(app_dir);
+	if (!dir)
+		return false;
+	walk->stopped = each_in_app_dir(dir, app_name, walk->each_pin, walk->opaque);
+	closedir(dir);
+	return walk->stopped;
+}
+
+int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque)
+{
+	struct app_walk walk = {.each_pin = each, .opaque = opaque};
+
+	return pf_pin_app_dirs_each(root, pins_of_app, &walk);
 }
 
 int pf_pins_each_of_app(const char *root, const char *app_name, pf_pin_fn *each, void *opaque)

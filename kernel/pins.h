@@ -43,4 +43,23 @@ int pf_pins_each(const char *root, pf_pin_fn *each, void *opaque);
  * attached under root). */
 int pf_pins_each_of_app(const char *root, const char *app_name, pf_pin_fn *each, void *opaque);
 
+/* The same walks by raw name, for what handles the pins themselves
+ * (sweeps, detach): names as bpffs has them, not decoded.  app_dir is
+ * ROOT/APP (or the directory the walk was given); name an entry in it.
+ * Entries and app directories whose names start with '.' are skipped;
+ * nothing else is (a name that does not decode, a file).  Returns true
+ * to stop the walk. */
+typedef bool pf_pin_dir_fn(void *opaque, const char *app_dir);
+typedef bool pf_pin_entry_fn(void *opaque, const char *app_dir, const char *name);
+/* Calls each for every app directory ROOT/APP under root; 0, or -errno
+ * when root cannot be read. */
+int pf_pin_app_dirs_each(const char *root, pf_pin_dir_fn *each, void *opaque);
+/* Calls each for every entry of app_dir; 0, or -errno when it cannot be
+ * read. */
+int pf_pin_entries_each(const char *app_dir, pf_pin_entry_fn *each, void *opaque);
+/* Calls each for every entry of every app directory under root (one that
+ * cannot be read is passed over); 0, or -errno when root cannot be
+ * read. */
+int pf_pins_each_entry(const char *root, pf_pin_entry_fn *each, void *opaque);
+
 #endif

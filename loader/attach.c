@@ -362,19 +362,21 @@ static bool ring_unread(const char *app_dir)
  * reported yet. */
 static bool loss_unreported(const char *app_dir)
 {
-	char path[PATH_MAX + 16];
-	uint32_t keys[2] = {PF_BPF_LOSS_LOST, PF_BPF_LOSS_REPORTED};
-	uint64_t counts[2] = {0, 0};
+	struct pf_bpf_loss loss;
 
-	snprintf(path, sizeof(path), "%s/record_loss", app_dir);
-	int fd = bpf_obj_get(path);
-	if (fd < 0)
-		return false;
-	for (int i = 0; i < 2; i++)
-		if (bpf_map_lookup_elem(fd, &keys[i], &counts[i]) < 0)
-			counts[i] = 0;
-	close(fd);
-	return counts[0] > counts[1];
+	return pf_bpf_pinned_loss(app_dir, &loss) > 0 && loss.lost > loss.reported;
+}
+
+/* Whether an entry of an app's directory is a cgroup's directory (then
+ * *found, and the walk stops). */
+static bool find_cgroup_dir(void *found, const char *app_dir, const char *name)
+{
+	char path[PATH_MAX * 3];
+	struct stat info;
+
+	snprintf(path, sizeof(path), "%s/%s", app_dir, name);
+	*(bool *)found = stat(path, &info) == 0 && S_ISDIR(info.st_mode);
+	return *(bool *)found;
 }
 
 /* An app directory whose cgroups are all gone holds only its maps: they
@@ -383,19 +385,9 @@ static bool loss_unreported(const char *app_dir)
  * were kept for that. */
 bool pf_bpf_app_dir_in_use(const char *app_dir)
 {
-	DIR *listing = opendir(app_dir);
-	struct dirent *entry;
-	char path[PATH_MAX * 2];
-	struct stat info;
 	bool in_use = false;
 
-	if (!listing)
-		return false;
-	while ((entry = readdir(listing)) && !in_use) {
-		snprintf(path, sizeof(path), "%s/%s", app_dir, entry->d_name);
-		in_use = entry->d_name[0] != '.' && stat(path, &info) == 0 && S_ISDIR(info.st_mode);
-	}
-	closedir(listing);
+	pf_pin_entries_each(app_dir, find_cgroup_dir, &in_use);
 	return in_use;
 }
 
@@ -417,30 +409,45 @@ void pf_bpf_forget_app_if_unused(const char *app_name)
 		remove_app_if_unused(app_dir);
 }
 
+/* What pf_bpf_detach_pinned looks for in each app directory, and what
+ * it found. */
+struct detach_search {
+	const char *only_app_dir;	/* NULL: every app's; "": none */
+	char pin_name[PATH_MAX];	/* the cgroup's */
+	int detached;
+	bool records_kept;
+};
+
+static bool detach_in_app_dir(void *opaque, const char *app_dir)
+{
+	struct detach_search *search = opaque;
+
+	if (search->only_app_dir && strcmp(search->only_app_dir, app_dir) != 0)
+		return false;
+	int here = detach_app_pins(app_dir, search->pin_name);
+	search->detached += here;
+	if (remove_app_if_unused(app_dir) && here)
+		search->records_kept = true;
+	return false;
+}
+
 int pf_bpf_detach_pinned(const char *app_name, const char *cgroup_relative, bool *records_kept)
 {
-	char name[PATH_MAX], app_dir[PATH_MAX * 2], wanted[PATH_MAX] = "";
-	DIR *apps = opendir(PF_BPF_PIN_ROOT);
-	struct dirent *entry;
-	int detached = 0;
+	struct detach_search search = {0};
+	char app_dir[PATH_MAX];
 
-	if (!apps)
-		return errno == ENOENT ? 0 : -errno;
-	if (pf_pin_name_encode(cgroup_relative, name, sizeof(name)) < 0)
-		snprintf(name, sizeof(name), "%%2F");	/* the root cgroup */
-	/* The app's directory name, as pf_pin_app_dir writes it. */
-	if (app_name && pf_pin_name_encode(app_name, wanted, sizeof(wanted)) < 0)
-		wanted[0] = '\0';
-	while ((entry = readdir(apps))) {
-		if (entry->d_name[0] == '.' || (app_name && strcmp(wanted, entry->d_name) != 0))
-			continue;
-		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, entry->d_name);
-		int here = detach_app_pins(app_dir, name);
-		detached += here;
-		if (remove_app_if_unused(app_dir) && here)
-			*records_kept = true;
-	}
-	closedir(apps);
+	if (pf_pin_name_encode(cgroup_relative, search.pin_name, sizeof(search.pin_name)) < 0)
+		snprintf(search.pin_name, sizeof(search.pin_name), "%%2F");	/* the root cgroup */
+	/* An app whose name makes no pin directory was never attached. */
+	if (app_name && pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, app_dir, sizeof(app_dir)) < 0)
+		app_dir[0] = '\0';
+	search.only_app_dir = app_name ? app_dir : NULL;
+	int rc = pf_pin_app_dirs_each(PF_BPF_PIN_ROOT, detach_in_app_dir, &search);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	if (search.records_kept)
+		*records_kept = true;
+	int detached = search.detached;
 	/* A cgroup a daemon confines has a pin directory and no links: its
 	 * entry in the daemon's cgroup map goes too. */
 	char mount_point[PATH_MAX], full[PATH_MAX * 2];

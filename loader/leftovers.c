@@ -7,7 +7,6 @@
  * that no daemon is alive, and removes them. */
 #include <errno.h>
 #include <fcntl.h>
-#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,30 +21,24 @@
  * that long before it concludes that another one is alive. */
 #define CLAIM_PATIENCE_MS 2000
 
-/* The daemon's directories: every empty one below an app's (rmdir takes
- * only empty ones; attach's hold their links), then the cgroup map.
- * The caller knows no daemon is alive, and holds the pin root's lock. */
+/* An app's entry, removed when it is an empty directory (a daemon's):
+ * rmdir takes no pin (a file) and no directory holding attach's links. */
+static bool remove_if_empty_dir(void *opaque, const char *app_dir, const char *name)
+{
+	char dir[PATH_MAX * 3];
+
+	(void)opaque;
+	snprintf(dir, sizeof(dir), "%s/%s", app_dir, name);
+	rmdir(dir);
+	return false;
+}
+
+/* The daemon's directories: every empty one below an app's, then the
+ * cgroup map.  The caller knows no daemon is alive, and holds the pin
+ * root's lock. */
 static void sweep_daemon_pins(void)
 {
-	char app_dir[PATH_MAX * 2], dir[PATH_MAX * 3];
-	struct dirent *app, *cgroup;
-	DIR *apps = opendir(PF_BPF_PIN_ROOT);
-
-	while (apps && (app = readdir(apps))) {
-		if (app->d_name[0] == '.')
-			continue;
-		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_PIN_ROOT, app->d_name);
-		DIR *cgroups = opendir(app_dir);
-		while (cgroups && (cgroup = readdir(cgroups)))
-			if (cgroup->d_name[0] != '.' && cgroup->d_type == DT_DIR) {
-				snprintf(dir, sizeof(dir), "%s/%s", app_dir, cgroup->d_name);
-				rmdir(dir);
-			}
-		if (cgroups)
-			closedir(cgroups);
-	}
-	if (apps)
-		closedir(apps);
+	pf_pins_each_entry(PF_BPF_PIN_ROOT, remove_if_empty_dir, NULL);
 	unlink(PF_BPF_CGROUPS_PIN);
 }
 

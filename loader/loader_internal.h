@@ -60,6 +60,15 @@ int pf_bpf_ensure_bpffs(void);
 void pf_bpf_remove_pins(const char *dir);
 /* Whether an app's pin directory holds a cgroup's (an attachment). */
 bool pf_bpf_app_dir_in_use(const char *app_dir);
+/* The entries of an app's record_loss map (bpf/maps.bpf.h). */
+struct pf_bpf_loss {
+	uint64_t lost;		/* records the ring had no room for */
+	uint64_t reported;	/* of them, in an error record (0 when unread) */
+};
+/* The pinned record_loss map in app_dir (PF_BPF_PIN_ROOT/APP): 1 when
+ * read into loss, 0 when none is pinned, -errno when it cannot be
+ * read. */
+int pf_bpf_pinned_loss(const char *app_dir, struct pf_bpf_loss *loss);
 /* The lock on bpffs's root that making pin directories and sweeping
  * them take in turns (waits for it): its fd, or -errno. */
 int pf_bpf_lock_pin_root(void);

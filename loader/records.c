@@ -331,20 +331,30 @@ bool pf_bpf_wait_records_or(struct pf_bpf_app *const *apps, size_t count, int ot
 	return poll(fds, n, timeout_ms) > 0 && other_fd >= 0 && (fds[0].revents & POLLIN);
 }
 
-long long pf_bpf_records_lost(const char *app_name)
+int pf_bpf_pinned_loss(const char *app_dir, struct pf_bpf_loss *loss)
 {
 	char path[PATH_MAX + 32];
-	uint32_t key = PF_BPF_LOSS_LOST;
-	uint64_t lost = 0;
+	uint32_t lost_key = PF_BPF_LOSS_LOST, reported_key = PF_BPF_LOSS_REPORTED;
 
-	char dir[PATH_MAX];
-	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, dir, sizeof(dir)) < 0)
-		return 0;
-	snprintf(path, sizeof(path), "%s/record_loss", dir);
+	*loss = (struct pf_bpf_loss){0};
+	snprintf(path, sizeof(path), "%s/record_loss", app_dir);
 	int fd = bpf_obj_get(path);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	int rc = bpf_map_lookup_elem(fd, &key, &lost) < 0 ? -errno : 0;
+	int rc = bpf_map_lookup_elem(fd, &lost_key, &loss->lost) < 0 ? -errno : 1;
+	if (rc > 0 && bpf_map_lookup_elem(fd, &reported_key, &loss->reported) < 0)
+		loss->reported = 0;
 	close(fd);
-	return rc < 0 ? rc : (long long)lost;
+	return rc;
+}
+
+long long pf_bpf_records_lost(const char *app_name)
+{
+	char dir[PATH_MAX];
+	struct pf_bpf_loss loss;
+
+	if (pf_pin_app_dir(PF_BPF_PIN_ROOT, app_name, dir, sizeof(dir)) < 0)
+		return 0;
+	int rc = pf_bpf_pinned_loss(dir, &loss);
+	return rc <= 0 ? rc : (long long)loss.lost;
 }

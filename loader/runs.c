@@ -1,7 +1,6 @@
 /* The pins of each `run --bpf`: made and locked by the run, swept when
  * no process of portfence holds them and the run's cgroup is empty or
  * gone. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -98,15 +97,16 @@ void pf_bpf_run_release(int claim, const char *app_name, const char *cgroup_rela
 /* One run's directory (app_dir/name): left alone while a process holds
  * it or its cgroup has processes; else its cgroup removed, its links
  * detached and its pins removed. */
-static void sweep_run(const char *app_dir, const char *name)
+static bool sweep_run(void *opaque, const char *app_dir, const char *name)
 {
-	char dir[PATH_MAX * 2], relative[PATH_MAX], full[PATH_MAX], unused[PATH_MAX];
+	char dir[PATH_MAX * 3], relative[PATH_MAX], full[PATH_MAX], unused[PATH_MAX];
 
+	(void)opaque;
 	if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", app_dir, name) >= sizeof(dir))
-		return;
+		return false;
 	int held = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (held < 0)
-		return;
+		return false;
 	if (flock(held, LOCK_EX | LOCK_NB) == 0) {
 		bool cgroup_known = pf_pin_name_decode(name, relative, sizeof(relative)) >= 0 &&
 				    pf_cgroup_resolve(relative, full, sizeof(full), unused, sizeof(unused)) == 0;
@@ -117,31 +117,24 @@ static void sweep_run(const char *app_dir, const char *name)
 		}
 	}
 	close(held);
+	return false;
+}
+
+/* An app's runs swept, then its directory when that left it empty. */
+static bool sweep_runs_of_app(void *opaque, const char *app_dir)
+{
+	(void)opaque;
+	pf_pin_entries_each(app_dir, sweep_run, NULL);
+	rmdir(app_dir);
+	return false;
 }
 
 void pf_bpf_sweep_runs(void)
 {
-	char app_dir[PATH_MAX];
-	struct dirent *app, *run;
-
 	if (geteuid() != 0 || access(PF_BPF_RUN_ROOT, F_OK) < 0)
 		return;
 	int root = pf_bpf_lock_pin_root();
-	DIR *apps = opendir(PF_BPF_RUN_ROOT);
-	while (apps && (app = readdir(apps))) {
-		if (app->d_name[0] == '.')
-			continue;
-		snprintf(app_dir, sizeof(app_dir), "%s/%s", PF_BPF_RUN_ROOT, app->d_name);
-		DIR *runs = opendir(app_dir);
-		while (runs && (run = readdir(runs)))
-			if (run->d_name[0] != '.')
-				sweep_run(app_dir, run->d_name);
-		if (runs)
-			closedir(runs);
-		rmdir(app_dir);
-	}
-	if (apps)
-		closedir(apps);
+	pf_pin_app_dirs_each(PF_BPF_RUN_ROOT, sweep_runs_of_app, NULL);
 	rmdir(PF_BPF_RUN_ROOT);
 	if (root >= 0)
 		close(root);

@@ -1457,6 +1457,30 @@ Test(bpf, daemon_exits_with_one_line_when_a_cgroup_cannot_be_attached)
 	cr_expect_eq(attached_programs(child), 0, "a failed start left programs attached to %s", child);
 }
 
+/* A daemon whose policy does not load ends after it took its lock on
+ * the pin root (made it when missing): the root goes with it, when
+ * empty, as it does when the daemon stops.  In a private mount
+ * namespace with a bpffs of its own, empty at the start. */
+Test(bpf, a_daemon_with_an_invalid_policy_leaves_no_pin_root, .timeout = 60)
+{
+	struct run_result r;
+	char cmd[2048];
+
+	skip_unless_bpf_machine_at(cgroup_mount, sizeof(cgroup_mount));
+	bpf_sandbox("invalid", 62650, 62659, "cgroups = [ \"pf-test-invalid\" ];\n  range = \"not a range\";");
+	snprintf(cmd, sizeof(cmd),
+		 "mount -t bpf bpf /sys/fs/bpf || exit 2; test -e /sys/fs/bpf/portfence && exit 3; "
+		 "timeout 30 '%s' daemon -c '%s'; echo \"status $?\"; "
+		 "if test -e /sys/fs/bpf/portfence; then echo left; fi",
+		 build_path("portfence"), fx.sb.policy);
+	char *argv[] = {"unshare", "-m", "--propagation", "private", "sh", "-c", cmd, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "the namespace's setup failed (%d):\n%s", r.status, r.err);
+	cr_expect(strstr(r.out, "status 1\n"), "the daemon did not exit 1:\n%s%s", r.out, r.err);
+	cr_expect(strstr(r.err, "policy.conf"), "the policy's error is not said:\n%s", r.err);
+	cr_expect(!strstr(r.out, "left"), "a failed start left /sys/fs/bpf/portfence behind:\n%s", r.err);
+}
+
 /* SIGHUP with a policy that no longer lists one of the app's cgroups:
  * that cgroup is released at once (links and pins), the other stays
  * confined, and SIGTERM then leaves nothing. */

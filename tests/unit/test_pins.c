@@ -128,3 +128,59 @@ Test(pins, each_attachment_under_a_root)
 	snprintf(command, sizeof(command), "rm -rf %s", root);
 	cr_assert_eq(system(command), 0);
 }
+
+/* What the raw walks saw, "DIR|NAME" (DIR relative to the root) in the
+ * order they called. */
+static bool note_raw(void *opaque, const char *app_dir, const char *name)
+{
+	struct seen *seen = opaque;
+	const char *app = strrchr(app_dir, '/') + 1;
+	cr_assert_lt(seen->count, 8);
+	snprintf(seen->lines[seen->count++], sizeof(seen->lines[0]), "%s|%s", app, name ? name : "");
+	return seen->count == seen->stop_after;
+}
+
+static bool note_app_dir(void *opaque, const char *app_dir)
+{
+	return note_raw(opaque, app_dir, NULL);
+}
+
+Test(pins, each_entry_by_raw_name)
+{
+	char root[] = "/tmp/pf-pins-XXXXXX", app_dir[64], missing[64], command[64];
+	static const char *const dirs[] = {"web%2Ex", "web%2Ex/system%2Eslice%2Fa", "web%2Ex/.hidden", "bad%zz",
+					   "bad%zz/z", ".dot", ".dot/y"};
+	struct seen seen = {0};
+
+	cr_assert_not_null(mkdtemp(root));
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(*dirs); i++)
+		make_at(root, dirs[i], true);
+	make_at(root, "web%2Ex/a-file", false);
+
+	cr_expect_eq(pf_pins_each_entry(root, note_raw, &seen), 0);
+	qsort(seen.lines, seen.count, sizeof(seen.lines[0]), compare_lines);
+	cr_assert_eq(seen.count, 3, "names undecoded, files too, no '.' names");
+	cr_expect_str_eq(seen.lines[0], "bad%zz|z");
+	cr_expect_str_eq(seen.lines[1], "web%2Ex|a-file");
+	cr_expect_str_eq(seen.lines[2], "web%2Ex|system%2Eslice%2Fa");
+
+	seen = (struct seen){.stop_after = 1};
+	cr_expect_eq(pf_pins_each_entry(root, note_raw, &seen), 0);
+	cr_expect_eq(seen.count, 1, "true stops the walk");
+
+	seen = (struct seen){0};
+	cr_expect_eq(pf_pin_app_dirs_each(root, note_app_dir, &seen), 0);
+	cr_expect_eq(seen.count, 2, "the app directories bad%%zz and web%%2Ex");
+	snprintf(app_dir, sizeof(app_dir), "%s/web%%2Ex", root);
+	seen = (struct seen){0};
+	cr_expect_eq(pf_pin_entries_each(app_dir, note_raw, &seen), 0);
+	cr_expect_eq(seen.count, 2);
+	snprintf(missing, sizeof(missing), "%s/missing", root);
+	cr_expect_eq(pf_pin_entries_each(missing, note_raw, &seen), -ENOENT);
+	cr_expect_eq(pf_pin_app_dirs_each(missing, note_app_dir, &seen), -ENOENT);
+	cr_expect_eq(pf_pins_each_entry(missing, note_raw, &seen), -ENOENT);
+	cr_expect_eq(seen.count, 2);
+
+	snprintf(command, sizeof(command), "rm -rf %s", root);
+	cr_assert_eq(system(command), 0);
+}
