@@ -1,5 +1,4 @@
 /* Attaching an app's programs to a cgroup, pinned or held. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -45,21 +44,20 @@ struct bpf_program *pf_bpf_app_program(const struct pf_bpf_app *loaded, int i)
 	return programs[i];
 }
 
-void pf_bpf_remove_pins(const char *dir)
+static bool unlink_pin(void *opaque, const char *dir, const char *name)
 {
-	DIR *listing = opendir(dir);
-	struct dirent *entry;
 	char path[PATH_MAX * 2];
 
-	if (!listing)
-		return;
-	while ((entry = readdir(listing)))
-		if (entry->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
-			unlink(path);
-		}
-	closedir(listing);
-	rmdir(dir);
+	(void)opaque;
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) < sizeof(path))
+		unlink(path);
+	return false;
+}
+
+void pf_bpf_remove_pins(const char *dir)
+{
+	if (pf_pin_entries_each(dir, unlink_pin, NULL) == 0)
+		rmdir(dir);
 }
 
 void pf_bpf_detach(struct pf_bpf_attachment *attachment)
@@ -298,25 +296,25 @@ void pf_bpf_unconfine(int cgroup_apps_fd, const char *cgroup_full)
 	bpf_map_delete_elem(cgroup_apps_fd, &id);
 }
 
-int pf_bpf_unpin_links(const char *dir)
+static bool detach_link(void *opaque, const char *dir, const char *name)
 {
 	char path[PATH_MAX * 3];
-	DIR *listing = opendir(dir);
-	struct dirent *entry;
 
-	if (!listing)
-		return 0;
-	while ((entry = readdir(listing))) {
-		if (entry->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
-		struct bpf_link *link = bpf_link__open(path);
-		if (link) {
-			bpf_link__detach(link);
-			bpf_link__destroy(link);
-		}
+	(void)opaque;
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return false;
+	struct bpf_link *link = bpf_link__open(path);
+	if (link) {
+		bpf_link__detach(link);
+		bpf_link__destroy(link);
 	}
-	closedir(listing);
+	return false;
+}
+
+int pf_bpf_unpin_links(const char *dir)
+{
+	if (pf_pin_entries_each(dir, detach_link, NULL) < 0)
+		return 0;
 	pf_bpf_remove_pins(dir);
 	return 1;
 }
