@@ -378,6 +378,42 @@ static bool parse_line(const char *line, size_t len, struct parsed *p)
 	return p->count > 0;
 }
 
+/* The length of the UTF-8 sequence at s (at most n bytes), or 0 when it
+ * is not one (an overlong or surrogate form, a cut one). */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+	size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+		   : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+	if (!len || len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) || (s[0] == 0xf0 && s[1] < 0x90) ||
+	    (s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return len;
+}
+
+/* text made printable UTF-8 in place, as journalctl shows a MESSAGE
+ * with any other byte as "[blob data]": a control byte (but newline and
+ * tab) or a byte of no UTF-8 sequence becomes '?'. */
+static void printable(char *text, size_t n)
+{
+	unsigned char *s = (unsigned char *)text;
+
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_sequence(s + i, n - i);
+		if (len == 1 && ((s[i] < 0x20 && s[i] != '\n' && s[i] != '\t') || s[i] == 0x7f))
+			s[i] = '?';
+		if (!len) {
+			s[i] = '?';
+			len = 1;
+		}
+		i += len;
+	}
+}
+
 size_t pf_journal_entry(const char *line, size_t len, long uid, char *out, size_t cap)
 {
 	static __thread struct parsed p;
@@ -396,7 +432,9 @@ size_t pf_journal_entry(const char *line, size_t len, long uid, char *out, size_
 			 value_of(&p, "PID"), value_of(&p, "EXE")[0] ? value_of(&p, "EXE") : value_of(&p, "COMM"));
 	if (n < 0)
 		return 0;
-	add_field(&b, "MESSAGE", message, (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1);
+	size_t message_len = (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1;
+	printable(message, message_len);
+	add_field(&b, "MESSAGE", message, message_len);
 	bool notice = strcmp(event, "assign") == 0 || strcmp(event, "audit") == 0 || strcmp(event, "bind") == 0;
 	add_str(&b, notice ? "PRIORITY=6\n" : "PRIORITY=4\n");
 	add_str(&b, "SYSLOG_IDENTIFIER=portfence\n");

@@ -378,6 +378,44 @@ Test(collector, a_process_that_drops_to_nobody_is_recorded_as_nobody, .timeout =
 	sandbox_cleanup(&sb);
 }
 
+/* A program whose path holds a control byte and a byte that is not
+ * UTF-8: journald keeps the path's bytes in PORTFENCE_EXE, and the
+ * MESSAGE stays text (journalctl showed it as blob data). */
+Test(collector, a_hostile_program_path_leaves_the_journal_message_readable, .timeout = 120)
+{
+	struct sandbox sb;
+	struct acceptor srv;
+	struct run_result r;
+	char path[PATH_MAX], dest[64], cmd[PATH_MAX * 2];
+
+	private_run();
+	sandbox_init(&sb, svc_app);
+	pid_t journald = start_journald(&sb);
+	pid_t collector = start_collector(&sb);
+	acceptor_start(&srv);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", srv.port);
+	snprintf(path, sizeof(path), "%s/ring\001probe\377", sb.dir);
+	snprintf(cmd, sizeof(cmd), "cp '%s' \"$0\" && chmod 755 \"$0\"", build_path("ringprobe"));
+	char *copy[] = {"sh", "-c", cmd, path, NULL};
+	run_program(&r, copy, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	char *argv[] = {(char *)build_path("portfence"), "run", "-c", sb.policy, "-a", "svc", "--", path, "connect", "1",
+			dest, NULL};
+	run_program(&r, argv, NULL, NULL);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	json_t *entries = await_journal("PORTFENCE_APP=svc", 1);
+	cr_assert_eq(json_array_size(entries), 1, "journal entries: %zu", json_array_size(entries));
+	json_t *entry = json_array_get(entries, 0);
+	cr_assert(json_is_string(json_object_get(entry, "MESSAGE")), "MESSAGE is not text: %s", json_dumps(entry, 0));
+	cr_assert(strstr(text(entry, "MESSAGE"), "/ring?probe?)"), "%s", text(entry, "MESSAGE"));
+	cr_assert(json_is_array(json_object_get(entry, "PORTFENCE_EXE")), "the path's bytes: %s", json_dumps(entry, 0));
+	json_decref(entries);
+	acceptor_stop(&srv);
+	stop(collector, SIGTERM);
+	stop(journald, SIGTERM);
+	sandbox_cleanup(&sb);
+}
+
 /* The BPF backend's records reach the journal with the process's
  * identity as the shim's do: OBJECT_UID was missing (the BPF record
  * carried no uid).  run --bpf --user nobody. */

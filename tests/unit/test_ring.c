@@ -276,6 +276,22 @@ Test(ring, journal_entry_unescapes_values)
 	cr_assert_eq(pf_journal_entry(wide, sizeof(wide) - 1, 0, out, sizeof(out)), 0);
 }
 
+/* The MESSAGE is text journalctl shows: a control byte or a byte that is
+ * not UTF-8 in the program's path becomes '?' there (journalctl showed
+ * the whole message as "[blob data]"), a newline and a tab stay, and the
+ * PORTFENCE_EXE field keeps the bytes. */
+Test(ring, journal_message_stays_printable_text)
+{
+	static const char line[] = "{\"event\":\"assign\",\"app\":\"a\",\"pid\":7,"
+				   "\"exe\":\"/x\\u0007y\\u00ffz\\u00c3\\u00a9\\tw\"}";
+	char out[4096];
+	size_t n = pf_journal_entry(line, sizeof(line) - 1, 0, out, sizeof(out));
+
+	cr_assert_gt(n, 0);
+	cr_assert(has(out, n, "(pid 7 /x?y?z\303\251\tw)\n"), "%.*s", (int)n, out);
+	cr_assert(has(out, n, "PORTFENCE_EXE=/x\007y\377z\303\251\tw\n"), "%.*s", (int)n, out);
+}
+
 /* A swap under way: writer threads put while a consumer (the collector)
  * takes, and a closer (the shim replacing the ring) closes it and takes
  * every slot claimed before the close, waiting for those still being
