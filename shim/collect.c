@@ -347,8 +347,11 @@ static _Atomic uint64_t kept_lost_base;
  * fresh, which takes its records over, to say. */
 static void hand_kept_losses(struct pf_ring_header *kept, struct pf_ring_header *fresh)
 {
-	if (atomic_exchange(&keeping, false))
-		atomic_fetch_add(&fresh->lost, atomic_load(&kept->lost) - atomic_load(&kept_lost_base));
+	uint64_t lost = atomic_load(&kept->lost), base = atomic_load(&kept_lost_base);
+
+	/* (A count below the base is a header the program trampled.) */
+	if (atomic_exchange(&keeping, false) && lost > base)
+		atomic_fetch_add(&fresh->lost, lost - base);
 }
 
 _Static_assert(PF_RING_SLOTS == 4096, "say_keeping's line names the ring's size");
@@ -438,7 +441,10 @@ static PF_COLD struct pf_ring_header *swap_ring(const struct pf_runtime *rt, str
 
 void pf_collect_user_changed(void)
 {
-	atomic_store(&user_changed, true);
+	/* A vfork child shares our memory, not our user: only the process
+	 * whose ring it is marks it. */
+	if (getpid() == atomic_load(&ring_pid))
+		atomic_store(&user_changed, true);
 }
 
 /* After a change of user, with the collector alive: a ring registered
@@ -640,6 +646,8 @@ static void collect_after_fork_child(void)
 	atomic_store(&moving, 0);
 	if (!swapping_here)
 		atomic_store(&registering, 0);
+	/* The parent's kept ring is not the child's (it registers its own). */
+	atomic_store(&keeping, false);
 }
 
 __attribute__((constructor(101))) static void collect_init(void)
