@@ -315,10 +315,19 @@ static inline void put_name(struct pf_out *o, const char *name)
 	put(o, name, strlen(name));
 }
 
+static const char *const event_names[] = {"assign", "deny", "error", "audit", "bind"};
+
 static const char *event_name(enum pf_event event)
 {
-	static const char *const names[] = {"assign", "deny", "error", "audit", "bind"};
-	return (unsigned)event < sizeof(names) / sizeof(names[0]) ? names[event] : "error";
+	return (unsigned)event < sizeof(event_names) / sizeof(event_names[0]) ? event_names[event] : "error";
+}
+
+int pf_event_of_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(event_names) / sizeof(event_names[0]); i++)
+		if (strcmp(name, event_names[i]) == 0)
+			return (int)i;
+	return -1;
 }
 
 /* A string field's content: escaped here from raw, or given escaped,

@@ -47,6 +47,10 @@ static inline int pf_record_syslog_level(enum pf_event event)
 }
 #define PF_RECORD_SYSLOG_FACILITY LOG_USER
 
+/* The event a record's "event" names (as pf_record_format writes it);
+ * -1 for a name it does not write. */
+int pf_event_of_name(const char *name);
+
 /* The most pieces pf_record_pieces makes. */
 #define PF_RECORD_PIECES 5
 

@@ -435,8 +435,8 @@ size_t pf_journal_entry(const char *line, size_t len, long uid, char *out, size_
 	size_t message_len = (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1;
 	printable(message, message_len);
 	add_field(&b, "MESSAGE", message, message_len);
-	bool notice = strcmp(event, "assign") == 0 || strcmp(event, "audit") == 0 || strcmp(event, "bind") == 0;
-	add_str(&b, notice ? "PRIORITY=6\n" : "PRIORITY=4\n");
+	n = snprintf(number, sizeof(number), "%d", pf_record_syslog_level((enum pf_event)pf_event_of_name(event)));
+	add_field(&b, "PRIORITY", number, (size_t)n);
 	add_str(&b, "SYSLOG_IDENTIFIER=portfence\n");
 	const char *pid = value_of(&p, "PID");
 	if (pid[0] && pid[0] != '-' && strcmp(pid, "0") != 0)

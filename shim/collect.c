@@ -269,15 +269,27 @@ struct leftover_target {
 	unsigned long lost;
 };
 
+/* The record's text in ring r, or the mark that it had one r had no
+ * room for. */
+static void text_in(struct pf_ring_header *r, struct pf_ring_entry *e, int text_kind, const char *text)
+{
+	e->text = pf_ring_text_put(r, text_kind, text);
+	if (e->text)
+		e->flags &= (uint8_t)~PF_RING_TEXT_LOST;
+	else
+		e->flags |= PF_RING_TEXT_LOST;
+}
+
 /* The entry's text (of ring from) in ring to, for a copy of it there. */
 static void carry_text(struct pf_ring_header *from, struct pf_ring_header *to, struct pf_ring_entry *e)
 {
 	char text[PF_RING_TEXT_MAX + 1];
 	int kind = pf_ring_text_get(from, e, text, sizeof(text));
 
-	e->text = kind ? pf_ring_text_put(to, kind, text) : 0;
-	if (kind && !e->text)
-		e->flags |= PF_RING_TEXT_LOST;
+	if (kind)
+		text_in(to, e, kind, text);
+	else
+		e->text = 0;
 }
 
 static void move_one(const struct pf_ring_entry *e, void *opaque)
@@ -335,7 +347,6 @@ static void retire_ring(struct pf_ring_header *old)
 		munmap(closed, PF_RING_BYTES);
 }
 
-/* A new process tries at once, whatever its parent's tries were. */
 /* Set while this process keeps its records in a ring no collector reads
  * (the collector stopped or died, and none has come yet) because it may
  * not write them itself: the next collector gets them all.  The ring's
@@ -366,6 +377,7 @@ static PF_COLD void say_keeping(void)
 		pf_stderr_line(line, sizeof(line) - 1);
 }
 
+/* A new process tries at once, whatever its parent's tries were. */
 static PF_COLD void forget_parents_attempts(pid_t pid)
 {
 	if (atomic_load_explicit(&attempt_pid, memory_order_relaxed) == pid)
@@ -465,9 +477,10 @@ static PF_COLD struct pf_ring_header *register_as_new_user(struct pf_ring_header
 	return fresh;
 }
 
-/* The ring to write into now, registering one when this is a new process
- * or the collector's lease ran out (once a second at most, one thread at
- * a time).  force: the ring was found closed.  NULL: write directly. */
+/* The ring to write into now, registering one when this is a new process,
+ * its user changed, or the collector's lease ran out (once a second at
+ * most, one thread at a time).  force: the ring was found closed.  NULL:
+ * write directly. */
 static PF_HOT struct pf_ring_header *current_ring(const struct pf_runtime *rt, bool force)
 {
 	struct pf_ring_header *r = atomic_load_explicit(&pf_collect_ring, memory_order_acquire);
@@ -557,17 +570,6 @@ static PF_COLD bool put_when_room(struct pf_ring_header *r, const struct pf_ring
 		atomic_store_explicit(&room_waits_resume_at, now + ROOM_WAIT_PAUSE_NS, memory_order_relaxed);
 	errno = saved;
 	return put;
-}
-
-/* The record's text in ring r, or the mark that it had one r had no
- * room for. */
-static void text_in(struct pf_ring_header *r, struct pf_ring_entry *e, int text_kind, const char *text)
-{
-	e->text = pf_ring_text_put(r, text_kind, text);
-	if (e->text)
-		e->flags &= (uint8_t)~PF_RING_TEXT_LOST;
-	else
-		e->flags |= PF_RING_TEXT_LOST;
 }
 
 PF_HOT bool pf_collect(const struct pf_runtime *rt, const struct pf_record *record, int text_kind, const char *text)
